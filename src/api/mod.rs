@@ -1,0 +1,91 @@
+//! The control API: HTTP/1.1 + JSON over the control Unix socket (DESIGN §3.5).
+//!
+//! axum serves a `UnixListener`; each connection's peer credentials (SO_PEERCRED) are read
+//! once at accept into a [`Peer`], whose user name is the actor of every change made through
+//! that connection. Handlers never write the store themselves: they send commands to the
+//! incident manager and answer with what it answers, after the change is durable.
+
+mod error;
+mod routes;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::connect_info::Connected;
+use axum::serve::IncomingStream;
+use tokio::net::UnixListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+pub use error::ApiError;
+
+use crate::clock::Clock;
+use crate::engine::EngineHandle;
+use crate::event::Event;
+use crate::incident::IncidentHandle;
+use crate::store::Store;
+use crate::telemetry::Telemetry;
+
+/// Who is on the other end of a control connection.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub pid: Option<i32>,
+    /// The user name, or `uid:N` when it has none.
+    pub user: String,
+}
+
+impl Connected<IncomingStream<'_, UnixListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
+        match stream.io().peer_cred() {
+            Ok(cred) => {
+                let uid = cred.uid();
+                let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                    .ok()
+                    .flatten()
+                    .map(|u| u.name)
+                    .unwrap_or_else(|| format!("uid:{uid}"));
+                Peer { uid: Some(uid), gid: Some(cred.gid()), pid: cred.pid(), user }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read peer credentials");
+                Peer { uid: None, gid: None, pid: None, user: "unknown".into() }
+            }
+        }
+    }
+}
+
+/// A reload request from the API; answered with the outcome text or the errors.
+pub type ReloadRequest = oneshot::Sender<Result<String, String>>;
+
+/// What handlers share.
+pub struct ApiState {
+    pub store: Arc<dyn Store>,
+    pub incidents: IncidentHandle,
+    pub engine: EngineHandle,
+    pub events: mpsc::Sender<Event>,
+    pub reload: mpsc::Sender<ReloadRequest>,
+    pub telemetry: Arc<Telemetry>,
+    pub clock: Arc<dyn Clock>,
+    pub host: Arc<str>,
+    pub max_line_bytes: usize,
+    pub max_body_bytes: usize,
+    pub config_path: PathBuf,
+    pub state_dir: PathBuf,
+    pub control_socket: PathBuf,
+    pub ingest_socket: PathBuf,
+    pub event_queue_capacity: usize,
+}
+
+/// Serves the API until `cancel`, then finishes the requests in flight.
+pub async fn serve(listener: UnixListener, state: Arc<ApiState>, cancel: CancellationToken) {
+    let app = routes::router(state);
+    let result = axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
+        .with_graceful_shutdown(cancel.cancelled_owned())
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "control API server failed");
+    }
+    tracing::debug!("control API stopped");
+}

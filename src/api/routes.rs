@@ -1,0 +1,263 @@
+//! Route table and handlers.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{ApiError, ApiState, Peer};
+use crate::clock::Timestamp;
+use crate::event::Defaults;
+use crate::incident::{Command, Incident, NewIncident, Transition};
+use crate::store::ListQuery;
+
+type S = State<Arc<ApiState>>;
+type ApiResult<T> = Result<T, ApiError>;
+
+pub fn router(state: Arc<ApiState>) -> Router {
+    let limit = state.max_body_bytes;
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/status", get(status))
+        .route("/v1/events", post(post_events))
+        .route("/v1/incidents", get(list_incidents).post(create_incident))
+        .route("/v1/incidents/{id}", get(show_incident))
+        .route("/v1/incidents/{id}/timeline", get(timeline))
+        .route("/v1/incidents/{id}/notes", post(add_note))
+        .route("/v1/incidents/{id}/{transition}", post(transition))
+        .route("/v1/rules", get(rules))
+        .route("/v1/reload", post(reload))
+        .fallback(|| async { ApiError::not_found("no such API path; see GET /v1/status and the README") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this path")
+        })
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn status(State(st): S) -> Json<Value> {
+    let t = &st.telemetry;
+    let counts: serde_json::Map<String, Value> = st
+        .store
+        .count_by_status()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(s, n)| (s.as_str().to_owned(), json!(n)))
+        .collect();
+    let rules = st.engine.rules().await.map(|r| r.len());
+    let queued = st.event_queue_capacity - st.events.capacity();
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "pid": std::process::id(),
+        "uptime_seconds": t.started.elapsed().as_secs(),
+        "config": st.config_path,
+        "state_dir": st.state_dir,
+        "sockets": {"control": st.control_socket, "ingest": st.ingest_socket},
+        "rules": rules,
+        "queues": {"events": {"len": queued, "capacity": st.event_queue_capacity}},
+        "sources": [t.ingest, t.api_events],
+        "engine": {"events": t.engine_events, "detections": t.detections, "detections_dropped": t.detections_dropped},
+        "incidents": {
+            "by_status": counts,
+            "created": t.incidents_created,
+            "deduplicated": t.incidents_deduplicated,
+            "reopened": t.incidents_reopened,
+            "rate_limited": t.incidents_rate_limited,
+            "store_errors": t.store_errors,
+        },
+        "reload": t.reload_status(),
+    }))
+}
+
+async fn post_events(State(st): S, body: Result<Bytes, BytesRejection>) -> ApiResult<Json<Value>> {
+    let body = body?;
+    let counters = &st.telemetry.api_events;
+    let defaults = Defaults { source: "api", host: &st.host, now: st.clock.now() };
+    let (events, errors) = crate::source::decode_body(&body, st.max_line_bytes, &defaults);
+    counters.lines.add((events.len() + errors.len()) as u64);
+    let rejected: Vec<Value> = errors
+        .iter()
+        .map(|(line, e)| {
+            counters.reject(e, *line);
+            json!({"line": line, "reason": e.reason(), "error": e.to_string()})
+        })
+        .collect();
+    let mut accepted = 0u64;
+    for ev in events {
+        if st.events.send(ev).await.is_err() {
+            return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the daemon is shutting down"));
+        }
+        accepted += 1;
+    }
+    counters.accepted.add(accepted);
+    Ok(Json(json!({"accepted": accepted, "rejected": rejected})))
+}
+
+#[derive(Deserialize)]
+struct IdPath {
+    id: String,
+}
+
+fn parse_id(raw: &str) -> ApiResult<u64> {
+    raw.parse().map_err(|_| ApiError::bad_request(format!("`{raw}` is not an incident id (a positive number)")))
+}
+
+fn parse_list(params: &[(String, String)]) -> ApiResult<ListQuery> {
+    let mut q = ListQuery { limit: 50, ..ListQuery::default() };
+    for (k, v) in params {
+        let bad = |m: String| ApiError::bad_request(format!("invalid `{k}`: {m}"));
+        match k.as_str() {
+            "status" => {
+                for s in v.split(',').filter(|s| !s.is_empty()) {
+                    if s == "active" {
+                        q.status.extend([crate::incident::Status::Open, crate::incident::Status::Acknowledged, crate::incident::Status::Mitigated]);
+                    } else {
+                        q.status.push(s.parse().map_err(bad)?);
+                    }
+                }
+            }
+            "severity" => {
+                for s in v.split(',').filter(|s| !s.is_empty()) {
+                    q.severity.push(s.parse().map_err(bad)?);
+                }
+            }
+            "service" => q.service = Some(v.clone()),
+            "label" => {
+                let (lk, lv) = v.split_once(':').ok_or_else(|| bad("expected label=key:value".into()))?;
+                q.labels.push((lk.to_owned(), lv.to_owned()));
+            }
+            "q" => q.q = Some(v.clone()),
+            "since" => {
+                q.since = Some(match humantime::parse_duration(v) {
+                    Ok(d) => Timestamp::from_millis(0).max(crate::clock::SystemClock.now_minus(d)),
+                    Err(_) => Timestamp::parse_rfc3339(v).map_err(bad)?,
+                })
+            }
+            "limit" => {
+                q.limit = v.parse().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| bad("expected 1..1000".into()))?
+            }
+            "cursor" => q.cursor = Some(v.parse().map_err(|_| bad("expected an incident id".into()))?),
+            other => return Err(ApiError::bad_request(format!("unknown query parameter `{other}`"))),
+        }
+    }
+    Ok(q)
+}
+
+async fn list_incidents(State(st): S, params: Result<Query<Vec<(String, String)>>, QueryRejection>) -> ApiResult<Json<Value>> {
+    let Query(params) = params?;
+    let q = parse_list(&params)?;
+    let store = st.store.clone();
+    let page = tokio::task::spawn_blocking(move || store.list(&q))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    Ok(Json(json!(page)))
+}
+
+async fn create_incident(State(st): S, ConnectInfo(peer): ConnectInfo<Peer>, body: Result<Bytes, BytesRejection>) -> ApiResult<(StatusCode, Json<Incident>)> {
+    let new: NewIncident = parse_json(&body?)?;
+    let inc = st.incidents.command(Command::Create { incident: new, actor: peer.user }).await?;
+    Ok((StatusCode::CREATED, Json(inc)))
+}
+
+async fn show_incident(State(st): S, path: Result<Path<IdPath>, PathRejection>) -> ApiResult<Json<Incident>> {
+    let id = parse_id(&path?.0.id)?;
+    st.store.incident(id)?.map(Json).ok_or_else(|| ApiError::not_found(format!("incident {id} not found")))
+}
+
+async fn timeline(State(st): S, path: Result<Path<IdPath>, PathRejection>) -> ApiResult<Json<Value>> {
+    let id = parse_id(&path?.0.id)?;
+    if st.store.incident(id)?.is_none() {
+        return Err(ApiError::not_found(format!("incident {id} not found")));
+    }
+    Ok(Json(json!({"incident_id": id, "timeline": st.store.timeline(id)?})))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct NoteBody {
+    #[serde(default)]
+    note: Option<String>,
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// An empty body is fine where every field is optional.
+fn parse_optional<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> ApiResult<T> {
+    if body.trim_ascii().is_empty() {
+        Ok(T::default())
+    } else {
+        parse_json(body)
+    }
+}
+
+#[derive(Deserialize)]
+struct TransitionPath {
+    id: String,
+    transition: String,
+}
+
+async fn transition(
+    State(st): S,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    path: Result<Path<TransitionPath>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Incident>> {
+    let Path(p) = path?;
+    let id = parse_id(&p.id)?;
+    let transition: Transition = p.transition.parse().map_err(|_| {
+        ApiError::not_found(format!(
+            "unknown incident action `{}` (ack, mitigate, resolve, close, cancel, reopen, notes, timeline)",
+            p.transition
+        ))
+    })?;
+    let body: NoteBody = parse_optional(&body?)?;
+    let inc = st
+        .incidents
+        .command(Command::Transition { id, transition, note: body.note.filter(|n| !n.is_empty()), actor: peer.user })
+        .await?;
+    Ok(Json(inc))
+}
+
+async fn add_note(
+    State(st): S,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    path: Result<Path<IdPath>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Incident>> {
+    let id = parse_id(&path?.0.id)?;
+    let body: NoteBody = parse_json(&body?)?;
+    let note = body.note.ok_or_else(|| ApiError::bad_request("missing `note`"))?;
+    Ok(Json(st.incidents.command(Command::Note { id, note, actor: peer.user }).await?))
+}
+
+async fn rules(State(st): S) -> ApiResult<Json<Value>> {
+    let rules = st
+        .engine
+        .rules()
+        .await
+        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the engine has stopped"))?;
+    Ok(Json(json!({"rules": rules})))
+}
+
+async fn reload(State(st): S, ConnectInfo(peer): ConnectInfo<Peer>) -> ApiResult<Json<Value>> {
+    tracing::info!(actor = %peer.user, "reload requested over the API");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let unavailable = || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the daemon is shutting down");
+    st.reload.send(tx).await.map_err(|_| unavailable())?;
+    match rx.await.map_err(|_| unavailable())? {
+        Ok(summary) => Ok(Json(json!({"reloaded": true, "message": summary}))),
+        Err(errors) => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_config", errors)),
+    }
+}

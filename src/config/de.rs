@@ -1,0 +1,69 @@
+//! Small serde helpers for config values: durations, compiled regexes, octal modes.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// A humantime duration ("90s", "10m", "1h").
+pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s)
+        .map_err(|e| serde::de::Error::custom(format!("`{s}` is not a duration ({e}); use e.g. \"90s\", \"10m\", \"1h\"")))
+}
+
+pub fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
+}
+
+/// A regular expression compiled while the config is read, so a bad pattern is reported at
+/// its own line.
+#[derive(Clone)]
+pub struct Pattern(pub regex::Regex);
+
+impl Pattern {
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "/{}/", self.0.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Pattern {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        regex::Regex::new(&s)
+            .map(Pattern)
+            .map_err(|e| {
+                // regex's syntax errors span several lines (pattern, caret, reason): keep the reason.
+                let text = e.to_string();
+                let reason = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+                serde::de::Error::custom(format!("invalid regex `{s}`: {}", reason.trim_start_matches("error: ")))
+            })
+    }
+}
+
+impl serde::Serialize for Pattern {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// A file mode written as an octal string ("0660").
+pub fn octal_mode<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let s = String::deserialize(d)?;
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| serde::de::Error::custom(format!("`{s}` is not an octal file mode such as \"0660\"")))
+}

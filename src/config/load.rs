@@ -1,0 +1,541 @@
+//! Reading config files into [`Config`], collecting every error with `file:line: key`.
+//!
+//! Each file is parsed once into toml's spanned tree. Every top-level table (and every
+//! `[[rule]]`) is then deserialized on its own from that tree, so serde's errors keep their
+//! byte spans and one bad table does not hide errors in the next. A byte offset becomes a line
+//! number and a key path (`rule[ssh-brute-force].window`) by walking the same tree.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use toml::de::{DeString, DeTable, DeValue, ValueDeserializer};
+use toml::Spanned;
+
+use super::rule::{RuleCommon, RuleConfig, RuleKindConfig, COMMON_KEYS};
+use super::{Config, ControlConfig, DaemonConfig, IncidentsConfig, IngestConfig};
+
+/// One problem in one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every problem found, in file order. Its `Display` is one error per line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Design keys that later versions implement; named so the error says "not yet", not "typo".
+const NOT_YET: [&str; 7] = ["source", "service", "action", "channel", "route", "escalation", "plugin"];
+
+/// Loads the main config at `path` and the rules in its `rules_dir`.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_owned(),
+            line: None,
+            key: String::new(),
+            message: format!("cannot read config: {e}"),
+        }])
+    })?;
+    load_str(path, &text)
+}
+
+/// Like [`load`], with the main file's text given (its folder still anchors relative paths).
+pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+    let base = path
+        .parent()
+        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+        .unwrap_or(Path::new("."))
+        .to_owned();
+    let mut errors = Vec::new();
+    let mut config = Config {
+        path: path.to_owned(),
+        rules_dir: base.join("rules.d"),
+        plugins_dir: PathBuf::from("/usr/lib/incidentd/plugins"),
+        daemon: DaemonConfig::default(),
+        control: ControlConfig::default(),
+        ingest: IngestConfig::default(),
+        incidents: IncidentsConfig::default(),
+        rules: Vec::new(),
+    };
+    let mut rules_dir_set = false;
+
+    if let Some(file) = File::parse(path, text, &mut errors) {
+        for (key, value) in file.root.iter() {
+            let name: &str = key.get_ref();
+            match name {
+                "rules_dir" => {
+                    if let Some(p) = file.value::<PathBuf>(value, &mut errors) {
+                        config.rules_dir = base.join(p);
+                        rules_dir_set = true;
+                    }
+                }
+                "plugins_dir" => {
+                    if let Some(p) = file.value::<PathBuf>(value, &mut errors) {
+                        config.plugins_dir = base.join(p);
+                    }
+                }
+                "daemon" => {
+                    if let Some(mut d) = file.value::<DaemonConfig>(value, &mut errors) {
+                        // Only keys the file sets are relative to it; defaults are absolute.
+                        d.state_dir = base.join(d.state_dir);
+                        d.runtime_dir = base.join(d.runtime_dir);
+                        config.daemon = d;
+                    }
+                }
+                "control" => {
+                    if let Some(c) = file.value(value, &mut errors) {
+                        config.control = c;
+                    }
+                }
+                "ingest" => {
+                    if let Some(i) = file.value(value, &mut errors) {
+                        config.ingest = i;
+                    }
+                }
+                "incidents" => {
+                    if let Some(i) = file.value(value, &mut errors) {
+                        config.incidents = i;
+                    }
+                }
+                "rule" => file.rules(value, &mut config.rules, &mut errors),
+                other if NOT_YET.contains(&other) => errors.push(file.error_at(
+                    key.span().start,
+                    format!("`{other}` tables are not supported by this version of incidentd yet"),
+                )),
+                other => errors.push(file.error_at(key.span().start, format!("unknown key `{other}`"))),
+            }
+        }
+    }
+
+    load_rules_dir(&config.rules_dir, rules_dir_set, &mut config.rules, &mut errors);
+    check_rules(&config.rules, &mut errors);
+    validate(&config, path, &mut errors);
+
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// Reads `dir/*.toml` in name order. A missing default `rules.d` is fine; a missing folder
+/// the config names is an error.
+fn load_rules_dir(dir: &Path, named: bool, rules: &mut Vec<RuleConfig>, errors: &mut Vec<ConfigError>) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !named => return,
+        Err(e) => {
+            errors.push(ConfigError {
+                file: dir.to_owned(),
+                line: None,
+                key: "rules_dir".into(),
+                message: format!("cannot read rules folder: {e}"),
+            });
+            return;
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    for path in files {
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(ConfigError {
+                    file: path.clone(),
+                    line: None,
+                    key: String::new(),
+                    message: format!("cannot read rules file: {e}"),
+                });
+                continue;
+            }
+        };
+        let Some(file) = File::parse(&path, &text, errors) else { continue };
+        for (key, value) in file.root.iter() {
+            match &**key.get_ref() {
+                "rule" => file.rules(value, rules, errors),
+                other => errors.push(file.error_at(
+                    key.span().start,
+                    format!("unknown key `{other}` (a rules file holds only [[rule]] tables)"),
+                )),
+            }
+        }
+    }
+}
+
+/// Checks that need every rule at once.
+fn check_rules(rules: &[RuleConfig], errors: &mut Vec<ConfigError>) {
+    let mut seen: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    for rule in rules {
+        if let Some(first) = seen.insert(rule.id(), &rule.origin) {
+            let (file, line) = split_origin(&rule.origin);
+            errors.push(ConfigError {
+                file,
+                line,
+                key: format!("rule[{}].id", rule.id()),
+                message: format!("duplicate rule id `{}` (first defined at {first})", rule.id()),
+            });
+        }
+    }
+}
+
+/// Checks across tables of the main file.
+fn validate(config: &Config, path: &Path, errors: &mut Vec<ConfigError>) {
+    let mut err = |key: &str, message: String| {
+        errors.push(ConfigError {
+            file: path.to_owned(),
+            line: None,
+            key: key.to_owned(),
+            message,
+        })
+    };
+    if config.ingest.max_line_bytes < 16 {
+        err("ingest.max_line_bytes", "must be at least 16".into());
+    }
+    if config.daemon.event_queue == 0 || config.daemon.detection_queue == 0 {
+        err("daemon", "queue capacities must be at least 1".into());
+    }
+    if config.control_socket() == config.ingest_socket() {
+        err("ingest.socket", "the ingest and control sockets must differ".into());
+    }
+    if config.incidents.rate_limit.max == 0 {
+        err("incidents.rate_limit.max", "must be at least 1".into());
+    }
+}
+
+fn split_origin(origin: &str) -> (PathBuf, Option<usize>) {
+    match origin.rsplit_once(':') {
+        Some((f, l)) => (PathBuf::from(f), l.parse().ok()),
+        None => (PathBuf::from(origin), None),
+    }
+}
+
+/// One parsed file and the means to turn byte offsets into `line` and `key`.
+struct File<'a> {
+    path: &'a Path,
+    text: &'a str,
+    root: DeTable<'a>,
+}
+
+impl<'a> File<'a> {
+    fn parse(path: &'a Path, text: &'a str, errors: &mut Vec<ConfigError>) -> Option<File<'a>> {
+        match DeTable::parse(text) {
+            Ok(root) => Some(File {
+                path,
+                text,
+                root: root.into_inner(),
+            }),
+            Err(e) => {
+                errors.push(ConfigError {
+                    file: path.to_owned(),
+                    line: e.span().map(|s| line_of(text, s.start)),
+                    key: String::new(),
+                    message: format!("TOML syntax error: {}", e.message().trim()),
+                });
+                None
+            }
+        }
+    }
+
+    fn error_at(&self, offset: usize, message: String) -> ConfigError {
+        let mut path = Vec::new();
+        key_path(&self.root, offset, &mut path);
+        ConfigError {
+            file: self.path.to_owned(),
+            line: Some(line_of(self.text, offset)),
+            key: path.join("."),
+            message,
+        }
+    }
+
+    fn from_toml_error(&self, e: toml::de::Error, fallback: usize) -> ConfigError {
+        let offset = e.span().map(|s| s.start).unwrap_or(fallback);
+        self.error_at(offset, e.message().trim().to_owned())
+    }
+
+    /// Deserializes one value of this file, recording its errors. serde stops at the first
+    /// error in a table, so the offending key is taken out and the table read again until it
+    /// deserializes or the error cannot be pinned to a key: every bad key is reported at once.
+    fn value<T: DeserializeOwned>(&self, v: &Spanned<DeValue<'a>>, errors: &mut Vec<ConfigError>) -> Option<T> {
+        let mut v = v.clone();
+        let mut failed = false;
+        for _ in 0..64 {
+            let e = match T::deserialize(ValueDeserializer::from(v.clone())) {
+                Ok(t) => return (!failed).then_some(t),
+                Err(e) => e,
+            };
+            failed = true;
+            let span = e.span().unwrap_or_else(|| v.span());
+            let message = e.message().trim().to_owned();
+            let DeValue::Table(table) = v.get_mut() else {
+                errors.push(self.error_at(span.start, message));
+                return None;
+            };
+            // The key the error is about: the one whose key or value holds the error's span, or,
+            // for errors reported on the whole table, the one the message names.
+            let named = message.split('`').nth(1).unwrap_or("").to_owned();
+            let culprit = table
+                .iter()
+                .find(|(k, val)| k.span().contains(&span.start) || contains(val, span.start))
+                .or_else(|| table.iter().find(|(k, _)| **k.get_ref() == *named))
+                .map(|(k, _)| k.clone());
+            match culprit {
+                Some(k) => {
+                    let at = if table.get(&k).is_some_and(|val| contains(val, span.start)) || k.span().contains(&span.start) {
+                        span.start
+                    } else {
+                        k.span().start
+                    };
+                    errors.push(self.error_at(at, message));
+                    table.remove(&k);
+                }
+                None => {
+                    errors.push(self.error_at(span.start, message));
+                    return None;
+                }
+            }
+        }
+        None
+    }
+
+    /// Each `[[rule]]` is read on its own; its keys are split into the shared ones and the
+    /// kind's own so both halves can refuse unknown keys.
+    fn rules(&self, v: &Spanned<DeValue<'a>>, out: &mut Vec<RuleConfig>, errors: &mut Vec<ConfigError>) {
+        let DeValue::Array(items) = v.get_ref() else {
+            errors.push(self.error_at(v.span().start, "`rule` must be an array of tables ([[rule]])".into()));
+            return;
+        };
+        for item in items {
+            let DeValue::Table(table) = item.get_ref() else {
+                errors.push(self.error_at(item.span().start, "each rule must be a table".into()));
+                continue;
+            };
+            let span = item.span();
+            let mut common = DeTable::new();
+            let mut kind = DeTable::new();
+            for (k, val) in table.iter() {
+                let name: &str = k.get_ref();
+                if name == "kind" {
+                    kind.insert(k.clone(), val.clone());
+                }
+                if COMMON_KEYS.contains(&name) {
+                    if name != "kind" {
+                        common.insert(k.clone(), val.clone());
+                    }
+                } else {
+                    kind.insert(k.clone(), val.clone());
+                }
+            }
+            let origin = format!("{}:{}", self.path.display(), line_of(self.text, span.start));
+            let as_value = |t: DeTable<'a>| Spanned::new(span.clone(), DeValue::Table(t));
+            let common: Option<RuleCommon> = self.value(&as_value(common), errors);
+            let kind = match table.iter().find(|(k, _)| &**k.get_ref() == "kind") {
+                None => {
+                    errors.push(self.error_at(span.start, format!(
+                        "missing key `kind` (one of {})",
+                        RuleKindConfig::KINDS
+                    )));
+                    None
+                }
+                Some((_, val)) => match val.get_ref().as_str() {
+                    Some(k) if !RuleKindConfig::KINDS.split(", ").any(|x| x == k) => {
+                        errors.push(self.error_at(val.span().start, format!(
+                            "rule kind `{k}` is not available in this version (available: {})",
+                            RuleKindConfig::KINDS
+                        )));
+                        None
+                    }
+                    _ => self.value::<RuleKindConfig>(&as_value(kind), errors),
+                },
+            };
+            if let (Some(common), Some(kind)) = (common, kind) {
+                let rule = RuleConfig { common, kind, origin };
+                for (key, message) in crate::engine::rule::validate(&rule) {
+                    let offset = table
+                        .iter()
+                        .find(|(k, _)| &**k.get_ref() == key)
+                        .map(|(_, v)| v.span().start)
+                        .unwrap_or(span.start);
+                    errors.push(self.error_at(offset, message));
+                }
+                out.push(rule);
+            }
+        }
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end].iter().filter(|b| **b == b'\n').count() + 1
+}
+
+/// True when `offset` lies in `v` (for tables and arrays: in any of their keys or values;
+/// a `[table]`'s own span covers only its header).
+fn contains(v: &Spanned<DeValue<'_>>, offset: usize) -> bool {
+    v.span().contains(&offset)
+        || match v.get_ref() {
+            DeValue::Table(t) => t.iter().any(|(k, v)| k.span().contains(&offset) || contains(v, offset)),
+            DeValue::Array(items) => items.iter().any(|i| contains(i, offset)),
+            _ => false,
+        }
+}
+
+/// Fills `path` with the keys leading to `offset`, naming array elements by their `id` when
+/// they have one.
+fn key_path(table: &DeTable<'_>, offset: usize, path: &mut Vec<String>) {
+    for (k, v) in table.iter() {
+        let name: &DeString<'_> = k.get_ref();
+        if k.span().contains(&offset) {
+            path.push(name.to_string());
+            return;
+        }
+        if contains(v, offset) {
+            path.push(name.to_string());
+            descend(v, offset, path);
+            return;
+        }
+    }
+}
+
+fn descend(v: &Spanned<DeValue<'_>>, offset: usize, path: &mut Vec<String>) {
+    match v.get_ref() {
+        DeValue::Table(t) => key_path(t, offset, path),
+        DeValue::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                if contains(item, offset) {
+                    let label = match item.get_ref() {
+                        DeValue::Table(t) => t
+                            .iter()
+                            .find(|(k, _)| &**k.get_ref() == "id" || &**k.get_ref() == "name")
+                            .and_then(|(_, v)| v.get_ref().as_str().map(str::to_owned)),
+                        _ => None,
+                    }
+                    .unwrap_or_else(|| i.to_string());
+                    if let Some(last) = path.last_mut() {
+                        last.push_str(&format!("[{label}]"));
+                    }
+                    descend(item, offset, path);
+                    return;
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errs(text: &str) -> Vec<String> {
+        match load_str(Path::new("/nonexistent/incidentd.toml"), text) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_good_config_loads() {
+        let c = load_str(
+            Path::new("/etc/x/incidentd.toml"),
+            r#"
+[daemon]
+state_dir = "state"
+[[rule]]
+id = "ssh"
+kind = "threshold"
+threshold = 5
+window = "1m"
+regex = 'Failed password for \S+ from (?P<ip>\S+)'
+group_by = ["ip"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.daemon.state_dir, Path::new("/etc/x/state"));
+        assert_eq!(c.rules.len(), 1);
+        assert_eq!(c.rules[0].origin, "/etc/x/incidentd.toml:4");
+    }
+
+    #[test]
+    fn every_error_names_file_line_and_key() {
+        let e = errs(
+            r#"
+[daemon]
+retention = "soon"
+colour = "red"
+
+[[rule]]
+id = "a"
+kind = "threshold"
+threshold = 5
+window = "1m"
+regex = "(unclosed"
+
+[[rule]]
+id = "b"
+kind = "match"
+windw = "1m"
+
+[[rule]]
+id = "c"
+kind = "rate"
+
+[mystery]
+"#,
+        );
+        let all = e.join("\n");
+        assert!(all.contains("incidentd.toml:3: daemon.retention: `soon` is not a duration"), "{all}");
+        assert!(all.contains("incidentd.toml:4: daemon.colour: unknown field `colour`"), "{all}");
+        assert!(all.contains("incidentd.toml:11: rule[a].regex: invalid regex"), "{all}");
+        assert!(all.contains("incidentd.toml:16: rule[b].windw: unknown field `windw`"), "{all}");
+        assert!(all.contains("incidentd.toml:20: rule[c].kind: rule kind `rate` is not available"), "{all}");
+        assert!(all.contains("incidentd.toml:22: mystery: unknown key `mystery`"), "{all}");
+        assert_eq!(e.len(), 6, "{all}");
+    }
+
+    #[test]
+    fn syntax_errors_have_a_line() {
+        let e = errs("[daemon]\nstate_dir = \n");
+        assert_eq!(e.len(), 1);
+        assert!(e[0].starts_with("/nonexistent/incidentd.toml:2: TOML syntax error"), "{e:?}");
+    }
+
+    #[test]
+    fn semantic_rule_errors_point_at_the_key() {
+        let e = errs("[[rule]]\nid = \"t\"\nkind = \"threshold\"\nthreshold = 0\nwindow = \"1m\"\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains(":4: rule[t].threshold: "), "{e:?}");
+    }
+}

@@ -1,0 +1,216 @@
+//! Configuration: the TOML model of DESIGN §3.8, loading with `rules.d` merging, and
+//! validation.
+//!
+//! Loading is "parse raw, validate purely": [`load`] reads the main file and every
+//! `rules_dir/*.toml`, deserializes each table on its own so that one mistake does not hide
+//! the next, and returns either a complete [`Config`] or every error found, each as
+//! `file:line: key: message`. Nothing here binds or spawns; the daemon builds from the result,
+//! and reload runs the very same path.
+
+mod de;
+mod load;
+pub mod rule;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use de::Pattern;
+pub use load::{load, load_str, ConfigError, ConfigErrors};
+pub use rule::{Condition, RuleCommon, RuleConfig, RuleKindConfig};
+
+use de::{duration, octal_mode};
+
+/// The whole, validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The main config file.
+    pub path: PathBuf,
+    pub rules_dir: PathBuf,
+    pub plugins_dir: PathBuf,
+    pub daemon: DaemonConfig,
+    pub control: ControlConfig,
+    pub ingest: IngestConfig,
+    pub incidents: IncidentsConfig,
+    /// Rules from the main file, then from `rules_dir/*.toml` in file name order.
+    pub rules: Vec<RuleConfig>,
+}
+
+impl Config {
+    /// The control socket's path (relative names live in `runtime_dir`).
+    pub fn control_socket(&self) -> PathBuf {
+        self.daemon.runtime_dir.join(&self.control.socket)
+    }
+
+    pub fn ingest_socket(&self) -> PathBuf {
+        self.daemon.runtime_dir.join(&self.ingest.socket)
+    }
+
+    /// Overrides from the command line (`--state-dir`, `--runtime-dir`), resolved against
+    /// the current directory as a shell user expects.
+    pub fn override_dirs(&mut self, state_dir: Option<&Path>, runtime_dir: Option<&Path>) {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        if let Some(p) = state_dir {
+            self.daemon.state_dir = cwd.join(p);
+        }
+        if let Some(p) = runtime_dir {
+            self.daemon.runtime_dir = cwd.join(p);
+        }
+    }
+}
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// journald when started by systemd with its journal on stderr, else text.
+    #[default]
+    Auto,
+    Text,
+    Json,
+    Journald,
+}
+
+/// `[daemon]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// Where sled keeps its files. Default `$STATE_DIRECTORY` (systemd) or /var/lib/incidentd.
+    pub state_dir: PathBuf,
+    /// Where sockets live. Default `$RUNTIME_DIRECTORY` (systemd) or /run/incidentd.
+    pub runtime_dir: PathBuf,
+    pub log_format: LogFormat,
+    /// How long events stay available for evidence.
+    #[serde(deserialize_with = "duration")]
+    pub retention: Duration,
+    pub max_events_in_memory: usize,
+    /// Capacity of the source → engine channel.
+    pub event_queue: usize,
+    /// Capacity of the engine → incident manager channel.
+    pub detection_queue: usize,
+    /// How long shutdown may take before the daemon names what is stuck and exits.
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        let env_dir = |var: &str, fallback: &str| {
+            std::env::var_os(var)
+                // systemd may list several folders separated by ':'; the first is ours.
+                .and_then(|v| v.to_str().and_then(|s| s.split(':').next()).map(PathBuf::from))
+                .unwrap_or_else(|| PathBuf::from(fallback))
+        };
+        DaemonConfig {
+            state_dir: env_dir("STATE_DIRECTORY", "/var/lib/incidentd"),
+            runtime_dir: env_dir("RUNTIME_DIRECTORY", "/run/incidentd"),
+            log_format: LogFormat::Auto,
+            retention: Duration::from_secs(3600),
+            max_events_in_memory: 100_000,
+            event_queue: 8192,
+            detection_queue: 1024,
+            shutdown_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// `[control]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// Control socket; a relative name lives in `runtime_dir`.
+    pub socket: PathBuf,
+    /// Octal mode of the control socket.
+    #[serde(deserialize_with = "octal_mode")]
+    pub socket_mode: u32,
+    /// Groups whose members are admins (root always is).
+    pub admin_groups: Vec<String>,
+    /// Groups whose members may change status, notes, tags and assignment.
+    pub responder_groups: Vec<String>,
+    /// Optional TCP listener for `/metrics` only.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Concurrent API connections at most.
+    pub max_connections: usize,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            socket: PathBuf::from("control.sock"),
+            socket_mode: 0o660,
+            admin_groups: Vec::new(),
+            responder_groups: Vec::new(),
+            metrics_listen: None,
+            max_connections: 64,
+            max_body_bytes: 8 << 20,
+        }
+    }
+}
+
+/// `[ingest]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// NDJSON ingest socket; a relative name lives in `runtime_dir`.
+    pub socket: PathBuf,
+    #[serde(deserialize_with = "octal_mode")]
+    pub socket_mode: u32,
+    /// Longer lines are rejected (counted as `oversize`) and skipped.
+    pub max_line_bytes: usize,
+    /// Concurrent ingest connections at most.
+    pub max_connections: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            socket: PathBuf::from("ingest.sock"),
+            socket_mode: 0o660,
+            max_line_bytes: 65536,
+            max_connections: 256,
+        }
+    }
+}
+
+/// `rate_limit = { max = 3, per = "1h" }`
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub max: u32,
+    #[serde(deserialize_with = "duration")]
+    pub per: Duration,
+}
+
+/// `[incidents]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IncidentsConfig {
+    pub rate_limit: RateLimit,
+    /// A detection for a key whose incident was resolved this recently reopens it.
+    #[serde(deserialize_with = "duration")]
+    pub reopen_window: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub correlation_window: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub auto_close_after: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub retain_closed: Duration,
+}
+
+impl Default for IncidentsConfig {
+    fn default() -> Self {
+        IncidentsConfig {
+            rate_limit: RateLimit {
+                max: 3,
+                per: Duration::from_secs(3600),
+            },
+            reopen_window: Duration::from_secs(30 * 60),
+            correlation_window: Duration::from_secs(5 * 60),
+            auto_close_after: Duration::from_secs(24 * 3600),
+            retain_closed: Duration::from_secs(90 * 24 * 3600),
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! `[[rule]]` tables as parsed (DESIGN §3.3): the keys every kind shares, the `where`
+//! conditions, and one config struct per kind.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::de::{duration, opt_duration, Pattern};
+use crate::incident::Severity;
+
+/// Keys shared by every rule kind. The loader splits a `[[rule]]` table into these and the
+/// kind's own keys ([`RuleKindConfig`]), so both halves refuse unknown keys.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleCommon {
+    /// Unique rule id; also the default incident key prefix.
+    pub id: String,
+    /// sev1..sev4 (aliases critical/high/medium/low).
+    #[serde(default = "default_severity")]
+    pub severity: Severity,
+    /// Human description, shown by `rules list` and used as the default summary.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// A disabled rule is loaded and validated but never fires.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Conditions on event keys; all must hold.
+    #[serde(default, rename = "where")]
+    pub where_: BTreeMap<String, Condition>,
+    /// Regex applied to `message`; named groups become labels.
+    #[serde(default)]
+    pub regex: Option<Pattern>,
+    /// Label or key names whose values split the rule's state into groups.
+    #[serde(default)]
+    pub group_by: Vec<String>,
+    /// Template for the detection summary (minijinja).
+    #[serde(default)]
+    pub summary: Option<String>,
+    /// Template for the incident key; default: rule id plus group values.
+    #[serde(default)]
+    pub incident_key: Option<String>,
+    /// Labels added to every detection of this rule.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Action ids to run (remediation).
+    #[serde(default)]
+    pub actions: Vec<String>,
+    /// Link or text copied into the incident.
+    #[serde(default)]
+    pub runbook: Option<String>,
+    /// Auto-resolve when the condition has not held for this long.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub resolve_after: Option<Duration>,
+}
+
+/// The names of [`RuleCommon`]'s keys, plus `kind`; every other key belongs to the kind.
+pub const COMMON_KEYS: [&str; 14] = [
+    "id",
+    "kind",
+    "severity",
+    "description",
+    "enabled",
+    "where",
+    "regex",
+    "group_by",
+    "summary",
+    "incident_key",
+    "labels",
+    "actions",
+    "runbook",
+    "resolve_after",
+];
+
+fn default_severity() -> Severity {
+    Severity::Sev3
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The kind-specific half of a rule. One variant per kind; each kind's engine file builds
+/// its detector from its variant.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RuleKindConfig {
+    /// Fires on every matching event.
+    Match {},
+    /// Fires when a group sees `threshold` matching events within the trailing `window`.
+    Threshold {
+        threshold: u32,
+        #[serde(deserialize_with = "duration")]
+        window: Duration,
+    },
+}
+
+impl RuleKindConfig {
+    pub const KINDS: &'static str = "match, threshold";
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            RuleKindConfig::Match {} => "match",
+            RuleKindConfig::Threshold { .. } => "threshold",
+        }
+    }
+}
+
+/// A parsed `[[rule]]`, with where it came from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuleConfig {
+    pub common: RuleCommon,
+    pub kind: RuleKindConfig,
+    /// `file:line` of the rule's table, for messages.
+    pub origin: String,
+}
+
+impl RuleConfig {
+    pub fn id(&self) -> &str {
+        &self.common.id
+    }
+
+    /// True when `other` would behave identically (origin aside): reload keeps state then.
+    pub fn same_definition(&self, other: &RuleConfig) -> bool {
+        self.common == other.common && self.kind == other.kind
+    }
+}
+
+/// One `where` condition on an event key.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    Equals(String),
+    Regex(Pattern),
+    In(Vec<String>),
+    Gt(f64),
+    Ge(f64),
+    Lt(f64),
+    Le(f64),
+}
+
+impl<'de> Deserialize<'de> for Condition {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Condition;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, or a table with one of regex, in, gt, ge, lt, le")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Condition, E> {
+                Ok(Condition::Equals(v.to_owned()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Condition, E> {
+                Ok(Condition::Equals(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Condition, E> {
+                Ok(Condition::Equals(v.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Condition, E> {
+                Ok(Condition::Equals(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Condition, A::Error> {
+                let key: String = map
+                    .next_key()?
+                    .ok_or_else(|| de::Error::custom("empty condition table; use one of regex, in, gt, ge, lt, le"))?;
+                let cond = match key.as_str() {
+                    "regex" => Condition::Regex(map.next_value()?),
+                    "in" => Condition::In(map.next_value()?),
+                    "gt" => Condition::Gt(map.next_value()?),
+                    "ge" => Condition::Ge(map.next_value()?),
+                    "lt" => Condition::Lt(map.next_value()?),
+                    "le" => Condition::Le(map.next_value()?),
+                    other => {
+                        return Err(de::Error::custom(format!(
+                            "unknown condition `{other}`; use one of regex, in, gt, ge, lt, le"
+                        )))
+                    }
+                };
+                if let Some(extra) = map.next_key::<String>()? {
+                    return Err(de::Error::custom(format!(
+                        "a condition takes exactly one operator; `{key}` is followed by `{extra}`"
+                    )));
+                }
+                Ok(cond)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}

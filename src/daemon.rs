@@ -1,0 +1,349 @@
+//! The daemon: wiring, signals, sd_notify, reload and shutdown.
+//!
+//! Start order follows "load before bind": the config is validated first, then stale sockets
+//! are checked (a live daemon behind one refuses the start), the store is opened, and only
+//! then are sockets bound and tasks spawned. Shutdown is one tree: cancelling the sources
+//! token stops the ingest socket and the API; when their event senders are gone the engine
+//! drains its queue and ends; when the engine's sender is gone the incident manager drains,
+//! flushes and ends. The daemon waits for all of it under `shutdown_timeout` and names what is
+//! still running if the deadline passes.
+
+use std::collections::BTreeSet;
+use std::io::ErrorKind;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use futures_util::StreamExt;
+use sd_notify::NotifyState;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use tokio::net::UnixListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{ApiState, ReloadRequest};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, ConfigErrors};
+use crate::engine::{Engine, EngineHandle};
+use crate::incident::{manager, Command, IncidentHandle, NewIncident, Severity};
+use crate::source::socket::IngestSocket;
+use crate::store::{SledStore, Store, StoreError};
+use crate::telemetry::Telemetry;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("invalid configuration:\n{0}")]
+    Config(ConfigErrors),
+    #[error("another incidentd is already listening on {path}; stop it first")]
+    AlreadyRunning { path: PathBuf },
+    #[error("{path} exists and is not a socket; refusing to replace it")]
+    NotASocket { path: PathBuf },
+    #[error("cannot {what} {path}: {source}")]
+    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("signal handling: {0}")]
+    Signals(std::io::Error),
+}
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> DaemonError + 'a {
+    move |source| DaemonError::Io { what, path: path.to_owned(), source }
+}
+
+/// What the command line says beyond the config file.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub state_dir: Option<PathBuf>,
+    pub runtime_dir: Option<PathBuf>,
+}
+
+/// Loads the config at `path` with the command-line overrides applied.
+pub fn load_config(path: &Path, overrides: &Overrides) -> Result<Config, ConfigErrors> {
+    let mut c = crate::config::load(path)?;
+    c.override_dirs(overrides.state_dir.as_deref(), overrides.runtime_dir.as_deref());
+    Ok(c)
+}
+
+/// Installs the signal handlers. Call first thing: SIGHUP's default action kills the process.
+pub fn signals() -> Result<signal_hook_tokio::Signals, DaemonError> {
+    signal_hook_tokio::Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(DaemonError::Signals)
+}
+
+fn notify(states: &[NotifyState<'_>]) {
+    // Outside systemd there is no NOTIFY_SOCKET and this does nothing.
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::debug!(error = %e, "sd_notify failed");
+    }
+}
+
+/// Names of the tasks still running, for a shutdown that overruns its deadline.
+#[derive(Clone, Default)]
+struct Running(Arc<Mutex<BTreeSet<&'static str>>>);
+
+impl Running {
+    fn spawn<F>(&self, tracker: &TaskTracker, name: &'static str, fut: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(name);
+        let me = self.clone();
+        tracker.spawn(async move {
+            fut.await;
+            me.0.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+        });
+    }
+
+    fn names(&self) -> Vec<&'static str> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect()
+    }
+}
+
+/// Refuses a socket path with a live daemon behind it; removes a stale one.
+fn claim_socket_path(path: &Path) -> Result<(), DaemonError> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err("inspect", path)(e)),
+        Ok(m) if !m.file_type().is_socket() => return Err(DaemonError::NotASocket { path: path.to_owned() }),
+        Ok(_) => {}
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(DaemonError::AlreadyRunning { path: path.to_owned() }),
+        Err(e) if matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::NotFound) => {
+            tracing::info!(socket = %path.display(), "removing stale socket left by an earlier run");
+            std::fs::remove_file(path).or_else(|e| if e.kind() == ErrorKind::NotFound { Ok(()) } else { Err(e) })
+                .map_err(io_err("remove stale socket", path))
+        }
+        Err(e) => Err(io_err("probe socket", path)(e)),
+    }
+}
+
+fn bind(path: &Path, mode: u32) -> Result<UnixListener, DaemonError> {
+    let l = UnixListener::bind(path).map_err(io_err("bind socket", path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_err("set mode of", path))?;
+    Ok(l)
+}
+
+/// Runs the daemon until SIGTERM/SIGINT. `signals` must have been installed by [`signals`].
+pub async fn run(mut config: Config, overrides: Overrides, mut signals: signal_hook_tokio::Signals) -> Result<(), DaemonError> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let telemetry = Arc::new(Telemetry::default());
+    let host: Arc<str> = crate::event::local_hostname().into();
+
+    for dir in [&config.daemon.state_dir, &config.daemon.runtime_dir] {
+        std::fs::create_dir_all(dir).map_err(io_err("create folder", dir))?;
+    }
+    let control_path = config.control_socket();
+    let ingest_path = config.ingest_socket();
+    claim_socket_path(&control_path)?;
+    claim_socket_path(&ingest_path)?;
+
+    let state_dir = config.daemon.state_dir.clone();
+    let (store, moved_aside) = tokio::task::spawn_blocking(move || SledStore::open(&state_dir))
+        .await
+        .map_err(|e| DaemonError::Io { what: "open store in", path: config.daemon.state_dir.clone(), source: std::io::Error::other(e) })??;
+    let store: Arc<dyn Store> = Arc::new(store);
+
+    let control_listener = bind(&control_path, config.control.socket_mode)?;
+    let ingest_listener = match bind(&ingest_path, config.ingest.socket_mode) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = std::fs::remove_file(&control_path);
+            return Err(e);
+        }
+    };
+
+    let tracker = TaskTracker::new();
+    let running = Running::default();
+    let root = CancellationToken::new();
+    let sources_token = root.child_token();
+
+    let incidents: IncidentHandle = manager::spawn(
+        store.clone(),
+        config.incidents.clone(),
+        clock.clone(),
+        telemetry.clone(),
+        config.daemon.detection_queue,
+        &tracker,
+    )?;
+    let (events_tx, events_rx) = mpsc::channel(config.daemon.event_queue);
+    let (engine_tx, engine_rx) = mpsc::channel(16);
+    let engine = EngineHandle::new(engine_tx);
+    running.spawn(
+        &tracker,
+        "engine",
+        crate::engine::run(Engine::new(&config.rules), events_rx, engine_rx, incidents.sender(), telemetry.clone(), clock.clone()),
+    );
+
+    let ingest = IngestSocket {
+        listener: ingest_listener,
+        max_line_bytes: config.ingest.max_line_bytes,
+        max_connections: config.ingest.max_connections,
+        events: events_tx.clone(),
+        telemetry: telemetry.clone(),
+        clock: clock.clone(),
+        host: host.clone(),
+    };
+    running.spawn(&tracker, "ingest socket", ingest.run(sources_token.clone(), tracker.clone()));
+
+    let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
+    let api_state = Arc::new(ApiState {
+        store: store.clone(),
+        incidents: incidents.clone(),
+        engine: engine.clone(),
+        events: events_tx,
+        reload: reload_tx,
+        telemetry: telemetry.clone(),
+        clock: clock.clone(),
+        host,
+        max_line_bytes: config.ingest.max_line_bytes,
+        max_body_bytes: config.control.max_body_bytes,
+        config_path: config.path.clone(),
+        state_dir: config.daemon.state_dir.clone(),
+        control_socket: control_path.clone(),
+        ingest_socket: ingest_path.clone(),
+        event_queue_capacity: config.daemon.event_queue,
+    });
+    running.spawn(&tracker, "control API", crate::api::serve(control_listener, api_state, sources_token.clone()));
+
+    if let Some(aside) = moved_aside {
+        let new = NewIncident {
+            title: format!("incidentd state store was corrupt and was moved aside to {}", aside.display()),
+            severity: Severity::Sev2,
+            key: Some("incidentd/store-corrupt".into()),
+            service: Some("incidentd".into()),
+            host: None,
+            labels: Default::default(),
+            runbook: None,
+            note: Some("Earlier incidents are in the moved folder; inspect it before deleting.".into()),
+        };
+        if let Err(e) = incidents.command(Command::Create { incident: new, actor: manager::SYSTEM_ACTOR.into() }).await {
+            tracing::error!(error = %e, "could not record the store corruption incident");
+        }
+    }
+
+    if let Some(period) = sd_notify::watchdog_enabled() {
+        // Ping only while the pipeline answers: the manager answers a ping after a flush, the
+        // engine after its queue ahead of the command is processed.
+        let (inc, eng, token) = (incidents.clone(), engine.clone(), root.child_token());
+        running.spawn(&tracker, "watchdog", async move {
+            let mut tick = tokio::time::interval(period / 2);
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = tick.tick() => {
+                        if inc.ping().await && eng.rules().await.is_some() {
+                            notify(&[NotifyState::Watchdog]);
+                        } else {
+                            tracing::error!("pipeline did not answer the watchdog check");
+                        }
+                    }
+                }
+            }
+        });
+    }
+    drop(incidents);
+
+    let ready = format!("running; {} rules", config.rules.len());
+    notify(&[NotifyState::Ready, NotifyState::Status(&ready)]);
+    tracing::info!(control = %control_path.display(), ingest = %ingest_path.display(),
+        state_dir = %config.daemon.state_dir.display(), rules = config.rules.len(), "incidentd started");
+
+    loop {
+        tokio::select! {
+            sig = signals.next() => match sig {
+                Some(SIGHUP) => {
+                    let _ = reload(&mut config, &overrides, &engine, &telemetry).await;
+                }
+                Some(sig) => {
+                    tracing::info!(signal = sig, "shutting down");
+                    break;
+                }
+                None => break,
+            },
+            Some(reply) = reload_rx.recv() => {
+                let r = reload(&mut config, &overrides, &engine, &telemetry).await;
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+    drop(engine);
+    drop(reload_rx);
+    sources_token.cancel();
+    root.cancel();
+    tracker.close();
+    let deadline = config.daemon.shutdown_timeout;
+    let finished = tokio::time::timeout(deadline, tracker.wait()).await.is_ok();
+    for p in [&control_path, &ingest_path] {
+        let _ = std::fs::remove_file(p);
+    }
+    if finished {
+        tracing::info!("incidentd stopped cleanly");
+    } else {
+        tracing::error!(still_running = ?running.names(), timeout = ?deadline, "shutdown deadline passed; exiting anyway");
+    }
+    Ok(())
+}
+
+/// Reloads config and rules. A broken config keeps the old one running and says why in the
+/// log, `/v1/status` and sd_notify STATUS.
+async fn reload(config: &mut Config, overrides: &Overrides, engine: &EngineHandle, telemetry: &Telemetry) -> Result<String, String> {
+    let mut states = vec![NotifyState::Reloading];
+    if let Ok(m) = NotifyState::monotonic_usec_now() {
+        states.push(m);
+    }
+    notify(&states);
+    let path = config.path.clone();
+    let ov = overrides.clone();
+    let loaded = tokio::task::spawn_blocking(move || load_config(&path, &ov))
+        .await
+        .unwrap_or_else(|e| Err(ConfigErrors(vec![crate::config::ConfigError {
+            file: config.path.clone(),
+            line: None,
+            key: String::new(),
+            message: format!("reload task failed: {e}"),
+        }])));
+    let now = SystemClock.now();
+    match loaded {
+        Err(errors) => {
+            let text = errors.to_string();
+            for e in &errors.0 {
+                tracing::error!(error = %e, "reload refused; the previous configuration stays in force");
+            }
+            telemetry.set_reload(|r| {
+                r.last_error = Some(text.clone());
+                r.last_error_at = Some(now);
+            });
+            let status = format!("running with the previous config; reload failed: {}", errors.0.first().map(|e| e.to_string()).unwrap_or_default());
+            notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+            Err(text)
+        }
+        Ok(new) => {
+            if new.control_socket() != config.control_socket()
+                || new.ingest_socket() != config.ingest_socket()
+                || new.daemon.state_dir != config.daemon.state_dir
+            {
+                tracing::warn!("socket paths and state_dir take effect only after a restart");
+            }
+            if !engine.reload(new.rules.clone()).await {
+                return Err("the engine has stopped".into());
+            }
+            let summary = format!("reloaded; {} rules", new.rules.len());
+            tracing::info!(rules = new.rules.len(), "configuration reloaded");
+            telemetry.set_reload(|r| {
+                r.generation += 1;
+                r.last_ok_at = Some(now);
+                r.last_error = None;
+                r.last_error_at = None;
+            });
+            // Sockets and the state folder stay as they were bound.
+            let keep = (config.control.clone(), config.ingest.clone(), config.daemon.clone());
+            *config = new;
+            (config.control, config.ingest, config.daemon) = keep;
+            notify(&[NotifyState::Ready, NotifyState::Status(&format!("running; {summary}"))]);
+            Ok(summary)
+        }
+    }
+}

@@ -1,0 +1,396 @@
+//! The detection engine: owns every rule's state and turns events into detections.
+//!
+//! [`Engine`] is plain synchronous code — `on_event` and `on_tick` — so that
+//! `incidentctl rules test` and the unit tests replay files through exactly the code the
+//! daemon runs. [`run`] is the thin async task around it: it receives events from the sources'
+//! bounded channel, commands (reload, rule listing) from an [`EngineHandle`], and sends
+//! [`Detection`]s to the incident manager with backpressure. Windows run on event time; the
+//! engine's clock is the newest event time seen, moved forward by wall time while live.
+
+pub mod rule;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::clock::{Clock, Timestamp};
+use crate::config::RuleConfig;
+use crate::event::Event;
+use crate::incident::Severity;
+use crate::telemetry::Telemetry;
+use rule::{Hit, Rule, RuleStats};
+
+/// A rule fired: what the incident manager turns into (or attaches to) an incident.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Detection {
+    pub rule: String,
+    pub severity: Severity,
+    /// Incident key: detections with the same key share an incident.
+    pub key: String,
+    pub summary: String,
+    /// Event time of the event that made the rule fire.
+    pub ts: Timestamp,
+    /// Event time of the earliest event counted.
+    pub first_ts: Timestamp,
+    pub count: u64,
+    /// group_by name → value.
+    pub group: BTreeMap<String, String>,
+    /// Rule labels, regex captures and the event's labels.
+    pub labels: BTreeMap<String, String>,
+    pub service: Option<String>,
+    pub host: Option<String>,
+    pub correlation_id: Option<String>,
+    pub trace_id: Option<String>,
+    pub runbook: Option<String>,
+    /// The message of the event that made the rule fire.
+    pub message: Option<String>,
+}
+
+impl Detection {
+    /// Stable identity of a detection: (rule, group, event time). Replaying the same events
+    /// yields the same ids.
+    pub fn idempotency_id(&self) -> String {
+        let group: Vec<&str> = self.group.values().map(String::as_str).collect();
+        format!("{}|{}|{}", self.rule, group.join("/"), self.ts.millis())
+    }
+}
+
+/// One loaded rule, as `GET /v1/rules` and `incidentctl rules list` show it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct RuleInfo {
+    pub id: String,
+    pub kind: String,
+    pub severity: Severity,
+    pub enabled: bool,
+    pub description: Option<String>,
+    pub origin: String,
+    pub matched: u64,
+    pub fired: u64,
+    pub groups: usize,
+}
+
+/// All rules and their state.
+pub struct Engine {
+    rules: Vec<Rule>,
+    templates: minijinja::Environment<'static>,
+    /// Newest event time seen.
+    now: Timestamp,
+}
+
+impl Engine {
+    /// Builds an engine from validated rule configs.
+    pub fn new(configs: &[RuleConfig]) -> Engine {
+        let rules: Vec<Rule> = configs.iter().map(|c| Rule::build(Arc::new(c.clone()))).collect();
+        Engine {
+            templates: templates_for(&rules),
+            rules,
+            now: Timestamp(i64::MIN),
+        }
+    }
+
+    /// Replaces the rule set. A rule whose definition did not change keeps its window state
+    /// and counters; every other rule starts fresh.
+    pub fn replace_rules(&mut self, configs: &[RuleConfig]) {
+        let mut old: BTreeMap<String, Rule> =
+            self.rules.drain(..).map(|r| (r.id().to_owned(), r)).collect();
+        self.rules = configs
+            .iter()
+            .map(|c| match old.remove(c.id()) {
+                Some(mut r) if r.config.same_definition(c) => {
+                    r.config = Arc::new(c.clone());
+                    r
+                }
+                _ => Rule::build(Arc::new(c.clone())),
+            })
+            .collect();
+        self.templates = templates_for(&self.rules);
+    }
+
+    /// Runs one event through every rule, appending what fired to `out`.
+    pub fn on_event(&mut self, ev: &Event, out: &mut Vec<Detection>) {
+        if ev.ts > self.now {
+            self.now = ev.ts;
+        }
+        for rule in &mut self.rules {
+            if let Some(hit) = rule.on_event(ev) {
+                out.push(detection(&self.templates, rule, ev, hit));
+            }
+        }
+    }
+
+    /// Advances the engine clock (wall time while live) and lets rules expire state.
+    pub fn on_tick(&mut self, now: Timestamp) {
+        if now > self.now {
+            self.now = now;
+        }
+        for rule in &mut self.rules {
+            rule.on_tick(self.now);
+        }
+    }
+
+    pub fn rules(&self) -> Vec<RuleInfo> {
+        self.rules
+            .iter()
+            .map(|r| {
+                let RuleStats { matched, fired } = r.stats;
+                RuleInfo {
+                    id: r.id().to_owned(),
+                    kind: r.config.kind.name().to_owned(),
+                    severity: r.config.common.severity,
+                    enabled: r.config.common.enabled,
+                    description: r.config.common.description.clone(),
+                    origin: r.config.origin.clone(),
+                    matched,
+                    fired,
+                    groups: r.detector.groups(),
+                }
+            })
+            .collect()
+    }
+}
+
+fn templates_for(rules: &[Rule]) -> minijinja::Environment<'static> {
+    let mut env = minijinja::Environment::new();
+    for r in rules {
+        let c = &r.config.common;
+        // Templates were compiled once during validation; a failure here cannot happen for a
+        // validated config, and rendering falls back to the default text if it somehow did.
+        if let Some(t) = &c.summary {
+            let _ = env.add_template_owned(format!("{}#summary", c.id), t.clone());
+        }
+        if let Some(t) = &c.incident_key {
+            let _ = env.add_template_owned(format!("{}#key", c.id), t.clone());
+        }
+    }
+    env
+}
+
+fn detection(env: &minijinja::Environment<'static>, rule: &Rule, ev: &Event, hit: Hit) -> Detection {
+    let c = &rule.config.common;
+    let mut labels = ev.labels.clone();
+    labels.extend(hit.captures);
+    labels.extend(c.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let group: BTreeMap<String, String> = hit.group.iter().cloned().collect();
+    let group_text = hit.group.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>().join("/");
+
+    let ctx = minijinja::context! {
+        rule => &c.id,
+        severity => c.severity.as_str(),
+        count => hit.fire.count,
+        group => &group,
+        labels => &labels,
+        event => minijinja::Value::from(minijinja::value::Serde(ev)),
+    };
+    let render = |name: &str, fallback: String| match env.get_template(name) {
+        Ok(t) => t.render(&ctx).unwrap_or_else(|e| {
+            tracing::warn!(rule = %c.id, template = name, error = %e, "template failed; using the default text");
+            fallback
+        }),
+        Err(_) => fallback,
+    };
+    let key = render(
+        &format!("{}#key", c.id),
+        if group_text.is_empty() { c.id.clone() } else { format!("{}/{}", c.id, group_text) },
+    );
+    let default_summary = {
+        let head = c.description.clone().unwrap_or_else(|| format!("rule {} fired", c.id));
+        let mut s = head;
+        if !group_text.is_empty() {
+            s.push_str(&format!(" ({group_text})"));
+        }
+        if hit.fire.count > 1 {
+            s.push_str(&format!(": {} events", hit.fire.count));
+        }
+        s
+    };
+    let summary = render(&format!("{}#summary", c.id), default_summary);
+    Detection {
+        rule: c.id.clone(),
+        severity: c.severity,
+        key,
+        summary,
+        ts: ev.ts,
+        first_ts: hit.fire.first_ts,
+        count: hit.fire.count,
+        group,
+        labels,
+        service: ev.service.clone(),
+        host: Some(ev.host.clone()),
+        correlation_id: ev.correlation_id.clone(),
+        trace_id: ev.trace_id.clone(),
+        runbook: c.runbook.clone(),
+        message: ev.message.clone(),
+    }
+}
+
+/// Requests to the engine task.
+pub enum EngineCommand {
+    Reload(Vec<RuleConfig>, oneshot::Sender<()>),
+    Rules(oneshot::Sender<Vec<RuleInfo>>),
+}
+
+/// The channel front of the engine task.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: mpsc::Sender<EngineCommand>,
+}
+
+impl EngineHandle {
+    pub fn new(tx: mpsc::Sender<EngineCommand>) -> Self {
+        EngineHandle { tx }
+    }
+
+    /// Swaps the rule set; returns once the engine uses the new rules.
+    pub async fn reload(&self, rules: Vec<RuleConfig>) -> bool {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(EngineCommand::Reload(rules, tx)).await.is_ok() && rx.await.is_ok()
+    }
+
+    pub async fn rules(&self) -> Option<Vec<RuleInfo>> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(EngineCommand::Rules(tx)).await.ok()?;
+        rx.await.ok()
+    }
+}
+
+/// The engine task. Ends when every event sender is gone (sources stopped), after the last
+/// event's detections were handed on.
+pub async fn run(
+    mut engine: Engine,
+    mut events: mpsc::Receiver<Event>,
+    mut commands: mpsc::Receiver<EngineCommand>,
+    detections: mpsc::Sender<crate::incident::manager::Msg>,
+    telemetry: Arc<Telemetry>,
+    clock: Arc<dyn Clock>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut out = Vec::new();
+    let mut commands_open = true;
+    loop {
+        tokio::select! {
+            biased;
+            cmd = commands.recv(), if commands_open => match cmd {
+                Some(EngineCommand::Reload(rules, done)) => {
+                    engine.replace_rules(&rules);
+                    let _ = done.send(());
+                }
+                Some(EngineCommand::Rules(reply)) => {
+                    let _ = reply.send(engine.rules());
+                }
+                None => commands_open = false,
+            },
+            ev = events.recv() => {
+                let Some(ev) = ev else { break };
+                telemetry.engine_events.inc();
+                engine.on_event(&ev, &mut out);
+                for d in out.drain(..) {
+                    telemetry.detections.inc();
+                    tracing::debug!(rule = %d.rule, key = %d.key, count = d.count, "detection");
+                    if detections.send(crate::incident::manager::Msg::Detection(d)).await.is_err() {
+                        tracing::error!("incident manager is gone; detection dropped");
+                        telemetry.detections_dropped.inc();
+                    }
+                }
+            }
+            _ = tick.tick() => engine.on_tick(clock.now()),
+        }
+    }
+    tracing::debug!("engine stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Defaults;
+
+    fn rules(text: &str) -> Vec<RuleConfig> {
+        crate::config::load_str(std::path::Path::new("/x/incidentd.toml"), text)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .rules
+    }
+
+    fn ev(json: &str) -> Event {
+        let d = Defaults { source: "t", host: "h", now: Timestamp(0) };
+        Event::decode(json.as_bytes(), &d).unwrap()
+    }
+
+    const SSH: &str = r#"
+[[rule]]
+id = "ssh"
+kind = "threshold"
+severity = "high"
+threshold = 3
+window = "1m"
+where = { kind = "log" }
+regex = 'Failed password for (?:invalid user )?\S+ from (?P<ip>[0-9.]+)'
+group_by = ["ip"]
+summary = "SSH brute force from {{ labels.ip }} ({{ count }} failures)"
+"#;
+
+    #[test]
+    fn regex_groups_become_labels_and_keys() {
+        let mut e = Engine::new(&rules(SSH));
+        let mut out = Vec::new();
+        for i in 0..3 {
+            let line = format!(
+                r#"{{"kind":"log","ts":{},"message":"Failed password for root from 203.0.113.7 port 22 ssh2"}}"#,
+                i * 1000
+            );
+            e.on_event(&ev(&line), &mut out);
+        }
+        e.on_event(&ev(r#"{"kind":"log","message":"Accepted password for bob from 10.0.0.1"}"#), &mut out);
+        assert_eq!(out.len(), 1);
+        let d = &out[0];
+        assert_eq!(d.key, "ssh/203.0.113.7");
+        assert_eq!(d.labels["ip"], "203.0.113.7");
+        assert_eq!(d.summary, "SSH brute force from 203.0.113.7 (3 failures)");
+        assert_eq!(d.severity, Severity::Sev2);
+        assert_eq!(d.count, 3);
+        assert_eq!(d.idempotency_id(), "ssh|203.0.113.7|2000");
+        let info = &e.rules()[0];
+        assert_eq!((info.matched, info.fired), (3, 1));
+    }
+
+    #[test]
+    fn where_conditions_all_hold() {
+        let mut e = Engine::new(&rules(
+            r#"
+[[rule]]
+id = "slow"
+kind = "match"
+where = { service = "api", value = { gt = 1000 }, "labels.region" = { in = ["eu", "us"] }, level = { regex = "^(error|critical)$" } }
+"#,
+        ));
+        let mut out = Vec::new();
+        e.on_event(&ev(r#"{"kind":"x","service":"api","value":1500,"labels":{"region":"eu"},"level":"error"}"#), &mut out);
+        e.on_event(&ev(r#"{"kind":"x","service":"api","value":900,"labels":{"region":"eu"},"level":"error"}"#), &mut out);
+        e.on_event(&ev(r#"{"kind":"x","service":"api","value":1500,"labels":{"region":"ap"},"level":"error"}"#), &mut out);
+        e.on_event(&ev(r#"{"kind":"x","service":"db","value":1500,"labels":{"region":"eu"},"level":"error"}"#), &mut out);
+        e.on_event(&ev(r#"{"kind":"x","service":"api","value":1500,"labels":{"region":"us"},"level":"info"}"#), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].key, "slow");
+    }
+
+    #[test]
+    fn reload_keeps_state_of_unchanged_rules_only() {
+        let r = rules(SSH);
+        let mut e = Engine::new(&r);
+        let mut out = Vec::new();
+        let fail = |t: i64| ev(&format!(r#"{{"kind":"log","ts":{t},"message":"Failed password for x from 1.2.3.4 port 1"}}"#));
+        e.on_event(&fail(0), &mut out);
+        e.on_event(&fail(1), &mut out);
+        e.replace_rules(&r);
+        e.on_event(&fail(2), &mut out);
+        assert_eq!(out.len(), 1, "unchanged rule kept its two events");
+        e.on_event(&fail(3), &mut out);
+        e.on_event(&fail(4), &mut out);
+        let changed = rules(&SSH.replace("threshold = 3", "threshold = 4"));
+        e.replace_rules(&changed);
+        e.on_event(&fail(5), &mut out);
+        assert_eq!(out.len(), 1, "a changed rule starts fresh");
+    }
+}

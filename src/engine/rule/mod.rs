@@ -1,0 +1,318 @@
+//! A built rule: the compiled `where` conditions and `regex`, the group key, the templates,
+//! and the kind's detector. Each kind lives in its own file with its state and tests.
+
+mod r#match;
+mod threshold;
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::clock::Timestamp;
+use crate::config::{Condition, RuleConfig, RuleKindConfig};
+use crate::event::Event;
+
+pub use r#match::MatchDetector;
+pub use threshold::ThresholdDetector;
+
+/// What a kind's detector reports when it fires for a group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fire {
+    /// Events counted in the window that fired.
+    pub count: u64,
+    /// Event time of the earliest of them.
+    pub first_ts: Timestamp,
+}
+
+/// The kind-specific part of a rule: plain synchronous code over event time.
+#[derive(Debug)]
+pub enum Detector {
+    Match(MatchDetector),
+    Threshold(ThresholdDetector),
+}
+
+impl Detector {
+    fn new(kind: &RuleKindConfig) -> Detector {
+        match kind {
+            RuleKindConfig::Match {} => Detector::Match(MatchDetector),
+            RuleKindConfig::Threshold { threshold, window } => {
+                Detector::Threshold(ThresholdDetector::new(*threshold, *window))
+            }
+        }
+    }
+
+    fn on_event(&mut self, group: &str, ts: Timestamp) -> Option<Fire> {
+        match self {
+            Detector::Match(d) => d.on_event(ts),
+            Detector::Threshold(d) => d.on_event(group, ts),
+        }
+    }
+
+    /// Lets go of state that can no longer fire at `now` (event time).
+    fn on_tick(&mut self, now: Timestamp) {
+        match self {
+            Detector::Match(_) => {}
+            Detector::Threshold(d) => d.on_tick(now),
+        }
+    }
+
+    /// Groups currently holding state.
+    pub fn groups(&self) -> usize {
+        match self {
+            Detector::Match(_) => 0,
+            Detector::Threshold(d) => d.groups(),
+        }
+    }
+}
+
+/// An event key a `where` condition or `group_by` can name.
+#[derive(Debug, Clone, PartialEq)]
+enum Key {
+    Kind,
+    Source,
+    Service,
+    Host,
+    Level,
+    Message,
+    Value,
+    CorrelationId,
+    TraceId,
+    Label(String),
+    Field(String),
+}
+
+impl Key {
+    const NAMES: &'static str =
+        "kind, source, service, host, level, message, value, correlation_id, trace_id, labels.NAME, fields.NAME";
+
+    fn parse(name: &str) -> Option<Key> {
+        Some(match name {
+            "kind" => Key::Kind,
+            "source" => Key::Source,
+            "service" => Key::Service,
+            "host" => Key::Host,
+            "level" => Key::Level,
+            "message" => Key::Message,
+            "value" => Key::Value,
+            "correlation_id" => Key::CorrelationId,
+            "trace_id" => Key::TraceId,
+            _ => {
+                if let Some(l) = name.strip_prefix("labels.").filter(|l| !l.is_empty()) {
+                    Key::Label(l.to_owned())
+                } else if let Some(f) = name.strip_prefix("fields.").filter(|f| !f.is_empty()) {
+                    Key::Field(f.to_owned())
+                } else {
+                    return None;
+                }
+            }
+        })
+    }
+
+    fn get<'e>(&self, ev: &'e Event) -> Option<Cow<'e, str>> {
+        let s = |o: &'e Option<String>| o.as_deref().map(Cow::Borrowed);
+        match self {
+            Key::Kind => Some(Cow::Borrowed(&ev.kind)),
+            Key::Source => Some(Cow::Borrowed(&ev.source)),
+            Key::Service => s(&ev.service),
+            Key::Host => Some(Cow::Borrowed(&ev.host)),
+            Key::Level => Some(Cow::Borrowed(ev.level.as_str())),
+            Key::Message => s(&ev.message),
+            Key::Value => ev.value.map(|v| Cow::Owned(v.to_string())),
+            Key::CorrelationId => s(&ev.correlation_id),
+            Key::TraceId => s(&ev.trace_id),
+            Key::Label(l) => ev.labels.get(l).map(|v| Cow::Borrowed(v.as_str())),
+            Key::Field(f) => match ev.fields.get(f)? {
+                serde_json::Value::String(v) => Some(Cow::Borrowed(v.as_str())),
+                serde_json::Value::Null => None,
+                other => Some(Cow::Owned(other.to_string())),
+            },
+        }
+    }
+
+    fn number(&self, ev: &Event) -> Option<f64> {
+        match self {
+            Key::Value => ev.value,
+            Key::Field(f) => match ev.fields.get(f)? {
+                serde_json::Value::Number(n) => n.as_f64(),
+                serde_json::Value::String(s) => s.trim().parse().ok(),
+                _ => None,
+            },
+            other => other.get(ev)?.trim().parse().ok(),
+        }
+    }
+}
+
+fn condition_holds(key: &Key, cond: &Condition, ev: &Event) -> bool {
+    match cond {
+        Condition::Equals(want) => key.get(ev).is_some_and(|v| v == want.as_str()),
+        Condition::Regex(p) => key.get(ev).is_some_and(|v| p.0.is_match(&v)),
+        Condition::In(list) => key.get(ev).is_some_and(|v| list.iter().any(|w| *w == v)),
+        Condition::Gt(n) => key.number(ev).is_some_and(|v| v > *n),
+        Condition::Ge(n) => key.number(ev).is_some_and(|v| v >= *n),
+        Condition::Lt(n) => key.number(ev).is_some_and(|v| v < *n),
+        Condition::Le(n) => key.number(ev).is_some_and(|v| v <= *n),
+    }
+}
+
+/// Where a `group_by` name takes its value from.
+#[derive(Debug, Clone)]
+enum GroupSource {
+    /// A named group of the rule's regex.
+    Capture(String),
+    /// An event key.
+    Key(Key),
+}
+
+/// Checks a parsed rule for problems serde cannot see. Returns (key, message) pairs; the
+/// loader turns the key into a line.
+pub fn validate(rule: &RuleConfig) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    let c = &rule.common;
+    if c.id.is_empty() || !c.id.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.:".contains(ch)) {
+        out.push(("id", format!("rule id `{}` must be non-empty and use only letters, digits, - _ . :", c.id)));
+    }
+    for name in c.where_.keys() {
+        if Key::parse(name).is_none() {
+            out.push(("where", format!("unknown event key `{name}` (use {})", Key::NAMES)));
+        }
+    }
+    for name in &c.group_by {
+        if group_source(rule, name).is_none() {
+            out.push((
+                "group_by",
+                format!("`{name}` is neither a named group of the rule's regex nor an event key ({})", Key::NAMES),
+            ));
+        }
+    }
+    for (key, tmpl) in [("summary", &c.summary), ("incident_key", &c.incident_key)] {
+        if let Some(t) = tmpl {
+            let env = minijinja::Environment::new();
+            if let Err(e) = env.template_from_str(t) {
+                out.push((key, format!("invalid template: {e}")));
+            }
+        }
+    }
+    match &rule.kind {
+        RuleKindConfig::Match {} => {}
+        RuleKindConfig::Threshold { threshold, window } => {
+            if *threshold == 0 {
+                out.push(("threshold", "must be at least 1".into()));
+            }
+            if window.is_zero() {
+                out.push(("window", "must be longer than zero".into()));
+            }
+        }
+    }
+    out
+}
+
+fn group_source(rule: &RuleConfig, name: &str) -> Option<GroupSource> {
+    let captured = rule
+        .common
+        .regex
+        .as_ref()
+        .is_some_and(|p| p.0.capture_names().flatten().any(|n| n == name));
+    if captured {
+        return Some(GroupSource::Capture(name.to_owned()));
+    }
+    Key::parse(name)
+        .or_else(|| Some(Key::Label(name.to_owned())).filter(|_| !name.contains('.')))
+        .map(GroupSource::Key)
+}
+
+/// Counters a rule keeps about itself.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct RuleStats {
+    pub matched: u64,
+    pub fired: u64,
+}
+
+/// A rule ready to run.
+#[derive(Debug)]
+pub struct Rule {
+    pub config: Arc<RuleConfig>,
+    conditions: Vec<(Key, Condition)>,
+    group_by: Vec<(String, GroupSource)>,
+    pub detector: Detector,
+    pub stats: RuleStats,
+}
+
+/// What matching an event produced, before templates are rendered.
+#[derive(Debug)]
+pub struct Hit {
+    pub fire: Fire,
+    /// group_by name → value, in group_by order.
+    pub group: Vec<(String, String)>,
+    /// Regex captures, named.
+    pub captures: BTreeMap<String, String>,
+}
+
+impl Rule {
+    /// Builds a rule from a config that passed [`validate`].
+    pub fn build(config: Arc<RuleConfig>) -> Rule {
+        let conditions = config
+            .common
+            .where_
+            .iter()
+            .filter_map(|(k, c)| Key::parse(k).map(|k| (k, c.clone())))
+            .collect();
+        let group_by = config
+            .common
+            .group_by
+            .iter()
+            .filter_map(|n| group_source(&config, n).map(|s| (n.clone(), s)))
+            .collect();
+        Rule {
+            detector: Detector::new(&config.kind),
+            conditions,
+            group_by,
+            stats: RuleStats::default(),
+            config,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        self.config.id()
+    }
+
+    /// Runs one event through the rule.
+    pub fn on_event(&mut self, ev: &Event) -> Option<Hit> {
+        if !self.config.common.enabled {
+            return None;
+        }
+        if !self.conditions.iter().all(|(k, c)| condition_holds(k, c, ev)) {
+            return None;
+        }
+        let mut captures = BTreeMap::new();
+        if let Some(re) = &self.config.common.regex {
+            let caps = re.0.captures(ev.message.as_deref()?)?;
+            for name in re.0.capture_names().flatten() {
+                if let Some(m) = caps.name(name) {
+                    captures.insert(name.to_owned(), m.as_str().to_owned());
+                }
+            }
+        }
+        self.stats.matched += 1;
+        let group: Vec<(String, String)> = self
+            .group_by
+            .iter()
+            .map(|(name, src)| {
+                let v = match src {
+                    GroupSource::Capture(c) => captures.get(c).cloned(),
+                    GroupSource::Key(k) => k.get(ev).map(Cow::into_owned),
+                };
+                (name.clone(), v.unwrap_or_default())
+            })
+            .collect();
+        let group_key = group.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>().join("/");
+        let fire = self.detector.on_event(&group_key, ev.ts)?;
+        self.stats.fired += 1;
+        Some(Hit { fire, group, captures })
+    }
+
+    pub fn on_tick(&mut self, now: Timestamp) {
+        self.detector.on_tick(now);
+    }
+}

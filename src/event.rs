@@ -1,0 +1,319 @@
+//! The event: what every source produces and every rule reads (DESIGN §3.2).
+//!
+//! Decoding is strict and explains itself: each rejected line gets a [`DecodeError`] whose
+//! [`reason`](DecodeError::reason) is the counter it is counted under.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::clock::Timestamp;
+
+/// Severity of a single event (not of an incident).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Debug,
+    #[default]
+    Info,
+    Notice,
+    Warning,
+    Error,
+    Critical,
+}
+
+impl Level {
+    pub const NAMES: &'static str = "debug, info, notice, warning, error, critical";
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Notice => "notice",
+            Level::Warning => "warning",
+            Level::Error => "error",
+            Level::Critical => "critical",
+        }
+    }
+}
+
+impl FromStr for Level {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "debug" => Level::Debug,
+            "info" => Level::Info,
+            "notice" => Level::Notice,
+            "warning" | "warn" => Level::Warning,
+            "error" | "err" => Level::Error,
+            "critical" | "crit" => Level::Critical,
+            other => return Err(format!("unknown level `{other}` (expected {})", Level::NAMES)),
+        })
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One event, fully defaulted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub ts: Timestamp,
+    pub kind: String,
+    pub source: String,
+    pub level: Level,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub fields: serde_json::Map<String, Value>,
+}
+
+/// The wire form: only `kind` is required, and unknown keys are refused so a typo never
+/// silently loses data.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireEvent {
+    ts: Option<Value>,
+    kind: Option<String>,
+    source: Option<String>,
+    level: Option<String>,
+    service: Option<String>,
+    host: Option<String>,
+    message: Option<String>,
+    value: Option<f64>,
+    correlation_id: Option<String>,
+    trace_id: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    fields: serde_json::Map<String, Value>,
+}
+
+/// What decoding fills in when the event leaves it out.
+#[derive(Clone, Debug)]
+pub struct Defaults<'a> {
+    pub source: &'a str,
+    pub host: &'a str,
+    pub now: Timestamp,
+}
+
+/// Why a line was not accepted as an event.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("line is longer than {max} bytes")]
+    Oversize { max: usize },
+    #[error("line is not valid UTF-8 (byte {offset})")]
+    InvalidUtf8 { offset: usize },
+    #[error("invalid JSON: {0}")]
+    InvalidJson(String),
+    #[error("an event must be a JSON object")]
+    NotAnObject,
+    #[error("missing required key `kind`")]
+    MissingKind,
+    #[error("invalid `{key}`: {message}")]
+    InvalidField { key: &'static str, message: String },
+}
+
+impl DecodeError {
+    /// Every reason, in the order `/v1/status` shows them.
+    pub const REASONS: [&'static str; 6] = [
+        "oversize",
+        "invalid_utf8",
+        "invalid_json",
+        "not_an_object",
+        "missing_kind",
+        "invalid_field",
+    ];
+
+    /// The counter this rejection is counted under.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::Oversize { .. } => "oversize",
+            DecodeError::InvalidUtf8 { .. } => "invalid_utf8",
+            DecodeError::InvalidJson(_) => "invalid_json",
+            DecodeError::NotAnObject => "not_an_object",
+            DecodeError::MissingKind => "missing_kind",
+            DecodeError::InvalidField { .. } => "invalid_field",
+        }
+    }
+
+    pub fn reason_index(&self) -> usize {
+        let r = self.reason();
+        Self::REASONS.iter().position(|x| *x == r).unwrap_or(0)
+    }
+}
+
+impl Event {
+    /// Decodes one NDJSON line (without its newline).
+    pub fn decode(line: &[u8], defaults: &Defaults<'_>) -> Result<Event, DecodeError> {
+        let text = std::str::from_utf8(line).map_err(|e| DecodeError::InvalidUtf8 {
+            offset: e.valid_up_to(),
+        })?;
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| DecodeError::InvalidJson(e.to_string()))?;
+        Self::from_value(value, defaults)
+    }
+
+    /// Builds an event from an already parsed JSON value (used for JSON arrays in
+    /// `POST /v1/events`).
+    pub fn from_value(value: Value, defaults: &Defaults<'_>) -> Result<Event, DecodeError> {
+        if !value.is_object() {
+            return Err(DecodeError::NotAnObject);
+        }
+        let wire: WireEvent = serde_json::from_value(value).map_err(|e| {
+            let message = e.to_string();
+            // serde names the offending key in its message; pick the closest known key so the
+            // error says which one.
+            DecodeError::InvalidField {
+                key: guess_key(&message),
+                message,
+            }
+        })?;
+        let kind = match wire.kind {
+            Some(k) if !k.is_empty() => k,
+            _ => return Err(DecodeError::MissingKind),
+        };
+        let ts = match wire.ts {
+            None | Some(Value::Null) => defaults.now,
+            Some(Value::String(s)) => Timestamp::parse_rfc3339(&s)
+                .map_err(|message| DecodeError::InvalidField { key: "ts", message })?,
+            Some(Value::Number(n)) => match n.as_i64() {
+                Some(ms) => Timestamp::from_millis(ms),
+                None => {
+                    return Err(DecodeError::InvalidField {
+                        key: "ts",
+                        message: format!("{n} is not a whole number of epoch milliseconds"),
+                    })
+                }
+            },
+            Some(other) => {
+                return Err(DecodeError::InvalidField {
+                    key: "ts",
+                    message: format!("expected RFC 3339 text or epoch milliseconds, got {other}"),
+                })
+            }
+        };
+        let level = match wire.level {
+            None => Level::Info,
+            Some(l) => l
+                .parse()
+                .map_err(|message| DecodeError::InvalidField { key: "level", message })?,
+        };
+        Ok(Event {
+            ts,
+            kind,
+            source: wire.source.unwrap_or_else(|| defaults.source.to_owned()),
+            level,
+            service: wire.service,
+            host: wire.host.unwrap_or_else(|| defaults.host.to_owned()),
+            message: wire.message,
+            value: wire.value,
+            correlation_id: wire.correlation_id,
+            trace_id: wire.trace_id,
+            labels: wire.labels,
+            fields: wire.fields,
+        })
+    }
+}
+
+fn guess_key(message: &str) -> &'static str {
+    const KEYS: [&str; 12] = [
+        "ts",
+        "kind",
+        "source",
+        "level",
+        "service",
+        "host",
+        "message",
+        "value",
+        "correlation_id",
+        "trace_id",
+        "labels",
+        "fields",
+    ];
+    if message.starts_with("unknown field") {
+        return "event";
+    }
+    KEYS.iter()
+        .find(|k| message.contains(&format!("`{k}`")))
+        .copied()
+        .unwrap_or("event")
+}
+
+/// This machine's host name, the default `host` of events.
+pub fn local_hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> Defaults<'static> {
+        Defaults {
+            source: "ingest",
+            host: "h1",
+            now: Timestamp(1_000),
+        }
+    }
+
+    #[test]
+    fn only_kind_is_required() {
+        let e = Event::decode(br#"{"kind":"log"}"#, &defaults()).unwrap();
+        assert_eq!(e.kind, "log");
+        assert_eq!(e.source, "ingest");
+        assert_eq!(e.host, "h1");
+        assert_eq!(e.level, Level::Info);
+        assert_eq!(e.ts, Timestamp(1_000));
+    }
+
+    #[test]
+    fn full_event_decodes() {
+        let line = br#"{"ts":"2026-11-23T10:00:00Z","kind":"error","source":"api","level":"error","service":"checkout","host":"web-1","message":"upstream timeout","value":1850.0,"correlation_id":"req-42","trace_id":"4bf92f35","labels":{"region":"eu"},"fields":{"status":502}}"#;
+        let e = Event::decode(line, &defaults()).unwrap();
+        assert_eq!(e.ts.to_rfc3339(), "2026-11-23T10:00:00Z");
+        assert_eq!(e.level, Level::Error);
+        assert_eq!(e.labels["region"], "eu");
+        assert_eq!(e.fields["status"], 502);
+        assert_eq!(e.value, Some(1850.0));
+        let epoch = Event::decode(br#"{"kind":"x","ts":1763892000000}"#, &defaults()).unwrap();
+        assert_eq!(epoch.ts, Timestamp(1_763_892_000_000));
+    }
+
+    #[test]
+    fn rejections_carry_their_reason() {
+        let d = defaults();
+        let reason = |l: &[u8]| Event::decode(l, &d).unwrap_err().reason();
+        assert_eq!(reason(b"{not json"), "invalid_json");
+        assert_eq!(reason(b"\xff\xfe{}"), "invalid_utf8");
+        assert_eq!(reason(b"[1,2]"), "not_an_object");
+        assert_eq!(reason(br#"{"message":"no kind"}"#), "missing_kind");
+        assert_eq!(reason(br#"{"kind":""}"#), "missing_kind");
+        assert_eq!(reason(br#"{"kind":"x","level":"loud"}"#), "invalid_field");
+        assert_eq!(reason(br#"{"kind":"x","ts":"noon"}"#), "invalid_field");
+        assert_eq!(reason(br#"{"kind":"x","labels":{"a":1}}"#), "invalid_field");
+        assert_eq!(reason(br#"{"kind":"x","colour":"red"}"#), "invalid_field");
+        let err = Event::decode(br#"{"kind":"x","level":"loud"}"#, &d).unwrap_err();
+        assert!(err.to_string().contains("level"), "{err}");
+    }
+}

@@ -1,0 +1,424 @@
+//! The incident manager: the single writer of the store.
+//!
+//! Messages arrive on one bounded channel: detections from the engine and [`Command`]s from
+//! API handlers (each with a oneshot for the answer). The loop takes a batch of whatever is
+//! waiting, applies each message as one store transaction, flushes once, and only then sends
+//! the answers: a client that got an answer has a durable change (group commit).
+//! Crash invariant: if we die before the flush, nobody was told about the batch.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{EntryKind, Incident, Severity, Status, TimelineEntry, Transition};
+use crate::clock::{Clock, Timestamp};
+use crate::config::IncidentsConfig;
+use crate::engine::Detection;
+use crate::store::{Change, Store, StoreError};
+use crate::telemetry::Telemetry;
+
+/// The user name recorded for the daemon's own changes.
+pub const SYSTEM_ACTOR: &str = "system";
+
+/// Most messages applied under one flush.
+const MAX_BATCH: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IncidentError {
+    #[error("incident {id} not found")]
+    NotFound { id: u64 },
+    #[error("incident {id}: {message}")]
+    InvalidTransition { id: u64, from: Status, transition: Transition, message: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the incident manager has stopped")]
+    Unavailable,
+}
+
+/// An incident created by hand (`POST /v1/incidents`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewIncident {
+    pub title: String,
+    #[serde(default = "default_manual_severity")]
+    pub severity: Severity,
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub service: Option<String>,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub runbook: Option<String>,
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+fn default_manual_severity() -> Severity {
+    Severity::Sev3
+}
+
+/// A change asked for by a person or program; the actor is the peer's user name.
+#[derive(Debug)]
+pub enum Command {
+    Transition { id: u64, transition: Transition, note: Option<String>, actor: String },
+    Note { id: u64, note: String, actor: String },
+    Create { incident: NewIncident, actor: String },
+}
+
+/// What travels on the manager's channel.
+pub enum Msg {
+    Detection(Detection),
+    Command(Command, oneshot::Sender<Result<Incident, IncidentError>>),
+    /// Answered once everything before it is applied and flushed (watchdog, tests).
+    Ping(oneshot::Sender<()>),
+}
+
+/// The channel front of the manager.
+#[derive(Clone)]
+pub struct IncidentHandle {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl IncidentHandle {
+    pub fn sender(&self) -> mpsc::Sender<Msg> {
+        self.tx.clone()
+    }
+
+    /// Sends a command and waits until it is durable.
+    pub async fn command(&self, cmd: Command) -> Result<Incident, IncidentError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Msg::Command(cmd, tx)).await.map_err(|_| IncidentError::Unavailable)?;
+        rx.await.map_err(|_| IncidentError::Unavailable)?
+    }
+
+    pub async fn ping(&self) -> bool {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Msg::Ping(tx)).await.is_ok() && rx.await.is_ok()
+    }
+}
+
+/// Starts the manager on a blocking thread of `tracker`. It ends when every sender is gone,
+/// after a final flush.
+pub fn spawn(
+    store: Arc<dyn Store>,
+    config: IncidentsConfig,
+    clock: Arc<dyn Clock>,
+    telemetry: Arc<Telemetry>,
+    capacity: usize,
+    tracker: &tokio_util::task::TaskTracker,
+) -> Result<IncidentHandle, StoreError> {
+    let (tx, rx) = mpsc::channel(capacity);
+    let mut manager = Manager {
+        next_id: store.next_id()?,
+        store,
+        config,
+        clock,
+        telemetry,
+        created_per_key: HashMap::new(),
+    };
+    tracker.spawn_blocking(move || manager.run(rx));
+    Ok(IncidentHandle { tx })
+}
+
+struct Manager {
+    store: Arc<dyn Store>,
+    config: IncidentsConfig,
+    clock: Arc<dyn Clock>,
+    telemetry: Arc<Telemetry>,
+    next_id: u64,
+    /// Recent creation times per key, for the creation rate limit.
+    created_per_key: HashMap<String, VecDeque<Timestamp>>,
+}
+
+type Reply = oneshot::Sender<Result<Incident, IncidentError>>;
+
+impl Manager {
+    fn run(&mut self, mut rx: mpsc::Receiver<Msg>) {
+        let mut replies: Vec<(Reply, Result<Incident, IncidentError>)> = Vec::new();
+        let mut pings: Vec<oneshot::Sender<()>> = Vec::new();
+        while let Some(first) = rx.blocking_recv() {
+            let mut msg = Some(first);
+            let mut n = 0;
+            while let Some(m) = msg.take() {
+                n += 1;
+                match m {
+                    Msg::Detection(d) => {
+                        if let Err(e) = self.on_detection(&d) {
+                            self.telemetry.store_errors.inc();
+                            tracing::error!(rule = %d.rule, key = %d.key, error = %e, "could not record detection");
+                        }
+                    }
+                    Msg::Command(cmd, reply) => {
+                        let r = self.on_command(cmd);
+                        replies.push((reply, r));
+                    }
+                    Msg::Ping(p) => pings.push(p),
+                }
+                if n < MAX_BATCH {
+                    msg = rx.try_recv().ok();
+                }
+            }
+            // Nothing below is sent before the flush: an answer means durable.
+            let flushed = self.store.flush();
+            if let Err(e) = &flushed {
+                self.telemetry.store_errors.inc();
+                tracing::error!(error = %e, "store flush failed; answering the batch with errors");
+            }
+            for (reply, r) in replies.drain(..) {
+                let r = match (&flushed, r) {
+                    (Err(e), Ok(_)) => Err(IncidentError::Invalid(format!("change not durable: {e}"))),
+                    (_, r) => r,
+                };
+                let _ = reply.send(r);
+            }
+            for p in pings.drain(..) {
+                let _ = p.send(());
+            }
+        }
+        if let Err(e) = self.store.flush() {
+            tracing::error!(error = %e, "final store flush failed");
+        }
+        tracing::debug!("incident manager stopped");
+    }
+
+    fn load(&self, id: u64) -> Result<Incident, IncidentError> {
+        self.store.incident(id)?.ok_or(IncidentError::NotFound { id })
+    }
+
+    fn entry(&self, inc: &mut Incident, kind: EntryKind, actor: &str, note: Option<String>, data: serde_json::Value) -> TimelineEntry {
+        let e = TimelineEntry {
+            incident_id: inc.id,
+            seq: inc.timeline_len,
+            ts: self.clock.now(),
+            kind,
+            actor: actor.to_owned(),
+            note,
+            data,
+        };
+        inc.timeline_len += 1;
+        e
+    }
+
+    fn on_command(&mut self, cmd: Command) -> Result<Incident, IncidentError> {
+        match cmd {
+            Command::Transition { id, transition, note, actor } => {
+                let mut inc = self.load(id)?;
+                let from = inc.status;
+                let to = transition.check(from).map_err(|message| IncidentError::InvalidTransition {
+                    id,
+                    from,
+                    transition,
+                    message,
+                })?;
+                let now = self.clock.now();
+                set_status(&mut inc, to, now);
+                let kind = if transition == Transition::Reopen { EntryKind::Reopened } else { EntryKind::StatusChanged };
+                let e = self.entry(&mut inc, kind, &actor, note, serde_json::json!({"from": from, "to": to}));
+                self.store.apply(&Change { incident: inc.clone(), previous_status: Some(from), entries: vec![e] })?;
+                tracing::info!(incident = id, from = %from, to = %to, actor = %actor, "incident status changed");
+                Ok(inc)
+            }
+            Command::Note { id, note, actor } => {
+                if note.trim().is_empty() {
+                    return Err(IncidentError::Invalid("a note needs some text".into()));
+                }
+                let mut inc = self.load(id)?;
+                inc.updated_at = Some(self.clock.now());
+                let e = self.entry(&mut inc, EntryKind::Note, &actor, Some(note), serde_json::Value::Null);
+                self.store.apply(&Change { incident: inc.clone(), previous_status: Some(inc.status), entries: vec![e] })?;
+                Ok(inc)
+            }
+            Command::Create { incident, actor } => {
+                if incident.title.trim().is_empty() {
+                    return Err(IncidentError::Invalid("an incident needs a title".into()));
+                }
+                let now = self.clock.now();
+                let id = self.allocate_id();
+                let mut inc = Incident {
+                    id,
+                    key: incident.key.clone().unwrap_or_else(|| format!("manual/{id}")),
+                    title: incident.title,
+                    severity: incident.severity,
+                    status: Status::Open,
+                    service: incident.service,
+                    host: incident.host,
+                    labels: incident.labels,
+                    tags: Vec::new(),
+                    assignee: None,
+                    rules: Vec::new(),
+                    detections: 0,
+                    first_event_at: now,
+                    created_at: now,
+                    updated_at: None,
+                    acknowledged_at: None,
+                    mitigated_at: None,
+                    resolved_at: None,
+                    closed_at: None,
+                    cancelled_at: None,
+                    root_cause: None,
+                    correlation_ids: Vec::new(),
+                    external_refs: BTreeMap::new(),
+                    runbook: incident.runbook,
+                    timeline_len: 0,
+                };
+                let e = self.entry(&mut inc, EntryKind::Created, &actor, incident.note, serde_json::json!({"by": "hand"}));
+                self.store.apply(&Change { incident: inc.clone(), previous_status: None, entries: vec![e] })?;
+                self.telemetry.incidents_created.inc();
+                tracing::info!(incident = id, key = %inc.key, severity = %inc.severity, actor = %actor, "incident created by hand");
+                Ok(inc)
+            }
+        }
+    }
+
+    fn allocate_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Attaches a detection to the open incident of its key, reopens a recently resolved
+    /// one, or creates a new incident (rate-limited per key).
+    fn on_detection(&mut self, d: &Detection) -> Result<(), IncidentError> {
+        let now = self.clock.now();
+        if let Some(id) = self.store.latest_for_key(&d.key)? {
+            let mut inc = self.load(id)?;
+            let recently_resolved = inc.status == Status::Resolved
+                && inc.resolved_at.is_some_and(|r| now.since(r) <= self.config.reopen_window);
+            if inc.status.is_active() || recently_resolved {
+                let from = inc.status;
+                let mut entries = Vec::new();
+                if recently_resolved {
+                    set_status(&mut inc, Status::Open, now);
+                    entries.push(self.entry(&mut inc, EntryKind::Reopened, SYSTEM_ACTOR, None,
+                        serde_json::json!({"from": from, "to": Status::Open, "rule": d.rule})));
+                    self.telemetry.incidents_reopened.inc();
+                    tracing::info!(incident = id, key = %d.key, rule = %d.rule, "incident reopened by a new detection");
+                } else {
+                    self.telemetry.incidents_deduplicated.inc();
+                }
+                if d.severity < inc.severity {
+                    let old = inc.severity;
+                    inc.severity = d.severity;
+                    entries.push(self.entry(&mut inc, EntryKind::SeverityChanged, SYSTEM_ACTOR, None,
+                        serde_json::json!({"from": old, "to": d.severity, "rule": d.rule})));
+                }
+                attach(&mut inc, d, now);
+                entries.push(self.detection_entry(&mut inc, d));
+                self.store.apply(&Change { incident: inc, previous_status: Some(from), entries })?;
+                return Ok(());
+            }
+        }
+        if !self.allow_creation(&d.key, now) {
+            self.telemetry.incidents_rate_limited.inc();
+            tracing::warn!(key = %d.key, rule = %d.rule, max = self.config.rate_limit.max,
+                per = ?self.config.rate_limit.per, "new incident suppressed by the per-key rate limit");
+            return Ok(());
+        }
+        let id = self.allocate_id();
+        let mut inc = Incident {
+            id,
+            key: d.key.clone(),
+            title: d.summary.clone(),
+            severity: d.severity,
+            status: Status::Open,
+            service: d.service.clone(),
+            host: d.host.clone(),
+            labels: d.labels.clone(),
+            tags: Vec::new(),
+            assignee: None,
+            rules: Vec::new(),
+            detections: 0,
+            first_event_at: d.first_ts,
+            created_at: now,
+            updated_at: None,
+            acknowledged_at: None,
+            mitigated_at: None,
+            resolved_at: None,
+            closed_at: None,
+            cancelled_at: None,
+            root_cause: None,
+            correlation_ids: Vec::new(),
+            external_refs: BTreeMap::new(),
+            runbook: d.runbook.clone(),
+            timeline_len: 0,
+        };
+        attach(&mut inc, d, now);
+        inc.updated_at = None;
+        let created = self.entry(&mut inc, EntryKind::Created, SYSTEM_ACTOR, None, serde_json::json!({"rule": d.rule}));
+        let detection = self.detection_entry(&mut inc, d);
+        self.store.apply(&Change { incident: inc, previous_status: None, entries: vec![created, detection] })?;
+        self.telemetry.incidents_created.inc();
+        tracing::info!(incident = id, key = %d.key, rule = %d.rule, severity = %d.severity, "incident created");
+        Ok(())
+    }
+
+    fn detection_entry(&self, inc: &mut Incident, d: &Detection) -> TimelineEntry {
+        let data = serde_json::json!({
+            "rule": d.rule,
+            "id": d.idempotency_id(),
+            "summary": d.summary,
+            "count": d.count,
+            "event_ts": d.ts,
+            "first_event_ts": d.first_ts,
+            "labels": d.labels,
+            "message": d.message,
+        });
+        self.entry(inc, EntryKind::Detection, SYSTEM_ACTOR, None, data)
+    }
+
+    fn allow_creation(&mut self, key: &str, now: Timestamp) -> bool {
+        let limit = self.config.rate_limit;
+        let q = self.created_per_key.entry(key.to_owned()).or_default();
+        while q.front().is_some_and(|t| now.since(*t) >= limit.per) {
+            q.pop_front();
+        }
+        if q.len() >= limit.max as usize {
+            return false;
+        }
+        q.push_back(now);
+        // Bound the map: forget keys with no recent creations.
+        if self.created_per_key.len() > 10_000 {
+            self.created_per_key.retain(|_, q| q.back().is_some_and(|t| now.since(*t) < limit.per));
+        }
+        true
+    }
+}
+
+fn attach(inc: &mut Incident, d: &Detection, now: Timestamp) {
+    inc.detections += 1;
+    inc.updated_at = Some(now);
+    if !inc.rules.contains(&d.rule) {
+        inc.rules.push(d.rule.clone());
+    }
+    if d.first_ts < inc.first_event_at {
+        inc.first_event_at = d.first_ts;
+    }
+    for id in [&d.correlation_id, &d.trace_id].into_iter().flatten() {
+        if !inc.correlation_ids.contains(id) && inc.correlation_ids.len() < 100 {
+            inc.correlation_ids.push(id.clone());
+        }
+    }
+}
+
+fn set_status(inc: &mut Incident, to: Status, now: Timestamp) {
+    inc.status = to;
+    inc.updated_at = Some(now);
+    match to {
+        Status::Open => {
+            inc.resolved_at = None;
+            inc.closed_at = None;
+        }
+        Status::Acknowledged => inc.acknowledged_at = Some(now),
+        Status::Mitigated => inc.mitigated_at = Some(now),
+        Status::Resolved => inc.resolved_at = Some(now),
+        Status::Closed => inc.closed_at = Some(now),
+        Status::Cancelled => inc.cancelled_at = Some(now),
+    }
+}

@@ -1,0 +1,15 @@
+//! Incidents: the model, the status machine, and the manager.
+//!
+//! The manager ([`manager::spawn`]) is the single writer of the store. It receives
+//! [`Detection`](crate::engine::Detection)s from the engine and [`Command`]s from API handlers
+//! (through an [`IncidentHandle`]), applies each as one store transaction, group-commits a
+//! batch with one flush, and only then replies. It runs on a blocking thread, since every
+//! step ends in disk work.
+
+pub mod lifecycle;
+pub mod manager;
+mod model;
+
+pub use lifecycle::Transition;
+pub use manager::{Command, IncidentError, IncidentHandle, NewIncident};
+pub use model::{EntryKind, Incident, Severity, Status, TimelineEntry};

@@ -1,0 +1,205 @@
+//! The incident record (DESIGN §3.4) and its timeline entries.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Timestamp;
+
+/// Incident severity; sev1 is the worst.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Severity {
+    #[serde(rename = "sev1", alias = "critical")]
+    Sev1,
+    #[serde(rename = "sev2", alias = "high")]
+    Sev2,
+    #[serde(rename = "sev3", alias = "medium")]
+    Sev3,
+    #[serde(rename = "sev4", alias = "low")]
+    Sev4,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Sev1 => "sev1",
+            Severity::Sev2 => "sev2",
+            Severity::Sev3 => "sev3",
+            Severity::Sev4 => "sev4",
+        }
+    }
+}
+
+impl FromStr for Severity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "sev1" | "critical" => Severity::Sev1,
+            "sev2" | "high" => Severity::Sev2,
+            "sev3" | "medium" => Severity::Sev3,
+            "sev4" | "low" => Severity::Sev4,
+            other => {
+                return Err(format!(
+                    "unknown severity `{other}` (expected sev1..sev4 or critical, high, medium, low)"
+                ))
+            }
+        })
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where an incident is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Open,
+    Acknowledged,
+    Mitigated,
+    Resolved,
+    Closed,
+    Cancelled,
+}
+
+impl Status {
+    pub const ALL: [Status; 6] = [
+        Status::Open,
+        Status::Acknowledged,
+        Status::Mitigated,
+        Status::Resolved,
+        Status::Closed,
+        Status::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Open => "open",
+            Status::Acknowledged => "acknowledged",
+            Status::Mitigated => "mitigated",
+            Status::Resolved => "resolved",
+            Status::Closed => "closed",
+            Status::Cancelled => "cancelled",
+        }
+    }
+
+    /// Still needs attention: new detections for its key attach to it.
+    pub fn is_active(self) -> bool {
+        matches!(self, Status::Open | Status::Acknowledged | Status::Mitigated)
+    }
+
+    /// One byte for index keys.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+impl FromStr for Status {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Status::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown status `{s}` (expected open, acknowledged, mitigated, resolved, closed, cancelled)")
+            })
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One incident, as stored (the snapshot) and as the API returns it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Incident {
+    pub id: u64,
+    pub key: String,
+    pub title: String,
+    pub severity: Severity,
+    pub status: Status,
+    #[serde(default)]
+    pub service: Option<String>,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub assignee: Option<String>,
+    /// Ids of the rules whose detections are attached.
+    #[serde(default)]
+    pub rules: Vec<String>,
+    /// How many detections are attached.
+    pub detections: u64,
+    pub first_event_at: Timestamp,
+    pub created_at: Timestamp,
+    #[serde(default)]
+    pub updated_at: Option<Timestamp>,
+    #[serde(default)]
+    pub acknowledged_at: Option<Timestamp>,
+    #[serde(default)]
+    pub mitigated_at: Option<Timestamp>,
+    #[serde(default)]
+    pub resolved_at: Option<Timestamp>,
+    #[serde(default)]
+    pub closed_at: Option<Timestamp>,
+    #[serde(default)]
+    pub cancelled_at: Option<Timestamp>,
+    #[serde(default)]
+    pub root_cause: Option<String>,
+    #[serde(default)]
+    pub correlation_ids: Vec<String>,
+    #[serde(default)]
+    pub external_refs: BTreeMap<String, String>,
+    #[serde(default)]
+    pub runbook: Option<String>,
+    /// Number of timeline entries; the next entry's sequence number.
+    #[serde(default)]
+    pub timeline_len: u64,
+}
+
+/// What a timeline entry records (DESIGN §3.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    Created,
+    Detection,
+    StatusChanged,
+    SeverityChanged,
+    Note,
+    Tag,
+    Assigned,
+    Correlated,
+    ActionProposed,
+    ActionApproved,
+    ActionDenied,
+    ActionExecuted,
+    Notification,
+    TicketLinked,
+    Reopened,
+}
+
+/// One entry of an incident's append-only timeline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    pub incident_id: u64,
+    pub seq: u64,
+    pub ts: Timestamp,
+    #[serde(rename = "type")]
+    pub kind: EntryKind,
+    /// Who did it: a peer's user name, or `system` for the daemon itself.
+    pub actor: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub data: serde_json::Value,
+}

@@ -1,0 +1,40 @@
+//! incidentd — turn a host's events and logs into incidents, and act on them.
+//!
+//! # Layout
+//!
+//! The modules mirror the data flow. Every arrow is a bounded tokio channel; a full channel
+//! applies backpressure to stream sources, and anything dropped is counted by reason.
+//!
+//! ```text
+//!  source ──Event──▶ engine ──Detection──▶ incident ──Change──▶ (remediation, notification:
+//!  ingest socket,    rules over windows,   manager: dedup,       later rooms)
+//!  POST /v1/events   event time            lifecycle, store
+//!                                               ▲
+//!                      api (HTTP over a Unix socket) ◀──▶ incidentctl (cli), curl, scripts
+//! ```
+//!
+//! - [`config`]: the TOML model, loading with `rules.d` merging, and validation that reports
+//!   every error as `file:line: key: message`.
+//! - [`event`]: the event schema and NDJSON decoding with reject reasons.
+//! - [`source`]: inputs that produce events (today the ingest socket).
+//! - [`engine`]: one task owning all rule state; each rule kind is a plain synchronous detector.
+//! - [`incident`]: the incident model, the status machine, and the manager — the single writer
+//!   of the store, which answers a change only after it is durable.
+//! - [`store`]: the `Store` trait and its sled implementation.
+//! - [`api`]: the control API (axum on a `UnixListener`, peer credentials per connection).
+//! - [`cli`]: `incidentctl`: its HTTP client and subcommands.
+//! - [`daemon`]: wiring, signals, sd_notify, reload and shutdown.
+//! - [`telemetry`]: counters shown in `/v1/status`, rate-limited warnings, log setup.
+//! - [`clock`]: the one place that reads wall time.
+
+pub mod api;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod daemon;
+pub mod engine;
+pub mod event;
+pub mod incident;
+pub mod source;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,240 @@
+//! The sled implementation of [`Store`].
+
+use std::path::{Path, PathBuf};
+
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+use super::{Change, ListQuery, Page, Store, StoreError, SCHEMA_VERSION};
+use crate::incident::{Incident, Status, TimelineEntry};
+
+/// Records are one version byte followed by JSON, so the format can change later.
+const RECORD_V1: u8 = 1;
+
+pub struct SledStore {
+    db: sled::Db,
+    incidents: sled::Tree,
+    log: sled::Tree,
+    idx_key: sled::Tree,
+    idx_status: sled::Tree,
+    meta: sled::Tree,
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir`. A corrupt store is moved aside to
+    /// `<dir>.corrupt.<unix-seconds>` and a clean one started, so a daemon under `Restart=` never
+    /// crash-loops; the moved path is returned so the daemon can raise an incident about it.
+    pub fn open(dir: &Path) -> Result<(SledStore, Option<PathBuf>), StoreError> {
+        match Self::open_once(dir) {
+            Ok(s) => Ok((s, None)),
+            Err(StoreError::Open { source: sled::Error::Corruption { .. }, .. }) => {
+                let secs = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                let aside = PathBuf::from(format!("{}.corrupt.{secs}", dir.display()));
+                std::fs::rename(dir, &aside).map_err(|e| StoreError::Open {
+                    path: dir.display().to_string(),
+                    source: sled::Error::Io(e),
+                })?;
+                tracing::error!(state_dir = %dir.display(), moved_to = %aside.display(),
+                    "state store was corrupt; moved it aside and started a clean one");
+                Ok((Self::open_once(dir)?, Some(aside)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn open_once(dir: &Path) -> Result<SledStore, StoreError> {
+        let path = dir.display().to_string();
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(32 << 20)
+            .open()
+            .map_err(|source| match &source {
+                sled::Error::Io(e) if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.to_string().contains("lock") =>
+                {
+                    StoreError::Locked { path: path.clone() }
+                }
+                _ => StoreError::Open { path: path.clone(), source },
+            })?;
+        let tree = |name: &str| {
+            db.open_tree(name).map_err(|source| StoreError::Open { path: path.clone(), source })
+        };
+        let store = SledStore {
+            incidents: tree("incidents")?,
+            log: tree("incident_log")?,
+            idx_key: tree("idx_key")?,
+            idx_status: tree("idx_status")?,
+            meta: tree("meta")?,
+            db,
+        };
+        match store.meta_u64("schema_version")? {
+            None => {
+                store
+                    .meta
+                    .insert("schema_version", &SCHEMA_VERSION.to_be_bytes())
+                    .map_err(|source| StoreError::Sled { op: "init", source })?;
+                store.flush()?;
+            }
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(StoreError::Schema { path, found: v, supported: SCHEMA_VERSION })
+            }
+            Some(_) => {}
+        }
+        Ok(store)
+    }
+
+    fn meta_u64(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        let v = self.meta.get(key).map_err(|source| StoreError::Sled { op: "read meta", source })?;
+        Ok(v.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok()).map(u64::from_be_bytes))
+    }
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    let mut out = vec![RECORD_V1];
+    // Serializing our own plain structs to JSON cannot fail (string keys, no custom errors).
+    serde_json::to_writer(&mut out, v).expect("records serialize to JSON");
+    out
+}
+
+fn decode<T: serde::de::DeserializeOwned>(tree: &'static str, key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    let err = |message: String| StoreError::Record { tree, key: hex(key), message };
+    match bytes.split_first() {
+        Some((&RECORD_V1, body)) => serde_json::from_slice(body).map_err(|e| err(e.to_string())),
+        Some((v, _)) => Err(err(format!("unknown record version {v}"))),
+        None => Err(err("empty record".into())),
+    }
+}
+
+fn hex(key: &[u8]) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn log_key(id: u64, seq: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&id.to_be_bytes());
+    k[8..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn status_key(status: Status, id: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = status.code();
+    k[1..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+impl Store for SledStore {
+    fn apply(&self, change: &Change) -> Result<(), StoreError> {
+        let inc = &change.incident;
+        let id = inc.id.to_be_bytes();
+        let snapshot = encode(inc);
+        let entries: Vec<([u8; 16], Vec<u8>)> =
+            change.entries.iter().map(|e| (log_key(e.incident_id, e.seq), encode(e))).collect();
+        // The closure may run more than once on conflict: it only writes, with no side effects.
+        let result: Result<(), TransactionError<()>> =
+            (&self.incidents, &self.log, &self.idx_key, &self.idx_status, &self.meta).transaction(
+                |(incidents, log, idx_key, idx_status, meta)| {
+                    incidents.insert(&id, snapshot.as_slice())?;
+                    for (k, v) in &entries {
+                        log.insert(k, v.as_slice())?;
+                    }
+                    match change.previous_status {
+                        None => {
+                            idx_key.insert(inc.key.as_bytes(), &id)?;
+                            let next = meta
+                                .get("next_id")?
+                                .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+                                .map(u64::from_be_bytes)
+                                .unwrap_or(1);
+                            if inc.id >= next {
+                                meta.insert("next_id", &(inc.id + 1).to_be_bytes())?;
+                            }
+                        }
+                        Some(prev) if prev != inc.status => {
+                            idx_status.remove(&status_key(prev, inc.id))?;
+                        }
+                        Some(_) => {}
+                    }
+                    idx_status.insert(&status_key(inc.status, inc.id), &[])?;
+                    Ok::<(), ConflictableTransactionError<()>>(())
+                },
+            );
+        result.map_err(|e| match e {
+            TransactionError::Storage(source) => StoreError::Sled { op: "apply change", source },
+            TransactionError::Abort(()) => StoreError::Sled {
+                op: "apply change",
+                source: sled::Error::Unsupported("transaction aborted".into()),
+            },
+        })
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(|_| ()).map_err(|source| StoreError::Sled { op: "flush", source })
+    }
+
+    fn incident(&self, id: u64) -> Result<Option<Incident>, StoreError> {
+        let key = id.to_be_bytes();
+        match self.incidents.get(key).map_err(|source| StoreError::Sled { op: "read incident", source })? {
+            Some(v) => decode("incidents", &key, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn timeline(&self, id: u64) -> Result<Vec<TimelineEntry>, StoreError> {
+        self.log
+            .scan_prefix(id.to_be_bytes())
+            .map(|kv| {
+                let (k, v) = kv.map_err(|source| StoreError::Sled { op: "read timeline", source })?;
+                decode("incident_log", &k, &v)
+            })
+            .collect()
+    }
+
+    fn latest_for_key(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        let v = self.idx_key.get(key.as_bytes()).map_err(|source| StoreError::Sled { op: "read key index", source })?;
+        Ok(v.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok()).map(u64::from_be_bytes))
+    }
+
+    fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
+        let limit = query.limit.clamp(1, 1000);
+        let upper = query.cursor.unwrap_or(u64::MAX).to_be_bytes();
+        let mut incidents = Vec::with_capacity(limit);
+        let mut next_cursor = None;
+        for kv in self.incidents.range(..upper).rev() {
+            let (k, v) = kv.map_err(|source| StoreError::Sled { op: "list incidents", source })?;
+            let inc: Incident = decode("incidents", &k, &v)?;
+            if !query.matches(&inc) {
+                continue;
+            }
+            if incidents.len() == limit {
+                next_cursor = incidents.last().map(|i: &Incident| i.id);
+                break;
+            }
+            incidents.push(inc);
+        }
+        Ok(Page { incidents, next_cursor })
+    }
+
+    fn next_id(&self) -> Result<u64, StoreError> {
+        let from_meta = self.meta_u64("next_id")?.unwrap_or(1);
+        // Belt and braces: never below the newest stored id + 1.
+        let last = self
+            .incidents
+            .last()
+            .map_err(|source| StoreError::Sled { op: "read last id", source })?
+            .and_then(|(k, _)| <[u8; 8]>::try_from(k.as_ref()).ok())
+            .map(|k| u64::from_be_bytes(k) + 1)
+            .unwrap_or(1);
+        Ok(from_meta.max(last))
+    }
+
+    fn count_by_status(&self) -> Result<Vec<(Status, u64)>, StoreError> {
+        Status::ALL
+            .into_iter()
+            .map(|s| Ok((s, self.idx_status.scan_prefix([s.code()]).count() as u64)))
+            .collect()
+    }
+}

@@ -1,0 +1,193 @@
+//! Operational counters, rate-limited warnings, and log setup.
+//!
+//! Every failure that can repeat is counted here and shown in `/v1/status`; its log line goes
+//! through a [`Throttle`] so a flood of bad input yields one line per interval with the number
+//! suppressed, never a thousand lines a second.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config::LogFormat;
+use crate::event::DecodeError;
+
+/// A monotonically increasing counter.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Serialize for Counter {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.get())
+    }
+}
+
+/// Lets one log line through per interval and counts the ones it held back.
+#[derive(Debug)]
+pub struct Throttle {
+    interval: Duration,
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl Throttle {
+    pub fn new(interval: Duration) -> Self {
+        Throttle { interval, state: Mutex::new((None, 0)) }
+    }
+
+    /// `Some(suppressed)` when this occurrence should be logged, with how many were held back
+    /// since the last logged one.
+    pub fn allow(&self) -> Option<u64> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        match st.0 {
+            Some(last) if now.duration_since(last) < self.interval => {
+                st.1 += 1;
+                None
+            }
+            _ => {
+                let suppressed = st.1;
+                *st = (Some(now), 0);
+                Some(suppressed)
+            }
+        }
+    }
+}
+
+/// Counters of one input (a socket, the events endpoint).
+#[derive(Debug, Serialize)]
+pub struct SourceCounters {
+    pub id: &'static str,
+    pub connections: Counter,
+    pub lines: Counter,
+    pub accepted: Counter,
+    /// Rejected lines by reason ([`DecodeError::REASONS`]).
+    #[serde(serialize_with = "ser_reasons")]
+    pub rejected: [Counter; 6],
+    #[serde(skip)]
+    throttle: Throttle,
+}
+
+fn ser_reasons<S: serde::Serializer>(r: &[Counter; 6], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(r.len()))?;
+    for (name, c) in DecodeError::REASONS.iter().zip(r) {
+        m.serialize_entry(name, &c.get())?;
+    }
+    m.end()
+}
+
+impl SourceCounters {
+    pub fn new(id: &'static str) -> Self {
+        SourceCounters {
+            id,
+            connections: Counter::default(),
+            lines: Counter::default(),
+            accepted: Counter::default(),
+            rejected: Default::default(),
+            throttle: Throttle::new(Duration::from_secs(10)),
+        }
+    }
+
+    /// Counts a rejected line and logs it, throttled.
+    pub fn reject(&self, err: &DecodeError, line: u64) {
+        self.rejected[err.reason_index()].inc();
+        if let Some(suppressed) = self.throttle.allow() {
+            tracing::warn!(source = self.id, line, reason = err.reason(), error = %err, suppressed,
+                "rejected input line");
+        }
+    }
+
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.iter().map(Counter::get).sum()
+    }
+}
+
+/// Everything the daemon counts.
+#[derive(Debug, Serialize)]
+pub struct Telemetry {
+    #[serde(skip)]
+    pub started: Instant,
+    pub ingest: SourceCounters,
+    pub api_events: SourceCounters,
+    pub engine_events: Counter,
+    pub detections: Counter,
+    pub detections_dropped: Counter,
+    pub incidents_created: Counter,
+    pub incidents_deduplicated: Counter,
+    pub incidents_reopened: Counter,
+    pub incidents_rate_limited: Counter,
+    pub store_errors: Counter,
+    /// Result of the last reload, shown in `/v1/status`.
+    #[serde(skip)]
+    pub reload: Mutex<ReloadStatus>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct ReloadStatus {
+    pub generation: u64,
+    pub last_ok_at: Option<crate::clock::Timestamp>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<crate::clock::Timestamp>,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry {
+            started: Instant::now(),
+            ingest: SourceCounters::new("ingest"),
+            api_events: SourceCounters::new("api"),
+            engine_events: Counter::default(),
+            detections: Counter::default(),
+            detections_dropped: Counter::default(),
+            incidents_created: Counter::default(),
+            incidents_deduplicated: Counter::default(),
+            incidents_reopened: Counter::default(),
+            incidents_rate_limited: Counter::default(),
+            store_errors: Counter::default(),
+            reload: Mutex::new(ReloadStatus::default()),
+        }
+    }
+}
+
+impl Telemetry {
+    pub fn reload_status(&self) -> ReloadStatus {
+        self.reload.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set_reload(&self, f: impl FnOnce(&mut ReloadStatus)) {
+        f(&mut self.reload.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+}
+
+/// Sets up the global tracing subscriber. `RUST_LOG` overrides the default `info` filter.
+pub fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let format = match format {
+        // systemd sets JOURNAL_STREAM when stderr goes to the journal.
+        LogFormat::Auto if std::env::var_os("JOURNAL_STREAM").is_some() => LogFormat::Journald,
+        LogFormat::Auto => LogFormat::Text,
+        f => f,
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        // The journal stamps each line itself.
+        LogFormat::Journald => builder.without_time().with_ansi(false).try_init(),
+        _ => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+    };
+}
