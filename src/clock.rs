@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
 use time::OffsetDateTime;
 
 /// Milliseconds since the Unix epoch (UTC).
@@ -33,8 +34,11 @@ impl Timestamp {
     pub fn to_rfc3339(self) -> String {
         let nanos = i128::from(self.0) * 1_000_000;
         match OffsetDateTime::from_unix_timestamp_nanos(nanos) {
+            // Always UTC with milliseconds, so times line up in tables and sort as text.
             Ok(dt) => dt
-                .format(&Rfc3339)
+                .format(format_description!(
+                    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+                ))
                 .unwrap_or_else(|_| format!("@{}ms", self.0)),
             Err(_) => format!("@{}ms", self.0),
         }
@@ -117,7 +121,7 @@ mod tests {
     #[test]
     fn rfc3339_round_trip_and_offsets() {
         let t = Timestamp::parse_rfc3339("2026-11-23T10:00:00Z").unwrap();
-        assert_eq!(t.to_rfc3339(), "2026-11-23T10:00:00Z");
+        assert_eq!(t.to_rfc3339(), "2026-11-23T10:00:00.000Z");
         let u = Timestamp::parse_rfc3339("2026-11-23T12:00:00.250+02:00").unwrap();
         assert_eq!(u.millis() - t.millis(), 250);
         assert!(Timestamp::parse_rfc3339("yesterday").is_err());

@@ -291,7 +291,7 @@ mod tests {
     fn full_event_decodes() {
         let line = br#"{"ts":"2026-11-23T10:00:00Z","kind":"error","source":"api","level":"error","service":"checkout","host":"web-1","message":"upstream timeout","value":1850.0,"correlation_id":"req-42","trace_id":"4bf92f35","labels":{"region":"eu"},"fields":{"status":502}}"#;
         let e = Event::decode(line, &defaults()).unwrap();
-        assert_eq!(e.ts.to_rfc3339(), "2026-11-23T10:00:00Z");
+        assert_eq!(e.ts.to_rfc3339(), "2026-11-23T10:00:00.000Z");
         assert_eq!(e.level, Level::Error);
         assert_eq!(e.labels["region"], "eu");
         assert_eq!(e.fields["status"], 502);

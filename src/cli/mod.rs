@@ -1,0 +1,396 @@
+//! `incidentctl`: the command-line client (DESIGN §3.6).
+//!
+//! Every verb maps to one control API call through [`client::Client`]; `rules check` runs
+//! the config loader locally and needs no daemon. Human tables by default, `-o json` for
+//! scripts. Exit codes: 0 ok, 1 failure (with the daemon's message), 2 usage (clap).
+
+pub mod client;
+pub mod output;
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::{json, Value};
+
+use crate::clock::{Clock, SystemClock, Timestamp};
+use crate::engine::RuleInfo;
+use crate::incident::{Incident, TimelineEntry, Transition};
+use crate::store::Page;
+use client::{Client, ClientError};
+use output::{ago, table};
+
+pub const DEFAULT_SOCKET: &str = "/run/incidentd/control.sock";
+
+#[derive(Parser, Debug)]
+#[command(name = "incidentctl", version, about = "Control incidentd: incidents, rules, events.")]
+pub struct Args {
+    /// Control socket of the daemon.
+    #[arg(long, global = true, env = "INCIDENTD_SOCKET", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Daemon version, uptime, queues, counters and the last reload.
+    Status,
+    /// Send NDJSON events (from files, or standard input) to the daemon.
+    Send {
+        /// Files of NDJSON events; `-` or none reads standard input.
+        files: Vec<PathBuf>,
+    },
+    /// List incidents, newest first.
+    List {
+        /// Status filter, comma-separated (`active` = open, acknowledged, mitigated).
+        #[arg(long)]
+        status: Option<String>,
+        /// Severity filter, comma-separated.
+        #[arg(long)]
+        severity: Option<String>,
+        #[arg(long)]
+        service: Option<String>,
+        /// Label filter `key:value` (repeatable).
+        #[arg(long)]
+        label: Vec<String>,
+        /// Text in title or key.
+        #[arg(short, long)]
+        q: Option<String>,
+        /// Created since: a duration ("2h") or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Follow the cursor through every page.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show one incident.
+    Show { id: u64 },
+    /// Show an incident's timeline.
+    Timeline { id: u64 },
+    /// Acknowledge an incident.
+    Ack(TransitionArgs),
+    /// Mark an incident mitigated.
+    Mitigate(TransitionArgs),
+    /// Resolve an incident.
+    Resolve(TransitionArgs),
+    /// Close an incident.
+    Close(TransitionArgs),
+    /// Cancel an incident (a false positive).
+    Cancel(TransitionArgs),
+    /// Reopen a resolved incident.
+    Reopen(TransitionArgs),
+    /// Add a note to an incident's timeline.
+    Note { id: u64, text: Vec<String> },
+    /// Rules: list the loaded ones, or check files without a daemon.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCmd,
+    },
+    /// Reload the daemon's config and rules.
+    Reload,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TransitionArgs {
+    pub id: u64,
+    /// A note recorded with the change.
+    #[arg(short = 'm', long = "message")]
+    pub message: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RulesCmd {
+    /// The loaded rules with kind, severity and counts.
+    List,
+    /// Validate a config file (and its rules.d) without a daemon; exit 1 on any error.
+    Check {
+        #[arg(default_value = "/etc/incidentd/incidentd.toml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Runs one invocation; the caller maps the error to exit code 1.
+pub async fn run(args: Args) -> Result<(), CliError> {
+    let client = Client::new(&args.socket);
+    let json_out = args.output == Format::Json;
+    let now = SystemClock.now();
+    let print_json = |v: &Value| println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    match args.command {
+        Cmd::Status => {
+            let v: Value = client.get("/v1/status").await?;
+            if json_out {
+                print_json(&v);
+            } else {
+                print_status(&v);
+            }
+        }
+        Cmd::Send { files } => {
+            let body = read_inputs(&files)?;
+            let v: Value = client.call(hyper::Method::POST, "/v1/events", Some(body), "application/x-ndjson").await?;
+            if json_out {
+                print_json(&v);
+            } else {
+                println!("accepted {}", v["accepted"]);
+                for r in v["rejected"].as_array().into_iter().flatten() {
+                    eprintln!("line {}: {}", r["line"], r["error"].as_str().unwrap_or(""));
+                }
+            }
+            if v["rejected"].as_array().is_some_and(|r| !r.is_empty()) {
+                return Err(CliError::Failed(format!(
+                    "{} line(s) rejected",
+                    v["rejected"].as_array().map(Vec::len).unwrap_or(0)
+                )));
+            }
+        }
+        Cmd::List { status, severity, service, label, q, since, limit, all } => {
+            let mut params: Vec<(&str, String)> = vec![("limit", limit.to_string())];
+            for (k, v) in [("status", status), ("severity", severity), ("service", service), ("q", q), ("since", since)] {
+                if let Some(v) = v {
+                    params.push((k, v));
+                }
+            }
+            params.extend(label.into_iter().map(|l| ("label", l)));
+            let mut incidents = Vec::new();
+            let mut cursor: Option<u64> = None;
+            loop {
+                let mut p = params.clone();
+                if let Some(c) = cursor {
+                    p.push(("cursor", c.to_string()));
+                }
+                let query = serde_urlencoded::to_string(&p).map_err(|e| CliError::Failed(e.to_string()))?;
+                let page: Page = client.get(&format!("/v1/incidents?{query}")).await?;
+                incidents.extend(page.incidents);
+                match page.next_cursor {
+                    Some(c) if all => cursor = Some(c),
+                    _ => break,
+                }
+            }
+            if json_out {
+                print_json(&json!({"incidents": incidents}));
+            } else {
+                print!("{}", incidents_table(&incidents, now));
+            }
+        }
+        Cmd::Show { id } => {
+            let inc: Incident = client.get(&format!("/v1/incidents/{id}")).await?;
+            if json_out {
+                print_json(&json!(inc));
+            } else {
+                print_incident(&inc, now);
+            }
+        }
+        Cmd::Timeline { id } => {
+            let v: Value = client.get(&format!("/v1/incidents/{id}/timeline")).await?;
+            if json_out {
+                print_json(&v);
+            } else {
+                let entries: Vec<TimelineEntry> = serde_json::from_value(v["timeline"].clone()).unwrap_or_default();
+                print!("{}", timeline_table(&entries));
+            }
+        }
+        Cmd::Ack(a) => transition(&client, Transition::Ack, a, json_out).await?,
+        Cmd::Mitigate(a) => transition(&client, Transition::Mitigate, a, json_out).await?,
+        Cmd::Resolve(a) => transition(&client, Transition::Resolve, a, json_out).await?,
+        Cmd::Close(a) => transition(&client, Transition::Close, a, json_out).await?,
+        Cmd::Cancel(a) => transition(&client, Transition::Cancel, a, json_out).await?,
+        Cmd::Reopen(a) => transition(&client, Transition::Reopen, a, json_out).await?,
+        Cmd::Note { id, text } => {
+            let note = text.join(" ");
+            let inc: Incident = client.post(&format!("/v1/incidents/{id}/notes"), &json!({"note": note})).await?;
+            if json_out {
+                print_json(&json!(inc));
+            } else {
+                println!("note added to incident {id}");
+            }
+        }
+        Cmd::Rules { command: RulesCmd::List } => {
+            let v: Value = client.get("/v1/rules").await?;
+            if json_out {
+                print_json(&v);
+            } else {
+                let rules: Vec<RuleInfo> = serde_json::from_value(v["rules"].clone()).unwrap_or_default();
+                let rows: Vec<Vec<String>> = rules
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            r.id.clone(),
+                            r.kind.clone(),
+                            r.severity.to_string(),
+                            if r.enabled { "yes".into() } else { "no".into() },
+                            r.matched.to_string(),
+                            r.fired.to_string(),
+                            r.origin.clone(),
+                        ]
+                    })
+                    .collect();
+                print!("{}", table(&["ID", "KIND", "SEV", "ENABLED", "MATCHED", "FIRED", "ORIGIN"], &rows));
+            }
+        }
+        Cmd::Rules { command: RulesCmd::Check { config } } => match crate::config::load(&config) {
+            Ok(c) => {
+                if json_out {
+                    print_json(&json!({"ok": true, "rules": c.rules.len()}));
+                } else {
+                    println!("{}: OK ({} rules)", config.display(), c.rules.len());
+                }
+            }
+            Err(errors) => {
+                if json_out {
+                    let list: Vec<String> = errors.0.iter().map(|e| e.to_string()).collect();
+                    print_json(&json!({"ok": false, "errors": list}));
+                }
+                return Err(CliError::Failed(errors.to_string()));
+            }
+        },
+        Cmd::Reload => {
+            let v: Value = client.post("/v1/reload", &json!({})).await?;
+            if json_out {
+                print_json(&v);
+            } else {
+                println!("{}", v["message"].as_str().unwrap_or("reloaded"));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn transition(client: &Client, t: Transition, a: TransitionArgs, json_out: bool) -> Result<(), CliError> {
+    let body = json!({"note": a.message});
+    let inc: Incident = client.post(&format!("/v1/incidents/{}/{}", a.id, t.as_str()), &body).await?;
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&inc).unwrap_or_default());
+    } else {
+        println!("incident {} is now {}", inc.id, inc.status);
+    }
+    Ok(())
+}
+
+fn read_inputs(files: &[PathBuf]) -> Result<Vec<u8>, CliError> {
+    let mut body = Vec::new();
+    if files.is_empty() || files.iter().any(|f| f.as_os_str() == "-") {
+        std::io::stdin()
+            .read_to_end(&mut body)
+            .map_err(|e| CliError::Failed(format!("cannot read standard input: {e}")))?;
+    }
+    for f in files.iter().filter(|f| f.as_os_str() != "-") {
+        let mut b = std::fs::read(f).map_err(|e| CliError::Failed(format!("cannot read {}: {e}", f.display())))?;
+        if !b.ends_with(b"\n") {
+            b.push(b'\n');
+        }
+        body.extend(b);
+    }
+    Ok(body)
+}
+
+fn incidents_table(incidents: &[Incident], now: Timestamp) -> String {
+    let rows: Vec<Vec<String>> = incidents
+        .iter()
+        .map(|i| {
+            vec![
+                i.id.to_string(),
+                i.severity.to_string(),
+                i.status.to_string(),
+                ago(i.created_at, now),
+                i.detections.to_string(),
+                i.service.clone().unwrap_or_else(|| "-".into()),
+                i.title.clone(),
+            ]
+        })
+        .collect();
+    table(&["ID", "SEV", "STATUS", "CREATED", "DETECTIONS", "SERVICE", "TITLE"], &rows)
+}
+
+fn print_incident(i: &Incident, now: Timestamp) {
+    let opt = |t: Option<Timestamp>| t.map(|t| format!("{t} ({})", ago(t, now))).unwrap_or_else(|| "-".into());
+    println!("Incident {}: {}", i.id, i.title);
+    let rows = vec![
+        vec!["key".into(), i.key.clone()],
+        vec!["severity".into(), i.severity.to_string()],
+        vec!["status".into(), i.status.to_string()],
+        vec!["service".into(), i.service.clone().unwrap_or_else(|| "-".into())],
+        vec!["host".into(), i.host.clone().unwrap_or_else(|| "-".into())],
+        vec!["rules".into(), i.rules.join(", ")],
+        vec!["detections".into(), i.detections.to_string()],
+        vec!["labels".into(), i.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")],
+        vec!["first event".into(), opt(Some(i.first_event_at))],
+        vec!["created".into(), opt(Some(i.created_at))],
+        vec!["acknowledged".into(), opt(i.acknowledged_at)],
+        vec!["mitigated".into(), opt(i.mitigated_at)],
+        vec!["resolved".into(), opt(i.resolved_at)],
+        vec!["closed".into(), opt(i.closed_at)],
+        vec!["runbook".into(), i.runbook.clone().unwrap_or_else(|| "-".into())],
+    ];
+    for r in rows {
+        println!("  {:<13} {}", r[0], r[1]);
+    }
+}
+
+fn timeline_table(entries: &[TimelineEntry]) -> String {
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            let kind = serde_json::to_value(e.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+            let mut what = match (&e.note, &e.data) {
+                (_, Value::Object(d)) if d.contains_key("to") => format!("{} → {}", d["from"].as_str().unwrap_or("?"), d["to"].as_str().unwrap_or("?")),
+                (_, Value::Object(d)) if d.contains_key("summary") => d["summary"].as_str().unwrap_or("").to_owned(),
+                (_, Value::Object(d)) if d.contains_key("rule") => format!("rule {}", d["rule"].as_str().unwrap_or("")),
+                _ => String::new(),
+            };
+            if let Some(n) = &e.note {
+                if !what.is_empty() {
+                    what.push_str(": ");
+                }
+                what.push_str(n);
+            }
+            vec![e.seq.to_string(), e.ts.to_string(), kind, e.actor.clone(), what]
+        })
+        .collect();
+    table(&["SEQ", "TIME", "TYPE", "ACTOR", "DETAIL"], &rows)
+}
+
+fn print_status(v: &Value) {
+    println!("incidentd {} (pid {}), up {}s", v["version"].as_str().unwrap_or("?"), v["pid"], v["uptime_seconds"]);
+    println!("  config      {}", v["config"].as_str().unwrap_or("?"));
+    println!("  state       {}", v["state_dir"].as_str().unwrap_or("?"));
+    println!("  rules       {}", v["rules"]);
+    println!("  event queue {}/{}", v["queues"]["events"]["len"], v["queues"]["events"]["capacity"]);
+    for s in v["sources"].as_array().into_iter().flatten() {
+        let rejected: u64 = s["rejected"].as_object().map(|m| m.values().filter_map(Value::as_u64).sum()).unwrap_or(0);
+        println!("  source {:<8} lines {} accepted {} rejected {}", s["id"].as_str().unwrap_or("?"), s["lines"], s["accepted"], rejected);
+        for (reason, n) in s["rejected"].as_object().into_iter().flatten() {
+            if n.as_u64().unwrap_or(0) > 0 {
+                println!("    {reason}: {n}");
+            }
+        }
+    }
+    println!("  engine      events {} detections {}", v["engine"]["events"], v["engine"]["detections"]);
+    let by = &v["incidents"]["by_status"];
+    let counts: Vec<String> = by.as_object().into_iter().flatten().map(|(k, n)| format!("{k} {n}")).collect();
+    println!("  incidents   {}", counts.join(", "));
+    if let Some(err) = v["reload"]["last_error"].as_str() {
+        println!("  last reload FAILED (previous config in force):");
+        for l in err.lines() {
+            println!("    {l}");
+        }
+    }
+}

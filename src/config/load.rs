@@ -280,19 +280,24 @@ impl<'a> File<'a> {
         }
     }
 
-    fn from_toml_error(&self, e: toml::de::Error, fallback: usize) -> ConfigError {
-        let offset = e.span().map(|s| s.start).unwrap_or(fallback);
-        self.error_at(offset, e.message().trim().to_owned())
-    }
-
     /// Deserializes one value of this file, recording its errors. serde stops at the first
     /// error in a table, so the offending key is taken out and the table read again until it
     /// deserializes or the error cannot be pinned to a key: every bad key is reported at once.
     fn value<T: DeserializeOwned>(&self, v: &Spanned<DeValue<'a>>, errors: &mut Vec<ConfigError>) -> Option<T> {
+        self.value_with(v, errors, |d| T::deserialize(d))
+    }
+
+    fn value_with<T>(
+        &self,
+        v: &Spanned<DeValue<'a>>,
+        errors: &mut Vec<ConfigError>,
+        f: impl Fn(ValueDeserializer<'a>) -> Result<T, toml::de::Error>,
+    ) -> Option<T> {
         let mut v = v.clone();
         let mut failed = false;
+        let mut removed: Vec<String> = Vec::new();
         for _ in 0..64 {
-            let e = match T::deserialize(ValueDeserializer::from(v.clone())) {
+            let e = match f(ValueDeserializer::from(v.clone())) {
                 Ok(t) => return (!failed).then_some(t),
                 Err(e) => e,
             };
@@ -306,6 +311,10 @@ impl<'a> File<'a> {
             // The key the error is about: the one whose key or value holds the error's span, or,
             // for errors reported on the whole table, the one the message names.
             let named = message.split('`').nth(1).unwrap_or("").to_owned();
+            if message.starts_with("missing field") && removed.contains(&named) {
+                // Only a consequence of taking out a key already reported.
+                return None;
+            }
             let culprit = table
                 .iter()
                 .find(|(k, val)| k.span().contains(&span.start) || contains(val, span.start))
@@ -319,6 +328,7 @@ impl<'a> File<'a> {
                         k.span().start
                     };
                     errors.push(self.error_at(at, message));
+                    removed.push(k.get_ref().to_string());
                     table.remove(&k);
                 }
                 None => {
@@ -347,9 +357,6 @@ impl<'a> File<'a> {
             let mut kind = DeTable::new();
             for (k, val) in table.iter() {
                 let name: &str = k.get_ref();
-                if name == "kind" {
-                    kind.insert(k.clone(), val.clone());
-                }
                 if COMMON_KEYS.contains(&name) {
                     if name != "kind" {
                         common.insert(k.clone(), val.clone());
@@ -369,16 +376,22 @@ impl<'a> File<'a> {
                     )));
                     None
                 }
-                Some((_, val)) => match val.get_ref().as_str() {
-                    Some(k) if !RuleKindConfig::KINDS.split(", ").any(|x| x == k) => {
+                Some((_, val)) => {
+                    let name = val.get_ref().as_str().unwrap_or("").to_owned();
+                    let unknown = RuleKindConfig::deserialize(&name, ValueDeserializer::from(as_value(DeTable::new()))).is_none();
+                    if unknown {
                         errors.push(self.error_at(val.span().start, format!(
-                            "rule kind `{k}` is not available in this version (available: {})",
+                            "rule kind `{name}` is not available in this version (available: {})",
                             RuleKindConfig::KINDS
                         )));
                         None
+                    } else {
+                        self.value_with(&as_value(kind), errors, |d| {
+                            RuleKindConfig::deserialize(&name, d)
+                                .unwrap_or_else(|| Err(serde::de::Error::custom(format!("unknown rule kind `{name}`"))))
+                        })
                     }
-                    _ => self.value::<RuleKindConfig>(&as_value(kind), errors),
-                },
+                }
             };
             if let (Some(common), Some(kind)) = (common, kind) {
                 let rule = RuleConfig { common, kind, origin };

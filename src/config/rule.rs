@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::de::{duration, opt_duration, Pattern};
+use super::de::{opt_duration, positive_duration, Pattern};
 use crate::incident::Severity;
 
 /// Keys shared by every rule kind. The loader splits a `[[rule]]` table into these and the
@@ -82,19 +82,27 @@ fn yes() -> bool {
     true
 }
 
-/// The kind-specific half of a rule. One variant per kind; each kind's engine file builds
-/// its detector from its variant.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+/// The kind-specific half of a rule: one variant per kind, each holding its own config
+/// struct (which refuses unknown keys). Each kind's engine file builds its detector from it.
+#[derive(Clone, Debug, PartialEq)]
 pub enum RuleKindConfig {
-    /// Fires on every matching event.
-    Match {},
-    /// Fires when a group sees `threshold` matching events within the trailing `window`.
-    Threshold {
-        threshold: u32,
-        #[serde(deserialize_with = "duration")]
-        window: Duration,
-    },
+    Match(MatchConfig),
+    Threshold(ThresholdConfig),
+}
+
+/// `kind = "match"`: fires on every matching event; no keys of its own.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {}
+
+/// `kind = "threshold"`: fires when a group sees `threshold` matching events within the
+/// trailing `window`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdConfig {
+    pub threshold: std::num::NonZeroU32,
+    #[serde(deserialize_with = "positive_duration")]
+    pub window: Duration,
 }
 
 impl RuleKindConfig {
@@ -102,9 +110,19 @@ impl RuleKindConfig {
 
     pub fn name(&self) -> &'static str {
         match self {
-            RuleKindConfig::Match {} => "match",
-            RuleKindConfig::Threshold { .. } => "threshold",
+            RuleKindConfig::Match(_) => "match",
+            RuleKindConfig::Threshold(_) => "threshold",
         }
+    }
+
+    /// Deserializes the keys of kind `kind` (the `kind` key itself removed); `None` for a
+    /// kind this version does not know.
+    pub fn deserialize<'de, D: Deserializer<'de>>(kind: &str, d: D) -> Option<Result<Self, D::Error>> {
+        Some(match kind {
+            "match" => MatchConfig::deserialize(d).map(RuleKindConfig::Match),
+            "threshold" => ThresholdConfig::deserialize(d).map(RuleKindConfig::Threshold),
+            _ => return None,
+        })
     }
 }
 

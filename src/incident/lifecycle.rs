@@ -45,7 +45,8 @@ impl Transition {
         }
     }
 
-    /// Checks the move from `from`; the error explains why it is refused.
+    /// Checks the move from `from`; the error explains why it is refused, worded to follow
+    /// "incident 42 " ("is resolved; reopen it first").
     pub fn check(self, from: Status) -> Result<Status, String> {
         use Status::*;
         let to = self.target();
@@ -59,13 +60,13 @@ impl Transition {
             return Ok(to);
         }
         Err(match (self, from) {
-            (Transition::Reopen, Closed) => "incident is closed; closed incidents cannot be reopened".into(),
-            (Transition::Reopen, f) => format!("incident is {f}; only a resolved incident can be reopened"),
-            (_, f) if f == to => format!("incident is already {f}"),
-            (_, Cancelled) => "incident is cancelled; it cannot change any more".into(),
-            (_, Closed) => "incident is closed; it cannot change any more".into(),
-            (t, Resolved) => format!("incident is resolved; reopen it first (cannot {} a resolved incident)", t.as_str()),
-            (t, f) => format!("cannot {} an incident that is {f}", t.as_str()),
+            (Transition::Reopen, Closed) => "is closed; closed incidents cannot be reopened".into(),
+            (Transition::Reopen, f) => format!("is {f}; only a resolved incident can be reopened"),
+            (_, f) if f == to => format!("is already {f}"),
+            (_, Cancelled) => "is cancelled; it cannot change any more".into(),
+            (_, Closed) => "is closed; it cannot change any more".into(),
+            (t, Resolved) => format!("is resolved; reopen it first (cannot {} a resolved incident)", t.as_str()),
+            (t, f) => format!("is {f}; cannot {} it (the status only moves forward)", t.as_str()),
         })
     }
 }
@@ -127,7 +128,7 @@ mod tests {
 
     #[test]
     fn refusals_say_what_to_do() {
-        assert_eq!(Ack.check(Acknowledged).unwrap_err(), "incident is already acknowledged");
+        assert_eq!(Ack.check(Acknowledged).unwrap_err(), "is already acknowledged");
         assert!(Ack.check(Resolved).unwrap_err().contains("reopen it first"));
         assert!(Reopen.check(Open).unwrap_err().contains("only a resolved incident"));
         assert!(Resolve.check(Closed).unwrap_err().contains("closed"));

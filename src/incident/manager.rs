@@ -29,7 +29,7 @@ const MAX_BATCH: usize = 256;
 pub enum IncidentError {
     #[error("incident {id} not found")]
     NotFound { id: u64 },
-    #[error("incident {id}: {message}")]
+    #[error("incident {id} {message}")]
     InvalidTransition { id: u64, from: Status, transition: Transition, message: String },
     #[error("{0}")]
     Invalid(String),

@@ -36,10 +36,8 @@ pub enum Detector {
 impl Detector {
     fn new(kind: &RuleKindConfig) -> Detector {
         match kind {
-            RuleKindConfig::Match {} => Detector::Match(MatchDetector),
-            RuleKindConfig::Threshold { threshold, window } => {
-                Detector::Threshold(ThresholdDetector::new(*threshold, *window))
-            }
+            RuleKindConfig::Match(_) => Detector::Match(MatchDetector),
+            RuleKindConfig::Threshold(c) => Detector::Threshold(ThresholdDetector::new(c.threshold.get(), c.window)),
         }
     }
 
@@ -191,17 +189,6 @@ pub fn validate(rule: &RuleConfig) -> Vec<(&'static str, String)> {
             let env = minijinja::Environment::new();
             if let Err(e) = env.template_from_str(t) {
                 out.push((key, format!("invalid template: {e}")));
-            }
-        }
-    }
-    match &rule.kind {
-        RuleKindConfig::Match {} => {}
-        RuleKindConfig::Threshold { threshold, window } => {
-            if *threshold == 0 {
-                out.push(("threshold", "must be at least 1".into()));
-            }
-            if window.is_zero() {
-                out.push(("window", "must be longer than zero".into()));
             }
         }
     }

@@ -1,0 +1,78 @@
+//! `incidentd`: parse arguments, install signal handlers, load the config, run the daemon.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use incidentd::daemon::{self, Overrides};
+
+#[derive(Parser, Debug)]
+#[command(name = "incidentd", version, about = "Turn a host's events and logs into incidents.")]
+struct Args {
+    /// Main config file.
+    #[arg(short, long, default_value = "/etc/incidentd/incidentd.toml")]
+    config: PathBuf,
+    /// Validate FILE (and its rules.d) and exit 0 when valid, 1 otherwise.
+    #[arg(long, value_name = "FILE")]
+    check_config: Option<PathBuf>,
+    /// Override `[daemon] state_dir` (relative to the current directory).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Override `[daemon] runtime_dir`, where the sockets live.
+    #[arg(long)]
+    runtime_dir: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(file) = args.check_config {
+        return match incidentd::config::load(&file) {
+            Ok(c) => {
+                println!("{}: OK ({} rules)", file.display(), c.rules.len());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                eprintln!("{}: {} error(s)", file.display(), errors.0.len());
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("incidentd: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async {
+        // First: SIGHUP's default action would kill us during a slow start.
+        let signals = match daemon::signals() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("incidentd: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let overrides = Overrides { state_dir: args.state_dir, runtime_dir: args.runtime_dir };
+        let config = match daemon::load_config(&args.config, &overrides) {
+            Ok(c) => c,
+            Err(errors) => {
+                eprintln!("{errors}");
+                eprintln!("incidentd: {} error(s) in the configuration; not starting", errors.0.len());
+                let status = format!("invalid configuration: {}", errors.0.first().map(|e| e.to_string()).unwrap_or_default());
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&status)]);
+                return ExitCode::FAILURE;
+            }
+        };
+        incidentd::telemetry::init_logging(config.daemon.log_format);
+        match daemon::run(config, overrides, signals).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "incidentd failed");
+                eprintln!("incidentd: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

@@ -1,0 +1,104 @@
+//! A small HTTP/1.1 client for the control socket (used by incidentctl and the tests).
+
+use std::path::{Path, PathBuf};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::net::UnixStream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach incidentd at {path} ({source}): is the daemon running?")]
+    Connect { path: PathBuf, source: std::io::Error },
+    #[error("HTTP exchange with incidentd failed: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("{message}")]
+    Api { status: u16, code: String, message: String },
+    #[error("unexpected answer from incidentd ({status}): {message}")]
+    Decode { status: u16, message: String },
+}
+
+impl ClientError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } | ClientError::Decode { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// One request per connection: simple, and the daemon's accept is cheap.
+#[derive(Clone, Debug)]
+pub struct Client {
+    socket: PathBuf,
+}
+
+impl Client {
+    pub fn new(socket: impl Into<PathBuf>) -> Self {
+        Client { socket: socket.into() }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Sends a request and returns the status and body, whatever the status.
+    pub async fn raw(&self, method: Method, path: &str, body: Vec<u8>, content_type: &str) -> Result<(StatusCode, Bytes), ClientError> {
+        let stream = UnixStream::connect(&self.socket)
+            .await
+            .map_err(|source| ClientError::Connect { path: self.socket.clone(), source })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let driver = tokio::spawn(conn);
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost")
+            .header("content-type", content_type)
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| ClientError::Decode { status: 0, message: e.to_string() })?;
+        let resp = sender.send_request(req).await?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        driver.abort();
+        Ok((status, bytes))
+    }
+
+    /// Sends a request and decodes a JSON answer; an error answer becomes [`ClientError::Api`]
+    /// with the daemon's message.
+    pub async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<Vec<u8>>, content_type: &str) -> Result<T, ClientError> {
+        let (status, bytes) = self.raw(method, path, body.unwrap_or_default(), content_type).await?;
+        if !status.is_success() {
+            #[derive(serde::Deserialize)]
+            struct E {
+                error: Inner,
+            }
+            #[derive(serde::Deserialize)]
+            struct Inner {
+                code: String,
+                message: String,
+            }
+            return Err(match serde_json::from_slice::<E>(&bytes) {
+                Ok(e) => ClientError::Api { status: status.as_u16(), code: e.error.code, message: e.error.message },
+                Err(_) => ClientError::Api {
+                    status: status.as_u16(),
+                    code: "http".into(),
+                    message: String::from_utf8_lossy(&bytes).into_owned(),
+                },
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode { status: status.as_u16(), message: e.to_string() })
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call(Method::GET, path, None, "application/json").await
+    }
+
+    pub async fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T, ClientError> {
+        let body = serde_json::to_vec(body).map_err(|e| ClientError::Decode { status: 0, message: e.to_string() })?;
+        self.call(Method::POST, path, Some(body), "application/json").await
+    }
+}

@@ -1,0 +1,147 @@
+//! The ingest socket and POST /v1/events: thresholds, junk, concurrency.
+
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+
+use crate::util::*;
+
+#[tokio::test]
+async fn threshold_fires_at_the_limit_and_not_below() {
+    let d = TestDaemon::start(SSH_RULE).await;
+    d.send_and_settle(&(0..4).map(|_| failed_password("192.0.2.4")).collect::<Vec<_>>()).await;
+    assert!(d.real_incidents().await.is_empty(), "4 of 5 must not fire");
+    d.send_and_settle(&[failed_password("192.0.2.4")]).await;
+    let real = d.real_incidents().await;
+    assert_eq!(real.len(), 1);
+    assert_eq!(real[0]["key"], "ssh/192.0.2.4");
+}
+
+#[tokio::test]
+async fn threshold_window_is_event_time() {
+    let d = TestDaemon::start(SSH_RULE).await;
+    // Five failures spread over two minutes of event time never fill a one-minute window.
+    let spread: Vec<String> = (0..5)
+        .map(|i| {
+            format!(
+                r#"{{"kind":"log","ts":"2026-11-23T10:{:02}:00Z","message":"Failed password for root from 192.0.2.9 port 22 ssh2"}}"#,
+                i * 30 / 60 * 0 + i * 30 / 60 + i
+            )
+        })
+        .collect();
+    d.send_and_settle(&spread).await;
+    assert!(d.real_incidents().await.is_empty());
+    // Five within ten seconds of event time do.
+    let burst: Vec<String> = (0..5)
+        .map(|i| format!(r#"{{"kind":"log","ts":"2026-11-23T11:00:0{i}Z","message":"Failed password for root from 192.0.2.9 port 22 ssh2"}}"#))
+        .collect();
+    d.send_and_settle(&burst).await;
+    let real = d.real_incidents().await;
+    assert_eq!(real.len(), 1);
+    assert_eq!(real[0]["first_event_at"], "2026-11-23T11:00:00.000Z");
+}
+
+#[tokio::test]
+async fn junk_is_counted_by_reason_and_good_lines_still_fire() {
+    let d = TestDaemon::start(SSH_RULE).await;
+    let mut body: Vec<u8> = Vec::new();
+    let good = failed_password("203.0.113.50");
+    let oversize = format!(r#"{{"kind":"log","message":"{}"}}"#, "x".repeat(70_000));
+    let junk: [&[u8]; 6] = [
+        b"{not json at all",
+        b"\xff\xfe\xfd invalid utf-8",
+        oversize.as_bytes(),
+        br#"{"message":"no kind here"}"#,
+        br#"{"kind":"log","level":"shouting"}"#,
+        br#"["an","array"]"#,
+    ];
+    for j in junk {
+        body.extend_from_slice(good.as_bytes());
+        body.push(b'\n');
+        body.extend_from_slice(j);
+        body.push(b'\n');
+    }
+    body.extend_from_slice(b"\n\r\n"); // blank lines are not errors
+    // Write in small pieces so lines are split across reads.
+    let mut s = UnixStream::connect(d.ingest_path()).unwrap();
+    for chunk in body.chunks(777) {
+        s.write_all(chunk).unwrap();
+    }
+    s.write_all(b"{\"kind\":\"marker\",\"message\":\"done\"}\n").unwrap();
+    drop(s);
+    d.wait_for_key("marker/done").await;
+
+    let real = d.real_incidents().await;
+    assert_eq!(real.len(), 1, "six good lines after junk: one incident");
+    assert_eq!(real[0]["detections"], 1);
+    let st = d.get("/v1/status").await;
+    let ingest = &st["sources"][0];
+    assert_eq!(ingest["id"], "ingest");
+    assert_eq!(ingest["accepted"], 7);
+    let r = &ingest["rejected"];
+    for reason in ["invalid_json", "invalid_utf8", "oversize", "missing_kind", "invalid_field", "not_an_object"] {
+        assert_eq!(r[reason], 1, "{reason}: {r}");
+    }
+    // Rejections are logged, but throttled: not one line each.
+    let logged = d.log().matches("rejected input line").count();
+    assert!((1..6).contains(&logged), "{logged} warning lines");
+}
+
+#[tokio::test]
+async fn many_clients_at_once() {
+    let d = TestDaemon::start(SSH_RULE).await;
+    let path = d.ingest_path();
+    let threads: Vec<_> = (0..20)
+        .map(|t| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let mut s = UnixStream::connect(path).unwrap();
+                for _ in 0..5 {
+                    s.write_all(format!("{}\n", failed_password(&format!("10.0.0.{t}"))).as_bytes()).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while d.real_incidents().await.len() < 20 {
+        assert!(std::time::Instant::now() < deadline, "{:?}", d.real_incidents().await.len());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(d.real_incidents().await.len(), 20);
+    assert_eq!(d.get("/v1/status").await["sources"][0]["accepted"], 100);
+}
+
+#[tokio::test]
+async fn post_events_reports_each_rejected_line() {
+    let d = TestDaemon::start(SSH_RULE).await;
+    let body = format!(
+        "{}\n{{bad\n{}\n\n{{\"kind\":\"log\",\"ts\":\"noon\"}}\n{}\n{}\n{}\n",
+        failed_password("198.51.100.77"),
+        failed_password("198.51.100.77"),
+        failed_password("198.51.100.77"),
+        failed_password("198.51.100.77"),
+        failed_password("198.51.100.77"),
+    );
+    let v: serde_json::Value = d
+        .client
+        .call(hyper::Method::POST, "/v1/events", Some(body.into_bytes()), "application/x-ndjson")
+        .await
+        .unwrap();
+    assert_eq!(v["accepted"], 5);
+    let rejected = v["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 2);
+    assert_eq!(rejected[0]["line"], 2);
+    assert_eq!(rejected[0]["reason"], "invalid_json");
+    assert_eq!(rejected[1]["line"], 5);
+    assert!(rejected[1]["error"].as_str().unwrap().contains("`ts`"), "{}", rejected[1]);
+    d.wait_for_key("ssh/198.51.100.77").await;
+
+    // A JSON array works too, with indexes as line numbers.
+    let arr = serde_json::json!([{"kind": "marker", "message": "arr"}, {"message": "no kind"}]);
+    let v: serde_json::Value = d.client.call(hyper::Method::POST, "/v1/events", Some(arr.to_string().into_bytes()), "application/json").await.unwrap();
+    assert_eq!(v["accepted"], 1);
+    assert_eq!(v["rejected"][0]["line"], 2);
+    assert_eq!(v["rejected"][0]["reason"], "missing_kind");
+}

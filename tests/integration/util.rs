@@ -1,0 +1,260 @@
+//! `TestDaemon`: the real `incidentd` binary in a temporary folder, reaped on drop.
+
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use incidentd::cli::client::{Client, ClientError};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_incidentd");
+pub const CTL: &str = env!("CARGO_BIN_EXE_incidentctl");
+
+/// A match rule used as a barrier: once its incident exists, every event sent before it on
+/// the same connection has been through the engine and the incident manager.
+pub const MARKER_RULE: &str = r#"
+[[rule]]
+id = "marker"
+kind = "match"
+where = { kind = "marker" }
+incident_key = "marker/{{ event.message }}"
+"#;
+
+pub const SSH_RULE: &str = r#"
+[[rule]]
+id = "ssh"
+kind = "threshold"
+severity = "high"
+threshold = 5
+window = "1m"
+where = { kind = "log" }
+regex = 'Failed password for (?:invalid user )?\S+ from (?P<ip>[0-9.]+)'
+group_by = ["ip"]
+"#;
+
+pub fn failed_password(ip: &str) -> String {
+    format!(r#"{{"kind":"log","message":"Failed password for root from {ip} port 22 ssh2"}}"#)
+}
+
+pub struct TestDaemon {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub rules_dir: PathBuf,
+    pub state: PathBuf,
+    pub run: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    pub client: Client,
+    markers: std::cell::Cell<u32>,
+}
+
+impl TestDaemon {
+    /// Writes a config with `rules` in rules.d/test.toml (plus the marker rule) and starts
+    /// the daemon.
+    pub async fn start(rules: &str) -> TestDaemon {
+        let d = Self::prepare("", rules);
+        d.wait_healthy().await;
+        d
+    }
+
+    /// Writes the files and spawns the daemon without waiting for it.
+    pub fn prepare(extra_config: &str, rules: &str) -> TestDaemon {
+        let dir = tempfile::Builder::new().prefix("incd").tempdir().expect("temp dir");
+        let root = dir.path().to_owned();
+        let config = root.join("incidentd.toml");
+        std::fs::write(&config, format!("rules_dir = \"rules.d\"\n[daemon]\nshutdown_timeout = \"10s\"\n{extra_config}")).unwrap();
+        let rules_dir = root.join("rules.d");
+        std::fs::create_dir(&rules_dir).unwrap();
+        std::fs::write(rules_dir.join("marker.toml"), MARKER_RULE).unwrap();
+        std::fs::write(rules_dir.join("test.toml"), rules).unwrap();
+        let run = root.join("run");
+        let mut d = TestDaemon {
+            client: Client::new(run.join("control.sock")),
+            state: root.join("state"),
+            run,
+            log: root.join("daemon.log"),
+            rules_dir,
+            config,
+            dir,
+            child: None,
+            markers: std::cell::Cell::new(0),
+        };
+        d.spawn();
+        d
+    }
+
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--config")
+            .arg(&self.config)
+            .arg("--state-dir")
+            .arg(&self.state)
+            .arg("--runtime-dir")
+            .arg(&self.run)
+            .env("RUST_LOG", "info")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("STATE_DIRECTORY")
+            .env_remove("RUNTIME_DIRECTORY")
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = self
+            .command()
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn incidentd");
+        self.child = Some(child);
+    }
+
+    pub async fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(v) = self.client.get::<Value>("/v1/health").await {
+                if v["status"] == "ok" {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "daemon did not become healthy\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.as_ref().expect("running").id() as i32)
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        kill(self.pid(), sig).expect("signal daemon");
+    }
+
+    /// SIGTERM and wait for the exit (20 s at most).
+    pub fn stop(&mut self) -> ExitStatus {
+        self.signal(Signal::SIGTERM);
+        self.wait_exit(Duration::from_secs(20))
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill9(&mut self) {
+        self.signal(Signal::SIGKILL);
+        self.wait_exit(Duration::from_secs(10));
+    }
+
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("daemon did not exit within {limit:?}\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.spawn();
+        self.wait_healthy().await;
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn ingest_path(&self) -> PathBuf {
+        self.run.join("ingest.sock")
+    }
+
+    /// Writes raw bytes to the ingest socket on one connection.
+    pub fn send_raw(&self, bytes: &[u8]) {
+        let mut s = UnixStream::connect(self.ingest_path()).expect("connect ingest socket");
+        s.write_all(bytes).expect("write ingest socket");
+    }
+
+    /// Sends lines and a marker on one connection, then waits until the marker's incident
+    /// exists: everything sent before it has been processed.
+    pub async fn send_and_settle(&self, lines: &[String]) {
+        let n = self.markers.get() + 1;
+        self.markers.set(n);
+        let mut body = lines.join("\n");
+        body.push_str(&format!("\n{{\"kind\":\"marker\",\"message\":\"m{n}\"}}\n"));
+        self.send_raw(body.as_bytes());
+        self.wait_for_key(&format!("marker/m{n}")).await;
+    }
+
+    pub async fn incidents(&self, query: &str) -> Vec<Value> {
+        let v: Value = self.client.get(&format!("/v1/incidents?limit=1000&{query}")).await.expect("list");
+        v["incidents"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Incidents other than the markers.
+    pub async fn real_incidents(&self) -> Vec<Value> {
+        self.incidents("").await.into_iter().filter(|i| !i["key"].as_str().unwrap_or("").starts_with("marker/")).collect()
+    }
+
+    pub async fn wait_for_key(&self, key: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(i) = self.incidents("").await.into_iter().find(|i| i["key"] == key) {
+                return i;
+            }
+            assert!(Instant::now() < deadline, "no incident with key {key}\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        self.client.get(path).await.unwrap_or_else(|e| panic!("GET {path}: {e}\n{}", self.log()))
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Result<Value, ClientError> {
+        self.client.post(path, &body).await
+    }
+
+    pub fn ctl(&self, args: &[&str]) -> std::process::Output {
+        Command::new(CTL)
+            .args(args)
+            .env("INCIDENTD_SOCKET", self.run.join("control.sock"))
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("run incidentctl")
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- config {} ---\n{}\n--- rules ---\n{}\n--- command ---\n{:?}\n--- daemon log ---\n{}",
+                self.config.display(),
+                std::fs::read_to_string(&self.config).unwrap_or_default(),
+                std::fs::read_to_string(self.rules_dir.join("test.toml")).unwrap_or_default(),
+                self.command(),
+                self.log()
+            );
+        }
+    }
+}
+
+pub fn exists(p: &Path) -> bool {
+    p.symlink_metadata().is_ok()
+}
