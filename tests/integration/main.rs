@@ -2,7 +2,9 @@
 
 mod cli;
 mod config;
+mod daemon;
 mod durability;
 mod ingest;
 mod lifecycle;
+mod systemd;
 mod util;

@@ -50,6 +50,7 @@ pub struct TestDaemon {
     child: Option<Child>,
     pub client: Client,
     markers: std::cell::Cell<u32>,
+    env: Vec<(String, String)>,
 }
 
 impl TestDaemon {
@@ -63,6 +64,11 @@ impl TestDaemon {
 
     /// Writes the files and spawns the daemon without waiting for it.
     pub fn prepare(extra_config: &str, rules: &str) -> TestDaemon {
+        Self::prepare_env(extra_config, rules, &[])
+    }
+
+    /// Like [`prepare`](Self::prepare), with extra environment for the daemon.
+    pub fn prepare_env(extra_config: &str, rules: &str, env: &[(&str, String)]) -> TestDaemon {
         let dir = tempfile::Builder::new().prefix("incd").tempdir().expect("temp dir");
         let root = dir.path().to_owned();
         let config = root.join("incidentd.toml");
@@ -82,6 +88,7 @@ impl TestDaemon {
             dir,
             child: None,
             markers: std::cell::Cell::new(0),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
         };
         d.spawn();
         d
@@ -99,6 +106,7 @@ impl TestDaemon {
             .env_remove("NOTIFY_SOCKET")
             .env_remove("STATE_DIRECTORY")
             .env_remove("RUNTIME_DIRECTORY")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null());
         c
     }
