@@ -26,7 +26,7 @@ use crate::api::{ApiState, ReloadRequest};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigErrors};
 use crate::engine::{Engine, EngineHandle};
-use crate::incident::{manager, Command, IncidentHandle, NewIncident, Severity};
+use crate::incident::{Command, IncidentHandle, NewIncident, Severity, manager};
 use crate::source::socket::IngestSocket;
 use crate::store::{SledStore, Store, StoreError};
 use crate::telemetry::Telemetry;
@@ -40,15 +40,26 @@ pub enum DaemonError {
     #[error("{path} exists and is not a socket; refusing to replace it")]
     NotASocket { path: PathBuf },
     #[error("cannot {what} {path}: {source}")]
-    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("signal handling: {0}")]
     Signals(std::io::Error),
 }
 
-fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> DaemonError + 'a {
-    move |source| DaemonError::Io { what, path: path.to_owned(), source }
+fn io_err<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> DaemonError + 'a {
+    move |source| DaemonError::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// What the command line says beyond the config file.
@@ -61,7 +72,10 @@ pub struct Overrides {
 /// Loads the config at `path` with the command-line overrides applied.
 pub fn load_config(path: &Path, overrides: &Overrides) -> Result<Config, ConfigErrors> {
     let mut c = crate::config::load(path)?;
-    c.override_dirs(overrides.state_dir.as_deref(), overrides.runtime_dir.as_deref());
+    c.override_dirs(
+        overrides.state_dir.as_deref(),
+        overrides.runtime_dir.as_deref(),
+    );
     Ok(c)
 }
 
@@ -86,7 +100,10 @@ impl Running {
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(name);
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name);
         let me = self.clone();
         tracker.spawn(async move {
             fut.await;
@@ -95,7 +112,12 @@ impl Running {
     }
 
     fn names(&self) -> Vec<&'static str> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect()
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect()
     }
 }
 
@@ -104,14 +126,27 @@ fn claim_socket_path(path: &Path) -> Result<(), DaemonError> {
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(io_err("inspect", path)(e)),
-        Ok(m) if !m.file_type().is_socket() => return Err(DaemonError::NotASocket { path: path.to_owned() }),
+        Ok(m) if !m.file_type().is_socket() => {
+            return Err(DaemonError::NotASocket {
+                path: path.to_owned(),
+            });
+        }
         Ok(_) => {}
     }
     match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => Err(DaemonError::AlreadyRunning { path: path.to_owned() }),
+        Ok(_) => Err(DaemonError::AlreadyRunning {
+            path: path.to_owned(),
+        }),
         Err(e) if matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::NotFound) => {
             tracing::info!(socket = %path.display(), "removing stale socket left by an earlier run");
-            std::fs::remove_file(path).or_else(|e| if e.kind() == ErrorKind::NotFound { Ok(()) } else { Err(e) })
+            std::fs::remove_file(path)
+                .or_else(|e| {
+                    if e.kind() == ErrorKind::NotFound {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })
                 .map_err(io_err("remove stale socket", path))
         }
         Err(e) => Err(io_err("probe socket", path)(e)),
@@ -120,12 +155,17 @@ fn claim_socket_path(path: &Path) -> Result<(), DaemonError> {
 
 fn bind(path: &Path, mode: u32) -> Result<UnixListener, DaemonError> {
     let l = UnixListener::bind(path).map_err(io_err("bind socket", path))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_err("set mode of", path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(io_err("set mode of", path))?;
     Ok(l)
 }
 
 /// Runs the daemon until SIGTERM/SIGINT. `signals` must have been installed by [`signals`].
-pub async fn run(mut config: Config, overrides: Overrides, mut signals: signal_hook_tokio::Signals) -> Result<(), DaemonError> {
+pub async fn run(
+    mut config: Config,
+    overrides: Overrides,
+    mut signals: signal_hook_tokio::Signals,
+) -> Result<(), DaemonError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let telemetry = Arc::new(Telemetry::default());
     let host: Arc<str> = crate::event::local_hostname().into();
@@ -141,7 +181,11 @@ pub async fn run(mut config: Config, overrides: Overrides, mut signals: signal_h
     let state_dir = config.daemon.state_dir.clone();
     let (store, moved_aside) = tokio::task::spawn_blocking(move || SledStore::open(&state_dir))
         .await
-        .map_err(|e| DaemonError::Io { what: "open store in", path: config.daemon.state_dir.clone(), source: std::io::Error::other(e) })??;
+        .map_err(|e| DaemonError::Io {
+            what: "open store in",
+            path: config.daemon.state_dir.clone(),
+            source: std::io::Error::other(e),
+        })??;
     let store: Arc<dyn Store> = Arc::new(store);
 
     let control_listener = bind(&control_path, config.control.socket_mode)?;
@@ -172,7 +216,14 @@ pub async fn run(mut config: Config, overrides: Overrides, mut signals: signal_h
     running.spawn(
         &tracker,
         "engine",
-        crate::engine::run(Engine::new(&config.rules), events_rx, engine_rx, incidents.sender(), telemetry.clone(), clock.clone()),
+        crate::engine::run(
+            Engine::new(&config.rules),
+            events_rx,
+            engine_rx,
+            incidents.sender(),
+            telemetry.clone(),
+            clock.clone(),
+        ),
     );
 
     let ingest = IngestSocket {
@@ -184,7 +235,11 @@ pub async fn run(mut config: Config, overrides: Overrides, mut signals: signal_h
         clock: clock.clone(),
         host: host.clone(),
     };
-    running.spawn(&tracker, "ingest socket", ingest.run(sources_token.clone(), tracker.clone()));
+    running.spawn(
+        &tracker,
+        "ingest socket",
+        ingest.run(sources_token.clone(), tracker.clone()),
+    );
 
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
     let api_state = Arc::new(ApiState {
@@ -204,20 +259,35 @@ pub async fn run(mut config: Config, overrides: Overrides, mut signals: signal_h
         ingest_socket: ingest_path.clone(),
         event_queue_capacity: config.daemon.event_queue,
     });
-    running.spawn(&tracker, "control API", crate::api::serve(control_listener, api_state, sources_token.clone()));
+    running.spawn(
+        &tracker,
+        "control API",
+        crate::api::serve(control_listener, api_state, sources_token.clone()),
+    );
 
     if let Some(aside) = moved_aside {
         let new = NewIncident {
-            title: format!("incidentd state store was corrupt and was moved aside to {}", aside.display()),
+            title: format!(
+                "incidentd state store was corrupt and was moved aside to {}",
+                aside.display()
+            ),
             severity: Severity::Sev2,
             key: Some("incidentd/store-corrupt".into()),
             service: Some("incidentd".into()),
             host: None,
             labels: Default::default(),
             runbook: None,
-            note: Some("Earlier incidents are in the moved folder; inspect it before deleting.".into()),
+            note: Some(
+                "Earlier incidents are in the moved folder; inspect it before deleting.".into(),
+            ),
         };
-        if let Err(e) = incidents.command(Command::Create { incident: new, actor: manager::SYSTEM_ACTOR.into() }).await {
+        if let Err(e) = incidents
+            .command(Command::Create {
+                incident: new,
+                actor: manager::SYSTEM_ACTOR.into(),
+            })
+            .await
+        {
             tracing::error!(error = %e, "could not record the store corruption incident");
         }
     }
@@ -289,7 +359,12 @@ pub async fn run(mut config: Config, overrides: Overrides, mut signals: signal_h
 
 /// Reloads config and rules. A broken config keeps the old one running and says why in the
 /// log, `/v1/status` and sd_notify STATUS.
-async fn reload(config: &mut Config, overrides: &Overrides, engine: &EngineHandle, telemetry: &Telemetry) -> Result<String, String> {
+async fn reload(
+    config: &mut Config,
+    overrides: &Overrides,
+    engine: &EngineHandle,
+    telemetry: &Telemetry,
+) -> Result<String, String> {
     let mut states = vec![NotifyState::Reloading];
     if let Ok(m) = NotifyState::monotonic_usec_now() {
         states.push(m);
@@ -299,12 +374,14 @@ async fn reload(config: &mut Config, overrides: &Overrides, engine: &EngineHandl
     let ov = overrides.clone();
     let loaded = tokio::task::spawn_blocking(move || load_config(&path, &ov))
         .await
-        .unwrap_or_else(|e| Err(ConfigErrors(vec![crate::config::ConfigError {
-            file: config.path.clone(),
-            line: None,
-            key: String::new(),
-            message: format!("reload task failed: {e}"),
-        }])));
+        .unwrap_or_else(|e| {
+            Err(ConfigErrors(vec![crate::config::ConfigError {
+                file: config.path.clone(),
+                line: None,
+                key: String::new(),
+                message: format!("reload task failed: {e}"),
+            }]))
+        });
     let now = SystemClock.now();
     match loaded {
         Err(errors) => {
@@ -316,7 +393,10 @@ async fn reload(config: &mut Config, overrides: &Overrides, engine: &EngineHandl
                 r.last_error = Some(text.clone());
                 r.last_error_at = Some(now);
             });
-            let status = format!("running with the previous config; reload failed: {}", errors.0.first().map(|e| e.to_string()).unwrap_or_default());
+            let status = format!(
+                "running with the previous config; reload failed: {}",
+                errors.0.first().map(|e| e.to_string()).unwrap_or_default()
+            );
             notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
             Err(text)
         }
@@ -339,10 +419,17 @@ async fn reload(config: &mut Config, overrides: &Overrides, engine: &EngineHandl
                 r.last_error_at = None;
             });
             // Sockets and the state folder stay as they were bound.
-            let keep = (config.control.clone(), config.ingest.clone(), config.daemon.clone());
+            let keep = (
+                config.control.clone(),
+                config.ingest.clone(),
+                config.daemon.clone(),
+            );
             *config = new;
             (config.control, config.ingest, config.daemon) = keep;
-            notify(&[NotifyState::Ready, NotifyState::Status(&format!("running; {summary}"))]);
+            notify(&[
+                NotifyState::Ready,
+                NotifyState::Status(&format!("running; {summary}")),
+            ]);
             Ok(summary)
         }
     }

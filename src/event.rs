@@ -13,7 +13,9 @@ use serde_json::Value;
 use crate::clock::Timestamp;
 
 /// Severity of a single event (not of an incident).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     Debug,
@@ -50,7 +52,12 @@ impl FromStr for Level {
             "warning" | "warn" => Level::Warning,
             "error" | "err" => Level::Error,
             "critical" | "crit" => Level::Critical,
-            other => return Err(format!("unknown level `{other}` (expected {})", Level::NAMES)),
+            other => {
+                return Err(format!(
+                    "unknown level `{other}` (expected {})",
+                    Level::NAMES
+                ));
+            }
         })
     }
 }
@@ -200,21 +207,22 @@ impl Event {
                     return Err(DecodeError::InvalidField {
                         key: "ts",
                         message: format!("{n} is not a whole number of epoch milliseconds"),
-                    })
+                    });
                 }
             },
             Some(other) => {
                 return Err(DecodeError::InvalidField {
                     key: "ts",
                     message: format!("expected RFC 3339 text or epoch milliseconds, got {other}"),
-                })
+                });
             }
         };
         let level = match wire.level {
             None => Level::Info,
-            Some(l) => l
-                .parse()
-                .map_err(|message| DecodeError::InvalidField { key: "level", message })?,
+            Some(l) => l.parse().map_err(|message| DecodeError::InvalidField {
+                key: "level",
+                message,
+            })?,
         };
         Ok(Event {
             ts,

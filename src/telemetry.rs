@@ -4,8 +4,8 @@
 //! through a [`Throttle`] so a flood of bad input yields one line per interval with the number
 //! suppressed, never a thousand lines a second.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -44,7 +44,10 @@ pub struct Throttle {
 
 impl Throttle {
     pub fn new(interval: Duration) -> Self {
-        Throttle { interval, state: Mutex::new((None, 0)) }
+        Throttle {
+            interval,
+            state: Mutex::new((None, 0)),
+        }
     }
 
     /// `Some(suppressed)` when this occurrence should be logged, with how many were held back
@@ -164,7 +167,10 @@ impl Default for Telemetry {
 
 impl Telemetry {
     pub fn reload_status(&self) -> ReloadStatus {
-        self.reload.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.reload
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn set_reload(&self, f: impl FnOnce(&mut ReloadStatus)) {
@@ -183,11 +189,15 @@ pub fn init_logging(format: LogFormat) {
         LogFormat::Auto => LogFormat::Text,
         f => f,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         // The journal stamps each line itself.
         LogFormat::Journald => builder.without_time().with_ansi(false).try_init(),
-        _ => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        _ => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
     };
 }

@@ -1,8 +1,8 @@
 //! The one API error type: `{"error":{"code":"…","message":"…"}}` with a fitting status.
 
+use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 
 use crate::incident::IncidentError;
 
@@ -15,7 +15,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -42,13 +46,17 @@ impl From<IncidentError> for ApiError {
     fn from(e: IncidentError) -> Self {
         let message = e.to_string();
         match e {
-            IncidentError::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
+            IncidentError::NotFound { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+            }
             IncidentError::InvalidTransition { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "invalid_transition", message)
             }
             IncidentError::Invalid(_) => ApiError::bad_request(message),
             IncidentError::Store(_) => ApiError::internal(message),
-            IncidentError::Unavailable => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message),
+            IncidentError::Unavailable => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+            }
         }
     }
 }
@@ -62,7 +70,11 @@ impl From<crate::store::StoreError> for ApiError {
 impl From<axum::extract::rejection::BytesRejection> for ApiError {
     fn from(r: axum::extract::rejection::BytesRejection) -> Self {
         let status = r.status();
-        let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "too_large" } else { "bad_request" };
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "too_large"
+        } else {
+            "bad_request"
+        };
         ApiError::new(status, code, r.body_text())
     }
 }

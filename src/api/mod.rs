@@ -46,11 +46,21 @@ impl Connected<IncomingStream<'_, UnixListener>> for Peer {
                     .flatten()
                     .map(|u| u.name)
                     .unwrap_or_else(|| format!("uid:{uid}"));
-                Peer { uid: Some(uid), gid: Some(cred.gid()), pid: cred.pid(), user }
+                Peer {
+                    uid: Some(uid),
+                    gid: Some(cred.gid()),
+                    pid: cred.pid(),
+                    user,
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not read peer credentials");
-                Peer { uid: None, gid: None, pid: None, user: "unknown".into() }
+                Peer {
+                    uid: None,
+                    gid: None,
+                    pid: None,
+                    user: "unknown".into(),
+                }
             }
         }
     }

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use super::{ApiError, ApiState, Peer};
 use crate::clock::Timestamp;
@@ -33,9 +33,15 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/incidents/{id}/{transition}", post(transition))
         .route("/v1/rules", get(rules))
         .route("/v1/reload", post(reload))
-        .fallback(|| async { ApiError::not_found("no such API path; see GET /v1/status and the README") })
+        .fallback(|| async {
+            ApiError::not_found("no such API path; see GET /v1/status and the README")
+        })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this path")
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this path",
+            )
         })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
@@ -82,7 +88,11 @@ async fn status(State(st): S) -> Json<Value> {
 async fn post_events(State(st): S, body: Result<Bytes, BytesRejection>) -> ApiResult<Json<Value>> {
     let body = body?;
     let counters = &st.telemetry.api_events;
-    let defaults = Defaults { source: "api", host: &st.host, now: st.clock.now() };
+    let defaults = Defaults {
+        source: "api",
+        host: &st.host,
+        now: st.clock.now(),
+    };
     let (events, errors) = crate::source::decode_body(&body, st.max_line_bytes, &defaults);
     counters.lines.add((events.len() + errors.len()) as u64);
     let rejected: Vec<Value> = errors
@@ -95,7 +105,11 @@ async fn post_events(State(st): S, body: Result<Bytes, BytesRejection>) -> ApiRe
     let mut accepted = 0u64;
     for ev in events {
         if st.events.send(ev).await.is_err() {
-            return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the daemon is shutting down"));
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the daemon is shutting down",
+            ));
         }
         accepted += 1;
     }
@@ -109,18 +123,27 @@ struct IdPath {
 }
 
 fn parse_id(raw: &str) -> ApiResult<u64> {
-    raw.parse().map_err(|_| ApiError::bad_request(format!("`{raw}` is not an incident id (a positive number)")))
+    raw.parse().map_err(|_| {
+        ApiError::bad_request(format!("`{raw}` is not an incident id (a positive number)"))
+    })
 }
 
 fn parse_list(params: &[(String, String)]) -> ApiResult<ListQuery> {
-    let mut q = ListQuery { limit: 50, ..ListQuery::default() };
+    let mut q = ListQuery {
+        limit: 50,
+        ..ListQuery::default()
+    };
     for (k, v) in params {
         let bad = |m: String| ApiError::bad_request(format!("invalid `{k}`: {m}"));
         match k.as_str() {
             "status" => {
                 for s in v.split(',').filter(|s| !s.is_empty()) {
                     if s == "active" {
-                        q.status.extend([crate::incident::Status::Open, crate::incident::Status::Acknowledged, crate::incident::Status::Mitigated]);
+                        q.status.extend([
+                            crate::incident::Status::Open,
+                            crate::incident::Status::Acknowledged,
+                            crate::incident::Status::Mitigated,
+                        ]);
                     } else {
                         q.status.push(s.parse().map_err(bad)?);
                     }
@@ -133,7 +156,9 @@ fn parse_list(params: &[(String, String)]) -> ApiResult<ListQuery> {
             }
             "service" => q.service = Some(v.clone()),
             "label" => {
-                let (lk, lv) = v.split_once(':').ok_or_else(|| bad("expected label=key:value".into()))?;
+                let (lk, lv) = v
+                    .split_once(':')
+                    .ok_or_else(|| bad("expected label=key:value".into()))?;
                 q.labels.push((lk.to_owned(), lv.to_owned()));
             }
             "q" => q.q = Some(v.clone()),
@@ -144,16 +169,32 @@ fn parse_list(params: &[(String, String)]) -> ApiResult<ListQuery> {
                 })
             }
             "limit" => {
-                q.limit = v.parse().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| bad("expected 1..1000".into()))?
+                q.limit = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| bad("expected 1..1000".into()))?
             }
-            "cursor" => q.cursor = Some(v.parse().map_err(|_| bad("expected an incident id".into()))?),
-            other => return Err(ApiError::bad_request(format!("unknown query parameter `{other}`"))),
+            "cursor" => {
+                q.cursor = Some(
+                    v.parse()
+                        .map_err(|_| bad("expected an incident id".into()))?,
+                )
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter `{other}`"
+                )));
+            }
         }
     }
     Ok(q)
 }
 
-async fn list_incidents(State(st): S, params: Result<Query<Vec<(String, String)>>, QueryRejection>) -> ApiResult<Json<Value>> {
+async fn list_incidents(
+    State(st): S,
+    params: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
     let Query(params) = params?;
     let q = parse_list(&params)?;
     let store = st.store.clone();
@@ -163,23 +204,44 @@ async fn list_incidents(State(st): S, params: Result<Query<Vec<(String, String)>
     Ok(Json(json!(page)))
 }
 
-async fn create_incident(State(st): S, ConnectInfo(peer): ConnectInfo<Peer>, body: Result<Bytes, BytesRejection>) -> ApiResult<(StatusCode, Json<Incident>)> {
+async fn create_incident(
+    State(st): S,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<Incident>)> {
     let new: NewIncident = parse_json(&body?)?;
-    let inc = st.incidents.command(Command::Create { incident: new, actor: peer.user }).await?;
+    let inc = st
+        .incidents
+        .command(Command::Create {
+            incident: new,
+            actor: peer.user,
+        })
+        .await?;
     Ok((StatusCode::CREATED, Json(inc)))
 }
 
-async fn show_incident(State(st): S, path: Result<Path<IdPath>, PathRejection>) -> ApiResult<Json<Incident>> {
+async fn show_incident(
+    State(st): S,
+    path: Result<Path<IdPath>, PathRejection>,
+) -> ApiResult<Json<Incident>> {
     let id = parse_id(&path?.0.id)?;
-    st.store.incident(id)?.map(Json).ok_or_else(|| ApiError::not_found(format!("incident {id} not found")))
+    st.store
+        .incident(id)?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("incident {id} not found")))
 }
 
-async fn timeline(State(st): S, path: Result<Path<IdPath>, PathRejection>) -> ApiResult<Json<Value>> {
+async fn timeline(
+    State(st): S,
+    path: Result<Path<IdPath>, PathRejection>,
+) -> ApiResult<Json<Value>> {
     let id = parse_id(&path?.0.id)?;
     if st.store.incident(id)?.is_none() {
         return Err(ApiError::not_found(format!("incident {id} not found")));
     }
-    Ok(Json(json!({"incident_id": id, "timeline": st.store.timeline(id)?})))
+    Ok(Json(
+        json!({"incident_id": id, "timeline": st.store.timeline(id)?}),
+    ))
 }
 
 #[derive(Deserialize, Default)]
@@ -190,7 +252,8 @@ struct NoteBody {
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
 /// An empty body is fine where every field is optional.
@@ -225,7 +288,12 @@ async fn transition(
     let body: NoteBody = parse_optional(&body?)?;
     let inc = st
         .incidents
-        .command(Command::Transition { id, transition, note: body.note.filter(|n| !n.is_empty()), actor: peer.user })
+        .command(Command::Transition {
+            id,
+            transition,
+            note: body.note.filter(|n| !n.is_empty()),
+            actor: peer.user,
+        })
         .await?;
     Ok(Json(inc))
 }
@@ -238,26 +306,48 @@ async fn add_note(
 ) -> ApiResult<Json<Incident>> {
     let id = parse_id(&path?.0.id)?;
     let body: NoteBody = parse_json(&body?)?;
-    let note = body.note.ok_or_else(|| ApiError::bad_request("missing `note`"))?;
-    Ok(Json(st.incidents.command(Command::Note { id, note, actor: peer.user }).await?))
+    let note = body
+        .note
+        .ok_or_else(|| ApiError::bad_request("missing `note`"))?;
+    Ok(Json(
+        st.incidents
+            .command(Command::Note {
+                id,
+                note,
+                actor: peer.user,
+            })
+            .await?,
+    ))
 }
 
 async fn rules(State(st): S) -> ApiResult<Json<Value>> {
-    let rules = st
-        .engine
-        .rules()
-        .await
-        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the engine has stopped"))?;
+    let rules = st.engine.rules().await.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the engine has stopped",
+        )
+    })?;
     Ok(Json(json!({"rules": rules})))
 }
 
 async fn reload(State(st): S, ConnectInfo(peer): ConnectInfo<Peer>) -> ApiResult<Json<Value>> {
     tracing::info!(actor = %peer.user, "reload requested over the API");
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let unavailable = || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the daemon is shutting down");
+    let unavailable = || {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the daemon is shutting down",
+        )
+    };
     st.reload.send(tx).await.map_err(|_| unavailable())?;
     match rx.await.map_err(|_| unavailable())? {
         Ok(summary) => Ok(Json(json!({"reloaded": true, "message": summary}))),
-        Err(errors) => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_config", errors)),
+        Err(errors) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_config",
+            errors,
+        )),
     }
 }

@@ -7,7 +7,10 @@ use clap::Parser;
 fn main() -> ExitCode {
     // clap exits with 2 on usage errors.
     let args = incidentd::cli::Args::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("incidentctl: cannot start runtime: {e}");

@@ -7,7 +7,11 @@ use clap::Parser;
 use incidentd::daemon::{self, Overrides};
 
 #[derive(Parser, Debug)]
-#[command(name = "incidentd", version, about = "Turn a host's events and logs into incidents.")]
+#[command(
+    name = "incidentd",
+    version,
+    about = "Turn a host's events and logs into incidents."
+)]
 struct Args {
     /// Main config file.
     #[arg(short, long, default_value = "/etc/incidentd/incidentd.toml")]
@@ -38,7 +42,10 @@ fn main() -> ExitCode {
             }
         };
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("incidentd: cannot start runtime: {e}");
@@ -54,13 +61,22 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let overrides = Overrides { state_dir: args.state_dir, runtime_dir: args.runtime_dir };
+        let overrides = Overrides {
+            state_dir: args.state_dir,
+            runtime_dir: args.runtime_dir,
+        };
         let config = match daemon::load_config(&args.config, &overrides) {
             Ok(c) => c,
             Err(errors) => {
                 eprintln!("{errors}");
-                eprintln!("incidentd: {} error(s) in the configuration; not starting", errors.0.len());
-                let status = format!("invalid configuration: {}", errors.0.first().map(|e| e.to_string()).unwrap_or_default());
+                eprintln!(
+                    "incidentd: {} error(s) in the configuration; not starting",
+                    errors.0.len()
+                );
+                let status = format!(
+                    "invalid configuration: {}",
+                    errors.0.first().map(|e| e.to_string()).unwrap_or_default()
+                );
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&status)]);
                 return ExitCode::FAILURE;
             }

@@ -6,18 +6,25 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot reach incidentd at {path} ({source}): is the daemon running?")]
-    Connect { path: PathBuf, source: std::io::Error },
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("HTTP exchange with incidentd failed: {0}")]
     Http(#[from] hyper::Error),
     #[error("{message}")]
-    Api { status: u16, code: String, message: String },
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
     #[error("unexpected answer from incidentd ({status}): {message}")]
     Decode { status: u16, message: String },
 }
@@ -39,7 +46,9 @@ pub struct Client {
 
 impl Client {
     pub fn new(socket: impl Into<PathBuf>) -> Self {
-        Client { socket: socket.into() }
+        Client {
+            socket: socket.into(),
+        }
     }
 
     pub fn socket(&self) -> &Path {
@@ -47,11 +56,22 @@ impl Client {
     }
 
     /// Sends a request and returns the status and body, whatever the status.
-    pub async fn raw(&self, method: Method, path: &str, body: Vec<u8>, content_type: &str) -> Result<(StatusCode, Bytes), ClientError> {
-        let stream = UnixStream::connect(&self.socket)
-            .await
-            .map_err(|source| ClientError::Connect { path: self.socket.clone(), source })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let stream =
+            UnixStream::connect(&self.socket)
+                .await
+                .map_err(|source| ClientError::Connect {
+                    path: self.socket.clone(),
+                    source,
+                })?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         let driver = tokio::spawn(conn);
         let req = Request::builder()
             .method(method)
@@ -59,7 +79,10 @@ impl Client {
             .header("host", "localhost")
             .header("content-type", content_type)
             .body(Full::new(Bytes::from(body)))
-            .map_err(|e| ClientError::Decode { status: 0, message: e.to_string() })?;
+            .map_err(|e| ClientError::Decode {
+                status: 0,
+                message: e.to_string(),
+            })?;
         let resp = sender.send_request(req).await?;
         let status = resp.status();
         let bytes = resp.into_body().collect().await?.to_bytes();
@@ -69,8 +92,16 @@ impl Client {
 
     /// Sends a request and decodes a JSON answer; an error answer becomes [`ClientError::Api`]
     /// with the daemon's message.
-    pub async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<Vec<u8>>, content_type: &str) -> Result<T, ClientError> {
-        let (status, bytes) = self.raw(method, path, body.unwrap_or_default(), content_type).await?;
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        content_type: &str,
+    ) -> Result<T, ClientError> {
+        let (status, bytes) = self
+            .raw(method, path, body.unwrap_or_default(), content_type)
+            .await?;
         if !status.is_success() {
             #[derive(serde::Deserialize)]
             struct E {
@@ -82,7 +113,11 @@ impl Client {
                 message: String,
             }
             return Err(match serde_json::from_slice::<E>(&bytes) {
-                Ok(e) => ClientError::Api { status: status.as_u16(), code: e.error.code, message: e.error.message },
+                Ok(e) => ClientError::Api {
+                    status: status.as_u16(),
+                    code: e.error.code,
+                    message: e.error.message,
+                },
                 Err(_) => ClientError::Api {
                     status: status.as_u16(),
                     code: "http".into(),
@@ -90,15 +125,26 @@ impl Client {
                 },
             });
         }
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode { status: status.as_u16(), message: e.to_string() })
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+            status: status.as_u16(),
+            message: e.to_string(),
+        })
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         self.call(Method::GET, path, None, "application/json").await
     }
 
-    pub async fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T, ClientError> {
-        let body = serde_json::to_vec(body).map_err(|e| ClientError::Decode { status: 0, message: e.to_string() })?;
-        self.call(Method::POST, path, Some(body), "application/json").await
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<T, ClientError> {
+        let body = serde_json::to_vec(body).map_err(|e| ClientError::Decode {
+            status: 0,
+            message: e.to_string(),
+        })?;
+        self.call(Method::POST, path, Some(body), "application/json")
+            .await
     }
 }

@@ -11,7 +11,7 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::engine::RuleInfo;
@@ -23,7 +23,11 @@ use output::{ago, table};
 pub const DEFAULT_SOCKET: &str = "/run/incidentd/control.sock";
 
 #[derive(Parser, Debug)]
-#[command(name = "incidentctl", version, about = "Control incidentd: incidents, rules, events.")]
+#[command(
+    name = "incidentctl",
+    version,
+    about = "Control incidentd: incidents, rules, events."
+)]
 pub struct Args {
     /// Control socket of the daemon.
     #[arg(long, global = true, env = "INCIDENTD_SOCKET", default_value = DEFAULT_SOCKET)]
@@ -134,7 +138,8 @@ pub async fn run(args: Args) -> Result<(), CliError> {
     let client = Client::new(&args.socket);
     let json_out = args.output == Format::Json;
     let now = SystemClock.now();
-    let print_json = |v: &Value| println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    let print_json =
+        |v: &Value| println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
     match args.command {
         Cmd::Status => {
             let v: Value = client.get("/v1/status").await?;
@@ -146,7 +151,14 @@ pub async fn run(args: Args) -> Result<(), CliError> {
         }
         Cmd::Send { files } => {
             let body = read_inputs(&files)?;
-            let v: Value = client.call(hyper::Method::POST, "/v1/events", Some(body), "application/x-ndjson").await?;
+            let v: Value = client
+                .call(
+                    hyper::Method::POST,
+                    "/v1/events",
+                    Some(body),
+                    "application/x-ndjson",
+                )
+                .await?;
             if json_out {
                 print_json(&v);
             } else {
@@ -162,9 +174,24 @@ pub async fn run(args: Args) -> Result<(), CliError> {
                 )));
             }
         }
-        Cmd::List { status, severity, service, label, q, since, limit, all } => {
+        Cmd::List {
+            status,
+            severity,
+            service,
+            label,
+            q,
+            since,
+            limit,
+            all,
+        } => {
             let mut params: Vec<(&str, String)> = vec![("limit", limit.to_string())];
-            for (k, v) in [("status", status), ("severity", severity), ("service", service), ("q", q), ("since", since)] {
+            for (k, v) in [
+                ("status", status),
+                ("severity", severity),
+                ("service", service),
+                ("q", q),
+                ("since", since),
+            ] {
                 if let Some(v) = v {
                     params.push((k, v));
                 }
@@ -177,7 +204,8 @@ pub async fn run(args: Args) -> Result<(), CliError> {
                 if let Some(c) = cursor {
                     p.push(("cursor", c.to_string()));
                 }
-                let query = serde_urlencoded::to_string(&p).map_err(|e| CliError::Failed(e.to_string()))?;
+                let query =
+                    serde_urlencoded::to_string(&p).map_err(|e| CliError::Failed(e.to_string()))?;
                 let page: Page = client.get(&format!("/v1/incidents?{query}")).await?;
                 incidents.extend(page.incidents);
                 match page.next_cursor {
@@ -204,7 +232,8 @@ pub async fn run(args: Args) -> Result<(), CliError> {
             if json_out {
                 print_json(&v);
             } else {
-                let entries: Vec<TimelineEntry> = serde_json::from_value(v["timeline"].clone()).unwrap_or_default();
+                let entries: Vec<TimelineEntry> =
+                    serde_json::from_value(v["timeline"].clone()).unwrap_or_default();
                 print!("{}", timeline_table(&entries));
             }
         }
@@ -216,19 +245,24 @@ pub async fn run(args: Args) -> Result<(), CliError> {
         Cmd::Reopen(a) => transition(&client, Transition::Reopen, a, json_out).await?,
         Cmd::Note { id, text } => {
             let note = text.join(" ");
-            let inc: Incident = client.post(&format!("/v1/incidents/{id}/notes"), &json!({"note": note})).await?;
+            let inc: Incident = client
+                .post(&format!("/v1/incidents/{id}/notes"), &json!({"note": note}))
+                .await?;
             if json_out {
                 print_json(&json!(inc));
             } else {
                 println!("note added to incident {id}");
             }
         }
-        Cmd::Rules { command: RulesCmd::List } => {
+        Cmd::Rules {
+            command: RulesCmd::List,
+        } => {
             let v: Value = client.get("/v1/rules").await?;
             if json_out {
                 print_json(&v);
             } else {
-                let rules: Vec<RuleInfo> = serde_json::from_value(v["rules"].clone()).unwrap_or_default();
+                let rules: Vec<RuleInfo> =
+                    serde_json::from_value(v["rules"].clone()).unwrap_or_default();
                 let rows: Vec<Vec<String>> = rules
                     .iter()
                     .map(|r| {
@@ -243,10 +277,18 @@ pub async fn run(args: Args) -> Result<(), CliError> {
                         ]
                     })
                     .collect();
-                print!("{}", table(&["ID", "KIND", "SEV", "ENABLED", "MATCHED", "FIRED", "ORIGIN"], &rows));
+                print!(
+                    "{}",
+                    table(
+                        &["ID", "KIND", "SEV", "ENABLED", "MATCHED", "FIRED", "ORIGIN"],
+                        &rows
+                    )
+                );
             }
         }
-        Cmd::Rules { command: RulesCmd::Check { config } } => match crate::config::load(&config) {
+        Cmd::Rules {
+            command: RulesCmd::Check { config },
+        } => match crate::config::load(&config) {
             Ok(c) => {
                 if json_out {
                     print_json(&json!({"ok": true, "rules": c.rules.len()}));
@@ -274,9 +316,16 @@ pub async fn run(args: Args) -> Result<(), CliError> {
     Ok(())
 }
 
-async fn transition(client: &Client, t: Transition, a: TransitionArgs, json_out: bool) -> Result<(), CliError> {
+async fn transition(
+    client: &Client,
+    t: Transition,
+    a: TransitionArgs,
+    json_out: bool,
+) -> Result<(), CliError> {
     let body = json!({"note": a.message});
-    let inc: Incident = client.post(&format!("/v1/incidents/{}/{}", a.id, t.as_str()), &body).await?;
+    let inc: Incident = client
+        .post(&format!("/v1/incidents/{}/{}", a.id, t.as_str()), &body)
+        .await?;
     if json_out {
         println!("{}", serde_json::to_string_pretty(&inc).unwrap_or_default());
     } else {
@@ -293,7 +342,8 @@ fn read_inputs(files: &[PathBuf]) -> Result<Vec<u8>, CliError> {
             .map_err(|e| CliError::Failed(format!("cannot read standard input: {e}")))?;
     }
     for f in files.iter().filter(|f| f.as_os_str() != "-") {
-        let mut b = std::fs::read(f).map_err(|e| CliError::Failed(format!("cannot read {}: {e}", f.display())))?;
+        let mut b = std::fs::read(f)
+            .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", f.display())))?;
         if !b.ends_with(b"\n") {
             b.push(b'\n');
         }
@@ -317,28 +367,55 @@ fn incidents_table(incidents: &[Incident], now: Timestamp) -> String {
             ]
         })
         .collect();
-    table(&["ID", "SEV", "STATUS", "CREATED", "DETECTIONS", "SERVICE", "TITLE"], &rows)
+    table(
+        &[
+            "ID",
+            "SEV",
+            "STATUS",
+            "CREATED",
+            "DETECTIONS",
+            "SERVICE",
+            "TITLE",
+        ],
+        &rows,
+    )
 }
 
 fn print_incident(i: &Incident, now: Timestamp) {
-    let opt = |t: Option<Timestamp>| t.map(|t| format!("{t} ({})", ago(t, now))).unwrap_or_else(|| "-".into());
+    let opt = |t: Option<Timestamp>| {
+        t.map(|t| format!("{t} ({})", ago(t, now)))
+            .unwrap_or_else(|| "-".into())
+    };
     println!("Incident {}: {}", i.id, i.title);
     let rows = vec![
         vec!["key".into(), i.key.clone()],
         vec!["severity".into(), i.severity.to_string()],
         vec!["status".into(), i.status.to_string()],
-        vec!["service".into(), i.service.clone().unwrap_or_else(|| "-".into())],
+        vec![
+            "service".into(),
+            i.service.clone().unwrap_or_else(|| "-".into()),
+        ],
         vec!["host".into(), i.host.clone().unwrap_or_else(|| "-".into())],
         vec!["rules".into(), i.rules.join(", ")],
         vec!["detections".into(), i.detections.to_string()],
-        vec!["labels".into(), i.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")],
+        vec![
+            "labels".into(),
+            i.labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        ],
         vec!["first event".into(), opt(Some(i.first_event_at))],
         vec!["created".into(), opt(Some(i.created_at))],
         vec!["acknowledged".into(), opt(i.acknowledged_at)],
         vec!["mitigated".into(), opt(i.mitigated_at)],
         vec!["resolved".into(), opt(i.resolved_at)],
         vec!["closed".into(), opt(i.closed_at)],
-        vec!["runbook".into(), i.runbook.clone().unwrap_or_else(|| "-".into())],
+        vec![
+            "runbook".into(),
+            i.runbook.clone().unwrap_or_else(|| "-".into()),
+        ],
     ];
     for r in rows {
         println!("  {:<13} {}", r[0], r[1]);
@@ -349,11 +426,22 @@ fn timeline_table(entries: &[TimelineEntry]) -> String {
     let rows: Vec<Vec<String>> = entries
         .iter()
         .map(|e| {
-            let kind = serde_json::to_value(e.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+            let kind = serde_json::to_value(e.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
             let mut what = match (&e.note, &e.data) {
-                (_, Value::Object(d)) if d.contains_key("to") => format!("{} → {}", d["from"].as_str().unwrap_or("?"), d["to"].as_str().unwrap_or("?")),
-                (_, Value::Object(d)) if d.contains_key("summary") => d["summary"].as_str().unwrap_or("").to_owned(),
-                (_, Value::Object(d)) if d.contains_key("rule") => format!("rule {}", d["rule"].as_str().unwrap_or("")),
+                (_, Value::Object(d)) if d.contains_key("to") => format!(
+                    "{} → {}",
+                    d["from"].as_str().unwrap_or("?"),
+                    d["to"].as_str().unwrap_or("?")
+                ),
+                (_, Value::Object(d)) if d.contains_key("summary") => {
+                    d["summary"].as_str().unwrap_or("").to_owned()
+                }
+                (_, Value::Object(d)) if d.contains_key("rule") => {
+                    format!("rule {}", d["rule"].as_str().unwrap_or(""))
+                }
                 _ => String::new(),
             };
             if let Some(n) = &e.note {
@@ -362,30 +450,61 @@ fn timeline_table(entries: &[TimelineEntry]) -> String {
                 }
                 what.push_str(n);
             }
-            vec![e.seq.to_string(), e.ts.to_string(), kind, e.actor.clone(), what]
+            vec![
+                e.seq.to_string(),
+                e.ts.to_string(),
+                kind,
+                e.actor.clone(),
+                what,
+            ]
         })
         .collect();
     table(&["SEQ", "TIME", "TYPE", "ACTOR", "DETAIL"], &rows)
 }
 
 fn print_status(v: &Value) {
-    println!("incidentd {} (pid {}), up {}s", v["version"].as_str().unwrap_or("?"), v["pid"], v["uptime_seconds"]);
+    println!(
+        "incidentd {} (pid {}), up {}s",
+        v["version"].as_str().unwrap_or("?"),
+        v["pid"],
+        v["uptime_seconds"]
+    );
     println!("  config      {}", v["config"].as_str().unwrap_or("?"));
     println!("  state       {}", v["state_dir"].as_str().unwrap_or("?"));
     println!("  rules       {}", v["rules"]);
-    println!("  event queue {}/{}", v["queues"]["events"]["len"], v["queues"]["events"]["capacity"]);
+    println!(
+        "  event queue {}/{}",
+        v["queues"]["events"]["len"], v["queues"]["events"]["capacity"]
+    );
     for s in v["sources"].as_array().into_iter().flatten() {
-        let rejected: u64 = s["rejected"].as_object().map(|m| m.values().filter_map(Value::as_u64).sum()).unwrap_or(0);
-        println!("  source {:<8} lines {} accepted {} rejected {}", s["id"].as_str().unwrap_or("?"), s["lines"], s["accepted"], rejected);
+        let rejected: u64 = s["rejected"]
+            .as_object()
+            .map(|m| m.values().filter_map(Value::as_u64).sum())
+            .unwrap_or(0);
+        println!(
+            "  source {:<8} lines {} accepted {} rejected {}",
+            s["id"].as_str().unwrap_or("?"),
+            s["lines"],
+            s["accepted"],
+            rejected
+        );
         for (reason, n) in s["rejected"].as_object().into_iter().flatten() {
             if n.as_u64().unwrap_or(0) > 0 {
                 println!("    {reason}: {n}");
             }
         }
     }
-    println!("  engine      events {} detections {}", v["engine"]["events"], v["engine"]["detections"]);
+    println!(
+        "  engine      events {} detections {}",
+        v["engine"]["events"], v["engine"]["detections"]
+    );
     let by = &v["incidents"]["by_status"];
-    let counts: Vec<String> = by.as_object().into_iter().flatten().map(|(k, n)| format!("{k} {n}")).collect();
+    let counts: Vec<String> = by
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
     println!("  incidents   {}", counts.join(", "));
     if let Some(err) = v["reload"]["last_error"].as_str() {
         println!("  last reload FAILED (previous config in force):");

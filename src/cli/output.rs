@@ -35,7 +35,11 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 /// "12m ago", "3h ago", "2d ago"; "in 5s" for times ahead.
 pub fn ago(t: Timestamp, now: Timestamp) -> String {
     let secs = (now.millis() - t.millis()) / 1000;
-    let (n, future) = if secs < 0 { (-secs, true) } else { (secs, false) };
+    let (n, future) = if secs < 0 {
+        (-secs, true)
+    } else {
+        (secs, false)
+    };
     let text = match n {
         0..=59 => format!("{n}s"),
         60..=3599 => format!("{}m", n / 60),
@@ -55,7 +59,13 @@ mod tests {
 
     #[test]
     fn tables_align() {
-        let t = table(&["ID", "TITLE"], &[vec!["7".into(), "disk".into()], vec!["12".into(), "x".into()]]);
+        let t = table(
+            &["ID", "TITLE"],
+            &[
+                vec!["7".into(), "disk".into()],
+                vec!["12".into(), "x".into()],
+            ],
+        );
         assert_eq!(t, "ID  TITLE\n7   disk\n12  x\n");
     }
 

@@ -8,8 +8,11 @@ use serde::{Deserialize, Deserializer};
 /// A humantime duration ("90s", "10m", "1h").
 pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
-    humantime::parse_duration(&s)
-        .map_err(|e| serde::de::Error::custom(format!("`{s}` is not a duration ({e}); use e.g. \"90s\", \"10m\", \"1h\"")))
+    humantime::parse_duration(&s).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "`{s}` is not a duration ({e}); use e.g. \"90s\", \"10m\", \"1h\""
+        ))
+    })
 }
 
 /// A duration that must be longer than zero (windows, timeouts).
@@ -51,14 +54,20 @@ impl fmt::Debug for Pattern {
 impl<'de> Deserialize<'de> for Pattern {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        regex::Regex::new(&s)
-            .map(Pattern)
-            .map_err(|e| {
-                // regex's syntax errors span several lines (pattern, caret, reason): keep the reason.
-                let text = e.to_string();
-                let reason = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
-                serde::de::Error::custom(format!("invalid regex `{s}`: {}", reason.trim_start_matches("error: ")))
-            })
+        regex::Regex::new(&s).map(Pattern).map_err(|e| {
+            // regex's syntax errors span several lines (pattern, caret, reason): keep the reason.
+            let text = e.to_string();
+            let reason = text
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim();
+            serde::de::Error::custom(format!(
+                "invalid regex `{s}`: {}",
+                reason.trim_start_matches("error: ")
+            ))
+        })
     }
 }
 
@@ -74,5 +83,7 @@ pub fn octal_mode<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     u32::from_str_radix(s.trim_start_matches("0o"), 8)
         .ok()
         .filter(|m| *m <= 0o7777)
-        .ok_or_else(|| serde::de::Error::custom(format!("`{s}` is not an octal file mode such as \"0660\"")))
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!("`{s}` is not an octal file mode such as \"0660\""))
+        })
 }

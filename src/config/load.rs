@@ -9,10 +9,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
-use toml::de::{DeString, DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
+use toml::de::{DeString, DeTable, DeValue, ValueDeserializer};
 
-use super::rule::{RuleCommon, RuleConfig, RuleKindConfig, COMMON_KEYS};
+use super::rule::{COMMON_KEYS, RuleCommon, RuleConfig, RuleKindConfig};
 use super::{Config, ControlConfig, DaemonConfig, IncidentsConfig, IngestConfig};
 
 /// One problem in one file.
@@ -54,7 +54,15 @@ impl fmt::Display for ConfigErrors {
 }
 
 /// Design keys that later versions implement; named so the error says "not yet", not "typo".
-const NOT_YET: [&str; 7] = ["source", "service", "action", "channel", "route", "escalation", "plugin"];
+const NOT_YET: [&str; 7] = [
+    "source",
+    "service",
+    "action",
+    "channel",
+    "route",
+    "escalation",
+    "plugin",
+];
 
 /// Loads the main config at `path` and the rules in its `rules_dir`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
@@ -73,7 +81,13 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     let base = path
         .parent()
-        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
         .unwrap_or(Path::new("."))
         .to_owned();
     let mut errors = Vec::new();
@@ -132,12 +146,19 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
                     key.span().start,
                     format!("`{other}` tables are not supported by this version of incidentd yet"),
                 )),
-                other => errors.push(file.error_at(key.span().start, format!("unknown key `{other}`"))),
+                other => {
+                    errors.push(file.error_at(key.span().start, format!("unknown key `{other}`")))
+                }
             }
         }
     }
 
-    load_rules_dir(&config.rules_dir, rules_dir_set, &mut config.rules, &mut errors);
+    load_rules_dir(
+        &config.rules_dir,
+        rules_dir_set,
+        &mut config.rules,
+        &mut errors,
+    );
     check_rules(&config.rules, &mut errors);
     validate(&config, path, &mut errors);
 
@@ -150,7 +171,12 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
 
 /// Reads `dir/*.toml` in name order. A missing default `rules.d` is fine; a missing folder
 /// the config names is an error.
-fn load_rules_dir(dir: &Path, named: bool, rules: &mut Vec<RuleConfig>, errors: &mut Vec<ConfigError>) {
+fn load_rules_dir(
+    dir: &Path,
+    named: bool,
+    rules: &mut Vec<RuleConfig>,
+    errors: &mut Vec<ConfigError>,
+) {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !named => return,
@@ -182,7 +208,9 @@ fn load_rules_dir(dir: &Path, named: bool, rules: &mut Vec<RuleConfig>, errors: 
                 continue;
             }
         };
-        let Some(file) = File::parse(&path, &text, errors) else { continue };
+        let Some(file) = File::parse(&path, &text, errors) else {
+            continue;
+        };
         for (key, value) in file.root.iter() {
             match &**key.get_ref() {
                 "rule" => file.rules(value, rules, errors),
@@ -205,7 +233,10 @@ fn check_rules(rules: &[RuleConfig], errors: &mut Vec<ConfigError>) {
                 file,
                 line,
                 key: format!("rule[{}].id", rule.id()),
-                message: format!("duplicate rule id `{}` (first defined at {first})", rule.id()),
+                message: format!(
+                    "duplicate rule id `{}` (first defined at {first})",
+                    rule.id()
+                ),
             });
         }
     }
@@ -228,7 +259,10 @@ fn validate(config: &Config, path: &Path, errors: &mut Vec<ConfigError>) {
         err("daemon", "queue capacities must be at least 1".into());
     }
     if config.control_socket() == config.ingest_socket() {
-        err("ingest.socket", "the ingest and control sockets must differ".into());
+        err(
+            "ingest.socket",
+            "the ingest and control sockets must differ".into(),
+        );
     }
     if config.incidents.rate_limit.max == 0 {
         err("incidents.rate_limit.max", "must be at least 1".into());
@@ -283,7 +317,11 @@ impl<'a> File<'a> {
     /// Deserializes one value of this file, recording its errors. serde stops at the first
     /// error in a table, so the offending key is taken out and the table read again until it
     /// deserializes or the error cannot be pinned to a key: every bad key is reported at once.
-    fn value<T: DeserializeOwned>(&self, v: &Spanned<DeValue<'a>>, errors: &mut Vec<ConfigError>) -> Option<T> {
+    fn value<T: DeserializeOwned>(
+        &self,
+        v: &Spanned<DeValue<'a>>,
+        errors: &mut Vec<ConfigError>,
+    ) -> Option<T> {
         self.value_with(v, errors, |d| T::deserialize(d))
     }
 
@@ -322,7 +360,9 @@ impl<'a> File<'a> {
                 .map(|(k, _)| k.clone());
             match culprit {
                 Some(k) => {
-                    let at = if table.get(&k).is_some_and(|val| contains(val, span.start)) || k.span().contains(&span.start) {
+                    let at = if table.get(&k).is_some_and(|val| contains(val, span.start))
+                        || k.span().contains(&span.start)
+                    {
                         span.start
                     } else {
                         k.span().start
@@ -342,9 +382,17 @@ impl<'a> File<'a> {
 
     /// Each `[[rule]]` is read on its own; its keys are split into the shared ones and the
     /// kind's own so both halves can refuse unknown keys.
-    fn rules(&self, v: &Spanned<DeValue<'a>>, out: &mut Vec<RuleConfig>, errors: &mut Vec<ConfigError>) {
+    fn rules(
+        &self,
+        v: &Spanned<DeValue<'a>>,
+        out: &mut Vec<RuleConfig>,
+        errors: &mut Vec<ConfigError>,
+    ) {
         let DeValue::Array(items) = v.get_ref() else {
-            errors.push(self.error_at(v.span().start, "`rule` must be an array of tables ([[rule]])".into()));
+            errors.push(self.error_at(
+                v.span().start,
+                "`rule` must be an array of tables ([[rule]])".into(),
+            ));
             return;
         };
         for item in items {
@@ -370,15 +418,19 @@ impl<'a> File<'a> {
             let common: Option<RuleCommon> = self.value(&as_value(common), errors);
             let kind = match table.iter().find(|(k, _)| &**k.get_ref() == "kind") {
                 None => {
-                    errors.push(self.error_at(span.start, format!(
-                        "missing key `kind` (one of {})",
-                        RuleKindConfig::KINDS
-                    )));
+                    errors.push(self.error_at(
+                        span.start,
+                        format!("missing key `kind` (one of {})", RuleKindConfig::KINDS),
+                    ));
                     None
                 }
                 Some((_, val)) => {
                     let name = val.get_ref().as_str().unwrap_or("").to_owned();
-                    let unknown = RuleKindConfig::deserialize(&name, ValueDeserializer::from(as_value(DeTable::new()))).is_none();
+                    let unknown = RuleKindConfig::deserialize(
+                        &name,
+                        ValueDeserializer::from(as_value(DeTable::new())),
+                    )
+                    .is_none();
                     if unknown {
                         errors.push(self.error_at(val.span().start, format!(
                             "rule kind `{name}` is not available in this version (available: {})",
@@ -387,14 +439,21 @@ impl<'a> File<'a> {
                         None
                     } else {
                         self.value_with(&as_value(kind), errors, |d| {
-                            RuleKindConfig::deserialize(&name, d)
-                                .unwrap_or_else(|| Err(serde::de::Error::custom(format!("unknown rule kind `{name}`"))))
+                            RuleKindConfig::deserialize(&name, d).unwrap_or_else(|| {
+                                Err(serde::de::Error::custom(format!(
+                                    "unknown rule kind `{name}`"
+                                )))
+                            })
                         })
                     }
                 }
             };
             if let (Some(common), Some(kind)) = (common, kind) {
-                let rule = RuleConfig { common, kind, origin };
+                let rule = RuleConfig {
+                    common,
+                    kind,
+                    origin,
+                };
                 for (key, message) in crate::engine::rule::validate(&rule) {
                     let offset = table
                         .iter()
@@ -411,7 +470,11 @@ impl<'a> File<'a> {
 
 fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
-    text.as_bytes()[..end].iter().filter(|b| **b == b'\n').count() + 1
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
 }
 
 /// True when `offset` lies in `v` (for tables and arrays: in any of their keys or values;
@@ -419,7 +482,9 @@ fn line_of(text: &str, offset: usize) -> usize {
 fn contains(v: &Spanned<DeValue<'_>>, offset: usize) -> bool {
     v.span().contains(&offset)
         || match v.get_ref() {
-            DeValue::Table(t) => t.iter().any(|(k, v)| k.span().contains(&offset) || contains(v, offset)),
+            DeValue::Table(t) => t
+                .iter()
+                .any(|(k, v)| k.span().contains(&offset) || contains(v, offset)),
             DeValue::Array(items) => items.iter().any(|i| contains(i, offset)),
             _ => false,
         }
@@ -529,12 +594,30 @@ kind = "rate"
 "#,
         );
         let all = e.join("\n");
-        assert!(all.contains("incidentd.toml:3: daemon.retention: `soon` is not a duration"), "{all}");
-        assert!(all.contains("incidentd.toml:4: daemon.colour: unknown field `colour`"), "{all}");
-        assert!(all.contains("incidentd.toml:11: rule[a].regex: invalid regex"), "{all}");
-        assert!(all.contains("incidentd.toml:16: rule[b].windw: unknown field `windw`"), "{all}");
-        assert!(all.contains("incidentd.toml:20: rule[c].kind: rule kind `rate` is not available"), "{all}");
-        assert!(all.contains("incidentd.toml:22: mystery: unknown key `mystery`"), "{all}");
+        assert!(
+            all.contains("incidentd.toml:3: daemon.retention: `soon` is not a duration"),
+            "{all}"
+        );
+        assert!(
+            all.contains("incidentd.toml:4: daemon.colour: unknown field `colour`"),
+            "{all}"
+        );
+        assert!(
+            all.contains("incidentd.toml:11: rule[a].regex: invalid regex"),
+            "{all}"
+        );
+        assert!(
+            all.contains("incidentd.toml:16: rule[b].windw: unknown field `windw`"),
+            "{all}"
+        );
+        assert!(
+            all.contains("incidentd.toml:20: rule[c].kind: rule kind `rate` is not available"),
+            "{all}"
+        );
+        assert!(
+            all.contains("incidentd.toml:22: mystery: unknown key `mystery`"),
+            "{all}"
+        );
         assert_eq!(e.len(), 6, "{all}");
     }
 
@@ -542,12 +625,16 @@ kind = "rate"
     fn syntax_errors_have_a_line() {
         let e = errs("[daemon]\nstate_dir = \n");
         assert_eq!(e.len(), 1);
-        assert!(e[0].starts_with("/nonexistent/incidentd.toml:2: TOML syntax error"), "{e:?}");
+        assert!(
+            e[0].starts_with("/nonexistent/incidentd.toml:2: TOML syntax error"),
+            "{e:?}"
+        );
     }
 
     #[test]
     fn semantic_rule_errors_point_at_the_key() {
-        let e = errs("[[rule]]\nid = \"t\"\nkind = \"threshold\"\nthreshold = 0\nwindow = \"1m\"\n");
+        let e =
+            errs("[[rule]]\nid = \"t\"\nkind = \"threshold\"\nthreshold = 0\nwindow = \"1m\"\n");
         assert_eq!(e.len(), 1, "{e:?}");
         assert!(e[0].contains(":4: rule[t].threshold: "), "{e:?}");
     }

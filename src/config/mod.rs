@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use de::Pattern;
-pub use load::{load, load_str, ConfigError, ConfigErrors};
+pub use load::{ConfigError, ConfigErrors, load, load_str};
 pub use rule::{Condition, RuleCommon, RuleConfig, RuleKindConfig};
 
 use de::{duration, octal_mode};
@@ -99,7 +99,11 @@ impl Default for DaemonConfig {
         let env_dir = |var: &str, fallback: &str| {
             std::env::var_os(var)
                 // systemd may list several folders separated by ':'; the first is ours.
-                .and_then(|v| v.to_str().and_then(|s| s.split(':').next()).map(PathBuf::from))
+                .and_then(|v| {
+                    v.to_str()
+                        .and_then(|s| s.split(':').next())
+                        .map(PathBuf::from)
+                })
                 .unwrap_or_else(|| PathBuf::from(fallback))
         };
         DaemonConfig {

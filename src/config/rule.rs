@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::de::{opt_duration, positive_duration, Pattern};
+use super::de::{Pattern, opt_duration, positive_duration};
 use crate::incident::Severity;
 
 /// Keys shared by every rule kind. The loader splits a `[[rule]]` table into these and the
@@ -117,7 +117,10 @@ impl RuleKindConfig {
 
     /// Deserializes the keys of kind `kind` (the `kind` key itself removed); `None` for a
     /// kind this version does not know.
-    pub fn deserialize<'de, D: Deserializer<'de>>(kind: &str, d: D) -> Option<Result<Self, D::Error>> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        kind: &str,
+        d: D,
+    ) -> Option<Result<Self, D::Error>> {
         Some(match kind {
             "match" => MatchConfig::deserialize(d).map(RuleKindConfig::Match),
             "threshold" => ThresholdConfig::deserialize(d).map(RuleKindConfig::Threshold),
@@ -180,9 +183,9 @@ impl<'de> Deserialize<'de> for Condition {
                 Ok(Condition::Equals(v.to_string()))
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Condition, A::Error> {
-                let key: String = map
-                    .next_key()?
-                    .ok_or_else(|| de::Error::custom("empty condition table; use one of regex, in, gt, ge, lt, le"))?;
+                let key: String = map.next_key()?.ok_or_else(|| {
+                    de::Error::custom("empty condition table; use one of regex, in, gt, ge, lt, le")
+                })?;
                 let cond = match key.as_str() {
                     "regex" => Condition::Regex(map.next_value()?),
                     "in" => Condition::In(map.next_value()?),
@@ -193,7 +196,7 @@ impl<'de> Deserialize<'de> for Condition {
                     other => {
                         return Err(de::Error::custom(format!(
                             "unknown condition `{other}`; use one of regex, in, gt, ge, lt, le"
-                        )))
+                        )));
                     }
                 };
                 if let Some(extra) = map.next_key::<String>()? {

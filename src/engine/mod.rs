@@ -83,7 +83,10 @@ pub struct Engine {
 impl Engine {
     /// Builds an engine from validated rule configs.
     pub fn new(configs: &[RuleConfig]) -> Engine {
-        let rules: Vec<Rule> = configs.iter().map(|c| Rule::build(Arc::new(c.clone()))).collect();
+        let rules: Vec<Rule> = configs
+            .iter()
+            .map(|c| Rule::build(Arc::new(c.clone())))
+            .collect();
         Engine {
             templates: templates_for(&rules),
             rules,
@@ -94,8 +97,11 @@ impl Engine {
     /// Replaces the rule set. A rule whose definition did not change keeps its window state
     /// and counters; every other rule starts fresh.
     pub fn replace_rules(&mut self, configs: &[RuleConfig]) {
-        let mut old: BTreeMap<String, Rule> =
-            self.rules.drain(..).map(|r| (r.id().to_owned(), r)).collect();
+        let mut old: BTreeMap<String, Rule> = self
+            .rules
+            .drain(..)
+            .map(|r| (r.id().to_owned(), r))
+            .collect();
         self.rules = configs
             .iter()
             .map(|c| match old.remove(c.id()) {
@@ -168,13 +174,23 @@ fn templates_for(rules: &[Rule]) -> minijinja::Environment<'static> {
     env
 }
 
-fn detection(env: &minijinja::Environment<'static>, rule: &Rule, ev: &Event, hit: Hit) -> Detection {
+fn detection(
+    env: &minijinja::Environment<'static>,
+    rule: &Rule,
+    ev: &Event,
+    hit: Hit,
+) -> Detection {
     let c = &rule.config.common;
     let mut labels = ev.labels.clone();
     labels.extend(hit.captures);
     labels.extend(c.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
     let group: BTreeMap<String, String> = hit.group.iter().cloned().collect();
-    let group_text = hit.group.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>().join("/");
+    let group_text = hit
+        .group
+        .iter()
+        .map(|(_, v)| v.as_str())
+        .collect::<Vec<_>>()
+        .join("/");
 
     let ctx = minijinja::context! {
         rule => &c.id,
@@ -184,19 +200,28 @@ fn detection(env: &minijinja::Environment<'static>, rule: &Rule, ev: &Event, hit
         labels => &labels,
         event => minijinja::Value::from(minijinja::value::Serde(ev)),
     };
-    let render = |name: &str, fallback: String| match env.get_template(name) {
+    let render = |name: &str, fallback: String| {
+        match env.get_template(name) {
         Ok(t) => t.render(&ctx).unwrap_or_else(|e| {
             tracing::warn!(rule = %c.id, template = name, error = %e, "template failed; using the default text");
             fallback
         }),
         Err(_) => fallback,
+    }
     };
     let key = render(
         &format!("{}#key", c.id),
-        if group_text.is_empty() { c.id.clone() } else { format!("{}/{}", c.id, group_text) },
+        if group_text.is_empty() {
+            c.id.clone()
+        } else {
+            format!("{}/{}", c.id, group_text)
+        },
     );
     let default_summary = {
-        let head = c.description.clone().unwrap_or_else(|| format!("rule {} fired", c.id));
+        let head = c
+            .description
+            .clone()
+            .unwrap_or_else(|| format!("rule {} fired", c.id));
         let mut s = head;
         if !group_text.is_empty() {
             s.push_str(&format!(" ({group_text})"));
@@ -314,7 +339,11 @@ mod tests {
     }
 
     fn ev(json: &str) -> Event {
-        let d = Defaults { source: "t", host: "h", now: Timestamp(0) };
+        let d = Defaults {
+            source: "t",
+            host: "h",
+            now: Timestamp(0),
+        };
         Event::decode(json.as_bytes(), &d).unwrap()
     }
 
@@ -342,7 +371,10 @@ summary = "SSH brute force from {{ labels.ip }} ({{ count }} failures)"
             );
             e.on_event(&ev(&line), &mut out);
         }
-        e.on_event(&ev(r#"{"kind":"log","message":"Accepted password for bob from 10.0.0.1"}"#), &mut out);
+        e.on_event(
+            &ev(r#"{"kind":"log","message":"Accepted password for bob from 10.0.0.1"}"#),
+            &mut out,
+        );
         assert_eq!(out.len(), 1);
         let d = &out[0];
         assert_eq!(d.key, "ssh/203.0.113.7");
@@ -380,7 +412,11 @@ where = { service = "api", value = { gt = 1000 }, "labels.region" = { in = ["eu"
         let r = rules(SSH);
         let mut e = Engine::new(&r);
         let mut out = Vec::new();
-        let fail = |t: i64| ev(&format!(r#"{{"kind":"log","ts":{t},"message":"Failed password for x from 1.2.3.4 port 1"}}"#));
+        let fail = |t: i64| {
+            ev(&format!(
+                r#"{{"kind":"log","ts":{t},"message":"Failed password for x from 1.2.3.4 port 1"}}"#
+            ))
+        };
         e.on_event(&fail(0), &mut out);
         e.on_event(&fail(1), &mut out);
         e.replace_rules(&r);

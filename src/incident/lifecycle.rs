@@ -65,8 +65,14 @@ impl Transition {
             (_, f) if f == to => format!("is already {f}"),
             (_, Cancelled) => "is cancelled; it cannot change any more".into(),
             (_, Closed) => "is closed; it cannot change any more".into(),
-            (t, Resolved) => format!("is resolved; reopen it first (cannot {} a resolved incident)", t.as_str()),
-            (t, f) => format!("is {f}; cannot {} it (the status only moves forward)", t.as_str()),
+            (t, Resolved) => format!(
+                "is resolved; reopen it first (cannot {} a resolved incident)",
+                t.as_str()
+            ),
+            (t, f) => format!(
+                "is {f}; cannot {} it (the status only moves forward)",
+                t.as_str()
+            ),
         })
     }
 }
@@ -128,9 +134,17 @@ mod tests {
 
     #[test]
     fn refusals_say_what_to_do() {
-        assert_eq!(Ack.check(Acknowledged).unwrap_err(), "is already acknowledged");
+        assert_eq!(
+            Ack.check(Acknowledged).unwrap_err(),
+            "is already acknowledged"
+        );
         assert!(Ack.check(Resolved).unwrap_err().contains("reopen it first"));
-        assert!(Reopen.check(Open).unwrap_err().contains("only a resolved incident"));
+        assert!(
+            Reopen
+                .check(Open)
+                .unwrap_err()
+                .contains("only a resolved incident")
+        );
         assert!(Resolve.check(Closed).unwrap_err().contains("closed"));
     }
 }

@@ -30,7 +30,12 @@ pub enum IncidentError {
     #[error("incident {id} not found")]
     NotFound { id: u64 },
     #[error("incident {id} {message}")]
-    InvalidTransition { id: u64, from: Status, transition: Transition, message: String },
+    InvalidTransition {
+        id: u64,
+        from: Status,
+        transition: Transition,
+        message: String,
+    },
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
@@ -67,9 +72,21 @@ fn default_manual_severity() -> Severity {
 /// A change asked for by a person or program; the actor is the peer's user name.
 #[derive(Debug)]
 pub enum Command {
-    Transition { id: u64, transition: Transition, note: Option<String>, actor: String },
-    Note { id: u64, note: String, actor: String },
-    Create { incident: NewIncident, actor: String },
+    Transition {
+        id: u64,
+        transition: Transition,
+        note: Option<String>,
+        actor: String,
+    },
+    Note {
+        id: u64,
+        note: String,
+        actor: String,
+    },
+    Create {
+        incident: NewIncident,
+        actor: String,
+    },
 }
 
 /// What travels on the manager's channel.
@@ -94,7 +111,10 @@ impl IncidentHandle {
     /// Sends a command and waits until it is durable.
     pub async fn command(&self, cmd: Command) -> Result<Incident, IncidentError> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Msg::Command(cmd, tx)).await.map_err(|_| IncidentError::Unavailable)?;
+        self.tx
+            .send(Msg::Command(cmd, tx))
+            .await
+            .map_err(|_| IncidentError::Unavailable)?;
         rx.await.map_err(|_| IncidentError::Unavailable)?
     }
 
@@ -173,7 +193,9 @@ impl Manager {
             }
             for (reply, r) in replies.drain(..) {
                 let r = match (&flushed, r) {
-                    (Err(e), Ok(_)) => Err(IncidentError::Invalid(format!("change not durable: {e}"))),
+                    (Err(e), Ok(_)) => {
+                        Err(IncidentError::Invalid(format!("change not durable: {e}")))
+                    }
                     (_, r) => r,
                 };
                 let _ = reply.send(r);
@@ -189,10 +211,19 @@ impl Manager {
     }
 
     fn load(&self, id: u64) -> Result<Incident, IncidentError> {
-        self.store.incident(id)?.ok_or(IncidentError::NotFound { id })
+        self.store
+            .incident(id)?
+            .ok_or(IncidentError::NotFound { id })
     }
 
-    fn entry(&self, inc: &mut Incident, kind: EntryKind, actor: &str, note: Option<String>, data: serde_json::Value) -> TimelineEntry {
+    fn entry(
+        &self,
+        inc: &mut Incident,
+        kind: EntryKind,
+        actor: &str,
+        note: Option<String>,
+        data: serde_json::Value,
+    ) -> TimelineEntry {
         let e = TimelineEntry {
             incident_id: inc.id,
             seq: inc.timeline_len,
@@ -208,20 +239,42 @@ impl Manager {
 
     fn on_command(&mut self, cmd: Command) -> Result<Incident, IncidentError> {
         match cmd {
-            Command::Transition { id, transition, note, actor } => {
+            Command::Transition {
+                id,
+                transition,
+                note,
+                actor,
+            } => {
                 let mut inc = self.load(id)?;
                 let from = inc.status;
-                let to = transition.check(from).map_err(|message| IncidentError::InvalidTransition {
-                    id,
-                    from,
-                    transition,
-                    message,
-                })?;
+                let to =
+                    transition
+                        .check(from)
+                        .map_err(|message| IncidentError::InvalidTransition {
+                            id,
+                            from,
+                            transition,
+                            message,
+                        })?;
                 let now = self.clock.now();
                 set_status(&mut inc, to, now);
-                let kind = if transition == Transition::Reopen { EntryKind::Reopened } else { EntryKind::StatusChanged };
-                let e = self.entry(&mut inc, kind, &actor, note, serde_json::json!({"from": from, "to": to}));
-                self.store.apply(&Change { incident: inc.clone(), previous_status: Some(from), entries: vec![e] })?;
+                let kind = if transition == Transition::Reopen {
+                    EntryKind::Reopened
+                } else {
+                    EntryKind::StatusChanged
+                };
+                let e = self.entry(
+                    &mut inc,
+                    kind,
+                    &actor,
+                    note,
+                    serde_json::json!({"from": from, "to": to}),
+                );
+                self.store.apply(&Change {
+                    incident: inc.clone(),
+                    previous_status: Some(from),
+                    entries: vec![e],
+                })?;
                 tracing::info!(incident = id, from = %from, to = %to, actor = %actor, "incident status changed");
                 Ok(inc)
             }
@@ -231,8 +284,18 @@ impl Manager {
                 }
                 let mut inc = self.load(id)?;
                 inc.updated_at = Some(self.clock.now());
-                let e = self.entry(&mut inc, EntryKind::Note, &actor, Some(note), serde_json::Value::Null);
-                self.store.apply(&Change { incident: inc.clone(), previous_status: Some(inc.status), entries: vec![e] })?;
+                let e = self.entry(
+                    &mut inc,
+                    EntryKind::Note,
+                    &actor,
+                    Some(note),
+                    serde_json::Value::Null,
+                );
+                self.store.apply(&Change {
+                    incident: inc.clone(),
+                    previous_status: Some(inc.status),
+                    entries: vec![e],
+                })?;
                 Ok(inc)
             }
             Command::Create { incident, actor } => {
@@ -243,7 +306,10 @@ impl Manager {
                 let id = self.allocate_id();
                 let mut inc = Incident {
                     id,
-                    key: incident.key.clone().unwrap_or_else(|| format!("manual/{id}")),
+                    key: incident
+                        .key
+                        .clone()
+                        .unwrap_or_else(|| format!("manual/{id}")),
                     title: incident.title,
                     severity: incident.severity,
                     status: Status::Open,
@@ -268,8 +334,18 @@ impl Manager {
                     runbook: incident.runbook,
                     timeline_len: 0,
                 };
-                let e = self.entry(&mut inc, EntryKind::Created, &actor, incident.note, serde_json::json!({"by": "hand"}));
-                self.store.apply(&Change { incident: inc.clone(), previous_status: None, entries: vec![e] })?;
+                let e = self.entry(
+                    &mut inc,
+                    EntryKind::Created,
+                    &actor,
+                    incident.note,
+                    serde_json::json!({"by": "hand"}),
+                );
+                self.store.apply(&Change {
+                    incident: inc.clone(),
+                    previous_status: None,
+                    entries: vec![e],
+                })?;
                 self.telemetry.incidents_created.inc();
                 tracing::info!(incident = id, key = %inc.key, severity = %inc.severity, actor = %actor, "incident created by hand");
                 Ok(inc)
@@ -290,14 +366,21 @@ impl Manager {
         if let Some(id) = self.store.latest_for_key(&d.key)? {
             let mut inc = self.load(id)?;
             let recently_resolved = inc.status == Status::Resolved
-                && inc.resolved_at.is_some_and(|r| now.since(r) <= self.config.reopen_window);
+                && inc
+                    .resolved_at
+                    .is_some_and(|r| now.since(r) <= self.config.reopen_window);
             if inc.status.is_active() || recently_resolved {
                 let from = inc.status;
                 let mut entries = Vec::new();
                 if recently_resolved {
                     set_status(&mut inc, Status::Open, now);
-                    entries.push(self.entry(&mut inc, EntryKind::Reopened, SYSTEM_ACTOR, None,
-                        serde_json::json!({"from": from, "to": Status::Open, "rule": d.rule})));
+                    entries.push(self.entry(
+                        &mut inc,
+                        EntryKind::Reopened,
+                        SYSTEM_ACTOR,
+                        None,
+                        serde_json::json!({"from": from, "to": Status::Open, "rule": d.rule}),
+                    ));
                     self.telemetry.incidents_reopened.inc();
                     tracing::info!(incident = id, key = %d.key, rule = %d.rule, "incident reopened by a new detection");
                 } else {
@@ -306,12 +389,21 @@ impl Manager {
                 if d.severity < inc.severity {
                     let old = inc.severity;
                     inc.severity = d.severity;
-                    entries.push(self.entry(&mut inc, EntryKind::SeverityChanged, SYSTEM_ACTOR, None,
-                        serde_json::json!({"from": old, "to": d.severity, "rule": d.rule})));
+                    entries.push(self.entry(
+                        &mut inc,
+                        EntryKind::SeverityChanged,
+                        SYSTEM_ACTOR,
+                        None,
+                        serde_json::json!({"from": old, "to": d.severity, "rule": d.rule}),
+                    ));
                 }
                 attach(&mut inc, d, now);
                 entries.push(self.detection_entry(&mut inc, d));
-                self.store.apply(&Change { incident: inc, previous_status: Some(from), entries })?;
+                self.store.apply(&Change {
+                    incident: inc,
+                    previous_status: Some(from),
+                    entries,
+                })?;
                 return Ok(());
             }
         }
@@ -351,9 +443,19 @@ impl Manager {
         };
         attach(&mut inc, d, now);
         inc.updated_at = None;
-        let created = self.entry(&mut inc, EntryKind::Created, SYSTEM_ACTOR, None, serde_json::json!({"rule": d.rule}));
+        let created = self.entry(
+            &mut inc,
+            EntryKind::Created,
+            SYSTEM_ACTOR,
+            None,
+            serde_json::json!({"rule": d.rule}),
+        );
         let detection = self.detection_entry(&mut inc, d);
-        self.store.apply(&Change { incident: inc, previous_status: None, entries: vec![created, detection] })?;
+        self.store.apply(&Change {
+            incident: inc,
+            previous_status: None,
+            entries: vec![created, detection],
+        })?;
         self.telemetry.incidents_created.inc();
         tracing::info!(incident = id, key = %d.key, rule = %d.rule, severity = %d.severity, "incident created");
         Ok(())
@@ -385,7 +487,8 @@ impl Manager {
         q.push_back(now);
         // Bound the map: forget keys with no recent creations.
         if self.created_per_key.len() > 10_000 {
-            self.created_per_key.retain(|_, q| q.back().is_some_and(|t| now.since(*t) < limit.per));
+            self.created_per_key
+                .retain(|_, q| q.back().is_some_and(|t| now.since(*t) < limit.per));
         }
         true
     }

@@ -43,7 +43,7 @@ impl FromStr for Severity {
             other => {
                 return Err(format!(
                     "unknown severity `{other}` (expected sev1..sev4 or critical, high, medium, low)"
-                ))
+                ));
             }
         })
     }
@@ -90,7 +90,10 @@ impl Status {
 
     /// Still needs attention: new detections for its key attach to it.
     pub fn is_active(self) -> bool {
-        matches!(self, Status::Open | Status::Acknowledged | Status::Mitigated)
+        matches!(
+            self,
+            Status::Open | Status::Acknowledged | Status::Mitigated
+        )
     }
 
     /// One byte for index keys.

@@ -22,7 +22,12 @@ pub struct LineReader<R> {
 
 impl<R: AsyncBufRead + Unpin> LineReader<R> {
     pub fn new(inner: R, max: usize) -> Self {
-        LineReader { inner, max, buf: Vec::new(), discarding: false }
+        LineReader {
+            inner,
+            max,
+            buf: Vec::new(),
+            discarding: false,
+        }
     }
 
     /// The next line, or `None` at end of input.
@@ -105,6 +110,14 @@ mod tests {
             );
         }
         let got = read_all(b"a\n\nb\nexactly-10\n", 10, 4).await;
-        assert_eq!(got, vec![Some("a".into()), Some("".into()), Some("b".into()), Some("exactly-10".into())]);
+        assert_eq!(
+            got,
+            vec![
+                Some("a".into()),
+                Some("".into()),
+                Some("b".into()),
+                Some("exactly-10".into())
+            ]
+        );
     }
 }

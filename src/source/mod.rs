@@ -33,7 +33,9 @@ pub fn decode_body(
             }
             Err(e) => {
                 let err = match std::str::from_utf8(trimmed) {
-                    Err(u) => DecodeError::InvalidUtf8 { offset: u.valid_up_to() },
+                    Err(u) => DecodeError::InvalidUtf8 {
+                        offset: u.valid_up_to(),
+                    },
                     Ok(_) => DecodeError::InvalidJson(e.to_string()),
                 };
                 errors.push((1, err));
@@ -48,7 +50,12 @@ pub fn decode_body(
         }
         let n = i as u64 + 1;
         if line.len() > max_line_bytes {
-            errors.push((n, DecodeError::Oversize { max: max_line_bytes }));
+            errors.push((
+                n,
+                DecodeError::Oversize {
+                    max: max_line_bytes,
+                },
+            ));
             continue;
         }
         match Event::decode(line, defaults) {

@@ -9,13 +9,13 @@ use std::sync::Arc;
 
 use tokio::io::BufReader;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::lines::{Line, LineReader};
 use crate::clock::Clock;
-use crate::event::{Defaults, DecodeError, Event};
+use crate::event::{DecodeError, Defaults, Event};
 use crate::telemetry::Telemetry;
 
 pub struct IngestSocket {
@@ -65,7 +65,10 @@ impl IngestSocket {
 
     async fn serve(&self, stream: UnixStream, cancel: CancellationToken) {
         let counters = &self.telemetry.ingest;
-        let mut reader = LineReader::new(BufReader::with_capacity(64 * 1024, stream), self.max_line_bytes);
+        let mut reader = LineReader::new(
+            BufReader::with_capacity(64 * 1024, stream),
+            self.max_line_bytes,
+        );
         let mut n = 0u64;
         loop {
             let line = tokio::select! {
@@ -83,11 +86,17 @@ impl IngestSocket {
             n += 1;
             counters.lines.inc();
             let decoded = match line {
-                Line::Oversize => Err(DecodeError::Oversize { max: self.max_line_bytes }),
+                Line::Oversize => Err(DecodeError::Oversize {
+                    max: self.max_line_bytes,
+                }),
                 Line::Complete(b) if b.trim_ascii().is_empty() => continue,
                 Line::Complete(b) => Event::decode(
                     b,
-                    &Defaults { source: "ingest", host: &self.host, now: self.clock.now() },
+                    &Defaults {
+                        source: "ingest",
+                        host: &self.host,
+                        now: self.clock.now(),
+                    },
                 ),
             };
             match decoded {

@@ -25,12 +25,25 @@ pub enum StoreError {
     Locked { path: String },
     #[error("state folder {path}: {source}")]
     Open { path: String, source: sled::Error },
-    #[error("state folder {path} has schema version {found}; this incidentd understands up to {supported}")]
-    Schema { path: String, found: u64, supported: u64 },
+    #[error(
+        "state folder {path} has schema version {found}; this incidentd understands up to {supported}"
+    )]
+    Schema {
+        path: String,
+        found: u64,
+        supported: u64,
+    },
     #[error("store {op} failed: {source}")]
-    Sled { op: &'static str, source: sled::Error },
+    Sled {
+        op: &'static str,
+        source: sled::Error,
+    },
     #[error("corrupt record in tree {tree} at key {key}: {message}")]
-    Record { tree: &'static str, key: String, message: String },
+    Record {
+        tree: &'static str,
+        key: String,
+        message: String,
+    },
 }
 
 /// One incident change, applied atomically: the new snapshot and the timeline entries that
@@ -64,7 +77,10 @@ impl ListQuery {
     pub fn matches(&self, i: &Incident) -> bool {
         (self.status.is_empty() || self.status.contains(&i.status))
             && (self.severity.is_empty() || self.severity.contains(&i.severity))
-            && self.service.as_ref().is_none_or(|s| i.service.as_ref() == Some(s))
+            && self
+                .service
+                .as_ref()
+                .is_none_or(|s| i.service.as_ref() == Some(s))
             && self.labels.iter().all(|(k, v)| i.labels.get(k) == Some(v))
             && self.q.as_ref().is_none_or(|q| {
                 let q = q.to_lowercase();

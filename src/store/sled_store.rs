@@ -2,10 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use super::{Change, ListQuery, Page, Store, StoreError, SCHEMA_VERSION};
+use super::{Change, ListQuery, Page, SCHEMA_VERSION, Store, StoreError};
 use crate::incident::{Incident, Status, TimelineEntry};
 
 /// Records are one version byte followed by JSON, so the format can change later.
@@ -27,7 +27,10 @@ impl SledStore {
     pub fn open(dir: &Path) -> Result<(SledStore, Option<PathBuf>), StoreError> {
         match Self::open_once(dir) {
             Ok(s) => Ok((s, None)),
-            Err(StoreError::Open { source: sled::Error::Corruption { .. }, .. }) => {
+            Err(StoreError::Open {
+                source: sled::Error::Corruption { .. },
+                ..
+            }) => {
                 let secs = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_secs())
@@ -52,15 +55,22 @@ impl SledStore {
             .cache_capacity(32 << 20)
             .open()
             .map_err(|source| match &source {
-                sled::Error::Io(e) if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.to_string().contains("lock") =>
+                sled::Error::Io(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.to_string().contains("lock") =>
                 {
                     StoreError::Locked { path: path.clone() }
                 }
-                _ => StoreError::Open { path: path.clone(), source },
+                _ => StoreError::Open {
+                    path: path.clone(),
+                    source,
+                },
             })?;
         let tree = |name: &str| {
-            db.open_tree(name).map_err(|source| StoreError::Open { path: path.clone(), source })
+            db.open_tree(name).map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })
         };
         let store = SledStore {
             incidents: tree("incidents")?,
@@ -79,7 +89,11 @@ impl SledStore {
                 store.flush()?;
             }
             Some(v) if v > SCHEMA_VERSION => {
-                return Err(StoreError::Schema { path, found: v, supported: SCHEMA_VERSION })
+                return Err(StoreError::Schema {
+                    path,
+                    found: v,
+                    supported: SCHEMA_VERSION,
+                });
             }
             Some(_) => {}
         }
@@ -87,8 +101,12 @@ impl SledStore {
     }
 
     fn meta_u64(&self, key: &str) -> Result<Option<u64>, StoreError> {
-        let v = self.meta.get(key).map_err(|source| StoreError::Sled { op: "read meta", source })?;
-        Ok(v.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok()).map(u64::from_be_bytes))
+        let v = self.meta.get(key).map_err(|source| StoreError::Sled {
+            op: "read meta",
+            source,
+        })?;
+        Ok(v.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(u64::from_be_bytes))
     }
 }
 
@@ -99,8 +117,16 @@ fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
     out
 }
 
-fn decode<T: serde::de::DeserializeOwned>(tree: &'static str, key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
-    let err = |message: String| StoreError::Record { tree, key: hex(key), message };
+fn decode<T: serde::de::DeserializeOwned>(
+    tree: &'static str,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    let err = |message: String| StoreError::Record {
+        tree,
+        key: hex(key),
+        message,
+    };
     match bytes.split_first() {
         Some((&RECORD_V1, body)) => serde_json::from_slice(body).map_err(|e| err(e.to_string())),
         Some((v, _)) => Err(err(format!("unknown record version {v}"))),
@@ -131,39 +157,49 @@ impl Store for SledStore {
         let inc = &change.incident;
         let id = inc.id.to_be_bytes();
         let snapshot = encode(inc);
-        let entries: Vec<([u8; 16], Vec<u8>)> =
-            change.entries.iter().map(|e| (log_key(e.incident_id, e.seq), encode(e))).collect();
+        let entries: Vec<([u8; 16], Vec<u8>)> = change
+            .entries
+            .iter()
+            .map(|e| (log_key(e.incident_id, e.seq), encode(e)))
+            .collect();
         // The closure may run more than once on conflict: it only writes, with no side effects.
-        let result: Result<(), TransactionError<()>> =
-            (&self.incidents, &self.log, &self.idx_key, &self.idx_status, &self.meta).transaction(
-                |(incidents, log, idx_key, idx_status, meta)| {
-                    incidents.insert(&id, snapshot.as_slice())?;
-                    for (k, v) in &entries {
-                        log.insert(k, v.as_slice())?;
-                    }
-                    match change.previous_status {
-                        None => {
-                            idx_key.insert(inc.key.as_bytes(), &id)?;
-                            let next = meta
-                                .get("next_id")?
-                                .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-                                .map(u64::from_be_bytes)
-                                .unwrap_or(1);
-                            if inc.id >= next {
-                                meta.insert("next_id", &(inc.id + 1).to_be_bytes())?;
-                            }
+        let result: Result<(), TransactionError<()>> = (
+            &self.incidents,
+            &self.log,
+            &self.idx_key,
+            &self.idx_status,
+            &self.meta,
+        )
+            .transaction(|(incidents, log, idx_key, idx_status, meta)| {
+                incidents.insert(&id, snapshot.as_slice())?;
+                for (k, v) in &entries {
+                    log.insert(k, v.as_slice())?;
+                }
+                match change.previous_status {
+                    None => {
+                        idx_key.insert(inc.key.as_bytes(), &id)?;
+                        let next = meta
+                            .get("next_id")?
+                            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+                            .map(u64::from_be_bytes)
+                            .unwrap_or(1);
+                        if inc.id >= next {
+                            meta.insert("next_id", &(inc.id + 1).to_be_bytes())?;
                         }
-                        Some(prev) if prev != inc.status => {
-                            idx_status.remove(&status_key(prev, inc.id))?;
-                        }
-                        Some(_) => {}
                     }
-                    idx_status.insert(&status_key(inc.status, inc.id), &[])?;
-                    Ok::<(), ConflictableTransactionError<()>>(())
-                },
-            );
+                    Some(prev) if prev != inc.status => {
+                        idx_status.remove(&status_key(prev, inc.id))?;
+                    }
+                    Some(_) => {}
+                }
+                idx_status.insert(&status_key(inc.status, inc.id), &[])?;
+                Ok::<(), ConflictableTransactionError<()>>(())
+            });
         result.map_err(|e| match e {
-            TransactionError::Storage(source) => StoreError::Sled { op: "apply change", source },
+            TransactionError::Storage(source) => StoreError::Sled {
+                op: "apply change",
+                source,
+            },
             TransactionError::Abort(()) => StoreError::Sled {
                 op: "apply change",
                 source: sled::Error::Unsupported("transaction aborted".into()),
@@ -172,12 +208,21 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map(|_| ()).map_err(|source| StoreError::Sled { op: "flush", source })
+        self.db
+            .flush()
+            .map(|_| ())
+            .map_err(|source| StoreError::Sled {
+                op: "flush",
+                source,
+            })
     }
 
     fn incident(&self, id: u64) -> Result<Option<Incident>, StoreError> {
         let key = id.to_be_bytes();
-        match self.incidents.get(key).map_err(|source| StoreError::Sled { op: "read incident", source })? {
+        match self.incidents.get(key).map_err(|source| StoreError::Sled {
+            op: "read incident",
+            source,
+        })? {
             Some(v) => decode("incidents", &key, &v).map(Some),
             None => Ok(None),
         }
@@ -187,15 +232,25 @@ impl Store for SledStore {
         self.log
             .scan_prefix(id.to_be_bytes())
             .map(|kv| {
-                let (k, v) = kv.map_err(|source| StoreError::Sled { op: "read timeline", source })?;
+                let (k, v) = kv.map_err(|source| StoreError::Sled {
+                    op: "read timeline",
+                    source,
+                })?;
                 decode("incident_log", &k, &v)
             })
             .collect()
     }
 
     fn latest_for_key(&self, key: &str) -> Result<Option<u64>, StoreError> {
-        let v = self.idx_key.get(key.as_bytes()).map_err(|source| StoreError::Sled { op: "read key index", source })?;
-        Ok(v.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok()).map(u64::from_be_bytes))
+        let v = self
+            .idx_key
+            .get(key.as_bytes())
+            .map_err(|source| StoreError::Sled {
+                op: "read key index",
+                source,
+            })?;
+        Ok(v.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(u64::from_be_bytes))
     }
 
     fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
@@ -204,7 +259,10 @@ impl Store for SledStore {
         let mut incidents = Vec::with_capacity(limit);
         let mut next_cursor = None;
         for kv in self.incidents.range(..upper).rev() {
-            let (k, v) = kv.map_err(|source| StoreError::Sled { op: "list incidents", source })?;
+            let (k, v) = kv.map_err(|source| StoreError::Sled {
+                op: "list incidents",
+                source,
+            })?;
             let inc: Incident = decode("incidents", &k, &v)?;
             if !query.matches(&inc) {
                 continue;
@@ -215,7 +273,10 @@ impl Store for SledStore {
             }
             incidents.push(inc);
         }
-        Ok(Page { incidents, next_cursor })
+        Ok(Page {
+            incidents,
+            next_cursor,
+        })
     }
 
     fn next_id(&self) -> Result<u64, StoreError> {
@@ -224,7 +285,10 @@ impl Store for SledStore {
         let last = self
             .incidents
             .last()
-            .map_err(|source| StoreError::Sled { op: "read last id", source })?
+            .map_err(|source| StoreError::Sled {
+                op: "read last id",
+                source,
+            })?
             .and_then(|(k, _)| <[u8; 8]>::try_from(k.as_ref()).ok())
             .map(|k| u64::from_be_bytes(k) + 1)
             .unwrap_or(1);

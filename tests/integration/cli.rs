@@ -34,41 +34,71 @@ async fn the_whole_path_through_incidentctl() {
 
     let ack = d.ctl(&["ack", &id, "-m", "looking"]);
     assert!(ack.status.success(), "{}", stderr(&ack));
-    assert_eq!(stdout(&ack).trim(), format!("incident {id} is now acknowledged"));
+    assert_eq!(
+        stdout(&ack).trim(),
+        format!("incident {id} is now acknowledged")
+    );
     let again = d.ctl(&["ack", &id]);
     assert_eq!(again.status.code(), Some(1));
-    assert_eq!(stderr(&again).trim(), format!("incidentctl: incident {id} is already acknowledged"));
+    assert_eq!(
+        stderr(&again).trim(),
+        format!("incidentctl: incident {id} is already acknowledged")
+    );
 
     for verb in ["mitigate", "resolve", "reopen", "cancel"] {
         let o = d.ctl(&[verb, &id]);
         assert!(o.status.success(), "{verb}: {}", stderr(&o));
     }
     let show = d.ctl(&["show", &id]);
-    assert!(stdout(&show).contains("status        cancelled"), "{}", stdout(&show));
+    assert!(
+        stdout(&show).contains("status        cancelled"),
+        "{}",
+        stdout(&show)
+    );
     let tl = d.ctl(&["timeline", &id]);
     let tl_text = stdout(&tl);
-    assert!(tl_text.contains("open → acknowledged: looking"), "{tl_text}");
+    assert!(
+        tl_text.contains("open → acknowledged: looking"),
+        "{tl_text}"
+    );
     assert_eq!(tl_text.lines().count(), 1 + 2 + 5);
 
     let note = d.ctl(&["note", &id, "false", "alarm"]);
     assert!(note.status.success());
     let tl_json = d.ctl(&["timeline", &id, "-o", "json"]);
     let v: serde_json::Value = serde_json::from_slice(&tl_json.stdout).unwrap();
-    assert_eq!(v["timeline"].as_array().unwrap().last().unwrap()["note"], "false alarm");
+    assert_eq!(
+        v["timeline"].as_array().unwrap().last().unwrap()["note"],
+        "false alarm"
+    );
 
     let rules = d.ctl(&["rules", "list"]);
-    assert!(stdout(&rules).contains("ssh     threshold  sev2"), "{}", stdout(&rules));
+    assert!(
+        stdout(&rules).contains("ssh     threshold  sev2"),
+        "{}",
+        stdout(&rules)
+    );
     let status = d.ctl(&["status"]);
-    assert!(stdout(&status).contains("source ingest"), "{}", stdout(&status));
+    assert!(
+        stdout(&status).contains("source ingest"),
+        "{}",
+        stdout(&status)
+    );
 
     let missing = d.ctl(&["show", "4242"]);
     assert_eq!(missing.status.code(), Some(1));
-    assert_eq!(stderr(&missing).trim(), "incidentctl: incident 4242 not found");
+    assert_eq!(
+        stderr(&missing).trim(),
+        "incidentctl: incident 4242 not found"
+    );
 }
 
 #[test]
 fn usage_errors_exit_2_and_an_absent_daemon_is_explained() {
-    let usage = std::process::Command::new(CTL).args(["ack"]).output().unwrap();
+    let usage = std::process::Command::new(CTL)
+        .args(["ack"])
+        .output()
+        .unwrap();
     assert_eq!(usage.status.code(), Some(2));
     let absent = std::process::Command::new(CTL)
         .args(["--socket", "/nonexistent/incidentd.sock", "list"])
@@ -76,20 +106,37 @@ fn usage_errors_exit_2_and_an_absent_daemon_is_explained() {
         .unwrap();
     assert_eq!(absent.status.code(), Some(1));
     let err = stderr(&absent);
-    assert!(err.contains("cannot reach incidentd at /nonexistent/incidentd.sock"), "{err}");
+    assert!(
+        err.contains("cannot reach incidentd at /nonexistent/incidentd.sock"),
+        "{err}"
+    );
     assert!(err.contains("is the daemon running?"), "{err}");
 }
 
 #[test]
 fn rules_check_runs_without_a_daemon() {
     let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/etc/incidentd.toml");
-    let ok = std::process::Command::new(CTL).args(["rules", "check", shipped]).output().unwrap();
+    let ok = std::process::Command::new(CTL)
+        .args(["rules", "check", shipped])
+        .output()
+        .unwrap();
     assert!(ok.status.success(), "{}", stderr(&ok));
     assert!(stdout(&ok).contains("OK (1 rules)"));
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("x.toml");
-    std::fs::write(&bad, "[[rule]]\nid = \"a\"\nkind = \"threshold\"\nthreshold = 3\n").unwrap();
-    let o = std::process::Command::new(CTL).args(["rules", "check", bad.to_str().unwrap()]).output().unwrap();
+    std::fs::write(
+        &bad,
+        "[[rule]]\nid = \"a\"\nkind = \"threshold\"\nthreshold = 3\n",
+    )
+    .unwrap();
+    let o = std::process::Command::new(CTL)
+        .args(["rules", "check", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("missing field `window`"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("missing field `window`"),
+        "{}",
+        stderr(&o)
+    );
 }

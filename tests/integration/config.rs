@@ -21,10 +21,18 @@ fn check_config_reports_every_error_with_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("rules.d")).unwrap();
     let main = dir.path().join("incidentd.toml");
-    std::fs::write(&main, "[daemon]\nlog_format = \"loud\"\n[ingest]\nmax_line_bytes = \"big\"\n").unwrap();
+    std::fs::write(
+        &main,
+        "[daemon]\nlog_format = \"loud\"\n[ingest]\nmax_line_bytes = \"big\"\n",
+    )
+    .unwrap();
     let rules = dir.path().join("rules.d/bad.toml");
     std::fs::write(&rules, BROKEN).unwrap();
-    let out = Command::new(BIN).arg("--check-config").arg(&main).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("--check-config")
+        .arg(&main)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     let m = main.display();
@@ -32,7 +40,9 @@ fn check_config_reports_every_error_with_file_line_and_key() {
     for want in [
         format!("{m}:2: daemon.log_format: unknown variant `loud`"),
         format!("{m}:4: ingest.max_line_bytes: invalid type: string \"big\""),
-        format!("{r}:5: rule[broken].threshold: invalid value: integer `0`, expected a nonzero u32"),
+        format!(
+            "{r}:5: rule[broken].threshold: invalid value: integer `0`, expected a nonzero u32"
+        ),
         format!("{r}:6: rule[broken].window: `often` is not a duration"),
         format!("{r}:7: rule[broken].regex: invalid regex `(unclosed`"),
     ] {
@@ -43,18 +53,40 @@ fn check_config_reports_every_error_with_file_line_and_key() {
     // The same file fixed passes, and so does the shipped config.
     std::fs::write(&main, "").unwrap();
     std::fs::remove_file(&rules).unwrap();
-    let ok = Command::new(BIN).arg("--check-config").arg(&main).output().unwrap();
-    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    let ok = Command::new(BIN)
+        .arg("--check-config")
+        .arg(&main)
+        .output()
+        .unwrap();
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/etc/incidentd.toml");
-    let ok = Command::new(BIN).arg("--check-config").arg(shipped).output().unwrap();
-    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    let ok = Command::new(BIN)
+        .arg("--check-config")
+        .arg(shipped)
+        .output()
+        .unwrap();
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
 }
 
 #[test]
 fn a_bad_config_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let main = dir.path().join("incidentd.toml");
-    std::fs::write(&main, "[[rule]]\nid = \"x\"\nkind = \"match\"\nwhere = { colour = \"red\" }\n").unwrap();
+    std::fs::write(
+        &main,
+        "[[rule]]\nid = \"x\"\nkind = \"match\"\nwhere = { colour = \"red\" }\n",
+    )
+    .unwrap();
     let out = Command::new(BIN)
         .arg("--config")
         .arg(&main)
@@ -66,7 +98,13 @@ fn a_bad_config_refuses_to_start() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("{}:4: rule[x].where: unknown event key `colour`", main.display())), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}:4: rule[x].where: unknown event key `colour`",
+            main.display()
+        )),
+        "{err}"
+    );
     assert!(!dir.path().join("r/control.sock").exists());
 }
 
@@ -83,25 +121,49 @@ async fn sighup_with_a_broken_rule_keeps_the_old_rules_working() {
         if st["reload"]["last_error"].is_string() {
             break st;
         }
-        assert!(Instant::now() < deadline, "reload error never shown\n{}", d.log());
+        assert!(
+            Instant::now() < deadline,
+            "reload error never shown\n{}",
+            d.log()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let err = status["reload"]["last_error"].as_str().unwrap();
-    assert!(err.contains("zz-broken.toml:5: rule[broken].threshold"), "{err}");
+    assert!(
+        err.contains("zz-broken.toml:5: rule[broken].threshold"),
+        "{err}"
+    );
     assert!(d.log().contains("reload refused"), "{}", d.log());
 
     // The old rules still fire.
-    d.send_and_settle(&(0..5).map(|_| failed_password("192.0.2.200")).collect::<Vec<_>>()).await;
+    d.send_and_settle(
+        &(0..5)
+            .map(|_| failed_password("192.0.2.200"))
+            .collect::<Vec<_>>(),
+    )
+    .await;
     d.wait_for_key("ssh/192.0.2.200").await;
 
     // The reload API answers the same errors.
-    let e = d.post("/v1/reload", serde_json::json!({})).await.unwrap_err();
+    let e = d
+        .post("/v1/reload", serde_json::json!({}))
+        .await
+        .unwrap_err();
     assert_eq!(e.status(), Some(422));
-    assert!(e.to_string().contains("zz-broken.toml:7: rule[broken].regex"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("zz-broken.toml:7: rule[broken].regex"),
+        "{e}"
+    );
 
     // Fixed: the new rule set takes over, and the unchanged ssh rule keeps its window.
     std::fs::remove_file(d.rules_dir.join("zz-broken.toml")).unwrap();
-    d.send_and_settle(&(0..3).map(|_| failed_password("192.0.2.201")).collect::<Vec<_>>()).await;
+    d.send_and_settle(
+        &(0..3)
+            .map(|_| failed_password("192.0.2.201"))
+            .collect::<Vec<_>>(),
+    )
+    .await;
     std::fs::write(
         d.rules_dir.join("extra.toml"),
         "[[rule]]\nid = \"errors\"\nkind = \"match\"\nwhere = { level = \"critical\" }\n",
@@ -110,12 +172,27 @@ async fn sighup_with_a_broken_rule_keeps_the_old_rules_working() {
     let v = d.post("/v1/reload", serde_json::json!({})).await.unwrap();
     assert_eq!(v["reloaded"], true);
     let rules = d.get("/v1/rules").await;
-    let ids: Vec<&str> = rules["rules"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["errors", "marker", "ssh"], "rules.d files merge in name order");
+    let ids: Vec<&str> = rules["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["errors", "marker", "ssh"],
+        "rules.d files merge in name order"
+    );
     assert!(d.get("/v1/status").await["reload"]["last_error"].is_null());
-    d.send_and_settle(&[r#"{"kind":"x","level":"critical"}"#.to_string()]).await;
+    d.send_and_settle(&[r#"{"kind":"x","level":"critical"}"#.to_string()])
+        .await;
     d.wait_for_key("errors").await;
-    d.send_and_settle(&(0..2).map(|_| failed_password("192.0.2.201")).collect::<Vec<_>>()).await;
+    d.send_and_settle(
+        &(0..2)
+            .map(|_| failed_password("192.0.2.201"))
+            .collect::<Vec<_>>(),
+    )
+    .await;
     d.wait_for_key("ssh/192.0.2.201").await;
     assert!(good.exists());
 }

@@ -24,15 +24,22 @@ async fn speaks_sd_notify_ready_reloading_watchdog_and_stopping() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("notify.sock");
     let sock = UnixDatagram::bind(&path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let mut d = TestDaemon::prepare_env(
         "",
         SSH_RULE,
-        &[("NOTIFY_SOCKET", path.display().to_string()), ("WATCHDOG_USEC", "400000".into())],
+        &[
+            ("NOTIFY_SOCKET", path.display().to_string()),
+            ("WATCHDOG_USEC", "400000".into()),
+        ],
     );
     let mut seen = Vec::new();
     read_until(&sock, &mut seen, "READY=1");
-    assert!(seen.iter().any(|m| m.contains("STATUS=running; 2 rules")), "{seen:?}");
+    assert!(
+        seen.iter().any(|m| m.contains("STATUS=running; 2 rules")),
+        "{seen:?}"
+    );
     read_until(&sock, &mut seen, "WATCHDOG=1");
 
     // A broken reload says so in STATUS and stays ready.
@@ -42,8 +49,14 @@ async fn speaks_sd_notify_ready_reloading_watchdog_and_stopping() {
     read_until(&sock, &mut seen, "RELOADING=1");
     read_until(&sock, &mut seen, "READY=1");
     let status = seen.iter().find(|m| m.contains("STATUS=")).unwrap();
-    assert!(status.contains("reload failed") && status.contains("bad.toml:2"), "{status}");
-    assert!(seen.iter().any(|m| m.contains("MONOTONIC_USEC=")), "{seen:?}");
+    assert!(
+        status.contains("reload failed") && status.contains("bad.toml:2"),
+        "{status}"
+    );
+    assert!(
+        seen.iter().any(|m| m.contains("MONOTONIC_USEC=")),
+        "{seen:?}"
+    );
 
     d.wait_healthy().await;
     seen.clear();
@@ -56,10 +69,17 @@ async fn speaks_sd_notify_ready_reloading_watchdog_and_stopping() {
 async fn sigterm_drains_accepted_events_before_exiting() {
     let mut d = TestDaemon::start(SSH_RULE).await;
     // POST answers once the events are queued; stop at once and they must still be processed.
-    let body: String = (0..5).map(|_| failed_password("192.0.2.77") + "\n").collect();
+    let body: String = (0..5)
+        .map(|_| failed_password("192.0.2.77") + "\n")
+        .collect();
     let v: serde_json::Value = d
         .client
-        .call(hyper::Method::POST, "/v1/events", Some(body.into_bytes()), "application/x-ndjson")
+        .call(
+            hyper::Method::POST,
+            "/v1/events",
+            Some(body.into_bytes()),
+            "application/x-ndjson",
+        )
         .await
         .unwrap();
     assert_eq!(v["accepted"], 5);
@@ -77,7 +97,8 @@ async fn json_logs_on_request() {
     let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(lines.len() >= 2, "{log}");
     for l in lines {
-        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
         assert!(v["level"].is_string() && v["message"].is_string(), "{l}");
     }
     assert!(log.contains("\"message\":\"incidentd started\""), "{log}");

@@ -10,36 +10,73 @@ use crate::util::*;
 #[tokio::test]
 async fn sigterm_exits_cleanly_and_a_restart_keeps_everything() {
     let mut d = TestDaemon::start(SSH_RULE).await;
-    d.send_and_settle(&(0..5).map(|_| failed_password("203.0.113.9")).collect::<Vec<_>>()).await;
+    d.send_and_settle(
+        &(0..5)
+            .map(|_| failed_password("203.0.113.9"))
+            .collect::<Vec<_>>(),
+    )
+    .await;
     let inc = d.wait_for_key("ssh/203.0.113.9").await;
     let id = inc["id"].as_u64().unwrap();
-    d.post(&format!("/v1/incidents/{id}/ack"), json!({"note": "mine"})).await.unwrap();
-    d.post(&format!("/v1/incidents/{id}/notes"), json!({"note": "blocked at the edge"})).await.unwrap();
-    let manual = d.post("/v1/incidents", json!({"title": "by hand"})).await.unwrap();
+    d.post(&format!("/v1/incidents/{id}/ack"), json!({"note": "mine"}))
+        .await
+        .unwrap();
+    d.post(
+        &format!("/v1/incidents/{id}/notes"),
+        json!({"note": "blocked at the edge"}),
+    )
+    .await
+    .unwrap();
+    let manual = d
+        .post("/v1/incidents", json!({"title": "by hand"}))
+        .await
+        .unwrap();
     let before: Vec<serde_json::Value> = d.incidents("").await;
     let timeline_before = d.get(&format!("/v1/incidents/{id}/timeline")).await;
 
     let started = Instant::now();
     let status = d.stop();
     assert!(status.success(), "exit status {status:?}\n{}", d.log());
-    assert!(started.elapsed() < Duration::from_secs(10), "stop took {:?}", started.elapsed());
-    assert!(!exists(&d.run.join("control.sock")) && !exists(&d.ingest_path()), "sockets removed");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "stop took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        !exists(&d.run.join("control.sock")) && !exists(&d.ingest_path()),
+        "sockets removed"
+    );
     assert!(d.log().contains("incidentd stopped cleanly"));
 
     d.restart().await;
     assert_eq!(d.incidents("").await, before);
-    assert_eq!(d.get(&format!("/v1/incidents/{id}/timeline")).await, timeline_before);
+    assert_eq!(
+        d.get(&format!("/v1/incidents/{id}/timeline")).await,
+        timeline_before
+    );
     // Ids never repeat after a restart.
-    let next = d.post("/v1/incidents", json!({"title": "after restart"})).await.unwrap();
+    let next = d
+        .post("/v1/incidents", json!({"title": "after restart"}))
+        .await
+        .unwrap();
     assert!(next["id"].as_u64().unwrap() > manual["id"].as_u64().unwrap());
 }
 
 #[tokio::test]
 async fn sigkill_right_after_an_answered_change_keeps_it() {
     let mut d = TestDaemon::start(SSH_RULE).await;
-    let inc = d.post("/v1/incidents", json!({"title": "db down", "severity": "sev1"})).await.unwrap();
+    let inc = d
+        .post(
+            "/v1/incidents",
+            json!({"title": "db down", "severity": "sev1"}),
+        )
+        .await
+        .unwrap();
     let id = inc["id"].as_u64().unwrap();
-    let acked = d.post(&format!("/v1/incidents/{id}/ack"), json!({"note": "on it"})).await.unwrap();
+    let acked = d
+        .post(&format!("/v1/incidents/{id}/ack"), json!({"note": "on it"}))
+        .await
+        .unwrap();
     assert_eq!(acked["status"], "acknowledged");
     d.kill9();
     // The sockets are left behind, stale; the next start replaces them.
@@ -58,7 +95,10 @@ async fn sigkill_during_a_stream_of_changes_loses_no_answered_change() {
     let mut d = TestDaemon::start(SSH_RULE).await;
     let mut answered = Vec::new();
     for i in 0..30 {
-        let inc = d.post("/v1/incidents", json!({"title": format!("load {i}")})).await.unwrap();
+        let inc = d
+            .post("/v1/incidents", json!({"title": format!("load {i}")}))
+            .await
+            .unwrap();
         answered.push(inc);
     }
     d.kill9();
@@ -75,7 +115,10 @@ async fn a_second_daemon_on_the_same_sockets_refuses_to_start() {
     let out = d.command().output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("another incidentd is already listening on"), "{err}");
+    assert!(
+        err.contains("another incidentd is already listening on"),
+        "{err}"
+    );
     // The first one is unharmed.
     assert_eq!(d.get("/v1/health").await["status"], "ok");
 }

@@ -8,7 +8,12 @@ use crate::util::*;
 #[tokio::test]
 async fn threshold_fires_at_the_limit_and_not_below() {
     let d = TestDaemon::start(SSH_RULE).await;
-    d.send_and_settle(&(0..4).map(|_| failed_password("192.0.2.4")).collect::<Vec<_>>()).await;
+    d.send_and_settle(
+        &(0..4)
+            .map(|_| failed_password("192.0.2.4"))
+            .collect::<Vec<_>>(),
+    )
+    .await;
     assert!(d.real_incidents().await.is_empty(), "4 of 5 must not fire");
     d.send_and_settle(&[failed_password("192.0.2.4")]).await;
     let real = d.real_incidents().await;
@@ -19,12 +24,13 @@ async fn threshold_fires_at_the_limit_and_not_below() {
 #[tokio::test]
 async fn threshold_window_is_event_time() {
     let d = TestDaemon::start(SSH_RULE).await;
-    // Five failures spread over two minutes of event time never fill a one-minute window.
+    // Five failures 30 s apart: a one-minute window (t-60s, t] never holds more than two.
     let spread: Vec<String> = (0..5)
         .map(|i| {
             format!(
-                r#"{{"kind":"log","ts":"2026-11-23T10:{:02}:00Z","message":"Failed password for root from 192.0.2.9 port 22 ssh2"}}"#,
-                i * 30 / 60 * 0 + i * 30 / 60 + i
+                r#"{{"kind":"log","ts":"2026-11-23T10:{:02}:{:02}Z","message":"Failed password for root from 192.0.2.9 port 22 ssh2"}}"#,
+                i * 30 / 60,
+                i * 30 % 60
             )
         })
         .collect();
@@ -66,7 +72,8 @@ async fn junk_is_counted_by_reason_and_good_lines_still_fire() {
     for chunk in body.chunks(777) {
         s.write_all(chunk).unwrap();
     }
-    s.write_all(b"{\"kind\":\"marker\",\"message\":\"done\"}\n").unwrap();
+    s.write_all(b"{\"kind\":\"marker\",\"message\":\"done\"}\n")
+        .unwrap();
     drop(s);
     d.wait_for_key("marker/done").await;
 
@@ -78,7 +85,14 @@ async fn junk_is_counted_by_reason_and_good_lines_still_fire() {
     assert_eq!(ingest["id"], "ingest");
     assert_eq!(ingest["accepted"], 7);
     let r = &ingest["rejected"];
-    for reason in ["invalid_json", "invalid_utf8", "oversize", "missing_kind", "invalid_field", "not_an_object"] {
+    for reason in [
+        "invalid_json",
+        "invalid_utf8",
+        "oversize",
+        "missing_kind",
+        "invalid_field",
+        "not_an_object",
+    ] {
         assert_eq!(r[reason], 1, "{reason}: {r}");
     }
     // Rejections are logged, but throttled: not one line each.
@@ -96,7 +110,10 @@ async fn many_clients_at_once() {
             std::thread::spawn(move || {
                 let mut s = UnixStream::connect(path).unwrap();
                 for _ in 0..5 {
-                    s.write_all(format!("{}\n", failed_password(&format!("10.0.0.{t}"))).as_bytes()).unwrap();
+                    s.write_all(
+                        format!("{}\n", failed_password(&format!("10.0.0.{t}"))).as_bytes(),
+                    )
+                    .unwrap();
                 }
             })
         })
@@ -106,7 +123,11 @@ async fn many_clients_at_once() {
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while d.real_incidents().await.len() < 20 {
-        assert!(std::time::Instant::now() < deadline, "{:?}", d.real_incidents().await.len());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            d.real_incidents().await.len()
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(d.real_incidents().await.len(), 20);
@@ -126,7 +147,12 @@ async fn post_events_reports_each_rejected_line() {
     );
     let v: serde_json::Value = d
         .client
-        .call(hyper::Method::POST, "/v1/events", Some(body.into_bytes()), "application/x-ndjson")
+        .call(
+            hyper::Method::POST,
+            "/v1/events",
+            Some(body.into_bytes()),
+            "application/x-ndjson",
+        )
         .await
         .unwrap();
     assert_eq!(v["accepted"], 5);
@@ -135,12 +161,25 @@ async fn post_events_reports_each_rejected_line() {
     assert_eq!(rejected[0]["line"], 2);
     assert_eq!(rejected[0]["reason"], "invalid_json");
     assert_eq!(rejected[1]["line"], 5);
-    assert!(rejected[1]["error"].as_str().unwrap().contains("`ts`"), "{}", rejected[1]);
+    assert!(
+        rejected[1]["error"].as_str().unwrap().contains("`ts`"),
+        "{}",
+        rejected[1]
+    );
     d.wait_for_key("ssh/198.51.100.77").await;
 
     // A JSON array works too, with indexes as line numbers.
     let arr = serde_json::json!([{"kind": "marker", "message": "arr"}, {"message": "no kind"}]);
-    let v: serde_json::Value = d.client.call(hyper::Method::POST, "/v1/events", Some(arr.to_string().into_bytes()), "application/json").await.unwrap();
+    let v: serde_json::Value = d
+        .client
+        .call(
+            hyper::Method::POST,
+            "/v1/events",
+            Some(arr.to_string().into_bytes()),
+            "application/json",
+        )
+        .await
+        .unwrap();
     assert_eq!(v["accepted"], 1);
     assert_eq!(v["rejected"][0]["line"], 2);
     assert_eq!(v["rejected"][0]["reason"], "missing_kind");

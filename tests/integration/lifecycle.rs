@@ -15,31 +15,68 @@ async fn brute_force_becomes_an_incident_that_moves_through_its_lifecycle() {
     assert_eq!(inc["labels"]["ip"], "203.0.113.7");
     let id = inc["id"].as_u64().unwrap();
 
-    let acked = d.post(&format!("/v1/incidents/{id}/ack"), json!({"note": "looking"})).await.unwrap();
+    let acked = d
+        .post(
+            &format!("/v1/incidents/{id}/ack"),
+            json!({"note": "looking"}),
+        )
+        .await
+        .unwrap();
     assert_eq!(acked["status"], "acknowledged");
     assert!(acked["acknowledged_at"].is_string());
-    let resolved = d.post(&format!("/v1/incidents/{id}/resolve"), json!({})).await.unwrap();
+    let resolved = d
+        .post(&format!("/v1/incidents/{id}/resolve"), json!({}))
+        .await
+        .unwrap();
     assert_eq!(resolved["status"], "resolved");
-    let reopened = d.post(&format!("/v1/incidents/{id}/reopen"), json!({"note": "back"})).await.unwrap();
+    let reopened = d
+        .post(
+            &format!("/v1/incidents/{id}/reopen"),
+            json!({"note": "back"}),
+        )
+        .await
+        .unwrap();
     assert_eq!(reopened["status"], "open");
     assert!(reopened["resolved_at"].is_null());
-    let mitigated = d.post(&format!("/v1/incidents/{id}/mitigate"), json!({})).await.unwrap();
+    let mitigated = d
+        .post(&format!("/v1/incidents/{id}/mitigate"), json!({}))
+        .await
+        .unwrap();
     assert_eq!(mitigated["status"], "mitigated");
-    let closed = d.post(&format!("/v1/incidents/{id}/close"), json!({})).await.unwrap();
+    let closed = d
+        .post(&format!("/v1/incidents/{id}/close"), json!({}))
+        .await
+        .unwrap();
     assert_eq!(closed["status"], "closed");
 
     let tl = d.get(&format!("/v1/incidents/{id}/timeline")).await;
-    let types: Vec<&str> = tl["timeline"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    let types: Vec<&str> = tl["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
     assert_eq!(
         types,
-        ["created", "detection", "status_changed", "status_changed", "reopened", "status_changed", "status_changed"]
+        [
+            "created",
+            "detection",
+            "status_changed",
+            "status_changed",
+            "reopened",
+            "status_changed",
+            "status_changed"
+        ]
     );
     let ack = &tl["timeline"][2];
     assert_eq!(ack["note"], "looking");
     assert_eq!(ack["data"]["from"], "open");
     assert_eq!(ack["data"]["to"], "acknowledged");
     // The actor is the peer's user name, not something the request claims.
-    let me = nix::unistd::User::from_uid(nix::unistd::getuid()).unwrap().unwrap().name;
+    let me = nix::unistd::User::from_uid(nix::unistd::getuid())
+        .unwrap()
+        .unwrap()
+        .name;
     assert_eq!(ack["actor"], me.as_str());
     assert_eq!(tl["timeline"][0]["actor"], "system");
 }
@@ -47,25 +84,60 @@ async fn brute_force_becomes_an_incident_that_moves_through_its_lifecycle() {
 #[tokio::test]
 async fn invalid_transitions_are_refused_with_409_and_a_reason() {
     let d = TestDaemon::start(SSH_RULE).await;
-    let inc = d.post("/v1/incidents", json!({"title": "disk on fire", "severity": "sev1"})).await.unwrap();
+    let inc = d
+        .post(
+            "/v1/incidents",
+            json!({"title": "disk on fire", "severity": "sev1"}),
+        )
+        .await
+        .unwrap();
     let id = inc["id"].as_u64().unwrap();
     assert_eq!(inc["status"], "open");
 
-    d.post(&format!("/v1/incidents/{id}/ack"), json!({})).await.unwrap();
-    let again = d.post(&format!("/v1/incidents/{id}/ack"), json!({})).await.unwrap_err();
+    d.post(&format!("/v1/incidents/{id}/ack"), json!({}))
+        .await
+        .unwrap();
+    let again = d
+        .post(&format!("/v1/incidents/{id}/ack"), json!({}))
+        .await
+        .unwrap_err();
     assert_eq!(again.status(), Some(409));
-    assert_eq!(again.to_string(), format!("incident {id} is already acknowledged"));
+    assert_eq!(
+        again.to_string(),
+        format!("incident {id} is already acknowledged")
+    );
 
-    let reopen = d.post(&format!("/v1/incidents/{id}/reopen"), json!({})).await.unwrap_err();
+    let reopen = d
+        .post(&format!("/v1/incidents/{id}/reopen"), json!({}))
+        .await
+        .unwrap_err();
     assert_eq!(reopen.status(), Some(409));
-    assert!(reopen.to_string().contains("only a resolved incident can be reopened"), "{reopen}");
+    assert!(
+        reopen
+            .to_string()
+            .contains("only a resolved incident can be reopened"),
+        "{reopen}"
+    );
 
-    d.post(&format!("/v1/incidents/{id}/resolve"), json!({})).await.unwrap();
-    let ack_resolved = d.post(&format!("/v1/incidents/{id}/ack"), json!({})).await.unwrap_err();
-    assert!(ack_resolved.to_string().contains("reopen it first"), "{ack_resolved}");
+    d.post(&format!("/v1/incidents/{id}/resolve"), json!({}))
+        .await
+        .unwrap();
+    let ack_resolved = d
+        .post(&format!("/v1/incidents/{id}/ack"), json!({}))
+        .await
+        .unwrap_err();
+    assert!(
+        ack_resolved.to_string().contains("reopen it first"),
+        "{ack_resolved}"
+    );
 
-    d.post(&format!("/v1/incidents/{id}/cancel"), json!({})).await.unwrap();
-    let after_cancel = d.post(&format!("/v1/incidents/{id}/close"), json!({})).await.unwrap_err();
+    d.post(&format!("/v1/incidents/{id}/cancel"), json!({}))
+        .await
+        .unwrap();
+    let after_cancel = d
+        .post(&format!("/v1/incidents/{id}/close"), json!({}))
+        .await
+        .unwrap_err();
     assert_eq!(after_cancel.status(), Some(409));
 
     // Refused changes leave no trace.
@@ -76,26 +148,98 @@ async fn invalid_transitions_are_refused_with_409_and_a_reason() {
 #[tokio::test]
 async fn errors_have_the_documented_shape_and_status() {
     let d = TestDaemon::start(SSH_RULE).await;
-    let (status, body) = d.client.raw(hyper::Method::GET, "/v1/incidents/999", Vec::new(), "application/json").await.unwrap();
+    let (status, body) = d
+        .client
+        .raw(
+            hyper::Method::GET,
+            "/v1/incidents/999",
+            Vec::new(),
+            "application/json",
+        )
+        .await
+        .unwrap();
     assert_eq!(status, 404);
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["error"]["code"], "not_found");
     assert_eq!(v["error"]["message"], "incident 999 not found");
 
-    let (status, body) = d.client.raw(hyper::Method::POST, "/v1/incidents/999/ack", Vec::new(), "application/json").await.unwrap();
+    let (status, body) = d
+        .client
+        .raw(
+            hyper::Method::POST,
+            "/v1/incidents/999/ack",
+            Vec::new(),
+            "application/json",
+        )
+        .await
+        .unwrap();
     assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
-    let (status, _) = d.client.raw(hyper::Method::GET, "/v1/incidents/abc", Vec::new(), "application/json").await.unwrap();
+    let (status, _) = d
+        .client
+        .raw(
+            hyper::Method::GET,
+            "/v1/incidents/abc",
+            Vec::new(),
+            "application/json",
+        )
+        .await
+        .unwrap();
     assert_eq!(status, 400);
-    let (status, body) = d.client.raw(hyper::Method::POST, "/v1/incidents", b"{not json".to_vec(), "application/json").await.unwrap();
+    let (status, body) = d
+        .client
+        .raw(
+            hyper::Method::POST,
+            "/v1/incidents",
+            b"{not json".to_vec(),
+            "application/json",
+        )
+        .await
+        .unwrap();
     assert_eq!(status, 400);
     assert!(String::from_utf8_lossy(&body).contains("invalid JSON body"));
-    let (status, _) = d.client.raw(hyper::Method::POST, "/v1/incidents/1/explode", Vec::new(), "application/json").await.unwrap();
+    let (status, _) = d
+        .client
+        .raw(
+            hyper::Method::POST,
+            "/v1/incidents/1/explode",
+            Vec::new(),
+            "application/json",
+        )
+        .await
+        .unwrap();
     assert_eq!(status, 404);
-    let (status, _) = d.client.raw(hyper::Method::GET, "/v1/incidents?status=sleeping", Vec::new(), "application/json").await.unwrap();
+    let (status, _) = d
+        .client
+        .raw(
+            hyper::Method::GET,
+            "/v1/incidents?status=sleeping",
+            Vec::new(),
+            "application/json",
+        )
+        .await
+        .unwrap();
     assert_eq!(status, 400);
-    let (status, _) = d.client.raw(hyper::Method::GET, "/v1/nothing", Vec::new(), "application/json").await.unwrap();
+    let (status, _) = d
+        .client
+        .raw(
+            hyper::Method::GET,
+            "/v1/nothing",
+            Vec::new(),
+            "application/json",
+        )
+        .await
+        .unwrap();
     assert_eq!(status, 404);
-    let (status, _) = d.client.raw(hyper::Method::DELETE, "/v1/health", Vec::new(), "application/json").await.unwrap();
+    let (status, _) = d
+        .client
+        .raw(
+            hyper::Method::DELETE,
+            "/v1/health",
+            Vec::new(),
+            "application/json",
+        )
+        .await
+        .unwrap();
     assert_eq!(status, 405);
 }
 
@@ -108,31 +252,68 @@ async fn repeated_detections_attach_to_the_open_incident() {
     d.send_and_settle(&lines).await;
     let real = d.real_incidents().await;
     assert_eq!(real.len(), 2, "{real:?}");
-    let one = real.iter().find(|i| i["key"] == "ssh/198.51.100.1").unwrap();
+    let one = real
+        .iter()
+        .find(|i| i["key"] == "ssh/198.51.100.1")
+        .unwrap();
     assert_eq!(one["detections"], 3);
-    let two = real.iter().find(|i| i["key"] == "ssh/198.51.100.2").unwrap();
+    let two = real
+        .iter()
+        .find(|i| i["key"] == "ssh/198.51.100.2")
+        .unwrap();
     assert_eq!(two["detections"], 1);
-    let tl = d.get(&format!("/v1/incidents/{}/timeline", one["id"])).await;
-    let detections = tl["timeline"].as_array().unwrap().iter().filter(|e| e["type"] == "detection").count();
+    let tl = d
+        .get(&format!("/v1/incidents/{}/timeline", one["id"]))
+        .await;
+    let detections = tl["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "detection")
+        .count();
     assert_eq!(detections, 3);
 
     // After it is closed, a new burst makes a new incident with a new id.
     let id = one["id"].as_u64().unwrap();
-    d.post(&format!("/v1/incidents/{id}/close"), json!({})).await.unwrap();
-    d.send_and_settle(&(0..5).map(|_| failed_password("198.51.100.1")).collect::<Vec<_>>()).await;
+    d.post(&format!("/v1/incidents/{id}/close"), json!({}))
+        .await
+        .unwrap();
+    d.send_and_settle(
+        &(0..5)
+            .map(|_| failed_password("198.51.100.1"))
+            .collect::<Vec<_>>(),
+    )
+    .await;
     let again = d.incidents("status=open").await;
-    let fresh = again.iter().find(|i| i["key"] == "ssh/198.51.100.1").expect("new incident");
+    let fresh = again
+        .iter()
+        .find(|i| i["key"] == "ssh/198.51.100.1")
+        .expect("new incident");
     assert!(fresh["id"].as_u64().unwrap() > id);
 }
 
 #[tokio::test]
 async fn notes_and_filters() {
     let d = TestDaemon::start(SSH_RULE).await;
-    let a = d.post("/v1/incidents", json!({"title": "api slow", "severity": "sev2", "service": "api"})).await.unwrap();
+    let a = d
+        .post(
+            "/v1/incidents",
+            json!({"title": "api slow", "severity": "sev2", "service": "api"}),
+        )
+        .await
+        .unwrap();
     let b = d.post("/v1/incidents", json!({"title": "db down", "severity": "sev1", "service": "db", "labels": {"team": "data"}})).await.unwrap();
     let id = a["id"].as_u64().unwrap();
-    d.post(&format!("/v1/incidents/{id}/notes"), json!({"note": "rolled back"})).await.unwrap();
-    let empty = d.post(&format!("/v1/incidents/{id}/notes"), json!({"note": "  "})).await.unwrap_err();
+    d.post(
+        &format!("/v1/incidents/{id}/notes"),
+        json!({"note": "rolled back"}),
+    )
+    .await
+    .unwrap();
+    let empty = d
+        .post(&format!("/v1/incidents/{id}/notes"), json!({"note": "  "}))
+        .await
+        .unwrap_err();
     assert_eq!(empty.status(), Some(400));
     let tl = d.get(&format!("/v1/incidents/{id}/timeline")).await;
     assert_eq!(tl["timeline"][1]["type"], "note");
@@ -146,7 +327,9 @@ async fn notes_and_filters() {
     let page: serde_json::Value = d.get("/v1/incidents?limit=1").await;
     assert_eq!(page["incidents"][0]["id"], b["id"]);
     assert_eq!(page["next_cursor"], b["id"]);
-    let next: serde_json::Value = d.get(&format!("/v1/incidents?limit=1&cursor={}", b["id"])).await;
+    let next: serde_json::Value = d
+        .get(&format!("/v1/incidents?limit=1&cursor={}", b["id"]))
+        .await;
     assert_eq!(next["incidents"][0]["id"], a["id"]);
     assert!(next["next_cursor"].is_null());
 }

@@ -4,12 +4,19 @@
 use std::process::Command;
 
 fn analyze_available() -> bool {
-    Command::new("systemd-analyze").arg("--version").output().is_ok_and(|o| o.status.success())
+    Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 /// The unit with ExecStart pointing at the binary just built (verify checks it exists).
 fn unit_copy(dir: &std::path::Path) -> std::path::PathBuf {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/incidentd.service")).unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/incidentd.service"
+    ))
+    .unwrap();
     let path = dir.join("incidentd.service");
     std::fs::write(&path, text.replace("/usr/bin/incidentd", crate::util::BIN)).unwrap();
     path
@@ -23,10 +30,21 @@ fn unit_verifies_without_any_complaint() {
     }
     let dir = tempfile::tempdir().unwrap();
     let unit = unit_copy(dir.path());
-    let out = Command::new("systemd-analyze").arg("verify").arg(&unit).output().unwrap();
-    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     // verify exits 0 even on unknown keys: any output at all is a failure.
-    assert!(out.status.success() && said.trim().is_empty(), "systemd-analyze verify said:\n{said}");
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "systemd-analyze verify said:\n{said}"
+    );
 }
 
 #[test]
@@ -37,9 +55,16 @@ fn unit_exposure_is_ok() {
     }
     let dir = tempfile::tempdir().unwrap();
     let unit = unit_copy(dir.path());
-    let out = Command::new("systemd-analyze").args(["security", "--offline=true"]).arg(&unit).output().unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=true"])
+        .arg(&unit)
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().find(|l| l.contains("Overall exposure level")).unwrap_or_else(|| panic!("no rating in:\n{text}"));
+    let line = text
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or_else(|| panic!("no rating in:\n{text}"));
     let score: f64 = line
         .split_whitespace()
         .find_map(|w| w.parse().ok())

@@ -7,7 +7,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use incidentd::cli::client::{Client, ClientError};
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 
@@ -69,10 +69,19 @@ impl TestDaemon {
 
     /// Like [`prepare`](Self::prepare), with extra environment for the daemon.
     pub fn prepare_env(extra_config: &str, rules: &str, env: &[(&str, String)]) -> TestDaemon {
-        let dir = tempfile::Builder::new().prefix("incd").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("incd")
+            .tempdir()
+            .expect("temp dir");
         let root = dir.path().to_owned();
         let config = root.join("incidentd.toml");
-        std::fs::write(&config, format!("rules_dir = \"rules.d\"\n[daemon]\nshutdown_timeout = \"10s\"\n{extra_config}")).unwrap();
+        std::fs::write(
+            &config,
+            format!(
+                "rules_dir = \"rules.d\"\n[daemon]\nshutdown_timeout = \"10s\"\n{extra_config}"
+            ),
+        )
+        .unwrap();
         let rules_dir = root.join("rules.d");
         std::fs::create_dir(&rules_dir).unwrap();
         std::fs::write(rules_dir.join("marker.toml"), MARKER_RULE).unwrap();
@@ -88,7 +97,10 @@ impl TestDaemon {
             dir,
             child: None,
             markers: std::cell::Cell::new(0),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
         };
         d.spawn();
         d
@@ -112,7 +124,11 @@ impl TestDaemon {
     }
 
     pub fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let child = self
             .command()
             .stdout(log.try_clone().unwrap())
@@ -125,12 +141,16 @@ impl TestDaemon {
     pub async fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(v) = self.client.get::<Value>("/v1/health").await {
-                if v["status"] == "ok" {
-                    return;
-                }
+            if let Ok(v) = self.client.get::<Value>("/v1/health").await
+                && v["status"] == "ok"
+            {
+                return;
             }
-            assert!(Instant::now() < deadline, "daemon did not become healthy\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not become healthy\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
@@ -202,28 +222,48 @@ impl TestDaemon {
     }
 
     pub async fn incidents(&self, query: &str) -> Vec<Value> {
-        let v: Value = self.client.get(&format!("/v1/incidents?limit=1000&{query}")).await.expect("list");
+        let v: Value = self
+            .client
+            .get(&format!("/v1/incidents?limit=1000&{query}"))
+            .await
+            .expect("list");
         v["incidents"].as_array().cloned().unwrap_or_default()
     }
 
     /// Incidents other than the markers.
     pub async fn real_incidents(&self) -> Vec<Value> {
-        self.incidents("").await.into_iter().filter(|i| !i["key"].as_str().unwrap_or("").starts_with("marker/")).collect()
+        self.incidents("")
+            .await
+            .into_iter()
+            .filter(|i| !i["key"].as_str().unwrap_or("").starts_with("marker/"))
+            .collect()
     }
 
     pub async fn wait_for_key(&self, key: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Some(i) = self.incidents("").await.into_iter().find(|i| i["key"] == key) {
+            if let Some(i) = self
+                .incidents("")
+                .await
+                .into_iter()
+                .find(|i| i["key"] == key)
+            {
                 return i;
             }
-            assert!(Instant::now() < deadline, "no incident with key {key}\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "no incident with key {key}\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
     pub async fn get(&self, path: &str) -> Value {
-        self.client.get(path).await.unwrap_or_else(|e| panic!("GET {path}: {e}\n{}", self.log()))
+        self.client
+            .get(path)
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}\n{}", self.log()))
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Result<Value, ClientError> {

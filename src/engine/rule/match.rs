@@ -8,7 +8,10 @@ pub struct MatchDetector;
 
 impl MatchDetector {
     pub fn on_event(&mut self, ts: Timestamp) -> Option<Fire> {
-        Some(Fire { count: 1, first_ts: ts })
+        Some(Fire {
+            count: 1,
+            first_ts: ts,
+        })
     }
 }
 
@@ -20,7 +23,13 @@ mod tests {
     fn fires_every_time() {
         let mut d = MatchDetector;
         for t in 0..3 {
-            assert_eq!(d.on_event(Timestamp(t)), Some(Fire { count: 1, first_ts: Timestamp(t) }));
+            assert_eq!(
+                d.on_event(Timestamp(t)),
+                Some(Fire {
+                    count: 1,
+                    first_ts: Timestamp(t)
+                })
+            );
         }
     }
 }

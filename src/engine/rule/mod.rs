@@ -37,7 +37,9 @@ impl Detector {
     fn new(kind: &RuleKindConfig) -> Detector {
         match kind {
             RuleKindConfig::Match(_) => Detector::Match(MatchDetector),
-            RuleKindConfig::Threshold(c) => Detector::Threshold(ThresholdDetector::new(c.threshold.get(), c.window)),
+            RuleKindConfig::Threshold(c) => {
+                Detector::Threshold(ThresholdDetector::new(c.threshold.get(), c.window))
+            }
         }
     }
 
@@ -82,8 +84,7 @@ enum Key {
 }
 
 impl Key {
-    const NAMES: &'static str =
-        "kind, source, service, host, level, message, value, correlation_id, trace_id, labels.NAME, fields.NAME";
+    const NAMES: &'static str = "kind, source, service, host, level, message, value, correlation_id, trace_id, labels.NAME, fields.NAME";
 
     fn parse(name: &str) -> Option<Key> {
         Some(match name {
@@ -168,19 +169,36 @@ enum GroupSource {
 pub fn validate(rule: &RuleConfig) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     let c = &rule.common;
-    if c.id.is_empty() || !c.id.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.:".contains(ch)) {
-        out.push(("id", format!("rule id `{}` must be non-empty and use only letters, digits, - _ . :", c.id)));
+    if c.id.is_empty()
+        || !c
+            .id
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "-_.:".contains(ch))
+    {
+        out.push((
+            "id",
+            format!(
+                "rule id `{}` must be non-empty and use only letters, digits, - _ . :",
+                c.id
+            ),
+        ));
     }
     for name in c.where_.keys() {
         if Key::parse(name).is_none() {
-            out.push(("where", format!("unknown event key `{name}` (use {})", Key::NAMES)));
+            out.push((
+                "where",
+                format!("unknown event key `{name}` (use {})", Key::NAMES),
+            ));
         }
     }
     for name in &c.group_by {
         if group_source(rule, name).is_none() {
             out.push((
                 "group_by",
-                format!("`{name}` is neither a named group of the rule's regex nor an event key ({})", Key::NAMES),
+                format!(
+                    "`{name}` is neither a named group of the rule's regex nor an event key ({})",
+                    Key::NAMES
+                ),
             ));
         }
     }
@@ -269,7 +287,11 @@ impl Rule {
         if !self.config.common.enabled {
             return None;
         }
-        if !self.conditions.iter().all(|(k, c)| condition_holds(k, c, ev)) {
+        if !self
+            .conditions
+            .iter()
+            .all(|(k, c)| condition_holds(k, c, ev))
+        {
             return None;
         }
         let mut captures = BTreeMap::new();
@@ -293,10 +315,18 @@ impl Rule {
                 (name.clone(), v.unwrap_or_default())
             })
             .collect();
-        let group_key = group.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>().join("/");
+        let group_key = group
+            .iter()
+            .map(|(_, v)| v.as_str())
+            .collect::<Vec<_>>()
+            .join("/");
         let fire = self.detector.on_event(&group_key, ev.ts)?;
         self.stats.fired += 1;
-        Some(Hit { fire, group, captures })
+        Some(Hit {
+            fire,
+            group,
+            captures,
+        })
     }
 
     pub fn on_tick(&mut self, now: Timestamp) {

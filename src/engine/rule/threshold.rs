@@ -9,7 +9,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use super::Fire;
-use crate::clock::{duration_millis, Timestamp};
+use crate::clock::{Timestamp, duration_millis};
 
 #[derive(Debug)]
 pub struct ThresholdDetector {
@@ -51,7 +51,10 @@ impl ThresholdDetector {
             let first = q.front().copied().unwrap_or(t);
             let count = q.len() as u64;
             q.clear();
-            return Some(Fire { count, first_ts: Timestamp(first) });
+            return Some(Fire {
+                count,
+                first_ts: Timestamp(first),
+            });
         }
         None
     }
@@ -59,7 +62,8 @@ impl ThresholdDetector {
     /// Drops groups whose newest event has left the window at `now`.
     pub fn on_tick(&mut self, now: Timestamp) {
         let edge = now.millis() - self.window_ms;
-        self.groups.retain(|_, q| q.back().is_some_and(|b| *b > edge));
+        self.groups
+            .retain(|_, q| q.back().is_some_and(|b| *b > edge));
     }
 
     pub fn groups(&self) -> usize {
@@ -80,7 +84,13 @@ mod tests {
         let mut d = det(3, 60);
         assert_eq!(d.on_event("a", Timestamp(0)), None);
         assert_eq!(d.on_event("a", Timestamp(1_000)), None);
-        assert_eq!(d.on_event("a", Timestamp(2_000)), Some(Fire { count: 3, first_ts: Timestamp(0) }));
+        assert_eq!(
+            d.on_event("a", Timestamp(2_000)),
+            Some(Fire {
+                count: 3,
+                first_ts: Timestamp(0)
+            })
+        );
         // The count restarted.
         assert_eq!(d.on_event("a", Timestamp(3_000)), None);
         assert_eq!(d.on_event("a", Timestamp(4_000)), None);
@@ -113,7 +123,13 @@ mod tests {
         assert_eq!(d.on_event("a", Timestamp(15_000)), None); // earlier, still inside
         assert_eq!(d.on_event("a", Timestamp(5_000)), None); // left the window already
         assert_eq!(d.late, 1);
-        assert_eq!(d.on_event("a", Timestamp(21_000)), Some(Fire { count: 3, first_ts: Timestamp(15_000) }));
+        assert_eq!(
+            d.on_event("a", Timestamp(21_000)),
+            Some(Fire {
+                count: 3,
+                first_ts: Timestamp(15_000)
+            })
+        );
     }
 
     #[test]
