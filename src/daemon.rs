@@ -312,8 +312,6 @@ pub async fn run(
             }
         });
     }
-    drop(incidents);
-
     let ready = format!("running; {} rules", config.rules.len());
     notify(&[NotifyState::Ready, NotifyState::Status(&ready)]);
     tracing::info!(control = %control_path.display(), ingest = %ingest_path.display(),
@@ -323,7 +321,7 @@ pub async fn run(
         tokio::select! {
             sig = signals.next() => match sig {
                 Some(SIGHUP) => {
-                    let _ = reload(&mut config, &overrides, &engine, &telemetry).await;
+                    let _ = reload(&mut config, &overrides, &engine, &incidents, &telemetry).await;
                 }
                 Some(sig) => {
                     tracing::info!(signal = sig, "shutting down");
@@ -332,7 +330,7 @@ pub async fn run(
                 None => break,
             },
             Some(reply) = reload_rx.recv() => {
-                let r = reload(&mut config, &overrides, &engine, &telemetry).await;
+                let r = reload(&mut config, &overrides, &engine, &incidents, &telemetry).await;
                 let _ = reply.send(r);
             }
         }
@@ -340,6 +338,7 @@ pub async fn run(
 
     notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
     drop(engine);
+    drop(incidents);
     drop(reload_rx);
     sources_token.cancel();
     root.cancel();
@@ -363,6 +362,7 @@ async fn reload(
     config: &mut Config,
     overrides: &Overrides,
     engine: &EngineHandle,
+    incidents: &IncidentHandle,
     telemetry: &Telemetry,
 ) -> Result<String, String> {
     let mut states = vec![NotifyState::Reloading];
@@ -407,8 +407,10 @@ async fn reload(
             {
                 tracing::warn!("socket paths and state_dir take effect only after a restart");
             }
-            if !engine.reload(new.rules.clone()).await {
-                return Err("the engine has stopped".into());
+            if !engine.reload(new.rules.clone()).await
+                || !incidents.configure(new.incidents.clone()).await
+            {
+                return Err("the daemon is shutting down".into());
             }
             let summary = format!("reloaded; {} rules", new.rules.len());
             tracing::info!(rules = new.rules.len(), "configuration reloaded");

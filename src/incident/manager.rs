@@ -95,6 +95,8 @@ pub enum Msg {
     Command(Command, oneshot::Sender<Result<Incident, IncidentError>>),
     /// Answered once everything before it is applied and flushed (watchdog, tests).
     Ping(oneshot::Sender<()>),
+    /// New `[incidents]` settings after a reload.
+    Configure(IncidentsConfig),
 }
 
 /// The channel front of the manager.
@@ -116,6 +118,11 @@ impl IncidentHandle {
             .await
             .map_err(|_| IncidentError::Unavailable)?;
         rx.await.map_err(|_| IncidentError::Unavailable)?
+    }
+
+    /// Hands the manager new `[incidents]` settings; they apply from the next message on.
+    pub async fn configure(&self, config: IncidentsConfig) -> bool {
+        self.tx.send(Msg::Configure(config)).await.is_ok()
     }
 
     pub async fn ping(&self) -> bool {
@@ -180,6 +187,7 @@ impl Manager {
                         replies.push((reply, r));
                     }
                     Msg::Ping(p) => pings.push(p),
+                    Msg::Configure(c) => self.config = c,
                 }
                 if n < MAX_BATCH {
                     msg = rx.try_recv().ok();

@@ -28,11 +28,7 @@ fn check_config_reports_every_error_with_file_line_and_key() {
     .unwrap();
     let rules = dir.path().join("rules.d/bad.toml");
     std::fs::write(&rules, BROKEN).unwrap();
-    let out = Command::new(BIN)
-        .arg("--check-config")
-        .arg(&main)
-        .output()
-        .unwrap();
+    let out = check_config(&main);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     let m = main.display();
@@ -53,11 +49,7 @@ fn check_config_reports_every_error_with_file_line_and_key() {
     // The same file fixed passes, and so does the shipped config.
     std::fs::write(&main, "").unwrap();
     std::fs::remove_file(&rules).unwrap();
-    let ok = Command::new(BIN)
-        .arg("--check-config")
-        .arg(&main)
-        .output()
-        .unwrap();
+    let ok = check_config(&main);
     assert_eq!(
         ok.status.code(),
         Some(0),
@@ -65,11 +57,7 @@ fn check_config_reports_every_error_with_file_line_and_key() {
         String::from_utf8_lossy(&ok.stderr)
     );
     let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/etc/incidentd.toml");
-    let ok = Command::new(BIN)
-        .arg("--check-config")
-        .arg(shipped)
-        .output()
-        .unwrap();
+    let ok = check_config(shipped.as_ref());
     assert_eq!(
         ok.status.code(),
         Some(0),

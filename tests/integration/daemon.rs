@@ -72,16 +72,7 @@ async fn sigterm_drains_accepted_events_before_exiting() {
     let body: String = (0..5)
         .map(|_| failed_password("192.0.2.77") + "\n")
         .collect();
-    let v: serde_json::Value = d
-        .client
-        .call(
-            hyper::Method::POST,
-            "/v1/events",
-            Some(body.into_bytes()),
-            "application/x-ndjson",
-        )
-        .await
-        .unwrap();
+    let v = d.post_ndjson(body).await;
     assert_eq!(v["accepted"], 5);
     assert!(d.stop().success());
     d.restart().await;

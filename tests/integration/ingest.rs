@@ -145,16 +145,7 @@ async fn post_events_reports_each_rejected_line() {
         failed_password("198.51.100.77"),
         failed_password("198.51.100.77"),
     );
-    let v: serde_json::Value = d
-        .client
-        .call(
-            hyper::Method::POST,
-            "/v1/events",
-            Some(body.into_bytes()),
-            "application/x-ndjson",
-        )
-        .await
-        .unwrap();
+    let v = d.post_ndjson(body).await;
     assert_eq!(v["accepted"], 5);
     let rejected = v["rejected"].as_array().unwrap();
     assert_eq!(rejected.len(), 2);

@@ -147,100 +147,36 @@ async fn invalid_transitions_are_refused_with_409_and_a_reason() {
 
 #[tokio::test]
 async fn errors_have_the_documented_shape_and_status() {
+    use hyper::Method;
     let d = TestDaemon::start(SSH_RULE).await;
-    let (status, body) = d
-        .client
-        .raw(
-            hyper::Method::GET,
-            "/v1/incidents/999",
-            Vec::new(),
-            "application/json",
-        )
-        .await
-        .unwrap();
+    let (status, v) = d.raw(Method::GET, "/v1/incidents/999", b"").await;
     assert_eq!(status, 404);
-    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["error"]["code"], "not_found");
     assert_eq!(v["error"]["message"], "incident 999 not found");
-
-    let (status, body) = d
-        .client
-        .raw(
-            hyper::Method::POST,
-            "/v1/incidents/999/ack",
-            Vec::new(),
-            "application/json",
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
-    let (status, _) = d
-        .client
-        .raw(
-            hyper::Method::GET,
-            "/v1/incidents/abc",
-            Vec::new(),
-            "application/json",
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 400);
-    let (status, body) = d
-        .client
-        .raw(
-            hyper::Method::POST,
-            "/v1/incidents",
-            b"{not json".to_vec(),
-            "application/json",
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 400);
-    assert!(String::from_utf8_lossy(&body).contains("invalid JSON body"));
-    let (status, _) = d
-        .client
-        .raw(
-            hyper::Method::POST,
-            "/v1/incidents/1/explode",
-            Vec::new(),
-            "application/json",
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 404);
-    let (status, _) = d
-        .client
-        .raw(
-            hyper::Method::GET,
-            "/v1/incidents?status=sleeping",
-            Vec::new(),
-            "application/json",
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 400);
-    let (status, _) = d
-        .client
-        .raw(
-            hyper::Method::GET,
-            "/v1/nothing",
-            Vec::new(),
-            "application/json",
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 404);
-    let (status, _) = d
-        .client
-        .raw(
-            hyper::Method::DELETE,
-            "/v1/health",
-            Vec::new(),
-            "application/json",
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 405);
+    let (status, v) = d.raw(Method::POST, "/v1/incidents", b"{not json").await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("bad_request"))
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid JSON body")
+    );
+    let cases: [(Method, &str, u16); 6] = [
+        (Method::POST, "/v1/incidents/999/ack", 404),
+        (Method::GET, "/v1/incidents/abc", 400),
+        (Method::POST, "/v1/incidents/1/explode", 404),
+        (Method::GET, "/v1/incidents?status=sleeping", 400),
+        (Method::GET, "/v1/nothing", 404),
+        (Method::DELETE, "/v1/health", 405),
+    ];
+    for (method, path, want) in cases {
+        let (status, v) = d.raw(method.clone(), path, b"").await;
+        assert_eq!(status, want, "{method} {path}: {v}");
+        assert!(v["error"]["message"].is_string(), "{method} {path}: {v}");
+    }
 }
 
 #[tokio::test]
@@ -332,4 +268,65 @@ async fn notes_and_filters() {
         .await;
     assert_eq!(next["incidents"][0]["id"], a["id"]);
     assert!(next["next_cursor"].is_null());
+}
+
+const BOOM: &str = r#"
+[[rule]]
+id = "boom"
+kind = "match"
+severity = "sev3"
+where = { kind = "boom" }
+"#;
+
+#[tokio::test]
+async fn a_detection_soon_after_resolving_reopens_and_reload_changes_the_window() {
+    let d = TestDaemon::start(BOOM).await;
+    let boom = || vec![r#"{"kind":"boom"}"#.to_string()];
+    d.send_and_settle(&boom()).await;
+    let first = d.wait_for_key("boom").await;
+    let id = first["id"].as_u64().unwrap();
+    d.post(&format!("/v1/incidents/{id}/resolve"), json!({}))
+        .await
+        .unwrap();
+
+    // Within the default 30m reopen_window: the same incident comes back.
+    d.send_and_settle(&boom()).await;
+    let again = d.get(&format!("/v1/incidents/{id}")).await;
+    assert_eq!(again["status"], "open");
+    assert_eq!(again["detections"], 2);
+    let tl = d.get(&format!("/v1/incidents/{id}/timeline")).await;
+    let reopened = tl["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "reopened")
+        .expect("reopened entry");
+    assert_eq!(reopened["actor"], "system");
+
+    // A reload shortens the window; after it, a detection creates a new incident.
+    let mut text = std::fs::read_to_string(&d.config).unwrap();
+    text.push_str("[incidents]\nreopen_window = \"1ms\"\n");
+    std::fs::write(&d.config, text).unwrap();
+    d.post("/v1/reload", json!({})).await.unwrap();
+    d.post(&format!("/v1/incidents/{id}/resolve"), json!({}))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    d.send_and_settle(&boom()).await;
+    let real = d.real_incidents().await;
+    assert_eq!(real.len(), 2, "{real:?}");
+    assert_eq!(
+        d.get(&format!("/v1/incidents/{id}")).await["status"],
+        "resolved"
+    );
+}
+
+#[tokio::test]
+async fn sockets_get_the_configured_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = TestDaemon::prepare("[control]\nsocket_mode = \"0600\"\n", BOOM);
+    d.wait_healthy().await;
+    let mode = |p: std::path::PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(d.run.join("control.sock")), 0o600);
+    assert_eq!(mode(d.ingest_path()), 0o660);
 }

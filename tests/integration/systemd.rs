@@ -10,7 +10,24 @@ fn analyze_available() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// The unit with ExecStart pointing at the binary just built (verify checks it exists).
+/// Runs `systemd-analyze ARGS UNIT` on a copy of the unit whose ExecStart points at the
+/// binary just built (verify checks it exists); `None` where systemd-analyze is missing.
+fn analyze(args: &[&str]) -> Option<std::process::Output> {
+    if !analyze_available() {
+        eprintln!("SKIPPED: systemd-analyze is not installed");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let unit = unit_copy(dir.path());
+    Some(
+        Command::new("systemd-analyze")
+            .args(args)
+            .arg(&unit)
+            .output()
+            .unwrap(),
+    )
+}
+
 fn unit_copy(dir: &std::path::Path) -> std::path::PathBuf {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -24,17 +41,9 @@ fn unit_copy(dir: &std::path::Path) -> std::path::PathBuf {
 
 #[test]
 fn unit_verifies_without_any_complaint() {
-    if !analyze_available() {
-        eprintln!("SKIPPED: systemd-analyze is not installed");
+    let Some(out) = analyze(&["verify"]) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let unit = unit_copy(dir.path());
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&unit)
-        .output()
-        .unwrap();
+    };
     let said = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -49,17 +58,9 @@ fn unit_verifies_without_any_complaint() {
 
 #[test]
 fn unit_exposure_is_ok() {
-    if !analyze_available() {
-        eprintln!("SKIPPED: systemd-analyze is not installed");
+    let Some(out) = analyze(&["security", "--offline=true"]) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let unit = unit_copy(dir.path());
-    let out = Command::new("systemd-analyze")
-        .args(["security", "--offline=true"])
-        .arg(&unit)
-        .output()
-        .unwrap();
+    };
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text
         .lines()

@@ -270,6 +270,32 @@ impl TestDaemon {
         self.client.post(path, &body).await
     }
 
+    /// POSTs an NDJSON body to /v1/events and returns the answer.
+    pub async fn post_ndjson(&self, body: String) -> Value {
+        self.client
+            .call(
+                hyper::Method::POST,
+                "/v1/events",
+                Some(body.into_bytes()),
+                "application/x-ndjson",
+            )
+            .await
+            .unwrap_or_else(|e| panic!("POST /v1/events: {e}\n{}", self.log()))
+    }
+
+    /// Any request; returns the status and the body as JSON (Null when it is not JSON).
+    pub async fn raw(&self, method: hyper::Method, path: &str, body: &[u8]) -> (u16, Value) {
+        let (status, bytes) = self
+            .client
+            .raw(method, path, body.to_vec(), "application/json")
+            .await
+            .expect("request");
+        (
+            status.as_u16(),
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
     pub fn ctl(&self, args: &[&str]) -> std::process::Output {
         Command::new(CTL)
             .args(args)
@@ -301,6 +327,15 @@ impl Drop for TestDaemon {
             );
         }
     }
+}
+
+/// Runs `incidentd --check-config FILE`.
+pub fn check_config(file: &Path) -> std::process::Output {
+    Command::new(BIN)
+        .arg("--check-config")
+        .arg(file)
+        .output()
+        .expect("run incidentd")
 }
 
 pub fn exists(p: &Path) -> bool {
