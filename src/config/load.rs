@@ -169,6 +169,23 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     }
 }
 
+/// Loads rules for offline use: from a folder of rules files, or from a file (a main config
+/// with its `rules_dir`, or a rules file alone).
+pub fn load_rules(path: &Path) -> Result<Vec<RuleConfig>, ConfigErrors> {
+    if path.is_dir() {
+        let mut rules = Vec::new();
+        let mut errors = Vec::new();
+        load_rules_dir(path, true, &mut rules, &mut errors);
+        check_rules(&rules, &mut errors);
+        return if errors.is_empty() {
+            Ok(rules)
+        } else {
+            Err(ConfigErrors(errors))
+        };
+    }
+    load(path).map(|c| c.rules)
+}
+
 /// Reads `dir/*.toml` in name order. A missing default `rules.d` is fine; a missing folder
 /// the config names is an error.
 fn load_rules_dir(

@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use de::Pattern;
-pub use load::{ConfigError, ConfigErrors, load, load_str};
+pub use load::{ConfigError, ConfigErrors, load, load_rules, load_str};
 pub use rule::{Condition, RuleCommon, RuleConfig, RuleKindConfig};
 
 use de::{duration, octal_mode};

@@ -7,6 +7,7 @@
 //! [`Detection`]s to the incident manager with backpressure. Windows run on event time; the
 //! engine's clock is the newest event time seen, moved forward by wall time while live.
 
+pub mod replay;
 pub mod rule;
 
 use std::collections::BTreeMap;

@@ -6,5 +6,6 @@ mod daemon;
 mod durability;
 mod ingest;
 mod lifecycle;
+mod replay;
 mod systemd;
 mod util;
