@@ -54,10 +54,18 @@ pub struct RuleCommon {
     /// Auto-resolve when the condition has not held for this long.
     #[serde(default, deserialize_with = "opt_duration")]
     pub resolve_after: Option<Duration>,
+    /// Most groups a stateful rule keeps; beyond it the least recently seen are evicted
+    /// (counted), so memory is bounded by configuration, not by input.
+    #[serde(default = "default_max_groups")]
+    pub max_groups: std::num::NonZeroUsize,
+}
+
+fn default_max_groups() -> std::num::NonZeroUsize {
+    std::num::NonZeroUsize::new(10_000).unwrap_or(std::num::NonZeroUsize::MIN)
 }
 
 /// The names of [`RuleCommon`]'s keys, plus `kind`; every other key belongs to the kind.
-pub const COMMON_KEYS: [&str; 14] = [
+pub const COMMON_KEYS: [&str; 15] = [
     "id",
     "kind",
     "severity",
@@ -72,6 +80,7 @@ pub const COMMON_KEYS: [&str; 14] = [
     "actions",
     "runbook",
     "resolve_after",
+    "max_groups",
 ];
 
 fn default_severity() -> Severity {

@@ -70,7 +70,14 @@ pub struct RuleInfo {
     pub origin: String,
     pub matched: u64,
     pub fired: u64,
+    /// Groups holding state now.
     pub groups: usize,
+    /// Events that arrived after their window had passed.
+    #[serde(default)]
+    pub late: u64,
+    /// Groups evicted because of `max_groups`.
+    #[serde(default)]
+    pub evicted: u64,
 }
 
 /// All rules and their state.
@@ -143,6 +150,7 @@ impl Engine {
             .iter()
             .map(|r| {
                 let RuleStats { matched, fired } = r.stats;
+                let (late, evicted) = r.detector.dropped();
                 RuleInfo {
                     id: r.id().to_owned(),
                     kind: r.config.kind.name().to_owned(),
@@ -153,6 +161,8 @@ impl Engine {
                     matched,
                     fired,
                     groups: r.detector.groups(),
+                    late,
+                    evicted,
                 }
             })
             .collect()

@@ -34,12 +34,15 @@ pub enum Detector {
 }
 
 impl Detector {
-    fn new(kind: &RuleKindConfig) -> Detector {
-        match kind {
+    fn new(config: &RuleConfig) -> Detector {
+        let max_groups = config.common.max_groups.get();
+        match &config.kind {
             RuleKindConfig::Match(_) => Detector::Match(MatchDetector),
-            RuleKindConfig::Threshold(c) => {
-                Detector::Threshold(ThresholdDetector::new(c.threshold.get(), c.window))
-            }
+            RuleKindConfig::Threshold(c) => Detector::Threshold(ThresholdDetector::new(
+                c.threshold.get(),
+                c.window,
+                max_groups,
+            )),
         }
     }
 
@@ -55,6 +58,14 @@ impl Detector {
         match self {
             Detector::Match(_) => {}
             Detector::Threshold(d) => d.on_tick(now),
+        }
+    }
+
+    /// (late events dropped, groups evicted by `max_groups`).
+    pub fn dropped(&self) -> (u64, u64) {
+        match self {
+            Detector::Match(_) => (0, 0),
+            Detector::Threshold(d) => (d.late, d.evicted),
         }
     }
 
@@ -270,7 +281,7 @@ impl Rule {
             .filter_map(|n| group_source(&config, n).map(|s| (n.clone(), s)))
             .collect();
         Rule {
-            detector: Detector::new(&config.kind),
+            detector: Detector::new(&config),
             conditions,
             group_by,
             stats: RuleStats::default(),
