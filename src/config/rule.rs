@@ -97,6 +97,20 @@ fn yes() -> bool {
 pub enum RuleKindConfig {
     Match(MatchConfig),
     Threshold(ThresholdConfig),
+    Absence(AbsenceConfig),
+}
+
+/// `kind = "absence"`: fires when a group seen before (or listed in `expected`) sends no
+/// matching event for `timeout`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AbsenceConfig {
+    #[serde(deserialize_with = "positive_duration")]
+    pub timeout: Duration,
+    /// Groups that must report even if never seen: their `group_by` values, joined with `/`
+    /// when there are several.
+    #[serde(default)]
+    pub expected: Vec<String>,
 }
 
 /// `kind = "match"`: fires on every matching event; no keys of its own.
@@ -115,12 +129,13 @@ pub struct ThresholdConfig {
 }
 
 impl RuleKindConfig {
-    pub const KINDS: &'static str = "match, threshold";
+    pub const KINDS: &'static str = "match, threshold, absence";
 
     pub fn name(&self) -> &'static str {
         match self {
             RuleKindConfig::Match(_) => "match",
             RuleKindConfig::Threshold(_) => "threshold",
+            RuleKindConfig::Absence(_) => "absence",
         }
     }
 
@@ -133,6 +148,7 @@ impl RuleKindConfig {
         Some(match kind {
             "match" => MatchConfig::deserialize(d).map(RuleKindConfig::Match),
             "threshold" => ThresholdConfig::deserialize(d).map(RuleKindConfig::Threshold),
+            "absence" => AbsenceConfig::deserialize(d).map(RuleKindConfig::Absence),
             _ => return None,
         })
     }

@@ -123,25 +123,39 @@ impl Engine {
         self.templates = templates_for(&self.rules);
     }
 
-    /// Runs one event through every rule, appending what fired to `out`.
+    /// Runs one event through every rule, appending what fired to `out`. Timers that fall
+    /// due as the event moves the clock forward fire first, as they would have live.
     pub fn on_event(&mut self, ev: &Event, out: &mut Vec<Detection>) {
         if ev.ts > self.now {
             self.now = ev.ts;
+            self.fire_due(out);
         }
         for rule in &mut self.rules {
             if let Some(hit) = rule.on_event(ev) {
-                out.push(detection(&self.templates, rule, ev, hit));
+                out.push(detection(&self.templates, rule, Some(ev), hit));
             }
         }
     }
 
-    /// Advances the engine clock (wall time while live) and lets rules expire state.
-    pub fn on_tick(&mut self, now: Timestamp) {
+    /// Advances the engine clock (wall time while live), fires due timers, and lets rules
+    /// expire state.
+    pub fn on_tick(&mut self, now: Timestamp, out: &mut Vec<Detection>) {
         if now > self.now {
             self.now = now;
         }
+        self.fire_due(out);
         for rule in &mut self.rules {
             rule.on_tick(self.now);
+        }
+    }
+
+    fn fire_due(&mut self, out: &mut Vec<Detection>) {
+        let mut hits = Vec::new();
+        for rule in &mut self.rules {
+            rule.due(self.now, &mut hits);
+            for hit in hits.drain(..) {
+                out.push(detection(&self.templates, rule, None, hit));
+            }
         }
     }
 
@@ -185,14 +199,20 @@ fn templates_for(rules: &[Rule]) -> minijinja::Environment<'static> {
     env
 }
 
+/// Builds a detection; `ev` is the event that made the rule fire, or `None` for a timer
+/// (absence), whose time is the fire's.
 fn detection(
     env: &minijinja::Environment<'static>,
     rule: &Rule,
-    ev: &Event,
+    ev: Option<&Event>,
     hit: Hit,
 ) -> Detection {
     let c = &rule.config.common;
-    let mut labels = ev.labels.clone();
+    let mut labels = ev.map(|e| e.labels.clone()).unwrap_or_default();
+    if ev.is_none() {
+        // A timer has no event: its group values are what it knows.
+        labels.extend(hit.group.iter().cloned());
+    }
     labels.extend(hit.captures);
     labels.extend(c.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
     let group: BTreeMap<String, String> = hit.group.iter().cloned().collect();
@@ -237,28 +257,39 @@ fn detection(
         if !group_text.is_empty() {
             s.push_str(&format!(" ({group_text})"));
         }
-        if hit.fire.count > 1 {
+        if let crate::config::RuleKindConfig::Absence(a) = &rule.config.kind {
+            s.push_str(&format!(
+                ": no event for {}",
+                humantime::format_duration(a.timeout)
+            ));
+        } else if hit.fire.count > 1 {
             s.push_str(&format!(": {} events", hit.fire.count));
         }
         s
     };
     let summary = render(&format!("{}#summary", c.id), default_summary);
+    let service = ev
+        .and_then(|e| e.service.clone())
+        .or_else(|| group.get("service").cloned());
+    let host = ev
+        .map(|e| e.host.clone())
+        .or_else(|| group.get("host").cloned());
     Detection {
         rule: c.id.clone(),
         severity: c.severity,
         key,
         summary,
-        ts: ev.ts,
+        ts: ev.map(|e| e.ts).unwrap_or(hit.fire.first_ts),
         first_ts: hit.fire.first_ts,
         count: hit.fire.count,
         group,
         labels,
-        service: ev.service.clone(),
-        host: Some(ev.host.clone()),
-        correlation_id: ev.correlation_id.clone(),
-        trace_id: ev.trace_id.clone(),
+        service,
+        host,
+        correlation_id: ev.and_then(|e| e.correlation_id.clone()),
+        trace_id: ev.and_then(|e| e.trace_id.clone()),
         runbook: c.runbook.clone(),
-        message: ev.message.clone(),
+        message: ev.and_then(|e| e.message.clone()),
     }
 }
 
@@ -332,7 +363,15 @@ pub async fn run(
                     }
                 }
             }
-            _ = tick.tick() => engine.on_tick(clock.now()),
+            _ = tick.tick() => {
+                engine.on_tick(clock.now(), &mut out);
+                for d in out.drain(..) {
+                    telemetry.detections.inc();
+                    if detections.send(crate::incident::manager::Msg::Detection(d)).await.is_err() {
+                        telemetry.detections_dropped.inc();
+                    }
+                }
+            }
         }
     }
     tracing::debug!("engine stopped");
@@ -439,5 +478,69 @@ where = { service = "api", value = { gt = 1000 }, "labels.region" = { in = ["eu"
         e.replace_rules(&changed);
         e.on_event(&fail(5), &mut out);
         assert_eq!(out.len(), 1, "a changed rule starts fresh");
+    }
+}
+
+#[cfg(test)]
+mod absence_tests {
+    use super::*;
+    use crate::event::Defaults;
+
+    fn ev(json: &str) -> Event {
+        let d = Defaults {
+            source: "t",
+            host: "h",
+            now: Timestamp(0),
+        };
+        Event::decode(json.as_bytes(), &d).unwrap()
+    }
+
+    #[test]
+    fn heartbeats_that_stop_fire_on_event_time_as_other_events_arrive() {
+        let rules = crate::config::load_str(
+            std::path::Path::new("/x/incidentd.toml"),
+            r#"
+[[rule]]
+id = "down"
+kind = "absence"
+severity = "critical"
+where = { kind = "heartbeat" }
+group_by = ["service"]
+timeout = "30s"
+expected = ["db"]
+"#,
+        )
+        .unwrap()
+        .rules;
+        let mut e = Engine::new(&rules);
+        let mut out = Vec::new();
+        e.on_event(
+            &ev(r#"{"kind":"heartbeat","service":"api","ts":0}"#),
+            &mut out,
+        );
+        e.on_event(
+            &ev(r#"{"kind":"heartbeat","service":"api","ts":20000}"#),
+            &mut out,
+        );
+        assert!(out.is_empty());
+        // Another source moves event time on: api went quiet at 20 s, db never spoke (known at 0).
+        e.on_event(&ev(r#"{"kind":"other","ts":49999}"#), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            (out[0].key.as_str(), out[0].ts),
+            ("down/db", Timestamp(30_000))
+        );
+        assert_eq!(out[0].service.as_deref(), Some("db"));
+        assert_eq!(out[0].summary, "rule down fired (db): no event for 30s");
+        e.on_event(&ev(r#"{"kind":"other","ts":50000}"#), &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(
+            (out[1].key.as_str(), out[1].ts),
+            ("down/api", Timestamp(50_000))
+        );
+        // Once per silence; the wall-clock tick fires nothing new.
+        e.on_tick(Timestamp(1_000_000), &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(e.rules()[0].fired, 2);
     }
 }

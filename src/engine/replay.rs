@@ -98,7 +98,9 @@ impl Replay {
         let mut line = Vec::with_capacity(4096);
         let mut out = Vec::new();
         let mut bytes = 0u64;
-        let mut last_ts = self.default_ts;
+        // The replay's clock is the newest event time seen; lines without a time get it (or
+        // `default_ts` before any time is known).
+        let mut newest: Option<Timestamp> = None;
         loop {
             line.clear();
             let n = input.read_until(b'\n', &mut line)?;
@@ -116,13 +118,13 @@ impl Replay {
                     let defaults = Defaults {
                         source: "replay",
                         host: &self.host,
-                        now: last_ts,
+                        now: newest.unwrap_or(self.default_ts),
                     };
                     Event::decode(text, &defaults).map_err(|e| e.to_string())
                 }
                 Format::Raw => Ok(log_event(
                     String::from_utf8_lossy(text).into_owned(),
-                    last_ts,
+                    newest.unwrap_or(self.default_ts),
                     &self.host,
                 )),
                 Format::Syslog => {
@@ -133,7 +135,7 @@ impl Replay {
             match event {
                 Ok(ev) => {
                     report.events += 1;
-                    last_ts = last_ts.max(ev.ts);
+                    newest = Some(newest.map_or(ev.ts, |n| n.max(ev.ts)));
                     engine.on_event(&ev, &mut out);
                     report
                         .detections
@@ -148,9 +150,21 @@ impl Replay {
             }
             if report.lines.is_multiple_of(8192) {
                 // Event time is the clock offline: let quiet groups go as the log moves on.
-                engine.on_tick(last_ts);
+                if let Some(now) = newest {
+                    engine.on_tick(now, &mut out);
+                    report
+                        .detections
+                        .extend(out.drain(..).map(ReplayDetection::from));
+                }
                 progress(bytes);
             }
+        }
+        // Timers due by the last event's time fire; the log says nothing about later.
+        if let Some(now) = newest {
+            engine.on_tick(now, &mut out);
+            report
+                .detections
+                .extend(out.drain(..).map(ReplayDetection::from));
         }
         progress(bytes);
         report.seconds = started.elapsed().as_secs_f64();

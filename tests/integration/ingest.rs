@@ -175,3 +175,28 @@ async fn post_events_reports_each_rejected_line() {
     assert_eq!(v["rejected"][0]["line"], 2);
     assert_eq!(v["rejected"][0]["reason"], "missing_kind");
 }
+
+#[tokio::test]
+async fn absence_fires_live_on_wall_time() {
+    let d = TestDaemon::start(
+        "[[rule]]\nid = \"down\"\nkind = \"absence\"\nwhere = { kind = \"heartbeat\" }\ngroup_by = [\"service\"]\ntimeout = \"1s\"\n",
+    )
+    .await;
+    d.send_and_settle(&[r#"{"kind":"heartbeat","service":"api"}"#.to_string()])
+        .await;
+    let inc = d.wait_for_key("down/api").await;
+    assert_eq!(inc["service"], "api");
+    assert_eq!(inc["title"], "rule down fired (api): no event for 1s");
+    // A heartbeat re-arms it, silence fires again and attaches to the open incident.
+    d.send_and_settle(&[r#"{"kind":"heartbeat","service":"api"}"#.to_string()])
+        .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let i = d.get(&format!("/v1/incidents/{}", inc["id"])).await;
+        if i["detections"] == 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{i}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

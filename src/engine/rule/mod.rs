@@ -1,6 +1,7 @@
 //! A built rule: the compiled `where` conditions and `regex`, the group key, the templates,
 //! and the kind's detector. Each kind lives in its own file with its state and tests.
 
+mod absence;
 mod r#match;
 mod threshold;
 
@@ -14,6 +15,7 @@ use crate::clock::Timestamp;
 use crate::config::{Condition, RuleConfig, RuleKindConfig};
 use crate::event::Event;
 
+pub use absence::AbsenceDetector;
 pub use r#match::MatchDetector;
 pub use threshold::ThresholdDetector;
 
@@ -31,6 +33,7 @@ pub struct Fire {
 pub enum Detector {
     Match(MatchDetector),
     Threshold(ThresholdDetector),
+    Absence(AbsenceDetector),
 }
 
 impl Detector {
@@ -43,20 +46,48 @@ impl Detector {
                 c.window,
                 max_groups,
             )),
+            RuleKindConfig::Absence(c) => {
+                let names = &config.common.group_by;
+                let expected = c
+                    .expected
+                    .iter()
+                    .map(|key| {
+                        let values = names
+                            .iter()
+                            .cloned()
+                            .zip(key.split('/').map(str::to_owned))
+                            .collect();
+                        (key.clone(), values)
+                    })
+                    .collect();
+                Detector::Absence(AbsenceDetector::new(c.timeout, max_groups, expected))
+            }
         }
     }
 
-    fn on_event(&mut self, group: &str, ts: Timestamp) -> Option<Fire> {
+    fn on_event(&mut self, key: &str, group: &[(String, String)], ts: Timestamp) -> Option<Fire> {
         match self {
             Detector::Match(d) => d.on_event(ts),
-            Detector::Threshold(d) => d.on_event(group, ts),
+            Detector::Threshold(d) => d.on_event(key, ts),
+            Detector::Absence(d) => {
+                d.on_event(key, group, ts);
+                None
+            }
+        }
+    }
+
+    /// Timers due at `now` (engine time): (group values, fire) for each.
+    fn due(&mut self, now: Timestamp, out: &mut Vec<(Vec<(String, String)>, Fire)>) {
+        match self {
+            Detector::Match(_) | Detector::Threshold(_) => {}
+            Detector::Absence(d) => d.due(now, out),
         }
     }
 
     /// Lets go of state that can no longer fire at `now` (event time).
     fn on_tick(&mut self, now: Timestamp) {
         match self {
-            Detector::Match(_) => {}
+            Detector::Match(_) | Detector::Absence(_) => {}
             Detector::Threshold(d) => d.on_tick(now),
         }
     }
@@ -66,6 +97,7 @@ impl Detector {
         match self {
             Detector::Match(_) => (0, 0),
             Detector::Threshold(d) => (d.late, d.evicted),
+            Detector::Absence(d) => (0, d.evicted),
         }
     }
 
@@ -74,6 +106,7 @@ impl Detector {
         match self {
             Detector::Match(_) => 0,
             Detector::Threshold(d) => d.groups(),
+            Detector::Absence(d) => d.groups(),
         }
     }
 }
@@ -213,6 +246,38 @@ pub fn validate(rule: &RuleConfig) -> Vec<(&'static str, String)> {
             ));
         }
     }
+    if let RuleKindConfig::Absence(a) = &rule.kind {
+        for e in &a.expected {
+            if e.split('/').count() != c.group_by.len() {
+                out.push((
+                    "expected",
+                    format!(
+                        "`{e}` must give one value per group_by name ({}), joined with /",
+                        if c.group_by.is_empty() {
+                            "there are none".to_owned()
+                        } else {
+                            c.group_by.join(", ")
+                        }
+                    ),
+                ));
+            }
+        }
+    }
+    if let RuleKindConfig::Absence(a) = &rule.kind {
+        for e in &a.expected {
+            if e.split('/').count() != c.group_by.len() {
+                let names = if c.group_by.is_empty() {
+                    "and there are none".to_owned()
+                } else {
+                    format!("({})", c.group_by.join(", "))
+                };
+                out.push((
+                    "expected",
+                    format!("`{e}` must give one value per group_by name {names}, joined with /"),
+                ));
+            }
+        }
+    }
     for (key, tmpl) in [("summary", &c.summary), ("incident_key", &c.incident_key)] {
         if let Some(t) = tmpl {
             let env = minijinja::Environment::new();
@@ -331,7 +396,7 @@ impl Rule {
             .map(|(_, v)| v.as_str())
             .collect::<Vec<_>>()
             .join("/");
-        let fire = self.detector.on_event(&group_key, ev.ts)?;
+        let fire = self.detector.on_event(&group_key, &group, ev.ts)?;
         self.stats.fired += 1;
         Some(Hit {
             fire,
@@ -342,5 +407,20 @@ impl Rule {
 
     pub fn on_tick(&mut self, now: Timestamp) {
         self.detector.on_tick(now);
+    }
+
+    /// Detections whose time has come at `now` (absence timers), appended to `out`.
+    pub fn due(&mut self, now: Timestamp, out: &mut Vec<Hit>) {
+        if !self.config.common.enabled {
+            return;
+        }
+        let mut fired = Vec::new();
+        self.detector.due(now, &mut fired);
+        self.stats.fired += fired.len() as u64;
+        out.extend(fired.into_iter().map(|(group, fire)| Hit {
+            fire,
+            group,
+            captures: BTreeMap::new(),
+        }));
     }
 }

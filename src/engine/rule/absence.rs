@@ -1,0 +1,186 @@
+//! `kind = "absence"`: fires when a group that was seen before (or is listed in `expected`)
+//! sends no matching event for `timeout` of engine time.
+//!
+//! It fires once per silence, at event time `last_seen + timeout` (so a replay gives the same
+//! detections as live), and not again until the group has sent an event. Groups listed in
+//! `expected` count as seen when the engine first learns the time. The state per group is its
+//! last time and its values; at most `max_groups` groups are held, the least recently seen
+//! evicted first (counted).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::Fire;
+use crate::clock::{Timestamp, duration_millis};
+
+#[derive(Debug)]
+struct Group {
+    values: Vec<(String, String)>,
+    last_seen: i64,
+    fired: bool,
+}
+
+#[derive(Debug)]
+pub struct AbsenceDetector {
+    timeout_ms: i64,
+    max_groups: usize,
+    groups: HashMap<String, Group>,
+    /// Expected groups not yet seeded (they are, at the first time the engine learns).
+    pending_expected: Vec<(String, Vec<(String, String)>)>,
+    /// The earliest moment a group can become due; nothing to scan before it.
+    next_due: i64,
+    pub evicted: u64,
+}
+
+impl AbsenceDetector {
+    /// `expected` holds the group values of groups that must report even if never seen.
+    pub fn new(
+        timeout: Duration,
+        max_groups: usize,
+        expected: Vec<(String, Vec<(String, String)>)>,
+    ) -> Self {
+        AbsenceDetector {
+            timeout_ms: duration_millis(timeout).max(1),
+            max_groups: max_groups.max(1),
+            groups: HashMap::new(),
+            pending_expected: expected,
+            next_due: i64::MAX,
+            evicted: 0,
+        }
+    }
+
+    pub fn on_event(&mut self, key: &str, values: &[(String, String)], ts: Timestamp) {
+        self.seed(ts);
+        let t = ts.millis();
+        if !self.groups.contains_key(key) && self.groups.len() >= self.max_groups {
+            self.evict();
+        }
+        let g = self.groups.entry(key.to_owned()).or_insert_with(|| Group {
+            values: values.to_vec(),
+            last_seen: t,
+            fired: false,
+        });
+        if t >= g.last_seen {
+            g.last_seen = t;
+            g.fired = false;
+        }
+        self.next_due = self.next_due.min(g.last_seen + self.timeout_ms);
+    }
+
+    /// Groups silent for `timeout` at `now`: (key, values, fire) for each, once per silence.
+    pub fn due(&mut self, now: Timestamp, out: &mut Vec<(Vec<(String, String)>, Fire)>) {
+        self.seed(now);
+        let now = now.millis();
+        if now < self.next_due {
+            return;
+        }
+        let mut next = i64::MAX;
+        for g in self.groups.values_mut() {
+            if g.fired {
+                continue;
+            }
+            let due = g.last_seen + self.timeout_ms;
+            if now >= due {
+                g.fired = true;
+                out.push((
+                    g.values.clone(),
+                    Fire {
+                        count: 0,
+                        first_ts: Timestamp(due),
+                    },
+                ));
+            } else {
+                next = next.min(due);
+            }
+        }
+        self.next_due = next;
+    }
+
+    fn seed(&mut self, now: Timestamp) {
+        for (key, values) in self.pending_expected.drain(..) {
+            self.groups.entry(key).or_insert(Group {
+                values,
+                last_seen: now.millis(),
+                fired: false,
+            });
+            self.next_due = self.next_due.min(now.millis() + self.timeout_ms);
+        }
+    }
+
+    fn evict(&mut self) {
+        let n = (self.max_groups / 10).max(1);
+        let mut seen: Vec<i64> = self.groups.values().map(|g| g.last_seen).collect();
+        let (_, cut, _) = seen.select_nth_unstable(n - 1);
+        let cut = *cut;
+        let before = self.groups.len();
+        self.groups.retain(|_, g| g.last_seen > cut);
+        self.evicted += (before - self.groups.len()) as u64;
+    }
+
+    pub fn groups(&self) -> usize {
+        self.groups.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vals(host: &str) -> Vec<(String, String)> {
+        vec![("host".into(), host.into())]
+    }
+
+    fn due(d: &mut AbsenceDetector, now: i64) -> Vec<(String, i64)> {
+        let mut out = Vec::new();
+        d.due(Timestamp(now), &mut out);
+        out.into_iter()
+            .map(|(v, f)| (v[0].1.clone(), f.first_ts.millis()))
+            .collect()
+    }
+
+    #[test]
+    fn fires_once_at_exactly_the_timeout_and_rearms_on_the_next_event() {
+        let mut d = AbsenceDetector::new(Duration::from_secs(60), 100, Vec::new());
+        d.on_event("a", &vals("a"), Timestamp(0));
+        assert!(due(&mut d, 59_999).is_empty());
+        assert_eq!(due(&mut d, 60_000), vec![("a".into(), 60_000)]);
+        assert!(due(&mut d, 120_000).is_empty(), "once per silence");
+        d.on_event("a", &vals("a"), Timestamp(130_000));
+        assert_eq!(due(&mut d, 500_000), vec![("a".into(), 190_000)]);
+    }
+
+    #[test]
+    fn a_group_that_keeps_reporting_never_fires() {
+        let mut d = AbsenceDetector::new(Duration::from_secs(10), 100, Vec::new());
+        for t in (0..100_000).step_by(9_000) {
+            d.on_event("a", &vals("a"), Timestamp(t));
+            assert!(due(&mut d, t).is_empty());
+        }
+    }
+
+    #[test]
+    fn expected_groups_count_from_the_first_time_known() {
+        let mut d =
+            AbsenceDetector::new(Duration::from_secs(10), 100, vec![("b".into(), vals("b"))]);
+        assert!(due(&mut d, 5_000).is_empty());
+        assert_eq!(due(&mut d, 15_000), vec![("b".into(), 15_000)]);
+    }
+
+    #[test]
+    fn late_events_do_not_move_last_seen_back() {
+        let mut d = AbsenceDetector::new(Duration::from_secs(10), 100, Vec::new());
+        d.on_event("a", &vals("a"), Timestamp(50_000));
+        d.on_event("a", &vals("a"), Timestamp(20_000));
+        assert_eq!(due(&mut d, 60_000), vec![("a".into(), 60_000)]);
+    }
+
+    #[test]
+    fn groups_are_capped() {
+        let mut d = AbsenceDetector::new(Duration::from_secs(10), 50, Vec::new());
+        for i in 0..1000 {
+            d.on_event(&format!("g{i}"), &vals("x"), Timestamp(i));
+        }
+        assert!(d.groups() <= 50);
+        assert!(d.evicted >= 950);
+    }
+}
