@@ -98,6 +98,27 @@ pub enum RuleKindConfig {
     Match(MatchConfig),
     Threshold(ThresholdConfig),
     Absence(AbsenceConfig),
+    Rate(RateConfig),
+}
+
+/// `kind = "rate"`: fires when matching / `total_where` events in `window` exceed `ratio`,
+/// with at least `min_events` total events.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateConfig {
+    /// Conditions for the events that form the denominator.
+    pub total_where: BTreeMap<String, Condition>,
+    /// Fires when matched / total is greater than this (0 to 1).
+    pub ratio: f64,
+    #[serde(deserialize_with = "positive_duration")]
+    pub window: Duration,
+    /// Fewest total events in the window before the ratio counts.
+    #[serde(default = "one")]
+    pub min_events: u64,
+}
+
+fn one() -> u64 {
+    1
 }
 
 /// `kind = "absence"`: fires when a group seen before (or listed in `expected`) sends no
@@ -129,13 +150,14 @@ pub struct ThresholdConfig {
 }
 
 impl RuleKindConfig {
-    pub const KINDS: &'static str = "match, threshold, absence";
+    pub const KINDS: &'static str = "match, threshold, absence, rate";
 
     pub fn name(&self) -> &'static str {
         match self {
             RuleKindConfig::Match(_) => "match",
             RuleKindConfig::Threshold(_) => "threshold",
             RuleKindConfig::Absence(_) => "absence",
+            RuleKindConfig::Rate(_) => "rate",
         }
     }
 
@@ -149,6 +171,7 @@ impl RuleKindConfig {
             "match" => MatchConfig::deserialize(d).map(RuleKindConfig::Match),
             "threshold" => ThresholdConfig::deserialize(d).map(RuleKindConfig::Threshold),
             "absence" => AbsenceConfig::deserialize(d).map(RuleKindConfig::Absence),
+            "rate" => RateConfig::deserialize(d).map(RuleKindConfig::Rate),
             _ => return None,
         })
     }

@@ -544,3 +544,62 @@ expected = ["db"]
         assert_eq!(e.rules()[0].fired, 2);
     }
 }
+
+#[cfg(test)]
+mod rate_tests {
+    use super::*;
+    use crate::event::Defaults;
+
+    #[test]
+    fn error_ratio_per_service_counts_totals_from_total_where() {
+        let rules = crate::config::load_str(
+            std::path::Path::new("/x/incidentd.toml"),
+            r#"
+[[rule]]
+id = "errors"
+kind = "rate"
+where = { kind = "request", "fields.status" = { ge = 500 } }
+total_where = { kind = "request" }
+group_by = ["service"]
+ratio = 0.2
+window = "1m"
+min_events = 10
+"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+        .rules;
+        let mut e = Engine::new(&rules);
+        let d = Defaults {
+            source: "t",
+            host: "h",
+            now: Timestamp(0),
+        };
+        let req = |svc: &str, status: u16, t: i64| {
+            Event::decode(
+                format!(r#"{{"kind":"request","service":"{svc}","ts":{t},"fields":{{"status":{status}}}}}"#).as_bytes(),
+                &d,
+            )
+            .unwrap()
+        };
+        let mut out = Vec::new();
+        // api: 2 errors in 10 is exactly 0.2, not above it.
+        for i in 0..10 {
+            e.on_event(
+                &req("api", if i < 2 { 503 } else { 200 }, i * 100),
+                &mut out,
+            );
+        }
+        assert!(out.is_empty());
+        e.on_event(&req("api", 500, 1_100), &mut out);
+        assert_eq!(out.len(), 1, "3 of 11 > 0.2");
+        assert_eq!(out[0].key, "errors/api");
+        assert_eq!(out[0].count, 3);
+        // db has plenty of errors but fewer than min_events requests.
+        for i in 0..9 {
+            e.on_event(&req("db", 500, i * 100), &mut out);
+        }
+        assert_eq!(out.len(), 1);
+        let info = &e.rules()[0];
+        assert_eq!((info.matched, info.fired), (12, 1));
+    }
+}

@@ -3,6 +3,7 @@
 
 mod absence;
 mod r#match;
+mod rate;
 mod threshold;
 
 use std::borrow::Cow;
@@ -17,6 +18,7 @@ use crate::event::Event;
 
 pub use absence::AbsenceDetector;
 pub use r#match::MatchDetector;
+pub use rate::RateDetector;
 pub use threshold::ThresholdDetector;
 
 /// What a kind's detector reports when it fires for a group.
@@ -34,6 +36,7 @@ pub enum Detector {
     Match(MatchDetector),
     Threshold(ThresholdDetector),
     Absence(AbsenceDetector),
+    Rate(RateDetector),
 }
 
 impl Detector {
@@ -62,11 +65,28 @@ impl Detector {
                     .collect();
                 Detector::Absence(AbsenceDetector::new(c.timeout, max_groups, expected))
             }
+            RuleKindConfig::Rate(c) => Detector::Rate(RateDetector::new(
+                c.ratio,
+                c.min_events,
+                c.window,
+                max_groups,
+            )),
         }
     }
 
-    fn on_event(&mut self, key: &str, group: &[(String, String)], ts: Timestamp) -> Option<Fire> {
+    /// One event of a group: `matched` when it matched the rule, `total` when it matched
+    /// the rule's `total_where` (rate rules only; others see only matched events).
+    fn on_event(
+        &mut self,
+        key: &str,
+        group: &[(String, String)],
+        ts: Timestamp,
+        matched: bool,
+        total: bool,
+    ) -> Option<Fire> {
         match self {
+            Detector::Rate(d) => d.on_event(key, ts, matched, total),
+            _ if !matched => None,
             Detector::Match(d) => d.on_event(ts),
             Detector::Threshold(d) => d.on_event(key, ts),
             Detector::Absence(d) => {
@@ -79,7 +99,7 @@ impl Detector {
     /// Timers due at `now` (engine time): (group values, fire) for each.
     fn due(&mut self, now: Timestamp, out: &mut Vec<(Vec<(String, String)>, Fire)>) {
         match self {
-            Detector::Match(_) | Detector::Threshold(_) => {}
+            Detector::Match(_) | Detector::Threshold(_) | Detector::Rate(_) => {}
             Detector::Absence(d) => d.due(now, out),
         }
     }
@@ -89,6 +109,7 @@ impl Detector {
         match self {
             Detector::Match(_) | Detector::Absence(_) => {}
             Detector::Threshold(d) => d.on_tick(now),
+            Detector::Rate(d) => d.on_tick(now),
         }
     }
 
@@ -98,6 +119,7 @@ impl Detector {
             Detector::Match(_) => (0, 0),
             Detector::Threshold(d) => (d.late, d.evicted),
             Detector::Absence(d) => (0, d.evicted),
+            Detector::Rate(d) => (d.late, d.evicted),
         }
     }
 
@@ -107,6 +129,7 @@ impl Detector {
             Detector::Match(_) => 0,
             Detector::Threshold(d) => d.groups(),
             Detector::Absence(d) => d.groups(),
+            Detector::Rate(d) => d.groups(),
         }
     }
 }
@@ -249,23 +272,6 @@ pub fn validate(rule: &RuleConfig) -> Vec<(&'static str, String)> {
     if let RuleKindConfig::Absence(a) = &rule.kind {
         for e in &a.expected {
             if e.split('/').count() != c.group_by.len() {
-                out.push((
-                    "expected",
-                    format!(
-                        "`{e}` must give one value per group_by name ({}), joined with /",
-                        if c.group_by.is_empty() {
-                            "there are none".to_owned()
-                        } else {
-                            c.group_by.join(", ")
-                        }
-                    ),
-                ));
-            }
-        }
-    }
-    if let RuleKindConfig::Absence(a) = &rule.kind {
-        for e in &a.expected {
-            if e.split('/').count() != c.group_by.len() {
                 let names = if c.group_by.is_empty() {
                     "and there are none".to_owned()
                 } else {
@@ -274,6 +280,22 @@ pub fn validate(rule: &RuleConfig) -> Vec<(&'static str, String)> {
                 out.push((
                     "expected",
                     format!("`{e}` must give one value per group_by name {names}, joined with /"),
+                ));
+            }
+        }
+    }
+    if let RuleKindConfig::Rate(r) = &rule.kind {
+        if !(r.ratio > 0.0 && r.ratio < 1.0) {
+            out.push((
+                "ratio",
+                format!("must be between 0 and 1 (exclusive), not {}", r.ratio),
+            ));
+        }
+        for name in r.total_where.keys() {
+            if Key::parse(name).is_none() {
+                out.push((
+                    "total_where",
+                    format!("unknown event key `{name}` (use {})", Key::NAMES),
                 ));
             }
         }
@@ -315,6 +337,8 @@ pub struct RuleStats {
 pub struct Rule {
     pub config: Arc<RuleConfig>,
     conditions: Vec<(Key, Condition)>,
+    /// `total_where` of a rate rule; `None` for other kinds.
+    total: Option<Vec<(Key, Condition)>>,
     group_by: Vec<(String, GroupSource)>,
     pub detector: Detector,
     pub stats: RuleStats,
@@ -345,9 +369,19 @@ impl Rule {
             .iter()
             .filter_map(|n| group_source(&config, n).map(|s| (n.clone(), s)))
             .collect();
+        let total = match &config.kind {
+            RuleKindConfig::Rate(r) => Some(
+                r.total_where
+                    .iter()
+                    .filter_map(|(k, c)| Key::parse(k).map(|k| (k, c.clone())))
+                    .collect(),
+            ),
+            _ => None,
+        };
         Rule {
             detector: Detector::new(&config),
             conditions,
+            total,
             group_by,
             stats: RuleStats::default(),
             config,
@@ -363,23 +397,35 @@ impl Rule {
         if !self.config.common.enabled {
             return None;
         }
-        if !self
+        let total = self
+            .total
+            .as_ref()
+            .is_some_and(|t| t.iter().all(|(k, c)| condition_holds(k, c, ev)));
+        let mut captures = BTreeMap::new();
+        let matched = self
             .conditions
             .iter()
             .all(|(k, c)| condition_holds(k, c, ev))
-        {
+            && match &self.config.common.regex {
+                None => true,
+                Some(re) => match ev.message.as_deref().and_then(|m| re.0.captures(m)) {
+                    None => false,
+                    Some(caps) => {
+                        for name in re.0.capture_names().flatten() {
+                            if let Some(m) = caps.name(name) {
+                                captures.insert(name.to_owned(), m.as_str().to_owned());
+                            }
+                        }
+                        true
+                    }
+                },
+            };
+        if !matched && !total {
             return None;
         }
-        let mut captures = BTreeMap::new();
-        if let Some(re) = &self.config.common.regex {
-            let caps = re.0.captures(ev.message.as_deref()?)?;
-            for name in re.0.capture_names().flatten() {
-                if let Some(m) = caps.name(name) {
-                    captures.insert(name.to_owned(), m.as_str().to_owned());
-                }
-            }
+        if matched {
+            self.stats.matched += 1;
         }
-        self.stats.matched += 1;
         let group: Vec<(String, String)> = self
             .group_by
             .iter()
@@ -396,7 +442,9 @@ impl Rule {
             .map(|(_, v)| v.as_str())
             .collect::<Vec<_>>()
             .join("/");
-        let fire = self.detector.on_event(&group_key, &group, ev.ts)?;
+        let fire = self
+            .detector
+            .on_event(&group_key, &group, ev.ts, matched, total)?;
         self.stats.fired += 1;
         Some(Hit {
             fire,
