@@ -382,13 +382,13 @@ mod tests {
     use super::*;
     use crate::event::Defaults;
 
-    fn rules(text: &str) -> Vec<RuleConfig> {
+    pub(super) fn rules(text: &str) -> Vec<RuleConfig> {
         crate::config::load_str(std::path::Path::new("/x/incidentd.toml"), text)
             .unwrap_or_else(|e| panic!("{e}"))
             .rules
     }
 
-    fn ev(json: &str) -> Event {
+    pub(super) fn ev(json: &str) -> Event {
         let d = Defaults {
             source: "t",
             host: "h",
@@ -483,22 +483,12 @@ where = { service = "api", value = { gt = 1000 }, "labels.region" = { in = ["eu"
 
 #[cfg(test)]
 mod absence_tests {
+    use super::tests::{ev, rules};
     use super::*;
-    use crate::event::Defaults;
-
-    fn ev(json: &str) -> Event {
-        let d = Defaults {
-            source: "t",
-            host: "h",
-            now: Timestamp(0),
-        };
-        Event::decode(json.as_bytes(), &d).unwrap()
-    }
 
     #[test]
     fn heartbeats_that_stop_fire_on_event_time_as_other_events_arrive() {
-        let rules = crate::config::load_str(
-            std::path::Path::new("/x/incidentd.toml"),
+        let rules = rules(
             r#"
 [[rule]]
 id = "down"
@@ -509,9 +499,7 @@ group_by = ["service"]
 timeout = "30s"
 expected = ["db"]
 "#,
-        )
-        .unwrap()
-        .rules;
+        );
         let mut e = Engine::new(&rules);
         let mut out = Vec::new();
         e.on_event(
@@ -547,13 +535,12 @@ expected = ["db"]
 
 #[cfg(test)]
 mod rate_tests {
+    use super::tests::{ev, rules};
     use super::*;
-    use crate::event::Defaults;
 
     #[test]
     fn error_ratio_per_service_counts_totals_from_total_where() {
-        let rules = crate::config::load_str(
-            std::path::Path::new("/x/incidentd.toml"),
+        let rules = rules(
             r#"
 [[rule]]
 id = "errors"
@@ -565,21 +552,12 @@ ratio = 0.2
 window = "1m"
 min_events = 10
 "#,
-        )
-        .unwrap_or_else(|e| panic!("{e}"))
-        .rules;
+        );
         let mut e = Engine::new(&rules);
-        let d = Defaults {
-            source: "t",
-            host: "h",
-            now: Timestamp(0),
-        };
         let req = |svc: &str, status: u16, t: i64| {
-            Event::decode(
-                format!(r#"{{"kind":"request","service":"{svc}","ts":{t},"fields":{{"status":{status}}}}}"#).as_bytes(),
-                &d,
-            )
-            .unwrap()
+            ev(&format!(
+                r#"{{"kind":"request","service":"{svc}","ts":{t},"fields":{{"status":{status}}}}}"#
+            ))
         };
         let mut out = Vec::new();
         // api: 2 errors in 10 is exactly 0.2, not above it.

@@ -150,22 +150,12 @@ impl Replay {
             }
             if report.lines.is_multiple_of(8192) {
                 // Event time is the clock offline: let quiet groups go as the log moves on.
-                if let Some(now) = newest {
-                    engine.on_tick(now, &mut out);
-                    report
-                        .detections
-                        .extend(out.drain(..).map(ReplayDetection::from));
-                }
+                tick(engine, newest, &mut out, &mut report);
                 progress(bytes);
             }
         }
         // Timers due by the last event's time fire; the log says nothing about later.
-        if let Some(now) = newest {
-            engine.on_tick(now, &mut out);
-            report
-                .detections
-                .extend(out.drain(..).map(ReplayDetection::from));
-        }
+        tick(engine, newest, &mut out, &mut report);
         progress(bytes);
         report.seconds = started.elapsed().as_secs_f64();
         report.rules = engine
@@ -178,6 +168,21 @@ impl Replay {
             })
             .collect();
         Ok(report)
+    }
+}
+
+/// Advances the engine to `now` (when any time is known) and collects what fired.
+fn tick(
+    engine: &mut Engine,
+    now: Option<Timestamp>,
+    out: &mut Vec<Detection>,
+    report: &mut Report,
+) {
+    if let Some(now) = now {
+        engine.on_tick(now, out);
+        report
+            .detections
+            .extend(out.drain(..).map(ReplayDetection::from));
     }
 }
 

@@ -7,10 +7,10 @@
 //! last time and its values; at most `max_groups` groups are held, the least recently seen
 //! evicted first (counted).
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use super::Fire;
+use super::groups::GroupMap;
 use crate::clock::{Timestamp, duration_millis};
 
 #[derive(Debug)]
@@ -23,13 +23,11 @@ struct Group {
 #[derive(Debug)]
 pub struct AbsenceDetector {
     timeout_ms: i64,
-    max_groups: usize,
-    groups: HashMap<String, Group>,
+    groups: GroupMap<Group>,
     /// Expected groups not yet seeded (they are, at the first time the engine learns).
     pending_expected: Vec<(String, Vec<(String, String)>)>,
     /// The earliest moment a group can become due; nothing to scan before it.
     next_due: i64,
-    pub evicted: u64,
 }
 
 impl AbsenceDetector {
@@ -41,21 +39,20 @@ impl AbsenceDetector {
     ) -> Self {
         AbsenceDetector {
             timeout_ms: duration_millis(timeout).max(1),
-            max_groups: max_groups.max(1),
-            groups: HashMap::new(),
+            groups: GroupMap::new(max_groups),
             pending_expected: expected,
             next_due: i64::MAX,
-            evicted: 0,
         }
+    }
+
+    pub fn evicted(&self) -> u64 {
+        self.groups.evicted
     }
 
     pub fn on_event(&mut self, key: &str, values: &[(String, String)], ts: Timestamp) {
         self.seed(ts);
         let t = ts.millis();
-        if !self.groups.contains_key(key) && self.groups.len() >= self.max_groups {
-            self.evict();
-        }
-        let g = self.groups.entry(key.to_owned()).or_insert_with(|| Group {
+        let g = self.groups.touch(key, || Group {
             values: values.to_vec(),
             last_seen: t,
             fired: false,
@@ -75,7 +72,7 @@ impl AbsenceDetector {
             return;
         }
         let mut next = i64::MAX;
-        for g in self.groups.values_mut() {
+        for g in self.groups.states_mut() {
             if g.fired {
                 continue;
             }
@@ -98,23 +95,16 @@ impl AbsenceDetector {
 
     fn seed(&mut self, now: Timestamp) {
         for (key, values) in self.pending_expected.drain(..) {
-            self.groups.entry(key).or_insert(Group {
-                values,
-                last_seen: now.millis(),
-                fired: false,
-            });
+            self.groups.seed(
+                key,
+                Group {
+                    values,
+                    last_seen: now.millis(),
+                    fired: false,
+                },
+            );
             self.next_due = self.next_due.min(now.millis() + self.timeout_ms);
         }
-    }
-
-    fn evict(&mut self) {
-        let n = (self.max_groups / 10).max(1);
-        let mut seen: Vec<i64> = self.groups.values().map(|g| g.last_seen).collect();
-        let (_, cut, _) = seen.select_nth_unstable(n - 1);
-        let cut = *cut;
-        let before = self.groups.len();
-        self.groups.retain(|_, g| g.last_seen > cut);
-        self.evicted += (before - self.groups.len()) as u64;
     }
 
     pub fn groups(&self) -> usize {
@@ -181,6 +171,6 @@ mod tests {
             d.on_event(&format!("g{i}"), &vals("x"), Timestamp(i));
         }
         assert!(d.groups() <= 50);
-        assert!(d.evicted >= 950);
+        assert!(d.evicted() >= 950);
     }
 }

@@ -2,6 +2,7 @@
 //! and the kind's detector. Each kind lives in its own file with its state and tests.
 
 mod absence;
+mod groups;
 mod r#match;
 mod rate;
 mod threshold;
@@ -117,9 +118,9 @@ impl Detector {
     pub fn dropped(&self) -> (u64, u64) {
         match self {
             Detector::Match(_) => (0, 0),
-            Detector::Threshold(d) => (d.late, d.evicted),
-            Detector::Absence(d) => (0, d.evicted),
-            Detector::Rate(d) => (d.late, d.evicted),
+            Detector::Threshold(d) => (d.late, d.evicted()),
+            Detector::Absence(d) => (0, d.evicted()),
+            Detector::Rate(d) => (d.late, d.evicted()),
         }
     }
 

@@ -7,10 +7,11 @@
 //! does not grow with traffic; the window is therefore exact to 1/60 of its length (a bucket
 //! leaves whole). At most `max_groups` groups are held, the least recently seen evicted first.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::Fire;
+use super::groups::GroupMap;
 use crate::clock::{Timestamp, duration_millis};
 
 const BUCKETS: i64 = 60;
@@ -28,7 +29,6 @@ struct Group {
     matched: u64,
     total: u64,
     firing: bool,
-    seen: u64,
 }
 
 #[derive(Debug)]
@@ -37,11 +37,8 @@ pub struct RateDetector {
     min_events: u64,
     window_ms: i64,
     width_ms: i64,
-    max_groups: usize,
-    groups: HashMap<String, Group>,
-    seq: u64,
+    groups: GroupMap<Group>,
     pub late: u64,
-    pub evicted: u64,
 }
 
 impl RateDetector {
@@ -52,12 +49,13 @@ impl RateDetector {
             min_events: min_events.max(1),
             window_ms,
             width_ms: (window_ms / BUCKETS).max(1),
-            max_groups: max_groups.max(1),
-            groups: HashMap::new(),
-            seq: 0,
+            groups: GroupMap::new(max_groups),
             late: 0,
-            evicted: 0,
         }
+    }
+
+    pub fn evicted(&self) -> u64 {
+        self.groups.evicted
     }
 
     /// Counts one event of `group`: `matched` if it matched the rule, `total` if it matched
@@ -69,15 +67,7 @@ impl RateDetector {
         matched: bool,
         total: bool,
     ) -> Option<Fire> {
-        self.seq += 1;
-        if !self.groups.contains_key(group) && self.groups.len() >= self.max_groups {
-            self.evict();
-        }
-        let g = match self.groups.get_mut(group) {
-            Some(g) => g,
-            None => self.groups.entry(group.to_owned()).or_default(),
-        };
-        g.seen = self.seq;
+        let g = self.groups.touch(group, Group::default);
         let t = ts.millis();
         let start = t - t.rem_euclid(self.width_ms);
         let newest = g.buckets.back().map_or(start, |b| b.start.max(start));
@@ -136,17 +126,7 @@ impl RateDetector {
     pub fn on_tick(&mut self, now: Timestamp) {
         let edge = now.millis() - self.window_ms;
         self.groups
-            .retain(|_, g| g.buckets.back().is_some_and(|b| b.start > edge));
-    }
-
-    fn evict(&mut self) {
-        let n = (self.max_groups / 10).max(1);
-        let mut seen: Vec<u64> = self.groups.values().map(|g| g.seen).collect();
-        let (_, cut, _) = seen.select_nth_unstable(n - 1);
-        let cut = *cut;
-        let before = self.groups.len();
-        self.groups.retain(|_, g| g.seen > cut);
-        self.evicted += (before - self.groups.len()) as u64;
+            .retain(|g| g.buckets.back().is_some_and(|b| b.start > edge));
     }
 
     pub fn groups(&self) -> usize {
