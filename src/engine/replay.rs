@@ -96,6 +96,8 @@ impl Replay {
             first_rejections: Vec::new(),
         };
         let mut line = Vec::with_capacity(4096);
+        // Reused for syslog lines: parsing overwrites its buffers instead of allocating.
+        let mut scratch = log_event(String::new(), self.default_ts, &self.host);
         let mut out = Vec::new();
         let mut bytes = 0u64;
         // The replay's clock is the newest event time seen; lines without a time get it (or
@@ -113,30 +115,39 @@ impl Replay {
             if text.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let event = match self.format {
+            let parsed: Result<(), String> = match self.format {
                 Format::Ndjson => {
                     let defaults = Defaults {
                         source: "replay",
                         host: &self.host,
                         now: newest.unwrap_or(self.default_ts),
                     };
-                    Event::decode(text, &defaults).map_err(|e| e.to_string())
+                    Event::decode(text, &defaults)
+                        .map(|e| scratch = e)
+                        .map_err(|e| e.to_string())
                 }
-                Format::Raw => Ok(log_event(
-                    String::from_utf8_lossy(text).into_owned(),
-                    newest.unwrap_or(self.default_ts),
-                    &self.host,
-                )),
+                Format::Raw => {
+                    scratch.ts = newest.unwrap_or(self.default_ts);
+                    set(
+                        scratch.message.get_or_insert_with(String::new),
+                        &text_of(text),
+                    );
+                    Ok(())
+                }
                 Format::Syslog => {
-                    parse_syslog(&String::from_utf8_lossy(text), self.year, &self.host)
-                        .ok_or_else(|| "not a syslog line".to_owned())
+                    if parse_syslog_into(&mut scratch, &text_of(text), self.year, &self.host) {
+                        Ok(())
+                    } else {
+                        Err("not a syslog line".to_owned())
+                    }
                 }
             };
-            match event {
-                Ok(ev) => {
+            match parsed {
+                Ok(()) => {
+                    let ev = &scratch;
                     report.events += 1;
                     newest = Some(newest.map_or(ev.ts, |n| n.max(ev.ts)));
-                    engine.on_event(&ev, &mut out);
+                    engine.on_event(ev, &mut out);
                     report
                         .detections
                         .extend(out.drain(..).map(ReplayDetection::from));
@@ -186,6 +197,22 @@ fn tick(
     }
 }
 
+/// The line as text: borrowed when it is valid UTF-8 (the common case, checked fast), decoded
+/// lossily otherwise.
+fn text_of(b: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(b) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(b),
+    }
+}
+
+/// Splits at the first space, byte-wise (faster than a `char` pattern).
+fn split_space(s: &str) -> Option<(&str, &str)> {
+    let i = memchr::memchr(b' ', s.as_bytes())?;
+    // A space is ASCII, so both sides are on character boundaries.
+    Some((&s[..i], &s[i + 1..]))
+}
+
 fn trim_newline(b: &[u8]) -> &[u8] {
     let b = b.strip_suffix(b"\n").unwrap_or(b);
     b.strip_suffix(b"\r").unwrap_or(b)
@@ -213,8 +240,19 @@ const MONTHS: [&str; 12] = [
 ];
 
 /// Parses one syslog line (RFC 3164, or RFC 5424 with `<pri>1 `). The message is the text after
-/// `program[pid]: `; program, pid and host go into the event.
+/// `program[pid]: `; program and pid become fields, the host is the event's host.
 pub fn parse_syslog(line: &str, year: i32, default_host: &str) -> Option<Event> {
+    let mut ev = log_event(String::new(), Timestamp(0), default_host);
+    parse_syslog_into(&mut ev, line, year, default_host).then_some(ev)
+}
+
+/// Like [`parse_syslog`], overwriting `ev` in place so a replay reuses its buffers instead of
+/// allocating per line. Returns false (leaving `ev` unspecified) for a line that is not syslog.
+pub fn parse_syslog_into(ev: &mut Event, line: &str, year: i32, default_host: &str) -> bool {
+    parse_into(ev, line, year, default_host).is_some()
+}
+
+fn parse_into(ev: &mut Event, line: &str, year: i32, default_host: &str) -> Option<()> {
     let (level, rest) = match line.strip_prefix('<') {
         Some(r) => {
             let (pri, after) = r.split_once('>')?;
@@ -224,48 +262,72 @@ pub fn parse_syslog(line: &str, year: i32, default_host: &str) -> Option<Event> 
         None => (None, line),
     };
     if let Some(r5424) = rest.strip_prefix("1 ") {
-        return parse_5424(r5424, level, default_host);
+        *ev = parse_5424(r5424, level, default_host)?;
+        return Some(());
     }
     // "Nov 23 10:00:00 host program[pid]: text"; the day may be space-padded.
     let month = MONTHS.iter().position(|m| rest.get(..3) == Some(*m))? as u8 + 1;
     let rest = rest.get(3..)?.trim_start();
-    let (day, rest) = rest.split_once(' ')?;
-    let (clock, rest) = rest.split_once(' ')?;
+    let (day, rest) = split_space(rest)?;
+    let (clock, rest) = split_space(rest)?;
     let mut hms = clock.split(':').map(|p| p.parse::<u8>().ok());
     let (h, m, s) = (hms.next()??, hms.next()??, hms.next()??);
     let date =
         time::Date::from_calendar_date(year, time::Month::try_from(month).ok()?, day.parse().ok()?)
             .ok()?;
     let ts = date.with_hms(h, m, s).ok()?.assume_utc();
-    let (host, rest) = rest.split_once(' ')?;
-    let mut ev = log_event(
-        String::new(),
-        Timestamp((ts.unix_timestamp_nanos() / 1_000_000) as i64),
-        host,
+    let (host, rest) = split_space(rest)?;
+    ev.ts = Timestamp((ts.unix_timestamp_nanos() / 1_000_000) as i64);
+    ev.level = level.unwrap_or(Level::Info);
+    set(
+        &mut ev.host,
+        if host.is_empty() { default_host } else { host },
     );
     let (tag, message) = match rest.split_once(": ") {
         Some((tag, msg)) if !tag.contains(' ') => (Some(tag), msg),
         _ => (None, rest),
     };
-    if let Some(tag) = tag {
-        let (program, pid) = match tag.split_once('[') {
-            Some((p, pid)) => (p, pid.strip_suffix(']')),
-            None => (tag, None),
-        };
-        ev.fields.insert("program".into(), program.into());
-        if let Some(pid) = pid.and_then(|p| p.parse::<u64>().ok()) {
-            ev.fields.insert("pid".into(), pid.into());
+    let (program, pid) = match tag.map(|t| {
+        t.split_once('[')
+            .map_or((t, None), |(p, pid)| (p, pid.strip_suffix(']')))
+    }) {
+        Some((p, pid)) => (Some(p), pid.and_then(|p| p.parse::<u64>().ok())),
+        None => (None, None),
+    };
+    match program {
+        Some(p) => set_field(&mut ev.fields, "program", p),
+        None => {
+            ev.fields.remove("program");
         }
     }
-    ev.fields.insert("host".into(), host.into());
-    ev.message = Some(message.to_owned());
-    if let Some(l) = level {
-        ev.level = l;
+    match pid {
+        Some(n) => match ev.fields.get_mut("pid") {
+            Some(v) => *v = n.into(),
+            None => {
+                ev.fields.insert("pid".into(), n.into());
+            }
+        },
+        None => {
+            ev.fields.remove("pid");
+        }
     }
-    if ev.host.is_empty() {
-        ev.host = default_host.to_owned();
+    set(ev.message.get_or_insert_with(String::new), message);
+    Some(())
+}
+
+fn set(dst: &mut String, src: &str) {
+    dst.clear();
+    dst.push_str(src);
+}
+
+/// Sets a string field, reusing the existing key and buffer when present.
+fn set_field(fields: &mut serde_json::Map<String, serde_json::Value>, key: &str, value: &str) {
+    match fields.get_mut(key) {
+        Some(serde_json::Value::String(s)) => set(s, value),
+        _ => {
+            fields.insert(key.to_owned(), value.into());
+        }
     }
-    Some(ev)
 }
 
 fn parse_5424(rest: &str, level: Option<Level>, default_host: &str) -> Option<Event> {
@@ -307,7 +369,6 @@ fn parse_5424(rest: &str, level: Option<Level>, default_host: &str) -> Option<Ev
     if let Some(p) = pid {
         ev.fields.insert("pid".into(), p.into());
     }
-    ev.fields.insert("host".into(), host.into());
     if let Some(l) = level {
         ev.level = l;
     }
