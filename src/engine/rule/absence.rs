@@ -49,11 +49,17 @@ impl AbsenceDetector {
         self.groups.evicted
     }
 
-    pub fn on_event(&mut self, key: &str, values: &[(String, String)], ts: Timestamp) {
+    /// `values` gives the group's values; it is called only for a group not seen before.
+    pub fn on_event(
+        &mut self,
+        key: &str,
+        values: &dyn Fn() -> Vec<(String, String)>,
+        ts: Timestamp,
+    ) {
         self.seed(ts);
         let t = ts.millis();
         let g = self.groups.touch(key, || Group {
-            values: values.to_vec(),
+            values: values(),
             last_seen: t,
             fired: false,
         });
@@ -116,8 +122,8 @@ impl AbsenceDetector {
 mod tests {
     use super::*;
 
-    fn vals(host: &str) -> Vec<(String, String)> {
-        vec![("host".into(), host.into())]
+    fn vals(host: &str) -> impl Fn() -> Vec<(String, String)> + '_ {
+        move || vec![("host".into(), host.into())]
     }
 
     fn due(d: &mut AbsenceDetector, now: i64) -> Vec<(String, i64)> {
@@ -150,8 +156,11 @@ mod tests {
 
     #[test]
     fn expected_groups_count_from_the_first_time_known() {
-        let mut d =
-            AbsenceDetector::new(Duration::from_secs(10), 100, vec![("b".into(), vals("b"))]);
+        let mut d = AbsenceDetector::new(
+            Duration::from_secs(10),
+            100,
+            vec![("b".into(), vals("b")())],
+        );
         assert!(due(&mut d, 5_000).is_empty());
         assert_eq!(due(&mut d, 15_000), vec![("b".into(), 15_000)]);
     }

@@ -80,7 +80,7 @@ impl Detector {
     fn on_event(
         &mut self,
         key: &str,
-        group: &[(String, String)],
+        group: &dyn Fn() -> Vec<(String, String)>,
         ts: Timestamp,
         matched: bool,
         total: bool,
@@ -226,8 +226,8 @@ fn condition_holds(key: &Key, cond: &Condition, ev: &Event) -> bool {
 /// Where a `group_by` name takes its value from.
 #[derive(Debug, Clone)]
 enum GroupSource {
-    /// A named group of the rule's regex.
-    Capture(String),
+    /// A named group of the rule's regex, by index.
+    Capture(usize),
     /// An event key.
     Key(Key),
 }
@@ -317,9 +317,9 @@ fn group_source(rule: &RuleConfig, name: &str) -> Option<GroupSource> {
         .common
         .regex
         .as_ref()
-        .is_some_and(|p| p.0.capture_names().flatten().any(|n| n == name));
-    if captured {
-        return Some(GroupSource::Capture(name.to_owned()));
+        .and_then(|p| p.0.capture_names().position(|n| n == Some(name)));
+    if let Some(i) = captured {
+        return Some(GroupSource::Capture(i));
     }
     Key::parse(name)
         .or_else(|| Some(Key::Label(name.to_owned())).filter(|_| !name.contains('.')))
@@ -340,6 +340,9 @@ pub struct Rule {
     conditions: Vec<(Key, Condition)>,
     /// `total_where` of a rate rule; `None` for other kinds.
     total: Option<Vec<(Key, Condition)>>,
+    /// Reused for every event: where the regex's groups matched, and the group key.
+    locs: Option<regex::CaptureLocations>,
+    key_buf: String,
     group_by: Vec<(String, GroupSource)>,
     pub detector: Detector,
     pub stats: RuleStats,
@@ -381,6 +384,12 @@ impl Rule {
         };
         Rule {
             detector: Detector::new(&config),
+            locs: config
+                .common
+                .regex
+                .as_ref()
+                .map(|p| p.0.capture_locations()),
+            key_buf: String::new(),
             conditions,
             total,
             group_by,
@@ -393,7 +402,9 @@ impl Rule {
         self.config.id()
     }
 
-    /// Runs one event through the rule.
+    /// Runs one event through the rule. Nothing is allocated for an event that does not
+    /// match, nor for a known group that does not fire: labels and group values are built
+    /// only when the rule fires (or an absence rule meets a new group).
     pub fn on_event(&mut self, ev: &Event) -> Option<Hit> {
         if !self.config.common.enabled {
             return None;
@@ -402,24 +413,16 @@ impl Rule {
             .total
             .as_ref()
             .is_some_and(|t| t.iter().all(|(k, c)| condition_holds(k, c, ev)));
-        let mut captures = BTreeMap::new();
+        let message = ev.message.as_deref().unwrap_or("");
         let matched = self
             .conditions
             .iter()
             .all(|(k, c)| condition_holds(k, c, ev))
-            && match &self.config.common.regex {
-                None => true,
-                Some(re) => match ev.message.as_deref().and_then(|m| re.0.captures(m)) {
-                    None => false,
-                    Some(caps) => {
-                        for name in re.0.capture_names().flatten() {
-                            if let Some(m) = caps.name(name) {
-                                captures.insert(name.to_owned(), m.as_str().to_owned());
-                            }
-                        }
-                        true
-                    }
-                },
+            && match (&self.config.common.regex, &mut self.locs) {
+                (Some(re), Some(locs)) => {
+                    ev.message.is_some() && re.0.captures_read(locs, message).is_some()
+                }
+                _ => true,
             };
         if !matched && !total {
             return None;
@@ -427,29 +430,51 @@ impl Rule {
         if matched {
             self.stats.matched += 1;
         }
-        let group: Vec<(String, String)> = self
-            .group_by
-            .iter()
-            .map(|(name, src)| {
-                let v = match src {
-                    GroupSource::Capture(c) => captures.get(c).cloned(),
-                    GroupSource::Key(k) => k.get(ev).map(Cow::into_owned),
-                };
-                (name.clone(), v.unwrap_or_default())
-            })
-            .collect();
-        let group_key = group
-            .iter()
-            .map(|(_, v)| v.as_str())
-            .collect::<Vec<_>>()
-            .join("/");
+        let locs = if matched { self.locs.as_ref() } else { None };
+        let value = |src: &GroupSource| -> Option<Cow<'_, str>> {
+            match src {
+                GroupSource::Capture(i) => locs
+                    .and_then(|l| l.get(*i))
+                    .map(|(a, b)| Cow::Borrowed(&message[a..b])),
+                GroupSource::Key(k) => k.get(ev),
+            }
+        };
+        self.key_buf.clear();
+        for (i, (_, src)) in self.group_by.iter().enumerate() {
+            if i > 0 {
+                self.key_buf.push('/');
+            }
+            if let Some(v) = value(src) {
+                self.key_buf.push_str(&v);
+            }
+        }
+        let group_by = &self.group_by;
+        let group = || -> Vec<(String, String)> {
+            group_by
+                .iter()
+                .map(|(name, src)| {
+                    (
+                        name.clone(),
+                        value(src).map(Cow::into_owned).unwrap_or_default(),
+                    )
+                })
+                .collect()
+        };
         let fire = self
             .detector
-            .on_event(&group_key, &group, ev.ts, matched, total)?;
+            .on_event(&self.key_buf, &group, ev.ts, matched, total)?;
         self.stats.fired += 1;
+        let mut captures = BTreeMap::new();
+        if let (Some(re), Some(l)) = (&self.config.common.regex, locs) {
+            for (i, name) in re.0.capture_names().enumerate() {
+                if let (Some(name), Some((a, b))) = (name, l.get(i)) {
+                    captures.insert(name.to_owned(), message[a..b].to_owned());
+                }
+            }
+        }
         Some(Hit {
             fire,
-            group,
+            group: group(),
             captures,
         })
     }
