@@ -99,6 +99,30 @@ pub enum RuleKindConfig {
     Threshold(ThresholdConfig),
     Absence(AbsenceConfig),
     Rate(RateConfig),
+    Sequence(SequenceConfig),
+}
+
+/// `kind = "sequence"`: a `first` event then a `then` event in one group within `within`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SequenceConfig {
+    /// Conditions (a `where` table) for the first event.
+    pub first: BTreeMap<String, Condition>,
+    /// Conditions for the event that must (or must not) follow.
+    pub then: BTreeMap<String, Condition>,
+    #[serde(deserialize_with = "positive_duration")]
+    pub within: Duration,
+    #[serde(default)]
+    pub mode: SequenceMode,
+}
+
+/// Whether a sequence rule fires on the `then` or on its absence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SequenceMode {
+    #[default]
+    FollowedBy,
+    NotFollowedBy,
 }
 
 /// `kind = "rate"`: fires when matching / `total_where` events in `window` exceed `ratio`,
@@ -150,7 +174,7 @@ pub struct ThresholdConfig {
 }
 
 impl RuleKindConfig {
-    pub const KINDS: &'static str = "match, threshold, absence, rate";
+    pub const KINDS: &'static str = "match, threshold, absence, rate, sequence";
 
     pub fn name(&self) -> &'static str {
         match self {
@@ -158,6 +182,7 @@ impl RuleKindConfig {
             RuleKindConfig::Threshold(_) => "threshold",
             RuleKindConfig::Absence(_) => "absence",
             RuleKindConfig::Rate(_) => "rate",
+            RuleKindConfig::Sequence(_) => "sequence",
         }
     }
 
@@ -172,6 +197,7 @@ impl RuleKindConfig {
             "threshold" => ThresholdConfig::deserialize(d).map(RuleKindConfig::Threshold),
             "absence" => AbsenceConfig::deserialize(d).map(RuleKindConfig::Absence),
             "rate" => RateConfig::deserialize(d).map(RuleKindConfig::Rate),
+            "sequence" => SequenceConfig::deserialize(d).map(RuleKindConfig::Sequence),
             _ => return None,
         })
     }

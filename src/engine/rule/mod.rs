@@ -5,6 +5,7 @@ mod absence;
 mod groups;
 mod r#match;
 mod rate;
+mod sequence;
 mod threshold;
 
 use std::borrow::Cow;
@@ -20,6 +21,7 @@ use crate::event::Event;
 pub use absence::AbsenceDetector;
 pub use r#match::MatchDetector;
 pub use rate::RateDetector;
+pub use sequence::SequenceDetector;
 pub use threshold::ThresholdDetector;
 
 /// What a kind's detector reports when it fires for a group.
@@ -38,6 +40,7 @@ pub enum Detector {
     Threshold(ThresholdDetector),
     Absence(AbsenceDetector),
     Rate(RateDetector),
+    Sequence(SequenceDetector),
 }
 
 impl Detector {
@@ -72,6 +75,9 @@ impl Detector {
                 c.window,
                 max_groups,
             )),
+            RuleKindConfig::Sequence(c) => {
+                Detector::Sequence(SequenceDetector::new(c.within, c.mode, max_groups))
+            }
         }
     }
 
@@ -82,12 +88,12 @@ impl Detector {
         key: &str,
         group: &dyn Fn() -> Vec<(String, String)>,
         ts: Timestamp,
-        matched: bool,
-        total: bool,
+        marks: Marks,
     ) -> Option<Fire> {
         match self {
-            Detector::Rate(d) => d.on_event(key, ts, matched, total),
-            _ if !matched => None,
+            Detector::Rate(d) => d.on_event(key, ts, marks.matched, marks.total),
+            Detector::Sequence(d) => d.on_event(key, group, ts, marks.first, marks.then),
+            _ if !marks.matched => None,
             Detector::Match(d) => d.on_event(ts),
             Detector::Threshold(d) => d.on_event(key, ts),
             Detector::Absence(d) => {
@@ -102,6 +108,7 @@ impl Detector {
         match self {
             Detector::Match(_) | Detector::Threshold(_) | Detector::Rate(_) => {}
             Detector::Absence(d) => d.due(now, out),
+            Detector::Sequence(d) => d.due(now, out),
         }
     }
 
@@ -111,6 +118,7 @@ impl Detector {
             Detector::Match(_) | Detector::Absence(_) => {}
             Detector::Threshold(d) => d.on_tick(now),
             Detector::Rate(d) => d.on_tick(now),
+            Detector::Sequence(d) => d.on_tick(now),
         }
     }
 
@@ -121,6 +129,7 @@ impl Detector {
             Detector::Threshold(d) => (d.late, d.evicted()),
             Detector::Absence(d) => (0, d.evicted()),
             Detector::Rate(d) => (d.late, d.evicted()),
+            Detector::Sequence(d) => (d.dropped, d.evicted()),
         }
     }
 
@@ -131,8 +140,19 @@ impl Detector {
             Detector::Threshold(d) => d.groups(),
             Detector::Absence(d) => d.groups(),
             Detector::Rate(d) => d.groups(),
+            Detector::Sequence(d) => d.groups(),
         }
     }
+}
+
+/// What one event is to a rule: it matched the rule (`where` and `regex`); it matched a rate
+/// rule's `total_where`; it is a sequence rule's `first` or `then`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Marks {
+    pub matched: bool,
+    pub total: bool,
+    pub first: bool,
+    pub then: bool,
 }
 
 /// An event key a `where` condition or `group_by` can name.
@@ -285,6 +305,18 @@ pub fn validate(rule: &RuleConfig) -> Vec<(&'static str, String)> {
             }
         }
     }
+    if let RuleKindConfig::Sequence(q) = &rule.kind {
+        for (table, w) in [("first", &q.first), ("then", &q.then)] {
+            for name in w.keys() {
+                if Key::parse(name).is_none() {
+                    out.push((
+                        table,
+                        format!("unknown event key `{name}` (use {})", Key::NAMES),
+                    ));
+                }
+            }
+        }
+    }
     if let RuleKindConfig::Rate(r) = &rule.kind {
         if !(r.ratio > 0.0 && r.ratio < 1.0) {
             out.push((
@@ -340,6 +372,8 @@ pub struct Rule {
     conditions: Vec<(Key, Condition)>,
     /// `total_where` of a rate rule; `None` for other kinds.
     total: Option<Vec<(Key, Condition)>>,
+    /// `first` and `then` of a sequence rule.
+    sequence: Option<(Vec<(Key, Condition)>, Vec<(Key, Condition)>)>,
     /// Reused for every event: where the regex's groups matched, and the group key.
     locs: Option<regex::CaptureLocations>,
     key_buf: String,
@@ -382,7 +416,17 @@ impl Rule {
             ),
             _ => None,
         };
+        let compile = |w: &BTreeMap<String, Condition>| -> Vec<(Key, Condition)> {
+            w.iter()
+                .filter_map(|(k, c)| Key::parse(k).map(|k| (k, c.clone())))
+                .collect()
+        };
+        let sequence = match &config.kind {
+            RuleKindConfig::Sequence(q) => Some((compile(&q.first), compile(&q.then))),
+            _ => None,
+        };
         Rule {
+            sequence,
             detector: Detector::new(&config),
             locs: config
                 .common
@@ -424,7 +468,14 @@ impl Rule {
                 }
                 _ => true,
             };
-        if !matched && !total {
+        let (first, then) = match (&self.sequence, matched) {
+            (Some((f, t)), true) => (
+                f.iter().all(|(k, c)| condition_holds(k, c, ev)),
+                t.iter().all(|(k, c)| condition_holds(k, c, ev)),
+            ),
+            _ => (false, false),
+        };
+        if (!matched && !total) || (self.sequence.is_some() && !first && !then) {
             return None;
         }
         if matched {
@@ -460,9 +511,17 @@ impl Rule {
                 })
                 .collect()
         };
-        let fire = self
-            .detector
-            .on_event(&self.key_buf, &group, ev.ts, matched, total)?;
+        let fire = self.detector.on_event(
+            &self.key_buf,
+            &group,
+            ev.ts,
+            Marks {
+                matched,
+                total,
+                first,
+                then,
+            },
+        )?;
         self.stats.fired += 1;
         let mut captures = BTreeMap::new();
         if let (Some(re), Some(l)) = (&self.config.common.regex, locs) {
