@@ -155,6 +155,9 @@ pub struct Marks {
     pub then: bool,
 }
 
+/// A compiled `where` table: every pair must hold.
+type Conditions = Vec<(Key, Condition)>;
+
 /// An event key a `where` condition or `group_by` can name.
 #[derive(Debug, Clone, PartialEq)]
 enum Key {
@@ -373,7 +376,7 @@ pub struct Rule {
     /// `total_where` of a rate rule; `None` for other kinds.
     total: Option<Vec<(Key, Condition)>>,
     /// `first` and `then` of a sequence rule.
-    sequence: Option<(Vec<(Key, Condition)>, Vec<(Key, Condition)>)>,
+    sequence: Option<(Conditions, Conditions)>,
     /// Reused for every event: where the regex's groups matched, and the group key.
     locs: Option<regex::CaptureLocations>,
     key_buf: String,
