@@ -137,6 +137,10 @@ pub enum RulesCmd {
         /// Year for syslog timestamps (default: the file's modification year).
         #[arg(long)]
         year: Option<i32>,
+        /// A JSON file `{"detections":[{"rule","ts","key"},…]}`: compare, and exit 1 on any
+        /// missing or unexpected detection.
+        #[arg(long)]
+        expect: Option<PathBuf>,
     },
 }
 
@@ -326,9 +330,10 @@ pub async fn run(args: Args) -> Result<(), CliError> {
                     rules,
                     format,
                     year,
+                    expect,
                 },
         } => {
-            rules_test(&file, &rules, format, year, json_out)?;
+            rules_test(&file, &rules, format, year, expect.as_deref(), json_out)?;
         }
         Cmd::Reload => {
             let v: Value = client.post("/v1/reload", &json!({})).await?;
@@ -347,9 +352,12 @@ fn rules_test(
     rules: &std::path::Path,
     format: crate::engine::replay::Format,
     year: Option<i32>,
+    expect: Option<&std::path::Path>,
     json_out: bool,
 ) -> Result<(), CliError> {
     use std::io::IsTerminal;
+    // Read the expectations first: a broken expect file fails before the replay runs.
+    let expected = expect.map(read_expectations).transpose()?;
     let configs = crate::config::load_rules(rules).map_err(|e| CliError::Failed(e.to_string()))?;
     let mut engine = crate::engine::Engine::new(&configs);
     let stdin = file.as_os_str() == "-";
@@ -390,9 +398,10 @@ fn rules_test(
     if show_progress {
         eprintln!();
     }
+    let verdict = expected.map(|want| compare_detections(&want, &report.detections));
     if json_out {
         println!("{}", serde_json::to_string(&report).unwrap_or_default());
-        return Ok(());
+        return verdict.unwrap_or(Ok(()));
     }
     let rows: Vec<Vec<String>> = report
         .rules
@@ -433,7 +442,68 @@ fn rules_test(
         report.seconds,
         rate
     );
+    if let Some(v) = verdict {
+        v?;
+        println!(
+            "expectations met: {} detection(s) as expected",
+            report.detections.len()
+        );
+    }
     Ok(())
+}
+
+/// One expected detection: (rule, event time, incident key).
+type Expected = (String, String, String);
+
+fn read_expectations(path: &std::path::Path) -> Result<Vec<Expected>, CliError> {
+    #[derive(serde::Deserialize)]
+    struct File {
+        detections: Vec<Item>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Item {
+        rule: String,
+        ts: Timestamp,
+        key: String,
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", path.display())))?;
+    let file: File = serde_json::from_str(&text)
+        .map_err(|e| CliError::Failed(format!("{}: {e}", path.display())))?;
+    Ok(file
+        .detections
+        .into_iter()
+        .map(|d| (d.rule, d.ts.to_string(), d.key))
+        .collect())
+}
+
+/// Ok when the detections are exactly the expected ones, in order; else says which differ.
+fn compare_detections(
+    want: &[Expected],
+    got: &[crate::engine::replay::ReplayDetection],
+) -> Result<(), CliError> {
+    let got: Vec<Expected> = got
+        .iter()
+        .map(|d| (d.rule.clone(), d.ts.to_string(), d.key.clone()))
+        .collect();
+    if got == want {
+        return Ok(());
+    }
+    let mut lines = vec![format!(
+        "expected {} detection(s), got {}",
+        want.len(),
+        got.len()
+    )];
+    for w in want.iter().filter(|w| !got.contains(w)) {
+        lines.push(format!("  missing:    {} {} {}", w.1, w.0, w.2));
+    }
+    for g in got.iter().filter(|g| !want.contains(g)) {
+        lines.push(format!("  unexpected: {} {} {}", g.1, g.0, g.2));
+    }
+    if lines.len() == 1 {
+        lines.push("  the same detections, in another order".into());
+    }
+    Err(CliError::Failed(lines.join("\n")))
 }
 
 async fn transition(

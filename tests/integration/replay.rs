@@ -121,3 +121,46 @@ fn ndjson_and_raw_formats_and_standard_input() {
     assert_eq!(r["lines"], 4);
     assert_eq!(r["detections"].as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn expect_passes_on_the_right_answer_and_fails_with_a_diff_otherwise() {
+    let fixtures = Path::new(ROOT).join("tests/fixtures");
+    let run = |expect: &Path| {
+        Command::new(CTL)
+            .args(["rules", "test"])
+            .arg(fixtures.join("sequence.log"))
+            .arg("--rules")
+            .arg(fixtures.join("sequence.rules.toml"))
+            .arg("--expect")
+            .arg(expect)
+            .output()
+            .unwrap()
+    };
+    let ok = run(&fixtures.join("sequence.expect.json"));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("expectations met: 2 detection(s)"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("wrong.json");
+    let text = std::fs::read_to_string(fixtures.join("sequence.expect.json")).unwrap();
+    std::fs::write(
+        &wrong,
+        text.replace("backup-stuck/db-2", "backup-stuck/db-1"),
+    )
+    .unwrap();
+    let bad = run(&wrong);
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("missing:    2025-11-23T11:00:20.000Z backup-stuck backup-stuck/db-1"),
+        "{err}"
+    );
+    assert!(
+        err.contains("unexpected: 2025-11-23T11:00:20.000Z backup-stuck backup-stuck/db-2"),
+        "{err}"
+    );
+}
