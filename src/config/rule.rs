@@ -100,6 +100,57 @@ pub enum RuleKindConfig {
     Absence(AbsenceConfig),
     Rate(RateConfig),
     Sequence(SequenceConfig),
+    Metric(MetricConfig),
+}
+
+/// `kind = "metric"`: an aggregate of `value` over `window` compares to `value_threshold`,
+/// continuously for `for`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricConfig {
+    pub aggregate: Aggregate,
+    #[serde(deserialize_with = "positive_duration")]
+    pub window: Duration,
+    pub op: CompareOp,
+    pub value_threshold: f64,
+    /// How long the comparison must hold before the rule fires (default 0).
+    #[serde(rename = "for", default, deserialize_with = "super::de::duration")]
+    pub for_: Duration,
+}
+
+/// How a metric rule sums up the values in its window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Aggregate {
+    Last,
+    Avg,
+    Min,
+    Max,
+    P95,
+}
+
+/// A comparison: `>`, `>=`, `<`, `<=`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub enum CompareOp {
+    #[serde(rename = ">")]
+    Gt,
+    #[serde(rename = ">=")]
+    Ge,
+    #[serde(rename = "<")]
+    Lt,
+    #[serde(rename = "<=")]
+    Le,
+}
+
+impl CompareOp {
+    pub fn holds(self, a: f64, b: f64) -> bool {
+        match self {
+            CompareOp::Gt => a > b,
+            CompareOp::Ge => a >= b,
+            CompareOp::Lt => a < b,
+            CompareOp::Le => a <= b,
+        }
+    }
 }
 
 /// `kind = "sequence"`: a `first` event then a `then` event in one group within `within`.
@@ -174,7 +225,7 @@ pub struct ThresholdConfig {
 }
 
 impl RuleKindConfig {
-    pub const KINDS: &'static str = "match, threshold, absence, rate, sequence";
+    pub const KINDS: &'static str = "match, threshold, absence, rate, sequence, metric";
 
     pub fn name(&self) -> &'static str {
         match self {
@@ -183,6 +234,7 @@ impl RuleKindConfig {
             RuleKindConfig::Absence(_) => "absence",
             RuleKindConfig::Rate(_) => "rate",
             RuleKindConfig::Sequence(_) => "sequence",
+            RuleKindConfig::Metric(_) => "metric",
         }
     }
 
@@ -198,6 +250,7 @@ impl RuleKindConfig {
             "absence" => AbsenceConfig::deserialize(d).map(RuleKindConfig::Absence),
             "rate" => RateConfig::deserialize(d).map(RuleKindConfig::Rate),
             "sequence" => SequenceConfig::deserialize(d).map(RuleKindConfig::Sequence),
+            "metric" => MetricConfig::deserialize(d).map(RuleKindConfig::Metric),
             _ => return None,
         })
     }

@@ -4,6 +4,7 @@
 mod absence;
 mod groups;
 mod r#match;
+mod metric;
 mod rate;
 mod sequence;
 mod threshold;
@@ -20,6 +21,7 @@ use crate::event::Event;
 
 pub use absence::AbsenceDetector;
 pub use r#match::MatchDetector;
+pub use metric::MetricDetector;
 pub use rate::RateDetector;
 pub use sequence::SequenceDetector;
 pub use threshold::ThresholdDetector;
@@ -41,6 +43,7 @@ pub enum Detector {
     Absence(AbsenceDetector),
     Rate(RateDetector),
     Sequence(SequenceDetector),
+    Metric(MetricDetector),
 }
 
 impl Detector {
@@ -78,6 +81,14 @@ impl Detector {
             RuleKindConfig::Sequence(c) => {
                 Detector::Sequence(SequenceDetector::new(c.within, c.mode, max_groups))
             }
+            RuleKindConfig::Metric(c) => Detector::Metric(MetricDetector::new(
+                c.aggregate,
+                c.op,
+                c.value_threshold,
+                c.window,
+                c.for_,
+                max_groups,
+            )),
         }
     }
 
@@ -94,6 +105,7 @@ impl Detector {
             Detector::Rate(d) => d.on_event(key, ts, marks.matched, marks.total),
             Detector::Sequence(d) => d.on_event(key, group, ts, marks.first, marks.then),
             _ if !marks.matched => None,
+            Detector::Metric(d) => d.on_event(key, ts, marks.value),
             Detector::Match(d) => d.on_event(ts),
             Detector::Threshold(d) => d.on_event(key, ts),
             Detector::Absence(d) => {
@@ -106,7 +118,10 @@ impl Detector {
     /// Timers due at `now` (engine time): (group values, fire) for each.
     fn due(&mut self, now: Timestamp, out: &mut Vec<(Vec<(String, String)>, Fire)>) {
         match self {
-            Detector::Match(_) | Detector::Threshold(_) | Detector::Rate(_) => {}
+            Detector::Match(_)
+            | Detector::Threshold(_)
+            | Detector::Rate(_)
+            | Detector::Metric(_) => {}
             Detector::Absence(d) => d.due(now, out),
             Detector::Sequence(d) => d.due(now, out),
         }
@@ -119,6 +134,7 @@ impl Detector {
             Detector::Threshold(d) => d.on_tick(now),
             Detector::Rate(d) => d.on_tick(now),
             Detector::Sequence(d) => d.on_tick(now),
+            Detector::Metric(d) => d.on_tick(now),
         }
     }
 
@@ -130,6 +146,7 @@ impl Detector {
             Detector::Absence(d) => (0, d.evicted()),
             Detector::Rate(d) => (d.late, d.evicted()),
             Detector::Sequence(d) => (d.dropped, d.evicted()),
+            Detector::Metric(d) => (d.late, d.evicted()),
         }
     }
 
@@ -141,6 +158,7 @@ impl Detector {
             Detector::Absence(d) => d.groups(),
             Detector::Rate(d) => d.groups(),
             Detector::Sequence(d) => d.groups(),
+            Detector::Metric(d) => d.groups(),
         }
     }
 }
@@ -153,6 +171,8 @@ pub struct Marks {
     pub total: bool,
     pub first: bool,
     pub then: bool,
+    /// The event's `value` (metric rules).
+    pub value: Option<f64>,
 }
 
 /// A compiled `where` table: every pair must hold.
@@ -523,6 +543,7 @@ impl Rule {
                 total,
                 first,
                 then,
+                value: ev.value,
             },
         )?;
         self.stats.fired += 1;

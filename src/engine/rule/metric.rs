@@ -1,0 +1,300 @@
+//! `kind = "metric"`: an aggregate (`last`, `avg`, `min`, `max`, `p95`) of the events' `value`
+//! over the trailing `window` compares (`op`) to `value_threshold`, and has done so
+//! continuously for `for`.
+//!
+//! A state kind: it fires once when the condition has held for `for`, and again only after it
+//! has cleared. The condition is evaluated on each event of the group that carries a `value`.
+//! Per group the state is 60 time buckets (count, sum, min, max, last) plus, for `p95`, a sparse
+//! histogram with logarithmic bins 2% wide, so memory does not grow with traffic; `p95` is
+//! exact to about 1%, and the window to 1/60 of its length.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use super::Fire;
+use super::groups::GroupMap;
+use crate::clock::{Timestamp, duration_millis};
+use crate::config::rule::{Aggregate, CompareOp};
+
+const BUCKETS: i64 = 60;
+const GAMMA: f64 = 1.02;
+
+#[derive(Debug, Clone)]
+struct Bucket {
+    start: i64,
+    count: u64,
+    sum: f64,
+    min: f64,
+    max: f64,
+    /// Histogram bins (p95 only).
+    bins: BTreeMap<i32, u32>,
+}
+
+#[derive(Debug, Default)]
+struct Group {
+    buckets: VecDeque<Bucket>,
+    count: u64,
+    sum: f64,
+    /// Window-wide histogram (p95 only): the sum of the buckets' bins.
+    bins: BTreeMap<i32, u32>,
+    last: Option<(i64, f64)>,
+    since: Option<i64>,
+    firing: bool,
+}
+
+#[derive(Debug)]
+pub struct MetricDetector {
+    aggregate: Aggregate,
+    op: CompareOp,
+    threshold: f64,
+    for_ms: i64,
+    window_ms: i64,
+    width_ms: i64,
+    groups: GroupMap<Group>,
+    pub late: u64,
+}
+
+/// The histogram bin of `v`: ordered like the values, 2% wide.
+fn bin(v: f64) -> i32 {
+    if v == 0.0 || !v.is_finite() {
+        return 0;
+    }
+    let k = (v.abs().ln() / GAMMA.ln()).floor() as i32;
+    if v > 0.0 {
+        1_000_000 + k
+    } else {
+        -1_000_000 - k
+    }
+}
+
+/// A value that stands for bin `b` (its geometric middle).
+fn bin_value(b: i32) -> f64 {
+    match b {
+        0 => 0.0,
+        b if b > 0 => GAMMA.powf(f64::from(b - 1_000_000) + 0.5),
+        b => -GAMMA.powf(f64::from(-b - 1_000_000) + 0.5),
+    }
+}
+
+impl MetricDetector {
+    pub fn new(
+        aggregate: Aggregate,
+        op: CompareOp,
+        threshold: f64,
+        window: Duration,
+        for_: Duration,
+        max_groups: usize,
+    ) -> Self {
+        let window_ms = duration_millis(window).max(1);
+        MetricDetector {
+            aggregate,
+            op,
+            threshold,
+            for_ms: duration_millis(for_),
+            window_ms,
+            width_ms: (window_ms / BUCKETS).max(1),
+            groups: GroupMap::new(max_groups),
+            late: 0,
+        }
+    }
+
+    pub fn evicted(&self) -> u64 {
+        self.groups.evicted
+    }
+
+    pub fn groups(&self) -> usize {
+        self.groups.len()
+    }
+
+    pub fn on_event(&mut self, group: &str, ts: Timestamp, value: Option<f64>) -> Option<Fire> {
+        let v = value.filter(|v| v.is_finite())?;
+        let (window_ms, width_ms, p95) = (
+            self.window_ms,
+            self.width_ms,
+            self.aggregate == Aggregate::P95,
+        );
+        let g = self.groups.touch(group, Group::default);
+        let t = ts.millis();
+        let start = t - t.rem_euclid(width_ms);
+        let newest = g.buckets.back().map_or(start, |b| b.start.max(start));
+        if start <= newest - window_ms {
+            self.late += 1;
+            return None;
+        }
+        let i = match g.buckets.iter().rposition(|b| b.start <= start) {
+            Some(i) if g.buckets[i].start == start => i,
+            found => {
+                let at = found.map_or(0, |i| i + 1);
+                let b = Bucket {
+                    start,
+                    count: 0,
+                    sum: 0.0,
+                    min: f64::INFINITY,
+                    max: f64::NEG_INFINITY,
+                    bins: BTreeMap::new(),
+                };
+                g.buckets.insert(at, b);
+                at
+            }
+        };
+        let b = &mut g.buckets[i];
+        b.count += 1;
+        b.sum += v;
+        b.min = b.min.min(v);
+        b.max = b.max.max(v);
+        if p95 {
+            *b.bins.entry(bin(v)).or_insert(0) += 1;
+            *g.bins.entry(bin(v)).or_insert(0) += 1;
+        }
+        g.count += 1;
+        g.sum += v;
+        if g.last.is_none_or(|(lt, _)| t >= lt) {
+            g.last = Some((t, v));
+        }
+        while let Some(f) = g.buckets.front() {
+            if f.start > newest - window_ms {
+                break;
+            }
+            let f = g.buckets.pop_front().expect("front exists");
+            g.count -= f.count;
+            g.sum -= f.sum;
+            for (k, n) in f.bins {
+                if let Some(c) = g.bins.get_mut(&k) {
+                    *c -= n;
+                    if *c == 0 {
+                        g.bins.remove(&k);
+                    }
+                }
+            }
+        }
+        let agg = match self.aggregate {
+            Aggregate::Last => g.last.map(|(_, v)| v),
+            Aggregate::Avg => (g.count > 0).then(|| g.sum / g.count as f64),
+            Aggregate::Min => g.buckets.iter().map(|b| b.min).reduce(f64::min),
+            Aggregate::Max => g.buckets.iter().map(|b| b.max).reduce(f64::max),
+            Aggregate::P95 => {
+                let rank = ((g.count as f64) * 0.95).ceil() as u64;
+                let mut seen = 0u64;
+                g.bins.iter().find_map(|(k, n)| {
+                    seen += u64::from(*n);
+                    (seen >= rank).then(|| bin_value(*k))
+                })
+            }
+        }?;
+        let holds = self.op.holds(agg, self.threshold);
+        if !holds {
+            g.since = None;
+            g.firing = false;
+            return None;
+        }
+        let since = *g.since.get_or_insert(t);
+        if !g.firing && t - since >= self.for_ms {
+            g.firing = true;
+            return Some(Fire {
+                count: g.count,
+                first_ts: Timestamp(since),
+            });
+        }
+        None
+    }
+
+    /// Drops groups with nothing left in their window at `now`.
+    pub fn on_tick(&mut self, now: Timestamp) {
+        let edge = now.millis() - self.window_ms;
+        self.groups
+            .retain(|g| g.buckets.back().is_some_and(|b| b.start > edge));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn det(a: Aggregate, op: CompareOp, th: f64, for_secs: u64) -> MetricDetector {
+        MetricDetector::new(
+            a,
+            op,
+            th,
+            Duration::from_secs(60),
+            Duration::from_secs(for_secs),
+            100,
+        )
+    }
+
+    #[test]
+    fn avg_over_the_window_held_for_a_while() {
+        let mut d = det(Aggregate::Avg, CompareOp::Gt, 90.0, 20);
+        assert!(
+            d.on_event("m", Timestamp(0), Some(95.0)).is_none(),
+            "holds, but not yet for 20 s"
+        );
+        assert!(d.on_event("m", Timestamp(10_000), Some(95.0)).is_none());
+        let f = d
+            .on_event("m", Timestamp(20_000), Some(91.0))
+            .expect("held 20 s");
+        assert_eq!((f.count, f.first_ts), (3, Timestamp(0)));
+        assert!(
+            d.on_event("m", Timestamp(25_000), Some(99.0)).is_none(),
+            "once"
+        );
+        // Clears (avg drops to 90 or below), then holds again from scratch.
+        assert!(d.on_event("m", Timestamp(26_000), Some(0.0)).is_none());
+        assert!(d.on_event("m", Timestamp(100_000), Some(95.0)).is_none());
+        assert!(d.on_event("m", Timestamp(120_000), Some(95.0)).is_some());
+        assert!(
+            d.on_event("m", Timestamp(120_000), None).is_none(),
+            "events without a value do not count"
+        );
+    }
+
+    #[test]
+    fn min_max_last_and_the_window_edge() {
+        let mut lo = det(Aggregate::Min, CompareOp::Lt, 10.0, 0);
+        assert!(
+            lo.on_event("disk", Timestamp(0), Some(5.0)).is_some(),
+            "exactly below"
+        );
+        let mut hi = det(Aggregate::Max, CompareOp::Ge, 100.0, 0);
+        assert!(
+            hi.on_event("a", Timestamp(0), Some(100.0)).is_some(),
+            "ge is inclusive"
+        );
+        let mut last = det(Aggregate::Last, CompareOp::Gt, 50.0, 0);
+        assert!(last.on_event("a", Timestamp(0), Some(60.0)).is_some());
+        assert!(last.on_event("a", Timestamp(1_000), Some(40.0)).is_none());
+        // The 5.0 leaves min's window a minute later; 20 alone is not below 10.
+        assert!(lo.on_event("disk", Timestamp(61_000), Some(20.0)).is_none());
+    }
+
+    #[test]
+    fn p95_is_within_a_few_percent() {
+        let mut d = det(Aggregate::P95, CompareOp::Gt, 940.0, 0);
+        // 1..=1000 ms latencies: p95 = 950.
+        let mut fired = None;
+        for i in 1..=1000 {
+            if let Some(f) = d.on_event("api", Timestamp(i), Some(i as f64)) {
+                fired = Some(i);
+                let _ = f;
+            }
+        }
+        let at = fired.expect("p95 exceeds 940");
+        assert!((960..=1000).contains(&at), "fired at {at}");
+        let mut below = det(Aggregate::P95, CompareOp::Gt, 980.0, 0);
+        assert!((1..=1000).all(|i| {
+            below
+                .on_event("api", Timestamp(i), Some(i as f64))
+                .is_none()
+        }));
+    }
+
+    #[test]
+    fn bins_are_ordered_like_values() {
+        let vs = [-1e6, -3.0, -0.5, 0.0, 1e-9, 0.5, 3.0, 1e6];
+        let bins: Vec<i32> = vs.iter().map(|v| bin(*v)).collect();
+        assert!(bins.windows(2).all(|w| w[0] < w[1]), "{bins:?}");
+        for v in [0.37, 12.0, 950.0, -42.0] {
+            let back = bin_value(bin(v));
+            assert!(((back - v) / v).abs() < 0.02, "{v} -> {back}");
+        }
+    }
+}
