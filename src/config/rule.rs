@@ -119,7 +119,7 @@ pub struct MetricConfig {
 }
 
 /// How a metric rule sums up the values in its window.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Aggregate {
     Last,
@@ -130,7 +130,7 @@ pub enum Aggregate {
 }
 
 /// A comparison: `>`, `>=`, `<`, `<=`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 pub enum CompareOp {
     #[serde(rename = ">")]
     Gt,
@@ -168,7 +168,7 @@ pub struct SequenceConfig {
 }
 
 /// Whether a sequence rule fires on the `then` or on its absence.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SequenceMode {
     #[default]

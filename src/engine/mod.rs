@@ -22,7 +22,8 @@ use crate::config::RuleConfig;
 use crate::event::Event;
 use crate::incident::Severity;
 use crate::telemetry::Telemetry;
-use rule::{Hit, Rule, RuleStats};
+pub use rule::RuleStats;
+use rule::{Hit, Rule};
 
 /// A rule fired: what the incident manager turns into (or attaches to) an incident.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
@@ -78,6 +79,44 @@ pub struct RuleInfo {
     /// Groups evicted because of `max_groups`.
     #[serde(default)]
     pub evicted: u64,
+}
+
+/// Every rule's window state at one moment, to survive restarts (DESIGN §5). A rule's state
+/// is restored only into a rule with exactly the same definition. Written from borrowed state
+/// ([`Engine::checkpoint`]) and read back as owned ([`Engine::restore`]).
+#[derive(Serialize, serde::Deserialize)]
+struct Checkpoint<R> {
+    version: u32,
+    now: Timestamp,
+    rules: Vec<R>,
+}
+
+const CHECKPOINT_VERSION: u32 = 1;
+
+#[derive(Serialize)]
+struct RuleStateRef<'a> {
+    id: &'a str,
+    definition: String,
+    detector: &'a rule::Detector,
+    stats: RuleStats,
+}
+
+#[derive(serde::Deserialize)]
+struct RuleState {
+    id: String,
+    /// The rule's definition as it was; state is only restored into an identical one.
+    definition: String,
+    detector: rule::Detector,
+    stats: RuleStats,
+}
+
+/// Why a checkpoint could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("engine checkpoint unreadable: {0}")]
+pub struct CheckpointError(String);
+
+fn definition(c: &RuleConfig) -> String {
+    format!("{:?}|{:?}", c.common, c.kind)
 }
 
 /// All rules and their state.
@@ -157,6 +196,55 @@ impl Engine {
                 out.push(detection(&self.templates, rule, None, hit));
             }
         }
+    }
+
+    /// Every rule's state, serialized (JSON).
+    pub fn checkpoint(&self) -> Vec<u8> {
+        let cp = Checkpoint {
+            version: CHECKPOINT_VERSION,
+            now: self.now,
+            rules: self
+                .rules
+                .iter()
+                .map(|r| RuleStateRef {
+                    id: r.id(),
+                    definition: definition(&r.config),
+                    detector: &r.detector,
+                    stats: r.stats,
+                })
+                .collect(),
+        };
+        // Plain data with string keys: serializing to JSON cannot fail.
+        serde_json::to_vec(&cp).unwrap_or_default()
+    }
+
+    /// Restores the state of each rule whose definition is unchanged since the checkpoint;
+    /// returns how many were restored. Other rules keep a fresh state.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<usize, CheckpointError> {
+        let cp: Checkpoint<RuleState> =
+            serde_json::from_slice(bytes).map_err(|e| CheckpointError(e.to_string()))?;
+        if cp.version != CHECKPOINT_VERSION {
+            return Err(CheckpointError(format!(
+                "version {} is not {CHECKPOINT_VERSION}",
+                cp.version
+            )));
+        }
+        let mut saved: BTreeMap<String, RuleState> =
+            cp.rules.into_iter().map(|r| (r.id.clone(), r)).collect();
+        let mut restored = 0;
+        for rule in &mut self.rules {
+            if let Some(st) = saved.remove(rule.id())
+                && st.definition == definition(&rule.config)
+            {
+                rule.detector = st.detector;
+                rule.stats = st.stats;
+                restored += 1;
+            }
+        }
+        if cp.now > self.now {
+            self.now = cp.now;
+        }
+        Ok(restored)
     }
 
     pub fn rules(&self) -> Vec<RuleInfo> {
@@ -579,5 +667,183 @@ min_events = 10
         assert_eq!(out.len(), 1);
         let info = &e.rules()[0];
         assert_eq!((info.matched, info.fired), (12, 1));
+    }
+}
+
+#[cfg(test)]
+mod checkpoint_tests {
+    use super::tests::{ev, rules};
+    use super::*;
+
+    const ALL_KINDS: &str = r#"
+[[rule]]
+id = "m"
+kind = "match"
+where = { level = "critical" }
+
+[[rule]]
+id = "t"
+kind = "threshold"
+regex = 'fail from (?P<ip>\S+)'
+group_by = ["ip"]
+threshold = 4
+window = "1m"
+
+[[rule]]
+id = "a"
+kind = "absence"
+where = { kind = "heartbeat" }
+group_by = ["service"]
+timeout = "45s"
+
+[[rule]]
+id = "r"
+kind = "rate"
+where = { kind = "request", "fields.status" = { ge = 500 } }
+total_where = { kind = "request" }
+group_by = ["service"]
+ratio = 0.3
+window = "1m"
+min_events = 5
+
+[[rule]]
+id = "s"
+kind = "sequence"
+group_by = ["service"]
+first = { kind = "deploy" }
+then = { level = "error" }
+within = "2m"
+
+[[rule]]
+id = "n"
+kind = "sequence"
+mode = "not_followed_by"
+group_by = ["host"]
+first = { kind = "job", message = "start" }
+then = { kind = "job", message = "end" }
+within = "30s"
+
+[[rule]]
+id = "p"
+kind = "metric"
+where = { kind = "metric" }
+group_by = ["service"]
+aggregate = "p95"
+window = "1m"
+op = ">"
+value_threshold = 500.0
+for = "20s"
+"#;
+
+    /// A deterministic stream that makes every rule fire more than once.
+    fn stream() -> Vec<Event> {
+        let mut out = Vec::new();
+        let mut x: u64 = 42;
+        let mut next = || {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            x >> 33
+        };
+        for i in 0..3000i64 {
+            let t = i * 500;
+            let r = next() % 100;
+            let svc = ["api", "db", "web"][(next() % 3) as usize];
+            let line = match r {
+                0..=14 => format!(
+                    r#"{{"kind":"log","ts":{t},"message":"fail from 10.0.0.{}"}}"#,
+                    next() % 4
+                ),
+                15..=19 if (t / 60_000) % 3 != 0 => {
+                    format!(r#"{{"kind":"heartbeat","ts":{t},"service":"{svc}"}}"#)
+                }
+                20..=49 => format!(
+                    r#"{{"kind":"request","ts":{t},"service":"{svc}","fields":{{"status":{}}}}}"#,
+                    if next() % 10 < 4 { 503 } else { 200 }
+                ),
+                50..=52 => format!(r#"{{"kind":"deploy","ts":{t},"service":"{svc}"}}"#),
+                53..=57 => {
+                    format!(r#"{{"kind":"log","level":"error","ts":{t},"service":"{svc}"}}"#)
+                }
+                58..=60 => format!(
+                    r#"{{"kind":"job","ts":{t},"host":"h{}","message":"start"}}"#,
+                    next() % 3
+                ),
+                61..=63 => format!(
+                    r#"{{"kind":"job","ts":{t},"host":"h{}","message":"end"}}"#,
+                    next() % 3
+                ),
+                64..=90 => format!(
+                    r#"{{"kind":"metric","ts":{t},"service":"{svc}","value":{}}}"#,
+                    next() % 700
+                ),
+                91 => format!(r#"{{"kind":"x","level":"critical","ts":{t}}}"#),
+                _ => format!(r#"{{"kind":"noise","ts":{t}}}"#),
+            };
+            out.push(ev(&line));
+        }
+        out
+    }
+
+    fn summary(ds: &[Detection]) -> Vec<(String, String, i64, u64)> {
+        ds.iter()
+            .map(|d| (d.rule.clone(), d.key.clone(), d.ts.millis(), d.count))
+            .collect()
+    }
+
+    #[test]
+    fn a_restored_engine_continues_exactly_like_an_uninterrupted_one() {
+        let configs = rules(ALL_KINDS);
+        let events = stream();
+        let mut whole = Engine::new(&configs);
+        let mut expected = Vec::new();
+        for e in &events {
+            whole.on_event(e, &mut expected);
+        }
+        let fired: std::collections::BTreeSet<&str> =
+            expected.iter().map(|d| d.rule.as_str()).collect();
+        assert_eq!(fired.len(), 7, "every kind fires in this stream: {fired:?}");
+
+        for split in [1, 137, 1000, 1999, 2998] {
+            let mut first = Engine::new(&configs);
+            let mut got = Vec::new();
+            for e in &events[..split] {
+                first.on_event(e, &mut got);
+            }
+            let bytes = first.checkpoint();
+            drop(first);
+            let mut second = Engine::new(&configs);
+            assert_eq!(second.restore(&bytes).unwrap(), configs.len());
+            for e in &events[split..] {
+                second.on_event(e, &mut got);
+            }
+            assert_eq!(summary(&got), summary(&expected), "split at {split}");
+            let counts = |e: &Engine| {
+                e.rules()
+                    .iter()
+                    .map(|r| (r.matched, r.fired))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(counts(&second), counts(&whole), "split at {split}");
+        }
+    }
+
+    #[test]
+    fn changed_rules_start_fresh_and_garbage_is_refused() {
+        let configs = rules(ALL_KINDS);
+        let mut e = Engine::new(&configs);
+        let mut out = Vec::new();
+        for ev in stream().iter().take(500) {
+            e.on_event(ev, &mut out);
+        }
+        let bytes = e.checkpoint();
+        let changed = rules(&ALL_KINDS.replace("threshold = 4", "threshold = 5"));
+        let mut fresh = Engine::new(&changed);
+        assert_eq!(fresh.restore(&bytes).unwrap(), configs.len() - 1);
+        assert_eq!(
+            fresh.rules().iter().find(|r| r.id == "t").unwrap().matched,
+            0
+        );
+        assert!(Engine::new(&configs).restore(b"{not json").is_err());
     }
 }

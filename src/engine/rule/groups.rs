@@ -6,13 +6,13 @@
 
 use std::collections::HashMap;
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Slot<T> {
     state: T,
     seen: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct GroupMap<T> {
     map: HashMap<String, Slot<T>>,
     seq: u64,

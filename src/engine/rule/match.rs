@@ -3,7 +3,7 @@
 use super::Fire;
 use crate::clock::Timestamp;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct MatchDetector;
 
 impl MatchDetector {

@@ -19,7 +19,7 @@ use crate::config::rule::{Aggregate, CompareOp};
 const BUCKETS: i64 = 60;
 const GAMMA: f64 = 1.02;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Bucket {
     start: i64,
     count: u64,
@@ -30,7 +30,7 @@ struct Bucket {
     bins: BTreeMap<i32, u32>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Group {
     buckets: VecDeque<Bucket>,
     count: u64,
@@ -42,7 +42,7 @@ struct Group {
     firing: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct MetricDetector {
     aggregate: Aggregate,
     op: CompareOp,

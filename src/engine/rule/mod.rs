@@ -36,7 +36,7 @@ pub struct Fire {
 }
 
 /// The kind-specific part of a rule: plain synchronous code over event time.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub enum Detector {
     Match(MatchDetector),
     Threshold(ThresholdDetector),
@@ -382,7 +382,7 @@ fn group_source(rule: &RuleConfig, name: &str) -> Option<GroupSource> {
 }
 
 /// Counters a rule keeps about itself.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, serde::Deserialize)]
 pub struct RuleStats {
     pub matched: u64,
     pub fired: u64,

@@ -16,14 +16,14 @@ use crate::clock::{Timestamp, duration_millis};
 
 const BUCKETS: i64 = 60;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct Bucket {
     start: i64,
     matched: u64,
     total: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Group {
     buckets: VecDeque<Bucket>,
     matched: u64,
@@ -31,7 +31,7 @@ struct Group {
     firing: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct RateDetector {
     ratio: f64,
     min_events: u64,

@@ -19,14 +19,14 @@ use crate::config::rule::SequenceMode;
 
 const MAX_PENDING: usize = 1024;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Group {
     values: Vec<(String, String)>,
     /// Times of firsts not yet followed, oldest first.
     pending: VecDeque<i64>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct SequenceDetector {
     within_ms: i64,
     mode: SequenceMode,

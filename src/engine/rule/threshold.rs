@@ -14,7 +14,7 @@ use super::Fire;
 use super::groups::GroupMap;
 use crate::clock::{Timestamp, duration_millis};
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct ThresholdDetector {
     threshold: usize,
     window_ms: i64,
