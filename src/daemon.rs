@@ -213,16 +213,19 @@ pub async fn run(
     let (events_tx, events_rx) = mpsc::channel(config.daemon.event_queue);
     let (engine_tx, engine_rx) = mpsc::channel(16);
     let engine = EngineHandle::new(engine_tx);
+    let mut rules_engine = Engine::new(&config.rules);
+    restore_engine(&mut rules_engine, store.as_ref());
     running.spawn(
         &tracker,
         "engine",
         crate::engine::run(
-            Engine::new(&config.rules),
+            rules_engine,
             events_rx,
             engine_rx,
             incidents.sender(),
             telemetry.clone(),
             clock.clone(),
+            config.daemon.checkpoint_interval,
         ),
     );
 
@@ -354,6 +357,26 @@ pub async fn run(
         tracing::error!(still_running = ?running.names(), timeout = ?deadline, "shutdown deadline passed; exiting anyway");
     }
     Ok(())
+}
+
+/// Restores the engine's window state from the last checkpoint. An unreadable checkpoint is
+/// logged and ignored: detection then starts fresh, which loses windows but nothing stored.
+fn restore_engine(engine: &mut Engine, store: &dyn Store) {
+    match store.load_checkpoint() {
+        Ok(None) => {}
+        Ok(Some(bytes)) => match engine.restore(&bytes) {
+            Ok(n) => tracing::info!(
+                rules = n,
+                "restored rule window state from the last checkpoint"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring the engine checkpoint; rule windows start empty")
+            }
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the engine checkpoint; rule windows start empty")
+        }
+    }
 }
 
 /// Reloads config and rules. A broken config keeps the old one running and says why in the

@@ -133,6 +133,8 @@ pub struct Telemetry {
     pub incidents_reopened: Counter,
     pub incidents_rate_limited: Counter,
     pub store_errors: Counter,
+    /// Engine checkpoints made durable.
+    pub checkpoints: Counter,
     /// Result of the last reload, shown in `/v1/status`.
     #[serde(skip)]
     pub reload: Mutex<ReloadStatus>,
@@ -160,6 +162,7 @@ impl Default for Telemetry {
             incidents_reopened: Counter::default(),
             incidents_rate_limited: Counter::default(),
             store_errors: Counter::default(),
+            checkpoints: Counter::default(),
             reload: Mutex::new(ReloadStatus::default()),
         }
     }

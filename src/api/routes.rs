@@ -72,7 +72,7 @@ async fn status(State(st): S) -> Json<Value> {
         "rules": rules,
         "queues": {"events": {"len": queued, "capacity": st.event_queue_capacity}},
         "sources": [t.ingest, t.api_events],
-        "engine": {"events": t.engine_events, "detections": t.detections, "detections_dropped": t.detections_dropped},
+        "engine": {"events": t.engine_events, "detections": t.detections, "detections_dropped": t.detections_dropped, "checkpoints": t.checkpoints},
         "incidents": {
             "by_status": counts,
             "created": t.incidents_created,

@@ -92,6 +92,9 @@ pub struct DaemonConfig {
     /// How long shutdown may take before the daemon names what is stuck and exits.
     #[serde(deserialize_with = "duration")]
     pub shutdown_timeout: Duration,
+    /// How often the engine's window state is saved (also at shutdown).
+    #[serde(deserialize_with = "duration")]
+    pub checkpoint_interval: Duration,
 }
 
 impl Default for DaemonConfig {
@@ -115,6 +118,7 @@ impl Default for DaemonConfig {
             event_queue: 8192,
             detection_queue: 1024,
             shutdown_timeout: Duration::from_secs(20),
+            checkpoint_interval: Duration::from_secs(10),
         }
     }
 }

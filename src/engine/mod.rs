@@ -420,8 +420,11 @@ pub async fn run(
     detections: mpsc::Sender<crate::incident::manager::Msg>,
     telemetry: Arc<Telemetry>,
     clock: Arc<dyn Clock>,
+    checkpoint_every: Duration,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut checkpoint = tokio::time::interval(checkpoint_every.max(Duration::from_millis(100)));
+    checkpoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut out = Vec::new();
     let mut commands_open = true;
@@ -460,7 +463,22 @@ pub async fn run(
                     }
                 }
             }
+            // On the manager's channel, after the detections it covers: saved in the same
+            // flush or a later one, never before them.
+            _ = checkpoint.tick() => {
+                let _ = detections.send(crate::incident::manager::Msg::Checkpoint(engine.checkpoint())).await;
+            }
         }
+    }
+    // Every event has been processed: the last checkpoint holds all of their effects.
+    if detections
+        .send(crate::incident::manager::Msg::Checkpoint(
+            engine.checkpoint(),
+        ))
+        .await
+        .is_err()
+    {
+        tracing::error!("incident manager is gone; final engine checkpoint not saved");
     }
     tracing::debug!("engine stopped");
 }

@@ -97,6 +97,8 @@ pub enum Msg {
     Ping(oneshot::Sender<()>),
     /// New `[incidents]` settings after a reload.
     Configure(IncidentsConfig),
+    /// The engine's window state, saved with the batch's flush.
+    Checkpoint(Vec<u8>),
 }
 
 /// The channel front of the manager.
@@ -171,6 +173,7 @@ impl Manager {
         let mut replies: Vec<(Reply, Result<Incident, IncidentError>)> = Vec::new();
         let mut pings: Vec<oneshot::Sender<()>> = Vec::new();
         while let Some(first) = rx.blocking_recv() {
+            let mut checkpointed = false;
             let mut msg = Some(first);
             let mut n = 0;
             while let Some(m) = msg.take() {
@@ -188,6 +191,13 @@ impl Manager {
                     }
                     Msg::Ping(p) => pings.push(p),
                     Msg::Configure(c) => self.config = c,
+                    Msg::Checkpoint(bytes) => {
+                        checkpointed = true;
+                        if let Err(e) = self.store.save_checkpoint(&bytes) {
+                            self.telemetry.store_errors.inc();
+                            tracing::error!(error = %e, "could not save the engine checkpoint");
+                        }
+                    }
                 }
                 if n < MAX_BATCH {
                     msg = rx.try_recv().ok();
@@ -198,6 +208,9 @@ impl Manager {
             if let Err(e) = &flushed {
                 self.telemetry.store_errors.inc();
                 tracing::error!(error = %e, "store flush failed; answering the batch with errors");
+            }
+            if checkpointed && flushed.is_ok() {
+                self.telemetry.checkpoints.inc();
             }
             for (reply, r) in replies.drain(..) {
                 let r = match (&flushed, r) {

@@ -112,4 +112,8 @@ pub trait Store: Send + Sync + 'static {
     fn next_id(&self) -> Result<u64, StoreError>;
     /// Incidents per status.
     fn count_by_status(&self) -> Result<Vec<(Status, u64)>, StoreError>;
+    /// Replaces the engine's checkpoint (not yet durable; the next flush makes it so).
+    fn save_checkpoint(&self, bytes: &[u8]) -> Result<(), StoreError>;
+    /// The last engine checkpoint saved, if any.
+    fn load_checkpoint(&self) -> Result<Option<Vec<u8>>, StoreError>;
 }

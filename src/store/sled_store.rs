@@ -18,6 +18,7 @@ pub struct SledStore {
     idx_key: sled::Tree,
     idx_status: sled::Tree,
     meta: sled::Tree,
+    checkpoints: sled::Tree,
 }
 
 impl SledStore {
@@ -78,6 +79,7 @@ impl SledStore {
             idx_key: tree("idx_key")?,
             idx_status: tree("idx_status")?,
             meta: tree("meta")?,
+            checkpoints: tree("checkpoints")?,
             db,
         };
         match store.meta_u64("schema_version")? {
@@ -293,6 +295,30 @@ impl Store for SledStore {
             .map(|k| u64::from_be_bytes(k) + 1)
             .unwrap_or(1);
         Ok(from_meta.max(last))
+    }
+
+    fn save_checkpoint(&self, bytes: &[u8]) -> Result<(), StoreError> {
+        let mut record = Vec::with_capacity(bytes.len() + 1);
+        record.push(RECORD_V1);
+        record.extend_from_slice(bytes);
+        self.checkpoints
+            .insert("engine", record)
+            .map(|_| ())
+            .map_err(|source| StoreError::Sled {
+                op: "save checkpoint",
+                source,
+            })
+    }
+
+    fn load_checkpoint(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let v = self
+            .checkpoints
+            .get("engine")
+            .map_err(|source| StoreError::Sled {
+                op: "load checkpoint",
+                source,
+            })?;
+        Ok(v.and_then(|v| v.strip_prefix(&[RECORD_V1]).map(<[u8]>::to_vec)))
     }
 
     fn count_by_status(&self) -> Result<Vec<(Status, u64)>, StoreError> {

@@ -132,3 +132,69 @@ async fn sigint_stops_too_and_sighup_does_not() {
     d.signal(Signal::SIGINT);
     assert!(d.wait_exit(Duration::from_secs(15)).success());
 }
+
+#[tokio::test]
+async fn rule_windows_survive_a_graceful_restart() {
+    let mut d = TestDaemon::start(SSH_RULE).await;
+    // Three of five failures before the restart, two after: one incident.
+    d.send_and_settle(
+        &(0..3)
+            .map(|_| failed_password("198.51.100.33"))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    assert!(d.stop().success());
+    d.restart().await;
+    assert!(
+        d.log()
+            .contains("restored rule window state from the last checkpoint rules=2"),
+        "{}",
+        d.log()
+    );
+    d.send_and_settle(
+        &(0..2)
+            .map(|_| failed_password("198.51.100.33"))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    let inc = d.wait_for_key("ssh/198.51.100.33").await;
+    assert_eq!(inc["detections"], 1);
+    let rules = d.get("/v1/rules").await;
+    let ssh = rules["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "ssh")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (ssh["matched"].as_u64(), ssh["fired"].as_u64()),
+        (Some(5), Some(1)),
+        "{ssh}"
+    );
+}
+
+#[tokio::test]
+async fn periodic_checkpoints_survive_sigkill() {
+    let mut d = TestDaemon::prepare("checkpoint_interval = \"100ms\"\n", SSH_RULE);
+    d.wait_healthy().await;
+    d.send_and_settle(
+        &(0..4)
+            .map(|_| failed_password("198.51.100.44"))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    // Wait for two more checkpoints (so one was taken after the four events), then kill
+    // without a chance to save.
+    let saved = |v: serde_json::Value| v["engine"]["checkpoints"].as_u64().unwrap();
+    let before = saved(d.get("/v1/status").await);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while saved(d.get("/v1/status").await) < before + 2 {
+        assert!(Instant::now() < deadline, "no checkpoints saved");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    d.kill9();
+    d.restart().await;
+    d.send_and_settle(&[failed_password("198.51.100.44")]).await;
+    d.wait_for_key("ssh/198.51.100.44").await;
+}
