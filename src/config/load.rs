@@ -605,7 +605,7 @@ windw = "1m"
 
 [[rule]]
 id = "c"
-kind = "spike"
+kind = "plugin"
 
 [mystery]
 "#,
@@ -628,7 +628,7 @@ kind = "spike"
             "{all}"
         );
         assert!(
-            all.contains("incidentd.toml:20: rule[c].kind: rule kind `spike` is not available"),
+            all.contains("incidentd.toml:20: rule[c].kind: rule kind `plugin` is not available"),
             "{all}"
         );
         assert!(

@@ -101,6 +101,42 @@ pub enum RuleKindConfig {
     Rate(RateConfig),
     Sequence(SequenceConfig),
     Metric(MetricConfig),
+    Spike(SpikeConfig),
+}
+
+/// `kind = "spike"`: the current window against the mean of the previous `baseline` windows.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpikeConfig {
+    #[serde(deserialize_with = "positive_duration")]
+    pub window: Duration,
+    /// How many previous windows make the baseline.
+    pub baseline: std::num::NonZeroU32,
+    /// How many times higher (up) or lower (down); greater than 1.
+    pub factor: f64,
+    #[serde(default)]
+    pub direction: SpikeDirection,
+    /// Compare event counts (default) or the average `value`.
+    #[serde(default)]
+    pub measure: SpikeMeasure,
+    #[serde(default = "one")]
+    pub min_count: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpikeDirection {
+    #[default]
+    Up,
+    Down,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpikeMeasure {
+    #[default]
+    Count,
+    Avg,
 }
 
 /// `kind = "metric"`: an aggregate of `value` over `window` compares to `value_threshold`,
@@ -225,7 +261,7 @@ pub struct ThresholdConfig {
 }
 
 impl RuleKindConfig {
-    pub const KINDS: &'static str = "match, threshold, absence, rate, sequence, metric";
+    pub const KINDS: &'static str = "match, threshold, absence, rate, sequence, metric, spike";
 
     pub fn name(&self) -> &'static str {
         match self {
@@ -235,6 +271,7 @@ impl RuleKindConfig {
             RuleKindConfig::Rate(_) => "rate",
             RuleKindConfig::Sequence(_) => "sequence",
             RuleKindConfig::Metric(_) => "metric",
+            RuleKindConfig::Spike(_) => "spike",
         }
     }
 
@@ -251,6 +288,7 @@ impl RuleKindConfig {
             "rate" => RateConfig::deserialize(d).map(RuleKindConfig::Rate),
             "sequence" => SequenceConfig::deserialize(d).map(RuleKindConfig::Sequence),
             "metric" => MetricConfig::deserialize(d).map(RuleKindConfig::Metric),
+            "spike" => SpikeConfig::deserialize(d).map(RuleKindConfig::Spike),
             _ => return None,
         })
     }

@@ -751,6 +751,27 @@ window = "1m"
 op = ">"
 value_threshold = 500.0
 for = "20s"
+
+[[rule]]
+id = "k"
+kind = "spike"
+where = { kind = "request" }
+group_by = ["service"]
+window = "10s"
+baseline = 3
+factor = 1.5
+min_count = 3
+
+[[rule]]
+id = "q"
+kind = "spike"
+direction = "down"
+where = { kind = "heartbeat" }
+group_by = ["service"]
+window = "20s"
+baseline = 2
+factor = 2.0
+min_count = 1
 "#;
 
     /// A deterministic stream that makes every rule fire more than once.
@@ -820,7 +841,7 @@ for = "20s"
         }
         let fired: std::collections::BTreeSet<&str> =
             expected.iter().map(|d| d.rule.as_str()).collect();
-        assert_eq!(fired.len(), 7, "every kind fires in this stream: {fired:?}");
+        assert_eq!(fired.len(), 9, "every rule fires in this stream: {fired:?}");
 
         for split in [1, 137, 1000, 1999, 2998] {
             let mut first = Engine::new(&configs);

@@ -7,6 +7,7 @@ mod r#match;
 mod metric;
 mod rate;
 mod sequence;
+mod spike;
 mod threshold;
 
 use std::borrow::Cow;
@@ -24,6 +25,7 @@ pub use r#match::MatchDetector;
 pub use metric::MetricDetector;
 pub use rate::RateDetector;
 pub use sequence::SequenceDetector;
+pub use spike::SpikeDetector;
 pub use threshold::ThresholdDetector;
 
 /// What a kind's detector reports when it fires for a group.
@@ -44,6 +46,7 @@ pub enum Detector {
     Rate(RateDetector),
     Sequence(SequenceDetector),
     Metric(MetricDetector),
+    Spike(SpikeDetector),
 }
 
 impl Detector {
@@ -89,6 +92,15 @@ impl Detector {
                 c.for_,
                 max_groups,
             )),
+            RuleKindConfig::Spike(c) => Detector::Spike(SpikeDetector::new(
+                c.window,
+                c.baseline.get(),
+                c.factor,
+                c.direction,
+                c.measure,
+                c.min_count,
+                max_groups,
+            )),
         }
     }
 
@@ -106,6 +118,7 @@ impl Detector {
             Detector::Sequence(d) => d.on_event(key, group, ts, marks.first, marks.then),
             _ if !marks.matched => None,
             Detector::Metric(d) => d.on_event(key, ts, marks.value),
+            Detector::Spike(d) => d.on_event(key, group, ts, marks.value),
             Detector::Match(d) => d.on_event(ts),
             Detector::Threshold(d) => d.on_event(key, ts),
             Detector::Absence(d) => {
@@ -124,6 +137,7 @@ impl Detector {
             | Detector::Metric(_) => {}
             Detector::Absence(d) => d.due(now, out),
             Detector::Sequence(d) => d.due(now, out),
+            Detector::Spike(d) => d.due(now, out),
         }
     }
 
@@ -135,6 +149,7 @@ impl Detector {
             Detector::Rate(d) => d.on_tick(now),
             Detector::Sequence(d) => d.on_tick(now),
             Detector::Metric(d) => d.on_tick(now),
+            Detector::Spike(d) => d.on_tick(now),
         }
     }
 
@@ -147,6 +162,7 @@ impl Detector {
             Detector::Rate(d) => (d.late, d.evicted()),
             Detector::Sequence(d) => (d.dropped, d.evicted()),
             Detector::Metric(d) => (d.late, d.evicted()),
+            Detector::Spike(d) => (d.late, d.evicted()),
         }
     }
 
@@ -159,6 +175,7 @@ impl Detector {
             Detector::Rate(d) => d.groups(),
             Detector::Sequence(d) => d.groups(),
             Detector::Metric(d) => d.groups(),
+            Detector::Spike(d) => d.groups(),
         }
     }
 }
@@ -339,6 +356,14 @@ pub fn validate(rule: &RuleConfig) -> Vec<(&'static str, String)> {
                 }
             }
         }
+    }
+    if let RuleKindConfig::Spike(p) = &rule.kind
+        && !(p.factor > 1.0 && p.factor.is_finite())
+    {
+        out.push((
+            "factor",
+            format!("must be greater than 1, not {}", p.factor),
+        ));
     }
     if let RuleKindConfig::Rate(r) = &rule.kind {
         if !(r.ratio > 0.0 && r.ratio < 1.0) {
@@ -573,6 +598,9 @@ impl Rule {
         }
         let mut fired = Vec::new();
         self.detector.due(now, &mut fired);
+        // Groups live in hash maps: order what fell due together by time, then group, so
+        // replays and restored engines emit exactly the same sequence.
+        fired.sort_by(|(ga, fa), (gb, fb)| fa.first_ts.cmp(&fb.first_ts).then_with(|| ga.cmp(gb)));
         self.stats.fired += fired.len() as u64;
         out.extend(fired.into_iter().map(|(group, fire)| Hit {
             fire,
