@@ -102,7 +102,28 @@ pub enum RuleKindConfig {
     Sequence(SequenceConfig),
     Metric(MetricConfig),
     Spike(SpikeConfig),
+    BurnRate(BurnRateConfig),
 }
+
+/// `kind = "burn_rate"`: multiwindow, multi-burn-rate SLO alerting.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BurnRateConfig {
+    /// The SLO, e.g. 0.999 (the error budget is 1 - objective).
+    pub objective: f64,
+    /// Conditions for all events (the rule's own `where` picks the bad ones).
+    pub total_where: BTreeMap<String, Condition>,
+    /// `[long, short, burn]` triples, e.g. `[["1h", "5m", 14.4], ["6h", "30m", 6.0]]`.
+    pub windows: Vec<BurnWindow>,
+}
+
+/// One `[long, short, burn]` of a burn-rate rule.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct BurnWindow(
+    #[serde(deserialize_with = "positive_duration")] pub Duration,
+    #[serde(deserialize_with = "positive_duration")] pub Duration,
+    pub f64,
+);
 
 /// `kind = "spike"`: the current window against the mean of the previous `baseline` windows.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -261,7 +282,8 @@ pub struct ThresholdConfig {
 }
 
 impl RuleKindConfig {
-    pub const KINDS: &'static str = "match, threshold, absence, rate, sequence, metric, spike";
+    pub const KINDS: &'static str =
+        "match, threshold, absence, rate, sequence, metric, spike, burn_rate";
 
     pub fn name(&self) -> &'static str {
         match self {
@@ -272,6 +294,7 @@ impl RuleKindConfig {
             RuleKindConfig::Sequence(_) => "sequence",
             RuleKindConfig::Metric(_) => "metric",
             RuleKindConfig::Spike(_) => "spike",
+            RuleKindConfig::BurnRate(_) => "burn_rate",
         }
     }
 
@@ -289,6 +312,7 @@ impl RuleKindConfig {
             "sequence" => SequenceConfig::deserialize(d).map(RuleKindConfig::Sequence),
             "metric" => MetricConfig::deserialize(d).map(RuleKindConfig::Metric),
             "spike" => SpikeConfig::deserialize(d).map(RuleKindConfig::Spike),
+            "burn_rate" => BurnRateConfig::deserialize(d).map(RuleKindConfig::BurnRate),
             _ => return None,
         })
     }

@@ -772,6 +772,15 @@ window = "20s"
 baseline = 2
 factor = 2.0
 min_count = 1
+
+[[rule]]
+id = "b"
+kind = "burn_rate"
+where = { kind = "request", "fields.status" = { ge = 500 } }
+total_where = { kind = "request" }
+group_by = ["service"]
+objective = 0.7
+windows = [["2m", "20s", 1.2], ["5m", "1m", 1.1]]
 "#;
 
     /// A deterministic stream that makes every rule fire more than once.
@@ -841,7 +850,11 @@ min_count = 1
         }
         let fired: std::collections::BTreeSet<&str> =
             expected.iter().map(|d| d.rule.as_str()).collect();
-        assert_eq!(fired.len(), 9, "every rule fires in this stream: {fired:?}");
+        assert_eq!(
+            fired.len(),
+            10,
+            "every rule fires in this stream: {fired:?}"
+        );
 
         for split in [1, 137, 1000, 1999, 2998] {
             let mut first = Engine::new(&configs);

@@ -2,6 +2,7 @@
 //! and the kind's detector. Each kind lives in its own file with its state and tests.
 
 mod absence;
+mod burn_rate;
 mod groups;
 mod r#match;
 mod metric;
@@ -21,6 +22,7 @@ use crate::config::{Condition, RuleConfig, RuleKindConfig};
 use crate::event::Event;
 
 pub use absence::AbsenceDetector;
+pub use burn_rate::BurnRateDetector;
 pub use r#match::MatchDetector;
 pub use metric::MetricDetector;
 pub use rate::RateDetector;
@@ -47,6 +49,7 @@ pub enum Detector {
     Sequence(SequenceDetector),
     Metric(MetricDetector),
     Spike(SpikeDetector),
+    BurnRate(BurnRateDetector),
 }
 
 impl Detector {
@@ -101,6 +104,10 @@ impl Detector {
                 c.min_count,
                 max_groups,
             )),
+            RuleKindConfig::BurnRate(c) => {
+                let pairs: Vec<_> = c.windows.iter().map(|w| (w.0, w.1, w.2)).collect();
+                Detector::BurnRate(BurnRateDetector::new(c.objective, &pairs, max_groups))
+            }
         }
     }
 
@@ -115,6 +122,7 @@ impl Detector {
     ) -> Option<Fire> {
         match self {
             Detector::Rate(d) => d.on_event(key, ts, marks.matched, marks.total),
+            Detector::BurnRate(d) => d.on_event(key, ts, marks.matched, marks.total),
             Detector::Sequence(d) => d.on_event(key, group, ts, marks.first, marks.then),
             _ if !marks.matched => None,
             Detector::Metric(d) => d.on_event(key, ts, marks.value),
@@ -134,7 +142,8 @@ impl Detector {
             Detector::Match(_)
             | Detector::Threshold(_)
             | Detector::Rate(_)
-            | Detector::Metric(_) => {}
+            | Detector::Metric(_)
+            | Detector::BurnRate(_) => {}
             Detector::Absence(d) => d.due(now, out),
             Detector::Sequence(d) => d.due(now, out),
             Detector::Spike(d) => d.due(now, out),
@@ -150,6 +159,7 @@ impl Detector {
             Detector::Sequence(d) => d.on_tick(now),
             Detector::Metric(d) => d.on_tick(now),
             Detector::Spike(d) => d.on_tick(now),
+            Detector::BurnRate(d) => d.on_tick(now),
         }
     }
 
@@ -163,6 +173,7 @@ impl Detector {
             Detector::Sequence(d) => (d.dropped, d.evicted()),
             Detector::Metric(d) => (d.late, d.evicted()),
             Detector::Spike(d) => (d.late, d.evicted()),
+            Detector::BurnRate(d) => (d.late, d.evicted()),
         }
     }
 
@@ -176,6 +187,7 @@ impl Detector {
             Detector::Sequence(d) => d.groups(),
             Detector::Metric(d) => d.groups(),
             Detector::Spike(d) => d.groups(),
+            Detector::BurnRate(d) => d.groups(),
         }
     }
 }
@@ -365,6 +377,44 @@ pub fn validate(rule: &RuleConfig) -> Vec<(&'static str, String)> {
             format!("must be greater than 1, not {}", p.factor),
         ));
     }
+    if let RuleKindConfig::BurnRate(b) = &rule.kind {
+        if !(b.objective > 0.0 && b.objective < 1.0) {
+            out.push((
+                "objective",
+                format!(
+                    "must be between 0 and 1 (exclusive), e.g. 0.999, not {}",
+                    b.objective
+                ),
+            ));
+        }
+        if b.windows.is_empty() {
+            out.push((
+                "windows",
+                "needs at least one [long, short, burn] triple".into(),
+            ));
+        }
+        for w in &b.windows {
+            if w.1 >= w.0 || w.2.is_nan() || w.2 <= 0.0 {
+                out.push((
+                    "windows",
+                    format!(
+                        "[{}, {}, {}]: the short window must be shorter than the long one and the burn rate positive",
+                        humantime::format_duration(w.0),
+                        humantime::format_duration(w.1),
+                        w.2
+                    ),
+                ));
+            }
+        }
+        for name in b.total_where.keys() {
+            if Key::parse(name).is_none() {
+                out.push((
+                    "total_where",
+                    format!("unknown event key `{name}` (use {})", Key::NAMES),
+                ));
+            }
+        }
+    }
     if let RuleKindConfig::Rate(r) = &rule.kind {
         if !(r.ratio > 0.0 && r.ratio < 1.0) {
             out.push((
@@ -455,15 +505,16 @@ impl Rule {
             .iter()
             .filter_map(|n| group_source(&config, n).map(|s| (n.clone(), s)))
             .collect();
-        let total = match &config.kind {
-            RuleKindConfig::Rate(r) => Some(
-                r.total_where
-                    .iter()
-                    .filter_map(|(k, c)| Key::parse(k).map(|k| (k, c.clone())))
-                    .collect(),
-            ),
+        let total_where = match &config.kind {
+            RuleKindConfig::Rate(r) => Some(&r.total_where),
+            RuleKindConfig::BurnRate(b) => Some(&b.total_where),
             _ => None,
         };
+        let total = total_where.map(|w| {
+            w.iter()
+                .filter_map(|(k, c)| Key::parse(k).map(|k| (k, c.clone())))
+                .collect()
+        });
         let compile = |w: &BTreeMap<String, Condition>| -> Vec<(Key, Condition)> {
             w.iter()
                 .filter_map(|(k, c)| Key::parse(k).map(|k| (k, c.clone())))
