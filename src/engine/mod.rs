@@ -122,6 +122,8 @@ fn definition(c: &RuleConfig) -> String {
 /// All rules and their state.
 pub struct Engine {
     rules: Vec<Rule>,
+    /// Every rule's regex in one set, when at least two rules have one.
+    prefilter: Option<regex::RegexSet>,
     templates: minijinja::Environment<'static>,
     /// Newest event time seen.
     now: Timestamp,
@@ -130,12 +132,13 @@ pub struct Engine {
 impl Engine {
     /// Builds an engine from validated rule configs.
     pub fn new(configs: &[RuleConfig]) -> Engine {
-        let rules: Vec<Rule> = configs
+        let mut rules: Vec<Rule> = configs
             .iter()
             .map(|c| Rule::build(Arc::new(c.clone())))
             .collect();
         Engine {
             templates: templates_for(&rules),
+            prefilter: prefilter_for(&mut rules),
             rules,
             now: Timestamp(i64::MIN),
         }
@@ -160,6 +163,7 @@ impl Engine {
             })
             .collect();
         self.templates = templates_for(&self.rules);
+        self.prefilter = prefilter_for(&mut self.rules);
     }
 
     /// Runs one event through every rule, appending what fired to `out`. Timers that fall
@@ -169,8 +173,9 @@ impl Engine {
             self.now = ev.ts;
             self.fire_due(out);
         }
+        let mut gate = rule::RegexGate::new(self.prefilter.as_ref());
         for rule in &mut self.rules {
-            if let Some(hit) = rule.on_event(ev) {
+            if let Some(hit) = rule.on_event(ev, &mut gate) {
                 out.push(detection(&self.templates, rule, Some(ev), hit));
             }
         }
@@ -269,6 +274,41 @@ impl Engine {
             })
             .collect()
     }
+}
+
+/// One `RegexSet` of every rule's regex, when two or more rules have one (for a single regex
+/// the set would only add a pass); each such rule learns its pattern's index.
+fn prefilter_for(rules: &mut [Rule]) -> Option<regex::RegexSet> {
+    let patterns: Vec<&str> = rules
+        .iter()
+        .filter_map(|r| r.config.common.regex.as_ref().map(|p| p.as_str()))
+        .collect();
+    // Each pattern compiled alone already, so the set compiles too; if it somehow did not,
+    // every rule simply runs its own regex.
+    // The lazy DFA of a large set needs room for its states, or it thrashes its cache and
+    // falls back to slower engines; 32 MiB is allocated only as states are created.
+    let set = (patterns.len() >= 2)
+        .then(|| {
+            regex::RegexSetBuilder::new(&patterns)
+                .dfa_size_limit(32 << 20)
+                .build()
+                .ok()
+        })
+        .flatten();
+    if set.is_none() {
+        for r in rules.iter_mut() {
+            r.pattern = None;
+        }
+        return None;
+    }
+    let mut i = 0;
+    for r in rules.iter_mut() {
+        r.pattern = r.config.common.regex.as_ref().map(|_| {
+            i += 1;
+            i - 1
+        });
+    }
+    set
 }
 
 fn templates_for(rules: &[Rule]) -> minijinja::Environment<'static> {
@@ -897,5 +937,79 @@ windows = [["2m", "20s", 1.2], ["5m", "1m", 1.1]]
             0
         );
         assert!(Engine::new(&configs).restore(b"{not json").is_err());
+    }
+}
+
+#[cfg(test)]
+mod prefilter_tests {
+    use super::tests::{ev, rules};
+    use super::*;
+
+    const THREE: &str = r#"
+[[rule]]
+id = "ssh"
+kind = "match"
+regex = 'Failed password for (?P<user>\S+)'
+
+[[rule]]
+id = "oom"
+kind = "match"
+regex = 'Out of memory: Killed process (?P<pid>\d+)'
+
+[[rule]]
+id = "any-root"
+kind = "match"
+regex = '\broot\b'
+where = { host = "web-1" }
+"#;
+
+    fn fired(e: &mut Engine, lines: &[&str]) -> Vec<(String, BTreeMap<String, String>)> {
+        let mut out = Vec::new();
+        for l in lines {
+            e.on_event(
+                &ev(&format!(
+                    r#"{{"kind":"log","host":"web-1","message":"{l}"}}"#
+                )),
+                &mut out,
+            );
+        }
+        out.into_iter().map(|d| (d.rule, d.labels)).collect()
+    }
+
+    #[test]
+    fn the_set_gates_each_rule_and_captures_stay_exact() {
+        let mut e = Engine::new(&rules(THREE));
+        assert!(e.prefilter.is_some());
+        let got = fired(
+            &mut e,
+            &[
+                "Failed password for root",
+                "Out of memory: Killed process 4242",
+                "nothing here",
+                "Failed password for bob",
+            ],
+        );
+        let names: Vec<&str> = got.iter().map(|(r, _)| r.as_str()).collect();
+        assert_eq!(names, ["ssh", "any-root", "oom", "ssh"]);
+        assert_eq!(got[0].1["user"], "root");
+        assert_eq!(got[2].1["pid"], "4242");
+        assert_eq!(got[3].1["user"], "bob");
+
+        // Reloaded down to one regex rule: no set, same answers.
+        let one = rules(THREE)
+            .into_iter()
+            .filter(|r| r.id() == "oom")
+            .collect::<Vec<_>>();
+        e.replace_rules(&one);
+        assert!(e.prefilter.is_none());
+        let got = fired(
+            &mut e,
+            &[
+                "Out of memory: Killed process 7",
+                "Failed password for root",
+            ],
+        );
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].1["pid"], "7");
     }
 }

@@ -136,6 +136,16 @@ impl Detector {
         }
     }
 
+    /// Whether this kind fires from timers at all (absence, not_followed_by, spike down).
+    fn has_timers(&self) -> bool {
+        match self {
+            Detector::Absence(_) => true,
+            Detector::Sequence(d) => d.has_timers(),
+            Detector::Spike(d) => d.has_timers(),
+            _ => false,
+        }
+    }
+
     /// Timers due at `now` (engine time): (group values, fire) for each.
     fn due(&mut self, now: Timestamp, out: &mut Vec<(Vec<(String, String)>, Fire)>) {
         match self {
@@ -202,6 +212,31 @@ pub struct Marks {
     pub then: bool,
     /// The event's `value` (metric rules).
     pub value: Option<f64>,
+}
+
+/// One pass over a message for every rule's regex at once (a `RegexSet`), taken lazily the
+/// first time a regex rule's `where` holds for the event; a rule then runs its own regex (for
+/// the captures) only if the set says it matches.
+pub struct RegexGate<'a> {
+    set: Option<&'a regex::RegexSet>,
+    matches: Option<regex::SetMatches>,
+}
+
+impl<'a> RegexGate<'a> {
+    pub fn new(set: Option<&'a regex::RegexSet>) -> Self {
+        RegexGate { set, matches: None }
+    }
+
+    /// Whether pattern `p` of the set can match `message` (true without a set).
+    fn allows(&mut self, p: usize, message: &str) -> bool {
+        match self.set {
+            None => true,
+            Some(set) => self
+                .matches
+                .get_or_insert_with(|| set.matches(message))
+                .matched(p),
+        }
+    }
 }
 
 /// A compiled `where` table: every pair must hold.
@@ -475,6 +510,8 @@ pub struct Rule {
     /// Reused for every event: where the regex's groups matched, and the group key.
     locs: Option<regex::CaptureLocations>,
     key_buf: String,
+    /// This rule's pattern in the engine's [`RegexGate`] set, when there is one.
+    pub pattern: Option<usize>,
     group_by: Vec<(String, GroupSource)>,
     pub detector: Detector,
     pub stats: RuleStats,
@@ -533,6 +570,7 @@ impl Rule {
                 .as_ref()
                 .map(|p| p.0.capture_locations()),
             key_buf: String::new(),
+            pattern: None,
             conditions,
             total,
             group_by,
@@ -548,7 +586,7 @@ impl Rule {
     /// Runs one event through the rule. Nothing is allocated for an event that does not
     /// match, nor for a known group that does not fire: labels and group values are built
     /// only when the rule fires (or an absence rule meets a new group).
-    pub fn on_event(&mut self, ev: &Event) -> Option<Hit> {
+    pub fn on_event(&mut self, ev: &Event, gate: &mut RegexGate<'_>) -> Option<Hit> {
         if !self.config.common.enabled {
             return None;
         }
@@ -563,7 +601,9 @@ impl Rule {
             .all(|(k, c)| condition_holds(k, c, ev))
             && match (&self.config.common.regex, &mut self.locs) {
                 (Some(re), Some(locs)) => {
-                    ev.message.is_some() && re.0.captures_read(locs, message).is_some()
+                    ev.message.is_some()
+                        && self.pattern.is_none_or(|p| gate.allows(p, message))
+                        && re.0.captures_read(locs, message).is_some()
                 }
                 _ => true,
             };
@@ -644,7 +684,7 @@ impl Rule {
 
     /// Detections whose time has come at `now` (absence timers), appended to `out`.
     pub fn due(&mut self, now: Timestamp, out: &mut Vec<Hit>) {
-        if !self.config.common.enabled {
+        if !self.config.common.enabled || !self.detector.has_timers() {
             return;
         }
         let mut fired = Vec::new();

@@ -55,6 +55,10 @@ impl SequenceDetector {
         self.groups.len()
     }
 
+    pub fn has_timers(&self) -> bool {
+        self.mode == SequenceMode::NotFollowedBy
+    }
+
     /// One event of a group that is a `first`, a `then`, or both (a `then` is applied first).
     pub fn on_event(
         &mut self,

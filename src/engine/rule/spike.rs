@@ -79,6 +79,10 @@ impl SpikeDetector {
         self.groups.len()
     }
 
+    pub fn has_timers(&self) -> bool {
+        self.direction == SpikeDirection::Down
+    }
+
     pub fn on_event(
         &mut self,
         key: &str,
