@@ -58,6 +58,10 @@ pub struct RuleCommon {
     /// (counted), so memory is bounded by configuration, not by input.
     #[serde(default = "default_max_groups")]
     pub max_groups: std::num::NonZeroUsize,
+    /// How far behind the newest event time an event may arrive and still count; older ones
+    /// are counted as late and dropped. Default: whatever the kind's window still holds.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub allowed_lateness: Option<Duration>,
 }
 
 fn default_max_groups() -> std::num::NonZeroUsize {
@@ -65,7 +69,7 @@ fn default_max_groups() -> std::num::NonZeroUsize {
 }
 
 /// The names of [`RuleCommon`]'s keys, plus `kind`; every other key belongs to the kind.
-pub const COMMON_KEYS: [&str; 15] = [
+pub const COMMON_KEYS: [&str; 16] = [
     "id",
     "kind",
     "severity",
@@ -81,6 +85,7 @@ pub const COMMON_KEYS: [&str; 15] = [
     "runbook",
     "resolve_after",
     "max_groups",
+    "allowed_lateness",
 ];
 
 fn default_severity() -> Severity {

@@ -73,7 +73,7 @@ pub struct RuleInfo {
     pub fired: u64,
     /// Groups holding state now.
     pub groups: usize,
-    /// Events that arrived after their window had passed.
+    /// Events that arrived after their window had passed, or later than `allowed_lateness`.
     #[serde(default)]
     pub late: u64,
     /// Groups evicted because of `max_groups`.
@@ -175,7 +175,7 @@ impl Engine {
         }
         let mut gate = rule::RegexGate::new(self.prefilter.as_ref());
         for rule in &mut self.rules {
-            if let Some(hit) = rule.on_event(ev, &mut gate) {
+            if let Some(hit) = rule.on_event(ev, &mut gate, self.now) {
                 out.push(detection(&self.templates, rule, Some(ev), hit));
             }
         }
@@ -256,8 +256,13 @@ impl Engine {
         self.rules
             .iter()
             .map(|r| {
-                let RuleStats { matched, fired } = r.stats;
+                let RuleStats {
+                    matched,
+                    fired,
+                    late: too_late,
+                } = r.stats;
                 let (late, evicted) = r.detector.dropped();
+                let late = late + too_late;
                 RuleInfo {
                     id: r.id().to_owned(),
                     kind: r.config.kind.name().to_owned(),
@@ -1011,5 +1016,35 @@ where = { host = "web-1" }
         );
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].1["pid"], "7");
+    }
+}
+
+#[cfg(test)]
+mod lateness_tests {
+    use super::tests::{ev, rules};
+    use super::*;
+
+    #[test]
+    fn events_later_than_allowed_lateness_are_counted_and_dropped() {
+        let mut e = Engine::new(&rules(
+            r#"
+[[rule]]
+id = "t"
+kind = "threshold"
+threshold = 3
+window = "1m"
+allowed_lateness = "5s"
+"#,
+        ));
+        let mut out = Vec::new();
+        e.on_event(&ev(r#"{"kind":"x","ts":60000}"#), &mut out);
+        e.on_event(&ev(r#"{"kind":"x","ts":50000}"#), &mut out); // 10 s behind: dropped
+        e.on_event(&ev(r#"{"kind":"x","ts":57000}"#), &mut out); // 3 s behind: counts
+        assert!(out.is_empty());
+        e.on_event(&ev(r#"{"kind":"x","ts":61000}"#), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].first_ts, Timestamp(57_000));
+        let info = &e.rules()[0];
+        assert_eq!((info.matched, info.late), (3, 1));
     }
 }

@@ -496,6 +496,9 @@ fn group_source(rule: &RuleConfig, name: &str) -> Option<GroupSource> {
 pub struct RuleStats {
     pub matched: u64,
     pub fired: u64,
+    /// Events dropped for arriving later than `allowed_lateness`.
+    #[serde(default)]
+    pub late: u64,
 }
 
 /// A rule ready to run.
@@ -586,8 +589,20 @@ impl Rule {
     /// Runs one event through the rule. Nothing is allocated for an event that does not
     /// match, nor for a known group that does not fire: labels and group values are built
     /// only when the rule fires (or an absence rule meets a new group).
-    pub fn on_event(&mut self, ev: &Event, gate: &mut RegexGate<'_>) -> Option<Hit> {
+    /// `now` is the engine's clock (the newest event time seen), for `allowed_lateness`.
+    pub fn on_event(
+        &mut self,
+        ev: &Event,
+        gate: &mut RegexGate<'_>,
+        now: Timestamp,
+    ) -> Option<Hit> {
         if !self.config.common.enabled {
+            return None;
+        }
+        if let Some(lateness) = self.config.common.allowed_lateness
+            && ev.ts < now.saturating_sub(lateness)
+        {
+            self.stats.late += 1;
             return None;
         }
         let total = self
