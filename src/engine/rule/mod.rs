@@ -219,7 +219,9 @@ pub struct Marks {
 /// the captures) only if the set says it matches.
 pub struct RegexGate<'a> {
     set: Option<&'a regex::RegexSet>,
-    matches: Option<regex::SetMatches>,
+    /// `None` until asked; then `Some(None)` when no pattern matches (known without
+    /// allocating), or `Some(Some(list))`.
+    matches: Option<Option<regex::SetMatches>>,
 }
 
 impl<'a> RegexGate<'a> {
@@ -227,14 +229,16 @@ impl<'a> RegexGate<'a> {
         RegexGate { set, matches: None }
     }
 
-    /// Whether pattern `p` of the set can match `message` (true without a set).
+    /// Whether pattern `p` of the set can match `message` (true without a set). A message no
+    /// pattern matches costs one `is_match` scan and no allocation.
     fn allows(&mut self, p: usize, message: &str) -> bool {
         match self.set {
             None => true,
             Some(set) => self
                 .matches
-                .get_or_insert_with(|| set.matches(message))
-                .matched(p),
+                .get_or_insert_with(|| set.is_match(message).then(|| set.matches(message)))
+                .as_ref()
+                .is_some_and(|m| m.matched(p)),
         }
     }
 }
