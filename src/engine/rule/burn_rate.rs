@@ -8,11 +8,11 @@
 //! has. Per group the state is time buckets covering the longest window (at most 720), so the
 //! windows are exact to one bucket.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::Fire;
 use super::groups::GroupMap;
+use super::ring::{Keyed, Ring};
 use crate::clock::{Timestamp, duration_millis};
 
 const MAX_BUCKETS: i64 = 720;
@@ -24,9 +24,15 @@ struct Bucket {
     total: u64,
 }
 
+impl Keyed for Bucket {
+    fn key(&self) -> i64 {
+        self.start
+    }
+}
+
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Group {
-    buckets: VecDeque<Bucket>,
+    buckets: Ring<Bucket>,
     firing: bool,
 }
 
@@ -73,33 +79,19 @@ impl BurnRateDetector {
         let g = self.groups.touch(key, Group::default);
         let t = ts.millis();
         let start = t - t.rem_euclid(width);
-        let newest = g.buckets.back().map_or(start, |b| b.start.max(start));
+        let newest = g.buckets.newest_or(start);
         if start <= newest - longest {
             self.late += 1;
             return None;
         }
-        let (b, n) = (u64::from(bad), u64::from(total));
-        match g.buckets.iter().rposition(|x| x.start <= start) {
-            Some(i) if g.buckets[i].start == start => {
-                g.buckets[i].bad += b;
-                g.buckets[i].total += n;
-            }
-            found => g.buckets.insert(
-                found.map_or(0, |i| i + 1),
-                Bucket {
-                    start,
-                    bad: b,
-                    total: n,
-                },
-            ),
-        }
-        while g
-            .buckets
-            .front()
-            .is_some_and(|f| f.start <= newest - longest)
-        {
-            g.buckets.pop_front();
-        }
+        let b = g.buckets.entry(start, || Bucket {
+            start,
+            bad: 0,
+            total: 0,
+        });
+        b.bad += u64::from(bad);
+        b.total += u64::from(total);
+        g.buckets.expire(newest - longest, drop);
         // Sums over the buckets that started within `span` of the newest one.
         let sums = |span: i64| {
             g.buckets

@@ -8,11 +8,12 @@
 //! histogram with logarithmic bins 2% wide, so memory does not grow with traffic; `p95` is
 //! exact to about 1%, and the window to 1/60 of its length.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::Fire;
 use super::groups::GroupMap;
+use super::ring::{Keyed, Ring};
 use crate::clock::{Timestamp, duration_millis};
 use crate::config::rule::{Aggregate, CompareOp};
 
@@ -30,9 +31,15 @@ struct Bucket {
     bins: BTreeMap<i32, u32>,
 }
 
+impl Keyed for Bucket {
+    fn key(&self) -> i64 {
+        self.start
+    }
+}
+
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Group {
-    buckets: VecDeque<Bucket>,
+    buckets: Ring<Bucket>,
     count: u64,
     sum: f64,
     /// Window-wide histogram (p95 only): the sum of the buckets' bins.
@@ -116,28 +123,19 @@ impl MetricDetector {
         let g = self.groups.touch(group, Group::default);
         let t = ts.millis();
         let start = t - t.rem_euclid(width_ms);
-        let newest = g.buckets.back().map_or(start, |b| b.start.max(start));
+        let newest = g.buckets.newest_or(start);
         if start <= newest - window_ms {
             self.late += 1;
             return None;
         }
-        let i = match g.buckets.iter().rposition(|b| b.start <= start) {
-            Some(i) if g.buckets[i].start == start => i,
-            found => {
-                let at = found.map_or(0, |i| i + 1);
-                let b = Bucket {
-                    start,
-                    count: 0,
-                    sum: 0.0,
-                    min: f64::INFINITY,
-                    max: f64::NEG_INFINITY,
-                    bins: BTreeMap::new(),
-                };
-                g.buckets.insert(at, b);
-                at
-            }
-        };
-        let b = &mut g.buckets[i];
+        let b = g.buckets.entry(start, || Bucket {
+            start,
+            count: 0,
+            sum: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            bins: BTreeMap::new(),
+        });
         b.count += 1;
         b.sum += v;
         b.min = b.min.min(v);
@@ -151,22 +149,19 @@ impl MetricDetector {
         if g.last.is_none_or(|(lt, _)| t >= lt) {
             g.last = Some((t, v));
         }
-        while let Some(f) = g.buckets.front() {
-            if f.start > newest - window_ms {
-                break;
-            }
-            let f = g.buckets.pop_front().expect("front exists");
-            g.count -= f.count;
-            g.sum -= f.sum;
+        let (count, sum, bins) = (&mut g.count, &mut g.sum, &mut g.bins);
+        g.buckets.expire(newest - window_ms, |f| {
+            *count -= f.count;
+            *sum -= f.sum;
             for (k, n) in f.bins {
-                if let Some(c) = g.bins.get_mut(&k) {
+                if let Some(c) = bins.get_mut(&k) {
                     *c -= n;
                     if *c == 0 {
-                        g.bins.remove(&k);
+                        bins.remove(&k);
                     }
                 }
             }
-        }
+        });
         let agg = match self.aggregate {
             Aggregate::Last => g.last.map(|(_, v)| v),
             Aggregate::Avg => (g.count > 0).then(|| g.sum / g.count as f64),

@@ -7,6 +7,7 @@ mod groups;
 mod r#match;
 mod metric;
 mod rate;
+mod ring;
 mod sequence;
 mod spike;
 mod threshold;

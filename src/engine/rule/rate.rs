@@ -7,11 +7,11 @@
 //! does not grow with traffic; the window is therefore exact to 1/60 of its length (a bucket
 //! leaves whole). At most `max_groups` groups are held, the least recently seen evicted first.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::Fire;
 use super::groups::GroupMap;
+use super::ring::{Keyed, Ring};
 use crate::clock::{Timestamp, duration_millis};
 
 const BUCKETS: i64 = 60;
@@ -23,9 +23,15 @@ struct Bucket {
     total: u64,
 }
 
+impl Keyed for Bucket {
+    fn key(&self) -> i64 {
+        self.start
+    }
+}
+
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Group {
-    buckets: VecDeque<Bucket>,
+    buckets: Ring<Bucket>,
     matched: u64,
     total: u64,
     firing: bool,
@@ -70,43 +76,28 @@ impl RateDetector {
         let g = self.groups.touch(group, Group::default);
         let t = ts.millis();
         let start = t - t.rem_euclid(self.width_ms);
-        let newest = g.buckets.back().map_or(start, |b| b.start.max(start));
+        let newest = g.buckets.newest_or(start);
         if start <= newest - self.window_ms {
             // The bucket this event belongs to has already left the window.
             self.late += 1;
             return None;
         }
         let (m, n) = (u64::from(matched), u64::from(total));
-        match g.buckets.iter().rposition(|b| b.start <= start) {
-            Some(i) if g.buckets[i].start == start => {
-                g.buckets[i].matched += m;
-                g.buckets[i].total += n;
-            }
-            Some(i) => g.buckets.insert(
-                i + 1,
-                Bucket {
-                    start,
-                    matched: m,
-                    total: n,
-                },
-            ),
-            None => g.buckets.push_front(Bucket {
-                start,
-                matched: m,
-                total: n,
-            }),
-        }
+        let b = g.buckets.entry(start, || Bucket {
+            start,
+            matched: 0,
+            total: 0,
+        });
+        b.matched += m;
+        b.total += n;
         g.matched += m;
         g.total += n;
         // Buckets that ended before the window of the newest bucket leave whole.
-        while let Some(f) = g.buckets.front().copied() {
-            if f.start > newest - self.window_ms {
-                break;
-            }
-            g.buckets.pop_front();
-            g.matched -= f.matched;
-            g.total -= f.total;
-        }
+        let (matched_sum, total_sum) = (&mut g.matched, &mut g.total);
+        g.buckets.expire(newest - self.window_ms, |f| {
+            *matched_sum -= f.matched;
+            *total_sum -= f.total;
+        });
         let holds = g.total >= self.min_events && (g.matched as f64) > self.ratio * g.total as f64;
         if holds && !g.firing {
             g.firing = true;

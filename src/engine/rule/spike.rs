@@ -11,11 +11,11 @@
 //! With `measure = "avg"`, a window without values is not judged (no data is not a drop).
 //! Per group the state is at most `baseline + 1` windows.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::Fire;
 use super::groups::GroupMap;
+use super::ring::{Keyed, Ring};
 use crate::clock::{Timestamp, duration_millis};
 use crate::config::rule::{SpikeDirection, SpikeMeasure};
 
@@ -26,11 +26,17 @@ struct Win {
     sum: f64,
 }
 
+impl Keyed for Win {
+    fn key(&self) -> i64 {
+        self.index
+    }
+}
+
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Group {
     values: Vec<(String, String)>,
     /// Non-empty windows, oldest first; at most `baseline + 1`.
-    wins: VecDeque<Win>,
+    wins: Ring<Win>,
     first_index: i64,
     /// `down`: the last window index already judged.
     judged: i64,
@@ -97,34 +103,24 @@ impl SpikeDetector {
         let (baseline, window_ms) = (self.baseline, self.window_ms);
         let g = self.groups.touch(key, || Group {
             values: values(),
-            wins: VecDeque::new(),
+            wins: Ring::default(),
             first_index: idx,
             judged: idx - 1,
             firing: false,
         });
-        let newest = g.wins.back().map_or(idx, |w| w.index.max(idx));
+        let newest = g.wins.newest_or(idx);
         if idx < newest - baseline || (self.direction == SpikeDirection::Down && idx <= g.judged) {
             self.late += 1;
             return None;
         }
-        let v = value.unwrap_or(0.0);
-        match g.wins.iter().rposition(|w| w.index <= idx) {
-            Some(i) if g.wins[i].index == idx => {
-                g.wins[i].count += 1;
-                g.wins[i].sum += v;
-            }
-            found => g.wins.insert(
-                found.map_or(0, |i| i + 1),
-                Win {
-                    index: idx,
-                    count: 1,
-                    sum: v,
-                },
-            ),
-        }
-        while g.wins.front().is_some_and(|w| w.index < newest - baseline) {
-            g.wins.pop_front();
-        }
+        let w = g.wins.entry(idx, || Win {
+            index: idx,
+            count: 0,
+            sum: 0.0,
+        });
+        w.count += 1;
+        w.sum += value.unwrap_or(0.0);
+        g.wins.expire(newest - baseline - 1, drop);
         if self.direction == SpikeDirection::Up && idx == newest && idx - g.first_index >= baseline
         {
             let (current, mean) = measure(g, idx, baseline, self.measure);
@@ -160,8 +156,7 @@ impl SpikeDetector {
                 if k - g.first_index < self.baseline {
                     continue;
                 }
-                let events_in =
-                    |i: i64| g.wins.iter().find(|w| w.index == i).map_or(0, |w| w.count);
+                let events_in = |i: i64| g.wins.get(i).map_or(0, |w| w.count);
                 if self.measure == SpikeMeasure::Avg && events_in(k) == 0 {
                     // No values is no data, not a drop in their average.
                     continue;
@@ -174,7 +169,7 @@ impl SpikeDetector {
                     && closed <= mean / self.factor;
                 if holds && !g.firing {
                     g.firing = true;
-                    let count = g.wins.iter().find(|w| w.index == k).map_or(0, |w| w.count);
+                    let count = g.wins.get(k).map_or(0, |w| w.count);
                     out.push((
                         g.values.clone(),
                         Fire {
@@ -204,7 +199,7 @@ impl SpikeDetector {
 /// The measure of window `k` and the mean of the `baseline` windows before it (empty windows
 /// count as zero events; for averages, only windows with events count).
 fn measure(g: &Group, k: i64, baseline: i64, m: SpikeMeasure) -> (f64, f64) {
-    let win = |i: i64| g.wins.iter().find(|w| w.index == i);
+    let win = |i: i64| g.wins.get(i);
     match m {
         SpikeMeasure::Count => {
             let current = win(k).map_or(0.0, |w| w.count as f64);
