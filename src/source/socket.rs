@@ -83,8 +83,9 @@ impl IngestSocket {
                     return;
                 }
             };
+            // Line numbers count every line; the `lines` counter only those that are
+            // accepted or rejected (blank lines are neither).
             n += 1;
-            counters.lines.inc();
             let decoded = match line {
                 Line::Oversize => Err(DecodeError::Oversize {
                     max: self.max_line_bytes,
@@ -99,6 +100,7 @@ impl IngestSocket {
                     },
                 ),
             };
+            counters.lines.inc();
             match decoded {
                 Ok(ev) => {
                     if self.events.send(ev).await.is_err() {

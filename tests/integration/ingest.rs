@@ -84,6 +84,11 @@ async fn junk_is_counted_by_reason_and_good_lines_still_fire() {
     let ingest = &st["sources"][0];
     assert_eq!(ingest["id"], "ingest");
     assert_eq!(ingest["accepted"], 7);
+    assert_eq!(
+        ingest["lines"],
+        7 + 6,
+        "blank lines are neither accepted nor rejected"
+    );
     let r = &ingest["rejected"];
     for reason in [
         "invalid_json",
