@@ -202,7 +202,17 @@ impl Event {
             Some(Value::String(s)) => Timestamp::parse_rfc3339(&s)
                 .map_err(|message| DecodeError::InvalidField { key: "ts", message })?,
             Some(Value::Number(n)) => match n.as_i64() {
-                Some(ms) => Timestamp::from_millis(ms),
+                // Years 1 to 9999, as RFC 3339 text allows; window arithmetic then never
+                // overflows.
+                Some(ms) if (-62_135_596_800_000..=253_402_300_799_999).contains(&ms) => {
+                    Timestamp::from_millis(ms)
+                }
+                Some(ms) => {
+                    return Err(DecodeError::InvalidField {
+                        key: "ts",
+                        message: format!("{ms} epoch milliseconds is outside the years 1 to 9999"),
+                    });
+                }
                 None => {
                     return Err(DecodeError::InvalidField {
                         key: "ts",
@@ -319,6 +329,14 @@ mod tests {
         assert_eq!(reason(br#"{"kind":""}"#), "missing_kind");
         assert_eq!(reason(br#"{"kind":"x","level":"loud"}"#), "invalid_field");
         assert_eq!(reason(br#"{"kind":"x","ts":"noon"}"#), "invalid_field");
+        assert_eq!(
+            reason(br#"{"kind":"x","ts":-9223372036854775808}"#),
+            "invalid_field"
+        );
+        assert_eq!(
+            reason(br#"{"kind":"x","ts":9223372036854775807}"#),
+            "invalid_field"
+        );
         assert_eq!(reason(br#"{"kind":"x","labels":{"a":1}}"#), "invalid_field");
         assert_eq!(reason(br#"{"kind":"x","colour":"red"}"#), "invalid_field");
         let err = Event::decode(br#"{"kind":"x","level":"loud"}"#, &d).unwrap_err();

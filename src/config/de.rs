@@ -7,12 +7,21 @@ use serde::{Deserialize, Deserializer};
 
 /// A humantime duration ("90s", "10m", "1h").
 pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    /// Longer than anything a rule or daemon setting needs; keeps time arithmetic far from
+    /// overflow.
+    const MAX: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
     let s = String::deserialize(d)?;
-    humantime::parse_duration(&s).map_err(|e| {
+    let v = humantime::parse_duration(&s).map_err(|e| {
         serde::de::Error::custom(format!(
             "`{s}` is not a duration ({e}); use e.g. \"90s\", \"10m\", \"1h\""
         ))
-    })
+    })?;
+    if v > MAX {
+        return Err(serde::de::Error::custom(format!(
+            "`{s}` is longer than 100 years"
+        )));
+    }
+    Ok(v)
 }
 
 /// A duration that must be longer than zero (windows, timeouts).

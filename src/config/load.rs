@@ -639,6 +639,16 @@ kind = "plugin"
     }
 
     #[test]
+    fn absurd_durations_are_refused() {
+        let e = errs("[[rule]]\nid = \"a\"\nkind = \"absence\"\ntimeout = \"300000000y\"\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].contains(":4: rule[a].timeout: `300000000y` is longer than 100 years"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
     fn syntax_errors_have_a_line() {
         let e = errs("[daemon]\nstate_dir = \n");
         assert_eq!(e.len(), 1);
