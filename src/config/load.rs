@@ -13,6 +13,7 @@ use toml::Spanned;
 use toml::de::{DeString, DeTable, DeValue, ValueDeserializer};
 
 use super::rule::{COMMON_KEYS, RuleCommon, RuleConfig, RuleKindConfig};
+use super::source::{self, SourcesConfig};
 use super::{Config, ControlConfig, DaemonConfig, IncidentsConfig, IngestConfig};
 
 /// One problem in one file.
@@ -54,8 +55,7 @@ impl fmt::Display for ConfigErrors {
 }
 
 /// Design keys that later versions implement; named so the error says "not yet", not "typo".
-const NOT_YET: [&str; 7] = [
-    "source",
+const NOT_YET: [&str; 6] = [
     "service",
     "action",
     "channel",
@@ -99,6 +99,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         control: ControlConfig::default(),
         ingest: IngestConfig::default(),
         incidents: IncidentsConfig::default(),
+        sources: SourcesConfig::default(),
         rules: Vec::new(),
     };
     let mut rules_dir_set = false;
@@ -142,6 +143,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
                     }
                 }
                 "rule" => file.rules(value, &mut config.rules, &mut errors),
+                "source" => file.sources(value, &base, &mut config.sources, &mut errors),
                 other if NOT_YET.contains(&other) => errors.push(file.error_at(
                     key.span().start,
                     format!("`{other}` tables are not supported by this version of incidentd yet"),
@@ -395,6 +397,126 @@ impl<'a> File<'a> {
             }
         }
         None
+    }
+
+    /// `[[source.KIND]]` tables: each read on its own, then checked as a whole; ids must be
+    /// unique across every kind.
+    fn sources(
+        &self,
+        v: &Spanned<DeValue<'a>>,
+        base: &Path,
+        out: &mut SourcesConfig,
+        errors: &mut Vec<ConfigError>,
+    ) {
+        let DeValue::Table(kinds) = v.get_ref() else {
+            errors.push(self.error_at(
+                v.span().start,
+                "`source` holds [[source.file]], [[source.syslog]], [[source.exec]] and [[source.probe]] tables".into(),
+            ));
+            return;
+        };
+        let mut seen: std::collections::HashMap<String, usize> = Default::default();
+        for (kind, items) in kinds.iter() {
+            let kind_name: &str = kind.get_ref();
+            let DeValue::Array(items) = items.get_ref() else {
+                errors.push(self.error_at(
+                    items.span().start,
+                    format!(
+                        "`source.{kind_name}` must be an array of tables ([[source.{kind_name}]])"
+                    ),
+                ));
+                continue;
+            };
+            for item in items {
+                let DeValue::Table(table) = item.get_ref() else {
+                    errors.push(
+                        self.error_at(item.span().start, "each source must be a table".into()),
+                    );
+                    continue;
+                };
+                let at = |key: &str| {
+                    table
+                        .iter()
+                        .find(|(k, _)| &**k.get_ref() == key)
+                        .map(|(_, v)| v.span().start)
+                        .unwrap_or(item.span().start)
+                };
+                let mut problems = Vec::new();
+                let id = match kind_name {
+                    "file" => self
+                        .value::<source::FileSourceConfig>(item, errors)
+                        .map(|mut s| {
+                            problems =
+                                source::validate_parsing(&s.parsing(), Some(s.max_line_bytes));
+                            if let Err(e) = glob::Pattern::new(&s.path) {
+                                problems.push(("path", format!("invalid glob `{}`: {e}", s.path)));
+                            }
+                            s.path = base.join(&s.path).to_string_lossy().into_owned();
+                            let id = s.id.clone();
+                            out.file.push(s);
+                            id
+                        }),
+                    "syslog" => self
+                        .value::<source::SyslogSourceConfig>(item, errors)
+                        .map(|s| {
+                            problems = source::validate_parsing(&s.parsing(), None);
+                            let id = s.id.clone();
+                            out.syslog.push(s);
+                            id
+                        }),
+                    "exec" => self
+                        .value::<source::ExecSourceConfig>(item, errors)
+                        .map(|s| {
+                            problems =
+                                source::validate_parsing(&s.parsing(), Some(s.max_line_bytes));
+                            if s.command.first().is_none_or(|c| c.is_empty()) {
+                                problems.push(("command", "name the program to run".into()));
+                            }
+                            let id = s.id.clone();
+                            out.exec.push(s);
+                            id
+                        }),
+                    "probe" => self
+                        .value::<source::ProbeSourceConfig>(item, errors)
+                        .map(|s| {
+                            problems = source::validate_probe(&s);
+                            let id = s.id.clone();
+                            out.probe.push(s);
+                            id
+                        }),
+                    other => {
+                        errors.push(self.error_at(
+                            kind.span().start,
+                            format!("unknown source kind `{other}` (expected file, syslog, exec or probe)"),
+                        ));
+                        break;
+                    }
+                };
+                for (key, message) in problems {
+                    errors.push(self.error_at(at(key), message));
+                }
+                if let Some(id) = id {
+                    let line = line_of(self.text, item.span().start);
+                    if id.is_empty()
+                        || !id
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                    {
+                        errors.push(self.error_at(
+                            at("id"),
+                            format!(
+                                "source id `{id}` may only hold letters, digits, '-', '_' and '.'"
+                            ),
+                        ));
+                    } else if let Some(first) = seen.insert(id.clone(), line) {
+                        errors.push(self.error_at(
+                            at("id"),
+                            format!("duplicate source id `{id}` (first defined at line {first})"),
+                        ));
+                    }
+                }
+            }
+        }
     }
 
     /// Each `[[rule]]` is read on its own; its keys are split into the shared ones and the

@@ -10,6 +10,7 @@
 mod de;
 mod load;
 pub mod rule;
+pub mod source;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,6 +20,7 @@ use serde::Deserialize;
 pub use de::Pattern;
 pub use load::{ConfigError, ConfigErrors, load, load_rules, load_str};
 pub use rule::{Condition, RuleCommon, RuleConfig, RuleKindConfig};
+pub use source::{LineFormat, Parsing, SourcesConfig};
 
 use de::{duration, octal_mode};
 
@@ -33,6 +35,7 @@ pub struct Config {
     pub control: ControlConfig,
     pub ingest: IngestConfig,
     pub incidents: IncidentsConfig,
+    pub sources: SourcesConfig,
     /// Rules from the main file, then from `rules_dir/*.toml` in file name order.
     pub rules: Vec<RuleConfig>,
 }

@@ -14,7 +14,8 @@ use serde::Serialize;
 
 use super::{Detection, Engine};
 use crate::clock::Timestamp;
-use crate::event::{Defaults, Event, Level};
+use crate::event::{Defaults, Event};
+use crate::source::parse::{log_event, set, syslog::parse_syslog_into, text_of};
 
 /// How each line of the input is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -130,12 +131,12 @@ impl Replay {
                     scratch.ts = newest.unwrap_or(self.default_ts);
                     set(
                         scratch.message.get_or_insert_with(String::new),
-                        &text_of(text),
+                        &text_of(text).0,
                     );
                     Ok(())
                 }
                 Format::Syslog => {
-                    if parse_syslog_into(&mut scratch, &text_of(text), self.year, &self.host) {
+                    if parse_syslog_into(&mut scratch, &text_of(text).0, self.year, &self.host) {
                         Ok(())
                     } else {
                         Err("not a syslog line".to_owned())
@@ -197,240 +198,7 @@ fn tick(
     }
 }
 
-/// The line as text: borrowed when it is valid UTF-8 (the common case, checked fast), decoded
-/// lossily otherwise.
-fn text_of(b: &[u8]) -> std::borrow::Cow<'_, str> {
-    match std::str::from_utf8(b) {
-        Ok(s) => std::borrow::Cow::Borrowed(s),
-        Err(_) => String::from_utf8_lossy(b),
-    }
-}
-
-/// Splits at the first space, byte-wise (faster than a `char` pattern).
-fn split_space(s: &str) -> Option<(&str, &str)> {
-    let i = memchr::memchr(b' ', s.as_bytes())?;
-    // A space is ASCII, so both sides are on character boundaries.
-    Some((&s[..i], &s[i + 1..]))
-}
-
 fn trim_newline(b: &[u8]) -> &[u8] {
     let b = b.strip_suffix(b"\n").unwrap_or(b);
     b.strip_suffix(b"\r").unwrap_or(b)
-}
-
-fn log_event(message: String, ts: Timestamp, host: &str) -> Event {
-    Event {
-        ts,
-        kind: "log".into(),
-        source: "replay".into(),
-        level: Level::Info,
-        service: None,
-        host: host.to_owned(),
-        message: Some(message),
-        value: None,
-        correlation_id: None,
-        trace_id: None,
-        labels: BTreeMap::new(),
-        fields: serde_json::Map::new(),
-    }
-}
-
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
-
-/// Parses one syslog line (RFC 3164, or RFC 5424 with `<pri>1 `). The message is the text after
-/// `program[pid]: `; program and pid become fields, the host is the event's host.
-pub fn parse_syslog(line: &str, year: i32, default_host: &str) -> Option<Event> {
-    let mut ev = log_event(String::new(), Timestamp(0), default_host);
-    parse_syslog_into(&mut ev, line, year, default_host).then_some(ev)
-}
-
-/// Like [`parse_syslog`], overwriting `ev` in place so a replay reuses its buffers instead of
-/// allocating per line. Returns false (leaving `ev` unspecified) for a line that is not syslog.
-pub fn parse_syslog_into(ev: &mut Event, line: &str, year: i32, default_host: &str) -> bool {
-    parse_into(ev, line, year, default_host).is_some()
-}
-
-fn parse_into(ev: &mut Event, line: &str, year: i32, default_host: &str) -> Option<()> {
-    let (level, rest) = match line.strip_prefix('<') {
-        Some(r) => {
-            let (pri, after) = r.split_once('>')?;
-            let pri: u8 = pri.parse().ok()?;
-            (Some(level_of(pri & 7)), after)
-        }
-        None => (None, line),
-    };
-    if let Some(r5424) = rest.strip_prefix("1 ") {
-        *ev = parse_5424(r5424, level, default_host)?;
-        return Some(());
-    }
-    // "Nov 23 10:00:00 host program[pid]: text"; the day may be space-padded.
-    let month = MONTHS.iter().position(|m| rest.get(..3) == Some(*m))? as u8 + 1;
-    let rest = rest.get(3..)?.trim_start();
-    let (day, rest) = split_space(rest)?;
-    let (clock, rest) = split_space(rest)?;
-    let mut hms = clock.split(':').map(|p| p.parse::<u8>().ok());
-    let (h, m, s) = (hms.next()??, hms.next()??, hms.next()??);
-    let date =
-        time::Date::from_calendar_date(year, time::Month::try_from(month).ok()?, day.parse().ok()?)
-            .ok()?;
-    let ts = date.with_hms(h, m, s).ok()?.assume_utc();
-    let (host, rest) = split_space(rest)?;
-    ev.ts = Timestamp((ts.unix_timestamp_nanos() / 1_000_000) as i64);
-    ev.level = level.unwrap_or(Level::Info);
-    set(
-        &mut ev.host,
-        if host.is_empty() { default_host } else { host },
-    );
-    let (tag, message) = match rest.split_once(": ") {
-        Some((tag, msg)) if !tag.contains(' ') => (Some(tag), msg),
-        _ => (None, rest),
-    };
-    let (program, pid) = match tag.map(|t| {
-        t.split_once('[')
-            .map_or((t, None), |(p, pid)| (p, pid.strip_suffix(']')))
-    }) {
-        Some((p, pid)) => (Some(p), pid.and_then(|p| p.parse::<u64>().ok())),
-        None => (None, None),
-    };
-    match program {
-        Some(p) => set_field(&mut ev.fields, "program", p),
-        None => {
-            ev.fields.remove("program");
-        }
-    }
-    match pid {
-        Some(n) => match ev.fields.get_mut("pid") {
-            Some(v) => *v = n.into(),
-            None => {
-                ev.fields.insert("pid".into(), n.into());
-            }
-        },
-        None => {
-            ev.fields.remove("pid");
-        }
-    }
-    set(ev.message.get_or_insert_with(String::new), message);
-    Some(())
-}
-
-fn set(dst: &mut String, src: &str) {
-    dst.clear();
-    dst.push_str(src);
-}
-
-/// Sets a string field, reusing the existing key and buffer when present.
-fn set_field(fields: &mut serde_json::Map<String, serde_json::Value>, key: &str, value: &str) {
-    match fields.get_mut(key) {
-        Some(serde_json::Value::String(s)) => set(s, value),
-        _ => {
-            fields.insert(key.to_owned(), value.into());
-        }
-    }
-}
-
-fn parse_5424(rest: &str, level: Option<Level>, default_host: &str) -> Option<Event> {
-    // TIMESTAMP HOSTNAME APP-NAME PROCID MSGID [SD] MSG
-    let mut parts = rest.splitn(6, ' ');
-    let ts = Timestamp::parse_rfc3339(parts.next()?).ok()?;
-    let host = parts.next().filter(|h| *h != "-").unwrap_or(default_host);
-    let app = parts.next().filter(|a| *a != "-");
-    let pid = parts.next().and_then(|p| p.parse::<u64>().ok());
-    let _msgid = parts.next();
-    let tail = parts.next().unwrap_or("");
-    let message = if let Some(sd) = tail.strip_prefix('-') {
-        sd.trim_start()
-    } else if tail.starts_with('[') {
-        // Skip structured data: balanced [..] groups.
-        let mut depth = 0;
-        let mut end = tail.len();
-        for (i, c) in tail.char_indices() {
-            match c {
-                '[' => depth += 1,
-                ']' => {
-                    depth -= 1;
-                    if depth == 0 && !tail[i + 1..].starts_with('[') {
-                        end = i + 1;
-                        break;
-                    }
-                }
-                _ => {}
-            }
-        }
-        tail[end..].trim_start()
-    } else {
-        tail
-    };
-    let mut ev = log_event(message.trim_start_matches('\u{feff}').to_owned(), ts, host);
-    if let Some(a) = app {
-        ev.fields.insert("program".into(), a.into());
-    }
-    if let Some(p) = pid {
-        ev.fields.insert("pid".into(), p.into());
-    }
-    if let Some(l) = level {
-        ev.level = l;
-    }
-    Some(ev)
-}
-
-fn level_of(severity: u8) -> Level {
-    match severity {
-        0..=2 => Level::Critical,
-        3 => Level::Error,
-        4 => Level::Warning,
-        5 => Level::Notice,
-        6 => Level::Info,
-        _ => Level::Debug,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rfc3164_lines() {
-        let e = parse_syslog(
-            "Nov  3 10:00:07 web-1 sshd[4242]: Failed password for root from 1.2.3.4 port 22 ssh2",
-            2026,
-            "h",
-        )
-        .unwrap();
-        assert_eq!(e.ts.to_rfc3339(), "2026-11-03T10:00:07.000Z");
-        assert_eq!(e.host, "web-1");
-        assert_eq!(e.fields["program"], "sshd");
-        assert_eq!(e.fields["pid"], 4242);
-        assert_eq!(
-            e.message.as_deref(),
-            Some("Failed password for root from 1.2.3.4 port 22 ssh2")
-        );
-        let p = parse_syslog(
-            "<34>Oct 11 22:14:15 mymachine su: 'su root' failed for lonvick on /dev/pts/8",
-            2025,
-            "h",
-        )
-        .unwrap();
-        assert_eq!(p.level, Level::Critical);
-        assert_eq!(p.fields["program"], "su");
-        assert!(parse_syslog("not a syslog line", 2026, "h").is_none());
-        assert!(parse_syslog("Foo 12 10:00:00 h x: y", 2026, "h").is_none());
-    }
-
-    #[test]
-    fn rfc5424_lines() {
-        let e = parse_syslog(
-            r#"<165>1 2026-11-23T10:00:00.003Z host1 evntslog 77 ID47 [exampleSDID@32473 iut="3"] An application event"#,
-            2026,
-            "h",
-        )
-        .unwrap();
-        assert_eq!(e.message.as_deref(), Some("An application event"));
-        assert_eq!(e.host, "host1");
-        assert_eq!(e.level, Level::Notice);
-        assert_eq!(e.fields["pid"], 77);
-        let dash = parse_syslog("<13>1 2026-11-23T10:00:00Z h app - - - hello", 2026, "x").unwrap();
-        assert_eq!(dash.message.as_deref(), Some("hello"));
-    }
 }

@@ -7,6 +7,7 @@
 //! with its length limit.
 
 pub mod lines;
+pub mod parse;
 pub mod socket;
 
 use crate::event::{DecodeError, Event};

@@ -1,0 +1,365 @@
+//! `[[source.file]]`, `[[source.syslog]]`, `[[source.exec]]` and `[[source.probe]]` tables.
+//!
+//! Every source has an `id` (unique across all sources: it names the source in events,
+//! `/v1/status` and checkpoints). Line sources share the parsing keys of [`Parsing`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::de::{Pattern, octal_mode, positive_duration};
+
+/// All configured sources.
+#[derive(Clone, Debug, Default)]
+pub struct SourcesConfig {
+    pub file: Vec<FileSourceConfig>,
+    pub syslog: Vec<SyslogSourceConfig>,
+    pub exec: Vec<ExecSourceConfig>,
+    pub probe: Vec<ProbeSourceConfig>,
+}
+
+impl SourcesConfig {
+    /// Every source id with its table name, in config order.
+    pub fn ids(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        let f = self.file.iter().map(|s| ("file", s.id.as_str()));
+        let y = self.syslog.iter().map(|s| ("syslog", s.id.as_str()));
+        let e = self.exec.iter().map(|s| ("exec", s.id.as_str()));
+        let p = self.probe.iter().map(|s| ("probe", s.id.as_str()));
+        f.chain(y).chain(e).chain(p)
+    }
+}
+
+/// How a line becomes an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LineFormat {
+    /// The line is the message.
+    Raw,
+    /// A JSON object per line: event keys are used where present (`ts`/`time`/`timestamp`,
+    /// `level`, `message`/`msg`, ...), every other key becomes a field.
+    Json,
+    /// `key=value key2="quoted value"` pairs, mapped like `json`.
+    Logfmt,
+    /// RFC 3164 (year inferred) or RFC 5424.
+    Syslog,
+    /// `pattern`'s named groups become fields (`ts`, `level`, `message`, `host`, `service` are
+    /// taken as those event keys).
+    Regex,
+    /// `journalctl -o json` records: unit, priority, message, realtime timestamp.
+    Journald,
+}
+
+impl LineFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LineFormat::Raw => "raw",
+            LineFormat::Json => "json",
+            LineFormat::Logfmt => "logfmt",
+            LineFormat::Syslog => "syslog",
+            LineFormat::Regex => "regex",
+            LineFormat::Journald => "journald",
+        }
+    }
+}
+
+/// The parsing keys shared by line sources, gathered from their tables.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Parsing {
+    pub format: LineFormat,
+    pub pattern: Option<Pattern>,
+    /// The event kind of parsed lines (default `log`) unless the line names one.
+    pub kind: String,
+    pub service: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+fn default_kind() -> String {
+    "log".into()
+}
+
+fn default_max_line() -> usize {
+    65536
+}
+
+fn one_second() -> Duration {
+    Duration::from_secs(1)
+}
+
+/// Where a file seen for the first time (with no checkpoint) is read from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadFrom {
+    #[default]
+    End,
+    Beginning,
+}
+
+/// `[[source.file]]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSourceConfig {
+    pub id: String,
+    /// A path or a glob (`/var/log/nginx/*.log`); relative to the config's folder.
+    pub path: String,
+    pub format: LineFormat,
+    #[serde(default)]
+    pub pattern: Option<Pattern>,
+    #[serde(default)]
+    pub read_from: ReadFrom,
+    #[serde(default = "default_kind")]
+    pub kind: String,
+    #[serde(default)]
+    pub service: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Longer lines are cut to this many bytes and counted as `oversize`.
+    #[serde(default = "default_max_line")]
+    pub max_line_bytes: usize,
+    /// How often files are checked without a change notification (and the glob re-run).
+    #[serde(default = "one_second", deserialize_with = "positive_duration")]
+    pub poll_interval: Duration,
+}
+
+impl FileSourceConfig {
+    pub fn parsing(&self) -> Parsing {
+        Parsing {
+            format: self.format,
+            pattern: self.pattern.clone(),
+            kind: self.kind.clone(),
+            service: self.service.clone(),
+            labels: self.labels.clone(),
+        }
+    }
+}
+
+/// `[[source.syslog]]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyslogSourceConfig {
+    pub id: String,
+    /// Unix datagram socket; a relative name lives in `runtime_dir`.
+    pub socket: PathBuf,
+    #[serde(default = "default_socket_mode", deserialize_with = "octal_mode")]
+    pub socket_mode: u32,
+    #[serde(default = "default_kind")]
+    pub kind: String,
+    #[serde(default)]
+    pub service: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+fn default_socket_mode() -> u32 {
+    0o660
+}
+
+impl SyslogSourceConfig {
+    pub fn parsing(&self) -> Parsing {
+        Parsing {
+            format: LineFormat::Syslog,
+            pattern: None,
+            kind: self.kind.clone(),
+            service: self.service.clone(),
+            labels: self.labels.clone(),
+        }
+    }
+}
+
+/// `[[source.exec]]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecSourceConfig {
+    pub id: String,
+    /// Program and arguments; no shell is involved.
+    pub command: Vec<String>,
+    pub format: LineFormat,
+    #[serde(default)]
+    pub pattern: Option<Pattern>,
+    #[serde(default = "default_kind")]
+    pub kind: String,
+    #[serde(default)]
+    pub service: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default = "default_max_line")]
+    pub max_line_bytes: usize,
+    /// First wait before restarting a command that exited; doubled per quick exit.
+    #[serde(default = "one_second", deserialize_with = "positive_duration")]
+    pub restart_delay: Duration,
+    #[serde(default = "one_minute", deserialize_with = "positive_duration")]
+    pub max_restart_delay: Duration,
+}
+
+fn one_minute() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl ExecSourceConfig {
+    pub fn parsing(&self) -> Parsing {
+        Parsing {
+            format: self.format,
+            pattern: self.pattern.clone(),
+            kind: self.kind.clone(),
+            service: self.service.clone(),
+            labels: self.labels.clone(),
+        }
+    }
+}
+
+/// One host check of a probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeCheck {
+    Memory,
+    Disk,
+    Load,
+    Units,
+    Processes,
+    Zombies,
+    Http,
+    Tcp,
+}
+
+impl ProbeCheck {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeCheck::Memory => "memory",
+            ProbeCheck::Disk => "disk",
+            ProbeCheck::Load => "load",
+            ProbeCheck::Units => "units",
+            ProbeCheck::Processes => "processes",
+            ProbeCheck::Zombies => "zombies",
+            ProbeCheck::Http => "http",
+            ProbeCheck::Tcp => "tcp",
+        }
+    }
+}
+
+/// An HTTP check target.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTarget {
+    pub url: String,
+    /// Status codes counted as up (default: any 2xx or 3xx).
+    #[serde(default)]
+    pub expect_status: Vec<u16>,
+    #[serde(default)]
+    pub service: Option<String>,
+}
+
+/// `[[source.probe]]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeSourceConfig {
+    pub id: String,
+    #[serde(default = "thirty_seconds", deserialize_with = "positive_duration")]
+    pub interval: Duration,
+    pub checks: Vec<ProbeCheck>,
+    /// Timeout of each network check (http, tcp) and of each systemctl call.
+    #[serde(default = "five_seconds", deserialize_with = "positive_duration")]
+    pub timeout: Duration,
+    /// Mount points for `disk` (default: every local, real file system).
+    #[serde(default)]
+    pub mounts: Vec<PathBuf>,
+    /// systemd units for `units`.
+    #[serde(default)]
+    pub units: Vec<String>,
+    /// Process names (as in /proc/PID/comm) for `processes`.
+    #[serde(default)]
+    pub processes: Vec<String>,
+    #[serde(default)]
+    pub http: Vec<HttpTarget>,
+    /// `host:port` addresses for `tcp`.
+    #[serde(default)]
+    pub tcp: Vec<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+fn thirty_seconds() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn five_seconds() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// Checks that need the whole table: what serde alone cannot say. Returns (key, message).
+pub fn validate_parsing(p: &Parsing, max_line_bytes: Option<usize>) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    match (p.format, &p.pattern) {
+        (LineFormat::Regex, None) => out.push((
+            "format",
+            "format \"regex\" needs a `pattern` with named groups".to_owned(),
+        )),
+        (LineFormat::Regex, Some(re)) if re.0.capture_names().flatten().next().is_none() => out
+            .push((
+                "pattern",
+                "the pattern has no named groups (?P<name>...), so lines would carry nothing"
+                    .to_owned(),
+            )),
+        (f, Some(_)) if f != LineFormat::Regex => out.push((
+            "pattern",
+            format!(
+                "`pattern` is only used with format \"regex\", not \"{}\"",
+                f.as_str()
+            ),
+        )),
+        _ => {}
+    }
+    if p.kind.is_empty() {
+        out.push(("kind", "must not be empty".to_owned()));
+    }
+    if let Some(m) = max_line_bytes
+        && m < 16
+    {
+        out.push(("max_line_bytes", "must be at least 16".to_owned()));
+    }
+    out
+}
+
+/// Checks of a probe table.
+pub fn validate_probe(p: &ProbeSourceConfig) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    let needs = |check: ProbeCheck, empty: bool, key: &'static str, out: &mut Vec<_>| {
+        if p.checks.contains(&check) && empty {
+            out.push((
+                key,
+                format!(
+                    "check \"{}\" needs at least one entry in `{key}`",
+                    check.as_str()
+                ),
+            ));
+        }
+    };
+    needs(ProbeCheck::Units, p.units.is_empty(), "units", &mut out);
+    needs(
+        ProbeCheck::Processes,
+        p.processes.is_empty(),
+        "processes",
+        &mut out,
+    );
+    needs(ProbeCheck::Http, p.http.is_empty(), "http", &mut out);
+    needs(ProbeCheck::Tcp, p.tcp.is_empty(), "tcp", &mut out);
+    if p.checks.is_empty() {
+        out.push(("checks", "name at least one check".to_owned()));
+    }
+    for t in &p.http {
+        if !(t.url.starts_with("http://") || t.url.starts_with("https://")) {
+            out.push((
+                "http",
+                format!("`{}` is not an http:// or https:// URL", t.url),
+            ));
+        }
+    }
+    for a in &p.tcp {
+        if a.rsplit_once(':')
+            .is_none_or(|(h, port)| h.is_empty() || port.parse::<u16>().is_err())
+        {
+            out.push(("tcp", format!("`{a}` is not a host:port address")));
+        }
+    }
+    out
+}
