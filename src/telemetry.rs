@@ -118,6 +118,103 @@ impl SourceCounters {
     }
 }
 
+/// A value that goes up and down (files followed, bytes behind).
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Serialize for Gauge {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.get())
+    }
+}
+
+/// Counters of one configured source (`[[source.*]]`).
+#[derive(Debug, Serialize)]
+pub struct SourceStats {
+    pub id: String,
+    /// file, syslog, exec or probe.
+    pub kind: &'static str,
+    /// Lines (or datagrams, or probe results) read.
+    pub lines: Counter,
+    /// Events handed to the engine.
+    pub events: Counter,
+    /// Lines the format could not read, passed on as raw `log` events.
+    pub unparsed: Counter,
+    /// Lines cut at `max_line_bytes`.
+    pub oversize: Counter,
+    /// Lines with invalid UTF-8, decoded lossily.
+    pub invalid_utf8: Counter,
+    /// Events dropped because the pipeline was full and the source cannot wait.
+    pub dropped: Counter,
+    /// Files followed now (file sources).
+    pub files: Gauge,
+    /// Bytes written to followed files and not read yet (file sources).
+    pub lag_bytes: Gauge,
+    pub rotations: Counter,
+    pub truncations: Counter,
+    /// Command restarts (exec sources).
+    pub restarts: Counter,
+    /// Failures (unreadable files, failed probes, commands that would not start).
+    pub errors: Counter,
+    #[serde(serialize_with = "ser_mutex")]
+    pub last_error: Mutex<Option<String>>,
+    #[serde(skip)]
+    throttle: Throttle,
+}
+
+fn ser_mutex<S: serde::Serializer>(m: &Mutex<Option<String>>, s: S) -> Result<S::Ok, S::Error> {
+    m.lock().unwrap_or_else(|p| p.into_inner()).serialize(s)
+}
+
+impl SourceStats {
+    pub fn new(id: &str, kind: &'static str) -> Self {
+        SourceStats {
+            id: id.to_owned(),
+            kind,
+            lines: Counter::default(),
+            events: Counter::default(),
+            unparsed: Counter::default(),
+            oversize: Counter::default(),
+            invalid_utf8: Counter::default(),
+            dropped: Counter::default(),
+            files: Gauge::default(),
+            lag_bytes: Gauge::default(),
+            rotations: Counter::default(),
+            truncations: Counter::default(),
+            restarts: Counter::default(),
+            errors: Counter::default(),
+            last_error: Mutex::new(None),
+            throttle: Throttle::new(Duration::from_secs(10)),
+        }
+    }
+
+    /// Counts a failure, remembers it for `/v1/status`, and logs it (throttled).
+    pub fn error(&self, what: &str, error: &dyn std::fmt::Display) {
+        self.errors.inc();
+        let text = format!("{what}: {error}");
+        if let Some(suppressed) = self.throttle.allow() {
+            tracing::warn!(source = %self.id, kind = self.kind, error = %text, suppressed, "source problem");
+        }
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(text);
+    }
+
+    /// Logs a notable line-level problem (oversize, bad UTF-8, unparsed), throttled.
+    pub fn warn_line(&self, reason: &'static str, detail: &str) {
+        if let Some(suppressed) = self.throttle.allow() {
+            tracing::warn!(source = %self.id, kind = self.kind, reason, detail, suppressed, "source line problem");
+        }
+    }
+}
+
 /// Everything the daemon counts.
 #[derive(Debug, Serialize)]
 pub struct Telemetry {
@@ -128,6 +225,8 @@ pub struct Telemetry {
     pub engine_events: Counter,
     pub detections: Counter,
     pub detections_dropped: Counter,
+    /// Detections skipped because they were already applied before a crash.
+    pub detections_replayed: Counter,
     pub incidents_created: Counter,
     pub incidents_deduplicated: Counter,
     pub incidents_reopened: Counter,
@@ -138,6 +237,9 @@ pub struct Telemetry {
     /// Result of the last reload, shown in `/v1/status`.
     #[serde(skip)]
     pub reload: Mutex<ReloadStatus>,
+    /// The configured sources, registered as they start.
+    #[serde(skip)]
+    pub sources: Mutex<Vec<std::sync::Arc<SourceStats>>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
@@ -157,6 +259,7 @@ impl Default for Telemetry {
             engine_events: Counter::default(),
             detections: Counter::default(),
             detections_dropped: Counter::default(),
+            detections_replayed: Counter::default(),
             incidents_created: Counter::default(),
             incidents_deduplicated: Counter::default(),
             incidents_reopened: Counter::default(),
@@ -164,6 +267,7 @@ impl Default for Telemetry {
             store_errors: Counter::default(),
             checkpoints: Counter::default(),
             reload: Mutex::new(ReloadStatus::default()),
+            sources: Mutex::new(Vec::new()),
         }
     }
 }
@@ -171,6 +275,23 @@ impl Default for Telemetry {
 impl Telemetry {
     pub fn reload_status(&self) -> ReloadStatus {
         self.reload
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Registers a configured source's counters and returns them.
+    pub fn source(&self, id: &str, kind: &'static str) -> std::sync::Arc<SourceStats> {
+        let stats = std::sync::Arc::new(SourceStats::new(id, kind));
+        self.sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(stats.clone());
+        stats
+    }
+
+    pub fn source_stats(&self) -> Vec<std::sync::Arc<SourceStats>> {
+        self.sources
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()

@@ -21,7 +21,6 @@ pub use error::ApiError;
 
 use crate::clock::Clock;
 use crate::engine::EngineHandle;
-use crate::event::Event;
 use crate::incident::IncidentHandle;
 use crate::store::Store;
 use crate::telemetry::Telemetry;
@@ -74,7 +73,7 @@ pub struct ApiState {
     pub store: Arc<dyn Store>,
     pub incidents: IncidentHandle,
     pub engine: EngineHandle,
-    pub events: mpsc::Sender<Event>,
+    pub events: mpsc::Sender<crate::engine::Input>,
     pub reload: mpsc::Sender<ReloadRequest>,
     pub telemetry: Arc<Telemetry>,
     pub clock: Arc<dyn Clock>,

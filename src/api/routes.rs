@@ -61,6 +61,8 @@ async fn status(State(st): S) -> Json<Value> {
         .map(|(s, n)| (s.as_str().to_owned(), json!(n)))
         .collect();
     let rules = st.engine.rules().await.map(|r| r.len());
+    let inputs = t.source_stats();
+    let inputs: Vec<&crate::telemetry::SourceStats> = inputs.iter().map(|s| &**s).collect();
     let queued = st.event_queue_capacity - st.events.capacity();
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -72,7 +74,8 @@ async fn status(State(st): S) -> Json<Value> {
         "rules": rules,
         "queues": {"events": {"len": queued, "capacity": st.event_queue_capacity}},
         "sources": [t.ingest, t.api_events],
-        "engine": {"events": t.engine_events, "detections": t.detections, "detections_dropped": t.detections_dropped, "checkpoints": t.checkpoints},
+        "inputs": inputs,
+        "engine": {"events": t.engine_events, "detections": t.detections, "detections_dropped": t.detections_dropped, "detections_replayed": t.detections_replayed, "checkpoints": t.checkpoints},
         "incidents": {
             "by_status": counts,
             "created": t.incidents_created,
@@ -104,7 +107,7 @@ async fn post_events(State(st): S, body: Result<Bytes, BytesRejection>) -> ApiRe
         .collect();
     let mut accepted = 0u64;
     for ev in events {
-        if st.events.send(ev).await.is_err() {
+        if st.events.send(crate::engine::Input::Event(ev)).await.is_err() {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",

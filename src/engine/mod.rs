@@ -21,6 +21,7 @@ use crate::clock::{Clock, Timestamp};
 use crate::config::RuleConfig;
 use crate::event::Event;
 use crate::incident::Severity;
+use crate::source::tail::{FileId, TailCursor};
 use crate::telemetry::Telemetry;
 pub use rule::RuleStats;
 use rule::{Hit, Rule};
@@ -60,6 +61,17 @@ impl Detection {
     }
 }
 
+/// What sources hand the engine, in order.
+#[derive(Debug)]
+pub enum Input {
+    Event(Event),
+    /// Lines of one file read up to `cursor.offset`. The cursor is recorded once the events
+    /// are applied, so a checkpoint's cursors and window state always agree (DESIGN §5).
+    Tail { events: Vec<Event>, cursor: TailCursor },
+    /// A file the tail has finished with (drained after rotation or deletion).
+    TailDone { source: String, id: FileId },
+}
+
 /// One loaded rule, as `GET /v1/rules` and `incidentctl rules list` show it.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct RuleInfo {
@@ -89,9 +101,12 @@ struct Checkpoint<R> {
     version: u32,
     now: Timestamp,
     rules: Vec<R>,
+    /// Where each file source had read to (version 2 on).
+    #[serde(default)]
+    tails: Vec<TailCursor>,
 }
 
-const CHECKPOINT_VERSION: u32 = 1;
+const CHECKPOINT_VERSION: u32 = 2;
 
 #[derive(Serialize)]
 struct RuleStateRef<'a> {
@@ -127,6 +142,8 @@ pub struct Engine {
     templates: minijinja::Environment<'static>,
     /// Newest event time seen.
     now: Timestamp,
+    /// How far each file tail's events have been applied: (source, file) → cursor.
+    tails: BTreeMap<(String, FileId), TailCursor>,
 }
 
 impl Engine {
@@ -141,6 +158,7 @@ impl Engine {
             prefilter: prefilter_for(&mut rules),
             rules,
             now: Timestamp(i64::MIN),
+            tails: BTreeMap::new(),
         }
     }
 
@@ -181,6 +199,37 @@ impl Engine {
         }
     }
 
+    /// Applies one input from a source.
+    pub fn on_input(&mut self, input: &Input, out: &mut Vec<Detection>) {
+        match input {
+            Input::Event(ev) => self.on_event(ev, out),
+            Input::Tail { events, cursor } => {
+                for ev in events {
+                    self.on_event(ev, out);
+                }
+                match self.tails.get_mut(&(cursor.source.clone(), cursor.id)) {
+                    Some(c) => c.clone_from(cursor),
+                    None => {
+                        self.tails.insert(cursor.key(), cursor.clone());
+                    }
+                }
+            }
+            Input::TailDone { source, id } => {
+                self.tails.remove(&(source.clone(), *id));
+            }
+        }
+    }
+
+    /// The file cursors as of the last applied input (restored ones included).
+    pub fn tail_cursors(&self) -> Vec<TailCursor> {
+        self.tails.values().cloned().collect()
+    }
+
+    /// Drops cursors of sources that are no longer configured.
+    pub fn retain_tails(&mut self, keep: impl Fn(&str) -> bool) {
+        self.tails.retain(|(s, _), _| keep(s));
+    }
+
     /// Advances the engine clock (wall time while live), fires due timers, and lets rules
     /// expire state.
     pub fn on_tick(&mut self, now: Timestamp, out: &mut Vec<Detection>) {
@@ -218,6 +267,7 @@ impl Engine {
                     stats: r.stats,
                 })
                 .collect(),
+            tails: self.tails.values().cloned().collect(),
         };
         // Plain data with string keys: serializing to JSON cannot fail.
         serde_json::to_vec(&cp).unwrap_or_default()
@@ -228,12 +278,14 @@ impl Engine {
     pub fn restore(&mut self, bytes: &[u8]) -> Result<usize, CheckpointError> {
         let cp: Checkpoint<RuleState> =
             serde_json::from_slice(bytes).map_err(|e| CheckpointError(e.to_string()))?;
-        if cp.version != CHECKPOINT_VERSION {
+        // Version 1 had no file cursors; its rule state reads the same.
+        if !(1..=CHECKPOINT_VERSION).contains(&cp.version) {
             return Err(CheckpointError(format!(
-                "version {} is not {CHECKPOINT_VERSION}",
+                "version {} is newer than this incidentd understands ({CHECKPOINT_VERSION})",
                 cp.version
             )));
         }
+        self.tails = cp.tails.into_iter().map(|c| (c.key(), c)).collect();
         let mut saved: BTreeMap<String, RuleState> =
             cp.rules.into_iter().map(|r| (r.id.clone(), r)).collect();
         let mut restored = 0;
@@ -460,7 +512,7 @@ impl EngineHandle {
 /// event's detections were handed on.
 pub async fn run(
     mut engine: Engine,
-    mut events: mpsc::Receiver<Event>,
+    mut events: mpsc::Receiver<Input>,
     mut commands: mpsc::Receiver<EngineCommand>,
     detections: mpsc::Sender<crate::incident::manager::Msg>,
     telemetry: Arc<Telemetry>,
@@ -487,9 +539,13 @@ pub async fn run(
                 None => commands_open = false,
             },
             ev = events.recv() => {
-                let Some(ev) = ev else { break };
-                telemetry.engine_events.inc();
-                engine.on_event(&ev, &mut out);
+                let Some(input) = ev else { break };
+                telemetry.engine_events.add(match &input {
+                    Input::Event(_) => 1,
+                    Input::Tail { events, .. } => events.len() as u64,
+                    Input::TailDone { .. } => 0,
+                });
+                engine.on_input(&input, &mut out);
                 for d in out.drain(..) {
                     telemetry.detections.inc();
                     tracing::debug!(rule = %d.rule, key = %d.key, count = d.count, "detection");

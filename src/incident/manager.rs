@@ -295,6 +295,7 @@ impl Manager {
                     incident: inc.clone(),
                     previous_status: Some(from),
                     entries: vec![e],
+                    detection: None,
                 })?;
                 tracing::info!(incident = id, from = %from, to = %to, actor = %actor, "incident status changed");
                 Ok(inc)
@@ -316,6 +317,7 @@ impl Manager {
                     incident: inc.clone(),
                     previous_status: Some(inc.status),
                     entries: vec![e],
+                    detection: None,
                 })?;
                 Ok(inc)
             }
@@ -366,6 +368,7 @@ impl Manager {
                     incident: inc.clone(),
                     previous_status: None,
                     entries: vec![e],
+                    detection: None,
                 })?;
                 self.telemetry.incidents_created.inc();
                 tracing::info!(incident = id, key = %inc.key, severity = %inc.severity, actor = %actor, "incident created by hand");
@@ -383,6 +386,13 @@ impl Manager {
     /// Attaches a detection to the open incident of its key, reopens a recently resolved
     /// one, or creates a new incident (rate-limited per key).
     fn on_detection(&mut self, d: &Detection) -> Result<(), IncidentError> {
+        let applied_id = d.idempotency_id();
+        if self.store.detection_applied(&applied_id)? {
+            // Replayed after a crash: its effect is already stored.
+            self.telemetry.detections_replayed.inc();
+            tracing::debug!(rule = %d.rule, key = %d.key, id = %applied_id, "detection already applied; skipped");
+            return Ok(());
+        }
         let now = self.clock.now();
         if let Some(id) = self.store.latest_for_key(&d.key)? {
             let mut inc = self.load(id)?;
@@ -424,12 +434,14 @@ impl Manager {
                     incident: inc,
                     previous_status: Some(from),
                     entries,
+                    detection: Some(applied_id),
                 })?;
                 return Ok(());
             }
         }
         if !self.allow_creation(&d.key, now) {
             self.telemetry.incidents_rate_limited.inc();
+            self.store.record_detection(&applied_id)?;
             tracing::warn!(key = %d.key, rule = %d.rule, max = self.config.rate_limit.max,
                 per = ?self.config.rate_limit.per, "new incident suppressed by the per-key rate limit");
             return Ok(());
@@ -476,6 +488,7 @@ impl Manager {
             incident: inc,
             previous_status: None,
             entries: vec![created, detection],
+            detection: Some(applied_id),
         })?;
         self.telemetry.incidents_created.inc();
         tracing::info!(incident = id, key = %d.key, rule = %d.rule, severity = %d.severity, "incident created");

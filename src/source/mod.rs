@@ -9,6 +9,7 @@
 pub mod lines;
 pub mod parse;
 pub mod socket;
+pub mod tail;
 
 use crate::event::{DecodeError, Event};
 

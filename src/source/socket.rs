@@ -22,7 +22,7 @@ pub struct IngestSocket {
     pub listener: UnixListener,
     pub max_line_bytes: usize,
     pub max_connections: usize,
-    pub events: mpsc::Sender<Event>,
+    pub events: mpsc::Sender<crate::engine::Input>,
     pub telemetry: Arc<Telemetry>,
     pub clock: Arc<dyn Clock>,
     pub host: Arc<str>,
@@ -103,7 +103,7 @@ impl IngestSocket {
             counters.lines.inc();
             match decoded {
                 Ok(ev) => {
-                    if self.events.send(ev).await.is_err() {
+                    if self.events.send(crate::engine::Input::Event(ev)).await.is_err() {
                         return; // the engine is gone: shutting down
                     }
                     counters.accepted.inc();

@@ -3,7 +3,8 @@
 //!
 //! Trees (DESIGN §4): `incident_log` (append-only timeline, key = id ‖ seq), `incidents`
 //! (snapshots, key = id), `idx_key` (incident key → newest id), `idx_status` (status ‖ id),
-//! and `meta` (schema version, next id). One incident change is one transaction over all of
+//! `applied` (idempotency ids of detections applied since the last engine checkpoint),
+//! `checkpoints` (engine window state and file cursors) and `meta` (schema version, next id). One incident change is one transaction over all of
 //! them; [`Store::flush`] makes everything applied so far durable, and the manager calls it
 //! before answering anyone.
 
@@ -54,6 +55,9 @@ pub struct Change {
     /// The status before this change; `None` when the change creates the incident.
     pub previous_status: Option<Status>,
     pub entries: Vec<TimelineEntry>,
+    /// The idempotency id of the detection behind this change, recorded with it so a replay
+    /// after a crash does not apply the detection twice.
+    pub detection: Option<String>,
 }
 
 /// Filters for listing incidents; every set field must match.
@@ -112,8 +116,14 @@ pub trait Store: Send + Sync + 'static {
     fn next_id(&self) -> Result<u64, StoreError>;
     /// Incidents per status.
     fn count_by_status(&self) -> Result<Vec<(Status, u64)>, StoreError>;
-    /// Replaces the engine's checkpoint (not yet durable; the next flush makes it so).
+    /// Replaces the engine's checkpoint (not yet durable; the next flush makes it so) and
+    /// forgets the detections recorded before it: the checkpoint covers them, so a replay
+    /// after a crash cannot produce them again.
     fn save_checkpoint(&self, bytes: &[u8]) -> Result<(), StoreError>;
+    /// Whether a detection with this idempotency id was applied since the last checkpoint.
+    fn detection_applied(&self, id: &str) -> Result<bool, StoreError>;
+    /// Records a detection that changed no incident (suppressed by the rate limit).
+    fn record_detection(&self, id: &str) -> Result<(), StoreError>;
     /// The last engine checkpoint saved, if any.
     fn load_checkpoint(&self) -> Result<Option<Vec<u8>>, StoreError>;
 }

@@ -19,6 +19,7 @@ pub struct SledStore {
     idx_status: sled::Tree,
     meta: sled::Tree,
     checkpoints: sled::Tree,
+    applied: sled::Tree,
 }
 
 impl SledStore {
@@ -80,6 +81,7 @@ impl SledStore {
             idx_status: tree("idx_status")?,
             meta: tree("meta")?,
             checkpoints: tree("checkpoints")?,
+            applied: tree("applied")?,
             db,
         };
         match store.meta_u64("schema_version")? {
@@ -171,9 +173,13 @@ impl Store for SledStore {
             &self.idx_key,
             &self.idx_status,
             &self.meta,
+            &self.applied,
         )
-            .transaction(|(incidents, log, idx_key, idx_status, meta)| {
+            .transaction(|(incidents, log, idx_key, idx_status, meta, applied)| {
                 incidents.insert(&id, snapshot.as_slice())?;
+                if let Some(d) = &change.detection {
+                    applied.insert(d.as_bytes(), &[])?;
+                }
                 for (k, v) in &entries {
                     log.insert(k, v.as_slice())?;
                 }
@@ -298,14 +304,49 @@ impl Store for SledStore {
     }
 
     fn save_checkpoint(&self, bytes: &[u8]) -> Result<(), StoreError> {
+        let err = |source| StoreError::Sled {
+            op: "save checkpoint",
+            source,
+        };
         let mut record = Vec::with_capacity(bytes.len() + 1);
         record.push(RECORD_V1);
         record.extend_from_slice(bytes);
-        self.checkpoints
-            .insert("engine", record)
+        // The manager is the only writer, so the keys read here are all there is to remove.
+        let covered: Vec<sled::IVec> = self
+            .applied
+            .iter()
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
+        let result: Result<(), TransactionError<()>> = (&self.checkpoints, &self.applied)
+            .transaction(|(checkpoints, applied)| {
+                checkpoints.insert("engine", record.as_slice())?;
+                for k in &covered {
+                    applied.remove(k)?;
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            });
+        result.map_err(|e| match e {
+            TransactionError::Storage(source) => err(source),
+            TransactionError::Abort(()) => err(sled::Error::Unsupported("transaction aborted".into())),
+        })
+    }
+
+    fn detection_applied(&self, id: &str) -> Result<bool, StoreError> {
+        self.applied
+            .contains_key(id.as_bytes())
+            .map_err(|source| StoreError::Sled {
+                op: "read applied detections",
+                source,
+            })
+    }
+
+    fn record_detection(&self, id: &str) -> Result<(), StoreError> {
+        self.applied
+            .insert(id.as_bytes(), &[])
             .map(|_| ())
             .map_err(|source| StoreError::Sled {
-                op: "save checkpoint",
+                op: "record detection",
                 source,
             })
     }
