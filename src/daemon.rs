@@ -8,7 +8,7 @@
 //! flushes and ends. The daemon waits for all of it under `shutdown_timeout` and names what is
 //! still running if the deadline passes.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::io::ErrorKind;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -93,29 +93,58 @@ fn notify(states: &[NotifyState<'_>]) {
 
 /// Names of the tasks still running, for a shutdown that overruns its deadline.
 #[derive(Clone, Default)]
-struct Running(Arc<Mutex<BTreeSet<&'static str>>>);
+struct Running(Arc<Mutex<BTreeMap<&'static str, usize>>>);
 
 impl Running {
     fn spawn<F>(&self, tracker: &TaskTracker, name: &'static str, fut: F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        self.0
+        *self
+            .0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(name);
+            .entry(name)
+            .or_default() += 1;
         let me = self.clone();
         tracker.spawn(async move {
             fut.await;
-            me.0.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+            me.done(name);
         });
+    }
+
+    fn spawn_blocking<F>(&self, tracker: &TaskTracker, name: &'static str, f: F)
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name)
+            .or_default() += 1;
+        let me = self.clone();
+        tracker.spawn_blocking(move || {
+            f();
+            me.done(name);
+        });
+    }
+
+    fn done(&self, name: &'static str) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(name) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(name);
+            }
+        }
     }
 
     fn names(&self) -> Vec<&'static str> {
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .iter()
+            .keys()
             .copied()
             .collect()
     }
@@ -215,6 +244,10 @@ pub async fn run(
     let engine = EngineHandle::new(engine_tx);
     let mut rules_engine = Engine::new(&config.rules);
     restore_engine(&mut rules_engine, store.as_ref());
+    // File sources resume where the checkpoint's cursors say.
+    let known_sources: Vec<String> = rules_engine.tail_sources().to_vec();
+    let mut cursors = crate::source::tail::cursors_by_source(rules_engine.tail_cursors());
+    rules_engine.set_tail_sources(config.sources.file.iter().map(|f| f.id.clone()).collect());
     running.spawn(
         &tracker,
         "engine",
@@ -228,6 +261,20 @@ pub async fn run(
             config.daemon.checkpoint_interval,
         ),
     );
+
+    for fc in &config.sources.file {
+        let tail = crate::source::tail::FileTail {
+            parser: crate::source::parse::Parser::new(fc.parsing(), &fc.id, &host),
+            events: events_tx.clone(),
+            stats: telemetry.source(&fc.id, "file"),
+            clock: clock.clone(),
+            restored: cursors.remove(&fc.id).unwrap_or_default(),
+            known: known_sources.contains(&fc.id),
+            config: fc.clone(),
+        };
+        let token = sources_token.clone();
+        running.spawn_blocking(&tracker, "file tail", move || tail.run(token));
+    }
 
     let ingest = IngestSocket {
         listener: ingest_listener,
@@ -430,6 +477,9 @@ async fn reload(
             {
                 tracing::warn!("socket paths and state_dir take effect only after a restart");
             }
+            if new.sources != config.sources {
+                tracing::warn!("[[source.*]] changes take effect only after a restart");
+            }
             if !engine.reload(new.rules.clone()).await
                 || !incidents.configure(new.incidents.clone()).await
             {
@@ -449,8 +499,11 @@ async fn reload(
                 config.ingest.clone(),
                 config.daemon.clone(),
             );
+            let sources = std::mem::take(&mut config.sources);
             *config = new;
             (config.control, config.ingest, config.daemon) = keep;
+            // The running sources stay as started, and so does what the config says of them.
+            config.sources = sources;
             notify(&[
                 NotifyState::Ready,
                 NotifyState::Status(&format!("running; {summary}")),

@@ -107,7 +107,12 @@ async fn post_events(State(st): S, body: Result<Bytes, BytesRejection>) -> ApiRe
         .collect();
     let mut accepted = 0u64;
     for ev in events {
-        if st.events.send(crate::engine::Input::Event(ev)).await.is_err() {
+        if st
+            .events
+            .send(crate::engine::Input::Event(ev))
+            .await
+            .is_err()
+        {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",

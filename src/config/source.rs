@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::de::{Pattern, octal_mode, positive_duration};
 
 /// All configured sources.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct SourcesConfig {
     pub file: Vec<FileSourceConfig>,
     pub syslog: Vec<SyslogSourceConfig>,
@@ -97,7 +97,7 @@ pub enum ReadFrom {
 }
 
 /// `[[source.file]]`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FileSourceConfig {
     pub id: String,
@@ -135,7 +135,7 @@ impl FileSourceConfig {
 }
 
 /// `[[source.syslog]]`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SyslogSourceConfig {
     pub id: String,
@@ -168,7 +168,7 @@ impl SyslogSourceConfig {
 }
 
 /// `[[source.exec]]`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ExecSourceConfig {
     pub id: String,
@@ -250,7 +250,7 @@ pub struct HttpTarget {
 }
 
 /// `[[source.probe]]`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ProbeSourceConfig {
     pub id: String,

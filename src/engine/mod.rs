@@ -50,14 +50,28 @@ pub struct Detection {
     pub runbook: Option<String>,
     /// The message of the event that made the rule fire.
     pub message: Option<String>,
+    /// What made the rule fire, stable across a replay: `timer`, or the file position of the
+    /// line (`file:SOURCE:DEV:INODE:OFFSET`). `None` for events that are never replayed
+    /// (the ingest socket, the API).
+    #[serde(default)]
+    pub origin: Option<String>,
 }
 
 impl Detection {
-    /// Stable identity of a detection: (rule, group, event time). Replaying the same events
-    /// yields the same ids.
-    pub fn idempotency_id(&self) -> String {
+    /// Stable identity of a detection that a replay after a crash could produce again:
+    /// (rule, group, event time) for timers, (rule, group, line position) for file lines.
+    /// `None` for detections from events that are never replayed.
+    pub fn idempotency_id(&self) -> Option<String> {
         let group: Vec<&str> = self.group.values().map(String::as_str).collect();
-        format!("{}|{}|{}", self.rule, group.join("/"), self.ts.millis())
+        match self.origin.as_deref()? {
+            "timer" => Some(format!(
+                "{}|{}|{}",
+                self.rule,
+                group.join("/"),
+                self.ts.millis()
+            )),
+            line => Some(format!("{}|{}|{line}", self.rule, group.join("/"))),
+        }
     }
 }
 
@@ -67,9 +81,16 @@ pub enum Input {
     Event(Event),
     /// Lines of one file read up to `cursor.offset`. The cursor is recorded once the events
     /// are applied, so a checkpoint's cursors and window state always agree (DESIGN §5).
-    Tail { events: Vec<Event>, cursor: TailCursor },
+    Tail {
+        /// Each line's event with the offset where the line starts.
+        lines: Vec<(u64, Event)>,
+        cursor: TailCursor,
+    },
     /// A file the tail has finished with (drained after rotation or deletion).
-    TailDone { source: String, id: FileId },
+    TailDone {
+        source: String,
+        id: FileId,
+    },
 }
 
 /// One loaded rule, as `GET /v1/rules` and `incidentctl rules list` show it.
@@ -104,6 +125,9 @@ struct Checkpoint<R> {
     /// Where each file source had read to (version 2 on).
     #[serde(default)]
     tails: Vec<TailCursor>,
+    /// The file sources configured when the checkpoint was taken.
+    #[serde(default)]
+    tail_sources: Vec<String>,
 }
 
 const CHECKPOINT_VERSION: u32 = 2;
@@ -144,6 +168,8 @@ pub struct Engine {
     now: Timestamp,
     /// How far each file tail's events have been applied: (source, file) → cursor.
     tails: BTreeMap<(String, FileId), TailCursor>,
+    /// File sources configured now (saved with the cursors).
+    tail_sources: Vec<String>,
 }
 
 impl Engine {
@@ -159,6 +185,7 @@ impl Engine {
             rules,
             now: Timestamp(i64::MIN),
             tails: BTreeMap::new(),
+            tail_sources: Vec::new(),
         }
     }
 
@@ -199,23 +226,43 @@ impl Engine {
         }
     }
 
-    /// Applies one input from a source.
-    pub fn on_input(&mut self, input: &Input, out: &mut Vec<Detection>) {
+    /// Applies one input from a source. Returns true when a checkpoint should be taken at
+    /// once: a file went back to an earlier offset (truncated), so line positions are about
+    /// to be reused and detections recorded before must not shadow the new lines.
+    pub fn on_input(&mut self, input: &Input, out: &mut Vec<Detection>) -> bool {
         match input {
-            Input::Event(ev) => self.on_event(ev, out),
-            Input::Tail { events, cursor } => {
-                for ev in events {
+            Input::Event(ev) => {
+                self.on_event(ev, out);
+                false
+            }
+            Input::Tail { lines, cursor } => {
+                for (offset, ev) in lines {
+                    let before = out.len();
                     self.on_event(ev, out);
+                    for d in &mut out[before..] {
+                        if d.origin.is_none() {
+                            d.origin = Some(format!(
+                                "file:{}:{}:{}:{offset}",
+                                cursor.source, cursor.id.dev, cursor.id.ino
+                            ));
+                        }
+                    }
                 }
                 match self.tails.get_mut(&(cursor.source.clone(), cursor.id)) {
-                    Some(c) => c.clone_from(cursor),
+                    Some(c) => {
+                        let went_back = cursor.offset < c.offset;
+                        c.clone_from(cursor);
+                        went_back
+                    }
                     None => {
                         self.tails.insert(cursor.key(), cursor.clone());
+                        false
                     }
                 }
             }
             Input::TailDone { source, id } => {
                 self.tails.remove(&(source.clone(), *id));
+                false
             }
         }
     }
@@ -225,9 +272,15 @@ impl Engine {
         self.tails.values().cloned().collect()
     }
 
-    /// Drops cursors of sources that are no longer configured.
-    pub fn retain_tails(&mut self, keep: impl Fn(&str) -> bool) {
-        self.tails.retain(|(s, _), _| keep(s));
+    /// The file sources the restored checkpoint knew.
+    pub fn tail_sources(&self) -> &[String] {
+        &self.tail_sources
+    }
+
+    /// Sets the file sources configured now; cursors of other sources are dropped.
+    pub fn set_tail_sources(&mut self, ids: Vec<String>) {
+        self.tails.retain(|(s, _), _| ids.contains(s));
+        self.tail_sources = ids;
     }
 
     /// Advances the engine clock (wall time while live), fires due timers, and lets rules
@@ -268,6 +321,7 @@ impl Engine {
                 })
                 .collect(),
             tails: self.tails.values().cloned().collect(),
+            tail_sources: self.tail_sources.clone(),
         };
         // Plain data with string keys: serializing to JSON cannot fail.
         serde_json::to_vec(&cp).unwrap_or_default()
@@ -286,6 +340,7 @@ impl Engine {
             )));
         }
         self.tails = cp.tails.into_iter().map(|c| (c.key(), c)).collect();
+        self.tail_sources = cp.tail_sources;
         let mut saved: BTreeMap<String, RuleState> =
             cp.rules.into_iter().map(|r| (r.id.clone(), r)).collect();
         let mut restored = 0;
@@ -475,6 +530,7 @@ fn detection(
         trace_id: ev.and_then(|e| e.trace_id.clone()),
         runbook: c.runbook.clone(),
         message: ev.and_then(|e| e.message.clone()),
+        origin: ev.is_none().then(|| "timer".to_owned()),
     }
 }
 
@@ -542,10 +598,10 @@ pub async fn run(
                 let Some(input) = ev else { break };
                 telemetry.engine_events.add(match &input {
                     Input::Event(_) => 1,
-                    Input::Tail { events, .. } => events.len() as u64,
+                    Input::Tail { lines, .. } => lines.len() as u64,
                     Input::TailDone { .. } => 0,
                 });
-                engine.on_input(&input, &mut out);
+                let checkpoint_now = engine.on_input(&input, &mut out);
                 for d in out.drain(..) {
                     telemetry.detections.inc();
                     tracing::debug!(rule = %d.rule, key = %d.key, count = d.count, "detection");
@@ -553,6 +609,9 @@ pub async fn run(
                         tracing::error!("incident manager is gone; detection dropped");
                         telemetry.detections_dropped.inc();
                     }
+                }
+                if checkpoint_now {
+                    let _ = detections.send(crate::incident::manager::Msg::Checkpoint(engine.checkpoint())).await;
                 }
             }
             _ = tick.tick() => {
@@ -639,7 +698,7 @@ summary = "SSH brute force from {{ labels.ip }} ({{ count }} failures)"
         assert_eq!(d.summary, "SSH brute force from 203.0.113.7 (3 failures)");
         assert_eq!(d.severity, Severity::Sev2);
         assert_eq!(d.count, 3);
-        assert_eq!(d.idempotency_id(), "ssh|203.0.113.7|2000");
+        assert_eq!(d.idempotency_id(), None, "socket events are never replayed");
         let info = &e.rules()[0];
         assert_eq!((info.matched, info.fired), (3, 1));
     }

@@ -387,10 +387,12 @@ impl Manager {
     /// one, or creates a new incident (rate-limited per key).
     fn on_detection(&mut self, d: &Detection) -> Result<(), IncidentError> {
         let applied_id = d.idempotency_id();
-        if self.store.detection_applied(&applied_id)? {
+        if let Some(id) = &applied_id
+            && self.store.detection_applied(id)?
+        {
             // Replayed after a crash: its effect is already stored.
             self.telemetry.detections_replayed.inc();
-            tracing::debug!(rule = %d.rule, key = %d.key, id = %applied_id, "detection already applied; skipped");
+            tracing::debug!(rule = %d.rule, key = %d.key, id = ?applied_id, "detection already applied; skipped");
             return Ok(());
         }
         let now = self.clock.now();
@@ -434,14 +436,16 @@ impl Manager {
                     incident: inc,
                     previous_status: Some(from),
                     entries,
-                    detection: Some(applied_id),
+                    detection: applied_id,
                 })?;
                 return Ok(());
             }
         }
         if !self.allow_creation(&d.key, now) {
             self.telemetry.incidents_rate_limited.inc();
-            self.store.record_detection(&applied_id)?;
+            if let Some(id) = &applied_id {
+                self.store.record_detection(id)?;
+            }
             tracing::warn!(key = %d.key, rule = %d.rule, max = self.config.rate_limit.max,
                 per = ?self.config.rate_limit.per, "new incident suppressed by the per-key rate limit");
             return Ok(());
@@ -488,7 +492,7 @@ impl Manager {
             incident: inc,
             previous_status: None,
             entries: vec![created, detection],
-            detection: Some(applied_id),
+            detection: applied_id,
         })?;
         self.telemetry.incidents_created.inc();
         tracing::info!(incident = id, key = %d.key, rule = %d.rule, severity = %d.severity, "incident created");

@@ -103,7 +103,12 @@ impl IngestSocket {
             counters.lines.inc();
             match decoded {
                 Ok(ev) => {
-                    if self.events.send(crate::engine::Input::Event(ev)).await.is_err() {
+                    if self
+                        .events
+                        .send(crate::engine::Input::Event(ev))
+                        .await
+                        .is_err()
+                    {
                         return; // the engine is gone: shutting down
                     }
                     counters.accepted.inc();

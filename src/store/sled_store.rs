@@ -328,7 +328,9 @@ impl Store for SledStore {
             });
         result.map_err(|e| match e {
             TransactionError::Storage(source) => err(source),
-            TransactionError::Abort(()) => err(sled::Error::Unsupported("transaction aborted".into())),
+            TransactionError::Abort(()) => {
+                err(sled::Error::Unsupported("transaction aborted".into()))
+            }
         })
     }
 

@@ -8,4 +8,5 @@ mod ingest;
 mod lifecycle;
 mod replay;
 mod systemd;
+mod tail;
 mod util;

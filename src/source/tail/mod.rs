@@ -1,5 +1,704 @@
-//! File tails (`[[source.file]]`).
+//! File tails (`[[source.file]]`): follow files matching a glob through rotation, truncation,
+//! deletion and restarts, and never lose or repeat a line that was written while incidentd
+//! could see it.
+//!
+//! Each source runs on its own thread with plain blocking reads (positioned `pread`s, so no
+//! file position state is shared). It wakes on change notifications from the `notify` crate,
+//! which watches each file's **folder** (an inotify watch on the file itself would follow the
+//! inode away on rename and cannot exist for a file not created yet), and on a poll tick, since
+//! notifications can coalesce, overflow, or not exist at all (NFS). On every wake it reads each
+//! followed file to its end.
+//!
+//! Lines go to the engine in batches with the cursor just past the batch's last line
+//! ([`Input::Tail`]); the engine records the cursor after applying the events, and its
+//! checkpoint saves cursors and window state together. At start the cursors of the last
+//! checkpoint say where to resume; a cursor is trusted only when device, inode and the
+//! fingerprint of the file's first bytes still match and the file is not shorter than the
+//! offset.
+//!
+//! Rotation by rename: the path now names a new inode; the old file is kept open and drained
+//! to its end (a writer may still append for a moment), then dropped; the new file is read
+//! from its start. Copytruncate: the file got shorter than the offset (or its first bytes
+//! changed), so reading restarts at 0. A deleted file is drained and dropped.
 
 mod cursor;
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
+use std::time::Instant;
+
 pub use cursor::{FINGERPRINT_BYTES, FileId, Fingerprint, TailCursor};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::config::source::FileSourceConfig;
+use crate::config::source::ReadFrom;
+use crate::engine::Input;
+use crate::event::Event;
+use crate::source::parse::{Parser, text_of};
+use crate::telemetry::SourceStats;
+
+/// Lines per batch sent to the engine.
+const BATCH_LINES: usize = 512;
+/// Bytes read per `pread`.
+const READ_BYTES: usize = 64 * 1024;
+/// Scans a drained, renamed-away file is kept open in case its writer still appends.
+const ORPHAN_GRACE_SCANS: u32 = 2;
+
+/// Why the tail thread woke.
+enum Wake {
+    /// A followed folder changed: files may have appeared, moved or gone.
+    Structure,
+    /// A file grew.
+    Data,
+    Stop,
+}
+
+/// One `[[source.file]]` at run time.
+pub struct FileTail {
+    pub config: FileSourceConfig,
+    pub parser: Parser,
+    pub events: mpsc::Sender<Input>,
+    pub stats: Arc<SourceStats>,
+    pub clock: Arc<dyn Clock>,
+    /// This source's cursors from the last checkpoint.
+    pub restored: Vec<TailCursor>,
+    /// Whether the checkpoint knew this source at all: if it did, files it does not list
+    /// appeared while incidentd was down and are read from their start.
+    pub known: bool,
+}
+
+/// A file being followed.
+struct Followed {
+    path: PathBuf,
+    file: File,
+    id: FileId,
+    fingerprint: Fingerprint,
+    /// Every byte before it has been turned into events (complete lines only).
+    offset: u64,
+    /// Bytes after `offset` already read: the start of a line without its newline yet.
+    pending: u64,
+    /// The first bytes (at most `max_line_bytes`) of that line, unless `discarding`.
+    partial: Vec<u8>,
+    /// Inside a line longer than the limit: its start was sent cut; skip to its newline.
+    discarding: bool,
+    /// No longer at its path (renamed or deleted): drain, then drop.
+    orphan: bool,
+    idle_scans: u32,
+}
+
+impl Followed {
+    fn cursor(&self, source: &str) -> TailCursor {
+        TailCursor {
+            source: source.to_owned(),
+            path: self.path.clone(),
+            id: self.id,
+            fingerprint: self.fingerprint,
+            offset: self.offset,
+        }
+    }
+}
+
+impl FileTail {
+    /// Runs until `cancel`, on the calling thread (give it a blocking thread).
+    pub fn run(self, cancel: CancellationToken) {
+        let (wake_tx, wake_rx) = std_mpsc::channel::<Wake>();
+        // Shutdown wakes the thread at once instead of at the next poll tick.
+        let stop_tx = wake_tx.clone();
+        let handle = tokio::runtime::Handle::try_current().ok();
+        if let Some(h) = &handle {
+            let c = cancel.clone();
+            h.spawn(async move {
+                c.cancelled().await;
+                let _ = stop_tx.send(Wake::Stop);
+            });
+        }
+        let watcher = watcher(wake_tx, &self.stats);
+        let mut state = TailState {
+            tail: self,
+            followed: Vec::new(),
+            watched: BTreeSet::new(),
+            watcher,
+            first_scan: true,
+            buf: vec![0u8; READ_BYTES],
+        };
+        tracing::info!(source = %state.tail.config.id, path = %state.tail.config.path, "following files");
+        let poll = state.tail.config.poll_interval;
+        let mut next_scan = Instant::now();
+        while !cancel.is_cancelled() {
+            let rescan = Instant::now() >= next_scan;
+            if rescan {
+                next_scan = Instant::now() + poll;
+                state.scan();
+            }
+            if !state.read_all() {
+                break; // the engine is gone: shutting down
+            }
+            if rescan {
+                state.update_gauges();
+            }
+            // Wait for a notification or the poll tick; take what piled up meanwhile.
+            let wait = next_scan.saturating_duration_since(Instant::now());
+            let first = match wake_rx.recv_timeout(wait) {
+                Ok(w) => Some(w),
+                Err(std_mpsc::RecvTimeoutError::Timeout) => None,
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(wait);
+                    None
+                }
+            };
+            for w in first.into_iter().chain(wake_rx.try_iter()) {
+                match w {
+                    // Files may have appeared, moved or gone: run the glob now.
+                    Wake::Structure => next_scan = Instant::now(),
+                    Wake::Data | Wake::Stop => {}
+                }
+            }
+        }
+        tracing::debug!(source = %state.tail.config.id, "file tail stopped");
+    }
+}
+
+/// The notify watcher; its callback only forwards a hint (it must not block).
+fn watcher(tx: std_mpsc::Sender<Wake>, stats: &SourceStats) -> Option<notify::RecommendedWatcher> {
+    use notify::EventKind;
+    let made = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let wake = match res {
+            Ok(ev) if ev.need_rescan() => Wake::Structure,
+            Ok(ev) => match ev.kind {
+                EventKind::Modify(notify::event::ModifyKind::Data(_)) => Wake::Data,
+                EventKind::Access(_) => return,
+                _ => Wake::Structure,
+            },
+            // Lost events: look at everything again.
+            Err(_) => Wake::Structure,
+        };
+        let _ = tx.send(wake);
+    });
+    match made {
+        Ok(w) => Some(w),
+        Err(e) => {
+            stats.error("cannot start change notification (polling only)", &e);
+            None
+        }
+    }
+}
+
+struct TailState {
+    tail: FileTail,
+    followed: Vec<Followed>,
+    watched: BTreeSet<PathBuf>,
+    watcher: Option<notify::RecommendedWatcher>,
+    first_scan: bool,
+    buf: Vec<u8>,
+}
+
+impl TailState {
+    fn source(&self) -> &str {
+        &self.tail.config.id
+    }
+
+    /// Runs the glob, notices new, rotated, truncated and deleted files, and keeps folder
+    /// watches in place.
+    fn scan(&mut self) {
+        let pattern = self.tail.config.path.clone();
+        let mut found: BTreeMap<PathBuf, (FileId, std::fs::Metadata)> = BTreeMap::new();
+        match glob::glob(&pattern) {
+            Ok(paths) => {
+                for p in paths {
+                    let p = match p {
+                        Ok(p) => p,
+                        Err(e) => {
+                            self.tail
+                                .stats
+                                .error("cannot read a folder of the glob", &e);
+                            continue;
+                        }
+                    };
+                    // Follows symlinks: the identity is the target's.
+                    match std::fs::metadata(&p) {
+                        Ok(m) if m.is_file() => {
+                            found.insert(p, (FileId::of(&m), m));
+                        }
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => self
+                            .tail
+                            .stats
+                            .error(&format!("cannot stat {}", p.display()), &e),
+                    }
+                }
+            }
+            Err(e) => self.tail.stats.error("invalid glob", &e),
+        }
+        self.watch_folders(&found);
+
+        // Files that left their path: rotated away (another inode there now) or deleted.
+        for f in &mut self.followed {
+            if f.orphan {
+                continue;
+            }
+            // Renamed to another path the glob also matches: the same file, followed on.
+            if found.get(&f.path).is_none_or(|(id, _)| *id != f.id)
+                && let Some((p, _)) = found.iter().find(|(_, (id, _))| *id == f.id)
+            {
+                tracing::info!(source = %self.tail.config.id, from = %f.path.display(), to = %p.display(), "file renamed");
+                f.path = p.clone();
+                continue;
+            }
+            match found.get(&f.path) {
+                Some((id, _)) if *id == f.id => {}
+                Some(_) => {
+                    f.orphan = true;
+                    self.tail.stats.rotations.inc();
+                    tracing::info!(source = %self.tail.config.id, path = %f.path.display(), "file rotated; draining the old one");
+                }
+                None => {
+                    f.orphan = true;
+                    tracing::info!(source = %self.tail.config.id, path = %f.path.display(), "file gone; draining what is left");
+                }
+            }
+        }
+        // New files at a path of the glob.
+        let first = std::mem::replace(&mut self.first_scan, false);
+        for (path, (id, meta)) in found {
+            if self
+                .followed
+                .iter()
+                .any(|f| !f.orphan && f.path == path && f.id == id)
+            {
+                continue;
+            }
+            // The same inode may still be followed under an older name (a rename into the
+            // glob): keep that one.
+            if self.followed.iter().any(|f| f.id == id) {
+                continue;
+            }
+            let file = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) => {
+                    self.tail
+                        .stats
+                        .error(&format!("cannot open {}", path.display()), &e);
+                    continue;
+                }
+            };
+            let size = meta.len();
+            let offset = self.start_offset(&file, &path, id, size, first);
+            let fingerprint = Fingerprint::read(&file, size).unwrap_or_default();
+            tracing::info!(source = %self.tail.config.id, path = %path.display(), offset, size, "following file");
+            self.followed.push(Followed {
+                path,
+                file,
+                id,
+                fingerprint,
+                offset,
+                pending: 0,
+                partial: Vec::new(),
+                discarding: false,
+                orphan: false,
+                idle_scans: 0,
+            });
+        }
+        if first {
+            self.resume_renamed();
+        }
+    }
+
+    /// Where reading a newly found file starts: its checkpointed offset when the cursor
+    /// still describes this very file; else its start, or its end for files that were there
+    /// before incidentd first looked (`read_from = "end"`).
+    fn start_offset(
+        &mut self,
+        file: &File,
+        path: &Path,
+        id: FileId,
+        size: u64,
+        first: bool,
+    ) -> u64 {
+        if let Some(i) = self.tail.restored.iter().position(|c| c.id == id) {
+            let c = self.tail.restored.swap_remove(i);
+            if c.fingerprint.matches(file) && c.offset <= size {
+                return c.offset;
+            }
+            self.tail.stats.truncations.inc();
+            tracing::warn!(source = %self.tail.config.id, path = %path.display(), stored = c.offset, size,
+                "checkpointed position no longer fits this file (truncated, or inode reused); reading it from the start");
+            return 0;
+        }
+        if first && !self.tail.known && self.tail.config.read_from == ReadFrom::End {
+            return size;
+        }
+        0
+    }
+
+    /// After a restart, files rotated away while incidentd was down still hold lines it never
+    /// read: find each remaining checkpointed file by inode in its old folder and drain it.
+    fn resume_renamed(&mut self) {
+        for c in std::mem::take(&mut self.tail.restored) {
+            let Some(dir) = c.path.parent() else { continue };
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let p = entry.path();
+                let Ok(meta) = std::fs::metadata(&p) else {
+                    continue;
+                };
+                if FileId::of(&meta) != c.id || !meta.is_file() {
+                    continue;
+                }
+                let Ok(file) = File::open(&p) else { continue };
+                if !c.fingerprint.matches(&file) || c.offset > meta.len() {
+                    continue;
+                }
+                tracing::info!(source = %self.tail.config.id, path = %p.display(), offset = c.offset,
+                    "draining a file rotated away while incidentd was stopped");
+                // Before the file now at its old path: its lines are older.
+                self.followed.insert(
+                    0,
+                    Followed {
+                        path: c.path.clone(),
+                        file,
+                        id: c.id,
+                        fingerprint: c.fingerprint,
+                        offset: c.offset,
+                        pending: 0,
+                        partial: Vec::new(),
+                        discarding: false,
+                        orphan: true,
+                        idle_scans: 0,
+                    },
+                );
+                break;
+            }
+        }
+    }
+
+    /// Watches the folder of every file found and the first folder of the pattern that has
+    /// no glob characters (where new files will appear). Symlinks also get their target's
+    /// folder watched, since writes happen there.
+    fn watch_folders(&mut self, found: &BTreeMap<PathBuf, (FileId, std::fs::Metadata)>) {
+        let Some(w) = self.watcher.as_mut() else {
+            return;
+        };
+        let mut want: BTreeSet<PathBuf> = BTreeSet::new();
+        want.insert(literal_prefix_dir(&self.tail.config.path));
+        for p in found.keys() {
+            if let Some(d) = p.parent() {
+                want.insert(d.to_owned());
+            }
+            if let Ok(real) = std::fs::canonicalize(p)
+                && let Some(d) = real.parent()
+            {
+                want.insert(d.to_owned());
+            }
+        }
+        use notify::Watcher;
+        for d in want {
+            if self.watched.contains(&d) || !d.is_dir() {
+                continue;
+            }
+            match w.watch(&d, notify::RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    self.watched.insert(d);
+                }
+                Err(e) => self
+                    .tail
+                    .stats
+                    .error(&format!("cannot watch {} (polling it)", d.display()), &e),
+            }
+        }
+    }
+
+    /// Reads every followed file to its end; drops drained orphans. False when the engine is
+    /// gone.
+    fn read_all(&mut self) -> bool {
+        let mut i = 0;
+        while i < self.followed.len() {
+            match self.read_file(i) {
+                Ok(grew) => {
+                    let f = &mut self.followed[i];
+                    if f.orphan {
+                        f.idle_scans = if grew { 0 } else { f.idle_scans + 1 };
+                        if f.idle_scans > ORPHAN_GRACE_SCANS {
+                            let f = self.followed.remove(i);
+                            if !self.finish(f) {
+                                return false;
+                            }
+                            continue;
+                        }
+                    }
+                }
+                Err(ReadError::EngineGone) => return false,
+                Err(ReadError::Io(e)) => {
+                    let f = self.followed.remove(i);
+                    self.tail
+                        .stats
+                        .error(&format!("cannot read {}", f.path.display()), &e);
+                    if !self.send(Input::TailDone {
+                        source: self.source().to_owned(),
+                        id: f.id,
+                    }) {
+                        return false;
+                    }
+                    continue;
+                }
+            }
+            i += 1;
+        }
+        true
+    }
+
+    /// An orphan is done: its unterminated last line is a line after all (nothing will be
+    /// appended to it any more), and its cursor is dropped.
+    fn finish(&mut self, mut f: Followed) -> bool {
+        let source = self.source().to_owned();
+        if f.pending > 0 {
+            let line = std::mem::take(&mut f.partial);
+            let mut events = Vec::new();
+            if !f.discarding {
+                self.emit(&line, false, f.offset, &mut events);
+            }
+            f.offset += f.pending;
+            f.pending = 0;
+            if !self.send(Input::Tail {
+                lines: events,
+                cursor: f.cursor(&source),
+            }) {
+                return false;
+            }
+        }
+        tracing::debug!(source = %source, path = %f.path.display(), "finished with file");
+        self.send(Input::TailDone { source, id: f.id })
+    }
+
+    /// A file shorter than what was read, or whose first bytes changed, was truncated
+    /// (copytruncate) or rewritten: read it again from its start.
+    fn check_truncated(&mut self, i: usize) -> std::io::Result<()> {
+        let f = &mut self.followed[i];
+        let size = f.file.metadata()?.len();
+        let rewritten = f.fingerprint.len > 0 && !f.fingerprint.matches(&f.file);
+        if size < f.offset + f.pending || rewritten {
+            self.tail.stats.truncations.inc();
+            tracing::info!(source = %self.tail.config.id, path = %f.path.display(), size, offset = f.offset,
+                "file truncated (copytruncate?); reading it from the start");
+            f.offset = 0;
+            f.pending = 0;
+            f.partial.clear();
+            f.discarding = false;
+            f.fingerprint = Fingerprint::default();
+            // Tell the engine before any new line: it checkpoints, so positions recorded
+            // before the truncation cannot be mistaken for the new lines at the same offsets.
+            let cursor = f.cursor(&self.tail.config.id);
+            if !self.send(Input::Tail {
+                lines: Vec::new(),
+                cursor,
+            }) {
+                return Err(std::io::Error::other("engine stopped"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads file `i` from where it stands to its end. True when it grew.
+    fn read_file(&mut self, i: usize) -> Result<bool, ReadError> {
+        self.check_truncated(i).map_err(ReadError::Io)?;
+        let max = self.tail.config.max_line_bytes;
+        let source = self.source().to_owned();
+        let mut buf = std::mem::take(&mut self.buf);
+        let mut grew = false;
+        let mut events: Vec<(u64, Event)> = Vec::new();
+        let result = loop {
+            let f = &self.followed[i];
+            let n = match f.file.read_at(&mut buf, f.offset + f.pending) {
+                Ok(n) => n,
+                Err(e) => break Err(ReadError::Io(e)),
+            };
+            if n == 0 {
+                break Ok(());
+            }
+            grew = true;
+            let chunk = &buf[..n];
+            let mut start = 0;
+            while let Some(nl) = memchr::memchr(b'\n', &chunk[start..]) {
+                let end = start + nl;
+                let seg = &chunk[start..end];
+                let f = &mut self.followed[i];
+                let total = f.pending + seg.len() as u64 + 1;
+                let line_start = f.offset;
+                let whole = if f.discarding {
+                    f.discarding = false;
+                    None
+                } else if f.pending == 0 {
+                    Some(std::borrow::Cow::Borrowed(seg))
+                } else {
+                    let mut line = std::mem::take(&mut f.partial);
+                    line.extend_from_slice(seg);
+                    Some(std::borrow::Cow::Owned(line))
+                };
+                f.offset += total;
+                f.pending = 0;
+                f.partial.clear();
+                if let Some(line) = whole {
+                    self.emit(&line, false, line_start, &mut events);
+                }
+                start = end + 1;
+                if events.len() >= BATCH_LINES {
+                    let cursor = self.followed[i].cursor(&source);
+                    if !self.send(Input::Tail {
+                        lines: std::mem::take(&mut events),
+                        cursor,
+                    }) {
+                        self.buf = buf;
+                        return Err(ReadError::EngineGone);
+                    }
+                }
+            }
+            let rest = &chunk[start..];
+            let f = &mut self.followed[i];
+            f.pending += rest.len() as u64;
+            if !f.discarding && !rest.is_empty() {
+                if f.partial.len() + rest.len() > max {
+                    // Over the limit before its newline: send the start, skip the rest.
+                    let mut line = std::mem::take(&mut f.partial);
+                    line.extend_from_slice(&rest[..max - line.len().min(max)]);
+                    f.discarding = true;
+                    let line_start = f.offset;
+                    self.emit(&line, true, line_start, &mut events);
+                } else {
+                    f.partial.extend_from_slice(rest);
+                }
+            }
+            if n < buf.len() {
+                break Ok(());
+            }
+        };
+        self.buf = buf;
+        result?;
+        let f = &mut self.followed[i];
+        let read = f.offset + f.pending;
+        if f.fingerprint.len < FINGERPRINT_BYTES
+            && read > f.fingerprint.len
+            && let Ok(fp) = Fingerprint::read(&f.file, read)
+        {
+            f.fingerprint = fp;
+        }
+        if grew {
+            let cursor = self.followed[i].cursor(&source);
+            if !self.send(Input::Tail {
+                lines: events,
+                cursor,
+            }) {
+                return Err(ReadError::EngineGone);
+            }
+        }
+        Ok(grew)
+    }
+
+    /// Turns one line (without its newline) into an event; a line at or over the limit is
+    /// cut to it and marked `fields.truncated`.
+    fn emit(&self, line: &[u8], cut: bool, offset: u64, events: &mut Vec<(u64, Event)>) {
+        let stats = &self.tail.stats;
+        let max = self.tail.config.max_line_bytes;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        stats.lines.inc();
+        let cut = cut || line.len() > max;
+        let line = if line.len() > max { &line[..max] } else { line };
+        if line.trim_ascii().is_empty() {
+            return;
+        }
+        let (text, lossy) = text_of(line);
+        if lossy {
+            stats.invalid_utf8.inc();
+            stats.warn_line("invalid_utf8", "line has invalid UTF-8; decoded lossily");
+        }
+        let mut parsed = self.tail.parser.parse(&text, self.tail.clock.now());
+        if parsed.unparsed {
+            stats.unparsed.inc();
+            stats.warn_line("unparsed", "line not in the source's format; passed on raw");
+        }
+        if cut {
+            stats.oversize.inc();
+            stats.warn_line("oversize", &format!("line cut at {max} bytes"));
+            parsed.event.fields.insert("truncated".into(), true.into());
+        }
+        stats.events.inc();
+        events.push((offset, parsed.event));
+    }
+
+    fn send(&self, input: Input) -> bool {
+        self.tail.events.blocking_send(input).is_ok()
+    }
+
+    fn update_gauges(&self) {
+        self.tail.stats.files.set(self.followed.len() as u64);
+        let lag: u64 = self
+            .followed
+            .iter()
+            .map(|f| {
+                f.file
+                    .metadata()
+                    .map(|m| m.len().saturating_sub(f.offset + f.partial.len() as u64))
+                    .unwrap_or(0)
+            })
+            .sum();
+        self.tail.stats.lag_bytes.set(lag);
+    }
+}
+
+enum ReadError {
+    Io(std::io::Error),
+    EngineGone,
+}
+
+/// The deepest folder of a glob pattern without glob characters.
+fn literal_prefix_dir(pattern: &str) -> PathBuf {
+    let mut out = PathBuf::new();
+    let p = Path::new(pattern);
+    let comps: Vec<_> = p.components().collect();
+    for (i, c) in comps.iter().enumerate() {
+        let s = c.as_os_str().to_string_lossy();
+        if s.contains(['*', '?', '[']) || i + 1 == comps.len() {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Groups restored cursors by source id.
+pub fn cursors_by_source(cursors: Vec<TailCursor>) -> HashMap<String, Vec<TailCursor>> {
+    let mut m: HashMap<String, Vec<TailCursor>> = HashMap::new();
+    for c in cursors {
+        m.entry(c.source.clone()).or_default().push(c);
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literal_prefix() {
+        assert_eq!(
+            literal_prefix_dir("/var/log/nginx/*.log"),
+            PathBuf::from("/var/log/nginx")
+        );
+        assert_eq!(
+            literal_prefix_dir("/var/log/*/x.log"),
+            PathBuf::from("/var/log")
+        );
+        assert_eq!(
+            literal_prefix_dir("/var/log/syslog"),
+            PathBuf::from("/var/log")
+        );
+    }
+}

@@ -1,0 +1,314 @@
+//! File tails against real files: appends, partial lines, rotation by rename and by
+//! copytruncate, deletion, symlinks, globs, restarts and SIGKILL.
+//!
+//! Each line carries `seq=N`; a match rule makes one incident per N, so "every line exactly
+//! once" is checked end to end: each expected key exists, and each incident has one
+//! detection (a line read twice would be a second detection: raw lines carry no time of
+//! their own, so the two reads would not share an idempotency id).
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::util::TestDaemon;
+
+const LINE_RULE: &str = r#"
+[[rule]]
+id = "line"
+kind = "match"
+where = { kind = "log" }
+regex = 'seq=(?P<seq>\d+)'
+incident_key = "line/{{ labels.seq }}"
+"#;
+
+fn file_source(path: &str, extra: &str) -> String {
+    format!(
+        "[daemon]\n[[source.file]]\nid = \"app\"\npath = \"{path}\"\nformat = \"raw\"\nmax_line_bytes = 1024\npoll_interval = \"200ms\"\n{extra}\n"
+    )
+}
+
+/// Starts a daemon whose config has `sources` appended (the `[daemon]` header of `prepare`
+/// is already open, so sources come after it).
+async fn start_with(sources: &str, rules: &str) -> TestDaemon {
+    let d = TestDaemon::prepare(sources.trim_start_matches("[daemon]\n"), rules);
+    d.wait_healthy().await;
+    d
+}
+
+fn append(path: &Path, text: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+fn lines(seqs: impl IntoIterator<Item = u32>) -> String {
+    seqs.into_iter()
+        .map(|n| format!("event seq={n}\n"))
+        .collect()
+}
+
+/// The `seq` of every line incident with its detection count.
+async fn seen(d: &TestDaemon) -> Vec<(u32, u64)> {
+    let mut out = Vec::new();
+    let mut cursor: Option<u64> = None;
+    loop {
+        let path = match cursor {
+            Some(c) => format!("/v1/incidents?limit=500&cursor={c}"),
+            None => "/v1/incidents?limit=500".to_owned(),
+        };
+        let page = d.get(&path).await;
+        for i in page["incidents"].as_array().unwrap() {
+            if let Some(n) = i["key"].as_str().and_then(|k| k.strip_prefix("line/")) {
+                out.push((n.parse().unwrap(), i["detections"].as_u64().unwrap()));
+            }
+        }
+        match page["next_cursor"].as_u64() {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Waits until exactly `expected` lines have incidents, then checks each was read once.
+async fn expect_exactly(d: &TestDaemon, expected: &BTreeSet<u32>) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = seen(d).await;
+        let keys: BTreeSet<u32> = got.iter().map(|(n, _)| *n).collect();
+        if keys.is_superset(expected) || Instant::now() > deadline {
+            let missing: Vec<_> = expected.difference(&keys).collect();
+            let extra: Vec<_> = keys.difference(expected).collect();
+            let twice: Vec<_> = got.iter().filter(|(_, c)| *c != 1).collect();
+            assert!(
+                missing.is_empty() && extra.is_empty() && twice.is_empty(),
+                "missing {missing:?}, unexpected {extra:?}, read more than once {twice:?}\n{}",
+                d.log()
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn input(d: &TestDaemon, id: &str) -> Value {
+    let st = d.get("/v1/status").await;
+    st["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .cloned()
+        .unwrap_or_else(|| panic!("no input {id} in {st}"))
+}
+
+/// Waits until the source has read `n` lines.
+async fn wait_lines_read(d: &TestDaemon, id: &str, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = input(d, id).await["lines"].as_u64().unwrap();
+        if got >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "source {id} read {got} of {n} lines\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_tail_follows_appends_rotations_truncation_and_deletion() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    // There before the daemon: read_from = "end" skips it.
+    append(&log, &lines([1]));
+    let d = start_with(&file_source(log.to_str().unwrap(), ""), LINE_RULE).await;
+    let mut expected = BTreeSet::new();
+    wait_lines_read(&d, "app", 0).await;
+    // Give the tail its first scan before appending (it positions at the end).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    append(&log, &lines([2, 3]));
+    expected.extend([2, 3]);
+    expect_exactly(&d, &expected).await;
+
+    // A partial last line waits for its newline.
+    append(&log, "event seq=4");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        !seen(&d).await.iter().any(|(n, _)| *n == 4),
+        "partial line read early"
+    );
+    append(&log, "\n");
+    expected.insert(4);
+    expect_exactly(&d, &expected).await;
+
+    // Rotation by rename; the writer still appends to the old file for a moment.
+    let mut old = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    old.write_all(lines([5]).as_bytes()).unwrap();
+    std::fs::rename(&log, dir.path().join("app.log.1")).unwrap();
+    old.write_all(lines([6]).as_bytes()).unwrap();
+    drop(old);
+    append(&log, &lines([7]));
+    expected.extend([5, 6, 7]);
+    expect_exactly(&d, &expected).await;
+
+    // Copytruncate.
+    std::fs::copy(&log, dir.path().join("app.log.2")).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    append(&log, &lines([8]));
+    expected.insert(8);
+    expect_exactly(&d, &expected).await;
+
+    // Deleted right after a write: the open file is drained; a new one is read from its start.
+    append(&log, &lines([9]));
+    std::fs::remove_file(&log).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    append(&log, &lines([10]));
+    expected.extend([9, 10]);
+    expect_exactly(&d, &expected).await;
+
+    // Invalid UTF-8 is decoded lossily; an over-long line is cut; both still arrive.
+    append(&log, "event seq=11 \u{0}");
+    {
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        f.write_all(b"\xff\xfe\n").unwrap();
+        f.write_all(format!("event seq=12 {}\n", "x".repeat(5000)).as_bytes())
+            .unwrap();
+    }
+    append(&log, &lines([13]));
+    expected.extend([11, 12, 13]);
+    expect_exactly(&d, &expected).await;
+
+    let st = input(&d, "app").await;
+    assert_eq!(st["kind"], "file");
+    assert_eq!(st["invalid_utf8"], 1, "{st}");
+    assert_eq!(st["oversize"], 1, "{st}");
+    assert!(st["rotations"].as_u64().unwrap() >= 1, "{st}");
+    assert!(st["truncations"].as_u64().unwrap() >= 1, "{st}");
+    assert_eq!(st["errors"], 0, "{st}");
+}
+
+#[tokio::test]
+async fn globs_pick_up_new_files_and_follow_symlinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // The folder does not exist yet either.
+    let pattern = format!("{}/*.log", logs.display());
+    let d = start_with(
+        &file_source(&pattern, "read_from = \"beginning\""),
+        LINE_RULE,
+    )
+    .await;
+    std::fs::create_dir_all(&logs).unwrap();
+    append(&logs.join("a.log"), &lines([1, 2]));
+    append(&logs.join("ignored.txt"), &lines([99]));
+    append(&data.join("real.txt"), &lines([3]));
+    std::os::unix::fs::symlink(data.join("real.txt"), logs.join("current.log")).unwrap();
+    let mut expected: BTreeSet<u32> = [1, 2, 3].into();
+    expect_exactly(&d, &expected).await;
+    // Writes to the symlink's target are seen, and so is a file created later.
+    append(&data.join("real.txt"), &lines([4]));
+    append(&logs.join("b.log"), &lines([5]));
+    expected.extend([4, 5]);
+    expect_exactly(&d, &expected).await;
+    assert_eq!(input(&d, "app").await["files"], 3);
+}
+
+#[tokio::test]
+async fn a_restart_resumes_where_it_stopped_even_across_a_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    append(&log, &lines([1, 2]));
+    let mut d = start_with(
+        &file_source(log.to_str().unwrap(), "read_from = \"beginning\""),
+        LINE_RULE,
+    )
+    .await;
+    let mut expected: BTreeSet<u32> = [1, 2].into();
+    expect_exactly(&d, &expected).await;
+    assert!(d.stop().success());
+
+    // While it is down: more lines, then a rotation with unread lines in the old file, then
+    // a new file.
+    append(&log, &lines([3, 4]));
+    std::fs::rename(&log, dir.path().join("app.log.1")).unwrap();
+    append(&log, &lines([5]));
+    d.restart().await;
+    expected.extend([3, 4, 5]);
+    expect_exactly(&d, &expected).await;
+
+    // A checkpointed offset beyond the end (the file was truncated while down) is not trusted.
+    assert!(d.stop().success());
+    std::fs::write(&log, lines([6])).unwrap();
+    d.restart().await;
+    expected.insert(6);
+    expect_exactly(&d, &expected).await;
+}
+
+/// 100 rotations, alternating rename+create and copytruncate, while lines are appended.
+/// Copytruncate loses whatever is written between the copy and the truncation in any tool
+/// (logrotate documents it), so before each one the writer waits until the tail has read
+/// what was written; rename rotations have no such window and get no such help.
+#[tokio::test]
+async fn rotation_torture_reads_every_line_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    append(&log, "");
+    let d = start_with(
+        &file_source(log.to_str().unwrap(), "read_from = \"beginning\""),
+        LINE_RULE,
+    )
+    .await;
+    let mut seq = 0u32;
+    let mut written = 0u64;
+    let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    for r in 0..100 {
+        for _ in 0..5 {
+            seq += 1;
+            file.write_all(lines([seq]).as_bytes()).unwrap();
+            written += 1;
+        }
+        if r % 2 == 0 {
+            let rotated = dir.path().join(format!("app.log.{r}"));
+            std::fs::rename(&log, &rotated).unwrap();
+            // The writer has not reopened yet: one more line lands in the rotated file.
+            seq += 1;
+            file.write_all(lines([seq]).as_bytes()).unwrap();
+            written += 1;
+            file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .unwrap();
+        } else {
+            wait_lines_read(&d, "app", written).await;
+            std::fs::copy(&log, dir.path().join(format!("app.log.{r}"))).unwrap();
+            file.set_len(0).unwrap();
+        }
+    }
+    seq += 1;
+    file.write_all(lines([seq]).as_bytes()).unwrap();
+    let expected: BTreeSet<u32> = (1..=seq).collect();
+    expect_exactly(&d, &expected).await;
+    let st = input(&d, "app").await;
+    assert!(st["rotations"].as_u64().unwrap() >= 40, "{st}");
+    assert!(st["truncations"].as_u64().unwrap() >= 40, "{st}");
+}
