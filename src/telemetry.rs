@@ -159,7 +159,9 @@ pub struct SourceStats {
     pub files: Gauge,
     /// Bytes written to followed files and not read yet (file sources).
     pub lag_bytes: Gauge,
+    /// Followed files that left their path (renamed away or deleted).
     pub rotations: Counter,
+    /// Followed files that got shorter or were rewritten (copytruncate).
     pub truncations: Counter,
     /// Command restarts (exec sources).
     pub restarts: Counter,

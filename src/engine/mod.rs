@@ -22,6 +22,7 @@ use crate::config::RuleConfig;
 use crate::event::Event;
 use crate::incident::Severity;
 use crate::source::tail::{FileId, TailCursor};
+use crate::store::{AppliedId, Coverage, Origin};
 use crate::telemetry::Telemetry;
 pub use rule::RuleStats;
 use rule::{Hit, Rule};
@@ -50,28 +51,39 @@ pub struct Detection {
     pub runbook: Option<String>,
     /// The message of the event that made the rule fire.
     pub message: Option<String>,
-    /// What made the rule fire, stable across a replay: `timer`, or the file position of the
-    /// line (`file:SOURCE:DEV:INODE:OFFSET`). `None` for events that are never replayed
-    /// (the ingest socket, the API).
+    /// What made the rule fire, stable across a replay: a timer, or a file line by its
+    /// position. `None` for events that are never replayed (the ingest socket, the API).
     #[serde(default)]
-    pub origin: Option<String>,
+    pub origin: Option<Origin>,
 }
 
 impl Detection {
-    /// Stable identity of a detection that a replay after a crash could produce again:
-    /// (rule, group, event time) for timers, (rule, group, line position) for file lines.
-    /// `None` for detections from events that are never replayed.
-    pub fn idempotency_id(&self) -> Option<String> {
+    /// Identity of a detection that a replay after a crash could produce again: (rule,
+    /// group, event time) plus its origin. `None` for detections from events that are never
+    /// replayed.
+    pub fn idempotency_id(&self) -> Option<AppliedId> {
         let group: Vec<&str> = self.group.values().map(String::as_str).collect();
-        match self.origin.as_deref()? {
-            "timer" => Some(format!(
-                "{}|{}|{}",
-                self.rule,
-                group.join("/"),
-                self.ts.millis()
-            )),
-            line => Some(format!("{}|{}|{line}", self.rule, group.join("/"))),
-        }
+        Some(AppliedId {
+            origin: self.origin.clone()?,
+            rule: self.rule.clone(),
+            group: group.join("/"),
+            ts: self.ts,
+            applied_at: Timestamp(0),
+        })
+    }
+
+    /// The idempotency id as text, for the timeline.
+    pub fn idempotency_text(&self) -> Option<String> {
+        let id = self.idempotency_id()?;
+        Some(match &id.origin {
+            Origin::Timer { .. } => format!("{}|{}|timer|{}", id.rule, id.group, id.ts.millis()),
+            Origin::Line {
+                source,
+                dev,
+                ino,
+                offset,
+            } => format!("{}|{}|{source}:{dev}:{ino}:{offset}", id.rule, id.group),
+        })
     }
 }
 
@@ -170,6 +182,10 @@ pub struct Engine {
     tails: BTreeMap<(String, FileId), TailCursor>,
     /// File sources configured now (saved with the cursors).
     tail_sources: Vec<String>,
+    /// Files truncated since the last checkpoint message.
+    reset_files: Vec<(String, FileId)>,
+    /// Files finished since the last checkpoint message.
+    done_files: Vec<(String, FileId)>,
 }
 
 impl Engine {
@@ -186,6 +202,8 @@ impl Engine {
             now: Timestamp(i64::MIN),
             tails: BTreeMap::new(),
             tail_sources: Vec::new(),
+            reset_files: Vec::new(),
+            done_files: Vec::new(),
         }
     }
 
@@ -241,10 +259,12 @@ impl Engine {
                     self.on_event(ev, out);
                     for d in &mut out[before..] {
                         if d.origin.is_none() {
-                            d.origin = Some(format!(
-                                "file:{}:{}:{}:{offset}",
-                                cursor.source, cursor.id.dev, cursor.id.ino
-                            ));
+                            d.origin = Some(Origin::Line {
+                                source: cursor.source.clone(),
+                                dev: cursor.id.dev,
+                                ino: cursor.id.ino,
+                                offset: *offset,
+                            });
                         }
                     }
                 }
@@ -252,6 +272,9 @@ impl Engine {
                     Some(c) => {
                         let went_back = cursor.offset < c.offset;
                         c.clone_from(cursor);
+                        if went_back {
+                            self.reset_files.push((cursor.source.clone(), cursor.id));
+                        }
                         went_back
                     }
                     None => {
@@ -262,6 +285,7 @@ impl Engine {
             }
             Input::TailDone { source, id } => {
                 self.tails.remove(&(source.clone(), *id));
+                self.done_files.push((source.clone(), *id));
                 false
             }
         }
@@ -300,7 +324,9 @@ impl Engine {
         for rule in &mut self.rules {
             rule.due(self.now, &mut hits);
             for hit in hits.drain(..) {
-                out.push(detection(&self.templates, rule, None, hit));
+                let mut d = detection(&self.templates, rule, None, hit);
+                d.origin = Some(Origin::Timer { at: self.now });
+                out.push(d);
             }
         }
     }
@@ -325,6 +351,30 @@ impl Engine {
         };
         // Plain data with string keys: serializing to JSON cannot fail.
         serde_json::to_vec(&cp).unwrap_or_default()
+    }
+
+    /// A checkpoint and what it covers, for the incident manager to save.
+    pub fn checkpoint_msg(&mut self, wall: Timestamp) -> crate::incident::manager::Msg {
+        let coverage = Coverage {
+            cursors: self
+                .tails
+                .values()
+                .map(|c| (c.source.clone(), c.id.dev, c.id.ino, c.offset))
+                .collect(),
+            reset: self
+                .reset_files
+                .drain(..)
+                .map(|(s, id)| (s, id.dev, id.ino))
+                .collect(),
+            done: self
+                .done_files
+                .drain(..)
+                .map(|(s, id)| (s, id.dev, id.ino))
+                .collect(),
+            now: self.now,
+            wall,
+        };
+        crate::incident::manager::Msg::Checkpoint(self.checkpoint(), coverage)
     }
 
     /// Restores the state of each rule whose definition is unchanged since the checkpoint;
@@ -530,7 +580,7 @@ fn detection(
         trace_id: ev.and_then(|e| e.trace_id.clone()),
         runbook: c.runbook.clone(),
         message: ev.and_then(|e| e.message.clone()),
-        origin: ev.is_none().then(|| "timer".to_owned()),
+        origin: None,
     }
 }
 
@@ -611,7 +661,7 @@ pub async fn run(
                     }
                 }
                 if checkpoint_now {
-                    let _ = detections.send(crate::incident::manager::Msg::Checkpoint(engine.checkpoint())).await;
+                    let _ = detections.send(engine.checkpoint_msg(clock.now())).await;
                 }
             }
             _ = tick.tick() => {
@@ -626,15 +676,13 @@ pub async fn run(
             // On the manager's channel, after the detections it covers: saved in the same
             // flush or a later one, never before them.
             _ = checkpoint.tick() => {
-                let _ = detections.send(crate::incident::manager::Msg::Checkpoint(engine.checkpoint())).await;
+                let _ = detections.send(engine.checkpoint_msg(clock.now())).await;
             }
         }
     }
     // Every event has been processed: the last checkpoint holds all of their effects.
     if detections
-        .send(crate::incident::manager::Msg::Checkpoint(
-            engine.checkpoint(),
-        ))
+        .send(engine.checkpoint_msg(clock.now()))
         .await
         .is_err()
     {

@@ -98,7 +98,7 @@ pub enum Msg {
     /// New `[incidents]` settings after a reload.
     Configure(IncidentsConfig),
     /// The engine's window state, saved with the batch's flush.
-    Checkpoint(Vec<u8>),
+    Checkpoint(Vec<u8>, crate::store::Coverage),
 }
 
 /// The channel front of the manager.
@@ -191,9 +191,9 @@ impl Manager {
                     }
                     Msg::Ping(p) => pings.push(p),
                     Msg::Configure(c) => self.config = c,
-                    Msg::Checkpoint(bytes) => {
+                    Msg::Checkpoint(bytes, coverage) => {
                         checkpointed = true;
-                        if let Err(e) = self.store.save_checkpoint(&bytes) {
+                        if let Err(e) = self.store.save_checkpoint(&bytes, &coverage) {
                             self.telemetry.store_errors.inc();
                             tracing::error!(error = %e, "could not save the engine checkpoint");
                         }
@@ -386,7 +386,10 @@ impl Manager {
     /// Attaches a detection to the open incident of its key, reopens a recently resolved
     /// one, or creates a new incident (rate-limited per key).
     fn on_detection(&mut self, d: &Detection) -> Result<(), IncidentError> {
-        let applied_id = d.idempotency_id();
+        let applied_id = d.idempotency_id().map(|mut id| {
+            id.applied_at = self.clock.now();
+            id
+        });
         if let Some(id) = &applied_id
             && self.store.detection_applied(id)?
         {
@@ -502,7 +505,7 @@ impl Manager {
     fn detection_entry(&self, inc: &mut Incident, d: &Detection) -> TimelineEntry {
         let data = serde_json::json!({
             "rule": d.rule,
-            "id": d.idempotency_id(),
+            "id": d.idempotency_text(),
             "summary": d.summary,
             "count": d.count,
             "event_ts": d.ts,

@@ -57,7 +57,140 @@ pub struct Change {
     pub entries: Vec<TimelineEntry>,
     /// The idempotency id of the detection behind this change, recorded with it so a replay
     /// after a crash does not apply the detection twice.
-    pub detection: Option<String>,
+    pub detection: Option<AppliedId>,
+}
+
+/// Where a detection came from, stable across a replay after a crash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Origin {
+    /// A line of a file source, by the offset where it starts.
+    Line {
+        source: String,
+        dev: u64,
+        ino: u64,
+        offset: u64,
+    },
+    /// A timer (absence, `for`, sequence timeout) that fell due when the engine's clock
+    /// reached `at`.
+    Timer { at: Timestamp },
+}
+
+/// A detection's identity for idempotency: its origin, rule, group and event time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedId {
+    pub origin: Origin,
+    pub rule: String,
+    pub group: String,
+    pub ts: Timestamp,
+    /// Wall time it was applied (kept with file-line ids to age them out).
+    pub applied_at: Timestamp,
+}
+
+impl AppliedId {
+    /// The key in the `applied` tree; file lines sort by (source, file, offset) so the ones a
+    /// checkpoint covers are easy to find.
+    pub fn key(&self) -> Vec<u8> {
+        let mut k = Vec::with_capacity(64);
+        match &self.origin {
+            Origin::Line {
+                source,
+                dev,
+                ino,
+                offset,
+            } => {
+                k.push(b'f');
+                k.extend_from_slice(source.as_bytes());
+                k.push(0);
+                k.extend_from_slice(&dev.to_be_bytes());
+                k.extend_from_slice(&ino.to_be_bytes());
+                k.extend_from_slice(&offset.to_be_bytes());
+            }
+            Origin::Timer { .. } => {
+                k.push(b't');
+                k.extend_from_slice(&self.ts.millis().to_be_bytes());
+            }
+        }
+        k.extend_from_slice(self.rule.as_bytes());
+        k.push(0);
+        k.extend_from_slice(self.group.as_bytes());
+        k
+    }
+
+    /// The value stored with the key: for timers the engine time they fired at, for lines
+    /// the wall time they were applied.
+    pub fn value(&self) -> [u8; 8] {
+        match &self.origin {
+            Origin::Timer { at } => at.millis().to_be_bytes(),
+            Origin::Line { .. } => self.applied_at.millis().to_be_bytes(),
+        }
+    }
+}
+
+/// What a checkpoint's engine state has applied: detections it covers can be forgotten.
+#[derive(Debug, Clone, Default)]
+pub struct Coverage {
+    /// Per followed file (source, dev, ino): every line before this offset is applied.
+    pub cursors: Vec<(String, u64, u64, u64)>,
+    /// Files that were truncated since the last checkpoint: their old line positions are
+    /// gone and will be reused.
+    pub reset: Vec<(String, u64, u64)>,
+    /// Files the tails finished with (drained after rotation or deletion) since the last
+    /// checkpoint: they will not be read again.
+    pub done: Vec<(String, u64, u64)>,
+    /// The engine's clock: timers that fired at or before it are in the state.
+    pub now: Timestamp,
+    /// Wall time of the checkpoint.
+    pub wall: Timestamp,
+}
+
+/// Line ids of files that are neither followed nor finished (gone while incidentd was
+/// stopped) are kept this long, then forgotten.
+const ORPHAN_LINE_ID_MS: i64 = 24 * 3600 * 1000;
+
+impl Coverage {
+    /// Whether the detection recorded under `key` (with `value`) can no longer be
+    /// produced by a replay from this checkpoint.
+    pub fn covers(&self, key: &[u8], value: &[u8]) -> bool {
+        match key.split_first() {
+            Some((b't', _)) => <[u8; 8]>::try_from(value)
+                .map(|v| i64::from_be_bytes(v) <= self.now.millis())
+                .unwrap_or(true),
+            Some((b'f', rest)) => {
+                let Some(nul) = rest.iter().position(|b| *b == 0) else {
+                    return true;
+                };
+                let source = &rest[..nul];
+                let Some(nums) = rest.get(nul + 1..nul + 25) else {
+                    return true;
+                };
+                let num = |i: usize| {
+                    u64::from_be_bytes(
+                        <[u8; 8]>::try_from(&nums[i * 8..i * 8 + 8]).unwrap_or([0; 8]),
+                    )
+                };
+                let (dev, ino, offset) = (num(0), num(1), num(2));
+                let same = |s: &str, d: u64, i: u64| s.as_bytes() == source && d == dev && i == ino;
+                if self
+                    .reset
+                    .iter()
+                    .chain(&self.done)
+                    .any(|(s, d, i)| same(s, *d, *i))
+                {
+                    return true;
+                }
+                match self.cursors.iter().find(|(s, d, i, _)| same(s, *d, *i)) {
+                    Some((_, _, _, at)) => offset < *at,
+                    // No cursor yet (the tail has not reported the file since the state was
+                    // taken): a replay reads it from its start. Keep the id for a day.
+                    None => <[u8; 8]>::try_from(value)
+                        .map(|v| self.wall.millis() - i64::from_be_bytes(v) > ORPHAN_LINE_ID_MS)
+                        .unwrap_or(true),
+                }
+            }
+            _ => true,
+        }
+    }
 }
 
 /// Filters for listing incidents; every set field must match.
@@ -117,13 +250,82 @@ pub trait Store: Send + Sync + 'static {
     /// Incidents per status.
     fn count_by_status(&self) -> Result<Vec<(Status, u64)>, StoreError>;
     /// Replaces the engine's checkpoint (not yet durable; the next flush makes it so) and
-    /// forgets the detections recorded before it: the checkpoint covers them, so a replay
-    /// after a crash cannot produce them again.
-    fn save_checkpoint(&self, bytes: &[u8]) -> Result<(), StoreError>;
-    /// Whether a detection with this idempotency id was applied since the last checkpoint.
-    fn detection_applied(&self, id: &str) -> Result<bool, StoreError>;
+    /// forgets the recorded detections it covers: a replay from it cannot produce them
+    /// again.
+    fn save_checkpoint(&self, bytes: &[u8], coverage: &Coverage) -> Result<(), StoreError>;
+    /// Whether this detection was applied and is not yet covered by a checkpoint.
+    fn detection_applied(&self, id: &AppliedId) -> Result<bool, StoreError>;
     /// Records a detection that changed no incident (suppressed by the rate limit).
-    fn record_detection(&self, id: &str) -> Result<(), StoreError>;
+    fn record_detection(&self, id: &AppliedId) -> Result<(), StoreError>;
     /// The last engine checkpoint saved, if any.
     fn load_checkpoint(&self) -> Result<Option<Vec<u8>>, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(offset: u64) -> AppliedId {
+        AppliedId {
+            origin: Origin::Line {
+                source: "auth".into(),
+                dev: 1,
+                ino: 2,
+                offset,
+            },
+            rule: "ssh".into(),
+            group: "10.0.0.1".into(),
+            ts: Timestamp(5),
+            applied_at: Timestamp(900),
+        }
+    }
+
+    #[test]
+    fn coverage_forgets_only_what_a_replay_cannot_produce() {
+        let cov = Coverage {
+            cursors: vec![("auth".into(), 1, 2, 100)],
+            reset: vec![],
+            done: vec![],
+            now: Timestamp(1_000),
+            wall: Timestamp(1_000),
+        };
+        let covers = |id: &AppliedId| cov.covers(&id.key(), &id.value());
+        assert!(covers(&line(99)), "before the cursor: applied in the state");
+        assert!(
+            !covers(&line(100)),
+            "at the cursor: a replay reads it again"
+        );
+        let mut other_file = line(5);
+        if let Origin::Line { ino, .. } = &mut other_file.origin {
+            *ino = 3;
+        }
+        assert!(
+            !covers(&other_file),
+            "a file without a cursor is read from its start by a replay"
+        );
+        let done = Coverage {
+            done: vec![("auth".into(), 1, 3)],
+            ..cov.clone()
+        };
+        assert!(done.covers(&other_file.key(), &other_file.value()));
+        let day_later = Coverage {
+            wall: Timestamp(1_000 + 25 * 3600 * 1000),
+            ..cov.clone()
+        };
+        assert!(day_later.covers(&other_file.key(), &other_file.value()));
+        let timer = |at| AppliedId {
+            origin: Origin::Timer { at: Timestamp(at) },
+            rule: "quiet".into(),
+            group: String::new(),
+            ts: Timestamp(10),
+            applied_at: Timestamp(0),
+        };
+        assert!(covers(&timer(1_000)));
+        assert!(!covers(&timer(1_001)), "fired after the state was taken");
+        let reset = Coverage {
+            reset: vec![("auth".into(), 1, 2)],
+            ..cov.clone()
+        };
+        assert!(reset.covers(&line(500).key(), &line(500).value()));
+    }
 }

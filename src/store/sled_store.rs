@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use super::{Change, ListQuery, Page, SCHEMA_VERSION, Store, StoreError};
+use super::{AppliedId, Change, Coverage, ListQuery, Page, SCHEMA_VERSION, Store, StoreError};
 use crate::incident::{Incident, Status, TimelineEntry};
 
 /// Records are one version byte followed by JSON, so the format can change later.
@@ -178,7 +178,7 @@ impl Store for SledStore {
             .transaction(|(incidents, log, idx_key, idx_status, meta, applied)| {
                 incidents.insert(&id, snapshot.as_slice())?;
                 if let Some(d) = &change.detection {
-                    applied.insert(d.as_bytes(), &[])?;
+                    applied.insert(d.key(), &d.value())?;
                 }
                 for (k, v) in &entries {
                     log.insert(k, v.as_slice())?;
@@ -303,7 +303,7 @@ impl Store for SledStore {
         Ok(from_meta.max(last))
     }
 
-    fn save_checkpoint(&self, bytes: &[u8]) -> Result<(), StoreError> {
+    fn save_checkpoint(&self, bytes: &[u8], coverage: &Coverage) -> Result<(), StoreError> {
         let err = |source| StoreError::Sled {
             op: "save checkpoint",
             source,
@@ -311,13 +311,14 @@ impl Store for SledStore {
         let mut record = Vec::with_capacity(bytes.len() + 1);
         record.push(RECORD_V1);
         record.extend_from_slice(bytes);
-        // The manager is the only writer, so the keys read here are all there is to remove.
-        let covered: Vec<sled::IVec> = self
-            .applied
-            .iter()
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(err)?;
+        // The manager is the only writer, so what is read here is all there is to remove.
+        let mut covered: Vec<sled::IVec> = Vec::new();
+        for kv in self.applied.iter() {
+            let (k, v) = kv.map_err(err)?;
+            if coverage.covers(&k, &v) {
+                covered.push(k);
+            }
+        }
         let result: Result<(), TransactionError<()>> = (&self.checkpoints, &self.applied)
             .transaction(|(checkpoints, applied)| {
                 checkpoints.insert("engine", record.as_slice())?;
@@ -334,18 +335,18 @@ impl Store for SledStore {
         })
     }
 
-    fn detection_applied(&self, id: &str) -> Result<bool, StoreError> {
+    fn detection_applied(&self, id: &AppliedId) -> Result<bool, StoreError> {
         self.applied
-            .contains_key(id.as_bytes())
+            .contains_key(id.key())
             .map_err(|source| StoreError::Sled {
                 op: "read applied detections",
                 source,
             })
     }
 
-    fn record_detection(&self, id: &str) -> Result<(), StoreError> {
+    fn record_detection(&self, id: &AppliedId) -> Result<(), StoreError> {
         self.applied
-            .insert(id.as_bytes(), &[])
+            .insert(id.key(), &id.value())
             .map(|_| ())
             .map_err(|source| StoreError::Sled {
                 op: "record detection",

@@ -261,6 +261,7 @@ impl TailState {
                 }
                 None => {
                     f.orphan = true;
+                    self.tail.stats.rotations.inc();
                     tracing::info!(source = %self.tail.config.id, path = %f.path.display(), "file gone; draining what is left");
                 }
             }
