@@ -276,6 +276,31 @@ pub async fn run(
         running.spawn_blocking(&tracker, "file tail", move || tail.run(token));
     }
 
+    for sc in &config.sources.syslog {
+        let path = config.daemon.runtime_dir.join(&sc.socket);
+        let socket = crate::source::syslog::bind(&path, sc.socket_mode)
+            .map_err(io_err("bind syslog socket", &path))?;
+        let src = crate::source::syslog::SyslogSocket {
+            socket,
+            path,
+            parser: crate::source::parse::Parser::new(sc.parsing(), &sc.id, &host),
+            events: events_tx.clone(),
+            stats: telemetry.source(&sc.id, "syslog"),
+            clock: clock.clone(),
+        };
+        running.spawn(&tracker, "syslog socket", src.run(sources_token.clone()));
+    }
+    for ec in &config.sources.exec {
+        let src = crate::source::exec::ExecSource {
+            parser: crate::source::parse::Parser::new(ec.parsing(), &ec.id, &host),
+            events: events_tx.clone(),
+            stats: telemetry.source(&ec.id, "exec"),
+            clock: clock.clone(),
+            config: ec.clone(),
+        };
+        running.spawn(&tracker, "exec source", src.run(sources_token.clone()));
+    }
+
     let ingest = IngestSocket {
         listener: ingest_listener,
         max_line_bytes: config.ingest.max_line_bytes,

@@ -283,6 +283,15 @@ fn validate(config: &Config, path: &Path, errors: &mut Vec<ConfigError>) {
             "the ingest and control sockets must differ".into(),
         );
     }
+    for s in &config.sources.syslog {
+        let p = config.daemon.runtime_dir.join(&s.socket);
+        if p == config.control_socket() || p == config.ingest_socket() {
+            err(
+                &format!("source.syslog[{}].socket", s.id),
+                "must differ from the control and ingest sockets".into(),
+            );
+        }
+    }
     if config.incidents.rate_limit.max == 0 {
         err("incidents.rate_limit.max", "must be at least 1".into());
     }

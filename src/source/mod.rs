@@ -2,13 +2,17 @@
 //! engine's bounded channel, waiting when it is full (backpressure) and counting every
 //! rejected line by reason.
 //!
-//! Today: the ingest socket ([`socket`]) and `POST /v1/events` (in [`crate::api`]); file tails,
-//! syslog, exec and probes come later in the same shape. [`lines`] is the shared line reader
-//! with its length limit.
+//! The ingest socket ([`socket`]) and `POST /v1/events` (in [`crate::api`]) take NDJSON
+//! events; the configured sources read what a host already writes: file tails ([`tail`]),
+//! a syslog datagram socket ([`syslog`]), commands ([`exec`]) and host probes ([`probe`]).
+//! [`parse`] turns their lines into events; [`lines`] is the shared line reader with its
+//! length limit.
 
+pub mod exec;
 pub mod lines;
 pub mod parse;
 pub mod socket;
+pub mod syslog;
 pub mod tail;
 
 use crate::event::{DecodeError, Event};
