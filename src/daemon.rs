@@ -301,6 +301,25 @@ pub async fn run(
         running.spawn(&tracker, "exec source", src.run(sources_token.clone()));
     }
 
+    if !config.sources.probe.is_empty() {
+        let http = crate::http_client().map_err(|e| DaemonError::Io {
+            what: "build the HTTP client for",
+            path: PathBuf::from("probes"),
+            source: std::io::Error::other(e),
+        })?;
+        for pc in &config.sources.probe {
+            let probe = crate::source::probe::Probe {
+                config: pc.clone(),
+                events: events_tx.clone(),
+                stats: telemetry.source(&pc.id, "probe"),
+                clock: clock.clone(),
+                host: host.clone(),
+                http: http.clone(),
+            };
+            running.spawn(&tracker, "probe", probe.run(sources_token.clone()));
+        }
+    }
+
     let ingest = IngestSocket {
         listener: ingest_listener,
         max_line_bytes: config.ingest.max_line_bytes,

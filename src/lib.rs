@@ -38,3 +38,16 @@ pub mod incident;
 pub mod source;
 pub mod store;
 pub mod telemetry;
+
+/// The one HTTP client of the daemon (probes; later notification channels): rustls on ring,
+/// connect and request timeouts, and a User-Agent. Installs the ring crypto provider first,
+/// which reqwest's `rustls-no-provider` build requires.
+pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+    // Already installed (by an earlier call) is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .user_agent(concat!("incidentd/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+}

@@ -11,6 +11,7 @@
 pub mod exec;
 pub mod lines;
 pub mod parse;
+pub mod probe;
 pub mod socket;
 pub mod syslog;
 pub mod tail;

@@ -161,3 +161,94 @@ async fn an_exec_command_does_not_outlive_a_killed_daemon() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A loopback HTTP server: `/ok` answers 200, anything else 503.
+fn http_server() -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = std::thread::spawn(move || {
+        // Serves a few requests, then ends with the test.
+        for stream in listener.incoming().take(16) {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 2048];
+            let n = s.read(&mut buf).unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let status = if req.starts_with("GET /ok ") {
+                "200 OK"
+            } else {
+                "503 Service Unavailable"
+            };
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status}\r\ncontent-length: 2\r\nconnection: close\r\n\r\nhi"
+            );
+        }
+    });
+    (addr, handle)
+}
+
+#[tokio::test]
+async fn probes_report_this_host_and_say_when_a_check_fails() {
+    let (addr, _server) = http_server();
+    // A port with nothing behind it: bind, note, close.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let config = format!(
+        r#"[[source.probe]]
+id = "host"
+interval = "200ms"
+timeout = "2s"
+checks = ["memory", "disk", "load", "processes", "zombies", "http", "tcp", "units"]
+mounts = ["/"]
+processes = ["incidentd", "no-such-process-xyz"]
+units = ["no-such-unit-xyz.service"]
+http = [{{ url = "http://{addr}/ok", service = "web" }}, {{ url = "http://{addr}/down", service = "api" }}]
+tcp = ["{addr}", "{closed}"]
+"#
+    );
+    let rules = r#"
+[[rule]]
+id = "probe-events"
+kind = "match"
+where = { source = "host" }
+incident_key = "{{ event.kind }}/{{ event.labels.metric or event.labels.check }}/{{ event.service or event.labels.target or event.labels.mount or '-' }}"
+"#;
+    let d = TestDaemon::prepare(&config, rules);
+    d.wait_healthy().await;
+    for key in [
+        "metric/memory_available_percent/-".to_owned(),
+        "metric/disk_free_percent//".to_owned(),
+        "metric/load1/-".to_owned(),
+        "metric/process_count/-".to_owned(),
+        "heartbeat/processes/incidentd".to_owned(),
+        "probe_error/processes/no-such-process-xyz".to_owned(),
+        "metric/zombie_processes/-".to_owned(),
+        "metric/latency_ms/-".to_owned(),
+        "heartbeat/http/web".to_owned(),
+        format!("probe_error/http/http://{addr}/down"),
+        format!("heartbeat/tcp/{addr}"),
+        format!("probe_error/tcp/{closed}"),
+    ] {
+        d.wait_for_key(&key).await;
+    }
+    // Without a running systemd the unit check fails and says so; with one, the unknown
+    // unit is reported inactive.
+    let keys: Vec<String> = d
+        .real_incidents()
+        .await
+        .iter()
+        .map(|i| i["key"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        keys.iter()
+            .any(|k| k == "probe_error/units/no-such-unit-xyz.service"
+                || k == "unit/-/no-such-unit-xyz.service"),
+        "{keys:?}"
+    );
+    let st = input(&d, "host").await;
+    assert_eq!(st["kind"], "probe");
+    assert!(st["errors"].as_u64().unwrap() >= 3, "{st}");
+}
