@@ -796,4 +796,70 @@ kind = "plugin"
         assert_eq!(e.len(), 1, "{e:?}");
         assert!(e[0].contains(":4: rule[t].threshold: "), "{e:?}");
     }
+
+    #[test]
+    fn source_tables_load_and_their_errors_have_lines() {
+        let ok = load_str(
+            Path::new("/etc/incidentd/incidentd.toml"),
+            r#"
+[[source.file]]
+id = "nginx"
+path = "logs/*.log"
+format = "regex"
+pattern = '^(?P<ip>\S+) '
+[[source.syslog]]
+id = "sys"
+socket = "syslog.sock"
+[[source.exec]]
+id = "journal"
+command = ["journalctl", "-f", "-o", "json"]
+format = "journald"
+[[source.probe]]
+id = "host"
+checks = ["memory", "tcp"]
+tcp = ["127.0.0.1:22"]
+"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ok.sources.file[0].path, "/etc/incidentd/logs/*.log");
+        assert_eq!(ok.sources.ids().count(), 4);
+
+        let e = errs(
+            r#"
+[[source.file]]
+id = "a"
+path = "/var/log/x.log"
+format = "regex"
+
+[[source.file]]
+id = "a"
+path = "/var/log/y.log"
+format = "raw"
+pattern = "x"
+[[source.exec]]
+id = "e"
+colour = "red"
+
+[[source.probe]]
+id = "p"
+checks = ["http", "tcp"]
+tcp = ["nowhere"]
+
+[[source.pipe]]
+id = "q"
+"#,
+        );
+        let all = e.join("\n");
+        for want in [
+            "incidentd.toml:5: source.file[a].format: format \"regex\" needs a `pattern`",
+            "incidentd.toml:8: source.file[a].id: duplicate source id `a` (first defined at line 2)",
+            "incidentd.toml:11: source.file[a].pattern: `pattern` is only used with format \"regex\"",
+            "incidentd.toml:14: source.exec[e].colour: unknown field `colour`",
+            "incidentd.toml:18: source.probe[p].checks: check \"http\" needs at least one entry in `http`",
+            "incidentd.toml:19: source.probe[p].tcp: `nowhere` is not a host:port address",
+            "incidentd.toml:21: source.pipe: unknown source kind `pipe`",
+        ] {
+            assert!(all.contains(want), "missing {want:?} in\n{all}");
+        }
+    }
 }

@@ -326,7 +326,7 @@ pub fn validate_probe(p: &ProbeSourceConfig) -> Vec<(&'static str, String)> {
     let needs = |check: ProbeCheck, empty: bool, key: &'static str, out: &mut Vec<_>| {
         if p.checks.contains(&check) && empty {
             out.push((
-                key,
+                "checks",
                 format!(
                     "check \"{}\" needs at least one entry in `{key}`",
                     check.as_str()
