@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Tail throughput of the daemon: a generated auth.log is read by a [[source.file]]
+# (format syslog, read_from beginning) through all shipped rules, from daemon start until
+# the source has read every line, beside `wc -l` on the same file.
+# Usage: benches/tail_throughput.sh [LINES]. Needs `cargo build --release`. Measures and
+# prints; asserts nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+lines=${1:-1000000}
+tmp=$(mktemp -d)
+pid=
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"; }
+trap cleanup EXIT
+python3 benches/gen_authlog.py "$lines" "$tmp/auth.log"
+ls -l "$tmp/auth.log" | awk '{printf "input: %d lines, %d bytes\n", '"$lines"', $5}'
+cat > "$tmp/incidentd.toml" <<TOML
+rules_dir = "$root/etc/rules.d"
+[daemon]
+log_format = "text"
+[[source.file]]
+id = "auth"
+path = "$tmp/auth.log"
+format = "syslog"
+read_from = "beginning"
+TOML
+now() { date +%s.%N; }
+best_wc=999
+for _ in 1 2 3; do
+  s=$(now); wc -l "$tmp/auth.log" >/dev/null; e=$(now)
+  best_wc=$(echo "$e - $s" | bc -l | awk -v b="$best_wc" '{print ($1<b)?$1:b}')
+done
+best_tail=999
+for run in 1 2 3; do
+  rm -rf "$tmp/state" "$tmp/run"
+  s=$(now)
+  RUST_LOG=warn target/release/incidentd --config "$tmp/incidentd.toml" \
+    --state-dir "$tmp/state" --runtime-dir "$tmp/run" 2>"$tmp/daemon.log" &
+  pid=$!
+  while :; do
+    got=$(curl -s --unix-socket "$tmp/run/control.sock" http://x/v1/status 2>/dev/null \
+      | python3 -c 'import json,sys; print(json.load(sys.stdin)["inputs"][0]["lines"])' 2>/dev/null || echo 0)
+    [ "$got" -ge "$lines" ] && break
+    sleep 0.02
+  done
+  e=$(now)
+  kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
+  t=$(echo "$e - $s" | bc -l)
+  echo "run $run: $t s (from start, including startup)"
+  best_tail=$(echo "$t" | awk -v b="$best_tail" '{print ($1<b)?$1:b}')
+done
+awk -v n="$lines" -v w="$best_wc" -v t="$best_tail" 'BEGIN {
+  printf "wc -l: %.3f s  %.1f M lines/s\n", w, n / w / 1e6
+  printf "tail:  %.3f s  %.2f M lines/s (9 rules, syslog parsing, checkpoints)\n", t, n / t / 1e6
+  printf "ratio: %.1fx the time of wc -l\n", t / w }'
