@@ -353,6 +353,13 @@ pub async fn run(
         ingest_socket: ingest_path.clone(),
         event_queue_capacity: config.daemon.event_queue,
     });
+    if let Some(addr) = config.control.metrics_listen {
+        running.spawn(
+            &tracker,
+            "metrics listener",
+            crate::api::metrics::serve_tcp(addr, api_state.clone(), sources_token.clone()),
+        );
+    }
     running.spawn(
         &tracker,
         "control API",

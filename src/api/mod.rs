@@ -6,6 +6,7 @@
 //! incident manager and answer with what it answers, after the change is durable.
 
 mod error;
+pub mod metrics;
 mod routes;
 
 use std::path::PathBuf;

@@ -33,6 +33,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/incidents/{id}/{transition}", post(transition))
         .route("/v1/rules", get(rules))
         .route("/v1/reload", post(reload))
+        .route("/metrics", get(super::metrics::handler))
         .fallback(|| async {
             ApiError::not_found("no such API path; see GET /v1/status and the README")
         })

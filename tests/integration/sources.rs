@@ -252,3 +252,70 @@ incident_key = "{{ event.kind }}/{{ event.labels.metric or event.labels.check }}
     assert_eq!(st["kind"], "probe");
     assert!(st["errors"].as_u64().unwrap() >= 3, "{st}");
 }
+
+#[tokio::test]
+async fn metrics_show_every_source_on_the_socket_and_the_tcp_listener() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    std::fs::write(&log, "one\ntwo\n{broken\n").unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let config = format!(
+        "[control]\nmetrics_listen = \"127.0.0.1:{port}\"\n[[source.file]]\nid = \"app\"\npath = \"{}\"\nformat = \"json\"\nread_from = \"beginning\"\n",
+        log.display()
+    );
+    let d = TestDaemon::prepare(&config, PROGRAM_RULE);
+    d.wait_healthy().await;
+    let want = "incidentd_source_lines_total{source=\"app\",kind=\"file\"} 3";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let (status, body) = d
+            .client
+            .raw(hyper::Method::GET, "/metrics", Vec::new(), "text/plain")
+            .await
+            .unwrap();
+        assert_eq!(status.as_u16(), 200);
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        if text.contains(want) {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no {want:?} in\n{text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for line in [
+        "# TYPE incidentd_events_received_total counter",
+        "incidentd_events_received_total{source=\"app\",kind=\"file\"} 3",
+        "incidentd_source_problems_total{source=\"app\",reason=\"unparsed\"} 3",
+        "incidentd_events_rejected_total{source=\"ingest\",reason=\"invalid_json\"} 0",
+        "incidentd_source_files{source=\"app\"} 1",
+        "incidentd_detections_total{rule=\"by-program\"}",
+    ] {
+        assert!(text.contains(line), "no {line:?} in\n{text}");
+    }
+    // Every sample line is `name{labels} number`.
+    for l in text.lines().filter(|l| !l.starts_with('#')) {
+        let value = l.rsplit_once(' ').map(|(_, v)| v).unwrap_or("");
+        assert!(value.parse::<f64>().is_ok(), "bad sample line {l:?}");
+    }
+    // The TCP listener serves the same, and nothing else.
+    let get = move |path: &str| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let tcp = tokio::task::spawn_blocking(move || (get("/metrics"), get("/v1/incidents")))
+        .await
+        .unwrap();
+    assert!(tcp.0.starts_with("HTTP/1.1 200"), "{}", tcp.0);
+    assert!(tcp.0.contains("incidentd_source_lines_total"), "{}", tcp.0);
+    assert!(tcp.1.starts_with("HTTP/1.1 404"), "{}", tcp.1);
+}
