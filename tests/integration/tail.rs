@@ -458,3 +458,40 @@ async fn sigkill_torture_keeps_every_incident_exactly_once() {
         }
     }
 }
+
+/// A graceful restart keeps the rule windows fed by a file: three failures before it and two
+/// after make one incident; the lines before the restart are not read again.
+#[tokio::test]
+async fn a_graceful_restart_keeps_the_windows_of_file_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("auth.log");
+    append(&log, "");
+    let config = format!(
+        "[[source.file]]\nid = \"auth\"\npath = \"{}\"\nformat = \"syslog\"\nread_from = \"beginning\"\npoll_interval = \"200ms\"\n",
+        log.display()
+    );
+    let mut d = TestDaemon::prepare(&config, SSH_SYSLOG_RULE);
+    d.wait_healthy().await;
+    let lines = brute_force_log(1);
+    let failures: Vec<&String> = lines.iter().filter(|l| l.contains("Failed")).collect();
+    append(&log, &(failures[..3].iter().map(|l| format!("{l}\n")).collect::<String>()));
+    wait_lines_read(&d, "auth", 3).await;
+    assert!(d.stop().success());
+    d.restart().await;
+    append(&log, &(failures[3..].iter().map(|l| format!("{l}\n")).collect::<String>()));
+    wait_lines_read(&d, "auth", 2).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = d.real_incidents().await;
+        if let Some(i) = found.first() {
+            assert_eq!(found.len(), 1, "{found:?}");
+            assert_eq!(i["detections"], 1, "{i}");
+            assert_eq!(i["key"], "ssh/10.9.0.1");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no incident\n{}", d.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // After the restart the source read only the two new lines.
+    assert_eq!(input(&d, "auth").await["lines"], 2);
+}
