@@ -92,3 +92,8 @@ fn main() -> ExitCode {
         }
     })
 }
+
+// glibc's malloc serialises threads that free what another thread allocated (events are
+// built by the sources and dropped by the engine); mimalloc does not.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
