@@ -122,17 +122,24 @@ pub struct FileSourceConfig {
     pub poll_interval: Duration,
 }
 
-impl FileSourceConfig {
-    pub fn parsing(&self) -> Parsing {
-        Parsing {
-            format: self.format,
-            pattern: self.pattern.clone(),
-            kind: self.kind.clone(),
-            service: self.service.clone(),
-            labels: self.labels.clone(),
+/// The parsing keys of a line source's table.
+macro_rules! parsing_of {
+    ($t:ty) => {
+        impl $t {
+            pub fn parsing(&self) -> Parsing {
+                Parsing {
+                    format: self.format,
+                    pattern: self.pattern.clone(),
+                    kind: self.kind.clone(),
+                    service: self.service.clone(),
+                    labels: self.labels.clone(),
+                }
+            }
         }
-    }
+    };
 }
+
+parsing_of!(FileSourceConfig);
 
 /// `[[source.syslog]]`
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -196,17 +203,7 @@ fn one_minute() -> Duration {
     Duration::from_secs(60)
 }
 
-impl ExecSourceConfig {
-    pub fn parsing(&self) -> Parsing {
-        Parsing {
-            format: self.format,
-            pattern: self.pattern.clone(),
-            kind: self.kind.clone(),
-            service: self.service.clone(),
-            labels: self.labels.clone(),
-        }
-    }
-}
+parsing_of!(ExecSourceConfig);
 
 /// One host check of a probe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]

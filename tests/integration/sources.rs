@@ -4,20 +4,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 use crate::util::TestDaemon;
-
-async fn input(d: &TestDaemon, id: &str) -> Value {
-    let st = d.get("/v1/status").await;
-    st["inputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .cloned()
-        .unwrap_or_else(|| panic!("no input {id} in {st}"))
-}
 
 const PROGRAM_RULE: &str = r#"
 [[rule]]
@@ -49,7 +36,7 @@ async fn logger_writes_rfc3164_and_rfc5424_into_the_syslog_socket() {
     }
     d.wait_for_key("sys/sshd/error/login failed").await;
     d.wait_for_key("sys/app/warning/disk slow").await;
-    let st = input(&d, "sys").await;
+    let st = d.input("sys").await;
     assert_eq!(st["kind"], "syslog");
     assert_eq!(st["events"], 2, "{st}");
     assert_eq!(st["unparsed"], 0, "{st}");
@@ -75,19 +62,13 @@ async fn an_exec_source_is_restarted_when_its_command_exits() {
         let key = format!("journal/demo/error/run {n}");
         d.wait_for_key(&key).await;
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let st = input(&d, "journal").await;
-        if st["restarts"].as_u64().unwrap() >= 2 {
-            assert!(
-                st["last_error"].as_str().unwrap_or("").contains("exited"),
-                "{st}"
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "{st}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let st = d
+        .wait_input("journal", |st| st["restarts"].as_u64().unwrap() >= 2)
+        .await;
+    assert!(
+        st["last_error"].as_str().unwrap_or("").contains("exited"),
+        "{st}"
+    );
     assert!(d.log().contains("something on stderr"), "{}", d.log());
 }
 
@@ -98,17 +79,11 @@ async fn a_command_that_cannot_start_is_reported_and_retried() {
         PROGRAM_RULE,
     );
     d.wait_healthy().await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let st = input(&d, "nope").await;
-        if st["restarts"].as_u64().unwrap() >= 1 {
-            let e = st["last_error"].as_str().unwrap_or("");
-            assert!(e.contains("cannot start `/nonexistent/program`"), "{st}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "{st}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let st = d
+        .wait_input("nope", |st| st["restarts"].as_u64().unwrap() >= 1)
+        .await;
+    let e = st["last_error"].as_str().unwrap_or("");
+    assert!(e.contains("cannot start `/nonexistent/program`"), "{st}");
 }
 
 fn processes_with_cmdline(needle: &str) -> Vec<u32> {
@@ -248,7 +223,7 @@ incident_key = "{{ event.kind }}/{{ event.labels.metric or event.labels.check }}
                 || k == "unit/-/no-such-unit-xyz.service"),
         "{keys:?}"
     );
-    let st = input(&d, "host").await;
+    let st = d.input("host").await;
     assert_eq!(st["kind"], "probe");
     assert!(st["errors"].as_u64().unwrap() >= 3, "{st}");
 }

@@ -11,8 +11,6 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 use crate::util::TestDaemon;
 
 const LINE_RULE: &str = r#"
@@ -98,32 +96,10 @@ async fn expect_exactly(d: &TestDaemon, expected: &BTreeSet<u32>) {
     }
 }
 
-async fn input(d: &TestDaemon, id: &str) -> Value {
-    let st = d.get("/v1/status").await;
-    st["inputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .cloned()
-        .unwrap_or_else(|| panic!("no input {id} in {st}"))
-}
-
 /// Waits until the source has read `n` lines.
 async fn wait_lines_read(d: &TestDaemon, id: &str, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let got = input(d, id).await["lines"].as_u64().unwrap();
-        if got >= n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "source {id} read {got} of {n} lines\n{}",
-            d.log()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    d.wait_input(id, |st| st["lines"].as_u64().unwrap() >= n)
+        .await;
 }
 
 #[tokio::test]
@@ -195,7 +171,7 @@ async fn a_tail_follows_appends_rotations_truncation_and_deletion() {
     expected.extend([11, 12, 13]);
     expect_exactly(&d, &expected).await;
 
-    let st = input(&d, "app").await;
+    let st = d.input("app").await;
     assert_eq!(st["kind"], "file");
     assert_eq!(st["invalid_utf8"], 1, "{st}");
     assert_eq!(st["oversize"], 1, "{st}");
@@ -229,7 +205,7 @@ async fn globs_pick_up_new_files_and_follow_symlinks() {
     append(&logs.join("b.log"), &lines([5]));
     expected.extend([4, 5]);
     expect_exactly(&d, &expected).await;
-    assert_eq!(input(&d, "app").await["files"], 3);
+    assert_eq!(d.input("app").await["files"], 3);
 }
 
 #[tokio::test]
@@ -308,7 +284,7 @@ async fn rotation_torture_reads_every_line_exactly_once() {
     file.write_all(lines([seq]).as_bytes()).unwrap();
     let expected: BTreeSet<u32> = (1..=seq).collect();
     expect_exactly(&d, &expected).await;
-    let st = input(&d, "app").await;
+    let st = d.input("app").await;
     assert!(st["rotations"].as_u64().unwrap() >= 25, "{st}");
     assert!(st["truncations"].as_u64().unwrap() >= 40, "{st}");
 }
@@ -429,7 +405,7 @@ async fn sigkill_torture_keeps_every_incident_exactly_once() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let n = d.real_incidents().await.len();
-        let lag = input(&d, "auth").await["lag_bytes"].as_u64().unwrap();
+        let lag = d.input("auth").await["lag_bytes"].as_u64().unwrap();
         if (n as u32 >= bursts && lag == 0) || Instant::now() > deadline {
             break;
         }
@@ -474,11 +450,23 @@ async fn a_graceful_restart_keeps_the_windows_of_file_lines() {
     d.wait_healthy().await;
     let lines = brute_force_log(1);
     let failures: Vec<&String> = lines.iter().filter(|l| l.contains("Failed")).collect();
-    append(&log, &(failures[..3].iter().map(|l| format!("{l}\n")).collect::<String>()));
+    append(
+        &log,
+        &(failures[..3]
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()),
+    );
     wait_lines_read(&d, "auth", 3).await;
     assert!(d.stop().success());
     d.restart().await;
-    append(&log, &(failures[3..].iter().map(|l| format!("{l}\n")).collect::<String>()));
+    append(
+        &log,
+        &(failures[3..]
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()),
+    );
     wait_lines_read(&d, "auth", 2).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -493,5 +481,5 @@ async fn a_graceful_restart_keeps_the_windows_of_file_lines() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // After the restart the source read only the two new lines.
-    assert_eq!(input(&d, "auth").await["lines"], 2);
+    assert_eq!(d.input("auth").await["lines"], 2);
 }

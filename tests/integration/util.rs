@@ -305,6 +305,28 @@ impl TestDaemon {
             .expect("run incidentctl")
     }
 
+    /// A configured source's counters from `/v1/status` (`inputs[]`).
+    pub async fn input(&self, id: &str) -> Value {
+        let st = self.get("/v1/status").await;
+        st["inputs"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["id"] == id).cloned())
+            .unwrap_or_else(|| panic!("no input {id} in {st}"))
+    }
+
+    /// Waits (10 s at most) until a source's counters satisfy `ok`, and returns them.
+    pub async fn wait_input(&self, id: &str, ok: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let st = self.input(id).await;
+            if ok(&st) {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "{st}\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
