@@ -110,9 +110,8 @@ async fn a_tail_follows_appends_rotations_truncation_and_deletion() {
     append(&log, &lines([1]));
     let d = start_with(&file_source(log.to_str().unwrap(), ""), LINE_RULE).await;
     let mut expected = BTreeSet::new();
-    wait_lines_read(&d, "app", 0).await;
-    // Give the tail its first scan before appending (it positions at the end).
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Appends count only once the tail has found the file (and positioned at its end).
+    d.wait_input("app", |st| st["files"] == 1).await;
 
     append(&log, &lines([2, 3]));
     expected.extend([2, 3]);
@@ -253,6 +252,9 @@ async fn rotation_torture_reads_every_line_exactly_once() {
         LINE_RULE,
     )
     .await;
+    // The file is followed before the first rotation (a file rotated before the tail ever
+    // opened it is out of its reach, in any tool).
+    d.wait_input("app", |st| st["files"] == 1).await;
     let mut seq = 0u32;
     let mut written = 0u64;
     let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();

@@ -290,7 +290,15 @@ impl TailState {
                     continue;
                 }
             };
-            let size = meta.len();
+            // The path may have been rotated between the glob's stat and the open: what
+            // counts is the file actually opened.
+            let (id, size) = match file.metadata() {
+                Ok(m) => (FileId::of(&m), m.len()),
+                Err(_) => (id, meta.len()),
+            };
+            if self.followed.iter().any(|f| f.id == id) {
+                continue;
+            }
             let offset = self.start_offset(&file, &path, id, size, first);
             let fingerprint = Fingerprint::read(&file, size).unwrap_or_default();
             tracing::info!(source = %self.tail.config.id, path = %path.display(), offset, size, "following file");
@@ -356,7 +364,11 @@ impl TailState {
                     continue;
                 }
                 let Ok(file) = File::open(&p) else { continue };
-                if !c.fingerprint.matches(&file) || c.offset > meta.len() {
+                let Ok(meta) = file.metadata() else { continue };
+                if FileId::of(&meta) != c.id
+                    || !c.fingerprint.matches(&file)
+                    || c.offset > meta.len()
+                {
                     continue;
                 }
                 tracing::info!(source = %self.tail.config.id, path = %p.display(), offset = c.offset,
