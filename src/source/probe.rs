@@ -369,8 +369,9 @@ fn unescape_mount(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'\\'
-            && i + 3 < b.len()
-            && let Ok(n) = u8::from_str_radix(&s[i + 1..i + 4], 8)
+            && let Some(digits) = b.get(i + 1..i + 4)
+            && digits.iter().all(|d| (b'0'..=b'7').contains(d))
+            && let Ok(n) = u8::from_str_radix(std::str::from_utf8(digits).unwrap_or("x"), 8)
         {
             out.push(n);
             i += 4;
@@ -455,6 +456,8 @@ mod tests {
         std::fs::write(&p, "MemTotal: 1 kB\n").unwrap();
         assert!(memory_available_percent(&p).is_err());
         assert_eq!(unescape_mount("/mnt/my\\040disk"), "/mnt/my disk");
+        assert_eq!(unescape_mount("/mnt/\\é1"), "/mnt/\\é1");
+        assert_eq!(unescape_mount("/mnt/end\\04"), "/mnt/end\\04");
         assert!(disk_free_percent(Path::new("/")).unwrap() <= 100.0);
         assert!(disk_free_percent(Path::new("/no/such/mount")).is_err());
     }

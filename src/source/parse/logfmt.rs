@@ -43,7 +43,9 @@ pub fn pairs(line: &str) -> Option<Vec<(&str, Cow<'_, str>)>> {
                     return None;
                 }
                 match b[i] {
-                    b'\\' if i + 1 < b.len() => {
+                    // An escape takes the next byte only when it is ASCII; before anything
+                    // else the backslash stays as it is (and no character is split).
+                    b'\\' if i + 1 < b.len() && b[i + 1].is_ascii() => {
                         let s = owned.get_or_insert_with(|| line[vstart..i].to_owned());
                         s.push(match b[i + 1] {
                             b'n' => '\n',
@@ -112,5 +114,9 @@ mod tests {
         assert!(pairs("just some words").is_none());
         assert!(pairs(r#"a="unterminated"#).is_none());
         assert!(pairs("=x").is_none());
+        // A backslash before a multi-byte character is kept, and nothing panics.
+        let p = pairs(r#"a="x\é\"y" b=1"#).unwrap();
+        assert_eq!(p[0].1, r#"x\é"y"#);
+        assert_eq!(p[1].1, "1");
     }
 }
