@@ -160,27 +160,23 @@ pub async fn render(st: &ApiState) -> String {
             m.sample(name, &[("source", &s.id)], get(s) as f64);
         }
     }
-    m.family(
-        "incidentd_source_files",
-        "gauge",
-        "Files followed by each file source.",
-    );
-    m.family(
-        "incidentd_source_lag_bytes",
-        "gauge",
-        "Bytes written to followed files and not read yet.",
-    );
-    for s in sources.iter().filter(|s| s.kind == "file") {
-        m.sample(
+    // Each family's samples directly under its HELP and TYPE lines.
+    for (name, help, get) in [
+        (
             "incidentd_source_files",
-            &[("source", &s.id)],
-            s.files.get() as f64,
-        );
-        m.sample(
+            "Files followed by each file source.",
+            (|s: &crate::telemetry::SourceStats| s.files.get()) as fn(&_) -> u64,
+        ),
+        (
             "incidentd_source_lag_bytes",
-            &[("source", &s.id)],
-            s.lag_bytes.get() as f64,
-        );
+            "Bytes written to followed files and not read yet.",
+            |s| s.lag_bytes.get(),
+        ),
+    ] {
+        m.family(name, "gauge", help);
+        for s in sources.iter().filter(|s| s.kind == "file") {
+            m.sample(name, &[("source", &s.id)], get(s) as f64);
+        }
     }
 
     m.family(

@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::BufReader;
 use tokio::process::Command;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -96,12 +96,19 @@ impl ExecSource {
             return Ended::Exited;
         };
         let id = self.config.id.clone();
+        let max = self.config.max_line_bytes;
         let stderr_task = tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
+            // Read to the end whatever it is (lines of any length, invalid UTF-8), so the
+            // command never blocks or dies on a full or closed stderr pipe.
+            let mut lines = LineReader::new(BufReader::new(stderr), max);
             let throttle = crate::telemetry::Throttle::new(Duration::from_secs(1));
             while let Ok(Some(l)) = lines.next_line().await {
+                let text = match l {
+                    Line::Complete(b) => text_of(b).0.into_owned(),
+                    Line::Oversize => format!("(a line longer than {max} bytes)"),
+                };
                 if let Some(suppressed) = throttle.allow() {
-                    tracing::warn!(source = %id, stderr = %l, suppressed, "command wrote to stderr");
+                    tracing::warn!(source = %id, stderr = %text, suppressed, "command wrote to stderr");
                 }
             }
         });

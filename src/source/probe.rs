@@ -146,9 +146,22 @@ impl Probe {
                     };
                     for m in mounts {
                         let shown = m.display().to_string();
-                        match disk_free_percent(&m) {
-                            Ok(p) => r.metric("disk_free_percent", p, &[("mount", &shown)]),
-                            Err(e) => r.failed(*check, &shown, e),
+                        // statvfs can hang on a dead network mount: off the async threads,
+                        // under the probe's timeout.
+                        let res = tokio::time::timeout(
+                            self.config.timeout,
+                            tokio::task::spawn_blocking(move || disk_free_percent(&m)),
+                        )
+                        .await;
+                        match res {
+                            Ok(Ok(Ok(p))) => r.metric("disk_free_percent", p, &[("mount", &shown)]),
+                            Ok(Ok(Err(e))) => r.failed(*check, &shown, e),
+                            Ok(Err(e)) => r.failed(*check, &shown, e.to_string()),
+                            Err(_) => r.failed(
+                                *check,
+                                &shown,
+                                format!("statvfs did not answer within {:?}", self.config.timeout),
+                            ),
                         }
                     }
                 }
@@ -318,7 +331,8 @@ pub fn disk_free_percent(mount: &Path) -> Result<f64, String> {
     Ok(st.blocks_available() as f64 * st.fragment_size() as f64 / total * 100.0)
 }
 
-/// Mount points of local, real file systems (from /proc/self/mounts).
+/// Mount points of local, real file systems (from /proc/self/mounts): no virtual and no
+/// network file systems.
 pub fn local_mounts() -> Vec<PathBuf> {
     const VIRTUAL: &[&str] = &[
         "proc",
@@ -348,6 +362,19 @@ pub fn local_mounts() -> Vec<PathBuf> {
         "efivarfs",
         "fuse.gvfsd-fuse",
         "fuse.portal",
+        // Network file systems: not this host's disks, and slow or hanging when the server is.
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "9p",
+        "fuse.sshfs",
+        "ceph",
+        "glusterfs",
+        "fuse.glusterfs",
+        "afs",
+        "lustre",
     ];
     let text = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
     let mut seen = std::collections::BTreeSet::new();

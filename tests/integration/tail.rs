@@ -485,3 +485,20 @@ async fn a_graceful_restart_keeps_the_windows_of_file_lines() {
     // After the restart the source read only the two new lines.
     assert_eq!(d.input("auth").await["lines"], 2);
 }
+
+/// A file that was quiet all along keeps its place across a restart: its old lines, skipped
+/// by `read_from = "end"` at the first start, are not read at the second.
+#[tokio::test]
+async fn a_quiet_file_keeps_its_place_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    append(&log, &lines([1, 2, 3]));
+    let mut d = start_with(&file_source(log.to_str().unwrap(), ""), LINE_RULE).await;
+    d.wait_input("app", |st| st["files"] == 1).await;
+    assert!(d.stop().success());
+    d.restart().await;
+    d.wait_input("app", |st| st["files"] == 1).await;
+    append(&log, &lines([4]));
+    expect_exactly(&d, &[4].into()).await;
+    assert_eq!(d.input("app").await["lines"], 1);
+}

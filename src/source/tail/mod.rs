@@ -28,6 +28,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::time::Instant;
 
@@ -48,16 +49,25 @@ use crate::telemetry::SourceStats;
 const BATCH_LINES: usize = 512;
 /// Bytes read per `pread`.
 const READ_BYTES: usize = 64 * 1024;
-/// Scans a drained, renamed-away file is kept open in case its writer still appends.
-const ORPHAN_GRACE_SCANS: u32 = 2;
+/// Poll intervals a drained, renamed-away file stays open in case its writer still appends
+/// (until logrotate's postrotate makes it reopen).
+const ORPHAN_GRACE_POLLS: u32 = 3;
 
-/// Why the tail thread woke.
-enum Wake {
-    /// A followed folder changed: files may have appeared, moved or gone.
-    Structure,
-    /// A file grew.
-    Data,
-    Stop,
+/// How notifications reach the tail thread: a flag saying a folder changed (files may have
+/// appeared, moved or gone) and a doorbell channel of capacity one, so a flood of events
+/// while the thread is busy costs nothing but a failed `try_send`.
+struct Bell {
+    structure: AtomicBool,
+    ring: std_mpsc::SyncSender<()>,
+}
+
+impl Bell {
+    fn ring(&self, structure: bool) {
+        if structure {
+            self.structure.store(true, Ordering::Relaxed);
+        }
+        let _ = self.ring.try_send(());
+    }
 }
 
 /// One `[[source.file]]` at run time.
@@ -90,7 +100,8 @@ struct Followed {
     discarding: bool,
     /// No longer at its path (renamed or deleted): drain, then drop.
     orphan: bool,
-    idle_scans: u32,
+    /// When it last grew (or became an orphan).
+    quiet_since: Instant,
 }
 
 impl Followed {
@@ -108,22 +119,24 @@ impl Followed {
 impl FileTail {
     /// Runs until `cancel`, on the calling thread (give it a blocking thread).
     pub fn run(self, cancel: CancellationToken) {
-        let (wake_tx, wake_rx) = std_mpsc::channel::<Wake>();
+        let (ring, rung) = std_mpsc::sync_channel::<()>(1);
+        let bell = Arc::new(Bell {
+            structure: AtomicBool::new(false),
+            ring,
+        });
         // Shutdown wakes the thread at once instead of at the next poll tick.
-        let stop_tx = wake_tx.clone();
-        let handle = tokio::runtime::Handle::try_current().ok();
-        if let Some(h) = &handle {
-            let c = cancel.clone();
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            let (c, b) = (cancel.clone(), bell.clone());
             h.spawn(async move {
                 c.cancelled().await;
-                let _ = stop_tx.send(Wake::Stop);
+                b.ring(false);
             });
         }
-        let watcher = watcher(wake_tx, &self.stats);
+        let watcher = watcher(bell.clone(), &self.stats);
         let mut state = TailState {
             tail: self,
             followed: Vec::new(),
-            watched: BTreeSet::new(),
+            watched: BTreeMap::new(),
             watcher,
             first_scan: true,
             buf: vec![0u8; READ_BYTES],
@@ -143,43 +156,34 @@ impl FileTail {
             if rescan {
                 state.update_gauges();
             }
-            // Wait for a notification or the poll tick; take what piled up meanwhile.
+            // Wait for a notification or the poll tick.
             let wait = next_scan.saturating_duration_since(Instant::now());
-            let first = match wake_rx.recv_timeout(wait) {
-                Ok(w) => Some(w),
-                Err(std_mpsc::RecvTimeoutError::Timeout) => None,
-                Err(std_mpsc::RecvTimeoutError::Disconnected) => {
-                    std::thread::sleep(wait);
-                    None
-                }
-            };
-            for w in first.into_iter().chain(wake_rx.try_iter()) {
-                match w {
-                    // Files may have appeared, moved or gone: run the glob now.
-                    Wake::Structure => next_scan = Instant::now(),
-                    Wake::Data | Wake::Stop => {}
-                }
+            if let Err(std_mpsc::RecvTimeoutError::Disconnected) = rung.recv_timeout(wait) {
+                std::thread::sleep(wait);
+            }
+            if bell.structure.swap(false, Ordering::Relaxed) {
+                next_scan = Instant::now();
             }
         }
         tracing::debug!(source = %state.tail.config.id, "file tail stopped");
     }
 }
 
-/// The notify watcher; its callback only forwards a hint (it must not block).
-fn watcher(tx: std_mpsc::Sender<Wake>, stats: &SourceStats) -> Option<notify::RecommendedWatcher> {
+/// The notify watcher; its callback only rings the bell (it must not block).
+fn watcher(bell: Arc<Bell>, stats: &SourceStats) -> Option<notify::RecommendedWatcher> {
     use notify::EventKind;
     let made = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        let wake = match res {
-            Ok(ev) if ev.need_rescan() => Wake::Structure,
+        let structure = match res {
+            Ok(ev) if ev.need_rescan() => true,
             Ok(ev) => match ev.kind {
-                EventKind::Modify(notify::event::ModifyKind::Data(_)) => Wake::Data,
+                EventKind::Modify(notify::event::ModifyKind::Data(_)) => false,
                 EventKind::Access(_) => return,
-                _ => Wake::Structure,
+                _ => true,
             },
             // Lost events: look at everything again.
-            Err(_) => Wake::Structure,
+            Err(_) => true,
         };
-        let _ = tx.send(wake);
+        bell.ring(structure);
     });
     match made {
         Ok(w) => Some(w),
@@ -193,7 +197,9 @@ fn watcher(tx: std_mpsc::Sender<Wake>, stats: &SourceStats) -> Option<notify::Re
 struct TailState {
     tail: FileTail,
     followed: Vec<Followed>,
-    watched: BTreeSet<PathBuf>,
+    /// Folders watched, with their identity when the watch was made: a folder deleted and
+    /// made again is a new inode whose watch must be made again.
+    watched: BTreeMap<PathBuf, FileId>,
     watcher: Option<notify::RecommendedWatcher>,
     first_scan: bool,
     buf: Vec<u8>,
@@ -242,6 +248,10 @@ impl TailState {
         // Files that left their path: rotated away (another inode there now) or deleted.
         for f in &mut self.followed {
             if f.orphan {
+                // Back at its path (a symlink re-pointed, a moment of ENOENT): follow it on.
+                if found.get(&f.path).is_some_and(|(id, _)| *id == f.id) {
+                    f.orphan = false;
+                }
                 continue;
             }
             // Renamed to another path the glob also matches: the same file, followed on.
@@ -256,11 +266,13 @@ impl TailState {
                 Some((id, _)) if *id == f.id => {}
                 Some(_) => {
                     f.orphan = true;
+                    f.quiet_since = Instant::now();
                     self.tail.stats.rotations.inc();
                     tracing::info!(source = %self.tail.config.id, path = %f.path.display(), "file rotated; draining the old one");
                 }
                 None => {
                     f.orphan = true;
+                    f.quiet_since = Instant::now();
                     self.tail.stats.rotations.inc();
                     tracing::info!(source = %self.tail.config.id, path = %f.path.display(), "file gone; draining what is left");
                 }
@@ -302,6 +314,7 @@ impl TailState {
             let offset = self.start_offset(&file, &path, id, size, first);
             let fingerprint = Fingerprint::read(&file, size).unwrap_or_default();
             tracing::info!(source = %self.tail.config.id, path = %path.display(), offset, size, "following file");
+            self.announce(&path, id, fingerprint, offset);
             self.followed.push(Followed {
                 path,
                 file,
@@ -312,7 +325,7 @@ impl TailState {
                 partial: Vec::new(),
                 discarding: false,
                 orphan: false,
-                idle_scans: 0,
+                quiet_since: Instant::now(),
             });
         }
         if first {
@@ -347,14 +360,34 @@ impl TailState {
         0
     }
 
+    /// Tells the engine where reading a newly followed file starts, before any of its lines:
+    /// a quiet file then has a cursor in the next checkpoint (else a restart would read it
+    /// from its start), and a start below a restored cursor (a file truncated or an inode
+    /// reused while incidentd was down) makes the engine forget the old positions' ids.
+    fn announce(&self, path: &Path, id: FileId, fingerprint: Fingerprint, offset: u64) {
+        let _ = self.send(Input::Tail {
+            lines: Vec::new(),
+            cursor: TailCursor {
+                source: self.source().to_owned(),
+                path: path.to_owned(),
+                id,
+                fingerprint,
+                offset,
+            },
+        });
+    }
+
     /// After a restart, files rotated away while incidentd was down still hold lines it never
     /// read: find each remaining checkpointed file by inode in its old folder and drain it.
+    /// A cursor whose file is gone from a folder that still exists is finished; one whose
+    /// folder is missing (a file system not mounted yet) is kept.
     fn resume_renamed(&mut self) {
         for c in std::mem::take(&mut self.tail.restored) {
             let Some(dir) = c.path.parent() else { continue };
             let Ok(entries) = std::fs::read_dir(dir) else {
                 continue;
             };
+            let mut placed = false;
             for entry in entries.flatten() {
                 let p = entry.path();
                 let Ok(meta) = std::fs::metadata(&p) else {
@@ -373,6 +406,7 @@ impl TailState {
                 }
                 tracing::info!(source = %self.tail.config.id, path = %p.display(), offset = c.offset,
                     "draining a file rotated away while incidentd was stopped");
+                self.announce(&c.path, c.id, c.fingerprint, c.offset);
                 // Before the file now at its old path: its lines are older.
                 self.followed.insert(
                     0,
@@ -386,10 +420,19 @@ impl TailState {
                         partial: Vec::new(),
                         discarding: false,
                         orphan: true,
-                        idle_scans: 0,
+                        quiet_since: Instant::now(),
                     },
                 );
+                placed = true;
                 break;
+            }
+            if !placed {
+                tracing::info!(source = %self.tail.config.id, path = %c.path.display(),
+                    "a file known from the checkpoint is gone; forgetting its position");
+                let _ = self.send(Input::TailDone {
+                    source: c.source.clone(),
+                    id: c.id,
+                });
             }
         }
     }
@@ -414,13 +457,22 @@ impl TailState {
             }
         }
         use notify::Watcher;
+        // Folders gone since: their watches went with them.
+        self.watched.retain(|d, id| {
+            std::fs::metadata(d).is_ok_and(|m| m.is_dir() && FileId::of(&m) == *id)
+        });
         for d in want {
-            if self.watched.contains(&d) || !d.is_dir() {
+            let Ok(meta) = std::fs::metadata(&d) else {
+                continue;
+            };
+            if self.watched.contains_key(&d) || !meta.is_dir() {
                 continue;
             }
+            // Replacing a stale watch (same path, old inode) is harmless if it is still there.
+            let _ = w.unwatch(&d);
             match w.watch(&d, notify::RecursiveMode::NonRecursive) {
                 Ok(()) => {
-                    self.watched.insert(d);
+                    self.watched.insert(d, FileId::of(&meta));
                 }
                 Err(e) => self
                     .tail
@@ -430,38 +482,38 @@ impl TailState {
         }
     }
 
-    /// Reads every followed file to its end; drops drained orphans. False when the engine is
-    /// gone.
+    /// Reads every followed file to its end; drops orphans quiet for a few poll intervals.
+    /// False when the engine is gone.
     fn read_all(&mut self) -> bool {
+        let grace = self.tail.config.poll_interval * ORPHAN_GRACE_POLLS;
         let mut i = 0;
         while i < self.followed.len() {
             match self.read_file(i) {
                 Ok(grew) => {
                     let f = &mut self.followed[i];
-                    if f.orphan {
-                        f.idle_scans = if grew { 0 } else { f.idle_scans + 1 };
-                        if f.idle_scans > ORPHAN_GRACE_SCANS {
-                            let f = self.followed.remove(i);
-                            if !self.finish(f) {
-                                return false;
-                            }
-                            continue;
+                    if grew {
+                        f.quiet_since = Instant::now();
+                    } else if f.orphan && f.quiet_since.elapsed() > grace {
+                        let f = self.followed.remove(i);
+                        if !self.finish(f) {
+                            return false;
                         }
+                        continue;
                     }
                 }
                 Err(ReadError::EngineGone) => return false,
+                // Kept and tried again on the next wake: dropping it would lose its place.
                 Err(ReadError::Io(e)) => {
-                    let f = self.followed.remove(i);
-                    self.tail
-                        .stats
-                        .error(&format!("cannot read {}", f.path.display()), &e);
-                    if !self.send(Input::TailDone {
-                        source: self.source().to_owned(),
-                        id: f.id,
-                    }) {
-                        return false;
+                    let path = self.followed[i].path.display().to_string();
+                    self.tail.stats.error(&format!("cannot read {path}"), &e);
+                    let f = &mut self.followed[i];
+                    if f.orphan && f.quiet_since.elapsed() > grace {
+                        let f = self.followed.remove(i);
+                        if !self.finish(f) {
+                            return false;
+                        }
+                        continue;
                     }
-                    continue;
                 }
             }
             i += 1;
@@ -476,9 +528,7 @@ impl TailState {
         if f.pending > 0 {
             let line = std::mem::take(&mut f.partial);
             let mut events = Vec::new();
-            if !f.discarding {
-                self.emit(&line, false, f.offset, &mut events);
-            }
+            self.emit(&line, f.discarding, f.offset, &mut events);
             f.offset += f.pending;
             f.pending = 0;
             if !self.send(Input::Tail {
@@ -494,9 +544,9 @@ impl TailState {
 
     /// A file shorter than what was read, or whose first bytes changed, was truncated
     /// (copytruncate) or rewritten: read it again from its start.
-    fn check_truncated(&mut self, i: usize) -> std::io::Result<()> {
+    fn check_truncated(&mut self, i: usize) -> Result<(), ReadError> {
         let f = &mut self.followed[i];
-        let size = f.file.metadata()?.len();
+        let size = f.file.metadata().map_err(ReadError::Io)?.len();
         let rewritten = f.fingerprint.len > 0 && !f.fingerprint.matches(&f.file);
         if size < f.offset + f.pending || rewritten {
             self.tail.stats.truncations.inc();
@@ -514,15 +564,28 @@ impl TailState {
                 lines: Vec::new(),
                 cursor,
             }) {
-                return Err(std::io::Error::other("engine stopped"));
+                return Err(ReadError::EngineGone);
             }
         }
         Ok(())
     }
 
+    /// Extends the fingerprint of file `i` while it is shorter than [`FINGERPRINT_BYTES`]
+    /// and more of the file has been read.
+    fn refresh_fingerprint(&mut self, i: usize) {
+        let f = &mut self.followed[i];
+        let read = f.offset + f.pending;
+        if f.fingerprint.len < FINGERPRINT_BYTES
+            && read > f.fingerprint.len
+            && let Ok(fp) = Fingerprint::read(&f.file, read)
+        {
+            f.fingerprint = fp;
+        }
+    }
+
     /// Reads file `i` from where it stands to its end. True when it grew.
     fn read_file(&mut self, i: usize) -> Result<bool, ReadError> {
-        self.check_truncated(i).map_err(ReadError::Io)?;
+        self.check_truncated(i)?;
         let max = self.tail.config.max_line_bytes;
         let source = self.source().to_owned();
         let mut buf = std::mem::take(&mut self.buf);
@@ -546,24 +609,28 @@ impl TailState {
                 let f = &mut self.followed[i];
                 let total = f.pending + seg.len() as u64 + 1;
                 let line_start = f.offset;
-                let whole = if f.discarding {
+                // An over-long line is sent (cut) only now that it is complete, so the
+                // cursor after it and its event always travel together.
+                let (line, cut) = if f.discarding {
                     f.discarding = false;
-                    None
+                    (
+                        std::borrow::Cow::Owned(std::mem::take(&mut f.partial)),
+                        true,
+                    )
                 } else if f.pending == 0 {
-                    Some(std::borrow::Cow::Borrowed(seg))
+                    (std::borrow::Cow::Borrowed(seg), false)
                 } else {
                     let mut line = std::mem::take(&mut f.partial);
                     line.extend_from_slice(seg);
-                    Some(std::borrow::Cow::Owned(line))
+                    (std::borrow::Cow::Owned(line), false)
                 };
                 f.offset += total;
                 f.pending = 0;
                 f.partial.clear();
-                if let Some(line) = whole {
-                    self.emit(&line, false, line_start, &mut events);
-                }
+                self.emit(&line, cut, line_start, &mut events);
                 start = end + 1;
                 if events.len() >= BATCH_LINES {
+                    self.refresh_fingerprint(i);
                     let cursor = self.followed[i].cursor(&source);
                     if !self.send(Input::Tail {
                         lines: std::mem::take(&mut events),
@@ -579,12 +646,10 @@ impl TailState {
             f.pending += rest.len() as u64;
             if !f.discarding && !rest.is_empty() {
                 if f.partial.len() + rest.len() > max {
-                    // Over the limit before its newline: send the start, skip the rest.
-                    let mut line = std::mem::take(&mut f.partial);
-                    line.extend_from_slice(&rest[..max - line.len().min(max)]);
+                    // Over the limit before its newline: keep its start, skip the rest.
+                    let room = max - f.partial.len().min(max);
+                    f.partial.extend_from_slice(&rest[..room]);
                     f.discarding = true;
-                    let line_start = f.offset;
-                    self.emit(&line, true, line_start, &mut events);
                 } else {
                     f.partial.extend_from_slice(rest);
                 }
@@ -595,14 +660,7 @@ impl TailState {
         };
         self.buf = buf;
         result?;
-        let f = &mut self.followed[i];
-        let read = f.offset + f.pending;
-        if f.fingerprint.len < FINGERPRINT_BYTES
-            && read > f.fingerprint.len
-            && let Ok(fp) = Fingerprint::read(&f.file, read)
-        {
-            f.fingerprint = fp;
-        }
+        self.refresh_fingerprint(i);
         if grew {
             let cursor = self.followed[i].cursor(&source);
             if !self.send(Input::Tail {
@@ -658,7 +716,7 @@ impl TailState {
             .map(|f| {
                 f.file
                     .metadata()
-                    .map(|m| m.len().saturating_sub(f.offset + f.partial.len() as u64))
+                    .map(|m| m.len().saturating_sub(f.offset + f.pending))
                     .unwrap_or(0)
             })
             .sum();
