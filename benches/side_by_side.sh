@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# incidentd's rule engine beside fail2ban, SEC, awk and `wc -l`, in one run, on the same
+# generated auth.log with a known answer (benches/gen_bruteforce.py):
+#   fail2ban-regex   the stock sshd filter (matching only: it has no threshold; its answer is
+#                    the number of failed-password lines)
+#   sec              SingleWithThreshold, 5 within 60 s per address
+#   awk              the same rule with log-time windows, as a one-liner
+#   incidentctl      `rules test` with the shipped ssh-brute-force rule (5 within 1m per ip)
+#   wc -l            the physical floor
+# Each runs three times; the best time counts. Every tool's firings are checked against the
+# answer. Usage: benches/side_by_side.sh [LINES] (default 500000). Installs fail2ban and sec
+# from Debian's packages when missing (needs root). Needs `cargo build --release`.
+# Measures and prints; asserts nothing but the firings.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+lines=${1:-500000}
+if ! command -v fail2ban-regex >/dev/null || ! command -v sec >/dev/null; then
+  apt-get update -q && apt-get install -y -q --no-install-recommends fail2ban sec
+fi
+[ -x target/release/incidentctl ] || cargo build --release --bin incidentctl
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+answer=$(python3 benches/gen_bruteforce.py "$lines" "$tmp/auth.log")
+bursts=$(echo "$answer" | python3 -c 'import json,sys; print(json.load(sys.stdin)["bursts"])')
+failures=$(echo "$answer" | python3 -c 'import json,sys; print(json.load(sys.stdin)["failure_lines"])')
+echo "input: $lines lines, $(stat -c %s "$tmp/auth.log") bytes; answer: $bursts bursts, $failures failed-password lines"
+mkdir "$tmp/rules"
+cp etc/rules.d/ssh.toml "$tmp/rules/"
+cat > "$tmp/ssh.sec" <<'SEC'
+type=SingleWithThreshold
+ptype=RegExp
+pattern=sshd\[\d+\]: Failed password for (?:invalid user )?\S+ from ([\d.]+) port
+desc=ssh brute force from $1
+action=write - FIRE $1
+window=60
+thresh=5
+SEC
+# Sliding 60 s window per address on log time (day and clock of the syslog stamp); fires at
+# the fifth failure and starts over, like the incidentd rule.
+cat > "$tmp/rule.awk" <<'AWK'
+/sshd\[[0-9]+\]: Failed password for/ {
+  for (i = 6; i <= NF; i++) if ($i == "from") { ip = $(i + 1); break }
+  split($3, c, ":"); t = $2 * 86400 + c[1] * 3600 + c[2] * 60 + c[3]
+  m = split(w[ip], ts, " "); keep = ""; k = 0
+  for (j = 1; j <= m; j++) if (ts[j] > t - 60) { keep = keep " " ts[j]; k++ }
+  if (k + 1 >= 5) { n++; w[ip] = "" } else w[ip] = keep " " t
+}
+END { print n + 0 }
+AWK
+
+run() { # name, command...; sets best time and output of the last run
+  local name=$1; shift
+  local best=999999 out s e t
+  for _ in 1 2 3; do
+    s=$(date +%s.%N); out=$("$@"); e=$(date +%s.%N)
+    [ "$1" = inc ] && out=$(count_inc)
+    t=$(echo "$e - $s" | bc -l)
+    best=$(echo "$t $best" | awk '{print ($1 < $2) ? $1 : $2}')
+  done
+  printf '%s\t%s\t%s\n' "$name" "$best" "$out" >> "$tmp/results"
+}
+f2b() { fail2ban-regex "$tmp/auth.log" /etc/fail2ban/filter.d/sshd.conf 2>/dev/null \
+  | awk '/^\|[ ]+[0-9]+\) \[[0-9]+\] \^Failed / { gsub(/[\[\]]/, "", $3); n += $3 } END { print n + 0 }'; }
+secr() { sec --conf="$tmp/ssh.sec" --input="$tmp/auth.log" --notail --fromstart --log=/dev/null 2>/dev/null | grep -c FIRE || true; }
+awkr() { awk -f "$tmp/rule.awk" "$tmp/auth.log"; }
+inc() { # the JSON report is counted after the timer, by `count_inc`
+  target/release/incidentctl rules test "$tmp/auth.log" --rules "$tmp/rules" --format syslog --year 2026 -o json > "$tmp/inc.json"; }
+count_inc() { python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["detections"]))' "$tmp/inc.json"; }
+wcl() { wc -l < "$tmp/auth.log"; }
+
+: > "$tmp/results"
+run "wc -l" wcl
+run "incidentctl rules test" inc
+run "awk (same rule)" awkr
+run "sec (SingleWithThreshold)" secr
+run "fail2ban-regex (sshd filter)" f2b
+python3 - "$tmp/results" "$lines" "$bursts" "$failures" <<'PY'
+import sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
+n, bursts, failures = int(sys.argv[2]), sys.argv[3], sys.argv[4]
+times = {r[0]: float(r[1]) for r in rows}
+inc = times["incidentctl rules test"]
+print(f"{'tool':30} {'best s':>8} {'lines/s':>12} {'vs incidentctl':>15}  firings (expected)")
+for name, t, out in rows:
+    t = float(t)
+    if name == "wc -l":
+        check = "lines" if out.strip() == str(n) else f"WRONG: {out}"
+    else:
+        want = failures if name.startswith("fail2ban") else bursts
+        check = f"{out} ({want}) {'ok' if out.strip() == want else 'WRONG'}"
+    rel = f"{t / inc:.1f}x the time" if name != "incidentctl rules test" else "-"
+    print(f"{name:30} {t:8.3f} {n / t:12,.0f} {rel:>15}  {check}")
+PY
