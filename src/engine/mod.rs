@@ -244,6 +244,38 @@ impl Engine {
         }
     }
 
+    /// For offline replay: a regex set that every line some rule could count must match,
+    /// so lines it rejects can skip parsing altogether. Only offered when that is exact: every
+    /// enabled rule is a `match` or `threshold` rule (they see matched events only and have
+    /// no timers), without `allowed_lateness` (which reads the clock other lines move), with a
+    /// `regex` on the message that has no line anchors (a match in the message is then a
+    /// match in the whole line).
+    pub fn line_prefilter(&self) -> Option<regex::RegexSet> {
+        let mut patterns = Vec::new();
+        for r in self.rules.iter().filter(|r| r.config.common.enabled) {
+            let c = &r.config;
+            let kind_ok = matches!(
+                c.kind,
+                crate::config::RuleKindConfig::Match(_)
+                    | crate::config::RuleKindConfig::Threshold(_)
+            );
+            let re = c.common.regex.as_ref()?;
+            let unanchored = regex_syntax::parse(re.as_str())
+                .is_ok_and(|hir| !hir.properties().look_set().contains_anchor());
+            if !kind_ok || c.common.allowed_lateness.is_some() || !unanchored {
+                return None;
+            }
+            patterns.push(re.as_str().to_owned());
+        }
+        if patterns.is_empty() {
+            return None;
+        }
+        regex::RegexSetBuilder::new(&patterns)
+            .dfa_size_limit(32 << 20)
+            .build()
+            .ok()
+    }
+
     /// Applies one input from a source. Returns true when a checkpoint should be taken at
     /// once: a file went back to an earlier offset (truncated), so line positions are about
     /// to be reused and detections recorded before must not shadow the new lines.

@@ -59,6 +59,8 @@ pub struct Report {
     pub lines: u64,
     pub events: u64,
     pub rejected: u64,
+    /// Lines no rule's regex could match, counted as events without being parsed.
+    pub skipped: u64,
     pub seconds: f64,
     pub rules: Vec<RuleCount>,
     pub detections: Vec<ReplayDetection>,
@@ -91,6 +93,7 @@ impl Replay {
             lines: 0,
             events: 0,
             rejected: 0,
+            skipped: 0,
             seconds: 0.0,
             rules: Vec::new(),
             detections: Vec::new(),
@@ -104,6 +107,12 @@ impl Replay {
         // The replay's clock is the newest event time seen; lines without a time get it (or
         // `default_ts` before any time is known).
         let mut newest: Option<Timestamp> = None;
+        // Text lines that no rule's regex can match are counted but not parsed (NDJSON is
+        // not filtered: JSON escapes make its text differ from the message).
+        let prefilter = match self.format {
+            Format::Raw | Format::Syslog => engine.line_prefilter(),
+            Format::Ndjson => None,
+        };
         loop {
             line.clear();
             let n = input.read_until(b'\n', &mut line)?;
@@ -114,6 +123,13 @@ impl Replay {
             report.lines += 1;
             let text = trim_newline(&line);
             if text.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            if let Some(p) = &prefilter
+                && !p.is_match(&text_of(text).0)
+            {
+                report.events += 1;
+                report.skipped += 1;
                 continue;
             }
             let parsed: Result<(), String> = match self.format {
@@ -201,4 +217,88 @@ fn tick(
 fn trim_newline(b: &[u8]) -> &[u8] {
     let b = b.strip_suffix(b"\n").unwrap_or(b);
     b.strip_suffix(b"\r").unwrap_or(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine(text: &str) -> Engine {
+        Engine::new(&crate::engine::tests::rules(text))
+    }
+
+    const SSH: &str = r#"
+[[rule]]
+id = "ssh"
+kind = "threshold"
+threshold = 3
+window = "1m"
+regex = 'Failed password for (?:invalid user )?\S+ from (?P<ip>[0-9.]+)'
+group_by = ["ip"]
+"#;
+
+    #[test]
+    fn the_line_prefilter_is_offered_only_when_exact() {
+        assert!(engine(SSH).line_prefilter().is_some());
+        let anchored = SSH.replace("regex = 'Failed", "regex = '^Failed");
+        assert!(engine(&anchored).line_prefilter().is_none());
+        let late = format!("{SSH}allowed_lateness = \"5s\"\n");
+        assert!(engine(&late).line_prefilter().is_none());
+        let without_regex = format!(
+            "{SSH}\n[[rule]]\nid = \"errors\"\nkind = \"match\"\nwhere = {{ level = \"error\" }}\n"
+        );
+        assert!(engine(&without_regex).line_prefilter().is_none());
+        let rate = SSH
+            .replace("kind = \"threshold\"", "kind = \"rate\"")
+            .replace(
+                "threshold = 3\n",
+                "total_where = { kind = \"log\" }\nratio = 0.5\n",
+            );
+        assert!(engine(&rate).line_prefilter().is_none());
+    }
+
+    #[test]
+    fn prefiltered_replay_finds_the_same_detections() {
+        let mut log = String::new();
+        for i in 0..400u32 {
+            let s = i % 60;
+            log.push_str(&format!("Nov 23 10:{:02}:{s:02} h sshd[1]: ", i / 60));
+            if i % 7 == 0 {
+                log.push_str(&format!(
+                    "Failed password for root from 10.0.0.{} port 22\n",
+                    i % 3
+                ));
+            } else {
+                log.push_str("Accepted publickey for deploy from 10.9.9.9\n");
+            }
+        }
+        log.push_str("not syslog at all\n");
+        let replay = Replay {
+            format: Format::Syslog,
+            year: 2026,
+            host: "h".into(),
+            default_ts: Timestamp(0),
+        };
+        let run = |rules: &str| {
+            let mut e = engine(rules);
+            replay.run(&mut e, log.as_bytes(), |_| {}).unwrap()
+        };
+        let fast = run(SSH);
+        // A second, anchored rule turns the prefilter off.
+        let slow = run(&format!(
+            "{SSH}\n[[rule]]\nid = \"never\"\nkind = \"match\"\nregex = '^never$'\n"
+        ));
+        assert!(fast.skipped > 0 && slow.skipped == 0);
+        let ssh = |r: &Report| -> Vec<(String, i64)> {
+            r.detections
+                .iter()
+                .filter(|d| d.rule == "ssh")
+                .map(|d| (d.key.clone(), d.ts.millis()))
+                .collect()
+        };
+        assert!(!ssh(&fast).is_empty());
+        assert_eq!(ssh(&fast), ssh(&slow));
+        assert_eq!(fast.rules[0].matched, slow.rules[0].matched);
+        assert_eq!(fast.lines, slow.lines);
+    }
 }
