@@ -118,6 +118,99 @@ impl SourceCounters {
     }
 }
 
+/// A latency histogram with fixed buckets (seconds), as Prometheus exposes them; quantiles
+/// are estimated from the buckets.
+#[derive(Debug)]
+pub struct Histogram {
+    /// Counts per bucket (not cumulative); the last one is +Inf.
+    buckets: [AtomicU64; Histogram::BOUNDS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    /// Upper bounds in seconds.
+    pub const BOUNDS: [f64; 16] = [
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        5.0, 10.0,
+    ];
+
+    pub fn observe(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        let i = Self::BOUNDS
+            .iter()
+            .position(|b| s <= *b)
+            .unwrap_or(Self::BOUNDS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    }
+
+    pub fn sum_seconds(&self) -> f64 {
+        self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+    }
+
+    /// Cumulative counts per upper bound, `+Inf` last (`f64::INFINITY`).
+    pub fn cumulative(&self) -> Vec<(f64, u64)> {
+        let mut total = 0;
+        Self::BOUNDS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(&self.buckets)
+            .map(|(b, c)| {
+                total += c.load(Ordering::Relaxed);
+                (b, total)
+            })
+            .collect()
+    }
+
+    /// The `q` quantile (0..1) in seconds, interpolated within its bucket; `None` when
+    /// nothing was observed.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        quantile_of(&self.cumulative(), q)
+    }
+}
+
+/// The `q` quantile of cumulative bucket counts (as [`Histogram::cumulative`] and a
+/// Prometheus histogram give them), interpolated linearly within the bucket.
+pub fn quantile_of(cumulative: &[(f64, u64)], q: f64) -> Option<f64> {
+    let total = cumulative.last()?.1;
+    if total == 0 {
+        return None;
+    }
+    let rank = q.clamp(0.0, 1.0) * total as f64;
+    let mut prev = (0.0, 0u64);
+    for &(bound, count) in cumulative {
+        if count as f64 >= rank {
+            if !bound.is_finite() {
+                return Some(prev.0);
+            }
+            let in_bucket = (count - prev.1) as f64;
+            let frac = if in_bucket > 0.0 {
+                (rank - prev.1 as f64) / in_bucket
+            } else {
+                1.0
+            };
+            return Some(prev.0 + (bound - prev.0) * frac);
+        }
+        prev = (bound, count);
+    }
+    Some(prev.0)
+}
+
 /// A value that goes up and down (files followed, bytes behind).
 #[derive(Debug, Default)]
 pub struct Gauge(AtomicU64);
@@ -236,6 +329,15 @@ pub struct Telemetry {
     pub store_errors: Counter,
     /// Engine checkpoints made durable.
     pub checkpoints: Counter,
+    /// From an event's arrival at its source to the detection it caused.
+    #[serde(skip)]
+    pub event_to_detection: Histogram,
+    /// From a detection to its incident change being durable.
+    #[serde(skip)]
+    pub detection_to_incident: Histogram,
+    /// From an event's arrival to the incident change it caused being durable.
+    #[serde(skip)]
+    pub event_to_incident: Histogram,
     /// Result of the last reload, shown in `/v1/status`.
     #[serde(skip)]
     pub reload: Mutex<ReloadStatus>,
@@ -268,6 +370,9 @@ impl Default for Telemetry {
             incidents_rate_limited: Counter::default(),
             store_errors: Counter::default(),
             checkpoints: Counter::default(),
+            event_to_detection: Histogram::default(),
+            detection_to_incident: Histogram::default(),
+            event_to_incident: Histogram::default(),
             reload: Mutex::new(ReloadStatus::default()),
             sources: Mutex::new(Vec::new()),
         }
@@ -326,4 +431,31 @@ pub fn init_logging(format: LogFormat) {
             .with_ansi(std::io::stderr().is_terminal())
             .try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_counts_and_estimates_quantiles() {
+        let h = Histogram::default();
+        assert_eq!(h.quantile(0.5), None);
+        for _ in 0..90 {
+            h.observe(Duration::from_micros(700)); // bucket (0.5 ms, 1 ms]
+        }
+        for _ in 0..10 {
+            h.observe(Duration::from_millis(40)); // bucket (25 ms, 50 ms]
+        }
+        assert_eq!(h.count(), 100);
+        let c = h.cumulative();
+        assert_eq!(c.last(), Some(&(f64::INFINITY, 100)));
+        let p50 = h.quantile(0.5).unwrap();
+        assert!((0.0005..=0.001).contains(&p50), "{p50}");
+        let p99 = h.quantile(0.99).unwrap();
+        assert!((0.025..=0.05).contains(&p99), "{p99}");
+        assert!((h.sum_seconds() - (0.063 + 0.4)).abs() < 1e-6);
+        h.observe(Duration::from_secs(60));
+        assert_eq!(h.quantile(1.0), Some(10.0), "+Inf reports the last bound");
+    }
 }

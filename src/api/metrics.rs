@@ -244,6 +244,36 @@ pub async fn render(st: &ApiState) -> String {
             m.sample("incidentd_rule_groups", &[("rule", &r.id)], r.groups as f64);
         }
     }
+    for (name, help, h) in [
+        (
+            "incidentd_event_to_detection_seconds",
+            "From an event's arrival at its source to the detection it caused.",
+            &t.event_to_detection,
+        ),
+        (
+            "incidentd_detection_to_incident_seconds",
+            "From a detection to its incident change being durable.",
+            &t.detection_to_incident,
+        ),
+        (
+            "incidentd_event_to_incident_seconds",
+            "From an event's arrival to the incident change it caused being durable.",
+            &t.event_to_incident,
+        ),
+    ] {
+        m.family(name, "histogram", help);
+        let bucket = format!("{name}_bucket");
+        for (bound, count) in h.cumulative() {
+            let le = if bound.is_finite() {
+                bound.to_string()
+            } else {
+                "+Inf".to_owned()
+            };
+            m.sample(&bucket, &[("le", &le)], count as f64);
+        }
+        m.sample(&format!("{name}_sum"), &[], h.sum_seconds());
+        m.sample(&format!("{name}_count"), &[], h.count() as f64);
+    }
     m.family(
         "incidentd_detections_replayed_total",
         "counter",

@@ -76,6 +76,11 @@ async fn status(State(st): S) -> Json<Value> {
         "queues": {"events": {"len": queued, "capacity": st.event_queue_capacity}},
         "sources": [t.ingest, t.api_events],
         "inputs": inputs,
+        "latency_seconds": {
+            "event_to_detection": latency(&t.event_to_detection),
+            "detection_to_incident": latency(&t.detection_to_incident),
+            "event_to_incident": latency(&t.event_to_incident),
+        },
         "engine": {"events": t.engine_events, "detections": t.detections, "detections_dropped": t.detections_dropped, "detections_replayed": t.detections_replayed, "checkpoints": t.checkpoints},
         "incidents": {
             "by_status": counts,
@@ -87,6 +92,17 @@ async fn status(State(st): S) -> Json<Value> {
         },
         "reload": t.reload_status(),
     }))
+}
+
+/// Count, mean and estimated p50/p99 of a latency histogram.
+fn latency(h: &crate::telemetry::Histogram) -> Value {
+    let n = h.count();
+    json!({
+        "count": n,
+        "mean": (n > 0).then(|| h.sum_seconds() / n as f64),
+        "p50": h.quantile(0.5),
+        "p99": h.quantile(0.99),
+    })
 }
 
 async fn post_events(State(st): S, body: Result<Bytes, BytesRejection>) -> ApiResult<Json<Value>> {
@@ -110,7 +126,7 @@ async fn post_events(State(st): S, body: Result<Bytes, BytesRejection>) -> ApiRe
     for ev in events {
         if st
             .events
-            .send(crate::engine::Input::Event(ev))
+            .send(crate::engine::Input::Event(ev, std::time::Instant::now()))
             .await
             .is_err()
         {

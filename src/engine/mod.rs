@@ -55,6 +55,12 @@ pub struct Detection {
     /// position. `None` for events that are never replayed (the ingest socket, the API).
     #[serde(default)]
     pub origin: Option<Origin>,
+    /// When the event behind it reached its source, and when the rule fired (latency
+    /// metrics; not part of the detection's meaning).
+    #[serde(skip)]
+    pub arrived: Option<std::time::Instant>,
+    #[serde(skip)]
+    pub detected: Option<std::time::Instant>,
 }
 
 impl Detection {
@@ -90,19 +96,19 @@ impl Detection {
 /// What sources hand the engine, in order.
 #[derive(Debug)]
 pub enum Input {
-    Event(Event),
+    /// An event and when it reached its source.
+    Event(Event, std::time::Instant),
     /// Lines of one file read up to `cursor.offset`. The cursor is recorded once the events
     /// are applied, so a checkpoint's cursors and window state always agree (DESIGN §5).
     Tail {
         /// Each line's event with the offset where the line starts.
         lines: Vec<(u64, Event)>,
         cursor: TailCursor,
+        /// When the batch was read.
+        read_at: std::time::Instant,
     },
     /// A file the tail has finished with (drained after rotation or deletion).
-    TailDone {
-        source: String,
-        id: FileId,
-    },
+    TailDone { source: String, id: FileId },
 }
 
 /// One loaded rule, as `GET /v1/rules` and `incidentctl rules list` show it.
@@ -281,11 +287,11 @@ impl Engine {
     /// to be reused and detections recorded before must not shadow the new lines.
     pub fn on_input(&mut self, input: &Input, out: &mut Vec<Detection>) -> bool {
         match input {
-            Input::Event(ev) => {
+            Input::Event(ev, _) => {
                 self.on_event(ev, out);
                 false
             }
-            Input::Tail { lines, cursor } => {
+            Input::Tail { lines, cursor, .. } => {
                 for (offset, ev) in lines {
                     let before = out.len();
                     self.on_event(ev, out);
@@ -613,6 +619,8 @@ fn detection(
         runbook: c.runbook.clone(),
         message: ev.and_then(|e| e.message.clone()),
         origin: None,
+        arrived: None,
+        detected: None,
     }
 }
 
@@ -679,12 +687,23 @@ pub async fn run(
             ev = events.recv() => {
                 let Some(input) = ev else { break };
                 telemetry.engine_events.add(match &input {
-                    Input::Event(_) => 1,
+                    Input::Event(..) => 1,
                     Input::Tail { lines, .. } => lines.len() as u64,
                     Input::TailDone { .. } => 0,
                 });
                 let checkpoint_now = engine.on_input(&input, &mut out);
+                let arrived = match &input {
+                    Input::Event(_, at) | Input::Tail { read_at: at, .. } => Some(*at),
+                    Input::TailDone { .. } => None,
+                };
+                let detected = std::time::Instant::now();
                 for d in out.drain(..) {
+                    let mut d = d;
+                    d.detected = Some(detected);
+                    if let Some(at) = arrived.filter(|_| d.origin.as_ref().is_none_or(|o| !matches!(o, Origin::Timer { .. }))) {
+                        d.arrived = Some(at);
+                        telemetry.event_to_detection.observe(detected.duration_since(at));
+                    }
                     telemetry.detections.inc();
                     tracing::debug!(rule = %d.rule, key = %d.key, count = d.count, "detection");
                     if detections.send(crate::incident::manager::Msg::Detection(d)).await.is_err() {

@@ -174,12 +174,16 @@ impl Manager {
         let mut pings: Vec<oneshot::Sender<()>> = Vec::new();
         while let Some(first) = rx.blocking_recv() {
             let mut checkpointed = false;
+            // (event arrival, detection) times of the detections in this batch.
+            let mut timings: Vec<(Option<std::time::Instant>, Option<std::time::Instant>)> =
+                Vec::new();
             let mut msg = Some(first);
             let mut n = 0;
             while let Some(m) = msg.take() {
                 n += 1;
                 match m {
                     Msg::Detection(d) => {
+                        timings.push((d.arrived, d.detected));
                         if let Err(e) = self.on_detection(&d) {
                             self.telemetry.store_errors.inc();
                             tracing::error!(rule = %d.rule, key = %d.key, error = %e, "could not record detection");
@@ -211,6 +215,21 @@ impl Manager {
             }
             if checkpointed && flushed.is_ok() {
                 self.telemetry.checkpoints.inc();
+            }
+            if flushed.is_ok() {
+                let now = std::time::Instant::now();
+                for (arrived, detected) in timings.drain(..) {
+                    if let Some(d) = detected {
+                        self.telemetry
+                            .detection_to_incident
+                            .observe(now.duration_since(d));
+                    }
+                    if let Some(a) = arrived {
+                        self.telemetry
+                            .event_to_incident
+                            .observe(now.duration_since(a));
+                    }
+                }
             }
             for (reply, r) in replies.drain(..) {
                 let r = match (&flushed, r) {

@@ -141,7 +141,12 @@ impl ExecSource {
                             "line not in the source's format; passed on raw",
                         );
                     }
-                    if self.events.send(Input::Event(parsed.event)).await.is_err() {
+                    if self
+                        .events
+                        .send(Input::Event(parsed.event, std::time::Instant::now()))
+                        .await
+                        .is_err()
+                    {
                         break Ended::EngineGone;
                     }
                     self.stats.events.inc();

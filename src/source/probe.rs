@@ -117,7 +117,12 @@ impl Probe {
             };
             for ev in events {
                 self.stats.lines.inc();
-                if self.events.send(Input::Event(ev)).await.is_err() {
+                if self
+                    .events
+                    .send(Input::Event(ev, Instant::now()))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 self.stats.events.inc();

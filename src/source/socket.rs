@@ -105,7 +105,7 @@ impl IngestSocket {
                 Ok(ev) => {
                     if self
                         .events
-                        .send(crate::engine::Input::Event(ev))
+                        .send(crate::engine::Input::Event(ev, std::time::Instant::now()))
                         .await
                         .is_err()
                     {

@@ -95,7 +95,10 @@ impl SyslogSocket {
                 self.stats
                     .warn_line("unparsed", "datagram is not syslog; passed on raw");
             }
-            match self.events.try_send(Input::Event(parsed.event)) {
+            match self
+                .events
+                .try_send(Input::Event(parsed.event, std::time::Instant::now()))
+            {
                 Ok(()) => self.stats.events.inc(),
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     self.stats.dropped.inc();

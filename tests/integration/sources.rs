@@ -267,6 +267,9 @@ async fn metrics_show_every_source_on_the_socket_and_the_tcp_listener() {
         "incidentd_events_rejected_total{source=\"ingest\",reason=\"invalid_json\"} 0",
         "incidentd_source_files{source=\"app\"} 1",
         "incidentd_detections_total{rule=\"by-program\"}",
+        "# TYPE incidentd_event_to_incident_seconds histogram",
+        "incidentd_event_to_incident_seconds_bucket{le=\"+Inf\"}",
+        "incidentd_event_to_detection_seconds_count",
     ] {
         assert!(text.contains(line), "no {line:?} in\n{text}");
     }

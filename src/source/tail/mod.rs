@@ -374,6 +374,7 @@ impl TailState {
                 fingerprint,
                 offset,
             },
+            read_at: Instant::now(),
         });
     }
 
@@ -534,6 +535,7 @@ impl TailState {
             if !self.send(Input::Tail {
                 lines: events,
                 cursor: f.cursor(&source),
+                read_at: Instant::now(),
             }) {
                 return false;
             }
@@ -563,6 +565,7 @@ impl TailState {
             if !self.send(Input::Tail {
                 lines: Vec::new(),
                 cursor,
+                read_at: Instant::now(),
             }) {
                 return Err(ReadError::EngineGone);
             }
@@ -635,6 +638,7 @@ impl TailState {
                     if !self.send(Input::Tail {
                         lines: std::mem::take(&mut events),
                         cursor,
+                        read_at: Instant::now(),
                     }) {
                         self.buf = buf;
                         return Err(ReadError::EngineGone);
@@ -666,6 +670,7 @@ impl TailState {
             if !self.send(Input::Tail {
                 lines: events,
                 cursor,
+                read_at: Instant::now(),
             }) {
                 return Err(ReadError::EngineGone);
             }
