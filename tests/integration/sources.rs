@@ -297,3 +297,34 @@ async fn metrics_show_every_source_on_the_socket_and_the_tcp_listener() {
     assert!(tcp.0.contains("incidentd_source_lines_total"), "{}", tcp.0);
     assert!(tcp.1.starts_with("HTTP/1.1 404"), "{}", tcp.1);
 }
+
+/// The load generator's short run: a real daemon, both inputs, and the known answer checked
+/// (the long runs and their figures are in docs/PERFORMANCE.md).
+#[test]
+fn the_load_generator_gets_the_known_answer_through_both_inputs() {
+    for mode in ["socket", "file"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_incidentd-loadgen"))
+            .args(["--events", "20000", "--mode", mode, "--json", "--daemon"])
+            .arg(crate::util::BIN)
+            .output()
+            .expect("run incidentd-loadgen");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{mode}: {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(report["correct"], true, "{report}");
+        assert_eq!(
+            report["expected_incidents"], report["incidents"],
+            "{report}"
+        );
+        assert!(
+            report["latency_seconds"]["event_to_incident"]["count"]
+                .as_u64()
+                .unwrap()
+                > 0
+        );
+    }
+}
