@@ -262,6 +262,10 @@ pub async fn run(
         ),
     );
 
+    let tail_budget = Arc::new(tokio::sync::Semaphore::new(config.daemon.event_queue.max(
+        // A batch must always fit.
+        crate::source::tail::BATCH_LINES,
+    )));
     for fc in &config.sources.file {
         let tail = crate::source::tail::FileTail {
             parser: crate::source::parse::Parser::new(fc.parsing(), &fc.id, &host),
@@ -270,6 +274,7 @@ pub async fn run(
             clock: clock.clone(),
             restored: cursors.remove(&fc.id).unwrap_or_default(),
             known: known_sources.contains(&fc.id),
+            budget: tail_budget.clone(),
             config: fc.clone(),
         };
         let token = sources_token.clone();

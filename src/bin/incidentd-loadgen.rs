@@ -82,7 +82,7 @@ struct Mix {
 
 impl Mix {
     fn line(&mut self, i: u64, out: &mut Vec<u8>) {
-        if i % self.burst_every == 0 {
+        if i.is_multiple_of(self.burst_every) {
             // A fresh address fails five times over the next few dozen events.
             self.bursts += 1;
             let ip = format!(

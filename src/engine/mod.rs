@@ -106,6 +106,9 @@ pub enum Input {
         cursor: TailCursor,
         /// When the batch was read.
         read_at: std::time::Instant,
+        /// One permit per line of the file sources' shared budget, given back when the
+        /// input is dropped after it was applied.
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
     },
     /// A file the tail has finished with (drained after rotation or deletion).
     TailDone { source: String, id: FileId },

@@ -46,7 +46,7 @@ use crate::source::parse::{Parser, text_of};
 use crate::telemetry::SourceStats;
 
 /// Lines per batch sent to the engine.
-const BATCH_LINES: usize = 512;
+pub const BATCH_LINES: usize = 256;
 /// Bytes read per `pread`.
 const READ_BYTES: usize = 64 * 1024;
 /// Poll intervals a drained, renamed-away file stays open in case its writer still appends
@@ -82,6 +82,10 @@ pub struct FileTail {
     /// Whether the checkpoint knew this source at all: if it did, files it does not list
     /// appeared while incidentd was down and are read from their start.
     pub known: bool,
+    /// Events of file lines on their way to the engine, at most `[daemon] event_queue` of
+    /// them across all file sources: a batch takes one permit per line and the engine gives
+    /// them back once it has applied the batch, so batching never multiplies the queue.
+    pub budget: Arc<tokio::sync::Semaphore>,
 }
 
 /// A file being followed.
@@ -375,6 +379,7 @@ impl TailState {
                 offset,
             },
             read_at: Instant::now(),
+            permit: None,
         });
     }
 
@@ -536,6 +541,7 @@ impl TailState {
                 lines: events,
                 cursor: f.cursor(&source),
                 read_at: Instant::now(),
+                permit: None,
             }) {
                 return false;
             }
@@ -566,6 +572,7 @@ impl TailState {
                 lines: Vec::new(),
                 cursor,
                 read_at: Instant::now(),
+                permit: None,
             }) {
                 return Err(ReadError::EngineGone);
             }
@@ -639,6 +646,7 @@ impl TailState {
                         lines: std::mem::take(&mut events),
                         cursor,
                         read_at: Instant::now(),
+                        permit: None,
                     }) {
                         self.buf = buf;
                         return Err(ReadError::EngineGone);
@@ -671,6 +679,7 @@ impl TailState {
                 lines: events,
                 cursor,
                 read_at: Instant::now(),
+                permit: None,
             }) {
                 return Err(ReadError::EngineGone);
             }
@@ -709,7 +718,19 @@ impl TailState {
         events.push((offset, parsed.event));
     }
 
-    fn send(&self, input: Input) -> bool {
+    fn send(&self, mut input: Input) -> bool {
+        if let Input::Tail { lines, permit, .. } = &mut input
+            && !lines.is_empty()
+        {
+            let n = u32::try_from(lines.len()).unwrap_or(u32::MAX);
+            let Ok(handle) = tokio::runtime::Handle::try_current() else {
+                return false;
+            };
+            match handle.block_on(self.tail.budget.clone().acquire_many_owned(n)) {
+                Ok(p) => *permit = Some(p),
+                Err(_) => return false,
+            }
+        }
         self.tail.events.blocking_send(input).is_ok()
     }
 
