@@ -7,7 +7,7 @@
 #   awk              the same rule with log-time windows, as a one-liner
 #   incidentctl      `rules test` with the shipped ssh-brute-force rule (5 within 1m per ip)
 #   wc -l            the physical floor
-# Each runs three times; the best time counts. Every tool's firings are checked against the
+# Each runs five times; the median time counts. Every tool's firings are checked against the
 # answer. Usage: benches/side_by_side.sh [LINES] (default 500000). Installs fail2ban and sec
 # from Debian's packages when missing (needs root). Needs `cargo build --release`.
 # Measures and prints; asserts nothing but the firings.
@@ -48,16 +48,17 @@ cat > "$tmp/rule.awk" <<'AWK'
 END { print n + 0 }
 AWK
 
-run() { # name, command...; sets best time and output of the last run
+run() { # name, command...; records the median of five times and the last run's output
   local name=$1; shift
-  local best=999999 out s e t
-  for _ in 1 2 3; do
+  local times=() out s e
+  for _ in 1 2 3 4 5; do
     s=$(date +%s.%N); out=$("$@"); e=$(date +%s.%N)
     [ "$1" = inc ] && out=$(count_inc)
-    t=$(echo "$e - $s" | bc -l)
-    best=$(echo "$t $best" | awk '{print ($1 < $2) ? $1 : $2}')
+    times+=("$(echo "$e - $s" | bc -l)")
   done
-  printf '%s\t%s\t%s\n' "$name" "$best" "$out" >> "$tmp/results"
+  local median
+  median=$(printf '%s\n' "${times[@]}" | sort -g | sed -n 3p)
+  printf '%s\t%s\t%s\n' "$name" "$median" "$out" >> "$tmp/results"
 }
 f2b() { fail2ban-regex "$tmp/auth.log" /etc/fail2ban/filter.d/sshd.conf 2>/dev/null \
   | awk '/^\|[ ]+[0-9]+\) \[[0-9]+\] \^Failed / { gsub(/[\[\]]/, "", $3); n += $3 } END { print n + 0 }'; }
@@ -80,7 +81,7 @@ rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 n, bursts, failures = int(sys.argv[2]), sys.argv[3], sys.argv[4]
 times = {r[0]: float(r[1]) for r in rows}
 inc = times["incidentctl rules test"]
-print(f"{'tool':30} {'best s':>8} {'lines/s':>12} {'vs incidentctl':>15}  firings (expected)")
+print(f"{'tool':30} {'median s':>8} {'lines/s':>12} {'vs incidentctl':>15}  firings (expected)")
 for name, t, out in rows:
     t = float(t)
     if name == "wc -l":

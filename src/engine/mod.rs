@@ -259,7 +259,9 @@ impl Engine {
     /// no timers), without `allowed_lateness` (which reads the clock other lines move), with a
     /// `regex` on the message that has no line anchors (a match in the message is then a
     /// match in the whole line).
-    pub fn line_prefilter(&self) -> Option<regex::RegexSet> {
+    /// Returns the set (which rules a line may match) and the same patterns as byte regexes
+    /// (to find the next such line in a whole chunk).
+    pub fn line_prefilter(&self) -> Option<(regex::RegexSet, Vec<regex::bytes::Regex>)> {
         let mut patterns = Vec::new();
         for r in self.rules.iter().filter(|r| r.config.common.enabled) {
             let c = &r.config;
@@ -279,10 +281,15 @@ impl Engine {
         if patterns.is_empty() {
             return None;
         }
-        regex::RegexSetBuilder::new(&patterns)
+        let set = regex::RegexSetBuilder::new(&patterns)
             .dfa_size_limit(32 << 20)
             .build()
-            .ok()
+            .ok()?;
+        let each = patterns
+            .iter()
+            .map(|p| regex::bytes::Regex::new(p).ok())
+            .collect::<Option<Vec<_>>>()?;
+        Some((set, each))
     }
 
     /// Applies one input from a source. Returns true when a checkpoint should be taken at

@@ -89,102 +89,87 @@ impl Replay {
         mut progress: impl FnMut(u64),
     ) -> std::io::Result<Report> {
         let started = Instant::now();
-        let mut report = Report {
-            lines: 0,
-            events: 0,
-            rejected: 0,
-            skipped: 0,
-            seconds: 0.0,
-            rules: Vec::new(),
-            detections: Vec::new(),
-            first_rejections: Vec::new(),
+        let mut run = Run {
+            replay: self,
+            report: Report {
+                lines: 0,
+                events: 0,
+                rejected: 0,
+                skipped: 0,
+                seconds: 0.0,
+                rules: Vec::new(),
+                detections: Vec::new(),
+                first_rejections: Vec::new(),
+            },
+            // Reused for syslog lines: parsing overwrites its buffers instead of allocating.
+            scratch: log_event(String::new(), self.default_ts, &self.host),
+            out: Vec::new(),
+            newest: None,
+            prefilter: None,
         };
-        let mut line = Vec::with_capacity(4096);
-        // Reused for syslog lines: parsing overwrites its buffers instead of allocating.
-        let mut scratch = log_event(String::new(), self.default_ts, &self.host);
-        let mut out = Vec::new();
-        let mut bytes = 0u64;
-        // The replay's clock is the newest event time seen; lines without a time get it (or
-        // `default_ts` before any time is known).
-        let mut newest: Option<Timestamp> = None;
         // Text lines that no rule's regex can match are counted but not parsed (NDJSON is
         // not filtered: JSON escapes make its text differ from the message).
-        let prefilter = match self.format {
+        let filter = match self.format {
             Format::Raw | Format::Syslog => engine.line_prefilter(),
             Format::Ndjson => None,
         };
-        loop {
-            line.clear();
-            let n = input.read_until(b'\n', &mut line)?;
-            if n == 0 {
-                break;
-            }
-            bytes += n as u64;
-            report.lines += 1;
-            let text = trim_newline(&line);
-            if text.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            if let Some(p) = &prefilter
-                && !p.is_match(&text_of(text).0)
-            {
-                report.events += 1;
-                report.skipped += 1;
-                continue;
-            }
-            let parsed: Result<(), String> = match self.format {
-                Format::Ndjson => {
-                    let defaults = Defaults {
-                        source: "replay",
-                        host: &self.host,
-                        now: newest.unwrap_or(self.default_ts),
-                    };
-                    Event::decode(text, &defaults)
-                        .map(|e| scratch = e)
-                        .map_err(|e| e.to_string())
-                }
-                Format::Raw => {
-                    scratch.ts = newest.unwrap_or(self.default_ts);
-                    set(
-                        scratch.message.get_or_insert_with(String::new),
-                        &text_of(text).0,
-                    );
-                    Ok(())
-                }
-                Format::Syslog => {
-                    if parse_syslog_into(&mut scratch, &text_of(text).0, self.year, &self.host) {
-                        Ok(())
+        let mut bytes = 0u64;
+        match filter {
+            Some((set, each)) => {
+                run.prefilter = Some(set);
+                // Whole chunks at once: the rules' combined regex finds the next line worth
+                // parsing; the lines before it are only counted.
+                let mut buf = vec![0u8; 1 << 20];
+                let mut filled = 0;
+                loop {
+                    if filled == buf.len() {
+                        // A line longer than the buffer.
+                        buf.resize(buf.len() * 2, 0);
+                    }
+                    let n = input.read(&mut buf[filled..])?;
+                    filled += n;
+                    let end = if n == 0 {
+                        filled
                     } else {
-                        Err("not a syslog line".to_owned())
-                    }
-                }
-            };
-            match parsed {
-                Ok(()) => {
-                    let ev = &scratch;
-                    report.events += 1;
-                    newest = Some(newest.map_or(ev.ts, |n| n.max(ev.ts)));
-                    engine.on_event(ev, &mut out);
-                    report
-                        .detections
-                        .extend(out.drain(..).map(ReplayDetection::from));
-                }
-                Err(e) => {
-                    report.rejected += 1;
-                    if report.first_rejections.len() < 20 {
-                        report.first_rejections.push((report.lines, e));
+                        match memchr::memrchr(b'\n', &buf[..filled]) {
+                            Some(i) => i + 1,
+                            None => continue,
+                        }
+                    };
+                    run.region(engine, &buf[..end], &each);
+                    bytes += end as u64;
+                    buf.copy_within(end..filled, 0);
+                    filled -= end;
+                    run.tick(engine);
+                    progress(bytes);
+                    if n == 0 {
+                        break;
                     }
                 }
             }
-            if report.lines.is_multiple_of(8192) {
-                // Event time is the clock offline: let quiet groups go as the log moves on.
-                tick(engine, newest, &mut out, &mut report);
-                progress(bytes);
+            None => {
+                let mut line = Vec::with_capacity(4096);
+                loop {
+                    line.clear();
+                    let n = input.read_until(b'\n', &mut line)?;
+                    if n == 0 {
+                        break;
+                    }
+                    bytes += n as u64;
+                    run.line(engine, &line);
+                    if run.report.lines.is_multiple_of(8192) {
+                        // Event time is the clock offline: let quiet groups go as the log
+                        // moves on.
+                        run.tick(engine);
+                        progress(bytes);
+                    }
+                }
             }
         }
         // Timers due by the last event's time fire; the log says nothing about later.
-        tick(engine, newest, &mut out, &mut report);
+        run.tick(engine);
         progress(bytes);
+        let mut report = run.report;
         report.seconds = started.elapsed().as_secs_f64();
         report.rules = engine
             .rules()
@@ -196,6 +181,156 @@ impl Replay {
             })
             .collect();
         Ok(report)
+    }
+}
+
+/// The state of one replay.
+struct Run<'a> {
+    replay: &'a Replay,
+    report: Report,
+    scratch: Event,
+    out: Vec<Detection>,
+    /// The replay's clock: the newest event time seen; lines without a time get it (or
+    /// `default_ts` before any time is known).
+    newest: Option<Timestamp>,
+    /// The rules' regexes, when a line no regex matches can be skipped.
+    prefilter: Option<regex::RegexSet>,
+}
+
+impl Run<'_> {
+    /// Complete lines (the last one may lack its newline at the end of input). The rules'
+    /// regexes find the earliest end of a match from `pos`; lines before the line holding it
+    /// cannot match any rule on their own (their match would end earlier), so they are
+    /// counted, not parsed. That line is checked exactly (a match may have started lines
+    /// before it) and the search goes on from the next line.
+    fn region(&mut self, engine: &mut Engine, region: &[u8], each: &[regex::bytes::Regex]) {
+        // Byte regexes do not see the U+FFFD that lossy decoding puts in invalid UTF-8, so
+        // such a chunk goes line by line.
+        if std::str::from_utf8(region).is_err() {
+            for line in region.split_inclusive(|b| *b == b'\n') {
+                self.line(engine, line);
+            }
+            return;
+        }
+        // The next match of each regex at or after `pos` (None: no more in this region),
+        // found again only once `pos` has passed it.
+        let mut next: Vec<Option<usize>> = vec![Some(0); each.len()];
+        let mut fresh = vec![false; each.len()];
+        let mut pos = 0;
+        while pos < region.len() {
+            let mut first: Option<usize> = None;
+            for (i, re) in each.iter().enumerate() {
+                if let Some(at) = next[i]
+                    && (!fresh[i] || at <= pos)
+                {
+                    next[i] = re.shortest_match_at(region, pos);
+                    fresh[i] = true;
+                }
+                if let Some(at) = next[i] {
+                    first = Some(first.map_or(at, |f: usize| f.min(at)));
+                }
+            }
+            let Some(e) = first else {
+                self.skip(&region[pos..]);
+                return;
+            };
+            // The line holding the match's last byte.
+            let m = e.saturating_sub(1).max(pos).min(region.len() - 1);
+            let start = memchr::memrchr(b'\n', &region[pos..m]).map_or(pos, |i| pos + i + 1);
+            let end = memchr::memchr(b'\n', &region[m..]).map_or(region.len(), |i| m + i + 1);
+            self.skip(&region[pos..start]);
+            self.line(engine, &region[start..end]);
+            pos = end;
+        }
+    }
+
+    /// Lines no rule can match: each non-blank one is an event that is not parsed. Only
+    /// lines that start with white space (or are empty) need a closer look.
+    fn skip(&mut self, lines: &[u8]) {
+        let blank = |l: &[u8]| trim_newline(l).iter().all(u8::is_ascii_whitespace);
+        let (mut n, mut blanks, mut start) = (0u64, 0u64, 0usize);
+        for nl in memchr::memchr_iter(b'\n', lines) {
+            n += 1;
+            if lines[start].is_ascii_whitespace() && blank(&lines[start..=nl]) {
+                blanks += 1;
+            }
+            start = nl + 1;
+        }
+        if start < lines.len() {
+            n += 1;
+            if blank(&lines[start..]) {
+                blanks += 1;
+            }
+        }
+        self.report.lines += n;
+        self.report.events += n - blanks;
+        self.report.skipped += n - blanks;
+    }
+
+    /// One line, with or without its newline.
+    fn line(&mut self, engine: &mut Engine, line: &[u8]) {
+        let r = self.replay;
+        self.report.lines += 1;
+        let text = trim_newline(line);
+        if text.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        if let Some(p) = &self.prefilter
+            && !p.is_match(&text_of(text).0)
+        {
+            self.report.events += 1;
+            self.report.skipped += 1;
+            return;
+        }
+        let now = self.newest.unwrap_or(r.default_ts);
+        let parsed: Result<(), String> = match r.format {
+            Format::Ndjson => {
+                let defaults = Defaults {
+                    source: "replay",
+                    host: &r.host,
+                    now,
+                };
+                Event::decode(text, &defaults)
+                    .map(|e| self.scratch = e)
+                    .map_err(|e| e.to_string())
+            }
+            Format::Raw => {
+                self.scratch.ts = now;
+                set(
+                    self.scratch.message.get_or_insert_with(String::new),
+                    &text_of(text).0,
+                );
+                Ok(())
+            }
+            Format::Syslog => {
+                if parse_syslog_into(&mut self.scratch, &text_of(text).0, r.year, &r.host) {
+                    Ok(())
+                } else {
+                    Err("not a syslog line".to_owned())
+                }
+            }
+        };
+        match parsed {
+            Ok(()) => {
+                let ev = &self.scratch;
+                self.report.events += 1;
+                self.newest = Some(self.newest.map_or(ev.ts, |n| n.max(ev.ts)));
+                engine.on_event(ev, &mut self.out);
+                self.report
+                    .detections
+                    .extend(self.out.drain(..).map(ReplayDetection::from));
+            }
+            Err(e) => {
+                self.report.rejected += 1;
+                if self.report.first_rejections.len() < 20 {
+                    self.report.first_rejections.push((self.report.lines, e));
+                }
+            }
+        }
+    }
+
+    fn tick(&mut self, engine: &mut Engine) {
+        tick(engine, self.newest, &mut self.out, &mut self.report);
     }
 }
 
@@ -272,7 +407,15 @@ group_by = ["ip"]
                 log.push_str("Accepted publickey for deploy from 10.9.9.9\n");
             }
         }
-        log.push_str("not syslog at all\n");
+        log.push_str("not syslog at all\n\n   \n");
+        let mut log = log.into_bytes();
+        // Invalid UTF-8 sends its chunk down the line-by-line path.
+        log.extend_from_slice(
+            b"Nov 23 11:00:00 h sshd[1]: Failed password for \xff from 10.0.0.1 port 22\n",
+        );
+        log.extend_from_slice(
+            b"Nov 23 11:00:01 h sshd[1]: Failed password for root from 10.0.0.1 port 22",
+        );
         let replay = Replay {
             format: Format::Syslog,
             year: 2026,
@@ -281,7 +424,7 @@ group_by = ["ip"]
         };
         let run = |rules: &str| {
             let mut e = engine(rules);
-            replay.run(&mut e, log.as_bytes(), |_| {}).unwrap()
+            replay.run(&mut e, &log[..], |_| {}).unwrap()
         };
         let fast = run(SSH);
         // A second, anchored rule turns the prefilter off.
@@ -300,5 +443,13 @@ group_by = ["ip"]
         assert_eq!(ssh(&fast), ssh(&slow));
         assert_eq!(fast.rules[0].matched, slow.rules[0].matched);
         assert_eq!(fast.lines, slow.lines);
+        assert_eq!(fast.lines, 405);
+        assert_eq!(
+            fast.events + fast.rejected,
+            slow.events + slow.rejected,
+            "the same non-blank lines"
+        );
+        // The last line, without its newline, is seen by both.
+        assert_eq!(ssh(&fast).last(), ssh(&slow).last());
     }
 }
