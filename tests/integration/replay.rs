@@ -164,3 +164,28 @@ fn expect_passes_on_the_right_answer_and_fails_with_a_diff_otherwise() {
         "{err}"
     );
 }
+
+/// With only the SSH rule loaded the line filter is on (lines no rule can match are not
+/// parsed): the fixture still gives exactly its expected detections.
+#[test]
+fn the_line_filter_keeps_the_fixture_answer() {
+    let fixtures = Path::new(ROOT).join("tests/fixtures");
+    let expect: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures.join("ssh-brute-force.expect.json")).unwrap(),
+    )
+    .unwrap();
+    let report = rules_test(
+        &fixtures.join("ssh-brute-force.log"),
+        &Path::new(ROOT).join("etc/rules.d/ssh.toml"),
+        "syslog",
+        &["--year", "2026"],
+    );
+    assert!(report["skipped"].as_u64().unwrap() > 0, "{report}");
+    let got: Vec<Value> = report["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| serde_json::json!({"rule": d["rule"], "ts": d["ts"], "key": d["key"]}))
+        .collect();
+    assert_eq!(&got, expect["detections"].as_array().unwrap());
+}
