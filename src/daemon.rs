@@ -357,6 +357,7 @@ pub async fn run(
         control_socket: control_path.clone(),
         ingest_socket: ingest_path.clone(),
         event_queue_capacity: config.daemon.event_queue,
+        request_timeout: config.control.request_timeout,
     });
     if let Some(addr) = config.control.metrics_listen {
         running.spawn(
@@ -368,7 +369,12 @@ pub async fn run(
     running.spawn(
         &tracker,
         "control API",
-        crate::api::serve(control_listener, api_state, sources_token.clone()),
+        crate::api::serve(
+            control_listener,
+            config.control.max_connections,
+            api_state,
+            sources_token.clone(),
+        ),
     );
 
     if let Some(aside) = moved_aside {

@@ -6,6 +6,7 @@
 //! incident manager and answer with what it answers, after the change is durable.
 
 mod error;
+mod listener;
 pub mod metrics;
 mod routes;
 
@@ -36,9 +37,9 @@ pub struct Peer {
     pub user: String,
 }
 
-impl Connected<IncomingStream<'_, UnixListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
-        match stream.io().peer_cred() {
+impl Connected<IncomingStream<'_, listener::CappedListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, listener::CappedListener>) -> Self {
+        match stream.io().stream.peer_cred() {
             Ok(cred) => {
                 let uid = cred.uid();
                 let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
@@ -86,10 +87,18 @@ pub struct ApiState {
     pub control_socket: PathBuf,
     pub ingest_socket: PathBuf,
     pub event_queue_capacity: usize,
+    /// Longest a request may take before it is answered 503.
+    pub request_timeout: std::time::Duration,
 }
 
 /// Serves the API until `cancel`, then finishes the requests in flight.
-pub async fn serve(listener: UnixListener, state: Arc<ApiState>, cancel: CancellationToken) {
+pub async fn serve(
+    listener: UnixListener,
+    max_connections: usize,
+    state: Arc<ApiState>,
+    cancel: CancellationToken,
+) {
+    let listener = listener::CappedListener::new(listener, max_connections);
     let app = routes::router(state);
     let result = axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
         .with_graceful_shutdown(cancel.cancelled_owned())

@@ -22,7 +22,8 @@ type ApiResult<T> = Result<T, ApiError>;
 
 pub fn router(state: Arc<ApiState>) -> Router {
     let limit = state.max_body_bytes;
-    Router::new()
+    let timeout = state.request_timeout;
+    let router = Router::new()
         .route("/v1/health", get(health))
         .route("/v1/status", get(status))
         .route("/v1/events", post(post_events))
@@ -44,8 +45,35 @@ pub fn router(state: Arc<ApiState>) -> Router {
                 "method not allowed on this path",
             )
         })
-        .layer(DefaultBodyLimit::max(limit))
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(limit));
+    with_timeout(router, timeout).with_state(state)
+}
+
+/// Answers 503 `timeout` for a request that takes longer than `timeout` (and logs it).
+fn with_timeout<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    timeout: std::time::Duration,
+) -> Router<S> {
+    router.layer(axum::middleware::from_fn_with_state(timeout, time_limit))
+}
+
+async fn time_limit(
+    State(timeout): State<std::time::Duration>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = req.uri().path().to_owned();
+    match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => {
+            tracing::warn!(path = %path, timeout = ?timeout, "request took too long; answered 503");
+            axum::response::IntoResponse::into_response(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                format!("the request did not complete within {timeout:?}"),
+            ))
+        }
+    }
 }
 
 async fn health() -> Json<Value> {
@@ -374,5 +402,42 @@ async fn reload(State(st): S, ConnectInfo(peer): ConnectInfo<Peer>) -> ApiResult
             "invalid_config",
             errors,
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_slow_request_is_answered_503_timeout() {
+        let app: Router = with_timeout(
+            Router::new()
+                .route(
+                    "/slow",
+                    get(|| async {
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                        "late"
+                    }),
+                )
+                .route("/fast", get(|| async { "ok" })),
+            std::time::Duration::from_millis(50),
+        );
+        let call = |path: &'static str| {
+            let app = app.clone();
+            async move {
+                let req = axum::http::Request::get(path)
+                    .body(axum::body::Body::empty())
+                    .unwrap();
+                app.oneshot(req).await.unwrap()
+            }
+        };
+        let slow = call("/slow").await;
+        assert_eq!(slow.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(slow.into_body(), 4096).await.unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["code"], "timeout", "{v}");
+        assert_eq!(call("/fast").await.status(), StatusCode::OK);
     }
 }

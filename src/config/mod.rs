@@ -145,6 +145,9 @@ pub struct ControlConfig {
     pub max_connections: usize,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Longest a request may take before it is answered 503.
+    #[serde(deserialize_with = "de::positive_duration")]
+    pub request_timeout: Duration,
 }
 
 impl Default for ControlConfig {
@@ -157,6 +160,7 @@ impl Default for ControlConfig {
             metrics_listen: None,
             max_connections: 64,
             max_body_bytes: 8 << 20,
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
