@@ -263,7 +263,10 @@ pub async fn render(st: &ApiState) -> String {
     ] {
         m.family(name, "histogram", help);
         let bucket = format!("{name}_bucket");
-        for (bound, count) in h.cumulative() {
+        // One snapshot, so `_count` always equals the `+Inf` bucket.
+        let cumulative = h.cumulative();
+        let total = cumulative.last().map_or(0, |(_, c)| *c);
+        for (bound, count) in cumulative {
             let le = if bound.is_finite() {
                 bound.to_string()
             } else {
@@ -272,7 +275,7 @@ pub async fn render(st: &ApiState) -> String {
             m.sample(&bucket, &[("le", &le)], count as f64);
         }
         m.sample(&format!("{name}_sum"), &[], h.sum_seconds());
-        m.sample(&format!("{name}_count"), &[], h.count() as f64);
+        m.sample(&format!("{name}_count"), &[], total as f64);
     }
     m.family(
         "incidentd_detections_replayed_total",

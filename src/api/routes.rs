@@ -49,7 +49,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
     with_timeout(router, timeout).with_state(state)
 }
 
-/// Answers 503 `timeout` for a request that takes longer than `timeout` (and logs it).
+/// Answers 503 `timeout` for a read (GET) that takes longer than `timeout` (and logs it).
+/// Changes are never cut off halfway: an event batch half sent or a change made but not
+/// answered would invite a retry that applies it twice.
 fn with_timeout<S: Clone + Send + Sync + 'static>(
     router: Router<S>,
     timeout: std::time::Duration,
@@ -62,6 +64,9 @@ async fn time_limit(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    if req.method() != axum::http::Method::GET {
+        return next.run(req).await;
+    }
     let path = req.uri().path().to_owned();
     match tokio::time::timeout(timeout, next.run(req)).await {
         Ok(resp) => resp,
@@ -421,7 +426,14 @@ mod tests {
                         "late"
                     }),
                 )
-                .route("/fast", get(|| async { "ok" })),
+                .route("/fast", get(|| async { "ok" }))
+                .route(
+                    "/change",
+                    post(|| async {
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                        "done"
+                    }),
+                ),
             std::time::Duration::from_millis(50),
         );
         let call = |path: &'static str| {
@@ -439,5 +451,13 @@ mod tests {
         let v: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["error"]["code"], "timeout", "{v}");
         assert_eq!(call("/fast").await.status(), StatusCode::OK);
+        // A change is never cut off halfway.
+        let req = axum::http::Request::post("/change")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        assert_eq!(
+            app.clone().oneshot(req).await.unwrap().status(),
+            StatusCode::OK
+        );
     }
 }

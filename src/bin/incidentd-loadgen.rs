@@ -161,9 +161,38 @@ regex = 'Failed password for \S+ from (?P<ip>[0-9.]+)'
 group_by = ["ip"]
 "#;
 
+/// A fresh folder of our own, removed when dropped (also on errors).
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Result<Scratch, String> {
+        let template = std::env::temp_dir().join("incidentd-loadgen.XXXXXX");
+        nix::unistd::mkdtemp(&template)
+            .map(Scratch)
+            .map_err(|e| format!("cannot make a temporary folder: {e}"))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 struct Daemon {
     child: Child,
     dir: PathBuf,
+    /// Dropped after the daemon stopped (fields drop in order).
+    _scratch: Scratch,
+}
+
+impl Daemon {
+    /// The end of the daemon's log, for an error message.
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
 }
 
 impl Drop for Daemon {
@@ -181,12 +210,12 @@ impl Drop for Daemon {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
 fn start_daemon(bin: &Path, mode: Mode) -> Result<(Daemon, PathBuf), String> {
-    let dir = std::env::temp_dir().join(format!("incidentd-loadgen.{}", std::process::id()));
+    let scratch = Scratch::new()?;
+    let dir = scratch.0.clone();
     std::fs::create_dir_all(dir.join("rules")).map_err(|e| format!("{}: {e}", dir.display()))?;
     let log = dir.join("events.ndjson");
     let source = match mode {
@@ -220,7 +249,14 @@ fn start_daemon(bin: &Path, mode: Mode) -> Result<(Daemon, PathBuf), String> {
         .stderr(stderr)
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-    Ok((Daemon { child, dir }, log))
+    Ok((
+        Daemon {
+            child,
+            dir,
+            _scratch: scratch,
+        },
+        log,
+    ))
 }
 
 /// utime + stime in seconds, and peak RSS in bytes, of a process.
@@ -295,7 +331,13 @@ async fn ssh_incidents(client: &Client) -> Result<Vec<(String, u64)>, String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    match run(args).await {
+    // Ctrl-C ends the run through the same path as an error, so the daemon is stopped and
+    // the temporary folder removed.
+    let result = tokio::select! {
+        r = run(args) => r,
+        _ = tokio::signal::ctrl_c() => Err("interrupted".to_owned()),
+    };
+    match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
@@ -314,7 +356,9 @@ async fn run(args: Args) -> Result<bool, String> {
     };
     let (daemon, log) = start_daemon(&bin, args.mode)?;
     let client = Client::new(daemon.dir.join("run/control.sock"));
-    let st = wait_for(&client, Duration::from_secs(20), |v| v["pid"].is_u64()).await?;
+    let st = wait_for(&client, Duration::from_secs(20), |v| v["pid"].is_u64())
+        .await
+        .map_err(|e| format!("{e}; its log ends:\n{}", daemon.log_tail()))?;
     let pid = st["pid"].as_u64().unwrap_or(0) as u32;
     let (cpu0, _) = cpu_and_peak_rss(pid);
 
@@ -338,7 +382,13 @@ async fn run(args: Args) -> Result<bool, String> {
         ),
     };
     let started = Instant::now();
-    let chunk = 1000u64;
+    // Paced runs write small chunks (a hundredth of a second's worth), so a burst is not
+    // spread over long pauses and latency is not measured on lumps.
+    let chunk = if args.rate > 0 {
+        (args.rate / 100).clamp(1, 1000)
+    } else {
+        1000
+    };
     let mut buf = Vec::with_capacity(256 * chunk as usize);
     let mut sent = 0u64;
     // Writing blocks while the daemon pushes back; that is the point of flat out.

@@ -434,7 +434,7 @@ fn rules_test(
     }
     let rate = report.lines as f64 / report.seconds.max(1e-9);
     println!(
-        "\n{} lines, {} events ({} no rule could match, not parsed), {} rejected, {} detections in {:.3} s ({:.0} lines/s)",
+        "\n{} lines, {} events, {} not parsed (no rule could match), {} rejected, {} detections in {:.3} s ({:.0} lines/s)",
         report.lines,
         report.events,
         report.skipped,

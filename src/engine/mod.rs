@@ -292,6 +292,23 @@ impl Engine {
         Some((set, each))
     }
 
+    /// Whether some rule needs the clock to move without events: timers (absence,
+    /// sequence, `for`), rates and spikes closing their buckets, `allowed_lateness`. `match`
+    /// and `threshold` rules use ticks only to free groups the window has left, which a
+    /// replay can leave to `max_groups`.
+    pub fn needs_ticks(&self) -> bool {
+        self.rules
+            .iter()
+            .filter(|r| r.config.common.enabled)
+            .any(|r| {
+                !matches!(
+                    r.config.kind,
+                    crate::config::RuleKindConfig::Match(_)
+                        | crate::config::RuleKindConfig::Threshold(_)
+                ) || r.config.common.allowed_lateness.is_some()
+            })
+    }
+
     /// Applies one input from a source. Returns true when a checkpoint should be taken at
     /// once: a file went back to an earlier offset (truncated), so line positions are about
     /// to be reused and detections recorded before must not shadow the new lines.

@@ -59,7 +59,7 @@ pub struct Report {
     pub lines: u64,
     pub events: u64,
     pub rejected: u64,
-    /// Lines no rule's regex could match, counted as events without being parsed.
+    /// Lines no rule's regex could match, not parsed (neither events nor rejections).
     pub skipped: u64,
     pub seconds: f64,
     pub rules: Vec<RuleCount>,
@@ -114,6 +114,10 @@ impl Replay {
             Format::Ndjson => None,
         };
         let mut bytes = 0u64;
+        // Rule sets whose state only events change get no ticks before the end, filtered or
+        // not, so the line filter cannot change what they detect (their memory is bounded by
+        // `max_groups`).
+        let mid_run_ticks = engine.needs_ticks();
         match filter {
             Some((set, each)) => {
                 run.prefilter = Some(set);
@@ -128,11 +132,12 @@ impl Replay {
                     }
                     let n = input.read(&mut buf[filled..])?;
                     filled += n;
+                    // Only the new bytes can hold a newline not seen yet.
                     let end = if n == 0 {
                         filled
                     } else {
-                        match memchr::memrchr(b'\n', &buf[..filled]) {
-                            Some(i) => i + 1,
+                        match memchr::memrchr(b'\n', &buf[filled - n..filled]) {
+                            Some(i) => filled - n + i + 1,
                             None => continue,
                         }
                     };
@@ -140,7 +145,9 @@ impl Replay {
                     bytes += end as u64;
                     buf.copy_within(end..filled, 0);
                     filled -= end;
-                    run.tick(engine);
+                    if mid_run_ticks {
+                        run.tick(engine);
+                    }
                     progress(bytes);
                     if n == 0 {
                         break;
@@ -156,11 +163,13 @@ impl Replay {
                         break;
                     }
                     bytes += n as u64;
-                    run.line(engine, &line);
+                    run.line(engine, &line, true);
                     if run.report.lines.is_multiple_of(8192) {
                         // Event time is the clock offline: let quiet groups go as the log
                         // moves on.
-                        run.tick(engine);
+                        if mid_run_ticks {
+                            run.tick(engine);
+                        }
                         progress(bytes);
                     }
                 }
@@ -198,22 +207,26 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    /// Complete lines (the last one may lack its newline at the end of input). The rules'
-    /// regexes find the earliest end of a match from `pos`; lines before the line holding it
-    /// cannot match any rule on their own (their match would end earlier), so they are
-    /// counted, not parsed. That line is checked exactly (a match may have started lines
-    /// before it) and the search goes on from the next line.
+    /// Complete lines (the last one may lack its newline at the end of input). Each rule's
+    /// regex finds the leftmost start of a match from `pos`; lines before the line holding
+    /// the earliest such start contain no match, so they cannot match any rule and are only
+    /// counted. That line is checked exactly (its match may run on into the next lines, so
+    /// it may not match on its own) and the search goes on from the next line.
     fn region(&mut self, engine: &mut Engine, region: &[u8], each: &[regex::bytes::Regex]) {
-        // Byte regexes do not see the U+FFFD that lossy decoding puts in invalid UTF-8, so
-        // such a chunk goes line by line.
-        if std::str::from_utf8(region).is_err() {
+        // Byte regexes do not see the U+FFFD that lossy decoding puts in invalid UTF-8, and
+        // lines in the wrong format must be rejected, not skipped: such a chunk is read line
+        // by line, every line parsed.
+        let first = region
+            .split(|b| *b == b'\n')
+            .find(|l| !l.iter().all(u8::is_ascii_whitespace));
+        if std::str::from_utf8(region).is_err() || first.is_some_and(|l| !self.parses(l)) {
             for line in region.split_inclusive(|b| *b == b'\n') {
-                self.line(engine, line);
+                self.line(engine, line, false);
             }
             return;
         }
-        // The next match of each regex at or after `pos` (None: no more in this region),
-        // found again only once `pos` has passed it.
+        // The next match start of each regex at or after `pos` (None: no more in this
+        // region), searched again only once `pos` has passed it.
         let mut next: Vec<Option<usize>> = vec![Some(0); each.len()];
         let mut fresh = vec![false; each.len()];
         let mut pos = 0;
@@ -221,31 +234,44 @@ impl Run<'_> {
             let mut first: Option<usize> = None;
             for (i, re) in each.iter().enumerate() {
                 if let Some(at) = next[i]
-                    && (!fresh[i] || at <= pos)
+                    && (!fresh[i] || at < pos)
                 {
-                    next[i] = re.shortest_match_at(region, pos);
+                    next[i] = re.find_at(region, pos).map(|m| m.start());
                     fresh[i] = true;
                 }
                 if let Some(at) = next[i] {
                     first = Some(first.map_or(at, |f: usize| f.min(at)));
                 }
             }
-            let Some(e) = first else {
+            let Some(m) = first else {
                 self.skip(&region[pos..]);
                 return;
             };
-            // The line holding the match's last byte.
-            let m = e.saturating_sub(1).max(pos).min(region.len() - 1);
             let start = memchr::memrchr(b'\n', &region[pos..m]).map_or(pos, |i| pos + i + 1);
             let end = memchr::memchr(b'\n', &region[m..]).map_or(region.len(), |i| m + i + 1);
             self.skip(&region[pos..start]);
-            self.line(engine, &region[start..end]);
+            self.line(engine, &region[start..end], true);
             pos = end;
         }
     }
 
-    /// Lines no rule can match: each non-blank one is an event that is not parsed. Only
-    /// lines that start with white space (or are empty) need a closer look.
+    /// Whether the format can read `line` (always, for raw lines).
+    fn parses(&mut self, line: &[u8]) -> bool {
+        let r = self.replay;
+        match r.format {
+            Format::Syslog => parse_syslog_into(
+                &mut self.scratch,
+                &text_of(trim_newline(line)).0,
+                r.year,
+                &r.host,
+            ),
+            Format::Raw | Format::Ndjson => true,
+        }
+    }
+
+    /// Lines no rule can match: counted, and each non-blank one as `skipped` (not parsed, so
+    /// neither an event nor a rejection). Only lines that start with white space (or are
+    /// empty) need a closer look.
     fn skip(&mut self, lines: &[u8]) {
         let blank = |l: &[u8]| trim_newline(l).iter().all(u8::is_ascii_whitespace);
         let (mut n, mut blanks, mut start) = (0u64, 0u64, 0usize);
@@ -263,22 +289,22 @@ impl Run<'_> {
             }
         }
         self.report.lines += n;
-        self.report.events += n - blanks;
         self.report.skipped += n - blanks;
     }
 
-    /// One line, with or without its newline.
-    fn line(&mut self, engine: &mut Engine, line: &[u8]) {
+    /// One line, with or without its newline; `filter` lets a line no rule can match go
+    /// unparsed.
+    fn line(&mut self, engine: &mut Engine, line: &[u8], filter: bool) {
         let r = self.replay;
         self.report.lines += 1;
         let text = trim_newline(line);
         if text.iter().all(u8::is_ascii_whitespace) {
             return;
         }
-        if let Some(p) = &self.prefilter
+        if filter
+            && let Some(p) = &self.prefilter
             && !p.is_match(&text_of(text).0)
         {
-            self.report.events += 1;
             self.report.skipped += 1;
             return;
         }
@@ -408,13 +434,15 @@ group_by = ["ip"]
             }
         }
         log.push_str("not syslog at all\n\n   \n");
-        let mut log = log.into_bytes();
+        log.push_str("Nov 23 11:00:01 h sshd[1]: Failed password for root from 10.0.0.1 port 22");
+        let valid = log.into_bytes();
         // Invalid UTF-8 sends its chunk down the line-by-line path.
-        log.extend_from_slice(
-            b"Nov 23 11:00:00 h sshd[1]: Failed password for \xff from 10.0.0.1 port 22\n",
-        );
-        log.extend_from_slice(
-            b"Nov 23 11:00:01 h sshd[1]: Failed password for root from 10.0.0.1 port 22",
+        let mut invalid = valid.clone();
+        invalid.splice(
+            0..0,
+            b"Nov 23 09:59:00 h sshd[1]: Failed password for \xff from 10.0.0.1 port 22\n"
+                .iter()
+                .copied(),
         );
         let replay = Replay {
             format: Format::Syslog,
@@ -422,34 +450,55 @@ group_by = ["ip"]
             host: "h".into(),
             default_ts: Timestamp(0),
         };
-        let run = |rules: &str| {
+        let run = |rules: &str, log: &[u8]| {
             let mut e = engine(rules);
-            replay.run(&mut e, &log[..], |_| {}).unwrap()
+            replay.run(&mut e, log, |_| {}).unwrap()
         };
-        let fast = run(SSH);
         // A second, anchored rule turns the prefilter off.
-        let slow = run(&format!(
-            "{SSH}\n[[rule]]\nid = \"never\"\nkind = \"match\"\nregex = '^never$'\n"
-        ));
-        assert!(fast.skipped > 0 && slow.skipped == 0);
-        let ssh = |r: &Report| -> Vec<(String, i64)> {
-            r.detections
-                .iter()
-                .filter(|d| d.rule == "ssh")
-                .map(|d| (d.key.clone(), d.ts.millis()))
-                .collect()
+        let unfiltered =
+            format!("{SSH}\n[[rule]]\nid = \"never\"\nkind = \"match\"\nregex = '^never$'\n");
+        for log in [&valid[..], &invalid[..]] {
+            let fast = run(SSH, log);
+            let slow = run(&unfiltered, log);
+            assert_eq!(slow.skipped, 0);
+            assert_eq!(
+                fast.skipped > 0,
+                log == &valid[..],
+                "only valid UTF-8 is filtered"
+            );
+            let ssh = |r: &Report| -> Vec<(String, i64)> {
+                r.detections
+                    .iter()
+                    .filter(|d| d.rule == "ssh")
+                    .map(|d| (d.key.clone(), d.ts.millis()))
+                    .collect()
+            };
+            assert!(!ssh(&fast).is_empty());
+            assert_eq!(ssh(&fast), ssh(&slow));
+            assert_eq!(fast.rules[0].matched, slow.rules[0].matched);
+            assert_eq!(fast.lines, slow.lines);
+            assert_eq!(fast.lines, if log == &valid[..] { 404 } else { 405 });
+            assert_eq!(
+                fast.events + fast.rejected + fast.skipped,
+                slow.events + slow.rejected,
+                "the same non-blank lines"
+            );
+            // The last line, without its newline, is seen by both.
+            assert_eq!(ssh(&fast).last(), ssh(&slow).last());
+        }
+    }
+
+    #[test]
+    fn a_wrong_format_is_still_rejected_with_the_filter_on() {
+        let text = "just words\nmore words here\nFailed password for root from 10.0.0.1\n";
+        let replay = Replay {
+            format: Format::Syslog,
+            year: 2026,
+            host: "h".into(),
+            default_ts: Timestamp(0),
         };
-        assert!(!ssh(&fast).is_empty());
-        assert_eq!(ssh(&fast), ssh(&slow));
-        assert_eq!(fast.rules[0].matched, slow.rules[0].matched);
-        assert_eq!(fast.lines, slow.lines);
-        assert_eq!(fast.lines, 405);
-        assert_eq!(
-            fast.events + fast.rejected,
-            slow.events + slow.rejected,
-            "the same non-blank lines"
-        );
-        // The last line, without its newline, is seen by both.
-        assert_eq!(ssh(&fast).last(), ssh(&slow).last());
+        let mut e = engine(SSH);
+        let r = replay.run(&mut e, text.as_bytes(), |_| {}).unwrap();
+        assert_eq!((r.rejected, r.skipped, r.events), (3, 0, 0));
     }
 }

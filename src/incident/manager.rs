@@ -182,13 +182,15 @@ impl Manager {
             while let Some(m) = msg.take() {
                 n += 1;
                 match m {
-                    Msg::Detection(d) => {
-                        timings.push((d.arrived, d.detected));
-                        if let Err(e) = self.on_detection(&d) {
+                    Msg::Detection(d) => match self.on_detection(&d) {
+                        // Latency counts detections that changed an incident.
+                        Ok(true) => timings.push((d.arrived, d.detected)),
+                        Ok(false) => {}
+                        Err(e) => {
                             self.telemetry.store_errors.inc();
                             tracing::error!(rule = %d.rule, key = %d.key, error = %e, "could not record detection");
                         }
-                    }
+                    },
                     Msg::Command(cmd, reply) => {
                         let r = self.on_command(cmd);
                         replies.push((reply, r));
@@ -404,7 +406,8 @@ impl Manager {
 
     /// Attaches a detection to the open incident of its key, reopens a recently resolved
     /// one, or creates a new incident (rate-limited per key).
-    fn on_detection(&mut self, d: &Detection) -> Result<(), IncidentError> {
+    /// Returns whether an incident changed.
+    fn on_detection(&mut self, d: &Detection) -> Result<bool, IncidentError> {
         let applied_id = d.idempotency_id().map(|mut id| {
             id.applied_at = self.clock.now();
             id
@@ -415,7 +418,7 @@ impl Manager {
             // Replayed after a crash: its effect is already stored.
             self.telemetry.detections_replayed.inc();
             tracing::debug!(rule = %d.rule, key = %d.key, id = ?applied_id, "detection already applied; skipped");
-            return Ok(());
+            return Ok(false);
         }
         let now = self.clock.now();
         if let Some(id) = self.store.latest_for_key(&d.key)? {
@@ -460,7 +463,7 @@ impl Manager {
                     entries,
                     detection: applied_id,
                 })?;
-                return Ok(());
+                return Ok(true);
             }
         }
         if !self.allow_creation(&d.key, now) {
@@ -470,7 +473,7 @@ impl Manager {
             }
             tracing::warn!(key = %d.key, rule = %d.rule, max = self.config.rate_limit.max,
                 per = ?self.config.rate_limit.per, "new incident suppressed by the per-key rate limit");
-            return Ok(());
+            return Ok(false);
         }
         let id = self.allocate_id();
         let mut inc = Incident {
@@ -518,7 +521,7 @@ impl Manager {
         })?;
         self.telemetry.incidents_created.inc();
         tracing::info!(incident = id, key = %d.key, rule = %d.rule, severity = %d.severity, "incident created");
-        Ok(())
+        Ok(true)
     }
 
     fn detection_entry(&self, inc: &mut Incident, d: &Detection) -> TimelineEntry {
