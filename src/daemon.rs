@@ -341,6 +341,8 @@ pub async fn run(
     );
 
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
+    let roles: crate::api::roles::SharedRoles =
+        Arc::new(std::sync::RwLock::new(role_groups(&config)));
     let api_state = Arc::new(ApiState {
         store: store.clone(),
         incidents: incidents.clone(),
@@ -358,6 +360,7 @@ pub async fn run(
         ingest_socket: ingest_path.clone(),
         event_queue_capacity: config.daemon.event_queue,
         request_timeout: config.control.request_timeout,
+        roles: roles.clone(),
     });
     if let Some(addr) = config.control.metrics_listen {
         running.spawn(
@@ -433,7 +436,7 @@ pub async fn run(
         tokio::select! {
             sig = signals.next() => match sig {
                 Some(SIGHUP) => {
-                    let _ = reload(&mut config, &overrides, &engine, &incidents, &telemetry).await;
+                    let _ = reload(&mut config, &overrides, &engine, &incidents, &telemetry, &roles).await;
                 }
                 Some(sig) => {
                     tracing::info!(signal = sig, "shutting down");
@@ -442,7 +445,7 @@ pub async fn run(
                 None => break,
             },
             Some(reply) = reload_rx.recv() => {
-                let r = reload(&mut config, &overrides, &engine, &incidents, &telemetry).await;
+                let r = reload(&mut config, &overrides, &engine, &incidents, &telemetry, &roles).await;
                 let _ = reply.send(r);
             }
         }
@@ -466,6 +469,13 @@ pub async fn run(
         tracing::error!(still_running = ?running.names(), timeout = ?deadline, "shutdown deadline passed; exiting anyway");
     }
     Ok(())
+}
+
+fn role_groups(config: &Config) -> crate::api::roles::RoleGroups {
+    crate::api::roles::RoleGroups {
+        admin: config.control.admin_groups.clone(),
+        responder: config.control.responder_groups.clone(),
+    }
 }
 
 /// Restores the engine's window state from the last checkpoint. An unreadable checkpoint is
@@ -496,6 +506,7 @@ async fn reload(
     engine: &EngineHandle,
     incidents: &IncidentHandle,
     telemetry: &Telemetry,
+    roles: &crate::api::roles::SharedRoles,
 ) -> Result<String, String> {
     let mut states = vec![NotifyState::Reloading];
     if let Ok(m) = NotifyState::monotonic_usec_now() {
@@ -561,9 +572,14 @@ async fn reload(
                 config.ingest.clone(),
                 config.daemon.clone(),
             );
+            let groups = role_groups(&new);
             let sources = std::mem::take(&mut config.sources);
             *config = new;
             (config.control, config.ingest, config.daemon) = keep;
+            // Who may do what changes at once; the rest of [control] waits for a restart.
+            config.control.admin_groups = groups.admin.clone();
+            config.control.responder_groups = groups.responder.clone();
+            *roles.write().unwrap_or_else(|p| p.into_inner()) = groups;
             // The running sources stay as started, and so does what the config says of them.
             config.sources = sources;
             notify(&[

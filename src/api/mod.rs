@@ -8,6 +8,7 @@
 mod error;
 mod listener;
 pub mod metrics;
+pub mod roles;
 mod routes;
 
 use std::path::PathBuf;
@@ -35,6 +36,8 @@ pub struct Peer {
     pub pid: Option<i32>,
     /// The user name, or `uid:N` when it has none.
     pub user: String,
+    /// Names of the peer's groups (primary and supplementary, from the user database).
+    pub groups: Vec<String>,
 }
 
 impl Connected<IncomingStream<'_, listener::CappedListener>> for Peer {
@@ -47,11 +50,16 @@ impl Connected<IncomingStream<'_, listener::CappedListener>> for Peer {
                     .flatten()
                     .map(|u| u.name)
                     .unwrap_or_else(|| format!("uid:{uid}"));
+                let groups = roles::group_names(
+                    (!user.starts_with("uid:")).then_some(user.as_str()),
+                    Some(cred.gid()),
+                );
                 Peer {
                     uid: Some(uid),
                     gid: Some(cred.gid()),
                     pid: cred.pid(),
                     user,
+                    groups,
                 }
             }
             Err(e) => {
@@ -61,6 +69,7 @@ impl Connected<IncomingStream<'_, listener::CappedListener>> for Peer {
                     gid: None,
                     pid: None,
                     user: "unknown".into(),
+                    groups: Vec::new(),
                 }
             }
         }
@@ -89,6 +98,8 @@ pub struct ApiState {
     pub event_queue_capacity: usize,
     /// Longest a request may take before it is answered 503.
     pub request_timeout: std::time::Duration,
+    /// admin_groups and responder_groups, replaced on reload.
+    pub roles: roles::SharedRoles,
 }
 
 /// Serves the API until `cancel`, then finishes the requests in flight.

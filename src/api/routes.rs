@@ -45,7 +45,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
                 "method not allowed on this path",
             )
         })
-        .layer(DefaultBodyLimit::max(limit));
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            super::roles::authorize,
+        ));
     with_timeout(router, timeout).with_state(state)
 }
 

@@ -7,6 +7,7 @@ mod durability;
 mod ingest;
 mod lifecycle;
 mod replay;
+mod roles;
 mod sources;
 mod systemd;
 mod tail;

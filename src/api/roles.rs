@@ -1,0 +1,180 @@
+//! Who may do what on the control API (DESIGN §3.5): the role of a connection comes from its
+//! peer credentials (SO_PEERCRED), never from anything the client says.
+//!
+//! - **admin**: root, the daemon's own user, and members of `[control] admin_groups`: every
+//!   call (creating incidents by hand, reload, and all below).
+//! - **responder**: members of `responder_groups`: status changes, notes, events.
+//! - **reader**: any other peer that can open the socket (its file mode decides who can):
+//!   every GET.
+//!
+//! Group membership is the peer's primary group plus the groups its user name belongs to
+//! (`getgrouplist`), as SO_PEERCRED carries the primary group only. A refused call is answered
+//! 403 with the role it needed and logged.
+
+use std::sync::{Arc, RwLock};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::{ApiError, ApiState, Peer};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    Reader,
+    Responder,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Reader => "reader",
+            Role::Responder => "responder",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// The groups that make admins and responders; replaced on reload.
+#[derive(Clone, Debug, Default)]
+pub struct RoleGroups {
+    pub admin: Vec<String>,
+    pub responder: Vec<String>,
+}
+
+pub type SharedRoles = Arc<RwLock<RoleGroups>>;
+
+/// The role of a peer under `groups`.
+pub fn role_of(peer: &Peer, groups: &RoleGroups) -> Role {
+    let me = nix::unistd::geteuid().as_raw();
+    match peer.uid {
+        Some(0) => return Role::Admin,
+        Some(uid) if uid == me => return Role::Admin,
+        None => return Role::Reader,
+        _ => {}
+    }
+    let member = |names: &[String]| peer.groups.iter().any(|g| names.contains(g));
+    if member(&groups.admin) {
+        Role::Admin
+    } else if member(&groups.responder) {
+        Role::Responder
+    } else {
+        Role::Reader
+    }
+}
+
+/// The role a call needs.
+pub fn needed(method: &Method, path: &str) -> Role {
+    if method == Method::GET || method == Method::HEAD {
+        return Role::Reader;
+    }
+    let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["", "v1", "events"] => Role::Responder,
+        ["", "v1", "incidents", _id, _action] => Role::Responder,
+        // Creating incidents by hand, reload, and anything new: admins.
+        _ => Role::Admin,
+    }
+}
+
+/// Middleware: answers 403 when the peer's role is below what the call needs.
+pub async fn authorize(State(st): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
+    let need = needed(req.method(), req.uri().path());
+    if need == Role::Reader {
+        return next.run(req).await;
+    }
+    let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<Peer>>().cloned() else {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the caller's credentials are unknown",
+        )
+        .into_response();
+    };
+    let have = {
+        let groups = st.roles.read().unwrap_or_else(|p| p.into_inner());
+        role_of(&peer, &groups)
+    };
+    if have >= need {
+        return next.run(req).await;
+    }
+    tracing::warn!(user = %peer.user, uid = ?peer.uid, method = %req.method(), path = %req.uri().path(),
+        needed = need.as_str(), role = have.as_str(), "refused an API call");
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!(
+            "{} {} needs the {} role; {} is a {} (see [control] admin_groups and responder_groups)",
+            req.method(),
+            req.uri().path(),
+            need.as_str(),
+            peer.user,
+            have.as_str()
+        ),
+    )
+    .into_response()
+}
+
+/// The names of a user's groups: its primary group and those it is a member of.
+pub fn group_names(user: Option<&str>, gid: Option<u32>) -> Vec<String> {
+    use nix::unistd::{Gid, Group};
+    let mut gids: Vec<Gid> = gid.map(Gid::from_raw).into_iter().collect();
+    if let (Some(u), Some(g)) = (user, gid)
+        && let Ok(name) = std::ffi::CString::new(u)
+        && let Ok(list) = nix::unistd::getgrouplist(&name, Gid::from_raw(g))
+    {
+        gids.extend(list);
+    }
+    let mut names: Vec<String> = gids
+        .into_iter()
+        .filter_map(|g| Group::from_gid(g).ok().flatten().map(|g| g.name))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(uid: u32, groups: &[&str]) -> Peer {
+        Peer {
+            uid: Some(uid),
+            gid: Some(uid),
+            pid: None,
+            user: format!("u{uid}"),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn roles_and_what_calls_need() {
+        let g = RoleGroups {
+            admin: vec!["ops".into()],
+            responder: vec!["oncall".into()],
+        };
+        assert_eq!(role_of(&peer(0, &[]), &g), Role::Admin);
+        assert_eq!(role_of(&peer(4242, &["ops"]), &g), Role::Admin);
+        assert_eq!(role_of(&peer(4242, &["oncall", "x"]), &g), Role::Responder);
+        assert_eq!(role_of(&peer(4242, &["x"]), &g), Role::Reader);
+        let me = nix::unistd::geteuid().as_raw();
+        assert_eq!(role_of(&peer(me, &[]), &g), Role::Admin);
+
+        assert_eq!(needed(&Method::GET, "/v1/incidents"), Role::Reader);
+        assert_eq!(
+            needed(&Method::POST, "/v1/incidents/7/ack"),
+            Role::Responder
+        );
+        assert_eq!(
+            needed(&Method::POST, "/v1/incidents/7/notes"),
+            Role::Responder
+        );
+        assert_eq!(needed(&Method::POST, "/v1/events"), Role::Responder);
+        assert_eq!(needed(&Method::POST, "/v1/incidents"), Role::Admin);
+        assert_eq!(needed(&Method::POST, "/v1/reload"), Role::Admin);
+        assert_eq!(needed(&Method::DELETE, "/v1/anything"), Role::Admin);
+    }
+}

@@ -1,0 +1,83 @@
+//! Roles from peer credentials, with incidentctl run as a real other user (`setpriv`), not a
+//! faked header: nobody may read; nobody in a responder group may acknowledge but not reload;
+//! the timeline names the real user. Needs root (to switch users); skipped, loudly, otherwise.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Output};
+
+use crate::util::{CTL, TestDaemon};
+
+fn as_user(ctl: &std::path::Path, socket: &std::path::Path, group: &str, args: &[&str]) -> Output {
+    Command::new("setpriv")
+        .args([
+            "--reuid=nobody",
+            &format!("--regid={group}"),
+            "--clear-groups",
+            "--",
+        ])
+        .arg(ctl)
+        .args(args)
+        .env("INCIDENTD_SOCKET", socket)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run setpriv")
+}
+
+#[tokio::test]
+async fn roles_come_from_the_peers_real_credentials() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: switching to another user needs root");
+        return;
+    }
+    let d = TestDaemon::prepare(
+        "[control]\nsocket_mode = \"0666\"\nresponder_groups = [\"users\"]\n",
+        "",
+    );
+    d.wait_healthy().await;
+    // Let nobody reach the socket and run a copy of the client.
+    for p in [d.dir.path(), d.run.as_path()] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let ctl = d.path("incidentctl");
+    std::fs::copy(CTL, &ctl).unwrap();
+    std::fs::set_permissions(&ctl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sock = d.run.join("control.sock");
+    let created = d
+        .post(
+            "/v1/incidents",
+            serde_json::json!({"title": "disk full", "severity": "sev2"}),
+        )
+        .await
+        .expect("root creates by hand");
+    let id = created["id"].to_string();
+
+    // A reader: may list, may not acknowledge.
+    let list = as_user(&ctl, &sock, "nogroup", &["list"]);
+    assert!(list.status.success(), "{list:?}");
+    assert!(String::from_utf8_lossy(&list.stdout).contains("disk full"));
+    let ack = as_user(&ctl, &sock, "nogroup", &["ack", &id]);
+    assert!(!ack.status.success(), "{ack:?}");
+    let err = String::from_utf8_lossy(&ack.stderr);
+    assert!(
+        err.contains("needs the responder role") && err.contains("nobody is a reader"),
+        "{err}"
+    );
+
+    // A responder (primary group `users`): may acknowledge, may not reload.
+    let ack = as_user(&ctl, &sock, "users", &["ack", &id, "-m", "on it"]);
+    assert!(ack.status.success(), "{ack:?}");
+    let reload = as_user(&ctl, &sock, "users", &["reload"]);
+    assert!(!reload.status.success(), "{reload:?}");
+    assert!(String::from_utf8_lossy(&reload.stderr).contains("needs the admin role"));
+
+    // The timeline's actor is the real user, and the refusals were logged.
+    let timeline = d.get(&format!("/v1/incidents/{id}/timeline")).await;
+    let actors: Vec<&str> = timeline["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["actor"].as_str())
+        .collect();
+    assert_eq!(actors.last(), Some(&"nobody"), "{timeline}");
+    assert!(d.log().contains("refused an API call"), "{}", d.log());
+}
