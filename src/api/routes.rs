@@ -31,6 +31,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/incidents/{id}", get(show_incident))
         .route("/v1/incidents/{id}/timeline", get(timeline))
         .route("/v1/incidents/{id}/notes", post(add_note))
+        .route("/v1/incidents/{id}/severity", post(set_severity))
+        .route("/v1/incidents/{id}/tags", post(set_tags))
+        .route("/v1/incidents/{id}/assign", post(assign))
         .route("/v1/incidents/{id}/{transition}", post(transition))
         .route("/v1/rules", get(rules))
         .route("/v1/reload", post(reload))
@@ -376,6 +379,89 @@ async fn add_note(
             .command(Command::Note {
                 id,
                 note,
+                actor: peer.user,
+            })
+            .await?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeverityBody {
+    severity: crate::incident::Severity,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+async fn set_severity(
+    State(st): S,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    path: Result<Path<IdPath>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Incident>> {
+    let id = parse_id(&path?.0.id)?;
+    let body: SeverityBody = parse_json(&body?)?;
+    Ok(Json(
+        st.incidents
+            .command(Command::Severity {
+                id,
+                severity: body.severity,
+                note: body.note.filter(|n| !n.is_empty()),
+                actor: peer.user,
+            })
+            .await?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TagsBody {
+    #[serde(default)]
+    add: Vec<String>,
+    #[serde(default)]
+    remove: Vec<String>,
+}
+
+async fn set_tags(
+    State(st): S,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    path: Result<Path<IdPath>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Incident>> {
+    let id = parse_id(&path?.0.id)?;
+    let body: TagsBody = parse_json(&body?)?;
+    Ok(Json(
+        st.incidents
+            .command(Command::Tags {
+                id,
+                add: body.add,
+                remove: body.remove,
+                actor: peer.user,
+            })
+            .await?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AssignBody {
+    /// `null` unassigns.
+    assignee: Option<String>,
+}
+
+async fn assign(
+    State(st): S,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    path: Result<Path<IdPath>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Incident>> {
+    let id = parse_id(&path?.0.id)?;
+    let body: AssignBody = parse_json(&body?)?;
+    Ok(Json(
+        st.incidents
+            .command(Command::Assign {
+                id,
+                assignee: body.assignee,
                 actor: peer.user,
             })
             .await?,

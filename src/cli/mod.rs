@@ -97,6 +97,31 @@ pub enum Cmd {
     Reopen(TransitionArgs),
     /// Add a note to an incident's timeline.
     Note { id: u64, text: Vec<String> },
+    /// Change an incident's severity (admins).
+    Severity {
+        id: u64,
+        /// sev1 (worst) to sev5; also critical, high, medium, low, info.
+        severity: String,
+        /// A note recorded with the change.
+        #[arg(short = 'm', long = "message")]
+        message: Option<String>,
+    },
+    /// Add tags to an incident (and remove others with --remove).
+    Tag {
+        id: u64,
+        tags: Vec<String>,
+        /// A tag to remove (repeatable).
+        #[arg(long)]
+        remove: Vec<String>,
+    },
+    /// Assign an incident to someone (or --clear the assignment).
+    Assign {
+        id: u64,
+        #[arg(required_unless_present = "clear")]
+        assignee: Option<String>,
+        #[arg(long, conflicts_with = "assignee")]
+        clear: bool,
+    },
     /// Rules: list the loaded ones, or check files without a daemon.
     Rules {
         #[command(subcommand)]
@@ -104,6 +129,10 @@ pub enum Cmd {
     },
     /// Reload the daemon's config and rules.
     Reload,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff), e.g. `incidentctl man > incidentctl.1`.
+    Man,
 }
 
 #[derive(clap::Args, Debug)]
@@ -160,6 +189,21 @@ pub async fn run(args: Args) -> Result<(), CliError> {
     let print_json =
         |v: &Value| println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
     match args.command {
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Args::command(),
+                "incidentctl",
+                &mut std::io::stdout(),
+            );
+        }
+        Cmd::Man => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Args::command())
+                .render(&mut std::io::stdout())
+                .map_err(|e| CliError::Failed(format!("cannot write the manual page: {e}")))?;
+        }
         Cmd::Status => {
             let v: Value = client.get("/v1/status").await?;
             if json_out {
@@ -271,6 +315,56 @@ pub async fn run(args: Args) -> Result<(), CliError> {
                 print_json(&json!(inc));
             } else {
                 println!("note added to incident {id}");
+            }
+        }
+        Cmd::Severity {
+            id,
+            severity,
+            message,
+        } => {
+            let inc: Incident = client
+                .post(
+                    &format!("/v1/incidents/{id}/severity"),
+                    &json!({"severity": severity, "note": message}),
+                )
+                .await?;
+            if json_out {
+                print_json(&json!(inc));
+            } else {
+                println!("incident {id} is now {}", inc.severity);
+            }
+        }
+        Cmd::Tag { id, tags, remove } => {
+            let inc: Incident = client
+                .post(
+                    &format!("/v1/incidents/{id}/tags"),
+                    &json!({"add": tags, "remove": remove}),
+                )
+                .await?;
+            if json_out {
+                print_json(&json!(inc));
+            } else {
+                println!("incident {id} tags: {}", inc.tags.join(", "));
+            }
+        }
+        Cmd::Assign {
+            id,
+            assignee,
+            clear: _,
+        } => {
+            let inc: Incident = client
+                .post(
+                    &format!("/v1/incidents/{id}/assign"),
+                    &json!({ "assignee": assignee }),
+                )
+                .await?;
+            if json_out {
+                print_json(&json!(inc));
+            } else {
+                match &inc.assignee {
+                    Some(a) => println!("incident {id} is assigned to {a}"),
+                    None => println!("incident {id} is unassigned"),
+                }
             }
         }
         Cmd::Rules {

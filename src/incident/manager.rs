@@ -87,6 +87,26 @@ pub enum Command {
         incident: NewIncident,
         actor: String,
     },
+    /// Set the severity by hand (admins).
+    Severity {
+        id: u64,
+        severity: Severity,
+        note: Option<String>,
+        actor: String,
+    },
+    /// Add and remove tags.
+    Tags {
+        id: u64,
+        add: Vec<String>,
+        remove: Vec<String>,
+        actor: String,
+    },
+    /// Assign to someone, or unassign (`None`).
+    Assign {
+        id: u64,
+        assignee: Option<String>,
+        actor: String,
+    },
 }
 
 /// What travels on the manager's channel.
@@ -342,6 +362,103 @@ impl Manager {
                 })?;
                 Ok(inc)
             }
+            Command::Severity {
+                id,
+                severity,
+                note,
+                actor,
+            } => {
+                let mut inc = self.load(id)?;
+                if inc.severity == severity {
+                    return Err(IncidentError::Invalid(format!(
+                        "incident {id} is already {severity}"
+                    )));
+                }
+                let from = inc.severity;
+                inc.severity = severity;
+                inc.updated_at = Some(self.clock.now());
+                let e = self.entry(
+                    &mut inc,
+                    EntryKind::SeverityChanged,
+                    &actor,
+                    note,
+                    serde_json::json!({"from": from, "to": severity}),
+                );
+                self.apply_one(&inc, e)?;
+                tracing::info!(incident = id, from = %from, to = %severity, actor = %actor, "severity changed by hand");
+                Ok(inc)
+            }
+            Command::Tags {
+                id,
+                add,
+                remove,
+                actor,
+            } => {
+                let clean = |v: Vec<String>| -> Result<Vec<String>, IncidentError> {
+                    v.into_iter()
+                        .map(|t| t.trim().to_owned())
+                        .map(|t| {
+                            if t.is_empty() || t.len() > 64 || t.chars().any(char::is_whitespace) {
+                                Err(IncidentError::Invalid(format!(
+                                    "tag `{t}`: tags are 1 to 64 characters without spaces"
+                                )))
+                            } else {
+                                Ok(t)
+                            }
+                        })
+                        .collect()
+                };
+                let (add, remove) = (clean(add)?, clean(remove)?);
+                if add.is_empty() && remove.is_empty() {
+                    return Err(IncidentError::Invalid("name a tag to add or remove".into()));
+                }
+                let mut inc = self.load(id)?;
+                let before = inc.tags.clone();
+                inc.tags.retain(|t| !remove.contains(t));
+                for t in &add {
+                    if !inc.tags.contains(t) {
+                        if inc.tags.len() >= 50 {
+                            return Err(IncidentError::Invalid(
+                                "an incident keeps at most 50 tags".into(),
+                            ));
+                        }
+                        inc.tags.push(t.clone());
+                    }
+                }
+                if inc.tags == before {
+                    return Ok(inc);
+                }
+                inc.updated_at = Some(self.clock.now());
+                let data = serde_json::json!({"added": add, "removed": remove, "tags": inc.tags});
+                let e = self.entry(&mut inc, EntryKind::Tag, &actor, None, data);
+                self.apply_one(&inc, e)?;
+                Ok(inc)
+            }
+            Command::Assign {
+                id,
+                assignee,
+                actor,
+            } => {
+                let assignee = assignee
+                    .map(|a| a.trim().to_owned())
+                    .filter(|a| !a.is_empty());
+                let mut inc = self.load(id)?;
+                if inc.assignee == assignee {
+                    return Ok(inc);
+                }
+                let from = inc.assignee.take();
+                inc.assignee = assignee.clone();
+                inc.updated_at = Some(self.clock.now());
+                let e = self.entry(
+                    &mut inc,
+                    EntryKind::Assigned,
+                    &actor,
+                    None,
+                    serde_json::json!({"from": from, "to": assignee}),
+                );
+                self.apply_one(&inc, e)?;
+                Ok(inc)
+            }
             Command::Create { incident, actor } => {
                 if incident.title.trim().is_empty() {
                     return Err(IncidentError::Invalid("an incident needs a title".into()));
@@ -396,6 +513,17 @@ impl Manager {
                 Ok(inc)
             }
         }
+    }
+
+    /// One timeline entry on an existing incident whose status did not change.
+    fn apply_one(&self, inc: &Incident, e: TimelineEntry) -> Result<(), IncidentError> {
+        self.store.apply(&Change {
+            incident: inc.clone(),
+            previous_status: Some(inc.status),
+            entries: vec![e],
+            detection: None,
+        })?;
+        Ok(())
     }
 
     fn allocate_id(&mut self) -> u64 {

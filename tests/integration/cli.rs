@@ -140,3 +140,102 @@ fn rules_check_runs_without_a_daemon() {
         stderr(&o)
     );
 }
+
+#[tokio::test]
+async fn severity_tags_and_assignment() {
+    let d = TestDaemon::start("").await;
+    let made = d
+        .post(
+            "/v1/incidents",
+            serde_json::json!({"title": "queue backlog", "severity": "sev3"}),
+        )
+        .await
+        .unwrap();
+    let id = made["id"].to_string();
+
+    let sev = d.ctl(&["severity", &id, "high", "-m", "customers affected"]);
+    assert!(sev.status.success(), "{}", stderr(&sev));
+    assert_eq!(stdout(&sev).trim(), format!("incident {id} is now sev2"));
+    let again = d.ctl(&["severity", &id, "sev2"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("already sev2"),
+        "{}",
+        stderr(&again)
+    );
+
+    let tag = d.ctl(&["tag", &id, "db", "urgent"]);
+    assert!(tag.status.success(), "{}", stderr(&tag));
+    let untag = d.ctl(&["tag", &id, "--remove", "urgent", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&untag.stdout).unwrap();
+    assert_eq!(v["tags"], serde_json::json!(["db"]));
+    let bad = d.ctl(&["tag", &id, "two words"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr(&bad).contains("without spaces"), "{}", stderr(&bad));
+
+    let assign = d.ctl(&["assign", &id, "alice"]);
+    assert_eq!(
+        stdout(&assign).trim(),
+        format!("incident {id} is assigned to alice")
+    );
+    let clear = d.ctl(&["assign", &id, "--clear"]);
+    assert_eq!(
+        stdout(&clear).trim(),
+        format!("incident {id} is unassigned")
+    );
+    let missing = d.ctl(&["assign", "999", "bob"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr(&missing).contains("incident 999 not found"),
+        "{}",
+        stderr(&missing)
+    );
+
+    let timeline = d.get(&format!("/v1/incidents/{id}/timeline")).await;
+    let kinds: Vec<&str> = timeline["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "created",
+            "severity_changed",
+            "tag",
+            "tag",
+            "assigned",
+            "assigned"
+        ],
+        "{timeline}"
+    );
+    assert_eq!(timeline["timeline"][1]["note"], "customers affected");
+}
+
+#[test]
+fn completions_and_the_manual_page_come_from_the_same_definition() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(CTL)
+            .args(args)
+            .output()
+            .expect("run incidentctl")
+    };
+    let bash = run(&["completions", "bash"]);
+    assert!(bash.status.success());
+    let text = stdout(&bash);
+    assert!(
+        text.contains("_incidentctl()") && text.contains("severity"),
+        "{text}"
+    );
+    let fish = run(&["completions", "fish"]);
+    assert!(stdout(&fish).contains("complete -c incidentctl"));
+    let man = run(&["man"]);
+    let page = stdout(&man);
+    assert!(
+        page.contains(".TH incidentctl 1") && page.contains("completions"),
+        "{page}"
+    );
+    let bad = run(&["completions", "tcsh"]);
+    assert_eq!(bad.status.code(), Some(2));
+}
