@@ -4,7 +4,7 @@
 //! - **admin**: root, the daemon's own user, and members of `[control] admin_groups`: every
 //!   call (creating incidents by hand, reload, and all below).
 //! - **responder**: members of `responder_groups`: status changes, notes, tags, assignment,
-//!   events. Changing an incident's severity by hand is for admins.
+//!   events and external alerts. Changing an incident's severity by hand is for admins.
 //! - **reader**: any other peer that can open the socket (its file mode decides who can):
 //!   every GET.
 //!
@@ -73,7 +73,7 @@ pub fn needed(method: &Method, path: &str) -> Role {
     }
     let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
     match parts.as_slice() {
-        ["", "v1", "events"] => Role::Responder,
+        ["", "v1", "events"] | ["", "v1", "alerts"] => Role::Responder,
         ["", "v1", "incidents", _id, "severity"] => Role::Admin,
         ["", "v1", "incidents", _id, _action] => Role::Responder,
         // Creating incidents by hand, reload, and anything new: admins.
@@ -175,6 +175,7 @@ mod tests {
             Role::Responder
         );
         assert_eq!(needed(&Method::POST, "/v1/events"), Role::Responder);
+        assert_eq!(needed(&Method::POST, "/v1/alerts"), Role::Responder);
         assert_eq!(needed(&Method::POST, "/v1/incidents"), Role::Admin);
         assert_eq!(
             needed(&Method::POST, "/v1/incidents/7/severity"),

@@ -27,6 +27,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/health", get(health))
         .route("/v1/status", get(status))
         .route("/v1/events", post(post_events))
+        .route("/v1/alerts", post(post_alert))
         .route("/v1/incidents", get(list_incidents).post(create_incident))
         .route("/v1/incidents/{id}", get(show_incident))
         .route("/v1/incidents/{id}/timeline", get(timeline))
@@ -382,6 +383,31 @@ async fn add_note(
                 actor: peer.user,
             })
             .await?,
+    ))
+}
+
+async fn post_alert(
+    State(st): S,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let alert: crate::incident::manager::ExternalAlert = parse_json(&body?)?;
+    let outcome = st.incidents.alert(alert, peer.user).await?;
+    use crate::incident::manager::Outcome;
+    let status = if matches!(outcome, Outcome::Created(_)) {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(json!({
+            "incident_id": outcome.incident(),
+            "created": matches!(outcome, Outcome::Created(_)),
+            "deduplicated": matches!(outcome, Outcome::Deduplicated(_)),
+            "reopened": matches!(outcome, Outcome::Reopened(_)),
+            "rate_limited": matches!(outcome, Outcome::RateLimited),
+        })),
     ))
 }
 

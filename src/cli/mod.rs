@@ -54,6 +54,25 @@ pub enum Cmd {
         /// Files of NDJSON events; `-` or none reads standard input.
         files: Vec<PathBuf>,
     },
+    /// Raise an external alert: creates an incident, or joins the open one of the same key.
+    Alert {
+        /// Alerts with the same key share an incident.
+        key: String,
+        /// What is wrong.
+        #[arg(required = true)]
+        summary: Vec<String>,
+        #[arg(long, default_value = "sev3")]
+        severity: String,
+        #[arg(long)]
+        service: Option<String>,
+        #[arg(long)]
+        host: Option<String>,
+        /// A label `key=value` (repeatable).
+        #[arg(long)]
+        label: Vec<String>,
+        #[arg(long)]
+        runbook: Option<String>,
+    },
     /// List incidents, newest first.
     List {
         /// Status filter, comma-separated (`active` = open, acknowledged, mitigated).
@@ -189,6 +208,43 @@ pub async fn run(args: Args) -> Result<(), CliError> {
     let print_json =
         |v: &Value| println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
     match args.command {
+        Cmd::Alert {
+            key,
+            summary,
+            severity,
+            service,
+            host,
+            label,
+            runbook,
+        } => {
+            let mut labels = serde_json::Map::new();
+            for l in label {
+                let (k, v) = l
+                    .split_once('=')
+                    .ok_or_else(|| CliError::Failed(format!("label `{l}` is not key=value")))?;
+                labels.insert(k.to_owned(), v.into());
+            }
+            let v: Value = client
+                .post(
+                    "/v1/alerts",
+                    &json!({"key": key, "summary": summary.join(" "), "severity": severity,
+                        "service": service, "host": host, "labels": labels, "runbook": runbook}),
+                )
+                .await?;
+            if json_out {
+                print_json(&v);
+            } else if v["created"] == true {
+                println!("created incident {}", v["incident_id"]);
+            } else if v["reopened"] == true {
+                println!("reopened incident {}", v["incident_id"]);
+            } else if v["deduplicated"] == true {
+                println!("added to incident {} (same key)", v["incident_id"]);
+            } else {
+                println!(
+                    "rate limited: no new incident for key {key} (see [incidents] rate_limit)"
+                );
+            }
+        }
         Cmd::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(

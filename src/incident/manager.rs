@@ -109,6 +109,59 @@ pub enum Command {
     },
 }
 
+/// What a detection (or an external alert) did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Created(u64),
+    /// Attached to the open incident of its key.
+    Deduplicated(u64),
+    /// Reopened the recently resolved incident of its key.
+    Reopened(u64),
+    /// No incident: the key's creation rate limit.
+    RateLimited,
+    /// Already applied before a crash.
+    Replayed,
+}
+
+impl Outcome {
+    pub fn changed(self) -> bool {
+        matches!(
+            self,
+            Outcome::Created(_) | Outcome::Deduplicated(_) | Outcome::Reopened(_)
+        )
+    }
+
+    pub fn incident(self) -> Option<u64> {
+        match self {
+            Outcome::Created(id) | Outcome::Deduplicated(id) | Outcome::Reopened(id) => Some(id),
+            _ => None,
+        }
+    }
+}
+
+/// An external detection (`POST /v1/alerts`): a CI job or a cron check raising an incident.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalAlert {
+    /// Alerts with the same key share an incident.
+    pub key: String,
+    pub summary: String,
+    #[serde(default = "default_alert_severity")]
+    pub severity: Severity,
+    #[serde(default)]
+    pub service: Option<String>,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub runbook: Option<String>,
+}
+
+fn default_alert_severity() -> Severity {
+    Severity::Sev3
+}
+
 /// What travels on the manager's channel.
 pub enum Msg {
     Detection(Detection),
@@ -119,6 +172,12 @@ pub enum Msg {
     Configure(IncidentsConfig),
     /// The engine's window state, saved with the batch's flush.
     Checkpoint(Vec<u8>, crate::store::Coverage),
+    /// An external alert, answered after the flush.
+    Alert(
+        ExternalAlert,
+        String,
+        oneshot::Sender<Result<Outcome, IncidentError>>,
+    ),
 }
 
 /// The channel front of the manager.
@@ -137,6 +196,20 @@ impl IncidentHandle {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Msg::Command(cmd, tx))
+            .await
+            .map_err(|_| IncidentError::Unavailable)?;
+        rx.await.map_err(|_| IncidentError::Unavailable)?
+    }
+
+    /// Raises an external alert; answered once its effect is durable.
+    pub async fn alert(
+        &self,
+        alert: ExternalAlert,
+        actor: String,
+    ) -> Result<Outcome, IncidentError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Alert(alert, actor, tx))
             .await
             .map_err(|_| IncidentError::Unavailable)?;
         rx.await.map_err(|_| IncidentError::Unavailable)?
@@ -192,6 +265,8 @@ impl Manager {
     fn run(&mut self, mut rx: mpsc::Receiver<Msg>) {
         let mut replies: Vec<(Reply, Result<Incident, IncidentError>)> = Vec::new();
         let mut pings: Vec<oneshot::Sender<()>> = Vec::new();
+        type AlertReply = oneshot::Sender<Result<Outcome, IncidentError>>;
+        let mut alert_replies: Vec<(AlertReply, Result<Outcome, IncidentError>)> = Vec::new();
         while let Some(first) = rx.blocking_recv() {
             let mut checkpointed = false;
             // (event arrival, detection) times of the detections in this batch.
@@ -204,8 +279,8 @@ impl Manager {
                 match m {
                     Msg::Detection(d) => match self.on_detection(&d) {
                         // Latency counts detections that changed an incident.
-                        Ok(true) => timings.push((d.arrived, d.detected)),
-                        Ok(false) => {}
+                        Ok(o) if o.changed() => timings.push((d.arrived, d.detected)),
+                        Ok(_) => {}
                         Err(e) => {
                             self.telemetry.store_errors.inc();
                             tracing::error!(rule = %d.rule, key = %d.key, error = %e, "could not record detection");
@@ -217,6 +292,10 @@ impl Manager {
                     }
                     Msg::Ping(p) => pings.push(p),
                     Msg::Configure(c) => self.config = c,
+                    Msg::Alert(alert, actor, reply) => {
+                        let r = self.on_alert(alert, &actor);
+                        alert_replies.push((reply, r));
+                    }
                     Msg::Checkpoint(bytes, coverage) => {
                         checkpointed = true;
                         if let Err(e) = self.store.save_checkpoint(&bytes, &coverage) {
@@ -254,6 +333,15 @@ impl Manager {
                 }
             }
             for (reply, r) in replies.drain(..) {
+                let r = match (&flushed, r) {
+                    (Err(e), Ok(_)) => {
+                        Err(IncidentError::Invalid(format!("change not durable: {e}")))
+                    }
+                    (_, r) => r,
+                };
+                let _ = reply.send(r);
+            }
+            for (reply, r) in alert_replies.drain(..) {
                 let r = match (&flushed, r) {
                     (Err(e), Ok(_)) => {
                         Err(IncidentError::Invalid(format!("change not durable: {e}")))
@@ -534,8 +622,8 @@ impl Manager {
 
     /// Attaches a detection to the open incident of its key, reopens a recently resolved
     /// one, or creates a new incident (rate-limited per key).
-    /// Returns whether an incident changed.
-    fn on_detection(&mut self, d: &Detection) -> Result<bool, IncidentError> {
+    /// Returns what the detection did.
+    fn on_detection(&mut self, d: &Detection) -> Result<Outcome, IncidentError> {
         let applied_id = d.idempotency_id().map(|mut id| {
             id.applied_at = self.clock.now();
             id
@@ -546,7 +634,7 @@ impl Manager {
             // Replayed after a crash: its effect is already stored.
             self.telemetry.detections_replayed.inc();
             tracing::debug!(rule = %d.rule, key = %d.key, id = ?applied_id, "detection already applied; skipped");
-            return Ok(false);
+            return Ok(Outcome::Replayed);
         }
         let now = self.clock.now();
         if let Some(id) = self.store.latest_for_key(&d.key)? {
@@ -591,7 +679,11 @@ impl Manager {
                     entries,
                     detection: applied_id,
                 })?;
-                return Ok(true);
+                return Ok(if recently_resolved {
+                    Outcome::Reopened(id)
+                } else {
+                    Outcome::Deduplicated(id)
+                });
             }
         }
         if !self.allow_creation(&d.key, now) {
@@ -601,7 +693,7 @@ impl Manager {
             }
             tracing::warn!(key = %d.key, rule = %d.rule, max = self.config.rate_limit.max,
                 per = ?self.config.rate_limit.per, "new incident suppressed by the per-key rate limit");
-            return Ok(false);
+            return Ok(Outcome::RateLimited);
         }
         let id = self.allocate_id();
         let mut inc = Incident {
@@ -649,7 +741,43 @@ impl Manager {
         })?;
         self.telemetry.incidents_created.inc();
         tracing::info!(incident = id, key = %d.key, rule = %d.rule, severity = %d.severity, "incident created");
-        Ok(true)
+        Ok(Outcome::Created(id))
+    }
+
+    /// An external alert: a detection of the pseudo-rule `alert`, through the same dedup,
+    /// reopen, severity and rate-limit path as the rules' detections.
+    fn on_alert(&mut self, a: ExternalAlert, actor: &str) -> Result<Outcome, IncidentError> {
+        if a.key.trim().is_empty() || a.summary.trim().is_empty() {
+            return Err(IncidentError::Invalid(
+                "an alert needs a `key` and a `summary`".into(),
+            ));
+        }
+        let now = self.clock.now();
+        let mut labels = a.labels;
+        labels.insert("alerted_by".into(), actor.to_owned());
+        let d = Detection {
+            rule: "alert".into(),
+            severity: a.severity,
+            key: a.key,
+            summary: a.summary.clone(),
+            ts: now,
+            first_ts: now,
+            count: 1,
+            group: BTreeMap::new(),
+            labels,
+            service: a.service,
+            host: a.host,
+            correlation_id: None,
+            trace_id: None,
+            runbook: a.runbook,
+            message: Some(a.summary),
+            origin: None,
+            arrived: None,
+            detected: None,
+        };
+        let outcome = self.on_detection(&d)?;
+        tracing::info!(key = %d.key, actor = %actor, outcome = ?outcome, "external alert");
+        Ok(outcome)
     }
 
     fn detection_entry(&self, inc: &mut Incident, d: &Detection) -> TimelineEntry {

@@ -239,3 +239,68 @@ fn completions_and_the_manual_page_come_from_the_same_definition() {
     let bad = run(&["completions", "tcsh"]);
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// `POST /v1/alerts` and `incidentctl alert`: created, deduplicated, then (after a resolve,
+/// outside the reopen window) refused by the per-key rate limit; every answer after the
+/// change is durable.
+#[tokio::test]
+async fn external_alerts_create_deduplicate_and_are_rate_limited() {
+    let d = TestDaemon::prepare(
+        "[incidents]\nrate_limit = { max = 1, per = \"1h\" }\nreopen_window = \"0s\"\n",
+        "",
+    );
+    d.wait_healthy().await;
+    let first = d.ctl(&[
+        "alert",
+        "backup/db1",
+        "nightly",
+        "backup",
+        "failed",
+        "--severity",
+        "high",
+        "--label",
+        "job=pgdump",
+    ]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let out = stdout(&first);
+    assert!(out.starts_with("created incident "), "{out}");
+    let id = out.trim().rsplit(' ').next().unwrap().to_owned();
+
+    let (status, again) = d
+        .raw(
+            hyper::Method::POST,
+            "/v1/alerts",
+            br#"{"key":"backup/db1","summary":"still failing"}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["deduplicated"], true);
+    assert_eq!(again["incident_id"].to_string(), id);
+    let inc = d.get(&format!("/v1/incidents/{id}")).await;
+    assert_eq!(
+        (inc["severity"].as_str(), inc["detections"].as_u64()),
+        (Some("sev2"), Some(2))
+    );
+    assert_eq!(inc["labels"]["job"], "pgdump");
+
+    assert!(d.ctl(&["resolve", &id]).status.success());
+    let limited = d.ctl(&["alert", "backup/db1", "failed", "again"]);
+    assert!(limited.status.success(), "{}", stderr(&limited));
+    assert!(
+        stdout(&limited).starts_with("rate limited"),
+        "{}",
+        stdout(&limited)
+    );
+
+    let (status, bad) = d
+        .raw(hyper::Method::POST, "/v1/alerts", br#"{"key":"k"}"#)
+        .await;
+    assert_eq!(status, 400, "{bad}");
+    assert!(
+        bad["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("summary"),
+        "{bad}"
+    );
+}
