@@ -198,3 +198,119 @@ async fn periodic_checkpoints_survive_sigkill() {
     d.send_and_settle(&[failed_password("198.51.100.44")]).await;
     d.wait_for_key("ssh/198.51.100.44").await;
 }
+
+/// SIGKILL at 20 random moments while a client raises a known set of external alerts and
+/// acknowledges each incident, retrying every request until it is answered; after the last
+/// restart each expected incident exists exactly once and every answered change is there.
+#[tokio::test]
+async fn sigkill_torture_with_external_alerts_and_acks() {
+    use incidentd::cli::client::{Client, ClientError};
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    let mut x = seed;
+    let mut rand = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let mut d = TestDaemon::start("").await;
+    let client = Client::new(d.run.join("control.sock"));
+    // The client raises alerts until told to stop (after the last kill), at least 60.
+    const KEYS: usize = 60;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_worker = stop.clone();
+
+    // Retries until answered; an answer of any kind ends the retries.
+    async fn until_answered<T: serde::de::DeserializeOwned>(
+        client: &Client,
+        path: &str,
+        body: serde_json::Value,
+    ) -> Result<T, ClientError> {
+        loop {
+            match client.post::<T>(path, &body).await {
+                Err(ClientError::Connect { .. } | ClientError::Http(_)) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+    let worker = tokio::spawn(async move {
+        let mut acked = Vec::new();
+        for k in 0.. {
+            if k >= KEYS && stop_worker.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            let key = format!("cron/job-{k}");
+            let v: serde_json::Value = until_answered(
+                &client,
+                "/v1/alerts",
+                json!({"key": key, "summary": format!("job {k} failed")}),
+            )
+            .await
+            .expect("alert answered");
+            let id = v["incident_id"].as_u64().expect("an incident");
+            match until_answered::<serde_json::Value>(
+                &client,
+                &format!("/v1/incidents/{id}/ack"),
+                json!({}),
+            )
+            .await
+            {
+                Ok(_) => {}
+                // The first attempt was applied before a kill; its retry finds it done.
+                Err(ClientError::Api {
+                    status: 409,
+                    message,
+                    ..
+                }) => {
+                    assert!(message.contains("already acknowledged"), "{message}")
+                }
+                Err(e) => panic!("ack {id}: {e}"),
+            }
+            acked.push((key, id));
+            // Paced, so the kills land among the requests.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        acked
+    });
+    let mut kills = 0;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(20 + rand(150))).await;
+        if worker.is_finished() {
+            break;
+        }
+        d.kill9();
+        kills += 1;
+        d.restart().await;
+    }
+    assert_eq!(
+        kills, 20,
+        "seed {seed}: the client finished before all kills"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = tokio::time::timeout(Duration::from_secs(60), worker)
+        .await
+        .expect("the client finished")
+        .expect("client ran");
+    let all = d.incidents("").await;
+    let mut keys: Vec<&str> = all.iter().map(|i| i["key"].as_str().unwrap()).collect();
+    keys.sort();
+    let mut expected: Vec<String> = (0..acked.len()).map(|k| format!("cron/job-{k}")).collect();
+    expected.sort();
+    assert_eq!(
+        keys,
+        expected,
+        "seed {seed}: each incident exactly once\n{}",
+        d.log()
+    );
+    for (key, id) in acked {
+        let inc = all.iter().find(|i| i["key"] == key.as_str()).unwrap();
+        assert_eq!(inc["id"], id, "seed {seed}: {inc}");
+        assert_eq!(inc["status"], "acknowledged", "seed {seed}: {inc}");
+    }
+}
