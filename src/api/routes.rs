@@ -31,6 +31,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/incidents", get(list_incidents).post(create_incident))
         .route("/v1/incidents/{id}", get(show_incident))
         .route("/v1/incidents/{id}/timeline", get(timeline))
+        .route("/v1/incidents/{id}/related", get(related))
         .route("/v1/incidents/{id}/notes", post(add_note))
         .route("/v1/incidents/{id}/severity", post(set_severity))
         .route("/v1/incidents/{id}/tags", post(set_tags))
@@ -295,6 +296,57 @@ async fn show_incident(
         .incident(id)?
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("incident {id} not found")))
+}
+
+/// Incidents that share the key, the service or a correlation/trace id with incident `id`,
+/// newest first (at most 100), each with the reasons.
+async fn related(
+    State(st): S,
+    path: Result<Path<IdPath>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let id = parse_id(&path?.0.id)?;
+    let me = st
+        .store
+        .incident(id)?
+        .ok_or_else(|| ApiError::not_found(format!("incident {id} not found")))?;
+    let mut out = Vec::new();
+    let mut query = ListQuery {
+        limit: 1000,
+        ..Default::default()
+    };
+    'pages: loop {
+        let page = st.store.list(&query)?;
+        for other in page.incidents {
+            if other.id == id {
+                continue;
+            }
+            let mut why = Vec::new();
+            if other.key == me.key {
+                why.push("key");
+            }
+            if me.service.is_some() && other.service == me.service {
+                why.push("service");
+            }
+            if other
+                .correlation_ids
+                .iter()
+                .any(|c| me.correlation_ids.contains(c))
+            {
+                why.push("correlation");
+            }
+            if !why.is_empty() {
+                out.push(json!({"incident": other, "why": why}));
+                if out.len() >= 100 {
+                    break 'pages;
+                }
+            }
+        }
+        match page.next_cursor {
+            Some(c) => query.cursor = Some(c),
+            None => break,
+        }
+    }
+    Ok(Json(json!({"incident_id": id, "related": out})))
 }
 
 async fn timeline(

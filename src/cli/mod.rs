@@ -102,6 +102,8 @@ pub enum Cmd {
     Show { id: u64 },
     /// Show an incident's timeline.
     Timeline { id: u64 },
+    /// Incidents sharing the key, the service or a correlation id with this one.
+    Related { id: u64 },
     /// Acknowledge an incident.
     Ack(TransitionArgs),
     /// Mark an incident mitigated.
@@ -354,6 +356,40 @@ pub async fn run(args: Args) -> Result<(), CliError> {
                 let entries: Vec<TimelineEntry> =
                     serde_json::from_value(v["timeline"].clone()).unwrap_or_default();
                 print!("{}", timeline_table(&entries));
+            }
+        }
+        Cmd::Related { id } => {
+            let v: Value = client.get(&format!("/v1/incidents/{id}/related")).await?;
+            if json_out {
+                print_json(&v);
+            } else {
+                let items = v["related"].as_array().cloned().unwrap_or_default();
+                let mut incidents = Vec::new();
+                let mut why = Vec::new();
+                for item in items {
+                    if let Ok(i) = serde_json::from_value::<Incident>(item["incident"].clone()) {
+                        incidents.push(i);
+                        why.push(
+                            item["why"]
+                                .as_array()
+                                .map(|w| {
+                                    w.iter()
+                                        .filter_map(Value::as_str)
+                                        .collect::<Vec<_>>()
+                                        .join(",")
+                                })
+                                .unwrap_or_default(),
+                        );
+                    }
+                }
+                if incidents.is_empty() {
+                    println!("no incident shares a key, service or correlation id with {id}");
+                } else {
+                    print!("{}", incidents_table(&incidents, now));
+                    for (i, w) in incidents.iter().zip(why) {
+                        println!("{}: shares {w}", i.id);
+                    }
+                }
             }
         }
         Cmd::Ack(a) => transition(&client, Transition::Ack, a, json_out).await?,

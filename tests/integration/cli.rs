@@ -304,3 +304,53 @@ async fn external_alerts_create_deduplicate_and_are_rate_limited() {
         "{bad}"
     );
 }
+
+#[tokio::test]
+async fn related_incidents_share_a_key_or_a_service() {
+    let d = TestDaemon::start("").await;
+    let mut ids = Vec::new();
+    for (key, service) in [("k1", "api"), ("k1", "web"), ("k9", "api"), ("k7", "db")] {
+        let v = d
+            .post(
+                "/v1/incidents",
+                serde_json::json!({"title": format!("{key} on {service}"), "severity": "sev3", "key": key, "service": service}),
+            )
+            .await
+            .unwrap();
+        ids.push(v["id"].as_u64().unwrap());
+    }
+    let v = d.get(&format!("/v1/incidents/{}/related", ids[0])).await;
+    let got: Vec<(u64, Vec<String>)> = v["related"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["incident"]["id"].as_u64().unwrap(),
+                serde_json::from_value(r["why"].clone()).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (ids[2], vec!["service".to_owned()]),
+            (ids[1], vec!["key".to_owned()])
+        ],
+        "{v}"
+    );
+    let text = d.ctl(&["related", &ids[0].to_string()]);
+    assert!(
+        stdout(&text).contains(&format!("{}: shares key", ids[1])),
+        "{}",
+        stdout(&text)
+    );
+    let none = d.ctl(&["related", &ids[3].to_string()]);
+    assert!(
+        stdout(&none).starts_with("no incident shares"),
+        "{}",
+        stdout(&none)
+    );
+    let missing = d.ctl(&["related", "999"]);
+    assert_eq!(missing.status.code(), Some(1));
+}
