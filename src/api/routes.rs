@@ -38,6 +38,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/incidents/{id}/assign", post(assign))
         .route("/v1/incidents/{id}/{transition}", post(transition))
         .route("/v1/rules", get(rules))
+        .route("/v1/stats", get(stats))
         .route("/v1/reload", post(reload))
         .route("/metrics", get(super::metrics::handler))
         .fallback(|| async {
@@ -230,10 +231,10 @@ fn parse_list(params: &[(String, String)]) -> ApiResult<ListQuery> {
             }
             "q" => q.q = Some(v.clone()),
             "since" => {
-                q.since = Some(match humantime::parse_duration(v) {
-                    Ok(d) => Timestamp::from_millis(0).max(crate::clock::SystemClock.now_minus(d)),
-                    Err(_) => Timestamp::parse_rfc3339(v).map_err(bad)?,
-                })
+                q.since = Some(parse_since(
+                    v,
+                    crate::clock::Clock::now(&crate::clock::SystemClock),
+                )?)
             }
             "limit" => {
                 q.limit = v
@@ -544,6 +545,64 @@ async fn assign(
             })
             .await?,
     ))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct StatsQuery {
+    /// Only incidents created since: a duration ("7d") or an RFC 3339 time.
+    #[serde(default)]
+    since: Option<String>,
+}
+
+/// A duration back from `now` ("2h") or an RFC 3339 time.
+fn parse_since(v: &str, now: Timestamp) -> ApiResult<Timestamp> {
+    match humantime::parse_duration(v) {
+        Ok(d) => Ok(Timestamp::from_millis(0).max(now.saturating_sub(d))),
+        Err(_) => Timestamp::parse_rfc3339(v).map_err(|e| {
+            ApiError::bad_request(format!(
+                "since: `{v}` is neither a duration (\"2h\") nor an RFC 3339 time: {e}"
+            ))
+        }),
+    }
+}
+
+/// Counts, false-positive share, time to detect/acknowledge/resolve, and the rules' fire
+/// counts.
+async fn stats(
+    State(st): S,
+    query: Result<Query<StatsQuery>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(q) = query?;
+    let mut list = ListQuery {
+        limit: 1000,
+        ..Default::default()
+    };
+    if let Some(s) = &q.since {
+        list.since = Some(parse_since(s, st.clock.now())?);
+    }
+    let mut incidents = Vec::new();
+    loop {
+        let page = st.store.list(&list)?;
+        incidents.extend(page.incidents);
+        match page.next_cursor {
+            Some(c) => list.cursor = Some(c),
+            None => break,
+        }
+    }
+    let stats = crate::incident::stats::Stats::of(&incidents);
+    let rules: Vec<Value> = st
+        .engine
+        .rules()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| json!({"id": r.id, "matched": r.matched, "fired": r.fired}))
+        .collect();
+    let mut v = serde_json::to_value(&stats).unwrap_or(Value::Null);
+    v["rules"] = Value::Array(rules);
+    v["since"] = json!(list.since);
+    Ok(Json(v))
 }
 
 async fn rules(State(st): S) -> ApiResult<Json<Value>> {

@@ -104,6 +104,12 @@ pub enum Cmd {
     Timeline { id: u64 },
     /// Incidents sharing the key, the service or a correlation id with this one.
     Related { id: u64 },
+    /// Counts, false positives, and time to detect, acknowledge and resolve.
+    Stats {
+        /// Only incidents created since: a duration ("7d") or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+    },
     /// Acknowledge an incident.
     Ack(TransitionArgs),
     /// Mark an incident mitigated.
@@ -356,6 +362,22 @@ pub async fn run(args: Args) -> Result<(), CliError> {
                 let entries: Vec<TimelineEntry> =
                     serde_json::from_value(v["timeline"].clone()).unwrap_or_default();
                 print!("{}", timeline_table(&entries));
+            }
+        }
+        Cmd::Stats { since } => {
+            let path = match &since {
+                Some(s) => format!(
+                    "/v1/stats?{}",
+                    serde_urlencoded::to_string([("since", s)])
+                        .map_err(|e| CliError::Failed(e.to_string()))?
+                ),
+                None => "/v1/stats".to_owned(),
+            };
+            let v: Value = client.get(&path).await?;
+            if json_out {
+                print_json(&v);
+            } else {
+                print_stats(&v);
             }
         }
         Cmd::Related { id } => {
@@ -756,6 +778,95 @@ fn incidents_table(incidents: &[Incident], now: Timestamp) -> String {
         ],
         &rows,
     )
+}
+
+/// A duration in seconds as people read it ("4m 12s").
+fn human_secs(v: &Value) -> String {
+    match v.as_f64() {
+        Some(s) => {
+            let d = std::time::Duration::from_secs(s.round().max(0.0) as u64);
+            humantime::format_duration(d).to_string()
+        }
+        None => "-".into(),
+    }
+}
+
+fn print_stats(v: &Value) {
+    let counts = |m: &Value| {
+        m.as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, n)| format!("{k} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    };
+    println!("incidents   {}", v["incidents"]);
+    println!("by status   {}", counts(&v["by_status"]));
+    println!("by severity {}", counts(&v["by_severity"]));
+    if let Some(share) = v["cancelled_share"].as_f64() {
+        println!("cancelled   {:.1}% (false positives)", share * 100.0);
+    }
+    let mut rows = Vec::new();
+    let mut add = |scope: String, t: &Value| {
+        for (name, key) in [
+            ("detect", "mttd"),
+            ("acknowledge", "mtta"),
+            ("resolve", "mttr"),
+        ] {
+            let s = &t[key];
+            if s["count"].as_u64().unwrap_or(0) == 0 {
+                continue;
+            }
+            rows.push(vec![
+                scope.clone(),
+                format!("time to {name}"),
+                s["count"].to_string(),
+                human_secs(&s["mean"]),
+                human_secs(&s["p50"]),
+                human_secs(&s["p90"]),
+            ]);
+        }
+    };
+    add("all".into(), &v["times"]);
+    for (group, prefix) in [("times_by_severity", ""), ("times_by_service", "service ")] {
+        if let Some(o) = v[group].as_object() {
+            for (k, t) in o {
+                add(format!("{prefix}{k}"), t);
+            }
+        }
+    }
+    if !rows.is_empty() {
+        println!();
+        print!(
+            "{}",
+            table(&["SCOPE", "MEASURE", "N", "MEAN", "P50", "P90"], &rows)
+        );
+    }
+    let rules: Vec<Vec<String>> = v["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            vec![
+                r["id"].as_str().unwrap_or("").to_owned(),
+                r["matched"].to_string(),
+                r["fired"].to_string(),
+                v["incidents_by_rule"][r["id"].as_str().unwrap_or("")]
+                    .as_u64()
+                    .unwrap_or(0)
+                    .to_string(),
+            ]
+        })
+        .collect();
+    if !rules.is_empty() {
+        println!();
+        print!(
+            "{}",
+            table(&["RULE", "MATCHED", "FIRED", "INCIDENTS"], &rules)
+        );
+    }
 }
 
 fn print_incident(i: &Incident, now: Timestamp) {

@@ -354,3 +354,60 @@ async fn related_incidents_share_a_key_or_a_service() {
     let missing = d.ctl(&["related", "999"]);
     assert_eq!(missing.status.code(), Some(1));
 }
+
+#[tokio::test]
+async fn stats_count_and_time_the_lifecycle() {
+    let d = TestDaemon::start(SSH_RULE).await;
+    let mut ids = Vec::new();
+    for (sev, service) in [("sev2", "api"), ("sev3", "db"), ("sev2", "api")] {
+        let v = d
+            .post(
+                "/v1/incidents",
+                serde_json::json!({"title": "t", "severity": sev, "service": service}),
+            )
+            .await
+            .unwrap();
+        ids.push(v["id"].to_string());
+    }
+    for args in [
+        vec!["ack", &ids[0]],
+        vec!["resolve", &ids[0]],
+        vec!["cancel", &ids[1]],
+        vec!["ack", &ids[2]],
+    ] {
+        assert!(d.ctl(&args).status.success(), "{args:?}");
+    }
+    d.send_and_settle(
+        &(0..5)
+            .map(|_| failed_password("203.0.113.5"))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    let v = d.get("/v1/stats").await;
+    // Three by hand, the SSH one, and the settle marker.
+    assert_eq!(v["incidents"], 5, "{v}");
+    assert_eq!(v["by_status"]["cancelled"], 1);
+    assert_eq!(v["by_status"]["resolved"], 1);
+    assert_eq!(v["by_status"]["acknowledged"], 1);
+    assert_eq!(v["cancelled_share"], 0.2);
+    assert_eq!(v["times"]["mtta"]["count"], 2);
+    assert_eq!(v["times"]["mttr"]["count"], 1);
+    assert_eq!(v["times_by_service"]["api"]["mtta"]["count"], 2);
+    assert!(v["times"]["mttd"]["p90"].as_f64().unwrap() >= 0.0);
+    assert_eq!(v["incidents_by_rule"]["ssh"], 1);
+    let ssh = v["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "ssh")
+        .unwrap();
+    assert_eq!(ssh["fired"], 1);
+    let text = d.ctl(&["stats"]);
+    let out = stdout(&text);
+    assert!(out.contains("cancelled   20.0% (false positives)"), "{out}");
+    assert!(out.contains("time to acknowledge"), "{out}");
+    let (status, bad) = d
+        .raw(hyper::Method::GET, "/v1/stats?since=soonish", b"")
+        .await;
+    assert_eq!(status, 400, "{bad}");
+}

@@ -1,0 +1,152 @@
+//! Numbers over incidents (`GET /v1/stats`): counts by status and severity, the share
+//! cancelled as false positives, and time to detect, acknowledge and resolve — mean, p50 and
+//! p90 — overall, by severity and by service.
+//!
+//! - time to detect: from the first event behind an incident to its creation;
+//! - time to acknowledge: from creation to the first acknowledgement;
+//! - time to resolve: from creation to resolution (incidents resolved or closed).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::{Incident, Status};
+
+/// Mean and percentiles of a set of durations, in seconds.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Summary {
+    pub count: usize,
+    pub mean: Option<f64>,
+    pub p50: Option<f64>,
+    pub p90: Option<f64>,
+}
+
+impl Summary {
+    pub fn of(mut secs: Vec<f64>) -> Summary {
+        if secs.is_empty() {
+            return Summary::default();
+        }
+        secs.sort_by(f64::total_cmp);
+        let n = secs.len();
+        // Nearest rank: the smallest value with at least q of the values at or below it.
+        let rank = |q: f64| secs[((q * n as f64).ceil() as usize).clamp(1, n) - 1];
+        Summary {
+            count: n,
+            mean: Some(secs.iter().sum::<f64>() / n as f64),
+            p50: Some(rank(0.5)),
+            p90: Some(rank(0.9)),
+        }
+    }
+}
+
+/// Time to detect, acknowledge and resolve.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Times {
+    pub mttd: Summary,
+    pub mtta: Summary,
+    pub mttr: Summary,
+}
+
+#[derive(Default)]
+struct Samples {
+    detect: Vec<f64>,
+    ack: Vec<f64>,
+    resolve: Vec<f64>,
+}
+
+impl Samples {
+    fn add(&mut self, i: &Incident) {
+        let secs = |from: crate::clock::Timestamp, to: crate::clock::Timestamp| {
+            (to.millis() - from.millis()).max(0) as f64 / 1000.0
+        };
+        self.detect.push(secs(i.first_event_at, i.created_at));
+        if let Some(a) = i.acknowledged_at {
+            self.ack.push(secs(i.created_at, a));
+        }
+        if let Some(r) = i.resolved_at {
+            self.resolve.push(secs(i.created_at, r));
+        }
+    }
+
+    fn times(self) -> Times {
+        Times {
+            mttd: Summary::of(self.detect),
+            mtta: Summary::of(self.ack),
+            mttr: Summary::of(self.resolve),
+        }
+    }
+}
+
+/// Everything `GET /v1/stats` answers about incidents.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    pub incidents: usize,
+    pub by_status: BTreeMap<String, usize>,
+    pub by_severity: BTreeMap<String, usize>,
+    /// Cancelled (false positives) over all incidents.
+    pub cancelled_share: Option<f64>,
+    pub times: Times,
+    pub times_by_severity: BTreeMap<String, Times>,
+    pub times_by_service: BTreeMap<String, Times>,
+    /// Incidents each rule contributed detections to.
+    pub incidents_by_rule: BTreeMap<String, usize>,
+}
+
+impl Stats {
+    pub fn of<'a>(incidents: impl IntoIterator<Item = &'a Incident>) -> Stats {
+        let mut n = 0;
+        let mut by_status: BTreeMap<String, usize> = BTreeMap::new();
+        let mut by_severity: BTreeMap<String, usize> = BTreeMap::new();
+        let mut by_rule: BTreeMap<String, usize> = BTreeMap::new();
+        let mut all = Samples::default();
+        let mut sev: BTreeMap<String, Samples> = BTreeMap::new();
+        let mut svc: BTreeMap<String, Samples> = BTreeMap::new();
+        let mut cancelled = 0;
+        for i in incidents {
+            n += 1;
+            *by_status.entry(i.status.as_str().to_owned()).or_default() += 1;
+            *by_severity
+                .entry(i.severity.as_str().to_owned())
+                .or_default() += 1;
+            if i.status == Status::Cancelled {
+                cancelled += 1;
+            }
+            for r in &i.rules {
+                *by_rule.entry(r.clone()).or_default() += 1;
+            }
+            all.add(i);
+            sev.entry(i.severity.as_str().to_owned())
+                .or_default()
+                .add(i);
+            if let Some(s) = &i.service {
+                svc.entry(s.clone()).or_default().add(i);
+            }
+        }
+        Stats {
+            incidents: n,
+            by_status,
+            by_severity,
+            cancelled_share: (n > 0).then(|| cancelled as f64 / n as f64),
+            times: all.times(),
+            times_by_severity: sev.into_iter().map(|(k, s)| (k, s.times())).collect(),
+            times_by_service: svc.into_iter().map(|(k, s)| (k, s.times())).collect(),
+            incidents_by_rule: by_rule,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let s = Summary::of(vec![10.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]);
+        assert_eq!(s.count, 10);
+        assert_eq!(s.mean, Some(5.5));
+        assert_eq!(s.p50, Some(5.0));
+        assert_eq!(s.p90, Some(9.0));
+        assert_eq!(Summary::of(vec![]), Summary::default());
+        assert_eq!(Summary::of(vec![3.0]).p90, Some(3.0));
+    }
+}
