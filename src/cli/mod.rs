@@ -104,6 +104,8 @@ pub enum Cmd {
     Timeline { id: u64 },
     /// Incidents sharing the key, the service or a correlation id with this one.
     Related { id: u64 },
+    /// Write a post-mortem draft in Markdown.
+    Postmortem { id: u64 },
     /// Counts, false positives, and time to detect, acknowledge and resolve.
     Stats {
         /// Only incidents created since: a duration ("7d") or an RFC 3339 time.
@@ -362,6 +364,29 @@ pub async fn run(args: Args) -> Result<(), CliError> {
                 let entries: Vec<TimelineEntry> =
                     serde_json::from_value(v["timeline"].clone()).unwrap_or_default();
                 print!("{}", timeline_table(&entries));
+            }
+        }
+        Cmd::Postmortem { id } => {
+            let (status, body) = client
+                .raw(
+                    hyper::Method::GET,
+                    &format!("/v1/incidents/{id}/postmortem"),
+                    Vec::new(),
+                    "application/json",
+                )
+                .await?;
+            let text = String::from_utf8_lossy(&body);
+            if !status.is_success() {
+                let msg = serde_json::from_str::<Value>(&text)
+                    .ok()
+                    .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+                    .unwrap_or_else(|| text.into_owned());
+                return Err(CliError::Failed(msg));
+            }
+            if json_out {
+                print_json(&json!({"incident_id": id, "markdown": text}));
+            } else {
+                print!("{text}");
             }
         }
         Cmd::Stats { since } => {

@@ -9,6 +9,7 @@
 pub mod lifecycle;
 pub mod manager;
 mod model;
+pub mod postmortem;
 pub mod stats;
 
 pub use lifecycle::Transition;

@@ -411,3 +411,53 @@ async fn stats_count_and_time_the_lifecycle() {
         .await;
     assert_eq!(status, 400, "{bad}");
 }
+
+#[tokio::test]
+async fn a_postmortem_draft_in_markdown() {
+    let d = TestDaemon::start(SSH_RULE).await;
+    d.send_and_settle(
+        &(0..5)
+            .map(|_| failed_password("203.0.113.8"))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    let inc = d.wait_for_key("ssh/203.0.113.8").await;
+    let id = inc["id"].to_string();
+    assert!(
+        d.ctl(&["ack", &id, "-m", "blocking | the address"])
+            .status
+            .success()
+    );
+    assert!(d.ctl(&["resolve", &id]).status.success());
+    let out = d.ctl(&["postmortem", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let md = stdout(&out);
+    for want in [
+        &format!("# Post-mortem: incident {id} — "),
+        "## Summary",
+        "## Impact",
+        "- Duration: ",
+        "## Timeline",
+        "| time | what | who | details |",
+        "blocking \\| the address",
+        "## Detections and evidence",
+        "`ssh`",
+        "last event: `Failed password for root from 203.0.113.8 port 22 ssh2`",
+        "## Root cause",
+        "## Actions and their results",
+        "## Notifications",
+        "- Time to acknowledge: ",
+        "- Time to resolve: ",
+        "## Lessons learned",
+        "## Follow-ups",
+    ] {
+        assert!(md.contains(want), "no {want:?} in\n{md}");
+    }
+    let missing = d.ctl(&["postmortem", "999"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr(&missing).contains("incident 999 not found"),
+        "{}",
+        stderr(&missing)
+    );
+}
