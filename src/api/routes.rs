@@ -40,6 +40,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/incidents/{id}/{transition}", post(transition))
         .route("/v1/rules", get(rules))
         .route("/v1/stats", get(stats))
+        .route("/v1/export", get(export))
         .route("/v1/reload", post(reload))
         .route("/metrics", get(super::metrics::handler))
         .fallback(|| async {
@@ -298,6 +299,46 @@ async fn show_incident(
         .incident(id)?
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("incident {id} not found")))
+}
+
+/// The whole incident log as NDJSON, one timeline entry per line in log order, streamed
+/// from the store as it is read.
+async fn export(State(st): S) -> impl axum::response::IntoResponse {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(16);
+    let store = st.store.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut chunk = Vec::with_capacity(64 * 1024);
+        let r = store.each_entry(&mut |e| {
+            if serde_json::to_writer(&mut chunk, &e).is_err() {
+                return false;
+            }
+            chunk.push(b'\n');
+            if chunk.len() >= 64 * 1024 {
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(64 * 1024));
+                // The client went away: stop reading.
+                return tx.blocking_send(Ok(full)).is_ok();
+            }
+            true
+        });
+        match r {
+            Ok(()) => {
+                if !chunk.is_empty() {
+                    let _ = tx.blocking_send(Ok(chunk));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "export failed while reading the incident log");
+                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(stream),
+    )
 }
 
 /// A Markdown post-mortem draft.

@@ -104,6 +104,12 @@ pub enum Cmd {
     Timeline { id: u64 },
     /// Incidents sharing the key, the service or a correlation id with this one.
     Related { id: u64 },
+    /// Write the whole incident log as NDJSON (one timeline entry per line, in log order).
+    Export {
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        to: Option<PathBuf>,
+    },
     /// Write a post-mortem draft in Markdown.
     Postmortem { id: u64 },
     /// Counts, false positives, and time to detect, acknowledge and resolve.
@@ -364,6 +370,39 @@ pub async fn run(args: Args) -> Result<(), CliError> {
                 let entries: Vec<TimelineEntry> =
                     serde_json::from_value(v["timeline"].clone()).unwrap_or_default();
                 print!("{}", timeline_table(&entries));
+            }
+        }
+        Cmd::Export { to } => {
+            let (status, body) = client
+                .raw(
+                    hyper::Method::GET,
+                    "/v1/export",
+                    Vec::new(),
+                    "application/json",
+                )
+                .await?;
+            if !status.is_success() {
+                return Err(CliError::Failed(
+                    String::from_utf8_lossy(&body).into_owned(),
+                ));
+            }
+            match to {
+                Some(path) => {
+                    std::fs::write(&path, &body).map_err(|e| {
+                        CliError::Failed(format!("cannot write {}: {e}", path.display()))
+                    })?;
+                    eprintln!(
+                        "wrote {} timeline entries to {}",
+                        body.iter().filter(|b| **b == b'\n').count(),
+                        path.display()
+                    );
+                }
+                None => {
+                    use std::io::Write;
+                    std::io::stdout()
+                        .write_all(&body)
+                        .map_err(|e| CliError::Failed(format!("cannot write: {e}")))?;
+                }
             }
         }
         Cmd::Postmortem { id } => {

@@ -242,6 +242,9 @@ pub trait Store: Send + Sync + 'static {
     fn flush(&self) -> Result<(), StoreError>;
     fn incident(&self, id: u64) -> Result<Option<Incident>, StoreError>;
     fn timeline(&self, id: u64) -> Result<Vec<TimelineEntry>, StoreError>;
+    /// Visits every timeline entry of every incident in log order (incident id, then
+    /// sequence) until `visit` returns false.
+    fn each_entry(&self, visit: &mut dyn FnMut(TimelineEntry) -> bool) -> Result<(), StoreError>;
     /// The newest incident created for `key`.
     fn latest_for_key(&self, key: &str) -> Result<Option<u64>, StoreError>;
     fn list(&self, query: &ListQuery) -> Result<Page, StoreError>;

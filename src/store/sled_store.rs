@@ -249,6 +249,19 @@ impl Store for SledStore {
             .collect()
     }
 
+    fn each_entry(&self, visit: &mut dyn FnMut(TimelineEntry) -> bool) -> Result<(), StoreError> {
+        for kv in self.log.iter() {
+            let (k, v) = kv.map_err(|source| StoreError::Sled {
+                op: "read incident log",
+                source,
+            })?;
+            if !visit(decode("incident_log", &k, &v)?) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     fn latest_for_key(&self, key: &str) -> Result<Option<u64>, StoreError> {
         let v = self
             .idx_key

@@ -461,3 +461,51 @@ async fn a_postmortem_draft_in_markdown() {
         stderr(&missing)
     );
 }
+
+#[tokio::test]
+async fn export_writes_the_incident_log_as_ndjson() {
+    let d = TestDaemon::start("").await;
+    for title in ["one", "two"] {
+        let v = d
+            .post(
+                "/v1/incidents",
+                serde_json::json!({"title": title, "severity": "sev4"}),
+            )
+            .await
+            .unwrap();
+        assert!(d.ctl(&["ack", &v["id"].to_string()]).status.success());
+    }
+    let out = d.ctl(&["export"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let entries: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let order: Vec<(u64, u64, &str)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["incident_id"].as_u64().unwrap(),
+                e["seq"].as_u64().unwrap(),
+                e["type"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            (1, 0, "created"),
+            (1, 1, "status_changed"),
+            (2, 0, "created"),
+            (2, 1, "status_changed")
+        ]
+    );
+    let file = d.path("log.ndjson");
+    let to = d.ctl(&["export", "--to", file.to_str().unwrap()]);
+    assert!(
+        stderr(&to).contains("wrote 4 timeline entries"),
+        "{}",
+        stderr(&to)
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), stdout(&out));
+}
