@@ -407,6 +407,28 @@ pub async fn run(
         }
     }
 
+    {
+        // The time-driven lifecycle (auto-close) runs a few times per `auto_close_after`.
+        let every = (config.incidents.auto_close_after / 4).clamp(
+            std::time::Duration::from_millis(250),
+            std::time::Duration::from_secs(60),
+        );
+        let (inc, token) = (incidents.clone(), root.child_token());
+        running.spawn(&tracker, "housekeeping", async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = tick.tick() => {
+                        if !inc.housekeep().await {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+    }
     if let Some(period) = sd_notify::watchdog_enabled() {
         // Ping only while the pipeline answers: the manager answers a ping after a flush, the
         // engine after its queue ahead of the command is processed.

@@ -172,6 +172,8 @@ pub enum Msg {
     Configure(IncidentsConfig),
     /// The engine's window state, saved with the batch's flush.
     Checkpoint(Vec<u8>, crate::store::Coverage),
+    /// Time-driven lifecycle: close incidents resolved longer than `auto_close_after`.
+    Housekeeping,
     /// An external alert, answered after the flush.
     Alert(
         ExternalAlert,
@@ -213,6 +215,11 @@ impl IncidentHandle {
             .await
             .map_err(|_| IncidentError::Unavailable)?;
         rx.await.map_err(|_| IncidentError::Unavailable)?
+    }
+
+    /// Asks for the time-driven lifecycle to run (auto-close).
+    pub async fn housekeep(&self) -> bool {
+        self.tx.send(Msg::Housekeeping).await.is_ok()
     }
 
     /// Hands the manager new `[incidents]` settings; they apply from the next message on.
@@ -292,6 +299,12 @@ impl Manager {
                     }
                     Msg::Ping(p) => pings.push(p),
                     Msg::Configure(c) => self.config = c,
+                    Msg::Housekeeping => {
+                        if let Err(e) = self.auto_close() {
+                            self.telemetry.store_errors.inc();
+                            tracing::error!(error = %e, "automatic closing failed");
+                        }
+                    }
                     Msg::Alert(alert, actor, reply) => {
                         let r = self.on_alert(alert, &actor);
                         alert_replies.push((reply, r));
@@ -742,6 +755,44 @@ impl Manager {
         self.telemetry.incidents_created.inc();
         tracing::info!(incident = id, key = %d.key, rule = %d.rule, severity = %d.severity, "incident created");
         Ok(Outcome::Created(id))
+    }
+
+    /// Closes incidents resolved at least `auto_close_after` ago (actor `system`).
+    fn auto_close(&mut self) -> Result<(), IncidentError> {
+        let now = self.clock.now();
+        let after = self.config.auto_close_after;
+        let mut query = crate::store::ListQuery {
+            status: vec![Status::Resolved],
+            limit: 1000,
+            ..Default::default()
+        };
+        let mut due = Vec::new();
+        loop {
+            let page = self.store.list(&query)?;
+            due.extend(
+                page.incidents
+                    .iter()
+                    .filter(|i| i.resolved_at.is_some_and(|r| now.since(r) >= after))
+                    .map(|i| i.id),
+            );
+            match page.next_cursor {
+                Some(c) => query.cursor = Some(c),
+                None => break,
+            }
+        }
+        for id in due {
+            let note = format!(
+                "closed automatically: resolved for {}",
+                humantime::format_duration(after)
+            );
+            self.on_command(Command::Transition {
+                id,
+                transition: Transition::Close,
+                note: Some(note),
+                actor: SYSTEM_ACTOR.into(),
+            })?;
+        }
+        Ok(())
     }
 
     /// An external alert: a detection of the pseudo-rule `alert`, through the same dedup,

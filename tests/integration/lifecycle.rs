@@ -330,3 +330,60 @@ async fn sockets_get_the_configured_mode() {
     assert_eq!(mode(d.run.join("control.sock")), 0o600);
     assert_eq!(mode(d.ingest_path()), 0o660);
 }
+
+/// Resolved incidents close by themselves after `auto_close_after` (actor `system`); others
+/// are left alone.
+#[tokio::test]
+async fn resolved_incidents_close_after_auto_close_after() {
+    let d = TestDaemon::prepare("[incidents]\nauto_close_after = \"1s\"\n", "");
+    d.wait_healthy().await;
+    let mut ids = Vec::new();
+    for title in ["resolved one", "acknowledged one"] {
+        let v = d
+            .post(
+                "/v1/incidents",
+                serde_json::json!({"title": title, "severity": "sev4"}),
+            )
+            .await
+            .unwrap();
+        ids.push(v["id"].to_string());
+    }
+    d.post(
+        &format!("/v1/incidents/{}/resolve", ids[0]),
+        serde_json::json!({}),
+    )
+    .await
+    .unwrap();
+    d.post(
+        &format!("/v1/incidents/{}/ack", ids[1]),
+        serde_json::json!({}),
+    )
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let inc = d.get(&format!("/v1/incidents/{}", ids[0])).await;
+        if inc["status"] == "closed" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{inc}\n{}", d.log());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let timeline = d.get(&format!("/v1/incidents/{}/timeline", ids[0])).await;
+    let last = timeline["timeline"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["actor"], "system", "{last}");
+    assert!(
+        last["note"]
+            .as_str()
+            .unwrap()
+            .starts_with("closed automatically"),
+        "{last}"
+    );
+    let other = d.get(&format!("/v1/incidents/{}", ids[1])).await;
+    assert_eq!(other["status"], "acknowledged");
+}
