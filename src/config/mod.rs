@@ -213,6 +213,8 @@ pub struct IncidentsConfig {
     pub auto_close_after: Duration,
     #[serde(deserialize_with = "duration")]
     pub retain_closed: Duration,
+    /// Events kept per incident as evidence: the first half and the latest.
+    pub evidence_samples: usize,
 }
 
 impl Default for IncidentsConfig {
@@ -226,6 +228,7 @@ impl Default for IncidentsConfig {
             correlation_window: Duration::from_secs(5 * 60),
             auto_close_after: Duration::from_secs(24 * 3600),
             retain_closed: Duration::from_secs(90 * 24 * 3600),
+            evidence_samples: 10,
         }
     }
 }

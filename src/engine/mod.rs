@@ -61,6 +61,9 @@ pub struct Detection {
     pub arrived: Option<std::time::Instant>,
     #[serde(skip)]
     pub detected: Option<std::time::Instant>,
+    /// The event that made the rule fire (none for timers), kept as evidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Event>,
 }
 
 impl Detection {
@@ -648,6 +651,7 @@ fn detection(
         origin: None,
         arrived: None,
         detected: None,
+        evidence: ev.cloned(),
     }
 }
 

@@ -591,6 +591,7 @@ impl Manager {
                     closed_at: None,
                     cancelled_at: None,
                     root_cause: None,
+                    evidence: Vec::new(),
                     correlation_ids: Vec::new(),
                     external_refs: BTreeMap::new(),
                     runbook: incident.runbook,
@@ -684,7 +685,7 @@ impl Manager {
                         serde_json::json!({"from": old, "to": d.severity, "rule": d.rule}),
                     ));
                 }
-                attach(&mut inc, d, now);
+                attach(&mut inc, d, now, self.config.evidence_samples);
                 entries.push(self.detection_entry(&mut inc, d));
                 self.store.apply(&Change {
                     incident: inc,
@@ -731,12 +732,13 @@ impl Manager {
             closed_at: None,
             cancelled_at: None,
             root_cause: None,
+            evidence: Vec::new(),
             correlation_ids: Vec::new(),
             external_refs: BTreeMap::new(),
             runbook: d.runbook.clone(),
             timeline_len: 0,
         };
-        attach(&mut inc, d, now);
+        attach(&mut inc, d, now, self.config.evidence_samples);
         inc.updated_at = None;
         let created = self.entry(
             &mut inc,
@@ -825,6 +827,7 @@ impl Manager {
             origin: None,
             arrived: None,
             detected: None,
+            evidence: None,
         };
         let outcome = self.on_detection(&d)?;
         tracing::info!(key = %d.key, actor = %actor, outcome = ?outcome, "external alert");
@@ -864,7 +867,23 @@ impl Manager {
     }
 }
 
-fn attach(inc: &mut Incident, d: &Detection, now: Timestamp) {
+/// Keeps the first half of `max` evidence events and the latest ones after them.
+fn keep_evidence(inc: &mut Incident, ev: &crate::event::Event, max: usize) {
+    if max == 0 {
+        return;
+    }
+    let first = max.div_ceil(2);
+    if inc.evidence.len() >= max {
+        // The oldest of the "latest" part goes; the first ones stay.
+        inc.evidence.remove(first.min(inc.evidence.len() - 1));
+    }
+    inc.evidence.push(ev.clone());
+}
+
+fn attach(inc: &mut Incident, d: &Detection, now: Timestamp, evidence_max: usize) {
+    if let Some(ev) = &d.evidence {
+        keep_evidence(inc, ev, evidence_max);
+    }
     inc.detections += 1;
     inc.updated_at = Some(now);
     if !inc.rules.contains(&d.rule) {

@@ -168,6 +168,10 @@ pub struct Incident {
     /// Number of timeline entries; the next entry's sequence number.
     #[serde(default)]
     pub timeline_len: u64,
+    /// A bounded sample of the events behind its detections: the first ones and the latest
+    /// ones, at most `[incidents] evidence_samples` in all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<crate::event::Event>,
 }
 
 /// What a timeline entry records (DESIGN §3.4).

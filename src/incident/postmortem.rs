@@ -109,6 +109,24 @@ pub fn render(i: &Incident, timeline: &[TimelineEntry], now: Timestamp) -> Strin
         }
     }
 
+    if !i.evidence.is_empty() {
+        let _ = writeln!(
+            md,
+            "\nEvidence (the first and the latest events behind the detections):\n"
+        );
+        for ev in &i.evidence {
+            let _ = writeln!(
+                md,
+                "- {} {} {} `{}`: {}",
+                ev.ts.to_rfc3339(),
+                ev.host,
+                ev.source,
+                ev.kind,
+                ev.message.as_deref().unwrap_or("").replace('`', "'")
+            );
+        }
+    }
+
     let _ = writeln!(md, "\n## Root cause\n");
     let _ = writeln!(
         md,

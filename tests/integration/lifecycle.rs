@@ -387,3 +387,47 @@ async fn resolved_incidents_close_after_auto_close_after() {
     let other = d.get(&format!("/v1/incidents/{}", ids[1])).await;
     assert_eq!(other["status"], "acknowledged");
 }
+
+/// Each incident keeps a bounded sample of the events behind its detections — the first and
+/// the latest — and keeps it through a restart.
+#[tokio::test]
+async fn incidents_keep_first_and_latest_evidence_through_restarts() {
+    let mut d = TestDaemon::prepare("[incidents]\nevidence_samples = 2\n", SSH_RULE);
+    d.wait_healthy().await;
+    for port in [1, 2, 3] {
+        let lines: Vec<String> = (0..5)
+            .map(|_| {
+                format!(
+                    r#"{{"kind":"log","message":"Failed password for root from 203.0.113.4 port {port} ssh2"}}"#
+                )
+            })
+            .collect();
+        d.send_and_settle(&lines).await;
+    }
+    let inc = d.wait_for_key("ssh/203.0.113.4").await;
+    assert_eq!(inc["detections"], 3, "{inc}");
+    let ports = |inc: &serde_json::Value| -> Vec<String> {
+        inc["evidence"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                e["message"]
+                    .as_str()
+                    .unwrap()
+                    .split("port ")
+                    .nth(1)
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(ports(&inc), ["1 ssh2", "3 ssh2"], "{inc}");
+    assert!(d.stop().success());
+    d.restart().await;
+    let id = inc["id"].to_string();
+    let again = d.get(&format!("/v1/incidents/{id}")).await;
+    assert_eq!(ports(&again), ["1 ssh2", "3 ssh2"]);
+    let md = d.ctl(&["postmortem", &id]);
+    assert!(String::from_utf8_lossy(&md.stdout).contains("Evidence (the first and the latest"));
+}
