@@ -63,7 +63,7 @@ pub struct Detection {
     pub detected: Option<std::time::Instant>,
     /// The event that made the rule fire (none for timers), kept as evidence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub evidence: Option<Event>,
+    pub evidence: Option<Box<Event>>,
 }
 
 impl Detection {
@@ -651,7 +651,7 @@ fn detection(
         origin: None,
         arrived: None,
         detected: None,
-        evidence: ev.cloned(),
+        evidence: ev.map(|e| Box::new(e.clone())),
     }
 }
 
