@@ -308,8 +308,13 @@ async fn export(State(st): S) -> impl axum::response::IntoResponse {
     let store = st.store.clone();
     tokio::task::spawn_blocking(move || {
         let mut chunk = Vec::with_capacity(64 * 1024);
+        let mut failed: Option<String> = None;
         let r = store.each_entry(&mut |e| {
-            if serde_json::to_writer(&mut chunk, &e).is_err() {
+            if let Err(err) = serde_json::to_writer(&mut chunk, &e) {
+                failed = Some(format!(
+                    "cannot write entry {}/{}: {err}",
+                    e.incident_id, e.seq
+                ));
                 return false;
             }
             chunk.push(b'\n');
@@ -320,6 +325,9 @@ async fn export(State(st): S) -> impl axum::response::IntoResponse {
             }
             true
         });
+        let r = r
+            .map_err(|e| e.to_string())
+            .and_then(|()| failed.map_or(Ok(()), Err));
         match r {
             Ok(()) => {
                 if !chunk.is_empty() {
@@ -328,7 +336,9 @@ async fn export(State(st): S) -> impl axum::response::IntoResponse {
             }
             Err(e) => {
                 tracing::error!(error = %e, "export failed while reading the incident log");
-                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                // Ends the body with an error, so the client sees a broken export, not a
+                // short one.
+                let _ = tx.blocking_send(Err(std::io::Error::other(e)));
             }
         }
     });
@@ -372,43 +382,52 @@ async fn related(
         .store
         .incident(id)?
         .ok_or_else(|| ApiError::not_found(format!("incident {id} not found")))?;
-    let mut out = Vec::new();
-    let mut query = ListQuery {
-        limit: 1000,
-        ..Default::default()
-    };
-    'pages: loop {
-        let page = st.store.list(&query)?;
-        for other in page.incidents {
-            if other.id == id {
-                continue;
-            }
-            let mut why = Vec::new();
-            if other.key == me.key {
-                why.push("key");
-            }
-            if me.service.is_some() && other.service == me.service {
-                why.push("service");
-            }
-            if other
-                .correlation_ids
-                .iter()
-                .any(|c| me.correlation_ids.contains(c))
-            {
-                why.push("correlation");
-            }
-            if !why.is_empty() {
-                out.push(json!({"incident": other, "why": why}));
-                if out.len() >= 100 {
-                    break 'pages;
+    // A scan of the store: off the async threads.
+    let store = st.store.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        let mut query = ListQuery {
+            limit: 1000,
+            ..Default::default()
+        };
+        'pages: loop {
+            let page = store.list(&query)?;
+            for other in page.incidents {
+                if other.id == id {
+                    continue;
+                }
+                let mut why = Vec::new();
+                if other.key == me.key {
+                    why.push("key");
+                }
+                if me.service.is_some() && other.service == me.service {
+                    why.push("service");
+                }
+                if other
+                    .correlation_ids
+                    .iter()
+                    .any(|c| me.correlation_ids.contains(c))
+                {
+                    why.push("correlation");
+                }
+                if !why.is_empty() {
+                    let mut other = other;
+                    other.evidence = Vec::new();
+                    out.push(json!({"incident": other, "why": why}));
+                    if out.len() >= 100 {
+                        break 'pages;
+                    }
                 }
             }
+            match page.next_cursor {
+                Some(c) => query.cursor = Some(c),
+                None => break,
+            }
         }
-        match page.next_cursor {
-            Some(c) => query.cursor = Some(c),
-            None => break,
-        }
-    }
+        Ok::<_, crate::store::StoreError>(out)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("related task failed: {e}")))??;
     Ok(Json(json!({"incident_id": id, "related": out})))
 }
 
@@ -643,16 +662,27 @@ async fn stats(
     if let Some(s) = &q.since {
         list.since = Some(parse_since(s, st.clock.now())?);
     }
-    let mut incidents = Vec::new();
-    loop {
-        let page = st.store.list(&list)?;
-        incidents.extend(page.incidents);
-        match page.next_cursor {
-            Some(c) => list.cursor = Some(c),
-            None => break,
+    // A scan of the store: off the async threads.
+    let store = st.store.clone();
+    let since = list.since;
+    let stats = tokio::task::spawn_blocking(move || {
+        let mut incidents = Vec::new();
+        loop {
+            let page = store.list(&list)?;
+            // Evidence is not needed for numbers; drop it early.
+            incidents.extend(page.incidents.into_iter().map(|mut i| {
+                i.evidence = Vec::new();
+                i
+            }));
+            match page.next_cursor {
+                Some(c) => list.cursor = Some(c),
+                None => break,
+            }
         }
-    }
-    let stats = crate::incident::stats::Stats::of(&incidents);
+        Ok::<_, crate::store::StoreError>(crate::incident::stats::Stats::of(&incidents))
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("stats task failed: {e}")))??;
     let rules: Vec<Value> = st
         .engine
         .rules()
@@ -663,7 +693,7 @@ async fn stats(
         .collect();
     let mut v = serde_json::to_value(&stats).unwrap_or(Value::Null);
     v["rules"] = Value::Array(rules);
-    v["since"] = json!(list.since);
+    v["since"] = json!(since);
     Ok(Json(v))
 }
 

@@ -68,8 +68,8 @@ pub enum Cmd {
         #[arg(long)]
         host: Option<String>,
         /// A label `key=value` (repeatable).
-        #[arg(long)]
-        label: Vec<String>,
+        #[arg(long, value_parser = key_value)]
+        label: Vec<(String, String)>,
         #[arg(long)]
         runbook: Option<String>,
     },
@@ -233,13 +233,8 @@ pub async fn run(args: Args) -> Result<(), CliError> {
             label,
             runbook,
         } => {
-            let mut labels = serde_json::Map::new();
-            for l in label {
-                let (k, v) = l
-                    .split_once('=')
-                    .ok_or_else(|| CliError::Failed(format!("label `{l}` is not key=value")))?;
-                labels.insert(k.to_owned(), v.into());
-            }
+            let labels: serde_json::Map<String, Value> =
+                label.into_iter().map(|(k, v)| (k, v.into())).collect();
             let v: Value = client
                 .post(
                     "/v1/alerts",
@@ -842,6 +837,14 @@ fn incidents_table(incidents: &[Incident], now: Timestamp) -> String {
         ],
         &rows,
     )
+}
+
+/// `key=value`, for clap (a bad one is a usage error, exit code 2).
+fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("`{s}` is not key=value")),
+    }
 }
 
 /// A duration in seconds as people read it ("4m 12s").

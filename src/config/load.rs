@@ -292,6 +292,18 @@ fn validate(config: &Config, path: &Path, errors: &mut Vec<ConfigError>) {
             );
         }
     }
+    if config.incidents.auto_close_after < config.incidents.reopen_window {
+        err(
+            "incidents.auto_close_after",
+            "must be at least reopen_window, or resolved incidents close before they can be reopened".into(),
+        );
+    }
+    if config.incidents.evidence_samples > 100 {
+        err(
+            "incidents.evidence_samples",
+            "at most 100 (every detection rewrites the incident with them)".into(),
+        );
+    }
     if config.incidents.rate_limit.max == 0 {
         err("incidents.rate_limit.max", "must be at least 1".into());
     }

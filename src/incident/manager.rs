@@ -811,7 +811,9 @@ impl Manager {
         let d = Detection {
             rule: "alert".into(),
             severity: a.severity,
-            key: a.key,
+            // Alerts have keys of their own: a responder raising one can never attach to,
+            // reopen or raise the severity of a rule's or a hand-made incident.
+            key: format!("alert/{}", a.key),
             summary: a.summary.clone(),
             ts: now,
             first_ts: now,
@@ -872,10 +874,13 @@ fn keep_evidence(inc: &mut Incident, ev: &crate::event::Event, max: usize) {
     if max == 0 {
         return;
     }
-    let first = max.div_ceil(2);
-    if inc.evidence.len() >= max {
-        // The oldest of the "latest" part goes; the first ones stay.
-        inc.evidence.remove(first.min(inc.evidence.len() - 1));
+    // The first half stays; the oldest of the latest part goes (with one slot, the first).
+    let first = (max / 2).max(1).min(max);
+    while inc.evidence.len() >= max {
+        if first >= max {
+            return;
+        }
+        inc.evidence.remove(first);
     }
     inc.evidence.push(ev.clone());
 }
@@ -907,7 +912,10 @@ fn set_status(inc: &mut Incident, to: Status, now: Timestamp) {
             inc.resolved_at = None;
             inc.closed_at = None;
         }
-        Status::Acknowledged => inc.acknowledged_at = Some(now),
+        // The first acknowledgement counts (time to acknowledge), not a later one.
+        Status::Acknowledged => {
+            inc.acknowledged_at.get_or_insert(now);
+        }
         Status::Mitigated => inc.mitigated_at = Some(now),
         Status::Resolved => inc.resolved_at = Some(now),
         Status::Closed => inc.closed_at = Some(now),

@@ -2,9 +2,10 @@
 //! cancelled as false positives, and time to detect, acknowledge and resolve — mean, p50 and
 //! p90 — overall, by severity and by service.
 //!
-//! - time to detect: from the first event behind an incident to its creation;
+//! - time to detect: from the first event behind an incident to its creation (incidents a
+//!   rule detected);
 //! - time to acknowledge: from creation to the first acknowledgement;
-//! - time to resolve: from creation to resolution (incidents resolved or closed).
+//! - time to resolve: from creation to resolution (or to closing, when closed unresolved).
 
 use std::collections::BTreeMap;
 
@@ -59,11 +60,16 @@ impl Samples {
         let secs = |from: crate::clock::Timestamp, to: crate::clock::Timestamp| {
             (to.millis() - from.millis()).max(0) as f64 / 1000.0
         };
-        self.detect.push(secs(i.first_event_at, i.created_at));
+        // Detection time only means something for incidents a rule detected (not ones made
+        // by hand or raised by an external alert, created the moment they were known).
+        if i.rules.iter().any(|r| r != "alert") {
+            self.detect.push(secs(i.first_event_at, i.created_at));
+        }
         if let Some(a) = i.acknowledged_at {
             self.ack.push(secs(i.created_at, a));
         }
-        if let Some(r) = i.resolved_at {
+        // Closed without a resolution first counts as resolved when closed.
+        if let Some(r) = i.resolved_at.or(i.closed_at) {
             self.resolve.push(secs(i.created_at, r));
         }
     }

@@ -282,6 +282,10 @@ async fn external_alerts_create_deduplicate_and_are_rate_limited() {
         (Some("sev2"), Some(2))
     );
     assert_eq!(inc["labels"]["job"], "pgdump");
+    assert_eq!(
+        inc["key"], "alert/backup/db1",
+        "alerts have keys of their own"
+    );
 
     assert!(d.ctl(&["resolve", &id]).status.success());
     let limited = d.ctl(&["alert", "backup/db1", "failed", "again"]);

@@ -300,7 +300,9 @@ async fn sigkill_torture_with_external_alerts_and_acks() {
     let all = d.incidents("").await;
     let mut keys: Vec<&str> = all.iter().map(|i| i["key"].as_str().unwrap()).collect();
     keys.sort();
-    let mut expected: Vec<String> = (0..acked.len()).map(|k| format!("cron/job-{k}")).collect();
+    let mut expected: Vec<String> = (0..acked.len())
+        .map(|k| format!("alert/cron/job-{k}"))
+        .collect();
     expected.sort();
     assert_eq!(
         keys,
@@ -309,7 +311,10 @@ async fn sigkill_torture_with_external_alerts_and_acks() {
         d.log()
     );
     for (key, id) in acked {
-        let inc = all.iter().find(|i| i["key"] == key.as_str()).unwrap();
+        let inc = all
+            .iter()
+            .find(|i| i["key"] == format!("alert/{key}").as_str())
+            .unwrap();
         assert_eq!(inc["id"], id, "seed {seed}: {inc}");
         assert_eq!(inc["status"], "acknowledged", "seed {seed}: {inc}");
     }

@@ -335,7 +335,10 @@ async fn sockets_get_the_configured_mode() {
 /// are left alone.
 #[tokio::test]
 async fn resolved_incidents_close_after_auto_close_after() {
-    let d = TestDaemon::prepare("[incidents]\nauto_close_after = \"1s\"\n", "");
+    let d = TestDaemon::prepare(
+        "[incidents]\nauto_close_after = \"1s\"\nreopen_window = \"1s\"\n",
+        "",
+    );
     d.wait_healthy().await;
     let mut ids = Vec::new();
     for title in ["resolved one", "acknowledged one"] {

@@ -81,3 +81,63 @@ async fn roles_come_from_the_peers_real_credentials() {
     assert_eq!(actors.last(), Some(&"nobody"), "{timeline}");
     assert!(d.log().contains("refused an API call"), "{}", d.log());
 }
+
+/// One user's idle connections cannot lock the others out: a non-root user holds at most
+/// half of `max_connections`; root (and the daemon's own user) still gets in at once.
+#[tokio::test]
+async fn one_user_cannot_take_every_connection() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: switching to another user needs root");
+        return;
+    }
+    let d = TestDaemon::prepare(
+        "[control]\nsocket_mode = \"0666\"\nmax_connections = 4\n",
+        "",
+    );
+    d.wait_healthy().await;
+    for p in [d.dir.path(), d.run.as_path()] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let sock = d.run.join("control.sock");
+    // nobody opens four idle connections and keeps them for a while.
+    let script = "my @h; for (1..4) { push @h, IO::Socket::UNIX->new(Peer => $ARGV[0]) or die \"connect: $!\" } $| = 1; print \"held\\n\"; sleep 5";
+    let mut hog = Command::new("setpriv")
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "--",
+            "/usr/bin/perl",
+            "-MIO::Socket::UNIX",
+            "-e",
+            script,
+        ])
+        .arg(&sock)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run setpriv python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(hog.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "held");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let answered = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        d.client.get::<serde_json::Value>("/v1/health"),
+    )
+    .await;
+    let _ = hog.kill();
+    let _ = hog.wait();
+    assert!(
+        matches!(answered, Ok(Ok(_))),
+        "root was locked out: {answered:?}"
+    );
+    assert!(
+        d.log().contains("holds its share of connections"),
+        "{}",
+        d.log()
+    );
+}
