@@ -498,26 +498,37 @@ async fn transition(
     Ok(Json(inc))
 }
 
+/// `{id}` and a JSON body to a command run as the peer; answers the changed incident.
+async fn incident_change<B: serde::de::DeserializeOwned>(
+    st: &ApiState,
+    peer: Peer,
+    path: Result<Path<IdPath>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+    make: impl FnOnce(u64, B, String) -> ApiResult<Command>,
+) -> ApiResult<Json<Incident>> {
+    let id = parse_id(&path?.0.id)?;
+    let body: B = parse_json(&body?)?;
+    Ok(Json(
+        st.incidents.command(make(id, body, peer.user)?).await?,
+    ))
+}
+
 async fn add_note(
     State(st): S,
     ConnectInfo(peer): ConnectInfo<Peer>,
     path: Result<Path<IdPath>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Incident>> {
-    let id = parse_id(&path?.0.id)?;
-    let body: NoteBody = parse_json(&body?)?;
-    let note = body
-        .note
-        .ok_or_else(|| ApiError::bad_request("missing `note`"))?;
-    Ok(Json(
-        st.incidents
-            .command(Command::Note {
-                id,
-                note,
-                actor: peer.user,
-            })
-            .await?,
-    ))
+    incident_change(&st, peer, path, body, |id, b: NoteBody, actor| {
+        Ok(Command::Note {
+            id,
+            note: b
+                .note
+                .ok_or_else(|| ApiError::bad_request("missing `note`"))?,
+            actor,
+        })
+    })
+    .await
 }
 
 async fn post_alert(
@@ -559,18 +570,15 @@ async fn set_severity(
     path: Result<Path<IdPath>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Incident>> {
-    let id = parse_id(&path?.0.id)?;
-    let body: SeverityBody = parse_json(&body?)?;
-    Ok(Json(
-        st.incidents
-            .command(Command::Severity {
-                id,
-                severity: body.severity,
-                note: body.note.filter(|n| !n.is_empty()),
-                actor: peer.user,
-            })
-            .await?,
-    ))
+    incident_change(&st, peer, path, body, |id, b: SeverityBody, actor| {
+        Ok(Command::Severity {
+            id,
+            severity: b.severity,
+            note: b.note.filter(|n| !n.is_empty()),
+            actor,
+        })
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -588,18 +596,15 @@ async fn set_tags(
     path: Result<Path<IdPath>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Incident>> {
-    let id = parse_id(&path?.0.id)?;
-    let body: TagsBody = parse_json(&body?)?;
-    Ok(Json(
-        st.incidents
-            .command(Command::Tags {
-                id,
-                add: body.add,
-                remove: body.remove,
-                actor: peer.user,
-            })
-            .await?,
-    ))
+    incident_change(&st, peer, path, body, |id, b: TagsBody, actor| {
+        Ok(Command::Tags {
+            id,
+            add: b.add,
+            remove: b.remove,
+            actor,
+        })
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -615,17 +620,14 @@ async fn assign(
     path: Result<Path<IdPath>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Incident>> {
-    let id = parse_id(&path?.0.id)?;
-    let body: AssignBody = parse_json(&body?)?;
-    Ok(Json(
-        st.incidents
-            .command(Command::Assign {
-                id,
-                assignee: body.assignee,
-                actor: peer.user,
-            })
-            .await?,
-    ))
+    incident_change(&st, peer, path, body, |id, b: AssignBody, actor| {
+        Ok(Command::Assign {
+            id,
+            assignee: b.assignee,
+            actor,
+        })
+    })
+    .await
 }
 
 #[derive(Deserialize, Default)]
