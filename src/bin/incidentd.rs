@@ -14,21 +14,106 @@ use incidentd::daemon::{self, Overrides};
 )]
 struct Args {
     /// Main config file.
-    #[arg(short, long, default_value = "/etc/incidentd/incidentd.toml")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        default_value = "/etc/incidentd/incidentd.toml"
+    )]
     config: PathBuf,
     /// Validate FILE (and its rules.d) and exit 0 when valid, 1 otherwise.
     #[arg(long, value_name = "FILE")]
     check_config: Option<PathBuf>,
     /// Override `[daemon] state_dir` (relative to the current directory).
-    #[arg(long)]
+    #[arg(long, global = true)]
     state_dir: Option<PathBuf>,
     /// Override `[daemon] runtime_dir`, where the sockets live.
     #[arg(long)]
     runtime_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Sub>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Sub {
+    /// Work on the state store while the daemon is stopped.
+    Store {
+        #[command(subcommand)]
+        action: StoreAction,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum StoreAction {
+    /// Check that snapshots, the incident log and the indexes agree; exit 1 on any problem.
+    Verify,
+}
+
+/// `incidentd store verify`: the state folder from `--state-dir`, else from the config.
+fn store_verify(args: &Args) -> ExitCode {
+    let dir = match &args.state_dir {
+        Some(d) => d.clone(),
+        None => match incidentd::config::load(&args.config) {
+            Ok(c) => c.daemon.state_dir,
+            Err(errors) => {
+                eprintln!("{errors}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let store = match incidentd::store::SledStore::open(&dir) {
+        Ok((s, None)) => s,
+        Ok((_, Some(aside))) => {
+            eprintln!(
+                "incidentd: {} was corrupt and has been moved aside to {}",
+                dir.display(),
+                aside.display()
+            );
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("incidentd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match store.verify() {
+        Ok(v) if v.problems.is_empty() => {
+            println!(
+                "{}: OK ({} incidents, {} timeline entries)",
+                dir.display(),
+                v.incidents,
+                v.entries
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            for p in &v.problems {
+                println!("{p}");
+            }
+            println!(
+                "{}: {} problem(s) in {} incidents, {} timeline entries",
+                dir.display(),
+                v.problems.len(),
+                v.incidents,
+                v.entries
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("incidentd: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Sub::Store {
+        action: StoreAction::Verify,
+    }) = &args.command
+    {
+        return store_verify(&args);
+    }
     if let Some(file) = args.check_config {
         return match incidentd::config::load(&file) {
             Ok(c) => {

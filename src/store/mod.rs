@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Timestamp;
 use crate::incident::{Incident, Severity, Status, TimelineEntry};
 
-pub use sled_store::SledStore;
+pub use sled_store::{SledStore, Verification};
 
 /// The on-disk schema this build reads and writes.
 pub const SCHEMA_VERSION: u64 = 1;

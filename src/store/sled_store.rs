@@ -114,6 +114,170 @@ impl SledStore {
     }
 }
 
+/// What `incidentd store verify` found.
+#[derive(Debug, Default)]
+pub struct Verification {
+    pub incidents: u64,
+    pub entries: u64,
+    /// Each inconsistency, in words.
+    pub problems: Vec<String>,
+}
+
+impl SledStore {
+    /// Checks that snapshots, the incident log and the indexes agree: every snapshot decodes
+    /// under its own id; its timeline in the log is complete (sequences 0..timeline_len, the
+    /// last entry's status change matching); the status index holds exactly one entry per
+    /// incident, for its status; the key index points at incidents with that key and at the
+    /// newest of them; the id counter is past every id; no log entry lacks its incident.
+    pub fn verify(&self) -> Result<Verification, StoreError> {
+        let err = |op| move |source| StoreError::Sled { op, source };
+        let mut v = Verification::default();
+        let mut newest_by_key: std::collections::HashMap<String, u64> = Default::default();
+        let mut statuses: std::collections::HashMap<u64, Status> = Default::default();
+        let mut max_id = 0;
+        for kv in self.incidents.iter() {
+            let (k, bytes) = kv.map_err(err("read snapshots"))?;
+            v.incidents += 1;
+            let Ok(id_bytes) = <[u8; 8]>::try_from(k.as_ref()) else {
+                v.problems
+                    .push(format!("snapshot key {} is not an id", hex(&k)));
+                continue;
+            };
+            let id = u64::from_be_bytes(id_bytes);
+            let inc: Incident = match decode("incidents", &k, &bytes) {
+                Ok(i) => i,
+                Err(e) => {
+                    v.problems.push(e.to_string());
+                    continue;
+                }
+            };
+            if inc.id != id {
+                v.problems.push(format!(
+                    "snapshot under id {id} says it is incident {}",
+                    inc.id
+                ));
+            }
+            max_id = max_id.max(id);
+            statuses.insert(id, inc.status);
+            let e = newest_by_key.entry(inc.key.clone()).or_insert(id);
+            *e = (*e).max(id);
+            let mut seqs = 0u64;
+            for kv in self.log.scan_prefix(id.to_be_bytes()) {
+                let (lk, lv) = kv.map_err(err("read incident log"))?;
+                let entry: TimelineEntry = match decode("incident_log", &lk, &lv) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        v.problems.push(e.to_string());
+                        continue;
+                    }
+                };
+                if entry.seq != seqs {
+                    v.problems.push(format!(
+                        "incident {id}: timeline entry {} where {seqs} was expected",
+                        entry.seq
+                    ));
+                }
+                seqs = entry.seq + 1;
+                v.entries += 1;
+            }
+            if seqs != inc.timeline_len {
+                v.problems.push(format!(
+                    "incident {id}: the snapshot counts {} timeline entries, the log holds {seqs}",
+                    inc.timeline_len
+                ));
+            }
+        }
+        // Status index: exactly the snapshots' statuses.
+        let mut indexed: std::collections::HashMap<u64, u32> = Default::default();
+        for kv in self.idx_status.iter() {
+            let (k, _) = kv.map_err(err("read status index"))?;
+            let (Some(code), Some(id)) = (
+                k.first().copied(),
+                k.get(1..9).and_then(|b| <[u8; 8]>::try_from(b).ok()),
+            ) else {
+                v.problems
+                    .push(format!("status index key {} is malformed", hex(&k)));
+                continue;
+            };
+            let id = u64::from_be_bytes(id);
+            *indexed.entry(id).or_default() += 1;
+            match statuses.get(&id) {
+                None => v.problems.push(format!(
+                    "status index lists incident {id}, which does not exist"
+                )),
+                Some(s) if s.code() != code => v.problems.push(format!(
+                    "status index lists incident {id} under another status than its {s}"
+                )),
+                Some(_) => {}
+            }
+        }
+        for id in statuses.keys() {
+            match indexed.get(id) {
+                None => v
+                    .problems
+                    .push(format!("incident {id} is missing from the status index")),
+                Some(n) if *n > 1 => v
+                    .problems
+                    .push(format!("incident {id} is in the status index {n} times")),
+                Some(_) => {}
+            }
+        }
+        // Key index: the newest incident of each key.
+        for kv in self.idx_key.iter() {
+            let (k, val) = kv.map_err(err("read key index"))?;
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let Some(id) = <[u8; 8]>::try_from(val.as_ref())
+                .ok()
+                .map(u64::from_be_bytes)
+            else {
+                v.problems
+                    .push(format!("key index entry `{key}` is malformed"));
+                continue;
+            };
+            match newest_by_key.remove(&key) {
+                None => v.problems.push(format!(
+                    "key index points `{key}` at incident {id}, but no incident has that key"
+                )),
+                Some(newest) if newest != id => v.problems.push(format!(
+                    "key index points `{key}` at incident {id}, the newest is {newest}"
+                )),
+                Some(_) => {}
+            }
+        }
+        for (key, id) in newest_by_key {
+            v.problems.push(format!(
+                "key `{key}` (incident {id}) is missing from the key index"
+            ));
+        }
+        // Log entries without a snapshot.
+        let mut last: Option<u64> = None;
+        for k in self.log.iter().keys() {
+            let k = k.map_err(err("read incident log"))?;
+            let Some(id) = k.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()) else {
+                continue;
+            };
+            let id = u64::from_be_bytes(id);
+            if last != Some(id) {
+                last = Some(id);
+                if !statuses.contains_key(&id) {
+                    v.problems.push(format!(
+                        "the log holds entries of incident {id}, which has no snapshot"
+                    ));
+                }
+            }
+        }
+        if let Some(next) = self.meta_u64("next_id")?
+            && v.incidents > 0
+            && next <= max_id
+        {
+            v.problems.push(format!(
+                "the id counter ({next}) is not past the highest id ({max_id})"
+            ));
+        }
+        Ok(v)
+    }
+}
+
 fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
     let mut out = vec![RECORD_V1];
     // Serializing our own plain structs to JSON cannot fail (string keys, no custom errors).

@@ -319,3 +319,71 @@ async fn sigkill_torture_with_external_alerts_and_acks() {
         assert_eq!(inc["status"], "acknowledged", "seed {seed}: {inc}");
     }
 }
+
+/// `incidentd store verify` finds a healthy store healthy, refuses a store in use, and names
+/// each inconsistency after damage.
+#[tokio::test]
+async fn store_verify_checks_snapshots_log_and_indexes() {
+    let mut d = TestDaemon::start("").await;
+    for title in ["a", "b", "c"] {
+        let v = d
+            .post("/v1/incidents", json!({"title": title, "severity": "sev4"}))
+            .await
+            .unwrap();
+        d.post(&format!("/v1/incidents/{}/ack", v["id"]), json!({}))
+            .await
+            .unwrap();
+    }
+    let verify = |state: &std::path::Path| {
+        std::process::Command::new(BIN)
+            .args(["store", "verify", "--state-dir"])
+            .arg(state)
+            .output()
+            .unwrap()
+    };
+    let busy = verify(&d.state);
+    assert_eq!(busy.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&busy.stderr).contains("in use"),
+        "{busy:?}"
+    );
+    assert!(d.stop().success());
+
+    let ok = verify(&d.state);
+    let out = String::from_utf8_lossy(&ok.stdout).into_owned();
+    assert!(ok.status.success(), "{out}");
+    assert!(
+        out.contains("OK (3 incidents, 6 timeline entries)"),
+        "{out}"
+    );
+
+    // Damage: drop incident 2's status index entry and incident 3's last timeline entry.
+    {
+        let db = sled::open(&d.state).unwrap();
+        let idx = db.open_tree("idx_status").unwrap();
+        let key = idx
+            .iter()
+            .keys()
+            .map(|k| k.unwrap())
+            .find(|k| k[1..9] == 2u64.to_be_bytes())
+            .unwrap();
+        idx.remove(key).unwrap();
+        let log = db.open_tree("incident_log").unwrap();
+        let mut last = 3u64.to_be_bytes().to_vec();
+        last.extend_from_slice(&1u64.to_be_bytes());
+        assert!(log.remove(last).unwrap().is_some());
+        db.flush().unwrap();
+    }
+    let bad = verify(&d.state);
+    let out = String::from_utf8_lossy(&bad.stdout).into_owned();
+    assert_eq!(bad.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("incident 2 is missing from the status index"),
+        "{out}"
+    );
+    assert!(
+        out.contains("incident 3: the snapshot counts 2 timeline entries, the log holds 1"),
+        "{out}"
+    );
+    assert!(out.contains("2 problem(s)"), "{out}");
+}
