@@ -33,6 +33,27 @@ pub fn positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D:
     Ok(v)
 }
 
+/// A list of humantime durations (`["1h", "4h", "12h"]`), each longer than zero.
+pub fn durations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    let items = Vec::<String>::deserialize(d)?;
+    items
+        .iter()
+        .map(|s| {
+            let v = humantime::parse_duration(s).map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "`{s}` is not a duration ({e}); use e.g. \"90s\", \"10m\", \"1h\""
+                ))
+            })?;
+            if v.is_zero() || v > Duration::from_secs(100 * 365 * 24 * 3600) {
+                return Err(serde::de::Error::custom(format!(
+                    "`{s}` must be longer than zero and at most 100 years"
+                )));
+            }
+            Ok(v)
+        })
+        .collect()
+}
+
 pub fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     duration(d).map(Some)
 }

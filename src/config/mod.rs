@@ -215,6 +215,10 @@ pub struct IncidentsConfig {
     pub retain_closed: Duration,
     /// Events kept per incident as evidence: the first half and the latest.
     pub evidence_samples: usize,
+    /// Re-alert backoff: the least time between successive new incidents of one key (the
+    /// last step repeats); empty turns it off.
+    #[serde(deserialize_with = "de::durations")]
+    pub realert_backoff: Vec<Duration>,
 }
 
 impl Default for IncidentsConfig {
@@ -229,6 +233,11 @@ impl Default for IncidentsConfig {
             auto_close_after: Duration::from_secs(24 * 3600),
             retain_closed: Duration::from_secs(90 * 24 * 3600),
             evidence_samples: 10,
+            realert_backoff: vec![
+                Duration::from_secs(3600),
+                Duration::from_secs(4 * 3600),
+                Duration::from_secs(12 * 3600),
+            ],
         }
     }
 }

@@ -251,6 +251,7 @@ pub fn spawn(
         clock,
         telemetry,
         created_per_key: HashMap::new(),
+        backoff: HashMap::new(),
     };
     tracker.spawn_blocking(move || manager.run(rx));
     Ok(IncidentHandle { tx })
@@ -264,6 +265,8 @@ struct Manager {
     next_id: u64,
     /// Recent creation times per key, for the creation rate limit.
     created_per_key: HashMap<String, VecDeque<Timestamp>>,
+    /// Per key: new incidents in the current streak and when the last one was created.
+    backoff: HashMap<String, (usize, Timestamp)>,
 }
 
 type Reply = oneshot::Sender<Result<Incident, IncidentError>>;
@@ -706,7 +709,7 @@ impl Manager {
                 self.store.record_detection(id)?;
             }
             tracing::warn!(key = %d.key, rule = %d.rule, max = self.config.rate_limit.max,
-                per = ?self.config.rate_limit.per, "new incident suppressed by the per-key rate limit");
+                per = ?self.config.rate_limit.per, "new incident suppressed by the per-key rate limit or re-alert backoff");
             return Ok(Outcome::RateLimited);
         }
         let id = self.allocate_id();
@@ -851,6 +854,32 @@ impl Manager {
     }
 
     fn allow_creation(&mut self, key: &str, now: Timestamp) -> bool {
+        // Re-alert backoff: the n-th new incident of a streak waits the (n-1)-th step after
+        // the previous one; a key quiet for twice the last step starts over.
+        let steps = self.config.realert_backoff.clone();
+        let streak = match (steps.last(), self.backoff.get(key)) {
+            (Some(last), Some(&(n, at))) if now.since(at) < *last * 2 => {
+                if now.since(at) < steps[(n - 1).min(steps.len() - 1)] {
+                    return false;
+                }
+                n
+            }
+            _ => 0,
+        };
+        if !self.within_rate_limit(key, now) {
+            return false;
+        }
+        if let Some(last) = steps.last() {
+            self.backoff.insert(key.to_owned(), (streak + 1, now));
+            if self.backoff.len() > 10_000 {
+                let keep = *last * 2;
+                self.backoff.retain(|_, (_, at)| now.since(*at) < keep);
+            }
+        }
+        true
+    }
+
+    fn within_rate_limit(&mut self, key: &str, now: Timestamp) -> bool {
         let limit = self.config.rate_limit;
         let q = self.created_per_key.entry(key.to_owned()).or_default();
         while q.front().is_some_and(|t| now.since(*t) >= limit.per) {

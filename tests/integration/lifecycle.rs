@@ -305,7 +305,7 @@ async fn a_detection_soon_after_resolving_reopens_and_reload_changes_the_window(
 
     // A reload shortens the window; after it, a detection creates a new incident.
     let mut text = std::fs::read_to_string(&d.config).unwrap();
-    text.push_str("[incidents]\nreopen_window = \"1ms\"\n");
+    text.push_str("[incidents]\nreopen_window = \"1ms\"\nrealert_backoff = []\n");
     std::fs::write(&d.config, text).unwrap();
     d.post("/v1/reload", json!({})).await.unwrap();
     d.post(&format!("/v1/incidents/{id}/resolve"), json!({}))
@@ -433,4 +433,43 @@ async fn incidents_keep_first_and_latest_evidence_through_restarts() {
     assert_eq!(ports(&again), ["1 ssh2", "3 ssh2"]);
     let md = d.ctl(&["postmortem", &id]);
     assert!(String::from_utf8_lossy(&md.stdout).contains("Evidence (the first and the latest"));
+}
+
+/// Re-alert backoff: a key that keeps firing gets a new incident only after the next step
+/// since the previous one (here 2 s, then 1 h); what is held back is counted.
+#[tokio::test]
+async fn a_key_that_keeps_firing_backs_off() {
+    let d = TestDaemon::prepare(
+        "[incidents]\nreopen_window = \"1ms\"\nrealert_backoff = [\"2s\", \"1h\"]\n",
+        BOOM,
+    );
+    d.wait_healthy().await;
+    let boom = || vec![r#"{"kind":"boom"}"#.to_string()];
+    let resolve_all = || async {
+        for i in d.real_incidents().await {
+            if i["status"] == "open" {
+                d.post(&format!("/v1/incidents/{}/resolve", i["id"]), json!({}))
+                    .await
+                    .unwrap();
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    d.send_and_settle(&boom()).await;
+    resolve_all().await;
+    // Too soon: held back.
+    d.send_and_settle(&boom()).await;
+    assert_eq!(d.real_incidents().await.len(), 1);
+    let st = d.get("/v1/status").await;
+    assert_eq!(st["incidents"]["rate_limited"], 1, "{st}");
+    // After the first step: a new incident.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    d.send_and_settle(&boom()).await;
+    assert_eq!(d.real_incidents().await.len(), 2);
+    resolve_all().await;
+    // The next step is an hour.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    d.send_and_settle(&boom()).await;
+    assert_eq!(d.real_incidents().await.len(), 2);
+    assert!(d.log().contains("re-alert backoff"), "{}", d.log());
 }
