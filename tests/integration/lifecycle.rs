@@ -181,7 +181,10 @@ async fn errors_have_the_documented_shape_and_status() {
 
 #[tokio::test]
 async fn repeated_detections_attach_to_the_open_incident() {
-    let d = TestDaemon::start(SSH_RULE).await;
+    // Without re-alert backoff, so a new burst after closing makes a new incident at once
+    // (the backoff has its own test).
+    let d = TestDaemon::prepare("[incidents]\nrealert_backoff = []\n", SSH_RULE);
+    d.wait_healthy().await;
     // 15 failures from one address fire three times; 5 from another fire once.
     let mut lines: Vec<String> = (0..15).map(|_| failed_password("198.51.100.1")).collect();
     lines.extend((0..5).map(|_| failed_password("198.51.100.2")));
