@@ -408,8 +408,16 @@ pub async fn run(
     }
 
     {
-        // The time-driven lifecycle (auto-close) runs a few times per `auto_close_after`.
-        let every = (config.incidents.auto_close_after / 4).clamp(
+        // The time-driven lifecycle (auto-resolve, auto-close) runs a few times per its
+        // shortest period.
+        let shortest = config
+            .rules
+            .iter()
+            .filter_map(|r| r.common.resolve_after)
+            .chain([config.incidents.auto_close_after])
+            .min()
+            .unwrap_or(config.incidents.auto_close_after);
+        let every = (shortest / 4).clamp(
             std::time::Duration::from_millis(250),
             std::time::Duration::from_secs(60),
         );

@@ -61,6 +61,9 @@ pub struct Detection {
     pub arrived: Option<std::time::Instant>,
     #[serde(skip)]
     pub detected: Option<std::time::Instant>,
+    /// The rule's `resolve_after`, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolve_after_ms: Option<u64>,
     /// The event that made the rule fire (none for timers), kept as evidence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence: Option<Box<Event>>,
@@ -647,6 +650,7 @@ fn detection(
         correlation_id: ev.and_then(|e| e.correlation_id.clone()),
         trace_id: ev.and_then(|e| e.trace_id.clone()),
         runbook: c.runbook.clone(),
+        resolve_after_ms: c.resolve_after.map(|d| d.as_millis() as u64),
         message: ev.and_then(|e| e.message.clone()),
         origin: None,
         arrived: None,

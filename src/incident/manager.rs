@@ -303,6 +303,10 @@ impl Manager {
                     Msg::Ping(p) => pings.push(p),
                     Msg::Configure(c) => self.config = c,
                     Msg::Housekeeping => {
+                        if let Err(e) = self.auto_resolve() {
+                            self.telemetry.store_errors.inc();
+                            tracing::error!(error = %e, "automatic resolving failed");
+                        }
                         if let Err(e) = self.auto_close() {
                             self.telemetry.store_errors.inc();
                             tracing::error!(error = %e, "automatic closing failed");
@@ -595,6 +599,8 @@ impl Manager {
                     cancelled_at: None,
                     root_cause: None,
                     evidence: Vec::new(),
+                    last_detection_at: None,
+                    resolve_after_ms: None,
                     correlation_ids: Vec::new(),
                     external_refs: BTreeMap::new(),
                     runbook: incident.runbook,
@@ -736,6 +742,8 @@ impl Manager {
             cancelled_at: None,
             root_cause: None,
             evidence: Vec::new(),
+            last_detection_at: None,
+            resolve_after_ms: None,
             correlation_ids: Vec::new(),
             external_refs: BTreeMap::new(),
             runbook: d.runbook.clone(),
@@ -760,6 +768,45 @@ impl Manager {
         self.telemetry.incidents_created.inc();
         tracing::info!(incident = id, key = %d.key, rule = %d.rule, severity = %d.severity, "incident created");
         Ok(Outcome::Created(id))
+    }
+
+    /// Resolves active incidents of rules with `resolve_after` once no detection attached for
+    /// that long (actor `system`).
+    fn auto_resolve(&mut self) -> Result<(), IncidentError> {
+        let now = self.clock.now();
+        let mut query = crate::store::ListQuery {
+            status: vec![Status::Open, Status::Acknowledged, Status::Mitigated],
+            limit: 1000,
+            ..Default::default()
+        };
+        let mut due = Vec::new();
+        loop {
+            let page = self.store.list(&query)?;
+            for i in &page.incidents {
+                if let (Some(ms), Some(last)) = (i.resolve_after_ms, i.last_detection_at)
+                    && now.millis() - last.millis() >= ms as i64
+                {
+                    due.push((i.id, ms));
+                }
+            }
+            match page.next_cursor {
+                Some(c) => query.cursor = Some(c),
+                None => break,
+            }
+        }
+        for (id, ms) in due {
+            let note = format!(
+                "resolved automatically: no detection for {}",
+                humantime::format_duration(std::time::Duration::from_millis(ms))
+            );
+            self.on_command(Command::Transition {
+                id,
+                transition: Transition::Resolve,
+                note: Some(note),
+                actor: SYSTEM_ACTOR.into(),
+            })?;
+        }
+        Ok(())
     }
 
     /// Closes incidents resolved at least `auto_close_after` ago (actor `system`).
@@ -833,6 +880,7 @@ impl Manager {
             arrived: None,
             detected: None,
             evidence: None,
+            resolve_after_ms: None,
         };
         let outcome = self.on_detection(&d)?;
         tracing::info!(key = %d.key, actor = %actor, outcome = ?outcome, "external alert");
@@ -917,6 +965,10 @@ fn keep_evidence(inc: &mut Incident, ev: &crate::event::Event, max: usize) {
 fn attach(inc: &mut Incident, d: &Detection, now: Timestamp, evidence_max: usize) {
     if let Some(ev) = &d.evidence {
         keep_evidence(inc, ev, evidence_max);
+    }
+    inc.last_detection_at = Some(now);
+    if let Some(ms) = d.resolve_after_ms {
+        inc.resolve_after_ms = Some(inc.resolve_after_ms.map_or(ms, |m| m.max(ms)));
     }
     inc.detections += 1;
     inc.updated_at = Some(now);

@@ -172,6 +172,13 @@ pub struct Incident {
     /// ones, at most `[incidents] evidence_samples` in all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub evidence: Vec<crate::event::Event>,
+    /// When the last detection attached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_detection_at: Option<Timestamp>,
+    /// Resolved by `system` once no detection attached for this long (the rules'
+    /// `resolve_after`, the longest when several rules feed it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolve_after_ms: Option<u64>,
 }
 
 /// What a timeline entry records (DESIGN §3.4).

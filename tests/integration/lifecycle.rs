@@ -476,3 +476,45 @@ async fn a_key_that_keeps_firing_backs_off() {
     assert_eq!(d.real_incidents().await.len(), 2);
     assert!(d.log().contains("re-alert backoff"), "{}", d.log());
 }
+
+/// `resolve_after` on a rule: its incident resolves by itself (actor `system`) once no
+/// detection attached for that long; a rule without it leaves its incident open.
+#[tokio::test]
+async fn incidents_of_rules_with_resolve_after_resolve_by_themselves() {
+    let rules = format!(
+        "{BOOM}resolve_after = \"1s\"\n\n[[rule]]\nid = \"bang\"\nkind = \"match\"\nwhere = {{ kind = \"bang\" }}\n"
+    );
+    let d = TestDaemon::start(&rules).await;
+    d.send_and_settle(&[
+        r#"{"kind":"boom"}"#.to_string(),
+        r#"{"kind":"bang"}"#.to_string(),
+    ])
+    .await;
+    let boom = d.wait_for_key("boom").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let inc = d.get(&format!("/v1/incidents/{}", boom["id"])).await;
+        if inc["status"] == "resolved" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{inc}\n{}", d.log());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let tl = d
+        .get(&format!("/v1/incidents/{}/timeline", boom["id"]))
+        .await;
+    let last = tl["timeline"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["actor"], "system", "{last}");
+    assert!(
+        last["note"]
+            .as_str()
+            .unwrap()
+            .starts_with("resolved automatically: no detection for 1s"),
+        "{last}"
+    );
+    let bang = d.wait_for_key("bang").await;
+    assert_eq!(
+        d.get(&format!("/v1/incidents/{}", bang["id"])).await["status"],
+        "open"
+    );
+}
