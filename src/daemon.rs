@@ -414,7 +414,10 @@ pub async fn run(
             .rules
             .iter()
             .filter_map(|r| r.common.resolve_after)
-            .chain([config.incidents.auto_close_after])
+            .chain([
+                config.incidents.auto_close_after,
+                config.incidents.retain_closed,
+            ])
             .min()
             .unwrap_or(config.incidents.auto_close_after);
         let every = (shortest / 4).clamp(

@@ -307,6 +307,10 @@ impl Manager {
                             self.telemetry.store_errors.inc();
                             tracing::error!(error = %e, "automatic resolving failed");
                         }
+                        if let Err(e) = self.compact() {
+                            self.telemetry.store_errors.inc();
+                            tracing::error!(error = %e, "compaction of old closed incidents failed");
+                        }
                         if let Err(e) = self.auto_close() {
                             self.telemetry.store_errors.inc();
                             tracing::error!(error = %e, "automatic closing failed");
@@ -805,6 +809,38 @@ impl Manager {
                 note: Some(note),
                 actor: SYSTEM_ACTOR.into(),
             })?;
+        }
+        Ok(())
+    }
+
+    /// Deletes closed incidents whose closing is older than `retain_closed`.
+    fn compact(&mut self) -> Result<(), IncidentError> {
+        let now = self.clock.now();
+        let keep = self.config.retain_closed;
+        let mut query = crate::store::ListQuery {
+            status: vec![Status::Closed],
+            limit: 1000,
+            ..Default::default()
+        };
+        let mut old = Vec::new();
+        loop {
+            let page = self.store.list(&query)?;
+            old.extend(
+                page.incidents
+                    .iter()
+                    .filter(|i| i.closed_at.is_some_and(|c| now.since(c) >= keep))
+                    .map(|i| i.id),
+            );
+            match page.next_cursor {
+                Some(c) => query.cursor = Some(c),
+                None => break,
+            }
+        }
+        for id in &old {
+            self.store.remove_incident(*id)?;
+        }
+        if !old.is_empty() {
+            tracing::info!(removed = old.len(), retain_closed = ?keep, "compacted old closed incidents");
         }
         Ok(())
     }

@@ -242,6 +242,9 @@ pub trait Store: Send + Sync + 'static {
     fn flush(&self) -> Result<(), StoreError>;
     fn incident(&self, id: u64) -> Result<Option<Incident>, StoreError>;
     fn timeline(&self, id: u64) -> Result<Vec<TimelineEntry>, StoreError>;
+    /// Deletes a closed incident with its timeline and index entries, in one transaction
+    /// (compaction after `retain_closed`). Ids are not reused.
+    fn remove_incident(&self, id: u64) -> Result<(), StoreError>;
     /// Visits every timeline entry of every incident in log order (incident id, then
     /// sequence) until `visit` returns false.
     fn each_entry(&self, visit: &mut dyn FnMut(TimelineEntry) -> bool) -> Result<(), StoreError>;

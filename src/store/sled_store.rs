@@ -413,6 +413,43 @@ impl Store for SledStore {
             .collect()
     }
 
+    fn remove_incident(&self, id: u64) -> Result<(), StoreError> {
+        let err = |source| StoreError::Sled {
+            op: "remove incident",
+            source,
+        };
+        let Some(inc) = self.incident(id)? else {
+            return Ok(());
+        };
+        let log_keys: Vec<sled::IVec> = self
+            .log
+            .scan_prefix(id.to_be_bytes())
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
+        let result: Result<(), TransactionError<()>> =
+            (&self.incidents, &self.log, &self.idx_key, &self.idx_status).transaction(
+                |(incidents, log, idx_key, idx_status)| {
+                    incidents.remove(&id.to_be_bytes())?;
+                    for k in &log_keys {
+                        log.remove(k)?;
+                    }
+                    idx_status.remove(&status_key(inc.status, id))?;
+                    // The key index keeps pointing at a newer incident of the key, if any.
+                    if idx_key.get(inc.key.as_bytes())?.as_deref() == Some(&id.to_be_bytes()[..]) {
+                        idx_key.remove(inc.key.as_bytes())?;
+                    }
+                    Ok::<(), ConflictableTransactionError<()>>(())
+                },
+            );
+        result.map_err(|e| match e {
+            TransactionError::Storage(source) => err(source),
+            TransactionError::Abort(()) => {
+                err(sled::Error::Unsupported("transaction aborted".into()))
+            }
+        })
+    }
+
     fn each_entry(&self, visit: &mut dyn FnMut(TimelineEntry) -> bool) -> Result<(), StoreError> {
         for kv in self.log.iter() {
             let (k, v) = kv.map_err(|source| StoreError::Sled {

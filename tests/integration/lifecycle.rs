@@ -518,3 +518,65 @@ async fn incidents_of_rules_with_resolve_after_resolve_by_themselves() {
         "open"
     );
 }
+
+/// Closed incidents older than `retain_closed` are compacted away (snapshot, timeline and
+/// index entries); open ones stay, and ids are not reused.
+#[tokio::test]
+async fn closed_incidents_are_compacted_after_retain_closed() {
+    let d = TestDaemon::prepare("[incidents]\nretain_closed = \"1s\"\n", "");
+    d.wait_healthy().await;
+    let mut ids = Vec::new();
+    for title in ["to close", "to keep"] {
+        let v = d
+            .post("/v1/incidents", json!({"title": title, "severity": "sev4"}))
+            .await
+            .unwrap();
+        ids.push(v["id"].as_u64().unwrap());
+    }
+    d.post(&format!("/v1/incidents/{}/close", ids[0]), json!({}))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let (status, _) = d
+            .raw(
+                hyper::Method::GET,
+                &format!("/v1/incidents/{}", ids[0]),
+                b"",
+            )
+            .await;
+        if status == 404 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", d.log());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (status, _) = d
+        .raw(
+            hyper::Method::GET,
+            &format!("/v1/incidents/{}/timeline", ids[0]),
+            b"",
+        )
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        d.get(&format!("/v1/incidents/{}", ids[1])).await["status"],
+        "open"
+    );
+    let next = d
+        .post(
+            "/v1/incidents",
+            json!({"title": "later", "severity": "sev4"}),
+        )
+        .await
+        .unwrap();
+    assert!(
+        next["id"].as_u64().unwrap() > ids[1],
+        "ids are not reused: {next}"
+    );
+    assert!(
+        d.log().contains("compacted old closed incidents"),
+        "{}",
+        d.log()
+    );
+}
