@@ -811,12 +811,13 @@ fn read_inputs(files: &[PathBuf]) -> Result<Vec<u8>, CliError> {
 }
 
 fn incidents_table(incidents: &[Incident], now: Timestamp) -> String {
+    let colour = output::colour_enabled();
     let rows: Vec<Vec<String>> = incidents
         .iter()
         .map(|i| {
             vec![
                 i.id.to_string(),
-                i.severity.to_string(),
+                output::severity(i.severity, colour),
                 i.status.to_string(),
                 ago(i.created_at, now),
                 i.detections.to_string(),

@@ -1,14 +1,52 @@
-//! Human output: aligned tables and relative times.
+//! Human output: aligned tables, relative times, and severity in colour on a terminal.
+
+use std::io::IsTerminal;
 
 use crate::clock::Timestamp;
+use crate::incident::Severity;
+
+/// Colour only on a terminal, and never when `NO_COLOR` is set to anything non-empty
+/// (no-color.org).
+pub fn colour_enabled() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// The severity, in colour when `on`: sev1 bold red, sev2 red, sev3 yellow, sev4 cyan.
+pub fn severity(s: Severity, on: bool) -> String {
+    if !on {
+        return s.to_string();
+    }
+    let code = match s {
+        Severity::Sev1 => "1;31",
+        Severity::Sev2 => "31",
+        Severity::Sev3 => "33",
+        Severity::Sev4 => "36",
+    };
+    format!("\x1b[{code}m{s}\x1b[0m")
+}
+
+/// Characters a terminal shows: ANSI colour sequences take no room.
+fn visible_len(s: &str) -> usize {
+    let mut n = 0;
+    let mut in_escape = false;
+    for c in s.chars() {
+        match (in_escape, c) {
+            (false, '\x1b') => in_escape = true,
+            (true, 'm') => in_escape = false,
+            (true, _) => {}
+            (false, _) => n += 1,
+        }
+    }
+    n
+}
 
 /// Prints rows under headers with columns padded to their widest cell.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    let mut widths: Vec<usize> = headers.iter().map(|h| visible_len(h)).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
             if let Some(w) = widths.get_mut(i) {
-                *w = (*w).max(cell.chars().count());
+                *w = (*w).max(visible_len(cell));
             }
         }
     }
@@ -20,7 +58,8 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
                 l.push_str("  ");
             }
             let w = widths.get(i).copied().unwrap_or(0);
-            l.push_str(&format!("{c:<w$}"));
+            l.push_str(c);
+            l.extend(std::iter::repeat_n(' ', w.saturating_sub(visible_len(c))));
         }
         out.push_str(l.trim_end());
         out.push('\n');
@@ -67,6 +106,21 @@ mod tests {
             ],
         );
         assert_eq!(t, "ID  TITLE\n7   disk\n12  x\n");
+    }
+
+    #[test]
+    fn coloured_cells_keep_the_columns_aligned() {
+        let red = severity(Severity::Sev1, true);
+        assert_eq!(red, "\x1b[1;31msev1\x1b[0m");
+        assert_eq!(severity(Severity::Sev1, false), "sev1");
+        let t = table(
+            &["SEV", "TITLE"],
+            &[
+                vec![red.clone(), "disk".into()],
+                vec!["sev3".into(), "x".into()],
+            ],
+        );
+        assert_eq!(t, format!("SEV   TITLE\n{red}  disk\nsev3  x\n"));
     }
 
     #[test]

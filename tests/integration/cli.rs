@@ -513,3 +513,42 @@ async fn export_writes_the_incident_log_as_ndjson() {
     );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), stdout(&out));
 }
+
+/// Severity is coloured on a terminal (a real pseudo-terminal from util-linux `script`),
+/// and not with NO_COLOR set or through a pipe.
+#[tokio::test]
+async fn severity_in_colour_on_a_terminal_only() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: util-linux script is not installed");
+        return;
+    }
+    let d = TestDaemon::start("").await;
+    d.post(
+        "/v1/incidents",
+        serde_json::json!({"title": "hot", "severity": "sev1"}),
+    )
+    .await
+    .unwrap();
+    let on_tty = |no_color: bool| {
+        let mut c = std::process::Command::new("script");
+        c.args(["-qec", &format!("{CTL} list"), "/dev/null"])
+            .env("INCIDENTD_SOCKET", d.run.join("control.sock"))
+            .env_remove("NO_COLOR");
+        if no_color {
+            c.env("NO_COLOR", "1");
+        }
+        String::from_utf8_lossy(&c.output().unwrap().stdout).into_owned()
+    };
+    assert!(
+        on_tty(false).contains("\x1b[1;31msev1\x1b[0m"),
+        "{:?}",
+        on_tty(false)
+    );
+    assert!(!on_tty(true).contains('\x1b'), "{:?}", on_tty(true));
+    let piped = d.ctl(&["list"]);
+    assert!(!stdout(&piped).contains('\x1b'));
+}
