@@ -552,3 +552,64 @@ async fn severity_in_colour_on_a_terminal_only() {
     let piped = d.ctl(&["list"]);
     assert!(!stdout(&piped).contains('\x1b'));
 }
+
+/// Cursor pagination while incidents are being created: no incident twice, and none of those
+/// that existed when paging began is missed (new ones, with higher ids, start the next scan).
+#[tokio::test]
+async fn pagination_has_no_duplicates_or_gaps_under_concurrent_inserts() {
+    let d = TestDaemon::start("").await;
+    for i in 0..40 {
+        d.post(
+            "/v1/incidents",
+            serde_json::json!({"title": format!("t{i}"), "severity": "sev4"}),
+        )
+        .await
+        .unwrap();
+    }
+    let client = incidentd::cli::client::Client::new(d.run.join("control.sock"));
+    let writer = tokio::spawn(async move {
+        for i in 0..40 {
+            let _: serde_json::Value = client
+                .post(
+                    "/v1/incidents",
+                    &serde_json::json!({"title": format!("new{i}"), "severity": "sev4"}),
+                )
+                .await
+                .unwrap();
+        }
+    });
+    let mut seen = Vec::new();
+    let mut cursor: Option<u64> = None;
+    let mut first_max = None;
+    loop {
+        let path = match cursor {
+            Some(c) => format!("/v1/incidents?limit=7&cursor={c}"),
+            None => "/v1/incidents?limit=7".to_owned(),
+        };
+        let page = d.get(&path).await;
+        for i in page["incidents"].as_array().unwrap() {
+            seen.push(i["id"].as_u64().unwrap());
+        }
+        first_max.get_or_insert(seen[0]);
+        tokio::task::yield_now().await;
+        match page["next_cursor"].as_u64() {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    writer.await.unwrap();
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), seen.len(), "an incident came twice: {seen:?}");
+    let top = first_max.unwrap();
+    assert_eq!(
+        sorted,
+        (1..=top).collect::<Vec<_>>(),
+        "a gap below {top}: {seen:?}"
+    );
+    assert!(
+        seen.windows(2).all(|w| w[0] > w[1]),
+        "newest first: {seen:?}"
+    );
+}
