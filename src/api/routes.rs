@@ -386,44 +386,30 @@ async fn related(
     let store = st.store.clone();
     let out = tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
-        let mut query = ListQuery {
-            limit: 1000,
-            ..Default::default()
-        };
-        'pages: loop {
-            let page = store.list(&query)?;
-            for other in page.incidents {
-                if other.id == id {
-                    continue;
-                }
-                let mut why = Vec::new();
-                if other.key == me.key {
-                    why.push("key");
-                }
-                if me.service.is_some() && other.service == me.service {
-                    why.push("service");
-                }
-                if other
-                    .correlation_ids
-                    .iter()
-                    .any(|c| me.correlation_ids.contains(c))
-                {
-                    why.push("correlation");
-                }
-                if !why.is_empty() {
-                    let mut other = other;
-                    other.evidence = Vec::new();
-                    out.push(json!({"incident": other, "why": why}));
-                    if out.len() >= 100 {
-                        break 'pages;
-                    }
-                }
+        store.scan(&ListQuery::default(), &mut |mut other| {
+            if other.id == id {
+                return true;
             }
-            match page.next_cursor {
-                Some(c) => query.cursor = Some(c),
-                None => break,
+            let mut why = Vec::new();
+            if other.key == me.key {
+                why.push("key");
             }
-        }
+            if me.service.is_some() && other.service == me.service {
+                why.push("service");
+            }
+            if other
+                .correlation_ids
+                .iter()
+                .any(|c| me.correlation_ids.contains(c))
+            {
+                why.push("correlation");
+            }
+            if !why.is_empty() {
+                other.evidence = Vec::new();
+                out.push(json!({"incident": other, "why": why}));
+            }
+            out.len() < 100
+        })?;
         Ok::<_, crate::store::StoreError>(out)
     })
     .await
@@ -657,10 +643,7 @@ async fn stats(
     query: Result<Query<StatsQuery>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     let Query(q) = query?;
-    let mut list = ListQuery {
-        limit: 1000,
-        ..Default::default()
-    };
+    let mut list = ListQuery::default();
     if let Some(s) = &q.since {
         list.since = Some(parse_since(s, st.clock.now())?);
     }
@@ -669,18 +652,12 @@ async fn stats(
     let since = list.since;
     let stats = tokio::task::spawn_blocking(move || {
         let mut incidents = Vec::new();
-        loop {
-            let page = store.list(&list)?;
+        store.scan(&list, &mut |mut i| {
             // Evidence is not needed for numbers; drop it early.
-            incidents.extend(page.incidents.into_iter().map(|mut i| {
-                i.evidence = Vec::new();
-                i
-            }));
-            match page.next_cursor {
-                Some(c) => list.cursor = Some(c),
-                None => break,
-            }
-        }
+            i.evidence = Vec::new();
+            incidents.push(i);
+            true
+        })?;
         Ok::<_, crate::store::StoreError>(crate::incident::stats::Stats::of(&incidents))
     })
     .await

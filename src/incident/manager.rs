@@ -778,26 +778,19 @@ impl Manager {
     /// that long (actor `system`).
     fn auto_resolve(&mut self) -> Result<(), IncidentError> {
         let now = self.clock.now();
-        let mut query = crate::store::ListQuery {
+        let query = crate::store::ListQuery {
             status: vec![Status::Open, Status::Acknowledged, Status::Mitigated],
-            limit: 1000,
             ..Default::default()
         };
         let mut due = Vec::new();
-        loop {
-            let page = self.store.list(&query)?;
-            for i in &page.incidents {
-                if let (Some(ms), Some(last)) = (i.resolve_after_ms, i.last_detection_at)
-                    && now.millis() - last.millis() >= ms as i64
-                {
-                    due.push((i.id, ms));
-                }
+        self.store.scan(&query, &mut |i| {
+            if let (Some(ms), Some(last)) = (i.resolve_after_ms, i.last_detection_at)
+                && now.millis() - last.millis() >= ms as i64
+            {
+                due.push((i.id, ms));
             }
-            match page.next_cursor {
-                Some(c) => query.cursor = Some(c),
-                None => break,
-            }
-        }
+            true
+        })?;
         for (id, ms) in due {
             let note = format!(
                 "resolved automatically: no detection for {}",
@@ -817,25 +810,17 @@ impl Manager {
     fn compact(&mut self) -> Result<(), IncidentError> {
         let now = self.clock.now();
         let keep = self.config.retain_closed;
-        let mut query = crate::store::ListQuery {
+        let query = crate::store::ListQuery {
             status: vec![Status::Closed],
-            limit: 1000,
             ..Default::default()
         };
         let mut old = Vec::new();
-        loop {
-            let page = self.store.list(&query)?;
-            old.extend(
-                page.incidents
-                    .iter()
-                    .filter(|i| i.closed_at.is_some_and(|c| now.since(c) >= keep))
-                    .map(|i| i.id),
-            );
-            match page.next_cursor {
-                Some(c) => query.cursor = Some(c),
-                None => break,
+        self.store.scan(&query, &mut |i| {
+            if i.closed_at.is_some_and(|c| now.since(c) >= keep) {
+                old.push(i.id);
             }
-        }
+            true
+        })?;
         for id in &old {
             self.store.remove_incident(*id)?;
         }
@@ -849,25 +834,17 @@ impl Manager {
     fn auto_close(&mut self) -> Result<(), IncidentError> {
         let now = self.clock.now();
         let after = self.config.auto_close_after;
-        let mut query = crate::store::ListQuery {
+        let query = crate::store::ListQuery {
             status: vec![Status::Resolved],
-            limit: 1000,
             ..Default::default()
         };
         let mut due = Vec::new();
-        loop {
-            let page = self.store.list(&query)?;
-            due.extend(
-                page.incidents
-                    .iter()
-                    .filter(|i| i.resolved_at.is_some_and(|r| now.since(r) >= after))
-                    .map(|i| i.id),
-            );
-            match page.next_cursor {
-                Some(c) => query.cursor = Some(c),
-                None => break,
+        self.store.scan(&query, &mut |i| {
+            if i.resolved_at.is_some_and(|r| now.since(r) >= after) {
+                due.push(i.id);
             }
-        }
+            true
+        })?;
         for id in due {
             let note = format!(
                 "closed automatically: resolved for {}",

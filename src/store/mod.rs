@@ -251,6 +251,30 @@ pub trait Store: Send + Sync + 'static {
     /// The newest incident created for `key`.
     fn latest_for_key(&self, key: &str) -> Result<Option<u64>, StoreError>;
     fn list(&self, query: &ListQuery) -> Result<Page, StoreError>;
+    /// Visits every incident `query` matches, newest first, page by page, until `visit`
+    /// returns false (`query.limit` is the page size; 0 means 1000).
+    fn scan(
+        &self,
+        query: &ListQuery,
+        visit: &mut dyn FnMut(Incident) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut q = query.clone();
+        if q.limit == 0 {
+            q.limit = 1000;
+        }
+        loop {
+            let page = self.list(&q)?;
+            for i in page.incidents {
+                if !visit(i) {
+                    return Ok(());
+                }
+            }
+            match page.next_cursor {
+                Some(c) => q.cursor = Some(c),
+                None => return Ok(()),
+            }
+        }
+    }
     /// The id the next incident will get (ids never repeat).
     fn next_id(&self) -> Result<u64, StoreError>;
     /// Incidents per status.
