@@ -361,6 +361,7 @@ pub async fn run(
         event_queue_capacity: config.daemon.event_queue,
         request_timeout: config.control.request_timeout,
         roles: roles.clone(),
+        shutdown: sources_token.clone(),
     });
     if let Some(addr) = config.control.metrics_listen {
         running.spawn(

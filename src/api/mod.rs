@@ -10,6 +10,7 @@ mod listener;
 pub mod metrics;
 pub mod roles;
 mod routes;
+mod stream;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -100,6 +101,9 @@ pub struct ApiState {
     pub request_timeout: std::time::Duration,
     /// admin_groups and responder_groups, replaced on reload.
     pub roles: roles::SharedRoles,
+    /// Cancelled at shutdown: ends the event streams, which would otherwise hold the
+    /// server open.
+    pub shutdown: CancellationToken,
 }
 
 /// Serves the API until `cancel`, then finishes the requests in flight.

@@ -41,6 +41,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/rules", get(rules))
         .route("/v1/stats", get(stats))
         .route("/v1/export", get(export))
+        .route("/v1/stream", get(super::stream::handler))
         .route("/v1/reload", post(reload))
         .route("/metrics", get(super::metrics::handler))
         .fallback(|| async {

@@ -148,3 +148,132 @@ impl Client {
             .await
     }
 }
+
+/// One Server-Sent Event as received.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StreamMessage {
+    pub id: Option<String>,
+    pub event: String,
+    pub data: String,
+}
+
+/// An open `GET /v1/stream`: messages as they arrive.
+pub struct EventStream {
+    body: hyper::body::Incoming,
+    buf: Vec<u8>,
+    pending: StreamMessage,
+    _driver: AbortOnDrop,
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Client {
+    /// Opens the event stream at `path`, resuming after `last_event_id` when given.
+    pub async fn stream(
+        &self,
+        path: &str,
+        last_event_id: Option<u64>,
+    ) -> Result<EventStream, ClientError> {
+        let stream =
+            UnixStream::connect(&self.socket)
+                .await
+                .map_err(|source| ClientError::Connect {
+                    path: self.socket.clone(),
+                    source,
+                })?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let driver = AbortOnDrop(tokio::spawn(async move {
+            let _ = conn.await;
+        }));
+        let mut req = Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header("host", "localhost")
+            .header("accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id.to_string());
+        }
+        let req = req
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| ClientError::Decode {
+                status: 0,
+                message: e.to_string(),
+            })?;
+        let resp = sender.send_request(req).await?;
+        let status = resp.status();
+        if !status.is_success() {
+            let bytes = resp.into_body().collect().await?.to_bytes();
+            return Err(ClientError::Api {
+                status: status.as_u16(),
+                code: "http".into(),
+                message: api_message(&bytes),
+            });
+        }
+        Ok(EventStream {
+            body: resp.into_body(),
+            buf: Vec::new(),
+            pending: StreamMessage::default(),
+            _driver: driver,
+        })
+    }
+}
+
+/// The `message` of an error answer, or the body as text.
+fn api_message(bytes: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(bytes).into_owned())
+}
+
+impl EventStream {
+    /// The next message; `None` when the daemon ended the stream.
+    pub async fn next(&mut self) -> Result<Option<StreamMessage>, ClientError> {
+        loop {
+            while let Some(nl) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=nl).collect();
+                let line = String::from_utf8_lossy(&line);
+                let line = line.trim_end_matches(['\n', '\r']);
+                if line.is_empty() {
+                    // A blank line dispatches what was gathered (if it has data).
+                    let msg = std::mem::take(&mut self.pending);
+                    if !msg.data.is_empty() || !msg.event.is_empty() {
+                        return Ok(Some(msg));
+                    }
+                    continue;
+                }
+                if line.starts_with(':') {
+                    continue; // keep-alive comment
+                }
+                let (field, value) = line.split_once(':').unwrap_or((line, ""));
+                let value = value.strip_prefix(' ').unwrap_or(value);
+                match field {
+                    "id" => self.pending.id = Some(value.to_owned()),
+                    "event" => self.pending.event = value.to_owned(),
+                    "data" => {
+                        if !self.pending.data.is_empty() {
+                            self.pending.data.push('\n');
+                        }
+                        self.pending.data.push_str(value);
+                    }
+                    _ => {}
+                }
+            }
+            match self.body.frame().await {
+                None => return Ok(None),
+                Some(frame) => {
+                    if let Ok(data) = frame?.into_data() {
+                        self.buf.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -186,9 +186,15 @@ pub enum Msg {
 #[derive(Clone)]
 pub struct IncidentHandle {
     tx: mpsc::Sender<Msg>,
+    changes: tokio::sync::watch::Receiver<u64>,
 }
 
 impl IncidentHandle {
+    /// The highest durable change number, updated after each flush (for the stream).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.clone()
+    }
+
     pub fn sender(&self) -> mpsc::Sender<Msg> {
         self.tx.clone()
     }
@@ -244,7 +250,9 @@ pub fn spawn(
     tracker: &tokio_util::task::TaskTracker,
 ) -> Result<IncidentHandle, StoreError> {
     let (tx, rx) = mpsc::channel(capacity);
+    let (changes_tx, changes) = tokio::sync::watch::channel(store.last_change());
     let mut manager = Manager {
+        changes: changes_tx,
         next_id: store.next_id()?,
         store,
         config,
@@ -254,11 +262,13 @@ pub fn spawn(
         backoff: HashMap::new(),
     };
     tracker.spawn_blocking(move || manager.run(rx));
-    Ok(IncidentHandle { tx })
+    Ok(IncidentHandle { tx, changes })
 }
 
 struct Manager {
     store: Arc<dyn Store>,
+    /// Publishes the highest durable change number after each flush.
+    changes: tokio::sync::watch::Sender<u64>,
     config: IncidentsConfig,
     clock: Arc<dyn Clock>,
     telemetry: Arc<Telemetry>,
@@ -342,6 +352,10 @@ impl Manager {
                 self.telemetry.checkpoints.inc();
             }
             if flushed.is_ok() {
+                self.changes.send_if_modified(|last| {
+                    let now = self.store.last_change();
+                    std::mem::replace(last, now) != now
+                });
                 let now = std::time::Instant::now();
                 for (arrived, detected) in timings.drain(..) {
                     if let Some(d) = detected {
@@ -406,6 +420,7 @@ impl Manager {
             actor: actor.to_owned(),
             note,
             data,
+            change: 0,
         };
         inc.timeline_len += 1;
         e

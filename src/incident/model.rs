@@ -200,6 +200,9 @@ pub enum EntryKind {
     Notification,
     TicketLinked,
     Reopened,
+    /// A silence matched the incident: its notifications and automatic actions are held
+    /// back while the silence lasts.
+    Silenced,
 }
 
 /// One entry of an incident's append-only timeline.
@@ -216,4 +219,28 @@ pub struct TimelineEntry {
     pub note: Option<String>,
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub data: serde_json::Value,
+    /// The store-wide change number, given when the entry is stored: entries of all
+    /// incidents in the order they were written (the event id of `GET /v1/stream`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub change: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl EntryKind {
+    /// The `GET /v1/stream` event type this entry is delivered as.
+    pub fn stream_event(self) -> &'static str {
+        match self {
+            EntryKind::Created => "incident_created",
+            EntryKind::Detection => "detection",
+            EntryKind::ActionProposed
+            | EntryKind::ActionApproved
+            | EntryKind::ActionDenied
+            | EntryKind::ActionExecuted => "action",
+            EntryKind::Notification => "notification",
+            _ => "incident_updated",
+        }
+    }
 }

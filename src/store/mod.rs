@@ -4,8 +4,10 @@
 //! Trees (DESIGN §4): `incident_log` (append-only timeline, key = id ‖ seq), `incidents`
 //! (snapshots, key = id), `idx_key` (incident key → newest id), `idx_status` (status ‖ id),
 //! `applied` (idempotency ids of detections applied since the last engine checkpoint),
-//! `checkpoints` (engine window state and file cursors) and `meta` (schema version, next id). One incident change is one transaction over all of
-//! them; [`Store::flush`] makes everything applied so far durable, and the manager calls it
+//! `checkpoints` (engine window state and file cursors), `changes` (store-wide change
+//! number → log key, the order of `GET /v1/stream`), `silences`, and `meta` (schema version,
+//! next ids). One incident change is one transaction over log, snapshot, indexes, applied
+//! ids and change numbers; [`Store::flush`] makes everything applied so far durable, and the manager calls it
 //! before answering anyone.
 
 mod sled_store;
@@ -287,6 +289,12 @@ pub trait Store: Send + Sync + 'static {
     fn detection_applied(&self, id: &AppliedId) -> Result<bool, StoreError>;
     /// Records a detection that changed no incident (suppressed by the rate limit).
     fn record_detection(&self, id: &AppliedId) -> Result<(), StoreError>;
+    /// Up to `limit` timeline entries of any incident with a change number above `after`,
+    /// in change order (entries of compacted incidents are gone).
+    fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<TimelineEntry>, StoreError>;
+    /// The highest change number given so far (0 when none). Only what the manager has
+    /// flushed since is durable; it publishes that number after each flush.
+    fn last_change(&self) -> u64;
     /// The last engine checkpoint saved, if any.
     fn load_checkpoint(&self) -> Result<Option<Vec<u8>>, StoreError>;
 }

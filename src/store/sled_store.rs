@@ -20,6 +20,11 @@ pub struct SledStore {
     meta: sled::Tree,
     checkpoints: sled::Tree,
     applied: sled::Tree,
+    /// Change number → log key of the timeline entry it numbers.
+    changes: sled::Tree,
+    silences: sled::Tree,
+    /// The number the next stored timeline entry gets (the manager is the only writer).
+    next_change: std::sync::atomic::AtomicU64,
 }
 
 impl SledStore {
@@ -82,8 +87,23 @@ impl SledStore {
             meta: tree("meta")?,
             checkpoints: tree("checkpoints")?,
             applied: tree("applied")?,
+            changes: tree("changes")?,
+            silences: tree("silences")?,
+            next_change: std::sync::atomic::AtomicU64::new(1),
             db,
         };
+        let last_change = store
+            .changes
+            .last()
+            .map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?
+            .and_then(|(k, _)| <[u8; 8]>::try_from(k.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes);
+        store
+            .next_change
+            .store(last_change + 1, std::sync::atomic::Ordering::Relaxed);
         match store.meta_u64("schema_version")? {
             None => {
                 store
@@ -325,10 +345,27 @@ impl Store for SledStore {
         let inc = &change.incident;
         let id = inc.id.to_be_bytes();
         let snapshot = encode(inc);
-        let entries: Vec<([u8; 16], Vec<u8>)> = change
+        // Numbers are taken before the transaction; one that fails leaves a gap, which
+        // readers of the change sequence accept (it only has to grow).
+        let first = self.next_change.fetch_add(
+            change.entries.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        let entries: Vec<([u8; 16], [u8; 8], Vec<u8>)> = change
             .entries
             .iter()
-            .map(|e| (log_key(e.incident_id, e.seq), encode(e)))
+            .zip(first..)
+            .map(|(e, n)| {
+                let numbered = TimelineEntry {
+                    change: n,
+                    ..e.clone()
+                };
+                (
+                    log_key(e.incident_id, e.seq),
+                    n.to_be_bytes(),
+                    encode(&numbered),
+                )
+            })
             .collect();
         // The closure may run more than once on conflict: it only writes, with no side effects.
         let result: Result<(), TransactionError<()>> = (
@@ -338,35 +375,39 @@ impl Store for SledStore {
             &self.idx_status,
             &self.meta,
             &self.applied,
+            &self.changes,
         )
-            .transaction(|(incidents, log, idx_key, idx_status, meta, applied)| {
-                incidents.insert(&id, snapshot.as_slice())?;
-                if let Some(d) = &change.detection {
-                    applied.insert(d.key(), &d.value())?;
-                }
-                for (k, v) in &entries {
-                    log.insert(k, v.as_slice())?;
-                }
-                match change.previous_status {
-                    None => {
-                        idx_key.insert(inc.key.as_bytes(), &id)?;
-                        let next = meta
-                            .get("next_id")?
-                            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-                            .map(u64::from_be_bytes)
-                            .unwrap_or(1);
-                        if inc.id >= next {
-                            meta.insert("next_id", &(inc.id + 1).to_be_bytes())?;
+            .transaction(
+                |(incidents, log, idx_key, idx_status, meta, applied, changes)| {
+                    incidents.insert(&id, snapshot.as_slice())?;
+                    if let Some(d) = &change.detection {
+                        applied.insert(d.key(), &d.value())?;
+                    }
+                    for (k, n, v) in &entries {
+                        log.insert(k, v.as_slice())?;
+                        changes.insert(n, k)?;
+                    }
+                    match change.previous_status {
+                        None => {
+                            idx_key.insert(inc.key.as_bytes(), &id)?;
+                            let next = meta
+                                .get("next_id")?
+                                .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+                                .map(u64::from_be_bytes)
+                                .unwrap_or(1);
+                            if inc.id >= next {
+                                meta.insert("next_id", &(inc.id + 1).to_be_bytes())?;
+                            }
                         }
+                        Some(prev) if prev != inc.status => {
+                            idx_status.remove(&status_key(prev, inc.id))?;
+                        }
+                        Some(_) => {}
                     }
-                    Some(prev) if prev != inc.status => {
-                        idx_status.remove(&status_key(prev, inc.id))?;
-                    }
-                    Some(_) => {}
-                }
-                idx_status.insert(&status_key(inc.status, inc.id), &[])?;
-                Ok::<(), ConflictableTransactionError<()>>(())
-            });
+                    idx_status.insert(&status_key(inc.status, inc.id), &[])?;
+                    Ok::<(), ConflictableTransactionError<()>>(())
+                },
+            );
         result.map_err(|e| match e {
             TransactionError::Storage(source) => StoreError::Sled {
                 op: "apply change",
@@ -421,27 +462,36 @@ impl Store for SledStore {
         let Some(inc) = self.incident(id)? else {
             return Ok(());
         };
-        let log_keys: Vec<sled::IVec> = self
-            .log
-            .scan_prefix(id.to_be_bytes())
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(err)?;
-        let result: Result<(), TransactionError<()>> =
-            (&self.incidents, &self.log, &self.idx_key, &self.idx_status).transaction(
-                |(incidents, log, idx_key, idx_status)| {
-                    incidents.remove(&id.to_be_bytes())?;
-                    for k in &log_keys {
-                        log.remove(k)?;
+        let mut log_keys: Vec<(sled::IVec, u64)> = Vec::new();
+        for kv in self.log.scan_prefix(id.to_be_bytes()) {
+            let (k, v) = kv.map_err(err)?;
+            // An undecodable entry still goes; its change number (if any) stays behind and
+            // readers skip numbers whose entry is gone.
+            let n = decode::<TimelineEntry>("incident_log", &k, &v).map_or(0, |e| e.change);
+            log_keys.push((k, n));
+        }
+        let result: Result<(), TransactionError<()>> = (
+            &self.incidents,
+            &self.log,
+            &self.idx_key,
+            &self.idx_status,
+            &self.changes,
+        )
+            .transaction(|(incidents, log, idx_key, idx_status, changes)| {
+                incidents.remove(&id.to_be_bytes())?;
+                for (k, n) in &log_keys {
+                    log.remove(k)?;
+                    if *n > 0 {
+                        changes.remove(&n.to_be_bytes())?;
                     }
-                    idx_status.remove(&status_key(inc.status, id))?;
-                    // The key index keeps pointing at a newer incident of the key, if any.
-                    if idx_key.get(inc.key.as_bytes())?.as_deref() == Some(&id.to_be_bytes()[..]) {
-                        idx_key.remove(inc.key.as_bytes())?;
-                    }
-                    Ok::<(), ConflictableTransactionError<()>>(())
-                },
-            );
+                }
+                idx_status.remove(&status_key(inc.status, id))?;
+                // The key index keeps pointing at a newer incident of the key, if any.
+                if idx_key.get(inc.key.as_bytes())?.as_deref() == Some(&id.to_be_bytes()[..]) {
+                    idx_key.remove(inc.key.as_bytes())?;
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            });
         result.map_err(|e| match e {
             TransactionError::Storage(source) => err(source),
             TransactionError::Abort(()) => {
@@ -566,6 +616,31 @@ impl Store for SledStore {
                 op: "record detection",
                 source,
             })
+    }
+
+    fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<TimelineEntry>, StoreError> {
+        let err = |source| StoreError::Sled {
+            op: "read changes",
+            source,
+        };
+        let mut out = Vec::new();
+        for kv in self.changes.range(after.saturating_add(1).to_be_bytes()..) {
+            let (_, log_key) = kv.map_err(err)?;
+            // The entry may have gone with a compacted incident in between.
+            if let Some(v) = self.log.get(&log_key).map_err(err)? {
+                out.push(decode("incident_log", &log_key, &v)?);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn last_change(&self) -> u64 {
+        self.next_change
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .saturating_sub(1)
     }
 
     fn load_checkpoint(&self) -> Result<Option<Vec<u8>>, StoreError> {

@@ -9,6 +9,7 @@ mod lifecycle;
 mod replay;
 mod roles;
 mod sources;
+mod stream;
 mod systemd;
 mod tail;
 mod util;

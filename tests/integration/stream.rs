@@ -1,0 +1,157 @@
+//! `GET /v1/stream`: changes in order, resumption with Last-Event-ID, the end at shutdown.
+
+use std::time::Duration;
+
+use incidentd::cli::client::{EventStream, StreamMessage};
+use serde_json::{Value, json};
+
+use crate::util::*;
+
+async fn next(s: &mut EventStream) -> StreamMessage {
+    tokio::time::timeout(Duration::from_secs(10), s.next())
+        .await
+        .expect("a stream event within 10 s")
+        .expect("stream read")
+        .expect("the stream is still open")
+}
+
+fn data(m: &StreamMessage) -> Value {
+    serde_json::from_str(&m.data).expect("event data is JSON")
+}
+
+#[tokio::test]
+async fn the_stream_delivers_changes_in_order_and_resumes_after_the_last_id() {
+    let mut d = TestDaemon::start("").await;
+    // A change from before the stream opens is not sent to a stream without a position.
+    let before = d
+        .post("/v1/incidents", json!({"title": "before"}))
+        .await
+        .unwrap();
+    let mut s = d.client.stream("/v1/stream", None).await.unwrap();
+    let inc = d
+        .post(
+            "/v1/incidents",
+            json!({"title": "disk full on db-1", "severity": "sev2"}),
+        )
+        .await
+        .unwrap();
+    let id = inc["id"].as_u64().unwrap();
+    d.post(&format!("/v1/incidents/{id}/ack"), json!({"note": "mine"}))
+        .await
+        .unwrap();
+    d.post(
+        &format!("/v1/incidents/{id}/notes"),
+        json!({"note": "cleaning /var"}),
+    )
+    .await
+    .unwrap();
+    let alert = d
+        .post(
+            "/v1/alerts",
+            json!({"key": "backup", "summary": "nightly backup failed", "severity": "sev3"}),
+        )
+        .await
+        .unwrap();
+
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        got.push(next(&mut s).await);
+    }
+    let kinds: Vec<&str> = got.iter().map(|m| m.event.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "incident_created",
+            "incident_updated",
+            "incident_updated",
+            "incident_created",
+            "detection"
+        ]
+    );
+    let ids: Vec<u64> = got
+        .iter()
+        .map(|m| m.id.as_deref().unwrap().parse().unwrap())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids grow: {ids:?}");
+    let first = data(&got[0]);
+    assert_eq!(first["incident"]["id"], id);
+    assert_eq!(first["entry"]["type"], "created");
+    assert_eq!(first["change"], ids[0]);
+    assert_eq!(data(&got[1])["entry"]["data"]["to"], "acknowledged");
+    assert_eq!(data(&got[2])["entry"]["note"], "cleaning /var");
+    assert_eq!(data(&got[3])["incident"]["id"], alert["incident_id"]);
+    assert_ne!(first["incident"]["id"], before["id"]);
+    // The timeline shows the same change numbers.
+    let tl = d.get(&format!("/v1/incidents/{id}/timeline")).await;
+    assert_eq!(tl["timeline"][0]["change"], ids[0]);
+
+    // Disconnect; changes made meanwhile arrive on resumption, and nothing before the id.
+    drop(s);
+    d.post(&format!("/v1/incidents/{id}/resolve"), json!({}))
+        .await
+        .unwrap();
+    let mut resumed = d.client.stream("/v1/stream", Some(ids[2])).await.unwrap();
+    let m = next(&mut resumed).await;
+    assert_eq!(m.id.as_deref().unwrap().parse::<u64>().unwrap(), ids[3]);
+    assert_eq!(m.event, "incident_created");
+    next(&mut resumed).await; // its detection
+    let m = next(&mut resumed).await;
+    assert_eq!(m.event, "incident_updated");
+    assert_eq!(data(&m)["entry"]["data"]["to"], "resolved");
+    // `?after=0` replays the whole log, the earlier incident first; `types` filters.
+    let mut all = d
+        .client
+        .stream("/v1/stream?after=0&types=incident_created", None)
+        .await
+        .unwrap();
+    for want in [&before["id"], &json!(id), &alert["incident_id"]] {
+        let m = next(&mut all).await;
+        assert_eq!(m.event, "incident_created");
+        assert_eq!(&data(&m)["incident"]["id"], want);
+    }
+
+    // Bad positions are refused.
+    let (status, body) = d.raw(hyper::Method::GET, "/v1/stream?after=x", b"").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        d.client
+            .stream("/v1/stream?types=bogus", None)
+            .await
+            .is_err()
+    );
+
+    // Open streams end when the daemon stops, and do not hold up its shutdown.
+    let started = std::time::Instant::now();
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    let end = tokio::time::timeout(Duration::from_secs(10), resumed.next())
+        .await
+        .expect("stream ends at shutdown");
+    assert!(matches!(end, Ok(None)), "{end:?}");
+    let status = d.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{status:?}\n{}", d.log());
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "shutdown waited on the stream"
+    );
+}
+
+#[tokio::test]
+async fn change_numbers_survive_a_restart_and_resumption_spans_it() {
+    let mut d = TestDaemon::start("").await;
+    let a = d
+        .post("/v1/incidents", json!({"title": "a"}))
+        .await
+        .unwrap();
+    let tl = d.get(&format!("/v1/incidents/{}/timeline", a["id"])).await;
+    let last = tl["timeline"][0]["change"].as_u64().unwrap();
+    d.kill9();
+    d.restart().await;
+    let b = d
+        .post("/v1/incidents", json!({"title": "b"}))
+        .await
+        .unwrap();
+    let mut s = d.client.stream("/v1/stream", Some(last)).await.unwrap();
+    let m = next(&mut s).await;
+    assert!(m.id.as_deref().unwrap().parse::<u64>().unwrap() > last);
+    assert_eq!(data(&m)["incident"]["id"], b["id"]);
+}
