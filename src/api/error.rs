@@ -53,6 +53,12 @@ impl From<IncidentError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "invalid_transition", message)
             }
             IncidentError::Invalid(_) => ApiError::bad_request(message),
+            IncidentError::SilenceNotFound { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+            }
+            IncidentError::SilenceExpired { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "silence_expired", message)
+            }
             IncidentError::Store(_) => ApiError::internal(message),
             IncidentError::Unavailable => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)

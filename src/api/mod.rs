@@ -10,6 +10,7 @@ mod listener;
 pub mod metrics;
 pub mod roles;
 mod routes;
+mod silences;
 mod stream;
 
 use std::path::PathBuf;

@@ -38,6 +38,14 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/incidents/{id}/tags", post(set_tags))
         .route("/v1/incidents/{id}/assign", post(assign))
         .route("/v1/incidents/{id}/{transition}", post(transition))
+        .route(
+            "/v1/silences",
+            get(super::silences::list).post(super::silences::create),
+        )
+        .route(
+            "/v1/silences/{id}",
+            get(super::silences::show).delete(super::silences::expire),
+        )
         .route("/v1/rules", get(rules))
         .route("/v1/stats", get(stats))
         .route("/v1/export", get(export))
@@ -189,8 +197,8 @@ async fn post_events(State(st): S, body: Result<Bytes, BytesRejection>) -> ApiRe
 }
 
 #[derive(Deserialize)]
-struct IdPath {
-    id: String,
+pub(super) struct IdPath {
+    pub(super) id: String,
 }
 
 fn parse_id(raw: &str) -> ApiResult<u64> {
@@ -438,7 +446,7 @@ struct NoteBody {
     note: Option<String>,
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+pub(super) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }

@@ -6,7 +6,8 @@
 //! durable number after each flush, and each stream reads the store from its last id up to
 //! it. A client that reconnects with `Last-Event-ID` (or `?after=N`) gets everything after
 //! that id still in the log, then the live changes, with no gap and no repeat; a slow client
-//! only falls behind, it never makes anyone else wait or lose anything.
+//! only falls behind, it never makes anyone else wait or lose anything. The first event,
+//! `ready`, carries the number the stream starts after.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -32,6 +33,8 @@ struct Cursor {
     /// The last change number sent.
     sent: u64,
     buffer: VecDeque<TimelineEntry>,
+    /// The `ready` event is still to be sent.
+    greet: bool,
     /// Only these event types, when the client asked (`?types=a,b`).
     types: Option<Vec<String>>,
 }
@@ -91,6 +94,7 @@ pub async fn handler(
         changes,
         sent,
         buffer: VecDeque::new(),
+        greet: true,
         types,
     };
     let stream = futures_util::stream::unfold(cursor, |mut c| async move {
@@ -103,6 +107,16 @@ pub async fn handler(
 impl Cursor {
     /// The next event, or `None` when the daemon shuts down or the store fails.
     async fn next(&mut self) -> Option<SseEvent> {
+        if std::mem::take(&mut self.greet) {
+            // Where the stream starts, so a client that saw no change yet can still resume
+            // from here after a reconnect.
+            return Some(
+                SseEvent::default()
+                    .id(self.sent.to_string())
+                    .event("ready")
+                    .data(json!({"change": self.sent}).to_string()),
+            );
+        }
         loop {
             while let Some(e) = self.buffer.pop_front() {
                 self.sent = e.change;

@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod output;
+pub mod watch;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -164,6 +165,22 @@ pub enum Cmd {
     },
     /// Reload the daemon's config and rules.
     Reload,
+    /// A live view of the active incidents and their changes (Ctrl-C to quit). Through a
+    /// pipe: one line per change; with -o json: one event per line.
+    Watch {
+        /// Start after this change number (replays what came since) instead of now.
+        #[arg(long)]
+        after: Option<u64>,
+        /// Only these event types, comma-separated: incident_created, incident_updated,
+        /// detection, action, notification.
+        #[arg(long)]
+        types: Option<String>,
+    },
+    /// Silences: hold back notifications and automatic actions for matching incidents.
+    Silence {
+        #[command(subcommand)]
+        command: SilenceCmd,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Print the manual page (roff), e.g. `incidentctl man > incidentctl.1`.
@@ -176,6 +193,46 @@ pub struct TransitionArgs {
     /// A note recorded with the change.
     #[arg(short = 'm', long = "message")]
     pub message: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SilenceCmd {
+    /// Create a silence (admins). At least one matcher; --duration or --until.
+    Add {
+        /// Severities, comma-separated (sev1..sev4).
+        #[arg(long)]
+        severity: Option<String>,
+        #[arg(long)]
+        service: Option<String>,
+        #[arg(long)]
+        host: Option<String>,
+        /// A rule whose detections feed the incident (`alert` for external alerts).
+        #[arg(long)]
+        rule: Option<String>,
+        /// A label `key=value` the incident must carry (repeatable).
+        #[arg(long, value_parser = key_value)]
+        label: Vec<(String, String)>,
+        /// How long from the start, e.g. 2h, 30m.
+        #[arg(long, conflicts_with = "until", required_unless_present = "until")]
+        duration: Option<String>,
+        /// End time (RFC 3339).
+        #[arg(long)]
+        until: Option<String>,
+        /// Start time (RFC 3339; default now).
+        #[arg(long)]
+        start: Option<String>,
+        /// Why (required).
+        #[arg(short = 'c', long)]
+        comment: String,
+    },
+    /// List silences, newest first.
+    List {
+        /// States, comma-separated: active, pending, expired (default all).
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// End a silence now (admins); it stays listed as expired for a while.
+    Rm { id: u64 },
 }
 
 #[derive(Subcommand, Debug)]
@@ -602,6 +659,17 @@ pub async fn run(args: Args) -> Result<(), CliError> {
         } => {
             rules_test(&file, &rules, format, year, expect.as_deref(), json_out)?;
         }
+        Cmd::Watch { after, types } => {
+            watch::Watch {
+                client,
+                json: json_out,
+                after,
+                types,
+            }
+            .run()
+            .await?;
+        }
+        Cmd::Silence { command } => silence(&client, command, json_out, now).await?,
         Cmd::Reload => {
             let v: Value = client.post("/v1/reload", &json!({})).await?;
             if json_out {
@@ -774,6 +842,136 @@ fn compare_detections(
     Err(CliError::Failed(lines.join("\n")))
 }
 
+async fn silence(
+    client: &Client,
+    cmd: SilenceCmd,
+    json_out: bool,
+    now: Timestamp,
+) -> Result<(), CliError> {
+    let print = |v: &Value| {
+        if json_out {
+            println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+        } else {
+            print!("{}", silences_table(std::slice::from_ref(v), now));
+        }
+    };
+    match cmd {
+        SilenceCmd::Add {
+            severity,
+            service,
+            host,
+            rule,
+            label,
+            duration,
+            until,
+            start,
+            comment,
+        } => {
+            let severity: Vec<&str> = severity
+                .as_deref()
+                .map(|s| s.split(',').filter(|s| !s.is_empty()).collect())
+                .unwrap_or_default();
+            let labels: serde_json::Map<String, Value> =
+                label.into_iter().map(|(k, v)| (k, v.into())).collect();
+            let body = json!({
+                "matchers": {"severity": severity, "service": service, "host": host,
+                    "rule": rule, "labels": labels},
+                "starts_at": start, "ends_at": until, "duration": duration, "comment": comment,
+            });
+            let v: Value = client.post("/v1/silences", &body).await?;
+            print(&v);
+        }
+        SilenceCmd::List { state } => {
+            let path = match &state {
+                Some(s) => format!(
+                    "/v1/silences?{}",
+                    serde_urlencoded::to_string([("state", s)])
+                        .map_err(|e| CliError::Failed(e.to_string()))?
+                ),
+                None => "/v1/silences".to_owned(),
+            };
+            let v: Value = client.get(&path).await?;
+            if json_out {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                let list = v["silences"].as_array().cloned().unwrap_or_default();
+                if list.is_empty() {
+                    println!("no silences");
+                } else {
+                    print!("{}", silences_table(&list, now));
+                }
+            }
+        }
+        SilenceCmd::Rm { id } => {
+            let (status, body) = client
+                .raw(
+                    hyper::Method::DELETE,
+                    &format!("/v1/silences/{id}"),
+                    Vec::new(),
+                    "application/json",
+                )
+                .await?;
+            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            if !status.is_success() {
+                return Err(CliError::Failed(
+                    v["error"]["message"]
+                        .as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned()),
+                ));
+            }
+            if json_out {
+                print(&v);
+            } else {
+                println!("silence {id} expired");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Silences as a table: state, span in relative times, what they match, who and why.
+fn silences_table(list: &[Value], now: Timestamp) -> String {
+    let time = |v: &Value| {
+        v.as_str()
+            .and_then(|s| Timestamp::parse_rfc3339(s).ok())
+            .map(|t| ago(t, now))
+            .unwrap_or_else(|| "-".into())
+    };
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|s| {
+            let m = &s["matchers"];
+            let mut matchers = Vec::new();
+            if let Some(sev) = m["severity"].as_array() {
+                let sev: Vec<&str> = sev.iter().filter_map(Value::as_str).collect();
+                matchers.push(format!("severity={}", sev.join(",")));
+            }
+            for k in ["service", "host", "rule"] {
+                if let Some(v) = m[k].as_str() {
+                    matchers.push(format!("{k}={v}"));
+                }
+            }
+            for (k, v) in m["labels"].as_object().into_iter().flatten() {
+                matchers.push(format!("{k}={}", v.as_str().unwrap_or("")));
+            }
+            vec![
+                s["id"].to_string(),
+                s["state"].as_str().unwrap_or("?").to_owned(),
+                time(&s["starts_at"]),
+                time(&s["ends_at"]),
+                matchers.join(" "),
+                s["created_by"].as_str().unwrap_or("").to_owned(),
+                s["comment"].as_str().unwrap_or("").to_owned(),
+            ]
+        })
+        .collect();
+    table(
+        &["ID", "STATE", "STARTS", "ENDS", "MATCHES", "BY", "COMMENT"],
+        &rows,
+    )
+}
+
 async fn transition(
     client: &Client,
     t: Transition,
@@ -810,7 +1008,7 @@ fn read_inputs(files: &[PathBuf]) -> Result<Vec<u8>, CliError> {
     Ok(body)
 }
 
-fn incidents_table(incidents: &[Incident], now: Timestamp) -> String {
+pub(crate) fn incidents_table(incidents: &[Incident], now: Timestamp) -> String {
     let colour = output::colour_enabled();
     let rows: Vec<Vec<String>> = incidents
         .iter()

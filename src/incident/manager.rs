@@ -12,7 +12,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{EntryKind, Incident, Severity, Status, TimelineEntry, Transition};
+use super::{
+    EntryKind, Incident, NewSilence, Severity, Silence, SilenceState, Status, TimelineEntry,
+    Transition,
+};
 use crate::clock::{Clock, Timestamp};
 use crate::config::IncidentsConfig;
 use crate::engine::Detection;
@@ -38,6 +41,10 @@ pub enum IncidentError {
     },
     #[error("{0}")]
     Invalid(String),
+    #[error("silence {id} not found")]
+    SilenceNotFound { id: u64 },
+    #[error("silence {id} has already expired")]
+    SilenceExpired { id: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the incident manager has stopped")]
@@ -162,8 +169,26 @@ fn default_alert_severity() -> Severity {
     Severity::Sev3
 }
 
+/// A change to the silences (admins).
+#[derive(Debug)]
+pub enum SilenceCommand {
+    Create {
+        silence: NewSilence,
+        actor: String,
+    },
+    /// Ends an active or pending silence now.
+    Expire {
+        id: u64,
+        actor: String,
+    },
+}
+
 /// What travels on the manager's channel.
 pub enum Msg {
+    Silence(
+        SilenceCommand,
+        oneshot::Sender<Result<Silence, IncidentError>>,
+    ),
     Detection(Detection),
     Command(Command, oneshot::Sender<Result<Incident, IncidentError>>),
     /// Answered once everything before it is applied and flushed (watchdog, tests).
@@ -223,6 +248,16 @@ impl IncidentHandle {
         rx.await.map_err(|_| IncidentError::Unavailable)?
     }
 
+    /// Creates or expires a silence; answered once durable.
+    pub async fn silence(&self, cmd: SilenceCommand) -> Result<Silence, IncidentError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Silence(cmd, tx))
+            .await
+            .map_err(|_| IncidentError::Unavailable)?;
+        rx.await.map_err(|_| IncidentError::Unavailable)?
+    }
+
     /// Asks for the time-driven lifecycle to run (auto-close).
     pub async fn housekeep(&self) -> bool {
         self.tx.send(Msg::Housekeeping).await.is_ok()
@@ -253,6 +288,8 @@ pub fn spawn(
     let (changes_tx, changes) = tokio::sync::watch::channel(store.last_change());
     let mut manager = Manager {
         changes: changes_tx,
+        silences: store.silences()?,
+        next_silence: store.next_silence_id()?,
         next_id: store.next_id()?,
         store,
         config,
@@ -269,6 +306,9 @@ struct Manager {
     store: Arc<dyn Store>,
     /// Publishes the highest durable change number after each flush.
     changes: tokio::sync::watch::Sender<u64>,
+    /// Every stored silence (active, pending, and expired within the retention).
+    silences: Vec<Silence>,
+    next_silence: u64,
     config: IncidentsConfig,
     clock: Arc<dyn Clock>,
     telemetry: Arc<Telemetry>,
@@ -287,6 +327,8 @@ impl Manager {
         let mut pings: Vec<oneshot::Sender<()>> = Vec::new();
         type AlertReply = oneshot::Sender<Result<Outcome, IncidentError>>;
         let mut alert_replies: Vec<(AlertReply, Result<Outcome, IncidentError>)> = Vec::new();
+        type SilenceReply = oneshot::Sender<Result<Silence, IncidentError>>;
+        let mut silence_replies: Vec<(SilenceReply, Result<Silence, IncidentError>)> = Vec::new();
         while let Some(first) = rx.blocking_recv() {
             let mut checkpointed = false;
             // (event arrival, detection) times of the detections in this batch.
@@ -311,6 +353,10 @@ impl Manager {
                         replies.push((reply, r));
                     }
                     Msg::Ping(p) => pings.push(p),
+                    Msg::Silence(cmd, reply) => {
+                        let r = self.on_silence(cmd);
+                        silence_replies.push((reply, r));
+                    }
                     Msg::Configure(c) => self.config = c,
                     Msg::Housekeeping => {
                         if let Err(e) = self.auto_resolve() {
@@ -324,6 +370,10 @@ impl Manager {
                         if let Err(e) = self.auto_close() {
                             self.telemetry.store_errors.inc();
                             tracing::error!(error = %e, "automatic closing failed");
+                        }
+                        if let Err(e) = self.prune_silences() {
+                            self.telemetry.store_errors.inc();
+                            tracing::error!(error = %e, "pruning expired silences failed");
                         }
                     }
                     Msg::Alert(alert, actor, reply) => {
@@ -380,6 +430,15 @@ impl Manager {
                 let _ = reply.send(r);
             }
             for (reply, r) in alert_replies.drain(..) {
+                let r = match (&flushed, r) {
+                    (Err(e), Ok(_)) => {
+                        Err(IncidentError::Invalid(format!("change not durable: {e}")))
+                    }
+                    (_, r) => r,
+                };
+                let _ = reply.send(r);
+            }
+            for (reply, r) in silence_replies.drain(..) {
                 let r = match (&flushed, r) {
                     (Err(e), Ok(_)) => {
                         Err(IncidentError::Invalid(format!("change not durable: {e}")))
@@ -619,6 +678,7 @@ impl Manager {
                     root_cause: None,
                     evidence: Vec::new(),
                     last_detection_at: None,
+                    silenced_by: Vec::new(),
                     resolve_after_ms: None,
                     correlation_ids: Vec::new(),
                     external_refs: BTreeMap::new(),
@@ -632,16 +692,125 @@ impl Manager {
                     incident.note,
                     serde_json::json!({"by": "hand"}),
                 );
+                let mut entries = vec![e];
+                self.note_silences(&mut inc, &mut entries, now);
                 self.store.apply(&Change {
                     incident: inc.clone(),
                     previous_status: None,
-                    entries: vec![e],
+                    entries,
                     detection: None,
                 })?;
                 self.telemetry.incidents_created.inc();
                 tracing::info!(incident = id, key = %inc.key, severity = %inc.severity, actor = %actor, "incident created by hand");
                 Ok(inc)
             }
+        }
+    }
+
+    fn on_silence(&mut self, cmd: SilenceCommand) -> Result<Silence, IncidentError> {
+        let now = self.clock.now();
+        match cmd {
+            SilenceCommand::Create { silence, actor } => {
+                let silence = silence
+                    .into_silence(self.next_silence, &actor, now)
+                    .map_err(IncidentError::Invalid)?;
+                self.store.put_silence(&silence)?;
+                self.next_silence += 1;
+                tracing::info!(silence = silence.id, actor = %actor, matchers = ?silence.matchers,
+                    starts_at = %silence.starts_at, ends_at = %silence.ends_at, comment = %silence.comment,
+                    "silence created");
+                self.silences.push(silence.clone());
+                // Active incidents it covers from now on say so in their timelines.
+                if silence.state(now) == SilenceState::Active {
+                    let query = crate::store::ListQuery {
+                        status: vec![Status::Open, Status::Acknowledged, Status::Mitigated],
+                        ..Default::default()
+                    };
+                    let mut covered = Vec::new();
+                    self.store.scan(&query, &mut |i| {
+                        if silence.matchers.matches(&i) {
+                            covered.push(i);
+                        }
+                        true
+                    })?;
+                    for mut inc in covered {
+                        let mut entries = Vec::new();
+                        self.note_silences(&mut inc, &mut entries, now);
+                        if !entries.is_empty() {
+                            self.store.apply(&Change {
+                                incident: inc.clone(),
+                                previous_status: Some(inc.status),
+                                entries,
+                                detection: None,
+                            })?;
+                        }
+                    }
+                }
+                Ok(silence)
+            }
+            SilenceCommand::Expire { id, actor } => {
+                let s = self
+                    .silences
+                    .iter_mut()
+                    .find(|s| s.id == id)
+                    .ok_or(IncidentError::SilenceNotFound { id })?;
+                if s.state(now) == SilenceState::Expired {
+                    return Err(IncidentError::SilenceExpired { id });
+                }
+                let mut changed = s.clone();
+                changed.ends_at = now;
+                changed.starts_at = changed.starts_at.min(now);
+                changed.expired_by = Some(actor.clone());
+                self.store.put_silence(&changed)?;
+                *s = changed.clone();
+                tracing::info!(silence = id, actor = %actor, "silence expired by hand");
+                Ok(changed)
+            }
+        }
+    }
+
+    /// Forgets silences expired longer than the retention.
+    fn prune_silences(&mut self) -> Result<(), IncidentError> {
+        let now = self.clock.now();
+        let keep = super::silence::EXPIRED_RETENTION;
+        let old: Vec<u64> = self
+            .silences
+            .iter()
+            .filter(|s| now >= s.ends_at && now.since(s.ends_at) >= keep)
+            .map(|s| s.id)
+            .collect();
+        for id in &old {
+            self.store.remove_silence(*id)?;
+        }
+        self.silences.retain(|s| !old.contains(&s.id));
+        Ok(())
+    }
+
+    /// Records, once per silence, that an active silence covers `inc`: its notifications and
+    /// automatic actions are held back while the silence lasts.
+    fn note_silences(&self, inc: &mut Incident, entries: &mut Vec<TimelineEntry>, now: Timestamp) {
+        for s in &self.silences {
+            if !s.silences(inc, now) || inc.silenced_by.contains(&s.id) {
+                continue;
+            }
+            inc.silenced_by.push(s.id);
+            let data = serde_json::json!({
+                "silence": s.id,
+                "comment": s.comment,
+                "created_by": s.created_by,
+                "ends_at": s.ends_at,
+                "suppressed": ["notifications", "actions"],
+            });
+            let note = Some(format!(
+                "silenced by silence {} until {} ({}): notifications and automatic actions held back",
+                s.id, s.ends_at, s.comment
+            ));
+            entries.push(self.entry(inc, EntryKind::Silenced, SYSTEM_ACTOR, note, data));
+            tracing::info!(
+                incident = inc.id,
+                silence = s.id,
+                "incident covered by a silence"
+            );
         }
     }
 
@@ -715,6 +884,7 @@ impl Manager {
                 }
                 attach(&mut inc, d, now, self.config.evidence_samples);
                 entries.push(self.detection_entry(&mut inc, d));
+                self.note_silences(&mut inc, &mut entries, now);
                 self.store.apply(&Change {
                     incident: inc,
                     previous_status: Some(from),
@@ -762,6 +932,7 @@ impl Manager {
             root_cause: None,
             evidence: Vec::new(),
             last_detection_at: None,
+            silenced_by: Vec::new(),
             resolve_after_ms: None,
             correlation_ids: Vec::new(),
             external_refs: BTreeMap::new(),
@@ -778,10 +949,12 @@ impl Manager {
             serde_json::json!({"rule": d.rule}),
         );
         let detection = self.detection_entry(&mut inc, d);
+        let mut entries = vec![created, detection];
+        self.note_silences(&mut inc, &mut entries, now);
         self.store.apply(&Change {
             incident: inc,
             previous_status: None,
-            entries: vec![created, detection],
+            entries,
             detection: applied_id,
         })?;
         self.telemetry.incidents_created.inc();

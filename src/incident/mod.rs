@@ -10,8 +10,10 @@ pub mod lifecycle;
 pub mod manager;
 mod model;
 pub mod postmortem;
+pub mod silence;
 pub mod stats;
 
 pub use lifecycle::Transition;
-pub use manager::{Command, IncidentError, IncidentHandle, NewIncident};
+pub use manager::{Command, IncidentError, IncidentHandle, NewIncident, SilenceCommand};
 pub use model::{EntryKind, Incident, Severity, Status, TimelineEntry};
+pub use silence::{NewSilence, Silence, SilenceState};

@@ -172,6 +172,9 @@ pub struct Incident {
     /// ones, at most `[incidents] evidence_samples` in all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub evidence: Vec<crate::event::Event>,
+    /// Silences that have covered it (each recorded once in the timeline).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub silenced_by: Vec<u64>,
     /// When the last detection attached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_detection_at: Option<Timestamp>,

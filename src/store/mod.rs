@@ -15,7 +15,7 @@ mod sled_store;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
-use crate::incident::{Incident, Severity, Status, TimelineEntry};
+use crate::incident::{Incident, Severity, Silence, Status, TimelineEntry};
 
 pub use sled_store::{SledStore, Verification};
 
@@ -295,6 +295,13 @@ pub trait Store: Send + Sync + 'static {
     /// The highest change number given so far (0 when none). Only what the manager has
     /// flushed since is durable; it publishes that number after each flush.
     fn last_change(&self) -> u64;
+    /// Every stored silence, by id.
+    fn silences(&self) -> Result<Vec<Silence>, StoreError>;
+    /// Stores a silence (new or changed; not yet durable).
+    fn put_silence(&self, silence: &Silence) -> Result<(), StoreError>;
+    fn remove_silence(&self, id: u64) -> Result<(), StoreError>;
+    /// The id the next silence gets (ids never repeat, even after expired ones are pruned).
+    fn next_silence_id(&self) -> Result<u64, StoreError>;
     /// The last engine checkpoint saved, if any.
     fn load_checkpoint(&self) -> Result<Option<Vec<u8>>, StoreError>;
 }

@@ -8,6 +8,7 @@ mod ingest;
 mod lifecycle;
 mod replay;
 mod roles;
+mod silences;
 mod sources;
 mod stream;
 mod systemd;

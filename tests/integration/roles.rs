@@ -70,6 +70,27 @@ async fn roles_come_from_the_peers_real_credentials() {
     assert!(!reload.status.success(), "{reload:?}");
     assert!(String::from_utf8_lossy(&reload.stderr).contains("needs the admin role"));
 
+    // Silences are for admins; anyone may list them.
+    let add = as_user(
+        &ctl,
+        &sock,
+        "users",
+        &[
+            "silence",
+            "add",
+            "--service",
+            "api",
+            "--duration",
+            "1h",
+            "-c",
+            "deploy",
+        ],
+    );
+    assert!(!add.status.success(), "{add:?}");
+    assert!(String::from_utf8_lossy(&add.stderr).contains("needs the admin role"));
+    let list = as_user(&ctl, &sock, "nogroup", &["silence", "list"]);
+    assert!(list.status.success(), "{list:?}");
+
     // The timeline's actor is the real user, and the refusals were logged.
     let timeline = d.get(&format!("/v1/incidents/{id}/timeline")).await;
     let actors: Vec<&str> = timeline["timeline"]

@@ -15,6 +15,15 @@ async fn next(s: &mut EventStream) -> StreamMessage {
         .expect("the stream is still open")
 }
 
+/// Reads the `ready` event every stream starts with; returns the position it gives.
+async fn ready(s: &mut EventStream) -> u64 {
+    let m = next(s).await;
+    assert_eq!(m.event, "ready", "{m:?}");
+    let at: u64 = m.id.as_deref().unwrap().parse().unwrap();
+    assert_eq!(data(&m)["change"], at);
+    at
+}
+
 fn data(m: &StreamMessage) -> Value {
     serde_json::from_str(&m.data).expect("event data is JSON")
 }
@@ -28,6 +37,14 @@ async fn the_stream_delivers_changes_in_order_and_resumes_after_the_last_id() {
         .await
         .unwrap();
     let mut s = d.client.stream("/v1/stream", None).await.unwrap();
+    let start = ready(&mut s).await;
+    let tl = d
+        .get(&format!("/v1/incidents/{}/timeline", before["id"]))
+        .await;
+    assert_eq!(
+        tl["timeline"][0]["change"], start,
+        "a new stream starts at the present"
+    );
     let inc = d
         .post(
             "/v1/incidents",
@@ -91,6 +108,7 @@ async fn the_stream_delivers_changes_in_order_and_resumes_after_the_last_id() {
         .await
         .unwrap();
     let mut resumed = d.client.stream("/v1/stream", Some(ids[2])).await.unwrap();
+    assert_eq!(ready(&mut resumed).await, ids[2]);
     let m = next(&mut resumed).await;
     assert_eq!(m.id.as_deref().unwrap().parse::<u64>().unwrap(), ids[3]);
     assert_eq!(m.event, "incident_created");
@@ -104,6 +122,7 @@ async fn the_stream_delivers_changes_in_order_and_resumes_after_the_last_id() {
         .stream("/v1/stream?after=0&types=incident_created", None)
         .await
         .unwrap();
+    assert_eq!(ready(&mut all).await, 0);
     for want in [&before["id"], &json!(id), &alert["incident_id"]] {
         let m = next(&mut all).await;
         assert_eq!(m.event, "incident_created");
@@ -151,6 +170,7 @@ async fn change_numbers_survive_a_restart_and_resumption_spans_it() {
         .await
         .unwrap();
     let mut s = d.client.stream("/v1/stream", Some(last)).await.unwrap();
+    ready(&mut s).await;
     let m = next(&mut s).await;
     assert!(m.id.as_deref().unwrap().parse::<u64>().unwrap() > last);
     assert_eq!(data(&m)["incident"]["id"], b["id"]);

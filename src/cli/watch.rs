@@ -1,0 +1,194 @@
+//! `incidentctl watch`: a live view of open incidents and their changes, from
+//! `GET /v1/stream`.
+//!
+//! On a terminal the screen is redrawn on each change: the active incidents (worst severity
+//! first) over the latest changes. Through a pipe it prints one line per change, and with
+//! `-o json` one event per line (NDJSON). A lost connection (the daemon restarting) is
+//! retried, resuming after the last change seen, so nothing is skipped.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::client::{Client, ClientError};
+use super::output;
+use super::{CliError, incidents_table};
+use crate::clock::{Clock, SystemClock};
+use crate::incident::{Incident, TimelineEntry};
+use crate::store::Page;
+
+/// Changes kept on screen under the table.
+const RECENT: usize = 10;
+
+pub struct Watch {
+    pub client: Client,
+    pub json: bool,
+    /// Start after this change number instead of now.
+    pub after: Option<u64>,
+    /// Only these event types (comma-separated).
+    pub types: Option<String>,
+}
+
+impl Watch {
+    pub async fn run(self) -> Result<(), CliError> {
+        let screen = !self.json && std::io::stdout().is_terminal();
+        let mut open: BTreeMap<u64, Incident> = BTreeMap::new();
+        if screen {
+            let page: Page = self
+                .client
+                .get("/v1/incidents?status=active&limit=1000")
+                .await?;
+            open.extend(page.incidents.into_iter().map(|i| (i.id, i)));
+        }
+        let path = match &self.types {
+            Some(t) => format!(
+                "/v1/stream?{}",
+                serde_urlencoded::to_string([("types", t)])
+                    .map_err(|e| CliError::Failed(e.to_string()))?
+            ),
+            None => "/v1/stream".to_owned(),
+        };
+        let mut last = self.after;
+        let mut recent: VecDeque<String> = VecDeque::new();
+        let mut retry = Duration::from_millis(250);
+        if screen {
+            draw(&open, &recent, None);
+        }
+        loop {
+            let mut stream = match self.client.stream(&path, last).await {
+                Ok(s) => {
+                    retry = Duration::from_millis(250);
+                    s
+                }
+                // A daemon that is restarting: wait and resume from the last change seen.
+                Err(e @ ClientError::Connect { .. }) if last.is_some() => {
+                    eprintln!("{e}; retrying in {retry:?}");
+                    tokio::select! {
+                        () = tokio::time::sleep(retry) => {}
+                        _ = tokio::signal::ctrl_c() => return Ok(()),
+                    }
+                    retry = (retry * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            loop {
+                let msg = tokio::select! {
+                    m = stream.next() => m,
+                    _ = tokio::signal::ctrl_c() => return Ok(()),
+                };
+                let msg = match msg {
+                    Ok(Some(m)) => m,
+                    Ok(None) | Err(_) => {
+                        if !screen {
+                            eprintln!("the stream ended; reconnecting");
+                        }
+                        break;
+                    }
+                };
+                if let Some(id) = msg.id.as_deref().and_then(|i| i.parse().ok()) {
+                    last = Some(id);
+                }
+                // The first event says where the stream starts; nothing to show.
+                if msg.event == "ready" {
+                    continue;
+                }
+                let data: Value = serde_json::from_str(&msg.data).unwrap_or(Value::Null);
+                if self.json {
+                    println!("{data}");
+                    let _ = std::io::stdout().flush();
+                    continue;
+                }
+                let line = change_line(&msg.event, &data);
+                if screen {
+                    if let Ok(inc) = serde_json::from_value::<Incident>(data["incident"].clone()) {
+                        if inc.status.is_active() {
+                            open.insert(inc.id, inc);
+                        } else {
+                            open.remove(&inc.id);
+                        }
+                    }
+                    recent.push_front(line);
+                    recent.truncate(RECENT);
+                    draw(&open, &recent, last);
+                } else {
+                    println!("{line}");
+                    let _ = std::io::stdout().flush();
+                }
+            }
+        }
+    }
+}
+
+/// One change in words: time, incident, event, and what happened.
+pub fn change_line(event: &str, data: &Value) -> String {
+    let entry: Option<TimelineEntry> = serde_json::from_value(data["entry"].clone()).ok();
+    let inc = &data["incident"];
+    let colour = output::colour_enabled();
+    let severity = inc["severity"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .map(|s| output::severity(s, colour))
+        .unwrap_or_else(|| "-".into());
+    let Some(e) = entry else {
+        return format!("{event} (unreadable event)");
+    };
+    let d = &e.data;
+    let mut what = match event {
+        "incident_created" | "detection" => d["summary"]
+            .as_str()
+            .or(inc["title"].as_str())
+            .unwrap_or("")
+            .to_owned(),
+        _ if d.get("to").is_some() => format!(
+            "{} → {}",
+            d["from"].as_str().unwrap_or("-"),
+            d["to"].as_str().unwrap_or("-")
+        ),
+        _ => String::new(),
+    };
+    if let Some(n) = &e.note {
+        if !what.is_empty() {
+            what.push_str(": ");
+        }
+        what.push_str(n);
+    }
+    let kind = serde_json::to_value(e.kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    format!(
+        "{}  #{} {} {} {} by {}  {}",
+        e.ts, e.incident_id, event, kind, severity, e.actor, what
+    )
+    .trim_end()
+    .to_owned()
+}
+
+fn draw(open: &BTreeMap<u64, Incident>, recent: &VecDeque<String>, last: Option<u64>) {
+    let now = SystemClock.now();
+    let mut list: Vec<Incident> = open.values().cloned().collect();
+    // Worst first, newest first within a severity.
+    list.sort_by(|a, b| a.severity.cmp(&b.severity).then(b.id.cmp(&a.id)));
+    let mut out = String::from("\x1b[H\x1b[2J");
+    out.push_str(&format!(
+        "incidentd: {} active incident(s), as of {}{}  (Ctrl-C to quit)\n\n",
+        list.len(),
+        now,
+        last.map(|l| format!(", change {l}")).unwrap_or_default()
+    ));
+    if list.is_empty() {
+        out.push_str("no active incidents\n");
+    } else {
+        out.push_str(&incidents_table(&list, now));
+    }
+    out.push_str("\nLatest changes\n");
+    for l in recent {
+        out.push_str(l);
+        out.push('\n');
+    }
+    print!("{out}");
+    let _ = std::io::stdout().flush();
+}
