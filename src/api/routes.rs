@@ -254,12 +254,8 @@ fn parse_list(params: &[(String, String)]) -> ApiResult<ListQuery> {
                     .filter(|n| (1..=1000).contains(n))
                     .ok_or_else(|| bad("expected 1..1000".into()))?
             }
-            "cursor" => {
-                q.cursor = Some(
-                    v.parse()
-                        .map_err(|_| bad("expected an incident id".into()))?,
-                )
-            }
+            "cursor" => q.cursor = Some(v.parse().map_err(bad)?),
+            "sort" => q.sort = v.parse().map_err(bad)?,
             other => {
                 return Err(ApiError::bad_request(format!(
                     "unknown query parameter `{other}`"

@@ -74,7 +74,7 @@ pub enum Cmd {
         #[arg(long)]
         runbook: Option<String>,
     },
-    /// List incidents, newest first.
+    /// List incidents, newest first (or --sort).
     List {
         /// Status filter, comma-separated (`active` = open, acknowledged, mitigated).
         #[arg(long)]
@@ -87,9 +87,12 @@ pub enum Cmd {
         /// Label filter `key:value` (repeatable).
         #[arg(long)]
         label: Vec<String>,
-        /// Text in title or key.
+        /// Text in title, key or notes (case-insensitive).
         #[arg(short, long)]
         q: Option<String>,
+        /// Order: newest (default), oldest, severity (worst first).
+        #[arg(long)]
+        sort: Option<String>,
         /// Created since: a duration ("2h") or an RFC 3339 time.
         #[arg(long)]
         since: Option<String>,
@@ -367,6 +370,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
             service,
             label,
             q,
+            sort,
             since,
             limit,
             all,
@@ -377,6 +381,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
                 ("severity", severity),
                 ("service", service),
                 ("q", q),
+                ("sort", sort),
                 ("since", since),
             ] {
                 if let Some(v) = v {
@@ -385,7 +390,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
             }
             params.extend(label.into_iter().map(|l| ("label", l)));
             let mut incidents = Vec::new();
-            let mut cursor: Option<u64> = None;
+            let mut cursor: Option<crate::store::Cursor> = None;
             loop {
                 let mut p = params.clone();
                 if let Some(c) = cursor {

@@ -195,6 +195,103 @@ impl Coverage {
     }
 }
 
+/// The order of a listing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sort {
+    /// Newest first (by id).
+    #[default]
+    Newest,
+    /// Oldest first (by id).
+    Oldest,
+    /// Worst severity first, newest first within a severity.
+    Severity,
+}
+
+impl std::str::FromStr for Sort {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "newest" => Ok(Sort::Newest),
+            "oldest" | "age" => Ok(Sort::Oldest),
+            "severity" => Ok(Sort::Severity),
+            other => Err(format!(
+                "unknown sort `{other}` (expected newest, oldest (or age), severity)"
+            )),
+        }
+    }
+}
+
+/// Where the next page starts: just after this incident in the listing's order. Written
+/// `ID` for the id orders and `SEV.ID` for severity order; clients pass it back as is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    /// The severity rank (1 = sev1) of the last incident shown, for severity order.
+    pub rank: Option<u8>,
+    pub id: u64,
+}
+
+impl Cursor {
+    pub fn after(id: u64) -> Cursor {
+        Cursor { rank: None, id }
+    }
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.rank {
+            Some(r) => write!(f, "{r}.{}", self.id),
+            None => write!(f, "{}", self.id),
+        }
+    }
+}
+
+impl std::str::FromStr for Cursor {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("`{s}` is not a cursor from an earlier page");
+        match s.split_once('.') {
+            Some((r, id)) => Ok(Cursor {
+                rank: Some(r.parse().map_err(|_| bad())?),
+                id: id.parse().map_err(|_| bad())?,
+            }),
+            None => Ok(Cursor::after(s.parse().map_err(|_| bad())?)),
+        }
+    }
+}
+
+impl Serialize for Cursor {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cursor {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Accept a number too (cursors were numbers before severity order existed).
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(s) => s.parse().map_err(serde::de::Error::custom),
+            serde_json::Value::Number(n) => n
+                .as_u64()
+                .map(Cursor::after)
+                .ok_or_else(|| serde::de::Error::custom("a cursor id is a positive number")),
+            other => Err(serde::de::Error::custom(format!(
+                "a cursor is a string, not {other}"
+            ))),
+        }
+    }
+}
+
+/// The severity's rank in a cursor: 1 for sev1.
+pub fn severity_rank(s: Severity) -> u8 {
+    match s {
+        Severity::Sev1 => 1,
+        Severity::Sev2 => 2,
+        Severity::Sev3 => 3,
+        Severity::Sev4 => 4,
+    }
+}
+
 /// Filters for listing incidents; every set field must match.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ListQuery {
@@ -203,17 +300,20 @@ pub struct ListQuery {
     pub service: Option<String>,
     /// `k:v` pairs that must all be labels of the incident.
     pub labels: Vec<(String, String)>,
-    /// Case-insensitive text in title or key.
+    /// Case-insensitive text in title, key or a note of the timeline.
     pub q: Option<String>,
     /// Created at or after.
     pub since: Option<Timestamp>,
     pub limit: usize,
-    /// Only incidents with a smaller id (newest first paging).
-    pub cursor: Option<u64>,
+    #[serde(default)]
+    pub sort: Sort,
+    /// Only incidents after this one in the listing's order.
+    pub cursor: Option<Cursor>,
 }
 
 impl ListQuery {
-    pub fn matches(&self, i: &Incident) -> bool {
+    /// Every filter but the text (`q`), which may need the timeline's notes.
+    pub fn matches_fields(&self, i: &Incident) -> bool {
         (self.status.is_empty() || self.status.contains(&i.status))
             && (self.severity.is_empty() || self.severity.contains(&i.severity))
             && self
@@ -221,19 +321,28 @@ impl ListQuery {
                 .as_ref()
                 .is_none_or(|s| i.service.as_ref() == Some(s))
             && self.labels.iter().all(|(k, v)| i.labels.get(k) == Some(v))
-            && self.q.as_ref().is_none_or(|q| {
-                let q = q.to_lowercase();
-                i.title.to_lowercase().contains(&q) || i.key.to_lowercase().contains(&q)
-            })
             && self.since.is_none_or(|s| i.created_at >= s)
+    }
+
+    /// The lower-cased `q`, if any.
+    pub fn text(&self) -> Option<String> {
+        self.q
+            .as_ref()
+            .map(|q| q.to_lowercase())
+            .filter(|q| !q.is_empty())
     }
 }
 
-/// A page of incidents, newest first.
+/// Whether `q` (lower case) is in the incident's title or key.
+pub fn text_in_incident(i: &Incident, q: &str) -> bool {
+    i.title.to_lowercase().contains(q) || i.key.to_lowercase().contains(q)
+}
+
+/// A page of incidents in the listing's order.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Page {
     pub incidents: Vec<Incident>,
-    pub next_cursor: Option<u64>,
+    pub next_cursor: Option<Cursor>,
 }
 
 /// What the incident manager needs from storage. Reads may come from any thread.

@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use super::{AppliedId, Change, Coverage, ListQuery, Page, SCHEMA_VERSION, Store, StoreError};
+use super::{
+    AppliedId, Change, Coverage, Cursor, ListQuery, Page, SCHEMA_VERSION, Sort, Store, StoreError,
+    severity_rank, text_in_incident,
+};
 use crate::incident::{Incident, Silence, Status, TimelineEntry};
 
 /// Records are one version byte followed by JSON, so the format can change later.
@@ -340,6 +343,38 @@ fn status_key(status: Status, id: u64) -> [u8; 9] {
     k
 }
 
+impl SledStore {
+    /// Whether `inc` belongs in the listing: the field filters, and the text in its title,
+    /// key or (only then read) the notes of its timeline.
+    fn listed(
+        &self,
+        query: &ListQuery,
+        text: Option<&str>,
+        inc: &Incident,
+    ) -> Result<bool, StoreError> {
+        if !query.matches_fields(inc) {
+            return Ok(false);
+        }
+        let Some(q) = text else {
+            return Ok(true);
+        };
+        if text_in_incident(inc, q) {
+            return Ok(true);
+        }
+        for kv in self.log.scan_prefix(inc.id.to_be_bytes()) {
+            let (k, v) = kv.map_err(|source| StoreError::Sled {
+                op: "search notes",
+                source,
+            })?;
+            let e: TimelineEntry = decode("incident_log", &k, &v)?;
+            if e.note.is_some_and(|n| n.to_lowercase().contains(q)) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
 impl Store for SledStore {
     fn apply(&self, change: &Change) -> Result<(), StoreError> {
         let inc = &change.incident;
@@ -527,23 +562,73 @@ impl Store for SledStore {
 
     fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
         let limit = query.limit.clamp(1, 1000);
-        let upper = query.cursor.unwrap_or(u64::MAX).to_be_bytes();
+        let err = |source| StoreError::Sled {
+            op: "list incidents",
+            source,
+        };
+        let text = query.text();
         let mut incidents = Vec::with_capacity(limit);
         let mut next_cursor = None;
-        for kv in self.incidents.range(..upper).rev() {
-            let (k, v) = kv.map_err(|source| StoreError::Sled {
-                op: "list incidents",
-                source,
-            })?;
-            let inc: Incident = decode("incidents", &k, &v)?;
-            if !query.matches(&inc) {
-                continue;
+        let cursor = query.cursor.map(|c| c.id);
+        match query.sort {
+            Sort::Newest | Sort::Oldest => {
+                let iter: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> =
+                    match query.sort {
+                        Sort::Newest => Box::new(
+                            self.incidents
+                                .range(..cursor.unwrap_or(u64::MAX).to_be_bytes())
+                                .rev(),
+                        ),
+                        _ => Box::new(
+                            self.incidents
+                                .range(cursor.map_or(0, |c| c.saturating_add(1)).to_be_bytes()..),
+                        ),
+                    };
+                for kv in iter {
+                    let (k, v) = kv.map_err(err)?;
+                    let inc: Incident = decode("incidents", &k, &v)?;
+                    if !self.listed(query, text.as_deref(), &inc)? {
+                        continue;
+                    }
+                    if incidents.len() == limit {
+                        next_cursor = incidents.last().map(|i: &Incident| Cursor::after(i.id));
+                        break;
+                    }
+                    incidents.push(inc);
+                }
             }
-            if incidents.len() == limit {
-                next_cursor = incidents.last().map(|i: &Incident| i.id);
-                break;
+            Sort::Severity => {
+                // No index orders by severity: rank every match, then read the page. Memory
+                // is 16 bytes per matching incident, bounded by `retain_closed`.
+                let mut ranked: Vec<(u8, std::cmp::Reverse<u64>)> = Vec::new();
+                for kv in self.incidents.iter() {
+                    let (k, v) = kv.map_err(err)?;
+                    let inc: Incident = decode("incidents", &k, &v)?;
+                    if self.listed(query, text.as_deref(), &inc)? {
+                        ranked.push((severity_rank(inc.severity), std::cmp::Reverse(inc.id)));
+                    }
+                }
+                ranked.sort_unstable();
+                let from = match query.cursor {
+                    Some(c) => {
+                        let at = (c.rank.unwrap_or(0), std::cmp::Reverse(c.id));
+                        ranked.partition_point(|r| *r <= at)
+                    }
+                    None => 0,
+                };
+                let page = &ranked[from.min(ranked.len())..];
+                for (rank, std::cmp::Reverse(id)) in page.iter().take(limit) {
+                    if let Some(inc) = self.incident(*id)? {
+                        incidents.push(inc);
+                    }
+                    if incidents.len() == limit && page.len() > limit {
+                        next_cursor = Some(Cursor {
+                            rank: Some(*rank),
+                            id: *id,
+                        });
+                    }
+                }
             }
-            incidents.push(inc);
         }
         Ok(Page {
             incidents,

@@ -579,10 +579,10 @@ async fn pagination_has_no_duplicates_or_gaps_under_concurrent_inserts() {
         }
     });
     let mut seen = Vec::new();
-    let mut cursor: Option<u64> = None;
+    let mut cursor: Option<String> = None;
     let mut first_max = None;
     loop {
-        let path = match cursor {
+        let path = match &cursor {
             Some(c) => format!("/v1/incidents?limit=7&cursor={c}"),
             None => "/v1/incidents?limit=7".to_owned(),
         };
@@ -592,8 +592,8 @@ async fn pagination_has_no_duplicates_or_gaps_under_concurrent_inserts() {
         }
         first_max.get_or_insert(seen[0]);
         tokio::task::yield_now().await;
-        match page["next_cursor"].as_u64() {
-            Some(c) => cursor = Some(c),
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
             None => break,
         }
     }

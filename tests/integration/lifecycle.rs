@@ -265,12 +265,76 @@ async fn notes_and_filters() {
     // Newest first, with a cursor for the next page.
     let page: serde_json::Value = d.get("/v1/incidents?limit=1").await;
     assert_eq!(page["incidents"][0]["id"], b["id"]);
-    assert_eq!(page["next_cursor"], b["id"]);
+    assert_eq!(page["next_cursor"], b["id"].to_string());
     let next: serde_json::Value = d
         .get(&format!("/v1/incidents?limit=1&cursor={}", b["id"]))
         .await;
     assert_eq!(next["incidents"][0]["id"], a["id"]);
     assert!(next["next_cursor"].is_null());
+    // `q` also finds text in the notes; sorting by age and by severity.
+    assert_eq!(d.incidents("q=ROLLED%20back").await[0]["id"], a["id"]);
+    assert!(d.incidents("q=nowhere").await.is_empty());
+    assert_eq!(d.incidents("sort=oldest").await[0]["id"], a["id"]);
+    let by_sev = d.incidents("sort=severity").await;
+    let sevs: Vec<&str> = by_sev
+        .iter()
+        .map(|i| i["severity"].as_str().unwrap())
+        .collect();
+    let mut sorted = sevs.clone();
+    sorted.sort();
+    assert_eq!(sevs, sorted);
+    let (status, err) = d
+        .raw(hyper::Method::GET, "/v1/incidents?sort=loudest", b"")
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown sort")
+    );
+}
+
+#[tokio::test]
+async fn severity_order_pages_through_every_incident_once() {
+    let d = TestDaemon::start("").await;
+    let sevs = ["sev3", "sev1", "sev4", "sev2"];
+    for i in 0..23 {
+        d.post(
+            "/v1/incidents",
+            json!({"title": format!("i{i}"), "severity": sevs[i % 4]}),
+        )
+        .await
+        .unwrap();
+    }
+    let mut seen: Vec<(String, u64)> = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/incidents?sort=severity&limit=4&cursor={c}"),
+            None => "/v1/incidents?sort=severity&limit=4".to_owned(),
+        };
+        let page = d.get(&path).await;
+        for i in page["incidents"].as_array().unwrap() {
+            seen.push((
+                i["severity"].as_str().unwrap().to_owned(),
+                i["id"].as_u64().unwrap(),
+            ));
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 23, "{seen:?}");
+    let mut want = seen.clone();
+    // Worst first, newest first within a severity.
+    want.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    assert_eq!(seen, want);
+    // incidentctl asks for the same order.
+    let out = d.ctl(&["list", "--sort", "severity", "--limit", "3"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().nth(1).unwrap().contains("sev1"), "{text}");
 }
 
 const BOOM: &str = r#"

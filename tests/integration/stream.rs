@@ -175,3 +175,103 @@ async fn change_numbers_survive_a_restart_and_resumption_spans_it() {
     assert!(m.id.as_deref().unwrap().parse::<u64>().unwrap() > last);
     assert_eq!(data(&m)["incident"]["id"], b["id"]);
 }
+
+/// A child process killed if the test ends before it does.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Lines of a child's standard output, as they come.
+fn line_reader(out: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn next_line(rx: &std::sync::mpsc::Receiver<String>) -> String {
+    rx.recv_timeout(Duration::from_secs(15))
+        .expect("a line from incidentctl watch within 15 s")
+}
+
+#[tokio::test]
+async fn incidentctl_watch_prints_changes_and_follows_the_daemon_through_a_restart() {
+    let mut d = TestDaemon::start("").await;
+    let first = d
+        .post(
+            "/v1/incidents",
+            json!({"title": "disk full on db-1", "severity": "sev2"}),
+        )
+        .await
+        .unwrap();
+    let watch = |args: &[&str]| {
+        std::process::Command::new(CTL)
+            .arg("watch")
+            .args(args)
+            .env("INCIDENTD_SOCKET", d.run.join("control.sock"))
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map(Reaped)
+            .expect("start incidentctl watch")
+    };
+    let mut lines_child = watch(&["--after", "0"]);
+    let lines = line_reader(lines_child.0.stdout.take().unwrap());
+    let mut json_child = watch(&["--after", "0", "-o", "json"]);
+    let events = line_reader(json_child.0.stdout.take().unwrap());
+
+    let l = next_line(&lines);
+    assert!(
+        l.contains(&format!("#{} incident_created", first["id"]))
+            && l.contains("sev2")
+            && l.contains("disk full on db-1"),
+        "{l}"
+    );
+    let e: Value = serde_json::from_str(&next_line(&events)).unwrap();
+    assert_eq!(e["type"], "incident_created");
+    assert_eq!(e["incident"]["id"], first["id"]);
+
+    // Live changes, then a daemon restart: watch reconnects and resumes after what it saw.
+    d.post(
+        &format!("/v1/incidents/{}/ack", first["id"]),
+        json!({"note": "on it"}),
+    )
+    .await
+    .unwrap();
+    let l = next_line(&lines);
+    assert!(l.contains("open → acknowledged: on it"), "{l}");
+    next_line(&events);
+    assert!(d.stop().success());
+    d.restart().await;
+    d.post(&format!("/v1/incidents/{}/resolve", first["id"]), json!({}))
+        .await
+        .unwrap();
+    let l = next_line(&lines);
+    assert!(l.contains("acknowledged → resolved"), "{l}");
+    let e: Value = serde_json::from_str(&next_line(&events)).unwrap();
+    assert_eq!(e["entry"]["data"]["to"], "resolved");
+
+    // Ctrl-C ends it cleanly.
+    for mut child in [lines_child, json_child] {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.0.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+        let status = child.0.wait().unwrap();
+        assert!(status.success(), "{status:?}");
+    }
+}

@@ -54,9 +54,9 @@ fn lines(seqs: impl IntoIterator<Item = u32>) -> String {
 /// The `seq` of every line incident with its detection count.
 async fn seen(d: &TestDaemon) -> Vec<(u32, u64)> {
     let mut out = Vec::new();
-    let mut cursor: Option<u64> = None;
+    let mut cursor: Option<String> = None;
     loop {
-        let path = match cursor {
+        let path = match &cursor {
             Some(c) => format!("/v1/incidents?limit=500&cursor={c}"),
             None => "/v1/incidents?limit=500".to_owned(),
         };
@@ -66,8 +66,8 @@ async fn seen(d: &TestDaemon) -> Vec<(u32, u64)> {
                 out.push((n.parse().unwrap(), i["detections"].as_u64().unwrap()));
             }
         }
-        match page["next_cursor"].as_u64() {
-            Some(c) => cursor = Some(c),
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
             None => break,
         }
     }
