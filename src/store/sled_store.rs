@@ -104,9 +104,13 @@ impl SledStore {
             })?
             .and_then(|(k, _)| <[u8; 8]>::try_from(k.as_ref()).ok())
             .map_or(0, u64::from_be_bytes);
+        let next_change = store
+            .meta_u64("next_change")?
+            .unwrap_or(1)
+            .max(last_change + 1);
         store
             .next_change
-            .store(last_change + 1, std::sync::atomic::Ordering::Relaxed);
+            .store(next_change, std::sync::atomic::Ordering::Relaxed);
         match store.meta_u64("schema_version")? {
             None => {
                 store
@@ -402,6 +406,7 @@ impl Store for SledStore {
                 )
             })
             .collect();
+        let next_change = first + change.entries.len() as u64;
         // The closure may run more than once on conflict: it only writes, with no side effects.
         let result: Result<(), TransactionError<()>> = (
             &self.incidents,
@@ -422,6 +427,9 @@ impl Store for SledStore {
                         log.insert(k, v.as_slice())?;
                         changes.insert(n, k)?;
                     }
+                    // Kept in meta too: compaction may delete the highest numbers, which must
+                    // never be given again (a client may have seen them).
+                    meta.insert("next_change", &next_change.to_be_bytes())?;
                     match change.previous_status {
                         None => {
                             idx_key.insert(inc.key.as_bytes(), &id)?;
