@@ -324,6 +324,8 @@ pub struct Telemetry {
     pub detections_replayed: Counter,
     pub incidents_created: Counter,
     pub incidents_deduplicated: Counter,
+    /// Detections joined to another key's incident by correlation.
+    pub incidents_correlated: Counter,
     pub incidents_reopened: Counter,
     pub incidents_rate_limited: Counter,
     pub store_errors: Counter,
@@ -366,6 +368,7 @@ impl Default for Telemetry {
             detections_replayed: Counter::default(),
             incidents_created: Counter::default(),
             incidents_deduplicated: Counter::default(),
+            incidents_correlated: Counter::default(),
             incidents_reopened: Counter::default(),
             incidents_rate_limited: Counter::default(),
             store_errors: Counter::default(),

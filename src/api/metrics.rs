@@ -295,6 +295,7 @@ pub async fn render(st: &ApiState) -> String {
     for (what, c) in [
         ("created", &t.incidents_created),
         ("deduplicated", &t.incidents_deduplicated),
+        ("correlated", &t.incidents_correlated),
         ("reopened", &t.incidents_reopened),
         ("rate_limited", &t.incidents_rate_limited),
     ] {

@@ -140,6 +140,7 @@ async fn status(State(st): S) -> Json<Value> {
             "by_status": counts,
             "created": t.incidents_created,
             "deduplicated": t.incidents_deduplicated,
+            "correlated": t.incidents_correlated,
             "reopened": t.incidents_reopened,
             "rate_limited": t.incidents_rate_limited,
             "store_errors": t.store_errors,
@@ -262,6 +263,13 @@ fn parse_list(params: &[(String, String)]) -> ApiResult<ListQuery> {
                 )));
             }
         }
+    }
+    if let Some(c) = q.cursor
+        && c.rank.is_some() != (q.sort == crate::store::Sort::Severity)
+    {
+        return Err(ApiError::bad_request(format!(
+            "invalid `cursor`: `{c}` comes from a listing in another order; pass the same `sort`"
+        )));
     }
     Ok(q)
 }

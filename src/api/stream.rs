@@ -35,6 +35,8 @@ struct Cursor {
     buffer: VecDeque<TimelineEntry>,
     /// The `ready` event is still to be sent.
     greet: bool,
+    /// The asked position was ahead of the log: the stream starts from its beginning.
+    reset: bool,
     /// Only these event types, when the client asked (`?types=a,b`).
     types: Option<Vec<String>>,
 }
@@ -87,14 +89,23 @@ pub async fn handler(
         })?);
     }
     let changes = st.incidents.changes();
-    // Without a position the stream starts at the present.
-    let sent = after.unwrap_or_else(|| *changes.borrow());
+    let durable = *changes.borrow();
+    // Without a position the stream starts at the present. A position ahead of the log
+    // means the store was replaced (moved aside as corrupt): start over from its beginning,
+    // and say so in `ready`.
+    let reset = after.is_some_and(|a| a > durable);
+    let sent = match after {
+        Some(a) if a <= durable => a,
+        Some(_) => 0,
+        None => durable,
+    };
     let cursor = Cursor {
         st,
         changes,
         sent,
         buffer: VecDeque::new(),
         greet: true,
+        reset,
         types,
     };
     let stream = futures_util::stream::unfold(cursor, |mut c| async move {
@@ -114,7 +125,7 @@ impl Cursor {
                 SseEvent::default()
                     .id(self.sent.to_string())
                     .event("ready")
-                    .data(json!({"change": self.sent}).to_string()),
+                    .data(json!({"change": self.sent, "reset": self.reset}).to_string()),
             );
         }
         loop {

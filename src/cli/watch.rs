@@ -35,13 +35,6 @@ impl Watch {
     pub async fn run(self) -> Result<(), CliError> {
         let screen = !self.json && std::io::stdout().is_terminal();
         let mut open: BTreeMap<u64, Incident> = BTreeMap::new();
-        if screen {
-            let page: Page = self
-                .client
-                .get("/v1/incidents?status=active&limit=1000")
-                .await?;
-            open.extend(page.incidents.into_iter().map(|i| (i.id, i)));
-        }
         let path = match &self.types {
             Some(t) => format!(
                 "/v1/stream?{}",
@@ -51,75 +44,112 @@ impl Watch {
             None => "/v1/stream".to_owned(),
         };
         let mut last = self.after;
+        let mut connected_once = false;
         let mut recent: VecDeque<String> = VecDeque::new();
         let mut retry = Duration::from_millis(250);
-        if screen {
-            draw(&open, &recent, None);
-        }
         loop {
-            let mut stream = match self.client.stream(&path, last).await {
-                Ok(s) => {
-                    retry = Duration::from_millis(250);
-                    s
-                }
-                // A daemon that is restarting: wait and resume from the last change seen.
-                Err(e @ ClientError::Connect { .. }) if last.is_some() => {
-                    eprintln!("{e}; retrying in {retry:?}");
-                    tokio::select! {
-                        () = tokio::time::sleep(retry) => {}
-                        _ = tokio::signal::ctrl_c() => return Ok(()),
+            match self
+                .follow(&path, &mut last, screen, &mut open, &mut recent, &mut retry)
+                .await
+            {
+                Ok(Flow::Quit) => return Ok(()),
+                Ok(Flow::Ended) => connected_once = true,
+                // Refusals (a bad position, a missing role) do not get better by retrying;
+                // a daemon that is restarting does.
+                Err(e @ ClientError::Api { status, .. }) if status < 500 => return Err(e.into()),
+                Err(e) if connected_once || last.is_some() => {
+                    if !screen {
+                        eprintln!("{e}; retrying in {retry:?}");
                     }
-                    retry = (retry * 2).min(Duration::from_secs(5));
-                    continue;
                 }
                 Err(e) => return Err(e.into()),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(retry) => {}
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+            }
+            retry = (retry * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// One connection: shows what the stream sends until it ends or Ctrl-C.
+    async fn follow(
+        &self,
+        path: &str,
+        last: &mut Option<u64>,
+        screen: bool,
+        open: &mut BTreeMap<u64, Incident>,
+        recent: &mut VecDeque<String>,
+        retry: &mut Duration,
+    ) -> Result<Flow, ClientError> {
+        let mut stream = self.client.stream(path, *last).await?;
+        loop {
+            let msg = tokio::select! {
+                m = stream.next() => m?,
+                _ = tokio::signal::ctrl_c() => return Ok(Flow::Quit),
             };
-            loop {
-                let msg = tokio::select! {
-                    m = stream.next() => m,
-                    _ = tokio::signal::ctrl_c() => return Ok(()),
-                };
-                let msg = match msg {
-                    Ok(Some(m)) => m,
-                    Ok(None) | Err(_) => {
-                        if !screen {
-                            eprintln!("the stream ended; reconnecting");
-                        }
-                        break;
-                    }
-                };
-                if let Some(id) = msg.id.as_deref().and_then(|i| i.parse().ok()) {
-                    last = Some(id);
+            let Some(msg) = msg else {
+                if !screen {
+                    eprintln!("the stream ended; reconnecting");
                 }
-                // The first event says where the stream starts; nothing to show.
-                if msg.event == "ready" {
-                    continue;
-                }
-                let data: Value = serde_json::from_str(&msg.data).unwrap_or(Value::Null);
-                if self.json {
-                    println!("{data}");
-                    let _ = std::io::stdout().flush();
-                    continue;
-                }
-                let line = change_line(&msg.event, &data);
+                return Ok(Flow::Ended);
+            };
+            if let Some(id) = msg.id.as_deref().and_then(|i| i.parse().ok()) {
+                *last = Some(id);
+            }
+            let data: Value = serde_json::from_str(&msg.data).unwrap_or(Value::Null);
+            if msg.event == "ready" {
+                // The stream is open from here: (re)read the active incidents, so none
+                // created before it is missed.
                 if screen {
-                    if let Ok(inc) = serde_json::from_value::<Incident>(data["incident"].clone()) {
-                        if inc.status.is_active() {
-                            open.insert(inc.id, inc);
-                        } else {
-                            open.remove(&inc.id);
+                    open.clear();
+                    let mut cursor: Option<String> = None;
+                    loop {
+                        let page_path = match &cursor {
+                            Some(c) => format!("/v1/incidents?status=active&limit=1000&cursor={c}"),
+                            None => "/v1/incidents?status=active&limit=1000".to_owned(),
+                        };
+                        let page: Page = self.client.get(&page_path).await?;
+                        open.extend(page.incidents.into_iter().map(|i| (i.id, i)));
+                        match page.next_cursor {
+                            Some(c) => cursor = Some(c.to_string()),
+                            None => break,
                         }
                     }
-                    recent.push_front(line);
-                    recent.truncate(RECENT);
-                    draw(&open, &recent, last);
-                } else {
-                    println!("{line}");
-                    let _ = std::io::stdout().flush();
+                    draw(open, recent, *last);
                 }
+                continue;
+            }
+            *retry = Duration::from_millis(250);
+            if self.json {
+                println!("{data}");
+                let _ = std::io::stdout().flush();
+                continue;
+            }
+            let line = change_line(&msg.event, &data);
+            if screen {
+                if let Ok(inc) = serde_json::from_value::<Incident>(data["incident"].clone()) {
+                    if inc.status.is_active() {
+                        open.insert(inc.id, inc);
+                    } else {
+                        open.remove(&inc.id);
+                    }
+                }
+                recent.push_front(line);
+                recent.truncate(RECENT);
+                draw(open, recent, *last);
+            } else {
+                println!("{line}");
+                let _ = std::io::stdout().flush();
             }
         }
     }
+}
+
+/// How one connection ended.
+enum Flow {
+    Quit,
+    Ended,
 }
 
 /// One change in words: time, incident, event, and what happened.

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use toml::Spanned;
 use toml::de::{DeString, DeTable, DeValue, ValueDeserializer};
 
+use super::ServiceConfig;
 use super::rule::{COMMON_KEYS, RuleCommon, RuleConfig, RuleKindConfig};
 use super::source::{self, SourcesConfig};
 use super::{Config, ControlConfig, DaemonConfig, IncidentsConfig, IngestConfig};
@@ -55,14 +56,7 @@ impl fmt::Display for ConfigErrors {
 }
 
 /// Design keys that later versions implement; named so the error says "not yet", not "typo".
-const NOT_YET: [&str; 6] = [
-    "service",
-    "action",
-    "channel",
-    "route",
-    "escalation",
-    "plugin",
-];
+const NOT_YET: [&str; 5] = ["action", "channel", "route", "escalation", "plugin"];
 
 /// Loads the main config at `path` and the rules in its `rules_dir`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
@@ -100,6 +94,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         ingest: IngestConfig::default(),
         incidents: IncidentsConfig::default(),
         sources: SourcesConfig::default(),
+        services: Vec::new(),
         rules: Vec::new(),
     };
     let mut rules_dir_set = false;
@@ -144,6 +139,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
                 }
                 "rule" => file.rules(value, &mut config.rules, &mut errors),
                 "source" => file.sources(value, &base, &mut config.sources, &mut errors),
+                "service" => file.services(value, &mut config.services, &mut errors),
                 other if NOT_YET.contains(&other) => errors.push(file.error_at(
                     key.span().start,
                     format!("`{other}` tables are not supported by this version of incidentd yet"),
@@ -155,6 +151,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         }
     }
 
+    config.incidents.services = config.services.clone();
     load_rules_dir(
         &config.rules_dir,
         rules_dir_set,
@@ -542,6 +539,70 @@ impl<'a> File<'a> {
 
     /// Each `[[rule]]` is read on its own; its keys are split into the shared ones and the
     /// kind's own so both halves can refuse unknown keys.
+    /// `[[service]]` tables: unique names, known dependencies, no cycles.
+    fn services(
+        &self,
+        v: &Spanned<DeValue<'a>>,
+        out: &mut Vec<ServiceConfig>,
+        errors: &mut Vec<ConfigError>,
+    ) {
+        let DeValue::Array(items) = v.get_ref() else {
+            errors.push(self.error_at(
+                v.span().start,
+                "`service` must be an array of tables ([[service]])".into(),
+            ));
+            return;
+        };
+        let mut spans = Vec::new();
+        for item in items {
+            if let Some(s) = self.value::<ServiceConfig>(item, errors) {
+                if let Some(i) = out.iter().position(|o| o.name == s.name) {
+                    errors.push(self.error_at(
+                        item.span().start,
+                        format!(
+                            "service `{}` is defined twice (first at line {})",
+                            s.name,
+                            line_of(self.text, spans[i])
+                        ),
+                    ));
+                    continue;
+                }
+                spans.push(item.span().start);
+                out.push(s);
+            }
+        }
+        for (s, at) in out.iter().zip(&spans) {
+            for d in &s.depends_on {
+                if d == &s.name {
+                    errors.push(
+                        self.error_at(*at, format!("service `{}` depends on itself", s.name)),
+                    );
+                } else if !out.iter().any(|o| &o.name == d) {
+                    errors.push(self.error_at(
+                        *at,
+                        format!(
+                            "service `{}` depends on `{d}`, which no [[service]] table defines",
+                            s.name
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Some(cycle) = crate::incident::correlate::find_cycle(out) {
+            let at = out
+                .iter()
+                .position(|s| s.name == cycle[0])
+                .map_or(v.span().start, |i| spans[i]);
+            errors.push(self.error_at(
+                at,
+                format!(
+                    "services depend on each other in a cycle: {}",
+                    cycle.join(" → ")
+                ),
+            ));
+        }
+    }
+
     fn rules(
         &self,
         v: &Spanned<DeValue<'a>>,

@@ -36,6 +36,8 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub incidents: IncidentsConfig,
     pub sources: SourcesConfig,
+    /// `[[service]]` tables: the dependency graph for correlation and root cause.
+    pub services: Vec<ServiceConfig>,
     /// Rules from the main file, then from `rules_dir/*.toml` in file name order.
     pub rules: Vec<RuleConfig>,
 }
@@ -61,6 +63,15 @@ impl Config {
             self.daemon.runtime_dir = cwd.join(p);
         }
     }
+}
+
+/// `[[service]]`: a service and the services it depends on (its upstreams).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    pub name: String,
+    #[serde(default)]
+    pub depends_on: Vec<String>,
 }
 
 /// How logs are written.
@@ -219,6 +230,10 @@ pub struct IncidentsConfig {
     /// last step repeats); empty turns it off.
     #[serde(deserialize_with = "de::durations")]
     pub realert_backoff: Vec<Duration>,
+    /// The `[[service]]` tables (top level in the file), handed to the incident manager with
+    /// these settings.
+    #[serde(skip)]
+    pub services: Vec<ServiceConfig>,
 }
 
 impl Default for IncidentsConfig {
@@ -233,6 +248,7 @@ impl Default for IncidentsConfig {
             auto_close_after: Duration::from_secs(24 * 3600),
             retain_closed: Duration::from_secs(90 * 24 * 3600),
             evidence_samples: 10,
+            services: Vec::new(),
             realert_backoff: vec![
                 Duration::from_secs(3600),
                 Duration::from_secs(4 * 3600),

@@ -126,6 +126,9 @@ pub enum Outcome {
     Reopened(u64),
     /// No incident: the key's creation rate limit.
     RateLimited,
+    /// Joined the active incident of another key (shared correlation or trace id, same
+    /// service, or linked services).
+    Correlated(u64),
     /// Already applied before a crash.
     Replayed,
 }
@@ -134,13 +137,19 @@ impl Outcome {
     pub fn changed(self) -> bool {
         matches!(
             self,
-            Outcome::Created(_) | Outcome::Deduplicated(_) | Outcome::Reopened(_)
+            Outcome::Created(_)
+                | Outcome::Deduplicated(_)
+                | Outcome::Reopened(_)
+                | Outcome::Correlated(_)
         )
     }
 
     pub fn incident(self) -> Option<u64> {
         match self {
-            Outcome::Created(id) | Outcome::Deduplicated(id) | Outcome::Reopened(id) => Some(id),
+            Outcome::Created(id)
+            | Outcome::Deduplicated(id)
+            | Outcome::Reopened(id)
+            | Outcome::Correlated(id) => Some(id),
             _ => None,
         }
     }
@@ -288,8 +297,10 @@ pub fn spawn(
     let (changes_tx, changes) = tokio::sync::watch::channel(store.last_change());
     let mut manager = Manager {
         changes: changes_tx,
+        graph: super::correlate::Graph::new(&config.services),
         silences: store.silences()?,
         next_silence: store.next_silence_id()?,
+        swept: Default::default(),
         next_id: store.next_id()?,
         store,
         config,
@@ -306,9 +317,13 @@ struct Manager {
     store: Arc<dyn Store>,
     /// Publishes the highest durable change number after each flush.
     changes: tokio::sync::watch::Sender<u64>,
+    /// The `[[service]]` dependency graph.
+    graph: super::correlate::Graph,
     /// Every stored silence (active, pending, and expired within the retention).
     silences: Vec<Silence>,
     next_silence: u64,
+    /// Active silences already recorded on the incidents they cover (since this start).
+    swept: std::collections::HashSet<u64>,
     config: IncidentsConfig,
     clock: Arc<dyn Clock>,
     telemetry: Arc<Telemetry>,
@@ -320,6 +335,13 @@ struct Manager {
 }
 
 type Reply = oneshot::Sender<Result<Incident, IncidentError>>;
+
+/// How a detection joins an existing incident.
+enum Join {
+    Same,
+    Reopen,
+    Correlated(String),
+}
 
 impl Manager {
     fn run(&mut self, mut rx: mpsc::Receiver<Msg>) {
@@ -357,7 +379,10 @@ impl Manager {
                         let r = self.on_silence(cmd);
                         silence_replies.push((reply, r));
                     }
-                    Msg::Configure(c) => self.config = c,
+                    Msg::Configure(c) => {
+                        self.graph = super::correlate::Graph::new(&c.services);
+                        self.config = c;
+                    }
                     Msg::Housekeeping => {
                         if let Err(e) = self.auto_resolve() {
                             self.telemetry.store_errors.inc();
@@ -371,6 +396,7 @@ impl Manager {
                             self.telemetry.store_errors.inc();
                             tracing::error!(error = %e, "automatic closing failed");
                         }
+                        self.sweep_new_silences();
                         if let Err(e) = self.prune_silences() {
                             self.telemetry.store_errors.inc();
                             tracing::error!(error = %e, "pruning expired silences failed");
@@ -518,11 +544,14 @@ impl Manager {
                     note,
                     serde_json::json!({"from": from, "to": to}),
                 );
+                let mut entries = vec![e];
+                self.note_silences(&mut inc, &mut entries, now);
                 self.store.apply(&Change {
                     incident: inc.clone(),
                     previous_status: Some(from),
-                    entries: vec![e],
+                    entries,
                     detection: None,
+                    index_keys: Vec::new(),
                 })?;
                 tracing::info!(incident = id, from = %from, to = %to, actor = %actor, "incident status changed");
                 Ok(inc)
@@ -545,6 +574,7 @@ impl Manager {
                     previous_status: Some(inc.status),
                     entries: vec![e],
                     detection: None,
+                    index_keys: Vec::new(),
                 })?;
                 Ok(inc)
             }
@@ -570,7 +600,15 @@ impl Manager {
                     note,
                     serde_json::json!({"from": from, "to": severity}),
                 );
-                self.apply_one(&inc, e)?;
+                let mut entries = vec![e];
+                self.note_silences(&mut inc, &mut entries, self.clock.now());
+                self.store.apply(&Change {
+                    incident: inc.clone(),
+                    previous_status: Some(inc.status),
+                    entries,
+                    detection: None,
+                    index_keys: Vec::new(),
+                })?;
                 tracing::info!(incident = id, from = %from, to = %severity, actor = %actor, "severity changed by hand");
                 Ok(inc)
             }
@@ -676,6 +714,9 @@ impl Manager {
                     closed_at: None,
                     cancelled_at: None,
                     root_cause: None,
+                    root_cause_reason: None,
+                    services: Vec::new(),
+                    correlated_keys: Vec::new(),
                     evidence: Vec::new(),
                     last_detection_at: None,
                     silenced_by: Vec::new(),
@@ -699,6 +740,7 @@ impl Manager {
                     previous_status: None,
                     entries,
                     detection: None,
+                    index_keys: Vec::new(),
                 })?;
                 self.telemetry.incidents_created.inc();
                 tracing::info!(incident = id, key = %inc.key, severity = %inc.severity, actor = %actor, "incident created by hand");
@@ -720,31 +762,8 @@ impl Manager {
                     starts_at = %silence.starts_at, ends_at = %silence.ends_at, comment = %silence.comment,
                     "silence created");
                 self.silences.push(silence.clone());
-                // Active incidents it covers from now on say so in their timelines.
                 if silence.state(now) == SilenceState::Active {
-                    let query = crate::store::ListQuery {
-                        status: vec![Status::Open, Status::Acknowledged, Status::Mitigated],
-                        ..Default::default()
-                    };
-                    let mut covered = Vec::new();
-                    self.store.scan(&query, &mut |i| {
-                        if silence.matchers.matches(&i) {
-                            covered.push(i);
-                        }
-                        true
-                    })?;
-                    for mut inc in covered {
-                        let mut entries = Vec::new();
-                        self.note_silences(&mut inc, &mut entries, now);
-                        if !entries.is_empty() {
-                            self.store.apply(&Change {
-                                incident: inc.clone(),
-                                previous_status: Some(inc.status),
-                                entries,
-                                detection: None,
-                            })?;
-                        }
-                    }
+                    self.sweep_silence(&silence, now);
                 }
                 Ok(silence)
             }
@@ -769,6 +788,62 @@ impl Manager {
         }
     }
 
+    /// Records an active silence on the active incidents it covers. Best effort: the
+    /// silence itself is already stored, and a failure here is logged and counted.
+    fn sweep_silence(&mut self, silence: &Silence, now: Timestamp) {
+        self.swept.insert(silence.id);
+        let query = crate::store::ListQuery {
+            status: vec![Status::Open, Status::Acknowledged, Status::Mitigated],
+            ..Default::default()
+        };
+        let mut covered = Vec::new();
+        let scanned = self.store.scan(&query, &mut |i| {
+            if silence.matchers.matches(&i) && !i.silenced_by.contains(&silence.id) {
+                covered.push(i);
+            }
+            true
+        });
+        let mut result = scanned.map_err(IncidentError::from);
+        for mut inc in covered {
+            if result.is_err() {
+                break;
+            }
+            let mut entries = Vec::new();
+            self.note_silences(&mut inc, &mut entries, now);
+            if !entries.is_empty() {
+                result = self
+                    .store
+                    .apply(&Change {
+                        incident: inc.clone(),
+                        previous_status: Some(inc.status),
+                        entries,
+                        detection: None,
+                        index_keys: Vec::new(),
+                    })
+                    .map_err(IncidentError::from);
+            }
+        }
+        if let Err(e) = result {
+            self.telemetry.store_errors.inc();
+            tracing::error!(silence = silence.id, error = %e, "could not record the silence on the incidents it covers");
+        }
+    }
+
+    /// Silences that became active since the last look (they were pending) are recorded on
+    /// the incidents they cover.
+    fn sweep_new_silences(&mut self) {
+        let now = self.clock.now();
+        let due: Vec<Silence> = self
+            .silences
+            .iter()
+            .filter(|s| s.state(now) == SilenceState::Active && !self.swept.contains(&s.id))
+            .cloned()
+            .collect();
+        for s in due {
+            self.sweep_silence(&s, now);
+        }
+    }
+
     /// Forgets silences expired longer than the retention.
     fn prune_silences(&mut self) -> Result<(), IncidentError> {
         let now = self.clock.now();
@@ -789,6 +864,9 @@ impl Manager {
     /// Records, once per silence, that an active silence covers `inc`: its notifications and
     /// automatic actions are held back while the silence lasts.
     fn note_silences(&self, inc: &mut Incident, entries: &mut Vec<TimelineEntry>, now: Timestamp) {
+        if !inc.status.is_active() {
+            return;
+        }
         for s in &self.silences {
             if !s.silences(inc, now) || inc.silenced_by.contains(&s.id) {
                 continue;
@@ -821,6 +899,7 @@ impl Manager {
             previous_status: Some(inc.status),
             entries: vec![e],
             detection: None,
+            index_keys: Vec::new(),
         })?;
         Ok(())
     }
@@ -849,54 +928,20 @@ impl Manager {
         }
         let now = self.clock.now();
         if let Some(id) = self.store.latest_for_key(&d.key)? {
-            let mut inc = self.load(id)?;
+            let inc = self.load(id)?;
             let recently_resolved = inc.status == Status::Resolved
                 && inc
                     .resolved_at
                     .is_some_and(|r| now.since(r) <= self.config.reopen_window);
-            if inc.status.is_active() || recently_resolved {
-                let from = inc.status;
-                let mut entries = Vec::new();
-                if recently_resolved {
-                    set_status(&mut inc, Status::Open, now);
-                    entries.push(self.entry(
-                        &mut inc,
-                        EntryKind::Reopened,
-                        SYSTEM_ACTOR,
-                        None,
-                        serde_json::json!({"from": from, "to": Status::Open, "rule": d.rule}),
-                    ));
-                    self.telemetry.incidents_reopened.inc();
-                    tracing::info!(incident = id, key = %d.key, rule = %d.rule, "incident reopened by a new detection");
-                } else {
-                    self.telemetry.incidents_deduplicated.inc();
-                }
-                if d.severity < inc.severity {
-                    let old = inc.severity;
-                    inc.severity = d.severity;
-                    entries.push(self.entry(
-                        &mut inc,
-                        EntryKind::SeverityChanged,
-                        SYSTEM_ACTOR,
-                        None,
-                        serde_json::json!({"from": old, "to": d.severity, "rule": d.rule}),
-                    ));
-                }
-                attach(&mut inc, d, now, self.config.evidence_samples);
-                entries.push(self.detection_entry(&mut inc, d));
-                self.note_silences(&mut inc, &mut entries, now);
-                self.store.apply(&Change {
-                    incident: inc,
-                    previous_status: Some(from),
-                    entries,
-                    detection: applied_id,
-                })?;
-                return Ok(if recently_resolved {
-                    Outcome::Reopened(id)
-                } else {
-                    Outcome::Deduplicated(id)
-                });
+            if recently_resolved {
+                return self.join(inc, d, now, applied_id, Join::Reopen);
             }
+            if inc.status.is_active() {
+                return self.join(inc, d, now, applied_id, Join::Same);
+            }
+        }
+        if let Some((inc, reason)) = self.find_correlated(d, now)? {
+            return self.join(inc, d, now, applied_id, Join::Correlated(reason));
         }
         if !self.allow_creation(&d.key, now) {
             self.telemetry.incidents_rate_limited.inc();
@@ -930,6 +975,9 @@ impl Manager {
             closed_at: None,
             cancelled_at: None,
             root_cause: None,
+            root_cause_reason: None,
+            services: Vec::new(),
+            correlated_keys: Vec::new(),
             evidence: Vec::new(),
             last_detection_at: None,
             silenced_by: Vec::new(),
@@ -950,16 +998,172 @@ impl Manager {
         );
         let detection = self.detection_entry(&mut inc, d);
         let mut entries = vec![created, detection];
+        inc.root_cause = Some(d.service.clone().unwrap_or_else(|| d.rule.clone()));
+        inc.root_cause_reason = Some(format!(
+            "earliest detection: rule {}{} (event at {})",
+            d.rule,
+            d.service
+                .as_ref()
+                .map(|s| format!(" on service {s}"))
+                .unwrap_or_default(),
+            d.first_ts
+        ));
         self.note_silences(&mut inc, &mut entries, now);
         self.store.apply(&Change {
             incident: inc,
             previous_status: None,
             entries,
             detection: applied_id,
+            index_keys: Vec::new(),
         })?;
         self.telemetry.incidents_created.inc();
         tracing::info!(incident = id, key = %d.key, rule = %d.rule, severity = %d.severity, "incident created");
         Ok(Outcome::Created(id))
+    }
+
+    /// Attaches a detection to an incident: the one of its key (`Same`), reopening it
+    /// (`Reopen`), or another key's by correlation.
+    fn join(
+        &mut self,
+        mut inc: Incident,
+        d: &Detection,
+        now: Timestamp,
+        applied_id: Option<crate::store::AppliedId>,
+        how: Join,
+    ) -> Result<Outcome, IncidentError> {
+        let id = inc.id;
+        let from = inc.status;
+        let mut entries = Vec::new();
+        let mut index_keys = Vec::new();
+        attach(&mut inc, d, now, self.config.evidence_samples);
+        match &how {
+            Join::Reopen => {
+                set_status(&mut inc, Status::Open, now);
+                entries.push(self.entry(
+                    &mut inc,
+                    EntryKind::Reopened,
+                    SYSTEM_ACTOR,
+                    None,
+                    serde_json::json!({"from": from, "to": Status::Open, "rule": d.rule}),
+                ));
+                self.telemetry.incidents_reopened.inc();
+                tracing::info!(incident = id, key = %d.key, rule = %d.rule, "incident reopened by a new detection");
+            }
+            Join::Same => self.telemetry.incidents_deduplicated.inc(),
+            Join::Correlated(reason) => {
+                if !inc.correlated_keys.contains(&d.key) && inc.correlated_keys.len() < 100 {
+                    inc.correlated_keys.push(d.key.clone());
+                    index_keys.push(d.key.clone());
+                }
+                if let Some((root, why)) = self.graph.root_of(&inc.services) {
+                    inc.root_cause = Some(root);
+                    inc.root_cause_reason = Some(why);
+                }
+                let data = serde_json::json!({
+                    "key": d.key,
+                    "rule": d.rule,
+                    "service": d.service,
+                    "reason": reason,
+                    "root_cause": inc.root_cause,
+                    "root_cause_reason": inc.root_cause_reason,
+                });
+                let note = Some(format!("{} joined: {reason}", d.key));
+                entries.push(self.entry(&mut inc, EntryKind::Correlated, SYSTEM_ACTOR, note, data));
+                self.telemetry.incidents_correlated.inc();
+                tracing::info!(incident = id, key = %d.key, rule = %d.rule, reason = %reason, "detection correlated into an incident of another key");
+            }
+        }
+        if d.severity < inc.severity {
+            let old = inc.severity;
+            inc.severity = d.severity;
+            entries.push(self.entry(
+                &mut inc,
+                EntryKind::SeverityChanged,
+                SYSTEM_ACTOR,
+                None,
+                serde_json::json!({"from": old, "to": d.severity, "rule": d.rule}),
+            ));
+        }
+        entries.push(self.detection_entry(&mut inc, d));
+        self.note_silences(&mut inc, &mut entries, now);
+        self.store.apply(&Change {
+            incident: inc,
+            previous_status: Some(from),
+            entries,
+            detection: applied_id,
+            index_keys,
+        })?;
+        Ok(match how {
+            Join::Reopen => Outcome::Reopened(id),
+            Join::Same => Outcome::Deduplicated(id),
+            Join::Correlated(_) => Outcome::Correlated(id),
+        })
+    }
+
+    /// An active incident of another key this detection belongs with, and why: it shares a
+    /// correlation or trace id, the same service (for a rule not yet in the incident), or
+    /// services linked by `depends_on`, and
+    /// had a detection within `correlation_window`. External alerts and hand-made incidents
+    /// take no part. The strongest reason wins, then the newest incident.
+    fn find_correlated(
+        &self,
+        d: &Detection,
+        now: Timestamp,
+    ) -> Result<Option<(Incident, String)>, IncidentError> {
+        let window = self.config.correlation_window;
+        let ids: Vec<(&str, &String)> = [
+            ("correlation id", &d.correlation_id),
+            ("trace id", &d.trace_id),
+        ]
+        .into_iter()
+        .filter_map(|(what, v)| v.as_ref().map(|v| (what, v)))
+        .collect();
+        if d.rule == "alert" || window.is_zero() || (ids.is_empty() && d.service.is_none()) {
+            return Ok(None);
+        }
+        let query = crate::store::ListQuery {
+            status: vec![Status::Open, Status::Acknowledged, Status::Mitigated],
+            ..Default::default()
+        };
+        let mut best: Option<(u8, Incident, String)> = None;
+        self.store.scan(&query, &mut |i| {
+            let recent = i.last_detection_at.unwrap_or(i.created_at);
+            if i.rules.is_empty() || i.key.starts_with("alert/") || now.since(recent) > window {
+                return true;
+            }
+            let services: Vec<&String> = if i.services.is_empty() {
+                i.service.iter().collect()
+            } else {
+                i.services.iter().collect()
+            };
+            let found =
+                if let Some((what, v)) = ids.iter().find(|(_, v)| i.correlation_ids.contains(v)) {
+                    Some((0, format!("shares {what} {v}")))
+                } else if let Some(s) = d
+                    .service
+                    .as_ref()
+                    .filter(|s| services.contains(s) && !i.rules.contains(&d.rule))
+                {
+                    // Another group of a rule already in the incident stays apart: its
+                    // group_by split them on purpose (one incident per address, say).
+                    Some((1, format!("same service {s}")))
+                } else {
+                    d.service.as_ref().and_then(|s| {
+                        services
+                            .iter()
+                            .find_map(|o| self.graph.link(s, o))
+                            .map(|why| (2, why))
+                    })
+                };
+            if let Some((strength, why)) = found
+                && best.as_ref().is_none_or(|(b, _, _)| strength < *b)
+            {
+                best = Some((strength, i, why));
+            }
+            // A shared id is the strongest reason; nothing can beat it.
+            best.as_ref().is_none_or(|(b, _, _)| *b > 0)
+        })?;
+        Ok(best.map(|(_, i, why)| (i, why)))
     }
 
     /// Resolves active incidents of rules with `resolve_after` once no detection attached for
@@ -1175,6 +1379,12 @@ fn attach(inc: &mut Incident, d: &Detection, now: Timestamp, evidence_max: usize
     inc.updated_at = Some(now);
     if !inc.rules.contains(&d.rule) {
         inc.rules.push(d.rule.clone());
+    }
+    if let Some(s) = &d.service
+        && !inc.services.contains(s)
+        && inc.services.len() < 50
+    {
+        inc.services.push(s.clone());
     }
     if d.first_ts < inc.first_event_at {
         inc.first_event_at = d.first_ts;

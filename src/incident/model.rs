@@ -157,8 +157,18 @@ pub struct Incident {
     pub closed_at: Option<Timestamp>,
     #[serde(default)]
     pub cancelled_at: Option<Timestamp>,
+    /// The most upstream service involved, else what the earliest detection hit.
     #[serde(default)]
     pub root_cause: Option<String>,
+    /// Why `root_cause` was chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_cause_reason: Option<String>,
+    /// Services of the attached detections.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
+    /// Keys of other detections that joined this incident by correlation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub correlated_keys: Vec<String>,
     #[serde(default)]
     pub correlation_ids: Vec<String>,
     #[serde(default)]

@@ -60,6 +60,8 @@ pub struct Change {
     /// The idempotency id of the detection behind this change, recorded with it so a replay
     /// after a crash does not apply the detection twice.
     pub detection: Option<AppliedId>,
+    /// Other incident keys to point at this incident (keys joined by correlation).
+    pub index_keys: Vec<String>,
 }
 
 /// Where a detection came from, stable across a replay after a crash.

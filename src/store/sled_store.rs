@@ -186,8 +186,10 @@ impl SledStore {
             }
             max_id = max_id.max(id);
             statuses.insert(id, inc.status);
-            let e = newest_by_key.entry(inc.key.clone()).or_insert(id);
-            *e = (*e).max(id);
+            for key in std::iter::once(&inc.key).chain(&inc.correlated_keys) {
+                let e = newest_by_key.entry(key.clone()).or_insert(id);
+                *e = (*e).max(id);
+            }
             let mut seqs = 0u64;
             for kv in self.log.scan_prefix(id.to_be_bytes()) {
                 let (lk, lv) = kv.map_err(err("read incident log"))?;
@@ -370,7 +372,10 @@ impl SledStore {
                 op: "search notes",
                 source,
             })?;
-            let e: TimelineEntry = decode("incident_log", &k, &v)?;
+            // One damaged entry must not fail every search (`store verify` reports it).
+            let Ok(e) = decode::<TimelineEntry>("incident_log", &k, &v) else {
+                continue;
+            };
             if e.note.is_some_and(|n| n.to_lowercase().contains(q)) {
                 return Ok(true);
             }
@@ -427,6 +432,9 @@ impl Store for SledStore {
                         log.insert(k, v.as_slice())?;
                         changes.insert(n, k)?;
                     }
+                    for k in &change.index_keys {
+                        idx_key.insert(k.as_bytes(), &id)?;
+                    }
                     // Kept in meta too: compaction may delete the highest numbers, which must
                     // never be given again (a client may have seen them).
                     meta.insert("next_change", &next_change.to_be_bytes())?;
@@ -451,6 +459,12 @@ impl Store for SledStore {
                     Ok::<(), ConflictableTransactionError<()>>(())
                 },
             );
+        if result.is_err() {
+            // Nothing was written: give the numbers back (the manager is the only writer),
+            // so no number is ever announced without its entry.
+            self.next_change
+                .store(first, std::sync::atomic::Ordering::Relaxed);
+        }
         result.map_err(|e| match e {
             TransactionError::Storage(source) => StoreError::Sled {
                 op: "apply change",
@@ -625,16 +639,18 @@ impl Store for SledStore {
                     None => 0,
                 };
                 let page = &ranked[from.min(ranked.len())..];
-                for (rank, std::cmp::Reverse(id)) in page.iter().take(limit) {
+                for (_, std::cmp::Reverse(id)) in page.iter().take(limit) {
+                    // Gone since it was ranked (compacted): the page is one shorter.
                     if let Some(inc) = self.incident(*id)? {
                         incidents.push(inc);
                     }
-                    if incidents.len() == limit && page.len() > limit {
-                        next_cursor = Some(Cursor {
-                            rank: Some(*rank),
-                            id: *id,
-                        });
-                    }
+                }
+                if page.len() > limit {
+                    let (rank, std::cmp::Reverse(id)) = page[limit - 1];
+                    next_cursor = Some(Cursor {
+                        rank: Some(rank),
+                        id,
+                    });
                 }
             }
         }

@@ -299,7 +299,8 @@ async fn notes_and_filters() {
 async fn severity_order_pages_through_every_incident_once() {
     let d = TestDaemon::start("").await;
     let sevs = ["sev3", "sev1", "sev4", "sev2"];
-    for i in 0..23 {
+    // 24 = 6 pages of 4: the last page ends exactly at the limit.
+    for i in 0..24 {
         d.post(
             "/v1/incidents",
             json!({"title": format!("i{i}"), "severity": sevs[i % 4]}),
@@ -326,7 +327,7 @@ async fn severity_order_pages_through_every_incident_once() {
             None => break,
         }
     }
-    assert_eq!(seen.len(), 23, "{seen:?}");
+    assert_eq!(seen.len(), 24, "{seen:?}");
     let mut want = seen.clone();
     // Worst first, newest first within a severity.
     want.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
@@ -335,6 +336,15 @@ async fn severity_order_pages_through_every_incident_once() {
     let out = d.ctl(&["list", "--sort", "severity", "--limit", "3"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.lines().nth(1).unwrap().contains("sev1"), "{text}");
+    // A cursor from one order is refused in another.
+    let (status, _) = d
+        .raw(
+            hyper::Method::GET,
+            "/v1/incidents?sort=severity&cursor=5",
+            b"",
+        )
+        .await;
+    assert_eq!(status, 400);
 }
 
 const BOOM: &str = r#"

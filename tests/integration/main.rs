@@ -2,6 +2,7 @@
 
 mod cli;
 mod config;
+mod correlation;
 mod daemon;
 mod durability;
 mod ingest;

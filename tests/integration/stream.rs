@@ -129,6 +129,22 @@ async fn the_stream_delivers_changes_in_order_and_resumes_after_the_last_id() {
         assert_eq!(&data(&m)["incident"]["id"], want);
     }
 
+    // A position ahead of the log (a store replaced since) starts over from the beginning.
+    let mut ahead = d
+        .client
+        .stream("/v1/stream", Some(1_000_000))
+        .await
+        .unwrap();
+    let m = next(&mut ahead).await;
+    assert_eq!(m.event, "ready");
+    assert_eq!(data(&m)["reset"], true);
+    assert_eq!(data(&m)["change"], 0);
+    assert_eq!(
+        data(&next(&mut ahead).await)["incident"]["id"],
+        before["id"]
+    );
+    drop(ahead);
+
     // Bad positions are refused.
     let (status, body) = d.raw(hyper::Method::GET, "/v1/stream?after=x", b"").await;
     assert_eq!(status, 400, "{body}");
