@@ -47,10 +47,13 @@ enum Sub {
 enum StoreAction {
     /// Check that snapshots, the incident log and the indexes agree; exit 1 on any problem.
     Verify,
+    /// Rebuild the snapshots from the incident log, and the indexes from the snapshots.
+    Rebuild,
 }
 
-/// `incidentd store verify`: the state folder from `--state-dir`, else from the config.
-fn store_verify(args: &Args) -> ExitCode {
+/// `incidentd store verify|rebuild`: the state folder from `--state-dir`, else from the
+/// config.
+fn store_command(args: &Args, action: &StoreAction) -> ExitCode {
     let dir = match &args.state_dir {
         Some(d) => d.clone(),
         None => match incidentd::config::load(&args.config) {
@@ -76,6 +79,36 @@ fn store_verify(args: &Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let StoreAction::Rebuild = action {
+        return match store.rebuild() {
+            Ok(r) => {
+                for p in &r.problems {
+                    println!("{p}");
+                }
+                println!(
+                    "{}: rebuilt {} incidents from {} timeline entries; {} snapshot(s) changed{}",
+                    dir.display(),
+                    r.incidents,
+                    r.entries,
+                    r.rewritten.len(),
+                    if r.problems.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; {} problem(s)", r.problems.len())
+                    }
+                );
+                if r.problems.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                eprintln!("incidentd: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match store.verify() {
         Ok(v) if v.problems.is_empty() => {
             println!(
@@ -108,11 +141,8 @@ fn store_verify(args: &Args) -> ExitCode {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if let Some(Sub::Store {
-        action: StoreAction::Verify,
-    }) = &args.command
-    {
-        return store_verify(&args);
+    if let Some(Sub::Store { action }) = &args.command {
+        return store_command(&args, action);
     }
     if let Some(file) = args.check_config {
         return match incidentd::config::load(&file) {

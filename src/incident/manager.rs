@@ -298,6 +298,7 @@ pub fn spawn(
     let mut manager = Manager {
         changes: changes_tx,
         graph: super::correlate::Graph::new(&config.services),
+        now: clock.now(),
         silences: store.silences()?,
         next_silence: store.next_silence_id()?,
         swept: Default::default(),
@@ -319,6 +320,8 @@ struct Manager {
     changes: tokio::sync::watch::Sender<u64>,
     /// The `[[service]]` dependency graph.
     graph: super::correlate::Graph,
+    /// The time of the message being handled.
+    now: Timestamp,
     /// Every stored silence (active, pending, and expired within the retention).
     silences: Vec<Silence>,
     next_silence: u64,
@@ -360,6 +363,9 @@ impl Manager {
             let mut n = 0;
             while let Some(m) = msg.take() {
                 n += 1;
+                // One time per message: its entries and the snapshot fields they imply carry
+                // the same instant, so the log replays to the very same snapshot.
+                self.now = self.clock.now();
                 match m {
                     Msg::Detection(d) => match self.on_detection(&d) {
                         // Latency counts detections that changed an incident.
@@ -500,7 +506,7 @@ impl Manager {
         let e = TimelineEntry {
             incident_id: inc.id,
             seq: inc.timeline_len,
-            ts: self.clock.now(),
+            ts: self.now,
             kind,
             actor: actor.to_owned(),
             note,
@@ -530,7 +536,7 @@ impl Manager {
                             transition,
                             message,
                         })?;
-                let now = self.clock.now();
+                let now = self.now;
                 set_status(&mut inc, to, now);
                 let kind = if transition == Transition::Reopen {
                     EntryKind::Reopened
@@ -561,7 +567,7 @@ impl Manager {
                     return Err(IncidentError::Invalid("a note needs some text".into()));
                 }
                 let mut inc = self.load(id)?;
-                inc.updated_at = Some(self.clock.now());
+                inc.updated_at = Some(self.now);
                 let e = self.entry(
                     &mut inc,
                     EntryKind::Note,
@@ -592,7 +598,7 @@ impl Manager {
                 }
                 let from = inc.severity;
                 inc.severity = severity;
-                inc.updated_at = Some(self.clock.now());
+                inc.updated_at = Some(self.now);
                 let e = self.entry(
                     &mut inc,
                     EntryKind::SeverityChanged,
@@ -601,7 +607,7 @@ impl Manager {
                     serde_json::json!({"from": from, "to": severity}),
                 );
                 let mut entries = vec![e];
-                self.note_silences(&mut inc, &mut entries, self.clock.now());
+                self.note_silences(&mut inc, &mut entries, self.now);
                 self.store.apply(&Change {
                     incident: inc.clone(),
                     previous_status: Some(inc.status),
@@ -652,7 +658,7 @@ impl Manager {
                 if inc.tags == before {
                     return Ok(inc);
                 }
-                inc.updated_at = Some(self.clock.now());
+                inc.updated_at = Some(self.now);
                 let data = serde_json::json!({"added": add, "removed": remove, "tags": inc.tags});
                 let e = self.entry(&mut inc, EntryKind::Tag, &actor, None, data);
                 self.apply_one(&inc, e)?;
@@ -672,7 +678,7 @@ impl Manager {
                 }
                 let from = inc.assignee.take();
                 inc.assignee = assignee.clone();
-                inc.updated_at = Some(self.clock.now());
+                inc.updated_at = Some(self.now);
                 let e = self.entry(
                     &mut inc,
                     EntryKind::Assigned,
@@ -687,7 +693,7 @@ impl Manager {
                 if incident.title.trim().is_empty() {
                     return Err(IncidentError::Invalid("an incident needs a title".into()));
                 }
-                let now = self.clock.now();
+                let now = self.now;
                 let id = self.allocate_id();
                 let mut inc = Incident {
                     id,
@@ -727,12 +733,13 @@ impl Manager {
                     timeline_len: 0,
                 };
                 let e = self.entry(
-                    &mut inc,
+                    &mut inc.clone(),
                     EntryKind::Created,
                     &actor,
                     incident.note,
-                    serde_json::json!({"by": "hand"}),
+                    serde_json::json!({"by": "hand", "incident": inc}),
                 );
+                inc.timeline_len += 1;
                 let mut entries = vec![e];
                 self.note_silences(&mut inc, &mut entries, now);
                 self.store.apply(&Change {
@@ -750,7 +757,7 @@ impl Manager {
     }
 
     fn on_silence(&mut self, cmd: SilenceCommand) -> Result<Silence, IncidentError> {
-        let now = self.clock.now();
+        let now = self.now;
         match cmd {
             SilenceCommand::Create { silence, actor } => {
                 let silence = silence
@@ -832,7 +839,7 @@ impl Manager {
     /// Silences that became active since the last look (they were pending) are recorded on
     /// the incidents they cover.
     fn sweep_new_silences(&mut self) {
-        let now = self.clock.now();
+        let now = self.now;
         let due: Vec<Silence> = self
             .silences
             .iter()
@@ -846,7 +853,7 @@ impl Manager {
 
     /// Forgets silences expired longer than the retention.
     fn prune_silences(&mut self) -> Result<(), IncidentError> {
-        let now = self.clock.now();
+        let now = self.now;
         let keep = super::silence::EXPIRED_RETENTION;
         let old: Vec<u64> = self
             .silences
@@ -915,7 +922,7 @@ impl Manager {
     /// Returns what the detection did.
     fn on_detection(&mut self, d: &Detection) -> Result<Outcome, IncidentError> {
         let applied_id = d.idempotency_id().map(|mut id| {
-            id.applied_at = self.clock.now();
+            id.applied_at = self.now;
             id
         });
         if let Some(id) = &applied_id
@@ -926,7 +933,7 @@ impl Manager {
             tracing::debug!(rule = %d.rule, key = %d.key, id = ?applied_id, "detection already applied; skipped");
             return Ok(Outcome::Replayed);
         }
-        let now = self.clock.now();
+        let now = self.now;
         if let Some(id) = self.store.latest_for_key(&d.key)? {
             let inc = self.load(id)?;
             let recently_resolved = inc.status == Status::Resolved
@@ -987,17 +994,6 @@ impl Manager {
             runbook: d.runbook.clone(),
             timeline_len: 0,
         };
-        attach(&mut inc, d, now, self.config.evidence_samples);
-        inc.updated_at = None;
-        let created = self.entry(
-            &mut inc,
-            EntryKind::Created,
-            SYSTEM_ACTOR,
-            None,
-            serde_json::json!({"rule": d.rule}),
-        );
-        let detection = self.detection_entry(&mut inc, d);
-        let mut entries = vec![created, detection];
         inc.root_cause = Some(d.service.clone().unwrap_or_else(|| d.rule.clone()));
         inc.root_cause_reason = Some(format!(
             "earliest detection: rule {}{} (event at {})",
@@ -1008,6 +1004,20 @@ impl Manager {
                 .unwrap_or_default(),
             d.first_ts
         ));
+        // The created entry carries the incident as it starts; each later entry says what
+        // changed, so the log alone rebuilds the snapshot (`incidentd store rebuild`).
+        let created = self.entry(
+            &mut inc.clone(),
+            EntryKind::Created,
+            SYSTEM_ACTOR,
+            None,
+            serde_json::json!({"rule": d.rule, "incident": inc}),
+        );
+        inc.timeline_len += 1;
+        let facts = Attach::of(d, self.config.evidence_samples);
+        attach(&mut inc, &facts, now);
+        let detection = self.detection_entry(&mut inc, d);
+        let mut entries = vec![created, detection];
         self.note_silences(&mut inc, &mut entries, now);
         self.store.apply(&Change {
             incident: inc,
@@ -1035,7 +1045,8 @@ impl Manager {
         let from = inc.status;
         let mut entries = Vec::new();
         let mut index_keys = Vec::new();
-        attach(&mut inc, d, now, self.config.evidence_samples);
+        let facts = Attach::of(d, self.config.evidence_samples);
+        attach(&mut inc, &facts, now);
         match &how {
             Join::Reopen => {
                 set_status(&mut inc, Status::Open, now);
@@ -1169,7 +1180,7 @@ impl Manager {
     /// Resolves active incidents of rules with `resolve_after` once no detection attached for
     /// that long (actor `system`).
     fn auto_resolve(&mut self) -> Result<(), IncidentError> {
-        let now = self.clock.now();
+        let now = self.now;
         let query = crate::store::ListQuery {
             status: vec![Status::Open, Status::Acknowledged, Status::Mitigated],
             ..Default::default()
@@ -1200,7 +1211,7 @@ impl Manager {
 
     /// Deletes closed incidents whose closing is older than `retain_closed`.
     fn compact(&mut self) -> Result<(), IncidentError> {
-        let now = self.clock.now();
+        let now = self.now;
         let keep = self.config.retain_closed;
         let query = crate::store::ListQuery {
             status: vec![Status::Closed],
@@ -1224,7 +1235,7 @@ impl Manager {
 
     /// Closes incidents resolved at least `auto_close_after` ago (actor `system`).
     fn auto_close(&mut self) -> Result<(), IncidentError> {
-        let now = self.clock.now();
+        let now = self.now;
         let after = self.config.auto_close_after;
         let query = crate::store::ListQuery {
             status: vec![Status::Resolved],
@@ -1260,7 +1271,7 @@ impl Manager {
                 "an alert needs a `key` and a `summary`".into(),
             ));
         }
-        let now = self.clock.now();
+        let now = self.now;
         let mut labels = a.labels;
         labels.insert("alerted_by".into(), actor.to_owned());
         let d = Detection {
@@ -1293,16 +1304,20 @@ impl Manager {
     }
 
     fn detection_entry(&self, inc: &mut Incident, d: &Detection) -> TimelineEntry {
-        let data = serde_json::json!({
-            "rule": d.rule,
+        let mut data = serde_json::json!({
             "id": d.idempotency_text(),
             "summary": d.summary,
             "count": d.count,
             "event_ts": d.ts,
-            "first_event_ts": d.first_ts,
             "labels": d.labels,
             "message": d.message,
         });
+        if let (Some(map), Ok(serde_json::Value::Object(facts))) = (
+            data.as_object_mut(),
+            serde_json::to_value(Attach::of(d, self.config.evidence_samples)),
+        ) {
+            map.extend(facts);
+        }
         self.entry(inc, EntryKind::Detection, SYSTEM_ACTOR, None, data)
     }
 
@@ -1367,9 +1382,46 @@ fn keep_evidence(inc: &mut Incident, ev: &crate::event::Event, max: usize) {
     inc.evidence.push(ev.clone());
 }
 
-fn attach(inc: &mut Incident, d: &Detection, now: Timestamp, evidence_max: usize) {
+/// What attaching a detection changes in its incident. Stored in the `detection` timeline
+/// entry (with the entry's other fields), so the log replays to the snapshot.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Attach {
+    pub rule: String,
+    #[serde(default)]
+    pub service: Option<String>,
+    #[serde(rename = "first_event_ts")]
+    pub first_ts: Timestamp,
+    #[serde(default)]
+    pub correlation_id: Option<String>,
+    #[serde(default)]
+    pub trace_id: Option<String>,
+    #[serde(default)]
+    pub evidence: Option<crate::event::Event>,
+    /// `[incidents] evidence_samples` when it was attached.
+    #[serde(default)]
+    pub evidence_max: usize,
+    #[serde(default)]
+    pub resolve_after_ms: Option<u64>,
+}
+
+impl Attach {
+    fn of(d: &Detection, evidence_max: usize) -> Attach {
+        Attach {
+            rule: d.rule.clone(),
+            service: d.service.clone(),
+            first_ts: d.first_ts,
+            correlation_id: d.correlation_id.clone(),
+            trace_id: d.trace_id.clone(),
+            evidence: d.evidence.as_deref().cloned(),
+            evidence_max,
+            resolve_after_ms: d.resolve_after_ms,
+        }
+    }
+}
+
+pub(super) fn attach(inc: &mut Incident, d: &Attach, now: Timestamp) {
     if let Some(ev) = &d.evidence {
-        keep_evidence(inc, ev, evidence_max);
+        keep_evidence(inc, ev, d.evidence_max);
     }
     inc.last_detection_at = Some(now);
     if let Some(ms) = d.resolve_after_ms {
@@ -1396,7 +1448,7 @@ fn attach(inc: &mut Incident, d: &Detection, now: Timestamp, evidence_max: usize
     }
 }
 
-fn set_status(inc: &mut Incident, to: Status, now: Timestamp) {
+pub(super) fn set_status(inc: &mut Incident, to: Status, now: Timestamp) {
     inc.status = to;
     inc.updated_at = Some(now);
     match to {

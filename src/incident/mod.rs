@@ -11,6 +11,7 @@ pub mod lifecycle;
 pub mod manager;
 mod model;
 pub mod postmortem;
+pub mod project;
 pub mod silence;
 pub mod stats;
 

@@ -17,10 +17,17 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Timestamp;
 use crate::incident::{Incident, Severity, Silence, Status, TimelineEntry};
 
-pub use sled_store::{SledStore, Verification};
+pub use sled_store::{Rebuild, SledStore, Verification};
 
 /// The on-disk schema this build reads and writes.
-pub const SCHEMA_VERSION: u64 = 1;
+///
+/// - 1: the first layout.
+/// - 2: every timeline entry has a store-wide change number (`changes` tree); `created`
+///   entries carry the starting incident and `detection` entries what they changed, so the
+///   log rebuilds the snapshots. Opening a version 1 store migrates it in place: its entries
+///   are numbered in time order and each incident's snapshot is kept as a baseline
+///   (`baselines` tree) standing for its entries so far.
+pub const SCHEMA_VERSION: u64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

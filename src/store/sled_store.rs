@@ -26,6 +26,8 @@ pub struct SledStore {
     /// Change number → log key of the timeline entry it numbers.
     changes: sled::Tree,
     silences: sled::Tree,
+    /// Snapshots of incidents from before schema 2, standing for their early entries.
+    baselines: sled::Tree,
     /// The number the next stored timeline entry gets (the manager is the only writer).
     next_change: std::sync::atomic::AtomicU64,
 }
@@ -92,6 +94,7 @@ impl SledStore {
             applied: tree("applied")?,
             changes: tree("changes")?,
             silences: tree("silences")?,
+            baselines: tree("baselines")?,
             next_change: std::sync::atomic::AtomicU64::new(1),
             db,
         };
@@ -126,6 +129,7 @@ impl SledStore {
                     supported: SCHEMA_VERSION,
                 });
             }
+            Some(1) => store.migrate_v1_to_v2()?,
             Some(_) => {}
         }
         Ok(store)
@@ -139,6 +143,185 @@ impl SledStore {
         Ok(v.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
             .map(u64::from_be_bytes))
     }
+}
+
+impl SledStore {
+    /// Schema 1 → 2: number the entries that have no change number in time order, and keep
+    /// each incident's snapshot as its baseline. Safe to run again after a crash halfway: it
+    /// only numbers what is still unnumbered and rewrites the same baselines, and the version
+    /// is written last.
+    fn migrate_v1_to_v2(&self) -> Result<(), StoreError> {
+        let err = |source| StoreError::Sled {
+            op: "migrate schema 1 to 2",
+            source,
+        };
+        let mut unnumbered: Vec<(crate::clock::Timestamp, u64, u64, sled::IVec, TimelineEntry)> =
+            Vec::new();
+        for kv in self.log.iter() {
+            let (k, v) = kv.map_err(err)?;
+            let e: TimelineEntry = decode("incident_log", &k, &v)?;
+            if e.change == 0 {
+                unnumbered.push((e.ts, e.incident_id, e.seq, k, e));
+            }
+        }
+        unnumbered.sort_by_key(|a| (a.0, a.1, a.2));
+        let mut next = self.next_change.load(std::sync::atomic::Ordering::Relaxed);
+        for (_, _, _, k, mut e) in unnumbered {
+            e.change = next;
+            self.log.insert(&k, encode(&e)).map_err(err)?;
+            self.changes.insert(next.to_be_bytes(), &k).map_err(err)?;
+            next += 1;
+        }
+        self.next_change
+            .store(next, std::sync::atomic::Ordering::Relaxed);
+        self.meta
+            .insert("next_change", &next.to_be_bytes())
+            .map_err(err)?;
+        let mut n = 0;
+        for kv in self.incidents.iter() {
+            let (k, v) = kv.map_err(err)?;
+            let inc: Incident = decode("incidents", &k, &v)?;
+            let covers = inc.timeline_len;
+            self.baselines
+                .insert(
+                    &k,
+                    encode(&crate::incident::project::Baseline {
+                        incident: inc,
+                        covers,
+                    }),
+                )
+                .map_err(err)?;
+            n += 1;
+        }
+        self.flush()?;
+        self.meta
+            .insert("schema_version", &SCHEMA_VERSION.to_be_bytes())
+            .map_err(err)?;
+        self.flush()?;
+        tracing::info!(incidents = n, "migrated the state store from schema 1 to 2");
+        Ok(())
+    }
+
+    fn baseline(&self, id: u64) -> Result<Option<crate::incident::project::Baseline>, StoreError> {
+        let key = id.to_be_bytes();
+        match self.baselines.get(key).map_err(|source| StoreError::Sled {
+            op: "read baseline",
+            source,
+        })? {
+            Some(v) => decode("baselines", &key, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Rebuilds every snapshot from its log (and baseline), and the status, key and change
+    /// indexes and the counters from the snapshots. An incident whose log cannot be replayed
+    /// keeps its snapshot, and is reported.
+    pub fn rebuild(&self) -> Result<Rebuild, StoreError> {
+        let err = |source| StoreError::Sled {
+            op: "rebuild",
+            source,
+        };
+        let mut report = Rebuild::default();
+        // Group the log by incident.
+        let mut ids: Vec<u64> = Vec::new();
+        let mut last: Option<u64> = None;
+        for k in self.log.iter().keys() {
+            let k = k.map_err(err)?;
+            if let Some(id) = k.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
+                let id = u64::from_be_bytes(id);
+                if last != Some(id) {
+                    ids.push(id);
+                    last = Some(id);
+                }
+            }
+        }
+        self.changes.clear().map_err(err)?;
+        let mut max_change = 0;
+        for id in &ids {
+            let entries = self.timeline(*id)?;
+            for e in &entries {
+                if e.change > 0 {
+                    self.changes
+                        .insert(e.change.to_be_bytes(), &log_key(e.incident_id, e.seq))
+                        .map_err(err)?;
+                    max_change = max_change.max(e.change);
+                }
+            }
+            match crate::incident::project::project(self.baseline(*id)?.as_ref(), &entries) {
+                Ok(inc) => {
+                    let before = self.incident(*id).ok().flatten();
+                    if before.as_ref() != Some(&inc) {
+                        report.rewritten.push(*id);
+                    }
+                    self.incidents
+                        .insert(id.to_be_bytes(), encode(&inc))
+                        .map_err(err)?;
+                }
+                Err(e) => report.problems.push(e),
+            }
+            report.incidents += 1;
+            report.entries += entries.len() as u64;
+        }
+        for kv in self.incidents.iter() {
+            let (k, _) = kv.map_err(err)?;
+            if let Ok(b) = <[u8; 8]>::try_from(k.as_ref())
+                && !ids.contains(&u64::from_be_bytes(b))
+            {
+                report.problems.push(format!(
+                    "incident {} has a snapshot but no log entries; kept as it is",
+                    u64::from_be_bytes(b)
+                ));
+            }
+        }
+        // Indexes from the snapshots.
+        self.idx_status.clear().map_err(err)?;
+        self.idx_key.clear().map_err(err)?;
+        let mut max_id = 0;
+        for kv in self.incidents.iter() {
+            let (k, v) = kv.map_err(err)?;
+            let inc: Incident = match decode("incidents", &k, &v) {
+                Ok(i) => i,
+                Err(e) => {
+                    report.problems.push(e.to_string());
+                    continue;
+                }
+            };
+            max_id = max_id.max(inc.id);
+            self.idx_status
+                .insert(status_key(inc.status, inc.id), &[])
+                .map_err(err)?;
+            // Ascending ids: the newest incident of a key is written last.
+            for key in std::iter::once(&inc.key).chain(&inc.correlated_keys) {
+                self.idx_key
+                    .insert(key.as_bytes(), &inc.id.to_be_bytes())
+                    .map_err(err)?;
+            }
+        }
+        let next_id = self.meta_u64("next_id")?.unwrap_or(1).max(max_id + 1);
+        self.meta
+            .insert("next_id", &next_id.to_be_bytes())
+            .map_err(err)?;
+        let next_change = self
+            .meta_u64("next_change")?
+            .unwrap_or(1)
+            .max(max_change + 1);
+        self.meta
+            .insert("next_change", &next_change.to_be_bytes())
+            .map_err(err)?;
+        self.flush()?;
+        Ok(report)
+    }
+}
+
+/// What `incidentd store rebuild` did.
+#[derive(Debug, Default)]
+pub struct Rebuild {
+    pub incidents: u64,
+    pub entries: u64,
+    /// Incidents whose snapshot changed.
+    pub rewritten: Vec<u64>,
+    /// Incidents that could not be rebuilt, in words.
+    pub problems: Vec<String>,
 }
 
 /// What `incidentd store verify` found.
@@ -214,6 +397,19 @@ impl SledStore {
                     "incident {id}: the snapshot counts {} timeline entries, the log holds {seqs}",
                     inc.timeline_len
                 ));
+            } else {
+                // The snapshot must be what its log replays to.
+                let entries = self.timeline(id)?;
+                match crate::incident::project::project(self.baseline(id)?.as_ref(), &entries) {
+                    Ok(replayed) if replayed != inc => v.problems.push(format!(
+                        "incident {id}: the snapshot differs from what its log replays to in: {}",
+                        crate::incident::project::differences(&replayed, &inc).join(", ")
+                    )),
+                    Ok(_) => {}
+                    Err(e) => v
+                        .problems
+                        .push(format!("incident {id}: cannot replay its log: {e}")),
+                }
             }
         }
         // Status index: exactly the snapshots' statuses.
