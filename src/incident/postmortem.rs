@@ -131,9 +131,11 @@ pub fn render(i: &Incident, timeline: &[TimelineEntry], now: Timestamp) -> Strin
     let _ = writeln!(
         md,
         "{}",
-        i.root_cause
-            .as_deref()
-            .unwrap_or("Not determined by incidentd. Describe it here.")
+        match (&i.root_cause, &i.root_cause_reason) {
+            (Some(r), Some(why)) => format!("{r} ({why})"),
+            (Some(r), None) => r.clone(),
+            _ => "Not determined by incidentd. Describe it here.".to_owned(),
+        }
     );
 
     for (title, kinds) in [

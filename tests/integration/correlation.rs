@@ -122,6 +122,21 @@ async fn linked_services_join_one_incident_whose_root_cause_is_the_most_upstream
     assert_eq!(tl["timeline"][2]["data"]["reason"], "api depends on db");
     assert_eq!(tl["timeline"][2]["data"]["root_cause"], "db");
     assert_eq!(tl["timeline"][4]["data"]["reason"], "web depends on api");
+    let (_, md) = d
+        .client
+        .raw(
+            hyper::Method::GET,
+            &format!("/v1/incidents/{id}/postmortem"),
+            Vec::new(),
+            "application/json",
+        )
+        .await
+        .unwrap();
+    let md = String::from_utf8_lossy(&md);
+    assert!(
+        md.contains("## Root cause\n\ndb (db is the most upstream service involved"),
+        "{md}"
+    );
     let mail = d.wait_for_key("errors/mail/queue stuck").await;
     assert_ne!(mail["id"], first["id"]);
     assert!(mail["correlated_keys"].is_null());
