@@ -231,6 +231,7 @@ pub async fn run(
     let root = CancellationToken::new();
     let sources_token = root.child_token();
 
+    let (triggers, remediation, remediation_rx) = crate::remediation::channel(telemetry.clone());
     let incidents: IncidentHandle = manager::spawn(
         store.clone(),
         config.incidents.clone(),
@@ -238,7 +239,23 @@ pub async fn run(
         telemetry.clone(),
         config.daemon.detection_queue,
         &tracker,
+        Some(triggers),
     )?;
+    running.spawn(
+        &tracker,
+        "remediation",
+        crate::remediation::serve(
+            remediation_rx,
+            config.actions.clone(),
+            config.remediation.clone(),
+            crate::remediation::rule_actions(&config.rules),
+            store.clone(),
+            incidents.clone(),
+            clock.clone(),
+            telemetry.clone(),
+            sources_token.clone(),
+        ),
+    );
     let (events_tx, events_rx) = mpsc::channel(config.daemon.event_queue);
     let (engine_tx, engine_rx) = mpsc::channel(16);
     let engine = EngineHandle::new(engine_tx);
@@ -362,6 +379,7 @@ pub async fn run(
         request_timeout: config.control.request_timeout,
         roles: roles.clone(),
         shutdown: sources_token.clone(),
+        remediation: remediation.clone(),
     });
     if let Some(addr) = config.control.metrics_listen {
         running.spawn(
@@ -470,7 +488,7 @@ pub async fn run(
         tokio::select! {
             sig = signals.next() => match sig {
                 Some(SIGHUP) => {
-                    let _ = reload(&mut config, &overrides, &engine, &incidents, &telemetry, &roles).await;
+                    let _ = reload(&mut config, &overrides, &engine, &incidents, &remediation, &telemetry, &roles).await;
                 }
                 Some(sig) => {
                     tracing::info!(signal = sig, "shutting down");
@@ -479,7 +497,7 @@ pub async fn run(
                 None => break,
             },
             Some(reply) = reload_rx.recv() => {
-                let r = reload(&mut config, &overrides, &engine, &incidents, &telemetry, &roles).await;
+                let r = reload(&mut config, &overrides, &engine, &incidents, &remediation, &telemetry, &roles).await;
                 let _ = reply.send(r);
             }
         }
@@ -539,6 +557,7 @@ async fn reload(
     overrides: &Overrides,
     engine: &EngineHandle,
     incidents: &IncidentHandle,
+    remediation: &crate::remediation::RemediationHandle,
     telemetry: &Telemetry,
     roles: &crate::api::roles::SharedRoles,
 ) -> Result<String, String> {
@@ -589,6 +608,13 @@ async fn reload(
             }
             if !engine.reload(new.rules.clone()).await
                 || !incidents.configure(new.incidents.clone()).await
+                || !remediation
+                    .configure(
+                        new.actions.clone(),
+                        new.remediation.clone(),
+                        crate::remediation::rule_actions(&new.rules),
+                    )
+                    .await
             {
                 return Err("the daemon is shutting down".into());
             }

@@ -329,6 +329,16 @@ pub struct Telemetry {
     pub incidents_reopened: Counter,
     pub incidents_rate_limited: Counter,
     pub store_errors: Counter,
+    /// Action runs by result, and runs the policy held back.
+    pub action_runs_ok: Counter,
+    pub action_runs_failed: Counter,
+    pub action_held: Counter,
+    /// Runs whose verification found the incident still firing.
+    pub action_ineffective: Counter,
+    /// Triggers lost because the remediation queue was full.
+    pub action_triggers_dropped: Counter,
+    #[serde(skip)]
+    remediation_throttle: Throttle,
     /// Engine checkpoints made durable.
     pub checkpoints: Counter,
     /// From an event's arrival at its source to the detection it caused.
@@ -346,6 +356,15 @@ pub struct Telemetry {
     /// The configured sources, registered as they start.
     #[serde(skip)]
     pub sources: Mutex<Vec<std::sync::Arc<SourceStats>>>,
+}
+
+impl Telemetry {
+    /// Logs a remediation warning, at most once per 10 s with the count held back.
+    pub fn warn_remediation(&self, message: &str) {
+        if let Some(suppressed) = self.remediation_throttle.allow() {
+            tracing::warn!(suppressed, "{message}");
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
@@ -372,6 +391,12 @@ impl Default for Telemetry {
             incidents_reopened: Counter::default(),
             incidents_rate_limited: Counter::default(),
             store_errors: Counter::default(),
+            action_runs_ok: Counter::default(),
+            action_runs_failed: Counter::default(),
+            action_held: Counter::default(),
+            action_ineffective: Counter::default(),
+            action_triggers_dropped: Counter::default(),
+            remediation_throttle: Throttle::new(Duration::from_secs(10)),
             checkpoints: Counter::default(),
             event_to_detection: Histogram::default(),
             detection_to_incident: Histogram::default(),

@@ -5,6 +5,7 @@
 //! that connection. Handlers never write the store themselves: they send commands to the
 //! incident manager and answer with what it answers, after the change is durable.
 
+mod actions;
 mod error;
 mod listener;
 pub mod metrics;
@@ -102,6 +103,7 @@ pub struct ApiState {
     pub request_timeout: std::time::Duration,
     /// admin_groups and responder_groups, replaced on reload.
     pub roles: roles::SharedRoles,
+    pub remediation: crate::remediation::RemediationHandle,
     /// Cancelled at shutdown: ends the event streams, which would otherwise hold the
     /// server open.
     pub shutdown: CancellationToken,

@@ -76,6 +76,8 @@ pub fn needed(method: &Method, path: &str) -> Role {
         ["", "v1", "events"] | ["", "v1", "alerts"] => Role::Responder,
         ["", "v1", "incidents", _id, "severity"] => Role::Admin,
         ["", "v1", "incidents", _id, _action] => Role::Responder,
+        // A dry run has no side effect; running, approving and denying are for admins.
+        ["", "v1", "incidents", _id, "actions", _a, "dry-run"] => Role::Responder,
         // Creating incidents by hand, reload, and anything new: admins.
         _ => Role::Admin,
     }
@@ -190,6 +192,15 @@ mod tests {
             Role::Responder
         );
         assert_eq!(needed(&Method::POST, "/v1/reload"), Role::Admin);
+        assert_eq!(
+            needed(&Method::POST, "/v1/incidents/4/actions/restart/dry-run"),
+            Role::Responder
+        );
+        assert_eq!(
+            needed(&Method::POST, "/v1/incidents/4/actions/restart/run"),
+            Role::Admin
+        );
+        assert_eq!(needed(&Method::POST, "/v1/actions/9/approve"), Role::Admin);
         assert_eq!(needed(&Method::DELETE, "/v1/anything"), Role::Admin);
     }
 }

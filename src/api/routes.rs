@@ -46,6 +46,13 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/v1/silences/{id}",
             get(super::silences::show).delete(super::silences::expire),
         )
+        .route("/v1/actions", get(super::actions::list))
+        .route("/v1/actions/{id}", get(super::actions::show))
+        .route("/v1/actions/{id}/{decision}", post(super::actions::decide))
+        .route(
+            "/v1/incidents/{id}/actions/{action}/{what}",
+            post(super::actions::incident_action),
+        )
         .route("/v1/rules", get(rules))
         .route("/v1/stats", get(stats))
         .route("/v1/export", get(export))

@@ -179,6 +179,11 @@ pub enum Cmd {
         #[arg(long)]
         types: Option<String>,
     },
+    /// Remediation actions: runs and approvals, dry-runs, runs by hand.
+    Actions {
+        #[command(subcommand)]
+        command: ActionsCmd,
+    },
     /// Silences: hold back notifications and automatic actions for matching incidents.
     Silence {
         #[command(subcommand)]
@@ -196,6 +201,31 @@ pub struct TransitionArgs {
     /// A note recorded with the change.
     #[arg(short = 'm', long = "message")]
     pub message: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ActionsCmd {
+    /// Action runs, newest first (pending approvals with --state pending).
+    List {
+        /// States, comma-separated: pending, denied, expired, running, succeeded, failed.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only this incident's runs.
+        #[arg(long)]
+        incident: Option<u64>,
+    },
+    /// Approve a pending run (admins); it runs at once and the answer is its result.
+    Approve { id: u64 },
+    /// Deny a pending run (admins).
+    Deny {
+        id: u64,
+        #[arg(short = 'm', long = "message")]
+        message: Option<String>,
+    },
+    /// Show exactly what an action would do for an incident, with no side effect.
+    DryRun { incident: u64, action: String },
+    /// Run an action for an incident now (admins).
+    Run { incident: u64, action: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -675,6 +705,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
             .await?;
         }
         Cmd::Silence { command } => silence(&client, command, json_out, now).await?,
+        Cmd::Actions { command } => actions(&client, command, json_out, now).await?,
         Cmd::Reload => {
             let v: Value = client.post("/v1/reload", &json!({})).await?;
             if json_out {
@@ -845,6 +876,223 @@ fn compare_detections(
         lines.push("  the same detections, in another order".into());
     }
     Err(CliError::Failed(lines.join("\n")))
+}
+
+async fn actions(
+    client: &Client,
+    cmd: ActionsCmd,
+    json_out: bool,
+    now: Timestamp,
+) -> Result<(), CliError> {
+    let print_json =
+        |v: &Value| println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    let show_run = |v: &Value| {
+        let state = v["state"].as_str().unwrap_or("?");
+        println!(
+            "run {} of {} for incident {}: {state}",
+            v["id"],
+            v["action"].as_str().unwrap_or("?"),
+            v["incident_id"]
+        );
+        if let Some(o) = v.get("outcome").filter(|o| !o.is_null()) {
+            if let Some(code) = o["exit_code"].as_i64() {
+                println!("exit status {code}, {} ms", o["duration_ms"]);
+            }
+            if let Some(st) = o["http_status"].as_u64() {
+                println!("HTTP {st}, {} ms", o["duration_ms"]);
+            }
+            for (name, key) in [("stdout", "stdout"), ("stderr", "stderr")] {
+                if let Some(t) = o[key].as_str().filter(|t| !t.is_empty()) {
+                    println!("--- {name}\n{}", t.trim_end());
+                }
+            }
+            if let Some(e) = o["error"].as_str() {
+                println!("error: {e}");
+            }
+        }
+    };
+    match cmd {
+        ActionsCmd::List { state, incident } => {
+            let mut p: Vec<(&str, String)> = Vec::new();
+            if let Some(s) = state {
+                p.push(("state", s));
+            }
+            if let Some(i) = incident {
+                p.push(("incident", i.to_string()));
+            }
+            let q = serde_urlencoded::to_string(&p).map_err(|e| CliError::Failed(e.to_string()))?;
+            let v: Value = client.get(&format!("/v1/actions?{q}")).await?;
+            if json_out {
+                print_json(&v);
+                return Ok(());
+            }
+            let list = v["actions"].as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                println!("no action runs");
+                return Ok(());
+            }
+            let time = |v: &Value| {
+                v.as_str()
+                    .and_then(|s| Timestamp::parse_rfc3339(s).ok())
+                    .map(|t| ago(t, now))
+                    .unwrap_or_else(|| "-".into())
+            };
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|r| {
+                    vec![
+                        r["id"].to_string(),
+                        r["incident_id"].to_string(),
+                        r["action"].as_str().unwrap_or("").to_owned(),
+                        r["state"].as_str().unwrap_or("").to_owned(),
+                        time(&r["requested_at"]),
+                        if r["state"] == "pending" {
+                            time(&r["expires_at"])
+                        } else {
+                            r["decided_by"].as_str().unwrap_or("-").to_owned()
+                        },
+                        r["reason"].as_str().unwrap_or("").to_owned(),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                table(
+                    &[
+                        "RUN",
+                        "INCIDENT",
+                        "ACTION",
+                        "STATE",
+                        "REQUESTED",
+                        "EXPIRES/BY",
+                        "WHY"
+                    ],
+                    &rows
+                )
+            );
+        }
+        ActionsCmd::Approve { id } => {
+            let v: Value = client
+                .post(&format!("/v1/actions/{id}/approve"), &json!({}))
+                .await?;
+            if json_out {
+                print_json(&v);
+            } else {
+                show_run(&v);
+            }
+            if v["state"] == "failed" {
+                return Err(CliError::Failed(format!("run {id} failed")));
+            }
+        }
+        ActionsCmd::Deny { id, message } => {
+            let v: Value = client
+                .post(&format!("/v1/actions/{id}/deny"), &json!({"note": message}))
+                .await?;
+            if json_out {
+                print_json(&v);
+            } else {
+                println!("run {id} denied");
+            }
+        }
+        ActionsCmd::DryRun { incident, action } => {
+            let v: Value = client
+                .post(
+                    &format!("/v1/incidents/{incident}/actions/{action}/dry-run"),
+                    &json!({}),
+                )
+                .await?;
+            if json_out {
+                print_json(&v);
+            } else {
+                println!("{action} for incident {incident} would (dry run, nothing done):");
+                describe_plan(&v["plan"]);
+                if !v["revert"].is_null() {
+                    println!("and to revert:");
+                    describe_plan(&v["revert"]);
+                }
+            }
+        }
+        ActionsCmd::Run { incident, action } => {
+            let v: Value = client
+                .post(
+                    &format!("/v1/incidents/{incident}/actions/{action}/run"),
+                    &json!({}),
+                )
+                .await?;
+            if json_out {
+                print_json(&v);
+            } else {
+                show_run(&v);
+            }
+            if v["state"] == "failed" {
+                return Err(CliError::Failed(format!("{action} failed")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A plan in words: the argv, the signal targets, or the request.
+fn describe_plan(p: &Value) {
+    match p["type"].as_str() {
+        Some("exec") => {
+            let argv: Vec<String> = p["argv"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|a| {
+                    let a = a.as_str().unwrap_or("");
+                    if a.is_empty() || a.contains(char::is_whitespace) {
+                        format!("'{a}'")
+                    } else {
+                        a.to_owned()
+                    }
+                })
+                .collect();
+            println!("  run: {}", argv.join(" "));
+            for (k, v) in p["env"].as_object().into_iter().flatten() {
+                println!("  env: {k}={}", v.as_str().unwrap_or(""));
+            }
+            if let Some(c) = p["cwd"].as_str() {
+                println!("  in:  {c}");
+            }
+            if let Some(u) = p["user"].as_str() {
+                println!("  as:  {u}");
+            }
+        }
+        Some("signal") => {
+            let targets = p["targets"].as_array().cloned().unwrap_or_default();
+            if targets.is_empty() {
+                println!(
+                    "  signal {}: no process matches now",
+                    p["signal"].as_str().unwrap_or("?")
+                );
+            }
+            for t in targets {
+                println!(
+                    "  signal {} to {} ({}): {}",
+                    p["signal"].as_str().unwrap_or("?"),
+                    t["pid"],
+                    t["name"].as_str().unwrap_or(""),
+                    t["why"].as_str().unwrap_or("")
+                );
+            }
+        }
+        Some("http") => {
+            println!(
+                "  {} {}",
+                p["method"].as_str().unwrap_or("?"),
+                p["url"].as_str().unwrap_or("?")
+            );
+            for (k, v) in p["headers"].as_object().into_iter().flatten() {
+                println!("  {k}: {}", v.as_str().unwrap_or(""));
+            }
+            if let Some(b) = p["body"].as_str() {
+                println!("  body: {b}");
+            }
+        }
+        _ => println!("  {p}"),
+    }
 }
 
 async fn silence(

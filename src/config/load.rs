@@ -13,6 +13,7 @@ use toml::Spanned;
 use toml::de::{DeString, DeTable, DeValue, ValueDeserializer};
 
 use super::ServiceConfig;
+use super::action::{self, ActionConfig};
 use super::rule::{COMMON_KEYS, RuleCommon, RuleConfig, RuleKindConfig};
 use super::source::{self, SourcesConfig};
 use super::{Config, ControlConfig, DaemonConfig, IncidentsConfig, IngestConfig};
@@ -95,6 +96,8 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         incidents: IncidentsConfig::default(),
         sources: SourcesConfig::default(),
         services: Vec::new(),
+        actions: Vec::new(),
+        remediation: Default::default(),
         rules: Vec::new(),
     };
     let mut rules_dir_set = false;
@@ -140,6 +143,12 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
                 "rule" => file.rules(value, &mut config.rules, &mut errors),
                 "source" => file.sources(value, &base, &mut config.sources, &mut errors),
                 "service" => file.services(value, &mut config.services, &mut errors),
+                "action" => file.actions(value, &mut config.actions, &mut errors),
+                "remediation" => {
+                    if let Some(r) = file.value(value, &mut errors) {
+                        config.remediation = r;
+                    }
+                }
                 other if NOT_YET.contains(&other) => errors.push(file.error_at(
                     key.span().start,
                     format!("`{other}` tables are not supported by this version of incidentd yet"),
@@ -260,6 +269,22 @@ fn check_rules(rules: &[RuleConfig], errors: &mut Vec<ConfigError>) {
 
 /// Checks across tables of the main file.
 fn validate(config: &Config, path: &Path, errors: &mut Vec<ConfigError>) {
+    for r in &config.rules {
+        for a in &r.common.actions {
+            if !config.actions.iter().any(|x| &x.common.id == a) {
+                let (file, line) = match r.origin.rsplit_once(':') {
+                    Some((f, l)) => (PathBuf::from(f), l.parse().ok()),
+                    None => (path.to_owned(), None),
+                };
+                errors.push(ConfigError {
+                    file,
+                    line,
+                    key: format!("rule[{}].actions", r.common.id),
+                    message: format!("no [[action]] has the id `{a}`"),
+                });
+            }
+        }
+    }
     let mut err = |key: &str, message: String| {
         errors.push(ConfigError {
             file: path.to_owned(),
@@ -539,6 +564,79 @@ impl<'a> File<'a> {
 
     /// Each `[[rule]]` is read on its own; its keys are split into the shared ones and the
     /// kind's own so both halves can refuse unknown keys.
+    /// `[[action]]` tables: policy keys and the operation read apart (each refusing unknown
+    /// keys), then checked for their kind.
+    fn actions(
+        &self,
+        v: &Spanned<DeValue<'a>>,
+        out: &mut Vec<ActionConfig>,
+        errors: &mut Vec<ConfigError>,
+    ) {
+        let DeValue::Array(items) = v.get_ref() else {
+            errors.push(self.error_at(
+                v.span().start,
+                "`action` must be an array of tables ([[action]])".into(),
+            ));
+            return;
+        };
+        for item in items {
+            let DeValue::Table(table) = item.get_ref() else {
+                errors.push(self.error_at(item.span().start, "each action must be a table".into()));
+                continue;
+            };
+            let span = item.span();
+            let mut common = DeTable::new();
+            let mut op = DeTable::new();
+            for (k, val) in table.iter() {
+                if action::COMMON_KEYS.contains(&&**k.get_ref()) {
+                    common.insert(k.clone(), val.clone());
+                } else {
+                    op.insert(k.clone(), val.clone());
+                }
+            }
+            let as_value = |t: DeTable<'a>| Spanned::new(span.clone(), DeValue::Table(t));
+            let common: Option<action::ActionCommon> = self.value(&as_value(common), errors);
+            let op: Option<action::Operation> = self.value(&as_value(op), errors);
+            let (Some(common), Some(op)) = (common, op) else {
+                continue;
+            };
+            let at = |key: &str| {
+                table
+                    .iter()
+                    .find(|(k, _)| &**k.get_ref() == key)
+                    .map_or(span.start, |(k, _)| k.span().start)
+            };
+            let mut problems = op.problems();
+            if let Some(r) = &common.revert {
+                problems.extend(
+                    r.problems()
+                        .into_iter()
+                        .map(|(_, m)| ("revert", format!("revert: {m}"))),
+                );
+            }
+            if common.revert_after.is_some() && common.revert.is_none() {
+                problems.push(("revert_after", "`revert_after` needs a `revert`".into()));
+            }
+            if common.max_runs == 0 {
+                problems.push(("max_runs", "must be at least 1".into()));
+            }
+            if out.iter().any(|a| a.common.id == common.id) {
+                problems.push(("id", format!("action `{}` is defined twice", common.id)));
+            }
+            let before = errors.len();
+            for (key, message) in problems {
+                errors.push(self.error_at(at(key), message));
+            }
+            if errors.len() == before {
+                out.push(ActionConfig {
+                    origin: format!("{}:{}", self.path.display(), line_of(self.text, span.start)),
+                    common,
+                    op,
+                });
+            }
+        }
+    }
+
     /// `[[service]]` tables: unique names, known dependencies, no cycles.
     fn services(
         &self,

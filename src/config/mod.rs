@@ -7,6 +7,7 @@
 //! `file:line: key: message`. Nothing here binds or spawns; the daemon builds from the result,
 //! and reload runs the very same path.
 
+pub mod action;
 mod de;
 mod load;
 pub mod rule;
@@ -38,6 +39,10 @@ pub struct Config {
     pub sources: SourcesConfig,
     /// `[[service]]` tables: the dependency graph for correlation and root cause.
     pub services: Vec<ServiceConfig>,
+    /// `[[action]]` tables.
+    pub actions: Vec<action::ActionConfig>,
+    /// `[remediation]`.
+    pub remediation: action::RemediationConfig,
     /// Rules from the main file, then from `rules_dir/*.toml` in file name order.
     pub rules: Vec<RuleConfig>,
 }

@@ -108,6 +108,14 @@ pub enum Command {
         remove: Vec<String>,
         actor: String,
     },
+    /// Append a timeline entry that changes nothing else (action steps).
+    Record {
+        id: u64,
+        kind: EntryKind,
+        actor: String,
+        note: Option<String>,
+        data: serde_json::Value,
+    },
     /// Assign to someone, or unassign (`None`).
     Assign {
         id: u64,
@@ -292,6 +300,7 @@ pub fn spawn(
     telemetry: Arc<Telemetry>,
     capacity: usize,
     tracker: &tokio_util::task::TaskTracker,
+    remediation: Option<crate::remediation::TriggerSender>,
 ) -> Result<IncidentHandle, StoreError> {
     let (tx, rx) = mpsc::channel(capacity);
     let (changes_tx, changes) = tokio::sync::watch::channel(store.last_change());
@@ -299,6 +308,8 @@ pub fn spawn(
         changes: changes_tx,
         graph: super::correlate::Graph::new(&config.services),
         now: clock.now(),
+        remediation,
+        triggers: Vec::new(),
         silences: store.silences()?,
         next_silence: store.next_silence_id()?,
         swept: Default::default(),
@@ -322,6 +333,10 @@ struct Manager {
     graph: super::correlate::Graph,
     /// The time of the message being handled.
     now: Timestamp,
+    /// Where triggers for actions go (none in tools that run the manager alone).
+    remediation: Option<crate::remediation::TriggerSender>,
+    /// Triggers of this batch, sent after its flush.
+    triggers: Vec<crate::remediation::Trigger>,
     /// Every stored silence (active, pending, and expired within the retention).
     silences: Vec<Silence>,
     next_silence: u64,
@@ -369,7 +384,10 @@ impl Manager {
                 match m {
                     Msg::Detection(d) => match self.on_detection(&d) {
                         // Latency counts detections that changed an incident.
-                        Ok(o) if o.changed() => timings.push((d.arrived, d.detected)),
+                        Ok(o) if o.changed() => {
+                            timings.push((d.arrived, d.detected));
+                            self.trigger(o, &d.rule);
+                        }
                         Ok(_) => {}
                         Err(e) => {
                             self.telemetry.store_errors.inc();
@@ -410,6 +428,9 @@ impl Manager {
                     }
                     Msg::Alert(alert, actor, reply) => {
                         let r = self.on_alert(alert, &actor);
+                        if let Ok(o) = &r {
+                            self.trigger(*o, "alert");
+                        }
                         alert_replies.push((reply, r));
                     }
                     Msg::Checkpoint(bytes, coverage) => {
@@ -432,6 +453,15 @@ impl Manager {
             }
             if checkpointed && flushed.is_ok() {
                 self.telemetry.checkpoints.inc();
+            }
+            // Actions start only from durable changes.
+            let triggers = std::mem::take(&mut self.triggers);
+            if flushed.is_ok()
+                && let Some(t) = &self.remediation
+            {
+                for trig in triggers {
+                    t.send(trig);
+                }
             }
             if flushed.is_ok() {
                 self.changes.send_if_modified(|last| {
@@ -560,6 +590,25 @@ impl Manager {
                     index_keys: Vec::new(),
                 })?;
                 tracing::info!(incident = id, from = %from, to = %to, actor = %actor, "incident status changed");
+                if to == Status::Resolved {
+                    self.triggers.push(crate::remediation::Trigger {
+                        incident_id: id,
+                        rule: None,
+                        kind: crate::remediation::TriggerKind::Resolved,
+                    });
+                }
+                Ok(inc)
+            }
+            Command::Record {
+                id,
+                kind,
+                actor,
+                note,
+                data,
+            } => {
+                let mut inc = self.load(id)?;
+                let e = self.entry(&mut inc, kind, &actor, note, data);
+                self.apply_one(&inc, e)?;
                 Ok(inc)
             }
             Command::Note { id, note, actor } => {
@@ -896,6 +945,23 @@ impl Manager {
                 silence = s.id,
                 "incident covered by a silence"
             );
+        }
+    }
+
+    /// Queues the action trigger of a detection's outcome (sent after the flush).
+    fn trigger(&mut self, o: Outcome, rule: &str) {
+        use crate::remediation::{Trigger, TriggerKind};
+        let kind = match o {
+            Outcome::Created(_) | Outcome::Reopened(_) => TriggerKind::Opened,
+            Outcome::Deduplicated(_) | Outcome::Correlated(_) => TriggerKind::Detection,
+            Outcome::RateLimited | Outcome::Replayed => return,
+        };
+        if let Some(id) = o.incident() {
+            self.triggers.push(Trigger {
+                incident_id: id,
+                rule: Some(rule.to_owned()),
+                kind,
+            });
         }
     }
 

@@ -210,6 +210,10 @@ pub enum EntryKind {
     ActionApproved,
     ActionDenied,
     ActionExecuted,
+    /// An automatic run held back: circuit breaker, cooldown, or a silence.
+    ActionHeld,
+    /// The verification after `verify_after`: effective or not.
+    ActionVerified,
     Notification,
     TicketLinked,
     Reopened,
@@ -251,7 +255,9 @@ impl EntryKind {
             EntryKind::ActionProposed
             | EntryKind::ActionApproved
             | EntryKind::ActionDenied
-            | EntryKind::ActionExecuted => "action",
+            | EntryKind::ActionExecuted
+            | EntryKind::ActionHeld
+            | EntryKind::ActionVerified => "action",
             EntryKind::Notification => "notification",
             _ => "incident_updated",
         }

@@ -146,6 +146,8 @@ pub fn render(i: &Incident, timeline: &[TimelineEntry], now: Timestamp) -> Strin
                 EntryKind::ActionApproved,
                 EntryKind::ActionDenied,
                 EntryKind::ActionExecuted,
+                EntryKind::ActionHeld,
+                EntryKind::ActionVerified,
             ][..],
         ),
         (

@@ -83,6 +83,8 @@ pub fn project(baseline: Option<&Baseline>, entries: &[TimelineEntry]) -> Result
             | EntryKind::ActionApproved
             | EntryKind::ActionDenied
             | EntryKind::ActionExecuted
+            | EntryKind::ActionHeld
+            | EntryKind::ActionVerified
             | EntryKind::Notification
             | EntryKind::TicketLinked => {}
         }

@@ -420,6 +420,14 @@ pub trait Store: Send + Sync + 'static {
     fn remove_silence(&self, id: u64) -> Result<(), StoreError>;
     /// The id the next silence gets (ids never repeat, even after expired ones are pruned).
     fn next_silence_id(&self) -> Result<u64, StoreError>;
+    /// Stores an action run (new or changed; not yet durable).
+    fn put_action_run(&self, run: &crate::remediation::ActionRun) -> Result<(), StoreError>;
+    fn action_run(&self, id: u64) -> Result<Option<crate::remediation::ActionRun>, StoreError>;
+    /// Every stored action run, by id.
+    fn action_runs(&self) -> Result<Vec<crate::remediation::ActionRun>, StoreError>;
+    fn remove_action_run(&self, id: u64) -> Result<(), StoreError>;
+    /// The id the next action run gets.
+    fn next_action_run_id(&self) -> Result<u64, StoreError>;
     /// The last engine checkpoint saved, if any.
     fn load_checkpoint(&self) -> Result<Option<Vec<u8>>, StoreError>;
 }

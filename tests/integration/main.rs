@@ -1,5 +1,6 @@
 //! Integration tests: the real daemon and client binaries in temporary folders.
 
+mod actions;
 mod cli;
 mod config;
 mod correlation;

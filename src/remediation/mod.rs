@@ -1,0 +1,1088 @@
+//! Remediation: actions that incidents run, by themselves when safe, after an admin's
+//! approval otherwise, with dry-runs, circuit breakers, reverts and verification.
+//!
+//! The incident manager sends a [`Trigger`] after each durable change that may start
+//! actions (an incident opened or reopened, a detection attached, an incident resolved). The
+//! remediation task decides per the policy, records every step as a timeline entry through
+//! the manager, and keeps each run (pending approvals included) in the store, so approvals
+//! and pending reverts survive restarts. Runs happen on their own tasks under a global
+//! concurrency limit: a slow action never stalls the pipeline or another action.
+
+pub mod run;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::{Clock, Timestamp};
+use crate::config::action::{ActionConfig, RemediationConfig, Trigger as On};
+use crate::incident::{Command, EntryKind, Incident, IncidentHandle, SilenceState};
+use crate::store::{Store, StoreError};
+use crate::telemetry::Telemetry;
+use run::{Outcome, Plan};
+
+/// Finished runs are kept this long (`GET /v1/actions`), then forgotten.
+const RUN_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A signal by name: `HUP`, `SIGHUP`, `hup`, or a number.
+pub fn parse_signal(s: &str) -> Option<nix::sys::signal::Signal> {
+    use std::str::FromStr;
+    if let Ok(n) = s.parse::<i32>() {
+        return nix::sys::signal::Signal::try_from(n).ok();
+    }
+    let up = s.to_uppercase();
+    let name = if up.starts_with("SIG") {
+        up
+    } else {
+        format!("SIG{up}")
+    };
+    nix::sys::signal::Signal::from_str(&name).ok()
+}
+
+/// Where a run is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Waits for an admin's approval.
+    Pending,
+    Denied,
+    /// Nobody decided within the approval timeout.
+    Expired,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Pending => "pending",
+            RunState::Denied => "denied",
+            RunState::Expired => "expired",
+            RunState::Running => "running",
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+        }
+    }
+}
+
+impl std::str::FromStr for RunState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [
+            RunState::Pending,
+            RunState::Denied,
+            RunState::Expired,
+            RunState::Running,
+            RunState::Succeeded,
+            RunState::Failed,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+        .ok_or_else(|| {
+            format!("unknown state `{s}` (expected pending, denied, expired, running, succeeded, failed)")
+        })
+    }
+}
+
+/// One run of an action for an incident, from proposal to result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ActionRun {
+    pub id: u64,
+    pub incident_id: u64,
+    pub action: String,
+    pub state: RunState,
+    /// Why it runs or waits: "safe action", "unsafe action", "sev1 incidents need approval",
+    /// "by hand".
+    pub reason: String,
+    pub requested_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Plan>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+    /// When its revert is due (after `revert_after`); cleared once it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revert_at: Option<Timestamp>,
+    /// The revert waits for the incident to resolve.
+    #[serde(default)]
+    pub revert_on_resolve: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverted: Option<Outcome>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RemediationError {
+    #[error("action run {id} not found")]
+    RunNotFound { id: u64 },
+    #[error("no action `{action}` is configured")]
+    ActionNotFound { action: String },
+    #[error("incident {id} not found")]
+    IncidentNotFound { id: u64 },
+    #[error("action run {id} is {state}, not pending")]
+    NotPending { id: u64, state: &'static str },
+    #[error("{0}")]
+    Template(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the remediation task has stopped")]
+    Unavailable,
+}
+
+/// A durable incident change that may start actions (sent by the incident manager).
+#[derive(Clone, Debug)]
+pub struct Trigger {
+    pub incident_id: u64,
+    /// The rule of the detection, when a detection caused it.
+    pub rule: Option<String>,
+    pub kind: TriggerKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TriggerKind {
+    /// Created or reopened by a detection.
+    Opened,
+    /// A detection attached to an open incident.
+    Detection,
+    /// The incident was resolved (reverts that wait for it run).
+    Resolved,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, RemediationError>>;
+
+/// What travels on the remediation channel.
+pub enum Request {
+    Trigger(Trigger),
+    Approve {
+        id: u64,
+        actor: String,
+        reply: Reply<ActionRun>,
+    },
+    Deny {
+        id: u64,
+        actor: String,
+        note: Option<String>,
+        reply: Reply<ActionRun>,
+    },
+    DryRun {
+        incident_id: u64,
+        action: String,
+        reply: Reply<serde_json::Value>,
+    },
+    Run {
+        incident_id: u64,
+        action: String,
+        actor: String,
+        reply: Reply<ActionRun>,
+    },
+    Configure(
+        Vec<ActionConfig>,
+        RemediationConfig,
+        HashMap<String, Vec<String>>,
+    ),
+}
+
+/// The channel front of the remediation task.
+#[derive(Clone)]
+pub struct RemediationHandle {
+    tx: mpsc::Sender<Request>,
+}
+
+impl RemediationHandle {
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, RemediationError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(make(tx))
+            .await
+            .map_err(|_| RemediationError::Unavailable)?;
+        rx.await.map_err(|_| RemediationError::Unavailable)?
+    }
+
+    pub async fn approve(&self, id: u64, actor: String) -> Result<ActionRun, RemediationError> {
+        self.ask(|reply| Request::Approve { id, actor, reply })
+            .await
+    }
+
+    pub async fn deny(
+        &self,
+        id: u64,
+        actor: String,
+        note: Option<String>,
+    ) -> Result<ActionRun, RemediationError> {
+        self.ask(|reply| Request::Deny {
+            id,
+            actor,
+            note,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn dry_run(
+        &self,
+        incident_id: u64,
+        action: String,
+    ) -> Result<serde_json::Value, RemediationError> {
+        self.ask(|reply| Request::DryRun {
+            incident_id,
+            action,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn run(
+        &self,
+        incident_id: u64,
+        action: String,
+        actor: String,
+    ) -> Result<ActionRun, RemediationError> {
+        self.ask(|reply| Request::Run {
+            incident_id,
+            action,
+            actor,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn configure(
+        &self,
+        actions: Vec<ActionConfig>,
+        policy: RemediationConfig,
+        rule_actions: HashMap<String, Vec<String>>,
+    ) -> bool {
+        self.tx
+            .send(Request::Configure(actions, policy, rule_actions))
+            .await
+            .is_ok()
+    }
+}
+
+/// The sending side the incident manager holds; never blocks it.
+#[derive(Clone)]
+pub struct TriggerSender {
+    tx: mpsc::Sender<Request>,
+    telemetry: Arc<Telemetry>,
+}
+
+impl TriggerSender {
+    pub fn send(&self, t: Trigger) {
+        if self.tx.try_send(Request::Trigger(t)).is_err() {
+            self.telemetry.action_triggers_dropped.inc();
+            self.telemetry
+                .warn_remediation("remediation queue full; an action trigger was dropped");
+        }
+    }
+}
+
+/// The channel, made before the manager (which holds the trigger side) and the task.
+pub fn channel(
+    telemetry: Arc<Telemetry>,
+) -> (TriggerSender, RemediationHandle, mpsc::Receiver<Request>) {
+    let (tx, rx) = mpsc::channel(4096);
+    (
+        TriggerSender {
+            tx: tx.clone(),
+            telemetry,
+        },
+        RemediationHandle { tx },
+        rx,
+    )
+}
+
+struct Shared {
+    store: Arc<dyn Store>,
+    incidents: IncidentHandle,
+    clock: Arc<dyn Clock>,
+    telemetry: Arc<Telemetry>,
+    http: reqwest::Client,
+    limit: Arc<Semaphore>,
+    /// Per (action, incident key): the times of recent automatic runs.
+    breaker: Mutex<HashMap<(String, String), VecDeque<Timestamp>>>,
+    next_id: Mutex<u64>,
+}
+
+struct Config {
+    actions: HashMap<String, ActionConfig>,
+    policy: RemediationConfig,
+    /// Rule id → its action ids.
+    rule_actions: HashMap<String, Vec<String>>,
+}
+
+/// The rule → actions map of a rule set.
+pub fn rule_actions(rules: &[crate::config::RuleConfig]) -> HashMap<String, Vec<String>> {
+    rules
+        .iter()
+        .filter(|r| !r.common.actions.is_empty())
+        .map(|r| (r.common.id.clone(), r.common.actions.clone()))
+        .collect()
+}
+
+/// Runs the remediation task until `cancel`.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve(
+    mut rx: mpsc::Receiver<Request>,
+    actions: Vec<ActionConfig>,
+    policy: RemediationConfig,
+    rule_actions: HashMap<String, Vec<String>>,
+    store: Arc<dyn Store>,
+    incidents: IncidentHandle,
+    clock: Arc<dyn Clock>,
+    telemetry: Arc<Telemetry>,
+    cancel: CancellationToken,
+) {
+    let next_id = match store.next_action_run_id() {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read action runs; remediation is off");
+            return;
+        }
+    };
+    let http = match crate::http_client() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the HTTP client; remediation is off");
+            return;
+        }
+    };
+    let shared = Arc::new(Shared {
+        limit: Arc::new(Semaphore::new(policy.max_concurrent.max(1))),
+        store,
+        incidents,
+        clock,
+        telemetry,
+        http,
+        breaker: Mutex::new(HashMap::new()),
+        next_id: Mutex::new(next_id),
+    });
+    let mut config = Arc::new(Config {
+        actions: actions
+            .into_iter()
+            .map(|a| (a.common.id.clone(), a))
+            .collect(),
+        policy,
+        rule_actions,
+    });
+    shared.interrupted().await;
+    let tasks = tokio_util::task::TaskTracker::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            _ = tick.tick() => {
+                let (s, c) = (shared.clone(), config.clone());
+                tasks.spawn(async move { s.housekeep(&c).await });
+            }
+            req = rx.recv() => {
+                let Some(req) = req else { break };
+                match req {
+                    Request::Configure(actions, policy, rule_actions) => {
+                        config = Arc::new(Config {
+                            actions: actions.into_iter().map(|a| (a.common.id.clone(), a)).collect(),
+                            policy,
+                            rule_actions,
+                        });
+                    }
+                    other => {
+                        let (s, c) = (shared.clone(), config.clone());
+                        tasks.spawn(async move { s.handle(&c, other).await });
+                    }
+                }
+            }
+        }
+    }
+    tasks.close();
+    // Runs in flight finish (their timeouts bound this); the daemon's shutdown deadline
+    // bounds it too.
+    tasks.wait().await;
+    tracing::debug!("remediation stopped");
+}
+
+impl Shared {
+    async fn handle(self: &Arc<Self>, c: &Config, req: Request) {
+        match req {
+            Request::Trigger(t) => {
+                if let Err(e) = self.on_trigger(c, &t).await {
+                    self.telemetry.store_errors.inc();
+                    tracing::error!(incident = t.incident_id, error = %e, "action trigger failed");
+                }
+            }
+            Request::Approve { id, actor, reply } => {
+                let _ = reply.send(self.decide(c, id, &actor, true, None).await);
+            }
+            Request::Deny {
+                id,
+                actor,
+                note,
+                reply,
+            } => {
+                let _ = reply.send(self.decide(c, id, &actor, false, note).await);
+            }
+            Request::DryRun {
+                incident_id,
+                action,
+                reply,
+            } => {
+                let _ = reply.send(self.dry_run(c, incident_id, &action).await);
+            }
+            Request::Run {
+                incident_id,
+                action,
+                actor,
+                reply,
+            } => {
+                let _ = reply.send(self.by_hand(c, incident_id, &action, &actor).await);
+            }
+            Request::Configure(..) => {}
+        }
+    }
+
+    fn allocate(&self) -> u64 {
+        let mut n = self.next_id.lock().unwrap_or_else(|p| p.into_inner());
+        let id = *n;
+        *n += 1;
+        id
+    }
+
+    fn save(&self, run: &ActionRun) -> Result<(), StoreError> {
+        self.store.put_action_run(run)?;
+        self.store.flush()
+    }
+
+    async fn incident(&self, id: u64) -> Result<Incident, RemediationError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.incident(id))
+            .await
+            .map_err(|_| RemediationError::Unavailable)??
+            .ok_or(RemediationError::IncidentNotFound { id })
+    }
+
+    /// Appends a timeline entry through the manager (the only writer of incidents).
+    async fn record(
+        &self,
+        incident_id: u64,
+        kind: EntryKind,
+        actor: &str,
+        note: Option<String>,
+        data: serde_json::Value,
+    ) {
+        let r = self
+            .incidents
+            .command(Command::Record {
+                id: incident_id,
+                kind,
+                actor: actor.to_owned(),
+                note,
+                data,
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(incident = incident_id, error = %e, "could not record an action step in the timeline");
+        }
+    }
+
+    async fn on_trigger(self: &Arc<Self>, c: &Config, t: &Trigger) -> Result<(), RemediationError> {
+        if t.kind == TriggerKind::Resolved {
+            return self.reverts_on_resolve(c, t.incident_id).await;
+        }
+        let Some(rule) = &t.rule else { return Ok(()) };
+        let Some(ids) = c.rule_actions.get(rule) else {
+            return Ok(());
+        };
+        let inc = self.incident(t.incident_id).await?;
+        let now = self.clock.now();
+        for id in ids {
+            let Some(action) = c.actions.get(id) else {
+                continue;
+            };
+            let due = match action.common.on {
+                On::Open => t.kind == TriggerKind::Opened,
+                On::Detection => true,
+            };
+            if !due {
+                continue;
+            }
+            // Silenced incidents run no automatic actions.
+            let silences = self.store.silences()?;
+            if let Some(s) = silences
+                .iter()
+                .find(|s| s.state(now) == SilenceState::Active && s.matchers.matches(&inc))
+            {
+                self.hold(
+                    &inc,
+                    id,
+                    format!("silenced by silence {} ({})", s.id, s.comment),
+                )
+                .await;
+                continue;
+            }
+            // A template that fails refuses the run at once (recorded as a failed run with
+            // the reason); there is nothing to approve.
+            let refused = run::plan(&action.op, &run::context(&inc)).is_err();
+            let approval = if refused {
+                None
+            } else if !action.common.safe {
+                Some("unsafe action: an admin must approve it".to_owned())
+            } else if c.policy.require_approval_for.contains(&inc.severity)
+                && !action.common.auto_even_for_sev1
+            {
+                Some(format!(
+                    "{} incidents need an admin's approval even for safe actions",
+                    inc.severity
+                ))
+            } else {
+                None
+            };
+            if let Some(reason) = approval {
+                self.propose(c, &inc, action, reason).await?;
+                continue;
+            }
+            if !refused && let Some(why) = self.breaker_refuses(action, &inc.key, now) {
+                self.hold(&inc, id, why).await;
+                continue;
+            }
+            let run = ActionRun {
+                id: self.allocate(),
+                incident_id: inc.id,
+                action: id.clone(),
+                state: RunState::Running,
+                reason: "safe action, run automatically".into(),
+                requested_at: now,
+                expires_at: None,
+                decided_by: None,
+                decided_at: None,
+                plan: None,
+                outcome: None,
+                finished_at: None,
+                revert_at: None,
+                revert_on_resolve: false,
+                reverted: None,
+            };
+            let s = self.clone();
+            let action = action.clone();
+            let policy = c.policy.clone();
+            tokio::spawn(async move {
+                s.execute(run, &action, &policy, "system").await;
+            });
+        }
+        Ok(())
+    }
+
+    /// The circuit breaker's and cooldown's refusal, if any; else counts this run.
+    fn breaker_refuses(&self, action: &ActionConfig, key: &str, now: Timestamp) -> Option<String> {
+        let mut b = self.breaker.lock().unwrap_or_else(|p| p.into_inner());
+        let runs = b
+            .entry((action.common.id.clone(), key.to_owned()))
+            .or_default();
+        while runs
+            .front()
+            .is_some_and(|t| now.since(*t) >= action.common.per)
+        {
+            runs.pop_front();
+        }
+        if runs.len() >= action.common.max_runs as usize {
+            return Some(format!(
+                "circuit breaker: {} automatic runs within {} for this incident key; held until the oldest ages out",
+                runs.len(),
+                humantime::format_duration(action.common.per)
+            ));
+        }
+        if let Some(last) = runs.back()
+            && now.since(*last) < action.common.cooldown
+        {
+            return Some(format!(
+                "cooldown: the last run was {} ago, the cooldown is {}",
+                humantime::format_duration(Duration::from_secs(now.since(*last).as_secs())),
+                humantime::format_duration(action.common.cooldown)
+            ));
+        }
+        runs.push_back(now);
+        if b.len() > 10_000 {
+            b.retain(|_, r| !r.is_empty());
+        }
+        None
+    }
+
+    async fn hold(&self, inc: &Incident, action: &str, reason: String) {
+        tracing::warn!(incident = inc.id, action, reason = %reason, "action held");
+        self.telemetry.action_held.inc();
+        self.record(
+            inc.id,
+            EntryKind::ActionHeld,
+            "system",
+            Some(format!("{action} held: {reason}")),
+            json!({"action": action, "reason": reason}),
+        )
+        .await;
+    }
+
+    async fn propose(
+        &self,
+        c: &Config,
+        inc: &Incident,
+        action: &ActionConfig,
+        reason: String,
+    ) -> Result<(), RemediationError> {
+        let now = self.clock.now();
+        let timeout = action
+            .common
+            .approval_timeout
+            .unwrap_or(c.policy.approval_timeout);
+        let plan = run::plan(&action.op, &run::context(inc)).ok();
+        let run = ActionRun {
+            id: self.allocate(),
+            incident_id: inc.id,
+            action: action.common.id.clone(),
+            state: RunState::Pending,
+            reason: reason.clone(),
+            requested_at: now,
+            expires_at: Some(now.saturating_add(timeout)),
+            decided_by: None,
+            decided_at: None,
+            plan,
+            outcome: None,
+            finished_at: None,
+            revert_at: None,
+            revert_on_resolve: false,
+            reverted: None,
+        };
+        self.save(&run)?;
+        tracing::info!(incident = inc.id, action = %run.action, run = run.id, "action waits for approval");
+        self.record(
+            inc.id,
+            EntryKind::ActionProposed,
+            "system",
+            Some(format!(
+                "{} waits for approval (run {}): {reason}",
+                run.action, run.id
+            )),
+            json!({"run": run.id, "action": run.action, "reason": reason,
+                "expires_at": run.expires_at, "plan": run.plan}),
+        )
+        .await;
+        Ok(())
+    }
+
+    async fn decide(
+        self: &Arc<Self>,
+        c: &Config,
+        id: u64,
+        actor: &str,
+        approve: bool,
+        note: Option<String>,
+    ) -> Result<ActionRun, RemediationError> {
+        let mut run = self
+            .store
+            .action_run(id)?
+            .ok_or(RemediationError::RunNotFound { id })?;
+        if run.state != RunState::Pending {
+            return Err(RemediationError::NotPending {
+                id,
+                state: run.state.as_str(),
+            });
+        }
+        let now = self.clock.now();
+        run.decided_by = Some(actor.to_owned());
+        run.decided_at = Some(now);
+        if !approve {
+            run.state = RunState::Denied;
+            self.save(&run)?;
+            self.record(
+                run.incident_id,
+                EntryKind::ActionDenied,
+                actor,
+                note.clone()
+                    .or_else(|| Some(format!("{} denied (run {})", run.action, run.id))),
+                json!({"run": run.id, "action": run.action}),
+            )
+            .await;
+            return Ok(run);
+        }
+        let action = c.actions.get(&run.action).cloned().ok_or_else(|| {
+            RemediationError::ActionNotFound {
+                action: run.action.clone(),
+            }
+        })?;
+        run.state = RunState::Running;
+        self.save(&run)?;
+        self.record(
+            run.incident_id,
+            EntryKind::ActionApproved,
+            actor,
+            Some(format!("{} approved (run {})", run.action, run.id)),
+            json!({"run": run.id, "action": run.action}),
+        )
+        .await;
+        // Approved runs count toward the breaker, but a human's decision is not held by it.
+        if let Ok(inc) = self.incident(run.incident_id).await {
+            let _ = self.breaker_refuses(&action, &inc.key, now);
+        }
+        Ok(self.execute(run, &action, &c.policy, actor).await)
+    }
+
+    async fn dry_run(
+        &self,
+        c: &Config,
+        incident_id: u64,
+        action: &str,
+    ) -> Result<serde_json::Value, RemediationError> {
+        let a = c
+            .actions
+            .get(action)
+            .ok_or_else(|| RemediationError::ActionNotFound {
+                action: action.to_owned(),
+            })?;
+        let inc = self.incident(incident_id).await?;
+        let plan = run::plan(&a.op, &run::context(&inc)).map_err(RemediationError::Template)?;
+        let revert = a
+            .common
+            .revert
+            .as_ref()
+            .map(|r| run::plan(r, &run::context(&inc)))
+            .transpose()
+            .map_err(RemediationError::Template)?;
+        Ok(json!({
+            "incident_id": incident_id,
+            "action": action,
+            "kind": a.op.kind,
+            "safe": a.common.safe,
+            "timeout_seconds": a.common.timeout.as_secs_f64(),
+            "plan": plan,
+            "revert": revert,
+            "revert_after_seconds": a.common.revert_after.map(|d| d.as_secs_f64()),
+        }))
+    }
+
+    async fn by_hand(
+        self: &Arc<Self>,
+        c: &Config,
+        incident_id: u64,
+        action: &str,
+        actor: &str,
+    ) -> Result<ActionRun, RemediationError> {
+        let a = c
+            .actions
+            .get(action)
+            .cloned()
+            .ok_or_else(|| RemediationError::ActionNotFound {
+                action: action.to_owned(),
+            })?;
+        let inc = self.incident(incident_id).await?;
+        // A bad template refuses the run before anything is recorded.
+        run::plan(&a.op, &run::context(&inc)).map_err(RemediationError::Template)?;
+        let now = self.clock.now();
+        let run = ActionRun {
+            id: self.allocate(),
+            incident_id,
+            action: action.to_owned(),
+            state: RunState::Running,
+            reason: format!("run by hand by {actor}"),
+            requested_at: now,
+            expires_at: None,
+            decided_by: Some(actor.to_owned()),
+            decided_at: Some(now),
+            plan: None,
+            outcome: None,
+            finished_at: None,
+            revert_at: None,
+            revert_on_resolve: false,
+            reverted: None,
+        };
+        let _ = self.breaker_refuses(&a, &inc.key, now);
+        Ok(self.execute(run, &a, &c.policy, actor).await)
+    }
+
+    /// Plans and runs, under the concurrency limit; records the result and schedules the
+    /// revert and the verification.
+    async fn execute(
+        self: &Arc<Self>,
+        mut run: ActionRun,
+        action: &ActionConfig,
+        policy: &RemediationConfig,
+        actor: &str,
+    ) -> ActionRun {
+        let inc = match self.incident(run.incident_id).await {
+            Ok(i) => i,
+            Err(e) => {
+                run.state = RunState::Failed;
+                run.outcome = Some(Outcome {
+                    error: Some(e.to_string()),
+                    ..Outcome::default()
+                });
+                let _ = self.save(&run);
+                return run;
+            }
+        };
+        let outcome = match run::plan(&action.op, &run::context(&inc)) {
+            Err(e) => Outcome {
+                error: Some(format!("refused: {e}")),
+                ..Outcome::default()
+            },
+            Ok(plan) => {
+                run.plan = Some(plan.clone());
+                let _ = self.save(&run);
+                let _permit = self.limit.clone().acquire_owned().await;
+                tracing::info!(incident = inc.id, action = %run.action, run = run.id, "action running");
+                run::execute(
+                    &plan,
+                    action.common.timeout,
+                    policy.max_output_bytes,
+                    &self.http,
+                )
+                .await
+            }
+        };
+        let now = self.clock.now();
+        run.state = if outcome.ok {
+            RunState::Succeeded
+        } else {
+            RunState::Failed
+        };
+        run.finished_at = Some(now);
+        if outcome.ok && action.common.revert.is_some() {
+            match action.common.revert_after {
+                Some(d) => run.revert_at = Some(now.saturating_add(d)),
+                None => run.revert_on_resolve = true,
+            }
+        }
+        run.outcome = Some(outcome.clone());
+        if let Err(e) = self.save(&run) {
+            tracing::error!(run = run.id, error = %e, "could not store an action result");
+        }
+        if outcome.ok {
+            self.telemetry.action_runs_ok.inc();
+        } else {
+            self.telemetry.action_runs_failed.inc();
+        }
+        tracing::info!(incident = inc.id, action = %run.action, run = run.id, ok = outcome.ok,
+            error = outcome.error.as_deref().unwrap_or(""), "action finished");
+        let note = match &outcome.error {
+            None => format!("{} succeeded (run {})", run.action, run.id),
+            Some(e) => format!("{} failed (run {}): {e}", run.action, run.id),
+        };
+        self.record(
+            run.incident_id,
+            EntryKind::ActionExecuted,
+            actor,
+            Some(note),
+            json!({"run": run.id, "action": run.action, "plan": run.plan, "result": outcome}),
+        )
+        .await;
+        if outcome.ok
+            && let Some(after) = action.common.verify_after
+        {
+            let s = self.clone();
+            let (run_id, name, incident_id) = (run.id, run.action.clone(), run.incident_id);
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                s.verify(incident_id, run_id, &name, now, after).await;
+            });
+        }
+        run
+    }
+
+    /// After `verify_after`: a detection since the run means it did not help.
+    async fn verify(
+        &self,
+        incident_id: u64,
+        run: u64,
+        action: &str,
+        ran: Timestamp,
+        after: Duration,
+    ) {
+        let Ok(inc) = self.incident(incident_id).await else {
+            return;
+        };
+        let effective = !inc.status.is_active() || inc.last_detection_at.is_none_or(|t| t <= ran);
+        let note = if effective {
+            format!(
+                "{action} (run {run}) worked: no detection within {} after it",
+                humantime::format_duration(after)
+            )
+        } else {
+            format!("{action} (run {run}) was ineffective: detections continued after it")
+        };
+        self.record(
+            incident_id,
+            EntryKind::ActionVerified,
+            "system",
+            Some(note.clone()),
+            json!({"run": run, "action": action, "effective": effective}),
+        )
+        .await;
+        if !effective {
+            self.telemetry.action_ineffective.inc();
+            // Escalate: one severity step up (sev1 stays sev1).
+            let raised = match inc.severity {
+                crate::incident::Severity::Sev4 => Some(crate::incident::Severity::Sev3),
+                crate::incident::Severity::Sev3 => Some(crate::incident::Severity::Sev2),
+                crate::incident::Severity::Sev2 => Some(crate::incident::Severity::Sev1),
+                crate::incident::Severity::Sev1 => None,
+            };
+            if let Some(to) = raised {
+                let r = self
+                    .incidents
+                    .command(Command::Severity {
+                        id: incident_id,
+                        severity: to,
+                        note: Some(note),
+                        actor: "system".into(),
+                    })
+                    .await;
+                if let Err(e) = r {
+                    tracing::error!(incident = incident_id, error = %e, "could not escalate after an ineffective action");
+                }
+            }
+        }
+    }
+
+    async fn revert(&self, c: &Config, mut run: ActionRun) {
+        let Some(op) = c
+            .actions
+            .get(&run.action)
+            .and_then(|a| a.common.revert.clone())
+        else {
+            return;
+        };
+        let timeout = c
+            .actions
+            .get(&run.action)
+            .map_or(Duration::from_secs(30), |a| a.common.timeout);
+        run.revert_at = None;
+        run.revert_on_resolve = false;
+        let outcome = match self.incident(run.incident_id).await {
+            Ok(inc) => match run::plan(&op, &run::context(&inc)) {
+                Ok(plan) => {
+                    let _permit = self.limit.clone().acquire_owned().await;
+                    run::execute(&plan, timeout, c.policy.max_output_bytes, &self.http).await
+                }
+                Err(e) => Outcome {
+                    error: Some(format!("refused: {e}")),
+                    ..Outcome::default()
+                },
+            },
+            Err(e) => Outcome {
+                error: Some(e.to_string()),
+                ..Outcome::default()
+            },
+        };
+        run.reverted = Some(outcome.clone());
+        if let Err(e) = self.save(&run) {
+            tracing::error!(run = run.id, error = %e, "could not store a revert result");
+        }
+        let note = match &outcome.error {
+            None => format!("{} reverted (run {})", run.action, run.id),
+            Some(e) => format!("revert of {} failed (run {}): {e}", run.action, run.id),
+        };
+        self.record(
+            run.incident_id,
+            EntryKind::ActionExecuted,
+            "system",
+            Some(note),
+            json!({"run": run.id, "action": run.action, "revert": true, "result": outcome}),
+        )
+        .await;
+    }
+
+    async fn reverts_on_resolve(
+        &self,
+        c: &Config,
+        incident_id: u64,
+    ) -> Result<(), RemediationError> {
+        let due: Vec<ActionRun> = self
+            .store
+            .action_runs()?
+            .into_iter()
+            .filter(|r| r.incident_id == incident_id && r.revert_on_resolve)
+            .collect();
+        for run in due {
+            self.revert(c, run).await;
+        }
+        Ok(())
+    }
+
+    /// Runs that were running when incidentd stopped: their result is unknown. Say so.
+    async fn interrupted(&self) {
+        let Ok(runs) = self.store.action_runs() else {
+            return;
+        };
+        for mut run in runs.into_iter().filter(|r| r.state == RunState::Running) {
+            run.state = RunState::Failed;
+            run.finished_at = Some(self.clock.now());
+            let error = "interrupted: incidentd stopped while it ran; its effect is unknown";
+            run.outcome = Some(Outcome {
+                error: Some(error.into()),
+                ..Outcome::default()
+            });
+            if self.save(&run).is_ok() {
+                self.record(
+                    run.incident_id,
+                    EntryKind::ActionExecuted,
+                    "system",
+                    Some(format!("{} (run {}) {error}", run.action, run.id)),
+                    json!({"run": run.id, "action": run.action, "result": run.outcome}),
+                )
+                .await;
+            }
+        }
+    }
+
+    /// Each second: expire pending approvals, run reverts that are due, forget old runs.
+    async fn housekeep(self: &Arc<Self>, c: &Config) {
+        let now = self.clock.now();
+        let runs = match self.store.action_runs() {
+            Ok(r) => r,
+            Err(e) => {
+                self.telemetry
+                    .warn_remediation(&format!("cannot read action runs: {e}"));
+                return;
+            }
+        };
+        for mut run in runs {
+            if run.state == RunState::Pending && run.expires_at.is_some_and(|e| now >= e) {
+                run.state = RunState::Expired;
+                run.decided_at = Some(now);
+                if self.save(&run).is_ok() {
+                    self.record(
+                        run.incident_id,
+                        EntryKind::ActionDenied,
+                        "system",
+                        Some(format!(
+                            "{} expired (run {}): nobody approved it in time",
+                            run.action, run.id
+                        )),
+                        json!({"run": run.id, "action": run.action, "expired": true}),
+                    )
+                    .await;
+                }
+            } else if run.revert_at.is_some_and(|t| now >= t) {
+                self.revert(c, run).await;
+            } else if run
+                .finished_at
+                .is_some_and(|f| now.since(f) >= RUN_RETENTION)
+                && run.revert_at.is_none()
+                && !run.revert_on_resolve
+                || matches!(run.state, RunState::Denied | RunState::Expired)
+                    && run
+                        .decided_at
+                        .is_some_and(|d| now.since(d) >= RUN_RETENTION)
+            {
+                let _ = self.store.remove_action_run(run.id);
+            }
+        }
+    }
+}

@@ -1,0 +1,552 @@
+//! Turning an action into a plan (templates rendered, targets found) and carrying it out.
+//!
+//! A [`Plan`] is exactly what would happen: the argv, the signal and the processes it goes
+//! to, or the HTTP request. A dry run shows it; a run executes it. Templates see the
+//! incident (`incident.*`, `labels.*`) and its latest evidence event (`event.*`); an unknown
+//! name is an error, never an empty string.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncReadExt;
+
+use crate::config::action::{ActionKind, Operation, SignalMode};
+use crate::incident::Incident;
+
+/// What a run will do.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Plan {
+    Exec {
+        argv: Vec<String>,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        env: BTreeMap<String, String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cwd: Option<PathBuf>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
+    },
+    Signal {
+        signal: String,
+        targets: Vec<Target>,
+        /// Zombie mode: parents still holding zombies after the signal get SIGTERM.
+        #[serde(default)]
+        terminate_parent: bool,
+    },
+    Http {
+        method: String,
+        url: String,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        headers: BTreeMap<String, String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        body: Option<String>,
+        expect_status: Vec<u16>,
+    },
+}
+
+/// A process a signal goes to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Target {
+    pub pid: i32,
+    pub name: String,
+    /// Why it was chosen ("named nginx", "parent of zombie 4242 (worker)").
+    pub why: String,
+}
+
+/// How a run went.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// The signal that ended the command, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub killed_by: Option<i32>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stdout: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stderr: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    pub duration_ms: u64,
+    /// What went wrong, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The template context of an incident.
+pub fn context(incident: &Incident) -> minijinja::Value {
+    let mut inc = incident.clone();
+    let event = inc.evidence.last().cloned();
+    inc.evidence.clear();
+    minijinja::context! {
+        incident => minijinja::Value::from(minijinja::value::Serde(&inc)),
+        labels => minijinja::Value::from(minijinja::value::Serde(&inc.labels)),
+        event => minijinja::Value::from(minijinja::value::Serde(&event)),
+    }
+}
+
+fn render(text: &str, ctx: &minijinja::Value, what: &str) -> Result<String, String> {
+    if !text.contains("{{") && !text.contains("{%") {
+        return Ok(text.to_owned());
+    }
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.render_str(text, ctx)
+        .map_err(|e| format!("template of {what} (`{text}`) failed: {e}"))
+}
+
+/// The plan for `op` on an incident, with every template rendered and signal targets found.
+pub fn plan(op: &Operation, ctx: &minijinja::Value) -> Result<Plan, String> {
+    match op.kind {
+        Some(ActionKind::Exec) => {
+            let mut argv = op
+                .command
+                .iter()
+                .enumerate()
+                .map(|(i, a)| render(a, ctx, &format!("command[{i}]")))
+                .collect::<Result<Vec<_>, _>>()?;
+            if op.shell {
+                let script = argv.pop().unwrap_or_default();
+                argv = vec!["/bin/sh".into(), "-c".into(), script];
+            }
+            let env = op
+                .env
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), render(v, ctx, &format!("env.{k}"))?)))
+                .collect::<Result<_, String>>()?;
+            Ok(Plan::Exec {
+                argv,
+                env,
+                cwd: op.cwd.clone(),
+                user: op.user.clone(),
+            })
+        }
+        Some(ActionKind::Systemd) => {
+            let unit = render(op.unit.as_deref().unwrap_or(""), ctx, "unit")?;
+            if unit.is_empty() || unit.starts_with('-') {
+                return Err(format!("`{unit}` is not a unit name"));
+            }
+            Ok(Plan::Exec {
+                argv: vec![
+                    "systemctl".into(),
+                    op.operation.clone().unwrap_or_else(|| "restart".into()),
+                    unit,
+                ],
+                env: BTreeMap::new(),
+                cwd: None,
+                user: None,
+            })
+        }
+        Some(ActionKind::Signal) => {
+            let default = if op.mode == SignalMode::Zombies {
+                "CHLD"
+            } else {
+                "TERM"
+            };
+            let signal = op.signal.clone().unwrap_or_else(|| default.into());
+            if super::parse_signal(&signal).is_none() {
+                return Err(format!("`{signal}` is not a signal name"));
+            }
+            let targets = match op.mode {
+                SignalMode::Zombies => zombie_parents()?,
+                SignalMode::Processes => {
+                    if let Some(name) = &op.process {
+                        let name = render(name, ctx, "process")?;
+                        processes()
+                            .into_iter()
+                            .filter(|p| p.name == name)
+                            .map(|p| Target {
+                                why: format!("named {name}"),
+                                ..p
+                            })
+                            .collect()
+                    } else if let Some(file) = &op.pidfile {
+                        let text = std::fs::read_to_string(file)
+                            .map_err(|e| format!("cannot read pidfile {}: {e}", file.display()))?;
+                        let pid: i32 = text.trim().parse().map_err(|_| {
+                            format!("pidfile {} does not hold a pid", file.display())
+                        })?;
+                        vec![Target {
+                            pid,
+                            name: comm(pid).unwrap_or_default(),
+                            why: format!("pid in {}", file.display()),
+                        }]
+                    } else if let Some(cg) = &op.cgroup {
+                        let procs = cg.join("cgroup.procs");
+                        let text = std::fs::read_to_string(&procs)
+                            .map_err(|e| format!("cannot read {}: {e}", procs.display()))?;
+                        text.lines()
+                            .filter_map(|l| l.trim().parse().ok())
+                            .map(|pid| Target {
+                                pid,
+                                name: comm(pid).unwrap_or_default(),
+                                why: format!("in cgroup {}", cg.display()),
+                            })
+                            .collect()
+                    } else {
+                        Vec::new()
+                    }
+                }
+            };
+            Ok(Plan::Signal {
+                signal,
+                targets,
+                terminate_parent: op.terminate_parent,
+            })
+        }
+        Some(ActionKind::Http) => {
+            let url = render(op.url.as_deref().unwrap_or(""), ctx, "url")?;
+            let body = op
+                .body
+                .as_deref()
+                .map(|b| render(b, ctx, "body"))
+                .transpose()?;
+            let headers = op
+                .headers
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), render(v, ctx, &format!("headers.{k}"))?)))
+                .collect::<Result<_, String>>()?;
+            Ok(Plan::Http {
+                method: op
+                    .method
+                    .clone()
+                    .unwrap_or_else(|| if body.is_some() { "POST" } else { "GET" }.into())
+                    .to_uppercase(),
+                url,
+                headers,
+                body,
+                expect_status: op.expect_status.clone(),
+            })
+        }
+        None => Err("the action has no kind".into()),
+    }
+}
+
+/// A process's name (`/proc/PID/comm`).
+fn comm(pid: i32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim_end().to_owned())
+}
+
+/// (pid, name) of every process, with its state and parent.
+fn proc_stats() -> Vec<(i32, String, char, i32)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // pid (comm) state ppid …; comm may hold spaces and parentheses.
+            let open = stat.find('(')?;
+            let close = stat.rfind(')')?;
+            let name = stat.get(open + 1..close)?.to_owned();
+            let mut rest = stat.get(close + 2..)?.split(' ');
+            let state = rest.next()?.chars().next()?;
+            let ppid = rest.next()?.parse().ok()?;
+            Some((pid, name, state, ppid))
+        })
+        .collect()
+}
+
+fn processes() -> Vec<Target> {
+    proc_stats()
+        .into_iter()
+        .filter(|(pid, ..)| *pid != std::process::id() as i32)
+        .map(|(pid, name, ..)| Target {
+            pid,
+            name,
+            why: String::new(),
+        })
+        .collect()
+}
+
+/// The parents of zombie processes, once each.
+fn zombie_parents() -> Result<Vec<Target>, String> {
+    let all = proc_stats();
+    let mut out: Vec<Target> = Vec::new();
+    for (pid, name, state, ppid) in &all {
+        if *state != 'Z' || *ppid <= 1 {
+            continue;
+        }
+        let why = format!("parent of zombie {pid} ({name})");
+        match out.iter_mut().find(|t| t.pid == *ppid) {
+            Some(t) => {
+                t.why.push_str(", ");
+                t.why.push_str(&why);
+            }
+            None => out.push(Target {
+                pid: *ppid,
+                name: all
+                    .iter()
+                    .find(|p| p.0 == *ppid)
+                    .map(|p| p.1.clone())
+                    .unwrap_or_default(),
+                why,
+            }),
+        }
+    }
+    Ok(out)
+}
+
+/// Carries out `plan`, within `timeout`.
+pub async fn execute(
+    plan: &Plan,
+    timeout: Duration,
+    max_output: usize,
+    http: &reqwest::Client,
+) -> Outcome {
+    let started = std::time::Instant::now();
+    let mut out = match plan {
+        Plan::Exec {
+            argv,
+            env,
+            cwd,
+            user,
+        } => {
+            exec(
+                argv,
+                env,
+                cwd.as_ref(),
+                user.as_deref(),
+                timeout,
+                max_output,
+            )
+            .await
+        }
+        Plan::Signal {
+            signal,
+            targets,
+            terminate_parent,
+        } => send_signals(signal, targets, *terminate_parent).await,
+        Plan::Http {
+            method,
+            url,
+            headers,
+            body,
+            expect_status,
+        } => {
+            http_request(
+                http,
+                method,
+                url,
+                headers,
+                body.as_deref(),
+                expect_status,
+                timeout,
+            )
+            .await
+        }
+    };
+    out.duration_ms = started.elapsed().as_millis() as u64;
+    out
+}
+
+async fn exec(
+    argv: &[String],
+    env: &BTreeMap<String, String>,
+    cwd: Option<&PathBuf>,
+    user: Option<&str>,
+    timeout: Duration,
+    max_output: usize,
+) -> Outcome {
+    let fail = |error: String| Outcome {
+        error: Some(error),
+        ..Outcome::default()
+    };
+    let Some((program, args)) = argv.split_first() else {
+        return fail("empty command".into());
+    };
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .envs(env)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        // Its own process group: a timeout kills the command and everything it started.
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(dir) = cwd {
+        cmd.current_dir(dir);
+    }
+    if let Some(name) = user {
+        match nix::unistd::User::from_name(name) {
+            Ok(Some(u)) => {
+                if !nix::unistd::geteuid().is_root() && u.uid != nix::unistd::geteuid() {
+                    return fail(format!(
+                        "cannot run as user {name}: incidentd is not running as root"
+                    ));
+                }
+                cmd.uid(u.uid.as_raw()).gid(u.gid.as_raw());
+            }
+            _ => return fail(format!("no user named {name}")),
+        }
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return fail(format!("cannot start {program}: {e}")),
+    };
+    let pgid = child.id().map(|p| p as i32);
+    let (so, se) = (child.stdout.take(), child.stderr.take());
+    let run = async {
+        tokio::join!(
+            read_capped(so, max_output),
+            read_capped(se, max_output),
+            child.wait()
+        )
+    };
+    match tokio::time::timeout(timeout, run).await {
+        Ok((o, e, status)) => {
+            let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+            match status {
+                Ok(st) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    Outcome {
+                        ok: st.success(),
+                        exit_code: st.code(),
+                        killed_by: st.signal(),
+                        stdout: text(o),
+                        stderr: text(e),
+                        error: (!st.success()).then(|| match st.code() {
+                            Some(c) => format!("{program} exited with status {c}"),
+                            None => format!(
+                                "{program} was killed by signal {}",
+                                st.signal().unwrap_or(0)
+                            ),
+                        }),
+                        ..Outcome::default()
+                    }
+                }
+                Err(err) => fail(format!("waiting for {program} failed: {err}")),
+            }
+        }
+        Err(_) => {
+            if let Some(pg) = pgid {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pg),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            Outcome {
+                killed_by: Some(nix::sys::signal::Signal::SIGKILL as i32),
+                error: Some(format!(
+                    "{program} did not finish within {}; its process group was killed",
+                    humantime::format_duration(timeout)
+                )),
+                ..Outcome::default()
+            }
+        }
+    }
+}
+
+/// The first `max` bytes of a stream, reading on to its end so the writer never blocks.
+async fn read_capped<R: tokio::io::AsyncRead + Unpin>(r: Option<R>, max: usize) -> Vec<u8> {
+    let mut keep = Vec::new();
+    let Some(mut r) = r else {
+        return keep;
+    };
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = r.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        let room = max.saturating_sub(keep.len());
+        keep.extend_from_slice(&buf[..n.min(room)]);
+    }
+    keep
+}
+
+async fn send_signals(signal: &str, targets: &[Target], terminate_parent: bool) -> Outcome {
+    let Some(sig) = super::parse_signal(signal) else {
+        return Outcome {
+            error: Some(format!("`{signal}` is not a signal name")),
+            ..Outcome::default()
+        };
+    };
+    let mut lines = Vec::new();
+    let mut failed = Vec::new();
+    for t in targets {
+        match nix::sys::signal::kill(nix::unistd::Pid::from_raw(t.pid), sig) {
+            Ok(()) => lines.push(format!("sent {sig} to {} ({}): {}", t.pid, t.name, t.why)),
+            Err(e) => failed.push(format!("{} ({}): {e}", t.pid, t.name)),
+        }
+    }
+    if terminate_parent && !targets.is_empty() {
+        // Give the parents a moment to reap, then end those still holding zombies.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let still = zombie_parents().unwrap_or_default();
+        for t in targets
+            .iter()
+            .filter(|t| still.iter().any(|s| s.pid == t.pid))
+        {
+            match nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(t.pid),
+                nix::sys::signal::Signal::SIGTERM,
+            ) {
+                Ok(()) => lines.push(format!(
+                    "{} ({}) still held zombies: sent SIGTERM",
+                    t.pid, t.name
+                )),
+                Err(e) => failed.push(format!("SIGTERM to {}: {e}", t.pid)),
+            }
+        }
+    }
+    if targets.is_empty() {
+        lines.push("no process matched; nothing to signal".into());
+    }
+    Outcome {
+        ok: failed.is_empty(),
+        stdout: lines.join("\n"),
+        stderr: failed.join("\n"),
+        error: (!failed.is_empty()).then(|| format!("{} signal(s) failed", failed.len())),
+        ..Outcome::default()
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn http_request(
+    client: &reqwest::Client,
+    method: &str,
+    url: &str,
+    headers: &BTreeMap<String, String>,
+    body: Option<&str>,
+    expect_status: &[u16],
+    timeout: Duration,
+) -> Outcome {
+    let fail = |error: String| Outcome {
+        error: Some(error),
+        ..Outcome::default()
+    };
+    let Ok(m) = reqwest::Method::from_bytes(method.as_bytes()) else {
+        return fail(format!("`{method}` is not an HTTP method"));
+    };
+    let mut req = client.request(m, url).timeout(timeout);
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    if let Some(b) = body {
+        req = req.body(b.to_owned());
+    }
+    match req.send().await {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap_or_default();
+            let ok = if expect_status.is_empty() {
+                (200..300).contains(&status)
+            } else {
+                expect_status.contains(&status)
+            };
+            Outcome {
+                ok,
+                http_status: Some(status),
+                stdout: text.chars().take(4096).collect(),
+                error: (!ok).then(|| format!("{method} {url} answered {status}")),
+                ..Outcome::default()
+            }
+        }
+        Err(e) => fail(format!("{method} {url} failed: {e}")),
+    }
+}
