@@ -305,6 +305,24 @@ pub async fn render(st: &ApiState) -> String {
             c.get() as f64,
         );
     }
+    m.family(
+        "incidentd_action_runs_total",
+        "counter",
+        "Action runs by result (held: stopped by the breaker, cooldown or a silence).",
+    );
+    for (result, c) in [
+        ("succeeded", &t.action_runs_ok),
+        ("failed", &t.action_runs_failed),
+        ("held", &t.action_held),
+        ("ineffective", &t.action_ineffective),
+        ("trigger_dropped", &t.action_triggers_dropped),
+    ] {
+        m.sample(
+            "incidentd_action_runs_total",
+            &[("result", result)],
+            c.get() as f64,
+        );
+    }
     if let Ok(counts) = st.store.count_by_status() {
         m.family("incidentd_incidents", "gauge", "Incidents by status.");
         for (status, n) in counts {

@@ -152,6 +152,14 @@ async fn status(State(st): S) -> Json<Value> {
             "rate_limited": t.incidents_rate_limited,
             "store_errors": t.store_errors,
         },
+        "actions": {
+            "succeeded": t.action_runs_ok,
+            "failed": t.action_runs_failed,
+            "held": t.action_held,
+            "ineffective": t.action_ineffective,
+            "triggers_dropped": t.action_triggers_dropped,
+            "pending": st.store.action_runs().map(|r| r.iter().filter(|r| r.state == crate::remediation::RunState::Pending).count()).unwrap_or(0),
+        },
         "reload": t.reload_status(),
     }))
 }

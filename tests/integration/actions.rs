@@ -144,6 +144,19 @@ actions = ["restart-demo"]
         alive(now) && now != first,
         "restarted again: {first} → {now}"
     );
+    let status = d.get("/v1/status").await;
+    assert_eq!(status["actions"]["succeeded"], 3);
+    assert_eq!(status["actions"]["held"], 1);
+    let (_, metrics) = d
+        .client
+        .raw(hyper::Method::GET, "/metrics", Vec::new(), "text/plain")
+        .await
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics.contains("incidentd_action_runs_total{result=\"succeeded\"} 3"),
+        "{metrics}"
+    );
     let runs = d.get(&format!("/v1/actions?incident={id}")).await;
     assert_eq!(runs["actions"].as_array().unwrap().len(), 3);
     assert!(
@@ -602,4 +615,104 @@ actions = ["missing"]
     ] {
         assert!(err.contains(&want), "missing `{want}` in:\n{err}");
     }
+}
+
+/// A real zombie: its parent (which reaps only when told to with a second SIGCHLD) is found
+/// by the `zombies` mode, shown by the dry run, and signalled by the run.
+#[tokio::test]
+async fn the_zombie_mode_finds_and_signals_the_parent_of_a_real_zombie() {
+    let dir = tempfile::tempdir().unwrap();
+    let (zpid_file, reaped) = (dir.path().join("zombie.pid"), dir.path().join("reaped"));
+    let script = r#"
+import os, signal, sys, time
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGCHLD])
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+signal.sigwait([signal.SIGCHLD])          # the child's exit: it stays a zombie
+open(sys.argv[1], "w").write(str(pid))
+signal.sigwait([signal.SIGCHLD])          # the action's signal
+os.waitpid(pid, 0)
+open(sys.argv[2], "w").write("reaped")
+time.sleep(300)
+"#;
+    let parent = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&zpid_file)
+        .arg(&reaped)
+        .spawn()
+        .expect("python3");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let parent = Kill(parent);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while read_pid(&zpid_file) == 0 {
+        assert!(Instant::now() < deadline, "no zombie");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let zombie = read_pid(&zpid_file);
+    let config = r#"
+[[action]]
+id = "reap-zombies"
+kind = "signal"
+safe = true
+mode = "zombies"
+
+[[action]]
+id = "restart-unit"
+kind = "systemd"
+unit = "{{ incident.service }}.service"
+"#;
+    let d = TestDaemon::prepare(config, "");
+    d.wait_healthy().await;
+    let inc = d
+        .post(
+            "/v1/incidents",
+            json!({"title": "zombies piling up", "service": "api"}),
+        )
+        .await
+        .unwrap();
+    let id = inc["id"].to_string();
+    let dry = d.ctl(&["-o", "json", "actions", "dry-run", &id, "reap-zombies"]);
+    let dry: Value = serde_json::from_slice(&dry.stdout).unwrap();
+    let targets = dry["plan"]["targets"].as_array().unwrap();
+    let me = targets
+        .iter()
+        .find(|t| t["pid"] == parent.0.id())
+        .unwrap_or_else(|| panic!("parent not among {targets:?}"));
+    assert!(
+        me["why"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("parent of zombie {zombie}")),
+        "{me}"
+    );
+    assert_eq!(dry["plan"]["signal"], "CHLD");
+    assert!(!reaped.exists(), "a dry run sends nothing");
+    let unit = d.ctl(&["actions", "dry-run", &id, "restart-unit"]);
+    assert!(
+        String::from_utf8_lossy(&unit.stdout).contains("run: systemctl restart api.service"),
+        "{unit:?}"
+    );
+    let run = d.ctl(&["-o", "json", "actions", "run", &id, "reap-zombies"]);
+    let run: Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert!(
+        run["outcome"]["stdout"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("sent SIGCHLD to {}", parent.0.id())),
+        "{run}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !reaped.exists() {
+        assert!(Instant::now() < deadline, "the parent was not told to reap");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!alive(zombie));
 }
