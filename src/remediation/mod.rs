@@ -313,6 +313,10 @@ struct Shared {
     /// Per (action, incident key): the times of recent automatic runs.
     breaker: Mutex<HashMap<(String, String), VecDeque<Timestamp>>>,
     next_id: Mutex<u64>,
+    /// Taken while a pending run is decided (approve, deny, expire): one decision per run.
+    decisions: tokio::sync::Mutex<()>,
+    /// A housekeeping pass is under way (the tick skips while one runs).
+    housekeeping: std::sync::atomic::AtomicBool,
 }
 
 struct Config {
@@ -367,6 +371,8 @@ pub async fn serve(
         http,
         breaker: Mutex::new(HashMap::new()),
         next_id: Mutex::new(next_id),
+        decisions: tokio::sync::Mutex::new(()),
+        housekeeping: std::sync::atomic::AtomicBool::new(false),
     });
     let mut config = Arc::new(Config {
         actions: actions
@@ -384,8 +390,18 @@ pub async fn serve(
         tokio::select! {
             () = cancel.cancelled() => break,
             _ = tick.tick() => {
-                let (s, c) = (shared.clone(), config.clone());
-                tasks.spawn(async move { s.housekeep(&c).await });
+                use std::sync::atomic::Ordering;
+                if shared
+                    .housekeeping
+                    .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    let (s, c) = (shared.clone(), config.clone());
+                    tasks.spawn(async move {
+                        s.housekeep(&c).await;
+                        s.housekeeping.store(false, Ordering::Release);
+                    });
+                }
             }
             req = rx.recv() => {
                 let Some(req) = req else { break };
@@ -685,6 +701,7 @@ impl Shared {
         approve: bool,
         note: Option<String>,
     ) -> Result<ActionRun, RemediationError> {
+        let decision = self.decisions.lock().await;
         let mut run = self
             .store
             .action_run(id)?
@@ -701,6 +718,7 @@ impl Shared {
         if !approve {
             run.state = RunState::Denied;
             self.save(&run)?;
+            drop(decision);
             self.record(
                 run.incident_id,
                 EntryKind::ActionDenied,
@@ -719,6 +737,7 @@ impl Shared {
         })?;
         run.state = RunState::Running;
         self.save(&run)?;
+        drop(decision);
         self.record(
             run.incident_id,
             EntryKind::ActionApproved,
@@ -964,6 +983,11 @@ impl Shared {
             .map_or(Duration::from_secs(30), |a| a.common.timeout);
         run.revert_at = None;
         run.revert_on_resolve = false;
+        // Stored before it runs: a revert runs at most once, even across a crash.
+        if let Err(e) = self.save(&run) {
+            tracing::error!(run = run.id, error = %e, "could not store a revert; not running it");
+            return;
+        }
         let outcome = match self.incident(run.incident_id).await {
             Ok(inc) => match run::plan(&op, &run::context(&inc)) {
                 Ok(plan) => {
@@ -1054,6 +1078,12 @@ impl Shared {
         };
         for mut run in runs {
             if run.state == RunState::Pending && run.expires_at.is_some_and(|e| now >= e) {
+                let _decision = self.decisions.lock().await;
+                // Decided meanwhile?
+                match self.store.action_run(run.id) {
+                    Ok(Some(r)) if r.state == RunState::Pending => run = r,
+                    _ => continue,
+                }
                 run.state = RunState::Expired;
                 run.decided_at = Some(now);
                 if self.save(&run).is_ok() {
