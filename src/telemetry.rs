@@ -337,6 +337,8 @@ pub struct Telemetry {
     pub action_ineffective: Counter,
     /// Triggers lost because the remediation queue was full.
     pub action_triggers_dropped: Counter,
+    /// Runs waiting for approval (as of the last look, at most a second old).
+    pub action_pending: Gauge,
     #[serde(skip)]
     remediation_throttle: Throttle,
     /// Engine checkpoints made durable.
@@ -396,6 +398,7 @@ impl Default for Telemetry {
             action_held: Counter::default(),
             action_ineffective: Counter::default(),
             action_triggers_dropped: Counter::default(),
+            action_pending: Gauge::default(),
             remediation_throttle: Throttle::new(Duration::from_secs(10)),
             checkpoints: Counter::default(),
             event_to_detection: Histogram::default(),

@@ -158,7 +158,7 @@ async fn status(State(st): S) -> Json<Value> {
             "held": t.action_held,
             "ineffective": t.action_ineffective,
             "triggers_dropped": t.action_triggers_dropped,
-            "pending": st.store.action_runs().map(|r| r.iter().filter(|r| r.state == crate::remediation::RunState::Pending).count()).unwrap_or(0),
+            "pending": t.action_pending.get(),
         },
         "reload": t.reload_status(),
     }))

@@ -240,6 +240,17 @@ impl Operation {
                         "an exec action needs `command = [\"argv0\", …]`".into(),
                     ));
                 }
+                if self.shell
+                    && self
+                        .command
+                        .iter()
+                        .any(|c| c.contains("{{") || c.contains("{%"))
+                {
+                    out.push((
+                        "command",
+                        "with `shell = true` the command may not hold templates (event data would become shell code); pass values through `env` and use \"$NAME\"".into(),
+                    ));
+                }
                 if self.shell && self.command.len() != 1 {
                     out.push((
                         "command",

@@ -590,7 +590,8 @@ impl Manager {
                     index_keys: Vec::new(),
                 })?;
                 tracing::info!(incident = id, from = %from, to = %to, actor = %actor, "incident status changed");
-                if to == Status::Resolved {
+                // Resolved, closed or cancelled: reverts waiting for it are due.
+                if !to.is_active() && from.is_active() {
                     self.triggers.push(crate::remediation::Trigger {
                         incident_id: id,
                         rule: None,

@@ -121,6 +121,9 @@ pub struct ActionRun {
     pub revert_on_resolve: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reverted: Option<Outcome>,
+    /// When its revert began (kept until it is done: a crash in between is reported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revert_started: Option<Timestamp>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -156,7 +159,7 @@ pub enum TriggerKind {
     Opened,
     /// A detection attached to an open incident.
     Detection,
-    /// The incident was resolved (reverts that wait for it run).
+    /// The incident was resolved, closed or cancelled (reverts that wait for it run).
     Resolved,
 }
 
@@ -303,6 +306,9 @@ pub fn channel(
     )
 }
 
+/// An action's `per`, and the times of its recent runs for one incident key.
+type Window = (Duration, VecDeque<Timestamp>);
+
 struct Shared {
     store: Arc<dyn Store>,
     incidents: IncidentHandle,
@@ -310,8 +316,17 @@ struct Shared {
     telemetry: Arc<Telemetry>,
     http: reqwest::Client,
     limit: Arc<Semaphore>,
-    /// Per (action, incident key): the times of recent automatic runs.
-    breaker: Mutex<HashMap<(String, String), VecDeque<Timestamp>>>,
+    /// Per (action, incident key): the action's `per`, and the times of recent runs.
+    breaker: Mutex<HashMap<(String, String), Window>>,
+    /// (incident, action) pairs with a pending approval: one proposal at a time.
+    pending: Mutex<std::collections::HashSet<(u64, String)>>,
+    /// A run was saved since the last scan of the stored runs.
+    dirty: std::sync::atomic::AtomicBool,
+    /// When the last scan found the next expiry or revert due, and when it ran.
+    scan: Mutex<(Option<Timestamp>, Option<Timestamp>)>,
+    /// Runs, reverts and verifications in flight (waited for at shutdown).
+    tasks: tokio_util::task::TaskTracker,
+    cancel: CancellationToken,
     next_id: Mutex<u64>,
     /// Taken while a pending run is decided (approve, deny, expire): one decision per run.
     decisions: tokio::sync::Mutex<()>,
@@ -373,6 +388,11 @@ pub async fn serve(
         next_id: Mutex::new(next_id),
         decisions: tokio::sync::Mutex::new(()),
         housekeeping: std::sync::atomic::AtomicBool::new(false),
+        pending: Mutex::new(Default::default()),
+        dirty: std::sync::atomic::AtomicBool::new(true),
+        scan: Mutex::new((None, None)),
+        tasks: tokio_util::task::TaskTracker::new(),
+        cancel: cancel.clone(),
     });
     let mut config = Arc::new(Config {
         actions: actions
@@ -383,7 +403,7 @@ pub async fn serve(
         rule_actions,
     });
     shared.interrupted().await;
-    let tasks = tokio_util::task::TaskTracker::new();
+    let tasks = shared.tasks.clone();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -476,6 +496,7 @@ impl Shared {
 
     fn save(&self, run: &ActionRun) -> Result<(), StoreError> {
         self.store.put_action_run(run)?;
+        self.dirty.store(true, std::sync::atomic::Ordering::Release);
         self.store.flush()
     }
 
@@ -547,11 +568,12 @@ impl Shared {
                 continue;
             }
             // A template that fails refuses the run at once (recorded as a failed run with
-            // the reason); there is nothing to approve.
-            let refused = run::plan(&action.op, &run::context(&inc)).is_err();
-            let approval = if refused {
-                None
-            } else if !action.common.safe {
+            // the reason); there is nothing to approve, and nothing runs.
+            if let Err(e) = run::plan(&action.op, &run::context(&inc)) {
+                self.refuse(&inc, id, e).await;
+                continue;
+            }
+            let approval = if !action.common.safe {
                 Some("unsafe action: an admin must approve it".to_owned())
             } else if c.policy.require_approval_for.contains(&inc.severity)
                 && !action.common.auto_even_for_sev1
@@ -564,10 +586,19 @@ impl Shared {
                 None
             };
             if let Some(reason) = approval {
-                self.propose(c, &inc, action, reason).await?;
+                let fresh = self
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert((inc.id, id.clone()));
+                // One pending approval per action and incident: later detections do not pile
+                // up more.
+                if fresh {
+                    self.propose(c, &inc, action, reason).await?;
+                }
                 continue;
             }
-            if !refused && let Some(why) = self.breaker_refuses(action, &inc.key, now) {
+            if let Some(why) = self.breaker_refuses(action, &inc.key, now) {
                 self.hold(&inc, id, why).await;
                 continue;
             }
@@ -587,12 +618,13 @@ impl Shared {
                 revert_at: None,
                 revert_on_resolve: false,
                 reverted: None,
+                revert_started: None,
             };
             let s = self.clone();
             let action = action.clone();
             let policy = c.policy.clone();
-            tokio::spawn(async move {
-                s.execute(run, &action, &policy, "system").await;
+            self.tasks.spawn(async move {
+                s.execute(run, &action, &policy, "system", None).await;
             });
         }
         Ok(())
@@ -601,9 +633,9 @@ impl Shared {
     /// The circuit breaker's and cooldown's refusal, if any; else counts this run.
     fn breaker_refuses(&self, action: &ActionConfig, key: &str, now: Timestamp) -> Option<String> {
         let mut b = self.breaker.lock().unwrap_or_else(|p| p.into_inner());
-        let runs = b
+        let (_, runs) = b
             .entry((action.common.id.clone(), key.to_owned()))
-            .or_default();
+            .or_insert_with(|| (action.common.per, VecDeque::new()));
         while runs
             .front()
             .is_some_and(|t| now.since(*t) >= action.common.per)
@@ -628,16 +660,61 @@ impl Shared {
         }
         runs.push_back(now);
         if b.len() > 10_000 {
-            b.retain(|_, r| !r.is_empty());
+            // Forget keys whose runs all aged out of their window.
+            b.retain(|_, (per, r)| r.back().is_some_and(|t| now.since(*t) < *per));
         }
         None
     }
 
-    async fn hold(&self, inc: &Incident, action: &str, reason: String) {
-        tracing::warn!(incident = inc.id, action, reason = %reason, "action held");
-        self.telemetry.action_held.inc();
+    /// A run refused before it started (a template failed): stored as failed, with why.
+    async fn refuse(&self, inc: &Incident, action: &str, error: String) {
+        let now = self.clock.now();
+        let outcome = Outcome {
+            error: Some(format!("refused: {error}")),
+            ..Outcome::default()
+        };
+        let run = ActionRun {
+            id: self.allocate(),
+            incident_id: inc.id,
+            action: action.to_owned(),
+            state: RunState::Failed,
+            reason: "refused before it ran".into(),
+            requested_at: now,
+            expires_at: None,
+            decided_by: None,
+            decided_at: None,
+            plan: None,
+            outcome: Some(outcome.clone()),
+            finished_at: Some(now),
+            revert_at: None,
+            revert_on_resolve: false,
+            reverted: None,
+            revert_started: None,
+        };
+        if let Err(e) = self.save(&run) {
+            tracing::error!(run = run.id, error = %e, "could not store a refused run");
+        }
+        self.telemetry.action_runs_failed.inc();
+        tracing::warn!(incident = inc.id, action, error = %error, "action refused");
         self.record(
             inc.id,
+            EntryKind::ActionExecuted,
+            "system",
+            Some(format!("{action} refused (run {}): {error}", run.id)),
+            json!({"run": run.id, "action": action, "result": outcome}),
+        )
+        .await;
+    }
+
+    async fn hold(&self, inc: &Incident, action: &str, reason: String) {
+        self.hold_run(inc.id, action, reason).await;
+    }
+
+    async fn hold_run(&self, incident_id: u64, action: &str, reason: String) {
+        tracing::warn!(incident = incident_id, action, reason = %reason, "action held");
+        self.telemetry.action_held.inc();
+        self.record(
+            incident_id,
             EntryKind::ActionHeld,
             "system",
             Some(format!("{action} held: {reason}")),
@@ -658,7 +735,9 @@ impl Shared {
             .common
             .approval_timeout
             .unwrap_or(c.policy.approval_timeout);
-        let plan = run::plan(&action.op, &run::context(inc)).ok();
+        let plan = run::plan(&action.op, &run::context(inc))
+            .ok()
+            .map(|p| p.redacted());
         let run = ActionRun {
             id: self.allocate(),
             incident_id: inc.id,
@@ -675,6 +754,7 @@ impl Shared {
             revert_at: None,
             revert_on_resolve: false,
             reverted: None,
+            revert_started: None,
         };
         self.save(&run)?;
         tracing::info!(incident = inc.id, action = %run.action, run = run.id, "action waits for approval");
@@ -713,6 +793,18 @@ impl Shared {
             });
         }
         let now = self.clock.now();
+        if run.expires_at.is_some_and(|e| now >= e) {
+            drop(decision);
+            self.expire(run).await;
+            return Err(RemediationError::NotPending {
+                id,
+                state: RunState::Expired.as_str(),
+            });
+        }
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(run.incident_id, run.action.clone()));
         run.decided_by = Some(actor.to_owned());
         run.decided_at = Some(now);
         if !approve {
@@ -750,7 +842,8 @@ impl Shared {
         if let Ok(inc) = self.incident(run.incident_id).await {
             let _ = self.breaker_refuses(&action, &inc.key, now);
         }
-        Ok(self.execute(run, &action, &c.policy, actor).await)
+        let approved = run.plan.clone();
+        Ok(self.execute(run, &action, &c.policy, actor, approved).await)
     }
 
     async fn dry_run(
@@ -766,12 +859,14 @@ impl Shared {
                 action: action.to_owned(),
             })?;
         let inc = self.incident(incident_id).await?;
-        let plan = run::plan(&a.op, &run::context(&inc)).map_err(RemediationError::Template)?;
+        let plan = run::plan(&a.op, &run::context(&inc))
+            .map_err(RemediationError::Template)?
+            .redacted();
         let revert = a
             .common
             .revert
             .as_ref()
-            .map(|r| run::plan(r, &run::context(&inc)))
+            .map(|r| run::plan(r, &run::context(&inc)).map(|p| p.redacted()))
             .transpose()
             .map_err(RemediationError::Template)?;
         Ok(json!({
@@ -820,9 +915,10 @@ impl Shared {
             revert_at: None,
             revert_on_resolve: false,
             reverted: None,
+            revert_started: None,
         };
         let _ = self.breaker_refuses(&a, &inc.key, now);
-        Ok(self.execute(run, &a, &c.policy, actor).await)
+        Ok(self.execute(run, &a, &c.policy, actor, None).await)
     }
 
     /// Plans and runs, under the concurrency limit; records the result and schedules the
@@ -833,6 +929,7 @@ impl Shared {
         action: &ActionConfig,
         policy: &RemediationConfig,
         actor: &str,
+        approved: Option<Plan>,
     ) -> ActionRun {
         let inc = match self.incident(run.incident_id).await {
             Ok(i) => i,
@@ -851,8 +948,16 @@ impl Shared {
                 error: Some(format!("refused: {e}")),
                 ..Outcome::default()
             },
+            // What an admin approved is what runs: a plan that changed since (other
+            // processes match now, say) is refused, to be proposed or run by hand again.
+            Ok(plan) if approved.as_ref().is_some_and(|a| *a != plan.redacted()) => Outcome {
+                error: Some(
+                    "refused: the plan changed since it was approved (see the proposal and a dry run now); run it by hand if it is still right".into(),
+                ),
+                ..Outcome::default()
+            },
             Ok(plan) => {
-                run.plan = Some(plan.clone());
+                run.plan = Some(plan.redacted());
                 let _ = self.save(&run);
                 let _permit = self.limit.clone().acquire_owned().await;
                 tracing::info!(incident = inc.id, action = %run.action, run = run.id, "action running");
@@ -906,10 +1011,24 @@ impl Shared {
         {
             let s = self.clone();
             let (run_id, name, incident_id) = (run.id, run.action.clone(), run.incident_id);
-            tokio::spawn(async move {
-                tokio::time::sleep(after).await;
-                s.verify(incident_id, run_id, &name, now, after).await;
+            self.tasks.spawn(async move {
+                tokio::select! {
+                    () = tokio::time::sleep(after) => {
+                        s.verify(incident_id, run_id, &name, now, after).await;
+                    }
+                    // Not verified when the daemon stops first.
+                    () = s.cancel.cancelled() => {}
+                }
             });
+        }
+        // Resolved while it ran: the revert that waits for resolving is due now.
+        if run.revert_on_resolve
+            && let Ok(i) = self.incident(run.incident_id).await
+            && !i.status.is_active()
+        {
+            let (s, action, policy, id) = (self.clone(), action.clone(), policy.clone(), run.id);
+            self.tasks
+                .spawn(async move { s.revert(&action, &policy, id).await });
         }
         run
     }
@@ -969,30 +1088,40 @@ impl Shared {
         }
     }
 
-    async fn revert(&self, c: &Config, mut run: ActionRun) {
-        let Some(op) = c
-            .actions
-            .get(&run.action)
-            .and_then(|a| a.common.revert.clone())
-        else {
+    /// Runs the revert of run `id` once: marked started (and stored) before it runs, so
+    /// neither a second caller nor a restart runs it again; a crash in between is reported.
+    async fn revert(&self, action: &ActionConfig, policy: &RemediationConfig, id: u64) {
+        let mut run = {
+            let _decision = self.decisions.lock().await;
+            let Ok(Some(mut run)) = self.store.action_run(id) else {
+                return;
+            };
+            if run.revert_at.is_none() && !run.revert_on_resolve {
+                return; // done, or being done
+            }
+            run.revert_at = None;
+            run.revert_on_resolve = false;
+            run.revert_started = Some(self.clock.now());
+            if let Err(e) = self.save(&run) {
+                tracing::error!(run = run.id, error = %e, "could not store a revert; not running it");
+                return;
+            }
+            run
+        };
+        let Some(op) = &action.common.revert else {
             return;
         };
-        let timeout = c
-            .actions
-            .get(&run.action)
-            .map_or(Duration::from_secs(30), |a| a.common.timeout);
-        run.revert_at = None;
-        run.revert_on_resolve = false;
-        // Stored before it runs: a revert runs at most once, even across a crash.
-        if let Err(e) = self.save(&run) {
-            tracing::error!(run = run.id, error = %e, "could not store a revert; not running it");
-            return;
-        }
         let outcome = match self.incident(run.incident_id).await {
-            Ok(inc) => match run::plan(&op, &run::context(&inc)) {
+            Ok(inc) => match run::plan(op, &run::context(&inc)) {
                 Ok(plan) => {
                     let _permit = self.limit.clone().acquire_owned().await;
-                    run::execute(&plan, timeout, c.policy.max_output_bytes, &self.http).await
+                    run::execute(
+                        &plan,
+                        action.common.timeout,
+                        policy.max_output_bytes,
+                        &self.http,
+                    )
+                    .await
                 }
                 Err(e) => Outcome {
                     error: Some(format!("refused: {e}")),
@@ -1005,6 +1134,7 @@ impl Shared {
             },
         };
         run.reverted = Some(outcome.clone());
+        run.revert_started = None;
         if let Err(e) = self.save(&run) {
             tracing::error!(run = run.id, error = %e, "could not store a revert result");
         }
@@ -1012,6 +1142,7 @@ impl Shared {
             None => format!("{} reverted (run {})", run.action, run.id),
             Some(e) => format!("revert of {} failed (run {}): {e}", run.action, run.id),
         };
+        tracing::info!(run = run.id, action = %run.action, ok = outcome.ok, "action reverted");
         self.record(
             run.incident_id,
             EntryKind::ActionExecuted,
@@ -1022,8 +1153,25 @@ impl Shared {
         .await;
     }
 
+    /// A revert whose action is no longer configured: cleared, and said so.
+    async fn drop_revert(&self, mut run: ActionRun) {
+        run.revert_at = None;
+        run.revert_on_resolve = false;
+        if self.save(&run).is_ok() {
+            self.hold_run(
+                run.incident_id,
+                &run.action,
+                format!(
+                    "revert of run {} skipped: action `{}` is no longer configured",
+                    run.id, run.action
+                ),
+            )
+            .await;
+        }
+    }
+
     async fn reverts_on_resolve(
-        &self,
+        self: &Arc<Self>,
         c: &Config,
         incident_id: u64,
     ) -> Result<(), RemediationError> {
@@ -1034,9 +1182,55 @@ impl Shared {
             .filter(|r| r.incident_id == incident_id && r.revert_on_resolve)
             .collect();
         for run in due {
-            self.revert(c, run).await;
+            self.start_revert(c, run);
         }
         Ok(())
+    }
+
+    /// Starts a due revert on its own task (a slow one holds up nothing else).
+    fn start_revert(self: &Arc<Self>, c: &Config, run: ActionRun) {
+        let s = self.clone();
+        match c.actions.get(&run.action) {
+            Some(a) if a.common.revert.is_some() => {
+                let (a, policy, id) = (a.clone(), c.policy.clone(), run.id);
+                self.tasks
+                    .spawn(async move { s.revert(&a, &policy, id).await });
+            }
+            _ => {
+                self.tasks.spawn(async move { s.drop_revert(run).await });
+            }
+        }
+    }
+
+    /// Ends a pending run unanswered.
+    async fn expire(&self, run: ActionRun) {
+        let mut run = {
+            let _decision = self.decisions.lock().await;
+            // Decided meanwhile?
+            match self.store.action_run(run.id) {
+                Ok(Some(r)) if r.state == RunState::Pending => r,
+                _ => return,
+            }
+        };
+        run.state = RunState::Expired;
+        run.decided_at = Some(self.clock.now());
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(run.incident_id, run.action.clone()));
+        if self.save(&run).is_ok() {
+            self.record(
+                run.incident_id,
+                EntryKind::ActionDenied,
+                "system",
+                Some(format!(
+                    "{} expired (run {}): nobody approved it in time",
+                    run.action, run.id
+                )),
+                json!({"run": run.id, "action": run.action, "expired": true}),
+            )
+            .await;
+        }
     }
 
     /// Runs that were running when incidentd stopped: their result is unknown. Say so.
@@ -1044,6 +1238,28 @@ impl Shared {
         let Ok(runs) = self.store.action_runs() else {
             return;
         };
+        for run in runs
+            .iter()
+            .filter(|r| r.revert_started.is_some() && r.reverted.is_none())
+        {
+            let mut run = run.clone();
+            let error = "revert interrupted: incidentd stopped while it ran; its effect is unknown, check by hand";
+            run.revert_started = None;
+            run.reverted = Some(Outcome {
+                error: Some(error.into()),
+                ..Outcome::default()
+            });
+            if self.save(&run).is_ok() {
+                self.record(
+                    run.incident_id,
+                    EntryKind::ActionExecuted,
+                    "system",
+                    Some(format!("{} (run {}): {error}", run.action, run.id)),
+                    json!({"run": run.id, "action": run.action, "revert": true, "result": run.reverted}),
+                )
+                .await;
+            }
+        }
         for mut run in runs.into_iter().filter(|r| r.state == RunState::Running) {
             run.state = RunState::Failed;
             run.finished_at = Some(self.clock.now());
@@ -1065,9 +1281,23 @@ impl Shared {
         }
     }
 
-    /// Each second: expire pending approvals, run reverts that are due, forget old runs.
+    /// Each second, when something may be due (a run was saved, an expiry or a revert time
+    /// came, or 30 s passed): expire pending approvals, start due reverts (also of runs whose
+    /// incident is no longer active: a lost trigger or a crash cannot strand a revert), and
+    /// forget old runs.
     async fn housekeep(self: &Arc<Self>, c: &Config) {
+        use std::sync::atomic::Ordering;
         let now = self.clock.now();
+        {
+            let (next_due, last) = *self.scan.lock().unwrap_or_else(|p| p.into_inner());
+            let quiet = !self.dirty.load(Ordering::Acquire)
+                && next_due.is_none_or(|d| now < d)
+                && last.is_some_and(|l| now.since(l) < Duration::from_secs(30));
+            if quiet {
+                return;
+            }
+        }
+        self.dirty.store(false, Ordering::Release);
         let runs = match self.store.action_runs() {
             Ok(r) => r,
             Err(e) => {
@@ -1076,36 +1306,34 @@ impl Shared {
                 return;
             }
         };
-        for mut run in runs {
-            if run.state == RunState::Pending && run.expires_at.is_some_and(|e| now >= e) {
-                let _decision = self.decisions.lock().await;
-                // Decided meanwhile?
-                match self.store.action_run(run.id) {
-                    Ok(Some(r)) if r.state == RunState::Pending => run = r,
-                    _ => continue,
+        let mut next_due: Option<Timestamp> = None;
+        let mut pending = std::collections::HashSet::new();
+        let mut waiting_for_resolve: Vec<ActionRun> = Vec::new();
+        for run in runs {
+            if run.state == RunState::Pending {
+                match run.expires_at {
+                    Some(e) if now >= e => {
+                        let s = self.clone();
+                        self.tasks.spawn(async move { s.expire(run).await });
+                    }
+                    e => {
+                        if let Some(e) = e {
+                            next_due = Some(next_due.map_or(e, |d| d.min(e)));
+                        }
+                        pending.insert((run.incident_id, run.action.clone()));
+                    }
                 }
-                run.state = RunState::Expired;
-                run.decided_at = Some(now);
-                if self.save(&run).is_ok() {
-                    self.record(
-                        run.incident_id,
-                        EntryKind::ActionDenied,
-                        "system",
-                        Some(format!(
-                            "{} expired (run {}): nobody approved it in time",
-                            run.action, run.id
-                        )),
-                        json!({"run": run.id, "action": run.action, "expired": true}),
-                    )
-                    .await;
+            } else if let Some(t) = run.revert_at {
+                if now >= t {
+                    self.start_revert(c, run);
+                } else {
+                    next_due = Some(next_due.map_or(t, |d| d.min(t)));
                 }
-            } else if run.revert_at.is_some_and(|t| now >= t) {
-                self.revert(c, run).await;
+            } else if run.revert_on_resolve {
+                waiting_for_resolve.push(run);
             } else if run
                 .finished_at
                 .is_some_and(|f| now.since(f) >= RUN_RETENTION)
-                && run.revert_at.is_none()
-                && !run.revert_on_resolve
                 || matches!(run.state, RunState::Denied | RunState::Expired)
                     && run
                         .decided_at
@@ -1114,5 +1342,15 @@ impl Shared {
                 let _ = self.store.remove_action_run(run.id);
             }
         }
+        for run in waiting_for_resolve {
+            if let Ok(i) = self.incident(run.incident_id).await
+                && !i.status.is_active()
+            {
+                self.start_revert(c, run);
+            }
+        }
+        self.telemetry.action_pending.set(pending.len() as u64);
+        *self.pending.lock().unwrap_or_else(|p| p.into_inner()) = pending;
+        *self.scan.lock().unwrap_or_else(|p| p.into_inner()) = (next_due, Some(now));
     }
 }

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -44,6 +45,67 @@ pub enum Plan {
         body: Option<String>,
         expect_status: Vec<u16>,
     },
+}
+
+impl Plan {
+    /// The plan as shown to people (timeline, API, dry run): values of headers and
+    /// environment variables whose names suggest a secret are replaced.
+    pub fn redacted(&self) -> Plan {
+        fn secret(name: &str) -> bool {
+            let n = name.to_ascii_lowercase();
+            [
+                "authorization",
+                "cookie",
+                "token",
+                "secret",
+                "password",
+                "passwd",
+                "key",
+                "credential",
+            ]
+            .iter()
+            .any(|s| n.contains(s))
+        }
+        let hide = |m: &BTreeMap<String, String>| -> BTreeMap<String, String> {
+            m.iter()
+                .map(|(k, v)| {
+                    let v = if secret(k) {
+                        "(redacted)".to_owned()
+                    } else {
+                        v.clone()
+                    };
+                    (k.clone(), v)
+                })
+                .collect()
+        };
+        match self {
+            Plan::Exec {
+                argv,
+                env,
+                cwd,
+                user,
+            } => Plan::Exec {
+                argv: argv.clone(),
+                env: hide(env),
+                cwd: cwd.clone(),
+                user: user.clone(),
+            },
+            Plan::Http {
+                method,
+                url,
+                headers,
+                body,
+                expect_status,
+            } => Plan::Http {
+                method: method.clone(),
+                url: url.clone(),
+                headers: hide(headers),
+                body: body.clone(),
+                expect_status: expect_status.clone(),
+            },
+            other => other.clone(),
+        }
+    }
 }
 
 /// A process a signal goes to.
@@ -166,9 +228,19 @@ pub fn plan(op: &Operation, ctx: &minijinja::Value) -> Result<Plan, String> {
                     } else if let Some(file) = &op.pidfile {
                         let text = std::fs::read_to_string(file)
                             .map_err(|e| format!("cannot read pidfile {}: {e}", file.display()))?;
-                        let pid: i32 = text.trim().parse().map_err(|_| {
-                            format!("pidfile {} does not hold a pid", file.display())
-                        })?;
+                        let pid: i32 =
+                            text.trim().parse().ok().filter(|p| *p > 1).ok_or_else(|| {
+                                format!(
+                                    "pidfile {} does not hold a process id above 1",
+                                    file.display()
+                                )
+                            })?;
+                        if pid == std::process::id() as i32 {
+                            return Err(format!(
+                                "pidfile {} names incidentd itself",
+                                file.display()
+                            ));
+                        }
                         vec![Target {
                             pid,
                             name: comm(pid).unwrap_or_default(),
@@ -179,7 +251,8 @@ pub fn plan(op: &Operation, ctx: &minijinja::Value) -> Result<Plan, String> {
                         let text = std::fs::read_to_string(&procs)
                             .map_err(|e| format!("cannot read {}: {e}", procs.display()))?;
                         text.lines()
-                            .filter_map(|l| l.trim().parse().ok())
+                            .filter_map(|l| l.trim().parse::<i32>().ok())
+                            .filter(|p| *p > 1 && *p != std::process::id() as i32)
                             .map(|pid| Target {
                                 pid,
                                 name: comm(pid).unwrap_or_default(),
@@ -199,6 +272,21 @@ pub fn plan(op: &Operation, ctx: &minijinja::Value) -> Result<Plan, String> {
         }
         Some(ActionKind::Http) => {
             let url = render(op.url.as_deref().unwrap_or(""), ctx, "url")?;
+            // A templated URL must still be an http(s) URL of the configured host: event data
+            // can fill in a path or a query, never send the request elsewhere.
+            let parsed = reqwest::Url::parse(&url).map_err(|e| format!("url `{url}`: {e}"))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(format!("url `{url}` is not http or https"));
+            }
+            let configured = op.url.as_deref().unwrap_or("");
+            if let Some(prefix) = configured.split("{{").next()
+                && prefix.matches('/').count() < 3
+                && configured.contains("{{")
+            {
+                return Err(format!(
+                    "url `{configured}`: templates may fill the path or query, not the scheme or host"
+                ));
+            }
             let body = op
                 .body
                 .as_deref()
@@ -268,8 +356,10 @@ fn processes() -> Vec<Target> {
 fn zombie_parents() -> Result<Vec<Target>, String> {
     let all = proc_stats();
     let mut out: Vec<Target> = Vec::new();
+    let me = std::process::id() as i32;
     for (pid, name, state, ppid) in &all {
-        if *state != 'Z' || *ppid <= 1 {
+        // Never init (it reaps by itself) and never incidentd (it reaps its own).
+        if *state != 'Z' || *ppid <= 1 || *ppid == me {
             continue;
         }
         let why = format!("parent of zombie {pid} ({name})");
@@ -391,12 +481,29 @@ async fn exec(
     };
     let pgid = child.id().map(|p| p as i32);
     let (so, se) = (child.stdout.take(), child.stderr.take());
+    let (out_buf, err_buf) = (
+        Arc::new(Mutex::new(Vec::new())),
+        Arc::new(Mutex::new(Vec::new())),
+    );
+    let out_reader = tokio::spawn(read_capped(so, max_output, out_buf.clone()));
+    let err_reader = tokio::spawn(read_capped(se, max_output, err_buf.clone()));
     let run = async {
-        tokio::join!(
-            read_capped(so, max_output),
-            read_capped(se, max_output),
-            child.wait()
-        )
+        let status = child.wait().await;
+        // Something the command left running in the background may hold its pipes open:
+        // take what came within a moment of the exit, not wait for that to end.
+        let grace = Duration::from_millis(500);
+        // The reader goes on draining (never closing the pipe under the background
+        // process, which would get SIGPIPE); only what came so far is kept.
+        let take = |h: tokio::task::JoinHandle<()>, buf: Arc<Mutex<Vec<u8>>>| async move {
+            let done = tokio::time::timeout(grace, h).await.is_ok();
+            let mut b = std::mem::take(&mut *buf.lock().unwrap_or_else(|p| p.into_inner()));
+            if !done {
+                b.extend_from_slice(b"\n(output cut: a background process kept the pipe open)");
+            }
+            b
+        };
+        let (o, e) = tokio::join!(take(out_reader, out_buf), take(err_reader, err_buf));
+        (o, e, status)
     };
     match tokio::time::timeout(timeout, run).await {
         Ok((o, e, status)) => {
@@ -442,21 +549,25 @@ async fn exec(
     }
 }
 
-/// The first `max` bytes of a stream, reading on to its end so the writer never blocks.
-async fn read_capped<R: tokio::io::AsyncRead + Unpin>(r: Option<R>, max: usize) -> Vec<u8> {
-    let mut keep = Vec::new();
+/// Keeps the first `max` bytes of a stream in `keep`, reading on to its end so the writer
+/// never blocks.
+async fn read_capped<R: tokio::io::AsyncRead + Unpin>(
+    r: Option<R>,
+    max: usize,
+    keep: Arc<Mutex<Vec<u8>>>,
+) {
     let Some(mut r) = r else {
-        return keep;
+        return;
     };
     let mut buf = [0u8; 4096];
     while let Ok(n) = r.read(&mut buf).await {
         if n == 0 {
             break;
         }
-        let room = max.saturating_sub(keep.len());
-        keep.extend_from_slice(&buf[..n.min(room)]);
+        let mut k = keep.lock().unwrap_or_else(|p| p.into_inner());
+        let room = max.saturating_sub(k.len());
+        k.extend_from_slice(&buf[..n.min(room)]);
     }
-    keep
 }
 
 async fn send_signals(signal: &str, targets: &[Target], terminate_parent: bool) -> Outcome {

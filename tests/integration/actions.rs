@@ -60,7 +60,10 @@ struct KillPidfile(std::path::PathBuf);
 impl Drop for KillPidfile {
     fn drop(&mut self) {
         let pid = read_pid(&self.0);
-        if pid > 0 {
+        // Only a process of ours that is still there (a pid may be reused once it is gone).
+        let ours = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|c| matches!(c.trim(), "sleep" | "sh" | "bash" | "dash"));
+        if pid > 1 && alive(pid) && ours {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
@@ -90,7 +93,8 @@ on = "detection"
 max_runs = 3
 per = "1h"
 shell = true
-command = ["kill $(cat {pid}) 2>/dev/null; setsid sh {svc} </dev/null >/dev/null 2>&1 & echo restarted {{{{ incident.service }}}}"]
+env = {{ SERVICE = "{{{{ incident.service }}}}" }}
+command = ["kill $(cat {pid}) 2>/dev/null; setsid sh {svc} </dev/null >/dev/null 2>&1 & echo restarted $SERVICE"]
 "#,
         pid = pidfile.display(),
         svc = svc.display()
@@ -173,7 +177,12 @@ async fn a_timeout_kills_the_process_group_and_its_children() {
     let dir = tempfile::tempdir().unwrap();
     let child = dir.path().join("child.pid");
     let parent = dir.path().join("parent.pid");
-    let _reap = (KillPidfile(child.clone()), KillPidfile(parent.clone()));
+    let bg = dir.path().join("bg.pid");
+    let _reap = (
+        KillPidfile(child.clone()),
+        KillPidfile(parent.clone()),
+        KillPidfile(bg.clone()),
+    );
     let config = format!(
         r#"
 [[action]]
@@ -183,9 +192,18 @@ safe = true
 timeout = "1s"
 shell = true
 command = ["echo $$ > {parent}; sleep 60 & echo $! > {child}; echo started; wait"]
+
+[[action]]
+id = "leaves-a-daemon"
+kind = "exec"
+safe = true
+timeout = "20s"
+shell = true
+command = ["sleep 60 & echo $! > {bg}; echo done"]
 "#,
         parent = parent.display(),
-        child = child.display()
+        child = child.display(),
+        bg = bg.display()
     );
     let rules = r#"
 [[rule]]
@@ -194,17 +212,33 @@ kind = "match"
 severity = "sev4"
 where = { kind = "svc_down" }
 incident_key = "down/{{ event.service }}"
-actions = ["hang"]
+actions = ["hang", "leaves-a-daemon"]
 "#;
     let d = TestDaemon::prepare(&config, rules);
     d.wait_healthy().await;
     d.send_and_settle(&[down("slow")]).await;
     let inc = d.wait_for_key("down/slow").await;
-    let tl = wait_timeline(&d, &inc["id"], |e| {
-        !of_type(e, "action_executed").is_empty()
-    })
-    .await;
-    let result = &of_type(&tl, "action_executed")[0]["data"]["result"];
+    let tl = wait_timeline(&d, &inc["id"], |e| of_type(e, "action_executed").len() == 2).await;
+    let executed = of_type(&tl, "action_executed");
+    let by = |name: &str| {
+        &executed
+            .iter()
+            .find(|e| e["data"]["action"] == name)
+            .unwrap()["data"]["result"]
+    };
+    // A background process holding the pipe open does not hold up the run.
+    let bg_result = by("leaves-a-daemon");
+    assert_eq!(bg_result["ok"], true, "{bg_result}");
+    assert!(
+        bg_result["duration_ms"].as_u64().unwrap() < 10_000,
+        "{bg_result}"
+    );
+    let out = bg_result["stdout"].as_str().unwrap();
+    assert!(
+        out.starts_with("done\n") && out.contains("output cut"),
+        "{out}"
+    );
+    let result = by("hang");
     assert_eq!(result["ok"], false);
     assert!(
         result["error"]
@@ -434,12 +468,21 @@ async fn reverts_signals_http_verification_and_silences() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     // A process to signal, found through its pidfile.
-    let mut sleeper = std::process::Command::new("sleep")
-        .arg("300")
-        .spawn()
-        .unwrap();
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut sleeper = Reap(
+        std::process::Command::new("sleep")
+            .arg("300")
+            .spawn()
+            .unwrap(),
+    );
     let sleeper_pid = dir.path().join("sleeper.pid");
-    std::fs::write(&sleeper_pid, sleeper.id().to_string()).unwrap();
+    std::fs::write(&sleeper_pid, sleeper.0.id().to_string()).unwrap();
     let banned = dir.path().join("banned");
     let config = format!(
         r#"
@@ -529,7 +572,7 @@ actions = ["scale-up", "stop-sleeper"]
     assert_eq!(body, json!({"service": "api", "incident": inc["id"]}));
     let status = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            if let Some(st) = sleeper.try_wait().unwrap() {
+            if let Some(st) = sleeper.0.try_wait().unwrap() {
                 return st;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -592,6 +635,12 @@ id = "c"
 kind = "signal"
 signal = "LOUD"
 
+[[action]]
+id = "d"
+kind = "exec"
+shell = true
+command = ["echo {{ event.message }}"]
+
 [[rule]]
 id = "r"
 kind = "match"
@@ -611,7 +660,8 @@ actions = ["missing"]
         "unknown field `colour`".to_owned(),
         "`LOUD` is not a signal name".to_owned(),
         "exactly one of `process`, `pidfile`, `cgroup`".to_owned(),
-        format!("{m}:17: rule[r].actions: no [[action]] has the id `missing`"),
+        "with `shell = true` the command may not hold templates".to_owned(),
+        format!("{m}:23: rule[r].actions: no [[action]] has the id `missing`"),
     ] {
         assert!(err.contains(&want), "missing `{want}` in:\n{err}");
     }
