@@ -301,9 +301,9 @@ impl Operation {
                         "process",
                         "a signal action needs exactly one of `process`, `pidfile`, `cgroup` (or `mode = \"zombies\"`)".into(),
                     )),
-                    SignalMode::Zombies if targets > 0 => out.push((
+                    SignalMode::Zombies if self.pidfile.is_some() || self.cgroup.is_some() => out.push((
                         "mode",
-                        "`mode = \"zombies\"` finds its own targets; drop `process`, `pidfile`, `cgroup`".into(),
+                        "`mode = \"zombies\"` finds its own targets (`process` may narrow them to parents of that name); drop `pidfile` and `cgroup`".into(),
                     )),
                     _ => {}
                 }

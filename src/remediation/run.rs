@@ -213,7 +213,17 @@ pub fn plan(op: &Operation, ctx: &minijinja::Value) -> Result<Plan, String> {
                 return Err(format!("`{signal}` is not a signal name"));
             }
             let targets = match op.mode {
-                SignalMode::Zombies => zombie_parents()?,
+                SignalMode::Zombies => {
+                    let name = op
+                        .process
+                        .as_deref()
+                        .map(|n| render(n, ctx, "process"))
+                        .transpose()?;
+                    zombie_parents()?
+                        .into_iter()
+                        .filter(|t| name.as_ref().is_none_or(|n| &t.name == n))
+                        .collect()
+                }
                 SignalMode::Processes => {
                     if let Some(name) = &op.process {
                         let name = render(name, ctx, "process")?;

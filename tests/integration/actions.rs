@@ -673,8 +673,12 @@ actions = ["missing"]
 async fn the_zombie_mode_finds_and_signals_the_parent_of_a_real_zombie() {
     let dir = tempfile::tempdir().unwrap();
     let (zpid_file, reaped) = (dir.path().join("zombie.pid"), dir.path().join("reaped"));
+    // A name of its own (prctl PR_SET_NAME), so that the action below, scoped to it, leaves
+    // the zombies of anything else on the machine alone (other copies of this test too).
+    let name = format!("zpar{}", std::process::id() % 100_000);
     let script = r#"
-import os, signal, sys, time
+import ctypes, os, signal, sys, time
+ctypes.CDLL(None).prctl(15, sys.argv[3].encode(), 0, 0, 0)
 signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGCHLD])
 pid = os.fork()
 if pid == 0:
@@ -691,6 +695,7 @@ time.sleep(300)
         .arg(script)
         .arg(&zpid_file)
         .arg(&reaped)
+        .arg(&name)
         .spawn()
         .expect("python3");
     struct Kill(std::process::Child);
@@ -707,19 +712,22 @@ time.sleep(300)
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let zombie = read_pid(&zpid_file);
-    let config = r#"
+    let config = format!(
+        r#"
 [[action]]
 id = "reap-zombies"
 kind = "signal"
 safe = true
 mode = "zombies"
+process = "{name}"
 
 [[action]]
 id = "restart-unit"
 kind = "systemd"
-unit = "{{ incident.service }}.service"
-"#;
-    let d = TestDaemon::prepare(config, "");
+unit = "{{{{ incident.service }}}}.service"
+"#
+    );
+    let d = TestDaemon::prepare(&config, "");
     d.wait_healthy().await;
     let inc = d
         .post(
