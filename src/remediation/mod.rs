@@ -669,10 +669,7 @@ impl Shared {
     /// A run refused before it started (a template failed): stored as failed, with why.
     async fn refuse(&self, inc: &Incident, action: &str, error: String) {
         let now = self.clock.now();
-        let outcome = Outcome {
-            error: Some(format!("refused: {error}")),
-            ..Outcome::default()
-        };
+        let outcome = Outcome::failed(format!("refused: {error}"));
         let run = ActionRun {
             id: self.allocate(),
             incident_id: inc.id,
@@ -935,19 +932,13 @@ impl Shared {
             Ok(i) => i,
             Err(e) => {
                 run.state = RunState::Failed;
-                run.outcome = Some(Outcome {
-                    error: Some(e.to_string()),
-                    ..Outcome::default()
-                });
+                run.outcome = Some(Outcome::failed(e.to_string()));
                 let _ = self.save(&run);
                 return run;
             }
         };
         let outcome = match run::plan(&action.op, &run::context(&inc)) {
-            Err(e) => Outcome {
-                error: Some(format!("refused: {e}")),
-                ..Outcome::default()
-            },
+            Err(e) => Outcome::failed(format!("refused: {e}")),
             // What an admin approved is what runs: a plan that changed since (other
             // processes match now, say) is refused, to be proposed or run by hand again.
             Ok(plan) if approved.as_ref().is_some_and(|a| *a != plan.redacted()) => Outcome {
@@ -1123,15 +1114,9 @@ impl Shared {
                     )
                     .await
                 }
-                Err(e) => Outcome {
-                    error: Some(format!("refused: {e}")),
-                    ..Outcome::default()
-                },
+                Err(e) => Outcome::failed(format!("refused: {e}")),
             },
-            Err(e) => Outcome {
-                error: Some(e.to_string()),
-                ..Outcome::default()
-            },
+            Err(e) => Outcome::failed(e.to_string()),
         };
         run.reverted = Some(outcome.clone());
         run.revert_started = None;
@@ -1238,43 +1223,42 @@ impl Shared {
         let Ok(runs) = self.store.action_runs() else {
             return;
         };
-        for run in runs
-            .iter()
-            .filter(|r| r.revert_started.is_some() && r.reverted.is_none())
-        {
-            let mut run = run.clone();
-            let error = "revert interrupted: incidentd stopped while it ran; its effect is unknown, check by hand";
-            run.revert_started = None;
-            run.reverted = Some(Outcome {
-                error: Some(error.into()),
-                ..Outcome::default()
-            });
+        for mut run in runs {
+            let revert = run.revert_started.is_some() && run.reverted.is_none();
+            let error = if revert {
+                run.revert_started = None;
+                run.reverted = Some(Outcome::failed(
+                    "revert interrupted: incidentd stopped while it ran; its effect is unknown, check by hand",
+                ));
+                &run.reverted
+            } else if run.state == RunState::Running {
+                run.state = RunState::Failed;
+                run.finished_at = Some(self.clock.now());
+                run.outcome = Some(Outcome::failed(
+                    "interrupted: incidentd stopped while it ran; its effect is unknown",
+                ));
+                &run.outcome
+            } else {
+                continue;
+            };
+            let data =
+                json!({"run": run.id, "action": run.action, "revert": revert, "result": error});
+            let note = format!(
+                "{} (run {}): {}",
+                run.action,
+                run.id,
+                error
+                    .as_ref()
+                    .and_then(|o| o.error.as_deref())
+                    .unwrap_or("")
+            );
             if self.save(&run).is_ok() {
                 self.record(
                     run.incident_id,
                     EntryKind::ActionExecuted,
                     "system",
-                    Some(format!("{} (run {}): {error}", run.action, run.id)),
-                    json!({"run": run.id, "action": run.action, "revert": true, "result": run.reverted}),
-                )
-                .await;
-            }
-        }
-        for mut run in runs.into_iter().filter(|r| r.state == RunState::Running) {
-            run.state = RunState::Failed;
-            run.finished_at = Some(self.clock.now());
-            let error = "interrupted: incidentd stopped while it ran; its effect is unknown";
-            run.outcome = Some(Outcome {
-                error: Some(error.into()),
-                ..Outcome::default()
-            });
-            if self.save(&run).is_ok() {
-                self.record(
-                    run.incident_id,
-                    EntryKind::ActionExecuted,
-                    "system",
-                    Some(format!("{} (run {}) {error}", run.action, run.id)),
-                    json!({"run": run.id, "action": run.action, "result": run.outcome}),
+                    Some(note),
+                    data,
                 )
                 .await;
             }

@@ -138,6 +138,16 @@ pub struct Outcome {
     pub error: Option<String>,
 }
 
+impl Outcome {
+    /// A run that did not happen or broke, with why.
+    pub fn failed(error: impl Into<String>) -> Outcome {
+        Outcome {
+            error: Some(error.into()),
+            ..Default::default()
+        }
+    }
+}
+
 /// The template context of an incident.
 pub fn context(incident: &Incident) -> minijinja::Value {
     let mut inc = incident.clone();
@@ -453,10 +463,7 @@ async fn exec(
     timeout: Duration,
     max_output: usize,
 ) -> Outcome {
-    let fail = |error: String| Outcome {
-        error: Some(error),
-        ..Outcome::default()
-    };
+    let fail = Outcome::failed;
     let Some((program, args)) = argv.split_first() else {
         return fail("empty command".into());
     };
@@ -582,10 +589,7 @@ async fn read_capped<R: tokio::io::AsyncRead + Unpin>(
 
 async fn send_signals(signal: &str, targets: &[Target], terminate_parent: bool) -> Outcome {
     let Some(sig) = super::parse_signal(signal) else {
-        return Outcome {
-            error: Some(format!("`{signal}` is not a signal name")),
-            ..Outcome::default()
-        };
+        return Outcome::failed(format!("`{signal}` is not a signal name"));
     };
     let mut lines = Vec::new();
     let mut failed = Vec::new();
@@ -637,10 +641,7 @@ async fn http_request(
     expect_status: &[u16],
     timeout: Duration,
 ) -> Outcome {
-    let fail = |error: String| Outcome {
-        error: Some(error),
-        ..Outcome::default()
-    };
+    let fail = Outcome::failed;
     let Ok(m) = reqwest::Method::from_bytes(method.as_bytes()) else {
         return fail(format!("`{method}` is not an HTTP method"));
     };
