@@ -257,6 +257,15 @@ pub async fn run(
         ),
     );
     let (events_tx, events_rx) = mpsc::channel(config.daemon.event_queue);
+    let feeds = crate::plugin::Feeds::default();
+    let mut plugins = crate::plugin::Supervisor::new(
+        feeds.clone(),
+        events_tx.clone(),
+        telemetry.clone(),
+        host.clone(),
+        tracker.clone(),
+        sources_token.child_token(),
+    );
     let (engine_tx, engine_rx) = mpsc::channel(16);
     let engine = EngineHandle::new(engine_tx);
     let mut rules_engine = Engine::new(&config.rules);
@@ -276,8 +285,10 @@ pub async fn run(
             telemetry.clone(),
             clock.clone(),
             config.daemon.checkpoint_interval,
+            feeds,
         ),
     );
+    plugins.apply(&config.plugins);
 
     let tail_budget = Arc::new(tokio::sync::Semaphore::new(config.daemon.event_queue.max(
         // A batch must always fit.
@@ -488,7 +499,8 @@ pub async fn run(
         tokio::select! {
             sig = signals.next() => match sig {
                 Some(SIGHUP) => {
-                    let _ = reload(&mut config, &overrides, &engine, &incidents, &remediation, &telemetry, &roles).await;
+                    let to = Reloadable { engine: &engine, incidents: &incidents, remediation: &remediation, telemetry: &telemetry, roles: &roles, plugins: &mut plugins };
+                    let _ = reload(&mut config, &overrides, to).await;
                 }
                 Some(sig) => {
                     tracing::info!(signal = sig, "shutting down");
@@ -497,13 +509,15 @@ pub async fn run(
                 None => break,
             },
             Some(reply) = reload_rx.recv() => {
-                let r = reload(&mut config, &overrides, &engine, &incidents, &remediation, &telemetry, &roles).await;
+                let to = Reloadable { engine: &engine, incidents: &incidents, remediation: &remediation, telemetry: &telemetry, roles: &roles, plugins: &mut plugins };
+                let r = reload(&mut config, &overrides, to).await;
                 let _ = reply.send(r);
             }
         }
     }
 
     notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+    drop(plugins);
     drop(engine);
     drop(incidents);
     drop(reload_rx);
@@ -552,15 +566,29 @@ fn restore_engine(engine: &mut Engine, store: &dyn Store) {
 
 /// Reloads config and rules. A broken config keeps the old one running and says why in the
 /// log, `/v1/status` and sd_notify STATUS.
+/// What a reload hands the new configuration to.
+struct Reloadable<'a> {
+    engine: &'a EngineHandle,
+    incidents: &'a IncidentHandle,
+    remediation: &'a crate::remediation::RemediationHandle,
+    telemetry: &'a Telemetry,
+    roles: &'a crate::api::roles::SharedRoles,
+    plugins: &'a mut crate::plugin::Supervisor,
+}
+
 async fn reload(
     config: &mut Config,
     overrides: &Overrides,
-    engine: &EngineHandle,
-    incidents: &IncidentHandle,
-    remediation: &crate::remediation::RemediationHandle,
-    telemetry: &Telemetry,
-    roles: &crate::api::roles::SharedRoles,
+    to: Reloadable<'_>,
 ) -> Result<String, String> {
+    let Reloadable {
+        engine,
+        incidents,
+        remediation,
+        telemetry,
+        roles,
+        plugins,
+    } = to;
     let mut states = vec![NotifyState::Reloading];
     if let Ok(m) = NotifyState::monotonic_usec_now() {
         states.push(m);
@@ -618,6 +646,7 @@ async fn reload(
             {
                 return Err("the daemon is shutting down".into());
             }
+            plugins.apply(&new.plugins);
             let summary = format!("reloaded; {} rules", new.rules.len());
             tracing::info!(rules = new.rules.len(), "configuration reloaded");
             telemetry.set_reload(|r| {

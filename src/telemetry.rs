@@ -358,6 +358,62 @@ pub struct Telemetry {
     /// The configured sources, registered as they start.
     #[serde(skip)]
     pub sources: Mutex<Vec<std::sync::Arc<SourceStats>>>,
+    /// The enabled plugins, replaced on reload.
+    #[serde(skip)]
+    pub plugins: Mutex<Vec<std::sync::Arc<PluginStats>>>,
+}
+
+/// Health and counters of one plugin (`/v1/status` `plugins`, `/metrics`).
+#[derive(Debug, Serialize)]
+pub struct PluginStats {
+    pub name: String,
+    pub kind: &'static str,
+    /// starting, running, backoff, stopped.
+    #[serde(serialize_with = "ser_locked")]
+    pub state: Mutex<&'static str>,
+    pub restarts: Counter,
+    /// Events written to it, and events dropped because its queue was full.
+    pub events_sent: Counter,
+    pub events_dropped: Counter,
+    pub detections: Counter,
+    /// Events it sent into the pipeline.
+    pub events_emitted: Counter,
+    /// Lines it wrote that were refused.
+    pub malformed: Counter,
+    #[serde(serialize_with = "ser_locked")]
+    pub last_error: Mutex<Option<String>>,
+    #[serde(skip)]
+    pub throttle: Throttle,
+}
+
+fn ser_locked<T: Serialize, S: serde::Serializer>(v: &Mutex<T>, s: S) -> Result<S::Ok, S::Error> {
+    v.lock().unwrap_or_else(|p| p.into_inner()).serialize(s)
+}
+
+impl PluginStats {
+    pub fn new(name: &str, kind: &'static str) -> PluginStats {
+        PluginStats {
+            name: name.to_owned(),
+            kind,
+            state: Mutex::new("starting"),
+            restarts: Counter::default(),
+            events_sent: Counter::default(),
+            events_dropped: Counter::default(),
+            detections: Counter::default(),
+            events_emitted: Counter::default(),
+            malformed: Counter::default(),
+            last_error: Mutex::new(None),
+            throttle: Throttle::new(Duration::from_secs(10)),
+        }
+    }
+
+    pub fn set_state(&self, s: &'static str) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = s;
+    }
+
+    pub fn set_error(&self, e: &str) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_owned());
+    }
 }
 
 impl Telemetry {
@@ -406,6 +462,7 @@ impl Default for Telemetry {
             event_to_incident: Histogram::default(),
             reload: Mutex::new(ReloadStatus::default()),
             sources: Mutex::new(Vec::new()),
+            plugins: Mutex::new(Vec::new()),
         }
     }
 }

@@ -323,6 +323,57 @@ pub async fn render(st: &ApiState) -> String {
             c.get() as f64,
         );
     }
+    let plugins: Vec<_> = t.plugins.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if !plugins.is_empty() {
+        for (family, help) in [
+            (
+                "incidentd_plugin_events_total",
+                "Events offered to a detector plugin, by result.",
+            ),
+            (
+                "incidentd_plugin_messages_total",
+                "What a plugin sent, by type (malformed: refused).",
+            ),
+            ("incidentd_plugin_restarts_total", "Plugin restarts."),
+        ] {
+            m.family(family, "counter", help);
+            for p in &plugins {
+                let name = p.name.as_str();
+                let samples: Vec<(&str, &str, u64)> = match family {
+                    "incidentd_plugin_events_total" => vec![
+                        ("result", "sent", p.events_sent.get()),
+                        ("result", "dropped", p.events_dropped.get()),
+                    ],
+                    "incidentd_plugin_messages_total" => vec![
+                        ("type", "detection", p.detections.get()),
+                        ("type", "event", p.events_emitted.get()),
+                        ("type", "malformed", p.malformed.get()),
+                    ],
+                    _ => vec![("", "", p.restarts.get())],
+                };
+                for (k, v, n) in samples {
+                    if k.is_empty() {
+                        m.sample(family, &[("plugin", name)], n as f64);
+                    } else {
+                        m.sample(family, &[("plugin", name), (k, v)], n as f64);
+                    }
+                }
+            }
+        }
+        m.family(
+            "incidentd_plugin_up",
+            "gauge",
+            "1 while the plugin runs (after its hello).",
+        );
+        for p in &plugins {
+            let up = *p.state.lock().unwrap_or_else(|e| e.into_inner()) == "running";
+            m.sample(
+                "incidentd_plugin_up",
+                &[("plugin", p.name.as_str())],
+                if up { 1.0 } else { 0.0 },
+            );
+        }
+    }
     if let Ok(counts) = st.store.count_by_status() {
         m.family("incidentd_incidents", "gauge", "Incidents by status.");
         for (status, n) in counts {

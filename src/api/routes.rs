@@ -160,6 +160,7 @@ async fn status(State(st): S) -> Json<Value> {
             "triggers_dropped": t.action_triggers_dropped,
             "pending": t.action_pending.get(),
         },
+        "plugins": t.plugins.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|p| json!(&**p)).collect::<Vec<_>>(),
         "reload": t.reload_status(),
     }))
 }

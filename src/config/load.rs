@@ -98,9 +98,12 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         services: Vec::new(),
         actions: Vec::new(),
         remediation: Default::default(),
+        plugins: Vec::new(),
         rules: Vec::new(),
     };
     let mut rules_dir_set = false;
+    let mut plugin_tables: Vec<super::plugin::PluginTable> = Vec::new();
+    let mut plugin_tables_at: Option<usize> = None;
 
     if let Some(file) = File::parse(path, text, &mut errors) {
         for (key, value) in file.root.iter() {
@@ -144,6 +147,14 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
                 "source" => file.sources(value, &base, &mut config.sources, &mut errors),
                 "service" => file.services(value, &mut config.services, &mut errors),
                 "action" => file.actions(value, &mut config.actions, &mut errors),
+                "plugin" => {
+                    if let Some(list) =
+                        file.value::<Vec<super::plugin::PluginTable>>(value, &mut errors)
+                    {
+                        plugin_tables = list;
+                        plugin_tables_at = Some(key.span().start);
+                    }
+                }
                 "remediation" => {
                     if let Some(r) = file.value(value, &mut errors) {
                         config.remediation = r;
@@ -161,6 +172,43 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     }
 
     config.incidents.services = config.services.clone();
+    // Each enabled plugin's manifest, checked where it stands.
+    for t in plugin_tables {
+        let line = plugin_tables_at.map(|at| line_of(text, at));
+        if config.plugins.iter().any(|p| p.table.name == t.name) {
+            errors.push(ConfigError {
+                file: path.to_owned(),
+                line,
+                key: format!("plugin[{}]", t.name),
+                message: "enabled twice".into(),
+            });
+            continue;
+        }
+        let dir = config.plugins_dir.join(&t.name);
+        match super::plugin::load_manifest(&dir, &t.name) {
+            Ok(manifest) => config.plugins.push(super::plugin::PluginConfig {
+                table: t,
+                manifest,
+                dir,
+            }),
+            Err(mut e) => {
+                if e.iter().all(|e| e.line.is_none()) {
+                    // The manifest is missing: say where it was enabled too.
+                    e = vec![ConfigError {
+                        file: path.to_owned(),
+                        line,
+                        key: format!("plugin[{}]", t.name),
+                        message: e
+                            .iter()
+                            .map(|e| e.message.clone())
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    }];
+                }
+                errors.extend(e);
+            }
+        }
+    }
     load_rules_dir(
         &config.rules_dir,
         rules_dir_set,
@@ -269,6 +317,33 @@ fn check_rules(rules: &[RuleConfig], errors: &mut Vec<ConfigError>) {
 
 /// Checks across tables of the main file.
 fn validate(config: &Config, path: &Path, errors: &mut Vec<ConfigError>) {
+    for r in &config.rules {
+        if let super::RuleKindConfig::Plugin(p) = &r.kind {
+            let problem = match config.plugins.iter().find(|x| x.table.name == p.plugin) {
+                None => Some(format!(
+                    "plugin `{}` is not enabled (add a [[plugin]] table with name = \"{}\")",
+                    p.plugin, p.plugin
+                )),
+                Some(x) if x.manifest.kind != super::plugin::PluginKind::Detector => Some(format!(
+                    "plugin `{}` is a source; only detector plugins send detections",
+                    p.plugin
+                )),
+                Some(_) => None,
+            };
+            if let Some(message) = problem {
+                let (file, line) = match r.origin.rsplit_once(':') {
+                    Some((f, l)) => (PathBuf::from(f), l.parse().ok()),
+                    None => (path.to_owned(), None),
+                };
+                errors.push(ConfigError {
+                    file,
+                    line,
+                    key: format!("rule[{}].plugin", r.common.id),
+                    message,
+                });
+            }
+        }
+    }
     for r in &config.rules {
         for a in &r.common.actions {
             if !config.actions.iter().any(|x| &x.common.id == a) {
@@ -907,7 +982,7 @@ windw = "1m"
 
 [[rule]]
 id = "c"
-kind = "plugin"
+kind = "telepathy"
 
 [mystery]
 "#,
@@ -930,7 +1005,7 @@ kind = "plugin"
             "{all}"
         );
         assert!(
-            all.contains("incidentd.toml:20: rule[c].kind: rule kind `plugin` is not available"),
+            all.contains("incidentd.toml:20: rule[c].kind: rule kind `telepathy` is not available"),
             "{all}"
         );
         assert!(

@@ -10,6 +10,7 @@
 pub mod action;
 mod de;
 mod load;
+pub mod plugin;
 pub mod rule;
 pub mod source;
 
@@ -43,6 +44,8 @@ pub struct Config {
     pub actions: Vec<action::ActionConfig>,
     /// `[remediation]`.
     pub remediation: action::RemediationConfig,
+    /// `[[plugin]]` tables with their manifests.
+    pub plugins: Vec<plugin::PluginConfig>,
     /// Rules from the main file, then from `rules_dir/*.toml` in file name order.
     pub rules: Vec<RuleConfig>,
 }

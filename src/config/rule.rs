@@ -108,6 +108,16 @@ pub enum RuleKindConfig {
     Metric(MetricConfig),
     Spike(SpikeConfig),
     BurnRate(BurnRateConfig),
+    Plugin(PluginRuleConfig),
+}
+
+/// `kind = "plugin"`: the detections of a detector plugin become this rule's detections
+/// (its id, severity unless the plugin's is worse, labels, key template, actions).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginRuleConfig {
+    /// The `[[plugin]]` name.
+    pub plugin: String,
 }
 
 /// `kind = "burn_rate"`: multiwindow, multi-burn-rate SLO alerting.
@@ -288,7 +298,7 @@ pub struct ThresholdConfig {
 
 impl RuleKindConfig {
     pub const KINDS: &'static str =
-        "match, threshold, absence, rate, sequence, metric, spike, burn_rate";
+        "match, threshold, absence, rate, sequence, metric, spike, burn_rate, plugin";
 
     pub fn name(&self) -> &'static str {
         match self {
@@ -300,6 +310,7 @@ impl RuleKindConfig {
             RuleKindConfig::Metric(_) => "metric",
             RuleKindConfig::Spike(_) => "spike",
             RuleKindConfig::BurnRate(_) => "burn_rate",
+            RuleKindConfig::Plugin(_) => "plugin",
         }
     }
 
@@ -318,6 +329,7 @@ impl RuleKindConfig {
             "metric" => MetricConfig::deserialize(d).map(RuleKindConfig::Metric),
             "spike" => SpikeConfig::deserialize(d).map(RuleKindConfig::Spike),
             "burn_rate" => BurnRateConfig::deserialize(d).map(RuleKindConfig::BurnRate),
+            "plugin" => PluginRuleConfig::deserialize(d).map(RuleKindConfig::Plugin),
             _ => return None,
         })
     }

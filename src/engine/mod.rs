@@ -24,7 +24,7 @@ use crate::incident::Severity;
 use crate::source::tail::{FileId, TailCursor};
 use crate::store::{AppliedId, Coverage, Origin};
 use crate::telemetry::Telemetry;
-pub use rule::RuleStats;
+pub use rule::{Filter, RuleStats};
 use rule::{Hit, Rule};
 
 /// A rule fired: what the incident manager turns into (or attaches to) an incident.
@@ -118,6 +118,36 @@ pub enum Input {
     },
     /// A file the tail has finished with (drained after rotation or deletion).
     TailDone { source: String, id: FileId },
+    /// A detection from a detector plugin, for the rule(s) bound to it.
+    Plugin {
+        plugin: String,
+        detection: PluginDetection,
+    },
+}
+
+/// A plugin's `{"type":"detection",…}` line (protocol 1).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginDetection {
+    /// Detections with the same key share an incident (the rule's key template may use it).
+    pub key: String,
+    pub summary: String,
+    /// Raises the rule's severity when worse; never lowers it.
+    #[serde(default)]
+    pub severity: Option<Severity>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// When it happened (default: when it arrived).
+    #[serde(default)]
+    pub ts: Option<Timestamp>,
+    /// Which rule, when several rules bind the plugin.
+    #[serde(default)]
+    pub rule: Option<String>,
+    /// The event behind it, kept as the incident's evidence.
+    #[serde(default)]
+    pub evidence: Option<Event>,
+    #[serde(default, rename = "type")]
+    pub type_: Option<String>,
 }
 
 /// One loaded rule, as `GET /v1/rules` and `incidentctl rules list` show it.
@@ -359,7 +389,73 @@ impl Engine {
                 self.done_files.push((source.clone(), *id));
                 false
             }
+            Input::Plugin { plugin, detection } => {
+                if let Err(e) = self.on_plugin(plugin, detection, out) {
+                    tracing::warn!(plugin = %plugin, key = %detection.key, error = %e, "plugin detection dropped");
+                }
+                false
+            }
         }
+    }
+
+    /// A plugin's detection, as a detection of the rule bound to the plugin: its id, key
+    /// template (or `RULE/KEY`), labels, summary template (or the plugin's summary), and its
+    /// severity unless the plugin's is worse.
+    pub fn on_plugin(
+        &mut self,
+        plugin: &str,
+        d: &PluginDetection,
+        out: &mut Vec<Detection>,
+    ) -> Result<(), String> {
+        let bound: Vec<usize> = self
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| {
+                r.config.common.enabled
+                    && matches!(&r.config.kind, crate::config::RuleKindConfig::Plugin(p) if p.plugin == plugin)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let i = match (&d.rule, bound.as_slice()) {
+            (Some(name), _) => *bound
+                .iter()
+                .find(|i| self.rules[**i].id() == name)
+                .ok_or_else(|| {
+                    format!("it names rule `{name}`, which does not bind plugin `{plugin}`")
+                })?,
+            (None, [one]) => *one,
+            (None, []) => return Err(format!("no enabled rule binds plugin `{plugin}`")),
+            (None, _) => {
+                return Err(format!(
+                    "several rules bind plugin `{plugin}`: the detection must name one in `rule`"
+                ));
+            }
+        };
+        let ts =
+            d.ts.unwrap_or_else(|| crate::clock::Clock::now(&crate::clock::SystemClock));
+        let rule = &mut self.rules[i];
+        rule.stats.matched += 1;
+        rule.stats.fired += 1;
+        let hit = Hit {
+            fire: rule::Fire {
+                count: 1,
+                first_ts: ts,
+            },
+            group: vec![("key".to_owned(), d.key.clone())],
+            captures: d.labels.clone(),
+        };
+        let mut det = detection(&self.templates, rule, d.evidence.as_ref(), hit);
+        det.ts = ts;
+        if let Some(s) = d.severity {
+            det.severity = det.severity.min(s);
+        }
+        if rule.config.common.summary.is_none() {
+            det.summary = d.summary.clone();
+        }
+        det.labels.insert("plugin".into(), plugin.to_owned());
+        out.push(det);
+        Ok(())
     }
 
     /// The file cursors as of the last applied input (restored ones included).
@@ -691,6 +787,7 @@ impl EngineHandle {
 
 /// The engine task. Ends when every event sender is gone (sources stopped), after the last
 /// event's detections were handed on.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     mut engine: Engine,
     mut events: mpsc::Receiver<Input>,
@@ -699,6 +796,7 @@ pub async fn run(
     telemetry: Arc<Telemetry>,
     clock: Arc<dyn Clock>,
     checkpoint_every: Duration,
+    feeds: crate::plugin::Feeds,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut checkpoint = tokio::time::interval(checkpoint_every.max(Duration::from_millis(100)));
@@ -724,13 +822,14 @@ pub async fn run(
                 telemetry.engine_events.add(match &input {
                     Input::Event(..) => 1,
                     Input::Tail { lines, .. } => lines.len() as u64,
-                    Input::TailDone { .. } => 0,
+                    Input::TailDone { .. } | Input::Plugin { .. } => 0,
                 });
                 let checkpoint_now = engine.on_input(&input, &mut out);
                 let arrived = match &input {
                     Input::Event(_, at) | Input::Tail { read_at: at, .. } => Some(*at),
-                    Input::TailDone { .. } => None,
+                    Input::TailDone { .. } | Input::Plugin { .. } => None,
                 };
+                feeds.offer(&input);
                 let detected = std::time::Instant::now();
                 for d in out.drain(..) {
                     let mut d = d;

@@ -51,6 +51,8 @@ pub enum Detector {
     Metric(MetricDetector),
     Spike(SpikeDetector),
     BurnRate(BurnRateDetector),
+    /// Fed by a plugin's detections, never by events.
+    Plugin,
 }
 
 impl Detector {
@@ -109,6 +111,7 @@ impl Detector {
                 let pairs: Vec<_> = c.windows.iter().map(|w| (w.0, w.1, w.2)).collect();
                 Detector::BurnRate(BurnRateDetector::new(c.objective, &pairs, max_groups))
             }
+            RuleKindConfig::Plugin(_) => Detector::Plugin,
         }
     }
 
@@ -134,6 +137,7 @@ impl Detector {
                 d.on_event(key, group, ts);
                 None
             }
+            Detector::Plugin => None,
         }
     }
 
@@ -154,7 +158,8 @@ impl Detector {
             | Detector::Threshold(_)
             | Detector::Rate(_)
             | Detector::Metric(_)
-            | Detector::BurnRate(_) => {}
+            | Detector::BurnRate(_)
+            | Detector::Plugin => {}
             Detector::Absence(d) => d.due(now, out),
             Detector::Sequence(d) => d.due(now, out),
             Detector::Spike(d) => d.due(now, out),
@@ -164,7 +169,7 @@ impl Detector {
     /// Lets go of state that can no longer fire at `now` (event time).
     fn on_tick(&mut self, now: Timestamp) {
         match self {
-            Detector::Match(_) | Detector::Absence(_) => {}
+            Detector::Match(_) | Detector::Absence(_) | Detector::Plugin => {}
             Detector::Threshold(d) => d.on_tick(now),
             Detector::Rate(d) => d.on_tick(now),
             Detector::Sequence(d) => d.on_tick(now),
@@ -177,7 +182,7 @@ impl Detector {
     /// (late events dropped, groups evicted by `max_groups`).
     pub fn dropped(&self) -> (u64, u64) {
         match self {
-            Detector::Match(_) => (0, 0),
+            Detector::Match(_) | Detector::Plugin => (0, 0),
             Detector::Threshold(d) => (d.late, d.evicted()),
             Detector::Absence(d) => (0, d.evicted()),
             Detector::Rate(d) => (d.late, d.evicted()),
@@ -191,7 +196,7 @@ impl Detector {
     /// Groups currently holding state.
     pub fn groups(&self) -> usize {
         match self {
-            Detector::Match(_) => 0,
+            Detector::Match(_) | Detector::Plugin => 0,
             Detector::Threshold(d) => d.groups(),
             Detector::Absence(d) => d.groups(),
             Detector::Rate(d) => d.groups(),
@@ -246,6 +251,28 @@ impl<'a> RegexGate<'a> {
 
 /// A compiled `where` table: every pair must hold.
 type Conditions = Vec<(Key, Condition)>;
+
+/// A compiled `where` table for code outside the rules (a detector plugin's `subscribe`).
+#[derive(Debug, Clone)]
+pub struct Filter(Vec<(Key, Condition)>);
+
+impl Filter {
+    /// Compiles `w`; an unknown event key is an error naming the keys there are.
+    pub fn new(w: &BTreeMap<String, Condition>) -> Result<Filter, String> {
+        w.iter()
+            .map(|(k, c)| {
+                Key::parse(k)
+                    .map(|key| (key, c.clone()))
+                    .ok_or_else(|| format!("unknown event key `{k}` (use {})", Key::NAMES))
+            })
+            .collect::<Result<_, _>>()
+            .map(Filter)
+    }
+
+    pub fn matches(&self, ev: &Event) -> bool {
+        self.0.iter().all(|(k, c)| condition_holds(k, c, ev))
+    }
+}
 
 /// An event key a `where` condition or `group_by` can name.
 #[derive(Debug, Clone, PartialEq)]
@@ -601,7 +628,7 @@ impl Rule {
         gate: &mut RegexGate<'_>,
         now: Timestamp,
     ) -> Option<Hit> {
-        if !self.config.common.enabled {
+        if !self.config.common.enabled || matches!(self.detector, Detector::Plugin) {
             return None;
         }
         if let Some(lateness) = self.config.common.allowed_lateness
