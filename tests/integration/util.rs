@@ -69,6 +69,17 @@ impl TestDaemon {
 
     /// Like [`prepare`](Self::prepare), with extra environment for the daemon.
     pub fn prepare_env(extra_config: &str, rules: &str, env: &[(&str, String)]) -> TestDaemon {
+        Self::prepare_with(extra_config, rules, env, |_| {})
+    }
+
+    /// Like [`prepare_env`](Self::prepare_env), calling `setup` with the daemon's folder
+    /// before it starts (plugins go in its `plugins/`).
+    pub fn prepare_with(
+        extra_config: &str,
+        rules: &str,
+        env: &[(&str, String)],
+        setup: impl FnOnce(&Path),
+    ) -> TestDaemon {
         let dir = tempfile::Builder::new()
             .prefix("incd")
             .tempdir()
@@ -78,10 +89,11 @@ impl TestDaemon {
         std::fs::write(
             &config,
             format!(
-                "rules_dir = \"rules.d\"\n[daemon]\nshutdown_timeout = \"10s\"\n{extra_config}"
+                "rules_dir = \"rules.d\"\nplugins_dir = \"plugins\"\n[daemon]\nshutdown_timeout = \"10s\"\n{extra_config}"
             ),
         )
         .unwrap();
+        setup(&root);
         let rules_dir = root.join("rules.d");
         std::fs::create_dir(&rules_dir).unwrap();
         std::fs::write(rules_dir.join("marker.toml"), MARKER_RULE).unwrap();
