@@ -265,6 +265,7 @@ pub async fn run(
         host.clone(),
         tracker.clone(),
         sources_token.child_token(),
+        config.daemon.shutdown_timeout / 2,
     );
     let (engine_tx, engine_rx) = mpsc::channel(16);
     let engine = EngineHandle::new(engine_tx);

@@ -231,6 +231,8 @@ pub struct Engine {
     reset_files: Vec<(String, FileId)>,
     /// Files finished since the last checkpoint message.
     done_files: Vec<(String, FileId)>,
+    /// Plugin detections that bind to no rule are logged at most this often.
+    plugin_warn: crate::telemetry::Throttle,
 }
 
 impl Engine {
@@ -249,6 +251,7 @@ impl Engine {
             tail_sources: Vec::new(),
             reset_files: Vec::new(),
             done_files: Vec::new(),
+            plugin_warn: crate::telemetry::Throttle::new(Duration::from_secs(10)),
         }
     }
 
@@ -390,8 +393,10 @@ impl Engine {
                 false
             }
             Input::Plugin { plugin, detection } => {
-                if let Err(e) = self.on_plugin(plugin, detection, out) {
-                    tracing::warn!(plugin = %plugin, key = %detection.key, error = %e, "plugin detection dropped");
+                if let Err(e) = self.on_plugin(plugin, detection, out)
+                    && let Some(suppressed) = self.plugin_warn.allow()
+                {
+                    tracing::warn!(plugin = %plugin, key = %detection.key, error = %e, suppressed, "plugin detection dropped");
                 }
                 false
             }

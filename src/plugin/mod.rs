@@ -12,11 +12,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
-use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -27,6 +25,61 @@ use crate::telemetry::{PluginStats, Telemetry};
 
 /// The longest line a plugin may write; longer ones are refused (and counted).
 const MAX_LINE: usize = 1 << 20;
+
+/// One line of a plugin's output.
+enum Line {
+    Text(String),
+    /// Longer than the limit (skipped through its newline) or not UTF-8.
+    Bad(&'static str),
+}
+
+/// Reads the next line into `buf` (without its newline), never holding more than `max`
+/// bytes; `None` at the end of the output.
+async fn next_line<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Option<Line>> {
+    buf.clear();
+    let mut too_long = false;
+    loop {
+        let avail = r.fill_buf().await?;
+        if avail.is_empty() {
+            return Ok(if buf.is_empty() && !too_long {
+                None
+            } else {
+                Some(finish(buf, too_long))
+            });
+        }
+        let (take, done) = match memchr::memchr(b'\n', avail) {
+            Some(i) => (i, Some(i + 1)),
+            None => (avail.len(), None),
+        };
+        if !too_long {
+            if buf.len() + take > max {
+                too_long = true;
+                buf.clear();
+            } else {
+                buf.extend_from_slice(&avail[..take]);
+            }
+        }
+        let used = done.unwrap_or(take);
+        r.consume(used);
+        if done.is_some() {
+            return Ok(Some(finish(buf, too_long)));
+        }
+    }
+}
+
+fn finish(buf: &[u8], too_long: bool) -> Line {
+    if too_long {
+        return Line::Bad("a line longer than the limit");
+    }
+    match std::str::from_utf8(buf) {
+        Ok(s) => Line::Text(s.trim_end_matches('\r').to_owned()),
+        Err(_) => Line::Bad("a line that is not UTF-8"),
+    }
+}
 
 /// A detector's subscription, as the engine task sees it.
 pub struct Feed {
@@ -83,6 +136,7 @@ pub struct Supervisor {
     host: Arc<str>,
     tracker: TaskTracker,
     cancel: CancellationToken,
+    max_grace: Duration,
 }
 
 impl Supervisor {
@@ -93,8 +147,10 @@ impl Supervisor {
         host: Arc<str>,
         tracker: TaskTracker,
         cancel: CancellationToken,
+        max_grace: Duration,
     ) -> Supervisor {
         Supervisor {
+            max_grace,
             running: HashMap::new(),
             feeds,
             events,
@@ -160,6 +216,7 @@ impl Supervisor {
             }
             let cancel = self.cancel.child_token();
             let host = Host {
+                max_grace: self.max_grace,
                 config: c.clone(),
                 events: self.events.clone(),
                 stats,
@@ -194,6 +251,8 @@ fn kind_name(k: PluginKind) -> &'static str {
 
 struct Host {
     config: PluginConfig,
+    /// The longest a stopping plugin gets (under the daemon's shutdown deadline).
+    max_grace: Duration,
     events: mpsc::Sender<Input>,
     stats: Arc<PluginStats>,
     host: Arc<str>,
@@ -284,23 +343,31 @@ impl Host {
         else {
             return End::Failed("no pipes to the plugin".into());
         };
-        // stderr goes to the log, a line at a time, with the plugin's name.
+        // stderr goes to the log, a line at a time, with the plugin's name; long or
+        // non-UTF-8 lines are cut or mended, never a reason to stop reading.
         let log_name = name.clone();
-        let stderr_task = tokio::spawn(async move {
-            let mut lines = FramedRead::new(stderr, LinesCodec::new_with_max_length(8192));
-            while let Some(line) = lines.next().await {
-                if let Ok(line) = line {
-                    tracing::info!(plugin = %log_name, "{line}");
+        let mut stderr_task = tokio::spawn(async move {
+            let mut r = BufReader::new(stderr);
+            let mut buf = Vec::new();
+            loop {
+                match next_line(&mut r, &mut buf, 8192).await {
+                    Ok(Some(Line::Text(line))) => tracing::info!(plugin = %log_name, "{line}"),
+                    Ok(Some(Line::Bad(_))) => {
+                        let text = String::from_utf8_lossy(&buf);
+                        tracing::info!(plugin = %log_name, "{text} (cut or mended)");
+                    }
+                    Ok(None) | Err(_) => break,
                 }
             }
         });
-        let mut lines = FramedRead::new(stdout, LinesCodec::new_with_max_length(MAX_LINE));
-
+        let mut lines = BufReader::new(stdout);
+        let mut buf = Vec::new();
         // The hello, first, in time.
         let hello = tokio::select! {
-            l = tokio::time::timeout(m.hello_timeout, lines.next()) => l,
+            l = tokio::time::timeout(m.hello_timeout, next_line(&mut lines, &mut buf, MAX_LINE)) => l,
             () = self.cancel.cancelled() => {
-                self.stop(child, None, pgid).await;
+                self.kill(&mut child, pgid).await;
+                drain_stderr(&mut stderr_task).await;
                 return End::Stopped;
             }
         };
@@ -309,13 +376,14 @@ impl Host {
                 "no hello within {}; killed",
                 humantime::format_duration(m.hello_timeout)
             )),
-            Ok(None) => Some("exited before its hello".into()),
-            Ok(Some(Err(e))) => Some(format!("unreadable hello: {e}")),
-            Ok(Some(Ok(line))) => check_hello(&line, &name).err(),
+            Ok(Ok(None)) => Some("exited before its hello".into()),
+            Ok(Err(e)) => Some(format!("unreadable hello: {e}")),
+            Ok(Ok(Some(Line::Bad(why)))) => Some(format!("unreadable hello: {why}")),
+            Ok(Ok(Some(Line::Text(line)))) => check_hello(&line, &name).err(),
         };
         if let Some(p) = problem {
             self.kill(&mut child, pgid).await;
-            stderr_task.abort();
+            drain_stderr(&mut stderr_task).await;
             return End::Failed(p);
         }
         self.stats.set_state("running");
@@ -375,16 +443,18 @@ impl Host {
         let end = loop {
             tokio::select! {
                 () = self.cancel.cancelled() => break End::Stopped,
-                line = lines.next() => match line {
-                    None => break End::Failed(match child.try_wait() {
-                        Ok(Some(st)) => format!("exited ({st})"),
-                        _ => "closed its output".into(),
-                    }),
-                    Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
-                        self.malformed(&format!("a line longer than {MAX_LINE} bytes"));
+                line = next_line(&mut lines, &mut buf, MAX_LINE) => match line {
+                    Ok(None) => {
+                        // Give it a moment to be reaped, so the reason is its exit status.
+                        let status = tokio::time::timeout(Duration::from_secs(1), child.wait()).await;
+                        break End::Failed(match status {
+                            Ok(Ok(st)) => format!("exited ({st})"),
+                            _ => "closed its output".into(),
+                        });
                     }
-                    Some(Err(LinesCodecError::Io(e))) => break End::Failed(format!("read failed: {e}")),
-                    Some(Ok(line)) => self.on_line(&line, &defaults_host).await,
+                    Ok(Some(Line::Bad(why))) => self.malformed(why),
+                    Ok(Some(Line::Text(line))) => self.on_line(&line, &defaults_host).await,
+                    Err(e) => break End::Failed(format!("read failed: {e}")),
                 },
             }
         };
@@ -393,41 +463,40 @@ impl Host {
         if let Some(q) = back_rx.recv().await {
             *rx = q;
         }
-        match end {
+        let end = match end {
             End::Stopped => {
-                self.stop(child, Some(m.shutdown_grace), pgid).await;
-                stderr_task.abort();
+                // It was told to shut down: what it still writes within its grace is
+                // handled, then it (and anything it started) is ended.
+                let grace = m.shutdown_grace.min(self.max_grace);
+                let _ = tokio::time::timeout(grace, async {
+                    while let Ok(Some(line)) = next_line(&mut lines, &mut buf, MAX_LINE).await {
+                        match line {
+                            Line::Text(l) => self.on_line(&l, &defaults_host).await,
+                            Line::Bad(why) => self.malformed(why),
+                        }
+                    }
+                    let _ = child.wait().await;
+                })
+                .await;
                 End::Stopped
             }
-            failed => {
-                self.kill(&mut child, pgid).await;
-                stderr_task.abort();
-                failed
-            }
-        }
-    }
-
-    /// After `shutdown` was written: waits the grace period, then kills.
-    async fn stop(
-        &self,
-        mut child: tokio::process::Child,
-        grace: Option<Duration>,
-        pgid: Option<i32>,
-    ) {
-        if let Some(g) = grace
-            && tokio::time::timeout(g, child.wait()).await.is_ok()
-        {
-            return;
-        }
+            failed => failed,
+        };
         self.kill(&mut child, pgid).await;
+        drain_stderr(&mut stderr_task).await;
+        end
     }
 
+    /// Ends the plugin and everything in its process group (children it started too):
+    /// SIGTERM, a moment, then SIGKILL; reaps it.
     async fn kill(&self, child: &mut tokio::process::Child, pgid: Option<i32>) {
+        use nix::sys::signal::{Signal, killpg};
         if let Some(pg) = pgid {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pg),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            let pg = nix::unistd::Pid::from_raw(pg);
+            if killpg(pg, Signal::SIGTERM).is_ok() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let _ = killpg(pg, Signal::SIGKILL);
+            }
         }
         let _ = child.kill().await;
     }
@@ -451,8 +520,24 @@ impl Host {
                 if self.config.manifest.kind != PluginKind::Detector {
                     return self.malformed("a source plugin sent a detection");
                 }
+                let mut v = v;
+                let evidence = v.as_object_mut().and_then(|o| o.remove("evidence"));
                 match serde_json::from_value::<PluginDetection>(v) {
-                    Ok(d) => {
+                    Ok(mut d) => {
+                        if let Err(why) = check_detection(&d) {
+                            return self.malformed(&why);
+                        }
+                        if let Some(ev) = evidence.filter(|e| !e.is_null()) {
+                            let defaults = Defaults {
+                                source: &format!("plugin:{name}"),
+                                host,
+                                now: crate::clock::Clock::now(&crate::clock::SystemClock),
+                            };
+                            match Event::decode(ev.to_string().as_bytes(), &defaults) {
+                                Ok(e) => d.evidence = Some(e),
+                                Err(e) => return self.malformed(&format!("bad evidence: {e}")),
+                            }
+                        }
                         self.stats.detections.inc();
                         let input = Input::Plugin {
                             plugin: name.to_owned(),
@@ -499,6 +584,43 @@ impl Host {
             None => self.malformed("a line without `type`"),
         }
     }
+}
+
+/// Lets the stderr reader finish what the plugin wrote last (a traceback, say), briefly.
+async fn drain_stderr(task: &mut tokio::task::JoinHandle<()>) {
+    if tokio::time::timeout(Duration::from_millis(500), &mut *task)
+        .await
+        .is_err()
+    {
+        task.abort();
+    }
+}
+
+/// Bounds on what a detection may carry (a plugin is not trusted to be sane).
+fn check_detection(d: &PluginDetection) -> Result<(), String> {
+    if d.key.is_empty() || d.key.len() > 512 {
+        return Err("a detection's key must be 1 to 512 bytes".into());
+    }
+    if d.summary.len() > 4096 {
+        return Err("a detection's summary is over 4096 bytes".into());
+    }
+    if d.labels.len() > 64
+        || d.labels
+            .iter()
+            .any(|(k, v)| k.len() > 128 || v.len() > 1024)
+    {
+        return Err("a detection carries over 64 labels, or a label too long".into());
+    }
+    // The years 1970 to 9999, as milliseconds.
+    if let Some(ts) = d.ts
+        && !(0..=253_402_300_799_999).contains(&ts.millis())
+    {
+        return Err(format!(
+            "a detection's ts ({}) is out of range",
+            ts.millis()
+        ));
+    }
+    Ok(())
 }
 
 /// Checks the first line: `{"type":"hello","name":NAME,"protocol":1}`.

@@ -53,6 +53,19 @@ async fn wait_plugin(d: &TestDaemon, name: &str, ok: impl Fn(&Value) -> bool) ->
     }
 }
 
+/// Alive and not a zombie.
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            let state = s
+                .rsplit_once(')')
+                .map(|(_, r)| r.trim_start())
+                .unwrap_or("");
+            !state.starts_with('Z') && !state.starts_with('X')
+        })
+        .unwrap_or(false)
+}
+
 /// A detector that turns each event it gets into a detection keyed by the event's message.
 const ECHO_DETECTOR: &str = r#"
 printf '{"type":"hello","name":"%s","protocol":1}\n' "$INCIDENTD_PLUGIN"
@@ -168,7 +181,7 @@ while IFS= read -r line; do
     *'"type":"event"'*)
       msg=$(printf '%s' "$line" | sed 's/.*"message":"\([^"]*\)".*/\1/')
       printf '{"type":"detection","key":"%s","summary":"saw %s"}\n' "$msg" "$msg"
-      n=$((n+1)); [ "$n" -ge 2 ] && exit 3 ;;
+      n=$((n+1)); [ "$n" -ge 2 ] && { echo "crashy: giving up after $n events" >&2; exit 3; } ;;
   esac
 done
 "#;
@@ -195,7 +208,12 @@ done
     for k in ["one", "two", "three", "four"] {
         d.wait_for_key(&format!("crashy/{k}")).await;
     }
-    assert!(d.log().contains("plugin stopped; restarting it"));
+    let log = d.log();
+    assert!(log.contains("plugin stopped; restarting it"));
+    assert!(
+        log.contains("crashy: giving up after 2 events"),
+        "its last words reach the log"
+    );
 }
 
 #[tokio::test]
@@ -252,6 +270,8 @@ echo 'this is not json'
 echo '{"type":"detection","summary":"no key"}'
 echo '{"type":"gossip"}'
 echo '{"type":"log","level":"warn","message":"careful now"}'
+head -c 2000000 /dev/zero | tr '\0' 'x'; echo
+printf '\377\376 not text\n'
 echo '{"type":"detection","key":"fine","summary":"a good one"}'
 echo 'complaining on stderr' >&2
 exec sleep 300
@@ -288,9 +308,10 @@ exec sleep 300
     );
     d.wait_healthy().await;
     d.wait_for_key("noisy/fine").await;
-    let noisy = wait_plugin(&d, "noisy", |p| p["malformed"] == 3).await;
+    let noisy = wait_plugin(&d, "noisy", |p| p["malformed"] == 5).await;
     assert_eq!(noisy["detections"], 1);
     assert_eq!(noisy["state"], "running");
+    assert_eq!(noisy["restarts"], 0, "bad lines are refused, not fatal");
     let silent = wait_plugin(&d, "silent", |p| !p["last_error"].is_null()).await;
     assert_eq!(silent["last_error"], "no hello within 300ms; killed");
     let pid: i32 = std::fs::read_to_string(d.path("plugins/silent/silent.pid"))
@@ -324,7 +345,7 @@ exec sleep 300
         .unwrap();
     let metrics = String::from_utf8_lossy(&metrics);
     assert!(
-        metrics.contains("incidentd_plugin_messages_total{plugin=\"noisy\",type=\"malformed\"} 3"),
+        metrics.contains("incidentd_plugin_messages_total{plugin=\"noisy\",type=\"malformed\"} 5"),
         "{metrics}"
     );
 }
@@ -335,6 +356,8 @@ async fn events_from_a_plugin_never_go_back_to_it_and_reload_adds_and_removes_pl
     // would loop forever.
     let mirror = r#"
 printf '{"type":"hello","name":"mirror","protocol":1}\n'
+sleep 300 &
+echo $! > bg.pid
 while IFS= read -r line; do
   case "$line" in
     *'"type":"event"'*) printf '{"type":"event","event":{"kind":"loop","message":"mirrored"}}\n' ;;
@@ -360,11 +383,17 @@ done
     wait_plugin(&d, "mirror", |p| p["state"] == "running").await;
     d.send_and_settle(&[json!({"kind": "loop", "message": "start"}).to_string()])
         .await;
-    let m = wait_plugin(&d, "mirror", |p| p["events_emitted"] == 1).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let m2 = plugin_status(&d, "mirror").await;
-    assert_eq!(m2["events_sent"], 1, "its own event did not come back: {m}");
-    assert_eq!(m2["events_emitted"], 1);
+    wait_plugin(&d, "mirror", |p| p["events_emitted"] == 1).await;
+    d.send_and_settle(&[json!({"kind": "loop", "message": "again"}).to_string()])
+        .await;
+    let m = wait_plugin(&d, "mirror", |p| p["events_emitted"] == 2).await;
+    assert_eq!(m["events_sent"], 2, "its own events never came back: {m}");
+    let bg: i32 = std::fs::read_to_string(d.path("plugins/mirror/bg.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(running(bg));
 
     // Reload: echo in, mirror out.
     std::fs::write(
@@ -385,6 +414,14 @@ done
     wait_plugin(&d, "echo", |p| p["state"] == "running").await;
     let st = d.get("/v1/status").await;
     assert_eq!(st["plugins"].as_array().unwrap().len(), 1, "{st}");
+    let gone = Instant::now() + Duration::from_secs(10);
+    while running(bg) {
+        assert!(
+            Instant::now() < gone,
+            "a removed plugin's child kept running"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     d.send_and_settle(&[json!({"kind": "ping", "message": "after-reload"}).to_string()])
         .await;
     let inc = d.wait_for_key("echo/after-reload").await;
