@@ -241,6 +241,16 @@ pub async fn run(
         &tracker,
         Some(triggers),
     )?;
+    let notifier = crate::notify::spawn(
+        config.notify.clone(),
+        store.clone(),
+        incidents.clone(),
+        clock.clone(),
+        telemetry.clone(),
+        host.clone(),
+        &tracker,
+        sources_token.clone(),
+    )?;
     running.spawn(
         &tracker,
         "remediation",
@@ -500,7 +510,7 @@ pub async fn run(
         tokio::select! {
             sig = signals.next() => match sig {
                 Some(SIGHUP) => {
-                    let to = Reloadable { engine: &engine, incidents: &incidents, remediation: &remediation, telemetry: &telemetry, roles: &roles, plugins: &mut plugins };
+                    let to = Reloadable { engine: &engine, incidents: &incidents, remediation: &remediation, telemetry: &telemetry, roles: &roles, plugins: &mut plugins, notifier: &notifier };
                     let _ = reload(&mut config, &overrides, to).await;
                 }
                 Some(sig) => {
@@ -510,7 +520,7 @@ pub async fn run(
                 None => break,
             },
             Some(reply) = reload_rx.recv() => {
-                let to = Reloadable { engine: &engine, incidents: &incidents, remediation: &remediation, telemetry: &telemetry, roles: &roles, plugins: &mut plugins };
+                let to = Reloadable { engine: &engine, incidents: &incidents, remediation: &remediation, telemetry: &telemetry, roles: &roles, plugins: &mut plugins, notifier: &notifier };
                 let r = reload(&mut config, &overrides, to).await;
                 let _ = reply.send(r);
             }
@@ -575,6 +585,7 @@ struct Reloadable<'a> {
     telemetry: &'a Telemetry,
     roles: &'a crate::api::roles::SharedRoles,
     plugins: &'a mut crate::plugin::Supervisor,
+    notifier: &'a crate::notify::NotifyHandle,
 }
 
 async fn reload(
@@ -589,6 +600,7 @@ async fn reload(
         telemetry,
         roles,
         plugins,
+        notifier,
     } = to;
     let mut states = vec![NotifyState::Reloading];
     if let Ok(m) = NotifyState::monotonic_usec_now() {
@@ -648,6 +660,9 @@ async fn reload(
                 return Err("the daemon is shutting down".into());
             }
             plugins.apply(&new.plugins);
+            if !notifier.configure(new.notify.clone()).await {
+                return Err("the daemon is shutting down".into());
+            }
             let summary = format!("reloaded; {} rules", new.rules.len());
             tracing::info!(rules = new.rules.len(), "configuration reloaded");
             telemetry.set_reload(|r| {

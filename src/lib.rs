@@ -35,6 +35,7 @@ pub mod daemon;
 pub mod engine;
 pub mod event;
 pub mod incident;
+pub mod notify;
 pub mod plugin;
 pub mod remediation;
 pub mod source;

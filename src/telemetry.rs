@@ -339,6 +339,12 @@ pub struct Telemetry {
     pub action_triggers_dropped: Counter,
     /// Runs waiting for approval (as of the last look, at most a second old).
     pub action_pending: Gauge,
+    /// Notification deliveries by result, and jobs waiting in the outbox.
+    pub notifications_delivered: Counter,
+    pub notifications_failed: Counter,
+    pub notifications_dead: Counter,
+    pub notifications_suppressed: Counter,
+    pub notifications_queued: Gauge,
     #[serde(skip)]
     remediation_throttle: Throttle,
     /// Engine checkpoints made durable.
@@ -455,6 +461,11 @@ impl Default for Telemetry {
             action_ineffective: Counter::default(),
             action_triggers_dropped: Counter::default(),
             action_pending: Gauge::default(),
+            notifications_delivered: Counter::default(),
+            notifications_failed: Counter::default(),
+            notifications_dead: Counter::default(),
+            notifications_suppressed: Counter::default(),
+            notifications_queued: Gauge::default(),
             remediation_throttle: Throttle::new(Duration::from_secs(10)),
             checkpoints: Counter::default(),
             event_to_detection: Histogram::default(),

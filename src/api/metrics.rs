@@ -323,6 +323,33 @@ pub async fn render(st: &ApiState) -> String {
             c.get() as f64,
         );
     }
+    m.family(
+        "incidentd_notifications_total",
+        "counter",
+        "Notification deliveries by result (failed: attempts that will be retried).",
+    );
+    for (result, c) in [
+        ("delivered", &t.notifications_delivered),
+        ("failed", &t.notifications_failed),
+        ("dead_lettered", &t.notifications_dead),
+        ("suppressed", &t.notifications_suppressed),
+    ] {
+        m.sample(
+            "incidentd_notifications_total",
+            &[("result", result)],
+            c.get() as f64,
+        );
+    }
+    m.family(
+        "incidentd_notification_outbox",
+        "gauge",
+        "Notification jobs waiting in the outbox (timed reminders included).",
+    );
+    m.sample(
+        "incidentd_notification_outbox",
+        &[],
+        t.notifications_queued.get() as f64,
+    );
     let plugins: Vec<_> = t.plugins.lock().unwrap_or_else(|p| p.into_inner()).clone();
     if !plugins.is_empty() {
         for (family, help) in [

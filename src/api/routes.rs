@@ -160,6 +160,13 @@ async fn status(State(st): S) -> Json<Value> {
             "triggers_dropped": t.action_triggers_dropped,
             "pending": t.action_pending.get(),
         },
+        "notifications": {
+            "delivered": t.notifications_delivered,
+            "failed_attempts": t.notifications_failed,
+            "dead_lettered": t.notifications_dead,
+            "suppressed": t.notifications_suppressed,
+            "queued": t.notifications_queued,
+        },
         "plugins": t.plugins.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|p| json!(&**p)).collect::<Vec<_>>(),
         "reload": t.reload_status(),
     }))

@@ -99,10 +99,13 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         actions: Vec::new(),
         remediation: Default::default(),
         plugins: Vec::new(),
+        notify: Default::default(),
         rules: Vec::new(),
     };
+    config.notify.settings.templates_dir = base.join("templates");
     let mut rules_dir_set = false;
     let mut plugin_tables: Vec<super::plugin::PluginTable> = Vec::new();
+    let mut notify_items: NotifyItems = Default::default();
     let mut plugin_tables_at: Option<usize> = None;
 
     if let Some(file) = File::parse(path, text, &mut errors) {
@@ -147,6 +150,17 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
                 "source" => file.sources(value, &base, &mut config.sources, &mut errors),
                 "service" => file.services(value, &mut config.services, &mut errors),
                 "action" => file.actions(value, &mut config.actions, &mut errors),
+                "channel" => notify_items.0 = file.array_of(value, "channel", &mut errors),
+                "route" => notify_items.1 = file.array_of(value, "route", &mut errors),
+                "escalation" => notify_items.2 = file.array_of(value, "escalation", &mut errors),
+                "notifications" => {
+                    if let Some(mut n) =
+                        file.value::<super::notify::NotificationsConfig>(value, &mut errors)
+                    {
+                        n.templates_dir = base.join(n.templates_dir);
+                        config.notify.settings = n;
+                    }
+                }
                 "plugin" => {
                     if let Some(list) =
                         file.value::<Vec<super::plugin::PluginTable>>(value, &mut errors)
@@ -172,6 +186,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     }
 
     config.incidents.services = config.services.clone();
+    check_notify(path, text, notify_items, &mut config.notify, &mut errors);
     // Each enabled plugin's manifest, checked where it stands.
     for t in plugin_tables {
         let line = plugin_tables_at.map(|at| line_of(text, at));
@@ -222,6 +237,99 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         Ok(config)
     } else {
         Err(ConfigErrors(errors))
+    }
+}
+
+/// `[[channel]]`, `[[route]]` and `[[escalation]]` tables as read, with where each starts.
+type NotifyItems = (
+    Vec<(super::notify::ChannelConfig, usize)>,
+    Vec<(super::notify::RouteConfig, usize)>,
+    Vec<(super::notify::EscalationConfig, usize)>,
+);
+
+/// Checks channels, routes and escalations against each other; keeps the good ones.
+fn check_notify(
+    path: &Path,
+    text: &str,
+    (channels, routes, escalations): NotifyItems,
+    out: &mut super::notify::NotifyConfig,
+    errors: &mut Vec<ConfigError>,
+) {
+    let mut err = |at: usize, key: String, message: String| {
+        errors.push(ConfigError {
+            file: path.to_owned(),
+            line: Some(line_of(text, at)),
+            key,
+            message,
+        })
+    };
+    for (c, at) in channels {
+        let problems = c.problems();
+        for (key, m) in &problems {
+            err(at, format!("channel[{}].{key}", c.id), m.clone());
+        }
+        if out.channels.iter().any(|o| o.id == c.id) {
+            err(at, format!("channel[{}]", c.id), "defined twice".into());
+        } else if problems.is_empty() {
+            out.channels.push(c);
+        }
+    }
+    let known =
+        |id: &str, out: &super::notify::NotifyConfig| out.channels.iter().any(|c| c.id == id);
+    for (e, at) in escalations {
+        let mut ok = !e.steps.is_empty();
+        if e.steps.is_empty() {
+            err(
+                at,
+                format!("escalation[{}].steps", e.id),
+                "needs at least one step".into(),
+            );
+        }
+        for (i, step) in e.steps.iter().enumerate() {
+            for c in step.channels.iter().filter(|c| !known(c, out)) {
+                ok = false;
+                err(
+                    at,
+                    format!("escalation[{}].steps[{i}]", e.id),
+                    format!("no [[channel]] has the id `{c}`"),
+                );
+            }
+        }
+        if ok {
+            out.escalations.push(e);
+        }
+    }
+    for (i, (r, at)) in routes.into_iter().enumerate() {
+        let mut ok = true;
+        for c in r.channels.iter().filter(|c| !known(c, out)) {
+            ok = false;
+            err(
+                at,
+                format!("route[{i}].channels"),
+                format!("no [[channel]] has the id `{c}`"),
+            );
+        }
+        if let Some(e) = &r.escalation
+            && !out.escalations.iter().any(|x| &x.id == e)
+        {
+            ok = false;
+            err(
+                at,
+                format!("route[{i}].escalation"),
+                format!("no [[escalation]] has the id `{e}`"),
+            );
+        }
+        if r.channels.is_empty() && r.escalation.is_none() {
+            ok = false;
+            err(
+                at,
+                format!("route[{i}]"),
+                "names no `channels` and no `escalation`".into(),
+            );
+        }
+        if ok {
+            out.routes.push(r);
+        }
     }
 }
 
@@ -639,6 +747,29 @@ impl<'a> File<'a> {
 
     /// Each `[[rule]]` is read on its own; its keys are split into the shared ones and the
     /// kind's own so both halves can refuse unknown keys.
+    /// An array of tables, each read on its own, with where it starts.
+    fn array_of<T: DeserializeOwned>(
+        &self,
+        v: &Spanned<DeValue<'a>>,
+        name: &str,
+        errors: &mut Vec<ConfigError>,
+    ) -> Vec<(T, usize)> {
+        let DeValue::Array(items) = v.get_ref() else {
+            errors.push(self.error_at(
+                v.span().start,
+                format!("`{name}` must be an array of tables ([[{name}]])"),
+            ));
+            return Vec::new();
+        };
+        items
+            .iter()
+            .filter_map(|item| {
+                self.value::<T>(item, errors)
+                    .map(|t| (t, item.span().start))
+            })
+            .collect()
+    }
+
     /// `[[action]]` tables: policy keys and the operation read apart (each refusing unknown
     /// keys), then checked for their kind.
     fn actions(

@@ -10,6 +10,7 @@
 pub mod action;
 mod de;
 mod load;
+pub mod notify;
 pub mod plugin;
 pub mod rule;
 pub mod source;
@@ -46,6 +47,8 @@ pub struct Config {
     pub remediation: action::RemediationConfig,
     /// `[[plugin]]` tables with their manifests.
     pub plugins: Vec<plugin::PluginConfig>,
+    /// `[[channel]]`, `[[route]]`, `[[escalation]]`, `[notifications]`.
+    pub notify: notify::NotifyConfig,
     /// Rules from the main file, then from `rules_dir/*.toml` in file name order.
     pub rules: Vec<RuleConfig>,
 }

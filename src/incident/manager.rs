@@ -116,6 +116,14 @@ pub enum Command {
         note: Option<String>,
         data: serde_json::Value,
     },
+    /// A ticket made for the incident (GitHub, GitLab, Jira): kept in `external_refs`.
+    LinkTicket {
+        id: u64,
+        /// The channel that made it (the key in `external_refs`).
+        key: String,
+        value: String,
+        url: Option<String>,
+    },
     /// Assign to someone, or unassign (`None`).
     Assign {
         id: u64,
@@ -609,6 +617,23 @@ impl Manager {
             } => {
                 let mut inc = self.load(id)?;
                 let e = self.entry(&mut inc, kind, &actor, note, data);
+                self.apply_one(&inc, e)?;
+                Ok(inc)
+            }
+            Command::LinkTicket {
+                id,
+                key,
+                value,
+                url,
+            } => {
+                let mut inc = self.load(id)?;
+                inc.external_refs.insert(key.clone(), value.clone());
+                let note = Some(match &url {
+                    Some(u) => format!("ticket {value} opened through {key}: {u}"),
+                    None => format!("ticket {value} opened through {key}"),
+                });
+                let data = serde_json::json!({"key": key, "ref": value, "url": url});
+                let e = self.entry(&mut inc, EntryKind::TicketLinked, SYSTEM_ACTOR, note, data);
                 self.apply_one(&inc, e)?;
                 Ok(inc)
             }

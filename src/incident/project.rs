@@ -85,8 +85,12 @@ pub fn project(baseline: Option<&Baseline>, entries: &[TimelineEntry]) -> Result
             | EntryKind::ActionExecuted
             | EntryKind::ActionHeld
             | EntryKind::ActionVerified
-            | EntryKind::Notification
-            | EntryKind::TicketLinked => {}
+            | EntryKind::Notification => {}
+            EntryKind::TicketLinked => {
+                let key: String = parse(e, field("key")?, "key")?;
+                let value: String = parse(e, field("ref")?, "ref")?;
+                i.external_refs.insert(key, value);
+            }
         }
         i.timeline_len = e.seq + 1;
     }

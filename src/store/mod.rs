@@ -428,6 +428,17 @@ pub trait Store: Send + Sync + 'static {
     fn remove_action_run(&self, id: u64) -> Result<(), StoreError>;
     /// The id the next action run gets.
     fn next_action_run_id(&self) -> Result<u64, StoreError>;
+    /// Adds notification jobs and moves the notifier's place in the change log, in one
+    /// transaction (made durable by the next flush).
+    fn enqueue_jobs(&self, jobs: &[crate::notify::Job], cursor: u64) -> Result<(), StoreError>;
+    fn put_job(&self, job: &crate::notify::Job) -> Result<(), StoreError>;
+    fn remove_job(&self, id: u64) -> Result<(), StoreError>;
+    /// Every queued notification job, by id.
+    fn jobs(&self) -> Result<Vec<crate::notify::Job>, StoreError>;
+    /// The last change the notifier has routed, if it ever ran.
+    fn notify_cursor(&self) -> Result<Option<u64>, StoreError>;
+    /// The id the next job gets.
+    fn next_job_id(&self) -> Result<u64, StoreError>;
     /// The last engine checkpoint saved, if any.
     fn load_checkpoint(&self) -> Result<Option<Vec<u8>>, StoreError>;
 }

@@ -30,6 +30,8 @@ pub struct SledStore {
     baselines: sled::Tree,
     /// Action runs: pending approvals, results, pending reverts.
     actions: sled::Tree,
+    /// The notification outbox: job id → job.
+    outbox: sled::Tree,
     /// The number the next stored timeline entry gets (the manager is the only writer).
     next_change: std::sync::atomic::AtomicU64,
 }
@@ -98,6 +100,7 @@ impl SledStore {
             silences: tree("silences")?,
             baselines: tree("baselines")?,
             actions: tree("actions")?,
+            outbox: tree("outbox")?,
             next_change: std::sync::atomic::AtomicU64::new(1),
             db,
         };
@@ -999,6 +1002,90 @@ impl Store for SledStore {
                 op: "remove silence",
                 source,
             })
+    }
+
+    fn enqueue_jobs(&self, jobs: &[crate::notify::Job], cursor: u64) -> Result<(), StoreError> {
+        let encoded: Vec<([u8; 8], Vec<u8>)> = jobs
+            .iter()
+            .map(|j| (j.id.to_be_bytes(), encode(j)))
+            .collect();
+        let next = jobs.iter().map(|j| j.id + 1).max();
+        let result: Result<(), TransactionError<()>> =
+            (&self.outbox, &self.meta).transaction(|(outbox, meta)| {
+                for (k, v) in &encoded {
+                    outbox.insert(k, v.as_slice())?;
+                }
+                meta.insert("notify_cursor", &cursor.to_be_bytes())?;
+                if let Some(n) = next {
+                    let have = meta
+                        .get("next_job")?
+                        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+                        .map_or(1, u64::from_be_bytes);
+                    if n > have {
+                        meta.insert("next_job", &n.to_be_bytes())?;
+                    }
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            });
+        result.map_err(|e| StoreError::Sled {
+            op: "enqueue notifications",
+            source: match e {
+                TransactionError::Storage(s) => s,
+                TransactionError::Abort(()) => {
+                    sled::Error::Unsupported("transaction aborted".into())
+                }
+            },
+        })
+    }
+
+    fn put_job(&self, job: &crate::notify::Job) -> Result<(), StoreError> {
+        self.outbox
+            .insert(job.id.to_be_bytes(), encode(job))
+            .map(|_| ())
+            .map_err(|source| StoreError::Sled {
+                op: "store notification job",
+                source,
+            })
+    }
+
+    fn remove_job(&self, id: u64) -> Result<(), StoreError> {
+        self.outbox
+            .remove(id.to_be_bytes())
+            .map(|_| ())
+            .map_err(|source| StoreError::Sled {
+                op: "remove notification job",
+                source,
+            })
+    }
+
+    fn jobs(&self) -> Result<Vec<crate::notify::Job>, StoreError> {
+        self.outbox
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.map_err(|source| StoreError::Sled {
+                    op: "read the outbox",
+                    source,
+                })?;
+                decode("outbox", &k, &v)
+            })
+            .collect()
+    }
+
+    fn notify_cursor(&self) -> Result<Option<u64>, StoreError> {
+        self.meta_u64("notify_cursor")
+    }
+
+    fn next_job_id(&self) -> Result<u64, StoreError> {
+        let last = self
+            .outbox
+            .last()
+            .map_err(|source| StoreError::Sled {
+                op: "read the outbox",
+                source,
+            })?
+            .and_then(|(k, _)| <[u8; 8]>::try_from(k.as_ref()).ok())
+            .map_or(1, |k| u64::from_be_bytes(k) + 1);
+        Ok(self.meta_u64("next_job")?.unwrap_or(1).max(last))
     }
 
     fn put_action_run(&self, run: &crate::remediation::ActionRun) -> Result<(), StoreError> {

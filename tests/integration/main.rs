@@ -8,6 +8,7 @@ mod daemon;
 mod durability;
 mod ingest;
 mod lifecycle;
+mod notify;
 mod plugins;
 mod replay;
 mod roles;

@@ -1,0 +1,310 @@
+//! `[[channel]]`, `[[route]]`, `[[escalation]]` and `[notifications]`: where incident changes
+//! are sent, when, and how.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use super::de::{opt_duration, positive_duration};
+use crate::incident::{Severity, Status};
+
+/// A secret: given inline, as `"${ENV_NAME}"` (read from the environment at load), or as
+/// `{ file = "/path" }` (read at load, trailing newline dropped). Never logged, never shown.
+#[derive(Clone, PartialEq, Default)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            File { file: PathBuf },
+        }
+        match Raw::deserialize(d)? {
+            Raw::Text(t) => match t.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
+                Some(name) => std::env::var(name).map(Secret).map_err(|_| {
+                    serde::de::Error::custom(format!("the environment variable {name} is not set"))
+                }),
+                None => Ok(Secret(t)),
+            },
+            Raw::File { file } => std::fs::read_to_string(&file)
+                .map(|s| Secret(s.trim_end_matches(['\n', '\r']).to_owned()))
+                .map_err(|e| {
+                    serde::de::Error::custom(format!("cannot read {}: {e}", file.display()))
+                }),
+        }
+    }
+}
+
+/// What a channel delivers to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelKind {
+    Log,
+    Webhook,
+    Slack,
+    Pagerduty,
+    Email,
+    Github,
+    Gitlab,
+    Jira,
+    Alertmanager,
+    Exec,
+}
+
+impl ChannelKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelKind::Log => "log",
+            ChannelKind::Webhook => "webhook",
+            ChannelKind::Slack => "slack",
+            ChannelKind::Pagerduty => "pagerduty",
+            ChannelKind::Email => "email",
+            ChannelKind::Github => "github",
+            ChannelKind::Gitlab => "gitlab",
+            ChannelKind::Jira => "jira",
+            ChannelKind::Alertmanager => "alertmanager",
+            ChannelKind::Exec => "exec",
+        }
+    }
+}
+
+/// `rate_limit = { max = 30, per = "1m" }`.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelRate {
+    pub max: u32,
+    #[serde(deserialize_with = "positive_duration")]
+    pub per: Duration,
+}
+
+/// `[[channel]]`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    pub id: String,
+    pub kind: ChannelKind,
+    /// Every HTTP channel's address (PagerDuty and GitHub have defaults).
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub routing_key: Option<Secret>,
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// Jira: the account the token belongs to (basic authentication); email: SMTP user.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// GitHub: `owner/name`.
+    #[serde(default)]
+    pub repo: Option<String>,
+    /// GitLab: the project's id or `group/name`; Jira: the project key.
+    #[serde(default)]
+    pub project: Option<String>,
+    /// Jira: the issue type of new issues (default "Task") and the transition that closes one.
+    #[serde(default)]
+    pub issue_type: Option<String>,
+    #[serde(default)]
+    pub close_transition: Option<String>,
+    #[serde(default)]
+    pub smtp_host: Option<String>,
+    #[serde(default)]
+    pub smtp_port: Option<u16>,
+    #[serde(default)]
+    pub from: Option<String>,
+    #[serde(default)]
+    pub to: Vec<String>,
+    /// Email: STARTTLS (default true); false sends in plain text (a local relay).
+    #[serde(default)]
+    pub starttls: Option<bool>,
+    /// Exec: the command, which gets the notification as JSON on stdin.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Webhook: extra headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+    /// A template file in `[notifications] templates_dir` for the message text (email body,
+    /// Slack text, ticket body, webhook body).
+    #[serde(default)]
+    pub template: Option<String>,
+    #[serde(default)]
+    pub rate_limit: Option<ChannelRate>,
+    #[serde(default = "default_timeout", deserialize_with = "positive_duration")]
+    pub timeout: Duration,
+    /// A delivery still failing this long after it was queued is dead-lettered.
+    #[serde(default = "default_max_age", deserialize_with = "positive_duration")]
+    pub max_age: Duration,
+    /// Alertmanager: how often a firing alert is sent again (it expires without).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub resend_interval: Option<Duration>,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_max_age() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+/// What a route matches; every given matcher must hold.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatch {
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub severity: Vec<Severity>,
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub status: Vec<Status>,
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub service: Vec<String>,
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub host: Vec<String>,
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub rule: Vec<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+fn one_or_many<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany<T> {
+        One(T),
+        Many(Vec<T>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(t) => vec![t],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+/// `[[route]]`, tried in order.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    #[serde(default, rename = "match")]
+    pub matchers: RouteMatch,
+    #[serde(default)]
+    pub channels: Vec<String>,
+    /// Sent again while the incident stays open (not acknowledged).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub repeat_interval: Option<Duration>,
+    /// Go on to the next routes after this one matched.
+    #[serde(default, rename = "continue")]
+    pub continue_: bool,
+    /// An `[[escalation]]` started when the incident opens.
+    #[serde(default)]
+    pub escalation: Option<String>,
+}
+
+/// One step of an escalation.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EscalationStep {
+    #[serde(deserialize_with = "super::de::duration")]
+    pub after: Duration,
+    pub channels: Vec<String>,
+}
+
+/// `[[escalation]]`: steps that fire while the incident is not acknowledged.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EscalationConfig {
+    pub id: String,
+    pub steps: Vec<EscalationStep>,
+}
+
+/// `[notifications]`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotificationsConfig {
+    /// User templates (relative to the config file).
+    pub templates_dir: PathBuf,
+    /// Retries: first delay, doubled (with jitter) up to the maximum.
+    #[serde(deserialize_with = "positive_duration")]
+    pub retry_initial: Duration,
+    #[serde(deserialize_with = "positive_duration")]
+    pub retry_max: Duration,
+}
+
+impl Default for NotificationsConfig {
+    fn default() -> Self {
+        NotificationsConfig {
+            templates_dir: PathBuf::from("templates"),
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Everything about notifications, as the notifier gets it (also on reload).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NotifyConfig {
+    pub channels: Vec<ChannelConfig>,
+    pub routes: Vec<RouteConfig>,
+    pub escalations: Vec<EscalationConfig>,
+    pub settings: NotificationsConfig,
+}
+
+impl ChannelConfig {
+    /// What is missing or does not fit the channel's kind, as (key, message).
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let need = |out: &mut Vec<(&'static str, String)>, key: &'static str, set: bool| {
+            if !set {
+                out.push((
+                    key,
+                    format!("a {} channel needs `{key}`", self.kind.as_str()),
+                ));
+            }
+        };
+        match self.kind {
+            ChannelKind::Log => {}
+            ChannelKind::Webhook | ChannelKind::Slack | ChannelKind::Alertmanager => {
+                need(&mut out, "url", self.url.is_some())
+            }
+            ChannelKind::Pagerduty => need(&mut out, "routing_key", self.routing_key.is_some()),
+            ChannelKind::Email => {
+                need(&mut out, "smtp_host", self.smtp_host.is_some());
+                need(&mut out, "from", self.from.is_some());
+                need(&mut out, "to", !self.to.is_empty());
+            }
+            ChannelKind::Github => {
+                need(&mut out, "repo", self.repo.is_some());
+                need(&mut out, "token", self.token.is_some());
+            }
+            ChannelKind::Gitlab => {
+                need(&mut out, "url", self.url.is_some());
+                need(&mut out, "project", self.project.is_some());
+                need(&mut out, "token", self.token.is_some());
+            }
+            ChannelKind::Jira => {
+                need(&mut out, "url", self.url.is_some());
+                need(&mut out, "project", self.project.is_some());
+                need(&mut out, "token", self.token.is_some());
+            }
+            ChannelKind::Exec => need(&mut out, "command", !self.command.is_empty()),
+        }
+        if let Some(u) = &self.url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            out.push(("url", format!("`{u}` is not an http:// or https:// URL")));
+        }
+        if let Some(r) = &self.rate_limit
+            && r.max == 0
+        {
+            out.push(("rate_limit", "`max` must be at least 1".into()));
+        }
+        out
+    }
+}

@@ -1,0 +1,716 @@
+//! Notifications: routing incident changes to channels through a persisted outbox.
+//!
+//! The notifier follows the store's change log (the same numbers `GET /v1/stream` uses),
+//! from a position it keeps in the store. For each change worth telling (an incident opened,
+//! reopened, acknowledged, mitigated, resolved, closed, cancelled, or made more severe) it
+//! runs the routes and writes one job per (change, channel) into the outbox — jobs and the new
+//! position in one transaction, so a crash neither loses nor doubles a notification. Timed
+//! jobs (escalation steps, repeats, Alertmanager resends) sit in the outbox with their due
+//! time. A dispatcher hands due jobs to one worker per channel: a slow or dead channel only
+//! delays itself. A failed delivery is retried with exponential backoff and jitter until
+//! the channel's `max_age`, then dead-lettered into the timeline and metrics.
+
+mod deliver;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::{Clock, Timestamp};
+use crate::config::notify::{ChannelConfig, ChannelKind, NotifyConfig, RouteConfig};
+use crate::incident::{Command, EntryKind, Incident, IncidentHandle, SilenceState, Status};
+use crate::store::{Store, StoreError};
+use crate::telemetry::Telemetry;
+
+/// What a notification tells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyEvent {
+    Opened,
+    Reopened,
+    Acknowledged,
+    Mitigated,
+    Resolved,
+    Closed,
+    Cancelled,
+    /// The severity got worse.
+    Escalated,
+    /// An escalation step fired (the incident is still not acknowledged).
+    EscalationStep,
+    /// `repeat_interval`: still open.
+    Repeat,
+    /// Alertmanager: the firing alert sent again so it does not expire.
+    Resend,
+}
+
+impl NotifyEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyEvent::Opened => "opened",
+            NotifyEvent::Reopened => "reopened",
+            NotifyEvent::Acknowledged => "acknowledged",
+            NotifyEvent::Mitigated => "mitigated",
+            NotifyEvent::Resolved => "resolved",
+            NotifyEvent::Closed => "closed",
+            NotifyEvent::Cancelled => "cancelled",
+            NotifyEvent::Escalated => "escalated",
+            NotifyEvent::EscalationStep => "escalation_step",
+            NotifyEvent::Repeat => "repeat",
+            NotifyEvent::Resend => "resend",
+        }
+    }
+
+    /// The incident is over (tickets close, pages resolve).
+    pub fn ends(self) -> bool {
+        matches!(
+            self,
+            NotifyEvent::Resolved | NotifyEvent::Closed | NotifyEvent::Cancelled
+        )
+    }
+
+    pub fn opens(self) -> bool {
+        matches!(self, NotifyEvent::Opened | NotifyEvent::Reopened)
+    }
+}
+
+/// One delivery to do: a change (or a timed reminder) for one channel.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: u64,
+    pub incident_id: u64,
+    pub channel: String,
+    pub event: NotifyEvent,
+    /// The change that caused it (0 for timed jobs).
+    #[serde(default)]
+    pub change: u64,
+    /// The escalation and step, for escalation jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<(String, usize)>,
+    /// For repeats and resends: how often.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every_ms: Option<u64>,
+    pub created_at: Timestamp,
+    pub next_at: Timestamp,
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// The channel front of the notifier (reload).
+#[derive(Clone)]
+pub struct NotifyHandle {
+    tx: mpsc::Sender<NotifyConfig>,
+}
+
+impl NotifyHandle {
+    pub async fn configure(&self, config: NotifyConfig) -> bool {
+        self.tx.send(config).await.is_ok()
+    }
+}
+
+struct Shared {
+    store: Arc<dyn Store>,
+    incidents: IncidentHandle,
+    clock: Arc<dyn Clock>,
+    telemetry: Arc<Telemetry>,
+    http: reqwest::Client,
+    host: Arc<str>,
+    next_id: Mutex<u64>,
+    /// Jobs handed to a worker and not yet finished.
+    in_flight: Mutex<HashSet<u64>>,
+    /// Per channel: recent delivery times, for its rate limit.
+    sent: Mutex<HashMap<String, VecDeque<Timestamp>>>,
+}
+
+struct Worker {
+    tx: mpsc::Sender<Job>,
+}
+
+/// Starts the notifier; it stops at `cancel`.
+#[allow(clippy::too_many_arguments)]
+pub fn spawn(
+    config: NotifyConfig,
+    store: Arc<dyn Store>,
+    incidents: IncidentHandle,
+    clock: Arc<dyn Clock>,
+    telemetry: Arc<Telemetry>,
+    host: Arc<str>,
+    tracker: &tokio_util::task::TaskTracker,
+    cancel: CancellationToken,
+) -> Result<NotifyHandle, StoreError> {
+    let (tx, rx) = mpsc::channel(4);
+    let http = crate::http_client().map_err(|e| StoreError::Record {
+        tree: "outbox",
+        key: String::new(),
+        message: format!("cannot build the HTTP client: {e}"),
+    })?;
+    let shared = Arc::new(Shared {
+        next_id: Mutex::new(store.next_job_id()?),
+        store,
+        incidents,
+        clock,
+        telemetry,
+        http,
+        host,
+        in_flight: Mutex::new(HashSet::new()),
+        sent: Mutex::new(HashMap::new()),
+    });
+    let t = tracker.clone();
+    tracker.spawn(run(shared, config, rx, t, cancel));
+    Ok(NotifyHandle { tx })
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    mut config: NotifyConfig,
+    mut reconfigure: mpsc::Receiver<NotifyConfig>,
+    tracker: tokio_util::task::TaskTracker,
+    cancel: CancellationToken,
+) {
+    let mut changes = shared.incidents.changes();
+    // A store that never ran the notifier starts at the present: no flood of old news.
+    let mut cursor = match shared.store.notify_cursor() {
+        Ok(Some(c)) => c,
+        Ok(None) => *changes.borrow(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the notifier's position; notifications are off");
+            return;
+        }
+    };
+    let mut workers = start_workers(&shared, &config, &tracker, &cancel);
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            c = reconfigure.recv() => match c {
+                Some(c) => {
+                    config = c;
+                    workers = start_workers(&shared, &config, &tracker, &cancel);
+                }
+                None => break,
+            },
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let durable = *changes.borrow_and_update();
+                cursor = shared.route_changes(&config, cursor, durable).await;
+                shared.dispatch(&workers);
+            }
+            _ = tick.tick() => {
+                let durable = *changes.borrow();
+                cursor = shared.route_changes(&config, cursor, durable).await;
+                shared.dispatch(&workers);
+            }
+        }
+    }
+    tracing::debug!("notifier stopped");
+}
+
+/// One worker per channel (replacing the old ones on reload; those finish their job).
+fn start_workers(
+    shared: &Arc<Shared>,
+    config: &NotifyConfig,
+    tracker: &tokio_util::task::TaskTracker,
+    cancel: &CancellationToken,
+) -> HashMap<String, Worker> {
+    let mut out = HashMap::new();
+    for c in &config.channels {
+        let (tx, mut rx) = mpsc::channel::<Job>(256);
+        let (s, channel, cancel) = (shared.clone(), c.clone(), cancel.clone());
+        let settings = config.settings.clone();
+        tracker.spawn(async move {
+            let templates = deliver::Templates::load(&settings.templates_dir);
+            loop {
+                let job = tokio::select! {
+                    () = cancel.cancelled() => break,
+                    j = rx.recv() => match j { Some(j) => j, None => break },
+                };
+                let id = job.id;
+                s.work(&channel, &settings, &templates, job).await;
+                s.in_flight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+            }
+        });
+        out.insert(c.id.clone(), Worker { tx });
+    }
+    out
+}
+
+fn matches_route(r: &RouteConfig, inc: &Incident) -> bool {
+    let m = &r.matchers;
+    (m.severity.is_empty() || m.severity.contains(&inc.severity))
+        && (m.status.is_empty() || m.status.contains(&inc.status))
+        && (m.service.is_empty() || inc.service.as_ref().is_some_and(|s| m.service.contains(s)))
+        && (m.host.is_empty() || inc.host.as_ref().is_some_and(|h| m.host.contains(h)))
+        && (m.rule.is_empty() || inc.rules.iter().any(|r| m.rule.contains(r)))
+        && m.labels.iter().all(|(k, v)| inc.labels.get(k) == Some(v))
+}
+
+impl Shared {
+    fn allocate(&self) -> u64 {
+        let mut n = self.next_id.lock().unwrap_or_else(|p| p.into_inner());
+        let id = *n;
+        *n += 1;
+        id
+    }
+
+    /// What a timeline entry tells, if anything.
+    fn event_of(e: &crate::incident::TimelineEntry) -> Option<NotifyEvent> {
+        let to = || e.data.get("to").and_then(|v| v.as_str());
+        match e.kind {
+            EntryKind::Created => Some(NotifyEvent::Opened),
+            EntryKind::Reopened => Some(NotifyEvent::Reopened),
+            EntryKind::StatusChanged => match to()? {
+                "acknowledged" => Some(NotifyEvent::Acknowledged),
+                "mitigated" => Some(NotifyEvent::Mitigated),
+                "resolved" => Some(NotifyEvent::Resolved),
+                "closed" => Some(NotifyEvent::Closed),
+                "cancelled" => Some(NotifyEvent::Cancelled),
+                _ => None,
+            },
+            EntryKind::SeverityChanged => {
+                let from: crate::incident::Severity =
+                    serde_json::from_value(e.data.get("from")?.clone()).ok()?;
+                let to: crate::incident::Severity =
+                    serde_json::from_value(e.data.get("to")?.clone()).ok()?;
+                (to < from).then_some(NotifyEvent::Escalated)
+            }
+            _ => None,
+        }
+    }
+
+    /// Routes the durable changes after `cursor` up to `durable`; returns the new position.
+    async fn route_changes(&self, config: &NotifyConfig, mut cursor: u64, durable: u64) -> u64 {
+        while cursor < durable {
+            let store = self.store.clone();
+            let after = cursor;
+            let entries =
+                match tokio::task::spawn_blocking(move || store.changes_after(after, 256)).await {
+                    Ok(Ok(e)) => e,
+                    Ok(Err(e)) => {
+                        self.telemetry
+                            .warn_remediation(&format!("notifier cannot read changes: {e}"));
+                        return cursor;
+                    }
+                    Err(_) => return cursor,
+                };
+            let entries: Vec<_> = entries
+                .into_iter()
+                .filter(|e| e.change <= durable)
+                .collect();
+            let Some(last) = entries.last().map(|e| e.change) else {
+                // Numbers up to `durable` without entries (compacted): nothing to tell.
+                cursor = durable;
+                let _ = self.store.enqueue_jobs(&[], cursor);
+                break;
+            };
+            let mut jobs = Vec::new();
+            let mut notes = Vec::new();
+            for e in &entries {
+                let Some(event) = Self::event_of(e) else {
+                    continue;
+                };
+                let Ok(Some(inc)) = self.store.incident(e.incident_id) else {
+                    continue;
+                };
+                self.plan(config, &inc, event, e.change, &mut jobs, &mut notes);
+            }
+            // Without jobs the position need not be durable now: routing those changes again
+            // after a crash makes nothing.
+            let saved = self.store.enqueue_jobs(&jobs, last).and_then(|()| {
+                if jobs.is_empty() {
+                    Ok(())
+                } else {
+                    self.store.flush()
+                }
+            });
+            if let Err(err) = saved {
+                self.telemetry.store_errors.inc();
+                tracing::error!(error = %err, "cannot queue notifications; will retry");
+                return cursor;
+            }
+            cursor = last;
+            for (incident, note, data) in notes {
+                self.record(incident, note, data).await;
+            }
+        }
+        cursor
+    }
+
+    /// The jobs the routes make of one event (and the timeline notes of suppressed ones).
+    fn plan(
+        &self,
+        config: &NotifyConfig,
+        inc: &Incident,
+        event: NotifyEvent,
+        change: u64,
+        jobs: &mut Vec<Job>,
+        notes: &mut Vec<(u64, String, serde_json::Value)>,
+    ) {
+        let now = self.clock.now();
+        // Nothing to hold back when no route wants it.
+        if !config.routes.iter().any(|r| matches_route(r, inc)) {
+            return;
+        }
+        if let Some(s) = self.silence_of(inc, now) {
+            self.telemetry.notifications_suppressed.inc();
+            notes.push((
+                inc.id,
+                format!(
+                    "{} not sent: silenced by silence {} ({})",
+                    event.as_str(),
+                    s.0,
+                    s.1
+                ),
+                json!({"event": event.as_str(), "status": "suppressed", "silence": s.0}),
+            ));
+            return;
+        }
+        let mut channels: Vec<String> = Vec::new();
+        for r in &config.routes {
+            if !matches_route(r, inc) {
+                continue;
+            }
+            for c in &r.channels {
+                if !channels.contains(c) {
+                    channels.push(c.clone());
+                }
+            }
+            if event.opens() {
+                if let Some(e) = r
+                    .escalation
+                    .as_ref()
+                    .and_then(|id| config.escalations.iter().find(|x| &x.id == id))
+                {
+                    for (i, step) in e.steps.iter().enumerate() {
+                        for c in &step.channels {
+                            jobs.push(self.job(
+                                inc.id,
+                                c,
+                                NotifyEvent::EscalationStep,
+                                change,
+                                now.saturating_add(step.after),
+                                Some((e.id.clone(), i)),
+                                None,
+                            ));
+                        }
+                    }
+                }
+                if let Some(every) = r.repeat_interval {
+                    for c in &r.channels {
+                        jobs.push(self.job(
+                            inc.id,
+                            c,
+                            NotifyEvent::Repeat,
+                            0,
+                            now.saturating_add(every),
+                            None,
+                            Some(every),
+                        ));
+                    }
+                }
+            }
+            if !r.continue_ {
+                break;
+            }
+        }
+        for c in channels {
+            jobs.push(self.job(inc.id, &c, event, change, now, None, None));
+            // Alertmanager forgets a firing alert it does not hear of again.
+            if event.opens()
+                && let Some(ch) = config.channels.iter().find(|x| x.id == c)
+                && ch.kind == ChannelKind::Alertmanager
+            {
+                let every = ch.resend_interval.unwrap_or(Duration::from_secs(60));
+                jobs.push(self.job(
+                    inc.id,
+                    &c,
+                    NotifyEvent::Resend,
+                    0,
+                    now.saturating_add(every),
+                    None,
+                    Some(every),
+                ));
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn job(
+        &self,
+        incident_id: u64,
+        channel: &str,
+        event: NotifyEvent,
+        change: u64,
+        next_at: Timestamp,
+        escalation: Option<(String, usize)>,
+        every: Option<Duration>,
+    ) -> Job {
+        Job {
+            id: self.allocate(),
+            incident_id,
+            channel: channel.to_owned(),
+            event,
+            change,
+            escalation,
+            every_ms: every.map(|d| d.as_millis() as u64),
+            created_at: self.clock.now(),
+            next_at,
+            attempts: 0,
+            last_error: None,
+        }
+    }
+
+    /// An active silence covering the incident: (id, comment).
+    fn silence_of(&self, inc: &Incident, now: Timestamp) -> Option<(u64, String)> {
+        self.store.silences().ok().and_then(|all| {
+            all.into_iter()
+                .find(|s| s.state(now) == SilenceState::Active && s.matchers.matches(inc))
+                .map(|s| (s.id, s.comment))
+        })
+    }
+
+    /// Hands due jobs to their channel's worker.
+    fn dispatch(&self, workers: &HashMap<String, Worker>) {
+        let now = self.clock.now();
+        let Ok(jobs) = self.store.jobs() else { return };
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        for job in jobs {
+            if job.next_at > now || in_flight.contains(&job.id) {
+                continue;
+            }
+            match workers.get(&job.channel) {
+                Some(w) => {
+                    let id = job.id;
+                    if w.tx.try_send(job).is_ok() {
+                        in_flight.insert(id);
+                    }
+                }
+                None => {
+                    // The channel was removed by a reload.
+                    tracing::warn!(job = job.id, channel = %job.channel, "notification for a channel that no longer exists; dropped");
+                    let _ = self.store.remove_job(job.id);
+                }
+            }
+        }
+        self.telemetry
+            .notifications_queued
+            .set(self.store.jobs().map(|j| j.len() as u64).unwrap_or(0));
+    }
+
+    async fn record(&self, incident_id: u64, note: String, data: serde_json::Value) {
+        let r = self
+            .incidents
+            .command(Command::Record {
+                id: incident_id,
+                kind: EntryKind::Notification,
+                actor: "system".into(),
+                note: Some(note),
+                data,
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::debug!(incident = incident_id, error = %e, "could not record a notification");
+        }
+    }
+
+    /// Delivers one job: done, retried later, or dead-lettered.
+    async fn work(
+        &self,
+        channel: &ChannelConfig,
+        settings: &crate::config::notify::NotificationsConfig,
+        templates: &deliver::Templates,
+        mut job: Job,
+    ) {
+        let now = self.clock.now();
+        let Ok(Some(inc)) = self.store.incident(job.incident_id) else {
+            let _ = self.store.remove_job(job.id);
+            return;
+        };
+        // Timed jobs check that they still apply.
+        let still = match job.event {
+            NotifyEvent::EscalationStep | NotifyEvent::Repeat => inc.status == Status::Open,
+            NotifyEvent::Resend => inc.status.is_active(),
+            _ => true,
+        };
+        if !still {
+            if let Some((esc, step)) = &job.escalation {
+                tracing::info!(incident = inc.id, escalation = %esc, step, "escalation step not needed: the incident was acknowledged or ended");
+            }
+            let _ = self.store.remove_job(job.id);
+            let _ = self.store.flush();
+            return;
+        }
+        if job.change == 0 && self.silence_of(&inc, now).is_some() {
+            // A reminder during a silence: skipped, and tried again after its interval.
+            self.reschedule_or_drop(&mut job, now);
+            return;
+        }
+        if let Some(wait) = self.rate_limited(channel, now) {
+            job.next_at = now.saturating_add(wait);
+            let _ = self.store.put_job(&job);
+            return;
+        }
+        job.attempts += 1;
+        let timeline = self.store.timeline(inc.id).unwrap_or_default();
+        let entry = timeline
+            .iter()
+            .find(|e| e.change == job.change && job.change > 0);
+        let ctx = deliver::Context {
+            incident: &inc,
+            event: job.event,
+            entry,
+            channel,
+            host: &self.host,
+            step: job.escalation.as_ref().map(|(_, s)| *s),
+        };
+        let result = deliver::deliver(&ctx, templates, &self.http).await;
+        match result {
+            Ok(outcome) => {
+                self.telemetry.notifications_delivered.inc();
+                tracing::info!(incident = inc.id, channel = %channel.id, event = job.event.as_str(), attempts = job.attempts, "notification delivered");
+                if let Some((key, value, url)) = outcome.ticket {
+                    let r = self
+                        .incidents
+                        .command(Command::LinkTicket {
+                            id: inc.id,
+                            key,
+                            value,
+                            url,
+                        })
+                        .await;
+                    if let Err(e) = r {
+                        tracing::error!(incident = inc.id, error = %e, "could not record the ticket");
+                    }
+                }
+                let mut data = json!({"channel": channel.id, "kind": channel.kind.as_str(),
+                    "event": job.event.as_str(), "status": "delivered", "attempts": job.attempts});
+                if let Some((esc, step)) = &job.escalation {
+                    data["escalation"] = json!(esc);
+                    data["step"] = json!(step);
+                }
+                // Resends keep an alert alive; they are not news for the timeline.
+                if job.event != NotifyEvent::Resend {
+                    let note = match &job.escalation {
+                        Some((esc, step)) => {
+                            format!("escalation {esc} step {} sent to {}", step + 1, channel.id)
+                        }
+                        None => format!("{} sent to {}", job.event.as_str(), channel.id),
+                    };
+                    self.record(inc.id, note, data).await;
+                }
+                self.reschedule_or_drop(&mut job, now);
+            }
+            Err(e) => {
+                let age = now.since(job.created_at);
+                if age >= channel.max_age {
+                    self.telemetry.notifications_dead.inc();
+                    tracing::error!(incident = inc.id, channel = %channel.id, attempts = job.attempts, error = %e, "notification dead-lettered");
+                    let _ = self.store.remove_job(job.id);
+                    let _ = self.store.flush();
+                    self.record(
+                        inc.id,
+                        format!(
+                            "{} to {} given up after {} attempts: {e}",
+                            job.event.as_str(),
+                            channel.id,
+                            job.attempts
+                        ),
+                        json!({"channel": channel.id, "event": job.event.as_str(),
+                            "status": "dead_lettered", "attempts": job.attempts, "error": e}),
+                    )
+                    .await;
+                    return;
+                }
+                self.telemetry.notifications_failed.inc();
+                let delay = backoff(settings, job.attempts, job.id);
+                tracing::warn!(incident = inc.id, channel = %channel.id, attempts = job.attempts, retry_in = ?delay, error = %e, "notification failed; will retry");
+                job.last_error = Some(e);
+                job.next_at = now.saturating_add(delay);
+                let _ = self.store.put_job(&job);
+                let _ = self.store.flush();
+            }
+        }
+    }
+
+    /// A repeating job goes again after its interval; any other is done.
+    fn reschedule_or_drop(&self, job: &mut Job, now: Timestamp) {
+        match job.every_ms {
+            Some(ms) => {
+                job.next_at = now.saturating_add(Duration::from_millis(ms));
+                job.attempts = 0;
+                job.created_at = now;
+                job.last_error = None;
+                let _ = self.store.put_job(job);
+            }
+            None => {
+                let _ = self.store.remove_job(job.id);
+            }
+        }
+        let _ = self.store.flush();
+    }
+
+    /// How long to wait when the channel's rate limit is reached (else counts this one).
+    fn rate_limited(&self, c: &ChannelConfig, now: Timestamp) -> Option<Duration> {
+        let r = c.rate_limit?;
+        let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        let q = sent.entry(c.id.clone()).or_default();
+        while q.front().is_some_and(|t| now.since(*t) >= r.per) {
+            q.pop_front();
+        }
+        if q.len() >= r.max as usize {
+            let oldest = q.front().copied().unwrap_or(now);
+            return Some(
+                r.per
+                    .saturating_sub(now.since(oldest))
+                    .max(Duration::from_millis(100)),
+            );
+        }
+        q.push_back(now);
+        None
+    }
+}
+
+/// Exponential backoff with jitter: `initial × 2^(attempts−1)`, capped, ±25%.
+fn backoff(s: &crate::config::notify::NotificationsConfig, attempts: u32, seed: u64) -> Duration {
+    let base = s
+        .retry_initial
+        .saturating_mul(1u32 << attempts.saturating_sub(1).min(20))
+        .min(s.retry_max);
+    // Cheap jitter from the job id and the attempt: spreads retries of many jobs apart.
+    let h = seed
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add((attempts as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9));
+    let frac = (h >> 11) as f64 / (1u64 << 53) as f64; // 0..1
+    base.mul_f64(0.75 + frac * 0.5)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_and_jitters() {
+        let s = crate::config::notify::NotificationsConfig {
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(60),
+            ..Default::default()
+        };
+        let d1 = backoff(&s, 1, 7);
+        let d3 = backoff(&s, 3, 7);
+        assert!(d1 >= Duration::from_millis(750) && d1 <= Duration::from_millis(1250));
+        assert!(d3 >= Duration::from_secs(3) && d3 <= Duration::from_secs(5));
+        assert!(backoff(&s, 30, 7) <= Duration::from_secs(75));
+        assert_ne!(backoff(&s, 2, 1), backoff(&s, 2, 2), "jobs spread apart");
+    }
+}
