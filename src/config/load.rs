@@ -56,9 +56,6 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
-/// Design keys that later versions implement; named so the error says "not yet", not "typo".
-const NOT_YET: [&str; 5] = ["action", "channel", "route", "escalation", "plugin"];
-
 /// Loads the main config at `path` and the rules in its `rules_dir`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
@@ -174,10 +171,6 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
                         config.remediation = r;
                     }
                 }
-                other if NOT_YET.contains(&other) => errors.push(file.error_at(
-                    key.span().start,
-                    format!("`{other}` tables are not supported by this version of incidentd yet"),
-                )),
                 other => {
                     errors.push(file.error_at(key.span().start, format!("unknown key `{other}`")))
                 }

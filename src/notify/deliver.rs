@@ -37,6 +37,8 @@ impl Templates {
     pub fn load(dir: &Path) -> Templates {
         let mut env = minijinja::Environment::new();
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
+        // Text out, whatever the file's name: JSON templates quote with `tojson` themselves.
+        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
         let _ = env.add_template_owned("default-text", DEFAULT_TEXT.to_owned());
         let _ = env.add_template_owned("default-body", DEFAULT_BODY.to_owned());
         if let Ok(entries) = std::fs::read_dir(dir) {
@@ -590,5 +592,64 @@ async fn jira(
             }
             Ok(Delivered::default())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn incident() -> Incident {
+        serde_json::from_value(json!({
+            "id": 7, "key": "k", "title": "disk \"full\"", "severity": "sev2", "status": "open",
+            "service": "db", "labels": {"mount": "/var"}, "detections": 1,
+            "first_event_at": "2026-11-23T10:00:00Z", "created_at": "2026-11-23T10:00:00Z",
+            "runbook": "https://runbooks/disk"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_shipped_templates_render() {
+        let t = Templates::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/templates"));
+        let inc = incident();
+        let channel: ChannelConfig = toml::from_str(
+            "id = \"c\"\nkind = \"webhook\"\nurl = \"http://x\"\ntemplate = \"webhook-compact.json\"\n",
+        )
+        .unwrap();
+        let ctx = Context {
+            incident: &inc,
+            event: NotifyEvent::Opened,
+            entry: None,
+            channel: &channel,
+            host: "h",
+            step: None,
+        };
+        let body: Value = serde_json::from_str(&ctx.body(&t).unwrap()).unwrap();
+        assert_eq!(body["title"], "disk \"full\"");
+        assert_eq!(body["labels"]["mount"], "/var");
+        let mut slack = channel.clone();
+        slack.template = Some("slack-detailed.txt".into());
+        let ctx = Context {
+            channel: &slack,
+            ..ctx
+        };
+        let text = ctx.body(&t).unwrap();
+        assert!(
+            text.contains("*[sev2] opened* — #7 disk \"full\""),
+            "{text}"
+        );
+        assert!(text.contains("• mount: /var") && text.contains("Runbook: https://runbooks/disk"));
+        assert_eq!(
+            ctx.text(&t).unwrap(),
+            "[sev2] opened: #7 disk \"full\" (db)"
+        );
+    }
+
+    #[test]
+    fn adf_paragraphs_and_breaks() {
+        let d = adf("a\nb\n\nc");
+        assert_eq!(d["content"].as_array().unwrap().len(), 2);
+        assert_eq!(d["content"][0]["content"][1]["type"], "hardBreak");
     }
 }

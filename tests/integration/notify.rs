@@ -752,3 +752,98 @@ steps = [{ after = "5m", channels = ["ghost"] }]
         assert!(err.contains(&want), "missing `{want}` in:\n{err}");
     }
 }
+
+#[tokio::test]
+async fn user_templates_repeats_and_a_rate_limit() {
+    let (r, url) = receiver(0).await;
+    let config = format!(
+        r#"
+[notifications]
+templates_dir = "templates"
+
+[[channel]]
+id = "custom"
+kind = "webhook"
+url = "{url}/custom"
+template = "custom.json"
+
+[[channel]]
+id = "slow"
+kind = "webhook"
+url = "{url}/slow"
+rate_limit = {{ max = 1, per = "2s" }}
+
+[[route]]
+match = {{ severity = "sev1" }}
+channels = ["custom"]
+repeat_interval = "1s"
+
+[[route]]
+match = {{ severity = "sev4" }}
+channels = ["slow"]
+"#
+    );
+    let template = r#"{"title": {{ incident.title|tojson }}, "event": "{{ event }}",
+ "labels": [{% for k, v in incident.labels|items %}"{{ k }}={{ v }}"{% if not loop.last %}, {% endif %}{% endfor %}],
+ "incident": {{ incident|tojson }}{% if incident.service %}, "service": "{{ incident.service }}"{% endif %}}"#;
+    let d = TestDaemon::prepare_with(&config, "", &[], |root| {
+        std::fs::create_dir(root.join("templates")).unwrap();
+        std::fs::write(root.join("templates/custom.json"), template).unwrap();
+    });
+    d.wait_healthy().await;
+    let inc = d
+        .post(
+            "/v1/incidents",
+            json!({"title": "a \"quoted\" title", "severity": "sev1",
+                "labels": {"a": "1", "b": "2"}}),
+        )
+        .await
+        .unwrap();
+    let got = r.wait("POST", "/custom", 3).await;
+    let first = &got[0].body;
+    assert_eq!(
+        first["title"], "a \"quoted\" title",
+        "the JSON filter escapes"
+    );
+    assert_eq!(
+        first["labels"],
+        json!(["a=1", "b=2"]),
+        "loops over nested fields"
+    );
+    assert_eq!(first["incident"]["id"], inc["id"]);
+    assert!(first.get("service").is_none(), "conditionals");
+    assert_eq!(got[1].body["event"], "repeat");
+    assert_eq!(got[2].body["event"], "repeat");
+    // Acknowledged: no more repeats.
+    d.post(&format!("/v1/incidents/{}/ack", inc["id"]), json!({}))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after_ack = r.on("POST", "/custom").len();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let repeats_after = r
+        .on("POST", "/custom")
+        .iter()
+        .skip(after_ack)
+        .filter(|g| g.body["event"] == "repeat")
+        .count();
+    assert_eq!(repeats_after, 0, "repeats stop once acknowledged");
+
+    // The rate limit delays the second delivery; nothing is dropped.
+    let started = Instant::now();
+    for t in ["one", "two"] {
+        d.post("/v1/incidents", json!({"title": t, "severity": "sev4"}))
+            .await
+            .unwrap();
+    }
+    let got = r.wait("POST", "/slow", 2).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "held by the limit"
+    );
+    let titles: Vec<&str> = got
+        .iter()
+        .filter_map(|g| g.body["incident"]["title"].as_str())
+        .collect();
+    assert_eq!(titles.len(), 2);
+}
