@@ -257,7 +257,13 @@ fn check_notify(
         })
     };
     for (c, at) in channels {
-        let problems = c.problems();
+        let mut problems = c.problems();
+        if let Some(t) = &c.template {
+            let file = out.settings.templates_dir.join(t);
+            if !file.is_file() {
+                problems.push(("template", format!("no template file {}", file.display())));
+            }
+        }
         for (key, m) in &problems {
             err(at, format!("channel[{}].{key}", c.id), m.clone());
         }

@@ -106,9 +106,14 @@ impl Context<'_> {
         t.render("default-text", &self.template_ctx())
     }
 
-    /// The body: the channel's template if it has one, else the default.
+    /// The body: the channel's template if it has one (and it loaded), else the default.
     fn body(&self, t: &Templates) -> Result<String, String> {
-        let name = self.channel.template.as_deref().unwrap_or("default-body");
+        let name = self
+            .channel
+            .template
+            .as_deref()
+            .filter(|n| t.env.get_template(n).is_ok())
+            .unwrap_or("default-body");
         t.render(name, &self.template_ctx())
     }
 

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, Timestamp};
-use crate::config::notify::{ChannelConfig, ChannelKind, NotifyConfig, RouteConfig};
+use crate::config::notify::{ChannelConfig, NotifyConfig, RouteConfig};
 use crate::incident::{Command, EntryKind, Incident, IncidentHandle, SilenceState, Status};
 use crate::store::{Store, StoreError};
 use crate::telemetry::Telemetry;
@@ -132,6 +132,17 @@ struct Worker {
     tx: mpsc::Sender<Job>,
 }
 
+/// What routing a batch of changes makes.
+#[derive(Default)]
+struct Plan {
+    /// The outbox as it was read (to find moot reminders).
+    queued: Vec<Job>,
+    jobs: Vec<Job>,
+    remove: Vec<u64>,
+    notified: Vec<(u64, String)>,
+    notes: Vec<(u64, String, serde_json::Value)>,
+}
+
 /// Starts the notifier; it stops at `cancel`.
 #[allow(clippy::too_many_arguments)]
 pub fn spawn(
@@ -202,12 +213,12 @@ async fn run(
                 }
                 let durable = *changes.borrow_and_update();
                 cursor = shared.route_changes(&config, cursor, durable).await;
-                shared.dispatch(&workers);
+                shared.dispatch(&workers).await;
             }
             _ = tick.tick() => {
                 let durable = *changes.borrow();
                 cursor = shared.route_changes(&config, cursor, durable).await;
-                shared.dispatch(&workers);
+                shared.dispatch(&workers).await;
             }
         }
     }
@@ -230,11 +241,17 @@ fn start_workers(
             let templates = deliver::Templates::load(&settings.templates_dir);
             loop {
                 let job = tokio::select! {
+                    biased;
                     () = cancel.cancelled() => break,
                     j = rx.recv() => match j { Some(j) => j, None => break },
                 };
                 let id = job.id;
-                s.work(&channel, &settings, &templates, job).await;
+                // A delivery cut short by shutdown stays queued: sent after the restart.
+                tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => break,
+                    () = s.work(&channel, &settings, &templates, job) => {}
+                }
                 s.in_flight
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -294,77 +311,154 @@ impl Shared {
         while cursor < durable {
             let store = self.store.clone();
             let after = cursor;
-            let entries =
-                match tokio::task::spawn_blocking(move || store.changes_after(after, 256)).await {
-                    Ok(Ok(e)) => e,
-                    Ok(Err(e)) => {
-                        self.telemetry
-                            .warn_remediation(&format!("notifier cannot read changes: {e}"));
-                        return cursor;
-                    }
-                    Err(_) => return cursor,
-                };
+            let read = tokio::task::spawn_blocking(move || {
+                let entries = store.changes_after(after, 256)?;
+                let queued = store.jobs()?;
+                Ok::<_, StoreError>((entries, queued))
+            })
+            .await;
+            let (entries, queued) = match read {
+                Ok(Ok(x)) => x,
+                Ok(Err(e)) => {
+                    self.telemetry
+                        .warn_remediation(&format!("notifier cannot read changes: {e}"));
+                    return cursor;
+                }
+                Err(_) => return cursor,
+            };
             let entries: Vec<_> = entries
                 .into_iter()
                 .filter(|e| e.change <= durable)
                 .collect();
             let Some(last) = entries.last().map(|e| e.change) else {
                 // Numbers up to `durable` without entries (compacted): nothing to tell.
-                cursor = durable;
-                let _ = self.store.enqueue_jobs(&[], cursor);
-                break;
+                let _ = self.store.enqueue_jobs(&[], &[], &[], durable);
+                return durable;
             };
-            let mut jobs = Vec::new();
-            let mut notes = Vec::new();
+            let mut plan = Plan {
+                queued,
+                ..Plan::default()
+            };
             for e in &entries {
                 let Some(event) = Self::event_of(e) else {
                     continue;
                 };
-                let Ok(Some(inc)) = self.store.incident(e.incident_id) else {
-                    continue;
+                // Routed on the incident as it was at that change (a later downgrade must
+                // not hide an earlier reopening), else as it is now.
+                let at = self.store.incident_at(e.incident_id, e.seq).ok().flatten();
+                let inc = match at
+                    .map_or_else(|| self.store.incident(e.incident_id), |i| Ok(Some(i)))
+                {
+                    Ok(Some(i)) => i,
+                    // Compacted since: nothing to tell.
+                    Ok(None) => continue,
+                    // Try the whole batch again later rather than skip it.
+                    Err(err) => {
+                        self.telemetry
+                            .warn_remediation(&format!("notifier cannot read an incident: {err}"));
+                        return cursor;
+                    }
                 };
-                self.plan(config, &inc, event, e.change, &mut jobs, &mut notes);
+                let told = self.store.notified_channels(inc.id).unwrap_or_default();
+                self.plan(config, &inc, event, e.change, &told, &mut plan);
             }
-            // Without jobs the position need not be durable now: routing those changes again
-            // after a crash makes nothing.
-            let saved = self.store.enqueue_jobs(&jobs, last).and_then(|()| {
-                if jobs.is_empty() {
-                    Ok(())
-                } else {
-                    self.store.flush()
+            let store = self.store.clone();
+            let (jobs, remove, notified) = (plan.jobs, plan.remove, plan.notified);
+            let saved = tokio::task::spawn_blocking(move || {
+                store.enqueue_jobs(&jobs, &remove, &notified, last)?;
+                // Without jobs the position need not be durable now: routing those changes
+                // again after a crash makes nothing.
+                if !jobs.is_empty() || !remove.is_empty() {
+                    store.flush()?;
                 }
-            });
-            if let Err(err) = saved {
-                self.telemetry.store_errors.inc();
-                tracing::error!(error = %err, "cannot queue notifications; will retry");
-                return cursor;
+                Ok::<_, StoreError>(())
+            })
+            .await;
+            match saved {
+                Ok(Ok(())) => {}
+                // Applied but perhaps not durable: going on avoids planning the same changes
+                // twice; a crash before the next flush routes them again.
+                Ok(Err(err)) => {
+                    self.telemetry.store_errors.inc();
+                    tracing::error!(error = %err, "notification outbox write failed");
+                }
+                Err(_) => return cursor,
             }
             cursor = last;
-            for (incident, note, data) in notes {
+            for (incident, note, data) in plan.notes {
                 self.record(incident, note, data).await;
             }
         }
         cursor
     }
 
-    /// The jobs the routes make of one event (and the timeline notes of suppressed ones).
+    /// The jobs the routes make of one event, the jobs it makes moot, and the timeline notes
+    /// of suppressed ones.
     fn plan(
         &self,
         config: &NotifyConfig,
         inc: &Incident,
         event: NotifyEvent,
         change: u64,
-        jobs: &mut Vec<Job>,
-        notes: &mut Vec<(u64, String, serde_json::Value)>,
+        told: &[String],
+        plan: &mut Plan,
     ) {
         let now = self.clock.now();
-        // Nothing to hold back when no route wants it.
-        if !config.routes.iter().any(|r| matches_route(r, inc)) {
+        // Reminders of this incident that an acknowledgement, an end or a new opening make
+        // moot (a reopening schedules its own).
+        let moot = |j: &Job| match j.event {
+            NotifyEvent::EscalationStep | NotifyEvent::Repeat => {
+                event.opens() || event.ends() || event == NotifyEvent::Acknowledged
+            }
+            NotifyEvent::Resend => event.ends(),
+            _ => false,
+        };
+        for j in plan.queued.iter().chain(plan.jobs.iter()) {
+            if j.incident_id == inc.id && moot(j) && !plan.remove.contains(&j.id) {
+                plan.remove.push(j.id);
+            }
+        }
+        plan.jobs.retain(|j| !(j.incident_id == inc.id && moot(j)));
+        let mut channels: Vec<String> = Vec::new();
+        let mut routes = Vec::new();
+        for r in &config.routes {
+            if !matches_route(r, inc) {
+                continue;
+            }
+            routes.push(r);
+            for c in &r.channels {
+                if !channels.contains(c) {
+                    channels.push(c.clone());
+                }
+            }
+            if !r.continue_ {
+                break;
+            }
+        }
+        // What follows an opening goes to every channel told of it, even if the incident no
+        // longer matches their route (downgraded, say): pages resolve, tickets close.
+        if !event.opens() {
+            for c in told {
+                if !channels.contains(c) && config.channels.iter().any(|x| &x.id == c) {
+                    channels.push(c.clone());
+                }
+            }
+        }
+        let escalations: Vec<&crate::config::notify::EscalationConfig> = if event.opens() {
+            routes
+                .iter()
+                .filter_map(|r| r.escalation.as_ref())
+                .filter_map(|id| config.escalations.iter().find(|x| &x.id == id))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if channels.is_empty() && escalations.is_empty() {
             return;
         }
         if let Some(s) = self.silence_of(inc, now) {
             self.telemetry.notifications_suppressed.inc();
-            notes.push((
+            plan.notes.push((
                 inc.id,
                 format!(
                     "{} not sent: silenced by silence {} ({})",
@@ -376,39 +470,27 @@ impl Shared {
             ));
             return;
         }
-        let mut channels: Vec<String> = Vec::new();
-        for r in &config.routes {
-            if !matches_route(r, inc) {
-                continue;
-            }
-            for c in &r.channels {
-                if !channels.contains(c) {
-                    channels.push(c.clone());
+        for e in escalations {
+            for (i, step) in e.steps.iter().enumerate() {
+                for c in &step.channels {
+                    let j = self.job(
+                        inc.id,
+                        c,
+                        NotifyEvent::EscalationStep,
+                        change,
+                        now.saturating_add(step.after),
+                        Some((e.id.clone(), i)),
+                        None,
+                    );
+                    plan.jobs.push(j);
                 }
             }
-            if event.opens() {
-                if let Some(e) = r
-                    .escalation
-                    .as_ref()
-                    .and_then(|id| config.escalations.iter().find(|x| &x.id == id))
-                {
-                    for (i, step) in e.steps.iter().enumerate() {
-                        for c in &step.channels {
-                            jobs.push(self.job(
-                                inc.id,
-                                c,
-                                NotifyEvent::EscalationStep,
-                                change,
-                                now.saturating_add(step.after),
-                                Some((e.id.clone(), i)),
-                                None,
-                            ));
-                        }
-                    }
-                }
+        }
+        if event.opens() {
+            for r in &routes {
                 if let Some(every) = r.repeat_interval {
                     for c in &r.channels {
-                        jobs.push(self.job(
+                        let j = self.job(
                             inc.id,
                             c,
                             NotifyEvent::Repeat,
@@ -416,32 +498,15 @@ impl Shared {
                             now.saturating_add(every),
                             None,
                             Some(every),
-                        ));
+                        );
+                        plan.jobs.push(j);
                     }
                 }
             }
-            if !r.continue_ {
-                break;
-            }
         }
         for c in channels {
-            jobs.push(self.job(inc.id, &c, event, change, now, None, None));
-            // Alertmanager forgets a firing alert it does not hear of again.
-            if event.opens()
-                && let Some(ch) = config.channels.iter().find(|x| x.id == c)
-                && ch.kind == ChannelKind::Alertmanager
-            {
-                let every = ch.resend_interval.unwrap_or(Duration::from_secs(60));
-                jobs.push(self.job(
-                    inc.id,
-                    &c,
-                    NotifyEvent::Resend,
-                    0,
-                    now.saturating_add(every),
-                    None,
-                    Some(every),
-                ));
-            }
+            plan.jobs
+                .push(self.job(inc.id, &c, event, change, now, None, None));
         }
     }
 
@@ -480,13 +545,33 @@ impl Shared {
         })
     }
 
-    /// Hands due jobs to their channel's worker.
-    fn dispatch(&self, workers: &HashMap<String, Worker>) {
+    /// Hands due jobs to their channel's worker: per incident and channel, one at a time
+    /// and in order (a retried trigger goes before the acknowledgement that followed it).
+    async fn dispatch(&self, workers: &HashMap<String, Worker>) {
+        let store = self.store.clone();
+        let Ok(Ok(mut jobs)) = tokio::task::spawn_blocking(move || store.jobs()).await else {
+            return;
+        };
+        self.telemetry.notifications_queued.set(jobs.len() as u64);
+        jobs.sort_by_key(|j| j.id);
         let now = self.clock.now();
-        let Ok(jobs) = self.store.jobs() else { return };
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        let mut blocked: HashSet<(u64, String)> = HashSet::new();
         for job in jobs {
-            if job.next_at > now || in_flight.contains(&job.id) {
+            let timed = matches!(
+                job.event,
+                NotifyEvent::EscalationStep | NotifyEvent::Repeat | NotifyEvent::Resend
+            );
+            let lane = (job.incident_id, job.channel.clone());
+            // A change waits for the earlier changes of its incident on its channel.
+            if !timed && blocked.contains(&lane) {
+                continue;
+            }
+            let busy = in_flight.contains(&job.id);
+            if !timed {
+                blocked.insert(lane);
+            }
+            if busy || job.next_at > now {
                 continue;
             }
             match workers.get(&job.channel) {
@@ -503,9 +588,6 @@ impl Shared {
                 }
             }
         }
-        self.telemetry
-            .notifications_queued
-            .set(self.store.jobs().map(|j| j.len() as u64).unwrap_or(0));
     }
 
     async fn record(&self, incident_id: u64, note: String, data: serde_json::Value) {
@@ -530,12 +612,23 @@ impl Shared {
         channel: &ChannelConfig,
         settings: &crate::config::notify::NotificationsConfig,
         templates: &deliver::Templates,
-        mut job: Job,
+        job: Job,
     ) {
         let now = self.clock.now();
-        let Ok(Some(inc)) = self.store.incident(job.incident_id) else {
-            let _ = self.store.remove_job(job.id);
-            return;
+        // The outbox has the truth: a job removed or rescheduled since it was handed out
+        // is not sent again.
+        let mut job = match self.store.job(job.id) {
+            Ok(Some(j)) if j.next_at <= now => j,
+            _ => return,
+        };
+        let inc = match self.store.incident(job.incident_id) {
+            Ok(Some(i)) => i,
+            Ok(None) => {
+                let _ = self.store.remove_job(job.id);
+                return;
+            }
+            // A read error is not a reason to drop the job: it is tried again.
+            Err(_) => return,
         };
         // Timed jobs check that they still apply.
         let still = match job.event {
@@ -547,13 +640,15 @@ impl Shared {
             if let Some((esc, step)) = &job.escalation {
                 tracing::info!(incident = inc.id, escalation = %esc, step, "escalation step not needed: the incident was acknowledged or ended");
             }
-            let _ = self.store.remove_job(job.id);
-            let _ = self.store.flush();
+            self.persist(move |st| st.remove_job(job.id)).await;
             return;
         }
-        if job.change == 0 && self.silence_of(&inc, now).is_some() {
-            // A reminder during a silence: skipped, and tried again after its interval.
-            self.reschedule_or_drop(&mut job, now);
+        if matches!(job.event, NotifyEvent::EscalationStep | NotifyEvent::Repeat)
+            && self.silence_of(&inc, now).is_some()
+        {
+            // A reminder or an escalation step during a silence: skipped (a repeat comes back
+            // after its interval). Resends go on: the alert must not expire meanwhile.
+            self.reschedule_or_drop(&mut job, now).await;
             return;
         }
         if let Some(wait) = self.rate_limited(channel, now) {
@@ -562,14 +657,15 @@ impl Shared {
             return;
         }
         job.attempts += 1;
-        let timeline = self.store.timeline(inc.id).unwrap_or_default();
-        let entry = timeline
-            .iter()
-            .find(|e| e.change == job.change && job.change > 0);
+        let entry = if job.change > 0 {
+            self.store.entry_by_change(job.change).ok().flatten()
+        } else {
+            None
+        };
         let ctx = deliver::Context {
             incident: &inc,
             event: job.event,
-            entry,
+            entry: entry.as_ref(),
             channel,
             host: &self.host,
             step: job.escalation.as_ref().map(|(_, s)| *s),
@@ -609,15 +705,25 @@ impl Shared {
                     };
                     self.record(inc.id, note, data).await;
                 }
-                self.reschedule_or_drop(&mut job, now);
+                // Its follow-ups (acknowledged, resolved…) will come here too.
+                if !job.event.ends() {
+                    let _ = self.store.mark_notified(inc.id, &channel.id);
+                }
+                // A firing Alertmanager alert is sent again until the incident ends.
+                if channel.kind == crate::config::notify::ChannelKind::Alertmanager
+                    && job.event != NotifyEvent::Resend
+                    && inc.status.is_active()
+                {
+                    self.ensure_resend(channel, &inc, now);
+                }
+                self.reschedule_or_drop(&mut job, now).await;
             }
             Err(e) => {
                 let age = now.since(job.created_at);
                 if age >= channel.max_age {
                     self.telemetry.notifications_dead.inc();
                     tracing::error!(incident = inc.id, channel = %channel.id, attempts = job.attempts, error = %e, "notification dead-lettered");
-                    let _ = self.store.remove_job(job.id);
-                    let _ = self.store.flush();
+                    self.persist(move |st| st.remove_job(job.id)).await;
                     self.record(
                         inc.id,
                         format!(
@@ -637,27 +743,63 @@ impl Shared {
                 tracing::warn!(incident = inc.id, channel = %channel.id, attempts = job.attempts, retry_in = ?delay, error = %e, "notification failed; will retry");
                 job.last_error = Some(e);
                 job.next_at = now.saturating_add(delay);
-                let _ = self.store.put_job(&job);
-                let _ = self.store.flush();
+                self.persist(move |st| st.put_job(&job)).await;
             }
         }
     }
 
     /// A repeating job goes again after its interval; any other is done.
-    fn reschedule_or_drop(&self, job: &mut Job, now: Timestamp) {
+    async fn reschedule_or_drop(&self, job: &mut Job, now: Timestamp) {
         match job.every_ms {
             Some(ms) => {
                 job.next_at = now.saturating_add(Duration::from_millis(ms));
                 job.attempts = 0;
                 job.created_at = now;
                 job.last_error = None;
-                let _ = self.store.put_job(job);
+                let j = job.clone();
+                self.persist(move |st| st.put_job(&j)).await;
             }
             None => {
-                let _ = self.store.remove_job(job.id);
+                let id = job.id;
+                self.persist(move |st| st.remove_job(id)).await;
             }
         }
-        let _ = self.store.flush();
+    }
+
+    /// Writes to the store and flushes, off the async threads.
+    async fn persist(&self, f: impl FnOnce(&dyn Store) -> Result<(), StoreError> + Send + 'static) {
+        let store = self.store.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            f(store.as_ref())?;
+            store.flush()
+        })
+        .await;
+        if let Ok(Err(e)) = r {
+            self.telemetry.store_errors.inc();
+            tracing::error!(error = %e, "notification outbox write failed");
+        }
+    }
+
+    /// One resend job per incident and Alertmanager channel while the incident is active.
+    fn ensure_resend(&self, channel: &ChannelConfig, inc: &Incident, now: Timestamp) {
+        let exists = self.store.jobs().is_ok_and(|jobs| {
+            jobs.iter().any(|j| {
+                j.incident_id == inc.id && j.channel == channel.id && j.event == NotifyEvent::Resend
+            })
+        });
+        if !exists {
+            let every = channel.resend_interval.unwrap_or(Duration::from_secs(60));
+            let j = self.job(
+                inc.id,
+                &channel.id,
+                NotifyEvent::Resend,
+                0,
+                now.saturating_add(every),
+                None,
+                Some(every),
+            );
+            let _ = self.store.put_job(&j);
+        }
     }
 
     /// How long to wait when the channel's rate limit is reached (else counts this one).

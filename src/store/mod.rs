@@ -428,9 +428,32 @@ pub trait Store: Send + Sync + 'static {
     fn remove_action_run(&self, id: u64) -> Result<(), StoreError>;
     /// The id the next action run gets.
     fn next_action_run_id(&self) -> Result<u64, StoreError>;
-    /// Adds notification jobs and moves the notifier's place in the change log, in one
-    /// transaction (made durable by the next flush).
-    fn enqueue_jobs(&self, jobs: &[crate::notify::Job], cursor: u64) -> Result<(), StoreError>;
+    /// Adds notification jobs, removes others (timed jobs an acknowledgement or an end made
+    /// moot), remembers which channels have been told of which incident, and moves the
+    /// notifier's place in the change log, in one transaction (durable with the next flush).
+    fn enqueue_jobs(
+        &self,
+        jobs: &[crate::notify::Job],
+        remove: &[u64],
+        notified: &[(u64, String)],
+        cursor: u64,
+    ) -> Result<(), StoreError>;
+    /// One job, if it is still queued.
+    fn job(&self, id: u64) -> Result<Option<crate::notify::Job>, StoreError>;
+    /// The incident as it was right after its timeline entry `seq` (replayed from the log);
+    /// `None` when the log cannot say.
+    fn incident_at(&self, id: u64, seq: u64) -> Result<Option<Incident>, StoreError>;
+    /// Remembers that a channel was told of an incident (its follow-ups go there too).
+    fn mark_notified(&self, incident: u64, channel: &str) -> Result<(), StoreError>;
+    /// The channels that have been sent an incident's opening.
+    fn notified_channels(&self, incident: u64) -> Result<Vec<String>, StoreError>;
+    /// The timeline entry with this change number, if it is still stored.
+    fn entry_by_change(&self, change: u64) -> Result<Option<TimelineEntry>, StoreError> {
+        Ok(self
+            .changes_after(change.saturating_sub(1), 1)?
+            .into_iter()
+            .find(|e| e.change == change))
+    }
     fn put_job(&self, job: &crate::notify::Job) -> Result<(), StoreError>;
     fn remove_job(&self, id: u64) -> Result<(), StoreError>;
     /// Every queued notification job, by id.

@@ -32,6 +32,8 @@ pub struct SledStore {
     actions: sled::Tree,
     /// The notification outbox: job id → job.
     outbox: sled::Tree,
+    /// (incident id ‖ channel id) of channels told of an incident's opening.
+    notified: sled::Tree,
     /// The number the next stored timeline entry gets (the manager is the only writer).
     next_change: std::sync::atomic::AtomicU64,
 }
@@ -101,6 +103,7 @@ impl SledStore {
             baselines: tree("baselines")?,
             actions: tree("actions")?,
             outbox: tree("outbox")?,
+            notified: tree("notified")?,
             next_change: std::sync::atomic::AtomicU64::new(1),
             db,
         };
@@ -1004,16 +1007,36 @@ impl Store for SledStore {
             })
     }
 
-    fn enqueue_jobs(&self, jobs: &[crate::notify::Job], cursor: u64) -> Result<(), StoreError> {
+    fn enqueue_jobs(
+        &self,
+        jobs: &[crate::notify::Job],
+        remove: &[u64],
+        notified: &[(u64, String)],
+        cursor: u64,
+    ) -> Result<(), StoreError> {
         let encoded: Vec<([u8; 8], Vec<u8>)> = jobs
             .iter()
             .map(|j| (j.id.to_be_bytes(), encode(j)))
             .collect();
+        let told: Vec<Vec<u8>> = notified
+            .iter()
+            .map(|(i, c)| {
+                let mut k = i.to_be_bytes().to_vec();
+                k.extend_from_slice(c.as_bytes());
+                k
+            })
+            .collect();
         let next = jobs.iter().map(|j| j.id + 1).max();
-        let result: Result<(), TransactionError<()>> =
-            (&self.outbox, &self.meta).transaction(|(outbox, meta)| {
+        let result: Result<(), TransactionError<()>> = (&self.outbox, &self.meta, &self.notified)
+            .transaction(|(outbox, meta, nt)| {
+                for id in remove {
+                    outbox.remove(&id.to_be_bytes())?;
+                }
                 for (k, v) in &encoded {
                     outbox.insert(k, v.as_slice())?;
+                }
+                for k in &told {
+                    nt.insert(k.as_slice(), &[])?;
                 }
                 meta.insert("notify_cursor", &cursor.to_be_bytes())?;
                 if let Some(n) = next {
@@ -1036,6 +1059,49 @@ impl Store for SledStore {
                 }
             },
         })
+    }
+
+    fn job(&self, id: u64) -> Result<Option<crate::notify::Job>, StoreError> {
+        let key = id.to_be_bytes();
+        match self.outbox.get(key).map_err(|source| StoreError::Sled {
+            op: "read the outbox",
+            source,
+        })? {
+            Some(v) => decode("outbox", &key, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn incident_at(&self, id: u64, seq: u64) -> Result<Option<Incident>, StoreError> {
+        let mut entries = self.timeline(id)?;
+        entries.retain(|e| e.seq <= seq);
+        Ok(crate::incident::project::project(self.baseline(id)?.as_ref(), &entries).ok())
+    }
+
+    fn mark_notified(&self, incident: u64, channel: &str) -> Result<(), StoreError> {
+        let mut k = incident.to_be_bytes().to_vec();
+        k.extend_from_slice(channel.as_bytes());
+        self.notified
+            .insert(k, &[])
+            .map(|_| ())
+            .map_err(|source| StoreError::Sled {
+                op: "remember a notified channel",
+                source,
+            })
+    }
+
+    fn notified_channels(&self, incident: u64) -> Result<Vec<String>, StoreError> {
+        self.notified
+            .scan_prefix(incident.to_be_bytes())
+            .keys()
+            .map(|k| {
+                k.map(|k| String::from_utf8_lossy(&k[8..]).into_owned())
+                    .map_err(|source| StoreError::Sled {
+                        op: "read notified channels",
+                        source,
+                    })
+            })
+            .collect()
     }
 
     fn put_job(&self, job: &crate::notify::Job) -> Result<(), StoreError> {

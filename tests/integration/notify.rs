@@ -296,9 +296,17 @@ channels = ["hook", "chat", "pager", "gh", "gl", "jira", "audit"]
     // One issue per incident, however many changes.
     assert_eq!(r.on("POST", "/repos/ops/infra/issues").len(), 1);
 
-    let tl = timeline(&d, &id).await;
-    let sent: Vec<&Value> = tl.iter().filter(|e| e["type"] == "notification").collect();
-    assert!(sent.len() >= 21, "3 events × 7 channels: {}", sent.len());
+    // 3 events × 7 channels, each recorded once its delivery is answered.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let tl = loop {
+        let tl = timeline(&d, &id).await;
+        let sent = tl.iter().filter(|e| e["type"] == "notification").count();
+        if sent >= 21 {
+            break tl;
+        }
+        assert!(Instant::now() < deadline, "{sent} notifications recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(
         tl.iter()
             .any(|e| e["type"] == "ticket_linked" && e["data"]["ref"] == "OPS-42")
@@ -353,11 +361,19 @@ channels = ["hook"]
 
     // Down again; a change is made; the daemon dies with the job still queued.
     r.0.lock().unwrap().fail_first = usize::MAX;
+    let failed_before = d.get("/v1/status").await["notifications"]["failed_attempts"]
+        .as_u64()
+        .unwrap();
     d.post(&format!("/v1/incidents/{}/ack", a["id"]), json!({}))
         .await
         .unwrap();
+    // Its first attempt failed: the job is in the outbox when the daemon dies.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while d.get("/v1/status").await["notifications"]["queued"] == 0 {
+    while d.get("/v1/status").await["notifications"]["failed_attempts"]
+        .as_u64()
+        .unwrap()
+        == failed_before
+    {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -370,7 +386,7 @@ channels = ["hook"]
     d.restart().await;
     let got = r.wait("POST", "/hook", 2).await;
     assert_eq!(got[1].body["event"], "acknowledged");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(r.on("POST", "/hook").len(), 2, "nothing sent twice");
 }
 
@@ -396,7 +412,7 @@ url = "{url}/third"
 
 [[escalation]]
 id = "oncall"
-steps = [{{ after = "0s", channels = ["first"] }}, {{ after = "1s", channels = ["second"] }}, {{ after = "4s", channels = ["third"] }}]
+steps = [{{ after = "0s", channels = ["first"] }}, {{ after = "1s", channels = ["second"] }}, {{ after = "8s", channels = ["third"] }}]
 
 [[route]]
 match = {{ severity = "sev1" }}
@@ -431,11 +447,28 @@ escalation = "oncall"
         .filter(|e| e["type"] == "notification")
         .filter_map(|e| e["note"].as_str())
         .collect();
+    let steps: Vec<&&str> = notes
+        .iter()
+        .filter(|n| n.starts_with("escalation"))
+        .collect();
     assert_eq!(
-        notes,
+        steps,
         [
-            "escalation oncall step 1 sent to first",
-            "escalation oncall step 2 sent to second"
+            &"escalation oncall step 1 sent to first",
+            &"escalation oncall step 2 sent to second"
+        ]
+    );
+    // Those paged hear of the acknowledgement; the step never reached is not told.
+    let mut acks: Vec<&&str> = notes
+        .iter()
+        .filter(|n| n.starts_with("acknowledged"))
+        .collect();
+    acks.sort();
+    assert_eq!(
+        acks,
+        [
+            &"acknowledged sent to first",
+            &"acknowledged sent to second"
         ]
     );
 }
@@ -846,4 +879,69 @@ channels = ["slow"]
         .filter_map(|g| g.body["incident"]["title"].as_str())
         .collect();
     assert_eq!(titles.len(), 2);
+}
+
+#[tokio::test]
+async fn reopening_does_not_pile_up_reminders_and_follow_ups_reach_the_channels_told() {
+    let (r, url) = receiver(0).await;
+    let config = format!(
+        r#"
+[[channel]]
+id = "hook"
+kind = "webhook"
+url = "{url}/hook"
+
+[[route]]
+match = {{ severity = "sev1" }}
+channels = ["hook"]
+repeat_interval = "1h"
+"#
+    );
+    let d = TestDaemon::prepare(&config, "");
+    d.wait_healthy().await;
+    let inc = d
+        .post(
+            "/v1/incidents",
+            json!({"title": "flapping", "severity": "sev1"}),
+        )
+        .await
+        .unwrap();
+    let id = inc["id"].clone();
+    for step in ["resolve", "reopen", "resolve", "reopen"] {
+        d.post(&format!("/v1/incidents/{id}/{step}"), json!({}))
+            .await
+            .unwrap();
+    }
+    // Downgraded out of the route: its end still reaches the channel that was told.
+    d.post(
+        &format!("/v1/incidents/{id}/severity"),
+        json!({"severity": "sev4"}),
+    )
+    .await
+    .unwrap();
+    d.post(&format!("/v1/incidents/{id}/resolve"), json!({}))
+        .await
+        .unwrap();
+    let got = r.wait("POST", "/hook", 6).await;
+    let events: Vec<&str> = got
+        .iter()
+        .filter_map(|g| g.body["event"].as_str())
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "opened", "resolved", "reopened", "resolved", "reopened", "resolved"
+        ],
+        "in order, the last one after the downgrade"
+    );
+    // One repeat was scheduled per opening; every one was cancelled by the ends.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.get("/v1/status").await["notifications"]["queued"] != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            d.get("/v1/status").await["notifications"]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
