@@ -403,6 +403,18 @@ pub async fn run(
         shutdown: sources_token.clone(),
         remediation: remediation.clone(),
     });
+    if let Some(addr) = config.control.web_listen {
+        running.spawn(
+            &tracker,
+            "web board",
+            crate::api::web::serve(
+                addr,
+                api_state.clone(),
+                config.control.web_token.as_ref().map(|t| t.0.clone()),
+                sources_token.clone(),
+            ),
+        );
+    }
     if let Some(addr) = config.control.metrics_listen {
         running.spawn(
             &tracker,

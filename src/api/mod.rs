@@ -13,6 +13,7 @@ pub mod roles;
 mod routes;
 mod silences;
 mod stream;
+pub mod web;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -113,7 +113,7 @@ async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-async fn status(State(st): S) -> Json<Value> {
+pub(super) async fn status(State(st): S) -> Json<Value> {
     let t = &st.telemetry;
     let counts: serde_json::Map<String, Value> = st
         .store
@@ -297,7 +297,7 @@ fn parse_list(params: &[(String, String)]) -> ApiResult<ListQuery> {
     Ok(q)
 }
 
-async fn list_incidents(
+pub(super) async fn list_incidents(
     State(st): S,
     params: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
@@ -326,7 +326,7 @@ async fn create_incident(
     Ok((StatusCode::CREATED, Json(inc)))
 }
 
-async fn show_incident(
+pub(super) async fn show_incident(
     State(st): S,
     path: Result<Path<IdPath>, PathRejection>,
 ) -> ApiResult<Json<Incident>> {
@@ -388,7 +388,7 @@ async fn export(State(st): S) -> impl axum::response::IntoResponse {
 }
 
 /// A Markdown post-mortem draft.
-async fn postmortem(
+pub(super) async fn postmortem(
     State(st): S,
     path: Result<Path<IdPath>, PathRejection>,
 ) -> ApiResult<impl axum::response::IntoResponse> {
@@ -453,7 +453,7 @@ async fn related(
     Ok(Json(json!({"incident_id": id, "related": out})))
 }
 
-async fn timeline(
+pub(super) async fn timeline(
     State(st): S,
     path: Result<Path<IdPath>, PathRejection>,
 ) -> ApiResult<Json<Value>> {
@@ -654,7 +654,7 @@ async fn assign(
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct StatsQuery {
+pub(super) struct StatsQuery {
     /// Only incidents created since: a duration ("7d") or an RFC 3339 time.
     #[serde(default)]
     since: Option<String>,
@@ -674,7 +674,7 @@ fn parse_since(v: &str, now: Timestamp) -> ApiResult<Timestamp> {
 
 /// Counts, false-positive share, time to detect/acknowledge/resolve, and the rules' fire
 /// counts.
-async fn stats(
+pub(super) async fn stats(
     State(st): S,
     query: Result<Query<StatsQuery>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {

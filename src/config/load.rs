@@ -424,6 +424,18 @@ fn check_rules(rules: &[RuleConfig], errors: &mut Vec<ConfigError>) {
 
 /// Checks across tables of the main file.
 fn validate(config: &Config, path: &Path, errors: &mut Vec<ConfigError>) {
+    if let Some(a) = config.control.web_listen
+        && !a.ip().is_loopback()
+    {
+        errors.push(ConfigError {
+            file: path.to_owned(),
+            line: None,
+            key: "control.web_listen".into(),
+            message: format!(
+                "{a} is not a loopback address: the board is served on 127.0.0.1 or ::1 only (put a reverse proxy with its own authentication in front for more)"
+            ),
+        });
+    }
     for r in &config.rules {
         if let super::RuleKindConfig::Plugin(p) = &r.kind {
             let problem = match config.plugins.iter().find(|x| x.table.name == p.plugin) {

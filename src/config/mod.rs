@@ -163,6 +163,11 @@ pub struct ControlConfig {
     pub responder_groups: Vec<String>,
     /// Optional TCP listener for `/metrics` only.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Optional loopback TCP listener for the web board (off by default).
+    pub web_listen: Option<std::net::SocketAddr>,
+    /// The token the board's buttons (acknowledge, mitigate, resolve) must send; without
+    /// one the board only reads. Peer credentials do not cross TCP.
+    pub web_token: Option<notify::Secret>,
     /// Concurrent API connections at most.
     pub max_connections: usize,
     /// Largest request body accepted, in bytes.
@@ -180,6 +185,8 @@ impl Default for ControlConfig {
             admin_groups: Vec::new(),
             responder_groups: Vec::new(),
             metrics_listen: None,
+            web_listen: None,
+            web_token: None,
             max_connections: 64,
             max_body_bytes: 8 << 20,
             request_timeout: Duration::from_secs(30),

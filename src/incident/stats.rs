@@ -96,6 +96,26 @@ pub struct Stats {
     pub times_by_service: BTreeMap<String, Times>,
     /// Incidents each rule contributed detections to.
     pub incidents_by_rule: BTreeMap<String, usize>,
+    /// Per week (by the Monday it starts on, `YYYY-MM-DD`, UTC) of creation: how many
+    /// incidents, and their times.
+    pub by_week: BTreeMap<String, Week>,
+}
+
+/// One week of `by_week`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Week {
+    pub incidents: usize,
+    pub times: Times,
+}
+
+/// The Monday (UTC) of the week holding `t`, as `YYYY-MM-DD`.
+fn week_of(t: crate::clock::Timestamp) -> String {
+    let day = t.millis().div_euclid(86_400_000);
+    // 1970-01-01 was a Thursday: three days after a Monday.
+    let monday = day - (day + 3).rem_euclid(7);
+    time::OffsetDateTime::from_unix_timestamp(monday * 86_400)
+        .map(|d| d.date().to_string())
+        .unwrap_or_default()
 }
 
 impl Stats {
@@ -108,8 +128,12 @@ impl Stats {
         let mut sev: BTreeMap<String, Samples> = BTreeMap::new();
         let mut svc: BTreeMap<String, Samples> = BTreeMap::new();
         let mut cancelled = 0;
+        let mut weeks: BTreeMap<String, (usize, Samples)> = BTreeMap::new();
         for i in incidents {
             n += 1;
+            let w = weeks.entry(week_of(i.created_at)).or_default();
+            w.0 += 1;
+            w.1.add(i);
             *by_status.entry(i.status.as_str().to_owned()).or_default() += 1;
             *by_severity
                 .entry(i.severity.as_str().to_owned())
@@ -137,12 +161,35 @@ impl Stats {
             times_by_severity: sev.into_iter().map(|(k, s)| (k, s.times())).collect(),
             times_by_service: svc.into_iter().map(|(k, s)| (k, s.times())).collect(),
             incidents_by_rule: by_rule,
+            by_week: weeks
+                .into_iter()
+                .map(|(k, (n, s))| {
+                    (
+                        k,
+                        Week {
+                            incidents: n,
+                            times: s.times(),
+                        },
+                    )
+                })
+                .collect(),
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn weeks_start_on_monday() {
+        use crate::clock::Timestamp;
+        // 2026-11-23 is a Monday; 2026-11-29 the Sunday after.
+        let t = |s: &str| Timestamp::parse_rfc3339(s).unwrap();
+        assert_eq!(super::week_of(t("2026-11-23T00:00:00Z")), "2026-11-23");
+        assert_eq!(super::week_of(t("2026-11-29T23:59:59Z")), "2026-11-23");
+        assert_eq!(super::week_of(t("2026-11-30T00:00:00Z")), "2026-11-30");
+        assert_eq!(super::week_of(t("1970-01-01T00:00:00Z")), "1969-12-29");
+    }
+
     use super::*;
 
     #[test]

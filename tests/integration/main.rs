@@ -18,3 +18,4 @@ mod stream;
 mod systemd;
 mod tail;
 mod util;
+mod web;

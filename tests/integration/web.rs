@@ -1,0 +1,199 @@
+//! The web board: served on loopback only, reads open, changes need the token; and the real
+//! page in headless Chromium (Debian's chromium, driven by playwright-core from npm):
+//! it loads, a new incident appears live, acknowledging from the page works, a screenshot is
+//! kept in target/tmp.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::util::*;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start(token: Option<&str>) -> (TestDaemon, String) {
+    let port = free_port();
+    let mut extra = format!("[control]\nweb_listen = \"127.0.0.1:{port}\"\n");
+    if let Some(t) = token {
+        extra.push_str(&format!("web_token = \"{t}\"\n"));
+    }
+    let d = TestDaemon::prepare(&extra, "");
+    d.wait_healthy().await;
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(std::time::Instant::now() < deadline, "board not listening");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (d, url)
+}
+
+#[tokio::test]
+async fn the_board_serves_its_page_and_reads_and_changes_need_the_token() {
+    let (d, url) = start(Some("s3cret-t0ken")).await;
+    let http = incidentd::http_client().unwrap();
+    let page = http.get(&url).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .starts_with("default-src 'self'")
+    );
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .contains("<script src=\"/board.js\">")
+    );
+    for asset in ["/board.js", "/board.css"] {
+        assert_eq!(
+            http.get(format!("{url}{asset}"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    let inc = d
+        .post("/v1/incidents", json!({"title": "t", "severity": "sev2"}))
+        .await
+        .unwrap();
+    let id = &inc["id"];
+    // Reads are open.
+    let list: Value = http
+        .get(format!("{url}/v1/incidents"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["incidents"][0]["id"], *id);
+    let stats: Value = http
+        .get(format!("{url}/v1/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["by_week"].as_object().unwrap().len(), 1);
+    // Changes: no token, a wrong one, then the right one.
+    for auth in [None, Some("Bearer nope")] {
+        let mut req = http.post(format!("{url}/v1/incidents/{id}/ack"));
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 403);
+    }
+    let r = http
+        .post(format!("{url}/v1/incidents/{id}/ack"))
+        .header("authorization", "Bearer s3cret-t0ken")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let tl = d.get(&format!("/v1/incidents/{id}/timeline")).await;
+    assert_eq!(tl["timeline"][1]["actor"], "web");
+    // Only what the board offers: no cancel, no admin paths.
+    let r = http
+        .post(format!("{url}/v1/incidents/{id}/cancel"))
+        .header("authorization", "Bearer s3cret-t0ken")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        http.post(format!("{url}/v1/reload"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    // Without a token configured the board is read-only.
+    let (d2, url2) = start(None).await;
+    let inc2 = d2
+        .post("/v1/incidents", json!({"title": "u"}))
+        .await
+        .unwrap();
+    let r = http
+        .post(format!("{url2}/v1/incidents/{}/ack", inc2["id"]))
+        .header("authorization", "Bearer anything")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("read-only"));
+}
+
+#[test]
+fn the_board_listens_on_loopback_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("incidentd.toml");
+    std::fs::write(&main, "[control]\nweb_listen = \"0.0.0.0:8080\"\n").unwrap();
+    let out = check_config(&main);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a loopback address"));
+}
+
+#[tokio::test]
+async fn the_board_in_a_real_browser_shows_new_incidents_live_and_acknowledges() {
+    let (d, url) = start(Some("board-token")).await;
+    // Something for the chart and the counters before the page loads.
+    d.post(
+        "/v1/incidents",
+        json!({"title": "older", "severity": "sev3"}),
+    )
+    .await
+    .unwrap();
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-board.png");
+    let _ = std::fs::remove_file(&shot);
+    let web = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/web");
+    if !std::path::Path::new(web)
+        .join("node_modules/playwright-core")
+        .is_dir()
+    {
+        let npm = std::process::Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--prefix", web])
+            .output()
+            .expect("npm (Debian's npm; .ci/run installs it)");
+        assert!(npm.status.success(), "{npm:?}");
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/web/board.mjs");
+    let out = tokio::process::Command::new("node")
+        .arg(script)
+        .arg(&url)
+        .arg("board-token")
+        .arg(&shot)
+        .arg(d.run.join("control.sock"))
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("node (with `npm install --prefix tests/web`, as .ci/run does)");
+    assert!(
+        out.status.success(),
+        "{}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        d.log()
+    );
+    let png = std::fs::read(&shot).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG"),
+        "a screenshot was kept at {}",
+        shot.display()
+    );
+}
