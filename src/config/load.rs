@@ -233,6 +233,27 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     }
 }
 
+/// Splits a table into the keys in `shared` and the rest, leaving out `skip`.
+fn split_keys<'a>(
+    table: &DeTable<'a>,
+    shared: &[&str],
+    skip: &[&str],
+) -> (DeTable<'a>, DeTable<'a>) {
+    let (mut a, mut b) = (DeTable::new(), DeTable::new());
+    for (k, val) in table.iter() {
+        let name: &str = k.get_ref();
+        if skip.contains(&name) {
+            continue;
+        }
+        if shared.contains(&name) {
+            a.insert(k.clone(), val.clone());
+        } else {
+            b.insert(k.clone(), val.clone());
+        }
+    }
+    (a, b)
+}
+
 /// `[[channel]]`, `[[route]]` and `[[escalation]]` tables as read, with where each starts.
 type NotifyItems = (
     Vec<(super::notify::ChannelConfig, usize)>,
@@ -758,6 +779,35 @@ impl<'a> File<'a> {
 
     /// Each `[[rule]]` is read on its own; its keys are split into the shared ones and the
     /// kind's own so both halves can refuse unknown keys.
+    /// The tables of an array of tables (`[[name]]`) with their spans; anything else in it
+    /// is reported.
+    fn array_tables<'v>(
+        &self,
+        v: &'v Spanned<DeValue<'a>>,
+        name: &str,
+        errors: &mut Vec<ConfigError>,
+    ) -> Vec<(&'v DeTable<'a>, std::ops::Range<usize>)> {
+        let DeValue::Array(items) = v.get_ref() else {
+            errors.push(self.error_at(
+                v.span().start,
+                format!("`{name}` must be an array of tables ([[{name}]])"),
+            ));
+            return Vec::new();
+        };
+        items
+            .iter()
+            .filter_map(|item| match item.get_ref() {
+                DeValue::Table(t) => Some((t, item.span())),
+                _ => {
+                    errors.push(
+                        self.error_at(item.span().start, format!("each {name} must be a table")),
+                    );
+                    None
+                }
+            })
+            .collect()
+    }
+
     /// An array of tables, each read on its own, with where it starts.
     fn array_of<T: DeserializeOwned>(
         &self,
@@ -789,28 +839,8 @@ impl<'a> File<'a> {
         out: &mut Vec<ActionConfig>,
         errors: &mut Vec<ConfigError>,
     ) {
-        let DeValue::Array(items) = v.get_ref() else {
-            errors.push(self.error_at(
-                v.span().start,
-                "`action` must be an array of tables ([[action]])".into(),
-            ));
-            return;
-        };
-        for item in items {
-            let DeValue::Table(table) = item.get_ref() else {
-                errors.push(self.error_at(item.span().start, "each action must be a table".into()));
-                continue;
-            };
-            let span = item.span();
-            let mut common = DeTable::new();
-            let mut op = DeTable::new();
-            for (k, val) in table.iter() {
-                if action::COMMON_KEYS.contains(&&**k.get_ref()) {
-                    common.insert(k.clone(), val.clone());
-                } else {
-                    op.insert(k.clone(), val.clone());
-                }
-            }
+        for (table, span) in self.array_tables(v, "action", errors) {
+            let (common, op) = split_keys(table, &action::COMMON_KEYS, &[]);
             let as_value = |t: DeTable<'a>| Spanned::new(span.clone(), DeValue::Table(t));
             let common: Option<action::ActionCommon> = self.value(&as_value(common), errors);
             let op: Option<action::Operation> = self.value(&as_value(op), errors);
@@ -924,31 +954,9 @@ impl<'a> File<'a> {
         out: &mut Vec<RuleConfig>,
         errors: &mut Vec<ConfigError>,
     ) {
-        let DeValue::Array(items) = v.get_ref() else {
-            errors.push(self.error_at(
-                v.span().start,
-                "`rule` must be an array of tables ([[rule]])".into(),
-            ));
-            return;
-        };
-        for item in items {
-            let DeValue::Table(table) = item.get_ref() else {
-                errors.push(self.error_at(item.span().start, "each rule must be a table".into()));
-                continue;
-            };
-            let span = item.span();
-            let mut common = DeTable::new();
-            let mut kind = DeTable::new();
-            for (k, val) in table.iter() {
-                let name: &str = k.get_ref();
-                if COMMON_KEYS.contains(&name) {
-                    if name != "kind" {
-                        common.insert(k.clone(), val.clone());
-                    }
-                } else {
-                    kind.insert(k.clone(), val.clone());
-                }
-            }
+        for (table, span) in self.array_tables(v, "rule", errors) {
+            // `kind` is read on its own below.
+            let (common, kind) = split_keys(table, &COMMON_KEYS, &["kind"]);
             let origin = format!("{}:{}", self.path.display(), line_of(self.text, span.start));
             let as_value = |t: DeTable<'a>| Spanned::new(span.clone(), DeValue::Table(t));
             let common: Option<RuleCommon> = self.value(&as_value(common), errors);
