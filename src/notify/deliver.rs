@@ -397,9 +397,54 @@ async fn exec(ctx: &Context<'_>) -> Result<(), String> {
     }
 }
 
-/// The ticket already made for this incident by this channel, if any.
-fn existing_ticket<'a>(ctx: &'a Context<'_>) -> Option<&'a String> {
-    ctx.incident.external_refs.get(&ctx.channel.id)
+/// A ticket's id and link, read from the service's answer to its creation.
+type Made = Option<(String, Option<String>)>;
+/// A request: method, URL, JSON body.
+type Call = (reqwest::Method, String, Value);
+
+/// How one ticket service is spoken to: where an issue is made and how its id is read from
+/// the answer, where a comment goes, how an issue is closed.
+struct TicketApi<'a> {
+    service: &'static str,
+    auth: &'a (dyn Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder + Sync),
+    create: (String, Value),
+    /// (id, URL) from the answer to `create`.
+    made: fn(&Value) -> Made,
+    comment: &'a (dyn Fn(&str) -> (String, Value) + Sync),
+    close: &'a (dyn Fn(&str) -> Option<Call> + Sync),
+}
+
+/// One ticket per incident and channel: made at the opening, commented on later, closed at
+/// the end. The ticket already made is found in the incident's `external_refs`.
+async fn ticket(
+    ctx: &Context<'_>,
+    http: &reqwest::Client,
+    api: TicketApi<'_>,
+) -> Result<Delivered, String> {
+    let c = ctx.channel;
+    match ctx.incident.external_refs.get(&c.id) {
+        // Ended before any ticket was made: nothing to close.
+        None if ctx.event.ends() => Ok(Delivered::default()),
+        None => {
+            let (url, body) = api.create;
+            let v = send((api.auth)(http.post(url)).json(&body)).await?;
+            let (id, link) = (api.made)(&v)
+                .ok_or_else(|| format!("{} answered without an issue id: {v}", api.service))?;
+            Ok(Delivered {
+                ticket: Some((c.id.clone(), id, link)),
+            })
+        }
+        Some(id) => {
+            let (url, body) = (api.comment)(id);
+            send((api.auth)(http.post(url)).json(&body)).await?;
+            if ctx.event.ends()
+                && let Some((method, url, body)) = (api.close)(id)
+            {
+                send((api.auth)(http.request(method, url)).json(&body)).await?;
+            }
+            Ok(Delivered::default())
+        }
+    }
 }
 
 async fn github(
@@ -412,52 +457,48 @@ async fn github(
         .url
         .clone()
         .unwrap_or_else(|| "https://api.github.com".into());
+    let base = base.trim_end_matches('/');
     let repo = c.repo.as_deref().unwrap_or_default();
     let token = c.token.as_ref().map(|s| s.0.clone()).unwrap_or_default();
-    let auth = |r: reqwest::RequestBuilder| {
-        r.timeout(c.timeout)
-            .bearer_auth(&token)
-            .header("accept", "application/vnd.github+json")
-            .header("x-github-api-version", "2022-11-28")
-    };
-    let base = base.trim_end_matches('/');
-    match existing_ticket(ctx) {
-        None if ctx.event.ends() => Ok(Delivered::default()),
-        None => {
-            let body = json!({
-                "title": ctx.text(t)?,
-                "body": ctx.body(t)?,
-                "labels": ["incidentd", ctx.incident.severity.as_str()],
-            });
-            let v =
-                send(auth(http.post(format!("{base}/repos/{repo}/issues"))).json(&body)).await?;
-            let number = v["number"]
-                .as_u64()
-                .ok_or_else(|| format!("GitHub answered without an issue number: {v}"))?;
-            Ok(Delivered {
-                ticket: Some((
-                    c.id.clone(),
-                    number.to_string(),
+    let body = ctx.body(t)?;
+    ticket(
+        ctx,
+        http,
+        TicketApi {
+            service: "GitHub",
+            auth: &|r| {
+                r.timeout(c.timeout)
+                    .bearer_auth(&token)
+                    .header("accept", "application/vnd.github+json")
+                    .header("x-github-api-version", "2022-11-28")
+            },
+            create: (
+                format!("{base}/repos/{repo}/issues"),
+                json!({"title": ctx.text(t)?, "body": body,
+                    "labels": ["incidentd", ctx.incident.severity.as_str()]}),
+            ),
+            made: |v| {
+                Some((
+                    v["number"].as_u64()?.to_string(),
                     v["html_url"].as_str().map(str::to_owned),
-                )),
-            })
-        }
-        Some(n) => {
-            send(
-                auth(http.post(format!("{base}/repos/{repo}/issues/{n}/comments")))
-                    .json(&json!({"body": ctx.body(t)?})),
-            )
-            .await?;
-            if ctx.event.ends() {
-                send(
-                    auth(http.patch(format!("{base}/repos/{repo}/issues/{n}")))
-                        .json(&json!({"state": "closed", "state_reason": "completed"})),
+                ))
+            },
+            comment: &|n| {
+                (
+                    format!("{base}/repos/{repo}/issues/{n}/comments"),
+                    json!({ "body": body }),
                 )
-                .await?;
-            }
-            Ok(Delivered::default())
-        }
-    }
+            },
+            close: &|n| {
+                Some((
+                    reqwest::Method::PATCH,
+                    format!("{base}/repos/{repo}/issues/{n}"),
+                    json!({"state": "closed", "state_reason": "completed"}),
+                ))
+            },
+        },
+    )
+    .await
 }
 
 async fn gitlab(
@@ -470,48 +511,36 @@ async fn gitlab(
     let base = base.trim_end_matches('/');
     let project: String = c.project.as_deref().unwrap_or_default().replace('/', "%2F");
     let token = c.token.as_ref().map(|s| s.0.clone()).unwrap_or_default();
-    let auth = |r: reqwest::RequestBuilder| r.timeout(c.timeout).header("PRIVATE-TOKEN", &token);
-    match existing_ticket(ctx) {
-        None if ctx.event.ends() => Ok(Delivered::default()),
-        None => {
-            let body = json!({
-                "title": ctx.text(t)?,
-                "description": ctx.body(t)?,
-                "labels": format!("incidentd,{}", ctx.incident.severity.as_str()),
-            });
-            let v = send(
-                auth(http.post(format!("{base}/api/v4/projects/{project}/issues"))).json(&body),
-            )
-            .await?;
-            let iid = v["iid"]
-                .as_u64()
-                .ok_or_else(|| format!("GitLab answered without an issue iid: {v}"))?;
-            Ok(Delivered {
-                ticket: Some((
-                    c.id.clone(),
-                    iid.to_string(),
+    let issues = format!("{base}/api/v4/projects/{project}/issues");
+    let body = ctx.body(t)?;
+    ticket(
+        ctx,
+        http,
+        TicketApi {
+            service: "GitLab",
+            auth: &|r| r.timeout(c.timeout).header("PRIVATE-TOKEN", &token),
+            create: (
+                issues.clone(),
+                json!({"title": ctx.text(t)?, "description": body,
+                    "labels": format!("incidentd,{}", ctx.incident.severity.as_str())}),
+            ),
+            made: |v| {
+                Some((
+                    v["iid"].as_u64()?.to_string(),
                     v["web_url"].as_str().map(str::to_owned),
-                )),
-            })
-        }
-        Some(iid) => {
-            send(
-                auth(http.post(format!(
-                    "{base}/api/v4/projects/{project}/issues/{iid}/notes"
-                )))
-                .json(&json!({"body": ctx.body(t)?})),
-            )
-            .await?;
-            if ctx.event.ends() {
-                send(
-                    auth(http.put(format!("{base}/api/v4/projects/{project}/issues/{iid}")))
-                        .json(&json!({"state_event": "close"})),
-                )
-                .await?;
-            }
-            Ok(Delivered::default())
-        }
-    }
+                ))
+            },
+            comment: &|iid| (format!("{issues}/{iid}/notes"), json!({ "body": body })),
+            close: &|iid| {
+                Some((
+                    reqwest::Method::PUT,
+                    format!("{issues}/{iid}"),
+                    json!({"state_event": "close"}),
+                ))
+            },
+        },
+    )
+    .await
 }
 
 /// Text as an Atlassian Document Format document: one paragraph per block of lines.
@@ -544,60 +573,63 @@ async fn jira(
     let base = url(c)?;
     let base = base.trim_end_matches('/');
     let token = c.token.as_ref().map(|s| s.0.clone()).unwrap_or_default();
-    let auth = |r: reqwest::RequestBuilder| {
-        let r = r.timeout(c.timeout);
-        match &c.username {
-            Some(u) => r.basic_auth(u, Some(&token)),
-            None => r.bearer_auth(&token),
-        }
-    };
     let priority = match ctx.incident.severity {
         crate::incident::Severity::Sev1 => "Highest",
         crate::incident::Severity::Sev2 => "High",
         crate::incident::Severity::Sev3 => "Medium",
         crate::incident::Severity::Sev4 => "Low",
     };
-    match existing_ticket(ctx) {
-        None if ctx.event.ends() => Ok(Delivered::default()),
-        None => {
-            let body = json!({"fields": {
-                "project": {"key": c.project},
-                "summary": ctx.text(t)?.chars().take(250).collect::<String>(),
-                "issuetype": {"name": c.issue_type.clone().unwrap_or_else(|| "Task".into())},
-                "priority": {"name": priority},
-                "labels": ["incidentd", ctx.incident.severity.as_str()],
-                "description": adf(&ctx.body(t)?),
-            }});
-            let v = send(auth(http.post(format!("{base}/rest/api/3/issue"))).json(&body)).await?;
-            let key = v["key"]
-                .as_str()
-                .ok_or_else(|| format!("Jira answered without an issue key: {v}"))?;
-            Ok(Delivered {
-                ticket: Some((
-                    c.id.clone(),
-                    key.to_owned(),
-                    Some(format!("{base}/browse/{key}")),
-                )),
-            })
-        }
-        Some(key) => {
-            send(
-                auth(http.post(format!("{base}/rest/api/3/issue/{key}/comment")))
-                    .json(&json!({"body": adf(&ctx.body(t)?)})),
-            )
-            .await?;
-            if ctx.event.ends()
-                && let Some(tr) = &c.close_transition
-            {
-                send(
-                    auth(http.post(format!("{base}/rest/api/3/issue/{key}/transitions")))
-                        .json(&json!({"transition": {"id": tr}})),
+    let body = adf(&ctx.body(t)?);
+    let browse = format!("{base}/browse/");
+    ticket(
+        ctx,
+        http,
+        TicketApi {
+            service: "Jira",
+            auth: &|r| {
+                let r = r.timeout(c.timeout);
+                match &c.username {
+                    Some(u) => r.basic_auth(u, Some(&token)),
+                    None => r.bearer_auth(&token),
+                }
+            },
+            create: (
+                format!("{base}/rest/api/3/issue"),
+                json!({"fields": {
+                    "project": {"key": c.project},
+                    "summary": ctx.text(t)?.chars().take(250).collect::<String>(),
+                    "issuetype": {"name": c.issue_type.clone().unwrap_or_else(|| "Task".into())},
+                    "priority": {"name": priority},
+                    "labels": ["incidentd", ctx.incident.severity.as_str()],
+                    "description": body,
+                }}),
+            ),
+            made: |v| Some((v["key"].as_str()?.to_owned(), None)),
+            comment: &|key| {
+                (
+                    format!("{base}/rest/api/3/issue/{key}/comment"),
+                    json!({ "body": body }),
                 )
-                .await?;
-            }
-            Ok(Delivered::default())
+            },
+            close: &|key| {
+                c.close_transition.as_ref().map(|tr| {
+                    (
+                        reqwest::Method::POST,
+                        format!("{base}/rest/api/3/issue/{key}/transitions"),
+                        json!({"transition": {"id": tr}}),
+                    )
+                })
+            },
+        },
+    )
+    .await
+    .map(|mut d| {
+        // Jira's answer has no browsable URL; it is the base and the key.
+        if let Some((_, key, url)) = &mut d.ticket {
+            *url = Some(format!("{browse}{key}"));
         }
-    }
+        d
+    })
 }
 
 #[cfg(test)]
