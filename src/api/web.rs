@@ -73,13 +73,48 @@ pub async fn serve(
         .route("/v1/incidents/{id}/{transition}", post(transition))
         .with_state(web)
         .merge(reads)
-        .fallback(|| async { ApiError::not_found("no such page") });
+        .fallback(|| async { ApiError::not_found("no such page") })
+        .layer(axum::extract::DefaultBodyLimit::max(64 << 10))
+        .layer(axum::middleware::from_fn(local_host_only));
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(cancel.cancelled_owned())
         .await
     {
         tracing::error!(error = %e, "web board listener failed");
     }
+}
+
+/// Refuses requests whose `Host` is not a loopback name or address: a page elsewhere that
+/// points its own domain name at 127.0.0.1 (DNS rebinding) cannot read the board.
+async fn local_host_only(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    // Strip the port (and the brackets of an IPv6 literal).
+    let name = match host.rsplit_once(':') {
+        Some((n, port)) if port.chars().all(|c| c.is_ascii_digit()) => n,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    let local = name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !local {
+        tracing::warn!(host = %host, "web board request with a foreign Host refused");
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the board answers only to localhost, 127.0.0.1 or [::1]",
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 fn page(body: &'static str, kind: &'static str) -> impl IntoResponse {

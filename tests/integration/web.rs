@@ -123,6 +123,22 @@ async fn the_board_serves_its_page_and_reads_and_changes_need_the_token() {
             .status(),
         404
     );
+    // A foreign Host (DNS rebinding) is refused; localhost is fine.
+    let port = url.rsplit(':').next().unwrap();
+    let r = http
+        .get(format!("{url}/v1/incidents"))
+        .header("host", format!("evil.example:{port}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = http
+        .get(format!("{url}/v1/incidents"))
+        .header("host", format!("localhost:{port}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     // Without a token configured the board is read-only.
     let (d2, url2) = start(None).await;
     let inc2 = d2
