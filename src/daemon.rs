@@ -656,6 +656,13 @@ async fn reload(
             {
                 tracing::warn!("socket paths and state_dir take effect only after a restart");
             }
+            if new.control.web_listen != config.control.web_listen
+                || new.control.web_token != config.control.web_token
+            {
+                tracing::warn!(
+                    "[control] web_listen and web_token take effect only after a restart"
+                );
+            }
             if new.sources != config.sources {
                 tracing::warn!("[[source.*]] changes take effect only after a restart");
             }

@@ -80,7 +80,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
 /// Answers 503 `timeout` for a read (GET) that takes longer than `timeout` (and logs it).
 /// Changes are never cut off halfway: an event batch half sent or a change made but not
 /// answered would invite a retry that applies it twice.
-fn with_timeout<S: Clone + Send + Sync + 'static>(
+pub(super) fn with_timeout<S: Clone + Send + Sync + 'static>(
     router: Router<S>,
     timeout: std::time::Duration,
 ) -> Router<S> {

@@ -45,7 +45,7 @@ pub async fn serve(
     tracing::info!(address = %addr, writable = token.is_some(), "serving the web board");
     let web = Arc::new(Web {
         api: api.clone(),
-        token,
+        token: token.filter(|t| !t.is_empty()),
     });
     let reads = axum::Router::new()
         .route("/v1/status", get(routes::status))
@@ -55,8 +55,9 @@ pub async fn serve(
         .route("/v1/incidents/{id}/postmortem", get(routes::postmortem))
         .route("/v1/stats", get(routes::stats))
         .route("/v1/stream", get(super::stream::handler))
-        .route("/v1/actions", get(super::actions::list))
-        .with_state(api);
+        .route("/v1/actions", get(super::actions::list));
+    // Reads get the control API's time limit.
+    let reads = routes::with_timeout(reads, api.request_timeout).with_state(api);
     let app = axum::Router::new()
         .route(
             "/",

@@ -445,6 +445,16 @@ fn check_rules(rules: &[RuleConfig], errors: &mut Vec<ConfigError>) {
 
 /// Checks across tables of the main file.
 fn validate(config: &Config, path: &Path, errors: &mut Vec<ConfigError>) {
+    if let Some(t) = &config.control.web_token
+        && t.0.chars().count() < 16
+    {
+        errors.push(ConfigError {
+            file: path.to_owned(),
+            line: None,
+            key: "control.web_token".into(),
+            message: "the board's token must be at least 16 characters (an empty one would let any page make changes)".into(),
+        });
+    }
     if let Some(a) = config.control.web_listen
         && !a.ip().is_loopback()
     {

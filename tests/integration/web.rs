@@ -39,7 +39,7 @@ async fn start(token: Option<&str>) -> (TestDaemon, String) {
 
 #[tokio::test]
 async fn the_board_serves_its_page_and_reads_and_changes_need_the_token() {
-    let (d, url) = start(Some("s3cret-t0ken")).await;
+    let (d, url) = start(Some("s3cret-t0ken-abcdef")).await;
     let http = incidentd::http_client().unwrap();
     let page = http.get(&url).send().await.unwrap();
     assert_eq!(page.status(), 200);
@@ -100,7 +100,7 @@ async fn the_board_serves_its_page_and_reads_and_changes_need_the_token() {
     }
     let r = http
         .post(format!("{url}/v1/incidents/{id}/ack"))
-        .header("authorization", "Bearer s3cret-t0ken")
+        .header("authorization", "Bearer s3cret-t0ken-abcdef")
         .send()
         .await
         .unwrap();
@@ -110,7 +110,7 @@ async fn the_board_serves_its_page_and_reads_and_changes_need_the_token() {
     // Only what the board offers: no cancel, no admin paths.
     let r = http
         .post(format!("{url}/v1/incidents/{id}/cancel"))
-        .header("authorization", "Bearer s3cret-t0ken")
+        .header("authorization", "Bearer s3cret-t0ken-abcdef")
         .send()
         .await
         .unwrap();
@@ -156,18 +156,24 @@ async fn the_board_serves_its_page_and_reads_and_changes_need_the_token() {
 }
 
 #[test]
-fn the_board_listens_on_loopback_only() {
+fn the_board_listens_on_loopback_only_with_a_real_token() {
     let dir = tempfile::tempdir().unwrap();
     let main = dir.path().join("incidentd.toml");
-    std::fs::write(&main, "[control]\nweb_listen = \"0.0.0.0:8080\"\n").unwrap();
+    std::fs::write(
+        &main,
+        "[control]\nweb_listen = \"0.0.0.0:8080\"\nweb_token = \"\"\n",
+    )
+    .unwrap();
     let out = check_config(&main);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a loopback address"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not a loopback address"), "{err}");
+    assert!(err.contains("at least 16 characters"), "{err}");
 }
 
 #[tokio::test]
 async fn the_board_in_a_real_browser_shows_new_incidents_live_and_acknowledges() {
-    let (d, url) = start(Some("board-token")).await;
+    let (d, url) = start(Some("board-token-0123456789")).await;
     // Something for the chart and the counters before the page loads.
     d.post(
         "/v1/incidents",
@@ -189,16 +195,32 @@ async fn the_board_in_a_real_browser_shows_new_incidents_live_and_acknowledges()
         assert!(npm.status.success(), "{npm:?}");
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/web/board.mjs");
-    let out = tokio::process::Command::new("node")
+    let child = tokio::process::Command::new("node")
         .arg(script)
         .arg(&url)
-        .arg("board-token")
+        .arg("board-token-0123456789")
         .arg(&shot)
         .arg(d.run.join("control.sock"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        // Its own process group: node and the Chromium it starts end together.
+        .process_group(0)
         .kill_on_drop(true)
-        .output()
-        .await
+        .spawn()
         .expect("node (with `npm install --prefix tests/web`, as .ci/run does)");
+    let pgid = child.id().map(|p| p as i32);
+    let out = match tokio::time::timeout(Duration::from_secs(120), child.wait_with_output()).await {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            if let Some(pg) = pgid {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pg),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            panic!("the browser test did not finish within 120 s\n{}", d.log());
+        }
+    };
     assert!(
         out.status.success(),
         "{}\n{}\n{}",

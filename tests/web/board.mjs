@@ -12,7 +12,9 @@ function control(method, path, body) {
     const req = http.request({ socketPath: socket, method, path, headers: { "content-type": "application/json", host: "localhost" } }, (res) => {
       let data = "";
       res.on("data", (c) => (data += c));
-      res.on("end", () => resolve(JSON.parse(data)));
+      res.on("end", () => {
+        try { resolve(JSON.parse(data)); } catch (e) { reject(new Error(`not JSON from ${path}: ${data}`)); }
+      });
     });
     req.on("error", reject);
     if (body) req.write(JSON.stringify(body));

@@ -2,7 +2,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { incidents: new Map(), selected: null, known: new Set() };
+const state = { incidents: new Map(), selected: null, known: new Set(), severity: new Map(), busy: false, again: false };
 
 function el(tag, attrs, ...children) {
   const e = document.createElement(tag);
@@ -70,20 +70,40 @@ async function api(path, opts) {
   return (r.headers.get("content-type") || "").includes("json") ? r.json() : r.text();
 }
 
-async function load() {
-  const seen = new Map();
+// Keeps the newer of two copies of an incident (by the length of its timeline).
+function keep(i) {
+  const had = state.incidents.get(i.id);
+  if (!had || (i.timeline_len || 0) >= (had.timeline_len || 0)) state.incidents.set(i.id, i);
+}
+
+async function pages(query, max) {
   let cursor = null;
-  for (let page = 0; page < 10; page++) {
-    const q = new URLSearchParams({ limit: "500" });
+  for (let page = 0; page < max; page++) {
+    const q = new URLSearchParams(query);
     if (cursor) q.set("cursor", cursor);
     const p = await api(`/v1/incidents?${q}`);
-    for (const i of p.incidents) seen.set(i.id, i);
-    if (!p.next_cursor) break;
+    for (const i of p.incidents) { keep(i); state.known.add(i.id); state.severity.set(i.id, i.severity); }
+    if (!p.next_cursor) return;
     cursor = p.next_cursor;
   }
-  state.incidents = seen;
-  for (const id of seen.keys()) state.known.add(id);
+}
+
+// Every active incident, and the newest others; merged, so changes the stream already
+// brought are not undone by an older copy.
+async function load() {
+  await pages({ status: "active", limit: "500" }, 1000);
+  await pages({ limit: "200" }, 1);
   render();
+}
+
+// One refresh of the open incident at a time; changes meanwhile make one more.
+async function refresh(id) {
+  if (state.busy) { state.again = true; return; }
+  state.busy = true;
+  try { await select(id); } finally {
+    state.busy = false;
+    if (state.again && state.selected === id) { state.again = false; refresh(id); }
+  }
 }
 
 async function select(id) {
@@ -98,7 +118,7 @@ async function select(id) {
     api(`/v1/incidents/${id}/postmortem`).catch((e) => `(${e.message})`),
   ]);
   if (state.selected !== id) return;
-  state.incidents.set(id, inc);
+  keep(inc);
   $("d-title").textContent = `#${inc.id} ${inc.title}`;
   $("d-meta").textContent = `${inc.severity} · ${inc.status} · ${inc.service || "no service"} · ` +
     `${inc.detections} detection(s) · created ${ago(inc.created_at)}` +
@@ -137,26 +157,33 @@ async function change(action) {
   }
 }
 
-function alertNew(i) {
+const urgent = (s) => s === "sev1" || s === "sev2";
+
+// A notification when an incident is new and urgent, or becomes urgent.
+function maybeNotify(i) {
+  const before = state.severity.get(i.id);
+  state.severity.set(i.id, i.severity);
+  if (!urgent(i.severity) || (before && urgent(before) && before <= i.severity)) return;
   if (!("Notification" in window) || Notification.permission !== "granted") return;
-  if (i.severity !== "sev1" && i.severity !== "sev2") return;
   new Notification(`${i.severity}: ${i.title}`, { body: `incident #${i.id}`, tag: `incident-${i.id}` });
 }
 
 function connect() {
   const es = new EventSource("/v1/stream");
   const badge = $("live");
-  es.onopen = () => { badge.textContent = "live"; badge.className = "badge on"; load().catch(() => {}); };
+  es.onopen = () => {
+    badge.textContent = "live"; badge.className = "badge on";
+    load().catch((e) => { $("empty").hidden = false; $("empty").textContent = `cannot load: ${e.message}`; });
+  };
   es.onerror = () => { badge.textContent = "offline"; badge.className = "badge off"; };
   const onChange = (ev) => {
     const d = JSON.parse(ev.data);
     if (!d.incident) return;
-    const isNew = !state.known.has(d.incident.id);
     state.known.add(d.incident.id);
-    state.incidents.set(d.incident.id, d.incident);
-    if (isNew && d.type === "incident_created") alertNew(d.incident);
+    keep(d.incident);
+    maybeNotify(d.incident);
     render();
-    if (state.selected === d.incident.id) select(d.incident.id).catch(() => {});
+    if (state.selected === d.incident.id) refresh(d.incident.id).catch(() => {});
   };
   for (const t of ["incident_created", "incident_updated", "detection", "action", "notification"]) {
     es.addEventListener(t, onChange);
@@ -164,7 +191,7 @@ function connect() {
 }
 
 async function weeks() {
-  const s = await api("/v1/stats");
+  const s = await api("/v1/stats?since=84d");
   const entries = Object.entries(s.by_week || {}).slice(-12);
   const max = Math.max(1, ...entries.map(([, w]) => w.incidents));
   const W = 24, H = 80, svgNS = "http://www.w3.org/2000/svg";
@@ -190,13 +217,15 @@ async function weeks() {
     el("td", {}, human(w.times.mttr.mean)))));
 }
 
-$("token").value = localStorage.getItem("incidentd-token") || "";
-$("token").addEventListener("change", () => localStorage.setItem("incidentd-token", $("token").value));
+// Kept for this tab's session only.
+$("token").value = sessionStorage.getItem("incidentd-token") || "";
+$("token").addEventListener("change", () => sessionStorage.setItem("incidentd-token", $("token").value));
 for (const b of ["ack", "mitigate", "resolve"]) $(b).addEventListener("click", () => change($(b).dataset.action));
 for (const f of ["f-status", "f-severity", "f-service"]) $(f).addEventListener("input", render);
 $("notify-btn").addEventListener("click", () => {
   if ("Notification" in window) Notification.requestPermission();
 });
-load().then(connect).catch((e) => { $("empty").hidden = false; $("empty").textContent = `cannot load: ${e.message}`; });
+// The stream's every (re)connection loads the list again, so a failed first load recovers.
+connect();
 weeks().catch(() => {});
 setInterval(() => { render(); weeks().catch(() => {}); }, 30000);
