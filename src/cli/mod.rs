@@ -516,14 +516,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
             }
         }
         Cmd::Stats { since } => {
-            let path = match &since {
-                Some(s) => format!(
-                    "/v1/stats?{}",
-                    serde_urlencoded::to_string([("since", s)])
-                        .map_err(|e| CliError::Failed(e.to_string()))?
-                ),
-                None => "/v1/stats".to_owned(),
-            };
+            let path = with_query("/v1/stats", &[("since", since)])?;
             let v: Value = client.get(&path).await?;
             if json_out {
                 print_json(&v);
@@ -913,15 +906,14 @@ async fn actions(
     };
     match cmd {
         ActionsCmd::List { state, incident } => {
-            let mut p: Vec<(&str, String)> = Vec::new();
-            if let Some(s) = state {
-                p.push(("state", s));
-            }
-            if let Some(i) = incident {
-                p.push(("incident", i.to_string()));
-            }
-            let q = serde_urlencoded::to_string(&p).map_err(|e| CliError::Failed(e.to_string()))?;
-            let v: Value = client.get(&format!("/v1/actions?{q}")).await?;
+            let path = with_query(
+                "/v1/actions",
+                &[
+                    ("state", state),
+                    ("incident", incident.map(|i| i.to_string())),
+                ],
+            )?;
+            let v: Value = client.get(&path).await?;
             if json_out {
                 print_json(&v);
                 return Ok(());
@@ -1135,14 +1127,7 @@ async fn silence(
             print(&v);
         }
         SilenceCmd::List { state } => {
-            let path = match &state {
-                Some(s) => format!(
-                    "/v1/silences?{}",
-                    serde_urlencoded::to_string([("state", s)])
-                        .map_err(|e| CliError::Failed(e.to_string()))?
-                ),
-                None => "/v1/silences".to_owned(),
-            };
+            let path = with_query("/v1/silences", &[("state", state)])?;
             let v: Value = client.get(&path).await?;
             if json_out {
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
@@ -1289,6 +1274,22 @@ pub(crate) fn incidents_table(incidents: &[Incident], now: Timestamp) -> String 
         ],
         &rows,
     )
+}
+
+/// `path?k=v&…` with the parameters that are set (none: the bare path).
+pub(crate) fn with_query(
+    path: &str,
+    params: &[(&str, Option<String>)],
+) -> Result<String, CliError> {
+    let set: Vec<(&str, &String)> = params
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| (*k, v)))
+        .collect();
+    if set.is_empty() {
+        return Ok(path.to_owned());
+    }
+    let q = serde_urlencoded::to_string(&set).map_err(|e| CliError::Failed(e.to_string()))?;
+    Ok(format!("{path}?{q}"))
 }
 
 /// `key=value`, for clap (a bad one is a usage error, exit code 2).

@@ -35,14 +35,7 @@ impl Watch {
     pub async fn run(self) -> Result<(), CliError> {
         let screen = !self.json && std::io::stdout().is_terminal();
         let mut open: BTreeMap<u64, Incident> = BTreeMap::new();
-        let path = match &self.types {
-            Some(t) => format!(
-                "/v1/stream?{}",
-                serde_urlencoded::to_string([("types", t)])
-                    .map_err(|e| CliError::Failed(e.to_string()))?
-            ),
-            None => "/v1/stream".to_owned(),
-        };
+        let path = super::with_query("/v1/stream", &[("types", self.types.clone())])?;
         let mut last = self.after;
         let mut connected_once = false;
         let mut recent: VecDeque<String> = VecDeque::new();

@@ -126,6 +126,37 @@ pub struct ActionRun {
     pub revert_started: Option<Timestamp>,
 }
 
+impl ActionRun {
+    /// A run as it starts: nothing decided, planned, finished or reverted yet.
+    fn new(
+        id: u64,
+        incident_id: u64,
+        action: &str,
+        state: RunState,
+        reason: String,
+        now: Timestamp,
+    ) -> ActionRun {
+        ActionRun {
+            id,
+            incident_id,
+            action: action.to_owned(),
+            state,
+            reason,
+            requested_at: now,
+            expires_at: None,
+            decided_by: None,
+            decided_at: None,
+            plan: None,
+            outcome: None,
+            finished_at: None,
+            revert_at: None,
+            revert_on_resolve: false,
+            reverted: None,
+            revert_started: None,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RemediationError {
     #[error("action run {id} not found")]
@@ -602,24 +633,14 @@ impl Shared {
                 self.hold(&inc, id, why).await;
                 continue;
             }
-            let run = ActionRun {
-                id: self.allocate(),
-                incident_id: inc.id,
-                action: id.clone(),
-                state: RunState::Running,
-                reason: "safe action, run automatically".into(),
-                requested_at: now,
-                expires_at: None,
-                decided_by: None,
-                decided_at: None,
-                plan: None,
-                outcome: None,
-                finished_at: None,
-                revert_at: None,
-                revert_on_resolve: false,
-                reverted: None,
-                revert_started: None,
-            };
+            let run = ActionRun::new(
+                self.allocate(),
+                inc.id,
+                id,
+                RunState::Running,
+                "safe action, run automatically".into(),
+                now,
+            );
             let s = self.clone();
             let action = action.clone();
             let policy = c.policy.clone();
@@ -670,24 +691,16 @@ impl Shared {
     async fn refuse(&self, inc: &Incident, action: &str, error: String) {
         let now = self.clock.now();
         let outcome = Outcome::failed(format!("refused: {error}"));
-        let run = ActionRun {
-            id: self.allocate(),
-            incident_id: inc.id,
-            action: action.to_owned(),
-            state: RunState::Failed,
-            reason: "refused before it ran".into(),
-            requested_at: now,
-            expires_at: None,
-            decided_by: None,
-            decided_at: None,
-            plan: None,
-            outcome: Some(outcome.clone()),
-            finished_at: Some(now),
-            revert_at: None,
-            revert_on_resolve: false,
-            reverted: None,
-            revert_started: None,
-        };
+        let mut run = ActionRun::new(
+            self.allocate(),
+            inc.id,
+            action,
+            RunState::Failed,
+            "refused before it ran".into(),
+            now,
+        );
+        run.outcome = Some(outcome.clone());
+        run.finished_at = Some(now);
         if let Err(e) = self.save(&run) {
             tracing::error!(run = run.id, error = %e, "could not store a refused run");
         }
@@ -735,24 +748,16 @@ impl Shared {
         let plan = run::plan(&action.op, &run::context(inc))
             .ok()
             .map(|p| p.redacted());
-        let run = ActionRun {
-            id: self.allocate(),
-            incident_id: inc.id,
-            action: action.common.id.clone(),
-            state: RunState::Pending,
-            reason: reason.clone(),
-            requested_at: now,
-            expires_at: Some(now.saturating_add(timeout)),
-            decided_by: None,
-            decided_at: None,
-            plan,
-            outcome: None,
-            finished_at: None,
-            revert_at: None,
-            revert_on_resolve: false,
-            reverted: None,
-            revert_started: None,
-        };
+        let mut run = ActionRun::new(
+            self.allocate(),
+            inc.id,
+            &action.common.id,
+            RunState::Pending,
+            reason.clone(),
+            now,
+        );
+        run.expires_at = Some(now.saturating_add(timeout));
+        run.plan = plan;
         self.save(&run)?;
         tracing::info!(incident = inc.id, action = %run.action, run = run.id, "action waits for approval");
         self.record(
@@ -896,24 +901,16 @@ impl Shared {
         // A bad template refuses the run before anything is recorded.
         run::plan(&a.op, &run::context(&inc)).map_err(RemediationError::Template)?;
         let now = self.clock.now();
-        let run = ActionRun {
-            id: self.allocate(),
+        let mut run = ActionRun::new(
+            self.allocate(),
             incident_id,
-            action: action.to_owned(),
-            state: RunState::Running,
-            reason: format!("run by hand by {actor}"),
-            requested_at: now,
-            expires_at: None,
-            decided_by: Some(actor.to_owned()),
-            decided_at: Some(now),
-            plan: None,
-            outcome: None,
-            finished_at: None,
-            revert_at: None,
-            revert_on_resolve: false,
-            reverted: None,
-            revert_started: None,
-        };
+            action,
+            RunState::Running,
+            format!("run by hand by {actor}"),
+            now,
+        );
+        run.decided_by = Some(actor.to_owned());
+        run.decided_at = Some(now);
         let _ = self.breaker_refuses(&a, &inc.key, now);
         Ok(self.execute(run, &a, &c.policy, actor, None).await)
     }
