@@ -143,7 +143,17 @@ actions = ["restart-demo"]
             .contains("circuit breaker: 3 automatic runs within 1h"),
         "{held}"
     );
-    let now = read_pid(&pidfile);
+    // The last restart's service writes its pid a moment after the action returns.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut now = read_pid(&pidfile);
+    while !(alive(now) && now != first) {
+        assert!(
+            Instant::now() < deadline,
+            "restarted again: {first} → {now}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        now = read_pid(&pidfile);
+    }
     assert!(
         alive(now) && now != first,
         "restarted again: {first} → {now}"
