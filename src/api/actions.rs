@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::routes::{IdPath, parse_json};
+use super::routes::{IdPath, parse_json, parse_number};
 use super::{ApiError, ApiState, Peer};
 use crate::remediation::{RemediationError, RunState};
 
@@ -38,11 +38,6 @@ impl From<RemediationError> for ApiError {
     }
 }
 
-fn parse_u64(raw: &str, what: &str) -> ApiResult<u64> {
-    raw.parse()
-        .map_err(|_| ApiError::bad_request(format!("`{raw}` is not {what} (a positive number)")))
-}
-
 /// `GET /v1/actions?state=pending&incident=ID`: runs, newest first.
 pub(super) async fn list(
     State(st): S,
@@ -60,7 +55,7 @@ pub(super) async fn list(
                     })?);
                 }
             }
-            "incident" => incident = Some(parse_u64(v, "an incident id")?),
+            "incident" => incident = Some(parse_number(v, "an incident id")?),
             other => {
                 return Err(ApiError::bad_request(format!(
                     "unknown query parameter `{other}` (expected state, incident)"
@@ -81,7 +76,7 @@ pub(super) async fn show(
     State(st): S,
     path: Result<Path<IdPath>, PathRejection>,
 ) -> ApiResult<Json<Value>> {
-    let id = parse_u64(&path?.0.id, "an action run id")?;
+    let id = parse_number(&path?.0.id, "an action run id")?;
     st.store
         .action_run(id)?
         .map(|r| Json(json!(r)))
@@ -109,7 +104,7 @@ pub(super) async fn decide(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
     let Path(p) = path?;
-    let id = parse_u64(&p.id, "an action run id")?;
+    let id = parse_number(&p.id, "an action run id")?;
     let body = body?;
     let note: NoteBody = if body.is_empty() {
         NoteBody::default()
@@ -143,7 +138,7 @@ pub(super) async fn incident_action(
     path: Result<Path<RunPath>, PathRejection>,
 ) -> ApiResult<Json<Value>> {
     let Path(p) = path?;
-    let id = parse_u64(&p.id, "an incident id")?;
+    let id = parse_number(&p.id, "an incident id")?;
     match p.what.as_str() {
         "dry-run" => Ok(Json(st.remediation.dry_run(id, p.action).await?)),
         "run" => Ok(Json(json!(

@@ -225,10 +225,14 @@ pub(super) struct IdPath {
     pub(super) id: String,
 }
 
-fn parse_id(raw: &str) -> ApiResult<u64> {
-    raw.parse().map_err(|_| {
-        ApiError::bad_request(format!("`{raw}` is not an incident id (a positive number)"))
-    })
+/// A number from a path or a query: an incident, silence or action run id.
+pub(super) fn parse_number(raw: &str, what: &str) -> ApiResult<u64> {
+    raw.parse()
+        .map_err(|_| ApiError::bad_request(format!("`{raw}` is not {what} (a positive number)")))
+}
+
+pub(super) fn parse_id(raw: &str) -> ApiResult<u64> {
+    parse_number(raw, "an incident id")
 }
 
 fn parse_list(params: &[(String, String)]) -> ApiResult<ListQuery> {

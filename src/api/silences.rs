@@ -9,7 +9,7 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use super::routes::{IdPath, parse_json};
+use super::routes::{IdPath, parse_json, parse_number};
 use super::{ApiError, ApiState, Peer};
 use crate::clock::Timestamp;
 use crate::incident::{NewSilence, Silence, SilenceCommand, SilenceState};
@@ -22,12 +22,6 @@ fn silence_json(s: &Silence, now: Timestamp) -> Value {
     let mut v = json!(s);
     v["state"] = json!(s.state(now));
     v
-}
-
-fn parse_silence_id(raw: &str) -> ApiResult<u64> {
-    raw.parse().map_err(|_| {
-        ApiError::bad_request(format!("`{raw}` is not a silence id (a positive number)"))
-    })
 }
 
 /// `GET /v1/silences?state=active,pending`: newest first; all states by default.
@@ -65,7 +59,7 @@ pub(super) async fn show(
     State(st): S,
     path: Result<Path<IdPath>, PathRejection>,
 ) -> ApiResult<Json<Value>> {
-    let id = parse_silence_id(&path?.0.id)?;
+    let id = parse_number(&path?.0.id, "a silence id")?;
     let now = st.clock.now();
     st.store
         .silences()?
@@ -98,7 +92,7 @@ pub(super) async fn expire(
     ConnectInfo(peer): ConnectInfo<Peer>,
     path: Result<Path<IdPath>, PathRejection>,
 ) -> ApiResult<Json<Value>> {
-    let id = parse_silence_id(&path?.0.id)?;
+    let id = parse_number(&path?.0.id, "a silence id")?;
     let s = st
         .incidents
         .silence(SilenceCommand::Expire {

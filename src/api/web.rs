@@ -176,9 +176,7 @@ async fn transition(
         ));
     }
     let Path(p) = path?;
-    let id: u64 =
-        p.id.parse()
-            .map_err(|_| ApiError::bad_request(format!("`{}` is not an incident id", p.id)))?;
+    let id = routes::parse_id(&p.id)?;
     let transition = match p.transition.as_str() {
         "ack" => Transition::Ack,
         "mitigate" => Transition::Mitigate,

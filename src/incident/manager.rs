@@ -56,7 +56,7 @@ pub enum IncidentError {
 #[serde(deny_unknown_fields)]
 pub struct NewIncident {
     pub title: String,
-    #[serde(default = "default_manual_severity")]
+    #[serde(default = "default_sev3")]
     pub severity: Severity,
     #[serde(default)]
     pub key: Option<String>,
@@ -72,7 +72,8 @@ pub struct NewIncident {
     pub note: Option<String>,
 }
 
-fn default_manual_severity() -> Severity {
+/// The severity of a hand-made incident or an external alert that names none.
+fn default_sev3() -> Severity {
     Severity::Sev3
 }
 
@@ -178,7 +179,7 @@ pub struct ExternalAlert {
     /// Alerts with the same key share an incident.
     pub key: String,
     pub summary: String,
-    #[serde(default = "default_alert_severity")]
+    #[serde(default = "default_sev3")]
     pub severity: Severity,
     #[serde(default)]
     pub service: Option<String>,
@@ -188,10 +189,6 @@ pub struct ExternalAlert {
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub runbook: Option<String>,
-}
-
-fn default_alert_severity() -> Severity {
-    Severity::Sev3
 }
 
 /// A change to the silences (admins).

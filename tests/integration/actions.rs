@@ -33,19 +33,6 @@ fn of_type<'a>(entries: &'a [Value], t: &str) -> Vec<&'a Value> {
     entries.iter().filter(|e| e["type"] == t).collect()
 }
 
-/// Alive and not a zombie.
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            let state = s
-                .rsplit_once(')')
-                .map(|(_, r)| r.trim_start())
-                .unwrap_or("");
-            !state.starts_with('Z') && !state.starts_with('X')
-        })
-        .unwrap_or(false)
-}
-
 fn read_pid(p: &Path) -> i32 {
     std::fs::read_to_string(p)
         .unwrap_or_default()
@@ -478,14 +465,7 @@ async fn reverts_signals_http_verification_and_silences() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     // A process to signal, found through its pidfile.
-    struct Reap(std::process::Child);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut sleeper = Reap(
+    let mut sleeper = Reaped(
         std::process::Command::new("sleep")
             .arg("300")
             .spawn()
@@ -708,14 +688,7 @@ time.sleep(300)
         .arg(&name)
         .spawn()
         .expect("python3");
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let parent = Kill(parent);
+    let parent = Reaped(parent);
     let deadline = Instant::now() + Duration::from_secs(10);
     while read_pid(&zpid_file) == 0 {
         assert!(Instant::now() < deadline, "no zombie");

@@ -53,19 +53,6 @@ async fn wait_plugin(d: &TestDaemon, name: &str, ok: impl Fn(&Value) -> bool) ->
     }
 }
 
-/// Alive and not a zombie.
-fn running(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            let state = s
-                .rsplit_once(')')
-                .map(|(_, r)| r.trim_start())
-                .unwrap_or("");
-            !state.starts_with('Z') && !state.starts_with('X')
-        })
-        .unwrap_or(false)
-}
-
 /// A detector that turns each event it gets into a detection keyed by the event's message.
 const ECHO_DETECTOR: &str = r#"
 printf '{"type":"hello","name":"%s","protocol":1}\n' "$INCIDENTD_PLUGIN"
@@ -393,7 +380,7 @@ done
         .trim()
         .parse()
         .unwrap();
-    assert!(running(bg));
+    assert!(alive(bg));
 
     // Reload: echo in, mirror out.
     std::fs::write(
@@ -415,7 +402,7 @@ done
     let st = d.get("/v1/status").await;
     assert_eq!(st["plugins"].as_array().unwrap().len(), 1, "{st}");
     let gone = Instant::now() + Duration::from_secs(10);
-    while running(bg) {
+    while alive(bg) {
         assert!(
             Instant::now() < gone,
             "a removed plugin's child kept running"

@@ -192,16 +192,6 @@ async fn change_numbers_survive_a_restart_and_resumption_spans_it() {
     assert_eq!(data(&m)["incident"]["id"], b["id"]);
 }
 
-/// A child process killed if the test ends before it does.
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Lines of a child's standard output, as they come.
 fn line_reader(out: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
     let (tx, rx) = std::sync::mpsc::channel();

@@ -9,14 +9,6 @@ use serde_json::{Value, json};
 
 use crate::util::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn start(token: Option<&str>) -> (TestDaemon, String) {
     let port = free_port();
     let mut extra = format!("[control]\nweb_listen = \"127.0.0.1:{port}\"\n");
