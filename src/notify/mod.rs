@@ -307,7 +307,12 @@ impl Shared {
     }
 
     /// Routes the durable changes after `cursor` up to `durable`; returns the new position.
-    async fn route_changes(&self, config: &NotifyConfig, mut cursor: u64, durable: u64) -> u64 {
+    async fn route_changes(
+        self: &Arc<Self>,
+        config: &NotifyConfig,
+        mut cursor: u64,
+        durable: u64,
+    ) -> u64 {
         while cursor < durable {
             let store = self.store.clone();
             let after = cursor;
@@ -335,33 +340,20 @@ impl Shared {
                 let _ = self.store.enqueue_jobs(&[], &[], &[], durable);
                 return durable;
             };
-            let mut plan = Plan {
-                queued,
-                ..Plan::default()
+            // Planning reads the store (timelines replayed): off the async threads.
+            let (me, cfg) = (self.clone(), config.clone());
+            let planned =
+                tokio::task::spawn_blocking(move || me.plan_batch(&cfg, &entries, queued)).await;
+            let plan = match planned {
+                Ok(Ok(p)) => p,
+                // Try the whole batch again later rather than skip it.
+                Ok(Err(err)) => {
+                    self.telemetry
+                        .warn_remediation(&format!("notifier cannot read an incident: {err}"));
+                    return cursor;
+                }
+                Err(_) => return cursor,
             };
-            for e in &entries {
-                let Some(event) = Self::event_of(e) else {
-                    continue;
-                };
-                // Routed on the incident as it was at that change (a later downgrade must
-                // not hide an earlier reopening), else as it is now.
-                let at = self.store.incident_at(e.incident_id, e.seq).ok().flatten();
-                let inc = match at
-                    .map_or_else(|| self.store.incident(e.incident_id), |i| Ok(Some(i)))
-                {
-                    Ok(Some(i)) => i,
-                    // Compacted since: nothing to tell.
-                    Ok(None) => continue,
-                    // Try the whole batch again later rather than skip it.
-                    Err(err) => {
-                        self.telemetry
-                            .warn_remediation(&format!("notifier cannot read an incident: {err}"));
-                        return cursor;
-                    }
-                };
-                let told = self.store.notified_channels(inc.id).unwrap_or_default();
-                self.plan(config, &inc, event, e.change, &told, &mut plan);
-            }
             let store = self.store.clone();
             let (jobs, remove, notified) = (plan.jobs, plan.remove, plan.notified);
             let saved = tokio::task::spawn_blocking(move || {
@@ -390,6 +382,36 @@ impl Shared {
             }
         }
         cursor
+    }
+
+    /// The plan of a batch of changes: each telling one routed on the incident as it was at
+    /// that change (a later downgrade must not hide an earlier reopening), else as it is now.
+    fn plan_batch(
+        &self,
+        config: &NotifyConfig,
+        entries: &[crate::incident::TimelineEntry],
+        queued: Vec<Job>,
+    ) -> Result<Plan, StoreError> {
+        let mut plan = Plan {
+            queued,
+            ..Plan::default()
+        };
+        for e in entries {
+            let Some(event) = Self::event_of(e) else {
+                continue;
+            };
+            let inc = match self.store.incident_at(e.incident_id, e.seq)? {
+                Some(i) => i,
+                // Compacted since (or not replayable): as it is now, if still there.
+                None => match self.store.incident(e.incident_id)? {
+                    Some(i) => i,
+                    None => continue,
+                },
+            };
+            let told = self.store.notified_channels(inc.id).unwrap_or_default();
+            self.plan(config, &inc, event, e.change, &told, &mut plan);
+        }
+        Ok(plan)
     }
 
     /// The jobs the routes make of one event, the jobs it makes moot, and the timeline notes
