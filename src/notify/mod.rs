@@ -139,7 +139,6 @@ struct Plan {
     queued: Vec<Job>,
     jobs: Vec<Job>,
     remove: Vec<u64>,
-    notified: Vec<(u64, String)>,
     notes: Vec<(u64, String, serde_json::Value)>,
 }
 
@@ -337,7 +336,7 @@ impl Shared {
                 .collect();
             let Some(last) = entries.last().map(|e| e.change) else {
                 // Numbers up to `durable` without entries (compacted): nothing to tell.
-                let _ = self.store.enqueue_jobs(&[], &[], &[], durable);
+                let _ = self.store.enqueue_jobs(&[], &[], durable);
                 return durable;
             };
             // Planning reads the store (timelines replayed): off the async threads.
@@ -355,9 +354,9 @@ impl Shared {
                 Err(_) => return cursor,
             };
             let store = self.store.clone();
-            let (jobs, remove, notified) = (plan.jobs, plan.remove, plan.notified);
+            let (jobs, remove) = (plan.jobs, plan.remove);
             let saved = tokio::task::spawn_blocking(move || {
-                store.enqueue_jobs(&jobs, &remove, &notified, last)?;
+                store.enqueue_jobs(&jobs, &remove, last)?;
                 // Without jobs the position need not be durable now: routing those changes
                 // again after a crash makes nothing.
                 if !jobs.is_empty() || !remove.is_empty() {

@@ -429,13 +429,12 @@ pub trait Store: Send + Sync + 'static {
     /// The id the next action run gets.
     fn next_action_run_id(&self) -> Result<u64, StoreError>;
     /// Adds notification jobs, removes others (timed jobs an acknowledgement or an end made
-    /// moot), remembers which channels have been told of which incident, and moves the
-    /// notifier's place in the change log, in one transaction (durable with the next flush).
+    /// moot), and moves the notifier's place in the change log, in one transaction (durable
+    /// with the next flush).
     fn enqueue_jobs(
         &self,
         jobs: &[crate::notify::Job],
         remove: &[u64],
-        notified: &[(u64, String)],
         cursor: u64,
     ) -> Result<(), StoreError>;
     /// One job, if it is still queued.

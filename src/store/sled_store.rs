@@ -1011,32 +1011,20 @@ impl Store for SledStore {
         &self,
         jobs: &[crate::notify::Job],
         remove: &[u64],
-        notified: &[(u64, String)],
         cursor: u64,
     ) -> Result<(), StoreError> {
         let encoded: Vec<([u8; 8], Vec<u8>)> = jobs
             .iter()
             .map(|j| (j.id.to_be_bytes(), encode(j)))
             .collect();
-        let told: Vec<Vec<u8>> = notified
-            .iter()
-            .map(|(i, c)| {
-                let mut k = i.to_be_bytes().to_vec();
-                k.extend_from_slice(c.as_bytes());
-                k
-            })
-            .collect();
         let next = jobs.iter().map(|j| j.id + 1).max();
-        let result: Result<(), TransactionError<()>> = (&self.outbox, &self.meta, &self.notified)
-            .transaction(|(outbox, meta, nt)| {
+        let result: Result<(), TransactionError<()>> =
+            (&self.outbox, &self.meta).transaction(|(outbox, meta)| {
                 for id in remove {
                     outbox.remove(&id.to_be_bytes())?;
                 }
                 for (k, v) in &encoded {
                     outbox.insert(k, v.as_slice())?;
-                }
-                for k in &told {
-                    nt.insert(k.as_slice(), &[])?;
                 }
                 meta.insert("notify_cursor", &cursor.to_be_bytes())?;
                 if let Some(n) = next {
