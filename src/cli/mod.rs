@@ -725,22 +725,19 @@ fn rules_test(
     let configs = crate::config::load_rules(rules).map_err(|e| CliError::Failed(e.to_string()))?;
     let mut engine = crate::engine::Engine::new(&configs);
     let stdin = file.as_os_str() == "-";
-    let (input, total, mtime): (
-        Box<dyn std::io::BufRead>,
-        u64,
-        Option<std::time::SystemTime>,
-    ) = if stdin {
-        (Box::new(std::io::BufReader::new(std::io::stdin())), 0, None)
-    } else {
-        let f = std::fs::File::open(file)
-            .map_err(|e| CliError::Failed(format!("cannot open {}: {e}", file.display())))?;
-        let meta = f.metadata().ok();
-        (
-            Box::new(std::io::BufReader::with_capacity(1 << 20, f)),
-            meta.as_ref().map(|m| m.len()).unwrap_or(0),
-            meta.and_then(|m| m.modified().ok()),
-        )
-    };
+    let (input, total, mtime): (Box<dyn std::io::Read>, u64, Option<std::time::SystemTime>) =
+        if stdin {
+            (Box::new(std::io::stdin().lock()), 0, None)
+        } else {
+            let f = std::fs::File::open(file)
+                .map_err(|e| CliError::Failed(format!("cannot open {}: {e}", file.display())))?;
+            let meta = f.metadata().ok();
+            (
+                Box::new(f),
+                meta.as_ref().map(|m| m.len()).unwrap_or(0),
+                meta.and_then(|m| m.modified().ok()),
+            )
+        };
     let file_year = mtime
         .map(time::OffsetDateTime::from)
         .unwrap_or_else(time::OffsetDateTime::now_utc)

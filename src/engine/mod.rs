@@ -292,15 +292,14 @@ impl Engine {
         }
     }
 
-    /// For offline replay: a regex set that every line some rule could count must match,
-    /// so lines it rejects can skip parsing altogether. Only offered when that is exact: every
+    /// For offline replay: the rules' regexes, one of which every line some rule could count
+    /// must match, so lines none matches can skip parsing altogether. Only offered when that
+    /// is exact: every
     /// enabled rule is a `match` or `threshold` rule (they see matched events only and have
     /// no timers), without `allowed_lateness` (which reads the clock other lines move), with a
     /// `regex` on the message that has no line anchors (a match in the message is then a
     /// match in the whole line).
-    /// Returns the set (which rules a line may match) and the same patterns as byte regexes
-    /// (to find the next such line in a whole chunk).
-    pub fn line_prefilter(&self) -> Option<(regex::RegexSet, Vec<regex::bytes::Regex>)> {
+    pub fn line_patterns(&self) -> Option<Vec<String>> {
         let mut patterns = Vec::new();
         for r in self.rules.iter().filter(|r| r.config.common.enabled) {
             let c = &r.config;
@@ -317,18 +316,7 @@ impl Engine {
             }
             patterns.push(re.as_str().to_owned());
         }
-        if patterns.is_empty() {
-            return None;
-        }
-        let set = regex::RegexSetBuilder::new(&patterns)
-            .dfa_size_limit(32 << 20)
-            .build()
-            .ok()?;
-        let each = patterns
-            .iter()
-            .map(|p| regex::bytes::Regex::new(p).ok())
-            .collect::<Option<Vec<_>>>()?;
-        Some((set, each))
+        (!patterns.is_empty()).then_some(patterns)
     }
 
     /// Whether some rule needs the clock to move without events: timers (absence,
