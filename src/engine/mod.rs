@@ -243,7 +243,7 @@ impl Engine {
             .map(|c| Rule::build(Arc::new(c.clone())))
             .collect();
         Engine {
-            templates: templates_for(&rules),
+            templates: templates_for(&mut rules),
             prefilter: prefilter_for(&mut rules),
             rules,
             now: Timestamp(i64::MIN),
@@ -273,7 +273,7 @@ impl Engine {
                 _ => Rule::build(Arc::new(c.clone())),
             })
             .collect();
-        self.templates = templates_for(&self.rules);
+        self.templates = templates_for(&mut self.rules);
         self.prefilter = prefilter_for(&mut self.rules);
     }
 
@@ -633,9 +633,11 @@ fn prefilter_for(rules: &mut [Rule]) -> Option<regex::RegexSet> {
     set
 }
 
-fn templates_for(rules: &[Rule]) -> minijinja::Environment<'static> {
+/// The rules' templates, and on each rule whether they read `event` (turning the event into
+/// template values is most of the cost of a detection, so it is done only when they do).
+fn templates_for(rules: &mut [Rule]) -> minijinja::Environment<'static> {
     let mut env = minijinja::Environment::new();
-    for r in rules {
+    for r in rules.iter() {
         let c = &r.config.common;
         // Templates were compiled once during validation; a failure here cannot happen for a
         // validated config, and rendering falls back to the default text if it somehow did.
@@ -645,6 +647,13 @@ fn templates_for(rules: &[Rule]) -> minijinja::Environment<'static> {
         if let Some(t) = &c.incident_key {
             let _ = env.add_template_owned(format!("{}#key", c.id), t.clone());
         }
+    }
+    for r in rules {
+        let id = r.config.id();
+        r.templates_read_event = ["summary", "key"].iter().any(|what| {
+            env.get_template(&format!("{id}#{what}"))
+                .is_ok_and(|t| t.undeclared_variables(false).contains("event"))
+        });
     }
     env
 }
@@ -679,7 +688,11 @@ fn detection(
         count => hit.fire.count,
         group => &group,
         labels => &labels,
-        event => minijinja::Value::from(minijinja::value::Serde(ev)),
+        event => if rule.templates_read_event {
+            minijinja::Value::from(minijinja::value::Serde(ev))
+        } else {
+            minijinja::Value::UNDEFINED
+        },
     };
     let render = |name: &str, fallback: String| {
         match env.get_template(name) {
@@ -927,6 +940,26 @@ summary = "SSH brute force from {{ labels.ip }} ({{ count }} failures)"
         assert_eq!(d.idempotency_id(), None, "socket events are never replayed");
         let info = &e.rules()[0];
         assert_eq!((info.matched, info.fired), (3, 1));
+    }
+
+    #[test]
+    fn templates_get_the_event_only_when_they_read_it() {
+        let text = format!(
+            "{SSH}\n[[rule]]\nid = \"svc\"\nkind = \"match\"\nregex = 'down'\n\
+             summary = \"{{{{ event.service }}}} said {{{{ event.message }}}}\"\n\
+             incident_key = \"down/{{{{ event.fields.unit | default('none') }}}}\"\n"
+        );
+        let mut e = Engine::new(&rules(&text));
+        assert!(!e.rules[0].templates_read_event);
+        assert!(e.rules[1].templates_read_event);
+        let mut out = Vec::new();
+        e.on_event(
+            &ev(r#"{"kind":"log","service":"api","message":"api is down","fields":{"unit":"api.service"}}"#),
+            &mut out,
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].summary, "api said api is down");
+        assert_eq!(out[0].key, "down/api.service");
     }
 
     #[test]

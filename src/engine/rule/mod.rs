@@ -3,6 +3,7 @@
 
 mod absence;
 mod burn_rate;
+mod captures;
 mod groups;
 mod r#match;
 mod metric;
@@ -233,6 +234,12 @@ pub struct RegexGate<'a> {
 impl<'a> RegexGate<'a> {
     pub fn new(set: Option<&'a regex::RegexSet>) -> Self {
         RegexGate { set, matches: None }
+    }
+
+    /// Whether [`RegexGate::allows`] answered exactly for pattern `p` (it had a set that holds
+    /// it), so a true answer means the pattern matches.
+    fn decides(&self, p: Option<usize>) -> bool {
+        self.set.is_some() && p.is_some()
     }
 
     /// Whether pattern `p` of the set can match `message` (true without a set). A message no
@@ -543,13 +550,15 @@ pub struct Rule {
     /// `first` and `then` of a sequence rule.
     sequence: Option<(Conditions, Conditions)>,
     /// Reused for every event: where the regex's groups matched, and the group key.
-    locs: Option<regex::CaptureLocations>,
+    locs: Option<captures::Captures>,
     key_buf: String,
     /// This rule's pattern in the engine's [`RegexGate`] set, when there is one.
     pub pattern: Option<usize>,
     group_by: Vec<(String, GroupSource)>,
     pub detector: Detector,
     pub stats: RuleStats,
+    /// Whether the rule's summary or key template reads `event` (set with the templates).
+    pub templates_read_event: bool,
 }
 
 /// What matching an event produced, before templates are rendered.
@@ -603,13 +612,14 @@ impl Rule {
                 .common
                 .regex
                 .as_ref()
-                .map(|p| p.0.capture_locations()),
+                .map(|p| captures::Captures::new(&p.0)),
             key_buf: String::new(),
             pattern: None,
             conditions,
             total,
             group_by,
             stats: RuleStats::default(),
+            templates_read_event: true,
             config,
         }
     }
@@ -650,7 +660,7 @@ impl Rule {
                 (Some(re), Some(locs)) => {
                     ev.message.is_some()
                         && self.pattern.is_none_or(|p| gate.allows(p, message))
-                        && re.0.captures_read(locs, message).is_some()
+                        && locs.read(&re.0, message, gate.decides(self.pattern))
                 }
                 _ => true,
             };
