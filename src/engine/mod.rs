@@ -233,6 +233,10 @@ pub struct Engine {
     done_files: Vec<(String, FileId)>,
     /// Plugin detections that bind to no rule are logged at most this often.
     plugin_warn: crate::telemetry::Throttle,
+    /// Events were already filtered by the rules' regexes (an offline replay), so a rule's
+    /// regex usually matches: it goes straight for the captures instead of checking for a
+    /// match first. Only speed depends on it.
+    pub prefiltered: bool,
 }
 
 impl Engine {
@@ -252,6 +256,7 @@ impl Engine {
             reset_files: Vec::new(),
             done_files: Vec::new(),
             plugin_warn: crate::telemetry::Throttle::new(Duration::from_secs(10)),
+            prefiltered: false,
         }
     }
 
@@ -284,7 +289,7 @@ impl Engine {
             self.now = ev.ts;
             self.fire_due(out);
         }
-        let mut gate = rule::RegexGate::new(self.prefilter.as_ref());
+        let mut gate = rule::RegexGate::new(self.prefilter.as_ref(), self.prefiltered);
         for rule in &mut self.rules {
             if let Some(hit) = rule.on_event(ev, &mut gate, self.now) {
                 out.push(detection(&self.templates, rule, Some(ev), hit));

@@ -127,7 +127,10 @@ impl Replay {
         // not, so the line filter cannot change what they detect (their memory is bounded by
         // `max_groups`).
         let mid_run_ticks = engine.needs_ticks();
-        match run.finder.is_some() && run.prefilter.is_some() {
+        let chunked = run.finder.is_some() && run.prefilter.is_some();
+        // Lines reach the rules only after one of their regexes matched.
+        engine.prefiltered = chunked;
+        match chunked {
             true => {
                 // Whole chunks at once: the rules' combined regex finds the next line worth
                 // parsing; the lines before it are only counted. Read straight into a buffer
@@ -188,6 +191,7 @@ impl Replay {
         }
         // Timers due by the last event's time fire; the log says nothing about later.
         run.tick(engine);
+        engine.prefiltered = false;
         progress(bytes);
         let mut report = run.report;
         report.seconds = started.elapsed().as_secs_f64();
@@ -210,6 +214,8 @@ impl Replay {
 struct LineFinder {
     dfa: regex_automata::hybrid::dfa::DFA,
     cache: regex_automata::hybrid::dfa::Cache,
+    /// No pattern can match a newline, so a match lies within one line.
+    single_line: bool,
 }
 
 impl LineFinder {
@@ -237,7 +243,12 @@ impl LineFinder {
             .build_many(patterns)
             .ok()?;
         let cache = dfa.create_cache();
-        Some(LineFinder { dfa, cache })
+        let single_line = !hirs.iter().any(may_match_newline);
+        Some(LineFinder {
+            dfa,
+            cache,
+            single_line,
+        })
     }
 
     /// The end of the earliest-ending match of any pattern at or after `pos`; `Err` when the
@@ -248,6 +259,26 @@ impl LineFinder {
             .try_search_fwd(&mut self.cache, &input)
             .map(|m| m.map(|m| m.offset()))
             .map_err(|_| ())
+    }
+}
+
+/// Whether `hir` can match a `\n` (conservatively: any literal or class that holds one).
+fn may_match_newline(hir: &regex_syntax::hir::Hir) -> bool {
+    use regex_syntax::hir::{Class, HirKind};
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => false,
+        HirKind::Literal(l) => l.0.contains(&b'\n'),
+        HirKind::Class(Class::Unicode(c)) => c
+            .ranges()
+            .iter()
+            .any(|r| r.start() <= '\n' && '\n' <= r.end()),
+        HirKind::Class(Class::Bytes(c)) => c
+            .ranges()
+            .iter()
+            .any(|r| r.start() <= b'\n' && b'\n' <= r.end()),
+        HirKind::Repetition(r) => may_match_newline(&r.sub),
+        HirKind::Capture(c) => may_match_newline(&c.sub),
+        HirKind::Concat(v) | HirKind::Alternation(v) => v.iter().any(may_match_newline),
     }
 }
 
@@ -312,7 +343,14 @@ impl Run<'_> {
             let stop =
                 memchr::memchr(b'\n', &region[last..]).map_or(region.len(), |i| last + i + 1);
             self.skip(&region[pos..start]);
-            self.line(engine, &region[start..stop], true);
+            // When no pattern can match a newline and the match ends inside the line's
+            // text, the whole match is in that text, which therefore matches on its own (the
+            // patterns have no anchors, and a word boundary sees a line end as the end of
+            // the text): no need to check it again.
+            let text_end = start + trim_newline(&region[start..stop]).len();
+            let single_line = self.finder.as_ref().is_some_and(|f| f.single_line);
+            let known = single_line && start < end && end <= text_end;
+            self.line(engine, &region[start..stop], !known);
             pos = stop;
         }
     }
@@ -605,6 +643,43 @@ group_by = ["host"]
             [66, 34]
         );
         assert_eq!(fast.lines, slow.lines);
+    }
+
+    #[test]
+    fn a_match_across_lines_is_not_taken_for_a_line_that_matches() {
+        let hir = |p: &str| regex_syntax::parse(p).unwrap();
+        for (p, newline) in [
+            (r"Failed (\S+) from", false),
+            (r"a.b", false),
+            (r"Killed\s+process", true),
+            (r"(?s)a.b", true),
+            (r"x[^a]y", true),
+            ("a\nb", true),
+            (r"\bdisk\b", false),
+        ] {
+            assert_eq!(may_match_newline(&hir(p)), newline, "{p}");
+        }
+        // `\s+` spans the newline: the DFA's earliest match ends on the second line, which
+        // does not match on its own and must not be counted.
+        let rules = r#"
+[[rule]]
+id = "oom"
+kind = "match"
+regex = 'Killed\s+process'
+"#;
+        let log = "Nov 23 10:00:00 h kernel: Killed\n process here\n\
+                   Nov 23 10:00:02 h kernel: Killed process 9\n";
+        let replay = Replay {
+            format: Format::Syslog,
+            year: 2026,
+            host: "h".into(),
+            default_ts: Timestamp(0),
+        };
+        let mut e = engine(rules);
+        let r = replay.run(&mut e, log.as_bytes(), |_| {}).unwrap();
+        assert_eq!((r.lines, r.events, r.skipped, r.rejected), (3, 1, 2, 0));
+        assert_eq!(r.detections.len(), 1);
+        assert_eq!(r.rules[0].matched, 1);
     }
 
     #[test]

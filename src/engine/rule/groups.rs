@@ -4,7 +4,12 @@
 //! at once (one `select_nth_unstable` over the recency stamps), so eviction costs O(1) per
 //! new group amortized and memory is bounded by configuration, not by input.
 
-use std::collections::HashMap;
+use std::hash::RandomState;
+
+/// hashbrown for `entry_ref` (one hash per event, the key allocated only for a new group),
+/// with std's randomly keyed SipHash: group keys come from the input, which an attacker may
+/// write.
+type Map<V> = hashbrown::HashMap<String, V, RandomState>;
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Slot<T> {
@@ -14,7 +19,7 @@ struct Slot<T> {
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct GroupMap<T> {
-    map: HashMap<String, Slot<T>>,
+    map: Map<Slot<T>>,
     seq: u64,
     max: usize,
     /// Groups evicted because of the cap.
@@ -24,7 +29,7 @@ pub struct GroupMap<T> {
 impl<T> GroupMap<T> {
     pub fn new(max: usize) -> Self {
         GroupMap {
-            map: HashMap::new(),
+            map: Map::default(),
             seq: 0,
             max: max.max(1),
             evicted: 0,
@@ -36,21 +41,13 @@ impl<T> GroupMap<T> {
     pub fn touch(&mut self, key: &str, init: impl FnOnce() -> T) -> &mut T {
         self.seq += 1;
         let seq = self.seq;
-        // Looked up by &str so that a known group costs no allocation; only a new one is
-        // turned into an owned key.
-        if !self.map.contains_key(key) {
-            if self.map.len() >= self.max {
-                self.evict();
-            }
-            self.map.insert(
-                key.to_owned(),
-                Slot {
-                    state: init(),
-                    seen: seq,
-                },
-            );
+        if self.map.len() >= self.max && !self.map.contains_key(key) {
+            self.evict();
         }
-        let slot = self.map.get_mut(key).expect("the group was inserted above");
+        let slot = self.map.entry_ref(key).or_insert_with(|| Slot {
+            state: init(),
+            seen: seq,
+        });
         slot.seen = seq;
         &mut slot.state
     }

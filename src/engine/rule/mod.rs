@@ -229,17 +229,23 @@ pub struct RegexGate<'a> {
     /// `None` until asked; then `Some(None)` when no pattern matches (known without
     /// allocating), or `Some(Some(list))`.
     matches: Option<Option<regex::SetMatches>>,
+    /// The events were filtered by these regexes already: a match is likely.
+    likely: bool,
 }
 
 impl<'a> RegexGate<'a> {
-    pub fn new(set: Option<&'a regex::RegexSet>) -> Self {
-        RegexGate { set, matches: None }
+    pub fn new(set: Option<&'a regex::RegexSet>, likely: bool) -> Self {
+        RegexGate {
+            set,
+            matches: None,
+            likely,
+        }
     }
 
-    /// Whether [`RegexGate::allows`] answered exactly for pattern `p` (it had a set that holds
-    /// it), so a true answer means the pattern matches.
-    fn decides(&self, p: Option<usize>) -> bool {
-        self.set.is_some() && p.is_some()
+    /// Whether pattern `p` is known (from the set) or likely (prefiltered input) to match
+    /// once [`RegexGate::allows`] said yes, so the rule can go straight for the captures.
+    fn expects_match(&self, p: Option<usize>) -> bool {
+        self.likely || (self.set.is_some() && p.is_some())
     }
 
     /// Whether pattern `p` of the set can match `message` (true without a set). A message no
@@ -660,7 +666,7 @@ impl Rule {
                 (Some(re), Some(locs)) => {
                     ev.message.is_some()
                         && self.pattern.is_none_or(|p| gate.allows(p, message))
-                        && locs.read(&re.0, message, gate.decides(self.pattern))
+                        && locs.read(&re.0, message, gate.expects_match(self.pattern))
                 }
                 _ => true,
             };

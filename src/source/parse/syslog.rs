@@ -55,13 +55,13 @@ fn parse_into(ev: &mut Event, line: &str, year: i32, default_host: &str) -> Opti
         &mut ev.host,
         if host.is_empty() { default_host } else { host },
     );
-    let (tag, message) = match rest.split_once(": ") {
-        Some((tag, msg)) if !tag.contains(' ') => (Some(tag), msg),
-        _ => (None, rest),
+    let (tag, message) = match split_tag(rest) {
+        Some((tag, msg)) => (Some(tag), msg),
+        None => (None, rest),
     };
-    let (program, pid) = match tag.map(|t| {
-        t.split_once('[')
-            .map_or((t, None), |(p, pid)| (p, pid.strip_suffix(']')))
+    let (program, pid) = match tag.map(|t| match memchr::memchr(b'[', t.as_bytes()) {
+        Some(i) => (&t[..i], t[i + 1..].strip_suffix(']')),
+        None => (t, None),
     }) {
         Some((p, pid)) => (Some(p), pid.and_then(|p| p.parse::<u64>().ok())),
         None => (None, None),
@@ -85,6 +85,24 @@ fn parse_into(ev: &mut Event, line: &str, year: i32, default_host: &str) -> Opti
     }
     set(ev.message.get_or_insert_with(String::new), message);
     Some(())
+}
+
+/// `program[pid]: message` → (`program[pid]`, `message`): the text before the first `": "`,
+/// when it has no space. Byte-wise: the first space or `": "` decides.
+fn split_tag(rest: &str) -> Option<(&str, &str)> {
+    let b = rest.as_bytes();
+    let mut from = 0;
+    loop {
+        let i = from + memchr::memchr2(b':', b' ', &b[from..])?;
+        if b[i] == b' ' {
+            return None;
+        }
+        if b.get(i + 1) == Some(&b' ') {
+            // ':' and ' ' are ASCII, so these are character boundaries.
+            return Some((&rest[..i], &rest[i + 2..]));
+        }
+        from = i + 1;
+    }
 }
 
 fn parse_5424(rest: &str, level: Option<Level>, default_host: &str) -> Option<Event> {
@@ -173,6 +191,34 @@ mod tests {
         assert_eq!(p.fields["program"], "su");
         assert!(parse_syslog("not a syslog line", 2026, "h").is_none());
         assert!(parse_syslog("Foo 12 10:00:00 h x: y", 2026, "h").is_none());
+    }
+
+    #[test]
+    fn the_tag_is_the_text_before_the_first_colon_space_without_spaces() {
+        assert_eq!(split_tag("sshd[1]: a: b"), Some(("sshd[1]", "a: b")));
+        assert_eq!(split_tag("a:b:c: d"), Some(("a:b:c", "d")));
+        assert_eq!(split_tag("kernel: "), Some(("kernel", "")));
+        assert_eq!(split_tag("no tag: here"), None);
+        assert_eq!(split_tag("ends with colon:"), None);
+        assert_eq!(split_tag("x:"), None);
+        assert_eq!(split_tag(""), None);
+        for s in [
+            "sshd[1]: a: b",
+            "a:b:c: d",
+            "no tag: here",
+            "x:",
+            "é: ü",
+            "é ü: x",
+        ] {
+            let old = match s.split_once(": ") {
+                Some((tag, msg)) if !tag.contains(' ') => Some((tag, msg)),
+                _ => None,
+            };
+            assert_eq!(split_tag(s), old, "{s}");
+        }
+        let e = parse_syslog("Nov  3 10:00:07 h cron[12: odd", 2026, "h").unwrap();
+        assert_eq!(e.fields["program"], "cron");
+        assert!(e.fields.get("pid").is_none());
     }
 
     #[test]
