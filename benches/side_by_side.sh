@@ -4,18 +4,21 @@
 #   fail2ban-regex   the stock sshd filter (matching only: it has no threshold; its answer is
 #                    the number of failed-password lines)
 #   sec              SingleWithThreshold, 5 within 60 s per address
-#   awk              the same rule with log-time windows, as a one-liner
+#   awk              the same rule with log-time windows, as a one-liner, run by mawk (Debian's
+#                    default awk) and by GNU awk
 #   incidentctl      `rules test` with the shipped ssh-brute-force rule (5 within 1m per ip)
 #   wc -l            the physical floor
 # Each runs five times; the median time counts. Every tool's firings are checked against the
-# answer. Usage: benches/side_by_side.sh [LINES] (default 500000). Installs fail2ban and sec
-# from Debian's packages when missing (needs root). Needs `cargo build --release`.
+# answer. Usage: benches/side_by_side.sh [LINES] (default 500000). Installs fail2ban, sec,
+# mawk and gawk from Debian's packages when missing (needs root). Needs
+# `cargo build --release`.
 # Measures and prints; asserts nothing but the firings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 lines=${1:-500000}
-if ! command -v fail2ban-regex >/dev/null || ! command -v sec >/dev/null; then
-  apt-get update -q && apt-get install -y -q --no-install-recommends fail2ban sec
+if ! command -v fail2ban-regex >/dev/null || ! command -v sec >/dev/null \
+  || ! command -v mawk >/dev/null || ! command -v gawk >/dev/null; then
+  apt-get update -q && apt-get install -y -q --no-install-recommends fail2ban sec mawk gawk
 fi
 [ -x target/release/incidentctl ] || cargo build --release --bin incidentctl
 tmp=$(mktemp -d)
@@ -63,7 +66,8 @@ run() { # name, command...; records the median of five times and the last run's 
 f2b() { fail2ban-regex "$tmp/auth.log" /etc/fail2ban/filter.d/sshd.conf 2>/dev/null \
   | awk '/^\|[ ]+[0-9]+\) \[[0-9]+\] \^Failed / { gsub(/[\[\]]/, "", $3); n += $3 } END { print n + 0 }'; }
 secr() { sec --conf="$tmp/ssh.sec" --input="$tmp/auth.log" --notail --fromstart --log=/dev/null 2>/dev/null | grep -c FIRE || true; }
-awkr() { awk -f "$tmp/rule.awk" "$tmp/auth.log"; }
+mawkr() { mawk -f "$tmp/rule.awk" "$tmp/auth.log"; }
+gawkr() { gawk -f "$tmp/rule.awk" "$tmp/auth.log"; }
 inc() { # the JSON report is counted after the timer, by `count_inc`
   target/release/incidentctl rules test "$tmp/auth.log" --rules "$tmp/rules" --format syslog --year 2026 -o json > "$tmp/inc.json"; }
 count_inc() { python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["detections"]))' "$tmp/inc.json"; }
@@ -72,7 +76,8 @@ wcl() { wc -l < "$tmp/auth.log"; }
 : > "$tmp/results"
 run "wc -l" wcl
 run "incidentctl rules test" inc
-run "awk (same rule)" awkr
+run "mawk (same rule)" mawkr
+run "gawk (same rule)" gawkr
 run "sec (SingleWithThreshold)" secr
 run "fail2ban-regex (sshd filter)" f2b
 python3 - "$tmp/results" "$lines" "$bursts" "$failures" <<'PY'

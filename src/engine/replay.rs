@@ -136,7 +136,7 @@ impl Replay {
                 // parsing; the lines before it are only counted. Read straight into a buffer
                 // that stays in the CPU's cache (the kernel's copy into a cold buffer cost as
                 // much as the searching).
-                let mut buf = vec![0u8; 64 << 10];
+                let mut buf = vec![0u8; 256 << 10];
                 let mut filled = 0;
                 loop {
                     if filled == buf.len() {
