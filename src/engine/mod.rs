@@ -316,7 +316,13 @@ impl Engine {
             let re = c.common.regex.as_ref()?;
             let unanchored = regex_syntax::parse(re.as_str())
                 .is_ok_and(|hir| !hir.properties().look_set().contains_anchor());
-            if !kind_ok || c.common.allowed_lateness.is_some() || !unanchored {
+            // A pattern that can match the empty string matches every line: nothing could
+            // be skipped.
+            if !kind_ok
+                || c.common.allowed_lateness.is_some()
+                || !unanchored
+                || may_match_empty(re.as_str())
+            {
                 return None;
             }
             patterns.push(re.as_str().to_owned());
@@ -605,6 +611,11 @@ impl Engine {
 
 /// One `RegexSet` of every rule's regex, when two or more rules have one (for a single regex
 /// the set would only add a pass); each such rule learns its pattern's index.
+/// Whether `pattern` can match the empty string (or cannot be parsed, to be safe).
+pub(crate) fn may_match_empty(pattern: &str) -> bool {
+    regex_syntax::parse(pattern).map_or(true, |h| h.properties().minimum_len() == Some(0))
+}
+
 fn prefilter_for(rules: &mut [Rule]) -> Option<regex::RegexSet> {
     let patterns: Vec<&str> = rules
         .iter()
@@ -614,7 +625,10 @@ fn prefilter_for(rules: &mut [Rule]) -> Option<regex::RegexSet> {
     // every rule simply runs its own regex.
     // The lazy DFA of a large set needs room for its states, or it thrashes its cache and
     // falls back to slower engines; 32 MiB is allocated only as states are created.
-    let set = (patterns.len() >= 2)
+    // A pattern that can match the empty string matches every message anyway, and with one
+    // the set's `is_match` can say no where `matches` says yes (an empty match inside a
+    // character, as `(?-u:\B)` finds): no set then.
+    let set = (patterns.len() >= 2 && !patterns.iter().any(|p| may_match_empty(p)))
         .then(|| {
             regex::RegexSetBuilder::new(&patterns)
                 .dfa_size_limit(32 << 20)
@@ -638,8 +652,9 @@ fn prefilter_for(rules: &mut [Rule]) -> Option<regex::RegexSet> {
     set
 }
 
-/// The rules' templates, and on each rule whether they read `event` (turning the event into
-/// template values is most of the cost of a detection, so it is done only when they do).
+/// The rules' templates, and on each rule whether they may read `event` (turning the event
+/// into template values is most of the cost of a detection, so it is done only when they
+/// may).
 fn templates_for(rules: &mut [Rule]) -> minijinja::Environment<'static> {
     let mut env = minijinja::Environment::new();
     for r in rules.iter() {
@@ -654,11 +669,13 @@ fn templates_for(rules: &mut [Rule]) -> minijinja::Environment<'static> {
         }
     }
     for r in rules {
-        let id = r.config.id();
-        r.templates_read_event = ["summary", "key"].iter().any(|what| {
-            env.get_template(&format!("{id}#{what}"))
-                .is_ok_and(|t| t.undeclared_variables(false).contains("event"))
-        });
+        // Conservatively by the text: a template that names `event`, or has any statement
+        // (`set`, `with`, `include`, `import`… can reach it indirectly), or calls `debug`.
+        let c = &r.config.common;
+        r.templates_read_event = [&c.summary, &c.incident_key]
+            .into_iter()
+            .flatten()
+            .any(|t| t.contains("event") || t.contains("{%") || t.contains("debug"));
     }
     env
 }
@@ -952,12 +969,22 @@ summary = "SSH brute force from {{ labels.ip }} ({{ count }} failures)"
         let text = format!(
             "{SSH}\n[[rule]]\nid = \"svc\"\nkind = \"match\"\nregex = 'down'\n\
              summary = \"{{{{ event.service }}}} said {{{{ event.message }}}}\"\n\
-             incident_key = \"down/{{{{ event.fields.unit | default('none') }}}}\"\n"
+             incident_key = \"down/{{{{ event.fields.unit | default('none') }}}}\"\n\
+             \n[[rule]]\nid = \"inc\"\nkind = \"match\"\nregex = 'gone'\n\
+             summary = '{{% include \"svc#summary\" %}}'\n"
         );
         let mut e = Engine::new(&rules(&text));
         assert!(!e.rules[0].templates_read_event);
         assert!(e.rules[1].templates_read_event);
+        // It reads the event through another template.
+        assert!(e.rules[2].templates_read_event);
         let mut out = Vec::new();
+        e.on_event(
+            &ev(r#"{"kind":"log","service":"db","message":"db is gone"}"#),
+            &mut out,
+        );
+        assert_eq!(out[0].summary, "db said db is gone");
+        out.clear();
         e.on_event(
             &ev(r#"{"kind":"log","service":"api","message":"api is down","fields":{"unit":"api.service"}}"#),
             &mut out,

@@ -143,7 +143,14 @@ impl Replay {
                         // A line longer than the buffer.
                         buf.resize(buf.len() * 2, 0);
                     }
-                    let n = input.read(&mut buf[filled..])?;
+                    let n = match input.read(&mut buf[filled..]) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            engine.prefiltered = false;
+                            return Err(e);
+                        }
+                    };
                     filled += n;
                     // Only the new bytes can hold a newline not seen yet.
                     let end = if n == 0 {
@@ -228,6 +235,10 @@ impl LineFinder {
             .map(|p| regex_syntax::parse(p).ok())
             .collect::<Option<Vec<_>>>()?;
         let dfa = DFA::builder()
+            // Empty matches are reported wherever they are, even inside a character: in
+            // UTF-8 mode the search would step over one there and could miss an earlier
+            // ending match of another pattern.
+            .thompson(regex_automata::nfa::thompson::Config::new().utf8(false))
             .configure(
                 DFA::config()
                     // No match state is reached before the first position where some match
@@ -680,6 +691,35 @@ regex = 'Killed\s+process'
         assert_eq!((r.lines, r.events, r.skipped, r.rejected), (3, 1, 2, 0));
         assert_eq!(r.detections.len(), 1);
         assert_eq!(r.rules[0].matched, 1);
+    }
+
+    #[test]
+    fn an_empty_match_inside_a_character_does_not_hide_an_earlier_line() {
+        // `(?-u:\B)` matches empty between the two bytes of `é`, where a search in UTF-8
+        // mode steps past it and the regex set's `is_match` says no: a pattern that can
+        // match empty turns both the line filter and the engine's set off.
+        let rules = r#"
+[[rule]]
+id = "inside"
+kind = "match"
+regex = '(?-u:\B)'
+
+[[rule]]
+id = "word"
+kind = "match"
+regex = 'aéb'
+"#;
+        let log = "Nov 23 10:00:00 h x: aéb\nNov 23 10:00:01 h x: qq\n";
+        let replay = Replay {
+            format: Format::Syslog,
+            year: 2026,
+            host: "h".into(),
+            default_ts: Timestamp(0),
+        };
+        let mut e = engine(rules);
+        let r = replay.run(&mut e, log.as_bytes(), |_| {}).unwrap();
+        assert_eq!(r.rules[1].matched, 1, "{:?}", r.rules);
+        assert_eq!(r.skipped, 0);
     }
 
     #[test]

@@ -3,7 +3,186 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::clock::Timestamp;
 use crate::config::ServiceConfig;
+use crate::incident::model::Incident;
+use crate::store::{ListQuery, Store, StoreError};
+
+/// What correlation needs to know of an active incident.
+#[derive(Clone, Debug)]
+pub struct ActiveView {
+    /// The last detection, else the creation.
+    pub recent: Timestamp,
+    pub rules: Vec<String>,
+    /// An external alert's incident (never correlated into).
+    pub alert: bool,
+    /// The incident's services (its `services`, else its `service`).
+    pub services: Vec<String>,
+    pub correlation_ids: Vec<String>,
+}
+
+impl ActiveView {
+    fn of(i: &Incident) -> ActiveView {
+        ActiveView {
+            recent: i.last_detection_at.unwrap_or(i.created_at),
+            rules: i.rules.clone(),
+            alert: i.key.starts_with("alert/"),
+            services: if i.services.is_empty() {
+                i.service.iter().cloned().collect()
+            } else {
+                i.services.clone()
+            },
+            correlation_ids: i.correlation_ids.clone(),
+        }
+    }
+}
+
+/// The active incidents as correlation sees them, kept in step with the store's change log,
+/// and looked up by service and by correlation/trace id: a detection without an incident of
+/// its own looks only at the incidents it could join, instead of reading every active
+/// incident from the store (which made each new incident cost time in proportion to the
+/// incidents already open). Every change to an incident writes a timeline entry with a
+/// change number; the incidents those entries name are read again. The whole index is read
+/// again once a minute anyway, so nothing can keep it wrong for long.
+#[derive(Debug, Default)]
+pub struct ActiveIndex {
+    /// The change number it reflects.
+    at: u64,
+    built: Option<std::time::Instant>,
+    incidents: BTreeMap<u64, ActiveView>,
+    by_service: BTreeMap<String, BTreeSet<u64>>,
+    by_id: BTreeMap<String, BTreeSet<u64>>,
+    /// (service, rule) → how many incidents of that service hold that rule: when all of a
+    /// service's incidents hold a detection's rule (many addresses of one brute force, say),
+    /// none can take it as "same service" and none need be looked at.
+    rule_counts: BTreeMap<(String, String), usize>,
+}
+
+impl ActiveIndex {
+    const REBUILD: std::time::Duration = std::time::Duration::from_secs(60);
+
+    /// Brings the index up to the store's latest change.
+    pub fn refresh(&mut self, store: &dyn Store) -> Result<(), StoreError> {
+        let last = store.last_change();
+        if self.built.is_none_or(|b| b.elapsed() >= Self::REBUILD) {
+            let query = ListQuery {
+                status: crate::incident::model::Status::ACTIVE.to_vec(),
+                ..Default::default()
+            };
+            let mut fresh = ActiveIndex {
+                at: last,
+                built: Some(std::time::Instant::now()),
+                ..Default::default()
+            };
+            store.scan(&query, &mut |i| {
+                fresh.put(i.id, Some(ActiveView::of(&i)));
+                true
+            })?;
+            *self = fresh;
+            return Ok(());
+        }
+        while self.at < last {
+            let entries = store.changes_after(self.at, 1000)?;
+            let Some(newest) = entries.iter().map(|e| e.change).max() else {
+                break;
+            };
+            let ids: BTreeSet<u64> = entries.iter().map(|e| e.incident_id).collect();
+            for id in ids {
+                let view = store
+                    .incident(id)?
+                    .filter(|i| i.status.is_active())
+                    .map(|i| ActiveView::of(&i));
+                self.put(id, view);
+            }
+            self.at = newest;
+        }
+        self.at = self.at.max(last);
+        Ok(())
+    }
+
+    /// Replaces (or with `None` removes) what is known of incident `id`.
+    fn put(&mut self, id: u64, view: Option<ActiveView>) {
+        if let Some(old) = self.incidents.remove(&id) {
+            for (map, keys) in [
+                (&mut self.by_service, &old.services),
+                (&mut self.by_id, &old.correlation_ids),
+            ] {
+                for k in keys {
+                    if let Some(set) = map.get_mut(k) {
+                        set.remove(&id);
+                        if set.is_empty() {
+                            map.remove(k);
+                        }
+                    }
+                }
+            }
+            for pair in pairs(&old) {
+                if let Some(n) = self.rule_counts.get_mut(&pair) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.rule_counts.remove(&pair);
+                    }
+                }
+            }
+        }
+        if let Some(v) = view {
+            for s in &v.services {
+                self.by_service.entry(s.clone()).or_default().insert(id);
+            }
+            for c in &v.correlation_ids {
+                self.by_id.entry(c.clone()).or_default().insert(id);
+            }
+            for pair in pairs(&v) {
+                *self.rule_counts.entry(pair).or_default() += 1;
+            }
+            self.incidents.insert(id, v);
+        }
+    }
+
+    pub fn get(&self, id: u64) -> Option<&ActiveView> {
+        self.incidents.get(&id)
+    }
+
+    /// Whether some incident of service `s` does not hold rule `rule`.
+    pub fn service_has_other_rule(&self, s: &str, rule: &str) -> bool {
+        let all = self.by_service.get(s).map_or(0, BTreeSet::len);
+        let with = self
+            .rule_counts
+            .get(&(s.to_owned(), rule.to_owned()))
+            .copied()
+            .unwrap_or(0);
+        all > with
+    }
+
+    /// Incidents with service `s`, newest first.
+    pub fn with_service(&self, s: &str) -> impl Iterator<Item = u64> + '_ {
+        self.by_service
+            .get(s)
+            .into_iter()
+            .flat_map(|ids| ids.iter().rev().copied())
+    }
+
+    /// Incidents that carry correlation or trace id `v`, newest first.
+    pub fn with_id(&self, v: &str) -> impl Iterator<Item = u64> + '_ {
+        self.by_id
+            .get(v)
+            .into_iter()
+            .flat_map(|ids| ids.iter().rev().copied())
+    }
+
+    /// Every service some active incident is on.
+    pub fn services(&self) -> impl Iterator<Item = &String> {
+        self.by_service.keys()
+    }
+}
+
+/// Every (service, rule) pair of an incident.
+fn pairs(v: &ActiveView) -> Vec<(String, String)> {
+    v.services
+        .iter()
+        .flat_map(|s| v.rules.iter().map(move |r| (s.clone(), r.clone())))
+        .collect()
+}
 
 /// Services and their direct upstreams (what each depends on).
 #[derive(Clone, Debug, Default)]

@@ -325,6 +325,7 @@ pub fn spawn(
         telemetry,
         created_per_key: HashMap::new(),
         backoff: HashMap::new(),
+        active: Default::default(),
     };
     tracker.spawn_blocking(move || manager.run(rx));
     Ok(IncidentHandle { tx, changes })
@@ -355,6 +356,8 @@ struct Manager {
     created_per_key: HashMap<String, VecDeque<Timestamp>>,
     /// Per key: new incidents in the current streak and when the last one was created.
     backoff: HashMap<String, (usize, Timestamp)>,
+    /// The active incidents as correlation sees them.
+    active: super::correlate::ActiveIndex,
 }
 
 type Reply = oneshot::Sender<Result<Incident, IncidentError>>;
@@ -1206,7 +1209,7 @@ impl Manager {
     /// had a detection within `correlation_window`. External alerts and hand-made incidents
     /// take no part. The strongest reason wins, then the newest incident.
     fn find_correlated(
-        &self,
+        &mut self,
         d: &Detection,
         now: Timestamp,
     ) -> Result<Option<(Incident, String)>, IncidentError> {
@@ -1221,53 +1224,72 @@ impl Manager {
         if d.rule == "alert" || window.is_zero() || (ids.is_empty() && d.service.is_none()) {
             return Ok(None);
         }
-        let query = crate::store::ListQuery {
-            status: vec![Status::Open, Status::Acknowledged, Status::Mitigated],
-            ..Default::default()
+        self.active.refresh(self.store.as_ref())?;
+        let active = &self.active;
+        // Whether incident `id` can take a detection now: it has rules (not an external
+        // alert's), and a detection within the window.
+        let open_to = |id: u64| {
+            active
+                .get(id)
+                .is_some_and(|i| !i.rules.is_empty() && !i.alert && now.since(i.recent) <= window)
         };
-        let mut best: Option<(u8, Incident, String)> = None;
-        self.store.scan(&query, &mut |i| {
-            let recent = i.last_detection_at.unwrap_or(i.created_at);
-            if i.rules.is_empty() || i.key.starts_with("alert/") || now.since(recent) > window {
-                return true;
-            }
-            let services: Vec<&String> = if i.services.is_empty() {
-                i.service.iter().collect()
-            } else {
-                i.services.iter().collect()
-            };
-            let found =
-                if let Some((what, v)) = ids.iter().find(|(_, v)| i.correlation_ids.contains(v)) {
-                    Some((0, format!("shares {what} {v}")))
-                } else if let Some(s) = d
-                    .service
-                    .as_ref()
-                    .filter(|s| services.contains(s) && !i.rules.contains(&d.rule))
-                {
-                    // Another group of a rule already in the incident stays apart: its
-                    // group_by split them on purpose (one incident per address, say).
-                    Some((1, format!("same service {s}")))
-                } else {
-                    d.service.as_ref().and_then(|s| {
-                        services
-                            .iter()
-                            .find_map(|o| self.graph.link(s, o))
-                            .map(|why| (2, why))
-                    })
-                };
-            if let Some((strength, why)) = found
-                && best.as_ref().is_none_or(|(b, _, _)| strength < *b)
-            {
-                best = Some((strength, i, why));
-            }
-            // A shared id is the strongest reason; nothing can beat it.
-            best.as_ref().is_none_or(|(b, _, _)| *b > 0)
-        })?;
-        Ok(best.map(|(_, i, why)| (i, why)))
+        // The strongest reason wins; among incidents with the same reason, the newest.
+        // 1. A shared correlation or trace id (the reason names the first one it shares).
+        let shared = ids
+            .iter()
+            .filter_map(|(_, v)| active.with_id(v).find(|id| open_to(*id)))
+            .max();
+        if let Some(id) = shared {
+            let why = ids
+                .iter()
+                .find(|(_, v)| {
+                    active
+                        .get(id)
+                        .is_some_and(|i| i.correlation_ids.contains(v))
+                })
+                .map(|(what, v)| format!("shares {what} {v}"))
+                .unwrap_or_default();
+            return Ok(Some((self.load(id)?, why)));
+        }
+        let Some(s) = d.service.as_ref() else {
+            return Ok(None);
+        };
+        // 2. The same service, for a rule not already in the incident: another group of a
+        // rule already there stays apart, its group_by split them on purpose (one incident
+        // per address, say).
+        let same = active
+            .service_has_other_rule(s, &d.rule)
+            .then(|| {
+                active.with_service(s).find(|id| {
+                    open_to(*id) && active.get(*id).is_some_and(|i| !i.rules.contains(&d.rule))
+                })
+            })
+            .flatten();
+        if let Some(id) = same {
+            return Ok(Some((self.load(id)?, format!("same service {s}"))));
+        }
+        // 3. Services linked through `depends_on`.
+        if self.graph.is_empty() {
+            return Ok(None);
+        }
+        let linked: Vec<&String> = active
+            .services()
+            .filter(|o| *o != s && self.graph.link(s, o).is_some())
+            .collect();
+        let newest = linked
+            .iter()
+            .filter_map(|o| active.with_service(o).find(|id| open_to(*id)))
+            .max();
+        let Some(id) = newest else {
+            return Ok(None);
+        };
+        let why = active
+            .get(id)
+            .and_then(|i| i.services.iter().find_map(|o| self.graph.link(s, o)))
+            .unwrap_or_default();
+        Ok(Some((self.load(id)?, why)))
     }
 
-    /// Resolves active incidents of rules with `resolve_after` once no detection attached for
-    /// that long (actor `system`).
     fn auto_resolve(&mut self) -> Result<(), IncidentError> {
         let now = self.now;
         let query = crate::store::ListQuery {

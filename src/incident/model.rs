@@ -88,6 +88,9 @@ impl Status {
         }
     }
 
+    /// The statuses that still need attention.
+    pub const ACTIVE: [Status; 3] = [Status::Open, Status::Acknowledged, Status::Mitigated];
+
     /// Still needs attention: new detections for its key attach to it.
     pub fn is_active(self) -> bool {
         matches!(
