@@ -488,6 +488,17 @@ mod tests {
         Engine::new(&crate::engine::tests::rules(text))
     }
 
+    /// `log` read as syslog of 2026 through a fresh engine with `rules`.
+    fn syslog_replay(rules: &str, log: &[u8]) -> Report {
+        let replay = Replay {
+            format: Format::Syslog,
+            year: 2026,
+            host: "h".into(),
+            default_ts: Timestamp(0),
+        };
+        replay.run(&mut engine(rules), log, |_| {}).unwrap()
+    }
+
     const SSH: &str = r#"
 [[rule]]
 id = "ssh"
@@ -544,16 +555,7 @@ group_by = ["ip"]
                 .iter()
                 .copied(),
         );
-        let replay = Replay {
-            format: Format::Syslog,
-            year: 2026,
-            host: "h".into(),
-            default_ts: Timestamp(0),
-        };
-        let run = |rules: &str, log: &[u8]| {
-            let mut e = engine(rules);
-            replay.run(&mut e, log, |_| {}).unwrap()
-        };
+        let run = syslog_replay;
         // A second, anchored rule turns the prefilter off.
         let unfiltered =
             format!("{SSH}\n[[rule]]\nid = \"never\"\nkind = \"match\"\nregex = '^never$'\n");
@@ -620,16 +622,7 @@ group_by = ["host"]
                 log.push_str("process 7 continues the line above\n");
             }
         }
-        let replay = Replay {
-            format: Format::Syslog,
-            year: 2026,
-            host: "h".into(),
-            default_ts: Timestamp(0),
-        };
-        let run = |rules: &str| {
-            let mut e = engine(rules);
-            replay.run(&mut e, log.as_bytes(), |_| {}).unwrap()
-        };
+        let run = |rules: &str| syslog_replay(rules, log.as_bytes());
         let fast = run(rules);
         let slow = run(&format!(
             "{rules}\n[[rule]]\nid = \"never\"\nkind = \"match\"\nregex = '^never$'\n"
@@ -680,14 +673,7 @@ regex = 'Killed\s+process'
 "#;
         let log = "Nov 23 10:00:00 h kernel: Killed\n process here\n\
                    Nov 23 10:00:02 h kernel: Killed process 9\n";
-        let replay = Replay {
-            format: Format::Syslog,
-            year: 2026,
-            host: "h".into(),
-            default_ts: Timestamp(0),
-        };
-        let mut e = engine(rules);
-        let r = replay.run(&mut e, log.as_bytes(), |_| {}).unwrap();
+        let r = syslog_replay(rules, log.as_bytes());
         assert_eq!((r.lines, r.events, r.skipped, r.rejected), (3, 1, 2, 0));
         assert_eq!(r.detections.len(), 1);
         assert_eq!(r.rules[0].matched, 1);
@@ -710,14 +696,7 @@ kind = "match"
 regex = 'aéb'
 "#;
         let log = "Nov 23 10:00:00 h x: aéb\nNov 23 10:00:01 h x: qq\n";
-        let replay = Replay {
-            format: Format::Syslog,
-            year: 2026,
-            host: "h".into(),
-            default_ts: Timestamp(0),
-        };
-        let mut e = engine(rules);
-        let r = replay.run(&mut e, log.as_bytes(), |_| {}).unwrap();
+        let r = syslog_replay(rules, log.as_bytes());
         assert_eq!(r.rules[1].matched, 1, "{:?}", r.rules);
         assert_eq!(r.skipped, 0);
     }
@@ -725,14 +704,7 @@ regex = 'aéb'
     #[test]
     fn a_wrong_format_is_still_rejected_with_the_filter_on() {
         let text = "just words\nmore words here\nFailed password for root from 10.0.0.1\n";
-        let replay = Replay {
-            format: Format::Syslog,
-            year: 2026,
-            host: "h".into(),
-            default_ts: Timestamp(0),
-        };
-        let mut e = engine(SSH);
-        let r = replay.run(&mut e, text.as_bytes(), |_| {}).unwrap();
+        let r = syslog_replay(SSH, text.as_bytes());
         assert_eq!((r.rejected, r.skipped, r.events), (3, 0, 0));
     }
 }
