@@ -1320,20 +1320,32 @@ impl Manager {
         Ok(())
     }
 
+    /// The ids of the incidents in `status` for which `due` holds.
+    fn ids_where(
+        &self,
+        status: Status,
+        due: impl Fn(&Incident) -> bool,
+    ) -> Result<Vec<u64>, IncidentError> {
+        let query = crate::store::ListQuery {
+            status: vec![status],
+            ..Default::default()
+        };
+        let mut ids = Vec::new();
+        self.store.scan(&query, &mut |i| {
+            if due(&i) {
+                ids.push(i.id);
+            }
+            true
+        })?;
+        Ok(ids)
+    }
+
     /// Deletes closed incidents whose closing is older than `retain_closed`.
     fn compact(&mut self) -> Result<(), IncidentError> {
         let now = self.now;
         let keep = self.config.retain_closed;
-        let query = crate::store::ListQuery {
-            status: vec![Status::Closed],
-            ..Default::default()
-        };
-        let mut old = Vec::new();
-        self.store.scan(&query, &mut |i| {
-            if i.closed_at.is_some_and(|c| now.since(c) >= keep) {
-                old.push(i.id);
-            }
-            true
+        let old = self.ids_where(Status::Closed, |i| {
+            i.closed_at.is_some_and(|c| now.since(c) >= keep)
         })?;
         for id in &old {
             self.store.remove_incident(*id)?;
@@ -1348,16 +1360,8 @@ impl Manager {
     fn auto_close(&mut self) -> Result<(), IncidentError> {
         let now = self.now;
         let after = self.config.auto_close_after;
-        let query = crate::store::ListQuery {
-            status: vec![Status::Resolved],
-            ..Default::default()
-        };
-        let mut due = Vec::new();
-        self.store.scan(&query, &mut |i| {
-            if i.resolved_at.is_some_and(|r| now.since(r) >= after) {
-                due.push(i.id);
-            }
-            true
+        let due = self.ids_where(Status::Resolved, |i| {
+            i.resolved_at.is_some_and(|r| now.since(r) >= after)
         })?;
         for id in due {
             let note = format!(
