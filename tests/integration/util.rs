@@ -326,9 +326,10 @@ impl TestDaemon {
             .unwrap_or_else(|| panic!("no input {id} in {st}"))
     }
 
-    /// Waits (10 s at most) until a source's counters satisfy `ok`, and returns them.
+    /// Waits (30 s at most: a loaded 2-core machine running the suite in parallel once took
+    /// longer than 10 s) until a source's counters satisfy `ok`, and returns them.
     pub async fn wait_input(&self, id: &str, ok: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let st = self.input(id).await;
             if ok(&st) {
