@@ -63,13 +63,7 @@ impl Client {
         body: Vec<u8>,
         content_type: &str,
     ) -> Result<(StatusCode, Bytes), ClientError> {
-        let stream =
-            UnixStream::connect(&self.socket)
-                .await
-                .map_err(|source| ClientError::Connect {
-                    path: self.socket.clone(),
-                    source,
-                })?;
+        let stream = self.connect().await?;
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         let driver = tokio::spawn(conn);
@@ -175,18 +169,21 @@ impl Drop for AbortOnDrop {
 
 impl Client {
     /// Opens the event stream at `path`, resuming after `last_event_id` when given.
+    async fn connect(&self) -> Result<UnixStream, ClientError> {
+        UnixStream::connect(&self.socket)
+            .await
+            .map_err(|source| ClientError::Connect {
+                path: self.socket.clone(),
+                source,
+            })
+    }
+
     pub async fn stream(
         &self,
         path: &str,
         last_event_id: Option<u64>,
     ) -> Result<EventStream, ClientError> {
-        let stream =
-            UnixStream::connect(&self.socket)
-                .await
-                .map_err(|source| ClientError::Connect {
-                    path: self.socket.clone(),
-                    source,
-                })?;
+        let stream = self.connect().await?;
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         let driver = AbortOnDrop(tokio::spawn(async move {

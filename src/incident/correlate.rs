@@ -55,7 +55,7 @@ pub struct ActiveIndex {
     /// (service, rule) → how many incidents of that service hold that rule: when all of a
     /// service's incidents hold a detection's rule (many addresses of one brute force, say),
     /// none can take it as "same service" and none need be looked at.
-    rule_counts: BTreeMap<(String, String), usize>,
+    rule_counts: BTreeMap<String, BTreeMap<String, usize>>,
 }
 
 impl ActiveIndex {
@@ -116,11 +116,18 @@ impl ActiveIndex {
                     }
                 }
             }
-            for pair in pairs(&old) {
-                if let Some(n) = self.rule_counts.get_mut(&pair) {
-                    *n -= 1;
-                    if *n == 0 {
-                        self.rule_counts.remove(&pair);
+            for s in &old.services {
+                if let Some(rules) = self.rule_counts.get_mut(s) {
+                    for r in &old.rules {
+                        if let Some(n) = rules.get_mut(r) {
+                            *n -= 1;
+                            if *n == 0 {
+                                rules.remove(r);
+                            }
+                        }
+                    }
+                    if rules.is_empty() {
+                        self.rule_counts.remove(s);
                     }
                 }
             }
@@ -132,8 +139,11 @@ impl ActiveIndex {
             for c in &v.correlation_ids {
                 self.by_id.entry(c.clone()).or_default().insert(id);
             }
-            for pair in pairs(&v) {
-                *self.rule_counts.entry(pair).or_default() += 1;
+            for s in &v.services {
+                let rules = self.rule_counts.entry(s.clone()).or_default();
+                for r in &v.rules {
+                    *rules.entry(r.clone()).or_default() += 1;
+                }
             }
             self.incidents.insert(id, v);
         }
@@ -148,7 +158,8 @@ impl ActiveIndex {
         let all = self.by_service.get(s).map_or(0, BTreeSet::len);
         let with = self
             .rule_counts
-            .get(&(s.to_owned(), rule.to_owned()))
+            .get(s)
+            .and_then(|rules| rules.get(rule))
             .copied()
             .unwrap_or(0);
         all > with
@@ -174,14 +185,6 @@ impl ActiveIndex {
     pub fn services(&self) -> impl Iterator<Item = &String> {
         self.by_service.keys()
     }
-}
-
-/// Every (service, rule) pair of an incident.
-fn pairs(v: &ActiveView) -> Vec<(String, String)> {
-    v.services
-        .iter()
-        .flat_map(|s| v.rules.iter().map(move |r| (s.clone(), r.clone())))
-        .collect()
 }
 
 /// Services and their direct upstreams (what each depends on).
@@ -293,6 +296,41 @@ pub fn find_cycle(services: &[ServiceConfig]) -> Option<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn view(services: &[&str], rules: &[&str], ids: &[&str]) -> ActiveView {
+        ActiveView {
+            recent: Timestamp(0),
+            rules: rules.iter().map(|r| r.to_string()).collect(),
+            alert: false,
+            services: services.iter().map(|s| s.to_string()).collect(),
+            correlation_ids: ids.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn the_active_index_finds_by_service_and_id_and_forgets_what_changed() {
+        let mut ix = ActiveIndex::default();
+        ix.put(1, Some(view(&["sshd"], &["ssh"], &[])));
+        ix.put(2, Some(view(&["sshd"], &["ssh"], &["t-1"])));
+        ix.put(3, Some(view(&["api"], &["errors"], &["t-1"])));
+        assert_eq!(ix.with_service("sshd").collect::<Vec<_>>(), [2, 1]);
+        assert_eq!(ix.with_id("t-1").collect::<Vec<_>>(), [3, 2]);
+        // Every sshd incident holds `ssh`: none can take another ssh group.
+        assert!(!ix.service_has_other_rule("sshd", "ssh"));
+        assert!(ix.service_has_other_rule("sshd", "sudo"));
+        // Incident 2 joins another service and rule, then 1 is resolved (removed).
+        ix.put(2, Some(view(&["sshd", "api"], &["ssh", "errors"], &[])));
+        ix.put(1, None);
+        assert_eq!(ix.with_service("api").collect::<Vec<_>>(), [3, 2]);
+        assert_eq!(ix.with_service("sshd").collect::<Vec<_>>(), [2]);
+        assert_eq!(ix.with_id("t-1").collect::<Vec<_>>(), [3]);
+        assert!(!ix.service_has_other_rule("api", "errors"));
+        assert!(ix.service_has_other_rule("api", "ssh"));
+        ix.put(2, None);
+        ix.put(3, None);
+        assert!(ix.services().next().is_none());
+        assert!(ix.rule_counts.is_empty() && ix.by_id.is_empty());
+    }
 
     fn svc(name: &str, deps: &[&str]) -> ServiceConfig {
         ServiceConfig {

@@ -362,6 +362,24 @@ struct Manager {
 
 type Reply = oneshot::Sender<Result<Incident, IncidentError>>;
 
+/// A reply waiting for the batch's flush, with what it will say.
+type Pending<T> = (
+    oneshot::Sender<Result<T, IncidentError>>,
+    Result<T, IncidentError>,
+);
+
+/// Sends each reply once the batch's flush is known: a change that did not become durable
+/// is reported as failed, never as done.
+fn answer<T, E: std::fmt::Display>(flushed: &Result<(), E>, replies: &mut Vec<Pending<T>>) {
+    for (reply, r) in replies.drain(..) {
+        let r = match (flushed, r) {
+            (Err(e), Ok(_)) => Err(IncidentError::Invalid(format!("change not durable: {e}"))),
+            (_, r) => r,
+        };
+        let _ = reply.send(r);
+    }
+}
+
 /// How a detection joins an existing incident.
 enum Join {
     Same,
@@ -490,33 +508,9 @@ impl Manager {
                     }
                 }
             }
-            for (reply, r) in replies.drain(..) {
-                let r = match (&flushed, r) {
-                    (Err(e), Ok(_)) => {
-                        Err(IncidentError::Invalid(format!("change not durable: {e}")))
-                    }
-                    (_, r) => r,
-                };
-                let _ = reply.send(r);
-            }
-            for (reply, r) in alert_replies.drain(..) {
-                let r = match (&flushed, r) {
-                    (Err(e), Ok(_)) => {
-                        Err(IncidentError::Invalid(format!("change not durable: {e}")))
-                    }
-                    (_, r) => r,
-                };
-                let _ = reply.send(r);
-            }
-            for (reply, r) in silence_replies.drain(..) {
-                let r = match (&flushed, r) {
-                    (Err(e), Ok(_)) => {
-                        Err(IncidentError::Invalid(format!("change not durable: {e}")))
-                    }
-                    (_, r) => r,
-                };
-                let _ = reply.send(r);
-            }
+            answer(&flushed, &mut replies);
+            answer(&flushed, &mut alert_replies);
+            answer(&flushed, &mut silence_replies);
             for p in pings.drain(..) {
                 let _ = p.send(());
             }
