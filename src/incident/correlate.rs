@@ -82,11 +82,11 @@ impl ActiveIndex {
             return Ok(());
         }
         while self.at < last {
-            let entries = store.changes_after(self.at, 1000)?;
-            let Some(newest) = entries.iter().map(|e| e.change).max() else {
+            let changed = store.changed_after(self.at, 1000)?;
+            let Some(newest) = changed.iter().map(|(c, _)| *c).max() else {
                 break;
             };
-            let ids: BTreeSet<u64> = entries.iter().map(|e| e.incident_id).collect();
+            let ids: BTreeSet<u64> = changed.iter().map(|(_, id)| *id).collect();
             for id in ids {
                 let view = store
                     .incident(id)?

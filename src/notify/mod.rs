@@ -399,6 +399,23 @@ impl Shared {
             let Some(event) = Self::event_of(e) else {
                 continue;
             };
+            // Without routes only channels already told hear more, and only reminders
+            // already queued can become moot: an incident with neither needs no planning
+            // (which replays its timeline).
+            if config.routes.is_empty()
+                && !plan
+                    .queued
+                    .iter()
+                    .chain(plan.jobs.iter())
+                    .any(|j| j.incident_id == e.incident_id)
+                && self
+                    .store
+                    .notified_channels(e.incident_id)
+                    .unwrap_or_default()
+                    .is_empty()
+            {
+                continue;
+            }
             let inc = match self.store.incident_at(e.incident_id, e.seq)? {
                 Some(i) => i,
                 // Compacted since (or not replayable): as it is now, if still there.

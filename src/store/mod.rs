@@ -410,6 +410,15 @@ pub trait Store: Send + Sync + 'static {
     /// Up to `limit` timeline entries of any incident with a change number above `after`,
     /// in change order (entries of compacted incidents are gone).
     fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<TimelineEntry>, StoreError>;
+    /// Up to `limit` (change number, incident id) pairs above `after`, in change order:
+    /// which incidents changed, without reading the entries themselves.
+    fn changed_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, u64)>, StoreError> {
+        Ok(self
+            .changes_after(after, limit)?
+            .into_iter()
+            .map(|e| (e.change, e.incident_id))
+            .collect())
+    }
     /// The highest change number given so far (0 when none). Only what the manager has
     /// flushed since is durable; it publishes that number after each flush.
     fn last_change(&self) -> u64;

@@ -236,12 +236,11 @@ impl SledStore {
         let mut last: Option<u64> = None;
         for k in self.log.iter().keys() {
             let k = k.map_err(err)?;
-            if let Some(id) = k.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
-                let id = u64::from_be_bytes(id);
-                if last != Some(id) {
-                    ids.push(id);
-                    last = Some(id);
-                }
+            if let Some(id) = be_u64(&k)
+                && last != Some(id)
+            {
+                ids.push(id);
+                last = Some(id);
             }
         }
         self.changes.clear().map_err(err)?;
@@ -487,10 +486,9 @@ impl SledStore {
         let mut last: Option<u64> = None;
         for k in self.log.iter().keys() {
             let k = k.map_err(err("read incident log"))?;
-            let Some(id) = k.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()) else {
+            let Some(id) = be_u64(&k) else {
                 continue;
             };
-            let id = u64::from_be_bytes(id);
             if last != Some(id) {
                 last = Some(id);
                 if !statuses.contains_key(&id) {
@@ -517,6 +515,13 @@ fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
     // Serializing our own plain structs to JSON cannot fail (string keys, no custom errors).
     serde_json::to_writer(&mut out, v).expect("records serialize to JSON");
     out
+}
+
+/// The big-endian number a key starts with (an incident id, a change number).
+fn be_u64(key: &[u8]) -> Option<u64> {
+    key.get(..8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_be_bytes)
 }
 
 fn decode<T: serde::de::DeserializeOwned>(
@@ -930,6 +935,26 @@ impl Store for SledStore {
                 op: "record detection",
                 source,
             })
+    }
+
+    fn changed_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, u64)>, StoreError> {
+        let err = |source| StoreError::Sled {
+            op: "read changes",
+            source,
+        };
+        let mut out = Vec::new();
+        for kv in self
+            .changes
+            .range(after.saturating_add(1).to_be_bytes()..)
+            .take(limit)
+        {
+            let (change, log_key) = kv.map_err(err)?;
+            // Both keys start with a big-endian number: the change's, the incident's id.
+            if let (Some(c), Some(id)) = (be_u64(&change), be_u64(&log_key)) {
+                out.push((c, id));
+            }
+        }
+        Ok(out)
     }
 
     fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<TimelineEntry>, StoreError> {
