@@ -6,6 +6,13 @@
 //! timestamps, since reaching the threshold fires and clears them; at most `max_groups` groups
 //! are kept, the least recently seen evicted first (a tenth at a time, so eviction costs O(1)
 //! per new group amortized).
+//!
+//! The detector also lets go of groups the window has left on its own, by the newest event
+//! time it has seen: whenever the number of groups has doubled since the last sweep, those
+//! whose newest event is a window or more behind go (amortized O(1) per event). An event
+//! that late is past what the window holds, the default lateness, so this changes no count
+//! the daemon's once-a-second tick would not change too; it keeps the map as small as the
+//! live groups (a replay gives no ticks) instead of letting it fill to `max_groups`.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -22,7 +29,16 @@ pub struct ThresholdDetector {
     groups: GroupMap<VecDeque<i64>>,
     /// Events older than their group's window when they arrived.
     pub late: u64,
+    /// The newest event time seen, in ms.
+    #[serde(default)]
+    newest: i64,
+    /// The number of groups at which the next sweep runs.
+    #[serde(default)]
+    sweep_at: usize,
 }
+
+/// The fewest groups a sweep is worth running for.
+const SWEEP_MIN: usize = 64;
 
 impl ThresholdDetector {
     pub fn new(threshold: u32, window: Duration, max_groups: usize) -> Self {
@@ -31,6 +47,8 @@ impl ThresholdDetector {
             window_ms: duration_millis(window).max(1),
             groups: GroupMap::new(max_groups),
             late: 0,
+            newest: i64::MIN,
+            sweep_at: SWEEP_MIN,
         }
     }
 
@@ -40,7 +58,14 @@ impl ThresholdDetector {
 
     pub fn on_event(&mut self, group: &str, ts: Timestamp) -> Option<Fire> {
         let t = ts.millis();
-        let q = self.groups.touch(group, VecDeque::new);
+        self.newest = self.newest.max(t);
+        if self.groups.len() >= self.sweep_at {
+            self.sweep(self.newest);
+            self.sweep_at = (2 * self.groups.len()).max(SWEEP_MIN);
+        }
+        // Room for the whole count up front (one allocation), within reason.
+        let room = self.threshold.min(16);
+        let q = self.groups.touch(group, || VecDeque::with_capacity(room));
         let newest = q.back().copied().unwrap_or(t).max(t);
         if t <= newest - self.window_ms {
             self.late += 1;
@@ -66,7 +91,11 @@ impl ThresholdDetector {
 
     /// Drops groups whose newest event has left the window at `now`.
     pub fn on_tick(&mut self, now: Timestamp) {
-        let edge = now.millis() - self.window_ms;
+        self.sweep(now.millis());
+    }
+
+    fn sweep(&mut self, now: i64) {
+        let edge = now.saturating_sub(self.window_ms);
         self.groups.retain(|q| q.back().is_some_and(|b| *b > edge));
     }
 
@@ -145,5 +174,27 @@ mod tests {
         assert_eq!(d.groups(), 1);
         d.on_tick(Timestamp(18_000));
         assert_eq!(d.groups(), 0);
+    }
+
+    #[test]
+    fn groups_the_window_left_go_without_ticks_and_live_ones_stay() {
+        let mut d = det(3, 10);
+        // 100 groups inside one window: all live, none may go.
+        for i in 0..100 {
+            d.on_event(&format!("live{i}"), Timestamp(i));
+        }
+        assert_eq!(d.groups(), 100);
+        d.on_event("live0", Timestamp(200));
+        assert!(d.on_event("live0", Timestamp(300)).is_some());
+        // Much later, a stream of one-off groups: the old ones are let go as it grows.
+        for i in 0..1_000 {
+            d.on_event(&format!("new{i}"), Timestamp(60_000 + i * 100));
+        }
+        assert!(d.groups() <= 2 * 101, "{}", d.groups());
+        // A group's count still works across the sweeps.
+        for k in 0..2 {
+            assert_eq!(d.on_event("x", Timestamp(200_000 + k)), None);
+        }
+        assert!(d.on_event("x", Timestamp(200_002)).is_some());
     }
 }
