@@ -8,10 +8,13 @@
 #                    default awk) and by GNU awk
 #   incidentctl      `rules test` with the shipped ssh-brute-force rule (5 within 1m per ip)
 #   wc -l            the physical floor
-# Each runs five times; the median time counts. Every tool's firings are checked against the
-# answer. Usage: benches/side_by_side.sh [LINES] (default 500000). Installs fail2ban, sec,
-# mawk and gawk from Debian's packages when missing (needs root). Needs
-# `cargo build --release`.
+# Five rounds, each running every tool once; each tool's median time counts. Every run's
+# firings are checked against the answer. Usage: benches/side_by_side.sh [LINES] (default
+# 500000). Installs fail2ban, sec, mawk and gawk from Debian's packages when missing (needs
+# root). Needs `cargo build --release`.
+# The input is written under /dev/shm (RAM) when it can be, or $BENCH_DIR: on the shared
+# development machine the page cache lets go of a 100 MB file on disk within seconds, and every
+# tool would then be timed partly on disk reads.
 # Measures and prints; asserts nothing but the firings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +24,7 @@ if ! command -v fail2ban-regex >/dev/null || ! command -v sec >/dev/null \
   apt-get update -q && apt-get install -y -q --no-install-recommends fail2ban sec mawk gawk
 fi
 [ -x target/release/incidentctl ] || cargo build --release --bin incidentctl
-tmp=$(mktemp -d)
+tmp=$(mktemp -d -p "${BENCH_DIR:-/dev/shm}" 2>/dev/null || mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 answer=$(python3 benches/gen_bruteforce.py "$lines" "$tmp/auth.log")
 bursts=$(echo "$answer" | python3 -c 'import json,sys; print(json.load(sys.stdin)["bursts"])')
@@ -51,17 +54,12 @@ cat > "$tmp/rule.awk" <<'AWK'
 END { print n + 0 }
 AWK
 
-run() { # name, command...; records the median of five times and the last run's output
+one() { # name, command...: times one run, keeps its output (firings or line count)
   local name=$1; shift
-  local times=() out s e
-  for _ in 1 2 3 4 5; do
-    s=$(date +%s.%N); out=$("$@"); e=$(date +%s.%N)
-    [ "$1" = inc ] && out=$(count_inc)
-    times+=("$(echo "$e - $s" | bc -l)")
-  done
-  local median
-  median=$(printf '%s\n' "${times[@]}" | sort -g | sed -n 3p)
-  printf '%s\t%s\t%s\n' "$name" "$median" "$out" >> "$tmp/results"
+  local out s e
+  s=$(date +%s.%N); out=$("$@"); e=$(date +%s.%N)
+  [ "$1" = inc ] && out=$(count_inc)
+  printf '%s\t%s\t%s\n' "$name" "$(echo "$e - $s" | bc -l)" "$out" >> "$tmp/times"
 }
 f2b() { fail2ban-regex "$tmp/auth.log" /etc/fail2ban/filter.d/sshd.conf 2>/dev/null \
   | awk '/^\|[ ]+[0-9]+\) \[[0-9]+\] \^Failed / { gsub(/[\[\]]/, "", $3); n += $3 } END { print n + 0 }'; }
@@ -73,13 +71,30 @@ inc() { # the JSON report is counted after the timer, by `count_inc`
 count_inc() { python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["detections"]))' "$tmp/inc.json"; }
 wcl() { wc -l < "$tmp/auth.log"; }
 
-: > "$tmp/results"
-run "wc -l" wcl
-run "incidentctl rules test" inc
-run "mawk (same rule)" mawkr
-run "gawk (same rule)" gawkr
-run "sec (SingleWithThreshold)" secr
-run "fail2ban-regex (sshd filter)" f2b
+: > "$tmp/times"
+# Round robin: each round runs every tool once, so a drift in the machine's speed (it is
+# shared) falls on all of them alike rather than on whichever tool ran during it.
+for _ in 1 2 3 4 5; do
+  one "wc -l" wcl
+  one "incidentctl rules test" inc
+  one "mawk (same rule)" mawkr
+  one "gawk (same rule)" gawkr
+  one "sec (SingleWithThreshold)" secr
+  one "fail2ban-regex (sshd filter)" f2b
+done
+# The median of each tool's five times, and its output (all five runs must agree).
+python3 - "$tmp/times" > "$tmp/results" <<'PY'
+import statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    name, t, out = line.rstrip("\n").split("\t")
+    runs.setdefault(name, ([], []))
+    runs[name][0].append(float(t))
+    runs[name][1].append(out)
+for name, (times, outs) in runs.items():
+    out = outs[0] if len(set(outs)) == 1 else "varied: " + ",".join(outs)
+    print(f"{name}\t{statistics.median(times)}\t{out}")
+PY
 python3 - "$tmp/results" "$lines" "$bursts" "$failures" <<'PY'
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
