@@ -293,6 +293,38 @@ fn may_match_newline(hir: &regex_syntax::hir::Hir) -> bool {
     }
 }
 
+/// The number of `\n` in `bytes`, and whether every byte is ASCII, in one pass (written so
+/// the compiler vectorizes it: 32 byte-wide counters, summed before they can overflow).
+fn newlines_and_ascii(bytes: &[u8]) -> (u64, bool) {
+    const LANES: usize = 32;
+    let mut newlines = 0u64;
+    let mut high = 0u8;
+    let mut lanes = bytes.chunks_exact(LANES);
+    // At most 255 lanes per round, so no byte-wide counter overflows.
+    loop {
+        let mut counts = [0u8; LANES];
+        let mut ors = [0u8; LANES];
+        let mut n = 0;
+        for lane in lanes.by_ref().take(255) {
+            for i in 0..LANES {
+                counts[i] += u8::from(lane[i] == b'\n');
+                ors[i] |= lane[i];
+            }
+            n += 1;
+        }
+        newlines += counts.iter().map(|c| u64::from(*c)).sum::<u64>();
+        high |= ors.iter().fold(0, |a, b| a | b);
+        if n < 255 {
+            break;
+        }
+    }
+    for b in lanes.remainder() {
+        newlines += u64::from(*b == b'\n');
+        high |= b;
+    }
+    (newlines, high.is_ascii())
+}
+
 /// The state of one replay.
 struct Run<'a> {
     replay: &'a Replay,
@@ -316,18 +348,25 @@ impl Run<'_> {
     /// earlier line, so it may not match on its own) and the search goes on from the next
     /// line.
     fn region(&mut self, engine: &mut Engine, region: &[u8]) {
+        // One pass counts the lines and tells whether the chunk is ASCII (then valid UTF-8
+        // with no need to check it byte by byte); lines skipped below are not counted again.
+        let (newlines, ascii) = newlines_and_ascii(region);
+        let lines = newlines + u64::from(region.last().is_some_and(|b| *b != b'\n'));
         // Byte regexes do not see the U+FFFD that lossy decoding puts in invalid UTF-8, and
         // lines in the wrong format must be rejected, not skipped: such a chunk is read line
         // by line, every line parsed.
         let first = region
             .split(|b| *b == b'\n')
             .find(|l| !l.iter().all(u8::is_ascii_whitespace));
-        if std::str::from_utf8(region).is_err() || first.is_some_and(|l| !self.parses(l)) {
+        if (!ascii && std::str::from_utf8(region).is_err())
+            || first.is_some_and(|l| !self.parses(l))
+        {
             for line in region.split_inclusive(|b| *b == b'\n') {
                 self.line(engine, line, false);
             }
             return;
         }
+        let read_before = self.report.lines;
         let mut pos = 0;
         while pos < region.len() {
             let found = match &mut self.finder {
@@ -336,24 +375,20 @@ impl Run<'_> {
             };
             let end = match found {
                 Ok(Some(end)) => end,
-                Ok(None) => {
-                    self.skip(&region[pos..]);
-                    return;
-                }
+                Ok(None) => break,
                 // The DFA gave up (a Unicode word boundary beside non-ASCII text): the rest
                 // of the chunk is checked line by line.
                 Err(()) => {
                     for line in region[pos..].split_inclusive(|b| *b == b'\n') {
                         self.line(engine, line, true);
                     }
-                    return;
+                    break;
                 }
             };
             let last = if end > pos { end - 1 } else { pos };
             let start = memchr::memrchr(b'\n', &region[pos..last]).map_or(pos, |i| pos + i + 1);
             let stop =
                 memchr::memchr(b'\n', &region[last..]).map_or(region.len(), |i| last + i + 1);
-            self.skip(&region[pos..start]);
             // When no pattern can match a newline and the match ends inside the line's
             // text, the whole match is in that text, which therefore matches on its own (the
             // patterns have no anchors, and a word boundary sees a line end as the end of
@@ -364,6 +399,10 @@ impl Run<'_> {
             self.line(engine, &region[start..stop], !known);
             pos = stop;
         }
+        // Every line not read above was skipped.
+        let read = self.report.lines - read_before;
+        self.report.lines = read_before + lines;
+        self.report.skipped += lines - read;
     }
 
     /// Whether the format can read `line` (always, for raw lines).
@@ -378,17 +417,6 @@ impl Run<'_> {
             ),
             Format::Raw | Format::Ndjson => true,
         }
-    }
-
-    /// Lines no rule can match: counted, and skipped (not parsed).
-    fn skip(&mut self, lines: &[u8]) {
-        if lines.is_empty() {
-            return;
-        }
-        let n = memchr::memchr_iter(b'\n', lines).count() as u64
-            + u64::from(lines.last() != Some(&b'\n'));
-        self.report.lines += n;
-        self.report.skipped += n;
     }
 
     /// One line, with or without its newline; `filter` lets a line no rule can match go
@@ -486,6 +514,36 @@ mod tests {
 
     fn engine(text: &str) -> Engine {
         Engine::new(&crate::engine::tests::rules(text))
+    }
+
+    #[test]
+    fn newlines_and_ascii_agree_with_a_byte_count() {
+        // Lengths around the 32-byte lanes and the 255-lane rounds; one byte ≥ 0x80 anywhere.
+        for len in [
+            0usize,
+            1,
+            31,
+            32,
+            33,
+            255 * 32 - 1,
+            255 * 32,
+            255 * 32 + 1,
+            3 * 255 * 32 + 77,
+        ] {
+            let bytes: Vec<u8> = (0..len)
+                .map(|i| if i % 7 == 0 { b'\n' } else { b'a' })
+                .collect();
+            let want = bytes.iter().filter(|b| **b == b'\n').count() as u64;
+            assert_eq!(newlines_and_ascii(&bytes), (want, true), "{len}");
+            for at in [0, len / 2, len.saturating_sub(1)] {
+                if len > 0 {
+                    let mut b = bytes.clone();
+                    b[at] = 0xC3;
+                    let want = b.iter().filter(|b| **b == b'\n').count() as u64;
+                    assert_eq!(newlines_and_ascii(&b), (want, false), "{len} {at}");
+                }
+            }
+        }
     }
 
     /// `log` read as syslog of 2026 through a fresh engine with `rules`.
