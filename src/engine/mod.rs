@@ -237,6 +237,10 @@ pub struct Engine {
     /// regex usually matches: it goes straight for the captures instead of checking for a
     /// match first. Only speed depends on it.
     pub prefiltered: bool,
+    /// Only a detection's rule, time, key, group, labels and count are wanted (an offline
+    /// replay reports nothing else): its summary is not rendered and the event is not copied
+    /// into it.
+    pub lean: bool,
 }
 
 impl Engine {
@@ -257,6 +261,7 @@ impl Engine {
             done_files: Vec::new(),
             plugin_warn: crate::telemetry::Throttle::new(Duration::from_secs(10)),
             prefiltered: false,
+            lean: false,
         }
     }
 
@@ -292,7 +297,7 @@ impl Engine {
         let mut gate = rule::RegexGate::new(self.prefilter.as_ref(), self.prefiltered);
         for rule in &mut self.rules {
             if let Some(hit) = rule.on_event(ev, &mut gate, self.now) {
-                out.push(detection(&self.templates, rule, Some(ev), hit));
+                out.push(detection(&self.templates, rule, Some(ev), hit, self.lean));
             }
         }
     }
@@ -449,7 +454,7 @@ impl Engine {
             group: vec![("key".to_owned(), d.key.clone())],
             captures: d.labels.clone(),
         };
-        let mut det = detection(&self.templates, rule, d.evidence.as_ref(), hit);
+        let mut det = detection(&self.templates, rule, d.evidence.as_ref(), hit, self.lean);
         det.ts = ts;
         if let Some(s) = d.severity {
             det.severity = det.severity.min(s);
@@ -495,7 +500,7 @@ impl Engine {
         for rule in &mut self.rules {
             rule.due(self.now, &mut hits);
             for hit in hits.drain(..) {
-                let mut d = detection(&self.templates, rule, None, hit);
+                let mut d = detection(&self.templates, rule, None, hit, self.lean);
                 d.origin = Some(Origin::Timer { at: self.now });
                 out.push(d);
             }
@@ -681,12 +686,13 @@ fn templates_for(rules: &mut [Rule]) -> minijinja::Environment<'static> {
 }
 
 /// Builds a detection; `ev` is the event that made the rule fire, or `None` for a timer
-/// (absence), whose time is the fire's.
+/// (absence), whose time is the fire's. `lean`: see [`Engine::lean`].
 fn detection(
     env: &minijinja::Environment<'static>,
     rule: &Rule,
     ev: Option<&Event>,
     hit: Hit,
+    lean: bool,
 ) -> Detection {
     let c = &rule.config.common;
     let mut labels = ev.map(|e| e.labels.clone()).unwrap_or_default();
@@ -733,26 +739,30 @@ fn detection(
             format!("{}/{}", c.id, group_text)
         },
     );
-    let default_summary = {
-        let head = c
-            .description
-            .clone()
-            .unwrap_or_else(|| format!("rule {} fired", c.id));
-        let mut s = head;
-        if !group_text.is_empty() {
-            s.push_str(&format!(" ({group_text})"));
-        }
-        if let crate::config::RuleKindConfig::Absence(a) = &rule.config.kind {
-            s.push_str(&format!(
-                ": no event for {}",
-                humantime::format_duration(a.timeout)
-            ));
-        } else if hit.fire.count > 1 {
-            s.push_str(&format!(": {} events", hit.fire.count));
-        }
-        s
+    let summary = if lean {
+        String::new()
+    } else {
+        let default_summary = {
+            let head = c
+                .description
+                .clone()
+                .unwrap_or_else(|| format!("rule {} fired", c.id));
+            let mut s = head;
+            if !group_text.is_empty() {
+                s.push_str(&format!(" ({group_text})"));
+            }
+            if let crate::config::RuleKindConfig::Absence(a) = &rule.config.kind {
+                s.push_str(&format!(
+                    ": no event for {}",
+                    humantime::format_duration(a.timeout)
+                ));
+            } else if hit.fire.count > 1 {
+                s.push_str(&format!(": {} events", hit.fire.count));
+            }
+            s
+        };
+        render(&format!("{}#summary", c.id), default_summary)
     };
-    let summary = render(&format!("{}#summary", c.id), default_summary);
     let service = ev
         .and_then(|e| e.service.clone())
         .or_else(|| group.get("service").cloned());
@@ -775,11 +785,11 @@ fn detection(
         trace_id: ev.and_then(|e| e.trace_id.clone()),
         runbook: c.runbook.clone(),
         resolve_after_ms: c.resolve_after.map(|d| d.as_millis() as u64),
-        message: ev.and_then(|e| e.message.clone()),
+        message: ev.filter(|_| !lean).and_then(|e| e.message.clone()),
         origin: None,
         arrived: None,
         detected: None,
-        evidence: ev.map(|e| Box::new(e.clone())),
+        evidence: ev.filter(|_| !lean).map(|e| Box::new(e.clone())),
     }
 }
 

@@ -86,6 +86,20 @@ impl Replay {
     pub fn run(
         &self,
         engine: &mut Engine,
+        input: impl Read,
+        progress: impl FnMut(u64),
+    ) -> std::io::Result<Report> {
+        // The report keeps only what lean detections hold.
+        engine.lean = true;
+        let report = self.run_lean(engine, input, progress);
+        engine.lean = false;
+        engine.prefiltered = false;
+        report
+    }
+
+    fn run_lean(
+        &self,
+        engine: &mut Engine,
         mut input: impl Read,
         mut progress: impl FnMut(u64),
     ) -> std::io::Result<Report> {
@@ -146,10 +160,7 @@ impl Replay {
                     let n = match input.read(&mut buf[filled..]) {
                         Ok(n) => n,
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                        Err(e) => {
-                            engine.prefiltered = false;
-                            return Err(e);
-                        }
+                        Err(e) => return Err(e),
                     };
                     filled += n;
                     // Only the new bytes can hold a newline not seen yet.
@@ -198,7 +209,6 @@ impl Replay {
         }
         // Timers due by the last event's time fire; the log says nothing about later.
         run.tick(engine);
-        engine.prefiltered = false;
         progress(bytes);
         let mut report = run.report;
         report.seconds = started.elapsed().as_secs_f64();
