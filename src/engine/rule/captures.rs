@@ -7,28 +7,61 @@
 //! same groups) in about half the time, once the message is known to match: the engine's
 //! regex set or the regex's own `is_match` (which stops at the first match state) tells
 //! that. Messages too long for the backtracker's bounded memory use the regex.
+//!
+//! A pattern that begins with a literal (`Failed password for …`) is split: the literal is
+//! found with `memmem` and the backtracker runs only the rest, anchored right after each
+//! occurrence in turn. The backtracker tries start positions from left to right and a match
+//! can only start where the literal is, so this finds the same leftmost-first match and
+//! groups, without stepping through the literal byte by byte (its dearest part).
 
+use regex_automata::nfa::thompson::NFA;
 use regex_automata::nfa::thompson::backtrack::{BoundedBacktracker, Cache};
 use regex_automata::util::captures::Captures as Slots;
+use regex_automata::{Anchored, Input};
+use regex_syntax::hir::{Hir, HirKind};
+
+/// A pattern split into its leading literal and the rest.
+#[derive(Debug)]
+struct Split {
+    literal: memchr::memmem::Finder<'static>,
+    /// Where the last match started (the literal's position).
+    start: usize,
+}
 
 #[derive(Debug)]
 pub struct Captures {
     locs: regex::CaptureLocations,
     /// None when the pattern could not be built for the backtracker (the regex is used).
+    /// With `split`, it runs the pattern after the literal.
     backtrack: Option<(BoundedBacktracker, Cache, Slots)>,
+    split: Option<Split>,
     /// Whether the last match is in `backtrack`'s slots rather than in `locs`.
     in_slots: bool,
 }
 
 impl Captures {
     pub fn new(re: &regex::Regex) -> Captures {
-        let backtrack = BoundedBacktracker::new(re.as_str()).ok().map(|bt| {
+        let (built, split) = match split_literal(re.as_str()) {
+            Some((literal, rest)) => (
+                NFA::compiler()
+                    .build_from_hir(&rest)
+                    .map_err(|_| ())
+                    .and_then(|nfa| BoundedBacktracker::new_from_nfa(nfa).map_err(|_| ())),
+                Some(Split {
+                    literal: memchr::memmem::Finder::new(&literal).into_owned(),
+                    start: 0,
+                }),
+            ),
+            None => (BoundedBacktracker::new(re.as_str()).map_err(|_| ()), None),
+        };
+        let backtrack = built.ok().map(|bt| {
             let cache = bt.create_cache();
             let slots = bt.create_captures();
             (bt, cache, slots)
         });
         Captures {
             locs: re.capture_locations(),
+            split: split.filter(|_| backtrack.is_some()),
             backtrack,
             in_slots: false,
         }
@@ -44,9 +77,35 @@ impl Captures {
             if !expected && !re.is_match(message) {
                 return false;
             }
-            if bt.try_captures(cache, message, slots).is_ok() {
+            let found = match &mut self.split {
+                None => bt
+                    .try_captures(cache, message, slots)
+                    .map(|()| slots.is_match()),
+                Some(split) => {
+                    let mut from = 0;
+                    loop {
+                        let Some(at) = split.literal.find(&message.as_bytes()[from..]) else {
+                            slots.set_pattern(None);
+                            break Ok(false);
+                        };
+                        let start = from + at;
+                        let input = Input::new(message)
+                            .span(start + split.literal.needle().len()..message.len())
+                            .anchored(Anchored::Yes);
+                        match bt.try_search(cache, &input, slots) {
+                            Ok(()) if slots.is_match() => {
+                                split.start = start;
+                                break Ok(true);
+                            }
+                            Ok(()) => from = start + 1,
+                            Err(e) => break Err(e),
+                        }
+                    }
+                }
+            };
+            if let Ok(matched) = found {
                 self.in_slots = true;
-                return slots.is_match();
+                return matched;
             }
         }
         self.in_slots = false;
@@ -57,11 +116,29 @@ impl Captures {
     pub fn get(&self, i: usize) -> Option<(usize, usize)> {
         if self.in_slots {
             let (_, _, slots) = self.backtrack.as_ref()?;
-            slots.get_group(i).map(|s| (s.start, s.end))
+            let span = slots.get_group(i).map(|s| (s.start, s.end));
+            match (&self.split, i) {
+                // The whole match begins at the literal.
+                (Some(split), 0) => span.map(|(_, end)| (split.start, end)),
+                _ => span,
+            }
         } else {
             self.locs.get(i)
         }
     }
+}
+
+/// `pattern` as its leading literal (case-sensitive, outside any group) and the rest, when it
+/// has one; parsed with the regex crate's default flags.
+fn split_literal(pattern: &str) -> Option<(Vec<u8>, Hir)> {
+    let hir = regex_syntax::parse(pattern).ok()?;
+    let HirKind::Concat(parts) = hir.kind() else {
+        return None;
+    };
+    let HirKind::Literal(literal) = parts.first()?.kind() else {
+        return None;
+    };
+    Some((literal.0.to_vec(), Hir::concat(parts[1..].to_vec())))
 }
 
 #[cfg(test)]
@@ -75,8 +152,17 @@ mod tests {
             r"(?P<a>a*)(?P<b>b)?",
             r"(?i)ÉTÉ (\w+)|(x)",
             r"\b(\d+)\b ms",
+            // Split at a literal: several occurrences, the first without a match; a word
+            // boundary right after the literal; a literal and nothing else to capture.
+            r"ab(c+)d",
+            r"x\b(y|\s)",
+            r"ab(?:c)?",
+            r"(?i)ab(c)",
         ];
         let messages = [
+            "abxabcabccd ab",
+            "xy x y x",
+            "ab",
             "Failed password for invalid user admin from 10.0.0.1 port 22",
             "Failed password for root from ::1 port 22",
             "xx aaab été chaud 12 ms",
@@ -88,6 +174,10 @@ mod tests {
             let re = regex::Regex::new(p).unwrap();
             let mut c = Captures::new(&re);
             assert!(c.backtrack.is_some(), "{p}");
+            let literal_first = ["Failed", "ab(", "x\\b", "ab(?:"]
+                .iter()
+                .any(|l| p.starts_with(l));
+            assert_eq!(c.split.is_some(), literal_first, "{p}");
             for m in messages {
                 let want = re.captures(m);
                 for expected in [false, true] {
