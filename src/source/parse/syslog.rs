@@ -42,8 +42,19 @@ fn parse_into(ev: &mut Event, line: &str, year: i32, default_host: &str) -> Opti
     let rest = rest.get(3..)?.trim_start();
     let (day, rest) = split_space(rest)?;
     let (clock, rest) = split_space(rest)?;
-    let mut hms = clock.split(':').map(|p| p.parse::<u8>().ok());
-    let (h, m, s) = (hms.next()??, hms.next()??, hms.next()??);
+    let (h, m, s) = match clock.as_bytes() {
+        // The usual `hh:mm:ss`, read byte by byte.
+        &[h1, h2, b':', m1, m2, b':', s1, s2]
+            if [h1, h2, m1, m2, s1, s2].iter().all(u8::is_ascii_digit) =>
+        {
+            let two = |a: u8, b: u8| (a - b'0') * 10 + (b - b'0');
+            (two(h1, h2), two(m1, m2), two(s1, s2))
+        }
+        _ => {
+            let mut hms = clock.split(':').map(|p| p.parse::<u8>().ok());
+            (hms.next()??, hms.next()??, hms.next()??)
+        }
+    };
     let date =
         time::Date::from_calendar_date(year, time::Month::try_from(month).ok()?, day.parse().ok()?)
             .ok()?;
@@ -191,6 +202,15 @@ mod tests {
         assert_eq!(p.fields["program"], "su");
         assert!(parse_syslog("not a syslog line", 2026, "h").is_none());
         assert!(parse_syslog("Foo 12 10:00:00 h x: y", 2026, "h").is_none());
+        // Clocks: the usual form, a short one, and ones out of range or not digits.
+        let ts = |clock: &str| {
+            parse_syslog(&format!("Nov  3 {clock} h x: y"), 2026, "h").map(|e| e.ts.to_rfc3339())
+        };
+        assert_eq!(ts("23:59:59").as_deref(), Some("2026-11-03T23:59:59.000Z"));
+        assert_eq!(ts("9:05:7").as_deref(), Some("2026-11-03T09:05:07.000Z"));
+        for bad in ["24:00:00", "10:60:00", "10:00:0x", "10-00-00", "10:00"] {
+            assert_eq!(ts(bad), None, "{bad}");
+        }
     }
 
     #[test]
