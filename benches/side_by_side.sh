@@ -8,10 +8,10 @@
 #                    default awk) and by GNU awk
 #   incidentctl      `rules test` with the shipped ssh-brute-force rule (5 within 1m per ip)
 #   wc -l            the physical floor
-# Five rounds, each running every tool once; each tool's median time counts. Every run's
-# firings are checked against the answer. Usage: benches/side_by_side.sh [LINES] (default
-# 500000). Installs fail2ban, sec, mawk and gawk from Debian's packages when missing (needs
-# root). Needs `cargo build --release`.
+# Five rounds, each running every tool (the fast ones three times); each tool's median and
+# fastest time are reported. Every run's firings are checked against the answer.
+# Usage: benches/side_by_side.sh [LINES] (default 500000). Installs fail2ban, sec, mawk and
+# gawk from Debian's packages when missing (needs root). Needs `cargo build --release`.
 # The input is written under /dev/shm (RAM) when it can be, or $BENCH_DIR: on the shared
 # development machine the page cache lets go of a 100 MB file on disk within seconds, and every
 # tool would then be timed partly on disk reads.
@@ -54,15 +54,17 @@ cat > "$tmp/rule.awk" <<'AWK'
 END { print n + 0 }
 AWK
 
-one() { # name, command...: times one run (after an untimed warm-up run, except for the
-  # 20-second fail2ban-regex, so that no tool pays for the caches the previous one left
-  # cold), keeps its output (firings or line count)
-  local name=$1; shift
+one() { # times, name, command...: an untimed warm-up run (not for the 20-second
+  # fail2ban-regex), so that no tool pays for the caches the previous one left cold, then
+  # `times` timed runs; keeps each run's time and output (firings or line count)
+  local times=$1 name=$2; shift 2
   local out s e
   [ "$1" = f2b ] || "$@" > /dev/null
-  s=$EPOCHREALTIME; out=$("$@"); e=$EPOCHREALTIME
-  [ "$1" = inc ] && out=$(count_inc)
-  printf '%s\t%s\t%s\n' "$name" "$(echo "$e - $s" | bc -l)" "$out" >> "$tmp/times"
+  for _ in $(seq "$times"); do
+    s=$EPOCHREALTIME; out=$("$@"); e=$EPOCHREALTIME
+    [ "$1" = inc ] && out=$(count_inc)
+    printf '%s\t%s\t%s\n' "$name" "$(echo "$e - $s" | bc -l)" "$out" >> "$tmp/times"
+  done
 }
 f2b() { fail2ban-regex "$tmp/auth.log" /etc/fail2ban/filter.d/sshd.conf 2>/dev/null \
   | awk '/^\|[ ]+[0-9]+\) \[[0-9]+\] \^Failed / { gsub(/[\[\]]/, "", $3); n += $3 } END { print n + 0 }'; }
@@ -75,17 +77,18 @@ count_inc() { python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1])
 wcl() { wc -l < "$tmp/auth.log"; }
 
 : > "$tmp/times"
-# Round robin: each round runs every tool once, so a drift in the machine's speed (it is
-# shared) falls on all of them alike rather than on whichever tool ran during it.
+# Round robin: each round runs every tool, so a drift in the machine's speed (it is shared)
+# falls on all of them alike rather than on whichever tool ran during it. Five rounds; the
+# tools that take under a second run three times a round (15 times in all), the others once.
 for _ in 1 2 3 4 5; do
-  one "wc -l" wcl
-  one "incidentctl rules test" inc
-  one "mawk (same rule)" mawkr
-  one "gawk (same rule)" gawkr
-  one "sec (SingleWithThreshold)" secr
-  one "fail2ban-regex (sshd filter)" f2b
+  one 3 "wc -l" wcl
+  one 3 "incidentctl rules test" inc
+  one 3 "mawk (same rule)" mawkr
+  one 3 "gawk (same rule)" gawkr
+  one 1 "sec (SingleWithThreshold)" secr
+  one 1 "fail2ban-regex (sshd filter)" f2b
 done
-# The median of each tool's five times, and its output (all five runs must agree).
+# Each tool's median and fastest time, and its output (all its runs must agree).
 python3 - "$tmp/times" > "$tmp/results" <<'PY'
 import statistics, sys
 runs = {}
@@ -96,22 +99,26 @@ for line in open(sys.argv[1]):
     runs[name][1].append(out)
 for name, (times, outs) in runs.items():
     out = outs[0] if len(set(outs)) == 1 else "varied: " + ",".join(outs)
-    print(f"{name}\t{statistics.median(times)}\t{out}")
+    print(f"{name}\t{statistics.median(times)}\t{min(times)}\t{len(times)}\t{out}")
 PY
 python3 - "$tmp/results" "$lines" "$bursts" "$failures" <<'PY'
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 n, bursts, failures = int(sys.argv[2]), sys.argv[3], sys.argv[4]
-times = {r[0]: float(r[1]) for r in rows}
-inc = times["incidentctl rules test"]
-print(f"{'tool':30} {'median s':>8} {'lines/s':>12} {'vs incidentctl':>15}  firings (expected)")
-for name, t, out in rows:
-    t = float(t)
+med = {r[0]: float(r[1]) for r in rows}
+low = {r[0]: float(r[2]) for r in rows}
+inc = "incidentctl rules test"
+print(f"{'tool':30} {'runs':>4} {'median s':>8} {'fastest':>8} {'lines/s':>12} "
+      f"{'time vs incidentctl':>19}  firings (expected)")
+for name, _, _, runs, out in rows:
     if name == "wc -l":
         check = "lines" if out.strip() == str(n) else f"WRONG: {out}"
     else:
         want = failures if name.startswith("fail2ban") else bursts
         check = f"{out} ({want}) {'ok' if out.strip() == want else 'WRONG'}"
-    rel = f"{t / inc:.1f}x the time" if name != "incidentctl rules test" else "-"
-    print(f"{name:30} {t:8.3f} {n / t:12,.0f} {rel:>15}  {check}")
+    # Ratios of medians, and of fastest runs.
+    rel = (f"{med[name] / med[inc]:.1f}x / {low[name] / low[inc]:.1f}x"
+           if name != inc else "-")
+    print(f"{name:30} {runs:>4} {med[name]:8.3f} {low[name]:8.3f} {n / med[name]:12,.0f} "
+          f"{rel:>19}  {check}")
 PY
