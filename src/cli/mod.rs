@@ -4,6 +4,23 @@
 //! the config loader locally and needs no daemon. Human tables by default, `-o json` for
 //! scripts. Exit codes: 0 ok, 1 failure (with the daemon's message), 2 usage (clap).
 
+/// `println!` for a command's output: a reader that went away (`incidentctl … | head`) ends
+/// the command quietly, as with any Unix filter, instead of a panic on the broken pipe.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        $crate::cli::wrote(writeln!(std::io::stdout(), $($arg)*));
+    }};
+}
+
+/// `print!` for a command's output; see [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        $crate::cli::wrote(write!(std::io::stdout(), $($arg)*));
+    }};
+}
+
 pub mod client;
 pub mod output;
 pub mod watch;
@@ -311,8 +328,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
     let client = Client::new(&args.socket);
     let json_out = args.output == Format::Json;
     let now = SystemClock.now();
-    let print_json =
-        |v: &Value| println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    let print_json = |v: &Value| outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
     match args.command {
         Cmd::Alert {
             key,
@@ -335,15 +351,13 @@ pub async fn run(args: Args) -> Result<(), CliError> {
             if json_out {
                 print_json(&v);
             } else if v["created"] == true {
-                println!("created incident {}", v["incident_id"]);
+                outln!("created incident {}", v["incident_id"]);
             } else if v["reopened"] == true {
-                println!("reopened incident {}", v["incident_id"]);
+                outln!("reopened incident {}", v["incident_id"]);
             } else if v["deduplicated"] == true {
-                println!("added to incident {} (same key)", v["incident_id"]);
+                outln!("added to incident {} (same key)", v["incident_id"]);
             } else {
-                println!(
-                    "rate limited: no new incident for key {key} (see [incidents] rate_limit)"
-                );
+                outln!("rate limited: no new incident for key {key} (see [incidents] rate_limit)");
             }
         }
         Cmd::Completions { shell } => {
@@ -382,7 +396,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
             if json_out {
                 print_json(&v);
             } else {
-                println!("accepted {}", v["accepted"]);
+                outln!("accepted {}", v["accepted"]);
                 for r in v["rejected"].as_array().into_iter().flatten() {
                     eprintln!("line {}: {}", r["line"], r["error"].as_str().unwrap_or(""));
                 }
@@ -438,7 +452,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
             if json_out {
                 print_json(&json!({"incidents": incidents}));
             } else {
-                print!("{}", incidents_table(&incidents, now));
+                out!("{}", incidents_table(&incidents, now));
             }
         }
         Cmd::Show { id } => {
@@ -456,7 +470,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
             } else {
                 let entries: Vec<TimelineEntry> =
                     serde_json::from_value(v["timeline"].clone()).unwrap_or_default();
-                print!("{}", timeline_table(&entries));
+                out!("{}", timeline_table(&entries));
             }
         }
         Cmd::Export { to } => {
@@ -512,7 +526,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
             if json_out {
                 print_json(&json!({"incident_id": id, "markdown": text}));
             } else {
-                print!("{text}");
+                out!("{text}");
             }
         }
         Cmd::Stats { since } => {
@@ -549,11 +563,11 @@ pub async fn run(args: Args) -> Result<(), CliError> {
                     }
                 }
                 if incidents.is_empty() {
-                    println!("no incident shares a key, service or correlation id with {id}");
+                    outln!("no incident shares a key, service or correlation id with {id}");
                 } else {
-                    print!("{}", incidents_table(&incidents, now));
+                    out!("{}", incidents_table(&incidents, now));
                     for (i, w) in incidents.iter().zip(why) {
-                        println!("{}: shares {w}", i.id);
+                        outln!("{}: shares {w}", i.id);
                     }
                 }
             }
@@ -572,7 +586,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
             if json_out {
                 print_json(&json!(inc));
             } else {
-                println!("note added to incident {id}");
+                outln!("note added to incident {id}");
             }
         }
         Cmd::Severity {
@@ -589,7 +603,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
             if json_out {
                 print_json(&json!(inc));
             } else {
-                println!("incident {id} is now {}", inc.severity);
+                outln!("incident {id} is now {}", inc.severity);
             }
         }
         Cmd::Tag { id, tags, remove } => {
@@ -602,7 +616,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
             if json_out {
                 print_json(&json!(inc));
             } else {
-                println!("incident {id} tags: {}", inc.tags.join(", "));
+                outln!("incident {id} tags: {}", inc.tags.join(", "));
             }
         }
         Cmd::Assign {
@@ -620,8 +634,8 @@ pub async fn run(args: Args) -> Result<(), CliError> {
                 print_json(&json!(inc));
             } else {
                 match &inc.assignee {
-                    Some(a) => println!("incident {id} is assigned to {a}"),
-                    None => println!("incident {id} is unassigned"),
+                    Some(a) => outln!("incident {id} is assigned to {a}"),
+                    None => outln!("incident {id} is unassigned"),
                 }
             }
         }
@@ -648,7 +662,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
                         ]
                     })
                     .collect();
-                print!(
+                out!(
                     "{}",
                     table(
                         &["ID", "KIND", "SEV", "ENABLED", "MATCHED", "FIRED", "ORIGIN"],
@@ -664,7 +678,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
                 if json_out {
                     print_json(&json!({"ok": true, "rules": c.rules.len()}));
                 } else {
-                    println!("{}: OK ({} rules)", config.display(), c.rules.len());
+                    outln!("{}: OK ({} rules)", config.display(), c.rules.len());
                 }
             }
             Err(errors) => {
@@ -704,7 +718,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
             if json_out {
                 print_json(&v);
             } else {
-                println!("{}", v["message"].as_str().unwrap_or("reloaded"));
+                outln!("{}", v["message"].as_str().unwrap_or("reloaded"));
             }
         }
     }
@@ -761,7 +775,7 @@ fn rules_test(
     }
     let verdict = expected.map(|want| compare_detections(&want, &report.detections));
     if json_out {
-        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+        outln!("{}", serde_json::to_string(&report).unwrap_or_default());
         return verdict.unwrap_or(Ok(()));
     }
     let rows: Vec<Vec<String>> = report
@@ -769,8 +783,8 @@ fn rules_test(
         .iter()
         .map(|r| vec![r.id.clone(), r.matched.to_string(), r.fired.to_string()])
         .collect();
-    print!("{}", table(&["RULE", "MATCHED", "FIRED"], &rows));
-    println!();
+    out!("{}", table(&["RULE", "MATCHED", "FIRED"], &rows));
+    outln!();
     let shown = report.detections.len().min(50);
     let rows: Vec<Vec<String>> = report.detections[..shown]
         .iter()
@@ -783,9 +797,9 @@ fn rules_test(
             ]
         })
         .collect();
-    print!("{}", table(&["EVENT TIME", "RULE", "KEY", "COUNT"], &rows));
+    out!("{}", table(&["EVENT TIME", "RULE", "KEY", "COUNT"], &rows));
     if report.detections.len() > shown {
-        println!(
+        outln!(
             "… and {} more detections (-o json lists them all)",
             report.detections.len() - shown
         );
@@ -794,7 +808,7 @@ fn rules_test(
         eprintln!("line {line}: {err}");
     }
     let rate = report.lines as f64 / report.seconds.max(1e-9);
-    println!(
+    outln!(
         "\n{} lines, {} events, {} not parsed (no rule could match), {} rejected, {} detections in {:.3} s ({:.0} lines/s)",
         report.lines,
         report.events,
@@ -806,7 +820,7 @@ fn rules_test(
     );
     if let Some(v) = verdict {
         v?;
-        println!(
+        outln!(
             "expectations met: {} detection(s) as expected",
             report.detections.len()
         );
@@ -874,11 +888,10 @@ async fn actions(
     json_out: bool,
     now: Timestamp,
 ) -> Result<(), CliError> {
-    let print_json =
-        |v: &Value| println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    let print_json = |v: &Value| outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
     let show_run = |v: &Value| {
         let state = v["state"].as_str().unwrap_or("?");
-        println!(
+        outln!(
             "run {} of {} for incident {}: {state}",
             v["id"],
             v["action"].as_str().unwrap_or("?"),
@@ -886,18 +899,18 @@ async fn actions(
         );
         if let Some(o) = v.get("outcome").filter(|o| !o.is_null()) {
             if let Some(code) = o["exit_code"].as_i64() {
-                println!("exit status {code}, {} ms", o["duration_ms"]);
+                outln!("exit status {code}, {} ms", o["duration_ms"]);
             }
             if let Some(st) = o["http_status"].as_u64() {
-                println!("HTTP {st}, {} ms", o["duration_ms"]);
+                outln!("HTTP {st}, {} ms", o["duration_ms"]);
             }
             for (name, key) in [("stdout", "stdout"), ("stderr", "stderr")] {
                 if let Some(t) = o[key].as_str().filter(|t| !t.is_empty()) {
-                    println!("--- {name}\n{}", t.trim_end());
+                    outln!("--- {name}\n{}", t.trim_end());
                 }
             }
             if let Some(e) = o["error"].as_str() {
-                println!("error: {e}");
+                outln!("error: {e}");
             }
         }
     };
@@ -917,7 +930,7 @@ async fn actions(
             }
             let list = v["actions"].as_array().cloned().unwrap_or_default();
             if list.is_empty() {
-                println!("no action runs");
+                outln!("no action runs");
                 return Ok(());
             }
             let time = |v: &Value| {
@@ -944,7 +957,7 @@ async fn actions(
                     ]
                 })
                 .collect();
-            print!(
+            out!(
                 "{}",
                 table(
                     &[
@@ -980,7 +993,7 @@ async fn actions(
             if json_out {
                 print_json(&v);
             } else {
-                println!("run {id} denied");
+                outln!("run {id} denied");
             }
         }
         ActionsCmd::DryRun { incident, action } => {
@@ -993,10 +1006,10 @@ async fn actions(
             if json_out {
                 print_json(&v);
             } else {
-                println!("{action} for incident {incident} would (dry run, nothing done):");
+                outln!("{action} for incident {incident} would (dry run, nothing done):");
                 describe_plan(&v["plan"]);
                 if !v["revert"].is_null() {
-                    println!("and to revert:");
+                    outln!("and to revert:");
                     describe_plan(&v["revert"]);
                 }
             }
@@ -1038,27 +1051,27 @@ fn describe_plan(p: &Value) {
                     }
                 })
                 .collect();
-            println!("  run: {}", argv.join(" "));
+            outln!("  run: {}", argv.join(" "));
             for (k, v) in p["env"].as_object().into_iter().flatten() {
-                println!("  env: {k}={}", v.as_str().unwrap_or(""));
+                outln!("  env: {k}={}", v.as_str().unwrap_or(""));
             }
             if let Some(c) = p["cwd"].as_str() {
-                println!("  in:  {c}");
+                outln!("  in:  {c}");
             }
             if let Some(u) = p["user"].as_str() {
-                println!("  as:  {u}");
+                outln!("  as:  {u}");
             }
         }
         Some("signal") => {
             let targets = p["targets"].as_array().cloned().unwrap_or_default();
             if targets.is_empty() {
-                println!(
+                outln!(
                     "  signal {}: no process matches now",
                     p["signal"].as_str().unwrap_or("?")
                 );
             }
             for t in targets {
-                println!(
+                outln!(
                     "  signal {} to {} ({}): {}",
                     p["signal"].as_str().unwrap_or("?"),
                     t["pid"],
@@ -1068,19 +1081,19 @@ fn describe_plan(p: &Value) {
             }
         }
         Some("http") => {
-            println!(
+            outln!(
                 "  {} {}",
                 p["method"].as_str().unwrap_or("?"),
                 p["url"].as_str().unwrap_or("?")
             );
             for (k, v) in p["headers"].as_object().into_iter().flatten() {
-                println!("  {k}: {}", v.as_str().unwrap_or(""));
+                outln!("  {k}: {}", v.as_str().unwrap_or(""));
             }
             if let Some(b) = p["body"].as_str() {
-                println!("  body: {b}");
+                outln!("  body: {b}");
             }
         }
-        _ => println!("  {p}"),
+        _ => outln!("  {p}"),
     }
 }
 
@@ -1092,9 +1105,9 @@ async fn silence(
 ) -> Result<(), CliError> {
     let print = |v: &Value| {
         if json_out {
-            println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+            outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
         } else {
-            print!("{}", silences_table(std::slice::from_ref(v), now));
+            out!("{}", silences_table(std::slice::from_ref(v), now));
         }
     };
     match cmd {
@@ -1127,13 +1140,13 @@ async fn silence(
             let path = with_query("/v1/silences", &[("state", state)])?;
             let v: Value = client.get(&path).await?;
             if json_out {
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             } else {
                 let list = v["silences"].as_array().cloned().unwrap_or_default();
                 if list.is_empty() {
-                    println!("no silences");
+                    outln!("no silences");
                 } else {
-                    print!("{}", silences_table(&list, now));
+                    out!("{}", silences_table(&list, now));
                 }
             }
         }
@@ -1158,7 +1171,7 @@ async fn silence(
             if json_out {
                 print(&v);
             } else {
-                println!("silence {id} expired");
+                outln!("silence {id} expired");
             }
         }
     }
@@ -1218,9 +1231,9 @@ async fn transition(
         .post(&format!("/v1/incidents/{}/{}", a.id, t.as_str()), &body)
         .await?;
     if json_out {
-        println!("{}", serde_json::to_string_pretty(&inc).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&inc).unwrap_or_default());
     } else {
-        println!("incident {} is now {}", inc.id, inc.status);
+        outln!("incident {} is now {}", inc.id, inc.status);
     }
     Ok(())
 }
@@ -1319,11 +1332,11 @@ fn print_stats(v: &Value) {
             })
             .unwrap_or_default()
     };
-    println!("incidents   {}", v["incidents"]);
-    println!("by status   {}", counts(&v["by_status"]));
-    println!("by severity {}", counts(&v["by_severity"]));
+    outln!("incidents   {}", v["incidents"]);
+    outln!("by status   {}", counts(&v["by_status"]));
+    outln!("by severity {}", counts(&v["by_severity"]));
     if let Some(share) = v["cancelled_share"].as_f64() {
-        println!("cancelled   {:.1}% (false positives)", share * 100.0);
+        outln!("cancelled   {:.1}% (false positives)", share * 100.0);
     }
     let mut rows = Vec::new();
     let mut add = |scope: String, t: &Value| {
@@ -1355,8 +1368,8 @@ fn print_stats(v: &Value) {
         }
     }
     if !rows.is_empty() {
-        println!();
-        print!(
+        outln!();
+        out!(
             "{}",
             table(&["SCOPE", "MEASURE", "N", "MEAN", "P50", "P90"], &rows)
         );
@@ -1378,8 +1391,8 @@ fn print_stats(v: &Value) {
         })
         .collect();
     if !rules.is_empty() {
-        println!();
-        print!(
+        outln!();
+        out!(
             "{}",
             table(&["RULE", "MATCHED", "FIRED", "INCIDENTS"], &rules)
         );
@@ -1391,7 +1404,7 @@ fn print_incident(i: &Incident, now: Timestamp) {
         t.map(|t| format!("{t} ({})", ago(t, now)))
             .unwrap_or_else(|| "-".into())
     };
-    println!("Incident {}: {}", i.id, i.title);
+    outln!("Incident {}: {}", i.id, i.title);
     let rows = vec![
         vec!["key".into(), i.key.clone()],
         vec!["severity".into(), i.severity.to_string()],
@@ -1423,7 +1436,7 @@ fn print_incident(i: &Incident, now: Timestamp) {
         ],
     ];
     for r in rows {
-        println!("  {:<13} {}", r[0], r[1]);
+        outln!("  {:<13} {}", r[0], r[1]);
     }
 }
 
@@ -1468,25 +1481,26 @@ fn timeline_table(entries: &[TimelineEntry]) -> String {
 }
 
 fn print_status(v: &Value) {
-    println!(
+    outln!(
         "incidentd {} (pid {}), up {}s",
         v["version"].as_str().unwrap_or("?"),
         v["pid"],
         v["uptime_seconds"]
     );
-    println!("  config      {}", v["config"].as_str().unwrap_or("?"));
-    println!("  state       {}", v["state_dir"].as_str().unwrap_or("?"));
-    println!("  rules       {}", v["rules"]);
-    println!(
+    outln!("  config      {}", v["config"].as_str().unwrap_or("?"));
+    outln!("  state       {}", v["state_dir"].as_str().unwrap_or("?"));
+    outln!("  rules       {}", v["rules"]);
+    outln!(
         "  event queue {}/{}",
-        v["queues"]["events"]["len"], v["queues"]["events"]["capacity"]
+        v["queues"]["events"]["len"],
+        v["queues"]["events"]["capacity"]
     );
     for s in v["sources"].as_array().into_iter().flatten() {
         let rejected: u64 = s["rejected"]
             .as_object()
             .map(|m| m.values().filter_map(Value::as_u64).sum())
             .unwrap_or(0);
-        println!(
+        outln!(
             "  source {:<8} lines {} accepted {} rejected {}",
             s["id"].as_str().unwrap_or("?"),
             s["lines"],
@@ -1495,13 +1509,14 @@ fn print_status(v: &Value) {
         );
         for (reason, n) in s["rejected"].as_object().into_iter().flatten() {
             if n.as_u64().unwrap_or(0) > 0 {
-                println!("    {reason}: {n}");
+                outln!("    {reason}: {n}");
             }
         }
     }
-    println!(
+    outln!(
         "  engine      events {} detections {}",
-        v["engine"]["events"], v["engine"]["detections"]
+        v["engine"]["events"],
+        v["engine"]["detections"]
     );
     let by = &v["incidents"]["by_status"];
     let counts: Vec<String> = by
@@ -1510,11 +1525,24 @@ fn print_status(v: &Value) {
         .flatten()
         .map(|(k, n)| format!("{k} {n}"))
         .collect();
-    println!("  incidents   {}", counts.join(", "));
+    outln!("  incidents   {}", counts.join(", "));
     if let Some(err) = v["reload"]["last_error"].as_str() {
-        println!("  last reload FAILED (previous config in force):");
+        outln!("  last reload FAILED (previous config in force):");
         for l in err.lines() {
-            println!("    {l}");
+            outln!("    {l}");
+        }
+    }
+}
+
+/// Ends the command when its output cannot be written: quietly (success) when the reader went
+/// away, with the error otherwise.
+pub(crate) fn wrote(result: std::io::Result<()>) {
+    match result {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("incidentctl: cannot write the output: {e}");
+            std::process::exit(1)
         }
     }
 }

@@ -115,7 +115,7 @@ impl Watch {
             }
             *retry = Duration::from_millis(250);
             if self.json {
-                println!("{data}");
+                outln!("{data}");
                 let _ = std::io::stdout().flush();
                 continue;
             }
@@ -132,7 +132,7 @@ impl Watch {
                 recent.truncate(RECENT);
                 draw(open, recent, *last);
             } else {
-                println!("{line}");
+                outln!("{line}");
                 let _ = std::io::stdout().flush();
             }
         }
@@ -212,6 +212,6 @@ fn draw(open: &BTreeMap<u64, Incident>, recent: &VecDeque<String>, last: Option<
         out.push_str(l);
         out.push('\n');
     }
-    print!("{out}");
+    out!("{out}");
     let _ = std::io::stdout().flush();
 }

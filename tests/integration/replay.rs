@@ -189,3 +189,41 @@ fn the_line_filter_keeps_the_fixture_answer() {
         .collect();
     assert_eq!(&got, expect["detections"].as_array().unwrap());
 }
+
+#[test]
+fn a_reader_that_stops_early_ends_the_output_quietly() {
+    // Far more report than a pipe holds: 20,000 bursts of five failures, one per address.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("auth.log");
+    let mut text = String::new();
+    for i in 0..20_000u32 {
+        for _ in 0..5 {
+            text.push_str(&format!(
+                "Nov 23 10:00:00 h sshd[1]: Failed password for root from 10.{}.{}.{} port 22 ssh2\n",
+                i >> 16,
+                (i >> 8) & 255,
+                i & 255
+            ));
+        }
+    }
+    std::fs::write(&log, text).unwrap();
+    let mut child = Command::new(CTL)
+        .args(["rules", "test"])
+        .arg(&log)
+        .arg("--rules")
+        .arg(Path::new(ROOT).join("etc/rules.d/ssh.toml"))
+        .args(["--format", "syslog", "--year", "2026", "-o", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read a little, then go away, like `| head -c 100`.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 100];
+    std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
