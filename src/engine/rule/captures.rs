@@ -20,6 +20,9 @@ use regex_automata::util::captures::Captures as Slots;
 use regex_automata::{Anchored, Input};
 use regex_syntax::hir::{Hir, HirKind};
 
+/// Occurrences of a split pattern's literal tried before the regex takes over.
+const SPLIT_TRIES: usize = 4;
+
 /// A pattern split into its leading literal and the rest.
 #[derive(Debug)]
 struct Split {
@@ -77,17 +80,28 @@ impl Captures {
             if !expected && !re.is_match(message) {
                 return false;
             }
+            // `None`: left to the regex.
             let found = match &mut self.split {
                 None => bt
                     .try_captures(cache, message, slots)
+                    .ok()
                     .map(|()| slots.is_match()),
                 Some(split) => {
                     let mut from = 0;
+                    let mut tries = 0;
                     loop {
                         let Some(at) = split.literal.find(&message.as_bytes()[from..]) else {
                             slots.set_pattern(None);
-                            break Ok(false);
+                            break Some(false);
                         };
+                        // Each try starts over (and clears the backtracker's memory of where
+                        // it has been): a message with the literal at every turn and no match
+                        // after it would cost time quadratic in its length, so after a few
+                        // tries the regex takes over.
+                        tries += 1;
+                        if tries > SPLIT_TRIES {
+                            break None;
+                        }
                         let start = from + at;
                         let input = Input::new(message)
                             .span(start + split.literal.needle().len()..message.len())
@@ -95,15 +109,15 @@ impl Captures {
                         match bt.try_search(cache, &input, slots) {
                             Ok(()) if slots.is_match() => {
                                 split.start = start;
-                                break Ok(true);
+                                break Some(true);
                             }
                             Ok(()) => from = start + 1,
-                            Err(e) => break Err(e),
+                            Err(_) => break None,
                         }
                     }
                 }
             };
-            if let Ok(matched) = found {
+            if let Some(matched) = found {
                 self.in_slots = true;
                 return matched;
             }
@@ -191,6 +205,18 @@ mod tests {
                 }
             }
         }
+        // A literal at every turn and no match after it: the regex takes over after a few
+        // tries, with the same answer.
+        let re = regex::Regex::new(r"x(\d+)").unwrap();
+        let mut c = Captures::new(&re);
+        assert!(c.split.is_some());
+        let many = format!("{}x12", "x".repeat(10_000));
+        assert!(c.read(&re, &many, true));
+        assert!(!c.in_slots);
+        assert_eq!(c.get(1), Some((10_001, 10_003)));
+        assert!(c.read(&re, "ab x7", true));
+        assert!(c.in_slots);
+        assert_eq!((c.get(0), c.get(1)), (Some((3, 5)), Some((4, 5))));
         // A message longer than the backtracker takes goes to the regex.
         let re = regex::Regex::new(r"(x+)y").unwrap();
         let mut c = Captures::new(&re);

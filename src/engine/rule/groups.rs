@@ -71,6 +71,11 @@ impl<T> GroupMap<T> {
         self.map.len()
     }
 
+    /// The most groups held.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
     #[cfg(test)]
     pub fn contains(&self, key: &str) -> bool {
         self.map.contains_key(key)

@@ -8,11 +8,12 @@
 //! per new group amortized).
 //!
 //! The detector also lets go of groups the window has left on its own, by the newest event
-//! time it has seen: whenever the number of groups has doubled since the last sweep, those
-//! whose newest event is a window or more behind go (amortized O(1) per event). An event
-//! that late is past what the window holds, the default lateness, so this changes no count
-//! the daemon's once-a-second tick would not change too; it keeps the map as small as the
-//! live groups (a replay gives no ticks) instead of letting it fill to `max_groups`.
+//! time it has seen: whenever the number of groups has doubled since the last sweep, and
+//! before `max_groups` would make eviction necessary, those whose newest event is a window or
+//! more behind go (amortized O(1) per event). An event that late is past what the window
+//! holds, the default lateness, so this changes no count the daemon's once-a-second tick
+//! would not change too; it keeps the map as small as the live groups (a replay gives no
+//! ticks) instead of letting it fill to `max_groups`.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -35,6 +36,9 @@ pub struct ThresholdDetector {
     /// The number of groups at which the next sweep runs.
     #[serde(default)]
     sweep_at: usize,
+    /// `groups.evicted` when last looked at.
+    #[serde(default)]
+    evicted_seen: u64,
 }
 
 /// The fewest groups a sweep is worth running for.
@@ -48,7 +52,8 @@ impl ThresholdDetector {
             groups: GroupMap::new(max_groups),
             late: 0,
             newest: i64::MIN,
-            sweep_at: SWEEP_MIN,
+            sweep_at: SWEEP_MIN.min(max_groups.max(1)),
+            evicted_seen: 0,
         }
     }
 
@@ -59,9 +64,14 @@ impl ThresholdDetector {
     pub fn on_event(&mut self, group: &str, ts: Timestamp) -> Option<Fire> {
         let t = ts.millis();
         self.newest = self.newest.max(t);
+        if self.groups.evicted != self.evicted_seen {
+            // Eviction made room: sweep again once the map is full.
+            self.evicted_seen = self.groups.evicted;
+            self.sweep_at = self.next_sweep();
+        }
         if self.groups.len() >= self.sweep_at {
             self.sweep(self.newest);
-            self.sweep_at = (2 * self.groups.len()).max(SWEEP_MIN);
+            self.sweep_at = self.next_sweep();
         }
         // Room for the whole count up front (one allocation), within reason.
         let room = self.threshold.min(16);
@@ -92,6 +102,14 @@ impl ThresholdDetector {
     /// Drops groups whose newest event has left the window at `now`.
     pub fn on_tick(&mut self, now: Timestamp) {
         self.sweep(now.millis());
+    }
+
+    /// When the number of groups has doubled, or at `max_groups` (before eviction makes
+    /// room), but never again at the current count: a map full of live groups leaves making
+    /// room to eviction rather than sweeping at every event.
+    fn next_sweep(&self) -> usize {
+        let len = self.groups.len();
+        (2 * len).max(SWEEP_MIN).min(self.groups.max()).max(len + 1)
     }
 
     fn sweep(&mut self, now: i64) {
@@ -196,5 +214,26 @@ mod tests {
             assert_eq!(d.on_event("x", Timestamp(200_000 + k)), None);
         }
         assert!(d.on_event("x", Timestamp(200_002)).is_some());
+    }
+
+    #[test]
+    fn groups_the_window_left_go_before_eviction_would() {
+        let mut d = ThresholdDetector::new(3, Duration::from_secs(10), 100);
+        for i in 0..90 {
+            d.on_event(&format!("early{i}"), Timestamp(i));
+        }
+        // Later, one new address a second: about ten live at a time, the early ones stale.
+        for i in 0..300 {
+            d.on_event(&format!("late{i}"), Timestamp(60_000 + i * 1_000));
+        }
+        assert_eq!(d.evicted(), 0);
+        assert!(d.groups() <= 100, "{}", d.groups());
+        // A map full of live groups still makes room by eviction, without sweeping at every
+        // event.
+        let mut d = ThresholdDetector::new(3, Duration::from_secs(10), 100);
+        for i in 0..1_000 {
+            d.on_event(&format!("g{i}"), Timestamp(i));
+        }
+        assert!(d.evicted() >= 900, "{}", d.evicted());
     }
 }
