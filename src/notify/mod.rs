@@ -424,7 +424,21 @@ impl Shared {
                     None => continue,
                 },
             };
-            let told = self.store.notified_channels(inc.id).unwrap_or_default();
+            let mut told = self.store.notified_channels(inc.id).unwrap_or_default();
+            // A channel with the incident's opening still queued (or planned in this batch)
+            // will have been told by the time what follows reaches it, since one incident's
+            // jobs for a channel go out in order: it hears what follows too, even if the
+            // incident leaves its route first (downgraded and resolved before the opening
+            // was delivered). Reminders and escalation steps not yet due tell nobody yet.
+            for j in plan.queued.iter().chain(plan.jobs.iter()) {
+                if j.incident_id == inc.id
+                    && j.event.opens()
+                    && !plan.remove.contains(&j.id)
+                    && !told.contains(&j.channel)
+                {
+                    told.push(j.channel.clone());
+                }
+            }
             self.plan(config, &inc, event, e.change, &told, &mut plan);
         }
         Ok(plan)

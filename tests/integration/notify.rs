@@ -333,7 +333,7 @@ async fn a_receiver_that_is_down_for_a_while_gets_everything_and_a_kill_loses_no
     let config = format!(
         r#"
 [notifications]
-retry_initial = "200ms"
+retry_initial = "2s"
 retry_max = "1s"
 
 [[channel]]
@@ -926,4 +926,57 @@ repeat_interval = "1h"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn an_end_planned_before_the_opening_was_delivered_still_reaches_its_channel() {
+    // The opening's first delivery fails, so it is still queued when the incident leaves the
+    // route (downgraded) and resolves: the channel that is about to be told must hear the end.
+    let (r, url) = receiver(1).await;
+    let config = format!(
+        r#"
+[notifications]
+retry_initial = "2s"
+
+[[channel]]
+id = "hook"
+kind = "webhook"
+url = "{url}/hook"
+
+[[route]]
+match = {{ severity = "sev1" }}
+channels = ["hook"]
+"#
+    );
+    let d = TestDaemon::prepare(&config, "");
+    d.wait_healthy().await;
+    let inc = d
+        .post(
+            "/v1/incidents",
+            json!({"title": "short-lived", "severity": "sev1"}),
+        )
+        .await
+        .unwrap();
+    let id = inc["id"].clone();
+    // Wait for the failed attempt, so the opening is known to be undelivered.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while r.0.lock().unwrap().seen == 0 {
+        assert!(Instant::now() < deadline, "no delivery attempt");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for (path, body) in [
+        (
+            format!("/v1/incidents/{id}/severity"),
+            json!({"severity": "sev4"}),
+        ),
+        (format!("/v1/incidents/{id}/resolve"), json!({})),
+    ] {
+        d.post(&path, body).await.unwrap();
+    }
+    let got = r.wait("POST", "/hook", 2).await;
+    let events: Vec<&str> = got
+        .iter()
+        .filter_map(|g| g.body["event"].as_str())
+        .collect();
+    assert_eq!(events, ["opened", "resolved"]);
 }
