@@ -112,6 +112,13 @@ async fn receiver(fail_first: usize) -> (Receiver, String) {
     (r, url)
 }
 
+/// The `event` of each delivery, in order.
+fn events(got: &[Got]) -> Vec<&str> {
+    got.iter()
+        .filter_map(|g| g.body["event"].as_str())
+        .collect()
+}
+
 fn header<'a>(g: &'a Got, name: &str) -> &'a str {
     g.headers
         .iter()
@@ -905,10 +912,7 @@ repeat_interval = "1h"
         .await
         .unwrap();
     let got = r.wait("POST", "/hook", 6).await;
-    let events: Vec<&str> = got
-        .iter()
-        .filter_map(|g| g.body["event"].as_str())
-        .collect();
+    let events = events(&got);
     assert_eq!(
         events,
         [
@@ -974,9 +978,6 @@ channels = ["hook"]
         d.post(&path, body).await.unwrap();
     }
     let got = r.wait("POST", "/hook", 2).await;
-    let events: Vec<&str> = got
-        .iter()
-        .filter_map(|g| g.body["event"].as_str())
-        .collect();
+    let events = events(&got);
     assert_eq!(events, ["opened", "resolved"]);
 }
