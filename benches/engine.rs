@@ -44,11 +44,7 @@ window = "1m"
 }
 
 fn events(n: usize) -> Vec<Event> {
-    let d = Defaults {
-        source: "bench",
-        host: "web-1",
-        now: Timestamp(0),
-    };
+    let d = Defaults::at("bench", "web-1", Timestamp(0), std::time::Duration::MAX);
     let mut x: u64 = 7;
     (0..n)
         .map(|i| {

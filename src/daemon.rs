@@ -281,6 +281,20 @@ pub async fn run(
     let engine = EngineHandle::new(engine_tx);
     let mut rules_engine = Engine::new(&config.rules);
     restore_engine(&mut rules_engine, store.as_ref());
+    let wall = clock.now();
+    if let Some(was) = rules_engine.pull_back(wall, config.engine.max_future_skew) {
+        let text = format!(
+            "the checkpointed engine clock {was} lay ahead of wall time {wall} by more than [engine] max_future_skew; pulled back to wall time, rule windows started empty"
+        );
+        tracing::warn!(clock = %was, wall = %wall, "{text}");
+        *telemetry
+            .watermark
+            .pulled_back
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(text);
+    }
+    telemetry.watermark.set_clock(rules_engine.now());
+    let backlog = crate::watermark::Backlog::new();
     // File sources resume where the checkpoint's cursors say.
     let known_sources: Vec<String> = rules_engine.tail_sources().to_vec();
     let mut cursors = crate::source::tail::cursors_by_source(rules_engine.tail_cursors());
@@ -297,8 +311,10 @@ pub async fn run(
             clock.clone(),
             config.daemon.checkpoint_interval,
             feeds,
+            backlog.clone(),
         ),
     );
+    plugins.max_future_skew = config.engine.max_future_skew;
     plugins.apply(&config.plugins);
 
     let tail_budget = Arc::new(tokio::sync::Semaphore::new(config.daemon.event_queue.max(
@@ -307,13 +323,15 @@ pub async fn run(
     )));
     for fc in &config.sources.file {
         let tail = crate::source::tail::FileTail {
-            parser: crate::source::parse::Parser::new(fc.parsing(), &fc.id, &host),
+            parser: crate::source::parse::Parser::new(fc.parsing(), &fc.id, &host)
+                .with_future_skew(config.engine.max_future_skew),
             events: events_tx.clone(),
             stats: telemetry.source(&fc.id, "file"),
             clock: clock.clone(),
             restored: cursors.remove(&fc.id).unwrap_or_default(),
             known: known_sources.contains(&fc.id),
             budget: tail_budget.clone(),
+            progress: backlog.input(),
             config: fc.clone(),
         };
         let token = sources_token.clone();
@@ -327,7 +345,8 @@ pub async fn run(
         let src = crate::source::syslog::SyslogSocket {
             socket,
             path,
-            parser: crate::source::parse::Parser::new(sc.parsing(), &sc.id, &host),
+            parser: crate::source::parse::Parser::new(sc.parsing(), &sc.id, &host)
+                .with_future_skew(config.engine.max_future_skew),
             events: events_tx.clone(),
             stats: telemetry.source(&sc.id, "syslog"),
             clock: clock.clone(),
@@ -336,7 +355,8 @@ pub async fn run(
     }
     for ec in &config.sources.exec {
         let src = crate::source::exec::ExecSource {
-            parser: crate::source::parse::Parser::new(ec.parsing(), &ec.id, &host),
+            parser: crate::source::parse::Parser::new(ec.parsing(), &ec.id, &host)
+                .with_future_skew(config.engine.max_future_skew),
             events: events_tx.clone(),
             stats: telemetry.source(&ec.id, "exec"),
             clock: clock.clone(),
@@ -367,6 +387,7 @@ pub async fn run(
     let ingest = IngestSocket {
         listener: ingest_listener,
         max_line_bytes: config.ingest.max_line_bytes,
+        max_future_skew: config.engine.max_future_skew,
         max_connections: config.ingest.max_connections,
         events: events_tx.clone(),
         telemetry: telemetry.clone(),
@@ -392,6 +413,7 @@ pub async fn run(
         clock: clock.clone(),
         host,
         max_line_bytes: config.ingest.max_line_bytes,
+        max_future_skew: config.engine.max_future_skew,
         max_body_bytes: config.control.max_body_bytes,
         config_path: config.path.clone(),
         state_dir: config.daemon.state_dir.clone(),

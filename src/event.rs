@@ -119,6 +119,21 @@ pub struct Defaults<'a> {
     pub source: &'a str,
     pub host: &'a str,
     pub now: Timestamp,
+    /// The latest event time accepted (wall time plus `[engine] max_future_skew`); a later
+    /// `ts` is rejected as `future_ts` (see [`crate::watermark`]).
+    pub latest: Timestamp,
+}
+
+impl<'a> Defaults<'a> {
+    /// Defaults at wall time `now`, accepting event times up to `now + skew`.
+    pub fn at(source: &'a str, host: &'a str, now: Timestamp, skew: std::time::Duration) -> Self {
+        Defaults {
+            source,
+            host,
+            now,
+            latest: crate::watermark::latest_accepted(now, skew),
+        }
+    }
 }
 
 /// Why a line was not accepted as an event.
@@ -136,17 +151,22 @@ pub enum DecodeError {
     MissingKind,
     #[error("invalid `{key}`: {message}")]
     InvalidField { key: &'static str, message: String },
+    #[error(
+        "`ts` {ts} is more than the allowed skew ahead of wall time (latest accepted {latest})"
+    )]
+    FutureTs { ts: Timestamp, latest: Timestamp },
 }
 
 impl DecodeError {
     /// Every reason, in the order `/v1/status` shows them.
-    pub const REASONS: [&'static str; 6] = [
+    pub const REASONS: [&'static str; 7] = [
         "oversize",
         "invalid_utf8",
         "invalid_json",
         "not_an_object",
         "missing_kind",
         "invalid_field",
+        "future_ts",
     ];
 
     /// The counter this rejection is counted under.
@@ -158,6 +178,7 @@ impl DecodeError {
             DecodeError::NotAnObject => "not_an_object",
             DecodeError::MissingKind => "missing_kind",
             DecodeError::InvalidField { .. } => "invalid_field",
+            DecodeError::FutureTs { .. } => "future_ts",
         }
     }
 
@@ -227,6 +248,12 @@ impl Event {
                 });
             }
         };
+        if ts > defaults.latest {
+            return Err(DecodeError::FutureTs {
+                ts,
+                latest: defaults.latest,
+            });
+        }
         let level = match wire.level {
             None => Level::Info,
             Some(l) => l.parse().map_err(|message| DecodeError::InvalidField {
@@ -288,11 +315,7 @@ mod tests {
     use super::*;
 
     fn defaults() -> Defaults<'static> {
-        Defaults {
-            source: "ingest",
-            host: "h1",
-            now: Timestamp(1_000),
-        }
+        Defaults::at("ingest", "h1", Timestamp(1_000), std::time::Duration::MAX)
     }
 
     #[test]
@@ -341,5 +364,25 @@ mod tests {
         assert_eq!(reason(br#"{"kind":"x","colour":"red"}"#), "invalid_field");
         let err = Event::decode(br#"{"kind":"x","level":"loud"}"#, &d).unwrap_err();
         assert!(err.to_string().contains("level"), "{err}");
+    }
+
+    #[test]
+    fn times_ahead_of_the_skew_are_rejected_as_future_ts() {
+        // Wall time 1 s after the epoch, skew 5 minutes.
+        let d = Defaults::at(
+            "ingest",
+            "h1",
+            Timestamp(1_000),
+            std::time::Duration::from_secs(300),
+        );
+        let at = |ts: &str| Event::decode(format!(r#"{{"kind":"x","ts":{ts}}}"#).as_bytes(), &d);
+        assert!(at("301000").is_ok());
+        assert_eq!(at("301001").unwrap_err().reason(), "future_ts");
+        assert_eq!(
+            at(r#""9999-12-31T23:59:59Z""#).unwrap_err().reason(),
+            "future_ts"
+        );
+        // Old times are fine: a backlog of any age is processed on its own time.
+        assert!(at(r#""1969-07-20T20:17:00Z""#).is_ok());
     }
 }

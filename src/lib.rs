@@ -26,6 +26,9 @@
 //! - [`daemon`]: wiring, signals, sd_notify, reload and shutdown.
 //! - [`telemetry`]: counters shown in `/v1/status`, rate-limited warnings, log setup.
 //! - [`clock`]: the one place that reads wall time.
+//! - [`watermark`]: how event time and wall time move the engine's clock (one watermark:
+//!   wall time moves it only while every input is caught up; no event may move it more
+//!   than `[engine] max_future_skew` ahead of wall time).
 
 pub mod api;
 pub mod cli;
@@ -41,6 +44,7 @@ pub mod remediation;
 pub mod source;
 pub mod store;
 pub mod telemetry;
+pub mod watermark;
 
 /// The one HTTP client of the daemon (probes; later notification channels): rustls on ring,
 /// connect and request timeouts, and a User-Agent. Installs the ring crypto provider first,

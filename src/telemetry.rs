@@ -78,12 +78,15 @@ pub struct SourceCounters {
     pub accepted: Counter,
     /// Rejected lines by reason ([`DecodeError::REASONS`]).
     #[serde(serialize_with = "ser_reasons")]
-    pub rejected: [Counter; 6],
+    pub rejected: [Counter; DecodeError::REASONS.len()],
     #[serde(skip)]
     throttle: Throttle,
 }
 
-fn ser_reasons<S: serde::Serializer>(r: &[Counter; 6], s: S) -> Result<S::Ok, S::Error> {
+fn ser_reasons<S: serde::Serializer>(
+    r: &[Counter; DecodeError::REASONS.len()],
+    s: S,
+) -> Result<S::Ok, S::Error> {
     use serde::ser::SerializeMap;
     let mut m = s.serialize_map(Some(r.len()))?;
     for (name, c) in DecodeError::REASONS.iter().zip(r) {
@@ -246,6 +249,9 @@ pub struct SourceStats {
     pub oversize: Counter,
     /// Lines with invalid UTF-8, decoded lossily.
     pub invalid_utf8: Counter,
+    /// Lines rejected because their time lies more than `[engine] max_future_skew` ahead of
+    /// wall time.
+    pub future_ts: Counter,
     /// Events dropped because the pipeline was full and the source cannot wait.
     pub dropped: Counter,
     /// Files followed now (file sources).
@@ -280,6 +286,7 @@ impl SourceStats {
             unparsed: Counter::default(),
             oversize: Counter::default(),
             invalid_utf8: Counter::default(),
+            future_ts: Counter::default(),
             dropped: Counter::default(),
             files: Gauge::default(),
             lag_bytes: Gauge::default(),
@@ -300,6 +307,15 @@ impl SourceStats {
             tracing::warn!(source = %self.id, kind = self.kind, error = %text, suppressed, "source problem");
         }
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(text);
+    }
+
+    /// Counts a line refused for a time too far ahead of wall time, and logs it (throttled).
+    pub fn future_ts(&self, ts: crate::clock::Timestamp) {
+        self.future_ts.inc();
+        self.warn_line(
+            "future_ts",
+            &format!("line stamped {ts} is more than [engine] max_future_skew ahead of wall time; refused"),
+        );
     }
 
     /// Logs a notable line-level problem (oversize, bad UTF-8, unparsed), throttled.
@@ -349,6 +365,8 @@ pub struct Telemetry {
     remediation_throttle: Throttle,
     /// Engine checkpoints made durable.
     pub checkpoints: Counter,
+    /// The engine's clock and what moved it (`/v1/status` `watermark`).
+    pub watermark: WatermarkStats,
     /// From an event's arrival at its source to the detection it caused.
     #[serde(skip)]
     pub event_to_detection: Histogram,
@@ -367,6 +385,62 @@ pub struct Telemetry {
     /// The enabled plugins, replaced on reload.
     #[serde(skip)]
     pub plugins: Mutex<Vec<std::sync::Arc<PluginStats>>>,
+}
+
+/// The engine's clock as `/v1/status` shows it (see [`crate::watermark`]).
+#[derive(Debug, Serialize)]
+pub struct WatermarkStats {
+    /// The engine's clock (milliseconds since the epoch; `null` before any time is known).
+    #[serde(serialize_with = "ser_clock")]
+    pub clock: std::sync::atomic::AtomicI64,
+    /// Inputs that have data not handed to the engine yet, as of the last tick.
+    pub inputs_behind: Gauge,
+    /// Ticks that moved the clock to wall time (every input caught up).
+    pub wall_advances: Counter,
+    /// Ticks that left the clock on event time because some input was behind.
+    pub held: Counter,
+    /// Set when a checkpointed clock lay ahead of wall time and was pulled back at start.
+    #[serde(serialize_with = "ser_locked")]
+    pub pulled_back: Mutex<Option<String>>,
+    /// Events dropped as late (behind the watermark by more than a rule allows), per input.
+    #[serde(serialize_with = "ser_locked")]
+    pub late_by_input: Mutex<std::collections::BTreeMap<String, u64>>,
+}
+
+fn ser_clock<S: serde::Serializer>(
+    c: &std::sync::atomic::AtomicI64,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match c.load(Ordering::Relaxed) {
+        i64::MIN => s.serialize_none(),
+        ms => crate::clock::Timestamp(ms).serialize(s),
+    }
+}
+
+impl Default for WatermarkStats {
+    fn default() -> Self {
+        WatermarkStats {
+            clock: std::sync::atomic::AtomicI64::new(i64::MIN),
+            inputs_behind: Gauge::default(),
+            wall_advances: Counter::default(),
+            held: Counter::default(),
+            pulled_back: Mutex::new(None),
+            late_by_input: Mutex::new(Default::default()),
+        }
+    }
+}
+
+impl WatermarkStats {
+    pub fn set_clock(&self, t: crate::clock::Timestamp) {
+        self.clock.store(t.millis(), Ordering::Relaxed);
+    }
+
+    pub fn add_late(&self, late: impl IntoIterator<Item = (String, u64)>) {
+        let mut m = self.late_by_input.lock().unwrap_or_else(|p| p.into_inner());
+        for (input, n) in late {
+            *m.entry(input).or_default() += n;
+        }
+    }
 }
 
 /// Health and counters of one plugin (`/v1/status` `plugins`, `/metrics`).
@@ -468,6 +542,7 @@ impl Default for Telemetry {
             notifications_queued: Gauge::default(),
             remediation_throttle: Throttle::new(Duration::from_secs(10)),
             checkpoints: Counter::default(),
+            watermark: WatermarkStats::default(),
             event_to_detection: Histogram::default(),
             detection_to_incident: Histogram::default(),
             event_to_incident: Histogram::default(),

@@ -94,6 +94,8 @@ pub struct ApiState {
     pub clock: Arc<dyn Clock>,
     pub host: Arc<str>,
     pub max_line_bytes: usize,
+    /// `[engine] max_future_skew`: later event times are rejected as `future_ts`.
+    pub max_future_skew: std::time::Duration,
     pub max_body_bytes: usize,
     pub config_path: PathBuf,
     pub state_dir: PathBuf,

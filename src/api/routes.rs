@@ -142,6 +142,7 @@ pub(super) async fn status(State(st): S) -> Json<Value> {
             "detection_to_incident": latency(&t.detection_to_incident),
             "event_to_incident": latency(&t.event_to_incident),
         },
+        "watermark": t.watermark,
         "engine": {"events": t.engine_events, "detections": t.detections, "detections_dropped": t.detections_dropped, "detections_replayed": t.detections_replayed, "checkpoints": t.checkpoints},
         "incidents": {
             "by_status": counts,
@@ -186,11 +187,7 @@ fn latency(h: &crate::telemetry::Histogram) -> Value {
 async fn post_events(State(st): S, body: Result<Bytes, BytesRejection>) -> ApiResult<Json<Value>> {
     let body = body?;
     let counters = &st.telemetry.api_events;
-    let defaults = Defaults {
-        source: "api",
-        host: &st.host,
-        now: st.clock.now(),
-    };
+    let defaults = Defaults::at("api", &st.host, st.clock.now(), st.max_future_skew);
     let (events, errors) = crate::source::decode_body(&body, st.max_line_bytes, &defaults);
     counters.lines.add((events.len() + errors.len()) as u64);
     let rejected: Vec<Value> = errors

@@ -761,6 +761,8 @@ fn rules_test(
         year: year.unwrap_or(file_year),
         host: crate::event::local_hostname(),
         default_ts: SystemClock.now(),
+        // As the daemon's default `[engine] max_future_skew`.
+        max_future_skew: crate::watermark::DEFAULT_MAX_FUTURE_SKEW,
     };
     let show_progress = !json_out && total > (8 << 20) && std::io::stderr().is_terminal();
     let report = replay

@@ -88,6 +88,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         rules_dir: base.join("rules.d"),
         plugins_dir: PathBuf::from("/usr/lib/incidentd/plugins"),
         daemon: DaemonConfig::default(),
+        engine: Default::default(),
         control: ControlConfig::default(),
         ingest: IngestConfig::default(),
         incidents: IncidentsConfig::default(),
@@ -126,6 +127,11 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
                         d.state_dir = base.join(d.state_dir);
                         d.runtime_dir = base.join(d.runtime_dir);
                         config.daemon = d;
+                    }
+                }
+                "engine" => {
+                    if let Some(e) = file.value(value, &mut errors) {
+                        config.engine = e;
                     }
                 }
                 "control" => {

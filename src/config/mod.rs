@@ -35,6 +35,8 @@ pub struct Config {
     pub rules_dir: PathBuf,
     pub plugins_dir: PathBuf,
     pub daemon: DaemonConfig,
+    /// `[engine]`.
+    pub engine: EngineConfig,
     pub control: ControlConfig,
     pub ingest: IngestConfig,
     pub incidents: IncidentsConfig,
@@ -190,6 +192,24 @@ impl Default for ControlConfig {
             max_connections: 64,
             max_body_bytes: 8 << 20,
             request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[engine]`: how the engine's clock may move (see [`crate::watermark`]).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Events stamped further ahead of wall time than this are rejected (`future_ts`) on
+    /// every input, so no event can move the clock into the future.
+    #[serde(deserialize_with = "duration")]
+    pub max_future_skew: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_future_skew: crate::watermark::DEFAULT_MAX_FUTURE_SKEW,
         }
     }
 }

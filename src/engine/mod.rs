@@ -9,21 +9,22 @@
 
 pub mod replay;
 pub mod rule;
+mod task;
+
+pub use task::{EngineCommand, EngineHandle, run};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
 
-use crate::clock::{Clock, Timestamp};
+use crate::clock::Timestamp;
 use crate::config::RuleConfig;
 use crate::event::Event;
 use crate::incident::Severity;
 use crate::source::tail::{FileId, TailCursor};
 use crate::store::{AppliedId, Coverage, Origin};
-use crate::telemetry::Telemetry;
 pub use rule::{Filter, RuleStats};
 use rule::{Hit, Rule};
 
@@ -231,6 +232,8 @@ pub struct Engine {
     reset_files: Vec<(String, FileId)>,
     /// Files finished since the last checkpoint message.
     done_files: Vec<(String, FileId)>,
+    /// Events dropped as late, per input, since the last [`Engine::take_late_inputs`].
+    late_inputs: BTreeMap<String, u64>,
     /// Plugin detections that bind to no rule are logged at most this often.
     plugin_warn: crate::telemetry::Throttle,
     /// Events were already filtered by the rules' regexes (an offline replay), so a rule's
@@ -259,6 +262,7 @@ impl Engine {
             tail_sources: Vec::new(),
             reset_files: Vec::new(),
             done_files: Vec::new(),
+            late_inputs: BTreeMap::new(),
             plugin_warn: crate::telemetry::Throttle::new(Duration::from_secs(10)),
             prefiltered: false,
             lean: false,
@@ -295,11 +299,26 @@ impl Engine {
             self.fire_due(out);
         }
         let mut gate = rule::RegexGate::new(self.prefilter.as_ref(), self.prefiltered);
+        // Only an event behind the watermark can be late; only then are the rules' late
+        // counters summed, to count it once for its input.
+        let behind = ev.ts < self.now;
+        let late_before = if behind { self.late_total() } else { 0 };
         for rule in &mut self.rules {
             if let Some(hit) = rule.on_event(ev, &mut gate, self.now) {
                 out.push(detection(&self.templates, rule, Some(ev), hit, self.lean));
             }
         }
+        if behind && self.late_total() > late_before {
+            *self.late_inputs.entry(ev.source.clone()).or_default() += 1;
+        }
+    }
+
+    /// Late events dropped by all rules so far.
+    fn late_total(&self) -> u64 {
+        self.rules
+            .iter()
+            .map(|r| r.stats.late + r.detector.dropped().0)
+            .sum()
     }
 
     /// For offline replay: the rules' regexes, one of which every line some rule could count
@@ -483,6 +502,17 @@ impl Engine {
         self.tail_sources = ids;
     }
 
+    /// The engine's clock: the newest event time applied, or wall time where the watermark
+    /// let it move (see [`crate::watermark`]).
+    pub fn now(&self) -> Timestamp {
+        self.now
+    }
+
+    /// Events dropped as late since the last call, per input (the event's `source`).
+    pub fn take_late_inputs(&mut self) -> BTreeMap<String, u64> {
+        std::mem::take(&mut self.late_inputs)
+    }
+
     /// Advances the engine clock (wall time while live), fires due timers, and lets rules
     /// expire state.
     pub fn on_tick(&mut self, now: Timestamp, out: &mut Vec<Detection>) {
@@ -583,6 +613,26 @@ impl Engine {
             self.now = cp.now;
         }
         Ok(restored)
+    }
+
+    /// After a restore: a clock further ahead of wall time than `skew` (saved by a version
+    /// that let a future event move it) is pulled back to `wall`, and the rules' window state,
+    /// which was built on that clock, starts empty (their counters stay). Returns the clock
+    /// that was pulled back.
+    pub fn pull_back(&mut self, wall: Timestamp, skew: Duration) -> Option<Timestamp> {
+        if !crate::watermark::too_far_ahead(self.now, wall, skew) {
+            return None;
+        }
+        let was = self.now;
+        for r in &mut self.rules {
+            let stats = r.stats;
+            *r = Rule::build(r.config.clone());
+            r.stats = stats;
+        }
+        self.templates = templates_for(&mut self.rules);
+        self.prefilter = prefilter_for(&mut self.rules);
+        self.now = wall;
+        Some(was)
     }
 
     pub fn rules(&self) -> Vec<RuleInfo> {
@@ -793,127 +843,6 @@ fn detection(
     }
 }
 
-/// Requests to the engine task.
-pub enum EngineCommand {
-    Reload(Vec<RuleConfig>, oneshot::Sender<()>),
-    Rules(oneshot::Sender<Vec<RuleInfo>>),
-}
-
-/// The channel front of the engine task.
-#[derive(Clone)]
-pub struct EngineHandle {
-    tx: mpsc::Sender<EngineCommand>,
-}
-
-impl EngineHandle {
-    pub fn new(tx: mpsc::Sender<EngineCommand>) -> Self {
-        EngineHandle { tx }
-    }
-
-    /// Swaps the rule set; returns once the engine uses the new rules.
-    pub async fn reload(&self, rules: Vec<RuleConfig>) -> bool {
-        let (tx, rx) = oneshot::channel();
-        self.tx.send(EngineCommand::Reload(rules, tx)).await.is_ok() && rx.await.is_ok()
-    }
-
-    pub async fn rules(&self) -> Option<Vec<RuleInfo>> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.send(EngineCommand::Rules(tx)).await.ok()?;
-        rx.await.ok()
-    }
-}
-
-/// The engine task. Ends when every event sender is gone (sources stopped), after the last
-/// event's detections were handed on.
-#[allow(clippy::too_many_arguments)]
-pub async fn run(
-    mut engine: Engine,
-    mut events: mpsc::Receiver<Input>,
-    mut commands: mpsc::Receiver<EngineCommand>,
-    detections: mpsc::Sender<crate::incident::manager::Msg>,
-    telemetry: Arc<Telemetry>,
-    clock: Arc<dyn Clock>,
-    checkpoint_every: Duration,
-    feeds: crate::plugin::Feeds,
-) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut checkpoint = tokio::time::interval(checkpoint_every.max(Duration::from_millis(100)));
-    checkpoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut out = Vec::new();
-    let mut commands_open = true;
-    loop {
-        tokio::select! {
-            biased;
-            cmd = commands.recv(), if commands_open => match cmd {
-                Some(EngineCommand::Reload(rules, done)) => {
-                    engine.replace_rules(&rules);
-                    let _ = done.send(());
-                }
-                Some(EngineCommand::Rules(reply)) => {
-                    let _ = reply.send(engine.rules());
-                }
-                None => commands_open = false,
-            },
-            ev = events.recv() => {
-                let Some(input) = ev else { break };
-                telemetry.engine_events.add(match &input {
-                    Input::Event(..) => 1,
-                    Input::Tail { lines, .. } => lines.len() as u64,
-                    Input::TailDone { .. } | Input::Plugin { .. } => 0,
-                });
-                let checkpoint_now = engine.on_input(&input, &mut out);
-                let arrived = match &input {
-                    Input::Event(_, at) | Input::Tail { read_at: at, .. } => Some(*at),
-                    Input::TailDone { .. } | Input::Plugin { .. } => None,
-                };
-                feeds.offer(&input);
-                let detected = std::time::Instant::now();
-                for d in out.drain(..) {
-                    let mut d = d;
-                    d.detected = Some(detected);
-                    if let Some(at) = arrived.filter(|_| d.origin.as_ref().is_none_or(|o| !matches!(o, Origin::Timer { .. }))) {
-                        d.arrived = Some(at);
-                        telemetry.event_to_detection.observe(detected.duration_since(at));
-                    }
-                    telemetry.detections.inc();
-                    tracing::debug!(rule = %d.rule, key = %d.key, count = d.count, "detection");
-                    if detections.send(crate::incident::manager::Msg::Detection(d)).await.is_err() {
-                        tracing::error!("incident manager is gone; detection dropped");
-                        telemetry.detections_dropped.inc();
-                    }
-                }
-                if checkpoint_now {
-                    let _ = detections.send(engine.checkpoint_msg(clock.now())).await;
-                }
-            }
-            _ = tick.tick() => {
-                engine.on_tick(clock.now(), &mut out);
-                for d in out.drain(..) {
-                    telemetry.detections.inc();
-                    if detections.send(crate::incident::manager::Msg::Detection(d)).await.is_err() {
-                        telemetry.detections_dropped.inc();
-                    }
-                }
-            }
-            // On the manager's channel, after the detections it covers: saved in the same
-            // flush or a later one, never before them.
-            _ = checkpoint.tick() => {
-                let _ = detections.send(engine.checkpoint_msg(clock.now())).await;
-            }
-        }
-    }
-    // Every event has been processed: the last checkpoint holds all of their effects.
-    if detections
-        .send(engine.checkpoint_msg(clock.now()))
-        .await
-        .is_err()
-    {
-        tracing::error!("incident manager is gone; final engine checkpoint not saved");
-    }
-    tracing::debug!("engine stopped");
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -926,11 +855,7 @@ mod tests {
     }
 
     pub(super) fn ev(json: &str) -> Event {
-        let d = Defaults {
-            source: "t",
-            host: "h",
-            now: Timestamp(0),
-        };
+        let d = Defaults::at("t", "h", Timestamp(0), Duration::MAX);
         Event::decode(json.as_bytes(), &d).unwrap()
     }
 

@@ -76,11 +76,20 @@ pub struct Replay {
     /// Year for syslog timestamps that have none.
     pub year: i32,
     pub host: String,
-    /// Event time for lines that carry none (raw lines, NDJSON without `ts`).
+    /// Event time for lines that carry none (raw lines, NDJSON without `ts`); also the wall
+    /// time the replay runs at.
     pub default_ts: Timestamp,
+    /// `[engine] max_future_skew`: lines stamped later than `default_ts` plus this are
+    /// rejected (`future_ts`), as the daemon rejects them on every input.
+    pub max_future_skew: std::time::Duration,
 }
 
 impl Replay {
+    /// The latest event time accepted.
+    pub fn latest(&self) -> Timestamp {
+        crate::watermark::latest_accepted(self.default_ts, self.max_future_skew)
+    }
+
     /// Runs `input` through `engine`. `progress` is called with the bytes read so far every
     /// few thousand lines.
     pub fn run(
@@ -476,6 +485,7 @@ impl Run<'_> {
                     source: "replay",
                     host: &r.host,
                     now,
+                    latest: r.latest(),
                 };
                 Event::decode(text, &defaults)
                     .map(|e| self.scratch = e)
@@ -491,7 +501,15 @@ impl Run<'_> {
             }
             Format::Syslog => {
                 if parse_syslog_into(&mut self.scratch, &text_of(text).0, r.year, &r.host) {
-                    Ok(())
+                    if self.scratch.ts > r.latest() {
+                        Err(crate::event::DecodeError::FutureTs {
+                            ts: self.scratch.ts,
+                            latest: r.latest(),
+                        }
+                        .to_string())
+                    } else {
+                        Ok(())
+                    }
                 } else {
                     Err("not a syslog line".to_owned())
                 }
@@ -586,6 +604,7 @@ mod tests {
             year: 2026,
             host: "h".into(),
             default_ts: Timestamp(0),
+            max_future_skew: std::time::Duration::MAX,
         };
         replay.run(&mut engine(rules), log, |_| {}).unwrap()
     }

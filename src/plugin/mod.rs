@@ -137,6 +137,8 @@ pub struct Supervisor {
     tracker: TaskTracker,
     cancel: CancellationToken,
     max_grace: Duration,
+    /// `[engine] max_future_skew`: events and detections stamped later are refused.
+    pub max_future_skew: Duration,
 }
 
 impl Supervisor {
@@ -151,6 +153,7 @@ impl Supervisor {
     ) -> Supervisor {
         Supervisor {
             max_grace,
+            max_future_skew: crate::watermark::DEFAULT_MAX_FUTURE_SKEW,
             running: HashMap::new(),
             feeds,
             events,
@@ -217,6 +220,7 @@ impl Supervisor {
             let cancel = self.cancel.child_token();
             let host = Host {
                 max_grace: self.max_grace,
+                max_future_skew: self.max_future_skew,
                 config: c.clone(),
                 events: self.events.clone(),
                 stats,
@@ -253,6 +257,7 @@ struct Host {
     config: PluginConfig,
     /// The longest a stopping plugin gets (under the daemon's shutdown deadline).
     max_grace: Duration,
+    max_future_skew: Duration,
     events: mpsc::Sender<Input>,
     stats: Arc<PluginStats>,
     host: Arc<str>,
@@ -527,12 +532,17 @@ impl Host {
                         if let Err(why) = check_detection(&d) {
                             return self.malformed(&why);
                         }
+                        let wall = crate::clock::Clock::now(&crate::clock::SystemClock);
+                        if let Some(ts) = d.ts
+                            && crate::watermark::too_far_ahead(ts, wall, self.max_future_skew)
+                        {
+                            return self.malformed(&format!(
+                                "future_ts: detection time {ts} is more than the allowed skew ahead of wall time"
+                            ));
+                        }
                         if let Some(ev) = evidence.filter(|e| !e.is_null()) {
-                            let defaults = Defaults {
-                                source: &format!("plugin:{name}"),
-                                host,
-                                now: crate::clock::Clock::now(&crate::clock::SystemClock),
-                            };
+                            let source = format!("plugin:{name}");
+                            let defaults = Defaults::at(&source, host, wall, self.max_future_skew);
                             match Event::decode(ev.to_string().as_bytes(), &defaults) {
                                 Ok(e) => d.evidence = Some(e),
                                 Err(e) => return self.malformed(&format!("bad evidence: {e}")),
@@ -552,11 +562,12 @@ impl Host {
             Some("event") => {
                 let raw = v["event"].to_string();
                 let source = format!("plugin:{name}");
-                let defaults = Defaults {
-                    source: &source,
+                let defaults = Defaults::at(
+                    &source,
                     host,
-                    now: crate::clock::Clock::now(&crate::clock::SystemClock),
-                };
+                    crate::clock::Clock::now(&crate::clock::SystemClock),
+                    self.max_future_skew,
+                );
                 match Event::decode(raw.as_bytes(), &defaults) {
                     Ok(mut ev) => {
                         // Marked as the plugin's, so it never goes back to it.

@@ -141,6 +141,10 @@ impl ExecSource {
                             "line not in the source's format; passed on raw",
                         );
                     }
+                    if parsed.future {
+                        self.stats.future_ts(parsed.event.ts);
+                        continue;
+                    }
                     if self
                         .events
                         .send(Input::Event(parsed.event, std::time::Instant::now()))

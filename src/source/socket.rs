@@ -21,6 +21,8 @@ use crate::telemetry::Telemetry;
 pub struct IngestSocket {
     pub listener: UnixListener,
     pub max_line_bytes: usize,
+    /// `[engine] max_future_skew`: later event times are rejected as `future_ts`.
+    pub max_future_skew: std::time::Duration,
     pub max_connections: usize,
     pub events: mpsc::Sender<crate::engine::Input>,
     pub telemetry: Arc<Telemetry>,
@@ -93,11 +95,7 @@ impl IngestSocket {
                 Line::Complete(b) if b.trim_ascii().is_empty() => continue,
                 Line::Complete(b) => Event::decode(
                     b,
-                    &Defaults {
-                        source: "ingest",
-                        host: &self.host,
-                        now: self.clock.now(),
-                    },
+                    &Defaults::at("ingest", &self.host, self.clock.now(), self.max_future_skew),
                 ),
             };
             counters.lines.inc();

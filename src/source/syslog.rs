@@ -95,6 +95,10 @@ impl SyslogSocket {
                 self.stats
                     .warn_line("unparsed", "datagram is not syslog; passed on raw");
             }
+            if parsed.future {
+                self.stats.future_ts(parsed.event.ts);
+                continue;
+            }
             match self
                 .events
                 .try_send(Input::Event(parsed.event, std::time::Instant::now()))

@@ -18,4 +18,5 @@ mod stream;
 mod systemd;
 mod tail;
 mod util;
+mod watermark;
 mod web;

@@ -8,10 +8,9 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::util::TestDaemon;
+use crate::util::{Rng, TestDaemon, append};
 
 const LINE_RULE: &str = r#"
 [[rule]]
@@ -34,15 +33,6 @@ async fn start_with(sources: &str, rules: &str) -> TestDaemon {
     let d = TestDaemon::prepare(sources.trim_start_matches("[daemon]\n"), rules);
     d.wait_healthy().await;
     d
-}
-
-fn append(path: &Path, text: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    f.write_all(text.as_bytes()).unwrap();
 }
 
 fn lines(seqs: impl IntoIterator<Item = u32>) -> String {
@@ -300,18 +290,6 @@ window = "1m"
 regex = 'Failed password for \S+ from (?P<ip>[0-9.]+)'
 group_by = ["ip"]
 "#;
-
-/// A small xorshift generator: the seed is printed so a failing run can be repeated.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
 
 /// `bursts` brute-force bursts of five failures each, three interleaved at a time, with
 /// noise between; event times come from the syslog stamps, a second apart from about now

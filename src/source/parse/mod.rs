@@ -22,6 +22,8 @@ pub struct Parser {
     parsing: Parsing,
     source: String,
     host: String,
+    /// `[engine] max_future_skew`: lines stamped later than `now` plus this are refused.
+    max_future_skew: std::time::Duration,
 }
 
 /// The result of parsing one line.
@@ -29,6 +31,9 @@ pub struct Parsed {
     pub event: Event,
     /// The format could not read the line; the event carries it raw.
     pub unparsed: bool,
+    /// The line's time lies more than `[engine] max_future_skew` ahead of `now`: the caller
+    /// must refuse it (counted as `future_ts`), so no line can move the clock into the future.
+    pub future: bool,
 }
 
 impl Parser {
@@ -37,7 +42,14 @@ impl Parser {
             parsing,
             source: source.to_owned(),
             host: host.to_owned(),
+            max_future_skew: crate::watermark::DEFAULT_MAX_FUTURE_SKEW,
         }
+    }
+
+    /// Sets `[engine] max_future_skew` (the default is [`crate::watermark::DEFAULT_MAX_FUTURE_SKEW`]).
+    pub fn with_future_skew(mut self, skew: std::time::Duration) -> Self {
+        self.max_future_skew = skew;
+        self
     }
 
     pub fn format(&self) -> LineFormat {
@@ -132,9 +144,11 @@ impl Parser {
         for (k, v) in &self.parsing.labels {
             ev.labels.entry(k.clone()).or_insert_with(|| v.clone());
         }
+        let future = crate::watermark::too_far_ahead(ev.ts, now, self.max_future_skew);
         Parsed {
             event: ev,
             unparsed,
+            future,
         }
     }
 }

@@ -86,6 +86,9 @@ pub struct FileTail {
     /// them across all file sources: a batch takes one permit per line and the engine gives
     /// them back once it has applied the batch, so batching never multiplies the queue.
     pub budget: Arc<tokio::sync::Semaphore>,
+    /// This source's part of the watermark: behind while a followed file has bytes not read
+    /// yet, so wall time does not move the engine's clock past a backlog.
+    pub progress: crate::watermark::InputProgress,
 }
 
 /// A file being followed.
@@ -157,6 +160,9 @@ impl FileTail {
             if !state.read_all() {
                 break; // the engine is gone: shutting down
             }
+            // Every followed file was read to its end and every line handed on: caught up
+            // (a file that cannot be read is retried, but does not hold the clock).
+            state.tail.progress.set_behind(false);
             if rescan {
                 state.update_gauges();
             }
@@ -610,6 +616,10 @@ impl TailState {
             if n == 0 {
                 break Ok(());
             }
+            if !grew {
+                // Unread bytes: behind until they are all handed on.
+                self.tail.progress.set_behind(true);
+            }
             grew = true;
             let chunk = &buf[..n];
             let mut start = 0;
@@ -708,6 +718,11 @@ impl TailState {
         if parsed.unparsed {
             stats.unparsed.inc();
             stats.warn_line("unparsed", "line not in the source's format; passed on raw");
+        }
+        if parsed.future {
+            // Consumed (the cursor moves past it) but never handed on.
+            stats.future_ts(parsed.event.ts);
+            return;
         }
         if cut {
             stats.oversize.inc();

@@ -1,0 +1,424 @@
+//! The watermark (README "Time"): a backlog of any age, tailed live, fires exactly what
+//! `incidentctl rules test` fires on the same bytes, also through SIGKILLs; quiet input
+//! still pages by wall time; no event can move the clock into the future; late events are
+//! counted per rule and per input.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::util::{CTL, Rng, TestDaemon, append};
+
+const SSH_RULE: &str = r#"
+[[rule]]
+id = "ssh"
+kind = "threshold"
+threshold = 5
+window = "1m"
+regex = 'Failed password for (?:invalid user )?\S+ from (?P<ip>[0-9a-f.:]+)'
+group_by = ["ip"]
+"#;
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// An auth.log written about four months ago: one line a second, about a third of them
+/// failed passwords from 55 addresses, five attacking at a time (so windows matter: an
+/// address makes about four attempts a minute, around the threshold), the rest noise.
+/// Returns the lines and the year they were written in.
+fn months_old_auth_log(rng: &mut Rng, n: usize) -> (Vec<String>, i32) {
+    let start = time::OffsetDateTime::now_utc() - time::Duration::days(120);
+    let mut out = Vec::with_capacity(n);
+    let mut active: Vec<u64> = (0..5).collect();
+    for i in 0..n {
+        if i % 200 == 0 {
+            active = (0..5).map(|_| rng.below(55)).collect();
+        }
+        let at = start + time::Duration::seconds(i as i64);
+        let stamp = format!(
+            "{} {:>2} {:02}:{:02}:{:02} web-1",
+            MONTHS[at.month() as usize - 1],
+            at.day(),
+            at.hour(),
+            at.minute(),
+            at.second()
+        );
+        let r = rng.below(100);
+        out.push(if r < 33 {
+            let ip = active[rng.below(5) as usize];
+            let user = if rng.below(3) == 0 {
+                format!("invalid user u{}", rng.below(40))
+            } else {
+                "root".to_owned()
+            };
+            format!(
+                "{stamp} sshd[{}]: Failed password for {user} from 203.0.113.{} port {} ssh2",
+                1000 + i % 500,
+                ip + 1,
+                1024 + rng.below(60000)
+            )
+        } else if r < 50 {
+            format!(
+                "{stamp} sshd[{}]: Accepted publickey for deploy from 10.0.0.{} port 50000 ssh2",
+                1000 + i % 500,
+                rng.below(250)
+            )
+        } else {
+            format!(
+                "{stamp} CRON[{}]: pam_unix(cron:session): session opened for user root by (uid=0)",
+                2000 + i % 900
+            )
+        });
+    }
+    (out, start.year())
+}
+
+/// What `incidentctl rules test` fires on `log`: key → sorted (event time, count).
+fn replayed(log: &Path, rules: &Path, year: i32) -> BTreeMap<String, Vec<(String, u64)>> {
+    let out = std::process::Command::new(CTL)
+        .args(["rules", "test"])
+        .arg(log)
+        .arg("--rules")
+        .arg(rules)
+        .args([
+            "--format",
+            "syslog",
+            "--year",
+            &year.to_string(),
+            "-o",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut by_key: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
+    for d in report["detections"].as_array().unwrap() {
+        by_key
+            .entry(d["key"].as_str().unwrap().to_owned())
+            .or_default()
+            .push((
+                d["ts"].as_str().unwrap().to_owned(),
+                d["count"].as_u64().unwrap(),
+            ));
+    }
+    for v in by_key.values_mut() {
+        v.sort();
+    }
+    by_key
+}
+
+/// What the daemon's incidents hold: key → sorted (event time, count) of every detection
+/// entry in their timelines.
+async fn detected(d: &TestDaemon) -> BTreeMap<String, Vec<(String, u64)>> {
+    let mut by_key: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
+    for i in d.real_incidents().await {
+        let timeline = d.get(&format!("/v1/incidents/{}/timeline", i["id"])).await;
+        let entries = timeline["timeline"]
+            .as_array()
+            .or_else(|| timeline.as_array())
+            .cloned()
+            .unwrap_or_default();
+        let list = by_key
+            .entry(i["key"].as_str().unwrap().to_owned())
+            .or_default();
+        for e in entries.iter().filter(|e| e["type"] == "detection") {
+            list.push((
+                e["data"]["event_ts"].as_str().unwrap().to_owned(),
+                e["data"]["count"].as_u64().unwrap(),
+            ));
+        }
+    }
+    for v in by_key.values_mut() {
+        v.sort();
+    }
+    by_key
+}
+
+fn total(m: &BTreeMap<String, Vec<(String, u64)>>) -> usize {
+    m.values().map(Vec::len).sum()
+}
+
+/// Tails a months-old log from its start and, with `kills`, SIGKILLs the daemon at random
+/// moments while it reads the backlog (the last part of the log is written while it is
+/// down); then compares every detection with `rules test` on the same file.
+async fn backlog_equals_replay(kills: usize) {
+    let mut rng = Rng::seeded("backlog");
+    let seed = rng.0;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("auth.log");
+    let (lines, year) = months_old_auth_log(&mut rng, 30_000);
+    // Without kills the whole backlog is there before the daemon first looks; with them,
+    // a fifth of it arrives in pieces while the daemon is down.
+    let mut at = if kills == 0 { lines.len() } else { 24_000 };
+    append(&log, &(lines[..at].join("\n") + "\n"));
+    let config = format!(
+        "checkpoint_interval = \"100ms\"\n[[source.file]]\nid = \"auth\"\npath = \"{}\"\nformat = \"syslog\"\nread_from = \"beginning\"\npoll_interval = \"200ms\"\n",
+        log.display()
+    );
+    let mut d = TestDaemon::prepare(&config, SSH_RULE);
+    d.wait_healthy().await;
+    for k in 0..kills {
+        // Somewhere in the backlog as it is read.
+        tokio::time::sleep(Duration::from_millis(rng.below(400))).await;
+        d.kill9();
+        if at < lines.len() && (k % 2 == 1 || k + 1 == kills) {
+            let n = if k + 1 == kills {
+                lines.len() - at
+            } else {
+                (1 + rng.below(1500) as usize).min(lines.len() - at)
+            };
+            append(&log, &(lines[at..at + n].join("\n") + "\n"));
+            at += n;
+        }
+        d.restart().await;
+    }
+    assert_eq!(at, lines.len());
+    let expected = replayed(&log, &d.rules_dir.join("test.toml"), year);
+    assert!(
+        total(&expected) > 300,
+        "the log should fire often: {expected:?}"
+    );
+    // Caught up: nothing left to read and as many detections as the replay's.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let lag = d.input("auth").await["lag_bytes"].as_u64().unwrap();
+        let n = d
+            .real_incidents()
+            .await
+            .iter()
+            .map(|i| i["detections"].as_u64().unwrap() as usize)
+            .sum::<usize>();
+        if (lag == 0 && n >= total(&expected)) || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A duplicate still in flight would show by now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = detected(&d).await;
+    if got != expected {
+        let mut diff = Vec::new();
+        for k in expected.keys().chain(got.keys()) {
+            if expected.get(k) != got.get(k) && !diff.iter().any(|(x, _, _)| x == k) {
+                diff.push((k.clone(), expected.get(k).cloned(), got.get(k).cloned()));
+            }
+        }
+        panic!(
+            "seed {seed}, {kills} kills: the daemon's detections differ from rules test's on {} keys ({} vs {} detections):\n{diff:#?}\n{}",
+            diff.len(),
+            total(&expected),
+            total(&got),
+            d.log()
+        );
+    }
+    let st = d.get("/v1/status").await;
+    assert_eq!(st["inputs"][0]["future_ts"], 0, "{st}");
+}
+
+#[tokio::test]
+async fn a_months_old_backlog_fires_exactly_what_rules_test_fires() {
+    backlog_equals_replay(0).await;
+}
+
+#[tokio::test]
+async fn a_months_old_backlog_fires_exactly_what_rules_test_fires_through_ten_sigkills() {
+    backlog_equals_replay(10).await;
+}
+
+const HEARTBEAT_RULE: &str = r#"
+[[rule]]
+id = "heartbeat"
+kind = "absence"
+severity = "sev1"
+timeout = "3s"
+where = { kind = "heartbeat" }
+group_by = ["service"]
+"#;
+
+/// A service that stops sending heartbeats fires its absence rule by wall time when nothing
+/// else arrives: with every input caught up, wall time moves the clock.
+#[tokio::test]
+async fn quiet_input_still_pages_by_wall_time() {
+    let d = TestDaemon::start(HEARTBEAT_RULE).await;
+    let beat =
+        |ms: i64| json!({"kind": "heartbeat", "service": "api", "ts": ms}).to_string() + "\n";
+    let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    d.send_raw(beat(now).as_bytes());
+    let started = Instant::now();
+    let inc = d.wait_for_key("heartbeat/api").await;
+    assert_eq!(inc["severity"], "sev1");
+    // Not before the timeout: the clock is wall time, not something an event pushed ahead.
+    assert!(started.elapsed() >= Duration::from_secs(2), "{inc}");
+    let st = d.get("/v1/status").await;
+    assert!(
+        st["watermark"]["wall_advances"].as_u64().unwrap() > 0,
+        "{st}"
+    );
+    assert_eq!(st["watermark"]["inputs_behind"], 0, "{st}");
+}
+
+/// One event stamped in the year 9999 is refused with `future_ts` on the ingest socket, on
+/// `POST /v1/events`, in a file and from a command; no absence rule fires for healthy
+/// services, and the engine's clock stays near wall time.
+#[tokio::test]
+async fn future_times_are_refused_on_every_input_and_never_move_the_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    std::fs::write(
+        &log,
+        "9999-12-31T23:59:59Z far future line\n2020-01-01T00:00:00Z an old line\n",
+    )
+    .unwrap();
+    let config = format!(
+        r#"[[source.file]]
+id = "app"
+path = "{}"
+format = "raw"
+read_from = "beginning"
+poll_interval = "200ms"
+[[source.exec]]
+id = "cmd"
+command = ["/bin/sh", "-c", "echo '{{\"kind\":\"x\",\"ts\":\"9999-12-31T23:59:59Z\"}}'; sleep 60"]
+format = "json"
+"#,
+        log.display()
+    );
+    let d = TestDaemon::prepare(&config, &HEARTBEAT_RULE.replace("\"3s\"", "\"20s\""));
+    d.wait_healthy().await;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    // A healthy service beats every 500 ms throughout.
+    let future = r#"{"kind":"heartbeat","service":"db","ts":"9999-12-31T23:59:59Z"}"#;
+    d.send_raw(
+        format!(
+            "{}\n{future}\n",
+            json!({"kind":"heartbeat","service":"api","ts": now})
+        )
+        .as_bytes(),
+    );
+    let answer = d.post_ndjson(format!("{future}\n")).await;
+    assert_eq!(answer["accepted"], 0, "{answer}");
+    let why = answer["rejected"][0]["error"].as_str().unwrap();
+    assert!(why.contains("skew"), "{answer}");
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+        d.send_raw(
+            (json!({"kind":"heartbeat","service":"api","ts": now}).to_string() + "\n").as_bytes(),
+        );
+    }
+    let st = d
+        .wait_input("app", |s| s["future_ts"] == 1 && s["events"] == 1)
+        .await;
+    assert_eq!(st["future_ts"], 1, "{st}");
+    d.wait_input("cmd", |s| s["future_ts"] == 1).await;
+    let st = d.get("/v1/status").await;
+    let ingest = st["sources"].as_array().unwrap();
+    assert_eq!(ingest[0]["rejected"]["future_ts"], 1, "{st}");
+    assert_eq!(ingest[1]["rejected"]["future_ts"], 1, "{st}");
+    // The clock is near wall time, not in 9999.
+    let clock = st["watermark"]["clock"].as_str().unwrap();
+    assert!(clock.starts_with("20"), "{st}");
+    // The healthy service never went quiet.
+    assert!(
+        d.real_incidents().await.is_empty(),
+        "{:?}",
+        d.real_incidents().await
+    );
+    assert!(d.log().contains("future_ts"), "{}", d.log());
+}
+
+/// A checkpointed clock ahead of wall time (saved under a generous skew) is pulled back at
+/// start, said in the log and in `/v1/status`, and fires nothing.
+#[tokio::test]
+async fn a_checkpointed_clock_in_the_future_is_pulled_back_at_start() {
+    let mut d = TestDaemon::prepare(
+        "checkpoint_interval = \"100ms\"\n[engine]\nmax_future_skew = \"99years\"\n",
+        HEARTBEAT_RULE,
+    );
+    d.wait_healthy().await;
+    // Sixty years ahead: accepted under this skew.
+    let ahead = time::OffsetDateTime::now_utc().unix_timestamp() * 1000 + 60 * 365 * 86_400_000;
+    d.send_and_settle(&[json!({"kind":"heartbeat","service":"db","ts": ahead}).to_string()])
+        .await;
+    let st = d.get("/v1/status").await;
+    assert!(
+        st["watermark"]["clock"]
+            .as_str()
+            .unwrap()
+            .starts_with("208"),
+        "{st}"
+    );
+    d.stop();
+    // Back to the default skew of five minutes.
+    let text = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(&d.config, text.replace("max_future_skew = \"99years\"", "")).unwrap();
+    d.restart().await;
+    let st = d.get("/v1/status").await;
+    let why = st["watermark"]["pulled_back"].as_str().unwrap_or_default();
+    assert!(why.contains("208"), "{st}");
+    assert!(
+        st["watermark"]["clock"].as_str().unwrap().starts_with("20"),
+        "{st}"
+    );
+    assert!(
+        !st["watermark"]["clock"]
+            .as_str()
+            .unwrap()
+            .starts_with("208"),
+        "{st}"
+    );
+    assert!(d.log().contains("pulled back"), "{}", d.log());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(d.real_incidents().await.is_empty());
+}
+
+const LATE_RULE: &str = r#"
+[[rule]]
+id = "errors"
+kind = "threshold"
+threshold = 2
+window = "10s"
+allowed_lateness = "30s"
+where = { kind = "error" }
+group_by = ["service"]
+"#;
+
+/// `allowed_lateness` is measured against the watermark: an event further behind it than
+/// that is dropped, counted for the rule (`/v1/rules`) and for its input (`/v1/status`).
+#[tokio::test]
+async fn late_events_are_counted_per_rule_and_per_input() {
+    let d = TestDaemon::start(LATE_RULE).await;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    let ev = |ms: i64| json!({"kind":"error","service":"api","ts": ms}).to_string();
+    d.send_and_settle(&[ev(now), ev(now - 120_000), ev(now - 5_000)])
+        .await;
+    let rules: Value = d.get("/v1/rules").await;
+    let rule = rules
+        .as_array()
+        .or_else(|| rules["rules"].as_array())
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "errors")
+        .cloned()
+        .unwrap();
+    assert_eq!(rule["late"], 1, "{rules}");
+    // The one within the lateness counted: two errors fired.
+    d.wait_for_key("errors/api").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let st = d.get("/v1/status").await;
+        if st["watermark"]["late_by_input"]["ingest"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{st}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
