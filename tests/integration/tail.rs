@@ -480,3 +480,46 @@ async fn a_quiet_file_keeps_its_place_across_restarts() {
     expect_exactly(&d, &[4].into()).await;
     assert_eq!(d.input("app").await["lines"], 1);
 }
+
+/// Only regular files are tailed: a path that is a symlink into /proc, a FIFO, or a
+/// directory is refused with `last_error` and never read (a /proc file would read as
+/// truncated on every poll); once the path is a regular file again it is followed.
+#[tokio::test]
+async fn only_regular_files_are_tailed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.log");
+    std::os::unix::fs::symlink("/proc/self/status", &path).unwrap();
+    let d = start_with(&file_source(path.to_str().unwrap(), ""), LINE_RULE).await;
+    let st = d
+        .wait_input("app", |s| {
+            s["last_error"].as_str().unwrap_or("").contains("/proc")
+        })
+        .await;
+    let first_errors = st["errors"].as_u64().unwrap();
+    // Several polls later: nothing read, no truncation loop, said once.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let st = d.input("app").await;
+    assert_eq!(st["lines"], 0, "{st}");
+    assert_eq!(st["truncations"], 0, "{st}");
+    assert_eq!(st["errors"].as_u64().unwrap(), first_errors, "{st}");
+
+    std::fs::remove_file(&path).unwrap();
+    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    d.wait_input("app", |s| {
+        s["last_error"].as_str().unwrap_or("").contains("FIFO")
+    })
+    .await;
+    std::fs::remove_file(&path).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    d.wait_input("app", |s| {
+        s["last_error"].as_str().unwrap_or("").contains("directory")
+    })
+    .await;
+    // Still answering: nothing blocked on the FIFO.
+    assert_eq!(d.get("/v1/health").await["status"], "ok");
+
+    std::fs::remove_dir(&path).unwrap();
+    append(&path, &lines(1..=3));
+    expect_exactly(&d, &(1..=3).collect()).await;
+    assert_eq!(d.input("app").await["lines"], 3);
+}

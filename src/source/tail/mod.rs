@@ -147,6 +147,7 @@ impl FileTail {
             watcher,
             first_scan: true,
             buf: vec![0u8; READ_BYTES],
+            refused: BTreeMap::new(),
         };
         tracing::info!(source = %state.tail.config.id, path = %state.tail.config.path, "following files");
         let poll = state.tail.config.poll_interval;
@@ -213,6 +214,9 @@ struct TailState {
     watcher: Option<notify::RecommendedWatcher>,
     first_scan: bool,
     buf: Vec<u8>,
+    /// Paths the glob matched that are not regular files (or lie under /proc or /sys), with
+    /// why: refused, and said once until the reason changes.
+    refused: BTreeMap<PathBuf, String>,
 }
 
 impl TailState {
@@ -225,6 +229,7 @@ impl TailState {
     fn scan(&mut self) {
         let pattern = self.tail.config.path.clone();
         let mut found: BTreeMap<PathBuf, (FileId, std::fs::Metadata)> = BTreeMap::new();
+        let mut refused: BTreeMap<PathBuf, String> = BTreeMap::new();
         match glob::glob(&pattern) {
             Ok(paths) => {
                 for p in paths {
@@ -239,10 +244,18 @@ impl TailState {
                     };
                     // Follows symlinks: the identity is the target's.
                     match std::fs::metadata(&p) {
-                        Ok(m) if m.is_file() => {
-                            found.insert(p, (FileId::of(&m), m));
-                        }
-                        Ok(_) => {}
+                        Ok(m) => match not_followable(&p, &m) {
+                            None => {
+                                found.insert(p, (FileId::of(&m), m));
+                            }
+                            // Said once per path and reason.
+                            Some(why) => {
+                                if self.refused.get(&p) != Some(&why) {
+                                    self.tail.stats.error("not tailed", &why);
+                                }
+                                refused.insert(p, why);
+                            }
+                        },
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                         Err(e) => self
                             .tail
@@ -253,6 +266,7 @@ impl TailState {
             }
             Err(e) => self.tail.stats.error("invalid glob", &e),
         }
+        self.refused = refused;
         self.watch_folders(&found);
 
         // Files that left their path: rotated away (another inode there now) or deleted.
@@ -303,7 +317,7 @@ impl TailState {
             if self.followed.iter().any(|f| f.id == id) {
                 continue;
             }
-            let file = match File::open(&path) {
+            let file = match open_regular(&path) {
                 Ok(f) => f,
                 Err(e) => {
                     self.tail
@@ -763,6 +777,64 @@ impl TailState {
             .sum();
         self.tail.stats.lag_bytes.set(lag);
     }
+}
+
+/// Why a path the glob matched is not followed: only regular files are tailed, and nothing
+/// under /proc or /sys (their files claim a size of 0 and change on every read, so a tail
+/// would take each read for a truncation and read them again forever).
+fn not_followable(path: &Path, meta: &std::fs::Metadata) -> Option<String> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    let what = if t.is_file() {
+        None
+    } else if t.is_dir() {
+        Some("a directory")
+    } else if t.is_fifo() {
+        Some("a FIFO")
+    } else if t.is_char_device() || t.is_block_device() {
+        Some("a device")
+    } else if t.is_socket() {
+        Some("a socket")
+    } else {
+        Some("not a regular file")
+    };
+    if let Some(what) = what {
+        return Some(format!(
+            "{} is {what}; only regular files are tailed",
+            path.display()
+        ));
+    }
+    match std::fs::canonicalize(path) {
+        Ok(real) if real.starts_with("/proc") || real.starts_with("/sys") => Some(format!(
+            "{} resolves to {}, under /proc or /sys; such files are never tailed",
+            path.display(),
+            real.display()
+        )),
+        _ => None,
+    }
+}
+
+/// Opens a file to follow without blocking (a path swapped for a FIFO since it was looked
+/// at would block an ordinary open), and makes sure what was opened is a regular file on a
+/// real file system.
+fn open_regular(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("it is no longer a regular file"));
+    }
+    if let Ok(fs) = nix::sys::statfs::fstatfs(&file) {
+        let t = fs.filesystem_type();
+        if t == nix::sys::statfs::PROC_SUPER_MAGIC || t == nix::sys::statfs::SYSFS_MAGIC {
+            return Err(std::io::Error::other(
+                "it lies on /proc or /sys, whose files are never tailed",
+            ));
+        }
+    }
+    Ok(file)
 }
 
 enum ReadError {
