@@ -295,9 +295,37 @@ pub async fn run(
     }
     telemetry.watermark.set_clock(rules_engine.now());
     let backlog = crate::watermark::Backlog::new();
+    // Registered before the engine's first tick: until each has looked at its data, wall
+    // time must not move the clock over a restored backlog.
+    let mut tail_progress: std::collections::VecDeque<_> = config
+        .sources
+        .file
+        .iter()
+        .map(|_| backlog.input())
+        .collect();
+    let mut journal_progress: std::collections::VecDeque<_> = config
+        .sources
+        .journald
+        .iter()
+        .map(|_| backlog.input())
+        .collect();
     // File sources resume where the checkpoint's cursors say.
     let known_sources: Vec<String> = rules_engine.tail_sources().to_vec();
     let mut cursors = crate::source::tail::cursors_by_source(rules_engine.tail_cursors());
+    let journal_cursors: Vec<Option<String>> = config
+        .sources
+        .journald
+        .iter()
+        .map(|j| rules_engine.journal_cursor(&j.id).map(str::to_owned))
+        .collect();
+    rules_engine.set_journal_sources(
+        &config
+            .sources
+            .journald
+            .iter()
+            .map(|j| j.id.clone())
+            .collect::<Vec<_>>(),
+    );
     rules_engine.set_tail_sources(config.sources.file.iter().map(|f| f.id.clone()).collect());
     running.spawn(
         &tracker,
@@ -331,13 +359,28 @@ pub async fn run(
             restored: cursors.remove(&fc.id).unwrap_or_default(),
             known: known_sources.contains(&fc.id),
             budget: tail_budget.clone(),
-            progress: backlog.input(),
+            progress: tail_progress.pop_front().unwrap_or_else(|| backlog.input()),
             config: fc.clone(),
         };
         let token = sources_token.clone();
         running.spawn_blocking(&tracker, "file tail", move || tail.run(token));
     }
 
+    for (jc, cursor) in config.sources.journald.iter().zip(journal_cursors) {
+        let src = crate::source::journald::JournaldSource {
+            parser: crate::source::parse::Parser::new(jc.parsing(), &jc.id, &host)
+                .with_future_skew(config.engine.max_future_skew),
+            events: events_tx.clone(),
+            stats: telemetry.source(&jc.id, "journald"),
+            clock: clock.clone(),
+            cursor,
+            progress: journal_progress
+                .pop_front()
+                .unwrap_or_else(|| backlog.input()),
+            config: jc.clone(),
+        };
+        running.spawn(&tracker, "journald source", src.run(sources_token.clone()));
+    }
     for sc in &config.sources.syslog {
         let path = config.daemon.runtime_dir.join(&sc.socket);
         let socket = crate::source::syslog::bind(&path, sc.socket_mode)
@@ -384,6 +427,12 @@ pub async fn run(
         }
     }
 
+    // Every input that can be behind is registered by now: until the engine's first tick,
+    // the status shows them all as behind.
+    telemetry
+        .watermark
+        .inputs_behind
+        .set(backlog.behind() as u64);
     let ingest = IngestSocket {
         listener: ingest_listener,
         max_line_bytes: config.ingest.max_line_bytes,

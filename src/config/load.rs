@@ -685,7 +685,7 @@ impl<'a> File<'a> {
         let DeValue::Table(kinds) = v.get_ref() else {
             errors.push(self.error_at(
                 v.span().start,
-                "`source` holds [[source.file]], [[source.syslog]], [[source.exec]] and [[source.probe]] tables".into(),
+                "`source` holds [[source.file]], [[source.journald]], [[source.syslog]], [[source.exec]] and [[source.probe]] tables".into(),
             ));
             return;
         };
@@ -730,6 +730,15 @@ impl<'a> File<'a> {
                             out.file.push(s);
                             id
                         }),
+                    "journald" => self
+                        .value::<source::JournaldSourceConfig>(item, errors)
+                        .map(|mut s| {
+                            problems = s.problems();
+                            s.directory = s.directory.map(|d| base.join(d));
+                            let id = s.id.clone();
+                            out.journald.push(s);
+                            id
+                        }),
                     "syslog" => self
                         .value::<source::SyslogSourceConfig>(item, errors)
                         .map(|s| {
@@ -761,7 +770,7 @@ impl<'a> File<'a> {
                     other => {
                         errors.push(self.error_at(
                             kind.span().start,
-                            format!("unknown source kind `{other}` (expected file, syslog, exec or probe)"),
+                            format!("unknown source kind `{other}` (expected file, journald, syslog, exec or probe)"),
                         ));
                         break;
                     }

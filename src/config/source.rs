@@ -1,4 +1,5 @@
-//! `[[source.file]]`, `[[source.syslog]]`, `[[source.exec]]` and `[[source.probe]]` tables.
+//! `[[source.file]]`, `[[source.journald]]`, `[[source.syslog]]`, `[[source.exec]]` and
+//! `[[source.probe]]` tables.
 //!
 //! Every source has an `id` (unique across all sources: it names the source in events,
 //! `/v1/status` and checkpoints). Line sources share the parsing keys of [`Parsing`].
@@ -15,6 +16,7 @@ use super::de::{Pattern, octal_mode, positive_duration};
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SourcesConfig {
     pub file: Vec<FileSourceConfig>,
+    pub journald: Vec<JournaldSourceConfig>,
     pub syslog: Vec<SyslogSourceConfig>,
     pub exec: Vec<ExecSourceConfig>,
     pub probe: Vec<ProbeSourceConfig>,
@@ -24,10 +26,11 @@ impl SourcesConfig {
     /// Every source id with its table name, in config order.
     pub fn ids(&self) -> impl Iterator<Item = (&'static str, &str)> {
         let f = self.file.iter().map(|s| ("file", s.id.as_str()));
+        let j = self.journald.iter().map(|s| ("journald", s.id.as_str()));
         let y = self.syslog.iter().map(|s| ("syslog", s.id.as_str()));
         let e = self.exec.iter().map(|s| ("exec", s.id.as_str()));
         let p = self.probe.iter().map(|s| ("probe", s.id.as_str()));
-        f.chain(y).chain(e).chain(p)
+        f.chain(j).chain(y).chain(e).chain(p)
     }
 }
 
@@ -140,6 +143,92 @@ macro_rules! parsing_of {
 }
 
 parsing_of!(FileSourceConfig);
+
+/// `[[source.journald]]`: the systemd journal (or a journal folder), read with `journalctl`,
+/// its cursor checkpointed with the rule windows so nothing is read twice or lost across
+/// restarts.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JournaldSourceConfig {
+    pub id: String,
+    /// A journal folder (`journalctl --directory`); the system journal when unset.
+    #[serde(default)]
+    pub directory: Option<PathBuf>,
+    /// Units whose entries are read (`_SYSTEMD_UNIT`; `ssh` means `ssh.service`); any of them.
+    #[serde(default)]
+    pub units: Vec<String>,
+    /// Syslog identifiers whose entries are read (`SYSLOG_IDENTIFIER`); any of them. With
+    /// `units` too, an entry must match both lists.
+    #[serde(default)]
+    pub identifiers: Vec<String>,
+    /// Entries at this priority or more urgent: a name (`emerg` … `debug`), a number 0–7, or
+    /// a range `FROM..TO`.
+    #[serde(default)]
+    pub priority: Option<String>,
+    /// With no checkpointed cursor: the journal's end (only new entries) or its beginning.
+    #[serde(default)]
+    pub read_from: ReadFrom,
+    /// How often the journal is read for new entries.
+    #[serde(default = "one_second", deserialize_with = "positive_duration")]
+    pub poll_interval: Duration,
+    /// The `journalctl` program.
+    #[serde(default = "default_journalctl")]
+    pub journalctl: PathBuf,
+    #[serde(default = "default_kind")]
+    pub kind: String,
+    #[serde(default)]
+    pub service: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+fn default_journalctl() -> PathBuf {
+    PathBuf::from("journalctl")
+}
+
+impl JournaldSourceConfig {
+    pub fn parsing(&self) -> Parsing {
+        Parsing {
+            format: LineFormat::Journald,
+            pattern: None,
+            kind: self.kind.clone(),
+            service: self.service.clone(),
+            labels: self.labels.clone(),
+        }
+    }
+
+    /// Problems with the table's own keys, for the loader to place at file:line.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if let Some(p) = &self.priority {
+            let ok = |s: &str| {
+                s.parse::<u8>().is_ok_and(|n| n <= 7)
+                    || [
+                        "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
+                    ]
+                    .contains(&s)
+            };
+            let valid = match p.split_once("..") {
+                Some((a, b)) => ok(a) && ok(b),
+                None => ok(p),
+            };
+            if !valid {
+                out.push((
+                    "priority",
+                    format!(
+                        "invalid priority `{p}` (a name emerg..debug, a number 0-7, or a range FROM..TO)"
+                    ),
+                ));
+            }
+        }
+        for (key, list) in [("units", &self.units), ("identifiers", &self.identifiers)] {
+            if list.iter().any(|u| u.is_empty() || u.starts_with('-')) {
+                out.push((key, "names may not be empty or begin with '-'".into()));
+            }
+        }
+        out
+    }
+}
 
 /// `[[source.syslog]]`
 #[derive(Clone, Debug, Deserialize, PartialEq)]

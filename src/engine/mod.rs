@@ -119,12 +119,44 @@ pub enum Input {
     },
     /// A file the tail has finished with (drained after rotation or deletion).
     TailDone { source: String, id: FileId },
+    /// Entries of a journald source up to `cursor`, which is recorded once they are
+    /// applied (so it is checkpointed together with the windows they fed).
+    Journal {
+        source: String,
+        entries: Vec<(JournalPos, Event)>,
+        /// The journal's cursor of the last entry.
+        cursor: String,
+        read_at: std::time::Instant,
+    },
     /// A detection from a detector plugin, for the rule(s) bound to it.
     Plugin {
         plugin: String,
         detection: PluginDetection,
     },
 }
+
+/// A journal entry's place: its sequence-number id (the first 64 bits) and number, which
+/// give detections from it an idempotency id as a file line's offset does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalPos {
+    pub seq_id: u64,
+    pub seqnum: u64,
+}
+
+/// Where a journald source had read to: the cursor of the last entry applied, and per
+/// sequence-number id the next number (what a checkpoint covers).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct JournalCursor {
+    pub cursor: String,
+    /// (sequence-number id, next number), most recently used last; a few at most.
+    pub next: Vec<(u64, u64)>,
+}
+
+/// The `ino` of journal entries' origins ([`Origin::Line`] with `dev` = sequence-number id
+/// and `offset` = sequence number): no file has it.
+pub const JOURNAL_INO: u64 = u64::MAX;
+/// Sequence-number ids remembered per journald source.
+const JOURNAL_SEQ_IDS: usize = 8;
 
 /// A plugin's `{"type":"detection",…}` line (protocol 1).
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, Serialize)]
@@ -186,6 +218,9 @@ struct Checkpoint<R> {
     /// The file sources configured when the checkpoint was taken.
     #[serde(default)]
     tail_sources: Vec<String>,
+    /// Where each journald source had read to.
+    #[serde(default)]
+    journals: BTreeMap<String, JournalCursor>,
 }
 
 const CHECKPOINT_VERSION: u32 = 2;
@@ -228,6 +263,8 @@ pub struct Engine {
     tails: BTreeMap<(String, FileId), TailCursor>,
     /// File sources configured now (saved with the cursors).
     tail_sources: Vec<String>,
+    /// How far each journald source's entries have been applied.
+    journals: BTreeMap<String, JournalCursor>,
     /// Files truncated since the last checkpoint message.
     reset_files: Vec<(String, FileId)>,
     /// Files finished since the last checkpoint message.
@@ -260,6 +297,7 @@ impl Engine {
             now: Timestamp(i64::MIN),
             tails: BTreeMap::new(),
             tail_sources: Vec::new(),
+            journals: BTreeMap::new(),
             reset_files: Vec::new(),
             done_files: Vec::new(),
             late_inputs: BTreeMap::new(),
@@ -415,6 +453,40 @@ impl Engine {
                 self.done_files.push((source.clone(), *id));
                 false
             }
+            Input::Journal {
+                source,
+                entries,
+                cursor,
+                ..
+            } => {
+                for (pos, ev) in entries {
+                    let before = out.len();
+                    self.on_event(ev, out);
+                    for d in &mut out[before..] {
+                        if d.origin.is_none() {
+                            d.origin = Some(Origin::Line {
+                                source: source.clone(),
+                                dev: pos.seq_id,
+                                ino: JOURNAL_INO,
+                                offset: pos.seqnum,
+                            });
+                        }
+                    }
+                }
+                let j = self.journals.entry(source.clone()).or_default();
+                for (pos, _) in entries {
+                    let next = match j.next.iter().position(|(id, _)| *id == pos.seq_id) {
+                        Some(i) => j.next.remove(i).1.max(pos.seqnum + 1),
+                        None => pos.seqnum + 1,
+                    };
+                    j.next.push((pos.seq_id, next));
+                    if j.next.len() > JOURNAL_SEQ_IDS {
+                        j.next.remove(0);
+                    }
+                }
+                j.cursor.clone_from(cursor);
+                false
+            }
             Input::Plugin { plugin, detection } => {
                 if let Err(e) = self.on_plugin(plugin, detection, out)
                     && let Some(suppressed) = self.plugin_warn.allow()
@@ -496,6 +568,16 @@ impl Engine {
         &self.tail_sources
     }
 
+    /// The cursor a journald source resumes after, from the restored checkpoint.
+    pub fn journal_cursor(&self, source: &str) -> Option<&str> {
+        self.journals.get(source).map(|j| j.cursor.as_str())
+    }
+
+    /// Sets the journald sources configured now; cursors of other sources are dropped.
+    pub fn set_journal_sources(&mut self, ids: &[String]) {
+        self.journals.retain(|s, _| ids.contains(s));
+    }
+
     /// Sets the file sources configured now; cursors of other sources are dropped.
     pub fn set_tail_sources(&mut self, ids: Vec<String>) {
         self.tails.retain(|(s, _), _| ids.contains(s));
@@ -554,6 +636,7 @@ impl Engine {
                 .collect(),
             tails: self.tails.values().cloned().collect(),
             tail_sources: self.tail_sources.clone(),
+            journals: self.journals.clone(),
         };
         // Plain data with string keys: serializing to JSON cannot fail.
         serde_json::to_vec(&cp).unwrap_or_default()
@@ -566,6 +649,11 @@ impl Engine {
                 .tails
                 .values()
                 .map(|c| (c.source.clone(), c.id.dev, c.id.ino, c.offset))
+                .chain(self.journals.iter().flat_map(|(s, j)| {
+                    j.next
+                        .iter()
+                        .map(move |(id, next)| (s.clone(), *id, JOURNAL_INO, *next))
+                }))
                 .collect(),
             reset: self
                 .reset_files
@@ -597,6 +685,7 @@ impl Engine {
         }
         self.tails = cp.tails.into_iter().map(|c| (c.key(), c)).collect();
         self.tail_sources = cp.tail_sources;
+        self.journals = cp.journals;
         let mut saved: BTreeMap<String, RuleState> =
             cp.rules.into_iter().map(|r| (r.id.clone(), r)).collect();
         let mut restored = 0;

@@ -83,12 +83,15 @@ pub async fn run(
                 telemetry.engine_events.add(match &input {
                     Input::Event(..) => 1,
                     Input::Tail { lines, .. } => lines.len() as u64,
+                    Input::Journal { entries, .. } => entries.len() as u64,
                     Input::TailDone { .. } | Input::Plugin { .. } => 0,
                 });
                 let checkpoint_now = engine.on_input(&input, &mut out);
                 telemetry.watermark.set_clock(engine.now());
                 let arrived = match &input {
-                    Input::Event(_, at) | Input::Tail { read_at: at, .. } => Some(*at),
+                    Input::Event(_, at)
+                    | Input::Tail { read_at: at, .. }
+                    | Input::Journal { read_at: at, .. } => Some(*at),
                     Input::TailDone { .. } | Input::Plugin { .. } => None,
                 };
                 feeds.offer(&input);

@@ -4,11 +4,12 @@
 //!
 //! The ingest socket ([`socket`]) and `POST /v1/events` (in [`crate::api`]) take NDJSON
 //! events; the configured sources read what a host already writes: file tails ([`tail`]),
-//! a syslog datagram socket ([`syslog`]), commands ([`exec`]) and host probes ([`probe`]).
+//! the systemd journal ([`journald`]), a syslog datagram socket ([`syslog`]), commands ([`exec`]) and host probes ([`probe`]).
 //! [`parse`] turns their lines into events; [`lines`] is the shared line reader with its
 //! length limit.
 
 pub mod exec;
+pub mod journald;
 pub mod lines;
 pub mod parse;
 pub mod probe;

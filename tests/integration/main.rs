@@ -7,6 +7,7 @@ mod correlation;
 mod daemon;
 mod durability;
 mod ingest;
+mod journald;
 mod lifecycle;
 mod notify;
 mod plugins;
