@@ -229,6 +229,11 @@ async fn backlog_equals_replay(kills: usize) {
     }
     let st = d.get("/v1/status").await;
     assert_eq!(st["inputs"][0]["future_ts"], 0, "{st}");
+    eprintln!(
+        "{at} lines from {start}, {kills} kills: {} detections over {} keys, the same in the daemon and in rules test",
+        total(&got),
+        got.len()
+    );
 }
 
 #[tokio::test]
@@ -273,9 +278,9 @@ async fn quiet_input_still_pages_by_wall_time() {
     assert_eq!(st["watermark"]["inputs_behind"], 0, "{st}");
 }
 
-/// One event stamped in the year 9999 is refused with `future_ts` on the ingest socket, on
-/// `POST /v1/events`, in a file and from a command; no absence rule fires for healthy
-/// services, and the engine's clock stays near wall time.
+/// One event stamped in the year 9999 is refused with `future_ts` on every input: the
+/// ingest socket, `POST /v1/events`, a file, a syslog datagram, a command and a plugin; no
+/// absence rule fires for healthy services, and the engine's clock stays near wall time.
 #[tokio::test]
 async fn future_times_are_refused_on_every_input_and_never_move_the_clock() {
     let dir = tempfile::tempdir().unwrap();
@@ -296,13 +301,38 @@ poll_interval = "200ms"
 id = "cmd"
 command = ["/bin/sh", "-c", "echo '{{\"kind\":\"x\",\"ts\":\"9999-12-31T23:59:59Z\"}}'; sleep 60"]
 format = "json"
+[[source.syslog]]
+id = "sys"
+socket = "syslog.sock"
+[[plugin]]
+name = "future"
 "#,
         log.display()
     );
-    let d = TestDaemon::prepare(&config, &HEARTBEAT_RULE.replace("\"3s\"", "\"20s\""));
+    let d = TestDaemon::prepare_with(
+        &config,
+        &HEARTBEAT_RULE.replace("\"3s\"", "\"20s\""),
+        &[],
+        |root| {
+            let p = root.join("plugins/future");
+            std::fs::create_dir_all(&p).unwrap();
+            std::fs::write(
+                p.join("plugin.toml"),
+                "name = \"future\"\nkind = \"source\"\ncommand = [\"sh\", \"future.sh\"]\n",
+            )
+            .unwrap();
+            std::fs::write(
+                p.join("future.sh"),
+                r#"echo '{"type":"hello","name":"future","protocol":1}'
+echo '{"type":"event","event":{"kind":"heartbeat","service":"db","ts":"9999-12-31T23:59:59Z"}}'
+exec sleep 60
+"#,
+            )
+            .unwrap();
+        },
+    );
     d.wait_healthy().await;
     let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
-    // A healthy service beats every 500 ms throughout.
     let future = r#"{"kind":"heartbeat","service":"db","ts":"9999-12-31T23:59:59Z"}"#;
     d.send_raw(
         format!(
@@ -315,7 +345,15 @@ format = "json"
     assert_eq!(answer["accepted"], 0, "{answer}");
     let why = answer["rejected"][0]["error"].as_str().unwrap();
     assert!(why.contains("skew"), "{answer}");
-    for _ in 0..6 {
+    let syslog = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    syslog
+        .send_to(
+            b"<34>1 9999-12-31T23:59:59Z web-1 sshd 42 - - far future datagram",
+            d.run.join("syslog.sock"),
+        )
+        .unwrap();
+    // A healthy service beats throughout.
+    for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
         d.send_raw(
@@ -327,19 +365,22 @@ format = "json"
         .await;
     assert_eq!(st["future_ts"], 1, "{st}");
     d.wait_input("cmd", |s| s["future_ts"] == 1).await;
+    d.wait_input("sys", |s| s["future_ts"] == 1).await;
     let st = d.get("/v1/status").await;
     let ingest = st["sources"].as_array().unwrap();
     assert_eq!(ingest[0]["rejected"]["future_ts"], 1, "{st}");
     assert_eq!(ingest[1]["rejected"]["future_ts"], 1, "{st}");
+    let plugin = &st["plugins"][0];
+    assert_eq!(plugin["events_emitted"], 0, "{st}");
+    assert!(
+        plugin["last_error"].as_str().unwrap_or("").contains("skew"),
+        "{st}"
+    );
     // The clock is near wall time, not in 9999.
     let clock = st["watermark"]["clock"].as_str().unwrap();
     assert!(clock.starts_with("20"), "{st}");
-    // The healthy service never went quiet.
-    assert!(
-        d.real_incidents().await.is_empty(),
-        "{:?}",
-        d.real_incidents().await
-    );
+    // The healthy service never went quiet, and no "db" group was ever made.
+    assert!(d.real_incidents().await.is_empty(), "{:?}", d.real_incidents().await);
     assert!(d.log().contains("future_ts"), "{}", d.log());
 }
 
@@ -429,4 +470,39 @@ async fn late_events_are_counted_per_rule_and_per_input() {
         assert!(Instant::now() < deadline, "{st}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A timer detection keeps its id across a crash: an absence that fired by wall time after
+/// the last checkpoint fires again from the restored state after SIGKILL, and is recognised
+/// as applied (same rule, group and due time), so the incident keeps one detection.
+#[tokio::test]
+async fn a_timer_detection_keeps_its_id_across_sigkill() {
+    let mut d = TestDaemon::prepare(
+        "checkpoint_interval = \"3s\"\n",
+        &HEARTBEAT_RULE.replace("\"3s\"", "\"4s\""),
+    );
+    d.wait_healthy().await;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    d.send_raw((json!({"kind":"heartbeat","service":"api","ts": now}).to_string() + "\n").as_bytes());
+    let inc = d.wait_for_key("heartbeat/api").await;
+    // Fired by wall time after the checkpoint that holds the heartbeat, before the next one.
+    d.kill9();
+    d.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = d.get("/v1/status").await;
+        if st["engine"]["detections_replayed"].as_u64().unwrap() >= 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restored timer did not fire again (checkpoint after the fire?)\n{st}\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = d.real_incidents().await;
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0]["id"], inc["id"]);
+    assert_eq!(after[0]["detections"], 1, "{after:?}");
 }
