@@ -380,7 +380,11 @@ exec sleep 60
     let clock = st["watermark"]["clock"].as_str().unwrap();
     assert!(clock.starts_with("20"), "{st}");
     // The healthy service never went quiet, and no "db" group was ever made.
-    assert!(d.real_incidents().await.is_empty(), "{:?}", d.real_incidents().await);
+    assert!(
+        d.real_incidents().await.is_empty(),
+        "{:?}",
+        d.real_incidents().await
+    );
     assert!(d.log().contains("future_ts"), "{}", d.log());
 }
 
@@ -483,7 +487,9 @@ async fn a_timer_detection_keeps_its_id_across_sigkill() {
     );
     d.wait_healthy().await;
     let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
-    d.send_raw((json!({"kind":"heartbeat","service":"api","ts": now}).to_string() + "\n").as_bytes());
+    d.send_raw(
+        (json!({"kind":"heartbeat","service":"api","ts": now}).to_string() + "\n").as_bytes(),
+    );
     let inc = d.wait_for_key("heartbeat/api").await;
     // Fired by wall time after the checkpoint that holds the heartbeat, before the next one.
     d.kill9();
