@@ -182,6 +182,48 @@ fn claim_socket_path(path: &Path) -> Result<(), DaemonError> {
     }
 }
 
+/// Makes the state folder private whatever the umask: the folder and every folder in it 0700,
+/// every file 0600. Returns how many modes were tightened (files sled makes later sit inside
+/// the private folder).
+fn make_private(dir: &Path) -> std::io::Result<usize> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut tightened = 0;
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&d)?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))?;
+            tightened += 1;
+        }
+        for entry in std::fs::read_dir(&d)? {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else if meta.is_file() && meta.permissions().mode() & 0o077 != 0 {
+                let mode = meta.permissions().mode() & 0o700;
+                std::fs::set_permissions(
+                    entry.path(),
+                    std::fs::Permissions::from_mode(mode | 0o600),
+                )?;
+                tightened += 1;
+            }
+        }
+    }
+    Ok(tightened)
+}
+
+/// Gives a socket the group `name` (`[ingest] socket_group`).
+fn set_group(path: &Path, name: &str) -> Result<(), DaemonError> {
+    let group = nix::unistd::Group::from_name(name)
+        .map_err(std::io::Error::from)
+        .and_then(|g| g.ok_or_else(|| std::io::Error::other(format!("no group named `{name}`"))))
+        .map_err(io_err("find the socket group for", path))?;
+    nix::unistd::chown(path, None, Some(group.gid))
+        .map_err(std::io::Error::from)
+        .map_err(io_err("set the group of", path))
+}
+
 fn bind(path: &Path, mode: u32) -> Result<UnixListener, DaemonError> {
     let l = UnixListener::bind(path).map_err(io_err("bind socket", path))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
@@ -199,8 +241,19 @@ pub async fn run(
     let telemetry = Arc::new(Telemetry::default());
     let host: Arc<str> = crate::event::local_hostname().into();
 
-    for dir in [&config.daemon.state_dir, &config.daemon.runtime_dir] {
-        std::fs::create_dir_all(dir).map_err(io_err("create folder", dir))?;
+    std::fs::create_dir_all(&config.daemon.runtime_dir)
+        .map_err(io_err("create folder", &config.daemon.runtime_dir))?;
+    // The state folder itself is made private (its parents are left as they are).
+    let state = &config.daemon.state_dir;
+    if let Some(parent) = state.parent() {
+        std::fs::create_dir_all(parent).map_err(io_err("create folder", parent))?;
+    }
+    if !state.exists() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(state)
+            .map_err(io_err("create folder", state))?;
     }
     let control_path = config.control_socket();
     let ingest_path = config.ingest_socket();
@@ -208,6 +261,12 @@ pub async fn run(
     claim_socket_path(&ingest_path)?;
 
     let state_dir = config.daemon.state_dir.clone();
+    match make_private(&state_dir) {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(state_dir = %state_dir.display(), tightened = n,
+            "the state folder was readable by others; made it private (folders 0700, files 0600)"),
+        Err(e) => return Err(io_err("make private", &state_dir)(e)),
+    }
     let (store, moved_aside) = tokio::task::spawn_blocking(move || SledStore::open(&state_dir))
         .await
         .map_err(|e| DaemonError::Io {
@@ -216,9 +275,17 @@ pub async fn run(
             source: std::io::Error::other(e),
         })??;
     let store: Arc<dyn Store> = Arc::new(store);
+    // sled made its files with the umask: private too.
+    make_private(&config.daemon.state_dir)
+        .map_err(io_err("make private", &config.daemon.state_dir))?;
 
     let control_listener = bind(&control_path, config.control.socket_mode)?;
-    let ingest_listener = match bind(&ingest_path, config.ingest.socket_mode) {
+    let ingest_listener = match bind(&ingest_path, config.ingest.socket_mode).and_then(|l| {
+        match &config.ingest.socket_group {
+            Some(g) => set_group(&ingest_path, g).map(|()| l),
+            None => Ok(l),
+        }
+    }) {
         Ok(l) => l,
         Err(e) => {
             let _ = std::fs::remove_file(&control_path);
@@ -433,11 +500,19 @@ pub async fn run(
         .watermark
         .inputs_behind
         .set(backlog.behind() as u64);
+    let roles: crate::api::roles::SharedRoles =
+        Arc::new(std::sync::RwLock::new(role_groups(&config)));
     let ingest = IngestSocket {
         listener: ingest_listener,
         max_line_bytes: config.ingest.max_line_bytes,
         max_future_skew: config.engine.max_future_skew,
-        max_connections: config.ingest.max_connections,
+        gate: crate::access::ConnectionGate::new(
+            config.ingest.max_connections,
+            config.ingest.max_connections_per_user,
+        ),
+        allow: config.ingest.allow.clone(),
+        roles: roles.clone(),
+        idle_timeout: config.ingest.idle_timeout,
         events: events_tx.clone(),
         telemetry: telemetry.clone(),
         clock: clock.clone(),
@@ -450,8 +525,6 @@ pub async fn run(
     );
 
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
-    let roles: crate::api::roles::SharedRoles =
-        Arc::new(std::sync::RwLock::new(role_groups(&config)));
     let api_state = Arc::new(ApiState {
         store: store.clone(),
         incidents: incidents.clone(),

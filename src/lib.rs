@@ -13,6 +13,7 @@
 //!                      api (HTTP over a Unix socket) ◀──▶ incidentctl (cli), curl, scripts
 //! ```
 //!
+//! - [`access`]: who a local peer is (SO_PEERCRED) and its role: admin, responder, reader.
 //! - [`config`]: the TOML model, loading with `rules.d` merging, and validation that reports
 //!   every error as `file:line: key: message`.
 //! - [`event`]: the event schema and NDJSON decoding with reject reasons.
@@ -30,6 +31,7 @@
 //!   wall time moves it only while every input is caught up; no event may move it more
 //!   than `[engine] max_future_skew` ahead of wall time).
 
+pub mod access;
 pub mod api;
 pub mod cli;
 pub mod clock;

@@ -74,6 +74,10 @@ impl Throttle {
 pub struct SourceCounters {
     pub id: &'static str,
     pub connections: Counter,
+    /// Connections refused because the peer's role may not submit events.
+    pub forbidden: Counter,
+    /// Connections refused by the connection caps (per user, or all taken).
+    pub refused: Counter,
     pub lines: Counter,
     pub accepted: Counter,
     /// Rejected lines by reason ([`DecodeError::REASONS`]).
@@ -100,6 +104,8 @@ impl SourceCounters {
         SourceCounters {
             id,
             connections: Counter::default(),
+            forbidden: Counter::default(),
+            refused: Counter::default(),
             lines: Counter::default(),
             accepted: Counter::default(),
             rejected: Default::default(),

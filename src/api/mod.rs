@@ -33,54 +33,14 @@ use crate::store::Store;
 use crate::telemetry::Telemetry;
 
 /// Who is on the other end of a control connection.
-#[derive(Clone, Debug)]
-pub struct Peer {
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
-    pub pid: Option<i32>,
-    /// The user name, or `uid:N` when it has none.
-    pub user: String,
-    /// Names of the peer's groups (primary and supplementary, from the user database).
-    pub groups: Vec<String>,
-}
+pub use crate::access::Peer;
 
 impl Connected<IncomingStream<'_, listener::CappedListener>> for Peer {
     fn connect_info(stream: IncomingStream<'_, listener::CappedListener>) -> Self {
-        match stream.io().stream.peer_cred() {
-            Ok(cred) => {
-                let uid = cred.uid();
-                let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-                    .ok()
-                    .flatten()
-                    .map(|u| u.name)
-                    .unwrap_or_else(|| format!("uid:{uid}"));
-                let groups = roles::group_names(
-                    (!user.starts_with("uid:")).then_some(user.as_str()),
-                    Some(cred.gid()),
-                );
-                Peer {
-                    uid: Some(uid),
-                    gid: Some(cred.gid()),
-                    pid: cred.pid(),
-                    user,
-                    groups,
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "could not read peer credentials");
-                Peer {
-                    uid: None,
-                    gid: None,
-                    pid: None,
-                    user: "unknown".into(),
-                    groups: Vec::new(),
-                }
-            }
-        }
+        Peer::of(&stream.io().stream)
     }
 }
 
-/// A reload request from the API; answered with the outcome text or the errors.
 pub type ReloadRequest = oneshot::Sender<Result<String, String>>;
 
 /// What handlers share.

@@ -12,7 +12,7 @@
 //! (`getgrouplist`), as SO_PEERCRED carries the primary group only. A refused call is answered
 //! 403 with the role it needed and logged.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{Method, StatusCode};
@@ -20,51 +20,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, ApiState, Peer};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Role {
-    Reader,
-    Responder,
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Reader => "reader",
-            Role::Responder => "responder",
-            Role::Admin => "admin",
-        }
-    }
-}
-
-/// The groups that make admins and responders; replaced on reload.
-#[derive(Clone, Debug, Default)]
-pub struct RoleGroups {
-    pub admin: Vec<String>,
-    pub responder: Vec<String>,
-}
-
-pub type SharedRoles = Arc<RwLock<RoleGroups>>;
-
-/// The role of a peer under `groups`.
-pub fn role_of(peer: &Peer, groups: &RoleGroups) -> Role {
-    let me = nix::unistd::geteuid().as_raw();
-    match peer.uid {
-        Some(0) => return Role::Admin,
-        Some(uid) if uid == me => return Role::Admin,
-        None => return Role::Reader,
-        _ => {}
-    }
-    let member = |names: &[String]| peer.groups.iter().any(|g| names.contains(g));
-    if member(&groups.admin) {
-        Role::Admin
-    } else if member(&groups.responder) {
-        Role::Responder
-    } else {
-        Role::Reader
-    }
-}
+pub use crate::access::{Role, RoleGroups, SharedRoles, group_names, role_of};
 
 /// The role a call needs.
 pub fn needed(method: &Method, path: &str) -> Role {
@@ -119,25 +75,6 @@ pub async fn authorize(State(st): State<Arc<ApiState>>, req: Request, next: Next
         ),
     )
     .into_response()
-}
-
-/// The names of a user's groups: its primary group and those it is a member of.
-pub fn group_names(user: Option<&str>, gid: Option<u32>) -> Vec<String> {
-    use nix::unistd::{Gid, Group};
-    let mut gids: Vec<Gid> = gid.map(Gid::from_raw).into_iter().collect();
-    if let (Some(u), Some(g)) = (user, gid)
-        && let Ok(name) = std::ffi::CString::new(u)
-        && let Ok(list) = nix::unistd::getgrouplist(&name, Gid::from_raw(g))
-    {
-        gids.extend(list);
-    }
-    let mut names: Vec<String> = gids
-        .into_iter()
-        .filter_map(|g| Group::from_gid(g).ok().flatten().map(|g| g.name))
-        .collect();
-    names.sort();
-    names.dedup();
-    names
 }
 
 #[cfg(test)]

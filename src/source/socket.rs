@@ -1,19 +1,24 @@
 //! The ingest socket: a Unix stream socket taking NDJSON events from many clients at once.
 //!
-//! One task accepts (a semaphore caps concurrent connections, taken before `accept`); one task
+//! Who may submit is checked per connection from its peer credentials (`[ingest] allow`,
+//! admins and responders by default), separately from who may open the socket (its mode
+//! and group). One task accepts and admits (at most `max_connections` of non-admins, at most
+//! `max_connections_per_user` of one user, admins always; a connection idle for
+//! `idle_timeout` is closed); one task
 //! per connection reads lines, decodes them, and sends events to the engine with `send().await`
 //! so a full pipeline slows writers down instead of dropping. A bad line is counted, logged
 //! (throttled) and skipped; the connection keeps going.
 
 use std::sync::Arc;
 
-use tokio::io::BufReader;
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::lines::{Line, LineReader};
+use crate::access::{ConnectionGate, Peer, Role, SharedRoles, role_of};
 use crate::clock::Clock;
 use crate::event::{DecodeError, Defaults, Event};
 use crate::telemetry::Telemetry;
@@ -23,26 +28,41 @@ pub struct IngestSocket {
     pub max_line_bytes: usize,
     /// `[engine] max_future_skew`: later event times are rejected as `future_ts`.
     pub max_future_skew: std::time::Duration,
-    pub max_connections: usize,
+    /// Non-admin connections at most, and per user.
+    pub gate: ConnectionGate,
+    /// Roles that may submit events (`[ingest] allow`).
+    pub allow: Vec<Role>,
+    /// The groups that make admins and responders, shared with the control API (reloaded).
+    pub roles: SharedRoles,
+    /// A connection silent this long is closed.
+    pub idle_timeout: std::time::Duration,
     pub events: mpsc::Sender<crate::engine::Input>,
     pub telemetry: Arc<Telemetry>,
     pub clock: Arc<dyn Clock>,
     pub host: Arc<str>,
 }
 
+/// Answers a refused connection with `line`, then discards its input for at most a second.
+async fn refuse(mut stream: UnixStream, line: String) {
+    use tokio::io::AsyncReadExt;
+    let second = std::time::Duration::from_secs(1);
+    let _ = tokio::time::timeout(second, async {
+        let _ = stream.write_all(line.as_bytes()).await;
+        let _ = stream.shutdown().await;
+        let mut sink = [0u8; 4096];
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
+
 impl IngestSocket {
     /// Accepts until `cancel`; connection tasks run on `tracker` and stop with `cancel` too.
+    /// Each connection's peer is checked first: a role not in `allow` is refused (counted as
+    /// `forbidden`), and the gate keeps any one user from holding every connection.
     pub async fn run(self, cancel: CancellationToken, tracker: TaskTracker) {
-        let permits = Arc::new(Semaphore::new(self.max_connections.max(1)));
         let shared = Arc::new(self);
+        let refused = crate::telemetry::Throttle::new(std::time::Duration::from_secs(10));
         loop {
-            let permit = tokio::select! {
-                _ = cancel.cancelled() => break,
-                p = permits.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-            };
             let stream = tokio::select! {
                 _ = cancel.cancelled() => break,
                 r = shared.listener.accept() => match r {
@@ -55,11 +75,55 @@ impl IngestSocket {
                 },
             };
             shared.telemetry.ingest.connections.inc();
+            let peer = Peer::of(&stream);
+            let role = {
+                let groups = shared.roles.read().unwrap_or_else(|p| p.into_inner());
+                role_of(&peer, &groups)
+            };
+            let admitted = if shared.allow.contains(&role) {
+                shared
+                    .gate
+                    .admit(&peer, role)
+                    .map_err(|r| ("refused", r.to_string()))
+            } else {
+                shared.telemetry.ingest.forbidden.inc();
+                Err((
+                    "forbidden",
+                    format!(
+                        "{} is a {}; the ingest socket takes events from {} ([ingest] allow)",
+                        peer.user,
+                        role.as_str(),
+                        shared
+                            .allow
+                            .iter()
+                            .map(|r| r.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ))
+            };
+            let admission = match admitted {
+                Ok(a) => a,
+                Err((code, why)) => {
+                    if code == "refused" {
+                        shared.telemetry.ingest.refused.inc();
+                    }
+                    if let Some(suppressed) = refused.allow() {
+                        tracing::warn!(user = %peer.user, uid = ?peer.uid, code, reason = %why, suppressed,
+                            "ingest connection refused");
+                    }
+                    // One line saying why; what the peer sends meanwhile is read and thrown
+                    // away for a moment, so it sees the answer instead of a broken pipe.
+                    let line = serde_json::json!({"error": {"code": code, "message": why}});
+                    tracker.spawn(refuse(stream, format!("{line}\n")));
+                    continue;
+                }
+            };
             let conn = shared.clone();
             let cancel = cancel.clone();
             tracker.spawn(async move {
                 conn.serve(stream, cancel).await;
-                drop(permit);
+                drop(admission);
             });
         }
         tracing::debug!("ingest socket stopped accepting");
@@ -75,7 +139,13 @@ impl IngestSocket {
         loop {
             let line = tokio::select! {
                 _ = cancel.cancelled() => return,
-                l = reader.next_line() => l,
+                l = tokio::time::timeout(self.idle_timeout, reader.next_line()) => match l {
+                    Ok(l) => l,
+                    Err(_) => {
+                        tracing::debug!("ingest connection idle; closed");
+                        return;
+                    }
+                },
             };
             let line = match line {
                 Ok(Some(l)) => l,

@@ -518,14 +518,13 @@ async fn export_writes_the_incident_log_as_ndjson() {
 /// and not with NO_COLOR set or through a pipe.
 #[tokio::test]
 async fn severity_in_colour_on_a_terminal_only() {
-    if std::process::Command::new("script")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIPPED: util-linux script is not installed");
-        return;
-    }
+    assert!(
+        std::process::Command::new("script")
+            .arg("--version")
+            .output()
+            .is_ok(),
+        "util-linux `script` is missing: apt-get install bsdutils"
+    );
     let d = TestDaemon::start("").await;
     d.post(
         "/v1/incidents",

@@ -1,6 +1,7 @@
 //! Integration tests: the real daemon and client binaries in temporary folders.
 
 mod actions;
+mod boundary;
 mod cli;
 mod config;
 mod correlation;

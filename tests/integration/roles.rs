@@ -1,6 +1,6 @@
 //! Roles from peer credentials, with incidentctl run as a real other user (`setpriv`), not a
 //! faked header: nobody may read; nobody in a responder group may acknowledge but not reload;
-//! the timeline names the real user. Needs root (to switch users); skipped, loudly, otherwise.
+//! the timeline names the real user. Needs root (to switch users): ignored otherwise, and run by the test command as root.
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output};
@@ -24,11 +24,8 @@ fn as_user(ctl: &std::path::Path, socket: &std::path::Path, group: &str, args: &
 }
 
 #[tokio::test]
+#[ignore = "needs root to act as other users (setpriv); the test command runs it as root"]
 async fn roles_come_from_the_peers_real_credentials() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: switching to another user needs root");
-        return;
-    }
     let d = TestDaemon::prepare(
         "[control]\nsocket_mode = \"0666\"\nresponder_groups = [\"users\"]\n",
         "",
@@ -106,11 +103,8 @@ async fn roles_come_from_the_peers_real_credentials() {
 /// One user's idle connections cannot lock the others out: a non-root user holds at most
 /// half of `max_connections`; root (and the daemon's own user) still gets in at once.
 #[tokio::test]
+#[ignore = "needs root to act as other users (setpriv); the test command runs it as root"]
 async fn one_user_cannot_take_every_connection() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: switching to another user needs root");
-        return;
-    }
     let d = TestDaemon::prepare(
         "[control]\nsocket_mode = \"0666\"\nmax_connections = 4\n",
         "",

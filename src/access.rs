@@ -1,0 +1,254 @@
+//! Who a local peer is and what it may do: the identity comes from the peer's credentials
+//! (SO_PEERCRED), never from anything the client says. Shared by the control API and the
+//! ingest socket; a leaf module.
+//!
+//! - **admin**: root, the daemon's own user, and members of `[control] admin_groups`.
+//! - **responder**: members of `[control] responder_groups`.
+//! - **reader**: any other peer that can open the socket (its file mode decides who can).
+//!
+//! Group membership is the peer's primary group plus the groups its user name belongs to
+//! (`getgrouplist`), as SO_PEERCRED carries the primary group only.
+
+use std::sync::{Arc, RwLock};
+
+use serde::Deserialize;
+
+/// A connected peer, from its socket's credentials.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub pid: Option<i32>,
+    pub user: String,
+    pub groups: Vec<String>,
+}
+
+impl Peer {
+    /// The peer of a connected Unix stream; unknown (a reader) when the kernel does not say.
+    pub fn of(stream: &tokio::net::UnixStream) -> Peer {
+        match stream.peer_cred() {
+            Ok(cred) => {
+                let uid = cred.uid();
+                let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                    .ok()
+                    .flatten()
+                    .map(|u| u.name)
+                    .unwrap_or_else(|| format!("uid:{uid}"));
+                let groups = group_names(
+                    (!user.starts_with("uid:")).then_some(user.as_str()),
+                    Some(cred.gid()),
+                );
+                Peer {
+                    uid: Some(uid),
+                    gid: Some(cred.gid()),
+                    pid: cred.pid(),
+                    user,
+                    groups,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read peer credentials");
+                Peer {
+                    uid: None,
+                    gid: None,
+                    pid: None,
+                    user: "unknown".into(),
+                    groups: Vec::new(),
+                }
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Reader,
+    Responder,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Reader => "reader",
+            Role::Responder => "responder",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// The groups that make admins and responders; replaced on reload.
+#[derive(Clone, Debug, Default)]
+pub struct RoleGroups {
+    pub admin: Vec<String>,
+    pub responder: Vec<String>,
+}
+
+pub type SharedRoles = Arc<RwLock<RoleGroups>>;
+
+/// The role of a peer under `groups`.
+pub fn role_of(peer: &Peer, groups: &RoleGroups) -> Role {
+    let me = nix::unistd::geteuid().as_raw();
+    match peer.uid {
+        Some(0) => return Role::Admin,
+        Some(uid) if uid == me => return Role::Admin,
+        None => return Role::Reader,
+        _ => {}
+    }
+    let member = |names: &[String]| peer.groups.iter().any(|g| names.contains(g));
+    if member(&groups.admin) {
+        Role::Admin
+    } else if member(&groups.responder) {
+        Role::Responder
+    } else {
+        Role::Reader
+    }
+}
+
+/// The names of a user's groups: its primary group and those it is a member of.
+pub fn group_names(user: Option<&str>, gid: Option<u32>) -> Vec<String> {
+    use nix::unistd::{Gid, Group};
+    let mut gids: Vec<Gid> = gid.map(Gid::from_raw).into_iter().collect();
+    if let (Some(u), Some(g)) = (user, gid)
+        && let Ok(name) = std::ffi::CString::new(u)
+        && let Ok(list) = nix::unistd::getgrouplist(&name, Gid::from_raw(g))
+    {
+        gids.extend(list);
+    }
+    let mut names: Vec<String> = gids
+        .into_iter()
+        .filter_map(|g| Group::from_gid(g).ok().flatten().map(|g| g.name))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Caps the connections of one socket so that no user can lock out another, nor anyone an
+/// admin: at most `max` connections of non-admins at once, at most `per_user` of any one of
+/// them; admins are never turned away (and not counted). Connections over a cap are refused
+/// at once rather than queued, so the refusal can say why.
+pub struct ConnectionGate {
+    permits: Arc<tokio::sync::Semaphore>,
+    max: usize,
+    per_user: Arc<std::sync::Mutex<std::collections::HashMap<u32, usize>>>,
+    per_user_max: usize,
+}
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("this user already holds {max} connections (the most one user may hold)")]
+    PerUser { max: usize },
+    #[error("all {max} connections for non-admin users are taken")]
+    Full { max: usize },
+}
+
+/// An admitted connection's place, given back when it is dropped.
+pub struct Admission {
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    _slot: Option<UserSlot>,
+}
+
+struct UserSlot {
+    uid: u32,
+    counts: Arc<std::sync::Mutex<std::collections::HashMap<u32, usize>>>,
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        let mut m = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.uid) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.uid);
+            }
+        }
+    }
+}
+
+impl ConnectionGate {
+    pub fn new(max: usize, per_user: usize) -> ConnectionGate {
+        ConnectionGate {
+            permits: Arc::new(tokio::sync::Semaphore::new(max.max(1))),
+            max: max.max(1),
+            per_user: Default::default(),
+            per_user_max: per_user.max(1),
+        }
+    }
+
+    /// Admits a connection of `peer`, whose role is `role`.
+    pub fn admit(&self, peer: &Peer, role: Role) -> Result<Admission, Refusal> {
+        if role == Role::Admin {
+            return Ok(Admission {
+                _permit: None,
+                _slot: None,
+            });
+        }
+        // A peer without credentials counts as one anonymous user.
+        let uid = peer.uid.unwrap_or(u32::MAX);
+        let slot = {
+            let mut m = self.per_user.lock().unwrap_or_else(|p| p.into_inner());
+            let n = m.entry(uid).or_insert(0);
+            if *n >= self.per_user_max {
+                return Err(Refusal::PerUser {
+                    max: self.per_user_max,
+                });
+            }
+            *n += 1;
+            UserSlot {
+                uid,
+                counts: self.per_user.clone(),
+            }
+        };
+        match self.permits.clone().try_acquire_owned() {
+            Ok(p) => Ok(Admission {
+                _permit: Some(p),
+                _slot: Some(slot),
+            }),
+            // The slot is given back as it drops here.
+            Err(_) => Err(Refusal::Full { max: self.max }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(uid: u32) -> Peer {
+        Peer {
+            uid: Some(uid),
+            gid: Some(uid),
+            pid: None,
+            user: format!("u{uid}"),
+            groups: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_gate_caps_users_and_never_admins() {
+        let gate = ConnectionGate::new(3, 2);
+        let a1 = gate.admit(&peer(1000), Role::Reader).unwrap();
+        let _a2 = gate.admit(&peer(1000), Role::Reader).unwrap();
+        assert_eq!(
+            gate.admit(&peer(1000), Role::Reader).err(),
+            Some(Refusal::PerUser { max: 2 })
+        );
+        let _b1 = gate.admit(&peer(1001), Role::Responder).unwrap();
+        assert_eq!(
+            gate.admit(&peer(1002), Role::Reader).err(),
+            Some(Refusal::Full { max: 3 })
+        );
+        // Admins whatever the load.
+        let admins: Vec<_> = (0..10)
+            .map(|_| gate.admit(&peer(0), Role::Admin).unwrap())
+            .collect();
+        drop(admins);
+        // A closed connection frees both its user's slot and its place.
+        drop(a1);
+        let _a3 = gate.admit(&peer(1000), Role::Reader).unwrap();
+        assert!(gate.admit(&peer(1002), Role::Reader).is_err());
+    }
+}

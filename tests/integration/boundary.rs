@@ -1,0 +1,204 @@
+//! The local boundary, tried as hostile local users would (other users are real, through
+//! `setpriv`): who may submit events on the ingest socket, connection caps that no user can
+//! use to lock out another or root, and a private state folder.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::{TestDaemon, failed_password};
+
+/// A Unix-socket client in Perl (in Debian's base system, and reachable by other users, as
+/// the toolchain under /root is not): sends standard input, then prints what comes back.
+const PERL_SEND: &str = r#"use IO::Socket::UNIX; $SIG{PIPE} = "IGNORE"; my $s = IO::Socket::UNIX->new(Peer => $ARGV[0]) or die "connect: $!\n"; print $s $_ while <STDIN>; shutdown($s, 1); print while <$s>;"#;
+
+/// Runs `perl -e SCRIPT ARGS` as `nobody` with primary group `group` and no other groups.
+fn perl_as_nobody(group: &str, script: &str, args: &[&str], input: &str) -> Output {
+    let mut child = Command::new("setpriv")
+        .args([
+            "--reuid=nobody",
+            &format!("--regid={group}"),
+            "--clear-groups",
+            "--",
+            "perl",
+            "-e",
+            script,
+        ])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run setpriv");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Lets other users reach the daemon's sockets (the test's temporary folders are private).
+fn open_up(d: &TestDaemon) {
+    for p in [d.dir.path(), d.run.as_path()] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs root to act as other users (setpriv); the test command runs it as root"]
+async fn only_allowed_roles_may_submit_events_on_the_ingest_socket() {
+    let d = TestDaemon::prepare(
+        "[control]\nresponder_groups = [\"users\"]\n[ingest]\nsocket_mode = \"0666\"\n",
+        crate::util::SSH_RULE,
+    );
+    d.wait_healthy().await;
+    open_up(&d);
+    let sock = d.ingest_path();
+    let sock = sock.to_str().unwrap();
+    let burst: String = (0..5)
+        .map(|_| failed_password("203.0.113.7") + "\n")
+        .collect();
+    let future = r#"{"kind":"heartbeat","service":"x","ts":"9999-12-31T23:59:59Z"}"#;
+
+    // A reader (the socket's mode lets it connect) may not inject.
+    let out = perl_as_nobody("nogroup", PERL_SEND, &[sock], &format!("{burst}{future}\n"));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("forbidden") && said.contains("nobody is a reader"),
+        "{out:?}"
+    );
+    let st = d.get("/v1/status").await;
+    assert_eq!(st["sources"][0]["forbidden"], 1, "{st}");
+    assert_eq!(st["sources"][0]["accepted"], 0, "{st}");
+    assert!(d.log().contains("ingest connection refused"), "{}", d.log());
+
+    // A responder may.
+    let out = perl_as_nobody("users", PERL_SEND, &[sock], &burst);
+    assert!(out.status.success(), "{out:?}");
+    let inc = d.wait_for_key("ssh/203.0.113.7").await;
+    assert_eq!(inc["detections"], 1);
+    let st = d.get("/v1/status").await;
+    assert_eq!(st["sources"][0]["accepted"], 5, "{st}");
+}
+
+/// A user holding many idle ingest connections gets at most its share; root's events still
+/// go through at once, and idle connections are closed after `idle_timeout`.
+#[tokio::test]
+#[ignore = "needs root to act as other users (setpriv); the test command runs it as root"]
+async fn no_user_can_hold_every_ingest_connection() {
+    let d = TestDaemon::prepare(
+        "[control]\nresponder_groups = [\"users\"]\n[ingest]\nsocket_mode = \"0666\"\nmax_connections = 8\nmax_connections_per_user = 3\nidle_timeout = \"3s\"\n",
+        crate::util::SSH_RULE,
+    );
+    d.wait_healthy().await;
+    open_up(&d);
+    let sock = d.ingest_path();
+    // nobody opens 20 connections and holds them.
+    let hold = r#"use IO::Socket::UNIX; my @s; for (1..20) { my $c = IO::Socket::UNIX->new(Peer => $ARGV[0]) or die "connect: $!\n"; push @s, $c; } sleep 30;"#;
+    let mut holder = Command::new("setpriv")
+        .args([
+            "--reuid=nobody",
+            "--regid=users",
+            "--clear-groups",
+            "--",
+            "perl",
+            "-e",
+            hold,
+        ])
+        .arg(&sock)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.get("/v1/status").await["sources"][0]["refused"] != 17 {
+        assert!(Instant::now() < deadline, "{}", d.get("/v1/status").await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Root is an admin: never turned away, and its events go through at once.
+    let started = Instant::now();
+    d.send_and_settle(&[failed_password("198.51.100.1")]).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The idle ones are closed after 3 s: nobody may connect again.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let out = perl_as_nobody(
+        "users",
+        PERL_SEND,
+        &[sock.to_str().unwrap()],
+        &(failed_password("198.51.100.2") + "\n"),
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("error"),
+        "{out:?}"
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+}
+
+/// The state folder is 0700 and its files 0600 whatever the umask; a looser folder left by
+/// an older run is tightened at start and said in the log; another user cannot read it.
+#[tokio::test]
+async fn the_state_folder_is_private() {
+    let mut d = TestDaemon::prepare("", "");
+    d.wait_healthy().await;
+    d.post(
+        "/v1/incidents",
+        serde_json::json!({"title": "a secret note", "severity": "sev3"}),
+    )
+    .await
+    .expect("create by hand");
+    d.stop();
+    let check = |d: &TestDaemon| {
+        let mode = std::fs::metadata(&d.state).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "state folder mode {mode:o}");
+        for entry in walk(&d.state) {
+            let m = std::fs::metadata(&entry).unwrap();
+            let mode = m.permissions().mode() & 0o777;
+            assert_eq!(mode & 0o077, 0, "{} is {mode:o}", entry.display());
+        }
+    };
+    check(&d);
+    // Loosened as an old version under umask 022 left it.
+    std::fs::set_permissions(&d.state, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for entry in walk(&d.state) {
+        let mode = if entry.is_dir() { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    d.restart().await;
+    check(&d);
+    assert!(d.log().contains("made it private"), "{}", d.log());
+    if nix::unistd::geteuid().is_root() {
+        std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let out = Command::new("setpriv")
+            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+            .arg("grep")
+            .arg("-ra")
+            .arg("secret")
+            .arg(&d.state)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+            "{out:?}"
+        );
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out
+}
