@@ -571,7 +571,11 @@ pub async fn run(
         "control API",
         crate::api::serve(
             control_listener,
-            config.control.max_connections,
+            crate::api::Limits {
+                max_connections: config.control.max_connections,
+                max_connections_per_user: config.control.max_connections_per_user,
+                header_timeout: config.control.header_timeout,
+            },
             api_state,
             sources_token.clone(),
         ),

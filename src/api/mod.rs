@@ -18,8 +18,6 @@ pub mod web;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::extract::connect_info::Connected;
-use axum::serve::IncomingStream;
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -34,12 +32,6 @@ use crate::telemetry::Telemetry;
 
 /// Who is on the other end of a control connection.
 pub use crate::access::Peer;
-
-impl Connected<IncomingStream<'_, listener::CappedListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, listener::CappedListener>) -> Self {
-        Peer::of(&stream.io().stream)
-    }
-}
 
 pub type ReloadRequest = oneshot::Sender<Result<String, String>>;
 
@@ -73,19 +65,17 @@ pub struct ApiState {
 }
 
 /// Serves the API until `cancel`, then finishes the requests in flight.
+pub use listener::Limits;
+
+/// Serves the control API on `listener` until `cancel` (see [`listener`] for who is admitted).
 pub async fn serve(
     listener: UnixListener,
-    max_connections: usize,
+    limits: Limits,
     state: Arc<ApiState>,
     cancel: CancellationToken,
 ) {
-    let listener = listener::CappedListener::new(listener, max_connections);
+    let roles = state.roles.clone();
     let app = routes::router(state);
-    let result = axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await;
-    if let Err(e) = result {
-        tracing::error!(error = %e, "control API server failed");
-    }
+    listener::serve(listener, limits, roles, app, cancel).await;
     tracing::debug!("control API stopped");
 }

@@ -27,6 +27,14 @@ pub enum ClientError {
     },
     #[error("unexpected answer from incidentd ({status}): {message}")]
     Decode { status: u16, message: String },
+    #[error(
+        "incidentd at {path} did not answer within {}; it may be overloaded or stuck (see `--timeout`)",
+        humantime::format_duration(*after)
+    )]
+    Timeout {
+        path: PathBuf,
+        after: std::time::Duration,
+    },
 }
 
 impl ClientError {
@@ -42,13 +50,22 @@ impl ClientError {
 #[derive(Clone, Debug)]
 pub struct Client {
     socket: PathBuf,
+    /// How long one request may take, connecting included; `None`: no limit.
+    timeout: Option<std::time::Duration>,
 }
 
 impl Client {
     pub fn new(socket: impl Into<PathBuf>) -> Self {
         Client {
             socket: socket.into(),
+            timeout: None,
         }
+    }
+
+    /// Gives up on a request (not on a stream's events) after `after`.
+    pub fn with_timeout(mut self, after: std::time::Duration) -> Self {
+        self.timeout = Some(after);
+        self
     }
 
     pub fn socket(&self) -> &Path {
@@ -57,6 +74,27 @@ impl Client {
 
     /// Sends a request and returns the status and body, whatever the status.
     pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let exchange = self.exchange(method, path, body, content_type);
+        match self.timeout {
+            Some(after) => {
+                tokio::time::timeout(after, exchange)
+                    .await
+                    .map_err(|_| ClientError::Timeout {
+                        path: self.socket.clone(),
+                        after,
+                    })?
+            }
+            None => exchange.await,
+        }
+    }
+
+    async fn exchange(
         &self,
         method: Method,
         path: &str,

@@ -50,6 +50,9 @@ pub struct Args {
     /// Control socket of the daemon.
     #[arg(long, global = true, env = "INCIDENTD_SOCKET", default_value = DEFAULT_SOCKET)]
     pub socket: PathBuf,
+    /// Give up on the daemon after this long (connecting and answering), with a message.
+    #[arg(long, global = true, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
     pub output: Format,
@@ -325,7 +328,7 @@ pub enum CliError {
 
 /// Runs one invocation; the caller maps the error to exit code 1.
 pub async fn run(args: Args) -> Result<(), CliError> {
-    let client = Client::new(&args.socket);
+    let client = Client::new(&args.socket).with_timeout(args.timeout);
     let json_out = args.output == Format::Json;
     let now = SystemClock.now();
     let print_json = |v: &Value| outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());

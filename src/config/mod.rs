@@ -170,8 +170,13 @@ pub struct ControlConfig {
     /// The token the board's buttons (acknowledge, mitigate, resolve) must send; without
     /// one the board only reads. Peer credentials do not cross TCP.
     pub web_token: Option<notify::Secret>,
-    /// Concurrent API connections at most.
+    /// Concurrent API connections of non-admins at most (admins are never turned away).
     pub max_connections: usize,
+    /// Concurrent connections (streams included) of one user other than an admin.
+    pub max_connections_per_user: usize,
+    /// A request's headers must arrive within this long, or the connection is closed.
+    #[serde(deserialize_with = "de::positive_duration")]
+    pub header_timeout: Duration,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
     /// Longest a request may take before it is answered 503.
@@ -190,6 +195,8 @@ impl Default for ControlConfig {
             web_listen: None,
             web_token: None,
             max_connections: 64,
+            max_connections_per_user: 8,
+            header_timeout: Duration::from_secs(10),
             max_body_bytes: 8 << 20,
             request_timeout: Duration::from_secs(30),
         }

@@ -202,3 +202,108 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// On the control socket, one user holds at most `max_connections_per_user` connections and
+/// is told why beyond that; root is an admin and always gets in.
+#[tokio::test]
+#[ignore = "needs root to act as other users (setpriv); the test command runs it as root"]
+async fn no_user_can_lock_out_root_on_the_control_socket() {
+    let d = TestDaemon::prepare(
+        "[control]\nsocket_mode = \"0666\"\nmax_connections = 4\nmax_connections_per_user = 2\n",
+        "",
+    );
+    d.wait_healthy().await;
+    open_up(&d);
+    let sock = d.run.join("control.sock");
+    // nobody holds two idle connections; a third is answered 503 with the reason.
+    let script = r#"use IO::Socket::UNIX; $SIG{PIPE} = "IGNORE"; my @h; for (1..2) { push @h, IO::Socket::UNIX->new(Peer => $ARGV[0]) or die "connect: $!\n"; } sleep 1; my $s = IO::Socket::UNIX->new(Peer => $ARGV[0]) or die; print $s "GET /v1/health HTTP/1.1\r\nhost: x\r\n\r\n"; print while <$s>; sleep 5;"#;
+    let mut hog = Command::new("setpriv")
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "--",
+            "perl",
+            "-e",
+            script,
+        ])
+        .arg(&sock)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(hog.stdout.take().unwrap());
+    let mut status = String::new();
+    std::io::BufRead::read_line(&mut out, &mut status).unwrap();
+    assert!(status.starts_with("HTTP/1.1 503"), "{status}");
+    let mut rest = String::new();
+    while std::io::BufRead::read_line(&mut out, &mut rest).unwrap_or(0) > 0
+        && !rest.contains("error")
+    {}
+    assert!(rest.contains("already holds 2 connections"), "{rest}");
+    // Root meanwhile: answered at once, many times over.
+    for _ in 0..10 {
+        let started = Instant::now();
+        let health: serde_json::Value = d.get("/v1/health").await;
+        assert_eq!(health["status"], "ok");
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+    let _ = hog.kill();
+    let _ = hog.wait();
+    assert!(
+        d.log().contains("control connection refused"),
+        "{}",
+        d.log()
+    );
+}
+
+/// Request headers must arrive within `header_timeout`: a client trickling them a byte at a
+/// time is cut off.
+#[tokio::test]
+async fn slow_headers_are_cut_off() {
+    use std::io::{Read, Write};
+    let d = TestDaemon::prepare("[control]\nheader_timeout = \"1s\"\n", "");
+    d.wait_healthy().await;
+    let mut s = std::os::unix::net::UnixStream::connect(d.run.join("control.sock")).unwrap();
+    let started = Instant::now();
+    let mut closed = false;
+    for b in b"GET /v1/health HTTP/1.1\r\nhost: localhost\r\nx-slow: aaaaaaaaaaaaaaaaaaaaaaaa" {
+        if s.write_all(&[*b]).is_err() {
+            closed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    if !closed {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        closed = true;
+    }
+    assert!(closed);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "not cut off: {:?}",
+        started.elapsed()
+    );
+    // The daemon still answers others.
+    assert_eq!(d.get("/v1/health").await["status"], "ok");
+}
+
+/// `incidentctl` gives up after `--timeout` with a message that says what happened, when a
+/// socket accepts but never answers.
+#[tokio::test]
+async fn incidentctl_gives_up_after_its_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stuck.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let started = Instant::now();
+    let out = Command::new(crate::util::CTL)
+        .args(["--timeout", "1s", "status"])
+        .env("INCIDENTD_SOCKET", &path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("did not answer within 1s"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
