@@ -25,6 +25,7 @@
 //! - [`api`]: the control API (axum on a `UnixListener`, peer credentials per connection).
 //! - [`cli`]: `incidentctl`: its HTTP client and subcommands.
 //! - [`daemon`]: wiring, signals, sd_notify, reload and shutdown.
+//! - [`escape`]: control characters of untrusted text shown as visible escapes (CLI, logs).
 //! - [`telemetry`]: counters shown in `/v1/status`, rate-limited warnings, log setup.
 //! - [`clock`]: the one place that reads wall time.
 //! - [`watermark`]: how event time and wall time move the engine's clock (one watermark:
@@ -38,6 +39,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod escape;
 pub mod event;
 pub mod incident;
 pub mod notify;

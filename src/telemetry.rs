@@ -600,17 +600,61 @@ pub fn init_logging(format: LogFormat) {
         LogFormat::Auto => LogFormat::Text,
         f => f,
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let ansi = format == LogFormat::Text && std::io::stderr().is_terminal();
     let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        // JSON escapes control characters itself.
+        LogFormat::Json => builder
+            .with_writer(std::io::stderr)
+            .json()
+            .flatten_event(true)
+            .try_init(),
         // The journal stamps each line itself.
-        LogFormat::Journald => builder.without_time().with_ansi(false).try_init(),
+        LogFormat::Journald => builder
+            .with_writer(EscapingStderr { ansi: false })
+            .without_time()
+            .with_ansi(false)
+            .try_init(),
         _ => builder
-            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(EscapingStderr { ansi })
+            .with_ansi(ansi)
             .try_init(),
     };
+}
+
+/// Text and journald logs: every event is one line, whatever its fields hold. The formatter
+/// writes each event with one `write` of the whole line; control characters in it (a newline
+/// in an alert's summary, an escape sequence in a user name from auth.log) are escaped, all
+/// but the line's own end and, on a terminal, the formatter's colours.
+#[derive(Clone, Copy)]
+struct EscapingStderr {
+    ansi: bool,
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for EscapingStderr {
+    type Writer = EscapingStderr;
+    fn make_writer(&'a self) -> Self::Writer {
+        *self
+    }
+}
+
+impl std::io::Write for EscapingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let (body, end) = match text.strip_suffix('\n') {
+            Some(b) => (b, "\n"),
+            None => (&*text, ""),
+        };
+        let line = crate::escape::escape_controls(body, false, self.ansi, &[]);
+        let mut err = std::io::stderr().lock();
+        err.write_all(line.as_bytes())?;
+        err.write_all(end.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }
 
 #[cfg(test)]

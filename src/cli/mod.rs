@@ -6,10 +6,17 @@
 
 /// `println!` for a command's output: a reader that went away (`incidentctl … | head`) ends
 /// the command quietly, as with any Unix filter, instead of a panic on the broken pipe.
+/// Control characters that came from incident text are shown escaped (see
+/// [`crate::cli::terminal_safe`]).
 macro_rules! outln {
+    () => {{
+        use std::io::Write as _;
+        $crate::cli::wrote(writeln!(std::io::stdout()));
+    }};
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        $crate::cli::wrote(writeln!(std::io::stdout(), $($arg)*));
+        let text = format!($($arg)*);
+        $crate::cli::wrote(writeln!(std::io::stdout(), "{}", $crate::cli::terminal_safe(&text)));
     }};
 }
 
@@ -17,7 +24,8 @@ macro_rules! outln {
 macro_rules! out {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        $crate::cli::wrote(write!(std::io::stdout(), $($arg)*));
+        let text = format!($($arg)*);
+        $crate::cli::wrote(write!(std::io::stdout(), "{}", $crate::cli::terminal_safe(&text)));
     }};
 }
 
@@ -37,6 +45,24 @@ use crate::incident::{Incident, TimelineEntry, Transition};
 use crate::store::Page;
 use client::{Client, ClientError};
 use output::{ago, table};
+
+/// What incidentctl prints, with control characters escaped: incident text (user names from
+/// logs, summaries, labels) may hold escape sequences or newlines meant to rewrite the
+/// terminal or forge lines. Kept: newlines and tabs of the output's own layout, the severity
+/// colours and the screen clearing of `watch`, which incidentctl writes itself.
+pub fn terminal_safe(s: &str) -> std::borrow::Cow<'_, str> {
+    // watch clears the screen itself.
+    const OURS: [&str; 7] = [
+        output::COLOURS[0],
+        output::COLOURS[1],
+        output::COLOURS[2],
+        output::COLOURS[3],
+        output::COLOURS[4],
+        "\x1b[H",
+        "\x1b[2J",
+    ];
+    crate::escape::escape_controls(s, true, false, &OURS)
+}
 
 pub const DEFAULT_SOCKET: &str = "/run/incidentd/control.sock";
 
@@ -1409,7 +1435,7 @@ fn print_incident(i: &Incident, now: Timestamp) {
         t.map(|t| format!("{t} ({})", ago(t, now)))
             .unwrap_or_else(|| "-".into())
     };
-    outln!("Incident {}: {}", i.id, i.title);
+    outln!("Incident {}: {}", i.id, output::one_line(&i.title));
     let rows = vec![
         vec!["key".into(), i.key.clone()],
         vec!["severity".into(), i.severity.to_string()],
@@ -1441,7 +1467,7 @@ fn print_incident(i: &Incident, now: Timestamp) {
         ],
     ];
     for r in rows {
-        outln!("  {:<13} {}", r[0], r[1]);
+        outln!("  {:<13} {}", r[0], output::one_line(&r[1]));
     }
 }
 

@@ -25,6 +25,9 @@ pub fn severity(s: Severity, on: bool) -> String {
     format!("\x1b[{code}m{s}\x1b[0m")
 }
 
+/// The colour sequences [`severity`] writes: the only ones let through to the terminal.
+pub const COLOURS: [&str; 5] = ["\x1b[1;31m", "\x1b[31m", "\x1b[33m", "\x1b[36m", "\x1b[0m"];
+
 /// Characters a terminal shows: ANSI colour sequences take no room.
 fn visible_len(s: &str) -> usize {
     let mut n = 0;
@@ -40,8 +43,24 @@ fn visible_len(s: &str) -> usize {
     n
 }
 
-/// Prints rows under headers with columns padded to their widest cell.
+/// A value shown on one line: its control characters, newlines included, escaped (incident
+/// text is untrusted: a newline could forge a row).
+pub fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
+    crate::escape::escape_controls(s, false, false, &[])
+}
+
+/// Prints rows under headers with columns padded to their widest cell. Cells are shown on
+/// one line with control characters escaped; the severity colours are kept.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            r.iter()
+                .map(|c| crate::escape::escape_controls(c, false, false, &COLOURS).into_owned())
+                .collect()
+        })
+        .collect();
+    let rows = &rows;
     let mut widths: Vec<usize> = headers.iter().map(|h| visible_len(h)).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {

@@ -198,6 +198,15 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
             });
             continue;
         }
+        if !super::plugin::plain_name(&t.name) {
+            errors.push(ConfigError {
+                file: path.to_owned(),
+                line,
+                key: format!("plugin[{}].name", t.name),
+                message: "a plugin name is a plain name of a-z, 0-9, '_' and '-': a folder of plugins_dir".into(),
+            });
+            continue;
+        }
         let dir = config.plugins_dir.join(&t.name);
         match super::plugin::load_manifest(&dir, &t.name) {
             Ok(manifest) => config.plugins.push(super::plugin::PluginConfig {

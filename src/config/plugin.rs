@@ -185,9 +185,97 @@ pub fn load_manifest(dir: &Path, name: &str) -> Result<Manifest, Vec<ConfigError
         }
         _ => {}
     }
+    for (key, message) in check_home(dir, &path, &m) {
+        errors.push(err(line_of(key), key, message));
+    }
     if errors.is_empty() {
         Ok(m)
     } else {
         Err(errors)
     }
+}
+
+/// A plugin name names a folder of `plugins_dir` and nothing else.
+pub fn plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// Plugins stay home, as sshd's StrictModes has it: the command is the plugin's own file or a
+/// program found on PATH (an interpreter), never a path out of its folder; and the folder,
+/// the manifest and the plugin's own files it runs are owned by root or the daemon's user
+/// and writable by no one else.
+fn check_home(dir: &Path, manifest: &Path, m: &Manifest) -> Vec<(&'static str, String)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let escapes = |p: &str| {
+        Path::new(p).is_absolute()
+            || Path::new(p)
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+    };
+    if let Some(bad) = m.command.iter().find(|c| escapes(c)) {
+        out.push((
+            "command",
+            format!(
+                "`{bad}` leaves the plugin's folder; a command is a file of the folder or a program on PATH"
+            ),
+        ));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    let mut own: Vec<std::path::PathBuf> = vec![dir.to_owned(), manifest.to_owned()];
+    // The plugin's own files it runs: command elements naming a file in its folder.
+    own.extend(
+        m.command
+            .iter()
+            .map(|c| dir.join(c))
+            .filter(|p| p.is_file()),
+    );
+    for p in own {
+        let Ok(meta) = std::fs::metadata(&p) else {
+            continue;
+        };
+        let key = if p == dir {
+            "name"
+        } else if p == manifest {
+            "kind"
+        } else {
+            "command"
+        };
+        // Group-writable is fine for a user's private group (only the owner is in it), as
+        // sshd allows: Debian gives users umask 002 with such groups.
+        let private_group = || {
+            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(meta.uid()))
+                .ok()
+                .flatten()
+                .is_some_and(|u| u.gid.as_raw() == meta.gid())
+                && nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(meta.gid()))
+                    .ok()
+                    .flatten()
+                    .is_some_and(|g| g.mem.is_empty())
+        };
+        let loose = meta.mode() & 0o002 != 0 || (meta.mode() & 0o020 != 0 && !private_group());
+        if loose {
+            out.push((
+                key,
+                format!(
+                    "{} is writable by group or others (mode {:o}); a plugin runs as the daemon, so only its owner may change it (chmod go-w)",
+                    p.display(),
+                    meta.mode() & 0o7777
+                ),
+            ));
+        } else if meta.uid() != 0 && meta.uid() != me {
+            out.push((
+                key,
+                format!(
+                    "{} belongs to uid {}, neither root nor the daemon's user: another user could change what the daemon runs",
+                    p.display(),
+                    meta.uid()
+                ),
+            ));
+        }
+    }
+    out
 }

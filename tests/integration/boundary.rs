@@ -307,3 +307,106 @@ async fn incidentctl_gives_up_after_its_timeout() {
     assert!(err.contains("did not answer within 1s"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+/// Plugins stay home: a plugin name is a plain name, a command may not leave the plugin's
+/// folder, and a folder, manifest or command file writable by others is refused at file:line.
+#[test]
+fn plugins_stay_in_their_folder_and_are_writable_by_their_owner_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    let make = |name: &str, command: &str| {
+        let p = plugins.join(name);
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::write(
+            p.join("plugin.toml"),
+            format!("name = \"{name}\"\nkind = \"source\"\ncommand = {command}\n"),
+        )
+        .unwrap();
+        std::fs::write(p.join("run.sh"), "exit 0\n").unwrap();
+        p
+    };
+    let check = |table: &str| {
+        let cfg = dir.path().join("incidentd.toml");
+        std::fs::write(&cfg, format!("plugins_dir = \"plugins\"\n{table}")).unwrap();
+        let out = crate::util::check_config(&cfg);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // A name that climbs out of plugins_dir.
+    std::fs::create_dir_all(dir.path().join("evilplug")).unwrap();
+    let (ok, err) = check("[[plugin]]\nname = \"../evilplug\"\n");
+    assert!(
+        !ok && err.contains("incidentd.toml:2") && err.contains("plain name"),
+        "{err}"
+    );
+    // A command out of the folder.
+    make("escape", r#"["sh", "../../evil.sh"]"#);
+    let (ok, err) = check("[[plugin]]\nname = \"escape\"\n");
+    assert!(
+        !ok && err.contains("plugin.toml:3") && err.contains("leaves the plugin's folder"),
+        "{err}"
+    );
+    // A world-writable manifest, and a world-writable script.
+    let p = make("loose", r#"["sh", "run.sh"]"#);
+    std::fs::set_permissions(
+        p.join("plugin.toml"),
+        std::fs::Permissions::from_mode(0o666),
+    )
+    .unwrap();
+    let (ok, err) = check("[[plugin]]\nname = \"loose\"\n");
+    assert!(!ok && err.contains("writable by group or others"), "{err}");
+    std::fs::set_permissions(
+        p.join("plugin.toml"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    std::fs::set_permissions(p.join("run.sh"), std::fs::Permissions::from_mode(0o757)).unwrap();
+    let (ok, err) = check("[[plugin]]\nname = \"loose\"\n");
+    assert!(!ok && err.contains("run.sh is writable"), "{err}");
+    std::fs::set_permissions(p.join("run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (ok, err) = check("[[plugin]]\nname = \"loose\"\n");
+    assert!(ok, "{err}");
+}
+
+/// Untrusted text never reaches a terminal or the log raw: a user name with escape sequences
+/// from auth.log shows escaped in `incidentctl list` and `show`, and a newline in a rejected
+/// line's value cannot forge a line in the daemon's log.
+#[tokio::test]
+async fn control_characters_are_escaped_in_tables_and_logs() {
+    let d = TestDaemon::start(
+        r#"
+[[rule]]
+id = "login"
+kind = "match"
+regex = 'Failed password for (?P<user>\S+) from'
+incident_key = "login/{{ labels.user }}"
+summary = "failed login for {{ labels.user }}"
+"#,
+    )
+    .await;
+    let hostile = "\u{1b}]0;pwned\u{7}\u{1b}[2J";
+    let line = serde_json::json!({"kind": "log", "message": format!("Failed password for {hostile} from 203.0.113.9 port 22 ssh2")});
+    d.send_and_settle(&[line.to_string()]).await;
+    for args in [&["list"][..], &["show", "1"]] {
+        let out = d.ctl(args);
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}'),
+            "{text:?}"
+        );
+        assert!(text.contains("\\e]0;pwned\\x07\\e[2J"), "{text}");
+    }
+    // A rejected value with a newline in it: one log line, the newline shown as \n.
+    d.send_raw(b"{\"kind\":\"x\",\"level\":\"loud\\nFORGED ERROR incidentd: all good\"}\n");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d.log().contains("rejected input line") {
+        assert!(Instant::now() < deadline, "{}", d.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = d.log();
+    assert!(log.contains("loud\\nFORGED"), "{log}");
+    assert!(!log.lines().any(|l| l.starts_with("FORGED")), "{log}");
+}
