@@ -73,6 +73,16 @@ pub enum SignalMode {
     Zombies,
 }
 
+/// An HTTP action's body.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Body {
+    /// A JSON template: each `{{ value }}` is written as JSON (a string quoted and escaped).
+    Template(String),
+    /// A table sent as a JSON document; its strings are templates.
+    Table(serde_json::Map<String, serde_json::Value>),
+}
+
 /// The kind-specific part of an action (also the whole of a `revert`).
 #[derive(Clone, Debug, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
@@ -83,6 +93,9 @@ pub struct Operation {
     pub command: Vec<String>,
     #[serde(default)]
     pub shell: bool,
+    /// Lets a value alone in an argument begin with '-' (it is then read as an option).
+    #[serde(default)]
+    pub allow_options: bool,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     #[serde(default)]
@@ -112,8 +125,9 @@ pub struct Operation {
     pub method: Option<String>,
     #[serde(default)]
     pub url: Option<String>,
+    /// A JSON template whose values are written as JSON, or a table sent as a JSON document.
     #[serde(default)]
-    pub body: Option<String>,
+    pub body: Option<Body>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     #[serde(default)]

@@ -9,6 +9,7 @@
 //! concurrency limit: a slow action never stalls the pipeline or another action.
 
 pub mod run;
+pub mod template;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};

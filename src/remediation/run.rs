@@ -13,7 +13,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
-use crate::config::action::{ActionKind, Operation, SignalMode};
+use super::template::{self, Field};
+use crate::config::action::{ActionKind, Body, Operation, SignalMode};
 use crate::incident::Incident;
 
 /// What a run will do.
@@ -160,25 +161,28 @@ pub fn context(incident: &Incident) -> minijinja::Value {
     }
 }
 
+/// A value written as it is (environment, headers, process names); missing ones refuse.
 fn render(text: &str, ctx: &minijinja::Value, what: &str) -> Result<String, String> {
-    if !text.contains("{{") && !text.contains("{%") {
-        return Ok(text.to_owned());
-    }
-    let mut env = minijinja::Environment::new();
-    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-    env.render_str(text, ctx)
-        .map_err(|e| format!("template of {what} (`{text}`) failed: {e}"))
+    super::template::render(text, ctx, what, Field::Plain)
 }
 
 /// The plan for `op` on an incident, with every template rendered and signal targets found.
 pub fn plan(op: &Operation, ctx: &minijinja::Value) -> Result<Plan, String> {
     match op.kind {
         Some(ActionKind::Exec) => {
+            let last = op.command.len().saturating_sub(1);
             let mut argv = op
                 .command
                 .iter()
                 .enumerate()
-                .map(|(i, a)| render(a, ctx, &format!("command[{i}]")))
+                .map(|(i, a)| {
+                    let field = if op.shell && i == last {
+                        Field::Shell
+                    } else {
+                        template::arg_field(a, op.allow_options)
+                    };
+                    template::render(a, ctx, &format!("command[{i}]"), field)
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             if op.shell {
                 let script = argv.pop().unwrap_or_default();
@@ -197,7 +201,8 @@ pub fn plan(op: &Operation, ctx: &minijinja::Value) -> Result<Plan, String> {
             })
         }
         Some(ActionKind::Systemd) => {
-            let unit = render(op.unit.as_deref().unwrap_or(""), ctx, "unit")?;
+            let unit =
+                template::render(op.unit.as_deref().unwrap_or(""), ctx, "unit", Field::Unit)?;
             if unit.is_empty() || unit.starts_with('-') {
                 return Err(format!("`{unit}` is not a unit name"));
             }
@@ -291,7 +296,7 @@ pub fn plan(op: &Operation, ctx: &minijinja::Value) -> Result<Plan, String> {
             })
         }
         Some(ActionKind::Http) => {
-            let url = render(op.url.as_deref().unwrap_or(""), ctx, "url")?;
+            let url = template::render_url(op.url.as_deref().unwrap_or(""), ctx)?;
             // A templated URL must still be an http(s) URL of the configured host: event data
             // can fill in a path or a query, never send the request elsewhere.
             let parsed = reqwest::Url::parse(&url).map_err(|e| format!("url `{url}`: {e}"))?;
@@ -307,11 +312,11 @@ pub fn plan(op: &Operation, ctx: &minijinja::Value) -> Result<Plan, String> {
                     "url `{configured}`: templates may fill the path or query, not the scheme or host"
                 ));
             }
-            let body = op
-                .body
-                .as_deref()
-                .map(|b| render(b, ctx, "body"))
-                .transpose()?;
+            let body = match &op.body {
+                None => None,
+                Some(Body::Template(t)) => Some(template::render(t, ctx, "body", Field::Json)?),
+                Some(Body::Table(t)) => Some(template::render_table(t, ctx)?),
+            };
             let headers = op
                 .headers
                 .iter()

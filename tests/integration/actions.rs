@@ -426,7 +426,7 @@ actions = ["quick", "fast-lane", "broken"]
         broken["data"]["result"]["error"]
             .as_str()
             .unwrap()
-            .contains("refused: template of command[1]"),
+            .contains("refused: incident.nonexistent is not set (needed by command[1])"),
         "{broken}"
     );
     // Unknown ids are clear errors.
@@ -496,7 +496,7 @@ id = "scale-up"
 kind = "http"
 safe = true
 url = "http://{addr}/scale"
-body = '{{"service": "{{{{ incident.service }}}}", "incident": {{{{ incident.id }}}}}}'
+body = '{{"service": {{{{ incident.service }}}}, "incident": {{{{ incident.id }}}}}}'
 headers = {{ "content-type" = "application/json" }}
 verify_after = "1s"
 
@@ -756,4 +756,99 @@ unit = "{{{{ incident.service }}}}.service"
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(!alive(zombie));
+}
+
+/// Templates by context, end to end: a captured `../victim` cannot make `rm -rf` leave its
+/// folder, a `--version` label cannot become an option, an incident without a service cannot
+/// restart `None.service`; each run is refused with the reason, and a dry run says the same.
+#[tokio::test]
+async fn hostile_values_cannot_leave_their_field() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("cache/item")).unwrap();
+    std::fs::write(dir.path().join("victim"), "keep me").unwrap();
+    let config = format!(
+        r#"[[action]]
+id = "clear"
+kind = "exec"
+command = ["/bin/rm", "-rf", "{cache}/{{{{ labels.v }}}}"]
+safe = true
+[[action]]
+id = "touch"
+kind = "exec"
+command = ["/usr/bin/touch", "{{{{ labels.v }}}}"]
+cwd = "{dir}"
+safe = true
+[[action]]
+id = "restart"
+kind = "systemd"
+unit = "{{{{ incident.service }}}}.service"
+safe = true
+"#,
+        cache = dir.path().join("cache").display(),
+        dir = dir.path().display()
+    );
+    let d = TestDaemon::prepare(
+        &config,
+        r#"
+[[rule]]
+id = "hostile"
+kind = "match"
+severity = "sev3"
+regex = 'v=(?P<v>\S+)'
+incident_key = "hostile/{{ labels.v }}"
+actions = ["clear", "touch", "restart"]
+"#,
+    );
+    d.wait_healthy().await;
+    let ev = |v: &str| json!({"kind": "log", "message": format!("v={v}")}).to_string();
+    d.send_and_settle(&[ev("../victim"), ev("--version")]).await;
+    let climb = d.wait_for_key("hostile/../victim").await;
+    let tl = wait_timeline(&d, &climb["id"], |e| {
+        of_type(e, "action_executed").len() == 3
+    })
+    .await;
+    let result = |tl: &[Value], action: &str| -> String {
+        of_type(tl, "action_executed")
+            .into_iter()
+            .find(|e| e["data"]["action"] == action)
+            .map(|e| {
+                e["data"]["result"]["error"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned()
+            })
+            .unwrap_or_default()
+    };
+    assert!(
+        result(&tl, "clear").contains("may not stand in a path"),
+        "{tl:#?}"
+    );
+    assert!(
+        result(&tl, "restart").contains("incident.service is not set"),
+        "{tl:#?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("victim")).unwrap(),
+        "keep me"
+    );
+    let option = d.wait_for_key("hostile/--version").await;
+    let tl = wait_timeline(&d, &option["id"], |e| {
+        of_type(e, "action_executed").len() == 3
+    })
+    .await;
+    assert!(
+        result(&tl, "touch").contains("would be read as an option"),
+        "{tl:#?}"
+    );
+    assert!(!dir.path().join("--version").exists());
+    // A dry run shows the same refusal.
+    let dry = d
+        .post(
+            &format!("/v1/incidents/{}/actions/clear/dry-run", climb["id"]),
+            json!({}),
+        )
+        .await;
+    let text = format!("{dry:?}");
+    assert!(text.contains("may not stand in a path"), "{text}");
+    assert!(dir.path().join("cache/item").exists());
 }
