@@ -67,7 +67,7 @@ pub struct ApiState {
 /// Serves the API until `cancel`, then finishes the requests in flight.
 pub use listener::Limits;
 
-/// Serves the control API on `listener` until `cancel` (see [`listener`] for who is admitted).
+/// Serves the control API on `listener` until `cancel` (`api/listener.rs` says who is admitted).
 pub async fn serve(
     listener: UnixListener,
     limits: Limits,
