@@ -351,6 +351,11 @@ pub struct Telemetry {
     pub incidents_reopened: Counter,
     pub incidents_rate_limited: Counter,
     pub store_errors: Counter,
+    /// Why the store cannot make changes durable now (`/v1/health` says `degraded`).
+    #[serde(skip)]
+    store_failing: Mutex<Option<String>>,
+    #[serde(skip)]
+    store_throttle: Throttle,
     /// Action runs by result, and runs the policy held back.
     pub action_runs_ok: Counter,
     pub action_runs_failed: Counter,
@@ -535,6 +540,8 @@ impl Default for Telemetry {
             incidents_reopened: Counter::default(),
             incidents_rate_limited: Counter::default(),
             store_errors: Counter::default(),
+            store_failing: Mutex::new(None),
+            store_throttle: Throttle::new(Duration::from_secs(10)),
             action_runs_ok: Counter::default(),
             action_runs_failed: Counter::default(),
             action_held: Counter::default(),
@@ -560,6 +567,44 @@ impl Default for Telemetry {
 }
 
 impl Telemetry {
+    /// Records the outcome of a flush: a failure is remembered for `/v1/health`, counted and
+    /// logged (throttled: a full disk fails every batch); a success clears it.
+    pub fn store_health<E: std::fmt::Display>(&self, flushed: &Result<(), E>) {
+        let mut failing = self.store_failing.lock().unwrap_or_else(|p| p.into_inner());
+        match flushed {
+            Ok(()) => {
+                if failing.take().is_some() {
+                    tracing::info!("the store makes changes durable again");
+                }
+            }
+            Err(e) => {
+                self.store_errors.inc();
+                let text = format!("store writes are failing: {e}");
+                if let Some(suppressed) = self.store_throttle.allow() {
+                    tracing::error!(error = %e, suppressed, "store flush failed; answering the batch with errors");
+                }
+                *failing = Some(text);
+            }
+        }
+    }
+
+    /// Counts a failed store operation and logs it, throttled with the flush failures (a full
+    /// disk fails every write).
+    pub fn store_error(&self, what: &str, e: &dyn std::fmt::Display) {
+        self.store_errors.inc();
+        if let Some(suppressed) = self.store_throttle.allow() {
+            tracing::error!(error = %e, suppressed, "{what}");
+        }
+    }
+
+    /// Why the store cannot make changes durable now, if it cannot.
+    pub fn store_failing(&self) -> Option<String> {
+        self.store_failing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub fn reload_status(&self) -> ReloadStatus {
         self.reload
             .lock()

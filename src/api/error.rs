@@ -59,7 +59,17 @@ impl From<IncidentError> for ApiError {
             IncidentError::SilenceExpired { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "silence_expired", message)
             }
-            IncidentError::Store(_) => ApiError::internal(message),
+            IncidentError::Store(e) => ApiError::from(e),
+            IncidentError::NotDurable { no_space: true, .. } => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient_storage",
+                format!(
+                    "{message}; the disk holding the state folder is full, nothing was changed"
+                ),
+            ),
+            IncidentError::NotDurable { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+            }
             IncidentError::Unavailable => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
             }
@@ -68,8 +78,24 @@ impl From<IncidentError> for ApiError {
 }
 
 impl From<crate::store::StoreError> for ApiError {
+    /// A store that cannot be read or written is unavailable (507 when the disk is full), not
+    /// a fault of the request.
     fn from(e: crate::store::StoreError) -> Self {
-        ApiError::internal(e.to_string())
+        if e.no_space() {
+            ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient_storage",
+                e.to_string(),
+            )
+        } else if matches!(e, crate::store::StoreError::Record { .. }) {
+            ApiError::internal(e.to_string())
+        } else {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            )
+        }
     }
 }
 

@@ -109,8 +109,12 @@ async fn time_limit(
     }
 }
 
-async fn health() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+/// Alive; `degraded` with the reason while the store cannot make changes durable.
+async fn health(State(st): S) -> Json<Value> {
+    match st.telemetry.store_failing() {
+        None => Json(json!({"status": "ok"})),
+        Some(reason) => Json(json!({"status": "degraded", "reason": reason})),
+    }
 }
 
 pub(super) async fn status(State(st): S) -> Json<Value> {

@@ -47,6 +47,9 @@ pub enum IncidentError {
     SilenceExpired { id: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The change was applied but could not be made durable: it did not happen.
+    #[error("change not durable: {message}")]
+    NotDurable { message: String, no_space: bool },
     #[error("the incident manager has stopped")]
     Unavailable,
 }
@@ -370,10 +373,13 @@ type Pending<T> = (
 
 /// Sends each reply once the batch's flush is known: a change that did not become durable
 /// is reported as failed, never as done.
-fn answer<T, E: std::fmt::Display>(flushed: &Result<(), E>, replies: &mut Vec<Pending<T>>) {
+fn answer<T>(flushed: &Result<(), StoreError>, replies: &mut Vec<Pending<T>>) {
     for (reply, r) in replies.drain(..) {
         let r = match (flushed, r) {
-            (Err(e), Ok(_)) => Err(IncidentError::Invalid(format!("change not durable: {e}"))),
+            (Err(e), Ok(_)) => Err(IncidentError::NotDurable {
+                message: e.to_string(),
+                no_space: e.no_space(),
+            }),
             (_, r) => r,
         };
         let _ = reply.send(r);
@@ -415,10 +421,10 @@ impl Manager {
                             self.trigger(o, &d.rule);
                         }
                         Ok(_) => {}
-                        Err(e) => {
-                            self.telemetry.store_errors.inc();
-                            tracing::error!(rule = %d.rule, key = %d.key, error = %e, "could not record detection");
-                        }
+                        Err(e) => self.telemetry.store_error(
+                            &format!("could not record detection {} of rule {}", d.key, d.rule),
+                            &e,
+                        ),
                     },
                     Msg::Command(cmd, reply) => {
                         let r = self.on_command(cmd);
@@ -435,21 +441,19 @@ impl Manager {
                     }
                     Msg::Housekeeping => {
                         if let Err(e) = self.auto_resolve() {
-                            self.telemetry.store_errors.inc();
-                            tracing::error!(error = %e, "automatic resolving failed");
+                            self.telemetry.store_error("automatic resolving failed", &e);
                         }
                         if let Err(e) = self.compact() {
-                            self.telemetry.store_errors.inc();
-                            tracing::error!(error = %e, "compaction of old closed incidents failed");
+                            self.telemetry
+                                .store_error("compaction of old closed incidents failed", &e);
                         }
                         if let Err(e) = self.auto_close() {
-                            self.telemetry.store_errors.inc();
-                            tracing::error!(error = %e, "automatic closing failed");
+                            self.telemetry.store_error("automatic closing failed", &e);
                         }
                         self.sweep_new_silences();
                         if let Err(e) = self.prune_silences() {
-                            self.telemetry.store_errors.inc();
-                            tracing::error!(error = %e, "pruning expired silences failed");
+                            self.telemetry
+                                .store_error("pruning expired silences failed", &e);
                         }
                     }
                     Msg::Alert(alert, actor, reply) => {
@@ -462,8 +466,8 @@ impl Manager {
                     Msg::Checkpoint(bytes, coverage) => {
                         checkpointed = true;
                         if let Err(e) = self.store.save_checkpoint(&bytes, &coverage) {
-                            self.telemetry.store_errors.inc();
-                            tracing::error!(error = %e, "could not save the engine checkpoint");
+                            self.telemetry
+                                .store_error("could not save the engine checkpoint", &e);
                         }
                     }
                 }
@@ -473,10 +477,8 @@ impl Manager {
             }
             // Nothing below is sent before the flush: an answer means durable.
             let flushed = self.store.flush();
-            if let Err(e) = &flushed {
-                self.telemetry.store_errors.inc();
-                tracing::error!(error = %e, "store flush failed; answering the batch with errors");
-            }
+            // Counted, remembered for /v1/health and logged (throttled) there.
+            self.telemetry.store_health(&flushed);
             if checkpointed && flushed.is_ok() {
                 self.telemetry.checkpoints.inc();
             }

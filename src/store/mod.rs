@@ -354,6 +354,25 @@ pub struct Page {
     pub next_cursor: Option<Cursor>,
 }
 
+impl StoreError {
+    /// Whether the disk is full (ENOSPC, or a quota): the caller answers 507.
+    pub fn no_space(&self) -> bool {
+        let io = match self {
+            StoreError::Sled {
+                source: sled::Error::Io(e),
+                ..
+            }
+            | StoreError::Open {
+                source: sled::Error::Io(e),
+                ..
+            } => e,
+            _ => return false,
+        };
+        io.kind() == std::io::ErrorKind::StorageFull
+            || matches!(io.raw_os_error(), Some(c) if c == nix::libc::ENOSPC || c == nix::libc::EDQUOT)
+    }
+}
+
 /// What the incident manager needs from storage. Reads may come from any thread.
 pub trait Store: Send + Sync + 'static {
     /// Applies one change atomically (not yet durable).

@@ -410,3 +410,111 @@ summary = "failed login for {{ labels.user }}"
     assert!(log.contains("loud\\nFORGED"), "{log}");
     assert!(!log.lines().any(|l| l.starts_with("FORGED")), "{log}");
 }
+
+/// A tmpfs of a few MiB, unmounted on drop.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &std::path::Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(at).unwrap();
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mount: {out:?}");
+        SmallDisk(at.to_owned())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// On a full disk a change is answered 507 with a clear message, `/v1/health` says
+/// `degraded` with the reason, the failure is logged a few times rather than thousands, and
+/// every change that was answered is there after a restart with room again.
+#[tokio::test]
+#[ignore = "needs root to mount a small tmpfs; the test command runs it as root"]
+async fn a_full_disk_is_answered_507_and_loses_no_acknowledged_change() {
+    let mut d = TestDaemon::prepare("", "");
+    // The daemon's state folder on a 24 MiB disk.
+    d.stop();
+    let _disk = SmallDisk::mount(&d.state, "24m");
+    d.restart().await;
+    // Fill the disk.
+    let filler = d.state.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 1 << 16];
+        while f.write_all(&chunk).is_ok() {}
+    }
+    let mut acknowledged = Vec::new();
+    let mut refused = None;
+    for i in 0..2000 {
+        let body = serde_json::json!({"title": format!("incident {i} {}", "x".repeat(2000)), "severity": "sev3"});
+        let (status, answer) = d
+            .raw(
+                hyper::Method::POST,
+                "/v1/incidents",
+                body.to_string().as_bytes(),
+            )
+            .await;
+        if status == 200 || status == 201 {
+            acknowledged.push(answer["id"].as_u64().unwrap());
+        } else {
+            refused = Some((status, answer));
+            break;
+        }
+    }
+    let (status, answer) = refused.expect("the disk never filled up");
+    assert_eq!(status, 507, "{answer}");
+    assert_eq!(answer["error"]["code"], "insufficient_storage", "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("disk"),
+        "{answer}"
+    );
+    let health = d.get("/v1/health").await;
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert!(
+        health["reason"].as_str().unwrap().contains("store"),
+        "{health}"
+    );
+    // More tries fail too, but the log does not flood.
+    for _ in 0..50 {
+        let _ = d
+            .raw(
+                hyper::Method::POST,
+                "/v1/incidents",
+                br#"{"title":"more","severity":"sev4"}"#,
+            )
+            .await;
+    }
+    let failures = d.log().matches("store flush failed").count();
+    assert!(
+        (1..=3).contains(&failures),
+        "{failures} flush failures logged\n{}",
+        d.log()
+    );
+    // Room again, and a restart: every acknowledged change is there.
+    std::fs::remove_file(&filler).unwrap();
+    d.kill9();
+    d.restart().await;
+    for id in &acknowledged {
+        let inc = d.get(&format!("/v1/incidents/{id}")).await;
+        assert_eq!(inc["id"], *id, "acknowledged incident {id} lost: {inc}");
+    }
+    assert_eq!(d.get("/v1/health").await["status"], "ok");
+}
