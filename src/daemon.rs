@@ -274,7 +274,11 @@ pub async fn run(
             path: config.daemon.state_dir.clone(),
             source: std::io::Error::other(e),
         })??;
-    let store: Arc<dyn Store> = Arc::new(store);
+    // Reopened from disk after write failures (a full disk), so it heals without a restart.
+    let store: Arc<dyn Store> = Arc::new(crate::store::HealingStore::new(
+        store,
+        config.daemon.state_dir.clone(),
+    ));
     // sled made its files with the umask: private too.
     make_private(&config.daemon.state_dir)
         .map_err(io_err("make private", &config.daemon.state_dir))?;

@@ -394,6 +394,31 @@ enum Join {
 }
 
 impl Manager {
+    /// After a failed flush: lets the store reopen itself from disk (sled keeps failing
+    /// otherwise, even once there is room again), then reads back what this manager keeps in
+    /// memory, since the batches that failed are not on disk. The next batch tries again if
+    /// this did not work.
+    fn heal(&mut self) {
+        match self.store.heal() {
+            Ok(false) => {}
+            Ok(true) => {
+                let reloaded = (|| -> Result<(), StoreError> {
+                    self.silences = self.store.silences()?;
+                    self.next_silence = self.store.next_silence_id()?;
+                    self.next_id = self.store.next_id()?;
+                    Ok(())
+                })();
+                self.active = Default::default();
+                self.swept.clear();
+                if let Err(e) = reloaded {
+                    self.telemetry
+                        .store_error("reading the store back after reopening it failed", &e);
+                }
+            }
+            Err(e) => self.telemetry.store_error("reopening the store failed", &e),
+        }
+    }
+
     fn run(&mut self, mut rx: mpsc::Receiver<Msg>) {
         let mut replies: Vec<(Reply, Result<Incident, IncidentError>)> = Vec::new();
         let mut pings: Vec<oneshot::Sender<()>> = Vec::new();
@@ -479,6 +504,9 @@ impl Manager {
             let flushed = self.store.flush();
             // Counted, remembered for /v1/health and logged (throttled) there.
             self.telemetry.store_health(&flushed);
+            if flushed.is_err() {
+                self.heal();
+            }
             if checkpointed && flushed.is_ok() {
                 self.telemetry.checkpoints.inc();
             }

@@ -10,6 +10,7 @@
 //! ids and change numbers; [`Store::flush`] makes everything applied so far durable, and the manager calls it
 //! before answering anyone.
 
+mod healing;
 mod sled_store;
 
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Timestamp;
 use crate::incident::{Incident, Severity, Silence, Status, TimelineEntry};
 
+pub use healing::HealingStore;
 pub use sled_store::{Rebuild, SledStore, Verification};
 
 /// The on-disk schema this build reads and writes.
@@ -48,6 +50,8 @@ pub enum StoreError {
         op: &'static str,
         source: sled::Error,
     },
+    #[error("state folder {path} is closed: it is being reopened after write failures")]
+    Closed { path: String },
     #[error("corrupt record in tree {tree} at key {key}: {message}")]
     Record {
         tree: &'static str,
@@ -491,6 +495,12 @@ pub trait Store: Send + Sync + 'static {
     fn next_job_id(&self) -> Result<u64, StoreError>;
     /// The last engine checkpoint saved, if any.
     fn load_checkpoint(&self) -> Result<Option<Vec<u8>>, StoreError>;
+    /// After a failed flush: makes the store able to write again if it can (reopening it
+    /// from what is on disk). True when it did, so what the caller keeps in memory must be
+    /// read again. Stores that need nothing of the kind do nothing.
+    fn heal(&self) -> Result<bool, StoreError> {
+        Ok(false)
+    }
 }
 
 #[cfg(test)]

@@ -440,11 +440,12 @@ impl Drop for SmallDisk {
 }
 
 /// On a full disk a change is answered 507 with a clear message, `/v1/health` says
-/// `degraded` with the reason, the failure is logged a few times rather than thousands, and
-/// every change that was answered is there after a restart with room again.
+/// `degraded` with the reason, and the failure is logged a few times rather than thousands;
+/// once there is room again writes succeed without a restart, and every change that was
+/// answered is there, also after a crash.
 #[tokio::test]
 #[ignore = "needs root to mount a small tmpfs; the test command runs it as root"]
-async fn a_full_disk_is_answered_507_and_loses_no_acknowledged_change() {
+async fn a_full_disk_is_answered_507_heals_and_loses_no_acknowledged_change() {
     let mut d = TestDaemon::prepare("", "");
     // The daemon's state folder on a 24 MiB disk.
     d.stop();
@@ -508,13 +509,40 @@ async fn a_full_disk_is_answered_507_and_loses_no_acknowledged_change() {
         "{failures} flush failures logged\n{}",
         d.log()
     );
-    // Room again, and a restart: every acknowledged change is there.
+    // Room again: writes succeed without a restart (the store reopens itself).
     std::fs::remove_file(&filler).unwrap();
-    d.kill9();
-    d.restart().await;
-    for id in &acknowledged {
-        let inc = d.get(&format!("/v1/incidents/{id}")).await;
-        assert_eq!(inc["id"], *id, "acknowledged incident {id} lost: {inc}");
-    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let healed = loop {
+        let (status, answer) = d
+            .raw(
+                hyper::Method::POST,
+                "/v1/incidents",
+                br#"{"title":"after","severity":"sev4"}"#,
+            )
+            .await;
+        if status == 200 || status == 201 {
+            break answer;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "writes still fail: {status} {answer}\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    acknowledged.push(healed["id"].as_u64().unwrap());
     assert_eq!(d.get("/v1/health").await["status"], "ok");
+    assert!(d.log().contains("store reopened"), "{}", d.log());
+    // Every acknowledged change is there, now and after a crash.
+    for round in 0..2 {
+        for id in &acknowledged {
+            let inc = d.get(&format!("/v1/incidents/{id}")).await;
+            assert_eq!(
+                inc["id"], *id,
+                "round {round}: acknowledged incident {id} lost: {inc}"
+            );
+        }
+        d.kill9();
+        d.restart().await;
+    }
 }
