@@ -9,17 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::util::{CTL, Rng, TestDaemon, append};
-
-const SSH_RULE: &str = r#"
-[[rule]]
-id = "ssh"
-kind = "threshold"
-threshold = 5
-window = "1m"
-regex = 'Failed password for (?:invalid user )?\S+ from (?P<ip>[0-9a-f.:]+)'
-group_by = ["ip"]
-"#;
+use crate::util::{CTL, Rng, SSH_RULE, TestDaemon, append};
 
 const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
