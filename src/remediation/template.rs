@@ -104,12 +104,21 @@ pub fn render(text: &str, ctx: &Value, what: &str, field: Field) -> Result<Strin
         out.write_str(&written)
             .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::WriteFailure, e.to_string()))
     });
-    env.render_str(text, ctx).map_err(|e| match e.detail() {
+    let rendered = env.render_str(text, ctx).map_err(|e| match e.detail() {
         Some(why) if e.kind() == minijinja::ErrorKind::InvalidOperation => {
             format!("{what}: {why}")
         }
         _ => format!("template of {what} (`{text}`) failed: {e}"),
-    })
+    })?;
+    // Defence in depth: whatever the values, a path holds no more `..` than the template
+    // wrote itself.
+    if field == Field::PathPart {
+        let climbs = |p: &str| p.split('/').filter(|c| *c == "..").count();
+        if climbs(&rendered) > climbs(&outside_placeholders(text)) {
+            return Err(format!("{what}: `{rendered}` climbs out of its folder"));
+        }
+    }
+    Ok(rendered)
 }
 
 /// One value, written for where it lands.
