@@ -398,6 +398,9 @@ pub struct Telemetry {
     pub plugins: Mutex<Vec<std::sync::Arc<PluginStats>>>,
 }
 
+/// Inputs named in `watermark.late_by_input` at most.
+pub const MAX_LATE_INPUTS: usize = 64;
+
 /// The engine's clock as `/v1/status` shows it (see [`crate::watermark`]).
 #[derive(Debug, Serialize)]
 pub struct WatermarkStats {
@@ -446,10 +449,17 @@ impl WatermarkStats {
         self.clock.store(t.millis(), Ordering::Relaxed);
     }
 
+    /// Adds late events per input. An event's `source` can come from a client, so the map
+    /// holds at most [`MAX_LATE_INPUTS`] names; the rest are counted under `(other)`.
     pub fn add_late(&self, late: impl IntoIterator<Item = (String, u64)>) {
         let mut m = self.late_by_input.lock().unwrap_or_else(|p| p.into_inner());
         for (input, n) in late {
-            *m.entry(input).or_default() += n;
+            let key = if m.contains_key(&input) || m.len() < MAX_LATE_INPUTS {
+                input
+            } else {
+                "(other)".to_owned()
+            };
+            *m.entry(key).or_default() += n;
         }
     }
 }

@@ -33,6 +33,9 @@ pub async fn serve(
     let gate = ConnectionGate::new(limits.max_connections, limits.max_connections_per_user);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let refused = crate::telemetry::Throttle::new(Duration::from_secs(10));
+    let refusals = std::sync::Arc::new(tokio::sync::Semaphore::new(
+        crate::access::MAX_ANSWERED_REFUSALS,
+    ));
     loop {
         let stream = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -57,7 +60,12 @@ pub async fn serve(
                     tracing::warn!(user = %peer.user, uid = ?peer.uid, reason = %why, suppressed,
                         "control connection refused");
                 }
-                tokio::spawn(refuse(stream, why.to_string()));
+                if let Ok(slot) = refusals.clone().try_acquire_owned() {
+                    tokio::spawn(async move {
+                        refuse(stream, why.to_string()).await;
+                        drop(slot);
+                    });
+                }
                 continue;
             }
         };
@@ -80,8 +88,8 @@ pub async fn serve(
     graceful.shutdown().await;
 }
 
-/// Answers a refused connection 503 with `why`, then discards what it sends for at most a
-/// second, so the client reads the answer instead of a broken pipe.
+/// Answers a refused connection 503 with `why`, then discards what it sends for at most half
+/// a second, so the client reads the answer instead of a broken pipe.
 async fn refuse(mut stream: UnixStream, why: String) {
     let body =
         serde_json::json!({"error": {"code": "too_many_connections", "message": why}}).to_string();
@@ -89,7 +97,7 @@ async fn refuse(mut stream: UnixStream, why: String) {
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
         let _ = stream.write_all(answer.as_bytes()).await;
         let _ = stream.shutdown().await;
         let mut sink = [0u8; 4096];

@@ -663,7 +663,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
                 print_json(&json!(inc));
             } else {
                 match &inc.assignee {
-                    Some(a) => outln!("incident {id} is assigned to {a}"),
+                    Some(a) => outln!("incident {id} is assigned to {}", output::one_line(a)),
                     None => outln!("incident {id} is unassigned"),
                 }
             }
@@ -1082,9 +1082,13 @@ fn describe_plan(p: &Value) {
                     }
                 })
                 .collect();
-            outln!("  run: {}", argv.join(" "));
+            outln!("  run: {}", output::one_line(&argv.join(" ")));
             for (k, v) in p["env"].as_object().into_iter().flatten() {
-                outln!("  env: {k}={}", v.as_str().unwrap_or(""));
+                outln!(
+                    "  env: {}={}",
+                    output::one_line(k),
+                    output::one_line(v.as_str().unwrap_or(""))
+                );
             }
             if let Some(c) = p["cwd"].as_str() {
                 outln!("  in:  {c}");

@@ -182,9 +182,16 @@ pub fn change_line(event: &str, data: &Value) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default();
+    // Untrusted text (summaries, titles, notes, actors) on one line, escaped.
     format!(
         "{}  #{} {} {} {} by {}  {}",
-        e.ts, e.incident_id, event, kind, severity, e.actor, what
+        e.ts,
+        e.incident_id,
+        output::one_line(event),
+        kind,
+        severity,
+        output::one_line(&e.actor),
+        output::one_line(&what)
     )
     .trim_end()
     .to_owned()

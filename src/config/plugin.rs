@@ -247,14 +247,19 @@ fn check_home(dir: &Path, manifest: &Path, m: &Manifest) -> Vec<(&'static str, S
         // Group-writable is fine for a user's private group (only the owner is in it), as
         // sshd allows: Debian gives users umask 002 with such groups.
         let private_group = || {
-            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(meta.uid()))
+            let Some(owner) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(meta.uid()))
                 .ok()
                 .flatten()
-                .is_some_and(|u| u.gid.as_raw() == meta.gid())
+            else {
+                return false;
+            };
+            // A user-private group: named after its user, the user's primary group, and no
+            // listed members (a shared primary group such as `users` is not one).
+            owner.gid.as_raw() == meta.gid()
                 && nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(meta.gid()))
                     .ok()
                     .flatten()
-                    .is_some_and(|g| g.mem.is_empty())
+                    .is_some_and(|g| g.mem.is_empty() && g.name == owner.name)
         };
         let loose = meta.mode() & 0o002 != 0 || (meta.mode() & 0o020 != 0 && !private_group());
         if loose {

@@ -347,7 +347,15 @@ impl Engine {
             }
         }
         if behind && self.late_total() > late_before {
-            *self.late_inputs.entry(ev.source.clone()).or_default() += 1;
+            // `source` may come from a client: the map stays small.
+            let key = if self.late_inputs.len() < crate::telemetry::MAX_LATE_INPUTS
+                || self.late_inputs.contains_key(&ev.source)
+            {
+                ev.source.clone()
+            } else {
+                "(other)".to_owned()
+            };
+            *self.late_inputs.entry(key).or_default() += 1;
         }
     }
 

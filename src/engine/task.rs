@@ -118,7 +118,9 @@ pub async fn run(
                 // The watermark (crate::watermark): wall time moves the clock only while
                 // every input is caught up — nothing queued here, no input behind. Otherwise
                 // the tick only lets rules free state on the event-time clock.
-                let caught_up = events.is_empty() && backlog.caught_up();
+                // The order matters: an input hands on its last batch before it says it caught
+                // up, so once it says so, that batch is already in the queue.
+                let caught_up = backlog.caught_up() && events.is_empty();
                 let to = if caught_up {
                     telemetry.watermark.wall_advances.inc();
                     clock.now()

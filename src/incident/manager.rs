@@ -386,6 +386,59 @@ fn answer<T>(flushed: &Result<(), StoreError>, replies: &mut Vec<Pending<T>>) {
     }
 }
 
+/// The engine's messages since the last successful flush: its detections in order (at most
+/// [`MAX_UNFLUSHED`]; older ones beyond it are dropped and counted) and its latest
+/// checkpoint, which goes after them.
+#[derive(Default)]
+struct Unflushed {
+    detections: std::collections::VecDeque<Detection>,
+    checkpoint: Option<(Vec<u8>, crate::store::Coverage)>,
+    dropped: u64,
+}
+
+/// Detections kept while the store cannot flush, at most: memory stays bounded on a disk
+/// that stays full.
+const MAX_UNFLUSHED: usize = 100_000;
+
+impl Unflushed {
+    fn keep(&mut self, m: &Msg) {
+        match m {
+            Msg::Detection(d) => {
+                if self.detections.len() >= MAX_UNFLUSHED {
+                    self.detections.pop_front();
+                    self.dropped += 1;
+                }
+                self.detections.push_back(d.clone());
+            }
+            Msg::Checkpoint(bytes, coverage) => {
+                self.checkpoint = Some((bytes.clone(), coverage.clone()));
+            }
+            _ => {}
+        }
+    }
+
+    fn clear(&mut self) {
+        self.detections.clear();
+        self.checkpoint = None;
+    }
+
+    /// The messages to apply again, in order.
+    fn take(&mut self) -> Vec<Msg> {
+        if self.dropped > 0 {
+            tracing::error!(
+                dropped = self.dropped,
+                "detections made while the store could not write were too many to keep; the oldest are lost"
+            );
+            self.dropped = 0;
+        }
+        let mut out: Vec<Msg> = self.detections.drain(..).map(Msg::Detection).collect();
+        if let Some((bytes, coverage)) = self.checkpoint.take() {
+            out.push(Msg::Checkpoint(bytes, coverage));
+        }
+        out
+    }
+}
+
 /// How a detection joins an existing incident.
 enum Join {
     Same,
@@ -398,9 +451,9 @@ impl Manager {
     /// otherwise, even once there is room again), then reads back what this manager keeps in
     /// memory, since the batches that failed are not on disk. The next batch tries again if
     /// this did not work.
-    fn heal(&mut self) {
+    fn heal(&mut self) -> bool {
         match self.store.heal() {
-            Ok(false) => {}
+            Ok(false) => false,
             Ok(true) => {
                 let reloaded = (|| -> Result<(), StoreError> {
                     self.silences = self.store.silences()?;
@@ -414,8 +467,12 @@ impl Manager {
                     self.telemetry
                         .store_error("reading the store back after reopening it failed", &e);
                 }
+                true
             }
-            Err(e) => self.telemetry.store_error("reopening the store failed", &e),
+            Err(e) => {
+                self.telemetry.store_error("reopening the store failed", &e);
+                false
+            }
         }
     }
 
@@ -426,7 +483,18 @@ impl Manager {
         let mut alert_replies: Vec<(AlertReply, Result<Outcome, IncidentError>)> = Vec::new();
         type SilenceReply = oneshot::Sender<Result<Silence, IncidentError>>;
         let mut silence_replies: Vec<(SilenceReply, Result<Silence, IncidentError>)> = Vec::new();
-        while let Some(first) = rx.blocking_recv() {
+        // What the engine sent since the last successful flush (it never sends it again), to
+        // apply again once a failed store has healed; and what to apply before new messages.
+        let mut unflushed = Unflushed::default();
+        let mut again: std::collections::VecDeque<Msg> = Default::default();
+        loop {
+            let first = match again.pop_front() {
+                Some(m) => m,
+                None => match rx.blocking_recv() {
+                    Some(m) => m,
+                    None => break,
+                },
+            };
             let mut checkpointed = false;
             // (event arrival, detection) times of the detections in this batch.
             let mut timings: Vec<(Option<std::time::Instant>, Option<std::time::Instant>)> =
@@ -438,6 +506,7 @@ impl Manager {
                 // One time per message: its entries and the snapshot fields they imply carry
                 // the same instant, so the log replays to the very same snapshot.
                 self.now = self.clock.now();
+                unflushed.keep(&m);
                 match m {
                     Msg::Detection(d) => match self.on_detection(&d) {
                         // Latency counts detections that changed an incident.
@@ -497,15 +566,19 @@ impl Manager {
                     }
                 }
                 if n < MAX_BATCH {
-                    msg = rx.try_recv().ok();
+                    msg = again.pop_front().or_else(|| rx.try_recv().ok());
                 }
             }
             // Nothing below is sent before the flush: an answer means durable.
             let flushed = self.store.flush();
             // Counted, remembered for /v1/health and logged (throttled) there.
             self.telemetry.store_health(&flushed);
-            if flushed.is_err() {
-                self.heal();
+            if flushed.is_ok() {
+                unflushed.clear();
+            } else if self.heal() {
+                // The store is back as it was at its last flush: the engine's detections
+                // and checkpoints since then go through again, before anything new.
+                again.extend(unflushed.take());
             }
             if checkpointed && flushed.is_ok() {
                 self.telemetry.checkpoints.inc();

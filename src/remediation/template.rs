@@ -52,14 +52,19 @@ pub fn arg_field(text: &str, allow_options: bool) -> Field {
     }
 }
 
-/// `text` without its `{{ … }}` placeholders.
+/// `text` without its `{{ … }}` placeholders and `{% … %}` statements.
 fn outside_placeholders(text: &str) -> String {
     let mut out = String::new();
     let mut rest = text;
-    while let Some(start) = rest.find("{{") {
+    loop {
+        let next = [("{{", "}}"), ("{%", "%}")]
+            .into_iter()
+            .filter_map(|(open, close)| rest.find(open).map(|at| (at, close)))
+            .min_by_key(|(at, _)| *at);
+        let Some((start, close)) = next else { break };
         out.push_str(&rest[..start]);
-        match rest[start..].find("}}") {
-            Some(end) => rest = &rest[start + end + 2..],
+        match rest[start..].find(close) {
+            Some(end) => rest = &rest[start + end + close.len()..],
             None => return out,
         }
     }
@@ -150,8 +155,16 @@ fn place(value: &Value, field: Field) -> Result<String, String> {
                     "`{s}` may not stand in a path: a value there may not be empty, `.` or `..`, nor hold '/' or NUL"
                 ));
             }
-            if field == Field::Unit && s.starts_with('-') {
-                return Err(format!("`{s}` is not a unit name"));
+            // systemctl reads `*`, `?` and `[` as patterns over every unit.
+            if field == Field::Unit
+                && (s.starts_with('-')
+                    || !s
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || ":_.@-\\".contains(c)))
+            {
+                return Err(format!(
+                    "`{s}` is not a unit name (letters, digits and : _ . @ - \\ only)"
+                ));
             }
             Ok(s)
         }
@@ -189,12 +202,12 @@ pub fn render_url(text: &str, ctx: &Value) -> Result<String, String> {
             let mut split = None;
             let mut i = 0;
             while i < bytes.len() {
-                if text[i..].starts_with("{{") {
+                if bytes[i..].starts_with(b"{{") {
                     depth += 1;
                     i += 2;
                     continue;
                 }
-                if text[i..].starts_with("}}") && depth > 0 {
+                if bytes[i..].starts_with(b"}}") && depth > 0 {
                     depth -= 1;
                     i += 2;
                     continue;
@@ -317,6 +330,18 @@ mod tests {
         assert_eq!(
             render("echo {{ labels.svc }}", &c, "command", Field::Shell).unwrap(),
             r#"echo 'api", "by": 1000, "x": "'"#
+        );
+        // A statement around a value does not turn the checks off.
+        let e = arg("{% if 1 %}{{ labels.opt }}{% endif %}").unwrap_err();
+        assert!(e.contains("read as an option"), "{e}");
+        // A unit name is a unit name, not a pattern.
+        let star = minijinja::context! { labels => minijinja::context! { s => "*" } };
+        let e = render("{{ labels.s }}.service", &star, "unit", Field::Unit).unwrap_err();
+        assert!(e.contains("not a unit name"), "{e}");
+        // Non-ASCII before the query.
+        assert_eq!(
+            render_url("http://h/café?x={{ labels.ok }}", &c).unwrap(),
+            "http://h/café?x=cache-1"
         );
         // Text without placeholders is left alone.
         assert_eq!(arg("-rf").unwrap(), "-rf");

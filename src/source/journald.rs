@@ -62,10 +62,32 @@ impl JournaldSource {
         tracing::info!(source = %self.config.id, directory = ?self.config.directory,
             cursor = self.cursor.is_some(), "reading the journal");
         if self.cursor.is_none() && self.config.read_from == ReadFrom::End {
-            // Only entries after the current last one.
-            match self.last_cursor().await {
-                Ok(c) => self.cursor = c,
-                Err(e) => self.stats.error("cannot find the journal's end", &e),
+            // Only entries after the current last one. The end is handed on at once, so the
+            // checkpoint holds it even if no entry follows before a restart (which must then
+            // read what came while incidentd was down, not seek to the end again). Until the
+            // end is known nothing is read: reading from the start is not what was asked.
+            loop {
+                match self.last_cursor().await {
+                    Ok(Some(c)) => {
+                        let mut end = Some(c);
+                        if !self.hand_on(&mut Vec::new(), &mut end).await {
+                            return;
+                        }
+                        break;
+                    }
+                    // An empty journal: everything that comes is new.
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.stats
+                            .error("journalctl cannot find the journal's end", &e);
+                        // Nothing it can read: it does not hold the clock meanwhile.
+                        self.progress.set_behind(false);
+                    }
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(self.config.poll_interval) => {}
+                }
             }
         }
         loop {

@@ -42,10 +42,11 @@ pub struct IngestSocket {
     pub host: Arc<str>,
 }
 
-/// Answers a refused connection with `line`, then discards its input for at most a second.
+/// Answers a refused connection with `line`, then discards its input for at most half a
+/// second.
 async fn refuse(mut stream: UnixStream, line: String) {
     use tokio::io::AsyncReadExt;
-    let second = std::time::Duration::from_secs(1);
+    let second = std::time::Duration::from_millis(500);
     let _ = tokio::time::timeout(second, async {
         let _ = stream.write_all(line.as_bytes()).await;
         let _ = stream.shutdown().await;
@@ -62,6 +63,9 @@ impl IngestSocket {
     pub async fn run(self, cancel: CancellationToken, tracker: TaskTracker) {
         let shared = Arc::new(self);
         let refused = crate::telemetry::Throttle::new(std::time::Duration::from_secs(10));
+        let refusals = Arc::new(tokio::sync::Semaphore::new(
+            crate::access::MAX_ANSWERED_REFUSALS,
+        ));
         loop {
             let stream = tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -115,7 +119,12 @@ impl IngestSocket {
                     // One line saying why; what the peer sends meanwhile is read and thrown
                     // away for a moment, so it sees the answer instead of a broken pipe.
                     let line = serde_json::json!({"error": {"code": code, "message": why}});
-                    tracker.spawn(refuse(stream, format!("{line}\n")));
+                    if let Ok(slot) = refusals.clone().try_acquire_owned() {
+                        tracker.spawn(async move {
+                            refuse(stream, format!("{line}\n")).await;
+                            drop(slot);
+                        });
+                    }
                     continue;
                 }
             };

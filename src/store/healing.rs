@@ -66,24 +66,33 @@ impl Store for HealingStore {
             }
             *last = Some(Instant::now());
         }
-        let mut slot = self.current.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(old) = slot.take() {
+        // Closed from here on: new calls answer `Closed` (503) instead of queueing behind us.
+        let old = self
+            .current
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(old) = old {
             // Readers on other threads finish their call; then the old handle is the last
-            // one, and dropping it closes sled (and releases its lock on the folder).
+            // one, and dropping it closes sled (and releases its lock on the folder). No lock
+            // is held while waiting.
             let deadline = Instant::now() + Duration::from_secs(2);
             while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(5));
             }
             if Arc::strong_count(&old) > 1 {
-                *slot = Some(old);
+                // A long reader still holds it: back as it was, tried again later.
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(old);
                 return Ok(false);
             }
             drop(old);
         }
-        let (store, _) = SledStore::open(&self.path)?;
+        // Never moved aside here (as a corrupt store is at start): that would start an empty
+        // store mid-run. A store that does not open stays closed and is tried again.
+        let store = SledStore::open_once(&self.path)?;
         self.last_change
             .store(store.last_change(), Ordering::SeqCst);
-        *slot = Some(Arc::new(store));
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(store));
         tracing::info!(path = %self.path.display(), "store reopened after write failures");
         Ok(true)
     }

@@ -66,7 +66,7 @@ impl SledStore {
         }
     }
 
-    fn open_once(dir: &Path) -> Result<SledStore, StoreError> {
+    pub(crate) fn open_once(dir: &Path) -> Result<SledStore, StoreError> {
         let path = dir.display().to_string();
         let db = sled::Config::new()
             .path(dir)

@@ -509,6 +509,12 @@ async fn a_full_disk_is_answered_507_heals_and_loses_no_acknowledged_change() {
         "{failures} flush failures logged\n{}",
         d.log()
     );
+    // Detections made while the disk is full are not lost: the engine never sends them
+    // again, so the manager applies them once the store has healed.
+    d.send_raw(
+        b"{\"kind\":\"marker\",\"message\":\"during-full-1\"}\n{\"kind\":\"marker\",\"message\":\"during-full-2\"}\n",
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
     // Room again: writes succeed without a restart (the store reopens itself).
     std::fs::remove_file(&filler).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -532,6 +538,11 @@ async fn a_full_disk_is_answered_507_heals_and_loses_no_acknowledged_change() {
     };
     acknowledged.push(healed["id"].as_u64().unwrap());
     assert_eq!(d.get("/v1/health").await["status"], "ok");
+    for key in ["marker/during-full-1", "marker/during-full-2"] {
+        let inc = d.wait_for_key(key).await;
+        assert_eq!(inc["detections"], 1, "{inc}");
+        acknowledged.push(inc["id"].as_u64().unwrap());
+    }
     assert!(d.log().contains("store reopened"), "{}", d.log());
     // Every acknowledged change is there, now and after a crash.
     for round in 0..2 {
