@@ -367,11 +367,13 @@ impl Shared {
             .await;
             match saved {
                 Ok(Ok(())) => {}
-                // Applied but perhaps not durable: going on avoids planning the same changes
-                // twice; a crash before the next flush routes them again.
+                // Not durable: these changes are routed again on the next round (once the
+                // store has healed, it no longer holds what this write applied). Telling twice
+                // is allowed (at least once, with idempotency keys); never telling is not.
                 Ok(Err(err)) => {
-                    self.telemetry.store_errors.inc();
-                    tracing::error!(error = %err, "notification outbox write failed");
+                    self.telemetry
+                        .store_error("notification outbox write failed", &err);
+                    return cursor;
                 }
                 Err(_) => return cursor,
             }
