@@ -814,19 +814,40 @@ fn not_followable(path: &Path, meta: &std::fs::Metadata) -> Option<String> {
     }
 }
 
-/// Opens a file to follow without blocking (a path swapped for a FIFO since it was looked
-/// at would block an ordinary open), and makes sure what was opened is a regular file on a
-/// real file system.
+/// Opens a file to follow, making sure what is opened is a regular file on a real file
+/// system even if the path was swapped since it was looked at: the path is first opened
+/// with `O_PATH` (which opens nothing: no device is touched, no FIFO blocks), checked, and
+/// only then opened for reading through that very handle (`/proc/self/fd`), without blocking.
 fn open_regular(path: &Path) -> std::io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
+    let handle = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_PATH | nix::libc::O_CLOEXEC)
+        .open(path)?;
+    check_regular(&handle)?;
+    let via = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&handle));
+    let file = match std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NONBLOCK)
-        .open(path)?;
+        .open(&via)
+    {
+        Ok(f) => f,
+        // No /proc to reopen through: open the path, checked again below.
+        Err(_) => std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open(path)?,
+    };
+    check_regular(&file)?;
+    Ok(file)
+}
+
+/// A regular file, not on /proc or /sys.
+fn check_regular(file: &File) -> std::io::Result<()> {
     if !file.metadata()?.is_file() {
         return Err(std::io::Error::other("it is no longer a regular file"));
     }
-    if let Ok(fs) = nix::sys::statfs::fstatfs(&file) {
+    if let Ok(fs) = nix::sys::statfs::fstatfs(file) {
         let t = fs.filesystem_type();
         if t == nix::sys::statfs::PROC_SUPER_MAGIC || t == nix::sys::statfs::SYSFS_MAGIC {
             return Err(std::io::Error::other(
@@ -834,7 +855,7 @@ fn open_regular(path: &Path) -> std::io::Result<File> {
             ));
         }
     }
-    Ok(file)
+    Ok(())
 }
 
 enum ReadError {
@@ -869,6 +890,23 @@ pub fn cursors_by_source(cursors: Vec<TailCursor>) -> HashMap<String, Vec<TailCu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_regular_files_open_and_nothing_else_is_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // A FIFO with no writer would block an ordinary open forever.
+        assert!(open_regular(&fifo).is_err());
+        assert!(open_regular(Path::new("/proc/self/status")).is_err());
+        assert!(open_regular(Path::new("/dev/null")).is_err());
+        assert!(open_regular(dir.path()).is_err());
+        let file = dir.path().join("app.log");
+        std::fs::write(&file, "line\n").unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut open_regular(&file).unwrap(), &mut text).unwrap();
+        assert_eq!(text, "line\n");
+    }
 
     #[test]
     fn literal_prefix() {
