@@ -445,6 +445,7 @@ pub async fn run(
             stats: telemetry.source(&jc.id, "journald"),
             clock: clock.clone(),
             cursor,
+            oversize_after: None,
             progress: journal_progress
                 .pop_front()
                 .unwrap_or_else(|| backlog.input()),

@@ -48,6 +48,8 @@ pub struct JournaldSource {
     pub cursor: Option<String>,
     /// This source's part of the watermark: behind while a run has entries left to read.
     pub progress: crate::watermark::InputProgress,
+    /// The cursor an over-long record was last skipped after (it is not counted twice).
+    pub oversize_after: Option<String>,
 }
 
 /// Why a run stopped early.
@@ -184,12 +186,18 @@ impl JournaldSource {
             let record = match line {
                 Ok(Some(Line::Complete(b))) => b,
                 Ok(Some(Line::Oversize)) => {
-                    self.stats.lines.inc();
-                    self.stats.oversize.inc();
-                    self.stats.warn_line(
-                        "oversize",
-                        &format!("journal record longer than {MAX_RECORD_BYTES} bytes skipped"),
-                    );
+                    // Its cursor is unknown, so while it is the journal's last record every
+                    // poll reads it again: counted once per place it stands.
+                    let after = last_cursor.clone().or_else(|| self.cursor.clone());
+                    if self.oversize_after != after {
+                        self.stats.lines.inc();
+                        self.stats.oversize.inc();
+                        self.stats.warn_line(
+                            "oversize",
+                            &format!("journal record longer than {MAX_RECORD_BYTES} bytes skipped"),
+                        );
+                        self.oversize_after = after;
+                    }
                     continue;
                 }
                 Ok(None) => break,
