@@ -805,8 +805,20 @@ fn rules_test(
         eprintln!();
     }
     let verdict = expected.map(|want| compare_detections(&want, &report.detections));
+    // Like `send`: a file none of whose lines could be read is a failure (a wrong --format,
+    // say), not an empty report.
+    let all_rejected = report.rejected > 0 && report.events == 0;
+    let all_rejected_err = || {
+        CliError::Failed(format!(
+            "every line was rejected ({} lines; is --format right?)",
+            report.rejected
+        ))
+    };
     if json_out {
         outln!("{}", serde_json::to_string(&report).unwrap_or_default());
+        if all_rejected {
+            return Err(all_rejected_err());
+        }
         return verdict.unwrap_or(Ok(()));
     }
     let rows: Vec<Vec<String>> = report
@@ -849,6 +861,9 @@ fn rules_test(
         report.seconds,
         rate
     );
+    if all_rejected {
+        return Err(all_rejected_err());
+    }
     if let Some(v) = verdict {
         v?;
         outln!(

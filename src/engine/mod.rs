@@ -337,16 +337,25 @@ impl Engine {
             self.fire_due(out);
         }
         let mut gate = rule::RegexGate::new(self.prefilter.as_ref(), self.prefiltered);
-        // Only an event behind the watermark can be late; only then are the rules' late
-        // counters summed, to count it once for its input.
-        let behind = ev.ts < self.now;
-        let late_before = if behind { self.late_total() } else { 0 };
-        for rule in &mut self.rules {
-            if let Some(hit) = rule.on_event(ev, &mut gate, self.now) {
-                out.push(detection(&self.templates, rule, Some(ev), hit, self.lean));
+        // Only an event behind the watermark can be late: only then is each rule's late
+        // count looked at, to count the event once for its input.
+        let mut late = false;
+        if ev.ts < self.now {
+            for rule in &mut self.rules {
+                let before = rule.late_count();
+                if let Some(hit) = rule.on_event(ev, &mut gate, self.now) {
+                    out.push(detection(&self.templates, rule, Some(ev), hit, self.lean));
+                }
+                late |= rule.late_count() > before;
+            }
+        } else {
+            for rule in &mut self.rules {
+                if let Some(hit) = rule.on_event(ev, &mut gate, self.now) {
+                    out.push(detection(&self.templates, rule, Some(ev), hit, self.lean));
+                }
             }
         }
-        if behind && self.late_total() > late_before {
+        if late {
             // `source` may come from a client: the map stays small.
             let key = if self.late_inputs.len() < crate::telemetry::MAX_LATE_INPUTS
                 || self.late_inputs.contains_key(&ev.source)
@@ -357,14 +366,6 @@ impl Engine {
             };
             *self.late_inputs.entry(key).or_default() += 1;
         }
-    }
-
-    /// Late events dropped by all rules so far.
-    fn late_total(&self) -> u64 {
-        self.rules
-            .iter()
-            .map(|r| r.stats.late + r.detector.dropped().0)
-            .sum()
     }
 
     /// For offline replay: the rules' regexes, one of which every line some rule could count

@@ -227,3 +227,40 @@ fn a_reader_that_stops_early_ends_the_output_quietly() {
     assert!(out.status.success(), "{:?}: {stderr}", out.status);
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// A file none of whose lines can be read in the chosen format fails (exit 1, with the
+/// reason), as `send` does, in both output forms; one readable line is enough to succeed.
+#[test]
+fn every_line_rejected_is_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("auth.log");
+    std::fs::write(
+        &log,
+        "Nov 23 10:00:00 h sshd[1]: Failed password for root from 10.0.0.1 port 22 ssh2\n",
+    )
+    .unwrap();
+    let rules = Path::new(ROOT).join("etc/rules.d/ssh.toml");
+    for extra in [&[][..], &["-o", "json"]] {
+        let out = Command::new(CTL)
+            .args(["rules", "test"])
+            .arg(&log)
+            .arg("--rules")
+            .arg(&rules)
+            .args(["--format", "ndjson"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("every line was rejected"), "{err}");
+    }
+    let ok = Command::new(CTL)
+        .args(["rules", "test"])
+        .arg(&log)
+        .arg("--rules")
+        .arg(&rules)
+        .args(["--format", "syslog", "--year", "2026"])
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{ok:?}");
+}

@@ -745,6 +745,11 @@ impl Rule {
         self.detector.on_tick(now);
     }
 
+    /// Events this rule dropped as late so far (past `allowed_lateness`, or past its window).
+    pub fn late_count(&self) -> u64 {
+        self.stats.late + self.detector.dropped().0
+    }
+
     /// Detections whose time has come at `now` (absence timers), appended to `out`.
     pub fn due(&mut self, now: Timestamp, out: &mut Vec<Hit>) {
         if !self.config.common.enabled || !self.detector.has_timers() {
