@@ -386,59 +386,6 @@ fn answer<T>(flushed: &Result<(), StoreError>, replies: &mut Vec<Pending<T>>) {
     }
 }
 
-/// The engine's messages since the last successful flush: its detections in order (at most
-/// [`MAX_UNFLUSHED`]; older ones beyond it are dropped and counted) and its latest
-/// checkpoint, which goes after them.
-#[derive(Default)]
-struct Unflushed {
-    detections: std::collections::VecDeque<Detection>,
-    checkpoint: Option<(Vec<u8>, crate::store::Coverage)>,
-    dropped: u64,
-}
-
-/// Detections kept while the store cannot flush, at most: memory stays bounded on a disk
-/// that stays full.
-const MAX_UNFLUSHED: usize = 100_000;
-
-impl Unflushed {
-    fn keep(&mut self, m: &Msg) {
-        match m {
-            Msg::Detection(d) => {
-                if self.detections.len() >= MAX_UNFLUSHED {
-                    self.detections.pop_front();
-                    self.dropped += 1;
-                }
-                self.detections.push_back(d.clone());
-            }
-            Msg::Checkpoint(bytes, coverage) => {
-                self.checkpoint = Some((bytes.clone(), coverage.clone()));
-            }
-            _ => {}
-        }
-    }
-
-    fn clear(&mut self) {
-        self.detections.clear();
-        self.checkpoint = None;
-    }
-
-    /// The messages to apply again, in order.
-    fn take(&mut self) -> Vec<Msg> {
-        if self.dropped > 0 {
-            tracing::error!(
-                dropped = self.dropped,
-                "detections made while the store could not write were too many to keep; the oldest are lost"
-            );
-            self.dropped = 0;
-        }
-        let mut out: Vec<Msg> = self.detections.drain(..).map(Msg::Detection).collect();
-        if let Some((bytes, coverage)) = self.checkpoint.take() {
-            out.push(Msg::Checkpoint(bytes, coverage));
-        }
-        out
-    }
-}
-
 /// How a detection joins an existing incident.
 enum Join {
     Same,
@@ -485,7 +432,7 @@ impl Manager {
         let mut silence_replies: Vec<(SilenceReply, Result<Silence, IncidentError>)> = Vec::new();
         // What the engine sent since the last successful flush (it never sends it again), to
         // apply again once a failed store has healed; and what to apply before new messages.
-        let mut unflushed = Unflushed::default();
+        let mut unflushed = super::unflushed::Unflushed::default();
         let mut again: std::collections::VecDeque<Msg> = Default::default();
         loop {
             let first = match again.pop_front() {

@@ -14,6 +14,7 @@ pub mod postmortem;
 pub mod project;
 pub mod silence;
 pub mod stats;
+mod unflushed;
 
 pub use lifecycle::Transition;
 pub use manager::{Command, IncidentError, IncidentHandle, NewIncident, SilenceCommand};
