@@ -78,6 +78,24 @@ pub struct Parsing {
     pub labels: BTreeMap<String, String>,
 }
 
+impl Parsing {
+    /// The parsing of a source whose format is fixed (syslog, journald).
+    fn fixed(
+        format: LineFormat,
+        kind: &str,
+        service: &Option<String>,
+        labels: &BTreeMap<String, String>,
+    ) -> Parsing {
+        Parsing {
+            format,
+            pattern: None,
+            kind: kind.to_owned(),
+            service: service.clone(),
+            labels: labels.clone(),
+        }
+    }
+}
+
 fn default_kind() -> String {
     "log".into()
 }
@@ -188,13 +206,12 @@ fn default_journalctl() -> PathBuf {
 
 impl JournaldSourceConfig {
     pub fn parsing(&self) -> Parsing {
-        Parsing {
-            format: LineFormat::Journald,
-            pattern: None,
-            kind: self.kind.clone(),
-            service: self.service.clone(),
-            labels: self.labels.clone(),
-        }
+        Parsing::fixed(
+            LineFormat::Journald,
+            &self.kind,
+            &self.service,
+            &self.labels,
+        )
     }
 
     /// Problems with the table's own keys, for the loader to place at file:line.
@@ -253,13 +270,7 @@ fn default_socket_mode() -> u32 {
 
 impl SyslogSourceConfig {
     pub fn parsing(&self) -> Parsing {
-        Parsing {
-            format: LineFormat::Syslog,
-            pattern: None,
-            kind: self.kind.clone(),
-            service: self.service.clone(),
-            labels: self.labels.clone(),
-        }
+        Parsing::fixed(LineFormat::Syslog, &self.kind, &self.service, &self.labels)
     }
 }
 

@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{TestDaemon, failed_password};
+use crate::util::{TestDaemon, failed_password, open_to_others};
 
 /// A Unix-socket client in Perl (in Debian's base system, and reachable by other users, as
 /// the toolchain under /root is not): sends standard input, then prints what comes back.
@@ -40,13 +40,6 @@ fn perl_as_nobody(group: &str, script: &str, args: &[&str], input: &str) -> Outp
     child.wait_with_output().unwrap()
 }
 
-/// Lets other users reach the daemon's sockets (the test's temporary folders are private).
-fn open_up(d: &TestDaemon) {
-    for p in [d.dir.path(), d.run.as_path()] {
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-}
-
 #[tokio::test]
 #[ignore = "needs root to act as other users (setpriv); the test command runs it as root"]
 async fn only_allowed_roles_may_submit_events_on_the_ingest_socket() {
@@ -55,7 +48,7 @@ async fn only_allowed_roles_may_submit_events_on_the_ingest_socket() {
         crate::util::SSH_RULE,
     );
     d.wait_healthy().await;
-    open_up(&d);
+    open_to_others(&d);
     let sock = d.ingest_path();
     let sock = sock.to_str().unwrap();
     let burst: String = (0..5)
@@ -94,7 +87,7 @@ async fn no_user_can_hold_every_ingest_connection() {
         crate::util::SSH_RULE,
     );
     d.wait_healthy().await;
-    open_up(&d);
+    open_to_others(&d);
     let sock = d.ingest_path();
     // nobody opens 20 connections and holds them.
     let hold = r#"use IO::Socket::UNIX; my @s; for (1..20) { my $c = IO::Socket::UNIX->new(Peer => $ARGV[0]) or die "connect: $!\n"; push @s, $c; } sleep 30;"#;
@@ -213,7 +206,7 @@ async fn no_user_can_lock_out_root_on_the_control_socket() {
         "",
     );
     d.wait_healthy().await;
-    open_up(&d);
+    open_to_others(&d);
     let sock = d.run.join("control.sock");
     // nobody holds two idle connections; a third is answered 503 with the reason.
     let script = r#"use IO::Socket::UNIX; $SIG{PIPE} = "IGNORE"; my @h; for (1..2) { push @h, IO::Socket::UNIX->new(Peer => $ARGV[0]) or die "connect: $!\n"; } sleep 1; my $s = IO::Socket::UNIX->new(Peer => $ARGV[0]) or die; print $s "GET /v1/health HTTP/1.1\r\nhost: x\r\n\r\n"; print while <$s>; sleep 5;"#;

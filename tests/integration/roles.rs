@@ -32,9 +32,7 @@ async fn roles_come_from_the_peers_real_credentials() {
     );
     d.wait_healthy().await;
     // Let nobody reach the socket and run a copy of the client.
-    for p in [d.dir.path(), d.run.as_path()] {
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    crate::util::open_to_others(&d);
     let ctl = d.path("incidentctl");
     std::fs::copy(CTL, &ctl).unwrap();
     std::fs::set_permissions(&ctl, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -110,9 +108,7 @@ async fn one_user_cannot_take_every_connection() {
         "",
     );
     d.wait_healthy().await;
-    for p in [d.dir.path(), d.run.as_path()] {
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    crate::util::open_to_others(&d);
     let sock = d.run.join("control.sock");
     // nobody opens six idle connections and keeps them for a while.
     let script = "my @h; for (1..6) { push @h, IO::Socket::UNIX->new(Peer => $ARGV[0]) or die \"connect: $!\" } $| = 1; print \"held\\n\"; sleep 5";

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use crate::util::{Rng, TestDaemon, append};
+use crate::util::{Rng, TestDaemon, append, syslog_stamp};
 
 const LINE_RULE: &str = r#"
 [[rule]]
@@ -295,21 +295,8 @@ group_by = ["ip"]
 /// noise between; event times come from the syslog stamps, a second apart from about now
 /// (a live tail treats lines far older than its rules' windows as late).
 fn brute_force_log(bursts: u32) -> Vec<String> {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
     let start = time::OffsetDateTime::now_utc() - time::Duration::seconds(20);
-    let stamp = |t: u32| {
-        let at = start + time::Duration::seconds(i64::from(t));
-        format!(
-            "{} {:>2} {:02}:{:02}:{:02} web-1",
-            MONTHS[at.month() as usize - 1],
-            at.day(),
-            at.hour(),
-            at.minute(),
-            at.second()
-        )
-    };
+    let stamp = |t: u32| syslog_stamp(start + time::Duration::seconds(i64::from(t)));
     let mut out = Vec::new();
     let mut t = 0u32;
     for group in (0..bursts).collect::<Vec<_>>().chunks(3) {

@@ -441,3 +441,26 @@ pub fn append(path: &Path, text: &str) {
         .unwrap();
     f.write_all(text.as_bytes()).unwrap();
 }
+
+/// An RFC 3164 syslog stamp with its host (`Aug  6 02:42:08 web-1`), as auth.log writes it.
+pub fn syslog_stamp(at: time::OffsetDateTime) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{} {:>2} {:02}:{:02}:{:02} web-1",
+        MONTHS[at.month() as usize - 1],
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    )
+}
+
+/// Lets other users reach the daemon's sockets (the test's temporary folders are private).
+pub fn open_to_others(d: &TestDaemon) {
+    use std::os::unix::fs::PermissionsExt;
+    for p in [d.dir.path(), d.run.as_path()] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}

@@ -9,11 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::util::{CTL, Rng, SSH_RULE, TestDaemon, append};
-
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
+use crate::util::{CTL, Rng, SSH_RULE, TestDaemon, append, syslog_stamp};
 
 /// An auth.log written about four months ago: one line a second, about a third of them
 /// failed passwords from 55 addresses, five attacking at a time (so windows matter: an
@@ -28,14 +24,7 @@ fn months_old_auth_log(rng: &mut Rng, n: usize) -> (Vec<String>, time::OffsetDat
             active = (0..5).map(|_| rng.below(55)).collect();
         }
         let at = start + time::Duration::seconds(i as i64);
-        let stamp = format!(
-            "{} {:>2} {:02}:{:02}:{:02} web-1",
-            MONTHS[at.month() as usize - 1],
-            at.day(),
-            at.hour(),
-            at.minute(),
-            at.second()
-        );
+        let stamp = syslog_stamp(at);
         let r = rng.below(100);
         out.push(if r < 33 {
             let ip = active[rng.below(5) as usize];
