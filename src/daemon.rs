@@ -312,7 +312,7 @@ pub async fn run(
         &tracker,
         Some(triggers),
     )?;
-    let notifier = crate::notify::spawn(
+    let notifier = crate::notification::spawn(
         config.notify.clone(),
         store.clone(),
         incidents.clone(),
@@ -750,7 +750,7 @@ struct Reloadable<'a> {
     telemetry: &'a Telemetry,
     roles: &'a crate::api::roles::SharedRoles,
     plugins: &'a mut crate::plugin::Supervisor,
-    notifier: &'a crate::notify::NotifyHandle,
+    notifier: &'a crate::notification::NotifyHandle,
 }
 
 async fn reload(

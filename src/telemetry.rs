@@ -8,9 +8,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::config::LogFormat;
 use crate::event::DecodeError;
 
 /// A monotonically increasing counter.
@@ -737,4 +736,16 @@ mod tests {
         h.observe(Duration::from_secs(60));
         assert_eq!(h.quantile(1.0), Some(10.0), "+Inf reports the last bound");
     }
+}
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// journald when started by systemd with its journal on stderr, else text.
+    #[default]
+    Auto,
+    Text,
+    Json,
+    Journald,
 }

@@ -6,6 +6,7 @@
 //! incident manager and answer with what it answers, after the change is durable.
 
 mod actions;
+pub mod config;
 mod error;
 mod listener;
 pub mod metrics;

@@ -332,8 +332,8 @@ pub enum RulesCmd {
         #[arg(long, default_value = "/etc/incidentd/incidentd.toml")]
         rules: PathBuf,
         /// How to read each line.
-        #[arg(long, value_enum, default_value_t = crate::engine::replay::Format::Ndjson)]
-        format: crate::engine::replay::Format,
+        #[arg(long, value_enum, default_value_t = crate::replay::Format::Ndjson)]
+        format: crate::replay::Format,
         /// Year for syslog timestamps (default: the file's modification year).
         #[arg(long)]
         year: Option<i32>,
@@ -757,7 +757,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
 fn rules_test(
     file: &std::path::Path,
     rules: &std::path::Path,
-    format: crate::engine::replay::Format,
+    format: crate::replay::Format,
     year: Option<i32>,
     expect: Option<&std::path::Path>,
     json_out: bool,
@@ -785,7 +785,7 @@ fn rules_test(
         .map(time::OffsetDateTime::from)
         .unwrap_or_else(time::OffsetDateTime::now_utc)
         .year();
-    let replay = crate::engine::replay::Replay {
+    let replay = crate::replay::Replay {
         format,
         year: year.unwrap_or(file_year),
         host: crate::event::local_hostname(),
@@ -902,7 +902,7 @@ fn read_expectations(path: &std::path::Path) -> Result<Vec<Expected>, CliError> 
 /// Ok when the detections are exactly the expected ones, in order; else says which differ.
 fn compare_detections(
     want: &[Expected],
-    got: &[crate::engine::replay::ReplayDetection],
+    got: &[crate::replay::ReplayDetection],
 ) -> Result<(), CliError> {
     let got: Vec<Expected> = got
         .iter()

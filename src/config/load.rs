@@ -5,7 +5,6 @@
 //! byte spans and one bad table does not hide errors in the next. A byte offset becomes a line
 //! number and a key path (`rule[ssh-brute-force].window`) by walking the same tree.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
@@ -18,43 +17,7 @@ use super::rule::{COMMON_KEYS, RuleCommon, RuleConfig, RuleKindConfig};
 use super::source::{self, SourcesConfig};
 use super::{Config, ControlConfig, DaemonConfig, IncidentsConfig, IngestConfig};
 
-/// One problem in one file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub file: PathBuf,
-    pub line: Option<usize>,
-    pub key: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
-        }
-        if !self.key.is_empty() {
-            write!(f, ": {}", self.key)?;
-        }
-        write!(f, ": {}", self.message)
-    }
-}
-
-/// Every problem found, in file order. Its `Display` is one error per line.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
-    }
-}
+pub use crate::de::{ConfigError, ConfigErrors};
 
 /// Loads the main config at `path` and the rules in its `rules_dir`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {

@@ -7,10 +7,12 @@
 //! [`Detection`]s to the incident manager with backpressure. Windows run on event time; the
 //! engine's clock is the newest event time seen, moved forward by wall time while live.
 
-pub mod replay;
+pub mod config;
 pub mod rule;
+mod sink;
 mod task;
 
+pub use sink::{DetectionSink, Output, SinkClosed, Tap};
 pub use task::{EngineCommand, EngineHandle, run};
 
 use std::collections::BTreeMap;
@@ -20,85 +22,13 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::clock::Timestamp;
-use crate::config::RuleConfig;
+pub use crate::cursor::{FileId, JOURNAL_INO, JournalCursor, JournalPos, TailCursor};
+pub use crate::detection::{AppliedId, Coverage, Detection, Origin};
+use crate::engine::config::RuleConfig;
 use crate::event::Event;
-use crate::incident::Severity;
-use crate::source::tail::{FileId, TailCursor};
-use crate::store::{AppliedId, Coverage, Origin};
+use crate::severity::Severity;
 pub use rule::{Filter, RuleStats};
 use rule::{Hit, Rule};
-
-/// A rule fired: what the incident manager turns into (or attaches to) an incident.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct Detection {
-    pub rule: String,
-    pub severity: Severity,
-    /// Incident key: detections with the same key share an incident.
-    pub key: String,
-    pub summary: String,
-    /// Event time of the event that made the rule fire.
-    pub ts: Timestamp,
-    /// Event time of the earliest event counted.
-    pub first_ts: Timestamp,
-    pub count: u64,
-    /// group_by name → value.
-    pub group: BTreeMap<String, String>,
-    /// Rule labels, regex captures and the event's labels.
-    pub labels: BTreeMap<String, String>,
-    pub service: Option<String>,
-    pub host: Option<String>,
-    pub correlation_id: Option<String>,
-    pub trace_id: Option<String>,
-    pub runbook: Option<String>,
-    /// The message of the event that made the rule fire.
-    pub message: Option<String>,
-    /// What made the rule fire, stable across a replay: a timer, or a file line by its
-    /// position. `None` for events that are never replayed (the ingest socket, the API).
-    #[serde(default)]
-    pub origin: Option<Origin>,
-    /// When the event behind it reached its source, and when the rule fired (latency
-    /// metrics; not part of the detection's meaning).
-    #[serde(skip)]
-    pub arrived: Option<std::time::Instant>,
-    #[serde(skip)]
-    pub detected: Option<std::time::Instant>,
-    /// The rule's `resolve_after`, in milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resolve_after_ms: Option<u64>,
-    /// The event that made the rule fire (none for timers), kept as evidence.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub evidence: Option<Box<Event>>,
-}
-
-impl Detection {
-    /// Identity of a detection that a replay after a crash could produce again: (rule,
-    /// group, event time) plus its origin. `None` for detections from events that are never
-    /// replayed.
-    pub fn idempotency_id(&self) -> Option<AppliedId> {
-        let group: Vec<&str> = self.group.values().map(String::as_str).collect();
-        Some(AppliedId {
-            origin: self.origin.clone()?,
-            rule: self.rule.clone(),
-            group: group.join("/"),
-            ts: self.ts,
-            applied_at: Timestamp(0),
-        })
-    }
-
-    /// The idempotency id as text, for the timeline.
-    pub fn idempotency_text(&self) -> Option<String> {
-        let id = self.idempotency_id()?;
-        Some(match &id.origin {
-            Origin::Timer { .. } => format!("{}|{}|timer|{}", id.rule, id.group, id.ts.millis()),
-            Origin::Line {
-                source,
-                dev,
-                ino,
-                offset,
-            } => format!("{}|{}|{source}:{dev}:{ino}:{offset}", id.rule, id.group),
-        })
-    }
-}
 
 /// What sources hand the engine, in order.
 #[derive(Debug)]
@@ -135,26 +65,6 @@ pub enum Input {
     },
 }
 
-/// A journal entry's place: its sequence-number id (the first 64 bits) and number, which
-/// give detections from it an idempotency id as a file line's offset does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct JournalPos {
-    pub seq_id: u64,
-    pub seqnum: u64,
-}
-
-/// Where a journald source had read to: the cursor of the last entry applied, and per
-/// sequence-number id the next number (what a checkpoint covers).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
-pub struct JournalCursor {
-    pub cursor: String,
-    /// (sequence-number id, next number), most recently used last; a few at most.
-    pub next: Vec<(u64, u64)>,
-}
-
-/// The `ino` of journal entries' origins ([`Origin::Line`] with `dev` = sequence-number id
-/// and `offset` = sequence number): no file has it.
-pub const JOURNAL_INO: u64 = u64::MAX;
 /// Sequence-number ids remembered per journald source.
 const JOURNAL_SEQ_IDS: usize = 8;
 
@@ -381,8 +291,8 @@ impl Engine {
             let c = &r.config;
             let kind_ok = matches!(
                 c.kind,
-                crate::config::RuleKindConfig::Match(_)
-                    | crate::config::RuleKindConfig::Threshold(_)
+                crate::engine::config::RuleKindConfig::Match(_)
+                    | crate::engine::config::RuleKindConfig::Threshold(_)
             );
             let re = c.common.regex.as_ref()?;
             let unanchored = regex_syntax::parse(re.as_str())
@@ -412,8 +322,8 @@ impl Engine {
             .any(|r| {
                 !matches!(
                     r.config.kind,
-                    crate::config::RuleKindConfig::Match(_)
-                        | crate::config::RuleKindConfig::Threshold(_)
+                    crate::engine::config::RuleKindConfig::Match(_)
+                        | crate::engine::config::RuleKindConfig::Threshold(_)
                 ) || r.config.common.allowed_lateness.is_some()
             })
     }
@@ -522,7 +432,7 @@ impl Engine {
             .enumerate()
             .filter(|(_, r)| {
                 r.config.common.enabled
-                    && matches!(&r.config.kind, crate::config::RuleKindConfig::Plugin(p) if p.plugin == plugin)
+                    && matches!(&r.config.kind, crate::engine::config::RuleKindConfig::Plugin(p) if p.plugin == plugin)
             })
             .map(|(i, _)| i)
             .collect();
@@ -652,7 +562,7 @@ impl Engine {
     }
 
     /// A checkpoint and what it covers, for the incident manager to save.
-    pub fn checkpoint_msg(&mut self, wall: Timestamp) -> crate::incident::manager::Msg {
+    pub fn checkpoint_output(&mut self, wall: Timestamp) -> Output {
         let coverage = Coverage {
             cursors: self
                 .tails
@@ -677,7 +587,10 @@ impl Engine {
             now: self.now,
             wall,
         };
-        crate::incident::manager::Msg::Checkpoint(self.checkpoint(), coverage)
+        Output::Checkpoint {
+            state: self.checkpoint(),
+            coverage,
+        }
     }
 
     /// Restores the state of each rule whose definition is unchanged since the checkpoint;
@@ -899,7 +812,7 @@ fn detection(
             if !group_text.is_empty() {
                 s.push_str(&format!(" ({group_text})"));
             }
-            if let crate::config::RuleKindConfig::Absence(a) = &rule.config.kind {
+            if let crate::engine::config::RuleKindConfig::Absence(a) = &rule.config.kind {
                 s.push_str(&format!(
                     ": no event for {}",
                     humantime::format_duration(a.timeout)
@@ -947,9 +860,7 @@ mod tests {
     use crate::event::Defaults;
 
     pub(super) fn rules(text: &str) -> Vec<RuleConfig> {
-        crate::config::load_str(std::path::Path::new("/x/incidentd.toml"), text)
-            .unwrap_or_else(|e| panic!("{e}"))
-            .rules
+        config::test_rules(text)
     }
 
     pub(super) fn ev(json: &str) -> Event {

@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::sink::{DetectionSink, Output, Tap};
 use super::{Engine, Input, RuleInfo};
 use crate::clock::Clock;
-use crate::config::RuleConfig;
-use crate::store::Origin;
+use crate::detection::Origin;
+use crate::engine::config::RuleConfig;
 use crate::telemetry::Telemetry;
 
 /// Requests to the engine task.
@@ -48,15 +49,15 @@ impl EngineHandle {
 /// The engine task. Ends when every event sender is gone (sources stopped), after the last
 /// event's detections were handed on.
 #[allow(clippy::too_many_arguments)]
-pub async fn run(
+pub async fn run<S: DetectionSink, T: Tap>(
     mut engine: Engine,
     mut events: mpsc::Receiver<Input>,
     mut commands: mpsc::Receiver<EngineCommand>,
-    detections: mpsc::Sender<crate::incident::manager::Msg>,
+    detections: S,
     telemetry: Arc<Telemetry>,
     clock: Arc<dyn Clock>,
     checkpoint_every: Duration,
-    feeds: crate::plugin::Feeds,
+    feeds: T,
     backlog: Arc<crate::watermark::Backlog>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -105,13 +106,13 @@ pub async fn run(
                     }
                     telemetry.detections.inc();
                     tracing::debug!(rule = %d.rule, key = %d.key, count = d.count, "detection");
-                    if detections.send(crate::incident::manager::Msg::Detection(d)).await.is_err() {
+                    if detections.send(Output::Detection(d)).await.is_err() {
                         tracing::error!("incident manager is gone; detection dropped");
                         telemetry.detections_dropped.inc();
                     }
                 }
                 if checkpoint_now {
-                    let _ = detections.send(engine.checkpoint_msg(clock.now())).await;
+                    let _ = detections.send(engine.checkpoint_output(clock.now())).await;
                 }
             }
             _ = tick.tick() => {
@@ -134,7 +135,7 @@ pub async fn run(
                 telemetry.watermark.add_late(engine.take_late_inputs());
                 for d in out.drain(..) {
                     telemetry.detections.inc();
-                    if detections.send(crate::incident::manager::Msg::Detection(d)).await.is_err() {
+                    if detections.send(Output::Detection(d)).await.is_err() {
                         telemetry.detections_dropped.inc();
                     }
                 }
@@ -142,13 +143,13 @@ pub async fn run(
             // On the manager's channel, after the detections it covers: saved in the same
             // flush or a later one, never before them.
             _ = checkpoint.tick() => {
-                let _ = detections.send(engine.checkpoint_msg(clock.now())).await;
+                let _ = detections.send(engine.checkpoint_output(clock.now())).await;
             }
         }
     }
     // Every event has been processed: the last checkpoint holds all of their effects.
     if detections
-        .send(engine.checkpoint_msg(clock.now()))
+        .send(engine.checkpoint_output(clock.now()))
         .await
         .is_err()
     {
@@ -161,7 +162,6 @@ pub async fn run(
 mod tests {
     use super::*;
     use crate::clock::{SystemClock, Timestamp};
-    use crate::incident::manager::Msg;
     use crate::watermark::Backlog;
 
     const HEARTBEAT: &str = r#"
@@ -173,10 +173,10 @@ where = { kind = "heartbeat" }
 group_by = ["service"]
 "#;
 
-    fn detections(rx: &mut mpsc::Receiver<Msg>) -> Vec<String> {
+    fn detections(rx: &mut mpsc::Receiver<Output>) -> Vec<String> {
         let mut out = Vec::new();
         while let Ok(m) = rx.try_recv() {
-            if let Msg::Detection(d) = m {
+            if let Output::Detection(d) = m {
                 out.push(d.key);
             }
         }
@@ -203,7 +203,7 @@ group_by = ["service"]
             telemetry.clone(),
             Arc::new(SystemClock),
             Duration::from_secs(3600),
-            crate::plugin::Feeds::default(),
+            (),
             backlog.clone(),
         ));
         let old = SystemClock

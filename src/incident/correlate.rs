@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::clock::Timestamp;
-use crate::config::ServiceConfig;
+use crate::incident::config::ServiceConfig;
 use crate::incident::model::Incident;
 use crate::store::{ListQuery, Store, StoreError};
 

@@ -17,8 +17,8 @@ use super::{
     Transition,
 };
 use crate::clock::{Clock, Timestamp};
-use crate::config::IncidentsConfig;
 use crate::engine::Detection;
+use crate::incident::config::IncidentsConfig;
 use crate::store::{Change, Store, StoreError};
 use crate::telemetry::Telemetry;
 
@@ -230,6 +230,22 @@ pub enum Msg {
         String,
         oneshot::Sender<Result<Outcome, IncidentError>>,
     ),
+}
+
+/// The engine's output reaches the manager on its own channel, in order.
+#[async_trait::async_trait]
+impl crate::engine::DetectionSink for mpsc::Sender<Msg> {
+    async fn send(&self, out: crate::engine::Output) -> Result<(), crate::engine::SinkClosed> {
+        let msg = match out {
+            crate::engine::Output::Detection(d) => Msg::Detection(d),
+            crate::engine::Output::Checkpoint { state, coverage } => {
+                Msg::Checkpoint(state, coverage)
+            }
+        };
+        mpsc::Sender::send(self, msg)
+            .await
+            .map_err(|_| crate::engine::SinkClosed)
+    }
 }
 
 /// The channel front of the manager.

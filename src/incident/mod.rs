@@ -6,6 +6,7 @@
 //! batch with one flush, and only then replies. It runs on a blocking thread, since every
 //! step ends in disk work.
 
+pub mod config;
 pub mod correlate;
 pub mod lifecycle;
 pub mod manager;

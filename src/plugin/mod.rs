@@ -8,6 +8,8 @@
 //! never slows the pipeline. On reload the supervisor starts new and changed plugins and
 //! stops removed and changed ones; at shutdown each gets `shutdown` and a grace period.
 
+pub mod config;
+
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -18,9 +20,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::plugin::{PROTOCOL, PluginConfig, PluginKind};
 use crate::engine::{Filter, Input, PluginDetection};
 use crate::event::{Defaults, Event};
+use crate::plugin::config::{PROTOCOL, PluginConfig, PluginKind};
 use crate::telemetry::{PluginStats, Telemetry};
 
 /// The longest line a plugin may write; longer ones are refused (and counted).
@@ -93,10 +95,10 @@ pub struct Feed {
 #[derive(Clone, Default)]
 pub struct Feeds(Arc<RwLock<Vec<Feed>>>);
 
-impl Feeds {
+impl crate::engine::Tap for Feeds {
     /// Offers the input's events to every detector that subscribes to them (never blocks;
     /// never sends a plugin's own events back to it).
-    pub fn offer(&self, input: &Input) {
+    fn offer(&self, input: &Input) {
         let feeds = self.0.read().unwrap_or_else(|p| p.into_inner());
         if feeds.is_empty() {
             return;

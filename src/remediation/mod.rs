@@ -8,6 +8,7 @@
 //! and pending reverts survive restarts. Runs happen on their own tasks under a global
 //! concurrency limit: a slow action never stalls the pipeline or another action.
 
+pub mod config;
 pub mod run;
 pub mod template;
 
@@ -21,8 +22,8 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, Timestamp};
-use crate::config::action::{ActionConfig, RemediationConfig, Trigger as On};
 use crate::incident::{Command, EntryKind, Incident, IncidentHandle, SilenceState};
+use crate::remediation::config::{ActionConfig, RemediationConfig, Trigger as On};
 use crate::store::{Store, StoreError};
 use crate::telemetry::Telemetry;
 use run::{Outcome, Plan};
@@ -374,7 +375,7 @@ struct Config {
 }
 
 /// The rule → actions map of a rule set.
-pub fn rule_actions(rules: &[crate::config::RuleConfig]) -> HashMap<String, Vec<String>> {
+pub fn rule_actions(rules: &[crate::engine::config::RuleConfig]) -> HashMap<String, Vec<String>> {
     rules
         .iter()
         .filter(|r| !r.common.actions.is_empty())

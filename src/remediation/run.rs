@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
 use super::template::{self, Field};
-use crate::config::action::{ActionKind, Body, Operation, SignalMode};
 use crate::incident::Incident;
+use crate::remediation::config::{ActionKind, Body, Operation, SignalMode};
 
 /// What a run will do.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::lines::{Line, LineReader};
 use crate::clock::Clock;
-use crate::config::source::ExecSourceConfig;
 use crate::engine::Input;
+use crate::source::config::ExecSourceConfig;
 use crate::source::parse::{Parser, text_of};
 use crate::telemetry::SourceStats;
 

@@ -25,9 +25,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::config::source::{JournaldSourceConfig, ReadFrom};
 use crate::engine::{Input, JournalPos};
 use crate::event::Event;
+use crate::source::config::{JournaldSourceConfig, ReadFrom};
 use crate::source::lines::{Line, LineReader};
 use crate::source::parse::{Parser, text_of};
 use crate::telemetry::SourceStats;

@@ -2,12 +2,13 @@
 //! engine's bounded channel, waiting when it is full (backpressure) and counting every
 //! rejected line by reason.
 //!
-//! The ingest socket ([`socket`]) and `POST /v1/events` (in [`crate::api`]) take NDJSON
+//! The ingest socket ([`socket`]) and `POST /v1/events` (in the control API) take NDJSON
 //! events; the configured sources read what a host already writes: file tails ([`tail`]),
 //! the systemd journal ([`journald`]), a syslog datagram socket ([`syslog`]), commands ([`exec`]) and host probes ([`probe`]).
 //! [`parse`] turns their lines into events; [`lines`] is the shared line reader with its
 //! length limit.
 
+pub mod config;
 pub mod exec;
 pub mod journald;
 pub mod lines;

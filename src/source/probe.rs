@@ -24,9 +24,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::config::source::{ProbeCheck, ProbeSourceConfig};
 use crate::engine::Input;
 use crate::event::{Event, Level};
+use crate::source::config::{ProbeCheck, ProbeSourceConfig};
 use crate::telemetry::SourceStats;
 
 pub struct Probe {

@@ -180,13 +180,13 @@ impl Store for HealingStore {
     }
     fn enqueue_jobs(
         &self,
-        jobs: &[crate::notify::Job],
+        jobs: &[crate::notification::Job],
         remove: &[u64],
         cursor: u64,
     ) -> Result<(), StoreError> {
         self.with(|s| s.enqueue_jobs(jobs, remove, cursor))
     }
-    fn job(&self, id: u64) -> Result<Option<crate::notify::Job>, StoreError> {
+    fn job(&self, id: u64) -> Result<Option<crate::notification::Job>, StoreError> {
         self.with(|s| s.job(id))
     }
     fn incident_at(&self, id: u64, seq: u64) -> Result<Option<Incident>, StoreError> {
@@ -198,13 +198,13 @@ impl Store for HealingStore {
     fn notified_channels(&self, incident: u64) -> Result<Vec<String>, StoreError> {
         self.with(|s| s.notified_channels(incident))
     }
-    fn put_job(&self, job: &crate::notify::Job) -> Result<(), StoreError> {
+    fn put_job(&self, job: &crate::notification::Job) -> Result<(), StoreError> {
         self.with(|s| s.put_job(job))
     }
     fn remove_job(&self, id: u64) -> Result<(), StoreError> {
         self.with(|s| s.remove_job(id))
     }
-    fn jobs(&self) -> Result<Vec<crate::notify::Job>, StoreError> {
+    fn jobs(&self) -> Result<Vec<crate::notification::Job>, StoreError> {
         self.with(|s| s.jobs())
     }
     fn notify_cursor(&self) -> Result<Option<u64>, StoreError> {

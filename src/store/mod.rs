@@ -16,6 +16,7 @@ mod sled_store;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
+pub use crate::detection::{AppliedId, Coverage, Origin};
 use crate::incident::{Incident, Severity, Silence, Status, TimelineEntry};
 
 pub use healing::HealingStore;
@@ -73,139 +74,6 @@ pub struct Change {
     pub detection: Option<AppliedId>,
     /// Other incident keys to point at this incident (keys joined by correlation).
     pub index_keys: Vec<String>,
-}
-
-/// Where a detection came from, stable across a replay after a crash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub enum Origin {
-    /// A line of a file source, by the offset where it starts.
-    Line {
-        source: String,
-        dev: u64,
-        ino: u64,
-        offset: u64,
-    },
-    /// A timer (absence, `for`, sequence timeout) that fell due when the engine's clock
-    /// reached `at`.
-    Timer { at: Timestamp },
-}
-
-/// A detection's identity for idempotency: its origin, rule, group and event time.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AppliedId {
-    pub origin: Origin,
-    pub rule: String,
-    pub group: String,
-    pub ts: Timestamp,
-    /// Wall time it was applied (kept with file-line ids to age them out).
-    pub applied_at: Timestamp,
-}
-
-impl AppliedId {
-    /// The key in the `applied` tree; file lines sort by (source, file, offset) so the ones a
-    /// checkpoint covers are easy to find.
-    pub fn key(&self) -> Vec<u8> {
-        let mut k = Vec::with_capacity(64);
-        match &self.origin {
-            Origin::Line {
-                source,
-                dev,
-                ino,
-                offset,
-            } => {
-                k.push(b'f');
-                k.extend_from_slice(source.as_bytes());
-                k.push(0);
-                k.extend_from_slice(&dev.to_be_bytes());
-                k.extend_from_slice(&ino.to_be_bytes());
-                k.extend_from_slice(&offset.to_be_bytes());
-            }
-            Origin::Timer { .. } => {
-                k.push(b't');
-                k.extend_from_slice(&self.ts.millis().to_be_bytes());
-            }
-        }
-        k.extend_from_slice(self.rule.as_bytes());
-        k.push(0);
-        k.extend_from_slice(self.group.as_bytes());
-        k
-    }
-
-    /// The value stored with the key: for timers the engine time they fired at, for lines
-    /// the wall time they were applied.
-    pub fn value(&self) -> [u8; 8] {
-        match &self.origin {
-            Origin::Timer { at } => at.millis().to_be_bytes(),
-            Origin::Line { .. } => self.applied_at.millis().to_be_bytes(),
-        }
-    }
-}
-
-/// What a checkpoint's engine state has applied: detections it covers can be forgotten.
-#[derive(Debug, Clone, Default)]
-pub struct Coverage {
-    /// Per followed file (source, dev, ino): every line before this offset is applied.
-    pub cursors: Vec<(String, u64, u64, u64)>,
-    /// Files that were truncated since the last checkpoint: their old line positions are
-    /// gone and will be reused.
-    pub reset: Vec<(String, u64, u64)>,
-    /// Files the tails finished with (drained after rotation or deletion) since the last
-    /// checkpoint: they will not be read again.
-    pub done: Vec<(String, u64, u64)>,
-    /// The engine's clock: timers that fired at or before it are in the state.
-    pub now: Timestamp,
-    /// Wall time of the checkpoint.
-    pub wall: Timestamp,
-}
-
-/// Line ids of files that are neither followed nor finished (gone while incidentd was
-/// stopped) are kept this long, then forgotten.
-const ORPHAN_LINE_ID_MS: i64 = 24 * 3600 * 1000;
-
-impl Coverage {
-    /// Whether the detection recorded under `key` (with `value`) can no longer be
-    /// produced by a replay from this checkpoint.
-    pub fn covers(&self, key: &[u8], value: &[u8]) -> bool {
-        match key.split_first() {
-            Some((b't', _)) => <[u8; 8]>::try_from(value)
-                .map(|v| i64::from_be_bytes(v) <= self.now.millis())
-                .unwrap_or(true),
-            Some((b'f', rest)) => {
-                let Some(nul) = rest.iter().position(|b| *b == 0) else {
-                    return true;
-                };
-                let source = &rest[..nul];
-                let Some(nums) = rest.get(nul + 1..nul + 25) else {
-                    return true;
-                };
-                let num = |i: usize| {
-                    u64::from_be_bytes(
-                        <[u8; 8]>::try_from(&nums[i * 8..i * 8 + 8]).unwrap_or([0; 8]),
-                    )
-                };
-                let (dev, ino, offset) = (num(0), num(1), num(2));
-                let same = |s: &str, d: u64, i: u64| s.as_bytes() == source && d == dev && i == ino;
-                if self
-                    .reset
-                    .iter()
-                    .chain(&self.done)
-                    .any(|(s, d, i)| same(s, *d, *i))
-                {
-                    return true;
-                }
-                match self.cursors.iter().find(|(s, d, i, _)| same(s, *d, *i)) {
-                    Some((_, _, _, at)) => offset < *at,
-                    // No cursor yet (the tail has not reported the file since the state was
-                    // taken): a replay reads it from its start. Keep the id for a day.
-                    None => <[u8; 8]>::try_from(value)
-                        .map(|v| self.wall.millis() - i64::from_be_bytes(v) > ORPHAN_LINE_ID_MS)
-                        .unwrap_or(true),
-                }
-            }
-            _ => true,
-        }
-    }
 }
 
 /// The order of a listing.
@@ -465,12 +333,12 @@ pub trait Store: Send + Sync + 'static {
     /// with the next flush).
     fn enqueue_jobs(
         &self,
-        jobs: &[crate::notify::Job],
+        jobs: &[crate::notification::Job],
         remove: &[u64],
         cursor: u64,
     ) -> Result<(), StoreError>;
     /// One job, if it is still queued.
-    fn job(&self, id: u64) -> Result<Option<crate::notify::Job>, StoreError>;
+    fn job(&self, id: u64) -> Result<Option<crate::notification::Job>, StoreError>;
     /// The incident as it was right after its timeline entry `seq` (replayed from the log);
     /// `None` when the log cannot say.
     fn incident_at(&self, id: u64, seq: u64) -> Result<Option<Incident>, StoreError>;
@@ -485,10 +353,10 @@ pub trait Store: Send + Sync + 'static {
             .into_iter()
             .find(|e| e.change == change))
     }
-    fn put_job(&self, job: &crate::notify::Job) -> Result<(), StoreError>;
+    fn put_job(&self, job: &crate::notification::Job) -> Result<(), StoreError>;
     fn remove_job(&self, id: u64) -> Result<(), StoreError>;
     /// Every queued notification job, by id.
-    fn jobs(&self) -> Result<Vec<crate::notify::Job>, StoreError>;
+    fn jobs(&self) -> Result<Vec<crate::notification::Job>, StoreError>;
     /// The last change the notifier has routed, if it ever ran.
     fn notify_cursor(&self) -> Result<Option<u64>, StoreError>;
     /// The id the next job gets.

@@ -1034,7 +1034,7 @@ impl Store for SledStore {
 
     fn enqueue_jobs(
         &self,
-        jobs: &[crate::notify::Job],
+        jobs: &[crate::notification::Job],
         remove: &[u64],
         cursor: u64,
     ) -> Result<(), StoreError> {
@@ -1074,7 +1074,7 @@ impl Store for SledStore {
         })
     }
 
-    fn job(&self, id: u64) -> Result<Option<crate::notify::Job>, StoreError> {
+    fn job(&self, id: u64) -> Result<Option<crate::notification::Job>, StoreError> {
         let key = id.to_be_bytes();
         match self.outbox.get(key).map_err(|source| StoreError::Sled {
             op: "read the outbox",
@@ -1117,7 +1117,7 @@ impl Store for SledStore {
             .collect()
     }
 
-    fn put_job(&self, job: &crate::notify::Job) -> Result<(), StoreError> {
+    fn put_job(&self, job: &crate::notification::Job) -> Result<(), StoreError> {
         self.outbox
             .insert(job.id.to_be_bytes(), encode(job))
             .map(|_| ())
@@ -1137,7 +1137,7 @@ impl Store for SledStore {
             })
     }
 
-    fn jobs(&self) -> Result<Vec<crate::notify::Job>, StoreError> {
+    fn jobs(&self) -> Result<Vec<crate::notification::Job>, StoreError> {
         self.outbox
             .iter()
             .map(|kv| {

@@ -15,7 +15,7 @@ use super::Fire;
 use super::groups::GroupMap;
 use super::ring::{Keyed, Ring};
 use crate::clock::{Timestamp, duration_millis};
-use crate::config::rule::{Aggregate, CompareOp};
+use crate::engine::config::{Aggregate, CompareOp};
 
 const BUCKETS: i64 = 60;
 const GAMMA: f64 = 1.02;

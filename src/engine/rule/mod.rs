@@ -20,7 +20,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::clock::Timestamp;
-use crate::config::{Condition, RuleConfig, RuleKindConfig};
+use crate::engine::config::{Condition, RuleConfig, RuleKindConfig};
 use crate::event::Event;
 
 pub use absence::AbsenceDetector;

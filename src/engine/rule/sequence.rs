@@ -15,7 +15,7 @@ use std::time::Duration;
 use super::Fire;
 use super::groups::GroupMap;
 use crate::clock::{Timestamp, duration_millis};
-use crate::config::rule::SequenceMode;
+use crate::engine::config::SequenceMode;
 
 const MAX_PENDING: usize = 1024;
 

@@ -17,7 +17,7 @@ use super::Fire;
 use super::groups::GroupMap;
 use super::ring::{Keyed, Ring};
 use crate::clock::{Timestamp, duration_millis};
-use crate::config::rule::{SpikeDirection, SpikeMeasure};
+use crate::engine::config::{SpikeDirection, SpikeMeasure};
 
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct Win {

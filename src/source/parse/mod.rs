@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::clock::Timestamp;
-use crate::config::{LineFormat, Parsing};
 use crate::event::{Event, Level};
+use crate::source::config::{LineFormat, Parsing};
 
 /// Turns lines of one source into events.
 pub struct Parser {
@@ -398,7 +398,7 @@ pub(crate) fn set_field(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Pattern;
+    use crate::de::Pattern;
 
     fn parser(format: LineFormat, pattern: Option<&str>) -> Parser {
         Parser::new(

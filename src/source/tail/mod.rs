@@ -21,8 +21,6 @@
 //! from its start. Copytruncate: the file got shorter than the offset (or its first bytes
 //! changed), so reading restarts at 0. A deleted file is drained and dropped.
 
-mod cursor;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -32,16 +30,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::time::Instant;
 
-pub use cursor::{FINGERPRINT_BYTES, FileId, Fingerprint, TailCursor};
+pub use crate::cursor::{FINGERPRINT_BYTES, FileId, Fingerprint, TailCursor};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::config::source::FileSourceConfig;
-use crate::config::source::ReadFrom;
 use crate::engine::Input;
 use crate::event::Event;
+use crate::source::config::FileSourceConfig;
+use crate::source::config::ReadFrom;
 use crate::source::parse::{Parser, text_of};
 use crate::telemetry::SourceStats;
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::de::{Pattern, octal_mode, positive_duration};
+use crate::de::{Pattern, duration, octal_mode, positive_duration};
 
 /// All configured sources.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -459,4 +459,44 @@ pub fn validate_probe(p: &ProbeSourceConfig) -> Vec<(&'static str, String)> {
         }
     }
     out
+}
+
+/// `[ingest]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// NDJSON ingest socket; a relative name lives in `runtime_dir`.
+    pub socket: PathBuf,
+    #[serde(deserialize_with = "octal_mode")]
+    pub socket_mode: u32,
+    /// The socket's group (a name); the daemon's own group when unset. Who can open the
+    /// socket is decided by its mode and group; who may submit events by `allow`.
+    pub socket_group: Option<String>,
+    /// Roles whose connections may submit events (peer credentials, as on the control
+    /// API); others are refused and counted as `forbidden`.
+    pub allow: Vec<crate::access::Role>,
+    /// Longer lines are rejected (counted as `oversize`) and skipped.
+    pub max_line_bytes: usize,
+    /// Concurrent ingest connections at most (admins' connections are not counted).
+    pub max_connections: usize,
+    /// Concurrent connections of one user other than an admin.
+    pub max_connections_per_user: usize,
+    /// A connection that sends nothing for this long is closed.
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            socket: PathBuf::from("ingest.sock"),
+            socket_mode: 0o660,
+            socket_group: None,
+            allow: vec![crate::access::Role::Admin, crate::access::Role::Responder],
+            max_line_bytes: 65536,
+            max_connections: 256,
+            max_connections_per_user: 16,
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
 }

@@ -10,6 +10,7 @@
 //! delays itself. A failed delivery is retried with exponential backoff and jitter until
 //! the channel's `max_age`, then dead-lettered into the timeline and metrics.
 
+pub mod config;
 mod deliver;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -22,8 +23,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, Timestamp};
-use crate::config::notify::{ChannelConfig, NotifyConfig, RouteConfig};
 use crate::incident::{Command, EntryKind, Incident, IncidentHandle, SilenceState, Status};
+use crate::notification::config::{ChannelConfig, NotifyConfig, RouteConfig};
 use crate::store::{Store, StoreError};
 use crate::telemetry::Telemetry;
 
@@ -498,7 +499,7 @@ impl Shared {
                 }
             }
         }
-        let escalations: Vec<&crate::config::notify::EscalationConfig> = if event.opens() {
+        let escalations: Vec<&crate::notification::config::EscalationConfig> = if event.opens() {
             routes
                 .iter()
                 .filter_map(|r| r.escalation.as_ref())
@@ -664,7 +665,7 @@ impl Shared {
     async fn work(
         &self,
         channel: &ChannelConfig,
-        settings: &crate::config::notify::NotificationsConfig,
+        settings: &crate::notification::config::NotificationsConfig,
         templates: &deliver::Templates,
         job: Job,
     ) {
@@ -764,7 +765,7 @@ impl Shared {
                     let _ = self.store.mark_notified(inc.id, &channel.id);
                 }
                 // A firing Alertmanager alert is sent again until the incident ends.
-                if channel.kind == crate::config::notify::ChannelKind::Alertmanager
+                if channel.kind == crate::notification::config::ChannelKind::Alertmanager
                     && job.event != NotifyEvent::Resend
                     && inc.status.is_active()
                 {
@@ -878,7 +879,11 @@ impl Shared {
 }
 
 /// Exponential backoff with jitter: `initial × 2^(attempts−1)`, capped, ±25%.
-fn backoff(s: &crate::config::notify::NotificationsConfig, attempts: u32, seed: u64) -> Duration {
+fn backoff(
+    s: &crate::notification::config::NotificationsConfig,
+    attempts: u32,
+    seed: u64,
+) -> Duration {
     let base = s
         .retry_initial
         .saturating_mul(1u32 << attempts.saturating_sub(1).min(20))
@@ -897,7 +902,7 @@ mod tests {
 
     #[test]
     fn backoff_grows_caps_and_jitters() {
-        let s = crate::config::notify::NotificationsConfig {
+        let s = crate::notification::config::NotificationsConfig {
             retry_initial: Duration::from_secs(1),
             retry_max: Duration::from_secs(60),
             ..Default::default()

@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{Detection, Engine};
 use crate::clock::Timestamp;
+use crate::engine::{Detection, Engine};
 use crate::event::{Defaults, Event};
 use crate::source::parse::{log_event, set, syslog::parse_syslog_into, text_of};
 
@@ -564,7 +564,7 @@ mod tests {
     use super::*;
 
     fn engine(text: &str) -> Engine {
-        Engine::new(&crate::engine::tests::rules(text))
+        Engine::new(&crate::engine::config::test_rules(text))
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Where a tail is in a file, as saved in the engine's checkpoint.
+//! Where an input had read to, as saved in the engine's checkpoint: a tail's place in a file,
+//! a journald source's cursor.
 //!
 //! A file is known by device and inode plus a fingerprint of its first bytes, never by path
 //! alone: after rotation the same path names another file, and an inode number can be reused
@@ -113,3 +114,24 @@ mod tests {
         assert!(!fp.matches(&std::fs::File::open(&p).unwrap()));
     }
 }
+
+/// A journal entry's place: its sequence-number id (the first 64 bits) and number, which
+/// give detections from it an idempotency id as a file line's offset does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalPos {
+    pub seq_id: u64,
+    pub seqnum: u64,
+}
+
+/// Where a journald source had read to: the cursor of the last entry applied, and per
+/// sequence-number id the next number (what a checkpoint covers).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct JournalCursor {
+    pub cursor: String,
+    /// (sequence-number id, next number), most recently used last; a few at most.
+    pub next: Vec<(u64, u64)>,
+}
+
+/// The `ino` of journal entries' origins ([`crate::detection::Origin::Line`] with `dev` = sequence-number id
+/// and `offset` = sequence number): no file has it.
+pub const JOURNAL_INO: u64 = u64::MAX;

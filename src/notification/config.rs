@@ -7,43 +7,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use super::de::{opt_duration, positive_duration};
+use crate::de::{opt_duration, positive_duration};
 use crate::incident::{Severity, Status};
 
-/// A secret: given inline, as `"${ENV_NAME}"` (read from the environment at load), or as
-/// `{ file = "/path" }` (read at load, trailing newline dropped). Never logged, never shown.
-#[derive(Clone, PartialEq, Default)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(…)")
-    }
-}
-
-impl<'de> Deserialize<'de> for Secret {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Text(String),
-            File { file: PathBuf },
-        }
-        match Raw::deserialize(d)? {
-            Raw::Text(t) => match t.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
-                Some(name) => std::env::var(name).map(Secret).map_err(|_| {
-                    serde::de::Error::custom(format!("the environment variable {name} is not set"))
-                }),
-                None => Ok(Secret(t)),
-            },
-            Raw::File { file } => std::fs::read_to_string(&file)
-                .map(|s| Secret(s.trim_end_matches(['\n', '\r']).to_owned()))
-                .map_err(|e| {
-                    serde::de::Error::custom(format!("cannot read {}: {e}", file.display()))
-                }),
-        }
-    }
-}
+pub use crate::de::Secret;
 
 /// What a channel delivers to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -211,7 +178,7 @@ pub struct RouteConfig {
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EscalationStep {
-    #[serde(deserialize_with = "super::de::duration")]
+    #[serde(deserialize_with = "crate::de::duration")]
     pub after: Duration,
     pub channels: Vec<String>,
 }

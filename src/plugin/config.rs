@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::de::positive_duration;
-use super::{Condition, ConfigError};
+use crate::de::ConfigError;
+use crate::de::positive_duration;
+use crate::engine::config::Condition;
 
 /// What a plugin does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]

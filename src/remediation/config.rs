@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::de::{duration, opt_duration, positive_duration};
-use crate::incident::Severity;
+use crate::de::{duration, opt_duration, positive_duration};
+use crate::severity::Severity;
 
 /// `[remediation]`: the policy over all actions.
 #[derive(Clone, Debug, Deserialize, PartialEq)]

@@ -1,6 +1,7 @@
 //! Small serde helpers for config values: durations, compiled regexes, octal modes.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
@@ -116,4 +117,77 @@ pub fn octal_mode<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
         .ok_or_else(|| {
             serde::de::Error::custom(format!("`{s}` is not an octal file mode such as \"0660\""))
         })
+}
+
+/// A secret: given inline, as `"${ENV_NAME}"` (read from the environment at load), or as
+/// `{ file = "/path" }` (read at load, trailing newline dropped). Never logged, never shown.
+#[derive(Clone, PartialEq, Default)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            File { file: PathBuf },
+        }
+        match Raw::deserialize(d)? {
+            Raw::Text(t) => match t.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
+                Some(name) => std::env::var(name).map(Secret).map_err(|_| {
+                    serde::de::Error::custom(format!("the environment variable {name} is not set"))
+                }),
+                None => Ok(Secret(t)),
+            },
+            Raw::File { file } => std::fs::read_to_string(&file)
+                .map(|s| Secret(s.trim_end_matches(['\n', '\r']).to_owned()))
+                .map_err(|e| {
+                    serde::de::Error::custom(format!("cannot read {}: {e}", file.display()))
+                }),
+        }
+    }
+}
+
+/// One problem in one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every problem found, in file order. Its `Display` is one error per line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
 }

@@ -5,8 +5,8 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use super::NotifyEvent;
-use crate::config::notify::{ChannelConfig, ChannelKind};
 use crate::incident::{Incident, TimelineEntry};
+use crate::notification::config::{ChannelConfig, ChannelKind};
 
 /// One line: the subject of an email, a Slack message, an issue title.
 const DEFAULT_TEXT: &str = "[{{ incident.severity }}] {{ event }}: #{{ incident.id }} {{ incident.title }}{% if incident.service %} ({{ incident.service }}){% endif %}";
@@ -151,7 +151,7 @@ pub async fn deliver(
     http: &reqwest::Client,
 ) -> Result<Delivered, String> {
     let c = ctx.channel;
-    let secret = |s: &Option<crate::config::notify::Secret>| s.as_ref().map(|s| s.0.clone());
+    let secret = |s: &Option<crate::notification::config::Secret>| s.as_ref().map(|s| s.0.clone());
     match c.kind {
         ChannelKind::Log => {
             tracing::info!(target: "incidentd::notification", channel = %c.id, incident = ctx.incident.id,

@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::de::{Pattern, opt_duration, positive_duration};
-use crate::incident::Severity;
+use crate::de::{Pattern, duration, opt_duration, positive_duration};
+use crate::severity::Severity;
 
 /// Keys shared by every rule kind. The loader splits a `[[rule]]` table into these and the
 /// kind's own keys ([`RuleKindConfig`]), so both halves refuse unknown keys.
@@ -186,7 +186,7 @@ pub struct MetricConfig {
     pub op: CompareOp,
     pub value_threshold: f64,
     /// How long the comparison must hold before the rule fires (default 0).
-    #[serde(rename = "for", default, deserialize_with = "super::de::duration")]
+    #[serde(rename = "for", default, deserialize_with = "crate::de::duration")]
     pub for_: Duration,
 }
 
@@ -415,4 +415,69 @@ impl<'de> Deserialize<'de> for Condition {
         }
         d.deserialize_any(V)
     }
+}
+
+/// `[engine]`: how the engine's clock may move (see [`crate::watermark`]).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Events stamped further ahead of wall time than this are rejected (`future_ts`) on
+    /// every input, so no event can move the clock into the future.
+    #[serde(deserialize_with = "duration")]
+    pub max_future_skew: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_future_skew: crate::watermark::DEFAULT_MAX_FUTURE_SKEW,
+        }
+    }
+}
+
+/// `[[rule]]` tables of a TOML text, for the engine's unit tests: parsed and validated as
+/// the loader does, panicking on the first problem (the loader's file:line errors are the
+/// config module's business, above this one).
+#[cfg(test)]
+pub(crate) fn test_rules(text: &str) -> Vec<RuleConfig> {
+    use serde::de::IntoDeserializer;
+    let doc: toml::Table = toml::from_str(text).unwrap_or_else(|e| panic!("{e}"));
+    let tables = match doc.get("rule") {
+        Some(toml::Value::Array(a)) => a.clone(),
+        _ => Vec::new(),
+    };
+    tables
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let toml::Value::Table(t) = t else {
+                panic!("rule {i} is not a table")
+            };
+            let (mut common, mut kind) = (toml::Table::new(), toml::Table::new());
+            for (k, v) in t.iter() {
+                if k == "kind" {
+                    continue;
+                } else if COMMON_KEYS.contains(&k.as_str()) {
+                    common.insert(k.clone(), v.clone());
+                } else {
+                    kind.insert(k.clone(), v.clone());
+                }
+            }
+            let name = t.get("kind").and_then(|k| k.as_str()).expect("kind");
+            let rule = RuleConfig {
+                common: RuleCommon::deserialize(toml::Value::Table(common).into_deserializer())
+                    .unwrap_or_else(|e| panic!("rule {i}: {e}")),
+                kind: RuleKindConfig::deserialize(
+                    name,
+                    toml::Value::Table(kind).into_deserializer(),
+                )
+                .expect("known kind")
+                .unwrap_or_else(|e| panic!("rule {i}: {e}")),
+                origin: format!("test:{i}"),
+            };
+            let problems = crate::engine::rule::validate(&rule);
+            assert!(problems.is_empty(), "rule {i}: {problems:?}");
+            rule
+        })
+        .collect()
 }
