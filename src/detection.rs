@@ -216,3 +216,72 @@ impl Coverage {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(offset: u64) -> AppliedId {
+        AppliedId {
+            origin: Origin::Line {
+                source: "auth".into(),
+                dev: 1,
+                ino: 2,
+                offset,
+            },
+            rule: "ssh".into(),
+            group: "10.0.0.1".into(),
+            ts: Timestamp(5),
+            applied_at: Timestamp(900),
+        }
+    }
+
+    #[test]
+    fn coverage_forgets_only_what_a_replay_cannot_produce() {
+        let cov = Coverage {
+            cursors: vec![("auth".into(), 1, 2, 100)],
+            reset: vec![],
+            done: vec![],
+            now: Timestamp(1_000),
+            wall: Timestamp(1_000),
+        };
+        let covers = |id: &AppliedId| cov.covers(&id.key(), &id.value());
+        assert!(covers(&line(99)), "before the cursor: applied in the state");
+        assert!(
+            !covers(&line(100)),
+            "at the cursor: a replay reads it again"
+        );
+        let mut other_file = line(5);
+        if let Origin::Line { ino, .. } = &mut other_file.origin {
+            *ino = 3;
+        }
+        assert!(
+            !covers(&other_file),
+            "a file without a cursor is read from its start by a replay"
+        );
+        let done = Coverage {
+            done: vec![("auth".into(), 1, 3)],
+            ..cov.clone()
+        };
+        assert!(done.covers(&other_file.key(), &other_file.value()));
+        let day_later = Coverage {
+            wall: Timestamp(1_000 + 25 * 3600 * 1000),
+            ..cov.clone()
+        };
+        assert!(day_later.covers(&other_file.key(), &other_file.value()));
+        let timer = |at| AppliedId {
+            origin: Origin::Timer { at: Timestamp(at) },
+            rule: "quiet".into(),
+            group: String::new(),
+            ts: Timestamp(10),
+            applied_at: Timestamp(0),
+        };
+        assert!(covers(&timer(1_000)));
+        assert!(!covers(&timer(1_001)), "fired after the state was taken");
+        let reset = Coverage {
+            reset: vec![("auth".into(), 1, 2)],
+            ..cov.clone()
+        };
+        assert!(reset.covers(&line(500).key(), &line(500).value()));
+    }
+}

@@ -57,6 +57,7 @@ pub mod event;
 pub mod incident;
 pub mod notification;
 pub mod plugin;
+pub mod port;
 pub mod remediation;
 pub mod replay;
 pub mod severity;

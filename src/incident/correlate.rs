@@ -3,10 +3,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::port::{IncidentLog, ListQuery, StoreError};
 use crate::clock::Timestamp;
 use crate::incident::config::ServiceConfig;
 use crate::incident::model::Incident;
-use crate::store::{ListQuery, Store, StoreError};
 
 /// What correlation needs to know of an active incident.
 #[derive(Clone, Debug)]
@@ -62,7 +62,7 @@ impl ActiveIndex {
     const REBUILD: std::time::Duration = std::time::Duration::from_secs(60);
 
     /// Brings the index up to the store's latest change.
-    pub fn refresh(&mut self, store: &dyn Store) -> Result<(), StoreError> {
+    pub fn refresh(&mut self, store: &dyn IncidentLog) -> Result<(), StoreError> {
         let last = store.last_change();
         if self.built.is_none_or(|b| b.elapsed() >= Self::REBUILD) {
             let query = ListQuery {

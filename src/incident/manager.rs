@@ -12,6 +12,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+use super::port::{Change, IncidentStore as Store, StoreError};
 use super::{
     EntryKind, Incident, NewSilence, Severity, Silence, SilenceState, Status, TimelineEntry,
     Transition,
@@ -19,7 +20,6 @@ use super::{
 use crate::clock::{Clock, Timestamp};
 use crate::engine::Detection;
 use crate::incident::config::IncidentsConfig;
-use crate::store::{Change, Store, StoreError};
 use crate::telemetry::Telemetry;
 
 /// The user name recorded for the daemon's own changes.
@@ -221,7 +221,7 @@ pub enum Msg {
     /// New `[incidents]` settings after a reload.
     Configure(IncidentsConfig),
     /// The engine's window state, saved with the batch's flush.
-    Checkpoint(Vec<u8>, crate::store::Coverage),
+    Checkpoint(Vec<u8>, crate::detection::Coverage),
     /// Time-driven lifecycle: close incidents resolved longer than `auto_close_after`.
     Housekeeping,
     /// An external alert, answered after the flush.
@@ -831,41 +831,20 @@ impl Manager {
                 let now = self.now;
                 let id = self.allocate_id();
                 let mut inc = Incident {
-                    id,
-                    key: incident
-                        .key
-                        .clone()
-                        .unwrap_or_else(|| format!("manual/{id}")),
-                    title: incident.title,
-                    severity: incident.severity,
-                    status: Status::Open,
                     service: incident.service,
                     host: incident.host,
                     labels: incident.labels,
-                    tags: Vec::new(),
-                    assignee: None,
-                    rules: Vec::new(),
-                    detections: 0,
-                    first_event_at: now,
-                    created_at: now,
-                    updated_at: None,
-                    acknowledged_at: None,
-                    mitigated_at: None,
-                    resolved_at: None,
-                    closed_at: None,
-                    cancelled_at: None,
-                    root_cause: None,
-                    root_cause_reason: None,
-                    services: Vec::new(),
-                    correlated_keys: Vec::new(),
-                    evidence: Vec::new(),
-                    last_detection_at: None,
-                    silenced_by: Vec::new(),
-                    resolve_after_ms: None,
-                    correlation_ids: Vec::new(),
-                    external_refs: BTreeMap::new(),
                     runbook: incident.runbook,
-                    timeline_len: 0,
+                    ..Incident::new(
+                        id,
+                        incident
+                            .key
+                            .clone()
+                            .unwrap_or_else(|| format!("manual/{id}")),
+                        incident.title,
+                        incident.severity,
+                        now,
+                    )
                 };
                 let e = self.entry(
                     &mut inc.clone(),
@@ -934,7 +913,7 @@ impl Manager {
     /// silence itself is already stored, and a failure here is logged and counted.
     fn sweep_silence(&mut self, silence: &Silence, now: Timestamp) {
         self.swept.insert(silence.id);
-        let query = crate::store::ListQuery {
+        let query = super::port::ListQuery {
             status: vec![Status::Open, Status::Acknowledged, Status::Mitigated],
             ..Default::default()
         };
@@ -1113,38 +1092,12 @@ impl Manager {
         }
         let id = self.allocate_id();
         let mut inc = Incident {
-            id,
-            key: d.key.clone(),
-            title: d.summary.clone(),
-            severity: d.severity,
-            status: Status::Open,
             service: d.service.clone(),
             host: d.host.clone(),
             labels: d.labels.clone(),
-            tags: Vec::new(),
-            assignee: None,
-            rules: Vec::new(),
-            detections: 0,
-            first_event_at: d.first_ts,
-            created_at: now,
-            updated_at: None,
-            acknowledged_at: None,
-            mitigated_at: None,
-            resolved_at: None,
-            closed_at: None,
-            cancelled_at: None,
-            root_cause: None,
-            root_cause_reason: None,
-            services: Vec::new(),
-            correlated_keys: Vec::new(),
-            evidence: Vec::new(),
-            last_detection_at: None,
-            silenced_by: Vec::new(),
-            resolve_after_ms: None,
-            correlation_ids: Vec::new(),
-            external_refs: BTreeMap::new(),
             runbook: d.runbook.clone(),
-            timeline_len: 0,
+            first_event_at: d.first_ts,
+            ..Incident::new(id, d.key.clone(), d.summary.clone(), d.severity, now)
         };
         inc.root_cause = Some(d.service.clone().unwrap_or_else(|| d.rule.clone()));
         inc.root_cause_reason = Some(format!(
@@ -1190,7 +1143,7 @@ impl Manager {
         mut inc: Incident,
         d: &Detection,
         now: Timestamp,
-        applied_id: Option<crate::store::AppliedId>,
+        applied_id: Option<crate::detection::AppliedId>,
         how: Join,
     ) -> Result<Outcome, IncidentError> {
         let id = inc.id;
@@ -1352,7 +1305,7 @@ impl Manager {
 
     fn auto_resolve(&mut self) -> Result<(), IncidentError> {
         let now = self.now;
-        let query = crate::store::ListQuery {
+        let query = super::port::ListQuery {
             status: vec![Status::Open, Status::Acknowledged, Status::Mitigated],
             ..Default::default()
         };
@@ -1386,7 +1339,7 @@ impl Manager {
         status: Status,
         due: impl Fn(&Incident) -> bool,
     ) -> Result<Vec<u64>, IncidentError> {
-        let query = crate::store::ListQuery {
+        let query = super::port::ListQuery {
             status: vec![status],
             ..Default::default()
         };

@@ -11,6 +11,7 @@ pub mod correlate;
 pub mod lifecycle;
 pub mod manager;
 mod model;
+pub mod port;
 pub mod postmortem;
 pub mod project;
 pub mod silence;

@@ -151,6 +151,53 @@ pub struct Incident {
     pub resolve_after_ms: Option<u64>,
 }
 
+impl Incident {
+    /// A new open incident with nothing attached yet: the one constructor, for detections,
+    /// external alerts and hand-made incidents alike.
+    pub fn new(
+        id: u64,
+        key: String,
+        title: String,
+        severity: Severity,
+        now: Timestamp,
+    ) -> Incident {
+        Incident {
+            id,
+            key,
+            title,
+            severity,
+            status: Status::Open,
+            service: None,
+            host: None,
+            labels: BTreeMap::new(),
+            tags: Vec::new(),
+            assignee: None,
+            rules: Vec::new(),
+            detections: 0,
+            first_event_at: now,
+            created_at: now,
+            updated_at: None,
+            acknowledged_at: None,
+            mitigated_at: None,
+            resolved_at: None,
+            closed_at: None,
+            cancelled_at: None,
+            root_cause: None,
+            root_cause_reason: None,
+            services: Vec::new(),
+            correlated_keys: Vec::new(),
+            correlation_ids: Vec::new(),
+            external_refs: BTreeMap::new(),
+            runbook: None,
+            timeline_len: 0,
+            evidence: Vec::new(),
+            silenced_by: Vec::new(),
+            last_detection_at: None,
+            resolve_after_ms: None,
+        }
+    }
+}
+
 /// What a timeline entry records (DESIGN §3.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

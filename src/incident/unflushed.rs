@@ -11,7 +11,7 @@ use crate::engine::Detection;
 #[derive(Default)]
 pub(super) struct Unflushed {
     detections: std::collections::VecDeque<Detection>,
-    checkpoint: Option<(Vec<u8>, crate::store::Coverage)>,
+    checkpoint: Option<(Vec<u8>, crate::detection::Coverage)>,
     dropped: u64,
 }
 

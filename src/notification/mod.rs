@@ -12,6 +12,7 @@
 
 pub mod config;
 mod deliver;
+pub mod port;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -25,8 +26,8 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::{Clock, Timestamp};
 use crate::incident::{Command, EntryKind, Incident, IncidentHandle, SilenceState, Status};
 use crate::notification::config::{ChannelConfig, NotifyConfig, RouteConfig};
-use crate::store::{Store, StoreError};
 use crate::telemetry::Telemetry;
+use port::{NotificationStore as Store, StoreError};
 
 /// What a notification tells.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

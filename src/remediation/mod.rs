@@ -9,6 +9,7 @@
 //! concurrency limit: a slow action never stalls the pipeline or another action.
 
 pub mod config;
+pub mod port;
 pub mod run;
 pub mod template;
 
@@ -24,8 +25,8 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::{Clock, Timestamp};
 use crate::incident::{Command, EntryKind, Incident, IncidentHandle, SilenceState};
 use crate::remediation::config::{ActionConfig, RemediationConfig, Trigger as On};
-use crate::store::{Store, StoreError};
 use crate::telemetry::Telemetry;
+use port::{RemediationStore as Store, StoreError};
 use run::{Outcome, Plan};
 
 /// Finished runs are kept this long (`GET /v1/actions`), then forgotten.

@@ -1,6 +1,6 @@
 //! A store that heals after write failures. sled makes an I/O error during a flush sticky:
 //! every later write fails with it, even once the disk has room again. [`HealingStore`]
-//! wraps the sled store and, asked to [`heal`](Store::heal) after a failed flush, closes it
+//! wraps the sled store and, asked to [`heal`](Durable::heal) after a failed flush, closes it
 //! and opens it again from disk — which holds exactly what was flushed, so nothing
 //! acknowledged is lost and nothing unacknowledged appears. The incident manager then
 //! reloads what it keeps in memory. Every other call is passed through.
@@ -13,7 +13,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use super::{AppliedId, Change, Coverage, ListQuery, Page, SledStore, Store, StoreError};
+use super::{
+    ActionRuns, AppliedId, Change, Checkpoints, Coverage, Durable, IncidentLog, ListQuery, Outbox,
+    Page, Silences, SledStore, StoreError,
+};
 use crate::incident::{Incident, Silence, Status, TimelineEntry};
 
 /// The least time between two reopen attempts.
@@ -57,7 +60,10 @@ impl HealingStore {
     }
 }
 
-impl Store for HealingStore {
+impl Durable for HealingStore {
+    fn flush(&self) -> Result<(), StoreError> {
+        self.with(|s| s.flush())
+    }
     fn heal(&self) -> Result<bool, StoreError> {
         {
             let mut last = self.last_attempt.lock().unwrap_or_else(|p| p.into_inner());
@@ -96,12 +102,11 @@ impl Store for HealingStore {
         tracing::info!(path = %self.path.display(), "store reopened after write failures");
         Ok(true)
     }
+}
 
+impl IncidentLog for HealingStore {
     fn apply(&self, change: &Change) -> Result<(), StoreError> {
         self.with(|s| s.apply(change))
-    }
-    fn flush(&self) -> Result<(), StoreError> {
-        self.with(|s| s.flush())
     }
     fn incident(&self, id: u64) -> Result<Option<Incident>, StoreError> {
         self.with(|s| s.incident(id))
@@ -127,15 +132,6 @@ impl Store for HealingStore {
     fn count_by_status(&self) -> Result<Vec<(Status, u64)>, StoreError> {
         self.with(|s| s.count_by_status())
     }
-    fn save_checkpoint(&self, bytes: &[u8], coverage: &Coverage) -> Result<(), StoreError> {
-        self.with(|s| s.save_checkpoint(bytes, coverage))
-    }
-    fn detection_applied(&self, id: &AppliedId) -> Result<bool, StoreError> {
-        self.with(|s| s.detection_applied(id))
-    }
-    fn record_detection(&self, id: &AppliedId) -> Result<(), StoreError> {
-        self.with(|s| s.record_detection(id))
-    }
     fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<TimelineEntry>, StoreError> {
         self.with(|s| s.changes_after(after, limit))
     }
@@ -151,6 +147,27 @@ impl Store for HealingStore {
             Err(_) => self.last_change.load(Ordering::SeqCst),
         }
     }
+    fn incident_at(&self, id: u64, seq: u64) -> Result<Option<Incident>, StoreError> {
+        self.with(|s| s.incident_at(id, seq))
+    }
+}
+
+impl Checkpoints for HealingStore {
+    fn save_checkpoint(&self, bytes: &[u8], coverage: &Coverage) -> Result<(), StoreError> {
+        self.with(|s| s.save_checkpoint(bytes, coverage))
+    }
+    fn detection_applied(&self, id: &AppliedId) -> Result<bool, StoreError> {
+        self.with(|s| s.detection_applied(id))
+    }
+    fn record_detection(&self, id: &AppliedId) -> Result<(), StoreError> {
+        self.with(|s| s.record_detection(id))
+    }
+    fn load_checkpoint(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with(|s| s.load_checkpoint())
+    }
+}
+
+impl Silences for HealingStore {
     fn silences(&self) -> Result<Vec<Silence>, StoreError> {
         self.with(|s| s.silences())
     }
@@ -163,6 +180,9 @@ impl Store for HealingStore {
     fn next_silence_id(&self) -> Result<u64, StoreError> {
         self.with(|s| s.next_silence_id())
     }
+}
+
+impl ActionRuns for HealingStore {
     fn put_action_run(&self, run: &crate::remediation::ActionRun) -> Result<(), StoreError> {
         self.with(|s| s.put_action_run(run))
     }
@@ -178,6 +198,9 @@ impl Store for HealingStore {
     fn next_action_run_id(&self) -> Result<u64, StoreError> {
         self.with(|s| s.next_action_run_id())
     }
+}
+
+impl Outbox for HealingStore {
     fn enqueue_jobs(
         &self,
         jobs: &[crate::notification::Job],
@@ -188,9 +211,6 @@ impl Store for HealingStore {
     }
     fn job(&self, id: u64) -> Result<Option<crate::notification::Job>, StoreError> {
         self.with(|s| s.job(id))
-    }
-    fn incident_at(&self, id: u64, seq: u64) -> Result<Option<Incident>, StoreError> {
-        self.with(|s| s.incident_at(id, seq))
     }
     fn mark_notified(&self, incident: u64, channel: &str) -> Result<(), StoreError> {
         self.with(|s| s.mark_notified(incident, channel))
@@ -212,8 +232,5 @@ impl Store for HealingStore {
     }
     fn next_job_id(&self) -> Result<u64, StoreError> {
         self.with(|s| s.next_job_id())
-    }
-    fn load_checkpoint(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        self.with(|s| s.load_checkpoint())
     }
 }

@@ -1,26 +1,38 @@
-//! Persistence: the [`Store`] trait the incident manager writes through, and its sled
-//! implementation ([`SledStore`]).
+//! Persistence: every component's storage port implemented on sled ([`SledStore`], one file
+//! per port under `sled/`), wrapped by [`HealingStore`], which reopens the database after a
+//! failed flush.
+//!
+//! The ports are defined by their users: [`crate::incident::port`] (the incident log and its
+//! reads, checkpoints, silences), [`crate::remediation::port`] (action runs) and
+//! [`crate::notification::port`] (the outbox). This module sits above them and they do not
+//! know it; the daemon hands each component its port.
 //!
 //! Trees (DESIGN §4): `incident_log` (append-only timeline, key = id ‖ seq), `incidents`
 //! (snapshots, key = id), `idx_key` (incident key → newest id), `idx_status` (status ‖ id),
 //! `applied` (idempotency ids of detections applied since the last engine checkpoint),
 //! `checkpoints` (engine window state and file cursors), `changes` (store-wide change
-//! number → log key, the order of `GET /v1/stream`), `silences`, and `meta` (schema version,
-//! next ids). One incident change is one transaction over log, snapshot, indexes, applied
-//! ids and change numbers; [`Store::flush`] makes everything applied so far durable, and the manager calls it
-//! before answering anyone.
+//! number → log key, the order of `GET /v1/stream`), `silences`, `baselines` (snapshots of
+//! incidents from before schema 2), `actions` (action runs), `outbox` (notification jobs),
+//! `notified` (channels told of an incident), and `meta` (schema version, next ids, the
+//! notifier's cursor). One incident change is one transaction over log, snapshot, indexes,
+//! applied ids and change numbers; a flush makes everything applied so far durable, and each
+//! writer flushes before it acts on or answers about what it wrote. Who writes which tree is
+//! listed in `sled/mod.rs` and docs/ARCHITECTURE.md.
 
 mod healing;
-mod sled_store;
+mod sled;
 
-use serde::{Deserialize, Serialize};
-
-use crate::clock::Timestamp;
 pub use crate::detection::{AppliedId, Coverage, Origin};
-use crate::incident::{Incident, Severity, Silence, Status, TimelineEntry};
+pub use crate::incident::port::{
+    Change, Checkpoints, Cursor, IncidentLog, IncidentStore, ListQuery, Page, Silences, Sort,
+    severity_rank, text_in_incident,
+};
+pub use crate::notification::port::{NotificationStore, Outbox};
+pub use crate::port::{Durable, StoreError};
+pub use crate::remediation::port::{ActionRuns, RemediationStore};
 
 pub use healing::HealingStore;
-pub use sled_store::{Rebuild, SledStore, Verification};
+pub use sled::{Rebuild, SledStore, Verification};
 
 /// The on-disk schema this build reads and writes.
 ///
@@ -32,410 +44,131 @@ pub use sled_store::{Rebuild, SledStore, Verification};
 ///   (`baselines` tree) standing for its entries so far.
 pub const SCHEMA_VERSION: u64 = 2;
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("state folder {path} is in use by another process (is another incidentd running?)")]
-    Locked { path: String },
-    #[error("state folder {path}: {source}")]
-    Open { path: String, source: sled::Error },
-    #[error(
-        "state folder {path} has schema version {found}; this incidentd understands up to {supported}"
-    )]
-    Schema {
-        path: String,
-        found: u64,
-        supported: u64,
-    },
-    #[error("store {op} failed: {source}")]
-    Sled {
-        op: &'static str,
-        source: sled::Error,
-    },
-    #[error("state folder {path} is closed: it is being reopened after write failures")]
-    Closed { path: String },
-    #[error("corrupt record in tree {tree} at key {key}: {message}")]
-    Record {
-        tree: &'static str,
-        key: String,
-        message: String,
-    },
-}
+/// Every port at once: what the daemon opens, and what the API and tools read.
+/// Each component's port is a supertrait, so an `Arc<dyn Store>` becomes any of them.
+pub trait Store: IncidentStore + RemediationStore + NotificationStore {}
 
-/// One incident change, applied atomically: the new snapshot and the timeline entries that
-/// led to it.
-#[derive(Debug, Clone)]
-pub struct Change {
-    pub incident: Incident,
-    /// The status before this change; `None` when the change creates the incident.
-    pub previous_status: Option<Status>,
-    pub entries: Vec<TimelineEntry>,
-    /// The idempotency id of the detection behind this change, recorded with it so a replay
-    /// after a crash does not apply the detection twice.
-    pub detection: Option<AppliedId>,
-    /// Other incident keys to point at this incident (keys joined by correlation).
-    pub index_keys: Vec<String>,
-}
+impl<T: IncidentStore + ActionRuns + Outbox + ?Sized> Store for T {}
 
-/// The order of a listing.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Sort {
-    /// Newest first (by id).
-    #[default]
-    Newest,
-    /// Oldest first (by id).
-    Oldest,
-    /// Worst severity first, newest first within a severity.
-    Severity,
-}
-
-impl std::str::FromStr for Sort {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "newest" => Ok(Sort::Newest),
-            "oldest" | "age" => Ok(Sort::Oldest),
-            "severity" => Ok(Sort::Severity),
-            other => Err(format!(
-                "unknown sort `{other}` (expected newest, oldest (or age), severity)"
-            )),
-        }
-    }
-}
-
-/// Where the next page starts: just after this incident in the listing's order. Written
-/// `ID` for the id orders and `SEV.ID` for severity order; clients pass it back as is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cursor {
-    /// The severity rank (1 = sev1) of the last incident shown, for severity order.
-    pub rank: Option<u8>,
-    pub id: u64,
-}
-
-impl Cursor {
-    pub fn after(id: u64) -> Cursor {
-        Cursor { rank: None, id }
-    }
-}
-
-impl std::fmt::Display for Cursor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.rank {
-            Some(r) => write!(f, "{r}.{}", self.id),
-            None => write!(f, "{}", self.id),
-        }
-    }
-}
-
-impl std::str::FromStr for Cursor {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("`{s}` is not a cursor from an earlier page");
-        match s.split_once('.') {
-            Some((r, id)) => Ok(Cursor {
-                rank: Some(r.parse().map_err(|_| bad())?),
-                id: id.parse().map_err(|_| bad())?,
-            }),
-            None => Ok(Cursor::after(s.parse().map_err(|_| bad())?)),
-        }
-    }
-}
-
-impl Serialize for Cursor {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Cursor {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // Accept a number too (cursors were numbers before severity order existed).
-        match serde_json::Value::deserialize(d)? {
-            serde_json::Value::String(s) => s.parse().map_err(serde::de::Error::custom),
-            serde_json::Value::Number(n) => n
-                .as_u64()
-                .map(Cursor::after)
-                .ok_or_else(|| serde::de::Error::custom("a cursor id is a positive number")),
-            other => Err(serde::de::Error::custom(format!(
-                "a cursor is a string, not {other}"
-            ))),
-        }
-    }
-}
-
-/// The severity's rank in a cursor: 1 for sev1.
-pub fn severity_rank(s: Severity) -> u8 {
-    match s {
-        Severity::Sev1 => 1,
-        Severity::Sev2 => 2,
-        Severity::Sev3 => 3,
-        Severity::Sev4 => 4,
-    }
-}
-
-/// Filters for listing incidents; every set field must match.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ListQuery {
-    pub status: Vec<Status>,
-    pub severity: Vec<Severity>,
-    pub service: Option<String>,
-    /// `k:v` pairs that must all be labels of the incident.
-    pub labels: Vec<(String, String)>,
-    /// Case-insensitive text in title, key or a note of the timeline.
-    pub q: Option<String>,
-    /// Created at or after.
-    pub since: Option<Timestamp>,
-    pub limit: usize,
-    #[serde(default)]
-    pub sort: Sort,
-    /// Only incidents after this one in the listing's order.
-    pub cursor: Option<Cursor>,
-}
-
-impl ListQuery {
-    /// Every filter but the text (`q`), which may need the timeline's notes.
-    pub fn matches_fields(&self, i: &Incident) -> bool {
-        (self.status.is_empty() || self.status.contains(&i.status))
-            && (self.severity.is_empty() || self.severity.contains(&i.severity))
-            && self
-                .service
-                .as_ref()
-                .is_none_or(|s| i.service.as_ref() == Some(s))
-            && self.labels.iter().all(|(k, v)| i.labels.get(k) == Some(v))
-            && self.since.is_none_or(|s| i.created_at >= s)
-    }
-
-    /// The lower-cased `q`, if any.
-    pub fn text(&self) -> Option<String> {
-        self.q
-            .as_ref()
-            .map(|q| q.to_lowercase())
-            .filter(|q| !q.is_empty())
-    }
-}
-
-/// Whether `q` (lower case) is in the incident's title or key.
-pub fn text_in_incident(i: &Incident, q: &str) -> bool {
-    i.title.to_lowercase().contains(q) || i.key.to_lowercase().contains(q)
-}
-
-/// A page of incidents in the listing's order.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Page {
-    pub incidents: Vec<Incident>,
-    pub next_cursor: Option<Cursor>,
-}
-
-impl StoreError {
-    /// Whether the disk is full (ENOSPC, or a quota): the caller answers 507.
-    pub fn no_space(&self) -> bool {
-        let io = match self {
-            StoreError::Sled {
-                source: sled::Error::Io(e),
-                ..
-            }
-            | StoreError::Open {
-                source: sled::Error::Io(e),
-                ..
-            } => e,
-            _ => return false,
-        };
-        io.kind() == std::io::ErrorKind::StorageFull
-            || matches!(io.raw_os_error(), Some(c) if c == nix::libc::ENOSPC || c == nix::libc::EDQUOT)
-    }
-}
-
-/// What the incident manager needs from storage. Reads may come from any thread.
-pub trait Store: Send + Sync + 'static {
-    /// Applies one change atomically (not yet durable).
-    fn apply(&self, change: &Change) -> Result<(), StoreError>;
-    /// Makes every applied change durable.
-    fn flush(&self) -> Result<(), StoreError>;
-    fn incident(&self, id: u64) -> Result<Option<Incident>, StoreError>;
-    fn timeline(&self, id: u64) -> Result<Vec<TimelineEntry>, StoreError>;
-    /// Deletes a closed incident with its timeline and index entries, in one transaction
-    /// (compaction after `retain_closed`). Ids are not reused.
-    fn remove_incident(&self, id: u64) -> Result<(), StoreError>;
-    /// Visits every timeline entry of every incident in log order (incident id, then
-    /// sequence) until `visit` returns false.
-    fn each_entry(&self, visit: &mut dyn FnMut(TimelineEntry) -> bool) -> Result<(), StoreError>;
-    /// The newest incident created for `key`.
-    fn latest_for_key(&self, key: &str) -> Result<Option<u64>, StoreError>;
-    fn list(&self, query: &ListQuery) -> Result<Page, StoreError>;
-    /// Visits every incident `query` matches, newest first, page by page, until `visit`
-    /// returns false (`query.limit` is the page size; 0 means 1000).
-    fn scan(
-        &self,
-        query: &ListQuery,
-        visit: &mut dyn FnMut(Incident) -> bool,
-    ) -> Result<(), StoreError> {
-        let mut q = query.clone();
-        if q.limit == 0 {
-            q.limit = 1000;
-        }
-        loop {
-            let page = self.list(&q)?;
-            for i in page.incidents {
-                if !visit(i) {
-                    return Ok(());
-                }
-            }
-            match page.next_cursor {
-                Some(c) => q.cursor = Some(c),
-                None => return Ok(()),
-            }
-        }
-    }
-    /// The id the next incident will get (ids never repeat).
-    fn next_id(&self) -> Result<u64, StoreError>;
-    /// Incidents per status.
-    fn count_by_status(&self) -> Result<Vec<(Status, u64)>, StoreError>;
-    /// Replaces the engine's checkpoint (not yet durable; the next flush makes it so) and
-    /// forgets the recorded detections it covers: a replay from it cannot produce them
-    /// again.
-    fn save_checkpoint(&self, bytes: &[u8], coverage: &Coverage) -> Result<(), StoreError>;
-    /// Whether this detection was applied and is not yet covered by a checkpoint.
-    fn detection_applied(&self, id: &AppliedId) -> Result<bool, StoreError>;
-    /// Records a detection that changed no incident (suppressed by the rate limit).
-    fn record_detection(&self, id: &AppliedId) -> Result<(), StoreError>;
-    /// Up to `limit` timeline entries of any incident with a change number above `after`,
-    /// in change order (entries of compacted incidents are gone).
-    fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<TimelineEntry>, StoreError>;
-    /// Up to `limit` (change number, incident id) pairs above `after`, in change order:
-    /// which incidents changed, without reading the entries themselves.
-    fn changed_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, u64)>, StoreError> {
-        Ok(self
-            .changes_after(after, limit)?
-            .into_iter()
-            .map(|e| (e.change, e.incident_id))
-            .collect())
-    }
-    /// The highest change number given so far (0 when none). Only what the manager has
-    /// flushed since is durable; it publishes that number after each flush.
-    fn last_change(&self) -> u64;
-    /// Every stored silence, by id.
-    fn silences(&self) -> Result<Vec<Silence>, StoreError>;
-    /// Stores a silence (new or changed; not yet durable).
-    fn put_silence(&self, silence: &Silence) -> Result<(), StoreError>;
-    fn remove_silence(&self, id: u64) -> Result<(), StoreError>;
-    /// The id the next silence gets (ids never repeat, even after expired ones are pruned).
-    fn next_silence_id(&self) -> Result<u64, StoreError>;
-    /// Stores an action run (new or changed; not yet durable).
-    fn put_action_run(&self, run: &crate::remediation::ActionRun) -> Result<(), StoreError>;
-    fn action_run(&self, id: u64) -> Result<Option<crate::remediation::ActionRun>, StoreError>;
-    /// Every stored action run, by id.
-    fn action_runs(&self) -> Result<Vec<crate::remediation::ActionRun>, StoreError>;
-    fn remove_action_run(&self, id: u64) -> Result<(), StoreError>;
-    /// The id the next action run gets.
-    fn next_action_run_id(&self) -> Result<u64, StoreError>;
-    /// Adds notification jobs, removes others (timed jobs an acknowledgement or an end made
-    /// moot), and moves the notifier's place in the change log, in one transaction (durable
-    /// with the next flush).
-    fn enqueue_jobs(
-        &self,
-        jobs: &[crate::notification::Job],
-        remove: &[u64],
-        cursor: u64,
-    ) -> Result<(), StoreError>;
-    /// One job, if it is still queued.
-    fn job(&self, id: u64) -> Result<Option<crate::notification::Job>, StoreError>;
-    /// The incident as it was right after its timeline entry `seq` (replayed from the log);
-    /// `None` when the log cannot say.
-    fn incident_at(&self, id: u64, seq: u64) -> Result<Option<Incident>, StoreError>;
-    /// Remembers that a channel was told of an incident (its follow-ups go there too).
-    fn mark_notified(&self, incident: u64, channel: &str) -> Result<(), StoreError>;
-    /// The channels that have been sent an incident's opening.
-    fn notified_channels(&self, incident: u64) -> Result<Vec<String>, StoreError>;
-    /// The timeline entry with this change number, if it is still stored.
-    fn entry_by_change(&self, change: u64) -> Result<Option<TimelineEntry>, StoreError> {
-        Ok(self
-            .changes_after(change.saturating_sub(1), 1)?
-            .into_iter()
-            .find(|e| e.change == change))
-    }
-    fn put_job(&self, job: &crate::notification::Job) -> Result<(), StoreError>;
-    fn remove_job(&self, id: u64) -> Result<(), StoreError>;
-    /// Every queued notification job, by id.
-    fn jobs(&self) -> Result<Vec<crate::notification::Job>, StoreError>;
-    /// The last change the notifier has routed, if it ever ran.
-    fn notify_cursor(&self) -> Result<Option<u64>, StoreError>;
-    /// The id the next job gets.
-    fn next_job_id(&self) -> Result<u64, StoreError>;
-    /// The last engine checkpoint saved, if any.
-    fn load_checkpoint(&self) -> Result<Option<Vec<u8>>, StoreError>;
-    /// After a failed flush: makes the store able to write again if it can (reopening it
-    /// from what is on disk). True when it did, so what the caller keeps in memory must be
-    /// read again. Stores that need nothing of the kind do nothing.
-    fn heal(&self) -> Result<bool, StoreError> {
-        Ok(false)
-    }
-}
-
+/// The in-memory incident port answers as the sled one does, so unit tests on it say
+/// something about the daemon.
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::Timestamp;
+    use crate::detection::Origin;
+    use crate::incident::port::memory::MemoryIncidents;
+    use crate::incident::{EntryKind, Incident, Severity, Status, TimelineEntry};
 
-    fn line(offset: u64) -> AppliedId {
-        AppliedId {
-            origin: Origin::Line {
-                source: "auth".into(),
-                dev: 1,
-                ino: 2,
-                offset,
-            },
-            rule: "ssh".into(),
-            group: "10.0.0.1".into(),
-            ts: Timestamp(5),
-            applied_at: Timestamp(900),
+    fn created(id: u64, sev: Severity, title: &str) -> Change {
+        let inc = Incident {
+            timeline_len: 1,
+            ..Incident::new(
+                id,
+                format!("k{id}"),
+                title.into(),
+                sev,
+                Timestamp(id as i64),
+            )
+        };
+        let entry = TimelineEntry {
+            incident_id: id,
+            seq: 0,
+            ts: Timestamp(id as i64),
+            kind: EntryKind::Created,
+            actor: "system".into(),
+            note: (id == 2).then(|| "Disk FULL on db".to_owned()),
+            data: serde_json::json!({"incident": inc}),
+            change: 0,
+        };
+        Change {
+            incident: inc,
+            previous_status: None,
+            entries: vec![entry],
+            detection: Some(AppliedId {
+                origin: Origin::Timer {
+                    at: Timestamp(id as i64),
+                },
+                rule: "r".into(),
+                group: id.to_string(),
+                ts: Timestamp(id as i64),
+                applied_at: Timestamp(0),
+            }),
+            index_keys: vec![],
         }
     }
 
-    #[test]
-    fn coverage_forgets_only_what_a_replay_cannot_produce() {
-        let cov = Coverage {
-            cursors: vec![("auth".into(), 1, 2, 100)],
-            reset: vec![],
-            done: vec![],
-            now: Timestamp(1_000),
-            wall: Timestamp(1_000),
-        };
-        let covers = |id: &AppliedId| cov.covers(&id.key(), &id.value());
-        assert!(covers(&line(99)), "before the cursor: applied in the state");
-        assert!(
-            !covers(&line(100)),
-            "at the cursor: a replay reads it again"
-        );
-        let mut other_file = line(5);
-        if let Origin::Line { ino, .. } = &mut other_file.origin {
-            *ino = 3;
+    /// Everything a reader can see, in one comparable value.
+    fn observe(s: &dyn IncidentStore) -> Vec<String> {
+        let mut out = Vec::new();
+        for sort in [Sort::Newest, Sort::Oldest, Sort::Severity] {
+            for q in [None, Some("disk".to_owned())] {
+                let mut query = ListQuery {
+                    limit: 1,
+                    sort,
+                    q,
+                    ..ListQuery::default()
+                };
+                loop {
+                    let page = s.list(&query).unwrap();
+                    out.extend(page.incidents.iter().map(|i| format!("{sort:?}:{}", i.id)));
+                    match page.next_cursor {
+                        Some(c) => query.cursor = Some(c),
+                        None => break,
+                    }
+                }
+            }
         }
-        assert!(
-            !covers(&other_file),
-            "a file without a cursor is read from its start by a replay"
-        );
-        let done = Coverage {
-            done: vec![("auth".into(), 1, 3)],
-            ..cov.clone()
-        };
-        assert!(done.covers(&other_file.key(), &other_file.value()));
-        let day_later = Coverage {
-            wall: Timestamp(1_000 + 25 * 3600 * 1000),
-            ..cov.clone()
-        };
-        assert!(day_later.covers(&other_file.key(), &other_file.value()));
-        let timer = |at| AppliedId {
-            origin: Origin::Timer { at: Timestamp(at) },
-            rule: "quiet".into(),
-            group: String::new(),
-            ts: Timestamp(10),
-            applied_at: Timestamp(0),
-        };
-        assert!(covers(&timer(1_000)));
-        assert!(!covers(&timer(1_001)), "fired after the state was taken");
-        let reset = Coverage {
-            reset: vec![("auth".into(), 1, 2)],
-            ..cov.clone()
-        };
-        assert!(reset.covers(&line(500).key(), &line(500).value()));
+        out.push(format!("{:?}", s.count_by_status().unwrap()));
+        out.push(format!("next {}", s.next_id().unwrap()));
+        out.push(format!("key {:?}", s.latest_for_key("k2").unwrap()));
+        for e in s.changes_after(1, 10).unwrap() {
+            out.push(format!("change {} {}:{}", e.change, e.incident_id, e.seq));
+        }
+        out.push(format!(
+            "at {:?}",
+            s.incident_at(3, 0).unwrap().map(|i| i.title)
+        ));
+        out
+    }
+
+    #[test]
+    fn memory_and_sled_incident_ports_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sled, _) = SledStore::open(dir.path()).unwrap();
+        let memory = MemoryIncidents::default();
+        let stores: [&dyn IncidentStore; 2] = [&sled, &memory];
+        for s in stores {
+            s.apply(&created(1, Severity::Sev3, "api slow")).unwrap();
+            s.apply(&created(2, Severity::Sev1, "db")).unwrap();
+            s.apply(&created(3, Severity::Sev3, "disk usage")).unwrap();
+            let mut acked = created(1, Severity::Sev3, "api slow");
+            acked.previous_status = Some(Status::Open);
+            acked.incident.status = Status::Acknowledged;
+            acked.entries[0].seq = 1;
+            acked.entries[0].kind = EntryKind::StatusChanged;
+            acked.entries[0].data = serde_json::json!({"from": "open", "to": "acknowledged"});
+            acked.detection = None;
+            s.apply(&acked).unwrap();
+            s.flush().unwrap();
+        }
+        let (a, b) = (observe(&sled), observe(&memory));
+        assert_eq!(a, b);
+        assert!(a.contains(&"Severity:2".to_owned()), "{a:?}");
+        // Checkpoints forget what they cover, on both.
+        let covered = created(1, Severity::Sev3, "x").detection.unwrap();
+        for s in stores {
+            assert!(s.detection_applied(&covered).unwrap());
+            let cov = Coverage {
+                cursors: vec![],
+                reset: vec![],
+                done: vec![],
+                now: Timestamp(1),
+                wall: Timestamp(1),
+            };
+            s.save_checkpoint(b"state", &cov).unwrap();
+            assert!(!s.detection_applied(&covered).unwrap());
+            assert_eq!(s.load_checkpoint().unwrap().as_deref(), Some(&b"state"[..]));
+        }
     }
 }
