@@ -302,7 +302,7 @@ pub async fn run(
     let root = CancellationToken::new();
     let sources_token = root.child_token();
 
-    let (triggers, remediation, remediation_rx) = crate::remediation::channel(telemetry.clone());
+    let (remediation, remediation_rx) = crate::remediation::channel();
     let incidents: IncidentHandle = manager::spawn(
         store.clone(),
         config.incidents.clone(),
@@ -310,7 +310,6 @@ pub async fn run(
         telemetry.clone(),
         config.daemon.detection_queue,
         &tracker,
-        Some(triggers),
     )?;
     let notifier = crate::notification::spawn(
         config.notify.clone(),
@@ -327,6 +326,7 @@ pub async fn run(
         "remediation",
         crate::remediation::serve(
             remediation_rx,
+            crate::incident::feed::ChangeFeed::new(store.clone(), incidents.changes()),
             config.actions.clone(),
             config.remediation.clone(),
             crate::remediation::rule_actions(&config.rules),

@@ -361,8 +361,6 @@ pub struct Telemetry {
     pub action_held: Counter,
     /// Runs whose verification found the incident still firing.
     pub action_ineffective: Counter,
-    /// Triggers lost because the remediation queue was full.
-    pub action_triggers_dropped: Counter,
     /// Runs waiting for approval (as of the last look, at most a second old).
     pub action_pending: Gauge,
     /// Notification deliveries by result, and jobs waiting in the outbox.
@@ -555,7 +553,6 @@ impl Default for Telemetry {
             action_runs_failed: Counter::default(),
             action_held: Counter::default(),
             action_ineffective: Counter::default(),
-            action_triggers_dropped: Counter::default(),
             action_pending: Gauge::default(),
             notifications_delivered: Counter::default(),
             notifications_failed: Counter::default(),

@@ -315,7 +315,6 @@ pub async fn render(st: &ApiState) -> String {
         ("failed", &t.action_runs_failed),
         ("held", &t.action_held),
         ("ineffective", &t.action_ineffective),
-        ("trigger_dropped", &t.action_triggers_dropped),
     ] {
         m.sample(
             "incidentd_action_runs_total",

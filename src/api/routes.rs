@@ -162,7 +162,6 @@ pub(super) async fn status(State(st): S) -> Json<Value> {
             "failed": t.action_runs_failed,
             "held": t.action_held,
             "ineffective": t.action_ineffective,
-            "triggers_dropped": t.action_triggers_dropped,
             "pending": t.action_pending.get(),
         },
         "notifications": {

@@ -324,7 +324,6 @@ pub fn spawn(
     telemetry: Arc<Telemetry>,
     capacity: usize,
     tracker: &tokio_util::task::TaskTracker,
-    remediation: Option<crate::remediation::TriggerSender>,
 ) -> Result<IncidentHandle, StoreError> {
     let (tx, rx) = mpsc::channel(capacity);
     let (changes_tx, changes) = tokio::sync::watch::channel(store.last_change());
@@ -332,8 +331,6 @@ pub fn spawn(
         changes: changes_tx,
         graph: super::correlate::Graph::new(&config.services),
         now: clock.now(),
-        remediation,
-        triggers: Vec::new(),
         silences: store.silences()?,
         next_silence: store.next_silence_id()?,
         swept: Default::default(),
@@ -358,10 +355,6 @@ struct Manager {
     graph: super::correlate::Graph,
     /// The time of the message being handled.
     now: Timestamp,
-    /// Where triggers for actions go (none in tools that run the manager alone).
-    remediation: Option<crate::remediation::TriggerSender>,
-    /// Triggers of this batch, sent after its flush.
-    triggers: Vec<crate::remediation::Trigger>,
     /// Every stored silence (active, pending, and expired within the retention).
     silences: Vec<Silence>,
     next_silence: u64,
@@ -475,7 +468,6 @@ impl Manager {
                         // Latency counts detections that changed an incident.
                         Ok(o) if o.changed() => {
                             timings.push((d.arrived, d.detected));
-                            self.trigger(o, &d.rule);
                         }
                         Ok(_) => {}
                         Err(e) => self.telemetry.store_error(
@@ -515,9 +507,6 @@ impl Manager {
                     }
                     Msg::Alert(alert, actor, reply) => {
                         let r = self.on_alert(alert, &actor);
-                        if let Ok(o) = &r {
-                            self.trigger(*o, "alert");
-                        }
                         alert_replies.push((reply, r));
                     }
                     Msg::Checkpoint(bytes, coverage) => {
@@ -545,15 +534,6 @@ impl Manager {
             }
             if checkpointed && flushed.is_ok() {
                 self.telemetry.checkpoints.inc();
-            }
-            // Actions start only from durable changes.
-            let triggers = std::mem::take(&mut self.triggers);
-            if flushed.is_ok()
-                && let Some(t) = &self.remediation
-            {
-                for trig in triggers {
-                    t.send(trig);
-                }
             }
             if flushed.is_ok() {
                 self.changes.send_if_modified(|last| {
@@ -658,14 +638,6 @@ impl Manager {
                     index_keys: Vec::new(),
                 })?;
                 tracing::info!(incident = id, from = %from, to = %to, actor = %actor, "incident status changed");
-                // Resolved, closed or cancelled: reverts waiting for it are due.
-                if !to.is_active() && from.is_active() {
-                    self.triggers.push(crate::remediation::Trigger {
-                        incident_id: id,
-                        rule: None,
-                        kind: crate::remediation::TriggerKind::Resolved,
-                    });
-                }
                 Ok(inc)
             }
             Command::Record {
@@ -1010,23 +982,6 @@ impl Manager {
                 silence = s.id,
                 "incident covered by a silence"
             );
-        }
-    }
-
-    /// Queues the action trigger of a detection's outcome (sent after the flush).
-    fn trigger(&mut self, o: Outcome, rule: &str) {
-        use crate::remediation::{Trigger, TriggerKind};
-        let kind = match o {
-            Outcome::Created(_) | Outcome::Reopened(_) => TriggerKind::Opened,
-            Outcome::Deduplicated(_) | Outcome::Correlated(_) => TriggerKind::Detection,
-            Outcome::RateLimited | Outcome::Replayed => return,
-        };
-        if let Some(id) = o.incident() {
-            self.triggers.push(Trigger {
-                incident_id: id,
-                rule: Some(rule.to_owned()),
-                kind,
-            });
         }
     }
 

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod correlate;
+pub mod feed;
 pub mod lifecycle;
 pub mod manager;
 mod model;

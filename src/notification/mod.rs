@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, Timestamp};
+use crate::incident::feed::ChangeFeed;
 use crate::incident::{Command, EntryKind, Incident, IncidentHandle, SilenceState, Status};
 use crate::notification::config::{ChannelConfig, NotifyConfig, RouteConfig};
 use crate::telemetry::Telemetry;
@@ -118,6 +119,8 @@ impl NotifyHandle {
 
 struct Shared {
     store: Arc<dyn Store>,
+    /// The durable change log, followed from the notifier's saved place.
+    feed: ChangeFeed,
     incidents: IncidentHandle,
     clock: Arc<dyn Clock>,
     telemetry: Arc<Telemetry>,
@@ -164,6 +167,7 @@ pub fn spawn(
     })?;
     let shared = Arc::new(Shared {
         next_id: Mutex::new(store.next_job_id()?),
+        feed: ChangeFeed::new(store.clone(), incidents.changes()),
         store,
         incidents,
         clock,
@@ -185,11 +189,11 @@ async fn run(
     tracker: tokio_util::task::TaskTracker,
     cancel: CancellationToken,
 ) {
-    let mut changes = shared.incidents.changes();
+    let mut feed = shared.feed.clone();
     // A store that never ran the notifier starts at the present: no flood of old news.
     let mut cursor = match shared.store.notify_cursor() {
         Ok(Some(c)) => c,
-        Ok(None) => *changes.borrow(),
+        Ok(None) => feed.start(),
         Err(e) => {
             tracing::error!(error = %e, "cannot read the notifier's position; notifications are off");
             return;
@@ -208,17 +212,15 @@ async fn run(
                 }
                 None => break,
             },
-            changed = changes.changed() => {
-                if changed.is_err() {
+            open = feed.changed() => {
+                if !open {
                     break;
                 }
-                let durable = *changes.borrow_and_update();
-                cursor = shared.route_changes(&config, cursor, durable).await;
+                cursor = shared.route_changes(&config, cursor).await;
                 shared.dispatch(&workers).await;
             }
             _ = tick.tick() => {
-                let durable = *changes.borrow();
-                cursor = shared.route_changes(&config, cursor, durable).await;
+                cursor = shared.route_changes(&config, cursor).await;
                 shared.dispatch(&workers).await;
             }
         }
@@ -307,40 +309,43 @@ impl Shared {
         }
     }
 
-    /// Routes the durable changes after `cursor` up to `durable`; returns the new position.
-    async fn route_changes(
-        self: &Arc<Self>,
-        config: &NotifyConfig,
-        mut cursor: u64,
-        durable: u64,
-    ) -> u64 {
-        while cursor < durable {
-            let store = self.store.clone();
-            let after = cursor;
-            let read = tokio::task::spawn_blocking(move || {
-                let entries = store.changes_after(after, 256)?;
-                let queued = store.jobs()?;
-                Ok::<_, StoreError>((entries, queued))
-            })
-            .await;
-            let (entries, queued) = match read {
-                Ok(Ok(x)) => x,
-                Ok(Err(e)) => {
+    /// Routes the durable changes after `cursor` (read through the change feed); returns the
+    /// new position.
+    async fn route_changes(self: &Arc<Self>, config: &NotifyConfig, mut cursor: u64) -> u64 {
+        loop {
+            let batch = match self.feed.read(cursor, 256).await {
+                Ok(b) => b,
+                Err(e) => {
                     self.telemetry
                         .warn_remediation(&format!("notifier cannot read changes: {e}"));
                     return cursor;
                 }
+            };
+            if batch.upto <= cursor {
+                return cursor;
+            }
+            let store = self.store.clone();
+            let queued = match tokio::task::spawn_blocking(move || store.jobs()).await {
+                Ok(Ok(q)) => q,
+                Ok(Err(e)) => {
+                    self.telemetry
+                        .warn_remediation(&format!("notifier cannot read its outbox: {e}"));
+                    return cursor;
+                }
                 Err(_) => return cursor,
             };
-            let entries: Vec<_> = entries
-                .into_iter()
-                .filter(|e| e.change <= durable)
-                .collect();
-            let Some(last) = entries.last().map(|e| e.change) else {
-                // Numbers up to `durable` without entries (compacted): nothing to tell.
-                let _ = self.store.enqueue_jobs(&[], &[], durable);
-                return durable;
-            };
+            let (entries, last) = (batch.entries, batch.upto);
+            if entries.is_empty() {
+                // Numbers without entries (compacted): nothing to tell. The position need
+                // not be durable now: routing nothing again after a crash makes nothing.
+                if let Err(e) = self.store.enqueue_jobs(&[], &[], last) {
+                    self.telemetry
+                        .store_error("saving the notifier's place failed", &e);
+                    return cursor;
+                }
+                cursor = last;
+                continue;
+            }
             // Planning reads the store (timelines replayed): off the async threads.
             let (me, cfg) = (self.clone(), config.clone());
             let planned =
@@ -384,7 +389,6 @@ impl Shared {
                 self.record(incident, note, data).await;
             }
         }
-        cursor
     }
 
     /// The plan of a batch of changes: each telling one routed on the incident as it was at

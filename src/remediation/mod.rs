@@ -12,6 +12,9 @@ pub mod config;
 pub mod port;
 pub mod run;
 pub mod template;
+mod trigger;
+
+pub use trigger::{Trigger, TriggerKind, Triggers};
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -23,6 +26,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, Timestamp};
+use crate::incident::feed::ChangeFeed;
 use crate::incident::{Command, EntryKind, Incident, IncidentHandle, SilenceState};
 use crate::remediation::config::{ActionConfig, RemediationConfig, Trigger as On};
 use crate::telemetry::Telemetry;
@@ -127,6 +131,14 @@ pub struct ActionRun {
     /// When its revert began (kept until it is done: a crash in between is reported).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revert_started: Option<Timestamp>,
+    /// The change-log entry that started it (0 for runs by hand): read again after a
+    /// crash, that entry starts nothing twice.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub change: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl ActionRun {
@@ -156,6 +168,7 @@ impl ActionRun {
             revert_on_resolve: false,
             reverted: None,
             revert_started: None,
+            change: 0,
         }
     }
 }
@@ -178,30 +191,10 @@ pub enum RemediationError {
     Unavailable,
 }
 
-/// A durable incident change that may start actions (sent by the incident manager).
-#[derive(Clone, Debug)]
-pub struct Trigger {
-    pub incident_id: u64,
-    /// The rule of the detection, when a detection caused it.
-    pub rule: Option<String>,
-    pub kind: TriggerKind,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TriggerKind {
-    /// Created or reopened by a detection.
-    Opened,
-    /// A detection attached to an open incident.
-    Detection,
-    /// The incident was resolved, closed or cancelled (reverts that wait for it run).
-    Resolved,
-}
-
 type Reply<T> = oneshot::Sender<Result<T, RemediationError>>;
 
 /// What travels on the remediation channel.
 pub enum Request {
-    Trigger(Trigger),
     Approve {
         id: u64,
         actor: String,
@@ -308,36 +301,10 @@ impl RemediationHandle {
     }
 }
 
-/// The sending side the incident manager holds; never blocks it.
-#[derive(Clone)]
-pub struct TriggerSender {
-    tx: mpsc::Sender<Request>,
-    telemetry: Arc<Telemetry>,
-}
-
-impl TriggerSender {
-    pub fn send(&self, t: Trigger) {
-        if self.tx.try_send(Request::Trigger(t)).is_err() {
-            self.telemetry.action_triggers_dropped.inc();
-            self.telemetry
-                .warn_remediation("remediation queue full; an action trigger was dropped");
-        }
-    }
-}
-
-/// The channel, made before the manager (which holds the trigger side) and the task.
-pub fn channel(
-    telemetry: Arc<Telemetry>,
-) -> (TriggerSender, RemediationHandle, mpsc::Receiver<Request>) {
-    let (tx, rx) = mpsc::channel(4096);
-    (
-        TriggerSender {
-            tx: tx.clone(),
-            telemetry,
-        },
-        RemediationHandle { tx },
-        rx,
-    )
+/// The channel of API requests, made before the task.
+pub fn channel() -> (RemediationHandle, mpsc::Receiver<Request>) {
+    let (tx, rx) = mpsc::channel(64);
+    (RemediationHandle { tx }, rx)
 }
 
 /// An action's `per`, and the times of its recent runs for one incident key.
@@ -388,6 +355,7 @@ pub fn rule_actions(rules: &[crate::engine::config::RuleConfig]) -> HashMap<Stri
 #[allow(clippy::too_many_arguments)]
 pub async fn serve(
     mut rx: mpsc::Receiver<Request>,
+    mut feed: ChangeFeed,
     actions: Vec<ActionConfig>,
     policy: RemediationConfig,
     rule_actions: HashMap<String, Vec<String>>,
@@ -436,7 +404,15 @@ pub async fn serve(
         policy,
         rule_actions,
     });
-    shared.interrupted().await;
+    let cut_off = shared.interrupted().await;
+    let mut follower = match Follower::start(&shared, &feed, &cut_off) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read remediation's place in the change log; remediation is off");
+            return;
+        }
+    };
+    let mut feed_open = true;
     let tasks = shared.tasks.clone();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -445,6 +421,8 @@ pub async fn serve(
             () = cancel.cancelled() => break,
             _ = tick.tick() => {
                 use std::sync::atomic::Ordering;
+                // Catches up after a failed read or a trigger that could not be stored.
+                follower.follow(&shared, &config, &feed).await;
                 if shared
                     .housekeeping
                     .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
@@ -456,6 +434,10 @@ pub async fn serve(
                         s.housekeeping.store(false, Ordering::Release);
                     });
                 }
+            }
+            open = feed.changed(), if feed_open => {
+                feed_open = open;
+                follower.follow(&shared, &config, &feed).await;
             }
             req = rx.recv() => {
                 let Some(req) = req else { break };
@@ -482,15 +464,101 @@ pub async fn serve(
     tracing::debug!("remediation stopped");
 }
 
+/// Remediation's place in the change log, how it reads triggers off it, and the runs
+/// started for entries after its saved place (which a crash makes it read again).
+struct Follower {
+    cursor: u64,
+    triggers: Triggers,
+    started: Started,
+}
+
+/// (incident, action, change) of runs started for change-log entries after the cursor.
+type Started = std::collections::HashSet<(u64, String, u64)>;
+
+impl Follower {
+    /// `cut_off`: runs a crash interrupted. Their entries start them again (reported in
+    /// the timeline as interrupted, the one case where an entry runs an action twice).
+    fn start(
+        shared: &Shared,
+        feed: &ChangeFeed,
+        cut_off: &std::collections::HashSet<u64>,
+    ) -> Result<Follower, StoreError> {
+        // A store that never followed the log starts where the log stood when the daemon
+        // started: old incidents start nothing.
+        let cursor = match shared.store.action_cursor()? {
+            Some(c) => c,
+            None => {
+                let c = feed.start();
+                shared.store.set_action_cursor(c)?;
+                shared.store.flush()?;
+                c
+            }
+        };
+        let started = shared
+            .store
+            .action_runs()?
+            .into_iter()
+            .filter(|r| r.change > cursor && !cut_off.contains(&r.id))
+            .map(|r| (r.incident_id, r.action, r.change))
+            .collect();
+        let mut triggers = Triggers::default();
+        // The entry at the cursor may have opened an incident whose detection comes next.
+        if let Some(e) = shared.store.entry_by_change(cursor)? {
+            let _ = triggers.of(&e);
+        }
+        Ok(Follower {
+            cursor,
+            triggers,
+            started,
+        })
+    }
+
+    /// Acts on every durable entry after the cursor, saving the cursor after each batch. A
+    /// failure leaves the cursor where it was; the next tick tries again.
+    async fn follow(&mut self, shared: &Arc<Shared>, c: &Config, feed: &ChangeFeed) {
+        loop {
+            let batch = match feed.read(self.cursor, 256).await {
+                Ok(b) => b,
+                Err(e) => {
+                    shared
+                        .telemetry
+                        .warn_remediation(&format!("cannot read the change log: {e}"));
+                    return;
+                }
+            };
+            if batch.upto <= self.cursor {
+                return;
+            }
+            for e in &batch.entries {
+                let Some(t) = self.triggers.of(e) else {
+                    continue;
+                };
+                if let Err(err) = shared.on_trigger(c, &t, &mut self.started).await {
+                    shared.telemetry.store_errors.inc();
+                    tracing::error!(incident = t.incident_id, change = t.change, error = %err, "action trigger failed; tried again later");
+                    return;
+                }
+            }
+            // Every run these entries started was saved (and flushed) before it began.
+            let saved = shared
+                .store
+                .set_action_cursor(batch.upto)
+                .and_then(|()| shared.store.flush());
+            if let Err(e) = saved {
+                shared.telemetry.store_errors.inc();
+                tracing::error!(error = %e, "cannot save remediation's place in the change log");
+                return;
+            }
+            self.cursor = batch.upto;
+            let cursor = self.cursor;
+            self.started.retain(|(_, _, change)| *change > cursor);
+        }
+    }
+}
+
 impl Shared {
     async fn handle(self: &Arc<Self>, c: &Config, req: Request) {
         match req {
-            Request::Trigger(t) => {
-                if let Err(e) = self.on_trigger(c, &t).await {
-                    self.telemetry.store_errors.inc();
-                    tracing::error!(incident = t.incident_id, error = %e, "action trigger failed");
-                }
-            }
             Request::Approve { id, actor, reply } => {
                 let _ = reply.send(self.decide(c, id, &actor, true, None).await);
             }
@@ -566,7 +634,12 @@ impl Shared {
         }
     }
 
-    async fn on_trigger(self: &Arc<Self>, c: &Config, t: &Trigger) -> Result<(), RemediationError> {
+    async fn on_trigger(
+        self: &Arc<Self>,
+        c: &Config,
+        t: &Trigger,
+        started: &mut Started,
+    ) -> Result<(), RemediationError> {
         if t.kind == TriggerKind::Resolved {
             return self.reverts_on_resolve(c, t.incident_id).await;
         }
@@ -584,7 +657,7 @@ impl Shared {
                 On::Open => t.kind == TriggerKind::Opened,
                 On::Detection => true,
             };
-            if !due {
+            if !due || started.contains(&(inc.id, id.clone(), t.change)) {
                 continue;
             }
             // Silenced incidents run no automatic actions.
@@ -604,7 +677,8 @@ impl Shared {
             // A template that fails refuses the run at once (recorded as a failed run with
             // the reason); there is nothing to approve, and nothing runs.
             if let Err(e) = run::plan(&action.op, &run::context(&inc)) {
-                self.refuse(&inc, id, e).await;
+                started.insert((inc.id, id.clone(), t.change));
+                self.refuse(&inc, id, e, t.change).await;
                 continue;
             }
             let approval = if !action.common.safe {
@@ -628,7 +702,8 @@ impl Shared {
                 // One pending approval per action and incident: later detections do not pile
                 // up more.
                 if fresh {
-                    self.propose(c, &inc, action, reason).await?;
+                    self.propose(c, &inc, action, reason, t.change).await?;
+                    started.insert((inc.id, id.clone(), t.change));
                 }
                 continue;
             }
@@ -636,7 +711,7 @@ impl Shared {
                 self.hold(&inc, id, why).await;
                 continue;
             }
-            let run = ActionRun::new(
+            let mut run = ActionRun::new(
                 self.allocate(),
                 inc.id,
                 id,
@@ -644,6 +719,10 @@ impl Shared {
                 "safe action, run automatically".into(),
                 now,
             );
+            run.change = t.change;
+            // Stored before it starts: the cursor moves past its entry only then.
+            self.save(&run)?;
+            started.insert((inc.id, id.clone(), t.change));
             let s = self.clone();
             let action = action.clone();
             let policy = c.policy.clone();
@@ -691,7 +770,7 @@ impl Shared {
     }
 
     /// A run refused before it started (a template failed): stored as failed, with why.
-    async fn refuse(&self, inc: &Incident, action: &str, error: String) {
+    async fn refuse(&self, inc: &Incident, action: &str, error: String, change: u64) {
         let now = self.clock.now();
         let outcome = Outcome::failed(format!("refused: {error}"));
         let mut run = ActionRun::new(
@@ -704,6 +783,7 @@ impl Shared {
         );
         run.outcome = Some(outcome.clone());
         run.finished_at = Some(now);
+        run.change = change;
         if let Err(e) = self.save(&run) {
             tracing::error!(run = run.id, error = %e, "could not store a refused run");
         }
@@ -742,6 +822,7 @@ impl Shared {
         inc: &Incident,
         action: &ActionConfig,
         reason: String,
+        change: u64,
     ) -> Result<(), RemediationError> {
         let now = self.clock.now();
         let timeout = action
@@ -761,6 +842,7 @@ impl Shared {
         );
         run.expires_at = Some(now.saturating_add(timeout));
         run.plan = plan;
+        run.change = change;
         self.save(&run)?;
         tracing::info!(incident = inc.id, action = %run.action, run = run.id, "action waits for approval");
         self.record(
@@ -1219,9 +1301,10 @@ impl Shared {
     }
 
     /// Runs that were running when incidentd stopped: their result is unknown. Say so.
-    async fn interrupted(&self) {
+    async fn interrupted(&self) -> std::collections::HashSet<u64> {
+        let mut cut_off = std::collections::HashSet::new();
         let Ok(runs) = self.store.action_runs() else {
-            return;
+            return cut_off;
         };
         for mut run in runs {
             let revert = run.revert_started.is_some() && run.reverted.is_none();
@@ -1232,6 +1315,7 @@ impl Shared {
                 ));
                 &run.reverted
             } else if run.state == RunState::Running {
+                cut_off.insert(run.id);
                 run.state = RunState::Failed;
                 run.finished_at = Some(self.clock.now());
                 run.outcome = Some(Outcome::failed(
@@ -1263,6 +1347,7 @@ impl Shared {
                 .await;
             }
         }
+        cut_off
     }
 
     /// Each second, when something may be due (a run was saved, an expiry or a revert time

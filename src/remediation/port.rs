@@ -16,12 +16,19 @@ pub trait ActionRuns: Durable {
     fn remove_action_run(&self, id: u64) -> Result<(), StoreError>;
     /// The id the next action run gets.
     fn next_action_run_id(&self) -> Result<u64, StoreError>;
+    /// Remediation's place in the change log, if it ever followed it.
+    fn action_cursor(&self) -> Result<Option<u64>, StoreError>;
+    /// Saves remediation's place (durable with the next flush).
+    fn set_action_cursor(&self, change: u64) -> Result<(), StoreError>;
 }
 
 /// Action runs in memory, for unit tests.
 #[cfg(test)]
 #[derive(Default)]
-pub struct MemoryRuns(std::sync::Mutex<(std::collections::BTreeMap<u64, ActionRun>, u64)>);
+pub struct MemoryRuns(
+    std::sync::Mutex<(std::collections::BTreeMap<u64, ActionRun>, u64)>,
+    std::sync::Mutex<Option<u64>>,
+);
 
 #[cfg(test)]
 impl MemoryRuns {
@@ -61,6 +68,13 @@ impl ActionRuns for MemoryRuns {
     }
     fn next_action_run_id(&self) -> Result<u64, StoreError> {
         Ok(self.with(|(_, next)| (*next).max(1)))
+    }
+    fn action_cursor(&self) -> Result<Option<u64>, StoreError> {
+        Ok(*self.1.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+    fn set_action_cursor(&self, change: u64) -> Result<(), StoreError> {
+        *self.1.lock().unwrap_or_else(|p| p.into_inner()) = Some(change);
+        Ok(())
     }
 }
 

@@ -198,6 +198,12 @@ impl ActionRuns for HealingStore {
     fn next_action_run_id(&self) -> Result<u64, StoreError> {
         self.with(|s| s.next_action_run_id())
     }
+    fn action_cursor(&self) -> Result<Option<u64>, StoreError> {
+        self.with(|s| s.action_cursor())
+    }
+    fn set_action_cursor(&self, change: u64) -> Result<(), StoreError> {
+        self.with(|s| s.set_action_cursor(change))
+    }
 }
 
 impl Outbox for HealingStore {

@@ -852,3 +852,108 @@ actions = ["clear", "touch", "restart"]
     assert!(text.contains("may not stand in a path"), "{text}");
     assert!(dir.path().join("cache/item").exists());
 }
+
+/// Remediation follows the durable change log: 40 incidents opened in one burst, the daemon
+/// killed (SIGKILL) right after they are durable and before most of their actions ran;
+/// after a restart every incident gets its safe action. With one run at a time, at most one
+/// run is cut off mid-way: it is reported as interrupted in the timeline and runs again.
+#[tokio::test]
+async fn every_opened_incident_gets_its_safe_action_across_a_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let ran = dir.path().join("ran.txt");
+    let config = format!(
+        r#"
+[remediation]
+max_concurrent = 1
+
+[[action]]
+id = "note-it"
+kind = "exec"
+safe = true
+on = "open"
+max_runs = 100
+shell = true
+env = {{ ID = "{{{{ incident.id }}}}" }}
+command = ["echo start $ID >> {ran}; sleep 0.05; echo end $ID >> {ran}"]
+"#,
+        ran = ran.display()
+    );
+    let rules = r#"
+[[rule]]
+id = "down"
+kind = "match"
+severity = "sev3"
+where = { kind = "svc_down" }
+incident_key = "down/{{ event.service }}"
+actions = ["note-it"]
+"#;
+    let mut d = TestDaemon::prepare(&config, rules);
+    d.wait_healthy().await;
+    let burst: Vec<String> = (0..40).map(|i| down(&format!("s{i}"))).collect();
+    d.send_raw(format!("{}\n", burst.join("\n")).as_bytes());
+    // Killed as soon as all 40 are durable (listed), about 50 ms after the burst.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while d.real_incidents().await.len() < 40 {
+        assert!(Instant::now() < deadline, "{}", d.log());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    d.kill9();
+    let lines = |what: &str| -> Vec<u64> {
+        std::fs::read_to_string(&ran)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.strip_prefix(what)?.trim().parse().ok())
+            .collect()
+    };
+    let ended_before = lines("end ").len();
+    assert!(
+        ended_before < 40,
+        "every action had run before the kill; the test proves nothing"
+    );
+    d.restart().await;
+    let ids: Vec<u64> = d
+        .real_incidents()
+        .await
+        .iter()
+        .map(|i| i["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 40);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ids.iter().all(|id| lines("end ").contains(id)) {
+        assert!(
+            Instant::now() < deadline,
+            "ended: {:?}\n{}",
+            lines("end "),
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let starts = lines("start ");
+    let twice: Vec<u64> = ids
+        .iter()
+        .copied()
+        .filter(|id| starts.iter().filter(|s| *s == id).count() > 1)
+        .collect();
+    assert!(twice.len() <= 1, "ran twice: {twice:?} of {starts:?}");
+    for id in &ids {
+        assert!(
+            starts.iter().filter(|s| *s == id).count() <= 2,
+            "{id}: {starts:?}"
+        );
+    }
+    if let Some(id) = twice.first() {
+        let tl = wait_timeline(&d, &json!(id), |e| {
+            e.iter().any(|x| {
+                x["note"]
+                    .as_str()
+                    .is_some_and(|n| n.contains("interrupted"))
+            })
+        })
+        .await;
+        assert!(of_type(&tl, "action_executed").len() >= 2, "{tl:#?}");
+    }
+    eprintln!(
+        "actions ended before the kill: {ended_before}/40; run twice: {}",
+        twice.len()
+    );
+}

@@ -69,4 +69,18 @@ impl ActionRuns for SledStore {
             .map_or(1, |k| u64::from_be_bytes(k) + 1)
             .max(self.meta_u64("next_action_run")?.unwrap_or(1)))
     }
+
+    fn action_cursor(&self) -> Result<Option<u64>, StoreError> {
+        self.meta_u64("remediation_cursor")
+    }
+
+    fn set_action_cursor(&self, change: u64) -> Result<(), StoreError> {
+        self.meta
+            .insert("remediation_cursor", &change.to_be_bytes())
+            .map(|_| ())
+            .map_err(|source| StoreError::Sled {
+                op: "save remediation's place",
+                source,
+            })
+    }
 }
