@@ -30,7 +30,7 @@ impl From<RemediationError> for ApiError {
             RemediationError::Template(_) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "template_failed", message)
             }
-            RemediationError::Store(_) => ApiError::internal(message),
+            RemediationError::Store(e) => ApiError::from(e),
             RemediationError::Unavailable => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
             }

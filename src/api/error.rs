@@ -87,7 +87,7 @@ impl From<crate::store::StoreError> for ApiError {
                 "insufficient_storage",
                 e.to_string(),
             )
-        } else if matches!(e, crate::store::StoreError::Record { .. }) {
+        } else if !e.unavailable() {
             ApiError::internal(e.to_string())
         } else {
             ApiError::new(

@@ -226,42 +226,8 @@ pub struct NotifyConfig {
 impl ChannelConfig {
     /// What is missing or does not fit the channel's kind, as (key, message).
     pub fn problems(&self) -> Vec<(&'static str, String)> {
-        let mut out = Vec::new();
-        let need = |out: &mut Vec<(&'static str, String)>, key: &'static str, set: bool| {
-            if !set {
-                out.push((
-                    key,
-                    format!("a {} channel needs `{key}`", self.kind.as_str()),
-                ));
-            }
-        };
-        match self.kind {
-            ChannelKind::Log => {}
-            ChannelKind::Webhook | ChannelKind::Slack | ChannelKind::Alertmanager => {
-                need(&mut out, "url", self.url.is_some())
-            }
-            ChannelKind::Pagerduty => need(&mut out, "routing_key", self.routing_key.is_some()),
-            ChannelKind::Email => {
-                need(&mut out, "smtp_host", self.smtp_host.is_some());
-                need(&mut out, "from", self.from.is_some());
-                need(&mut out, "to", !self.to.is_empty());
-            }
-            ChannelKind::Github => {
-                need(&mut out, "repo", self.repo.is_some());
-                need(&mut out, "token", self.token.is_some());
-            }
-            ChannelKind::Gitlab => {
-                need(&mut out, "url", self.url.is_some());
-                need(&mut out, "project", self.project.is_some());
-                need(&mut out, "token", self.token.is_some());
-            }
-            ChannelKind::Jira => {
-                need(&mut out, "url", self.url.is_some());
-                need(&mut out, "project", self.project.is_some());
-                need(&mut out, "token", self.token.is_some());
-            }
-            ChannelKind::Exec => need(&mut out, "command", !self.command.is_empty()),
-        }
+        // Each kind checks its own settings (notification/channel/<kind>.rs).
+        let mut out = super::channel::build(self).err().unwrap_or_default();
         if let Some(u) = &self.url
             && !(u.starts_with("http://") || u.starts_with("https://"))
         {

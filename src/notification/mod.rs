@@ -10,8 +10,8 @@
 //! delays itself. A failed delivery is retried with exponential backoff and jitter until
 //! the channel's `max_age`, then dead-lettered into the timeline and metrics.
 
+pub mod channel;
 pub mod config;
-mod deliver;
 pub mod port;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -237,11 +237,19 @@ fn start_workers(
 ) -> HashMap<String, Worker> {
     let mut out = HashMap::new();
     for c in &config.channels {
+        // Checked when the config loaded: a channel that does not build was refused then.
+        let kind = match channel::build(c) {
+            Ok(k) => k,
+            Err(problems) => {
+                tracing::error!(channel = %c.id, ?problems, "channel settings do not fit its kind; it is off");
+                continue;
+            }
+        };
         let (tx, mut rx) = mpsc::channel::<Job>(256);
         let (s, channel, cancel) = (shared.clone(), c.clone(), cancel.clone());
         let settings = config.settings.clone();
         tracker.spawn(async move {
-            let templates = deliver::Templates::load(&settings.templates_dir);
+            let templates = channel::Templates::load(&settings.templates_dir);
             loop {
                 let job = tokio::select! {
                     biased;
@@ -253,7 +261,7 @@ fn start_workers(
                 tokio::select! {
                     biased;
                     () = cancel.cancelled() => break,
-                    () = s.work(&channel, &settings, &templates, job) => {}
+                    () = s.work(&channel, kind.as_ref(), &settings, &templates, job) => {}
                 }
                 s.in_flight
                     .lock()
@@ -670,8 +678,9 @@ impl Shared {
     async fn work(
         &self,
         channel: &ChannelConfig,
+        kind: &dyn channel::Channel,
         settings: &crate::notification::config::NotificationsConfig,
-        templates: &deliver::Templates,
+        templates: &channel::Templates,
         job: Job,
     ) {
         let now = self.clock.now();
@@ -722,7 +731,7 @@ impl Shared {
         } else {
             None
         };
-        let ctx = deliver::Context {
+        let ctx = channel::Context {
             incident: &inc,
             event: job.event,
             entry: entry.as_ref(),
@@ -730,7 +739,7 @@ impl Shared {
             host: &self.host,
             step: job.escalation.as_ref().map(|(_, s)| *s),
         };
-        let result = deliver::deliver(&ctx, templates, &self.http).await;
+        let result = kind.deliver(&ctx, templates, &self.http).await;
         match result {
             Ok(outcome) => {
                 self.telemetry.notifications_delivered.inc();
@@ -780,20 +789,33 @@ impl Shared {
             }
             Err(e) => {
                 let age = now.since(job.created_at);
-                if age >= channel.max_age {
+                // A refusal (4xx but 408 and 429) or a message that cannot be built is given
+                // up at once: retrying changes nothing. Anything else until `max_age`.
+                if e.permanent() || age >= channel.max_age {
+                    let why = if e.permanent() {
+                        "refused"
+                    } else {
+                        "still failing after max_age"
+                    };
                     self.telemetry.notifications_dead.inc();
-                    tracing::error!(incident = inc.id, channel = %channel.id, attempts = job.attempts, error = %e, "notification dead-lettered");
+                    tracing::error!(incident = inc.id, channel = %channel.id, attempts = job.attempts, error = %e, why, "notification dead-lettered");
                     self.persist(move |st| st.remove_job(job.id)).await;
+                    let mut data = json!({"channel": channel.id, "event": job.event.as_str(),
+                        "status": "dead_lettered", "reason": why, "attempts": job.attempts,
+                        "error": e.to_string()});
+                    if let serde_json::Value::Object(answer) = e.data() {
+                        data["answer"] = serde_json::Value::Object(answer);
+                    }
                     self.record(
                         inc.id,
                         format!(
-                            "{} to {} given up after {} attempts: {e}",
+                            "{} to {} given up after {} attempt{} ({why}): {e}",
                             job.event.as_str(),
                             channel.id,
-                            job.attempts
+                            job.attempts,
+                            if job.attempts == 1 { "" } else { "s" }
                         ),
-                        json!({"channel": channel.id, "event": job.event.as_str(),
-                            "status": "dead_lettered", "attempts": job.attempts, "error": e}),
+                        data,
                     )
                     .await;
                     return;
@@ -801,7 +823,7 @@ impl Shared {
                 self.telemetry.notifications_failed.inc();
                 let delay = backoff(settings, job.attempts, job.id);
                 tracing::warn!(incident = inc.id, channel = %channel.id, attempts = job.attempts, retry_in = ?delay, error = %e, "notification failed; will retry");
-                job.last_error = Some(e);
+                job.last_error = Some(e.to_string());
                 job.next_at = now.saturating_add(delay);
                 self.persist(move |st| st.put_job(&job)).await;
             }

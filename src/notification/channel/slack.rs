@@ -1,0 +1,72 @@
+//! `kind = "slack"`: an incoming webhook's `{"text": …}`, the one-line text or the channel's
+//! template.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::{Channel, ChannelConfig, Context, Delivered, DeliveryError, Problems, Templates};
+use super::{done, need, send};
+
+pub struct Slack {
+    url: String,
+    templated: bool,
+    timeout: Duration,
+}
+
+impl Slack {
+    pub fn new(c: &ChannelConfig) -> Result<Slack, Problems> {
+        let mut p = Problems::new();
+        let url = need(c, "url", &c.url, &mut p);
+        done(
+            url.map(|url| Slack {
+                url,
+                templated: c.template.is_some(),
+                timeout: c.timeout,
+            }),
+            p,
+        )
+    }
+
+    fn payload(&self, ctx: &Context<'_>, t: &Templates) -> Result<Value, DeliveryError> {
+        let text = if self.templated {
+            ctx.body(t)?
+        } else {
+            ctx.text(t)?
+        };
+        Ok(json!({ "text": text }))
+    }
+}
+
+#[async_trait::async_trait]
+impl Channel for Slack {
+    async fn deliver(
+        &self,
+        ctx: &Context<'_>,
+        t: &Templates,
+        http: &reqwest::Client,
+    ) -> Result<Delivered, DeliveryError> {
+        let body = self.payload(ctx, t)?;
+        send(http.post(&self.url).timeout(self.timeout).json(&body))
+            .await
+            .map(|_| Delivered::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::*;
+    use super::*;
+    use crate::notification::NotifyEvent;
+
+    #[test]
+    fn one_line_of_text() {
+        let c = channel("id = \"s\"\nkind = \"slack\"\nurl = \"http://127.0.0.1:9/x\"\n");
+        let inc = incident();
+        let v = Slack::new(&c)
+            .unwrap()
+            .payload(&ctx(&inc, &c, NotifyEvent::Opened), &templates())
+            .unwrap();
+        assert_eq!(v, json!({"text": "[sev2] opened: #7 disk \"full\" (db)"}));
+    }
+}
