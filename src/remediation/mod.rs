@@ -8,9 +8,9 @@
 //! and pending reverts survive restarts. Runs happen on their own tasks under a global
 //! concurrency limit: a slow action never stalls the pipeline or another action.
 
+pub mod action;
 pub mod config;
 pub mod port;
-pub mod run;
 pub mod template;
 mod trigger;
 
@@ -30,26 +30,13 @@ use crate::incident::feed::ChangeFeed;
 use crate::incident::{Command, EntryKind, Incident, IncidentHandle, SilenceState};
 use crate::remediation::config::{ActionConfig, RemediationConfig, Trigger as On};
 use crate::telemetry::Telemetry;
+use action::{Outcome, Plan};
 use port::{RemediationStore as Store, StoreError};
-use run::{Outcome, Plan};
 
 /// Finished runs are kept this long (`GET /v1/actions`), then forgotten.
 const RUN_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// A signal by name: `HUP`, `SIGHUP`, `hup`, or a number.
-pub fn parse_signal(s: &str) -> Option<nix::sys::signal::Signal> {
-    use std::str::FromStr;
-    if let Ok(n) = s.parse::<i32>() {
-        return nix::sys::signal::Signal::try_from(n).ok();
-    }
-    let up = s.to_uppercase();
-    let name = if up.starts_with("SIG") {
-        up
-    } else {
-        format!("SIG{up}")
-    };
-    nix::sys::signal::Signal::from_str(&name).ok()
-}
+pub use action::parse_signal;
 
 /// Where a run is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -676,7 +663,7 @@ impl Shared {
             }
             // A template that fails refuses the run at once (recorded as a failed run with
             // the reason); there is nothing to approve, and nothing runs.
-            if let Err(e) = run::plan(&action.op, &run::context(&inc)) {
+            if let Err(e) = action::plan(&action.op, &action::context(&inc)) {
                 started.insert((inc.id, id.clone(), t.change));
                 self.refuse(&inc, id, e, t.change).await;
                 continue;
@@ -829,7 +816,7 @@ impl Shared {
             .common
             .approval_timeout
             .unwrap_or(c.policy.approval_timeout);
-        let plan = run::plan(&action.op, &run::context(inc))
+        let plan = action::plan(&action.op, &action::context(inc))
             .ok()
             .map(|p| p.redacted());
         let mut run = ActionRun::new(
@@ -946,14 +933,14 @@ impl Shared {
                 action: action.to_owned(),
             })?;
         let inc = self.incident(incident_id).await?;
-        let plan = run::plan(&a.op, &run::context(&inc))
+        let plan = action::plan(&a.op, &action::context(&inc))
             .map_err(RemediationError::Template)?
             .redacted();
         let revert = a
             .common
             .revert
             .as_ref()
-            .map(|r| run::plan(r, &run::context(&inc)).map(|p| p.redacted()))
+            .map(|r| action::plan(r, &action::context(&inc)).map(|p| p.redacted()))
             .transpose()
             .map_err(RemediationError::Template)?;
         Ok(json!({
@@ -984,7 +971,7 @@ impl Shared {
             })?;
         let inc = self.incident(incident_id).await?;
         // A bad template refuses the run before anything is recorded.
-        run::plan(&a.op, &run::context(&inc)).map_err(RemediationError::Template)?;
+        action::plan(&a.op, &action::context(&inc)).map_err(RemediationError::Template)?;
         let now = self.clock.now();
         let mut run = ActionRun::new(
             self.allocate(),
@@ -1019,7 +1006,7 @@ impl Shared {
                 return run;
             }
         };
-        let outcome = match run::plan(&action.op, &run::context(&inc)) {
+        let outcome = match action::plan(&action.op, &action::context(&inc)) {
             Err(e) => Outcome::failed(format!("refused: {e}")),
             // What an admin approved is what runs: a plan that changed since (other
             // processes match now, say) is refused, to be proposed or run by hand again.
@@ -1034,7 +1021,7 @@ impl Shared {
                 let _ = self.save(&run);
                 let _permit = self.limit.clone().acquire_owned().await;
                 tracing::info!(incident = inc.id, action = %run.action, run = run.id, "action running");
-                run::execute(
+                action::execute(
                     &plan,
                     action.common.timeout,
                     policy.max_output_bytes,
@@ -1185,10 +1172,10 @@ impl Shared {
             return;
         };
         let outcome = match self.incident(run.incident_id).await {
-            Ok(inc) => match run::plan(op, &run::context(&inc)) {
+            Ok(inc) => match action::plan(op, &action::context(&inc)) {
                 Ok(plan) => {
                     let _permit = self.limit.clone().acquire_owned().await;
-                    run::execute(
+                    action::execute(
                         &plan,
                         action.common.timeout,
                         policy.max_output_bytes,
