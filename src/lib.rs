@@ -58,6 +58,7 @@ pub mod incident;
 pub mod notification;
 pub mod plugin;
 pub mod port;
+pub mod rate_window;
 pub mod remediation;
 pub mod replay;
 pub mod severity;

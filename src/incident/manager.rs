@@ -6,7 +6,7 @@
 //! the answers: a client that got an answer has a durable change (group commit).
 //! Crash invariant: if we die before the flush, nobody was told about the batch.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -339,7 +339,7 @@ pub fn spawn(
         config,
         clock,
         telemetry,
-        created_per_key: HashMap::new(),
+        created_per_key: crate::rate_window::RateWindow::default(),
         backoff: HashMap::new(),
         active: Default::default(),
     };
@@ -365,7 +365,7 @@ struct Manager {
     telemetry: Arc<Telemetry>,
     next_id: u64,
     /// Recent creation times per key, for the creation rate limit.
-    created_per_key: HashMap<String, VecDeque<Timestamp>>,
+    created_per_key: crate::rate_window::RateWindow<String>,
     /// Per key: new incidents in the current streak and when the last one was created.
     backoff: HashMap<String, (usize, Timestamp)>,
     /// The active incidents as correlation sees them.
@@ -1432,20 +1432,9 @@ impl Manager {
 
     fn within_rate_limit(&mut self, key: &str, now: Timestamp) -> bool {
         let limit = self.config.rate_limit;
-        let q = self.created_per_key.entry(key.to_owned()).or_default();
-        while q.front().is_some_and(|t| now.since(*t) >= limit.per) {
-            q.pop_front();
-        }
-        if q.len() >= limit.max as usize {
-            return false;
-        }
-        q.push_back(now);
-        // Bound the map: forget keys with no recent creations.
-        if self.created_per_key.len() > 10_000 {
-            self.created_per_key
-                .retain(|_, q| q.back().is_some_and(|t| now.since(*t) < limit.per));
-        }
-        true
+        self.created_per_key
+            .admit(&key.to_owned(), now, limit.max as usize, limit.per)
+            .is_ok()
     }
 }
 

@@ -14,7 +14,7 @@ pub mod channel;
 pub mod config;
 pub mod port;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -130,7 +130,7 @@ struct Shared {
     /// Jobs handed to a worker and not yet finished.
     in_flight: Mutex<HashSet<u64>>,
     /// Per channel: recent delivery times, for its rate limit.
-    sent: Mutex<HashMap<String, VecDeque<Timestamp>>>,
+    sent: Mutex<crate::rate_window::RateWindow<String>>,
 }
 
 struct Worker {
@@ -175,7 +175,7 @@ pub fn spawn(
         http,
         host,
         in_flight: Mutex::new(HashSet::new()),
-        sent: Mutex::new(HashMap::new()),
+        sent: Mutex::new(crate::rate_window::RateWindow::default()),
     });
     let t = tracker.clone();
     tracker.spawn(run(shared, config, rx, t, cancel));
@@ -888,20 +888,9 @@ impl Shared {
     fn rate_limited(&self, c: &ChannelConfig, now: Timestamp) -> Option<Duration> {
         let r = c.rate_limit?;
         let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
-        let q = sent.entry(c.id.clone()).or_default();
-        while q.front().is_some_and(|t| now.since(*t) >= r.per) {
-            q.pop_front();
-        }
-        if q.len() >= r.max as usize {
-            let oldest = q.front().copied().unwrap_or(now);
-            return Some(
-                r.per
-                    .saturating_sub(now.since(oldest))
-                    .max(Duration::from_millis(100)),
-            );
-        }
-        q.push_back(now);
-        None
+        sent.admit(&c.id, now, r.max as usize, r.per)
+            .err()
+            .map(|wait| wait.max(Duration::from_millis(100)))
     }
 }
 

@@ -16,7 +16,7 @@ mod trigger;
 
 pub use trigger::{Trigger, TriggerKind, Triggers};
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -294,9 +294,6 @@ pub fn channel() -> (RemediationHandle, mpsc::Receiver<Request>) {
     (RemediationHandle { tx }, rx)
 }
 
-/// An action's `per`, and the times of its recent runs for one incident key.
-type Window = (Duration, VecDeque<Timestamp>);
-
 struct Shared {
     store: Arc<dyn Store>,
     incidents: IncidentHandle,
@@ -305,7 +302,7 @@ struct Shared {
     http: reqwest::Client,
     limit: Arc<Semaphore>,
     /// Per (action, incident key): the action's `per`, and the times of recent runs.
-    breaker: Mutex<HashMap<(String, String), Window>>,
+    breaker: Mutex<crate::rate_window::RateWindow<(String, String)>>,
     /// (incident, action) pairs with a pending approval: one proposal at a time.
     pending: Mutex<std::collections::HashSet<(u64, String)>>,
     /// A run was saved since the last scan of the stored runs.
@@ -373,7 +370,7 @@ pub async fn serve(
         clock,
         telemetry,
         http,
-        breaker: Mutex::new(HashMap::new()),
+        breaker: Mutex::new(crate::rate_window::RateWindow::default()),
         next_id: Mutex::new(next_id),
         decisions: tokio::sync::Mutex::new(()),
         housekeeping: std::sync::atomic::AtomicBool::new(false),
@@ -722,37 +719,26 @@ impl Shared {
 
     /// The circuit breaker's and cooldown's refusal, if any; else counts this run.
     fn breaker_refuses(&self, action: &ActionConfig, key: &str, now: Timestamp) -> Option<String> {
+        let c = &action.common;
         let mut b = self.breaker.lock().unwrap_or_else(|p| p.into_inner());
-        let (_, runs) = b
-            .entry((action.common.id.clone(), key.to_owned()))
-            .or_insert_with(|| (action.common.per, VecDeque::new()));
-        while runs
-            .front()
-            .is_some_and(|t| now.since(*t) >= action.common.per)
-        {
-            runs.pop_front();
-        }
-        if runs.len() >= action.common.max_runs as usize {
+        let key = (c.id.clone(), key.to_owned());
+        let runs = b.count(&key, now, c.per);
+        if runs >= c.max_runs as usize {
             return Some(format!(
-                "circuit breaker: {} automatic runs within {} for this incident key; held until the oldest ages out",
-                runs.len(),
-                humantime::format_duration(action.common.per)
+                "circuit breaker: {runs} automatic runs within {} for this incident key; held until the oldest ages out",
+                humantime::format_duration(c.per)
             ));
         }
-        if let Some(last) = runs.back()
-            && now.since(*last) < action.common.cooldown
+        if let Some(last) = b.last(&key).filter(|_| runs > 0)
+            && now.since(last) < c.cooldown
         {
             return Some(format!(
                 "cooldown: the last run was {} ago, the cooldown is {}",
-                humantime::format_duration(Duration::from_secs(now.since(*last).as_secs())),
-                humantime::format_duration(action.common.cooldown)
+                humantime::format_duration(Duration::from_secs(now.since(last).as_secs())),
+                humantime::format_duration(c.cooldown)
             ));
         }
-        runs.push_back(now);
-        if b.len() > 10_000 {
-            // Forget keys whose runs all aged out of their window.
-            b.retain(|_, (per, r)| r.back().is_some_and(|t| now.since(*t) < *per));
-        }
+        b.record(&key, now, c.per, c.max_runs as usize);
         None
     }
 

@@ -118,6 +118,35 @@ impl AbsenceDetector {
     }
 }
 
+use super::{GroupValues, Marks};
+
+impl super::Kind for AbsenceDetector {
+    fn on_event(
+        &mut self,
+        key: &str,
+        group: &GroupValues<'_>,
+        ts: Timestamp,
+        marks: Marks,
+    ) -> Option<Fire> {
+        if marks.matched {
+            AbsenceDetector::on_event(self, key, group, ts);
+        }
+        None
+    }
+    fn has_timers(&self) -> bool {
+        true
+    }
+    fn due(&mut self, now: Timestamp, out: &mut Vec<(Vec<(String, String)>, Fire)>) {
+        AbsenceDetector::due(self, now, out)
+    }
+    fn dropped(&self) -> (u64, u64) {
+        (0, self.evicted())
+    }
+    fn groups(&self) -> usize {
+        AbsenceDetector::groups(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -134,6 +134,29 @@ impl BurnRateDetector {
     }
 }
 
+use super::{GroupValues, Marks};
+
+impl super::Kind for BurnRateDetector {
+    fn on_event(
+        &mut self,
+        key: &str,
+        _: &GroupValues<'_>,
+        ts: Timestamp,
+        marks: Marks,
+    ) -> Option<Fire> {
+        BurnRateDetector::on_event(self, key, ts, marks.matched, marks.total)
+    }
+    fn on_tick(&mut self, now: Timestamp) {
+        BurnRateDetector::on_tick(self, now)
+    }
+    fn dropped(&self) -> (u64, u64) {
+        (self.late, self.evicted())
+    }
+    fn groups(&self) -> usize {
+        BurnRateDetector::groups(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,23 @@ impl MatchDetector {
     }
 }
 
+use super::{GroupValues, Marks};
+
+impl super::Kind for MatchDetector {
+    fn on_event(
+        &mut self,
+        _: &str,
+        _: &GroupValues<'_>,
+        ts: Timestamp,
+        marks: Marks,
+    ) -> Option<Fire> {
+        if !marks.matched {
+            return None;
+        }
+        MatchDetector::on_event(self, ts)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -201,6 +201,32 @@ impl MetricDetector {
     }
 }
 
+use super::{GroupValues, Marks};
+
+impl super::Kind for MetricDetector {
+    fn on_event(
+        &mut self,
+        key: &str,
+        _: &GroupValues<'_>,
+        ts: Timestamp,
+        marks: Marks,
+    ) -> Option<Fire> {
+        if !marks.matched {
+            return None;
+        }
+        MetricDetector::on_event(self, key, ts, marks.value)
+    }
+    fn on_tick(&mut self, now: Timestamp) {
+        MetricDetector::on_tick(self, now)
+    }
+    fn dropped(&self) -> (u64, u64) {
+        (self.late, self.evicted())
+    }
+    fn groups(&self) -> usize {
+        MetricDetector::groups(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -116,96 +116,103 @@ impl Detector {
         }
     }
 
-    /// One event of a group: `matched` when it matched the rule, `total` when it matched
-    /// the rule's `total_where` (rate rules only; others see only matched events).
+    /// The one dispatch from a rule's state to its kind (none for plugin rules).
+    fn kind_mut(&mut self) -> Option<&mut dyn Kind> {
+        Some(match self {
+            Detector::Match(d) => d,
+            Detector::Threshold(d) => d,
+            Detector::Absence(d) => d,
+            Detector::Rate(d) => d,
+            Detector::Sequence(d) => d,
+            Detector::Metric(d) => d,
+            Detector::Spike(d) => d,
+            Detector::BurnRate(d) => d,
+            Detector::Plugin => return None,
+        })
+    }
+
+    fn kind(&self) -> Option<&dyn Kind> {
+        Some(match self {
+            Detector::Match(d) => d,
+            Detector::Threshold(d) => d,
+            Detector::Absence(d) => d,
+            Detector::Rate(d) => d,
+            Detector::Sequence(d) => d,
+            Detector::Metric(d) => d,
+            Detector::Spike(d) => d,
+            Detector::BurnRate(d) => d,
+            Detector::Plugin => return None,
+        })
+    }
+
     fn on_event(
         &mut self,
         key: &str,
-        group: &dyn Fn() -> Vec<(String, String)>,
+        group: &GroupValues<'_>,
         ts: Timestamp,
         marks: Marks,
     ) -> Option<Fire> {
-        match self {
-            Detector::Rate(d) => d.on_event(key, ts, marks.matched, marks.total),
-            Detector::BurnRate(d) => d.on_event(key, ts, marks.matched, marks.total),
-            Detector::Sequence(d) => d.on_event(key, group, ts, marks.first, marks.then),
-            _ if !marks.matched => None,
-            Detector::Metric(d) => d.on_event(key, ts, marks.value),
-            Detector::Spike(d) => d.on_event(key, group, ts, marks.value),
-            Detector::Match(d) => d.on_event(ts),
-            Detector::Threshold(d) => d.on_event(key, ts),
-            Detector::Absence(d) => {
-                d.on_event(key, group, ts);
-                None
-            }
-            Detector::Plugin => None,
-        }
+        self.kind_mut()?.on_event(key, group, ts, marks)
     }
 
-    /// Whether this kind fires from timers at all (absence, not_followed_by, spike down).
     fn has_timers(&self) -> bool {
-        match self {
-            Detector::Absence(_) => true,
-            Detector::Sequence(d) => d.has_timers(),
-            Detector::Spike(d) => d.has_timers(),
-            _ => false,
-        }
+        self.kind().is_some_and(|k| k.has_timers())
     }
 
-    /// Timers due at `now` (engine time): (group values, fire) for each.
     fn due(&mut self, now: Timestamp, out: &mut Vec<(Vec<(String, String)>, Fire)>) {
-        match self {
-            Detector::Match(_)
-            | Detector::Threshold(_)
-            | Detector::Rate(_)
-            | Detector::Metric(_)
-            | Detector::BurnRate(_)
-            | Detector::Plugin => {}
-            Detector::Absence(d) => d.due(now, out),
-            Detector::Sequence(d) => d.due(now, out),
-            Detector::Spike(d) => d.due(now, out),
+        if let Some(k) = self.kind_mut() {
+            k.due(now, out)
         }
     }
 
-    /// Lets go of state that can no longer fire at `now` (event time).
     fn on_tick(&mut self, now: Timestamp) {
-        match self {
-            Detector::Match(_) | Detector::Absence(_) | Detector::Plugin => {}
-            Detector::Threshold(d) => d.on_tick(now),
-            Detector::Rate(d) => d.on_tick(now),
-            Detector::Sequence(d) => d.on_tick(now),
-            Detector::Metric(d) => d.on_tick(now),
-            Detector::Spike(d) => d.on_tick(now),
-            Detector::BurnRate(d) => d.on_tick(now),
+        if let Some(k) = self.kind_mut() {
+            k.on_tick(now)
         }
     }
 
     /// (late events dropped, groups evicted by `max_groups`).
     pub fn dropped(&self) -> (u64, u64) {
-        match self {
-            Detector::Match(_) | Detector::Plugin => (0, 0),
-            Detector::Threshold(d) => (d.late, d.evicted()),
-            Detector::Absence(d) => (0, d.evicted()),
-            Detector::Rate(d) => (d.late, d.evicted()),
-            Detector::Sequence(d) => (d.dropped, d.evicted()),
-            Detector::Metric(d) => (d.late, d.evicted()),
-            Detector::Spike(d) => (d.late, d.evicted()),
-            Detector::BurnRate(d) => (d.late, d.evicted()),
-        }
+        self.kind().map_or((0, 0), |k| k.dropped())
     }
 
     /// Groups currently holding state.
     pub fn groups(&self) -> usize {
-        match self {
-            Detector::Match(_) | Detector::Plugin => 0,
-            Detector::Threshold(d) => d.groups(),
-            Detector::Absence(d) => d.groups(),
-            Detector::Rate(d) => d.groups(),
-            Detector::Sequence(d) => d.groups(),
-            Detector::Metric(d) => d.groups(),
-            Detector::Spike(d) => d.groups(),
-            Detector::BurnRate(d) => d.groups(),
-        }
+        self.kind().map_or(0, |k| k.groups())
+    }
+}
+
+/// A group's (name, value) pairs, made only when a kind needs them.
+pub type GroupValues<'a> = dyn Fn() -> Vec<(String, String)> + 'a;
+
+/// What every rule kind does: plain synchronous code over event time, one file per kind.
+/// Adding a kind: its file (config, detector, this trait, tests), a variant of
+/// [`Detector`] and `RuleKindConfig` with their one match each, and its docs.
+pub trait Kind {
+    /// One event of a group: `matched` when it matched the rule, `total` when it matched the
+    /// rule's `total_where` (rate rules), `first`/`then` for sequence rules.
+    fn on_event(
+        &mut self,
+        key: &str,
+        group: &GroupValues<'_>,
+        ts: Timestamp,
+        marks: Marks,
+    ) -> Option<Fire>;
+    /// Whether this kind fires from timers at all (absence, not_followed_by, spike down).
+    fn has_timers(&self) -> bool {
+        false
+    }
+    /// Timers due at `now` (engine time): (group values, fire) for each.
+    fn due(&mut self, _now: Timestamp, _out: &mut Vec<(Vec<(String, String)>, Fire)>) {}
+    /// Lets go of state that can no longer fire at `now` (event time).
+    fn on_tick(&mut self, _now: Timestamp) {}
+    /// (late events dropped, groups evicted by `max_groups`).
+    fn dropped(&self) -> (u64, u64) {
+        (0, 0)
+    }
+    /// Groups currently holding state.
+    fn groups(&self) -> usize {
+        0
     }
 }
 

@@ -125,6 +125,29 @@ impl RateDetector {
     }
 }
 
+use super::{GroupValues, Marks};
+
+impl super::Kind for RateDetector {
+    fn on_event(
+        &mut self,
+        key: &str,
+        _: &GroupValues<'_>,
+        ts: Timestamp,
+        marks: Marks,
+    ) -> Option<Fire> {
+        RateDetector::on_event(self, key, ts, marks.matched, marks.total)
+    }
+    fn on_tick(&mut self, now: Timestamp) {
+        RateDetector::on_tick(self, now)
+    }
+    fn dropped(&self) -> (u64, u64) {
+        (self.late, self.evicted())
+    }
+    fn groups(&self) -> usize {
+        RateDetector::groups(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -160,6 +160,35 @@ impl SequenceDetector {
     }
 }
 
+use super::{GroupValues, Marks};
+
+impl super::Kind for SequenceDetector {
+    fn on_event(
+        &mut self,
+        key: &str,
+        group: &GroupValues<'_>,
+        ts: Timestamp,
+        marks: Marks,
+    ) -> Option<Fire> {
+        SequenceDetector::on_event(self, key, group, ts, marks.first, marks.then)
+    }
+    fn has_timers(&self) -> bool {
+        SequenceDetector::has_timers(self)
+    }
+    fn due(&mut self, now: Timestamp, out: &mut Vec<(Vec<(String, String)>, Fire)>) {
+        SequenceDetector::due(self, now, out)
+    }
+    fn on_tick(&mut self, now: Timestamp) {
+        SequenceDetector::on_tick(self, now)
+    }
+    fn dropped(&self) -> (u64, u64) {
+        (self.dropped, self.evicted())
+    }
+    fn groups(&self) -> usize {
+        SequenceDetector::groups(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

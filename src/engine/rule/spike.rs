@@ -222,6 +222,38 @@ fn measure(g: &Group, k: i64, baseline: i64, m: SpikeMeasure) -> (f64, f64) {
     }
 }
 
+use super::{GroupValues, Marks};
+
+impl super::Kind for SpikeDetector {
+    fn on_event(
+        &mut self,
+        key: &str,
+        group: &GroupValues<'_>,
+        ts: Timestamp,
+        marks: Marks,
+    ) -> Option<Fire> {
+        if !marks.matched {
+            return None;
+        }
+        SpikeDetector::on_event(self, key, group, ts, marks.value)
+    }
+    fn has_timers(&self) -> bool {
+        SpikeDetector::has_timers(self)
+    }
+    fn due(&mut self, now: Timestamp, out: &mut Vec<(Vec<(String, String)>, Fire)>) {
+        SpikeDetector::due(self, now, out)
+    }
+    fn on_tick(&mut self, now: Timestamp) {
+        SpikeDetector::on_tick(self, now)
+    }
+    fn dropped(&self) -> (u64, u64) {
+        (self.late, self.evicted())
+    }
+    fn groups(&self) -> usize {
+        SpikeDetector::groups(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

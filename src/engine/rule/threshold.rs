@@ -122,6 +122,32 @@ impl ThresholdDetector {
     }
 }
 
+use super::{GroupValues, Marks};
+
+impl super::Kind for ThresholdDetector {
+    fn on_event(
+        &mut self,
+        key: &str,
+        _: &GroupValues<'_>,
+        ts: Timestamp,
+        marks: Marks,
+    ) -> Option<Fire> {
+        if !marks.matched {
+            return None;
+        }
+        ThresholdDetector::on_event(self, key, ts)
+    }
+    fn on_tick(&mut self, now: Timestamp) {
+        ThresholdDetector::on_tick(self, now)
+    }
+    fn dropped(&self) -> (u64, u64) {
+        (self.late, self.evicted())
+    }
+    fn groups(&self) -> usize {
+        ThresholdDetector::groups(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
