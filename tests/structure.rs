@@ -123,3 +123,20 @@ fn the_engine_knows_nothing_above_it() {
     let wrong: Vec<&str> = above.into_iter().filter(|m| engine.contains(*m)).collect();
     assert!(wrong.is_empty(), "the engine imports {wrong:?}");
 }
+
+#[test]
+fn no_source_file_is_over_a_thousand_lines() {
+    let mut files = Vec::new();
+    rust_files(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut files,
+    );
+    let big: Vec<String> = files
+        .iter()
+        .filter_map(|f| {
+            let n = std::fs::read_to_string(f).unwrap().lines().count();
+            (n > 1000).then(|| format!("{} ({n})", f.display()))
+        })
+        .collect();
+    assert!(big.is_empty(), "files over 1,000 lines: {big:?}");
+}

@@ -9,6 +9,7 @@
 
 pub use crate::remediation::config as action;
 
+mod file;
 mod load;
 pub use crate::engine::config as rule;
 pub use crate::notification::config as notify;

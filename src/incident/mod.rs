@@ -6,9 +6,12 @@
 //! batch with one flush, and only then replies. It runs on a blocking thread, since every
 //! step ends in disk work.
 
+mod command;
 pub mod config;
 pub mod correlate;
 pub mod feed;
+mod housekeeping;
+mod intake;
 pub mod lifecycle;
 pub mod manager;
 mod model;
@@ -16,6 +19,7 @@ pub mod port;
 pub mod postmortem;
 pub mod project;
 pub mod silence;
+mod silencing;
 pub mod stats;
 mod unflushed;
 

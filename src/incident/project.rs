@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use super::manager::{Attach, attach, set_status};
+use super::intake::{Attach, attach, set_status};
 use super::{EntryKind, Incident, Severity, Status, TimelineEntry};
 
 /// A snapshot taken at the schema 2 migration, standing for the entries before `covers`.

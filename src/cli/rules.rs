@@ -1,0 +1,177 @@
+//! `incidentctl rules test`: replaying files through the shipped engine and comparing with expectations.
+
+use super::*;
+
+pub(super) fn rules_test(
+    file: &std::path::Path,
+    rules: &std::path::Path,
+    format: crate::replay::Format,
+    year: Option<i32>,
+    expect: Option<&std::path::Path>,
+    json_out: bool,
+) -> Result<(), CliError> {
+    use std::io::IsTerminal;
+    // Read the expectations first: a broken expect file fails before the replay runs.
+    let expected = expect.map(read_expectations).transpose()?;
+    let configs = crate::config::load_rules(rules).map_err(|e| CliError::Failed(e.to_string()))?;
+    let mut engine = crate::engine::Engine::new(&configs);
+    let stdin = file.as_os_str() == "-";
+    let (input, total, mtime): (Box<dyn std::io::Read>, u64, Option<std::time::SystemTime>) =
+        if stdin {
+            (Box::new(std::io::stdin().lock()), 0, None)
+        } else {
+            let f = std::fs::File::open(file)
+                .map_err(|e| CliError::Failed(format!("cannot open {}: {e}", file.display())))?;
+            let meta = f.metadata().ok();
+            (
+                Box::new(f),
+                meta.as_ref().map(|m| m.len()).unwrap_or(0),
+                meta.and_then(|m| m.modified().ok()),
+            )
+        };
+    let file_year = mtime
+        .map(time::OffsetDateTime::from)
+        .unwrap_or_else(time::OffsetDateTime::now_utc)
+        .year();
+    let replay = crate::replay::Replay {
+        format,
+        year: year.unwrap_or(file_year),
+        host: crate::event::local_hostname(),
+        default_ts: SystemClock.now(),
+        // As the daemon's default `[engine] max_future_skew`.
+        max_future_skew: crate::watermark::DEFAULT_MAX_FUTURE_SKEW,
+    };
+    let show_progress = !json_out && total > (8 << 20) && std::io::stderr().is_terminal();
+    let report = replay
+        .run(&mut engine, input, |done| {
+            if show_progress {
+                eprint!("\r{:>3}% of {} MB", done * 100 / total.max(1), total >> 20);
+            }
+        })
+        .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", file.display())))?;
+    if show_progress {
+        eprintln!();
+    }
+    let verdict = expected.map(|want| compare_detections(&want, &report.detections));
+    // Like `send`: a file none of whose lines could be read is a failure (a wrong --format,
+    // say), not an empty report.
+    let all_rejected = report.rejected > 0 && report.events == 0;
+    let all_rejected_err = || {
+        CliError::Failed(format!(
+            "every line was rejected ({} lines; is --format right?)",
+            report.rejected
+        ))
+    };
+    if json_out {
+        outln!("{}", serde_json::to_string(&report).unwrap_or_default());
+        if all_rejected {
+            return Err(all_rejected_err());
+        }
+        return verdict.unwrap_or(Ok(()));
+    }
+    let rows: Vec<Vec<String>> = report
+        .rules
+        .iter()
+        .map(|r| vec![r.id.clone(), r.matched.to_string(), r.fired.to_string()])
+        .collect();
+    out!("{}", table(&["RULE", "MATCHED", "FIRED"], &rows));
+    outln!();
+    let shown = report.detections.len().min(50);
+    let rows: Vec<Vec<String>> = report.detections[..shown]
+        .iter()
+        .map(|d| {
+            vec![
+                d.ts.to_string(),
+                d.rule.clone(),
+                d.key.clone(),
+                d.count.to_string(),
+            ]
+        })
+        .collect();
+    out!("{}", table(&["EVENT TIME", "RULE", "KEY", "COUNT"], &rows));
+    if report.detections.len() > shown {
+        outln!(
+            "… and {} more detections (-o json lists them all)",
+            report.detections.len() - shown
+        );
+    }
+    for (line, err) in &report.first_rejections {
+        eprintln!("line {line}: {err}");
+    }
+    let rate = report.lines as f64 / report.seconds.max(1e-9);
+    outln!(
+        "\n{} lines, {} events, {} not parsed (no rule could match), {} rejected, {} detections in {:.3} s ({:.0} lines/s)",
+        report.lines,
+        report.events,
+        report.skipped,
+        report.rejected,
+        report.detections.len(),
+        report.seconds,
+        rate
+    );
+    if all_rejected {
+        return Err(all_rejected_err());
+    }
+    if let Some(v) = verdict {
+        v?;
+        outln!(
+            "expectations met: {} detection(s) as expected",
+            report.detections.len()
+        );
+    }
+    Ok(())
+}
+
+/// One expected detection: (rule, event time, incident key).
+type Expected = (String, String, String);
+
+pub(super) fn read_expectations(path: &std::path::Path) -> Result<Vec<Expected>, CliError> {
+    #[derive(serde::Deserialize)]
+    struct File {
+        detections: Vec<Item>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Item {
+        rule: String,
+        ts: Timestamp,
+        key: String,
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", path.display())))?;
+    let file: File = serde_json::from_str(&text)
+        .map_err(|e| CliError::Failed(format!("{}: {e}", path.display())))?;
+    Ok(file
+        .detections
+        .into_iter()
+        .map(|d| (d.rule, d.ts.to_string(), d.key))
+        .collect())
+}
+
+/// Ok when the detections are exactly the expected ones, in order; else says which differ.
+pub(super) fn compare_detections(
+    want: &[Expected],
+    got: &[crate::replay::ReplayDetection],
+) -> Result<(), CliError> {
+    let got: Vec<Expected> = got
+        .iter()
+        .map(|d| (d.rule.clone(), d.ts.to_string(), d.key.clone()))
+        .collect();
+    if got == want {
+        return Ok(());
+    }
+    let mut lines = vec![format!(
+        "expected {} detection(s), got {}",
+        want.len(),
+        got.len()
+    )];
+    for w in want.iter().filter(|w| !got.contains(w)) {
+        lines.push(format!("  missing:    {} {} {}", w.1, w.0, w.2));
+    }
+    for g in got.iter().filter(|g| !want.contains(g)) {
+        lines.push(format!("  unexpected: {} {} {}", g.1, g.0, g.2));
+    }
+    if lines.len() == 1 {
+        lines.push("  the same detections, in another order".into());
+    }
+    Err(CliError::Failed(lines.join("\n")))
+}

@@ -1,0 +1,257 @@
+//! Commands from people and programs (transitions, notes, tags, assignment, severity,
+//! hand-made incidents, recorded steps), decided and applied by the manager.
+
+use super::intake::*;
+use super::manager::*;
+
+use super::port::Change;
+use super::{EntryKind, Incident, Transition};
+
+impl Manager {
+    pub(super) fn on_command(&mut self, cmd: Command) -> Result<Incident, IncidentError> {
+        match cmd {
+            Command::Transition {
+                id,
+                transition,
+                note,
+                actor,
+            } => {
+                let mut inc = self.load(id)?;
+                let from = inc.status;
+                let to =
+                    transition
+                        .check(from)
+                        .map_err(|message| IncidentError::InvalidTransition {
+                            id,
+                            from,
+                            transition,
+                            message,
+                        })?;
+                let now = self.now;
+                set_status(&mut inc, to, now);
+                let kind = if transition == Transition::Reopen {
+                    EntryKind::Reopened
+                } else {
+                    EntryKind::StatusChanged
+                };
+                let e = self.entry(
+                    &mut inc,
+                    kind,
+                    &actor,
+                    note,
+                    serde_json::json!({"from": from, "to": to}),
+                );
+                let mut entries = vec![e];
+                self.note_silences(&mut inc, &mut entries, now);
+                self.store.apply(&Change {
+                    incident: inc.clone(),
+                    previous_status: Some(from),
+                    entries,
+                    detection: None,
+                    index_keys: Vec::new(),
+                })?;
+                tracing::info!(incident = id, from = %from, to = %to, actor = %actor, "incident status changed");
+                Ok(inc)
+            }
+            Command::Record {
+                id,
+                kind,
+                actor,
+                note,
+                data,
+            } => {
+                let mut inc = self.load(id)?;
+                let e = self.entry(&mut inc, kind, &actor, note, data);
+                self.apply_one(&inc, e)?;
+                Ok(inc)
+            }
+            Command::LinkTicket {
+                id,
+                key,
+                value,
+                url,
+            } => {
+                let mut inc = self.load(id)?;
+                inc.external_refs.insert(key.clone(), value.clone());
+                let note = Some(match &url {
+                    Some(u) => format!("ticket {value} opened through {key}: {u}"),
+                    None => format!("ticket {value} opened through {key}"),
+                });
+                let data = serde_json::json!({"key": key, "ref": value, "url": url});
+                let e = self.entry(&mut inc, EntryKind::TicketLinked, SYSTEM_ACTOR, note, data);
+                self.apply_one(&inc, e)?;
+                Ok(inc)
+            }
+            Command::Note { id, note, actor } => {
+                if note.trim().is_empty() {
+                    return Err(IncidentError::Invalid("a note needs some text".into()));
+                }
+                let mut inc = self.load(id)?;
+                inc.updated_at = Some(self.now);
+                let e = self.entry(
+                    &mut inc,
+                    EntryKind::Note,
+                    &actor,
+                    Some(note),
+                    serde_json::Value::Null,
+                );
+                self.store.apply(&Change {
+                    incident: inc.clone(),
+                    previous_status: Some(inc.status),
+                    entries: vec![e],
+                    detection: None,
+                    index_keys: Vec::new(),
+                })?;
+                Ok(inc)
+            }
+            Command::Severity {
+                id,
+                severity,
+                note,
+                actor,
+            } => {
+                let mut inc = self.load(id)?;
+                if inc.severity == severity {
+                    return Err(IncidentError::Invalid(format!(
+                        "incident {id} is already {severity}"
+                    )));
+                }
+                let from = inc.severity;
+                inc.severity = severity;
+                inc.updated_at = Some(self.now);
+                let e = self.entry(
+                    &mut inc,
+                    EntryKind::SeverityChanged,
+                    &actor,
+                    note,
+                    serde_json::json!({"from": from, "to": severity}),
+                );
+                let mut entries = vec![e];
+                self.note_silences(&mut inc, &mut entries, self.now);
+                self.store.apply(&Change {
+                    incident: inc.clone(),
+                    previous_status: Some(inc.status),
+                    entries,
+                    detection: None,
+                    index_keys: Vec::new(),
+                })?;
+                tracing::info!(incident = id, from = %from, to = %severity, actor = %actor, "severity changed by hand");
+                Ok(inc)
+            }
+            Command::Tags {
+                id,
+                add,
+                remove,
+                actor,
+            } => {
+                let clean = |v: Vec<String>| -> Result<Vec<String>, IncidentError> {
+                    v.into_iter()
+                        .map(|t| t.trim().to_owned())
+                        .map(|t| {
+                            if t.is_empty() || t.len() > 64 || t.chars().any(char::is_whitespace) {
+                                Err(IncidentError::Invalid(format!(
+                                    "tag `{t}`: tags are 1 to 64 characters without spaces"
+                                )))
+                            } else {
+                                Ok(t)
+                            }
+                        })
+                        .collect()
+                };
+                let (add, remove) = (clean(add)?, clean(remove)?);
+                if add.is_empty() && remove.is_empty() {
+                    return Err(IncidentError::Invalid("name a tag to add or remove".into()));
+                }
+                let mut inc = self.load(id)?;
+                let before = inc.tags.clone();
+                inc.tags.retain(|t| !remove.contains(t));
+                for t in &add {
+                    if !inc.tags.contains(t) {
+                        if inc.tags.len() >= 50 {
+                            return Err(IncidentError::Invalid(
+                                "an incident keeps at most 50 tags".into(),
+                            ));
+                        }
+                        inc.tags.push(t.clone());
+                    }
+                }
+                if inc.tags == before {
+                    return Ok(inc);
+                }
+                inc.updated_at = Some(self.now);
+                let data = serde_json::json!({"added": add, "removed": remove, "tags": inc.tags});
+                let e = self.entry(&mut inc, EntryKind::Tag, &actor, None, data);
+                self.apply_one(&inc, e)?;
+                Ok(inc)
+            }
+            Command::Assign {
+                id,
+                assignee,
+                actor,
+            } => {
+                let assignee = assignee
+                    .map(|a| a.trim().to_owned())
+                    .filter(|a| !a.is_empty());
+                let mut inc = self.load(id)?;
+                if inc.assignee == assignee {
+                    return Ok(inc);
+                }
+                let from = inc.assignee.take();
+                inc.assignee = assignee.clone();
+                inc.updated_at = Some(self.now);
+                let e = self.entry(
+                    &mut inc,
+                    EntryKind::Assigned,
+                    &actor,
+                    None,
+                    serde_json::json!({"from": from, "to": assignee}),
+                );
+                self.apply_one(&inc, e)?;
+                Ok(inc)
+            }
+            Command::Create { incident, actor } => {
+                if incident.title.trim().is_empty() {
+                    return Err(IncidentError::Invalid("an incident needs a title".into()));
+                }
+                let now = self.now;
+                let id = self.allocate_id();
+                let mut inc = Incident {
+                    service: incident.service,
+                    host: incident.host,
+                    labels: incident.labels,
+                    runbook: incident.runbook,
+                    ..Incident::new(
+                        id,
+                        incident
+                            .key
+                            .clone()
+                            .unwrap_or_else(|| format!("manual/{id}")),
+                        incident.title,
+                        incident.severity,
+                        now,
+                    )
+                };
+                let e = self.entry(
+                    &mut inc.clone(),
+                    EntryKind::Created,
+                    &actor,
+                    incident.note,
+                    serde_json::json!({"by": "hand", "incident": inc}),
+                );
+                inc.timeline_len += 1;
+                let mut entries = vec![e];
+                self.note_silences(&mut inc, &mut entries, now);
+                self.store.apply(&Change {
+                    incident: inc.clone(),
+                    previous_status: None,
+                    entries,
+                    detection: None,
+                    index_keys: Vec::new(),
+                })?;
+                self.telemetry.incidents_created.inc();
+                tracing::info!(incident = id, key = %inc.key, severity = %inc.severity, actor = %actor, "incident created by hand");
+                Ok(inc)
+            }
+        }
+    }
+}

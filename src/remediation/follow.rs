@@ -1,0 +1,95 @@
+//! Remediation as a follower of the durable change log.
+
+use super::*;
+
+/// Remediation's place in the change log, how it reads triggers off it, and the runs
+/// started for entries after its saved place (which a crash makes it read again).
+pub(super) struct Follower {
+    cursor: u64,
+    triggers: Triggers,
+    started: Started,
+}
+
+/// (incident, action, change) of runs started for change-log entries after the cursor.
+pub(super) type Started = std::collections::HashSet<(u64, String, u64)>;
+
+impl Follower {
+    /// `cut_off`: runs a crash interrupted. Their entries start them again (reported in
+    /// the timeline as interrupted, the one case where an entry runs an action twice).
+    pub(super) fn start(
+        shared: &Shared,
+        feed: &ChangeFeed,
+        cut_off: &std::collections::HashSet<u64>,
+    ) -> Result<Follower, StoreError> {
+        // A store that never followed the log starts where the log stood when the daemon
+        // started: old incidents start nothing.
+        let cursor = match shared.store.action_cursor()? {
+            Some(c) => c,
+            None => {
+                let c = feed.start();
+                shared.store.set_action_cursor(c)?;
+                shared.store.flush()?;
+                c
+            }
+        };
+        let started = shared
+            .store
+            .action_runs()?
+            .into_iter()
+            .filter(|r| r.change > cursor && !cut_off.contains(&r.id))
+            .map(|r| (r.incident_id, r.action, r.change))
+            .collect();
+        let mut triggers = Triggers::default();
+        // The entry at the cursor may have opened an incident whose detection comes next.
+        if let Some(e) = shared.store.entry_by_change(cursor)? {
+            let _ = triggers.of(&e);
+        }
+        Ok(Follower {
+            cursor,
+            triggers,
+            started,
+        })
+    }
+
+    /// Acts on every durable entry after the cursor, saving the cursor after each batch. A
+    /// failure leaves the cursor where it was; the next tick tries again.
+    pub(super) async fn follow(&mut self, shared: &Arc<Shared>, c: &Config, feed: &ChangeFeed) {
+        loop {
+            let batch = match feed.read(self.cursor, 256).await {
+                Ok(b) => b,
+                Err(e) => {
+                    shared
+                        .telemetry
+                        .warn_remediation(&format!("cannot read the change log: {e}"));
+                    return;
+                }
+            };
+            if batch.upto <= self.cursor {
+                return;
+            }
+            for e in &batch.entries {
+                let Some(t) = self.triggers.of(e) else {
+                    continue;
+                };
+                if let Err(err) = shared.on_trigger(c, &t, &mut self.started).await {
+                    shared.telemetry.store_errors.inc();
+                    tracing::error!(incident = t.incident_id, change = t.change, error = %err, "action trigger failed; tried again later");
+                    return;
+                }
+            }
+            // Every run these entries started was saved (and flushed) before it began.
+            let saved = shared
+                .store
+                .set_action_cursor(batch.upto)
+                .and_then(|()| shared.store.flush());
+            if let Err(e) = saved {
+                shared.telemetry.store_errors.inc();
+                tracing::error!(error = %e, "cannot save remediation's place in the change log");
+                return;
+            }
+            self.cursor = batch.upto;
+            let cursor = self.cursor;
+            self.started.retain(|(_, _, change)| *change > cursor);
+        }
+    }
+}
