@@ -652,7 +652,12 @@ impl Shared {
                 None => {
                     // The channel was removed by a reload.
                     tracing::warn!(job = job.id, channel = %job.channel, "notification for a channel that no longer exists; dropped");
-                    let _ = self.store.remove_job(job.id);
+                    if let Err(e) = self.store.remove_job(job.id) {
+                        self.telemetry.store_error(
+                            "could not drop a job of a removed channel from the outbox",
+                            &e,
+                        );
+                    }
                 }
             }
         }
@@ -693,7 +698,12 @@ impl Shared {
         let inc = match self.store.incident(job.incident_id) {
             Ok(Some(i)) => i,
             Ok(None) => {
-                let _ = self.store.remove_job(job.id);
+                if let Err(e) = self.store.remove_job(job.id) {
+                    self.telemetry.store_error(
+                        "could not drop a job of a gone incident from the outbox",
+                        &e,
+                    );
+                }
                 return;
             }
             // A read error is not a reason to drop the job: it is tried again.
@@ -722,7 +732,10 @@ impl Shared {
         }
         if let Some(wait) = self.rate_limited(channel, now) {
             job.next_at = now.saturating_add(wait);
-            let _ = self.store.put_job(&job);
+            if let Err(e) = self.store.put_job(&job) {
+                self.telemetry
+                    .store_error("could not reschedule a rate-limited notification", &e);
+            }
             return;
         }
         job.attempts += 1;
@@ -776,7 +789,12 @@ impl Shared {
                 }
                 // Its follow-ups (acknowledged, resolved…) will come here too.
                 if !job.event.ends() {
-                    let _ = self.store.mark_notified(inc.id, &channel.id);
+                    if let Err(e) = self.store.mark_notified(inc.id, &channel.id) {
+                        self.telemetry.store_error(
+                            "could not record that a channel was told of an incident",
+                            &e,
+                        );
+                    }
                 }
                 // A firing Alertmanager alert is sent again until the incident ends.
                 if channel.kind == crate::notification::config::ChannelKind::Alertmanager
@@ -857,8 +875,8 @@ impl Shared {
         })
         .await;
         if let Ok(Err(e)) = r {
-            self.telemetry.store_errors.inc();
-            tracing::error!(error = %e, "notification outbox write failed");
+            self.telemetry
+                .store_error("notification outbox write failed", &e);
         }
     }
 
@@ -880,7 +898,10 @@ impl Shared {
                 None,
                 Some(every),
             );
-            let _ = self.store.put_job(&j);
+            if let Err(e) = self.store.put_job(&j) {
+                self.telemetry
+                    .store_error("could not queue an Alertmanager resend", &e);
+            }
         }
     }
 

@@ -306,7 +306,10 @@ impl Shared {
                         .decided_at
                         .is_some_and(|d| now.since(d) >= RUN_RETENTION)
             {
-                let _ = self.store.remove_action_run(run.id);
+                if let Err(e) = self.store.remove_action_run(run.id) {
+                    self.telemetry
+                        .store_error("could not forget an old action run", &e);
+                }
             }
         }
         for run in waiting_for_resolve {

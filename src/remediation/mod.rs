@@ -598,7 +598,10 @@ impl Shared {
             Err(e) => {
                 run.state = RunState::Failed;
                 run.outcome = Some(Outcome::failed(e.to_string()));
-                let _ = self.save(&run);
+                if let Err(e) = self.save(&run) {
+                    self.telemetry
+                        .store_error("could not store an action run", &e);
+                }
                 return run;
             }
         };
@@ -614,7 +617,9 @@ impl Shared {
             },
             Ok(plan) => {
                 run.plan = Some(plan.redacted());
-                let _ = self.save(&run);
+                if let Err(e) = self.save(&run) {
+                    self.telemetry.store_error("could not store an action run's plan", &e);
+                }
                 let _permit = self.limit.clone().acquire_owned().await;
                 tracing::info!(incident = inc.id, action = %run.action, run = run.id, "action running");
                 action::execute(
