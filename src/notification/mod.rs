@@ -788,13 +788,13 @@ impl Shared {
                     self.record(inc.id, note, data).await;
                 }
                 // Its follow-ups (acknowledged, resolved…) will come here too.
-                if !job.event.ends() {
-                    if let Err(e) = self.store.mark_notified(inc.id, &channel.id) {
-                        self.telemetry.store_error(
-                            "could not record that a channel was told of an incident",
-                            &e,
-                        );
-                    }
+                if !job.event.ends()
+                    && let Err(e) = self.store.mark_notified(inc.id, &channel.id)
+                {
+                    self.telemetry.store_error(
+                        "could not record that a channel was told of an incident",
+                        &e,
+                    );
                 }
                 // A firing Alertmanager alert is sent again until the incident ends.
                 if channel.kind == crate::notification::config::ChannelKind::Alertmanager

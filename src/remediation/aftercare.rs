@@ -298,18 +298,17 @@ impl Shared {
                 }
             } else if run.revert_on_resolve {
                 waiting_for_resolve.push(run);
-            } else if run
+            } else if (run
                 .finished_at
                 .is_some_and(|f| now.since(f) >= RUN_RETENTION)
                 || matches!(run.state, RunState::Denied | RunState::Expired)
                     && run
                         .decided_at
-                        .is_some_and(|d| now.since(d) >= RUN_RETENTION)
+                        .is_some_and(|d| now.since(d) >= RUN_RETENTION))
+                && let Err(e) = self.store.remove_action_run(run.id)
             {
-                if let Err(e) = self.store.remove_action_run(run.id) {
-                    self.telemetry
-                        .store_error("could not forget an old action run", &e);
-                }
+                self.telemetry
+                    .store_error("could not forget an old action run", &e);
             }
         }
         for run in waiting_for_resolve {
