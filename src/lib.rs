@@ -2,45 +2,61 @@
 //!
 //! # Layout
 //!
-//! The modules mirror the data flow. Every arrow is a bounded tokio channel; a full channel
-//! applies backpressure to stream sources, and anything dropped is counted by reason.
+//! The modules mirror the data flow, and import each other in one direction only (from the
+//! top of this list down; `tests/structure.rs` checks it). Every arrow is a bounded tokio
+//! channel; a full channel applies backpressure to stream sources, and anything dropped is
+//! counted by reason.
 //!
 //! ```text
-//!  source ──Input──▶ engine ──Detection──▶ incident ──Change──▶ remediation (actions, approvals)
-//!  socket, files,    rules over windows,   manager: dedup,       └──▶ notify (routes, outbox,
-//!  journald, syslog, event time under      lifecycle, store           escalation)
-//!  exec, probes,     one watermark              ▲
-//!  plugins           (+ plugin detectors)       │
+//!  source ──Input──▶ engine ──DetectionSink──▶ incident ──durable change log (ChangeFeed)──┐
+//!  socket, files,    rules over windows,       manager: dedup,            ├─▶ remediation │
+//!  journald, syslog, event time under          lifecycle, the single      └─▶ notification│
+//!  exec, probes,     one watermark             writer of the incident log                 │
+//!  plugins (Tap)                                    ▲                                       │
 //!                      api (HTTP over a Unix socket) ◀──▶ incidentctl (cli), curl, scripts
 //! ```
 //!
-//! - [`config`]: the TOML model, loading with `rules.d` merging, and validation that reports
-//!   every error as `file:line: key: message`.
-//! - [`event`]: the event schema and NDJSON decoding with reject reasons.
-//! - [`source`]: inputs that produce events: the ingest socket, file tails, the journal,
-//!   syslog datagrams, commands, host probes, and the line parsers.
-//! - [`engine`]: one task owning all rule state; each rule kind is a plain synchronous detector;
-//!   `incidentctl rules test` replays files through the same code.
-//! - [`plugin`]: detector and source plugins over NDJSON, supervised.
-//! - [`incident`]: the incident model, the status machine, and the manager — the single writer
-//!   of the store, which answers a change only after it is durable.
-//! - [`store`]: the `Store` trait and its sled implementation.
-//! - [`remediation`]: actions, their policy (approvals, breakers), runs, and templates
-//!   rendered by context.
-//! - [`notify`]: notification routes, the durable outbox and the channels.
+//! Tools and wiring:
+//! - [`daemon`]: wiring (ports, sinks, feeds), signals, sd_notify, reload and shutdown.
+//! - [`cli`]: `incidentctl`: its HTTP client and subcommands.
 //! - [`api`]: the control API (hyper on a `UnixListener`, peers admitted and given roles by
 //!   their credentials).
-//! - [`cli`]: `incidentctl`: its HTTP client and subcommands.
-//! - [`daemon`]: wiring, signals, sd_notify, reload and shutdown.
-//! - [`telemetry`]: counters shown in `/v1/status`, rate-limited warnings, log setup.
+//! - [`replay`]: `incidentctl rules test`, files through the same engine.
+//! - [`config`]: loading with `rules.d` merging and validation that reports every error as
+//!   `file:line: key: message`; the top-level struct. Each component owns its section's types.
+//!
+//! Storage:
+//! - [`store`]: every component's storage port implemented on sled, one file per port, and
+//!   the healing wrapper.
+//!
+//! Components:
+//! - [`notification`]: routes, the durable outbox, one file per channel kind.
+//! - [`remediation`]: actions (one file per kind), their policy (approvals, breakers), runs,
+//!   templates rendered by context; follows the change log.
+//! - [`incident`]: the model, the status machine, the manager (the single writer of the
+//!   incident log, answering a change only after it is durable), its storage port and the
+//!   change feed its followers read.
+//! - [`source`]: inputs that produce events: the ingest socket, file tails, the journal,
+//!   syslog datagrams, commands, host probes, and the line parsers.
+//! - [`plugin`]: detector and source plugins over NDJSON, supervised.
+//! - [`engine`]: one task owning all rule state; each rule kind a synchronous detector in its
+//!   own file behind one trait; it emits into a sink it defines.
 //!
 //! Leaf modules, used by the layers above and using none of them:
+//! - [`event`]: the event schema and NDJSON decoding with reject reasons.
+//! - [`detection`]: detections, their origins and idempotency ids, checkpoint coverage.
+//! - [`cursor`]: where a file tail or a journald source had read to.
+//! - [`severity`]: sev1..sev4.
+//! - [`port`]: what every storage port shares (`StoreError`, `Durable`).
+//! - [`rate_window`]: the one keyed sliding-window rate limit.
+//! - [`telemetry`]: counters shown in `/v1/status`, rate-limited warnings, log setup.
 //! - [`clock`]: the one place that reads wall time.
 //! - [`watermark`]: how event time and wall time move the engine's clock (wall time moves it
 //!   only while every input is caught up; no event may move it more than `[engine]
 //!   max_future_skew` ahead of wall time).
 //! - [`access`]: who a local peer is (SO_PEERCRED), its role, and the connection gate.
 //! - [`escape`]: control characters of untrusted text shown as visible escapes (CLI, logs).
+//! - [`de`]: serde helpers for config values, and the config error type.
 
 pub mod access;
 pub mod api;

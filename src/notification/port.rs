@@ -1,6 +1,6 @@
 //! The notifier's storage port: the durable outbox of jobs, the channels told of each
 //! incident, and the notifier's place in the change log. The notifier is their only writer.
-//! Implemented on sled by `store::sled`, and in memory by [`MemoryOutbox`] for unit tests.
+//! Implemented on sled by `store::sled`, and in memory by `MemoryOutbox` for unit tests.
 
 pub use crate::port::{Durable, StoreError};
 

@@ -1,6 +1,6 @@
 //! Remediation's storage port: action runs (pending approvals, results, pending reverts).
 //! Remediation is their only writer. Implemented on sled by `store::sled`, and in memory by
-//! [`MemoryRuns`] for unit tests.
+//! `MemoryRuns` for unit tests.
 
 pub use crate::port::{Durable, StoreError};
 

@@ -2,7 +2,7 @@
 //! checkpoints with the idempotency ids they cover, and silences. The manager is the only
 //! writer of all three; the API, remediation and notifications read the log (and follow its
 //! change numbers, see [`super::feed`]). Implemented on sled by `store::sled`, and in memory by
-//! [`memory::MemoryIncidents`] for unit tests.
+//! `memory::MemoryIncidents` for unit tests.
 
 #[cfg(test)]
 pub mod memory;
