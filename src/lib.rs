@@ -46,7 +46,7 @@
 //! - [`event`]: the event schema and NDJSON decoding with reject reasons.
 //! - [`detection`]: detections, their origins and idempotency ids, checkpoint coverage.
 //! - [`cursor`]: where a file tail or a journald source had read to.
-//! - [`severity`]: sev1..sev4.
+//! - [`severity`]: the severities, sev1 (worst) to sev4.
 //! - [`port`]: what every storage port shares (`StoreError`, `Durable`).
 //! - [`rate_window`]: the one keyed sliding-window rate limit.
 //! - [`telemetry`]: counters shown in `/v1/status`, rate-limited warnings, log setup.

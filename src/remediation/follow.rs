@@ -6,9 +6,15 @@ use super::*;
 /// started for entries after its saved place (which a crash makes it read again).
 pub(super) struct Follower {
     cursor: u64,
+    /// The place last written to the store, and when.
+    stored: (u64, std::time::Instant),
     triggers: Triggers,
     started: Started,
 }
+
+/// The place is written at most this often (and at shutdown): each write is a sled write
+/// beside the manager's, and a place lost in a crash only makes entries be read again.
+const STORE_PLACE_EVERY: Duration = Duration::from_secs(5);
 
 /// (incident, action, change) of runs started for change-log entries after the cursor.
 pub(super) type Started = std::collections::HashSet<(u64, String, u64)>;
@@ -46,6 +52,7 @@ impl Follower {
         }
         Ok(Follower {
             cursor,
+            stored: (cursor, std::time::Instant::now()),
             triggers,
             started,
         })
@@ -54,6 +61,15 @@ impl Follower {
     /// Acts on every durable entry after the cursor, saving the cursor after each batch. A
     /// failure leaves the cursor where it was; the next tick tries again.
     pub(super) async fn follow(&mut self, shared: &Arc<Shared>, c: &Config, feed: &ChangeFeed) {
+        // No rule binds an action: no entry can start one (reverts that wait for an end are
+        // found by housekeeping), so the entries need not be read.
+        if c.rule_actions.is_empty() {
+            let durable = feed.durable();
+            if durable > self.cursor && self.save(shared, durable) {
+                self.triggers = Triggers::default();
+            }
+            return;
+        }
         loop {
             let batch = match feed.read(self.cursor, 256).await {
                 Ok(b) => b,
@@ -77,19 +93,34 @@ impl Follower {
                     return;
                 }
             }
-            // Every run these entries started was saved (and flushed) before it began.
-            let saved = shared
-                .store
-                .set_action_cursor(batch.upto)
-                .and_then(|()| shared.store.flush());
-            if let Err(e) = saved {
-                shared.telemetry.store_errors.inc();
-                tracing::error!(error = %e, "cannot save remediation's place in the change log");
+            if !self.save(shared, batch.upto) {
                 return;
             }
-            self.cursor = batch.upto;
-            let cursor = self.cursor;
-            self.started.retain(|(_, _, change)| *change > cursor);
+        }
+    }
+
+    /// Moves the place to `upto`. Not flushed here: every run the entries started was
+    /// saved (and flushed) before it began, and a place lost in a crash only makes the
+    /// entries read again, where the runs' change numbers start nothing twice.
+    fn save(&mut self, shared: &Shared, upto: u64) -> bool {
+        self.cursor = upto;
+        self.started.retain(|(_, _, change)| *change > upto);
+        if self.stored.1.elapsed() >= STORE_PLACE_EVERY {
+            self.store(shared);
+        }
+        true
+    }
+
+    /// Writes the place if it moved since the last write (also at shutdown).
+    pub(super) fn store(&mut self, shared: &Shared) {
+        if self.stored.0 == self.cursor {
+            return;
+        }
+        match shared.store.set_action_cursor(self.cursor) {
+            Ok(()) => self.stored = (self.cursor, std::time::Instant::now()),
+            Err(e) => shared
+                .telemetry
+                .store_error("cannot save remediation's place in the change log", &e),
         }
     }
 }

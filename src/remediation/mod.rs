@@ -11,6 +11,7 @@
 pub mod action;
 pub mod config;
 pub mod port;
+pub mod preflight;
 pub mod template;
 mod trigger;
 
@@ -327,6 +328,7 @@ pub async fn serve(
             }
         }
     }
+    follower.store(&shared);
     tasks.close();
     // Runs in flight finish (their timeouts bound this); the daemon's shutdown deadline
     // bounds it too.

@@ -41,6 +41,26 @@ pub struct Fire {
     pub first_ts: Timestamp,
 }
 
+/// The one dispatch from a rule's state to its kind: `$call` with `$d` bound to the kind's
+/// detector — a static call the compiler can inline (the engine makes one per rule and
+/// event; a `dyn Kind` call cost 8-13% with 10 and 100 rules) — and `$plugin` for plugin
+/// rules, which hold no state.
+macro_rules! dispatch {
+    ($self:expr, $d:ident => $call:expr, $plugin:expr) => {
+        match $self {
+            Detector::Match($d) => $call,
+            Detector::Threshold($d) => $call,
+            Detector::Absence($d) => $call,
+            Detector::Rate($d) => $call,
+            Detector::Sequence($d) => $call,
+            Detector::Metric($d) => $call,
+            Detector::Spike($d) => $call,
+            Detector::BurnRate($d) => $call,
+            Detector::Plugin => $plugin,
+        }
+    };
+}
+
 /// The kind-specific part of a rule: plain synchronous code over event time.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub enum Detector {
@@ -116,35 +136,6 @@ impl Detector {
         }
     }
 
-    /// The one dispatch from a rule's state to its kind (none for plugin rules).
-    fn kind_mut(&mut self) -> Option<&mut dyn Kind> {
-        Some(match self {
-            Detector::Match(d) => d,
-            Detector::Threshold(d) => d,
-            Detector::Absence(d) => d,
-            Detector::Rate(d) => d,
-            Detector::Sequence(d) => d,
-            Detector::Metric(d) => d,
-            Detector::Spike(d) => d,
-            Detector::BurnRate(d) => d,
-            Detector::Plugin => return None,
-        })
-    }
-
-    fn kind(&self) -> Option<&dyn Kind> {
-        Some(match self {
-            Detector::Match(d) => d,
-            Detector::Threshold(d) => d,
-            Detector::Absence(d) => d,
-            Detector::Rate(d) => d,
-            Detector::Sequence(d) => d,
-            Detector::Metric(d) => d,
-            Detector::Spike(d) => d,
-            Detector::BurnRate(d) => d,
-            Detector::Plugin => return None,
-        })
-    }
-
     fn on_event(
         &mut self,
         key: &str,
@@ -152,33 +143,29 @@ impl Detector {
         ts: Timestamp,
         marks: Marks,
     ) -> Option<Fire> {
-        self.kind_mut()?.on_event(key, group, ts, marks)
+        dispatch!(self, d => Kind::on_event(d, key, group, ts, marks), None)
     }
 
     fn has_timers(&self) -> bool {
-        self.kind().is_some_and(|k| k.has_timers())
+        dispatch!(self, d => Kind::has_timers(d), false)
     }
 
     fn due(&mut self, now: Timestamp, out: &mut Vec<(Vec<(String, String)>, Fire)>) {
-        if let Some(k) = self.kind_mut() {
-            k.due(now, out)
-        }
+        dispatch!(self, d => Kind::due(d, now, out), ())
     }
 
     fn on_tick(&mut self, now: Timestamp) {
-        if let Some(k) = self.kind_mut() {
-            k.on_tick(now)
-        }
+        dispatch!(self, d => Kind::on_tick(d, now), ())
     }
 
     /// (late events dropped, groups evicted by `max_groups`).
     pub fn dropped(&self) -> (u64, u64) {
-        self.kind().map_or((0, 0), |k| k.dropped())
+        dispatch!(self, d => Kind::dropped(d), (0, 0))
     }
 
     /// Groups currently holding state.
     pub fn groups(&self) -> usize {
-        self.kind().map_or(0, |k| k.groups())
+        dispatch!(self, d => Kind::groups(d), 0)
     }
 }
 
