@@ -8,6 +8,7 @@ mod correlation;
 mod daemon;
 mod durability;
 mod ingest;
+mod install;
 mod journald;
 mod lifecycle;
 mod notify;
