@@ -321,6 +321,7 @@ pub async fn run(
         &tracker,
         sources_token.clone(),
     )?;
+    crate::remediation::preflight::publish(&config.actions, &telemetry);
     running.spawn(
         &tracker,
         "remediation",
@@ -831,6 +832,7 @@ async fn reload(
             {
                 return Err("the daemon is shutting down".into());
             }
+            crate::remediation::preflight::publish(&new.actions, telemetry);
             plugins.apply(&new.plugins);
             if !notifier.configure(new.notify.clone()).await {
                 return Err("the daemon is shutting down".into());

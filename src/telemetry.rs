@@ -393,6 +393,9 @@ pub struct Telemetry {
     /// The enabled plugins, replaced on reload.
     #[serde(skip)]
     pub plugins: Mutex<Vec<std::sync::Arc<PluginStats>>>,
+    /// The privilege preflight's warnings, as (action, problem), replaced at start and reload.
+    #[serde(skip)]
+    pub preflight: Mutex<Vec<(String, String)>>,
 }
 
 /// Inputs named in `watermark.late_by_input` at most.
@@ -568,6 +571,7 @@ impl Default for Telemetry {
             reload: Mutex::new(ReloadStatus::default()),
             sources: Mutex::new(Vec::new()),
             plugins: Mutex::new(Vec::new()),
+            preflight: Mutex::new(Vec::new()),
         }
     }
 }
@@ -745,4 +749,16 @@ pub enum LogFormat {
     Text,
     Json,
     Journald,
+}
+
+impl Telemetry {
+    /// The preflight's warnings as JSON: `[{"action", "problem"}]`.
+    pub fn preflight_json(&self) -> serde_json::Value {
+        let w = self.preflight.lock().unwrap_or_else(|p| p.into_inner());
+        serde_json::Value::Array(
+            w.iter()
+                .map(|(a, p)| serde_json::json!({"action": a, "problem": p}))
+                .collect(),
+        )
+    }
 }

@@ -69,7 +69,9 @@ pub(super) async fn list(
             && incident.is_none_or(|i| r.incident_id == i)
     });
     runs.reverse();
-    Ok(Json(json!({ "actions": runs })))
+    Ok(Json(
+        json!({ "actions": runs, "preflight": st.telemetry.preflight_json() }),
+    ))
 }
 
 pub(super) async fn show(

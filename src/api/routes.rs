@@ -163,6 +163,7 @@ pub(super) async fn status(State(st): S) -> Json<Value> {
             "held": t.action_held,
             "ineffective": t.action_ineffective,
             "pending": t.action_pending.get(),
+            "preflight": t.preflight_json(),
         },
         "notifications": {
             "delivered": t.notifications_delivered,

@@ -148,6 +148,12 @@ fn main() -> ExitCode {
         return match incidentd::config::load(&file) {
             Ok(c) => {
                 println!("{}: OK ({} rules)", file.display(), c.rules.len());
+                // What this process could not do of the enabled actions (run it as the
+                // service's user to see what the service cannot).
+                let p = incidentd::remediation::preflight::Privileges::current();
+                for w in incidentd::remediation::preflight::check(&c.actions, &p) {
+                    eprintln!("warning: {w}");
+                }
                 ExitCode::SUCCESS
             }
             Err(errors) => {

@@ -49,6 +49,14 @@ pub(super) async fn actions(
                 return Ok(());
             }
             let list = v["actions"].as_array().cloned().unwrap_or_default();
+            // What the daemon cannot do of its enabled actions (the privilege preflight).
+            for w in v["preflight"].as_array().into_iter().flatten() {
+                outln!(
+                    "warning: action {}: {}",
+                    w["action"].as_str().unwrap_or("?"),
+                    w["problem"].as_str().unwrap_or("?")
+                );
+            }
             if list.is_empty() {
                 outln!("no action runs");
                 return Ok(());

@@ -203,6 +203,22 @@ fn operation(op: &Operation, p: &Privileges, out: &mut Vec<String>) {
     }
 }
 
+/// Checks `actions` against this process, logs each problem and keeps them for `/v1/status`
+/// and `GET /v1/actions`.
+pub fn publish(actions: &[ActionConfig], telemetry: &crate::telemetry::Telemetry) {
+    let warnings = check(actions, &Privileges::current());
+    for w in &warnings {
+        tracing::warn!(action = %w.action, problem = %w.problem, "action preflight");
+    }
+    *telemetry
+        .preflight
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = warnings
+        .into_iter()
+        .map(|w| (w.action, w.problem))
+        .collect();
+}
+
 /// Whether this process may write `path` (access(2) with W_OK).
 fn writable(path: &str) -> bool {
     nix::unistd::access(path, nix::unistd::AccessFlags::W_OK).is_ok()

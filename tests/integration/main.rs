@@ -13,6 +13,7 @@ mod journald;
 mod lifecycle;
 mod notify;
 mod plugins;
+mod preflight;
 mod replay;
 mod roles;
 mod silences;
