@@ -331,18 +331,20 @@ fn check_notify(
 /// Loads rules for offline use: from a folder of rules files, or from a file (a main config
 /// with its `rules_dir`, or a rules file alone).
 pub fn load_rules(path: &Path) -> Result<Vec<RuleConfig>, ConfigErrors> {
+    let (mut rules, mut errors) = (Vec::new(), Vec::new());
     if path.is_dir() {
-        let mut rules = Vec::new();
-        let mut errors = Vec::new();
         load_rules_dir(path, true, &mut rules, &mut errors);
-        check_rules(&rules, &mut errors);
-        return if errors.is_empty() {
-            Ok(rules)
-        } else {
-            Err(ConfigErrors(errors))
-        };
+    } else if is_rules_file(path) {
+        load_rules_file(path, &mut rules, &mut errors);
+    } else {
+        return load(path).map(|c| c.rules);
     }
-    load(path).map(|c| c.rules)
+    check_rules(&rules, &mut errors);
+    if errors.is_empty() {
+        Ok(rules)
+    } else {
+        Err(ConfigErrors(errors))
+    }
 }
 
 /// Reads `dir/*.toml` in name order. A missing default `rules.d` is fine; a missing folder
@@ -372,31 +374,45 @@ fn load_rules_dir(
         .collect();
     files.sort();
     for path in files {
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) => {
-                errors.push(ConfigError {
-                    file: path.clone(),
-                    line: None,
-                    key: String::new(),
-                    message: format!("cannot read rules file: {e}"),
-                });
-                continue;
-            }
-        };
-        let Some(file) = File::parse(&path, &text, errors) else {
-            continue;
-        };
-        for (key, value) in file.root.iter() {
-            match &**key.get_ref() {
-                "rule" => file.rules(value, rules, errors),
-                other => errors.push(file.error_at(
-                    key.span().start,
-                    format!("unknown key `{other}` (a rules file holds only [[rule]] tables)"),
-                )),
-            }
+        load_rules_file(&path, rules, errors);
+    }
+}
+
+/// One rules file: only `[[rule]]` tables.
+fn load_rules_file(path: &Path, rules: &mut Vec<RuleConfig>, errors: &mut Vec<ConfigError>) {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            errors.push(ConfigError {
+                file: path.to_owned(),
+                line: None,
+                key: String::new(),
+                message: format!("cannot read rules file: {e}"),
+            });
+            return;
+        }
+    };
+    let Some(file) = File::parse(path, &text, errors) else {
+        return;
+    };
+    for (key, value) in file.root.iter() {
+        match &**key.get_ref() {
+            "rule" => file.rules(value, rules, errors),
+            other => errors.push(file.error_at(
+                key.span().start,
+                format!("unknown key `{other}` (a rules file holds only [[rule]] tables)"),
+            )),
         }
     }
+}
+
+/// Whether the file at `path` holds only `[[rule]]` tables (a `rules.d` file, whose rules may
+/// name actions that only the main config defines).
+fn is_rules_file(path: &Path) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .is_some_and(|root| !root.is_empty() && root.keys().all(|k| k == "rule"))
 }
 
 /// Checks that need every rule at once.
