@@ -322,6 +322,7 @@ pub async fn run(
         sources_token.clone(),
     )?;
     crate::remediation::preflight::publish(&config.actions, &telemetry);
+    crate::notification::reach::publish(&config.notify.channels, &telemetry);
     running.spawn(
         &tracker,
         "remediation",
@@ -833,6 +834,7 @@ async fn reload(
                 return Err("the daemon is shutting down".into());
             }
             crate::remediation::preflight::publish(&new.actions, telemetry);
+            crate::notification::reach::publish(&new.notify.channels, telemetry);
             plugins.apply(&new.plugins);
             if !notifier.configure(new.notify.clone()).await {
                 return Err("the daemon is shutting down".into());

@@ -396,6 +396,9 @@ pub struct Telemetry {
     /// The privilege preflight's warnings, as (action, problem), replaced at start and reload.
     #[serde(skip)]
     pub preflight: Mutex<Vec<(String, String)>>,
+    /// Channels whose host the unit's address policy blocks, as (channel, problem).
+    #[serde(skip)]
+    pub unreachable: Mutex<Vec<(String, String)>>,
 }
 
 /// Inputs named in `watermark.late_by_input` at most.
@@ -572,6 +575,7 @@ impl Default for Telemetry {
             sources: Mutex::new(Vec::new()),
             plugins: Mutex::new(Vec::new()),
             preflight: Mutex::new(Vec::new()),
+            unreachable: Mutex::new(Vec::new()),
         }
     }
 }
@@ -754,11 +758,20 @@ pub enum LogFormat {
 impl Telemetry {
     /// The preflight's warnings as JSON: `[{"action", "problem"}]`.
     pub fn preflight_json(&self) -> serde_json::Value {
-        let w = self.preflight.lock().unwrap_or_else(|p| p.into_inner());
-        serde_json::Value::Array(
-            w.iter()
-                .map(|(a, p)| serde_json::json!({"action": a, "problem": p}))
-                .collect(),
-        )
+        pairs_json(&self.preflight, "action")
     }
+
+    /// The unreachable channels as JSON: `[{"channel", "problem"}]`.
+    pub fn unreachable_json(&self) -> serde_json::Value {
+        pairs_json(&self.unreachable, "channel")
+    }
+}
+
+fn pairs_json(list: &Mutex<Vec<(String, String)>>, what: &str) -> serde_json::Value {
+    let w = list.lock().unwrap_or_else(|p| p.into_inner());
+    serde_json::Value::Array(
+        w.iter()
+            .map(|(a, p)| serde_json::json!({what: a, "problem": p}))
+            .collect(),
+    )
 }

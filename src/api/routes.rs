@@ -171,6 +171,7 @@ pub(super) async fn status(State(st): S) -> Json<Value> {
             "dead_lettered": t.notifications_dead,
             "suppressed": t.notifications_suppressed,
             "queued": t.notifications_queued,
+            "preflight": t.unreachable_json(),
         },
         "plugins": t.plugins.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|p| json!(&**p)).collect::<Vec<_>>(),
         "reload": t.reload_status(),

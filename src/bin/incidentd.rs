@@ -154,6 +154,13 @@ fn main() -> ExitCode {
                 for w in incidentd::remediation::preflight::check(&c.actions, &p) {
                     eprintln!("warning: {w}");
                 }
+                // Run as ExecStartPre=, this sees the unit's address policy.
+                let policy = incidentd::notification::reach::AddressPolicy::current();
+                for (channel, problem) in
+                    incidentd::notification::reach::unreachable(&c.notify.channels, &policy)
+                {
+                    eprintln!("warning: channel {channel}: {problem}");
+                }
                 ExitCode::SUCCESS
             }
             Err(errors) => {

@@ -13,6 +13,7 @@
 pub mod channel;
 pub mod config;
 pub mod port;
+pub mod reach;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
