@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Channel, ChannelConfig, Context, Delivered, DeliveryError, Problems, Templates};
-use super::{done, need, send};
+use super::{ChannelConfig, Context, DeliveryError, JsonPost, Problems, Templates};
+use super::{done, need};
 
 pub struct Alertmanager {
     alerts_url: String,
@@ -25,6 +25,34 @@ impl Alertmanager {
             }),
             p,
         )
+    }
+}
+
+/// Alertmanager label names: `[a-zA-Z_][a-zA-Z0-9_]*`.
+fn label_name(k: &str) -> String {
+    let mut s: String = k
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.chars().next().is_none_or(|c| c.is_ascii_digit()) {
+        s.insert(0, '_');
+    }
+    s
+}
+
+impl JsonPost for Alertmanager {
+    fn url(&self) -> &str {
+        &self.alerts_url
+    }
+
+    fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     fn payload(&self, ctx: &Context<'_>, t: &Templates) -> Result<Value, DeliveryError> {
@@ -60,43 +88,6 @@ impl Alertmanager {
             alert["endsAt"] = json!(end);
         }
         Ok(json!([alert]))
-    }
-}
-
-/// Alertmanager label names: `[a-zA-Z_][a-zA-Z0-9_]*`.
-fn label_name(k: &str) -> String {
-    let mut s: String = k
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if s.chars().next().is_none_or(|c| c.is_ascii_digit()) {
-        s.insert(0, '_');
-    }
-    s
-}
-
-#[async_trait::async_trait]
-impl Channel for Alertmanager {
-    async fn deliver(
-        &self,
-        ctx: &Context<'_>,
-        t: &Templates,
-        http: &reqwest::Client,
-    ) -> Result<Delivered, DeliveryError> {
-        let body = self.payload(ctx, t)?;
-        send(
-            http.post(&self.alerts_url)
-                .timeout(self.timeout)
-                .json(&body),
-        )
-        .await
-        .map(|_| Delivered::default())
     }
 }
 

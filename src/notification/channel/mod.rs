@@ -74,6 +74,30 @@ pub trait Channel: Send + Sync {
     ) -> Result<Delivered, DeliveryError>;
 }
 
+/// A channel that POSTs one JSON document per notification (Slack, PagerDuty,
+/// Alertmanager): its file says where, and what; delivery is the same for all.
+pub trait JsonPost: Send + Sync {
+    fn url(&self) -> &str;
+    fn timeout(&self) -> std::time::Duration;
+    /// The document for this notification.
+    fn payload(&self, ctx: &Context<'_>, t: &Templates) -> Result<Value, DeliveryError>;
+}
+
+#[async_trait::async_trait]
+impl<T: JsonPost> Channel for T {
+    async fn deliver(
+        &self,
+        ctx: &Context<'_>,
+        t: &Templates,
+        http: &reqwest::Client,
+    ) -> Result<Delivered, DeliveryError> {
+        let body = self.payload(ctx, t)?;
+        send(http.post(self.url()).timeout(self.timeout()).json(&body))
+            .await
+            .map(|_| Delivered::default())
+    }
+}
+
 /// The channel of a `[[channel]]` table, or what is wrong with its settings.
 pub fn build(c: &ChannelConfig) -> Result<Arc<dyn Channel>, Problems> {
     Ok(match c.kind {

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Channel, ChannelConfig, Context, Delivered, DeliveryError, Problems, Templates};
-use super::{done, need, send};
+use super::{ChannelConfig, Context, DeliveryError, JsonPost, Problems, Templates};
+use super::{done, need};
 use crate::incident::Severity;
 use crate::notification::NotifyEvent;
 
@@ -31,6 +31,25 @@ impl PagerDuty {
             }),
             p,
         )
+    }
+}
+
+fn severity(s: Severity) -> &'static str {
+    match s {
+        Severity::Sev1 => "critical",
+        Severity::Sev2 => "error",
+        Severity::Sev3 => "warning",
+        Severity::Sev4 => "info",
+    }
+}
+
+impl JsonPost for PagerDuty {
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     fn payload(&self, ctx: &Context<'_>, t: &Templates) -> Result<Value, DeliveryError> {
@@ -64,30 +83,6 @@ impl PagerDuty {
             });
         }
         Ok(body)
-    }
-}
-
-fn severity(s: Severity) -> &'static str {
-    match s {
-        Severity::Sev1 => "critical",
-        Severity::Sev2 => "error",
-        Severity::Sev3 => "warning",
-        Severity::Sev4 => "info",
-    }
-}
-
-#[async_trait::async_trait]
-impl Channel for PagerDuty {
-    async fn deliver(
-        &self,
-        ctx: &Context<'_>,
-        t: &Templates,
-        http: &reqwest::Client,
-    ) -> Result<Delivered, DeliveryError> {
-        let body = self.payload(ctx, t)?;
-        send(http.post(&self.url).timeout(self.timeout).json(&body))
-            .await
-            .map(|_| Delivered::default())
     }
 }
 

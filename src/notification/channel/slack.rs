@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Channel, ChannelConfig, Context, Delivered, DeliveryError, Problems, Templates};
-use super::{done, need, send};
+use super::{ChannelConfig, Context, DeliveryError, JsonPost, Problems, Templates};
+use super::{done, need};
 
 pub struct Slack {
     url: String,
@@ -27,6 +27,16 @@ impl Slack {
             p,
         )
     }
+}
+
+impl JsonPost for Slack {
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn timeout(&self) -> Duration {
+        self.timeout
+    }
 
     fn payload(&self, ctx: &Context<'_>, t: &Templates) -> Result<Value, DeliveryError> {
         let text = if self.templated {
@@ -35,21 +45,6 @@ impl Slack {
             ctx.text(t)?
         };
         Ok(json!({ "text": text }))
-    }
-}
-
-#[async_trait::async_trait]
-impl Channel for Slack {
-    async fn deliver(
-        &self,
-        ctx: &Context<'_>,
-        t: &Templates,
-        http: &reqwest::Client,
-    ) -> Result<Delivered, DeliveryError> {
-        let body = self.payload(ctx, t)?;
-        send(http.post(&self.url).timeout(self.timeout).json(&body))
-            .await
-            .map(|_| Delivered::default())
     }
 }
 
