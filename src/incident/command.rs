@@ -16,31 +16,15 @@ impl Manager {
                 note,
                 actor,
             } => {
-                let mut inc = self.load(id)?;
-                let from = inc.status;
-                let to =
-                    transition
-                        .check(from)
-                        .map_err(|message| IncidentError::InvalidTransition {
-                            id,
-                            from,
-                            transition,
-                            message,
-                        })?;
                 let now = self.now;
-                set_status(&mut inc, to, now);
-                let kind = if transition == Transition::Reopen {
-                    EntryKind::Reopened
-                } else {
-                    EntryKind::StatusChanged
-                };
-                let e = self.entry(
-                    &mut inc,
+                let Decided {
+                    incident: mut inc,
+                    from,
+                    to,
                     kind,
-                    &actor,
-                    note,
-                    serde_json::json!({"from": from, "to": to}),
-                );
+                    data,
+                } = decide_transition(&self.load(id)?, transition, now)?;
+                let e = self.entry(&mut inc, kind, &actor, note, data);
                 let mut entries = vec![e];
                 self.note_silences(&mut inc, &mut entries, now);
                 self.store.apply(&Change {
@@ -253,5 +237,79 @@ impl Manager {
                 Ok(inc)
             }
         }
+    }
+}
+
+/// A transition decided: the incident after it and what its timeline entry records.
+pub(super) struct Decided {
+    pub incident: Incident,
+    pub from: super::Status,
+    pub to: super::Status,
+    pub kind: EntryKind,
+    pub data: serde_json::Value,
+}
+
+/// Decides `transition` on `inc` at `now`, touching nothing: the status it leads to with the
+/// times it sets, or why it is refused.
+pub(super) fn decide_transition(
+    inc: &Incident,
+    transition: Transition,
+    now: crate::clock::Timestamp,
+) -> Result<Decided, IncidentError> {
+    let from = inc.status;
+    let to = transition
+        .check(from)
+        .map_err(|message| IncidentError::InvalidTransition {
+            id: inc.id,
+            from,
+            transition,
+            message,
+        })?;
+    let mut incident = inc.clone();
+    set_status(&mut incident, to, now);
+    let kind = if transition == Transition::Reopen {
+        EntryKind::Reopened
+    } else {
+        EntryKind::StatusChanged
+    };
+    Ok(Decided {
+        incident,
+        from,
+        to,
+        kind,
+        data: serde_json::json!({"from": from, "to": to}),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Timestamp;
+    use crate::incident::{Severity, Status};
+
+    #[test]
+    fn transitions_set_their_times_and_refuse_what_the_lifecycle_forbids() {
+        let open = Incident::new(1, "k".into(), "t".into(), Severity::Sev3, Timestamp(0));
+        let ack = decide_transition(&open, Transition::Ack, Timestamp(5)).unwrap();
+        assert_eq!((ack.from, ack.to), (Status::Open, Status::Acknowledged));
+        assert_eq!(ack.incident.acknowledged_at, Some(Timestamp(5)));
+        assert_eq!(ack.data["to"], "acknowledged");
+        let resolved = decide_transition(&ack.incident, Transition::Resolve, Timestamp(9)).unwrap();
+        assert_eq!(resolved.incident.resolved_at, Some(Timestamp(9)));
+        // Reopening clears the end and is its own entry; the first acknowledgement stays.
+        let re = decide_transition(&resolved.incident, Transition::Reopen, Timestamp(12)).unwrap();
+        assert_eq!(re.kind, EntryKind::Reopened);
+        assert_eq!(re.incident.resolved_at, None);
+        let again = decide_transition(&re.incident, Transition::Ack, Timestamp(20)).unwrap();
+        assert_eq!(again.incident.acknowledged_at, Some(Timestamp(5)));
+        // Open cannot be reopened; the refusal names the incident, the status and why.
+        let Err(IncidentError::InvalidTransition { id, from, .. }) =
+            decide_transition(&open, Transition::Reopen, Timestamp(1))
+        else {
+            panic!("reopened an open incident")
+        };
+        assert_eq!((id, from), (1, Status::Open));
+        // Nothing was changed in the incident the decision read.
+        assert_eq!(open.status, Status::Open);
     }
 }

@@ -4,6 +4,7 @@
 use super::manager::*;
 
 use super::{Incident, Status, Transition};
+use crate::clock::Timestamp;
 
 impl Manager {
     pub(super) fn auto_resolve(&mut self) -> Result<(), IncidentError> {
@@ -14,9 +15,7 @@ impl Manager {
         };
         let mut due = Vec::new();
         self.store.scan(&query, &mut |i| {
-            if let (Some(ms), Some(last)) = (i.resolve_after_ms, i.last_detection_at)
-                && now.millis() - last.millis() >= ms as i64
-            {
+            if let Some(ms) = quiet_for(&i, now) {
                 due.push((i.id, ms));
             }
             true
@@ -60,9 +59,7 @@ impl Manager {
     pub(super) fn compact(&mut self) -> Result<(), IncidentError> {
         let now = self.now;
         let keep = self.config.retain_closed;
-        let old = self.ids_where(Status::Closed, |i| {
-            i.closed_at.is_some_and(|c| now.since(c) >= keep)
-        })?;
+        let old = self.ids_where(Status::Closed, |i| ended_before(i.closed_at, now, keep))?;
         for id in &old {
             self.store.remove_incident(*id)?;
         }
@@ -77,7 +74,7 @@ impl Manager {
         let now = self.now;
         let after = self.config.auto_close_after;
         let due = self.ids_where(Status::Resolved, |i| {
-            i.resolved_at.is_some_and(|r| now.since(r) >= after)
+            ended_before(i.resolved_at, now, after)
         })?;
         for id in due {
             let note = format!(
@@ -92,5 +89,50 @@ impl Manager {
             })?;
         }
         Ok(())
+    }
+}
+
+/// An active incident's `resolve_after` (ms) when no detection has attached for that long:
+/// it resolves by itself.
+pub(super) fn quiet_for(i: &Incident, now: Timestamp) -> Option<u64> {
+    let (ms, last) = (i.resolve_after_ms?, i.last_detection_at?);
+    (i.status.is_active() && now.millis() - last.millis() >= ms as i64).then_some(ms)
+}
+
+/// Whether a status reached at `at` is at least `age` old at `now` (auto-close after
+/// resolving, compaction after closing).
+pub(super) fn ended_before(
+    at: Option<Timestamp>,
+    now: Timestamp,
+    age: std::time::Duration,
+) -> bool {
+    at.is_some_and(|t| now.since(t) >= age)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::incident::Severity;
+
+    #[test]
+    fn quiet_incidents_resolve_and_old_ends_close_and_compact() {
+        let mut i = Incident::new(1, "k".into(), "t".into(), Severity::Sev3, Timestamp(0));
+        assert_eq!(quiet_for(&i, Timestamp(10_000)), None, "no resolve_after");
+        i.resolve_after_ms = Some(5_000);
+        i.last_detection_at = Some(Timestamp(1_000));
+        assert_eq!(quiet_for(&i, Timestamp(5_999)), None);
+        assert_eq!(quiet_for(&i, Timestamp(6_000)), Some(5_000));
+        i.status = Status::Resolved;
+        assert_eq!(quiet_for(&i, Timestamp(60_000)), None, "already ended");
+        let day = Duration::from_secs(86_400);
+        assert!(!ended_before(None, Timestamp(i64::MAX), day));
+        assert!(!ended_before(
+            Some(Timestamp(0)),
+            Timestamp(86_399_999),
+            day
+        ));
+        assert!(ended_before(Some(Timestamp(0)), Timestamp(86_400_000), day));
     }
 }
