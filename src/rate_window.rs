@@ -87,6 +87,13 @@ impl<K: Hash + Eq + Clone> RateWindow<K> {
         }
     }
 
+    /// Takes back the latest time counted for `key` (what it counted did not happen after all).
+    pub fn forget_last(&mut self, key: &K) {
+        if let Some((_, q)) = self.keys.get_mut(key) {
+            q.pop_back();
+        }
+    }
+
     /// Keys held (for tests and status).
     pub fn len(&self) -> usize {
         self.keys.len()
@@ -121,6 +128,8 @@ mod tests {
         assert_eq!(w.admit(&k, Timestamp(60 * S), 3, per), Ok(()));
         assert_eq!(w.count(&k, Timestamp(60 * S), per), 3);
         assert_eq!(w.last(&k), Some(Timestamp(60 * S)));
+        w.forget_last(&k);
+        assert_eq!(w.count(&k, Timestamp(60 * S), per), 2);
     }
 
     #[test]

@@ -20,8 +20,9 @@ const STORE_PLACE_EVERY: Duration = Duration::from_secs(5);
 pub(super) type Started = std::collections::HashSet<(u64, String, u64)>;
 
 impl Follower {
-    /// `cut_off`: runs a crash interrupted. Their entries start them again (reported in
-    /// the timeline as interrupted, the one case where an entry runs an action twice).
+    /// `cut_off`: runs a crash interrupted (reported in the timeline as interrupted). When
+    /// their entries lie after the stored place they start them again, the one case where an
+    /// entry runs an action twice.
     pub(super) fn start(
         shared: &Shared,
         feed: &ChangeFeed,
@@ -38,9 +39,18 @@ impl Follower {
                 c
             }
         };
-        let started = shared
-            .store
-            .action_runs()?
+        let runs = shared.store.action_runs()?;
+        // Approvals still pending: entries read again must not propose them twice.
+        shared
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(
+                runs.iter()
+                    .filter(|r| r.state == RunState::Pending)
+                    .map(|r| (r.incident_id, r.action.clone())),
+            );
+        let started = runs
             .into_iter()
             .filter(|r| r.change > cursor && !cut_off.contains(&r.id))
             .map(|r| (r.incident_id, r.action, r.change))
@@ -83,14 +93,29 @@ impl Follower {
             if batch.upto <= self.cursor {
                 return;
             }
+            // Read again from the start of the batch after a failure: so is the opening state.
+            let rewind = self.triggers.clone();
             for e in &batch.entries {
                 let Some(t) = self.triggers.of(e) else {
                     continue;
                 };
-                if let Err(err) = shared.on_trigger(c, &t, &mut self.started).await {
-                    shared.telemetry.store_errors.inc();
-                    tracing::error!(incident = t.incident_id, change = t.change, error = %err, "action trigger failed; tried again later");
-                    return;
+                match shared.on_trigger(c, &t, &mut self.started).await {
+                    Ok(()) => {}
+                    // Gone (compacted) or unreadable for good: nothing to run, and retrying
+                    // would stop every later action.
+                    Err(RemediationError::IncidentNotFound { .. }) => {}
+                    Err(RemediationError::Store(e)) if !e.unavailable() => {
+                        shared.telemetry.store_error(
+                            "an action trigger's incident cannot be read; skipped",
+                            &e,
+                        );
+                    }
+                    Err(err) => {
+                        shared.telemetry.store_errors.inc();
+                        tracing::error!(incident = t.incident_id, change = t.change, error = %err, "action trigger failed; tried again later");
+                        self.triggers = rewind;
+                        return;
+                    }
                 }
             }
             if !self.save(shared, batch.upto) {

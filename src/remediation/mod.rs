@@ -482,7 +482,14 @@ impl Shared {
                 // One pending approval per action and incident: later detections do not pile
                 // up more.
                 if fresh {
-                    self.propose(c, &inc, action, reason, t.change).await?;
+                    if let Err(e) = self.propose(c, &inc, action, reason, t.change).await {
+                        // Not proposed: the entry is read again, and must find no pending one.
+                        self.pending
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&(inc.id, id.clone()));
+                        return Err(e);
+                    }
                     started.insert((inc.id, id.clone(), t.change));
                 }
                 continue;
@@ -500,8 +507,15 @@ impl Shared {
                 now,
             );
             run.change = t.change;
-            // Stored before it starts: the cursor moves past its entry only then.
-            self.save(&run)?;
+            // Stored before it starts: the cursor moves past its entry only then. Not stored:
+            // the breaker forgets the run it just counted, since the entry is read again.
+            if let Err(e) = self.save(&run) {
+                self.breaker
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .forget_last(&(id.clone(), inc.key.clone()));
+                return Err(e.into());
+            }
             started.insert((inc.id, id.clone(), t.change));
             let s = self.clone();
             let action = action.clone();

@@ -30,10 +30,11 @@ pub enum TriggerKind {
 /// Reads triggers off the change log, entry by entry, in change order. It remembers the
 /// last entry it saw, because an incident opened by a detection is a `created` (or
 /// `reopened`) entry followed by that detection's entry.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Triggers {
-    /// (incident, seq) of the last entry that opened an incident by a detection.
-    opened: Option<(u64, u64)>,
+    /// The incident a detection just opened or reopened: its detection entry comes next,
+    /// after any other entries of the same change (a severity raise, a silence).
+    opened: Option<u64>,
 }
 
 impl Triggers {
@@ -55,14 +56,17 @@ impl Triggers {
             kind,
             change: e.change,
         };
-        let opened = self.opened.take();
+        // Entries of one change are consecutive: another incident's entry ends the opening.
+        if self.opened.is_some_and(|id| id != e.incident_id) {
+            self.opened = None;
+        }
         match e.kind {
             EntryKind::Created | EntryKind::Reopened if rule().is_some() => {
-                self.opened = Some((e.incident_id, e.seq));
+                self.opened = Some(e.incident_id);
                 None
             }
             EntryKind::Detection => {
-                let kind = if opened == Some((e.incident_id, e.seq.wrapping_sub(1))) {
+                let kind = if self.opened.take() == Some(e.incident_id) {
                     TriggerKind::Opened
                 } else {
                     TriggerKind::Detection
@@ -187,6 +191,36 @@ mod tests {
                 (1, None, TriggerKind::Resolved, 7),
                 (1, ssh(), TriggerKind::Opened, 9),
                 (1, None, TriggerKind::Resolved, 11),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_reopening_that_raises_the_severity_is_still_an_opening() {
+        let entries = [
+            entry(
+                1,
+                6,
+                8,
+                EntryKind::Reopened,
+                json!({"from": "resolved", "to": "open", "rule": "ssh"}),
+            ),
+            entry(
+                1,
+                7,
+                9,
+                EntryKind::SeverityChanged,
+                json!({"from": "sev3", "to": "sev1"}),
+            ),
+            entry(1, 8, 10, EntryKind::Silenced, json!({"silence": 2})),
+            entry(1, 9, 11, EntryKind::Detection, json!({"rule": "ssh"})),
+            entry(1, 10, 12, EntryKind::Detection, json!({"rule": "ssh"})),
+        ];
+        assert_eq!(
+            kinds(&entries),
+            vec![
+                (1, Some("ssh".into()), TriggerKind::Opened, 11),
+                (1, Some("ssh".into()), TriggerKind::Detection, 12),
             ]
         );
     }

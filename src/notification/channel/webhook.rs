@@ -54,8 +54,15 @@ impl Channel for Webhook {
         let mut req = http
             .post(&self.url)
             .timeout(self.timeout)
-            .header("content-type", "application/json")
             .body(self.payload(ctx, t)?);
+        // The user's Content-Type wins; one header, never two.
+        if !self
+            .headers
+            .keys()
+            .any(|k| k.eq_ignore_ascii_case("content-type"))
+        {
+            req = req.header("content-type", "application/json");
+        }
         for (k, v) in &self.headers {
             req = req.header(k, v);
         }
