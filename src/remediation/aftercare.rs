@@ -311,6 +311,8 @@ impl Shared {
                     .store_error("could not forget an old action run", &e);
             }
         }
+        self.reverts_waiting
+            .store(!waiting_for_resolve.is_empty(), Ordering::Release);
         for run in waiting_for_resolve {
             if let Ok(i) = self.incident(run.incident_id).await
                 && !i.status.is_active()

@@ -71,9 +71,13 @@ impl Follower {
     /// Acts on every durable entry after the cursor, saving the cursor after each batch. A
     /// failure leaves the cursor where it was; the next tick tries again.
     pub(super) async fn follow(&mut self, shared: &Arc<Shared>, c: &Config, feed: &ChangeFeed) {
-        // No rule binds an action: no entry can start one (reverts that wait for an end are
-        // found by housekeeping), so the entries need not be read.
-        if c.rule_actions.is_empty() {
+        // No rule binds an action and no run waits for an end to be reverted: no entry can
+        // start anything, so the entries need not be read.
+        if c.rule_actions.is_empty()
+            && !shared
+                .reverts_waiting
+                .load(std::sync::atomic::Ordering::Acquire)
+        {
             let durable = feed.durable();
             if durable > self.cursor && self.save(shared, durable) {
                 self.triggers = Triggers::default();

@@ -204,6 +204,10 @@ struct Shared {
     decisions: tokio::sync::Mutex<()>,
     /// A housekeeping pass is under way (the tick skips while one runs).
     housekeeping: std::sync::atomic::AtomicBool,
+    /// Some run waits for its incident to end to be reverted: the follower must read the
+    /// log's ends even while no rule binds an action. Set when such a run is saved, cleared
+    /// by a housekeeping pass that finds none.
+    reverts_waiting: std::sync::atomic::AtomicBool,
 }
 
 struct Config {
@@ -261,6 +265,8 @@ pub async fn serve(
         next_id: Mutex::new(next_id),
         decisions: tokio::sync::Mutex::new(()),
         housekeeping: std::sync::atomic::AtomicBool::new(false),
+        // Until the first housekeeping pass has looked.
+        reverts_waiting: std::sync::atomic::AtomicBool::new(true),
         pending: Mutex::new(Default::default()),
         dirty: std::sync::atomic::AtomicBool::new(true),
         scan: Mutex::new((None, None)),
@@ -379,6 +385,10 @@ impl Shared {
     fn save(&self, run: &ActionRun) -> Result<(), StoreError> {
         self.store.put_action_run(run)?;
         self.dirty.store(true, std::sync::atomic::Ordering::Release);
+        if run.revert_on_resolve {
+            self.reverts_waiting
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
         self.store.flush()
     }
 
