@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::ticket::{TicketApi, ticket};
+use super::ticket::{TicketApi, ticket, tracker};
 use super::{Channel, ChannelConfig, Context, Delivered, DeliveryError, Problems, Templates};
-use super::{done, need};
 
 pub struct GitLab {
     issues: String,
@@ -17,23 +16,15 @@ pub struct GitLab {
 
 impl GitLab {
     pub fn new(c: &ChannelConfig) -> Result<GitLab, Problems> {
-        let mut p = Problems::new();
-        let url = need(c, "url", &c.url, &mut p);
-        let project = need(c, "project", &c.project, &mut p);
-        let token = need(c, "token", &c.token, &mut p);
-        let value = url
-            .zip(project)
-            .zip(token)
-            .map(|((url, project), token)| GitLab {
-                issues: format!(
-                    "{}/api/v4/projects/{}/issues",
-                    url.trim_end_matches('/'),
-                    project.replace('/', "%2F")
-                ),
-                token: token.0,
-                timeout: c.timeout,
-            });
-        done(value, p)
+        let (base, project, token) = tracker(c)?;
+        Ok(GitLab {
+            issues: format!(
+                "{base}/api/v4/projects/{}/issues",
+                project.replace('/', "%2F")
+            ),
+            token,
+            timeout: c.timeout,
+        })
     }
 }
 
@@ -75,5 +66,30 @@ impl Channel for GitLab {
             },
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::channel;
+    use super::*;
+
+    #[test]
+    fn the_project_path_is_encoded_and_missing_settings_are_named() {
+        let g = GitLab::new(&channel(
+            "id = \"g\"\nkind = \"gitlab\"\nurl = \"http://127.0.0.1:9/\"\nproject = \"ops/infra\"\ntoken = \"t\"\n",
+        ))
+        .unwrap();
+        assert_eq!(
+            g.issues,
+            "http://127.0.0.1:9/api/v4/projects/ops%2Finfra/issues"
+        );
+        let Err(p) = GitLab::new(&channel("id = \"g\"\nkind = \"gitlab\"\n")) else {
+            panic!("built without settings")
+        };
+        assert_eq!(
+            p.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+            ["url", "project", "token"]
+        );
     }
 }

@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::ticket::{TicketApi, ticket};
+use super::ticket::{TicketApi, ticket, tracker};
 use super::{Channel, ChannelConfig, Context, Delivered, DeliveryError, Problems, Templates};
-use super::{done, need};
 use crate::incident::Severity;
 
 pub struct Jira {
@@ -23,23 +22,16 @@ pub struct Jira {
 
 impl Jira {
     pub fn new(c: &ChannelConfig) -> Result<Jira, Problems> {
-        let mut p = Problems::new();
-        let url = need(c, "url", &c.url, &mut p);
-        let project = need(c, "project", &c.project, &mut p);
-        let token = need(c, "token", &c.token, &mut p);
-        let value = url
-            .zip(project)
-            .zip(token)
-            .map(|((url, project), token)| Jira {
-                base: url.trim_end_matches('/').to_owned(),
-                project,
-                token: token.0,
-                username: c.username.clone(),
-                issue_type: c.issue_type.clone().unwrap_or_else(|| "Task".into()),
-                close_transition: c.close_transition.clone(),
-                timeout: c.timeout,
-            });
-        done(value, p)
+        let (base, project, token) = tracker(c)?;
+        Ok(Jira {
+            base,
+            project,
+            token,
+            username: c.username.clone(),
+            issue_type: c.issue_type.clone().unwrap_or_else(|| "Task".into()),
+            close_transition: c.close_transition.clone(),
+            timeout: c.timeout,
+        })
     }
 
     fn issue(&self, ctx: &Context<'_>, t: &Templates) -> Result<Value, DeliveryError> {

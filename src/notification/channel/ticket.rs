@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use super::{Context, Delivered, DeliveryError, send};
+use super::{ChannelConfig, Context, Delivered, DeliveryError, Problems, done, need, send};
 
 /// A ticket's id and link, read from the service's answer to its creation.
 pub(super) type Made = Option<(String, Option<String>)>;
@@ -58,4 +58,18 @@ pub(super) async fn ticket(
             Ok(Delivered::default())
         }
     }
+}
+
+/// The settings a self-hosted tracker (GitLab, Jira) needs: its base URL without a trailing
+/// `/`, the project and the token — or every one that is missing.
+pub(super) fn tracker(c: &ChannelConfig) -> Result<(String, String, String), Problems> {
+    let mut p = Problems::new();
+    let url = need(c, "url", &c.url, &mut p);
+    let project = need(c, "project", &c.project, &mut p);
+    let token = need(c, "token", &c.token, &mut p);
+    let value = url
+        .zip(project)
+        .zip(token)
+        .map(|((url, project), token)| (url.trim_end_matches('/').to_owned(), project, token.0));
+    done(value, p)
 }
