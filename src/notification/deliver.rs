@@ -1,0 +1,279 @@
+//! Delivery: one job through its channel — delivered, retried with backoff, or
+//! dead-lettered — and what follows (the timeline, resends, repeats).
+
+use super::*;
+
+impl Shared {
+    /// Delivers one job: done, retried later, or dead-lettered.
+    pub(super) async fn work(
+        &self,
+        channel: &ChannelConfig,
+        kind: &dyn channel::Channel,
+        settings: &crate::notification::config::NotificationsConfig,
+        templates: &channel::Templates,
+        job: Job,
+    ) {
+        let now = self.clock.now();
+        // The outbox has the truth: a job removed or rescheduled since it was handed out
+        // is not sent again.
+        let mut job = match self.store.job(job.id) {
+            Ok(Some(j)) if j.next_at <= now => j,
+            _ => return,
+        };
+        let inc = match self.store.incident(job.incident_id) {
+            Ok(Some(i)) => i,
+            Ok(None) => {
+                if let Err(e) = self.store.remove_job(job.id) {
+                    self.telemetry.store_error(
+                        "could not drop a job of a gone incident from the outbox",
+                        &e,
+                    );
+                }
+                return;
+            }
+            // A read error is not a reason to drop the job: it is tried again.
+            Err(_) => return,
+        };
+        // Timed jobs check that they still apply.
+        let still = match job.event {
+            NotifyEvent::EscalationStep | NotifyEvent::Repeat => inc.status == Status::Open,
+            NotifyEvent::Resend => inc.status.is_active(),
+            _ => true,
+        };
+        if !still {
+            if let Some((esc, step)) = &job.escalation {
+                tracing::info!(incident = inc.id, escalation = %esc, step, "escalation step not needed: the incident was acknowledged or ended");
+            }
+            self.persist(move |st| st.remove_job(job.id)).await;
+            return;
+        }
+        if matches!(job.event, NotifyEvent::EscalationStep | NotifyEvent::Repeat)
+            && self.silence_of(&inc, now).is_some()
+        {
+            // A reminder or an escalation step during a silence: skipped (a repeat comes back
+            // after its interval). Resends go on: the alert must not expire meanwhile.
+            self.reschedule_or_drop(&mut job, now).await;
+            return;
+        }
+        if let Some(wait) = self.rate_limited(channel, now) {
+            job.next_at = now.saturating_add(wait);
+            if let Err(e) = self.store.put_job(&job) {
+                self.telemetry
+                    .store_error("could not reschedule a rate-limited notification", &e);
+            }
+            return;
+        }
+        job.attempts += 1;
+        let entry = if job.change > 0 {
+            self.store.entry_by_change(job.change).ok().flatten()
+        } else {
+            None
+        };
+        let ctx = channel::Context {
+            incident: &inc,
+            event: job.event,
+            entry: entry.as_ref(),
+            channel,
+            host: &self.host,
+            step: job.escalation.as_ref().map(|(_, s)| *s),
+        };
+        let result = kind.deliver(&ctx, templates, &self.http).await;
+        match result {
+            Ok(outcome) => {
+                self.telemetry.notifications_delivered.inc();
+                tracing::info!(incident = inc.id, channel = %channel.id, event = job.event.as_str(), attempts = job.attempts, "notification delivered");
+                if let Some((key, value, url)) = outcome.ticket {
+                    let r = self
+                        .incidents
+                        .command(Command::LinkTicket {
+                            id: inc.id,
+                            key,
+                            value,
+                            url,
+                        })
+                        .await;
+                    if let Err(e) = r {
+                        tracing::error!(incident = inc.id, error = %e, "could not record the ticket");
+                    }
+                }
+                let mut data = json!({"channel": channel.id, "kind": channel.kind.as_str(),
+                    "event": job.event.as_str(), "status": "delivered", "attempts": job.attempts});
+                if let Some((esc, step)) = &job.escalation {
+                    data["escalation"] = json!(esc);
+                    data["step"] = json!(step);
+                }
+                // Resends keep an alert alive; they are not news for the timeline.
+                if job.event != NotifyEvent::Resend {
+                    let note = match &job.escalation {
+                        Some((esc, step)) => {
+                            format!("escalation {esc} step {} sent to {}", step + 1, channel.id)
+                        }
+                        None => format!("{} sent to {}", job.event.as_str(), channel.id),
+                    };
+                    self.record(inc.id, note, data).await;
+                }
+                // Its follow-ups (acknowledged, resolved…) will come here too.
+                if !job.event.ends()
+                    && let Err(e) = self.store.mark_notified(inc.id, &channel.id)
+                {
+                    self.telemetry.store_error(
+                        "could not record that a channel was told of an incident",
+                        &e,
+                    );
+                }
+                // A firing Alertmanager alert is sent again until the incident ends.
+                if channel.kind == crate::notification::config::ChannelKind::Alertmanager
+                    && job.event != NotifyEvent::Resend
+                    && inc.status.is_active()
+                {
+                    self.ensure_resend(channel, &inc, now);
+                }
+                self.reschedule_or_drop(&mut job, now).await;
+            }
+            Err(e) => {
+                let age = now.since(job.created_at);
+                // A refusal (4xx but 408 and 429) or a message that cannot be built is given
+                // up at once: retrying changes nothing. Anything else until `max_age`.
+                if e.permanent() || age >= channel.max_age {
+                    let why = if e.permanent() {
+                        "refused"
+                    } else {
+                        "still failing after max_age"
+                    };
+                    self.telemetry.notifications_dead.inc();
+                    tracing::error!(incident = inc.id, channel = %channel.id, attempts = job.attempts, error = %e, why, "notification dead-lettered");
+                    self.persist(move |st| st.remove_job(job.id)).await;
+                    let mut data = json!({"channel": channel.id, "event": job.event.as_str(),
+                        "status": "dead_lettered", "reason": why, "attempts": job.attempts,
+                        "error": e.to_string()});
+                    if let serde_json::Value::Object(answer) = e.data() {
+                        data["answer"] = serde_json::Value::Object(answer);
+                    }
+                    self.record(
+                        inc.id,
+                        format!(
+                            "{} to {} given up after {} attempt{} ({why}): {e}",
+                            job.event.as_str(),
+                            channel.id,
+                            job.attempts,
+                            if job.attempts == 1 { "" } else { "s" }
+                        ),
+                        data,
+                    )
+                    .await;
+                    return;
+                }
+                self.telemetry.notifications_failed.inc();
+                let delay = backoff(settings, job.attempts, job.id);
+                tracing::warn!(incident = inc.id, channel = %channel.id, attempts = job.attempts, retry_in = ?delay, error = %e, "notification failed; will retry");
+                job.last_error = Some(e.to_string());
+                job.next_at = now.saturating_add(delay);
+                self.persist(move |st| st.put_job(&job)).await;
+            }
+        }
+    }
+
+    /// A repeating job goes again after its interval; any other is done.
+    async fn reschedule_or_drop(&self, job: &mut Job, now: Timestamp) {
+        match job.every_ms {
+            Some(ms) => {
+                job.next_at = now.saturating_add(Duration::from_millis(ms));
+                job.attempts = 0;
+                job.created_at = now;
+                job.last_error = None;
+                let j = job.clone();
+                self.persist(move |st| st.put_job(&j)).await;
+            }
+            None => {
+                let id = job.id;
+                self.persist(move |st| st.remove_job(id)).await;
+            }
+        }
+    }
+
+    /// Writes to the store and flushes, off the async threads.
+    async fn persist(&self, f: impl FnOnce(&dyn Store) -> Result<(), StoreError> + Send + 'static) {
+        let store = self.store.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            f(store.as_ref())?;
+            store.flush()
+        })
+        .await;
+        if let Ok(Err(e)) = r {
+            self.telemetry
+                .store_error("notification outbox write failed", &e);
+        }
+    }
+
+    /// One resend job per incident and Alertmanager channel while the incident is active.
+    fn ensure_resend(&self, channel: &ChannelConfig, inc: &Incident, now: Timestamp) {
+        let exists = self.store.jobs().is_ok_and(|jobs| {
+            jobs.iter().any(|j| {
+                j.incident_id == inc.id && j.channel == channel.id && j.event == NotifyEvent::Resend
+            })
+        });
+        if !exists {
+            let every = channel.resend_interval.unwrap_or(Duration::from_secs(60));
+            let j = self.job(
+                inc.id,
+                &channel.id,
+                NotifyEvent::Resend,
+                0,
+                now.saturating_add(every),
+                None,
+                Some(every),
+            );
+            if let Err(e) = self.store.put_job(&j) {
+                self.telemetry
+                    .store_error("could not queue an Alertmanager resend", &e);
+            }
+        }
+    }
+
+    /// How long to wait when the channel's rate limit is reached (else counts this one).
+    fn rate_limited(&self, c: &ChannelConfig, now: Timestamp) -> Option<Duration> {
+        let r = c.rate_limit?;
+        let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        sent.admit(&c.id, now, r.max as usize, r.per)
+            .err()
+            .map(|wait| wait.max(Duration::from_millis(100)))
+    }
+}
+
+/// Exponential backoff with jitter: `initial × 2^(attempts−1)`, capped, ±25%.
+fn backoff(
+    s: &crate::notification::config::NotificationsConfig,
+    attempts: u32,
+    seed: u64,
+) -> Duration {
+    let base = s
+        .retry_initial
+        .saturating_mul(1u32 << attempts.saturating_sub(1).min(20))
+        .min(s.retry_max);
+    // Cheap jitter from the job id and the attempt: spreads retries of many jobs apart.
+    let h = seed
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add((attempts as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9));
+    let frac = (h >> 11) as f64 / (1u64 << 53) as f64; // 0..1
+    base.mul_f64(0.75 + frac * 0.5)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_and_jitters() {
+        let s = crate::notification::config::NotificationsConfig {
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(60),
+            ..Default::default()
+        };
+        let d1 = backoff(&s, 1, 7);
+        let d3 = backoff(&s, 3, 7);
+        assert!(d1 >= Duration::from_millis(750) && d1 <= Duration::from_millis(1250));
+        assert!(d3 >= Duration::from_secs(3) && d3 <= Duration::from_secs(5));
+        assert!(backoff(&s, 30, 7) <= Duration::from_secs(75));
+        assert_ne!(backoff(&s, 2, 1), backoff(&s, 2, 2), "jobs spread apart");
+    }
+}

@@ -1,0 +1,341 @@
+//! Routing: which changes are news, which routes and channels they take, and the jobs
+//! (with escalation steps and repeats) that go into the outbox.
+
+use super::*;
+
+fn matches_route(r: &RouteConfig, inc: &Incident) -> bool {
+    let m = &r.matchers;
+    (m.severity.is_empty() || m.severity.contains(&inc.severity))
+        && (m.status.is_empty() || m.status.contains(&inc.status))
+        && (m.service.is_empty() || inc.service.as_ref().is_some_and(|s| m.service.contains(s)))
+        && (m.host.is_empty() || inc.host.as_ref().is_some_and(|h| m.host.contains(h)))
+        && (m.rule.is_empty() || inc.rules.iter().any(|r| m.rule.contains(r)))
+        && m.labels.iter().all(|(k, v)| inc.labels.get(k) == Some(v))
+}
+
+impl Shared {
+    /// What a timeline entry tells, if anything.
+    fn event_of(e: &crate::incident::TimelineEntry) -> Option<NotifyEvent> {
+        let to = || e.data.get("to").and_then(|v| v.as_str());
+        match e.kind {
+            EntryKind::Created => Some(NotifyEvent::Opened),
+            EntryKind::Reopened => Some(NotifyEvent::Reopened),
+            EntryKind::StatusChanged => match to()? {
+                "acknowledged" => Some(NotifyEvent::Acknowledged),
+                "mitigated" => Some(NotifyEvent::Mitigated),
+                "resolved" => Some(NotifyEvent::Resolved),
+                "closed" => Some(NotifyEvent::Closed),
+                "cancelled" => Some(NotifyEvent::Cancelled),
+                _ => None,
+            },
+            EntryKind::SeverityChanged => {
+                let from: crate::incident::Severity =
+                    serde_json::from_value(e.data.get("from")?.clone()).ok()?;
+                let to: crate::incident::Severity =
+                    serde_json::from_value(e.data.get("to")?.clone()).ok()?;
+                (to < from).then_some(NotifyEvent::Escalated)
+            }
+            _ => None,
+        }
+    }
+
+    /// Routes the durable changes after `cursor` (read through the change feed); returns the
+    /// new position.
+    pub(super) async fn route_changes(
+        self: &Arc<Self>,
+        config: &NotifyConfig,
+        mut cursor: u64,
+    ) -> u64 {
+        loop {
+            let batch = match self.feed.read(cursor, 256).await {
+                Ok(b) => b,
+                Err(e) => {
+                    self.telemetry
+                        .warn_remediation(&format!("notifier cannot read changes: {e}"));
+                    return cursor;
+                }
+            };
+            if batch.upto <= cursor {
+                return cursor;
+            }
+            let store = self.store.clone();
+            let queued = match tokio::task::spawn_blocking(move || store.jobs()).await {
+                Ok(Ok(q)) => q,
+                Ok(Err(e)) => {
+                    self.telemetry
+                        .warn_remediation(&format!("notifier cannot read its outbox: {e}"));
+                    return cursor;
+                }
+                Err(_) => return cursor,
+            };
+            let (entries, last) = (batch.entries, batch.upto);
+            if entries.is_empty() {
+                // Numbers without entries (compacted): nothing to tell. The position need
+                // not be durable now: routing nothing again after a crash makes nothing.
+                if let Err(e) = self.store.enqueue_jobs(&[], &[], last) {
+                    self.telemetry
+                        .store_error("saving the notifier's place failed", &e);
+                    return cursor;
+                }
+                cursor = last;
+                continue;
+            }
+            // Planning reads the store (timelines replayed): off the async threads.
+            let (me, cfg) = (self.clone(), config.clone());
+            let planned =
+                tokio::task::spawn_blocking(move || me.plan_batch(&cfg, &entries, queued)).await;
+            let plan = match planned {
+                Ok(Ok(p)) => p,
+                // Try the whole batch again later rather than skip it.
+                Ok(Err(err)) => {
+                    self.telemetry
+                        .warn_remediation(&format!("notifier cannot read an incident: {err}"));
+                    return cursor;
+                }
+                Err(_) => return cursor,
+            };
+            let store = self.store.clone();
+            let (jobs, remove) = (plan.jobs, plan.remove);
+            let saved = tokio::task::spawn_blocking(move || {
+                store.enqueue_jobs(&jobs, &remove, last)?;
+                // Without jobs the position need not be durable now: routing those changes
+                // again after a crash makes nothing.
+                if !jobs.is_empty() || !remove.is_empty() {
+                    store.flush()?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .await;
+            match saved {
+                Ok(Ok(())) => {}
+                // Not durable: these changes are routed again on the next round (once the
+                // store has healed, it no longer holds what this write applied). Telling twice
+                // is allowed (at least once, with idempotency keys); never telling is not.
+                Ok(Err(err)) => {
+                    self.telemetry
+                        .store_error("notification outbox write failed", &err);
+                    return cursor;
+                }
+                Err(_) => return cursor,
+            }
+            cursor = last;
+            for (incident, note, data) in plan.notes {
+                self.record(incident, note, data).await;
+            }
+        }
+    }
+
+    /// The plan of a batch of changes: each telling one routed on the incident as it was at
+    /// that change (a later downgrade must not hide an earlier reopening), else as it is now.
+    fn plan_batch(
+        &self,
+        config: &NotifyConfig,
+        entries: &[crate::incident::TimelineEntry],
+        queued: Vec<Job>,
+    ) -> Result<Plan, StoreError> {
+        let mut plan = Plan {
+            queued,
+            ..Plan::default()
+        };
+        for e in entries {
+            let Some(event) = Self::event_of(e) else {
+                continue;
+            };
+            // Without routes only channels already told hear more, and only reminders
+            // already queued can become moot: an incident with neither needs no planning
+            // (which replays its timeline).
+            if config.routes.is_empty()
+                && !plan
+                    .queued
+                    .iter()
+                    .chain(plan.jobs.iter())
+                    .any(|j| j.incident_id == e.incident_id)
+                && self
+                    .store
+                    .notified_channels(e.incident_id)
+                    .unwrap_or_default()
+                    .is_empty()
+            {
+                continue;
+            }
+            let inc = match self.store.incident_at(e.incident_id, e.seq)? {
+                Some(i) => i,
+                // Compacted since (or not replayable): as it is now, if still there.
+                None => match self.store.incident(e.incident_id)? {
+                    Some(i) => i,
+                    None => continue,
+                },
+            };
+            let mut told = self.store.notified_channels(inc.id).unwrap_or_default();
+            // A channel with the incident's opening still queued (or planned in this batch)
+            // will have been told by the time what follows reaches it, since one incident's
+            // jobs for a channel go out in order: it hears what follows too, even if the
+            // incident leaves its route first (downgraded and resolved before the opening
+            // was delivered). Reminders and escalation steps not yet due tell nobody yet.
+            for j in plan.queued.iter().chain(plan.jobs.iter()) {
+                if j.incident_id == inc.id
+                    && j.event.opens()
+                    && !plan.remove.contains(&j.id)
+                    && !told.contains(&j.channel)
+                {
+                    told.push(j.channel.clone());
+                }
+            }
+            self.plan(config, &inc, event, e.change, &told, &mut plan);
+        }
+        Ok(plan)
+    }
+
+    /// The jobs the routes make of one event, the jobs it makes moot, and the timeline notes
+    /// of suppressed ones.
+    fn plan(
+        &self,
+        config: &NotifyConfig,
+        inc: &Incident,
+        event: NotifyEvent,
+        change: u64,
+        told: &[String],
+        plan: &mut Plan,
+    ) {
+        let now = self.clock.now();
+        // Reminders of this incident that an acknowledgement, an end or a new opening make
+        // moot (a reopening schedules its own).
+        let moot = |j: &Job| match j.event {
+            NotifyEvent::EscalationStep | NotifyEvent::Repeat => {
+                event.opens() || event.ends() || event == NotifyEvent::Acknowledged
+            }
+            NotifyEvent::Resend => event.ends(),
+            _ => false,
+        };
+        for j in plan.queued.iter().chain(plan.jobs.iter()) {
+            if j.incident_id == inc.id && moot(j) && !plan.remove.contains(&j.id) {
+                plan.remove.push(j.id);
+            }
+        }
+        plan.jobs.retain(|j| !(j.incident_id == inc.id && moot(j)));
+        let mut channels: Vec<String> = Vec::new();
+        let mut routes = Vec::new();
+        for r in &config.routes {
+            if !matches_route(r, inc) {
+                continue;
+            }
+            routes.push(r);
+            for c in &r.channels {
+                if !channels.contains(c) {
+                    channels.push(c.clone());
+                }
+            }
+            if !r.continue_ {
+                break;
+            }
+        }
+        // What follows an opening goes to every channel told of it, even if the incident no
+        // longer matches their route (downgraded, say): pages resolve, tickets close.
+        if !event.opens() {
+            for c in told {
+                if !channels.contains(c) && config.channels.iter().any(|x| &x.id == c) {
+                    channels.push(c.clone());
+                }
+            }
+        }
+        let escalations: Vec<&crate::notification::config::EscalationConfig> = if event.opens() {
+            routes
+                .iter()
+                .filter_map(|r| r.escalation.as_ref())
+                .filter_map(|id| config.escalations.iter().find(|x| &x.id == id))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if channels.is_empty() && escalations.is_empty() {
+            return;
+        }
+        if let Some(s) = self.silence_of(inc, now) {
+            self.telemetry.notifications_suppressed.inc();
+            plan.notes.push((
+                inc.id,
+                format!(
+                    "{} not sent: silenced by silence {} ({})",
+                    event.as_str(),
+                    s.0,
+                    s.1
+                ),
+                json!({"event": event.as_str(), "status": "suppressed", "silence": s.0}),
+            ));
+            return;
+        }
+        for e in escalations {
+            for (i, step) in e.steps.iter().enumerate() {
+                for c in &step.channels {
+                    let j = self.job(
+                        inc.id,
+                        c,
+                        NotifyEvent::EscalationStep,
+                        change,
+                        now.saturating_add(step.after),
+                        Some((e.id.clone(), i)),
+                        None,
+                    );
+                    plan.jobs.push(j);
+                }
+            }
+        }
+        if event.opens() {
+            for r in &routes {
+                if let Some(every) = r.repeat_interval {
+                    for c in &r.channels {
+                        let j = self.job(
+                            inc.id,
+                            c,
+                            NotifyEvent::Repeat,
+                            0,
+                            now.saturating_add(every),
+                            None,
+                            Some(every),
+                        );
+                        plan.jobs.push(j);
+                    }
+                }
+            }
+        }
+        for c in channels {
+            plan.jobs
+                .push(self.job(inc.id, &c, event, change, now, None, None));
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn job(
+        &self,
+        incident_id: u64,
+        channel: &str,
+        event: NotifyEvent,
+        change: u64,
+        next_at: Timestamp,
+        escalation: Option<(String, usize)>,
+        every: Option<Duration>,
+    ) -> Job {
+        Job {
+            id: self.allocate(),
+            incident_id,
+            channel: channel.to_owned(),
+            event,
+            change,
+            escalation,
+            every_ms: every.map(|d| d.as_millis() as u64),
+            created_at: self.clock.now(),
+            next_at,
+            attempts: 0,
+            last_error: None,
+        }
+    }
+
+    /// An active silence covering the incident: (id, comment).
+    pub(super) fn silence_of(&self, inc: &Incident, now: Timestamp) -> Option<(u64, String)> {
+        self.store.silences().ok().and_then(|all| {
+            all.into_iter()
+                .find(|s| s.state(now) == SilenceState::Active && s.matchers.matches(inc))
+                .map(|s| (s.id, s.comment))
+        })
+    }
+}
