@@ -239,7 +239,10 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let telemetry = Arc::new(Telemetry::default());
-    let host: Arc<str> = crate::event::local_hostname().into();
+    let host: Arc<str> = match &config.daemon.host {
+        Some(h) => h.as_str().into(),
+        None => crate::event::local_hostname().into(),
+    };
 
     std::fs::create_dir_all(&config.daemon.runtime_dir)
         .map_err(io_err("create folder", &config.daemon.runtime_dir))?;

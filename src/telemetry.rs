@@ -369,6 +369,8 @@ pub struct Telemetry {
     pub notifications_dead: Counter,
     pub notifications_suppressed: Counter,
     pub notifications_queued: Gauge,
+    /// Deliveries per (channel, peer) of channels with several peers (Alertmanager `urls`).
+    pub peers: Mutex<std::collections::BTreeMap<(String, String), PeerStats>>,
     #[serde(skip)]
     remediation_throttle: Throttle,
     /// Engine checkpoints made durable.
@@ -565,6 +567,7 @@ impl Default for Telemetry {
             notifications_dead: Counter::default(),
             notifications_suppressed: Counter::default(),
             notifications_queued: Gauge::default(),
+            peers: Mutex::new(Default::default()),
             remediation_throttle: Throttle::new(Duration::from_secs(10)),
             checkpoints: Counter::default(),
             watermark: WatermarkStats::default(),
@@ -774,4 +777,37 @@ fn pairs_json(list: &Mutex<Vec<(String, String)>>, what: &str) -> serde_json::Va
             .map(|(a, p)| serde_json::json!({what: a, "problem": p}))
             .collect(),
     )
+}
+
+/// One peer of a channel with several (an Alertmanager of an HA cluster).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PeerStats {
+    pub delivered: u64,
+    /// Attempts that failed and will be retried.
+    pub failed_attempts: u64,
+    pub dead_lettered: u64,
+    /// Its jobs in the outbox (timed resends included).
+    pub queued: u64,
+    /// The last failure, cleared by the next delivery.
+    pub last_error: Option<String>,
+    pub last_delivered_at: Option<crate::clock::Timestamp>,
+}
+
+impl Telemetry {
+    /// Updates one peer's figures (`peer` as shown: without a password).
+    pub fn peer(&self, channel: &str, peer: &str, f: impl FnOnce(&mut PeerStats)) {
+        let mut m = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        f(m.entry((channel.to_owned(), peer.to_owned())).or_default());
+    }
+
+    /// Sets every peer's queue length (a peer with nothing queued gets 0).
+    pub fn set_peers_queued(&self, counts: std::collections::HashMap<(String, String), u64>) {
+        let mut m = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        for (k, v) in m.iter_mut() {
+            v.queued = counts.get(k).copied().unwrap_or(0);
+        }
+        for (k, n) in counts {
+            m.entry(k).or_default().queued = n;
+        }
+    }
 }

@@ -349,6 +349,45 @@ pub async fn render(st: &ApiState) -> String {
         &[],
         t.notifications_queued.get() as f64,
     );
+    let peers: Vec<_> = t
+        .peers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if !peers.is_empty() {
+        m.family(
+            "incidentd_notification_peer_deliveries_total",
+            "counter",
+            "Deliveries to each peer of a channel with several (Alertmanager `urls`), by result.",
+        );
+        for ((channel, peer), s) in &peers {
+            for (result, n) in [
+                ("delivered", s.delivered),
+                ("failed", s.failed_attempts),
+                ("dead_lettered", s.dead_lettered),
+            ] {
+                m.sample(
+                    "incidentd_notification_peer_deliveries_total",
+                    &[("channel", channel), ("peer", peer), ("result", result)],
+                    n as f64,
+                );
+            }
+        }
+        m.family(
+            "incidentd_notification_peer_queued",
+            "gauge",
+            "Jobs waiting in the outbox for each peer of a channel with several.",
+        );
+        for ((channel, peer), s) in &peers {
+            m.sample(
+                "incidentd_notification_peer_queued",
+                &[("channel", channel), ("peer", peer)],
+                s.queued as f64,
+            );
+        }
+    }
     let plugins: Vec<_> = t.plugins.lock().unwrap_or_else(|p| p.into_inner()).clone();
     if !plugins.is_empty() {
         for (family, help) in [

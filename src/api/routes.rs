@@ -171,6 +171,12 @@ pub(super) async fn status(State(st): S) -> Json<Value> {
             "dead_lettered": t.notifications_dead,
             "suppressed": t.notifications_suppressed,
             "queued": t.notifications_queued,
+            "peers": t.peers.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|((channel, peer), s)| {
+                let mut v = json!(s);
+                v["channel"] = json!(channel);
+                v["peer"] = json!(peer);
+                v
+            }).collect::<Vec<_>>(),
             "preflight": t.unreachable_json(),
         },
         "plugins": t.plugins.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|p| json!(&**p)).collect::<Vec<_>>(),

@@ -512,6 +512,14 @@ fn validate(config: &Config, path: &Path, errors: &mut Vec<ConfigError>) {
     if config.ingest.max_line_bytes < 16 {
         err("ingest.max_line_bytes", "must be at least 16".into());
     }
+    if let Some(h) = &config.daemon.host
+        && (h.is_empty() || h.len() > 253 || h.chars().any(|c| c.is_control() || c.is_whitespace()))
+    {
+        err(
+            "daemon.host",
+            "must be a host name: 1 to 253 characters, no spaces or control characters".into(),
+        );
+    }
     if config.daemon.event_queue == 0 || config.daemon.detection_queue == 0 {
         err("daemon", "queue capacities must be at least 1".into());
     }

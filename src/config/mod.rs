@@ -87,6 +87,9 @@ impl Config {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DaemonConfig {
+    /// This host's name in notifications (Alertmanager's `instance` label, PagerDuty's
+    /// source and dedup key). Default: the local hostname.
+    pub host: Option<String>,
     /// Where sled keeps its files. Default `$STATE_DIRECTORY` (systemd) or /var/lib/incidentd.
     pub state_dir: PathBuf,
     /// Where sockets live. Default `$RUNTIME_DIRECTORY` (systemd) or /run/incidentd.
@@ -121,6 +124,7 @@ impl Default for DaemonConfig {
                 .unwrap_or_else(|| PathBuf::from(fallback))
         };
         DaemonConfig {
+            host: None,
             state_dir: env_dir("STATE_DIRECTORY", "/var/lib/incidentd"),
             runtime_dir: env_dir("RUNTIME_DIRECTORY", "/run/incidentd"),
             log_format: LogFormat::Auto,

@@ -63,6 +63,14 @@ pub struct ChannelConfig {
     /// Every HTTP channel's address (PagerDuty and GitHub have defaults).
     #[serde(default)]
     pub url: Option<String>,
+    /// Alertmanager: every peer of an HA cluster (with `url`, if given, the first); each
+    /// gets every alert and is retried on its own.
+    #[serde(default)]
+    pub urls: Vec<String>,
+    /// Alertmanager: a template for a link to the incident (`generatorURL` and the `link`
+    /// annotation), e.g. `https://incidents.example.com/{{ incident.id }}`.
+    #[serde(default)]
+    pub link: Option<String>,
     #[serde(default)]
     pub routing_key: Option<Secret>,
     #[serde(default)]
@@ -223,15 +231,57 @@ pub struct NotifyConfig {
     pub settings: NotificationsConfig,
 }
 
+/// A peer's address as logs, metrics and the timeline show it: without a password.
+pub fn shown_peer(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("redacted"));
+            u.to_string().trim_end_matches('/').to_owned()
+        }
+        _ => url.to_owned(),
+    }
+}
+
 impl ChannelConfig {
+    /// The peers a channel sends every notification to, each retried on its own: an
+    /// Alertmanager channel's `url` and `urls` (without repeats); none for other kinds.
+    pub fn peers(&self) -> Vec<String> {
+        if self.kind != ChannelKind::Alertmanager {
+            return Vec::new();
+        }
+        let mut out: Vec<String> = Vec::new();
+        for u in self.url.iter().chain(self.urls.iter()) {
+            let u = u.trim_end_matches('/').to_owned();
+            if !out.contains(&u) {
+                out.push(u);
+            }
+        }
+        out
+    }
+
     /// What is missing or does not fit the channel's kind, as (key, message).
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         // Each kind checks its own settings (notification/channel/<kind>.rs).
         let mut out = super::channel::build(self).err().unwrap_or_default();
-        if let Some(u) = &self.url
-            && !(u.starts_with("http://") || u.starts_with("https://"))
+        for (key, u) in self
+            .url
+            .iter()
+            .map(|u| ("url", u))
+            .chain(self.urls.iter().map(|u| ("urls", u)))
         {
-            out.push(("url", format!("`{u}` is not an http:// or https:// URL")));
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                out.push((key, format!("`{u}` is not an http:// or https:// URL")));
+            }
+        }
+        if self.kind != ChannelKind::Alertmanager {
+            for (key, set) in [
+                ("urls", !self.urls.is_empty()),
+                ("link", self.link.is_some()),
+            ] {
+                if set {
+                    out.push((key, format!("only an alertmanager channel takes `{key}`")));
+                }
+            }
         }
         if let Some(r) = &self.rate_limit
             && r.max == 0

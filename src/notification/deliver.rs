@@ -55,7 +55,7 @@ impl Shared {
             self.reschedule_or_drop(&mut job, now).await;
             return;
         }
-        if let Some(wait) = self.rate_limited(channel, now) {
+        if let Some(wait) = self.rate_limited(channel, job.peer.as_deref(), now) {
             job.next_at = now.saturating_add(wait);
             if let Err(e) = self.store.put_job(&job) {
                 self.telemetry
@@ -76,12 +76,37 @@ impl Shared {
             channel,
             host: &self.host,
             step: job.escalation.as_ref().map(|(_, s)| *s),
+            peer: job.peer.as_deref(),
         };
         let result = kind.deliver(&ctx, templates, &self.http).await;
+        let peer = job.peer.as_deref().map(config::shown_peer);
+        // " (peer …)" in what the timeline and the log say of a channel with several peers.
+        let to_peer = peer
+            .as_deref()
+            .map(|p| format!(" (peer {p})"))
+            .unwrap_or_default();
+        if let Some(p) = &peer {
+            let at = now;
+            self.telemetry.peer(&channel.id, p, |s| match &result {
+                Ok(_) => {
+                    s.delivered += 1;
+                    s.last_error = None;
+                    s.last_delivered_at = Some(at);
+                }
+                Err(e) => {
+                    s.last_error = Some(e.to_string());
+                    if e.permanent() || at.since(job.created_at) >= channel.max_age {
+                        s.dead_lettered += 1;
+                    } else {
+                        s.failed_attempts += 1;
+                    }
+                }
+            });
+        }
         match result {
             Ok(outcome) => {
                 self.telemetry.notifications_delivered.inc();
-                tracing::info!(incident = inc.id, channel = %channel.id, event = job.event.as_str(), attempts = job.attempts, "notification delivered");
+                tracing::info!(incident = inc.id, channel = %channel.id, peer = peer.as_deref(), event = job.event.as_str(), attempts = job.attempts, "notification delivered");
                 if let Some((key, value, url)) = outcome.ticket {
                     let r = self
                         .incidents
@@ -98,6 +123,9 @@ impl Shared {
                 }
                 let mut data = json!({"channel": channel.id, "kind": channel.kind.as_str(),
                     "event": job.event.as_str(), "status": "delivered", "attempts": job.attempts});
+                if let Some(p) = &peer {
+                    data["peer"] = json!(p);
+                }
                 if let Some((esc, step)) = &job.escalation {
                     data["escalation"] = json!(esc);
                     data["step"] = json!(step);
@@ -106,9 +134,13 @@ impl Shared {
                 if job.event != NotifyEvent::Resend {
                     let note = match &job.escalation {
                         Some((esc, step)) => {
-                            format!("escalation {esc} step {} sent to {}", step + 1, channel.id)
+                            format!(
+                                "escalation {esc} step {} sent to {}{to_peer}",
+                                step + 1,
+                                channel.id
+                            )
                         }
-                        None => format!("{} sent to {}", job.event.as_str(), channel.id),
+                        None => format!("{} sent to {}{to_peer}", job.event.as_str(), channel.id),
                     };
                     self.record(inc.id, note, data).await;
                 }
@@ -126,7 +158,7 @@ impl Shared {
                     && job.event != NotifyEvent::Resend
                     && inc.status.is_active()
                 {
-                    self.ensure_resend(channel, &inc, now);
+                    self.ensure_resend(channel, job.peer.as_deref(), &inc, now);
                 }
                 self.reschedule_or_drop(&mut job, now).await;
             }
@@ -141,18 +173,21 @@ impl Shared {
                         "still failing after max_age"
                     };
                     self.telemetry.notifications_dead.inc();
-                    tracing::error!(incident = inc.id, channel = %channel.id, attempts = job.attempts, error = %e, why, "notification dead-lettered");
+                    tracing::error!(incident = inc.id, channel = %channel.id, peer = peer.as_deref(), attempts = job.attempts, error = %e, why, "notification dead-lettered");
                     self.persist(move |st| st.remove_job(job.id)).await;
                     let mut data = json!({"channel": channel.id, "event": job.event.as_str(),
                         "status": "dead_lettered", "reason": why, "attempts": job.attempts,
                         "error": e.to_string()});
+                    if let Some(p) = &peer {
+                        data["peer"] = json!(p);
+                    }
                     if let serde_json::Value::Object(answer) = e.data() {
                         data["answer"] = serde_json::Value::Object(answer);
                     }
                     self.record(
                         inc.id,
                         format!(
-                            "{} to {} given up after {} attempt{} ({why}): {e}",
+                            "{} to {}{to_peer} given up after {} attempt{} ({why}): {e}",
                             job.event.as_str(),
                             channel.id,
                             job.attempts,
@@ -165,7 +200,7 @@ impl Shared {
                 }
                 self.telemetry.notifications_failed.inc();
                 let delay = backoff(settings, job.attempts, job.id);
-                tracing::warn!(incident = inc.id, channel = %channel.id, attempts = job.attempts, retry_in = ?delay, error = %e, "notification failed; will retry");
+                tracing::warn!(incident = inc.id, channel = %channel.id, peer = peer.as_deref(), attempts = job.attempts, retry_in = ?delay, error = %e, "notification failed; will retry");
                 job.last_error = Some(e.to_string());
                 job.next_at = now.saturating_add(delay);
                 self.persist(move |st| st.put_job(&job)).await;
@@ -205,16 +240,26 @@ impl Shared {
         }
     }
 
-    /// One resend job per incident and Alertmanager channel while the incident is active.
-    fn ensure_resend(&self, channel: &ChannelConfig, inc: &Incident, now: Timestamp) {
+    /// One resend job per incident, Alertmanager channel and peer while the incident is
+    /// active.
+    fn ensure_resend(
+        &self,
+        channel: &ChannelConfig,
+        peer: Option<&str>,
+        inc: &Incident,
+        now: Timestamp,
+    ) {
         let exists = self.store.jobs().is_ok_and(|jobs| {
             jobs.iter().any(|j| {
-                j.incident_id == inc.id && j.channel == channel.id && j.event == NotifyEvent::Resend
+                j.incident_id == inc.id
+                    && j.channel == channel.id
+                    && j.peer.as_deref() == peer
+                    && j.event == NotifyEvent::Resend
             })
         });
         if !exists {
             let every = channel.resend_interval.unwrap_or(Duration::from_secs(60));
-            let j = self.job(
+            let mut j = self.job(
                 inc.id,
                 &channel.id,
                 NotifyEvent::Resend,
@@ -223,6 +268,7 @@ impl Shared {
                 None,
                 Some(every),
             );
+            j.peer = peer.map(str::to_owned);
             if let Err(e) = self.store.put_job(&j) {
                 self.telemetry
                     .store_error("could not queue an Alertmanager resend", &e);
@@ -231,10 +277,20 @@ impl Shared {
     }
 
     /// How long to wait when the channel's rate limit is reached (else counts this one).
-    fn rate_limited(&self, c: &ChannelConfig, now: Timestamp) -> Option<Duration> {
+    /// Each peer of a channel is a receiver of its own, with its own limit.
+    fn rate_limited(
+        &self,
+        c: &ChannelConfig,
+        peer: Option<&str>,
+        now: Timestamp,
+    ) -> Option<Duration> {
         let r = c.rate_limit?;
+        let key = match peer {
+            Some(p) => format!("{}\u{0}{p}", c.id),
+            None => c.id.clone(),
+        };
         let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
-        sent.admit(&c.id, now, r.max as usize, r.per)
+        sent.admit(&key, now, r.max as usize, r.per)
             .err()
             .map(|wait| wait.max(Duration::from_millis(100)))
     }

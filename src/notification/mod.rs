@@ -90,6 +90,9 @@ pub struct Job {
     pub id: u64,
     pub incident_id: u64,
     pub channel: String,
+    /// The peer this job is for, when the channel has several (Alertmanager's `urls`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
     pub event: NotifyEvent,
     /// The change that caused it (0 for timed jobs).
     #[serde(default)]
@@ -139,6 +142,9 @@ struct Shared {
 struct Worker {
     tx: mpsc::Sender<Job>,
 }
+
+/// Who delivers a job: its channel and, for a channel with several peers, the peer.
+type WorkerKey = (String, Option<String>);
 
 /// What routing a batch of changes makes.
 #[derive(Default)]
@@ -231,15 +237,25 @@ async fn run(
     tracing::debug!("notifier stopped");
 }
 
-/// One worker per channel (replacing the old ones on reload; those finish their job).
+/// One worker per channel, and per peer of a channel with several (replacing the old ones
+/// on reload; those finish their job).
 fn start_workers(
     shared: &Arc<Shared>,
     config: &NotifyConfig,
     tracker: &tokio_util::task::TaskTracker,
     cancel: &CancellationToken,
-) -> HashMap<String, Worker> {
+) -> HashMap<WorkerKey, Worker> {
     let mut out = HashMap::new();
-    for c in &config.channels {
+    let lanes = config.channels.iter().flat_map(|c| {
+        let peers = c.peers();
+        let targets: Vec<Option<String>> = if peers.is_empty() {
+            vec![None]
+        } else {
+            peers.into_iter().map(Some).collect()
+        };
+        targets.into_iter().map(move |t| (c, t))
+    });
+    for (c, peer) in lanes {
         // Checked when the config loaded: a channel that does not build was refused then.
         let kind = match channel::build(c) {
             Ok(k) => k,
@@ -272,7 +288,7 @@ fn start_workers(
                     .remove(&id);
             }
         });
-        out.insert(c.id.clone(), Worker { tx });
+        out.insert((c.id.clone(), peer), Worker { tx });
     }
     out
 }
@@ -287,7 +303,7 @@ impl Shared {
 
     /// Hands due jobs to their channel's worker: per incident and channel, one at a time
     /// and in order (a retried trigger goes before the acknowledgement that followed it).
-    async fn dispatch(&self, workers: &HashMap<String, Worker>) {
+    async fn dispatch(&self, workers: &HashMap<WorkerKey, Worker>) {
         let store = self.store.clone();
         let Ok(Ok(mut jobs)) = tokio::task::spawn_blocking(move || store.jobs()).await else {
             return;
@@ -296,13 +312,23 @@ impl Shared {
         jobs.sort_by_key(|j| j.id);
         let now = self.clock.now();
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        let mut blocked: HashSet<(u64, String)> = HashSet::new();
+        let mut blocked: HashSet<(u64, String, Option<String>)> = HashSet::new();
+        let mut per_peer: HashMap<(String, String), u64> = HashMap::new();
+        for job in &jobs {
+            if let Some(p) = &job.peer {
+                *per_peer
+                    .entry((job.channel.clone(), config::shown_peer(p)))
+                    .or_default() += 1;
+            }
+        }
+        self.telemetry.set_peers_queued(per_peer);
         for job in jobs {
             let timed = matches!(
                 job.event,
                 NotifyEvent::EscalationStep | NotifyEvent::Repeat | NotifyEvent::Resend
             );
-            let lane = (job.incident_id, job.channel.clone());
+            // Per peer: a dead peer holds back only its own deliveries.
+            let lane = (job.incident_id, job.channel.clone(), job.peer.clone());
             // A change waits for the earlier changes of its incident on its channel.
             if !timed && blocked.contains(&lane) {
                 continue;
@@ -314,7 +340,22 @@ impl Shared {
             if busy || job.next_at > now {
                 continue;
             }
-            match workers.get(&job.channel) {
+            // A job queued before its channel had peers goes to the first peer's worker and
+            // is sent to every peer.
+            let worker = workers
+                .get(&(job.channel.clone(), job.peer.clone()))
+                .or_else(|| {
+                    job.peer
+                        .is_none()
+                        .then(|| {
+                            workers
+                                .iter()
+                                .find(|((c, _), _)| c == &job.channel)
+                                .map(|(_, w)| w)
+                        })
+                        .flatten()
+                });
+            match worker {
                 Some(w) => {
                     let id = job.id;
                     if w.tx.try_send(job).is_ok() {
@@ -322,8 +363,8 @@ impl Shared {
                     }
                 }
                 None => {
-                    // The channel was removed by a reload.
-                    tracing::warn!(job = job.id, channel = %job.channel, "notification for a channel that no longer exists; dropped");
+                    // The channel (or this peer of it) was removed by a reload.
+                    tracing::warn!(job = job.id, channel = %job.channel, peer = job.peer.as_deref().map(config::shown_peer), "notification for a channel or peer that no longer exists; dropped");
                     if let Err(e) = self.store.remove_job(job.id) {
                         self.telemetry.store_error(
                             "could not drop a job of a removed channel from the outbox",

@@ -124,11 +124,14 @@ impl AddressPolicy {
 }
 
 /// The host a channel connects to, if it connects anywhere.
-fn host(c: &ChannelConfig) -> Option<String> {
+fn hosts(c: &ChannelConfig) -> Vec<String> {
     let url = match c.kind {
-        ChannelKind::Log | ChannelKind::Exec => return None,
+        ChannelKind::Log | ChannelKind::Exec => return Vec::new(),
         ChannelKind::Email => {
-            return Some(c.smtp_host.clone().unwrap_or_else(|| "localhost".into()));
+            return vec![c.smtp_host.clone().unwrap_or_else(|| "localhost".into())];
+        }
+        ChannelKind::Alertmanager => {
+            return c.peers().iter().filter_map(|u| url_host(u)).collect();
         }
         ChannelKind::Pagerduty => c
             .url
@@ -138,9 +141,16 @@ fn host(c: &ChannelConfig) -> Option<String> {
             .url
             .clone()
             .unwrap_or_else(|| "https://api.github.com".into()),
-        _ => c.url.clone()?,
+        _ => match c.url.clone() {
+            Some(u) => u,
+            None => return Vec::new(),
+        },
     };
-    reqwest::Url::parse(&url)
+    url_host(&url).into_iter().collect()
+}
+
+fn url_host(url: &str) -> Option<String> {
+    reqwest::Url::parse(url)
         .ok()?
         .host_str()
         .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned())
@@ -149,8 +159,10 @@ fn host(c: &ChannelConfig) -> Option<String> {
 /// (channel, problem) for each channel whose host the policy blocks.
 pub fn unreachable(channels: &[ChannelConfig], policy: &AddressPolicy) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for c in channels {
-        let Some(h) = host(c) else { continue };
+    for (c, h) in channels
+        .iter()
+        .flat_map(|c| hosts(c).into_iter().map(move |h| (c, h)))
+    {
         let blocked = match h.parse::<IpAddr>() {
             Ok(ip) => policy.blocks(ip),
             Err(_) if h == "localhost" => false,

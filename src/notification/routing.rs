@@ -183,7 +183,36 @@ impl Shared {
             }
             self.plan(config, &inc, event, e.change, &told, &mut plan);
         }
+        plan.jobs = self.one_per_peer(config, std::mem::take(&mut plan.jobs));
         Ok(plan)
+    }
+
+    /// A job for a channel with several peers (Alertmanager's `urls`) becomes one job per
+    /// peer: each is delivered, retried and dead-lettered on its own, so a dead peer delays
+    /// nothing for the others.
+    fn one_per_peer(&self, config: &NotifyConfig, jobs: Vec<Job>) -> Vec<Job> {
+        let mut out = Vec::with_capacity(jobs.len());
+        for j in jobs {
+            let peers = config
+                .channels
+                .iter()
+                .find(|c| c.id == j.channel)
+                .map(|c| c.peers())
+                .unwrap_or_default();
+            if peers.is_empty() || j.peer.is_some() {
+                out.push(j);
+                continue;
+            }
+            for (i, peer) in peers.into_iter().enumerate() {
+                let mut k = j.clone();
+                if i > 0 {
+                    k.id = self.allocate();
+                }
+                k.peer = Some(peer);
+                out.push(k);
+            }
+        }
+        out
     }
 
     /// The jobs the routes make of one event, the jobs it makes moot, and the timeline notes
@@ -319,6 +348,7 @@ impl Shared {
             id: self.allocate(),
             incident_id,
             channel: channel.to_owned(),
+            peer: None,
             event,
             change,
             escalation,

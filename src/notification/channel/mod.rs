@@ -231,6 +231,8 @@ pub struct Context<'a> {
     pub channel: &'a ChannelConfig,
     pub host: &'a str,
     pub step: Option<usize>,
+    /// The one peer to send to, for a channel with several (Alertmanager's `urls`).
+    pub peer: Option<&'a str>,
 }
 
 /// What came of a delivery besides success.
@@ -255,6 +257,13 @@ impl Context<'_> {
             channel => self.channel.id.as_str(),
             step => self.step,
         }
+    }
+
+    /// A template given inline in the channel's settings (Alertmanager's `link`).
+    fn render_inline(&self, t: &Templates, text: &str) -> Result<String, DeliveryError> {
+        t.env
+            .render_str(text, self.template_ctx())
+            .map_err(|e| DeliveryError::Invalid(format!("template `{text}`: {e}")))
     }
 
     fn text(&self, t: &Templates) -> Result<String, DeliveryError> {
@@ -324,6 +333,7 @@ pub(crate) mod tests {
             channel,
             host: "h",
             step: None,
+            peer: None,
         }
     }
 
