@@ -16,13 +16,14 @@ impl Shared {
         let now = self.clock.now();
         // The outbox has the truth: a job removed or rescheduled since it was handed out
         // is not sent again.
-        let mut job = match self.store.job(job.id) {
-            Ok(Some(j)) if j.next_at <= now => j,
+        let mut job = match self.queue.get(job.id) {
+            Some(j) if j.next_at <= now => j,
             _ => return,
         };
         let inc = match self.store.incident(job.incident_id) {
             Ok(Some(i)) => i,
             Ok(None) => {
+                self.queue.remove(job.id);
                 if let Err(e) = self.store.remove_job(job.id) {
                     self.telemetry.store_error(
                         "could not drop a job of a gone incident from the outbox",
@@ -44,6 +45,7 @@ impl Shared {
             if let Some((esc, step)) = &job.escalation {
                 tracing::info!(incident = inc.id, escalation = %esc, step, "escalation step not needed: the incident was acknowledged or ended");
             }
+            self.queue.remove(job.id);
             self.persist(move |st| st.remove_job(job.id)).await;
             return;
         }
@@ -57,6 +59,7 @@ impl Shared {
         }
         if let Some(wait) = self.rate_limited(channel, job.peer.as_deref(), now) {
             job.next_at = now.saturating_add(wait);
+            self.queue.put(&job);
             if let Err(e) = self.store.put_job(&job) {
                 self.telemetry
                     .store_error("could not reschedule a rate-limited notification", &e);
@@ -174,6 +177,7 @@ impl Shared {
                     };
                     self.telemetry.notifications_dead.inc();
                     tracing::error!(incident = inc.id, channel = %channel.id, peer = peer.as_deref(), attempts = job.attempts, error = %e, why, "notification dead-lettered");
+                    self.queue.remove(job.id);
                     self.persist(move |st| st.remove_job(job.id)).await;
                     let mut data = json!({"channel": channel.id, "event": job.event.as_str(),
                         "status": "dead_lettered", "reason": why, "attempts": job.attempts,
@@ -203,6 +207,7 @@ impl Shared {
                 tracing::warn!(incident = inc.id, channel = %channel.id, peer = peer.as_deref(), attempts = job.attempts, retry_in = ?delay, error = %e, "notification failed; will retry");
                 job.last_error = Some(e.to_string());
                 job.next_at = now.saturating_add(delay);
+                self.queue.put(&job);
                 self.persist(move |st| st.put_job(&job)).await;
             }
         }
@@ -217,10 +222,12 @@ impl Shared {
                 job.created_at = now;
                 job.last_error = None;
                 let j = job.clone();
+                self.queue.put(&j);
                 self.persist(move |st| st.put_job(&j)).await;
             }
             None => {
                 let id = job.id;
+                self.queue.remove(id);
                 self.persist(move |st| st.remove_job(id)).await;
             }
         }
@@ -249,13 +256,11 @@ impl Shared {
         inc: &Incident,
         now: Timestamp,
     ) {
-        let exists = self.store.jobs().is_ok_and(|jobs| {
-            jobs.iter().any(|j| {
-                j.incident_id == inc.id
-                    && j.channel == channel.id
-                    && j.peer.as_deref() == peer
-                    && j.event == NotifyEvent::Resend
-            })
+        let exists = self.queue.any(|j| {
+            j.incident_id == inc.id
+                && j.channel == channel.id
+                && j.peer.as_deref() == peer
+                && j.event == NotifyEvent::Resend
         });
         if !exists {
             let every = channel.resend_interval.unwrap_or(Duration::from_secs(60));
@@ -269,6 +274,7 @@ impl Shared {
                 Some(every),
             );
             j.peer = peer.map(str::to_owned);
+            self.queue.put(&j);
             if let Err(e) = self.store.put_job(&j) {
                 self.telemetry
                     .store_error("could not queue an Alertmanager resend", &e);

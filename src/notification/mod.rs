@@ -14,6 +14,7 @@ pub mod channel;
 pub mod config;
 mod deliver;
 pub mod port;
+mod queue;
 pub mod reach;
 mod routing;
 
@@ -133,6 +134,8 @@ struct Shared {
     http: reqwest::Client,
     host: Arc<str>,
     next_id: Mutex<u64>,
+    /// The outbox, mirrored in memory.
+    queue: queue::Queue,
     /// Jobs handed to a worker and not yet finished.
     in_flight: Mutex<HashSet<u64>>,
     /// Per channel: recent delivery times, for its rate limit.
@@ -142,6 +145,9 @@ struct Shared {
 struct Worker {
     tx: mpsc::Sender<Job>,
 }
+
+/// Deliveries one worker (a channel, or one peer of it) has under way at once.
+const DELIVERIES_IN_FLIGHT: usize = 8;
 
 /// Who delivers a job: its channel and, for a channel with several peers, the peer.
 type WorkerKey = (String, Option<String>);
@@ -176,6 +182,7 @@ pub fn spawn(
     })?;
     let shared = Arc::new(Shared {
         next_id: Mutex::new(store.next_job_id()?),
+        queue: queue::Queue::load(store.jobs()?),
         feed: ChangeFeed::new(store.clone(), incidents.changes()),
         store,
         incidents,
@@ -267,25 +274,40 @@ fn start_workers(
         let (tx, mut rx) = mpsc::channel::<Job>(256);
         let (s, channel, cancel) = (shared.clone(), c.clone(), cancel.clone());
         let settings = config.settings.clone();
+        let jobs = tracker.clone();
         tracker.spawn(async move {
-            let templates = channel::Templates::load(&settings.templates_dir);
+            let templates = Arc::new(channel::Templates::load(&settings.templates_dir));
+            let (channel, settings) = (Arc::new(channel), Arc::new(settings));
+            // Deliveries of different incidents overlap (dispatch keeps one per incident in
+            // flight), so one slow answer or one fsync does not hold back the rest.
+            let slots = Arc::new(tokio::sync::Semaphore::new(DELIVERIES_IN_FLIGHT));
             loop {
                 let job = tokio::select! {
                     biased;
                     () = cancel.cancelled() => break,
                     j = rx.recv() => match j { Some(j) => j, None => break },
                 };
-                let id = job.id;
-                // A delivery cut short by shutdown stays queued: sent after the restart.
-                tokio::select! {
+                let slot = tokio::select! {
                     biased;
                     () = cancel.cancelled() => break,
-                    () = s.work(&channel, kind.as_ref(), &settings, &templates, job) => {}
-                }
-                s.in_flight
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&id);
+                    p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                };
+                let (s, channel, settings) = (s.clone(), channel.clone(), settings.clone());
+                let (kind, templates, cancel) = (kind.clone(), templates.clone(), cancel.clone());
+                jobs.spawn(async move {
+                    let id = job.id;
+                    // A delivery cut short by shutdown stays queued: sent after the restart.
+                    tokio::select! {
+                        biased;
+                        () = cancel.cancelled() => {}
+                        () = s.work(&channel, kind.as_ref(), &settings, &templates, job) => {}
+                    }
+                    s.in_flight
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&id);
+                    drop(slot);
+                });
             }
         });
         out.insert((c.id.clone(), peer), Worker { tx });
@@ -304,17 +326,19 @@ impl Shared {
     /// Hands due jobs to their channel's worker: per incident and channel, one at a time
     /// and in order (a retried trigger goes before the acknowledgement that followed it).
     async fn dispatch(&self, workers: &HashMap<WorkerKey, Worker>) {
-        let store = self.store.clone();
-        let Ok(Ok(mut jobs)) = tokio::task::spawn_blocking(move || store.jobs()).await else {
-            return;
-        };
+        let jobs = self.queue.all();
         self.telemetry.notifications_queued.set(jobs.len() as u64);
-        jobs.sort_by_key(|j| j.id);
         let now = self.clock.now();
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         let mut blocked: HashSet<(u64, String, Option<String>)> = HashSet::new();
         let mut per_peer: HashMap<(String, String), u64> = HashMap::new();
+        // One delivery at a time per incident and channel (or peer): a worker delivers
+        // several at once, but never two of one incident, so they reach it in order.
+        let mut running: HashSet<(u64, String, Option<String>)> = HashSet::new();
         for job in &jobs {
+            if in_flight.contains(&job.id) {
+                running.insert((job.incident_id, job.channel.clone(), job.peer.clone()));
+            }
             if let Some(p) = &job.peer {
                 *per_peer
                     .entry((job.channel.clone(), config::shown_peer(p)))
@@ -335,9 +359,9 @@ impl Shared {
             }
             let busy = in_flight.contains(&job.id);
             if !timed {
-                blocked.insert(lane);
+                blocked.insert(lane.clone());
             }
-            if busy || job.next_at > now {
+            if busy || job.next_at > now || running.contains(&lane) {
                 continue;
             }
             // A job queued before its channel had peers goes to the first peer's worker and
@@ -360,11 +384,13 @@ impl Shared {
                     let id = job.id;
                     if w.tx.try_send(job).is_ok() {
                         in_flight.insert(id);
+                        running.insert(lane);
                     }
                 }
                 None => {
                     // The channel (or this peer of it) was removed by a reload.
                     tracing::warn!(job = job.id, channel = %job.channel, peer = job.peer.as_deref().map(config::shown_peer), "notification for a channel or peer that no longer exists; dropped");
+                    self.queue.remove(job.id);
                     if let Err(e) = self.store.remove_job(job.id) {
                         self.telemetry.store_error(
                             "could not drop a job of a removed channel from the outbox",

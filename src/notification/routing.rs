@@ -58,16 +58,7 @@ impl Shared {
             if batch.upto <= cursor {
                 return cursor;
             }
-            let store = self.store.clone();
-            let queued = match tokio::task::spawn_blocking(move || store.jobs()).await {
-                Ok(Ok(q)) => q,
-                Ok(Err(e)) => {
-                    self.telemetry
-                        .warn_remediation(&format!("notifier cannot read its outbox: {e}"));
-                    return cursor;
-                }
-                Err(_) => return cursor,
-            };
+            let queued = self.queue.all();
             let (entries, last) = (batch.entries, batch.upto);
             if entries.is_empty() {
                 // Numbers without entries (compacted): nothing to tell. The position need
@@ -95,9 +86,11 @@ impl Shared {
                 Err(_) => return cursor,
             };
             let store = self.store.clone();
-            let (jobs, remove) = (plan.jobs, plan.remove);
+            let (jobs, remove) = (Arc::new(plan.jobs), Arc::new(plan.remove));
+            let (j, r) = (jobs.clone(), remove.clone());
             let saved = tokio::task::spawn_blocking(move || {
-                store.enqueue_jobs(&jobs, &remove, last)?;
+                let (jobs, remove) = (&*j, &*r);
+                store.enqueue_jobs(jobs, remove, last)?;
                 // Without jobs the position need not be durable now: routing those changes
                 // again after a crash makes nothing.
                 if !jobs.is_empty() || !remove.is_empty() {
@@ -107,7 +100,7 @@ impl Shared {
             })
             .await;
             match saved {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => self.queue.apply(&jobs, &remove),
                 // Not durable: these changes are routed again on the next round (once the
                 // store has healed, it no longer holds what this write applied). Telling twice
                 // is allowed (at least once, with idempotency keys); never telling is not.
