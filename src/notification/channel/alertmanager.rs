@@ -7,7 +7,8 @@
 //!
 //! The label set is what Alertmanager identifies an alert by, so it stays the same for the
 //! incident's life: `alertname` and `rule` (its first rule), `incident_id`, `incident_key`,
-//! `instance` (this host), `service`, `severity` and the incident's labels. When the
+//! `instance` (the host it is about: its `instance` label, else this host), `reporter` (this
+//! host), `service`, `severity` and the incident's labels. When the
 //! severity gets worse, the alert under the old severity is ended in the same request.
 
 use std::time::Duration;
@@ -73,7 +74,13 @@ impl Alertmanager {
         labels.insert("incident_id".into(), json!(inc.id.to_string()));
         labels.insert("incident_key".into(), json!(inc.key));
         labels.insert("severity".into(), json!(inc.severity.as_str()));
-        labels.insert("instance".into(), json!(ctx.host));
+        // `instance` is the host the incident is about: this host, unless the incident
+        // names another (a probe of another host); `reporter` is always this host, so two
+        // hosts' incidents about a third never share a label set.
+        labels
+            .entry("instance")
+            .or_insert_with(|| json!(ctx.host));
+        labels.insert("reporter".into(), json!(ctx.host));
         if let Some(s) = &inc.service {
             labels.insert("service".into(), json!(s));
         }
@@ -195,6 +202,7 @@ mod tests {
         assert_eq!(l["incident_id"], "7");
         assert_eq!(l["incident_key"], "k");
         assert_eq!(l["instance"], "h");
+        assert_eq!(l["reporter"], "h");
         assert_eq!(l["service"], "db");
         assert_eq!(l["severity"], "sev2");
         assert_eq!(l["rule"], "disk-full");
@@ -207,6 +215,11 @@ mod tests {
             .unwrap();
         assert!(ended[0]["endsAt"].is_string());
         assert_eq!(ended[0]["labels"], firing[0]["labels"], "the same alert");
+        // A probe of another host: the alert is about that host, reported by this one.
+        inc.labels.insert("instance".into(), "web-9".into());
+        let other = am.payload(&ctx(&inc, &c, NotifyEvent::Opened), &t).unwrap();
+        assert_eq!(other[0]["labels"]["instance"], "web-9");
+        assert_eq!(other[0]["labels"]["reporter"], "h");
     }
 
     #[test]
