@@ -574,6 +574,44 @@ mod tests {
     }
 
     #[test]
+    fn fleet_settings_are_checked() {
+        let e = errs(
+            r#"
+[daemon]
+host = "web 1"
+
+[[channel]]
+id = "am"
+kind = "alertmanager"
+urls = ["http://a:9093", "b:9093"]
+link = "{{ incident.id"
+
+[[channel]]
+id = "hook"
+kind = "webhook"
+url = "http://x"
+urls = ["http://y"]
+"#,
+        );
+        let all = e.join("\n");
+        assert!(all.contains("daemon.host: must be a host name"), "{all}");
+        assert!(
+            all.contains("incidentd.toml:5: channel[am].urls: `b:9093` is not an http"),
+            "{all}"
+        );
+        assert!(
+            all.contains("incidentd.toml:5: channel[am].link: the template does not compile"),
+            "{all}"
+        );
+        assert!(
+            all.contains(
+                "incidentd.toml:11: channel[hook].urls: only an alertmanager channel takes `urls`"
+            ),
+            "{all}"
+        );
+    }
+
+    #[test]
     fn a_good_config_loads() {
         let c = load_str(
             Path::new("/etc/x/incidentd.toml"),

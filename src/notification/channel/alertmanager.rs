@@ -77,9 +77,7 @@ impl Alertmanager {
         // `instance` is the host the incident is about: this host, unless the incident
         // names another (a probe of another host); `reporter` is always this host, so two
         // hosts' incidents about a third never share a label set.
-        labels
-            .entry("instance")
-            .or_insert_with(|| json!(ctx.host));
+        labels.entry("instance").or_insert_with(|| json!(ctx.host));
         labels.insert("reporter".into(), json!(ctx.host));
         if let Some(s) = &inc.service {
             labels.insert("service".into(), json!(s));
