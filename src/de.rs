@@ -68,6 +68,67 @@ impl Pattern {
     pub fn as_str(&self) -> &str {
         self.0.as_str()
     }
+
+    /// The label a named group fills: its name without the `__N` that
+    /// [`number_repeated_names`] gave a repeated name.
+    pub fn label_of(group: &str) -> &str {
+        match group.rsplit_once(REPEAT_MARK) {
+            Some((base, n)) if !base.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => base,
+            _ => group,
+        }
+    }
+}
+
+/// What separates a repeated group name from its number.
+const REPEAT_MARK: &str = "__";
+
+/// A named group may appear in several branches of one pattern (`Failed … from (?P<ip>…)|
+/// Invalid user … from (?P<ip>…)`), as log patterns need and the regex crate refuses: the
+/// second and later groups of a name are renamed `name__2`, `name__3`…, and
+/// [`Pattern::label_of`] maps them back. The first group of the name that took part in the
+/// match gives the label.
+pub fn number_repeated_names(pattern: &str) -> std::borrow::Cow<'_, str> {
+    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut out = String::with_capacity(pattern.len() + 8);
+    let (mut last, mut changed) = (0, false);
+    let bytes = pattern.as_bytes();
+    let mut i = 0;
+    let mut in_class = false;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => {
+                i += 2;
+                continue;
+            }
+            b'[' if !in_class => in_class = true,
+            b']' if in_class => in_class = false,
+            b'(' if !in_class => {
+                let rest = &pattern[i..];
+                let open = ["(?P<", "(?<"].into_iter().find(|o| rest.starts_with(o));
+                if let Some(open) = open
+                    && let Some(end) = rest[open.len()..].find('>')
+                {
+                    let name = &rest[open.len()..open.len() + end];
+                    let n = seen.entry(name).or_insert(0);
+                    *n += 1;
+                    if *n > 1 {
+                        let at = i + open.len() + end;
+                        out.push_str(&pattern[last..at]);
+                        out.push_str(&format!("{REPEAT_MARK}{n}"));
+                        last = at;
+                        changed = true;
+                    }
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if !changed {
+        return std::borrow::Cow::Borrowed(pattern);
+    }
+    out.push_str(&pattern[last..]);
+    std::borrow::Cow::Owned(out)
 }
 
 impl PartialEq for Pattern {
@@ -85,20 +146,22 @@ impl fmt::Debug for Pattern {
 impl<'de> Deserialize<'de> for Pattern {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        regex::Regex::new(&s).map(Pattern).map_err(|e| {
-            // regex's syntax errors span several lines (pattern, caret, reason): keep the reason.
-            let text = e.to_string();
-            let reason = text
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("")
-                .trim();
-            serde::de::Error::custom(format!(
-                "invalid regex `{s}`: {}",
-                reason.trim_start_matches("error: ")
-            ))
-        })
+        regex::Regex::new(&number_repeated_names(&s))
+            .map(Pattern)
+            .map_err(|e| {
+                // regex's syntax errors span several lines (pattern, caret, reason): keep the reason.
+                let text = e.to_string();
+                let reason = text
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("")
+                    .trim();
+                serde::de::Error::custom(format!(
+                    "invalid regex `{s}`: {}",
+                    reason.trim_start_matches("error: ")
+                ))
+            })
     }
 }
 
@@ -189,5 +252,33 @@ impl fmt::Display for ConfigErrors {
             write!(f, "{e}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_group_name_is_numbered_and_maps_back() {
+        let p = r"Failed \S+ for (?P<user>\S+) from (?P<ip>\S+)|Invalid user (?<user>\S+) from (?P<ip>[\d.]+)|(?P<ip>x)[(?P<ip>]\(?P<ip>";
+        let n = number_repeated_names(p);
+        assert_eq!(
+            n,
+            r"Failed \S+ for (?P<user>\S+) from (?P<ip>\S+)|Invalid user (?<user__2>\S+) from (?P<ip__2>[\d.]+)|(?P<ip__3>x)[(?P<ip>]\(?P<ip>"
+        );
+        let re = regex::Regex::new(&n).unwrap();
+        let labels: Vec<&str> = re
+            .capture_names()
+            .flatten()
+            .map(Pattern::label_of)
+            .collect();
+        assert_eq!(labels, ["user", "ip", "user", "ip", "ip"]);
+        assert_eq!(Pattern::label_of("a__b"), "a__b");
+        assert_eq!(Pattern::label_of("__2"), "__2");
+        assert!(matches!(
+            number_repeated_names("(?P<a>x)"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 }

@@ -372,8 +372,9 @@ fn condition_holds(key: &Key, cond: &Condition, ev: &Event) -> bool {
 /// Where a `group_by` name takes its value from.
 #[derive(Debug, Clone)]
 enum GroupSource {
-    /// A named group of the rule's regex, by index.
-    Capture(usize),
+    /// The named groups of the rule's regex that fill this label (one name may stand in
+    /// several branches), by index: the first that took part in the match.
+    Capture(Vec<usize>),
     /// An event key.
     Key(Key),
 }
@@ -517,13 +518,20 @@ pub fn validate(rule: &RuleConfig) -> Vec<(&'static str, String)> {
 }
 
 fn group_source(rule: &RuleConfig, name: &str) -> Option<GroupSource> {
-    let captured = rule
+    let captured: Vec<usize> = rule
         .common
         .regex
         .as_ref()
-        .and_then(|p| p.0.capture_names().position(|n| n == Some(name)));
-    if let Some(i) = captured {
-        return Some(GroupSource::Capture(i));
+        .map(|p| {
+            p.0.capture_names()
+                .enumerate()
+                .filter(|(_, n)| n.is_some_and(|n| crate::de::Pattern::label_of(n) == name))
+                .map(|(i, _)| i)
+                .collect()
+        })
+        .unwrap_or_default();
+    if !captured.is_empty() {
+        return Some(GroupSource::Capture(captured));
     }
     Key::parse(name)
         .or_else(|| Some(Key::Label(name.to_owned())).filter(|_| !name.contains('.')))
@@ -680,8 +688,8 @@ impl Rule {
         let locs = if matched { self.locs.as_ref() } else { None };
         let value = |src: &GroupSource| -> Option<Cow<'_, str>> {
             match src {
-                GroupSource::Capture(i) => locs
-                    .and_then(|l| l.get(*i))
+                GroupSource::Capture(ids) => locs
+                    .and_then(|l| ids.iter().find_map(|i| l.get(*i)))
                     .map(|(a, b)| Cow::Borrowed(&message[a..b])),
                 GroupSource::Key(k) => k.get(ev),
             }
@@ -724,7 +732,9 @@ impl Rule {
         if let (Some(re), Some(l)) = (&self.config.common.regex, locs) {
             for (i, name) in re.0.capture_names().enumerate() {
                 if let (Some(name), Some((a, b))) = (name, l.get(i)) {
-                    captures.insert(name.to_owned(), message[a..b].to_owned());
+                    captures
+                        .entry(crate::de::Pattern::label_of(name).to_owned())
+                        .or_insert_with(|| message[a..b].to_owned());
                 }
             }
         }

@@ -111,8 +111,12 @@ impl Parser {
                     p.0.capture_names()
                         .flatten()
                         .filter_map(|name| {
-                            caps.name(name)
-                                .map(|m| (name.to_owned(), Value::String(m.as_str().to_owned())))
+                            caps.name(name).map(|m| {
+                                (
+                                    crate::de::Pattern::label_of(name).to_owned(),
+                                    Value::String(m.as_str().to_owned()),
+                                )
+                            })
                         })
                         .collect::<Vec<_>>(),
                 )
