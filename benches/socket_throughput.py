@@ -49,7 +49,8 @@ def main():
                     msg = f"Failed password for root from {ip} port 22 ssh2"
                 else:
                     msg = f"pam_unix(cron:session): session opened for user u{rnd.randrange(100)} by (uid=0)"
-                f.write(json.dumps({"kind": "log", "message": msg}) + "\n")
+                f.write(json.dumps({"kind": "log", "message": msg,
+                                    "fields": {"program": "sshd"}}) + "\n")
         size = os.path.getsize(path)
 
         t0 = time.perf_counter()

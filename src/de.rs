@@ -143,9 +143,28 @@ impl fmt::Debug for Pattern {
     }
 }
 
+/// A pattern as written: one string, or a list of alternatives (any of them matches).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PatternText {
+    One(String),
+    AnyOf(Vec<String>),
+}
+
 impl<'de> Deserialize<'de> for Pattern {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
+        let s = match PatternText::deserialize(d)? {
+            PatternText::One(s) => s,
+            PatternText::AnyOf(list) if list.is_empty() => {
+                return Err(serde::de::Error::custom("an empty list of patterns"));
+            }
+            PatternText::AnyOf(mut list) if list.len() == 1 => list.remove(0),
+            PatternText::AnyOf(list) => list
+                .iter()
+                .map(|p| format!("(?:{p})"))
+                .collect::<Vec<_>>()
+                .join("|"),
+        };
         regex::Regex::new(&number_repeated_names(&s))
             .map(Pattern)
             .map_err(|e| {
@@ -280,5 +299,33 @@ mod tests {
             number_repeated_names("(?P<a>x)"),
             std::borrow::Cow::Borrowed(_)
         ));
+    }
+
+    #[test]
+    fn a_list_of_patterns_is_any_of_them() {
+        #[derive(Deserialize)]
+        struct T {
+            regex: Pattern,
+        }
+        let t: T = toml::from_str(
+            r#"regex = ['^Failed \S+ for (?P<user>\S+) from (?P<ip>\S+)$', '^Invalid user (?P<user>.*?) from (?P<ip>\S+)$']"#,
+        )
+        .unwrap();
+        let c = t
+            .regex
+            .0
+            .captures("Invalid user a b from 10.0.0.1")
+            .unwrap();
+        let ip = t
+            .regex
+            .0
+            .capture_names()
+            .enumerate()
+            .filter(|(_, n)| n.is_some_and(|n| Pattern::label_of(n) == "ip"))
+            .find_map(|(i, _)| c.get(i))
+            .map(|m| m.as_str());
+        assert_eq!(ip, Some("10.0.0.1"));
+        assert!(!t.regex.0.is_match("Failed password for a from"));
+        assert!(toml::from_str::<T>("regex = []").is_err());
     }
 }

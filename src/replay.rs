@@ -622,8 +622,13 @@ group_by = ["ip"]
     #[test]
     fn the_line_prefilter_is_offered_only_when_exact() {
         assert!(engine(SSH).line_patterns().is_some());
+        // A pattern anchored to the message filters lines without its anchors: the message
+        // is the end of the line.
         let anchored = SSH.replace("regex = 'Failed", "regex = '^Failed");
-        assert!(engine(&anchored).line_patterns().is_none());
+        let p = engine(&anchored).line_patterns().expect("offered");
+        let line = "Nov 23 10:00:00 h sshd[1]: Failed password for root from 10.0.0.1 port 22";
+        assert!(regex::Regex::new(&p[0]).unwrap().is_match(line));
+        assert!(!regex::Regex::new("^Failed").unwrap().is_match(line));
         let late = format!("{SSH}allowed_lateness = \"5s\"\n");
         assert!(engine(&late).line_patterns().is_none());
         let without_regex = format!(
@@ -672,9 +677,10 @@ group_by = ["ip"]
                 .copied(),
         );
         let run = syslog_replay;
-        // A second, anchored rule turns the prefilter off.
-        let unfiltered =
-            format!("{SSH}\n[[rule]]\nid = \"never\"\nkind = \"match\"\nregex = '^never$'\n");
+        // A second rule without a regex turns the prefilter off.
+        let unfiltered = format!(
+            "{SSH}\n[[rule]]\nid = \"never\"\nkind = \"match\"\nwhere = {{ level = \"critical\" }}\n"
+        );
         for log in [&valid[..], &invalid[..]] {
             let fast = run(SSH, log);
             let slow = run(&unfiltered, log);
@@ -750,7 +756,7 @@ group_by = ["host"]
         let run = |rules: &str| syslog_replay(rules, log.as_bytes());
         let fast = run(rules);
         let slow = run(&format!(
-            "{rules}\n[[rule]]\nid = \"never\"\nkind = \"match\"\nregex = '^never$'\n"
+            "{rules}\n[[rule]]\nid = \"never\"\nkind = \"match\"\nwhere = {{ level = \"critical\" }}\n"
         ));
         assert!(fast.skipped > 0 && slow.skipped == 0);
         for id in ["disk", "oom"] {

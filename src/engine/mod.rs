@@ -295,18 +295,12 @@ impl Engine {
                     | crate::engine::config::RuleKindConfig::Threshold(_)
             );
             let re = c.common.regex.as_ref()?;
-            let unanchored = regex_syntax::parse(re.as_str())
-                .is_ok_and(|hir| !hir.properties().look_set().contains_anchor());
             // A pattern that can match the empty string matches every line: nothing could
             // be skipped.
-            if !kind_ok
-                || c.common.allowed_lateness.is_some()
-                || !unanchored
-                || may_match_empty(re.as_str())
-            {
+            if !kind_ok || c.common.allowed_lateness.is_some() || may_match_empty(re.as_str()) {
                 return None;
             }
-            patterns.push(re.as_str().to_owned());
+            patterns.push(line_pattern(re.as_str())?);
         }
         (!patterns.is_empty()).then_some(patterns)
     }
@@ -678,6 +672,46 @@ impl Engine {
 /// One `RegexSet` of every rule's regex, when two or more rules have one (for a single regex
 /// the set would only add a pass); each such rule learns its pattern's index.
 /// Whether `pattern` can match the empty string (or cannot be parsed, to be safe).
+/// The pattern a whole line is filtered with, for a rule's pattern on the message: the
+/// message is the line's end (after `program[pid]: `), so a pattern anchored to the
+/// message's start or end matches, without its anchors, somewhere in the line. Dropping the
+/// anchors only lets more lines through (they are parsed and the rule decides), and leaves
+/// a pattern that holds for lines inside a chunk.
+fn line_pattern(pattern: &str) -> Option<String> {
+    use regex_syntax::hir::{Hir, HirKind, Look};
+    fn strip(h: &Hir) -> Hir {
+        match h.kind() {
+            HirKind::Look(
+                Look::Start
+                | Look::End
+                | Look::StartLF
+                | Look::EndLF
+                | Look::StartCRLF
+                | Look::EndCRLF,
+            ) => Hir::empty(),
+            HirKind::Repetition(r) => {
+                let mut r = r.clone();
+                r.sub = Box::new(strip(&r.sub));
+                Hir::repetition(r)
+            }
+            HirKind::Capture(c) => {
+                let mut c = c.clone();
+                c.sub = Box::new(strip(&c.sub));
+                Hir::capture(c)
+            }
+            HirKind::Concat(subs) => Hir::concat(subs.iter().map(strip).collect()),
+            HirKind::Alternation(subs) => Hir::alternation(subs.iter().map(strip).collect()),
+            _ => h.clone(),
+        }
+    }
+    let hir = regex_syntax::parse(pattern).ok()?;
+    if !hir.properties().look_set().contains_anchor() {
+        return Some(pattern.to_owned());
+    }
+    let bare = strip(&hir);
+    (!bare.properties().look_set().contains_anchor()).then(|| bare.to_string())
+}
+
 pub(crate) fn may_match_empty(pattern: &str) -> bool {
     regex_syntax::parse(pattern).map_or(true, |h| h.properties().minimum_len() == Some(0))
 }

@@ -19,6 +19,7 @@ mod replay;
 mod roles;
 mod silences;
 mod sources;
+mod ssh;
 mod stream;
 mod systemd;
 mod tail;

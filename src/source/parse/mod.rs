@@ -327,6 +327,11 @@ fn journald_into(ev: &mut Event, map: serde_json::Map<String, Value>) {
                     ev.fields.insert("unit".into(), u.into());
                 }
             }
+            "_COMM" => {
+                if let Some(c) = text(v) {
+                    ev.fields.insert("comm".into(), c.into());
+                }
+            }
             "SYSLOG_IDENTIFIER" => {
                 if let Some(p) = text(v) {
                     ev.fields.insert("program".into(), p.into());
