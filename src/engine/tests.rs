@@ -561,3 +561,139 @@ allowed_lateness = "5s"
         assert_eq!((info.matched, info.late), (3, 1));
     }
 }
+
+#[test]
+fn exclusions_networks_and_conditions_on_captured_labels() {
+    // fail2ban's ignoreip: the address the regex captures, tested against networks after
+    // the regex matched; the other operators on event keys.
+    let text = r#"
+[[rule]]
+id = "m"
+kind = "match"
+regex = ['^Failed \S+ for (?P<user>\S+) from (?P<ip>\S+)', '^Invalid user (?P<user>\S+) from (?P<ip>\S+)']
+where = { kind = "log", "labels.ip" = { not_cidr = ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"] }, "labels.user" = { not_in = ["deploy"] }, service = { ne = "test" }, "fields.program" = { exists = true }, message = { not_regex = 'port 2222' }, host = { not = { contains = "canary" } } }
+"#;
+    let mut e = Engine::new(&rules(text));
+    let fire = |e: &mut Engine, message: &str, extra: &str| {
+        let mut out = Vec::new();
+        let line = format!(
+            r#"{{"kind":"log","host":"web-1","message":"{message}","fields":{{"program":"sshd"}}{extra}}}"#
+        );
+        e.on_event(&ev(&line), &mut out);
+        out.len()
+    };
+    assert_eq!(
+        fire(
+            &mut e,
+            "Failed password for root from 203.0.113.7 port 22",
+            ""
+        ),
+        1
+    );
+    assert_eq!(fire(&mut e, "Invalid user x from 203.0.113.8", ""), 1);
+    for inside in ["10.1.2.3", "2001:db8:5::1", "192.0.2.7", "::ffff:10.9.9.9"] {
+        assert_eq!(
+            fire(
+                &mut e,
+                &format!("Failed password for root from {inside} port 22"),
+                ""
+            ),
+            0,
+            "{inside}"
+        );
+    }
+    assert_eq!(
+        fire(
+            &mut e,
+            "Failed password for root from 192.0.2.8 port 22",
+            ""
+        ),
+        1
+    );
+    assert_eq!(
+        fire(
+            &mut e,
+            "Failed password for root from attacker.example port 22",
+            ""
+        ),
+        1
+    );
+    assert_eq!(
+        fire(
+            &mut e,
+            "Failed password for deploy from 203.0.113.9 port 22",
+            ""
+        ),
+        0
+    );
+    assert_eq!(
+        fire(
+            &mut e,
+            "Failed password for root from 203.0.113.9 port 2222",
+            ""
+        ),
+        0
+    );
+    assert_eq!(
+        fire(
+            &mut e,
+            "Failed password for root from 203.0.113.9 port 22",
+            r#","service":"test""#
+        ),
+        0
+    );
+    assert_eq!(
+        fire(
+            &mut e,
+            "Failed password for root from 203.0.113.9 port 22",
+            r#","service":"prod""#
+        ),
+        1
+    );
+    assert_eq!(
+        fire(
+            &mut e,
+            "Failed password for root from 203.0.113.9 port 22",
+            r#","host":"canary-2""#
+        ),
+        0,
+        "the last host key wins in JSON decoding"
+    );
+    let mut out = Vec::new();
+    e.on_event(
+        &ev(r#"{"kind":"log","message":"Failed password for root from 203.0.113.9 port 22"}"#),
+        &mut out,
+    );
+    assert!(out.is_empty(), "no program field: exists = true fails");
+
+    // Bad networks and operators are refused when the rules load.
+    for (bad, says) in [
+        (
+            r#"{ cidr = "10.0.0.0/33" }"#,
+            "prefix length must be 0 to 32",
+        ),
+        (
+            r#"{ not_cidr = ["300.1.1.1"] }"#,
+            "is not an IP address or network",
+        ),
+        (r#"{ exists = "yes" }"#, "invalid type"),
+        (
+            r#"{ unlike = "x" }"#,
+            "unknown condition `unlike`; use one of ne, regex",
+        ),
+    ] {
+        let text = format!("[[rule]]\nid = \"b\"\nkind = \"match\"\nwhere = {{ host = {bad} }}\n");
+        let err = toml::from_str::<toml::Table>(&text)
+            .map_err(|e| e.to_string())
+            .and_then(|t| {
+                t["rule"].as_array().unwrap()[0]
+                    .get("where")
+                    .cloned()
+                    .unwrap()
+                    .try_into::<BTreeMap<String, config::Condition>>()
+                    .map_err(|e| e.to_string())
+            })
+            .unwrap_err();
+        assert!(err.contains(says), "{bad}: {err}");
+    }
+}

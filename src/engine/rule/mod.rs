@@ -358,15 +358,12 @@ impl Key {
 }
 
 fn condition_holds(key: &Key, cond: &Condition, ev: &Event) -> bool {
-    match cond {
-        Condition::Equals(want) => key.get(ev).is_some_and(|v| v == want.as_str()),
-        Condition::Regex(p) => key.get(ev).is_some_and(|v| p.0.is_match(&v)),
-        Condition::In(list) => key.get(ev).is_some_and(|v| list.iter().any(|w| *w == v)),
-        Condition::Gt(n) => key.number(ev).is_some_and(|v| v > *n),
-        Condition::Ge(n) => key.number(ev).is_some_and(|v| v >= *n),
-        Condition::Lt(n) => key.number(ev).is_some_and(|v| v < *n),
-        Condition::Le(n) => key.number(ev).is_some_and(|v| v <= *n),
-    }
+    let text = match cond {
+        // Comparisons read the key as a number; text is not needed.
+        Condition::Gt(_) | Condition::Ge(_) | Condition::Lt(_) | Condition::Le(_) => None,
+        _ => key.get(ev),
+    };
+    cond.holds(text.as_deref(), || key.number(ev))
 }
 
 /// Where a `group_by` name takes its value from.
@@ -553,6 +550,9 @@ pub struct RuleStats {
 pub struct Rule {
     pub config: Arc<RuleConfig>,
     conditions: Vec<(Key, Condition)>,
+    /// Conditions on labels the rule's regex fills (`labels.ip` with a group `ip`): they
+    /// hold on the captured text, after the regex matched. By capture index.
+    after: Vec<(Vec<usize>, Condition)>,
     /// `total_where` of a rate rule; `None` for other kinds.
     total: Option<Vec<(Key, Condition)>>,
     /// `first` and `then` of a sequence rule.
@@ -582,12 +582,21 @@ pub struct Hit {
 impl Rule {
     /// Builds a rule from a config that passed [`validate`].
     pub fn build(config: Arc<RuleConfig>) -> Rule {
-        let conditions = config
-            .common
-            .where_
-            .iter()
-            .filter_map(|(k, c)| Key::parse(k).map(|k| (k, c.clone())))
-            .collect();
+        let mut conditions = Vec::new();
+        let mut after = Vec::new();
+        for (k, c) in &config.common.where_ {
+            let captured = match Key::parse(k) {
+                Some(Key::Label(l)) => match group_source(&config, &l) {
+                    Some(GroupSource::Capture(ids)) => Some(ids),
+                    _ => None,
+                },
+                _ => None,
+            };
+            match captured {
+                Some(ids) => after.push((ids, c.clone())),
+                None => conditions.extend(Key::parse(k).map(|k| (k, c.clone()))),
+            }
+        }
         let group_by = config
             .common
             .group_by
@@ -624,6 +633,7 @@ impl Rule {
             key_buf: String::new(),
             pattern: None,
             conditions,
+            after,
             total,
             group_by,
             stats: RuleStats::default(),
@@ -669,6 +679,13 @@ impl Rule {
                     ev.message.is_some()
                         && self.pattern.is_none_or(|p| gate.allows(p, message))
                         && locs.read(&re.0, message, gate.expects_match(self.pattern))
+                        && self.after.iter().all(|(ids, c)| {
+                            let text = ids
+                                .iter()
+                                .find_map(|i| locs.get(*i))
+                                .map(|(a, b)| &message[a..b]);
+                            c.holds(text, || text.and_then(|t| t.trim().parse().ok()))
+                        })
                 }
                 _ => true,
             };
