@@ -70,6 +70,7 @@ pub mod detection;
 pub mod engine;
 pub mod escape;
 pub mod event;
+pub mod fail2ban;
 pub mod incident;
 pub mod notification;
 pub mod plugin;

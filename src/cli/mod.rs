@@ -352,6 +352,24 @@ pub enum RulesCmd {
         #[arg(long)]
         expect: Option<PathBuf>,
     },
+    /// Import fail2ban's jails and filters as incidentd rules and nftables ban actions (a
+    /// fragment for the main config); what cannot be imported is reported with the reason.
+    #[command(name = "import-fail2ban")]
+    ImportFail2ban {
+        /// fail2ban's configuration folder (jail.conf, jail.d, filter.d…).
+        #[arg(default_value = "/etc/fail2ban")]
+        dir: PathBuf,
+        /// Import this jail (repeatable); default: every enabled jail.
+        #[arg(long = "jail")]
+        jails: Vec<String>,
+        /// Write the fragment to this file instead of standard output (`-o` is the output
+        /// format, as for every command).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Only report what would be imported: the jails, and every filter in filter.d.
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -740,6 +758,15 @@ pub async fn run(args: Args) -> Result<(), CliError> {
         } => {
             rules_test(&file, &rules, format, year, expect.as_deref(), json_out)?;
         }
+        Cmd::Rules {
+            command:
+                RulesCmd::ImportFail2ban {
+                    dir,
+                    jails,
+                    out,
+                    check,
+                },
+        } => import_fail2ban(&dir, &jails, out.as_deref(), check, json_out)?,
         Cmd::Watch { after, types } => {
             watch::Watch {
                 client,

@@ -175,3 +175,126 @@ pub(super) fn compare_detections(
     }
     Err(CliError::Failed(lines.join("\n")))
 }
+
+/// `incidentctl rules import-fail2ban`: the fragment to `out` (or standard output) and the
+/// report to standard error; with `check`, the report alone (every filter in filter.d too).
+pub(super) fn import_fail2ban(
+    dir: &std::path::Path,
+    jails: &[String],
+    out: Option<&std::path::Path>,
+    check: bool,
+    json_out: bool,
+) -> Result<(), CliError> {
+    let imported =
+        crate::fail2ban::import(dir, jails).map_err(|e| CliError::Failed(e.to_string()))?;
+    let mut report = Vec::new();
+    let mut lines = Vec::new();
+    for j in &imported {
+        match &j.outcome {
+            Ok(imp) => {
+                let n = imp.rule["regex"].as_array().map_or(0, Vec::len);
+                lines.push(format!(
+                    "jail {} (filter {}): imported as rule {} with {n} pattern{}",
+                    j.name,
+                    j.filter,
+                    imp.rule["id"].as_str().unwrap_or(""),
+                    if n == 1 { "" } else { "s" }
+                ));
+                lines.extend(imp.notes.iter().map(|n| format!("  - {n}")));
+                report.push(json!({"jail": j.name, "filter": j.filter, "imported": true,
+                    "rule": imp.rule["id"].as_str(), "patterns": n, "notes": imp.notes}));
+            }
+            Err(why) => {
+                lines.push(format!(
+                    "jail {} (filter {}): refused: {why}",
+                    j.name, j.filter
+                ));
+                report.push(
+                    json!({"jail": j.name, "filter": j.filter, "imported": false, "reason": why}),
+                );
+            }
+        }
+    }
+    let mut filters = Vec::new();
+    if check {
+        let mut names: Vec<String> = std::fs::read_dir(dir.join("filter.d"))
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| {
+                        let n = e.file_name().to_string_lossy().into_owned();
+                        n.strip_suffix(".conf").map(str::to_owned)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        for name in names {
+            match crate::fail2ban::load_filter(dir, &name, &Default::default()) {
+                Ok(f) if !f.patterns.is_empty() => {
+                    lines.push(format!(
+                        "filter {name}: imported ({} pattern{}{})",
+                        f.patterns.len(),
+                        if f.patterns.len() == 1 { "" } else { "s" },
+                        if f.refused.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", {} not imported", f.refused.len())
+                        }
+                    ));
+                    lines.extend(
+                        f.refused
+                            .iter()
+                            .map(|(p, why)| format!("  - not imported: `{p}`: {why}")),
+                    );
+                    filters.push(json!({"filter": name, "imported": true,
+                        "patterns": f.patterns.len(), "refused": f.refused.iter().map(|(p, w)| json!({"pattern": p, "reason": w})).collect::<Vec<_>>()}));
+                }
+                Ok(f) => {
+                    let why = if f.refused.is_empty() {
+                        "no failregex".to_owned()
+                    } else {
+                        f.refused
+                            .iter()
+                            .map(|(p, w)| format!("`{p}`: {w}"))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    };
+                    lines.push(format!("filter {name}: refused: {why}"));
+                    filters.push(json!({"filter": name, "imported": false, "reason": why}));
+                }
+                Err(why) => {
+                    lines.push(format!("filter {name}: refused: {why}"));
+                    filters.push(json!({"filter": name, "imported": false, "reason": why}));
+                }
+            }
+        }
+    }
+    let text = lines.join("\n");
+    if check {
+        if json_out {
+            outln!(
+                "{}",
+                serde_json::to_string_pretty(&json!({"jails": report, "filters": filters}))
+                    .unwrap_or_default()
+            );
+        } else {
+            outln!("{text}");
+        }
+        return Ok(());
+    }
+    let fragment = crate::fail2ban::render(&imported, dir);
+    match out {
+        Some(path) => std::fs::write(path, &fragment)
+            .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", path.display())))?,
+        None => out!("{fragment}"),
+    }
+    eprintln!("{text}");
+    if imported.iter().all(|j| j.outcome.is_err()) {
+        return Err(CliError::Failed(if imported.is_empty() {
+            "no jail to import (none is enabled; name one with --jail)".into()
+        } else {
+            "no jail could be imported".into()
+        }));
+    }
+    Ok(())
+}

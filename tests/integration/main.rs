@@ -7,6 +7,7 @@ mod config;
 mod correlation;
 mod daemon;
 mod durability;
+mod fail2ban;
 mod fleet;
 mod ingest;
 mod install;
