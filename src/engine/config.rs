@@ -427,6 +427,14 @@ impl Networks {
                 .filter(|l| *l <= max)
                 .ok_or_else(|| format!("`{text}`: the prefix length must be 0 to {max}"))?,
         };
+        // An IPv4-mapped network (`::ffff:10.0.0.0/104`) is the IPv4 network it maps, as
+        // the addresses tested against it are.
+        if let std::net::IpAddr::V6(v6) = ip
+            && let Some(v4) = v6.to_ipv4_mapped()
+            && len >= 96
+        {
+            return Ok((std::net::IpAddr::V4(v4), len - 96));
+        }
         Ok((ip, len))
     }
 

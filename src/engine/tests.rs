@@ -571,7 +571,7 @@ fn exclusions_networks_and_conditions_on_captured_labels() {
 id = "m"
 kind = "match"
 regex = ['^Failed \S+ for (?P<user>\S+) from (?P<ip>\S+)', '^Invalid user (?P<user>\S+) from (?P<ip>\S+)']
-where = { kind = "log", "labels.ip" = { not_cidr = ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"] }, "labels.user" = { not_in = ["deploy"] }, service = { ne = "test" }, "fields.program" = { exists = true }, message = { not_regex = 'port 2222' }, host = { not = { contains = "canary" } } }
+where = { kind = "log", "labels.ip" = { not_cidr = ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7", "::ffff:198.18.0.0/111"] }, "labels.user" = { not_in = ["deploy"] }, service = { ne = "test" }, "fields.program" = { exists = true }, message = { not_regex = 'port 2222' }, host = { not = { contains = "canary" } } }
 "#;
     let mut e = Engine::new(&rules(text));
     let fire = |e: &mut Engine, message: &str, extra: &str| {
@@ -591,7 +591,13 @@ where = { kind = "log", "labels.ip" = { not_cidr = ["10.0.0.0/8", "2001:db8::/32
         1
     );
     assert_eq!(fire(&mut e, "Invalid user x from 203.0.113.8", ""), 1);
-    for inside in ["10.1.2.3", "2001:db8:5::1", "192.0.2.7", "::ffff:10.9.9.9"] {
+    for inside in [
+        "10.1.2.3",
+        "2001:db8:5::1",
+        "192.0.2.7",
+        "::ffff:10.9.9.9",
+        "198.19.1.1",
+    ] {
         assert_eq!(
             fire(
                 &mut e,

@@ -22,7 +22,7 @@ pub enum IniError {
         line: usize,
         message: String,
     },
-    #[error("`{name}` refers to itself through %(…)s interpolation")]
+    #[error("`{name}` refers to itself through %(…)s interpolation, or nests too deeply")]
     Loop { name: String },
 }
 
@@ -219,7 +219,8 @@ impl Ini {
                 continue;
             };
             let name = t[..e].to_lowercase();
-            if depth > 30 {
+            // configparser's own limit; it also bounds what doubling references can build.
+            if depth > 10 || out.len() > 1 << 20 {
                 return Err(IniError::Loop { name });
             }
             let value = self.lookup(section, &name, over);

@@ -59,7 +59,9 @@ pub struct Filter {
 }
 
 /// The host as fail2ban's `<HOST>` finds it (an IPv4 or IPv6 address, or a host name).
-/// An address ends where a word ends, or `attacker.example` would give `a`.
+/// The address comes first and must end where a word ends (else `attacker.example` would
+/// give `a`); a name is tried when the rest of the pattern refuses that reading. (A name of
+/// hex letters with nothing after `<HOST>`, `bad.example`, still reads as `bad`.)
 const HOST: &str = r"(?P<ip>(?:::f{4,6}:)?[0-9A-Fa-f:.]*[0-9A-Fa-f]\b|[\w.-]*\w)";
 /// The group `<F-NOFAIL>` and `<F-MLFGAINED>` become: what they mark is not a failure.
 const NOFAIL: &str = "f2b_nofail";
@@ -348,9 +350,13 @@ fn pattern(fr: &str, prefregex: Option<&str>) -> Result<pyre::Translation, Strin
                 .ok_or("prefregex's <F-CONTENT> is not closed")?;
             // fail2ban searches the content from its start: a failregex not anchored at its
             // end may leave the rest of the line unmatched.
-            let fr = fr.strip_prefix('^').unwrap_or(fr);
+            // (fail2ban searches it: an unanchored one may also start further in).
+            let (open_start, fr) = match fr.strip_prefix('^') {
+                Some(rest) => ("", rest),
+                None => (".*?", fr),
+            };
             let open_end = if fr.ends_with('$') { "" } else { ".*" };
-            format!("{a}(?:{fr}){open_end}{b}")
+            format!("{a}{open_start}(?:{fr}){open_end}{b}")
         }
         None => fr.to_owned(),
     };

@@ -47,7 +47,12 @@ struct Parser<'a> {
     s: &'a [u8],
     text: &'a str,
     i: usize,
+    /// Groups open around the current position (deep nesting is refused, not recursed).
+    depth: usize,
 }
+
+/// Groups nested deeper than this are refused (as the regex crate refuses them).
+const MAX_DEPTH: usize = 200;
 
 impl Parser<'_> {
     fn alt(&mut self) -> Result<Node, Refused> {
@@ -78,7 +83,20 @@ impl Parser<'_> {
         match self.s.get(self.i) {
             Some(b'*' | b'+' | b'?') => self.i += 1,
             Some(b'{') => match repetition_len(&self.text[self.i..]) {
-                Some(n) => self.i += n,
+                Some(n) => {
+                    // Python's `{,n}` is `{0,n}` here.
+                    let q = &self.text[self.i..self.i + n];
+                    self.i += n;
+                    let q = q.replacen("{,", "{0,", 1);
+                    let lazy = self.s.get(self.i) == Some(&b'?');
+                    if lazy {
+                        self.i += 1;
+                    }
+                    return Ok(Node::Quant {
+                        node: Box::new(node),
+                        q: if lazy { format!("{q}?") } else { q },
+                    });
+                }
                 None => return Ok(node),
             },
             _ => return Ok(node),
@@ -114,6 +132,9 @@ impl Parser<'_> {
                 }
                 Ok(Node::Atom(match ch {
                     'Z' => "\\z".to_owned(),
+                    // Python escapes any punctuation to mean itself; here `\<` and `\>` are
+                    // word boundaries, and only meta characters may be escaped.
+                    c if c.is_ascii_punctuation() => regex::escape(&c.to_string()),
                     _ => format!("\\{ch}"),
                 }))
             }
@@ -171,6 +192,16 @@ impl Parser<'_> {
     }
 
     fn group(&mut self) -> Result<Node, Refused> {
+        self.depth += 1;
+        let g = self.group_inner();
+        self.depth -= 1;
+        g
+    }
+
+    fn group_inner(&mut self) -> Result<Node, Refused> {
+        if self.depth > MAX_DEPTH {
+            return Err(Refused(format!("groups nested deeper than {MAX_DEPTH}")));
+        }
         let rest = &self.text[self.i..];
         let close = |p: &mut Self| -> Result<(), Refused> {
             if p.s.get(p.i) == Some(&b')') {
@@ -349,6 +380,7 @@ pub fn translate_excluding(pattern: &str, exclude: Option<&str>) -> Result<Trans
         s: pattern.as_bytes(),
         text: pattern,
         i: 0,
+        depth: 0,
     };
     let tree = p.alt()?;
     if p.i < p.s.len() {
@@ -535,7 +567,7 @@ fn not_containing(word: &str, lazy: bool) -> Option<String> {
     }
     let esc = |c: char| regex::escape(&c.to_string());
     let class_esc = |c: char| match c {
-        '\\' | ']' | '[' | '^' | '-' => format!("\\{c}"),
+        '\\' | ']' | '[' | '^' | '-' | '&' | '~' => format!("\\{c}"),
         '\n' => "\\n".to_owned(),
         c => c.to_string(),
     };
@@ -717,6 +749,13 @@ mod tests {
         );
         assert_eq!(t(r"x{json} y{2,3}"), r"x\{json\} y{2,3}");
         assert_eq!(t(r"[[:alpha:]x]"), r"[\[:alpha:]x]");
+        assert_eq!(t(r"\<a\> \d{,3}"), r"<a> \d{0,3}");
+        assert!(
+            translate(&"(".repeat(100_000))
+                .unwrap_err()
+                .0
+                .contains("nested deeper")
+        );
         assert_eq!(t(r"[^\[\]]+"), r"[^\[\]]+");
         assert_eq!(t(r"(?i)a(?#note)b"), r"(?i)ab");
         for (p, says) in [
