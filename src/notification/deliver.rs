@@ -23,8 +23,7 @@ impl Shared {
         let inc = match self.store.incident(job.incident_id) {
             Ok(Some(i)) => i,
             Ok(None) => {
-                self.queue.remove(job.id);
-                if let Err(e) = self.store.remove_job(job.id) {
+                if let Err(e) = self.queue.remove(self.store.as_ref(), job.id) {
                     self.telemetry.store_error(
                         "could not drop a job of a gone incident from the outbox",
                         &e,
@@ -45,8 +44,7 @@ impl Shared {
             if let Some((esc, step)) = &job.escalation {
                 tracing::info!(incident = inc.id, escalation = %esc, step, "escalation step not needed: the incident was acknowledged or ended");
             }
-            self.queue.remove(job.id);
-            self.persist(move |st| st.remove_job(job.id)).await;
+            self.forget(job.id).await;
             return;
         }
         if matches!(job.event, NotifyEvent::EscalationStep | NotifyEvent::Repeat)
@@ -59,8 +57,7 @@ impl Shared {
         }
         if let Some(wait) = self.rate_limited(channel, job.peer.as_deref(), now) {
             job.next_at = now.saturating_add(wait);
-            self.queue.put(&job);
-            if let Err(e) = self.store.put_job(&job) {
+            if let Err(e) = self.queue.update(self.store.as_ref(), &job) {
                 self.telemetry
                     .store_error("could not reschedule a rate-limited notification", &e);
             }
@@ -177,8 +174,7 @@ impl Shared {
                     };
                     self.telemetry.notifications_dead.inc();
                     tracing::error!(incident = inc.id, channel = %channel.id, peer = peer.as_deref(), attempts = job.attempts, error = %e, why, "notification dead-lettered");
-                    self.queue.remove(job.id);
-                    self.persist(move |st| st.remove_job(job.id)).await;
+                    self.forget(job.id).await;
                     let mut data = json!({"channel": channel.id, "event": job.event.as_str(),
                         "status": "dead_lettered", "reason": why, "attempts": job.attempts,
                         "error": e.to_string()});
@@ -207,8 +203,7 @@ impl Shared {
                 tracing::warn!(incident = inc.id, channel = %channel.id, peer = peer.as_deref(), attempts = job.attempts, retry_in = ?delay, error = %e, "notification failed; will retry");
                 job.last_error = Some(e.to_string());
                 job.next_at = now.saturating_add(delay);
-                self.queue.put(&job);
-                self.persist(move |st| st.put_job(&job)).await;
+                self.save(job).await;
             }
         }
     }
@@ -221,23 +216,31 @@ impl Shared {
                 job.attempts = 0;
                 job.created_at = now;
                 job.last_error = None;
-                let j = job.clone();
-                self.queue.put(&j);
-                self.persist(move |st| st.put_job(&j)).await;
+                self.save(job.clone()).await;
             }
-            None => {
-                let id = job.id;
-                self.queue.remove(id);
-                self.persist(move |st| st.remove_job(id)).await;
-            }
+            None => self.forget(job.id).await,
         }
     }
 
-    /// Writes to the store and flushes, off the async threads.
-    async fn persist(&self, f: impl FnOnce(&dyn Store) -> Result<(), StoreError> + Send + 'static) {
-        let store = self.store.clone();
+    /// Writes a job back if it is still queued (routing may have made it moot meanwhile).
+    async fn save(&self, job: Job) {
+        self.outbox(move |q, st| q.update(st, &job).map(|_| ()))
+            .await;
+    }
+
+    /// Takes a job out of the outbox.
+    async fn forget(&self, id: u64) {
+        self.outbox(move |q, st| q.remove(st, id)).await;
+    }
+
+    /// An outbox write (store and mirror together) and a flush, off the async threads.
+    async fn outbox(
+        &self,
+        f: impl FnOnce(&queue::Queue, &dyn Store) -> Result<(), StoreError> + Send + 'static,
+    ) {
+        let (q, store) = (self.queue.clone(), self.store.clone());
         let r = tokio::task::spawn_blocking(move || {
-            f(store.as_ref())?;
+            f(&q, store.as_ref())?;
             store.flush()
         })
         .await;
@@ -274,8 +277,7 @@ impl Shared {
                 Some(every),
             );
             j.peer = peer.map(str::to_owned);
-            self.queue.put(&j);
-            if let Err(e) = self.store.put_job(&j) {
+            if let Err(e) = self.queue.add(self.store.as_ref(), &j) {
                 self.telemetry
                     .store_error("could not queue an Alertmanager resend", &e);
             }

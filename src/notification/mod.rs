@@ -135,9 +135,10 @@ struct Shared {
     host: Arc<str>,
     next_id: Mutex<u64>,
     /// The outbox, mirrored in memory.
-    queue: queue::Queue,
-    /// Jobs handed to a worker and not yet finished.
-    in_flight: Mutex<HashSet<u64>>,
+    queue: Arc<queue::Queue>,
+    /// Jobs handed to a worker and not yet finished, with their lane (incident, channel,
+    /// peer): kept here, since routing may remove a job from the outbox while it is sent.
+    in_flight: Mutex<HashMap<u64, Lane>>,
     /// Per channel: recent delivery times, for its rate limit.
     sent: Mutex<crate::rate_window::RateWindow<String>>,
 }
@@ -148,6 +149,9 @@ struct Worker {
 
 /// Deliveries one worker (a channel, or one peer of it) has under way at once.
 const DELIVERIES_IN_FLIGHT: usize = 8;
+
+/// One incident's deliveries to one channel (and peer): one at a time, in order.
+type Lane = (u64, String, Option<String>);
 
 /// Who delivers a job: its channel and, for a channel with several peers, the peer.
 type WorkerKey = (String, Option<String>);
@@ -182,7 +186,7 @@ pub fn spawn(
     })?;
     let shared = Arc::new(Shared {
         next_id: Mutex::new(store.next_job_id()?),
-        queue: queue::Queue::load(store.jobs()?),
+        queue: Arc::new(queue::Queue::load(store.jobs()?)),
         feed: ChangeFeed::new(store.clone(), incidents.changes()),
         store,
         incidents,
@@ -190,7 +194,7 @@ pub fn spawn(
         telemetry,
         http,
         host,
-        in_flight: Mutex::new(HashSet::new()),
+        in_flight: Mutex::new(HashMap::new()),
         sent: Mutex::new(crate::rate_window::RateWindow::default()),
     });
     let t = tracker.clone();
@@ -215,6 +219,7 @@ async fn run(
             return;
         }
     };
+    shared.spread_to_peers(&config, cursor);
     let mut workers = start_workers(&shared, &config, &tracker, &cancel);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -224,6 +229,7 @@ async fn run(
             c = reconfigure.recv() => match c {
                 Some(c) => {
                     config = c;
+                    shared.spread_to_peers(&config, cursor);
                     workers = start_workers(&shared, &config, &tracker, &cancel);
                 }
                 None => break,
@@ -330,15 +336,13 @@ impl Shared {
         self.telemetry.notifications_queued.set(jobs.len() as u64);
         let now = self.clock.now();
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        let mut blocked: HashSet<(u64, String, Option<String>)> = HashSet::new();
+        let mut blocked: HashSet<Lane> = HashSet::new();
         let mut per_peer: HashMap<(String, String), u64> = HashMap::new();
         // One delivery at a time per incident and channel (or peer): a worker delivers
-        // several at once, but never two of one incident, so they reach it in order.
-        let mut running: HashSet<(u64, String, Option<String>)> = HashSet::new();
+        // several at once, but never two of one incident, so they reach it in order (even
+        // when the one under way was removed from the outbox meanwhile).
+        let mut running: HashSet<Lane> = in_flight.values().cloned().collect();
         for job in &jobs {
-            if in_flight.contains(&job.id) {
-                running.insert((job.incident_id, job.channel.clone(), job.peer.clone()));
-            }
             if let Some(p) = &job.peer {
                 *per_peer
                     .entry((job.channel.clone(), config::shown_peer(p)))
@@ -357,7 +361,7 @@ impl Shared {
             if !timed && blocked.contains(&lane) {
                 continue;
             }
-            let busy = in_flight.contains(&job.id);
+            let busy = in_flight.contains_key(&job.id);
             if !timed {
                 blocked.insert(lane.clone());
             }
@@ -383,15 +387,14 @@ impl Shared {
                 Some(w) => {
                     let id = job.id;
                     if w.tx.try_send(job).is_ok() {
-                        in_flight.insert(id);
+                        in_flight.insert(id, lane.clone());
                         running.insert(lane);
                     }
                 }
                 None => {
                     // The channel (or this peer of it) was removed by a reload.
                     tracing::warn!(job = job.id, channel = %job.channel, peer = job.peer.as_deref().map(config::shown_peer), "notification for a channel or peer that no longer exists; dropped");
-                    self.queue.remove(job.id);
-                    if let Err(e) = self.store.remove_job(job.id) {
+                    if let Err(e) = self.queue.remove(self.store.as_ref(), job.id) {
                         self.telemetry.store_error(
                             "could not drop a job of a removed channel from the outbox",
                             &e,

@@ -1,13 +1,16 @@
 //! The outbox as the notifier holds it in memory: a mirror of the stored jobs, loaded at
-//! start and changed beside every write the notifier makes (it is the outbox's only
-//! writer). Dispatch, routing and delivery read it instead of reading and decoding every
-//! stored job again on each change, which made each change cost as much as the whole
-//! outbox (thousands of Alertmanager resends on a busy host).
+//! start. Every outbox write goes through here, the store write and the mirror's under one
+//! lock, so the two never disagree and a job removed (routing made it moot) is never
+//! written back by the delivery that was under way. Dispatch, routing and delivery read the
+//! mirror instead of reading and decoding every stored job again on each change, which made
+//! each change cost as much as the whole outbox (thousands of Alertmanager resends on a
+//! busy host). Flushing happens outside the lock.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use super::Job;
+use super::port::{Outbox as Store, StoreError};
 
 #[derive(Default)]
 pub(super) struct Queue(Mutex<BTreeMap<u64, Job>>);
@@ -34,23 +37,50 @@ impl Queue {
         self.lock().values().any(pred)
     }
 
-    pub(super) fn put(&self, job: &Job) {
-        self.lock().insert(job.id, job.clone());
-    }
-
-    pub(super) fn remove(&self, id: u64) {
-        self.lock().remove(&id);
-    }
-
-    /// What one routing write did: jobs added, jobs made moot removed.
-    pub(super) fn apply(&self, add: &[Job], remove: &[u64]) {
+    /// Routing's write: jobs added, moot ones removed, and the notifier's new place.
+    pub(super) fn enqueue(
+        &self,
+        store: &dyn Store,
+        add: &[Job],
+        remove: &[u64],
+        cursor: u64,
+    ) -> Result<(), StoreError> {
         let mut m = self.lock();
+        store.enqueue_jobs(add, remove, cursor)?;
         for id in remove {
             m.remove(id);
         }
         for j in add {
             m.insert(j.id, j.clone());
         }
+        Ok(())
+    }
+
+    /// Writes a job back (retry, reschedule) only if it is still queued; false when
+    /// routing removed it meanwhile.
+    pub(super) fn update(&self, store: &dyn Store, job: &Job) -> Result<bool, StoreError> {
+        let mut m = self.lock();
+        if !m.contains_key(&job.id) {
+            return Ok(false);
+        }
+        store.put_job(job)?;
+        m.insert(job.id, job.clone());
+        Ok(true)
+    }
+
+    /// Adds a new job.
+    pub(super) fn add(&self, store: &dyn Store, job: &Job) -> Result<(), StoreError> {
+        let mut m = self.lock();
+        store.put_job(job)?;
+        m.insert(job.id, job.clone());
+        Ok(())
+    }
+
+    pub(super) fn remove(&self, store: &dyn Store, id: u64) -> Result<(), StoreError> {
+        let mut m = self.lock();
+        store.remove_job(id)?;
+        m.remove(&id);
+        Ok(())
     }
 }
 
@@ -58,6 +88,7 @@ impl Queue {
 mod tests {
     use super::*;
     use crate::clock::Timestamp;
+    use crate::notification::port::MemoryOutbox;
 
     fn job(id: u64) -> Job {
         Job {
@@ -77,16 +108,28 @@ mod tests {
     }
 
     #[test]
-    fn mirrors_the_writes_in_id_order() {
-        let q = Queue::load(vec![job(5), job(2)]);
-        q.apply(&[job(9), job(3)], &[5]);
-        q.put(&Job {
-            attempts: 2,
-            ..job(2)
-        });
-        q.remove(3);
+    fn mirrors_the_store_and_never_writes_back_a_removed_job() {
+        let store = MemoryOutbox::default();
+        let q = Queue::load(vec![]);
+        q.enqueue(&store, &[job(5), job(2)], &[], 1).unwrap();
+        q.enqueue(&store, &[job(9), job(3)], &[5], 2).unwrap();
+        assert!(
+            q.update(
+                &store,
+                &Job {
+                    attempts: 2,
+                    ..job(2)
+                }
+            )
+            .unwrap()
+        );
+        q.remove(&store, 3).unwrap();
+        // A delivery that finishes after routing removed its job does not bring it back.
+        assert!(!q.update(&store, &job(3)).unwrap());
         let ids: Vec<u64> = q.all().iter().map(|j| j.id).collect();
         assert_eq!(ids, [2, 9]);
+        let stored: Vec<u64> = store.jobs().unwrap().iter().map(|j| j.id).collect();
+        assert_eq!(stored, ids);
         assert_eq!(q.get(2).map(|j| j.attempts), Some(2));
         assert!(q.any(|j| j.id == 9) && !q.any(|j| j.id == 5));
     }

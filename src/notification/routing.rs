@@ -63,7 +63,7 @@ impl Shared {
             if entries.is_empty() {
                 // Numbers without entries (compacted): nothing to tell. The position need
                 // not be durable now: routing nothing again after a crash makes nothing.
-                if let Err(e) = self.store.enqueue_jobs(&[], &[], last) {
+                if let Err(e) = self.queue.enqueue(self.store.as_ref(), &[], &[], last) {
                     self.telemetry
                         .store_error("saving the notifier's place failed", &e);
                     return cursor;
@@ -85,22 +85,20 @@ impl Shared {
                 }
                 Err(_) => return cursor,
             };
-            let store = self.store.clone();
-            let (jobs, remove) = (Arc::new(plan.jobs), Arc::new(plan.remove));
-            let (j, r) = (jobs.clone(), remove.clone());
+            let me = self.clone();
+            let (jobs, remove) = (plan.jobs, plan.remove);
             let saved = tokio::task::spawn_blocking(move || {
-                let (jobs, remove) = (&*j, &*r);
-                store.enqueue_jobs(jobs, remove, last)?;
+                me.queue.enqueue(me.store.as_ref(), &jobs, &remove, last)?;
                 // Without jobs the position need not be durable now: routing those changes
                 // again after a crash makes nothing.
                 if !jobs.is_empty() || !remove.is_empty() {
-                    store.flush()?;
+                    me.store.flush()?;
                 }
                 Ok::<_, StoreError>(())
             })
             .await;
             match saved {
-                Ok(Ok(())) => self.queue.apply(&jobs, &remove),
+                Ok(Ok(())) => {}
                 // Not durable: these changes are routed again on the next round (once the
                 // store has healed, it no longer holds what this write applied). Telling twice
                 // is allowed (at least once, with idempotency keys); never telling is not.
@@ -178,6 +176,37 @@ impl Shared {
         }
         plan.jobs = self.one_per_peer(config, std::mem::take(&mut plan.jobs));
         Ok(plan)
+    }
+
+    /// Jobs queued for a channel before it had peers (by an older version, or before a
+    /// reload gave it `urls`) become one job per peer, in each peer's lane: a peerless job
+    /// would sit in a lane of its own, where what follows for the incident does not wait
+    /// for it.
+    pub(super) fn spread_to_peers(&self, config: &NotifyConfig, cursor: u64) {
+        let old: Vec<Job> = self
+            .queue
+            .all()
+            .into_iter()
+            .filter(|j| {
+                j.peer.is_none()
+                    && config
+                        .channels
+                        .iter()
+                        .any(|c| c.id == j.channel && !c.peers().is_empty())
+            })
+            .collect();
+        if old.is_empty() {
+            return;
+        }
+        let remove: Vec<u64> = old.iter().map(|j| j.id).collect();
+        let add = self.one_per_peer(config, old);
+        if let Err(e) = self
+            .queue
+            .enqueue(self.store.as_ref(), &add, &remove, cursor)
+        {
+            self.telemetry
+                .store_error("could not give queued notifications their peers", &e);
+        }
     }
 
     /// A job for a channel with several peers (Alertmanager's `urls`) becomes one job per
