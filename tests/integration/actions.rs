@@ -148,12 +148,7 @@ actions = ["restart-demo"]
     let status = d.get("/v1/status").await;
     assert_eq!(status["actions"]["succeeded"], 3);
     assert_eq!(status["actions"]["held"], 1);
-    let (_, metrics) = d
-        .client
-        .raw(hyper::Method::GET, "/metrics", Vec::new(), "text/plain")
-        .await
-        .unwrap();
-    let metrics = String::from_utf8_lossy(&metrics);
+    let metrics = d.metrics().await;
     assert!(
         metrics.contains("incidentd_action_runs_total{result=\"succeeded\"} 3"),
         "{metrics}"

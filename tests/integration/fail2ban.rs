@@ -21,16 +21,22 @@ fn stock() {
     );
 }
 
-#[test]
-fn the_stock_sshd_jail_imports_and_loads_and_every_filter_is_accounted_for() {
-    stock();
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("f2b.toml");
+/// `incidentctl rules import-fail2ban /etc/fail2ban --jail sshd --out DIR/f2b.toml`.
+fn import_sshd(dir: &Path) -> (std::process::Output, std::path::PathBuf) {
+    let out = dir.join("f2b.toml");
     let run = Command::new(CTL)
         .args(["rules", "import-fail2ban", F2B, "--jail", "sshd", "--out"])
         .arg(&out)
         .output()
         .unwrap();
+    (run, out)
+}
+
+#[test]
+fn the_stock_sshd_jail_imports_and_loads_and_every_filter_is_accounted_for() {
+    stock();
+    let dir = tempfile::tempdir().unwrap();
+    let (run, out) = import_sshd(dir.path());
     let report = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "{report}");
     assert!(
@@ -102,12 +108,7 @@ fn the_stock_sshd_jail_imports_and_loads_and_every_filter_is_accounted_for() {
 fn the_imported_sshd_rule_matches_what_fail2ban_regex_matches() {
     stock();
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("f2b.toml");
-    let run = Command::new(CTL)
-        .args(["rules", "import-fail2ban", F2B, "--jail", "sshd", "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
+    let (run, out) = import_sshd(dir.path());
     assert!(run.status.success());
     // The imported rule as a match rule: every line it counts is a detection.
     let text = std::fs::read_to_string(&out).unwrap();

@@ -323,12 +323,7 @@ channels = ["am"]
     assert!(down["queued"].as_u64().unwrap() >= 1, "{status:#}");
     assert!(up["delivered"].as_u64().unwrap() >= 2, "{status:#}");
     assert!(up["last_error"].is_null(), "{status:#}");
-    let (_, metrics) = daemons[0]
-        .client
-        .raw(hyper::Method::GET, "/metrics", Vec::new(), "text/plain")
-        .await
-        .unwrap();
-    let metrics = String::from_utf8_lossy(&metrics);
+    let metrics = daemons[0].metrics().await;
     assert!(
         metrics.contains(&format!(
             "incidentd_notification_peer_deliveries_total{{channel=\"am\",peer=\"{}\",result=\"failed\"}}",

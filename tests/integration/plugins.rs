@@ -325,12 +325,7 @@ exec sleep 300
         log.contains("careful now") && log.contains("complaining on stderr"),
         "{log}"
     );
-    let (_, metrics) = d
-        .client
-        .raw(hyper::Method::GET, "/metrics", Vec::new(), "text/plain")
-        .await
-        .unwrap();
-    let metrics = String::from_utf8_lossy(&metrics);
+    let metrics = d.metrics().await;
     assert!(
         metrics.contains("incidentd_plugin_messages_total{plugin=\"noisy\",type=\"malformed\"} 5"),
         "{metrics}"

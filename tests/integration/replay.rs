@@ -7,27 +7,9 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use crate::util::CTL;
+use crate::util::{CTL, rules_test};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-fn rules_test(input: &Path, rules: &Path, format: &str, extra: &[&str]) -> Value {
-    let out = Command::new(CTL)
-        .args(["rules", "test"])
-        .arg(input)
-        .arg("--rules")
-        .arg(rules)
-        .args(["--format", format, "-o", "json"])
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 #[test]
 fn every_fixture_replays_to_its_expected_detections() {

@@ -4,11 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::{Value, json};
-
-use crate::util::CTL;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -69,20 +66,7 @@ fn match_rules(dir: &Path) -> PathBuf {
 }
 
 fn rules_test(input: &Path, rules: &Path, format: &str) -> Value {
-    let out = Command::new(CTL)
-        .args(["rules", "test"])
-        .arg(input)
-        .arg("--rules")
-        .arg(rules)
-        .args(["--format", format, "--year", "2026", "-o", "json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    crate::util::rules_test(input, rules, format, &["--year", "2026"])
 }
 
 /// Each line's detections, by its timestamp (every corpus line has its own second).

@@ -271,6 +271,16 @@ impl TestDaemon {
         }
     }
 
+    /// `GET /metrics` as text.
+    pub async fn metrics(&self) -> String {
+        let (_, body) = self
+            .client
+            .raw(hyper::Method::GET, "/metrics", Vec::new(), "text/plain")
+            .await
+            .expect("metrics");
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
     pub async fn get(&self, path: &str) -> Value {
         self.client
             .get(path)
@@ -463,4 +473,24 @@ pub fn open_to_others(d: &TestDaemon) {
     for p in [d.dir.path(), d.run.as_path()] {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
+}
+
+/// `incidentctl rules test INPUT --rules RULES --format FORMAT -o json [EXTRA…]`, which must
+/// succeed; its report.
+pub fn rules_test(input: &Path, rules: &Path, format: &str, extra: &[&str]) -> Value {
+    let out = std::process::Command::new(CTL)
+        .args(["rules", "test"])
+        .arg(input)
+        .arg("--rules")
+        .arg(rules)
+        .args(["--format", format, "-o", "json"])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
