@@ -42,7 +42,8 @@ pub struct IncidentsConfig {
     /// Events kept per incident as evidence: the first half and the latest.
     pub evidence_samples: usize,
     /// Re-alert backoff: the least time between successive new incidents of one key (the
-    /// last step repeats); empty turns it off.
+    /// last step repeats). Opt-in: empty by default, so the documented default (the rate
+    /// limit, 3 new incidents per key per hour) is what holds.
     #[serde(deserialize_with = "de::durations")]
     pub realert_backoff: Vec<Duration>,
     /// The `[[service]]` tables (top level in the file), handed to the incident manager with
@@ -64,11 +65,7 @@ impl Default for IncidentsConfig {
             retain_closed: Duration::from_secs(90 * 24 * 3600),
             evidence_samples: 10,
             services: Vec::new(),
-            realert_backoff: vec![
-                Duration::from_secs(3600),
-                Duration::from_secs(4 * 3600),
-                Duration::from_secs(12 * 3600),
-            ],
+            realert_backoff: Vec::new(),
         }
     }
 }

@@ -512,6 +512,34 @@ async fn incidents_keep_first_and_latest_evidence_through_restarts() {
     assert!(String::from_utf8_lossy(&md.stdout).contains("Evidence (the first and the latest"));
 }
 
+/// The documented default: at most 3 new incidents per key per hour, and no re-alert
+/// backoff unless configured; the fourth is held back and counted.
+#[tokio::test]
+async fn by_default_a_key_opens_at_most_three_incidents_an_hour() {
+    let d = TestDaemon::prepare("[incidents]\nreopen_window = \"1ms\"\n", BOOM);
+    d.wait_healthy().await;
+    let boom = || vec![r#"{"kind":"boom"}"#.to_string()];
+    for round in 1..=4 {
+        d.send_and_settle(&boom()).await;
+        for i in d.real_incidents().await {
+            if i["status"] == "open" {
+                d.post(&format!("/v1/incidents/{}/resolve", i["id"]), json!({}))
+                    .await
+                    .unwrap();
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert_eq!(
+            d.real_incidents().await.len(),
+            round.min(3),
+            "round {round}"
+        );
+    }
+    let st = d.get("/v1/status").await;
+    assert_eq!(st["incidents"]["rate_limited"], 1, "{st}");
+    assert!(d.log().contains("max=3 per=3600s"), "{}", d.log());
+}
+
 /// Re-alert backoff: a key that keeps firing gets a new incident only after the next step
 /// since the previous one (here 2 s, then 1 h); what is held back is counted.
 #[tokio::test]
