@@ -121,7 +121,7 @@ fn rules_check_runs_without_a_daemon() {
         .output()
         .unwrap();
     assert!(ok.status.success(), "{}", stderr(&ok));
-    assert!(stdout(&ok).contains("OK (12 rules)"));
+    assert!(stdout(&ok).contains("OK (19 rules)"));
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("x.toml");
     std::fs::write(
