@@ -565,29 +565,66 @@ async fn add_note(
     .await
 }
 
+/// Most alerts one `POST /v1/alerts` may carry.
+const MAX_ALERTS: usize = 1000;
+
+/// `POST /v1/alerts`: one alert (answered 201 when it created an incident), or an array of
+/// them answered one by one, in order (200, `{"alerts": [...]}` with each one's outcome or
+/// error; a bad alert does not stop the others).
 async fn post_alert(
     State(st): S,
     ConnectInfo(peer): ConnectInfo<Peer>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let alert: crate::incident::manager::ExternalAlert = parse_json(&body?)?;
-    let outcome = st.incidents.alert(alert, peer.user).await?;
-    use crate::incident::manager::Outcome;
-    let status = if matches!(outcome, Outcome::Created(_)) {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
+    use crate::incident::manager::{ExternalAlert, Outcome};
+    let answer = |o: Outcome| {
+        json!({
+            "incident_id": o.incident(),
+            "created": matches!(o, Outcome::Created(_)),
+            "deduplicated": matches!(o, Outcome::Deduplicated(_)),
+            "reopened": matches!(o, Outcome::Reopened(_)),
+            "rate_limited": matches!(o, Outcome::RateLimited),
+            "resolved": matches!(o, Outcome::Resolved(_)),
+            "nothing_to_resolve": matches!(o, Outcome::NothingToResolve),
+        })
     };
-    Ok((
-        status,
-        Json(json!({
-            "incident_id": outcome.incident(),
-            "created": matches!(outcome, Outcome::Created(_)),
-            "deduplicated": matches!(outcome, Outcome::Deduplicated(_)),
-            "reopened": matches!(outcome, Outcome::Reopened(_)),
-            "rate_limited": matches!(outcome, Outcome::RateLimited),
-        })),
-    ))
+    match parse_json::<Value>(&body?)? {
+        Value::Array(items) => {
+            if items.len() > MAX_ALERTS {
+                return Err(ApiError::bad_request(format!(
+                    "{} alerts in one request; at most {MAX_ALERTS}",
+                    items.len()
+                )));
+            }
+            let mut out = Vec::with_capacity(items.len());
+            for (i, item) in items.into_iter().enumerate() {
+                let one = match serde_json::from_value::<ExternalAlert>(item) {
+                    Err(e) => json!({"index": i, "error": format!("invalid alert: {e}")}),
+                    Ok(a) => match st.incidents.alert(a, peer.user.clone()).await {
+                        Ok(o) => {
+                            let mut v = answer(o);
+                            v["index"] = json!(i);
+                            v
+                        }
+                        Err(e) => json!({"index": i, "error": e.to_string()}),
+                    },
+                };
+                out.push(one);
+            }
+            Ok((StatusCode::OK, Json(json!({"alerts": out}))))
+        }
+        one => {
+            let alert: ExternalAlert = serde_json::from_value(one)
+                .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+            let outcome = st.incidents.alert(alert, peer.user).await?;
+            let status = if matches!(outcome, Outcome::Created(_)) {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Ok((status, Json(answer(outcome))))
+        }
+    }
 }
 
 #[derive(Deserialize)]

@@ -19,6 +19,8 @@ fn main() -> ExitCode {
     };
     match rt.block_on(incidentd::cli::run(args)) {
         Ok(()) => ExitCode::SUCCESS,
+        // A verdict, not a failure: `alert` says how severe what it raised is.
+        Err(incidentd::cli::CliError::Verdict(code)) => ExitCode::from(code),
         Err(e) => {
             eprintln!("incidentctl: {e}");
             ExitCode::FAILURE

@@ -112,12 +112,24 @@ pub enum Cmd {
         files: Vec<PathBuf>,
     },
     /// Raise an external alert: creates an incident, or joins the open one of the same key.
+    /// Exits 0 when what it raised is sev3 or milder, 1 for sev1/sev2, 2 for sev3 with
+    /// --fail-on-warning, so a CI job can fail on it.
     Alert {
-        /// Alerts with the same key share an incident.
-        key: String,
-        /// What is wrong.
-        #[arg(required = true)]
+        /// Alerts with the same key share an incident (not with --file).
+        #[arg(required_unless_present = "file")]
+        key: Option<String>,
+        /// What is wrong (not needed with --resolve).
         summary: Vec<String>,
+        /// Alerts from a file of NDJSON, one `{"key","summary","severity",…}` a line (`-`:
+        /// standard input), sent in one request and answered one by one.
+        #[arg(long, conflicts_with = "key")]
+        file: Option<PathBuf>,
+        /// The alert has ended: resolve the active incident of its key (idempotent).
+        #[arg(long)]
+        resolve: bool,
+        /// Exit 2 when what was raised is sev3.
+        #[arg(long)]
+        fail_on_warning: bool,
         #[arg(long, default_value = "sev3")]
         severity: String,
         #[arg(long)]
@@ -378,6 +390,71 @@ pub enum CliError {
     Client(#[from] ClientError),
     #[error("{0}")]
     Failed(String),
+    /// Not an error: the exit code a command chose (`alert`'s severity verdict).
+    #[error("exit code {0}")]
+    Verdict(u8),
+}
+
+/// `incidentctl alert`'s exit code: 1 when a firing alert is sev1 or sev2, else 2 when one
+/// is sev3 and `fail_on_warning`, else 0 (resolved alerts raise nothing).
+fn alert_verdict(alerts: &[Value], fail_on_warning: bool, now: crate::clock::Timestamp) -> u8 {
+    let firing = alerts.iter().filter(|a| {
+        let ended = a
+            .get("ends_at")
+            .and_then(|v| serde_json::from_value::<crate::clock::Timestamp>(v.clone()).ok())
+            .is_some_and(|t| t <= now);
+        a["status"].as_str() != Some("resolved") && !ended
+    });
+    let sev = |a: &Value| {
+        a["severity"]
+            .as_str()
+            .and_then(|s| s.parse::<crate::severity::Severity>().ok())
+            .unwrap_or(crate::severity::Severity::Sev3)
+    };
+    let worst = firing.map(sev).min();
+    match worst {
+        Some(s) if s <= crate::severity::Severity::Sev2 => 1,
+        Some(crate::severity::Severity::Sev3) if fail_on_warning => 2,
+        _ => 0,
+    }
+}
+
+/// Alerts from an NDJSON file (`-`: standard input); a line that is not a JSON object is
+/// refused with its line number before anything is sent.
+fn read_alerts(path: &std::path::Path) -> Result<Vec<Value>, CliError> {
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(path)
+    }
+    .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", path.display())))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Value>(line) {
+            Ok(v @ Value::Object(_)) => out.push(v),
+            Ok(_) => {
+                return Err(CliError::Failed(format!(
+                    "{}:{}: an alert must be a JSON object",
+                    path.display(),
+                    n + 1
+                )));
+            }
+            Err(e) => {
+                return Err(CliError::Failed(format!(
+                    "{}:{}: not JSON: {e}",
+                    path.display(),
+                    n + 1
+                )));
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(CliError::Failed(format!("{}: no alerts", path.display())));
+    }
+    Ok(out)
 }
 
 /// Runs one invocation; the caller maps the error to exit code 1.
@@ -390,31 +467,72 @@ pub async fn run(args: Args) -> Result<(), CliError> {
         Cmd::Alert {
             key,
             summary,
+            file,
+            resolve,
+            fail_on_warning,
             severity,
             service,
             host,
             label,
             runbook,
         } => {
-            let labels: serde_json::Map<String, Value> =
-                label.into_iter().map(|(k, v)| (k, v.into())).collect();
-            let v: Value = client
-                .post(
-                    "/v1/alerts",
-                    &json!({"key": key, "summary": summary.join(" "), "severity": severity,
-                        "service": service, "host": host, "labels": labels, "runbook": runbook}),
-                )
-                .await?;
-            if json_out {
-                print_json(&v);
-            } else if v["created"] == true {
-                outln!("created incident {}", v["incident_id"]);
-            } else if v["reopened"] == true {
-                outln!("reopened incident {}", v["incident_id"]);
-            } else if v["deduplicated"] == true {
-                outln!("added to incident {} (same key)", v["incident_id"]);
+            let alerts: Vec<Value> = match (&file, key) {
+                (Some(f), _) => read_alerts(f)?,
+                (None, Some(key)) => {
+                    if summary.is_empty() && !resolve {
+                        return Err(CliError::Failed(
+                            "an alert needs a summary (or --resolve)".into(),
+                        ));
+                    }
+                    let labels: serde_json::Map<String, Value> =
+                        label.into_iter().map(|(k, v)| (k, v.into())).collect();
+                    vec![json!({"key": key, "summary": summary.join(" "),
+                        "severity": severity, "service": service, "host": host,
+                        "labels": labels, "runbook": runbook,
+                        "status": if resolve { "resolved" } else { "firing" }})]
+                }
+                (None, None) => return Err(CliError::Failed("name a key, or --file".into())),
+            };
+            let answers: Vec<Value> = if file.is_some() {
+                let v: Value = client
+                    .post("/v1/alerts", &Value::Array(alerts.clone()))
+                    .await?;
+                v["alerts"].as_array().cloned().unwrap_or_default()
             } else {
-                outln!("rate limited: no new incident for key {key} (see [incidents] rate_limit)");
+                vec![client.post("/v1/alerts", &alerts[0]).await?]
+            };
+            if json_out {
+                print_json(&json!({"alerts": answers}));
+            }
+            let mut failed = false;
+            for (a, v) in alerts.iter().zip(&answers) {
+                let key = a["key"].as_str().unwrap_or("?");
+                let said = if let Some(e) = v["error"].as_str() {
+                    failed = true;
+                    format!("error: {e}")
+                } else if v["created"] == true {
+                    format!("created incident {}", v["incident_id"])
+                } else if v["reopened"] == true {
+                    format!("reopened incident {}", v["incident_id"])
+                } else if v["deduplicated"] == true {
+                    format!("added to incident {} (same key)", v["incident_id"])
+                } else if v["resolved"] == true {
+                    format!("resolved incident {}", v["incident_id"])
+                } else if v["nothing_to_resolve"] == true {
+                    "no active incident to resolve".to_owned()
+                } else {
+                    "rate limited: no new incident (see [incidents] rate_limit)".to_owned()
+                };
+                if !json_out {
+                    outln!("{key}: {said}");
+                }
+            }
+            if failed {
+                return Err(CliError::Failed("some alerts were refused".into()));
+            }
+            let code = alert_verdict(&alerts, fail_on_warning, now);
+            if code != 0 {
+                return Err(CliError::Verdict(code));
             }
         }
         Cmd::Completions { shell } => {

@@ -287,17 +287,45 @@ impl Manager {
 
     /// An external alert: a detection of the pseudo-rule `alert`, through the same dedup,
     /// reopen, severity and rate-limit path as the rules' detections.
+    /// A resolved alert: resolves the active incident of its key, once; later ones find
+    /// nothing to do.
+    fn resolve_alert(&mut self, key: &str, actor: &str) -> Result<Outcome, IncidentError> {
+        let key = format!("alert/{key}");
+        let Some(id) = self.store.latest_for_key(&key)? else {
+            return Ok(Outcome::NothingToResolve);
+        };
+        if !self.load(id)?.status.is_active() {
+            return Ok(Outcome::NothingToResolve);
+        }
+        self.on_command(super::manager::Command::Transition {
+            id,
+            transition: super::Transition::Resolve,
+            note: Some("resolved by an alert that ended".into()),
+            actor: actor.to_owned(),
+        })?;
+        tracing::info!(key = %key, actor = %actor, incident = id, "external alert resolved its incident");
+        Ok(Outcome::Resolved(id))
+    }
+
     pub(super) fn on_alert(
         &mut self,
         a: ExternalAlert,
         actor: &str,
     ) -> Result<Outcome, IncidentError> {
-        if a.key.trim().is_empty() || a.summary.trim().is_empty() {
+        let now = self.now;
+        let ended = a.status == super::manager::AlertStatus::Resolved
+            || a.ends_at.is_some_and(|e| e <= now);
+        if a.key.trim().is_empty() {
+            return Err(IncidentError::Invalid("an alert needs a `key`".into()));
+        }
+        if ended {
+            return self.resolve_alert(&a.key, actor);
+        }
+        if a.summary.trim().is_empty() {
             return Err(IncidentError::Invalid(
-                "an alert needs a `key` and a `summary`".into(),
+                "a firing alert needs a `summary`".into(),
             ));
         }
-        let now = self.now;
         let mut labels = a.labels;
         labels.insert("alerted_by".into(), actor.to_owned());
         let d = Detection {

@@ -150,6 +150,11 @@ pub enum Outcome {
     Correlated(u64),
     /// Already applied before a crash.
     Replayed,
+    /// A resolved alert ended the active incident of its key.
+    Resolved(u64),
+    /// A resolved alert found no active incident of its key (already resolved, or never
+    /// raised): nothing to do, as often as it is sent.
+    NothingToResolve,
 }
 
 impl Outcome {
@@ -168,7 +173,8 @@ impl Outcome {
             Outcome::Created(id)
             | Outcome::Deduplicated(id)
             | Outcome::Reopened(id)
-            | Outcome::Correlated(id) => Some(id),
+            | Outcome::Correlated(id)
+            | Outcome::Resolved(id) => Some(id),
             _ => None,
         }
     }
@@ -180,7 +186,16 @@ impl Outcome {
 pub struct ExternalAlert {
     /// Alerts with the same key share an incident.
     pub key: String,
+    /// What is wrong (needed unless the alert resolves).
+    #[serde(default)]
     pub summary: String,
+    /// `firing` (the default) or `resolved`: a resolved alert resolves the active incident
+    /// of its key, as Alertmanager's clients send them.
+    #[serde(default)]
+    pub status: AlertStatus,
+    /// An end in the past resolves too.
+    #[serde(default)]
+    pub ends_at: Option<crate::clock::Timestamp>,
     #[serde(default = "default_sev3")]
     pub severity: Severity,
     #[serde(default)]
@@ -191,6 +206,15 @@ pub struct ExternalAlert {
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub runbook: Option<String>,
+}
+
+/// Whether an external alert fires or has ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertStatus {
+    #[default]
+    Firing,
+    Resolved,
 }
 
 /// A change to the silences (admins).

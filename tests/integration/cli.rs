@@ -261,9 +261,10 @@ async fn external_alerts_create_deduplicate_and_are_rate_limited() {
         "--label",
         "job=pgdump",
     ]);
-    assert!(first.status.success(), "{}", stderr(&first));
+    // A sev2 ("high") alert: exit 1, the verdict a CI job fails on.
+    assert_eq!(first.status.code(), Some(1), "{}", stderr(&first));
     let out = stdout(&first);
-    assert!(out.starts_with("created incident "), "{out}");
+    assert!(out.starts_with("backup/db1: created incident "), "{out}");
     let id = out.trim().rsplit(' ').next().unwrap().to_owned();
 
     let (status, again) = d
@@ -291,7 +292,7 @@ async fn external_alerts_create_deduplicate_and_are_rate_limited() {
     let limited = d.ctl(&["alert", "backup/db1", "failed", "again"]);
     assert!(limited.status.success(), "{}", stderr(&limited));
     assert!(
-        stdout(&limited).starts_with("rate limited"),
+        stdout(&limited).starts_with("backup/db1: rate limited"),
         "{}",
         stdout(&limited)
     );
@@ -306,6 +307,109 @@ async fn external_alerts_create_deduplicate_and_are_rate_limited() {
             .unwrap()
             .contains("summary"),
         "{bad}"
+    );
+}
+
+/// The gate bridge: `incidentctl alert` exits 0 for sev3 or milder, 1 for sev1/sev2, 2 for
+/// sev3 with --fail-on-warning; `--file` sends a batch answered alert by alert (a bad line
+/// refuses the file before anything is sent); a resolved alert (or one whose `ends_at` has
+/// passed) resolves its key's incident, idempotently; `POST /v1/alerts` takes an array.
+#[tokio::test]
+async fn the_gate_bridge_exit_codes_batches_and_resolved_alerts() {
+    let d = TestDaemon::start("").await;
+    let code = |args: &[&str]| {
+        let o = d.ctl(args);
+        (o.status.code(), stdout(&o), stderr(&o))
+    };
+    let (c, out, _) = code(&["alert", "lint/web", "3", "warnings", "--severity", "sev3"]);
+    assert_eq!(c, Some(0), "{out}");
+    let (c, _, _) = code(&["alert", "lint/web", "3", "warnings", "--fail-on-warning"]);
+    assert_eq!(c, Some(2));
+    let (c, _, _) = code(&[
+        "alert",
+        "lint/api",
+        "style",
+        "--severity",
+        "low",
+        "--fail-on-warning",
+    ]);
+    assert_eq!(c, Some(0), "sev4 passes even with --fail-on-warning");
+    let (c, out, _) = code(&[
+        "alert",
+        "vuln/openssl",
+        "CVE",
+        "found",
+        "--severity",
+        "critical",
+    ]);
+    assert_eq!(c, Some(1), "{out}");
+    let id = out.trim().rsplit(' ').next().unwrap().to_owned();
+
+    // Resolving, twice: the second finds nothing to do.
+    let (c, out, _) = code(&["alert", "vuln/openssl", "--resolve"]);
+    assert_eq!(c, Some(0), "{out}");
+    assert_eq!(out.trim(), format!("vuln/openssl: resolved incident {id}"));
+    assert_eq!(
+        d.get(&format!("/v1/incidents/{id}")).await["status"],
+        "resolved"
+    );
+    let (c, out, _) = code(&["alert", "vuln/openssl", "--resolve"]);
+    assert_eq!(
+        (c, out.trim()),
+        (Some(0), "vuln/openssl: no active incident to resolve")
+    );
+
+    // A batch from a file: answered one by one; the worst severity decides.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("alerts.ndjson");
+    std::fs::write(
+        &file,
+        concat!(
+            r#"{"key":"scan/a","summary":"minor","severity":"sev4"}"#,
+            "\n",
+            "\n",
+            r#"{"key":"scan/b","summary":"bad","severity":"sev2","labels":{"tool":"trivy"}}"#,
+            "\n",
+            r#"{"key":"lint/web","status":"resolved"}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let (c, out, err) = code(&["alert", "--file", file.to_str().unwrap()]);
+    assert_eq!(c, Some(1), "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("scan/a: created incident"), "{out}");
+    assert!(lines[1].starts_with("scan/b: created incident"), "{out}");
+    assert!(lines[2].starts_with("lint/web: resolved incident"), "{out}");
+    // A bad line: refused with its line number, nothing sent.
+    let before = d.incidents("").await.len();
+    std::fs::write(&file, "{\"key\":\"x/1\",\"summary\":\"s\"}\nnot json\n").unwrap();
+    let (c, _, err) = code(&["alert", "--file", file.to_str().unwrap()]);
+    assert_eq!(c, Some(1));
+    assert!(err.contains("alerts.ndjson:2: not JSON"), "{err}");
+    assert_eq!(d.incidents("").await.len(), before, "nothing was sent");
+
+    // The API: an array, a bad alert among good ones, and an end in the past.
+    let (status, v) = d
+        .raw(
+            hyper::Method::POST,
+            "/v1/alerts",
+            br#"[{"key":"api/1","summary":"one"},{"key":"api/2","summary":"two","severity":"sev9"},{"key":"scan/b","ends_at":"2026-01-01T00:00:00Z"}]"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let a = v["alerts"].as_array().unwrap();
+    assert_eq!(a.len(), 3);
+    assert_eq!(a[0]["created"], true, "{v}");
+    assert!(
+        a[1]["error"].as_str().unwrap().contains("invalid alert"),
+        "{v}"
+    );
+    assert_eq!(a[2]["resolved"], true, "{v}");
+    let scan_b = a[2]["incident_id"].to_string();
+    assert_eq!(
+        d.get(&format!("/v1/incidents/{scan_b}")).await["status"],
+        "resolved"
     );
 }
 
