@@ -1,4 +1,5 @@
-//! `/v1/actions` (runs, approvals) and `/v1/incidents/{id}/actions/{action}/{dry-run,run}`.
+//! `/v1/actions` (runs, approvals), `/v1/incidents/{id}/actions` (what could run) and
+//! `/v1/incidents/{id}/actions/{action}/{dry-run,run}`.
 
 use std::sync::Arc;
 
@@ -123,6 +124,22 @@ pub(super) async fn decide(
         }
     };
     Ok(Json(json!(run)))
+}
+
+/// `GET /v1/incidents/{id}/actions`: every configured action with its policy and plan for
+/// this incident; nothing runs.
+pub(super) async fn available(
+    State(st): S,
+    path: Result<Path<IdOnly>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let Path(p) = path?;
+    let id = parse_number(&p.id, "an incident id")?;
+    Ok(Json(st.remediation.available(id).await?))
+}
+
+#[derive(Deserialize)]
+pub(super) struct IdOnly {
+    id: String,
 }
 
 #[derive(Deserialize)]

@@ -49,6 +49,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/actions", get(super::actions::list))
         .route("/v1/actions/{id}", get(super::actions::show))
         .route("/v1/actions/{id}/{decision}", post(super::actions::decide))
+        .route("/v1/incidents/{id}/actions", get(super::actions::available))
         .route(
             "/v1/incidents/{id}/actions/{action}/{what}",
             post(super::actions::incident_action),

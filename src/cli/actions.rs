@@ -142,6 +142,37 @@ pub(super) async fn actions(
                 }
             }
         }
+        ActionsCmd::Available { incident } => {
+            let v: Value = client
+                .get(&format!("/v1/incidents/{incident}/actions"))
+                .await?;
+            if json_out {
+                print_json(&v);
+            } else {
+                for a in v["actions"].as_array().cloned().unwrap_or_default() {
+                    let why = a["held"]
+                        .as_str()
+                        .or(a["approval"].as_str())
+                        .map(|w| format!(": {w}"))
+                        .unwrap_or_default();
+                    outln!(
+                        "{} ({}{}) {}{why}",
+                        a["action"].as_str().unwrap_or("?"),
+                        a["kind"].as_str().unwrap_or("?"),
+                        if a["bound"] == true {
+                            ", bound by its rule"
+                        } else {
+                            ""
+                        },
+                        a["policy"].as_str().unwrap_or("?"),
+                    );
+                    match a["cannot_render"].as_str() {
+                        Some(e) => outln!("  cannot run for this incident: {e}"),
+                        None => describe_plan(&a["plan"]),
+                    }
+                }
+            }
+        }
         ActionsCmd::Run { incident, action } => {
             let v: Value = client
                 .post(

@@ -292,6 +292,10 @@ pub enum ActionsCmd {
     },
     /// Show exactly what an action would do for an incident, with no side effect.
     DryRun { incident: u64, action: String },
+    /// Every configured action for an incident: whether its rules bind it, its policy
+    /// (automatic, approval, held by the breaker or a silence) and its plan or why it
+    /// cannot render. Nothing runs.
+    Available { incident: u64 },
     /// Run an action for an incident now (admins).
     Run { incident: u64, action: String },
 }

@@ -1,6 +1,7 @@
 //! Approvals, denials, dry runs and runs by hand.
 
 use super::*;
+use crate::incident::SilenceState;
 
 impl Shared {
     pub(super) async fn propose(
@@ -153,6 +154,72 @@ impl Shared {
             "revert": revert,
             "revert_after_seconds": a.common.revert_after.map(|d| d.as_secs_f64()),
         }))
+    }
+
+    /// See [`RemediationHandle::available`](super::RemediationHandle::available).
+    pub(super) async fn available(
+        &self,
+        c: &Config,
+        incident_id: u64,
+    ) -> Result<serde_json::Value, RemediationError> {
+        let inc = self.incident(incident_id).await?;
+        let now = self.clock.now();
+        let bound: std::collections::BTreeSet<&str> = inc
+            .rules
+            .iter()
+            .filter_map(|r| c.rule_actions.get(r))
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        let silence = self
+            .store
+            .silences()?
+            .into_iter()
+            .find(|s| s.state(now) == SilenceState::Active && s.matchers.matches(&inc));
+        let ctx = action::context(&inc);
+        let mut ids: Vec<&String> = c.actions.keys().collect();
+        ids.sort();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let a = &c.actions[id];
+            let approval = if !a.common.safe {
+                Some("unsafe action: an admin must approve it".to_owned())
+            } else if c.policy.require_approval_for.contains(&inc.severity)
+                && !a.common.auto_even_for_sev1
+            {
+                Some(format!(
+                    "{} incidents need an admin's approval even for safe actions",
+                    inc.severity
+                ))
+            } else {
+                None
+            };
+            let held = silence
+                .as_ref()
+                .map(|s| format!("silenced by silence {} ({})", s.id, s.comment))
+                .or_else(|| self.breaker_holds(a, &inc.key, now));
+            let policy = match (&held, &approval) {
+                (Some(_), _) => "held",
+                (None, Some(_)) => "approval",
+                (None, None) => "automatic",
+            };
+            let (plan, cannot) = match action::plan(&a.op, &ctx) {
+                Ok(p) => (json!(p.redacted()), None),
+                Err(e) => (serde_json::Value::Null, Some(e.to_string())),
+            };
+            out.push(json!({
+                "action": id,
+                "kind": a.op.kind,
+                "bound": bound.contains(id.as_str()),
+                "safe": a.common.safe,
+                "policy": policy,
+                "approval": approval,
+                "held": held,
+                "plan": plan,
+                "cannot_render": cannot,
+            }));
+        }
+        Ok(json!({"incident_id": incident_id, "actions": out}))
     }
 
     pub(super) async fn by_hand(

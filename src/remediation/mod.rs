@@ -85,6 +85,11 @@ pub enum Request {
         action: String,
         reply: Reply<serde_json::Value>,
     },
+    /// Every configured action for an incident: policy and plan, nothing run.
+    Available {
+        incident_id: u64,
+        reply: Reply<serde_json::Value>,
+    },
     Run {
         incident_id: u64,
         action: String,
@@ -145,6 +150,14 @@ impl RemediationHandle {
             reply,
         })
         .await
+    }
+
+    /// The configured actions for an incident, each with its policy (automatic, approval
+    /// needed, or held by the breaker, its cooldown or a silence) and its rendered plan or
+    /// why it cannot render.
+    pub async fn available(&self, incident_id: u64) -> Result<serde_json::Value, RemediationError> {
+        self.ask(|reply| Request::Available { incident_id, reply })
+            .await
     }
 
     pub async fn run(
@@ -363,6 +376,9 @@ impl Shared {
             } => {
                 let _ = reply.send(self.dry_run(c, incident_id, &action).await);
             }
+            Request::Available { incident_id, reply } => {
+                let _ = reply.send(self.available(c, incident_id).await);
+            }
             Request::Run {
                 incident_id,
                 action,
@@ -539,6 +555,23 @@ impl Shared {
 
     /// The circuit breaker's and cooldown's refusal, if any; else counts this run.
     fn breaker_refuses(&self, action: &ActionConfig, key: &str, now: Timestamp) -> Option<String> {
+        let held = self.breaker_holds(action, key, now);
+        if held.is_none() {
+            let c = &action.common;
+            let mut b = self.breaker.lock().unwrap_or_else(|p| p.into_inner());
+            b.record(
+                &(c.id.clone(), key.to_owned()),
+                now,
+                c.per,
+                c.max_runs as usize,
+            );
+        }
+        held
+    }
+
+    /// Why the breaker or the cooldown would hold an automatic run now, if it would;
+    /// records nothing.
+    fn breaker_holds(&self, action: &ActionConfig, key: &str, now: Timestamp) -> Option<String> {
         let c = &action.common;
         let mut b = self.breaker.lock().unwrap_or_else(|p| p.into_inner());
         let key = (c.id.clone(), key.to_owned());
@@ -558,7 +591,6 @@ impl Shared {
                 humantime::format_duration(c.cooldown)
             ));
         }
-        b.record(&key, now, c.per, c.max_runs as usize);
         None
     }
 

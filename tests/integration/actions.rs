@@ -952,3 +952,93 @@ actions = ["note-it"]
         twice.len()
     );
 }
+
+/// `GET /v1/incidents/{id}/actions` and `incidentctl actions available`: every configured
+/// action with whether the incident's rule binds it, its policy (automatic, approval, held
+/// by a silence) and its plan or why it cannot render; nothing runs.
+#[tokio::test]
+async fn what_can_be_done_for_an_incident_is_listed_without_running_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    let config = format!(
+        r#"
+[remediation]
+require_approval_for = ["sev1"]
+
+[[action]]
+id = "restart"
+kind = "exec"
+safe = true
+command = ["touch", "{marker}"]
+
+[[action]]
+id = "page-dba"
+kind = "exec"
+command = ["touch", "{marker}"]
+
+[[action]]
+id = "per-service"
+kind = "exec"
+safe = true
+command = ["touch", "{marker}-{{{{ incident.service }}}}"]
+"#,
+        marker = marker.display()
+    );
+    let rules = r#"
+[[rule]]
+id = "crash"
+kind = "match"
+severity = "sev2"
+where = { kind = "crash" }
+actions = ["page-dba"]
+"#;
+    let d = TestDaemon::prepare(&config, rules);
+    d.wait_healthy().await;
+    d.send_and_settle(&[r#"{"kind":"crash"}"#.to_string()])
+        .await;
+    let inc = &d.real_incidents().await[0];
+    let id = inc["id"].to_string();
+    let v = d.get(&format!("/v1/incidents/{id}/actions")).await;
+    let by: std::collections::BTreeMap<String, Value> = v["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["action"].as_str().unwrap().to_owned(), a.clone()))
+        .collect();
+    assert_eq!(by.len(), 3, "{v:#}");
+    assert_eq!(by["page-dba"]["bound"], true);
+    assert_eq!(by["page-dba"]["policy"], "approval");
+    assert_eq!(by["restart"]["bound"], false);
+    assert_eq!(by["restart"]["policy"], "automatic");
+    assert_eq!(by["restart"]["plan"]["argv"][0], "touch", "{v:#}");
+    assert!(by["per-service"]["plan"].is_null());
+    assert!(
+        by["per-service"]["cannot_render"]
+            .as_str()
+            .unwrap()
+            .contains("incident.service"),
+        "{v:#}"
+    );
+    // A silence holds what would run by itself.
+    d.post(
+        "/v1/silences",
+        json!({"matchers": {"rule": "crash"}, "duration": "1h", "comment": "maintenance"}),
+    )
+    .await
+    .unwrap();
+    let out = d.ctl(&["actions", "available", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("restart (exec) held: silenced by silence"),
+        "{text}"
+    );
+    assert!(text.contains("cannot run for this incident"), "{text}");
+    assert!(!marker.exists(), "nothing ran");
+    let missing = d.ctl(&["actions", "available", "999"]);
+    assert_eq!(missing.status.code(), Some(1));
+}
