@@ -159,7 +159,17 @@ impl Peer {
 
     /// Waits until this peer sees `n` cluster members and says it is ready.
     async fn wait_cluster(&self, http: &reqwest::Client, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        assert!(
+            self.cluster_within(http, n, Duration::from_secs(60)).await,
+            "peer {} never saw {n} members\n{}",
+            self.web,
+            self.log()
+        );
+    }
+
+    /// Whether this peer sees `n` members and is ready within `limit`.
+    async fn cluster_within(&self, http: &reqwest::Client, n: usize, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
         loop {
             let status = async {
                 http.get(format!("{}/api/v2/status", self.url()))
@@ -175,17 +185,55 @@ impl Peer {
                 && s["cluster"]["status"] == "ready"
                 && s["cluster"]["peers"].as_array().map(Vec::len) == Some(n)
             {
-                return;
+                return true;
             }
-            assert!(
-                Instant::now() < deadline,
-                "peer {} never saw {n} members: {status:?}\n{}",
-                self.web,
-                self.log()
-            );
+            if Instant::now() >= deadline {
+                return false;
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// Two peers clustered on loopback. The ports are free when picked, but a test running in
+/// parallel may take one before the peer binds it: the pair is started again on new ports
+/// (three tries) when it does not form.
+async fn start_pair(root: &Path, receiver: &str, http: &reqwest::Client) -> Vec<Peer> {
+    for attempt in 0..3 {
+        let (c1, c2) = (free_port(), free_port());
+        let mut peers: Vec<Peer> = [(c1, c2), (c2, c1)]
+            .into_iter()
+            .enumerate()
+            .map(|(i, (cluster, other))| {
+                let dir = root.join(format!("try{attempt}-am{i}"));
+                std::fs::create_dir_all(&dir).unwrap();
+                am_config(&dir, receiver);
+                Peer {
+                    dir,
+                    web: free_port(),
+                    cluster,
+                    other_cluster: other,
+                    process: None,
+                }
+            })
+            .collect();
+        for p in &mut peers {
+            p.start();
+        }
+        let mut formed = true;
+        for p in &peers {
+            formed &= p.cluster_within(http, 2, Duration::from_secs(20)).await;
+        }
+        if formed {
+            return peers;
+        }
+        eprintln!(
+            "the Alertmanager pair did not form (try {attempt}):\n{}\n{}",
+            peers[0].log(),
+            peers[1].log()
+        );
+    }
+    panic!("the Alertmanager pair did not form in three tries");
 }
 
 fn am_config(dir: &Path, receiver: &str) {
@@ -231,30 +279,8 @@ async fn every_hosts_incident_reaches_people_once_through_an_ha_pair_with_a_peer
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let root = tempfile::tempdir().unwrap();
-    let (c1, c2) = (free_port(), free_port());
-    let mut peers: Vec<Peer> = [(c1, c2), (c2, c1)]
-        .into_iter()
-        .enumerate()
-        .map(|(i, (cluster, other))| {
-            let dir = root.path().join(format!("am{i}"));
-            std::fs::create_dir(&dir).unwrap();
-            am_config(&dir, &receiver);
-            Peer {
-                dir,
-                web: free_port(),
-                cluster,
-                other_cluster: other,
-                process: None,
-            }
-        })
-        .collect();
-    for p in &mut peers {
-        p.start();
-    }
     let http = incidentd::http_client().unwrap();
-    for p in &peers {
-        p.wait_cluster(&http, 2).await;
-    }
+    let mut peers = start_pair(root.path(), &receiver, &http).await;
 
     let config = |host: &str| {
         format!(
