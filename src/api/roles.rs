@@ -24,10 +24,14 @@ pub use crate::access::{Role, RoleGroups, SharedRoles, group_names, role_of};
 
 /// The role a call needs.
 pub fn needed(method: &Method, path: &str) -> Role {
+    let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
     if method == Method::GET || method == Method::HEAD {
+        // Every action's rendered plan: what a dry run shows, to the same role.
+        if let ["", "v1", "incidents", _id, "actions"] = parts.as_slice() {
+            return Role::Responder;
+        }
         return Role::Reader;
     }
-    let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
     match parts.as_slice() {
         ["", "v1", "events"] | ["", "v1", "alerts"] => Role::Responder,
         ["", "v1", "incidents", _id, "severity"] => Role::Admin,
@@ -115,6 +119,12 @@ mod tests {
         );
         assert_eq!(needed(&Method::POST, "/v1/events"), Role::Responder);
         assert_eq!(needed(&Method::POST, "/v1/alerts"), Role::Responder);
+        assert_eq!(
+            needed(&Method::GET, "/v1/incidents/4/actions"),
+            Role::Responder,
+            "every action's plan, like a dry run"
+        );
+        assert_eq!(needed(&Method::GET, "/v1/incidents/4"), Role::Reader);
         assert_eq!(needed(&Method::POST, "/v1/incidents"), Role::Admin);
         assert_eq!(
             needed(&Method::POST, "/v1/incidents/7/severity"),

@@ -597,21 +597,25 @@ async fn post_alert(
                     items.len()
                 )));
             }
-            let mut out = Vec::with_capacity(items.len());
-            for (i, item) in items.into_iter().enumerate() {
-                let one = match serde_json::from_value::<ExternalAlert>(item) {
-                    Err(e) => json!({"index": i, "error": format!("invalid alert: {e}")}),
-                    Ok(a) => match st.incidents.alert(a, peer.user.clone()).await {
-                        Ok(o) => {
-                            let mut v = answer(o);
-                            v["index"] = json!(i);
-                            v
-                        }
-                        Err(e) => json!({"index": i, "error": e.to_string()}),
-                    },
-                };
-                out.push(one);
-            }
+            // All handed to the incident manager at once, in order, so they share its group
+            // commits; each answered once durable.
+            let pending = items.into_iter().enumerate().map(|(i, item)| {
+                let (incidents, user) = (st.incidents.clone(), peer.user.clone());
+                async move {
+                    match serde_json::from_value::<ExternalAlert>(item) {
+                        Err(e) => json!({"index": i, "error": format!("invalid alert: {e}")}),
+                        Ok(a) => match incidents.alert(a, user).await {
+                            Ok(o) => {
+                                let mut v = answer(o);
+                                v["index"] = json!(i);
+                                v
+                            }
+                            Err(e) => json!({"index": i, "error": e.to_string()}),
+                        },
+                    }
+                }
+            });
+            let out = futures_util::future::join_all(pending).await;
             Ok((StatusCode::OK, Json(json!({"alerts": out}))))
         }
         one => {

@@ -21,6 +21,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         // A verdict, not a failure: `alert` says how severe what it raised is.
         Err(incidentd::cli::CliError::Verdict(code)) => ExitCode::from(code),
+        // `alert` keeps 1 and 2 for its verdicts; its failures are 3.
+        Err(incidentd::cli::CliError::AlertFailed(e)) => {
+            eprintln!("incidentctl: {e}");
+            ExitCode::from(3)
+        }
         Err(e) => {
             eprintln!("incidentctl: {e}");
             ExitCode::FAILURE

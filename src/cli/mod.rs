@@ -113,7 +113,7 @@ pub enum Cmd {
     },
     /// Raise an external alert: creates an incident, or joins the open one of the same key.
     /// Exits 0 when what it raised is sev3 or milder, 1 for sev1/sev2, 2 for sev3 with
-    /// --fail-on-warning, so a CI job can fail on it.
+    /// --fail-on-warning, so a CI job can fail on it; 3 when it could not raise it.
     Alert {
         /// Alerts with the same key share an incident (not with --file).
         #[arg(required_unless_present = "file")]
@@ -397,6 +397,9 @@ pub enum CliError {
     /// Not an error: the exit code a command chose (`alert`'s severity verdict).
     #[error("exit code {0}")]
     Verdict(u8),
+    /// `alert` failed (unreachable daemon, refused alerts): exit 3, apart from its verdicts.
+    #[error("{0}")]
+    AlertFailed(Box<CliError>),
 }
 
 /// `incidentctl alert`'s exit code: 1 when a firing alert is sev1 or sev2, else 2 when one
@@ -481,12 +484,12 @@ pub async fn run(args: Args) -> Result<(), CliError> {
             runbook,
         } => {
             let alerts: Vec<Value> = match (&file, key) {
-                (Some(f), _) => read_alerts(f)?,
+                (Some(f), _) => read_alerts(f).map_err(|e| CliError::AlertFailed(Box::new(e)))?,
                 (None, Some(key)) => {
                     if summary.is_empty() && !resolve {
-                        return Err(CliError::Failed(
+                        return Err(CliError::AlertFailed(Box::new(CliError::Failed(
                             "an alert needs a summary (or --resolve)".into(),
-                        ));
+                        ))));
                     }
                     let labels: serde_json::Map<String, Value> =
                         label.into_iter().map(|(k, v)| (k, v.into())).collect();
@@ -495,18 +498,36 @@ pub async fn run(args: Args) -> Result<(), CliError> {
                         "labels": labels, "runbook": runbook,
                         "status": if resolve { "resolved" } else { "firing" }})]
                 }
-                (None, None) => return Err(CliError::Failed("name a key, or --file".into())),
+                (None, None) => {
+                    return Err(CliError::AlertFailed(Box::new(CliError::Failed(
+                        "name a key, or --file".into(),
+                    ))));
+                }
             };
-            let answers: Vec<Value> = if file.is_some() {
-                let v: Value = client
-                    .post("/v1/alerts", &Value::Array(alerts.clone()))
-                    .await?;
-                v["alerts"].as_array().cloned().unwrap_or_default()
+            let fail = |e: CliError| CliError::AlertFailed(Box::new(e));
+            let mut answers: Vec<Value> = Vec::with_capacity(alerts.len());
+            if file.is_some() {
+                // At most 1000 a request, as the API takes them.
+                for chunk in alerts.chunks(1000) {
+                    let v: Value = client
+                        .post("/v1/alerts", &Value::Array(chunk.to_vec()))
+                        .await
+                        .map_err(|e| fail(e.into()))?;
+                    answers.extend(v["alerts"].as_array().cloned().unwrap_or_default());
+                }
             } else {
-                vec![client.post("/v1/alerts", &alerts[0]).await?]
-            };
+                answers.push(
+                    client
+                        .post("/v1/alerts", &alerts[0])
+                        .await
+                        .map_err(|e| fail(e.into()))?,
+                );
+            }
             if json_out {
-                print_json(&json!({"alerts": answers}));
+                match file {
+                    Some(_) => print_json(&json!({"alerts": answers})),
+                    None => print_json(&answers[0]),
+                }
             }
             let mut failed = false;
             for (a, v) in alerts.iter().zip(&answers) {
@@ -532,7 +553,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
                 }
             }
             if failed {
-                return Err(CliError::Failed("some alerts were refused".into()));
+                return Err(fail(CliError::Failed("some alerts were refused".into())));
             }
             let code = alert_verdict(&alerts, fail_on_warning, now);
             if code != 0 {

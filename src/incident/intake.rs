@@ -294,7 +294,9 @@ impl Manager {
         let Some(id) = self.store.latest_for_key(&key)? else {
             return Ok(Outcome::NothingToResolve);
         };
-        if !self.load(id)?.status.is_active() {
+        let inc = self.load(id)?;
+        // Only an incident alerts made (a hand-made or rule incident could share the key).
+        if !inc.status.is_active() || inc.rules.iter().any(|r| r != "alert") {
             return Ok(Outcome::NothingToResolve);
         }
         self.on_command(super::manager::Command::Transition {

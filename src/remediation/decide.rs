@@ -194,10 +194,17 @@ impl Shared {
             } else {
                 None
             };
+            // As the trigger path decides: a silence holds everything; the breaker holds only
+            // what would run by itself (an approved run is a person's decision).
             let held = silence
                 .as_ref()
                 .map(|s| format!("silenced by silence {} ({})", s.id, s.comment))
-                .or_else(|| self.breaker_holds(a, &inc.key, now));
+                .or_else(|| {
+                    approval
+                        .is_none()
+                        .then(|| self.breaker_holds(a, &inc.key, now))
+                        .flatten()
+                });
             let policy = match (&held, &approval) {
                 (Some(_), _) => "held",
                 (None, Some(_)) => "approval",

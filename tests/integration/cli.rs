@@ -385,9 +385,26 @@ async fn the_gate_bridge_exit_codes_batches_and_resolved_alerts() {
     let before = d.incidents("").await.len();
     std::fs::write(&file, "{\"key\":\"x/1\",\"summary\":\"s\"}\nnot json\n").unwrap();
     let (c, _, err) = code(&["alert", "--file", file.to_str().unwrap()]);
-    assert_eq!(c, Some(1));
+    assert_eq!(c, Some(3), "a failure is 3, apart from the verdicts");
     assert!(err.contains("alerts.ndjson:2: not JSON"), "{err}");
     assert_eq!(d.incidents("").await.len(), before, "nothing was sent");
+    let unreachable = std::process::Command::new(CTL)
+        .args([
+            "--socket",
+            "/nonexistent/x.sock",
+            "alert",
+            "k",
+            "s",
+            "--severity",
+            "sev1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(unreachable.status.code(), Some(3));
+    // -o json of one alert: its answer as it was before batches.
+    let one = d.ctl(&["-o", "json", "alert", "json/one", "s"]);
+    let v: serde_json::Value = serde_json::from_slice(&one.stdout).unwrap();
+    assert_eq!(v["created"], true, "{v}");
 
     // The API: an array, a bad alert among good ones, and an end in the past.
     let (status, v) = d
