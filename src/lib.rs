@@ -57,11 +57,13 @@
 //! - [`access`]: who a local peer is (SO_PEERCRED), its role, and the connection gate.
 //! - [`escape`]: control characters of untrusted text shown as visible escapes (CLI, logs).
 //! - [`de`]: serde helpers for config values, and the config error type.
+//! - [`condition`]: `where` conditions (equality, regexes, lists, networks, comparisons, `not`).
 
 pub mod access;
 pub mod api;
 pub mod cli;
 pub mod clock;
+pub mod condition;
 pub mod config;
 pub mod cursor;
 pub mod daemon;

@@ -78,7 +78,7 @@ pub(super) async fn create(
     let s = st
         .incidents
         .silence(SilenceCommand::Create {
-            silence,
+            silence: Box::new(silence),
             actor: peer.user,
         })
         .await?;

@@ -301,6 +301,7 @@ pub enum ActionsCmd {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once per run
 pub enum SilenceCmd {
     /// Create a silence (admins). At least one matcher; --duration or --until.
     Add {
@@ -314,9 +315,14 @@ pub enum SilenceCmd {
         /// A rule whose detections feed the incident (`alert` for external alerts).
         #[arg(long)]
         rule: Option<String>,
-        /// A label `key=value` the incident must carry (repeatable).
-        #[arg(long, value_parser = key_value)]
-        label: Vec<(String, String)>,
+        /// A label condition (repeatable), as Alertmanager writes them: `key=value`,
+        /// `key!=value`, `key=~regex`, `key!~regex`.
+        #[arg(long, value_parser = matcher)]
+        label: Vec<(String, Value)>,
+        /// A condition on any incident field (repeatable), same operators:
+        /// `title=~brute`, `labels.ip!=10.0.0.1`, `rule!=alert`.
+        #[arg(long = "where", value_parser = matcher)]
+        where_: Vec<(String, Value)>,
         /// How long from the start, e.g. 2h, 30m.
         #[arg(long, conflicts_with = "until", required_unless_present = "until")]
         duration: Option<String>,

@@ -92,6 +92,36 @@ pub(super) fn key_value(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// An Alertmanager-style matcher (`k=v`, `k!=v`, `k=~re`, `k!~re`) as a name and the
+/// condition the daemon reads (`"v"`, `{"ne": "v"}`, `{"regex": "re"}`, `{"not_regex": "re"}`).
+pub(super) fn matcher(s: &str) -> Result<(String, Value), String> {
+    let at = s
+        .find(['=', '!'])
+        .ok_or_else(|| format!("`{s}` is not key=value, key!=value, key=~regex or key!~regex"))?;
+    let (k, rest) = s.split_at(at);
+    let (op, v) = if let Some(v) = rest.strip_prefix("=~") {
+        (Some("regex"), v)
+    } else if let Some(v) = rest.strip_prefix("!~") {
+        (Some("not_regex"), v)
+    } else if let Some(v) = rest.strip_prefix("!=") {
+        (Some("ne"), v)
+    } else if let Some(v) = rest.strip_prefix('=') {
+        (None, v)
+    } else {
+        return Err(format!(
+            "`{s}` is not key=value, key!=value, key=~regex or key!~regex"
+        ));
+    };
+    if k.is_empty() {
+        return Err(format!("`{s}` names no key"));
+    }
+    let cond = match op {
+        None => Value::from(v),
+        Some(op) => serde_json::json!({ op: v }),
+    };
+    Ok((k.to_owned(), cond))
+}
+
 /// A duration in seconds as people read it ("4m 12s").
 pub(super) fn human_secs(v: &Value) -> String {
     match v.as_f64() {

@@ -22,6 +22,7 @@ pub(super) async fn silence(
             host,
             rule,
             label,
+            where_,
             duration,
             until,
             start,
@@ -31,11 +32,11 @@ pub(super) async fn silence(
                 .as_deref()
                 .map(|s| s.split(',').filter(|s| !s.is_empty()).collect())
                 .unwrap_or_default();
-            let labels: serde_json::Map<String, Value> =
-                label.into_iter().map(|(k, v)| (k, v.into())).collect();
+            let labels: serde_json::Map<String, Value> = label.into_iter().collect();
+            let where_: serde_json::Map<String, Value> = where_.into_iter().collect();
             let body = json!({
                 "matchers": {"severity": severity, "service": service, "host": host,
-                    "rule": rule, "labels": labels},
+                    "rule": rule, "labels": labels, "where": where_},
                 "starts_at": start, "ends_at": until, "duration": duration, "comment": comment,
             });
             let v: Value = client.post("/v1/silences", &body).await?;
@@ -106,7 +107,10 @@ pub(super) fn silences_table(list: &[Value], now: Timestamp) -> String {
                 }
             }
             for (k, v) in m["labels"].as_object().into_iter().flatten() {
-                matchers.push(format!("{k}={}", v.as_str().unwrap_or("")));
+                matchers.push(shown_matcher(k, v));
+            }
+            for (k, v) in m["where"].as_object().into_iter().flatten() {
+                matchers.push(shown_matcher(k, v));
             }
             vec![
                 s["id"].to_string(),
@@ -123,4 +127,20 @@ pub(super) fn silences_table(list: &[Value], now: Timestamp) -> String {
         &["ID", "STATE", "STARTS", "ENDS", "MATCHES", "BY", "COMMENT"],
         &rows,
     )
+}
+
+/// A stored condition as the CLI takes it (`k=v`, `k!=v`, `k=~re`, `k!~re`), others as JSON.
+fn shown_matcher(k: &str, v: &Value) -> String {
+    let op = |name: &str| v.get(name).and_then(Value::as_str);
+    if let Some(v) = v.as_str() {
+        format!("{k}={v}")
+    } else if let Some(x) = op("ne") {
+        format!("{k}!={x}")
+    } else if let Some(x) = op("regex") {
+        format!("{k}=~{x}")
+    } else if let Some(x) = op("not_regex") {
+        format!("{k}!~{x}")
+    } else {
+        format!("{k} {v}")
+    }
 }

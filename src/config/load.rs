@@ -314,6 +314,10 @@ fn check_notify(
                 format!("no [[escalation]] has the id `{e}`"),
             );
         }
+        if let Err(e) = r.matchers.where_.check() {
+            ok = false;
+            err(at, format!("route[{i}].match.where"), e);
+        }
         if r.channels.is_empty() && r.escalation.is_none() {
             ok = false;
             err(

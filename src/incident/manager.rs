@@ -221,7 +221,7 @@ pub enum AlertStatus {
 #[derive(Debug)]
 pub enum SilenceCommand {
     Create {
-        silence: NewSilence,
+        silence: Box<NewSilence>,
         actor: String,
     },
     /// Ends an active or pending silence now.

@@ -14,6 +14,7 @@ mod housekeeping;
 mod intake;
 pub mod lifecycle;
 pub mod manager;
+pub mod matcher;
 mod model;
 pub mod port;
 pub mod postmortem;

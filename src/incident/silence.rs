@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::matcher::{IncidentWhere, labels_hold};
 use super::{Incident, Severity};
 use crate::clock::Timestamp;
+use crate::condition::Condition;
 
 /// Expired silences are kept this long for `silence list --state expired`, then forgotten.
 pub const EXPIRED_RETENTION: Duration = Duration::from_secs(5 * 24 * 3600);
@@ -27,9 +29,16 @@ pub struct Matchers {
     /// A rule whose detections are attached to the incident (`alert` for external alerts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
-    /// Labels the incident must carry with these values.
+    /// Conditions on labels by name: a value, or an operator table (`{ regex = "^db" }`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, Condition>,
+    /// Conditions on any incident field (see [`super::matcher`]).
+    #[serde(
+        default,
+        rename = "where",
+        skip_serializing_if = "IncidentWhere::is_empty"
+    )]
+    pub where_: IncidentWhere,
 }
 
 impl Matchers {
@@ -39,6 +48,7 @@ impl Matchers {
             && self.host.is_none()
             && self.rule.is_none()
             && self.labels.is_empty()
+            && self.where_.is_empty()
     }
 
     pub fn matches(&self, i: &Incident) -> bool {
@@ -52,7 +62,8 @@ impl Matchers {
                 .as_ref()
                 .is_none_or(|h| i.host.as_ref() == Some(h))
             && self.rule.as_ref().is_none_or(|r| i.rules.contains(r))
-            && self.labels.iter().all(|(k, v)| i.labels.get(k) == Some(v))
+            && labels_hold(&self.labels, i)
+            && self.where_.holds(i)
     }
 }
 
@@ -131,10 +142,11 @@ impl NewSilence {
     pub fn into_silence(self, id: u64, actor: &str, now: Timestamp) -> Result<Silence, String> {
         if self.matchers.is_empty() {
             return Err(
-                "a silence needs at least one matcher (severity, service, host, rule or labels)"
+                "a silence needs at least one matcher (severity, service, host, rule, labels or where)"
                     .into(),
             );
         }
+        self.matchers.where_.check()?;
         if self.comment.trim().is_empty() {
             return Err("a silence needs a comment saying why".into());
         }

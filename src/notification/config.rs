@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::condition::Condition;
 use crate::de::{opt_duration, positive_duration};
+use crate::incident::matcher::{IncidentWhere, labels_hold};
 use crate::incident::{Severity, Status};
 
 pub use crate::de::Secret;
@@ -146,8 +148,29 @@ pub struct RouteMatch {
     pub host: Vec<String>,
     #[serde(default, deserialize_with = "one_or_many")]
     pub rule: Vec<String>,
+    /// Conditions on labels by name: a value, or an operator table (`{ regex = "^db" }`).
     #[serde(default)]
-    pub labels: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, Condition>,
+    /// Conditions on any incident field (`crate::incident::matcher`), e.g.
+    /// `where = { "labels.team" = { not_in = ["test"] } }`.
+    #[serde(default, rename = "where")]
+    pub where_: IncidentWhere,
+}
+
+impl RouteMatch {
+    pub fn matches(&self, inc: &crate::incident::Incident) -> bool {
+        (self.severity.is_empty() || self.severity.contains(&inc.severity))
+            && (self.status.is_empty() || self.status.contains(&inc.status))
+            && (self.service.is_empty()
+                || inc
+                    .service
+                    .as_ref()
+                    .is_some_and(|s| self.service.contains(s)))
+            && (self.host.is_empty() || inc.host.as_ref().is_some_and(|h| self.host.contains(h)))
+            && (self.rule.is_empty() || inc.rules.iter().any(|r| self.rule.contains(r)))
+            && labels_hold(&self.labels, inc)
+            && self.where_.holds(inc)
+    }
 }
 
 fn one_or_many<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {

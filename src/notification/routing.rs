@@ -4,13 +4,7 @@
 use super::*;
 
 fn matches_route(r: &RouteConfig, inc: &Incident) -> bool {
-    let m = &r.matchers;
-    (m.severity.is_empty() || m.severity.contains(&inc.severity))
-        && (m.status.is_empty() || m.status.contains(&inc.status))
-        && (m.service.is_empty() || inc.service.as_ref().is_some_and(|s| m.service.contains(s)))
-        && (m.host.is_empty() || inc.host.as_ref().is_some_and(|h| m.host.contains(h)))
-        && (m.rule.is_empty() || inc.rules.iter().any(|r| m.rule.contains(r)))
-        && m.labels.iter().all(|(k, v)| inc.labels.get(k) == Some(v))
+    r.matchers.matches(inc)
 }
 
 impl Shared {
