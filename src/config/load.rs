@@ -200,6 +200,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     );
     check_rules(&config.rules, &mut errors);
     validate(&config, path, &mut errors);
+    bound_rules(&mut config, &mut errors);
 
     if errors.is_empty() {
         Ok(config)
@@ -434,6 +435,66 @@ fn check_rules(rules: &[RuleConfig], errors: &mut Vec<ConfigError>) {
                     rule.id()
                 ),
             });
+        }
+    }
+}
+
+/// `[daemon] retention` and `max_events_in_memory` bound every rule: a rule that looks
+/// back further than the retention, or whose `max_groups × threshold` exceeds the events
+/// in memory, is an error naming both; a rule without `max_groups` gets the most groups
+/// that fit (at most the default).
+fn bound_rules(config: &mut Config, errors: &mut Vec<ConfigError>) {
+    let retention = config.daemon.retention;
+    let budget = config.daemon.max_events_in_memory;
+    let show = |d: std::time::Duration| humantime::format_duration(d).to_string();
+    for r in &mut config.rules {
+        let (file, line) = split_origin(&r.origin);
+        let mut err = |key: &str, message: String| {
+            errors.push(ConfigError {
+                file: file.clone(),
+                line,
+                key: format!("rule[{}].{key}", r.common.id),
+                message,
+            })
+        };
+        if let Some((back, how)) = r.kind.lookback()
+            && back > retention
+        {
+            err(
+                "window",
+                format!(
+                    "looks back {} ({how}), longer than [daemon] retention {}; raise the retention or shorten the window",
+                    show(back),
+                    show(retention)
+                ),
+            );
+        }
+        if let Some(late) = r.common.allowed_lateness
+            && late > retention
+        {
+            err(
+                "allowed_lateness",
+                format!(
+                    "{} is longer than [daemon] retention {}",
+                    show(late),
+                    show(retention)
+                ),
+            );
+        }
+        let per_group = r.kind.events_per_group();
+        match r.common.max_groups {
+            Some(n) if n.get().saturating_mul(per_group) > budget => err(
+                "max_groups",
+                format!(
+                    "{} groups × {per_group} events each is more than [daemon] max_events_in_memory {budget}",
+                    n.get()
+                ),
+            ),
+            Some(_) => {}
+            None => {
+                let fit = (budget / per_group).clamp(1, crate::engine::config::DEFAULT_MAX_GROUPS);
+                r.common.max_groups = std::num::NonZeroUsize::new(fit);
+            }
         }
     }
 }

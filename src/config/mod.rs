@@ -95,9 +95,14 @@ pub struct DaemonConfig {
     /// Where sockets live. Default `$RUNTIME_DIRECTORY` (systemd) or /run/incidentd.
     pub runtime_dir: PathBuf,
     pub log_format: LogFormat,
-    /// How long events stay available for evidence.
+    /// How far back in event time any rule may look: a rule whose window (a spike's
+    /// baseline included, a burn rate's longest window, `allowed_lateness`) is longer is a
+    /// config error naming both.
     #[serde(deserialize_with = "duration")]
     pub retention: Duration,
+    /// The most event times one rule holds (`max_groups × threshold`): an explicit
+    /// `max_groups` above it is a config error; a rule without one gets the most groups
+    /// that fit (at most 10,000).
     pub max_events_in_memory: usize,
     /// Capacity of the source → engine channel.
     pub event_queue: usize,

@@ -55,16 +55,24 @@ pub struct RuleCommon {
     pub resolve_after: Option<Duration>,
     /// Most groups a stateful rule keeps; beyond it the least recently seen are evicted
     /// (counted), so memory is bounded by configuration, not by input.
-    #[serde(default = "default_max_groups")]
-    pub max_groups: std::num::NonZeroUsize,
+    /// Default: 10,000, or fewer so that `max_groups × threshold` fits `[daemon]
+    /// max_events_in_memory` (filled in when the config is loaded).
+    #[serde(default)]
+    pub max_groups: Option<std::num::NonZeroUsize>,
     /// How far behind the newest event time an event may arrive and still count; older ones
     /// are counted as late and dropped. Default: whatever the kind's window still holds.
     #[serde(default, deserialize_with = "opt_duration")]
     pub allowed_lateness: Option<Duration>,
 }
 
-fn default_max_groups() -> std::num::NonZeroUsize {
-    std::num::NonZeroUsize::new(10_000).unwrap_or(std::num::NonZeroUsize::MIN)
+/// `max_groups` when neither the rule nor `[daemon] max_events_in_memory` says otherwise.
+pub const DEFAULT_MAX_GROUPS: usize = 10_000;
+
+impl RuleCommon {
+    /// The most groups the rule keeps.
+    pub fn max_groups(&self) -> usize {
+        self.max_groups.map_or(DEFAULT_MAX_GROUPS, |n| n.get())
+    }
 }
 
 /// The names of [`RuleCommon`]'s keys, plus `kind`; every other key belongs to the kind.
@@ -296,6 +304,46 @@ pub struct ThresholdConfig {
 }
 
 impl RuleKindConfig {
+    /// How far back in event time the rule's state reaches, described as configured
+    /// (`window 10m`, `window 1h × (baseline 6 + 1)`); none for kinds that keep no
+    /// history of events (match, absence, plugin).
+    pub fn lookback(&self) -> Option<(Duration, String)> {
+        let show = |d: Duration| humantime::format_duration(d).to_string();
+        match self {
+            RuleKindConfig::Threshold(ThresholdConfig { window, .. })
+            | RuleKindConfig::Rate(RateConfig { window, .. })
+            | RuleKindConfig::Metric(MetricConfig { window, .. }) => {
+                Some((*window, format!("window {}", show(*window))))
+            }
+            RuleKindConfig::Sequence(c) => Some((c.within, format!("within {}", show(c.within)))),
+            RuleKindConfig::Spike(c) => {
+                let n = c.baseline.get();
+                Some((
+                    c.window.saturating_mul(n.saturating_add(1)),
+                    format!("window {} × (baseline {n} + 1)", show(c.window)),
+                ))
+            }
+            RuleKindConfig::BurnRate(c) => c
+                .windows
+                .iter()
+                .map(|w| w.0.max(w.1))
+                .max()
+                .map(|d| (d, format!("burn-rate window {}", show(d)))),
+            RuleKindConfig::Match(_) | RuleKindConfig::Absence(_) | RuleKindConfig::Plugin(_) => {
+                None
+            }
+        }
+    }
+
+    /// The most event times one group holds: a threshold rule keeps up to `threshold`
+    /// (reaching it fires and clears them); the other kinds keep a bounded summary.
+    pub fn events_per_group(&self) -> usize {
+        match self {
+            RuleKindConfig::Threshold(c) => c.threshold.get() as usize,
+            _ => 1,
+        }
+    }
+
     pub const KINDS: &'static str =
         "match, threshold, absence, rate, sequence, metric, spike, burn_rate, plugin";
 

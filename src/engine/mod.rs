@@ -106,6 +106,10 @@ pub struct RuleInfo {
     pub fired: u64,
     /// Groups holding state now.
     pub groups: usize,
+    /// The most groups it keeps (`max_groups`, or what `[daemon] max_events_in_memory`
+    /// leaves).
+    #[serde(default)]
+    pub max_groups: usize,
     /// Events that arrived after their window had passed, or later than `allowed_lateness`.
     #[serde(default)]
     pub late: u64,
@@ -661,6 +665,7 @@ impl Engine {
                     matched,
                     fired,
                     groups: r.detector.groups(),
+                    max_groups: r.config.common.max_groups(),
                     late,
                     evicted,
                 }

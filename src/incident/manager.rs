@@ -225,10 +225,7 @@ pub enum SilenceCommand {
         actor: String,
     },
     /// Ends an active or pending silence now.
-    Expire {
-        id: u64,
-        actor: String,
-    },
+    Expire { id: u64, actor: String },
 }
 
 /// What travels on the manager's channel.

@@ -184,3 +184,90 @@ async fn sighup_with_a_broken_rule_keeps_the_old_rules_working() {
     d.wait_for_key("ssh/192.0.2.201").await;
     assert!(good.exists());
 }
+
+/// `[daemon] retention` bounds how far back any rule looks, and `max_events_in_memory` what
+/// one rule holds: too long or too many is an error naming both; a rule without
+/// `max_groups` gets what fits, and the daemon then evicts beyond it.
+#[tokio::test]
+async fn retention_and_events_in_memory_bound_every_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("rules.d")).unwrap();
+    let main = dir.path().join("incidentd.toml");
+    let rules = dir.path().join("rules.d/long.toml");
+    std::fs::write(
+        &rules,
+        r#"[[rule]]
+id = "daily"
+kind = "threshold"
+threshold = 3
+window = "2h"
+
+[[rule]]
+id = "baseline"
+kind = "spike"
+window = "15m"
+baseline = 4
+factor = 2.0
+
+[[rule]]
+id = "late"
+kind = "match"
+allowed_lateness = "3h"
+
+[[rule]]
+id = "wide"
+kind = "threshold"
+threshold = 20
+window = "1m"
+max_groups = 10000
+"#,
+    )
+    .unwrap();
+    std::fs::write(&main, "rules_dir = \"rules.d\"\n").unwrap();
+    let out = check_config(&main);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let r = rules.display();
+    for want in [
+        format!(
+            "{r}:1: rule[daily].window: looks back 2h (window 2h), longer than [daemon] retention 1h"
+        ),
+        format!(
+            "{r}:7: rule[baseline].window: looks back 1h 15m (window 15m × (baseline 4 + 1)), longer than [daemon] retention 1h"
+        ),
+        format!("{r}:14: rule[late].allowed_lateness: 3h is longer than [daemon] retention 1h"),
+        format!(
+            "{r}:19: rule[wide].max_groups: 10000 groups × 20 events each is more than [daemon] max_events_in_memory 100000"
+        ),
+    ] {
+        assert!(err.contains(&want), "missing {want:?} in\n{err}");
+    }
+    // Raising both makes the same rules valid.
+    std::fs::write(
+        &main,
+        "rules_dir = \"rules.d\"\n[daemon]\nretention = \"3h\"\nmax_events_in_memory = 200000\n",
+    )
+    .unwrap();
+    let out = check_config(&main);
+    assert!(out.status.success(), "{out:?}");
+
+    // A rule without max_groups gets what fits: 50 events / threshold 5 = 10 groups; 40
+    // addresses evict 30.
+    let d = TestDaemon::prepare("max_events_in_memory = 50\n", SSH_RULE);
+    d.wait_healthy().await;
+    let lines: Vec<String> = (0..40)
+        .map(|i| failed_password(&format!("198.51.100.{i}")))
+        .collect();
+    d.send_and_settle(&lines).await;
+    let rules = d.get("/v1/rules").await;
+    let marker = rules["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "threshold")
+        .unwrap()
+        .clone();
+    assert_eq!(marker["max_groups"], 10, "{marker}");
+    assert!(marker["groups"].as_u64().unwrap() <= 10, "{marker}");
+    assert!(marker["evicted"].as_u64().unwrap() >= 30, "{marker}");
+}

@@ -134,7 +134,8 @@ async fn the_shipped_cert_expiry_source_feeds_the_shipped_rule() {
     .unwrap();
     let d = TestDaemon::prepare_with(
         &format!(
-            "[[plugin]]\nname = \"cert-expiry\"\nargs = [\"{}\"]\n",
+            // The rule's 3h window needs a retention as long (the shipped config has 8h).
+            "retention = \"3h\"\n[[plugin]]\nname = \"cert-expiry\"\nargs = [\"{}\"]\n",
             cert.display()
         ),
         &rules,

@@ -78,7 +78,7 @@ pub enum Detector {
 
 impl Detector {
     fn new(config: &RuleConfig) -> Detector {
-        let max_groups = config.common.max_groups.get();
+        let max_groups = config.common.max_groups();
         match &config.kind {
             RuleKindConfig::Match(_) => Detector::Match(MatchDetector),
             RuleKindConfig::Threshold(c) => Detector::Threshold(ThresholdDetector::new(
