@@ -116,6 +116,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
                 "channel" => notify_items.0 = file.array_of(value, "channel", &mut errors),
                 "route" => notify_items.1 = file.array_of(value, "route", &mut errors),
                 "escalation" => notify_items.2 = file.array_of(value, "escalation", &mut errors),
+                "inhibit" => notify_items.3 = file.array_of(value, "inhibit", &mut errors),
                 "notifications" => {
                     if let Some(mut n) =
                         file.value::<super::notify::NotificationsConfig>(value, &mut errors)
@@ -145,6 +146,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     }
 
     config.incidents.services = config.services.clone();
+    config.notify.services = config.services.clone();
     check_notify(path, text, notify_items, &mut config.notify, &mut errors);
     // Each enabled plugin's manifest, checked where it stands.
     for t in plugin_tables {
@@ -230,18 +232,20 @@ pub(super) fn split_keys<'a>(
     (a, b)
 }
 
-/// `[[channel]]`, `[[route]]` and `[[escalation]]` tables as read, with where each starts.
+/// `[[channel]]`, `[[route]]`, `[[escalation]]` and `[[inhibit]]` tables as read, with
+/// where each starts.
 type NotifyItems = (
     Vec<(super::notify::ChannelConfig, usize)>,
     Vec<(super::notify::RouteConfig, usize)>,
     Vec<(super::notify::EscalationConfig, usize)>,
+    Vec<(super::notify::InhibitConfig, usize)>,
 );
 
 /// Checks channels, routes and escalations against each other; keeps the good ones.
 fn check_notify(
     path: &Path,
     text: &str,
-    (channels, routes, escalations): NotifyItems,
+    (channels, routes, escalations, inhibits): NotifyItems,
     out: &mut super::notify::NotifyConfig,
     errors: &mut Vec<ConfigError>,
 ) {
@@ -329,6 +333,34 @@ fn check_notify(
         }
         if ok {
             out.routes.push(r);
+        }
+    }
+    for (i, (h, at)) in inhibits.into_iter().enumerate() {
+        let mut ok = true;
+        for (side, w) in [("source", &h.source), ("target", &h.target)] {
+            if let Err(e) = w.check() {
+                ok = false;
+                err(at, format!("inhibit[{i}].{side}"), e);
+            }
+        }
+        if h.source.is_empty() || h.target.is_empty() {
+            ok = false;
+            err(
+                at,
+                format!("inhibit[{i}]"),
+                "needs a `source` and a `target` with at least one condition each".into(),
+            );
+        }
+        if h.downstream && out.services.iter().all(|s| s.depends_on.is_empty()) {
+            ok = false;
+            err(
+                at,
+                format!("inhibit[{i}].downstream"),
+                "no [[service]] has `depends_on`, so nothing is downstream of anything".into(),
+            );
+        }
+        if ok {
+            out.inhibits.push(h);
         }
     }
 }

@@ -224,6 +224,11 @@ pub enum EntryKind {
     /// A silence matched the incident: its notifications and automatic actions are held
     /// back while the silence lasts.
     Silenced,
+    /// An `[[inhibit]]` rule holds the incident's notifications while another incident
+    /// (`data.source`) is active.
+    Inhibited,
+    /// What an inhibition held is let go: no source holds the incident any more.
+    Released,
 }
 
 /// One entry of an incident's append-only timeline.

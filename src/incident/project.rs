@@ -85,7 +85,9 @@ pub fn project(baseline: Option<&Baseline>, entries: &[TimelineEntry]) -> Result
             | EntryKind::ActionExecuted
             | EntryKind::ActionHeld
             | EntryKind::ActionVerified
-            | EntryKind::Notification => {}
+            | EntryKind::Notification
+            | EntryKind::Inhibited
+            | EntryKind::Released => {}
             EntryKind::TicketLinked => {
                 let key: String = parse(e, field("key")?, "key")?;
                 let value: String = parse(e, field("ref")?, "ref")?;

@@ -222,6 +222,23 @@ pub struct EscalationConfig {
     pub steps: Vec<EscalationStep>,
 }
 
+/// `[[inhibit]]`: while an active incident matches `source`, the notifications of an
+/// incident matching `target` are held (its timeline says `inhibited`, with the source's
+/// id), and released when no source holds it any more. As Alertmanager's inhibit rules:
+/// `equal` names fields (`host`, `service`, `labels.NAME` or a bare label name) whose
+/// values must be the same on both; `downstream = true` further asks that the target's
+/// service depend on the source's through `[[service]] depends_on`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InhibitConfig {
+    pub source: IncidentWhere,
+    pub target: IncidentWhere,
+    #[serde(default)]
+    pub equal: Vec<String>,
+    #[serde(default)]
+    pub downstream: bool,
+}
+
 /// `[notifications]`.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -251,6 +268,9 @@ pub struct NotifyConfig {
     pub channels: Vec<ChannelConfig>,
     pub routes: Vec<RouteConfig>,
     pub escalations: Vec<EscalationConfig>,
+    pub inhibits: Vec<InhibitConfig>,
+    /// `[[service]]` tables, for `downstream` inhibition.
+    pub services: Vec<crate::incident::config::ServiceConfig>,
     pub settings: NotificationsConfig,
 }
 

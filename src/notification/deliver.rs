@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// How often a held job looks again at what holds it.
+const HOLD_RECHECK: Duration = Duration::from_secs(1);
+
 impl Shared {
     /// Delivers one job: done, retried later, or dead-lettered.
     pub(super) async fn work(
@@ -53,6 +56,9 @@ impl Shared {
             // A reminder or an escalation step during a silence: skipped (a repeat comes back
             // after its interval). Resends go on: the alert must not expire meanwhile.
             self.reschedule_or_drop(&mut job, now).await;
+            return;
+        }
+        if !self.inhibition(&mut job, &inc, now).await {
             return;
         }
         if let Some(wait) = self.rate_limited(channel, job.peer.as_deref(), now) {
@@ -209,6 +215,102 @@ impl Shared {
     }
 
     /// A repeating job goes again after its interval; any other is done.
+    /// Whether the job may go now: an `[[inhibit]]` source holding its incident keeps it
+    /// in the outbox (looked at again every [`HOLD_RECHECK`]); the timeline says when it is
+    /// held and when it is let go.
+    async fn inhibition(&self, job: &mut Job, inc: &Incident, now: Timestamp) -> bool {
+        let inhibitor = self
+            .inhibitor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if inhibitor.is_empty() && job.held_by.is_none() {
+            return true;
+        }
+        let source = match inhibitor.source_of(inc, self.store.as_ref()) {
+            Ok(s) => s,
+            Err(e) => {
+                // Not knowing is no reason to send what may be inhibited: look again soon.
+                self.telemetry
+                    .store_error("could not read the incidents that may inhibit another", &e);
+                job.next_at = now.saturating_add(HOLD_RECHECK);
+                self.reschedule(job);
+                return false;
+            }
+        };
+        match source {
+            Some(src) => {
+                let news = self
+                    .noted
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .held(inc.id, src.id);
+                let changed = job.held_by != Some(src.id);
+                job.held_by = Some(src.id);
+                job.next_at = now.saturating_add(HOLD_RECHECK);
+                if changed {
+                    // Who holds it survives a restart (durable now).
+                    let j = job.clone();
+                    self.outbox(move |q, st| q.update(st, &j).map(|_| ())).await;
+                } else {
+                    self.reschedule(job);
+                }
+                if news {
+                    self.telemetry.notifications_suppressed.inc();
+                    tracing::info!(
+                        incident = inc.id,
+                        source = src.id,
+                        "notifications inhibited"
+                    );
+                    self.record_as(
+                        EntryKind::Inhibited,
+                        inc.id,
+                        format!(
+                            "notifications held: inhibited by incident {} ({}) while it is active",
+                            src.id, src.title
+                        ),
+                        json!({"source": src.id, "source_key": src.key}),
+                    )
+                    .await;
+                }
+                false
+            }
+            None => {
+                if let Some(was) = job.held_by.take() {
+                    let news = self
+                        .noted
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .released(inc.id);
+                    if news {
+                        tracing::info!(
+                            incident = inc.id,
+                            source = was,
+                            "inhibition ended; held notifications released"
+                        );
+                        self.record_as(
+                            EntryKind::Released,
+                            inc.id,
+                            format!("held notifications released: incident {was} no longer inhibits this one"),
+                            json!({"source": was}),
+                        )
+                        .await;
+                    }
+                }
+                true
+            }
+        }
+    }
+
+    /// A new time for a job, without a flush of its own (losing it to a crash only makes
+    /// the job due sooner).
+    fn reschedule(&self, job: &Job) {
+        if let Err(e) = self.queue.update(self.store.as_ref(), job) {
+            self.telemetry
+                .store_error("could not reschedule a held notification", &e);
+        }
+    }
+
     async fn reschedule_or_drop(&self, job: &mut Job, now: Timestamp) {
         match job.every_ms {
             Some(ms) => {

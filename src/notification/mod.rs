@@ -13,6 +13,7 @@
 pub mod channel;
 pub mod config;
 mod deliver;
+pub mod inhibit;
 pub mod port;
 mod queue;
 pub mod reach;
@@ -110,6 +111,9 @@ pub struct Job {
     pub attempts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The incident whose `[[inhibit]]` rule holds this job, while one does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<u64>,
 }
 
 /// The channel front of the notifier (reload).
@@ -141,6 +145,10 @@ struct Shared {
     in_flight: Mutex<HashMap<u64, Lane>>,
     /// Per channel: recent delivery times, for its rate limit.
     sent: Mutex<crate::rate_window::RateWindow<String>>,
+    /// The `[[inhibit]]` rules in force (replaced on reload).
+    inhibitor: Mutex<Arc<inhibit::Inhibitor>>,
+    /// What the timelines of held incidents last said.
+    noted: Mutex<inhibit::Noted>,
 }
 
 struct Worker {
@@ -196,6 +204,8 @@ pub fn spawn(
         host,
         in_flight: Mutex::new(HashMap::new()),
         sent: Mutex::new(crate::rate_window::RateWindow::default()),
+        inhibitor: Mutex::new(Arc::new(inhibit::Inhibitor::new(&config))),
+        noted: Mutex::new(inhibit::Noted::default()),
     });
     let t = tracker.clone();
     tracker.spawn(run(shared, config, rx, t, cancel));
@@ -229,6 +239,8 @@ async fn run(
             c = reconfigure.recv() => match c {
                 Some(c) => {
                     config = c;
+                    *shared.inhibitor.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Arc::new(inhibit::Inhibitor::new(&config));
                     shared.spread_to_peers(&config, cursor);
                     workers = start_workers(&shared, &config, &tracker, &cancel);
                 }
@@ -406,11 +418,22 @@ impl Shared {
     }
 
     async fn record(&self, incident_id: u64, note: String, data: serde_json::Value) {
+        self.record_as(EntryKind::Notification, incident_id, note, data)
+            .await
+    }
+
+    async fn record_as(
+        &self,
+        kind: EntryKind,
+        incident_id: u64,
+        note: String,
+        data: serde_json::Value,
+    ) {
         let r = self
             .incidents
             .command(Command::Record {
                 id: incident_id,
-                kind: EntryKind::Notification,
+                kind,
                 actor: "system".into(),
                 note: Some(note),
                 data,

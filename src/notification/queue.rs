@@ -104,6 +104,7 @@ mod tests {
             next_at: Timestamp(0),
             attempts: 0,
             last_error: None,
+            held_by: None,
         }
     }
 

@@ -258,6 +258,30 @@ impl Shared {
             }
         }
         plan.jobs.retain(|j| !(j.incident_id == inc.id && moot(j)));
+        // Opened and ended while inhibited: nobody heard of it, so nobody hears of its end.
+        if event.ends() {
+            let held: Vec<&Job> = plan
+                .queued
+                .iter()
+                .filter(|j| {
+                    j.incident_id == inc.id && j.held_by.is_some() && !plan.remove.contains(&j.id)
+                })
+                .collect();
+            if let Some(open) = held.iter().find(|j| j.event.opens()) {
+                let source = open.held_by;
+                let ids: Vec<u64> = held.iter().map(|j| j.id).collect();
+                plan.remove.extend(ids);
+                plan.notes.push((
+                    inc.id,
+                    format!(
+                        "{} not sent: it opened and ended while inhibited, so nobody was told",
+                        event.as_str()
+                    ),
+                    json!({"event": event.as_str(), "status": "inhibited", "source": source}),
+                ));
+                return;
+            }
+        }
         let mut channels: Vec<String> = Vec::new();
         let mut routes = Vec::new();
         for r in &config.routes {
@@ -373,6 +397,7 @@ impl Shared {
             next_at,
             attempts: 0,
             last_error: None,
+            held_by: None,
         }
     }
 

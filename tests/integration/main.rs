@@ -10,6 +10,7 @@ mod durability;
 mod fail2ban;
 mod fleet;
 mod ingest;
+mod inhibit;
 mod install;
 mod journald;
 mod lifecycle;
