@@ -556,6 +556,7 @@ pub async fn run(
         roles: roles.clone(),
         shutdown: sources_token.clone(),
         remediation: remediation.clone(),
+        notify: notifier.clone(),
     });
     if let Some(addr) = config.control.web_listen {
         running.spawn(

@@ -371,6 +371,8 @@ pub struct Telemetry {
     pub notifications_queued: Gauge,
     /// Deliveries per (channel, peer) of channels with several peers (Alertmanager `urls`).
     pub peers: Mutex<std::collections::BTreeMap<(String, String), PeerStats>>,
+    /// Deliveries per channel (its peers summed), for `GET /v1/channels`.
+    pub channels: Mutex<std::collections::BTreeMap<String, PeerStats>>,
     #[serde(skip)]
     remediation_throttle: Throttle,
     /// Engine checkpoints made durable.
@@ -568,6 +570,7 @@ impl Default for Telemetry {
             notifications_suppressed: Counter::default(),
             notifications_queued: Gauge::default(),
             peers: Mutex::new(Default::default()),
+            channels: Mutex::new(Default::default()),
             remediation_throttle: Throttle::new(Duration::from_secs(10)),
             checkpoints: Counter::default(),
             watermark: WatermarkStats::default(),
@@ -779,7 +782,7 @@ fn pairs_json(list: &Mutex<Vec<(String, String)>>, what: &str) -> serde_json::Va
     )
 }
 
-/// One peer of a channel with several (an Alertmanager of an HA cluster).
+/// One peer of a channel with several (an Alertmanager of an HA cluster), or one channel.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct PeerStats {
     pub delivered: u64,
@@ -798,6 +801,23 @@ impl Telemetry {
     pub fn peer(&self, channel: &str, peer: &str, f: impl FnOnce(&mut PeerStats)) {
         let mut m = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         f(m.entry((channel.to_owned(), peer.to_owned())).or_default());
+    }
+
+    /// Updates one channel's figures.
+    pub fn channel(&self, channel: &str, f: impl FnOnce(&mut PeerStats)) {
+        let mut m = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        f(m.entry(channel.to_owned()).or_default());
+    }
+
+    /// Sets every channel's queue length (a channel with nothing queued gets 0).
+    pub fn set_channels_queued(&self, counts: std::collections::HashMap<String, u64>) {
+        let mut m = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        for (k, v) in m.iter_mut() {
+            v.queued = counts.get(k).copied().unwrap_or(0);
+        }
+        for (k, n) in counts {
+            m.entry(k).or_default().queued = n;
+        }
     }
 
     /// Sets every peer's queue length (a peer with nothing queued gets 0).

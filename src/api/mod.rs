@@ -6,6 +6,7 @@
 //! incident manager and answer with what it answers, after the change is durable.
 
 mod actions;
+mod channels;
 pub mod config;
 mod error;
 mod listener;
@@ -60,6 +61,8 @@ pub struct ApiState {
     /// admin_groups and responder_groups, replaced on reload.
     pub roles: roles::SharedRoles,
     pub remediation: crate::remediation::RemediationHandle,
+    /// The notifier: the channel list and test messages.
+    pub notify: crate::notification::NotifyHandle,
     /// Cancelled at shutdown: ends the event streams, which would otherwise hold the
     /// server open.
     pub shutdown: CancellationToken,

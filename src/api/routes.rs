@@ -54,6 +54,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/v1/incidents/{id}/actions/{action}/{what}",
             post(super::actions::incident_action),
         )
+        .route("/v1/channels", get(super::channels::list))
+        .route("/v1/channels/{id}/test", post(super::channels::test))
         .route("/v1/rules", get(rules))
         .route("/v1/stats", get(stats))
         .route("/v1/export", get(export))

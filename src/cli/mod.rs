@@ -34,11 +34,13 @@ pub mod output;
 pub mod watch;
 
 mod actions;
+mod channels;
 mod rules;
 mod show;
 mod silences;
 
 use actions::*;
+use channels::*;
 use rules::*;
 use show::*;
 use silences::*;
@@ -251,6 +253,11 @@ pub enum Cmd {
     Actions {
         #[command(subcommand)]
         command: ActionsCmd,
+    },
+    /// Notification channels: their figures, and test messages.
+    Channels {
+        #[command(subcommand)]
+        command: ChannelsCmd,
     },
     /// Silences: hold back notifications and automatic actions for matching incidents.
     Silence {
@@ -928,6 +935,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
         }
         Cmd::Silence { command } => silence(&client, command, json_out, now).await?,
         Cmd::Actions { command } => actions(&client, command, json_out, now).await?,
+        Cmd::Channels { command } => channels(&client, command, json_out, now).await?,
         Cmd::Reload => {
             let v: Value = client.post("/v1/reload", &json!({})).await?;
             if json_out {

@@ -91,23 +91,25 @@ impl Shared {
             .as_deref()
             .map(|p| format!(" (peer {p})"))
             .unwrap_or_default();
+        // The channel's figures, and its peer's when it has several.
+        let count = |s: &mut crate::telemetry::PeerStats| match &result {
+            Ok(_) => {
+                s.delivered += 1;
+                s.last_error = None;
+                s.last_delivered_at = Some(now);
+            }
+            Err(e) => {
+                s.last_error = Some(e.to_string());
+                if e.permanent() || now.since(job.created_at) >= channel.max_age {
+                    s.dead_lettered += 1;
+                } else {
+                    s.failed_attempts += 1;
+                }
+            }
+        };
+        self.telemetry.channel(&channel.id, count);
         if let Some(p) = &peer {
-            let at = now;
-            self.telemetry.peer(&channel.id, p, |s| match &result {
-                Ok(_) => {
-                    s.delivered += 1;
-                    s.last_error = None;
-                    s.last_delivered_at = Some(at);
-                }
-                Err(e) => {
-                    s.last_error = Some(e.to_string());
-                    if e.permanent() || at.since(job.created_at) >= channel.max_age {
-                        s.dead_lettered += 1;
-                    } else {
-                        s.failed_attempts += 1;
-                    }
-                }
-            });
+            self.telemetry.peer(&channel.id, p, count);
         }
         match result {
             Ok(outcome) => {

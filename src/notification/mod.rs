@@ -15,6 +15,7 @@ pub mod config;
 mod deliver;
 pub mod inhibit;
 pub mod port;
+pub mod probe;
 mod queue;
 pub mod reach;
 mod routing;
@@ -116,15 +117,54 @@ pub struct Job {
     pub held_by: Option<u64>,
 }
 
-/// The channel front of the notifier (reload).
+/// The channel front of the notifier (reload, the channel list, test messages).
 #[derive(Clone)]
 pub struct NotifyHandle {
     tx: mpsc::Sender<NotifyConfig>,
+    requests: mpsc::Sender<Request>,
+}
+
+/// What the API asks of the notifier.
+enum Request {
+    Channels(tokio::sync::oneshot::Sender<Vec<probe::ChannelInfo>>),
+    Test(
+        String,
+        tokio::sync::oneshot::Sender<Result<probe::TestReport, NotifyError>>,
+    ),
+}
+
+/// Why the notifier could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error("no channel `{id}` (the channels are: {known})")]
+    UnknownChannel { id: String, known: String },
+    #[error("the notifier is not running")]
+    Unavailable,
 }
 
 impl NotifyHandle {
     pub async fn configure(&self, config: NotifyConfig) -> bool {
         self.tx.send(config).await.is_ok()
+    }
+
+    /// Every channel, its target (secrets left out) and its delivery figures.
+    pub async fn channels(&self) -> Result<Vec<probe::ChannelInfo>, NotifyError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.requests
+            .send(Request::Channels(tx))
+            .await
+            .map_err(|_| NotifyError::Unavailable)?;
+        rx.await.map_err(|_| NotifyError::Unavailable)
+    }
+
+    /// A test message through channel `id`'s real delivery path.
+    pub async fn test(&self, id: &str) -> Result<probe::TestReport, NotifyError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.requests
+            .send(Request::Test(id.to_owned(), tx))
+            .await
+            .map_err(|_| NotifyError::Unavailable)?;
+        rx.await.map_err(|_| NotifyError::Unavailable)?
     }
 }
 
@@ -187,6 +227,7 @@ pub fn spawn(
     cancel: CancellationToken,
 ) -> Result<NotifyHandle, StoreError> {
     let (tx, rx) = mpsc::channel(4);
+    let (requests, requests_rx) = mpsc::channel(16);
     let http = crate::http_client().map_err(|e| StoreError::Record {
         tree: "outbox",
         key: String::new(),
@@ -208,14 +249,15 @@ pub fn spawn(
         noted: Mutex::new(inhibit::Noted::default()),
     });
     let t = tracker.clone();
-    tracker.spawn(run(shared, config, rx, t, cancel));
-    Ok(NotifyHandle { tx })
+    tracker.spawn(run(shared, config, rx, requests_rx, t, cancel));
+    Ok(NotifyHandle { tx, requests })
 }
 
 async fn run(
     shared: Arc<Shared>,
     mut config: NotifyConfig,
     mut reconfigure: mpsc::Receiver<NotifyConfig>,
+    mut requests: mpsc::Receiver<Request>,
     tracker: tokio_util::task::TaskTracker,
     cancel: CancellationToken,
 ) {
@@ -246,6 +288,7 @@ async fn run(
                 }
                 None => break,
             },
+            Some(r) = requests.recv() => shared.answer(r, &config, &tracker),
             open = feed.changed() => {
                 if !open {
                     break;
@@ -362,6 +405,11 @@ impl Shared {
             }
         }
         self.telemetry.set_peers_queued(per_peer);
+        let mut per_channel: HashMap<String, u64> = HashMap::new();
+        for job in &jobs {
+            *per_channel.entry(job.channel.clone()).or_default() += 1;
+        }
+        self.telemetry.set_channels_queued(per_channel);
         for job in jobs {
             let timed = matches!(
                 job.event,
@@ -413,6 +461,37 @@ impl Shared {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    /// Answers the API: the channel list at once, a test message from a task of its own.
+    fn answer(&self, r: Request, config: &NotifyConfig, tracker: &tokio_util::task::TaskTracker) {
+        match r {
+            Request::Channels(reply) => {
+                let _ = reply.send(probe::list(config, &self.telemetry));
+            }
+            Request::Test(id, reply) => {
+                let Some(c) = config.channels.iter().find(|c| c.id == id).cloned() else {
+                    let known: Vec<&str> = config.channels.iter().map(|c| c.id.as_str()).collect();
+                    let _ = reply.send(Err(NotifyError::UnknownChannel {
+                        id,
+                        known: if known.is_empty() {
+                            "none".into()
+                        } else {
+                            known.join(", ")
+                        },
+                    }));
+                    return;
+                };
+                let dir = config.settings.templates_dir.clone();
+                let (http, host, now) = (self.http.clone(), self.host.clone(), self.clock.now());
+                tracker.spawn(async move {
+                    let report = probe::test(&c, &dir, &http, &host, now).await;
+                    tracing::info!(channel = %c.id, ok = report.ok, "test message sent");
+                    // The asker may have gone; the message was sent all the same.
+                    let _ = reply.send(Ok(report));
+                });
             }
         }
     }

@@ -2,6 +2,7 @@
 
 mod actions;
 mod boundary;
+mod channels;
 mod cli;
 mod config;
 mod correlation;
