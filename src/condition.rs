@@ -1,6 +1,6 @@
 //! `where` conditions: one test on one text value (equality, regexes, lists, substrings,
 //! presence, IP networks, comparisons, negation). Rules test event keys with them; routes,
-//! silences and inhibitions test incident fields (see `crate::incident::matcher`).
+//! silences and inhibitions test incident fields with them (the incident layer's matcher).
 
 use std::fmt;
 

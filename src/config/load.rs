@@ -319,6 +319,14 @@ fn check_notify(
                 format!("no [[escalation]] has the id `{e}`"),
             );
         }
+        if r.group_by.is_empty() && (r.group_wait.is_some() || r.group_interval.is_some()) {
+            ok = false;
+            err(
+                at,
+                format!("route[{i}].group_by"),
+                "`group_wait` and `group_interval` need `group_by`".into(),
+            );
+        }
         if let Err(e) = r.matchers.where_.check() {
             ok = false;
             err(at, format!("route[{i}].match.where"), e);

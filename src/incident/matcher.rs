@@ -71,6 +71,21 @@ pub fn field_holds(field: &str, cond: &Condition, i: &Incident) -> bool {
     }
 }
 
+/// A field as `equal` (inhibition) and `group_by` (routes) name it: `host`, `service`,
+/// `severity`, `status`, `labels.NAME`, or a bare label name.
+pub fn field_value<'a>(i: &'a Incident, field: &str) -> Option<&'a str> {
+    match field {
+        "host" => i.host.as_deref(),
+        "service" => i.service.as_deref(),
+        "severity" => Some(i.severity.as_str()),
+        "status" => Some(i.status.as_str()),
+        other => i
+            .labels
+            .get(other.strip_prefix("labels.").unwrap_or(other))
+            .map(String::as_str),
+    }
+}
+
 /// `labels = { team = "db", env = { ne = "test" } }`: conditions on labels by name.
 pub fn labels_hold(labels: &BTreeMap<String, Condition>, i: &Incident) -> bool {
     labels

@@ -31,6 +31,14 @@ pub enum ChannelKind {
 }
 
 impl ChannelKind {
+    /// Whether one message can list several incidents (a route's `group_by`).
+    pub fn groups(self) -> bool {
+        matches!(
+            self,
+            ChannelKind::Webhook | ChannelKind::Slack | ChannelKind::Email | ChannelKind::Log
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ChannelKind::Log => "log",
@@ -203,6 +211,30 @@ pub struct RouteConfig {
     /// An `[[escalation]]` started when the incident opens.
     #[serde(default)]
     pub escalation: Option<String>,
+    /// Group notifications as Alertmanager does: incidents with the same values of these
+    /// fields (`service`, `host`, `severity`, `labels.NAME` or a bare label name) reach
+    /// each channel of the route that can list several (webhook, Slack, email, log) as one
+    /// message; PagerDuty, Alertmanager, exec and ticket channels keep one per incident.
+    #[serde(default)]
+    pub group_by: Vec<String>,
+    /// How long a new group waits for more incidents before its first message (30s).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub group_wait: Option<Duration>,
+    /// The shortest time between two messages of one group (5m).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub group_interval: Option<Duration>,
+}
+
+impl RouteConfig {
+    /// `group_wait`, or Alertmanager's default.
+    pub fn group_wait(&self) -> Duration {
+        self.group_wait.unwrap_or(Duration::from_secs(30))
+    }
+
+    /// `group_interval`, or Alertmanager's default.
+    pub fn group_interval(&self) -> Duration {
+        self.group_interval.unwrap_or(Duration::from_secs(300))
+    }
 }
 
 /// One step of an escalation.

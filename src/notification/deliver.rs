@@ -220,7 +220,7 @@ impl Shared {
     /// Whether the job may go now: an `[[inhibit]]` source holding its incident keeps it
     /// in the outbox (looked at again every [`HOLD_RECHECK`]); the timeline says when it is
     /// held and when it is let go.
-    async fn inhibition(&self, job: &mut Job, inc: &Incident, now: Timestamp) -> bool {
+    pub(super) async fn inhibition(&self, job: &mut Job, inc: &Incident, now: Timestamp) -> bool {
         let inhibitor = self
             .inhibitor
             .lock()
@@ -338,7 +338,7 @@ impl Shared {
     }
 
     /// An outbox write (store and mirror together) and a flush, off the async threads.
-    async fn outbox(
+    pub(super) async fn outbox(
         &self,
         f: impl FnOnce(&queue::Queue, &dyn Store) -> Result<(), StoreError> + Send + 'static,
     ) {
@@ -390,7 +390,7 @@ impl Shared {
 
     /// How long to wait when the channel's rate limit is reached (else counts this one).
     /// Each peer of a channel is a receiver of its own, with its own limit.
-    fn rate_limited(
+    pub(super) fn rate_limited(
         &self,
         c: &ChannelConfig,
         peer: Option<&str>,
@@ -409,7 +409,7 @@ impl Shared {
 }
 
 /// Exponential backoff with jitter: `initial × 2^(attempts−1)`, capped, ±25%.
-fn backoff(
+pub(super) fn backoff(
     s: &crate::notification::config::NotificationsConfig,
     attempts: u32,
     seed: u64,

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use super::config::InhibitConfig;
 use crate::incident::correlate::Graph;
+use crate::incident::matcher::field_value;
 use crate::incident::port::{IncidentLog, ListQuery, StoreError};
 use crate::incident::{Incident, Status};
 
@@ -69,7 +70,7 @@ impl Inhibitor {
         r.source.holds(source)
             && r.equal
                 .iter()
-                .all(|f| value_of(source, f) == value_of(target, f))
+                .all(|f| field_value(source, f) == field_value(target, f))
             && (!r.downstream || self.downstream(source, target))
     }
 
@@ -90,21 +91,6 @@ impl Inhibitor {
         services(target)
             .iter()
             .any(|t| ups.iter().any(|s| s != t && g.path(t, s).is_some()))
-    }
-}
-
-/// A field `equal` names: `host`, `service`, `severity`, `status`, `labels.NAME`, or a
-/// bare label name. Missing on both sides counts as equal, as in Alertmanager.
-fn value_of<'a>(i: &'a Incident, field: &str) -> Option<&'a str> {
-    match field {
-        "host" => i.host.as_deref(),
-        "service" => i.service.as_deref(),
-        "severity" => Some(i.severity.as_str()),
-        "status" => Some(i.status.as_str()),
-        other => i
-            .labels
-            .get(other.strip_prefix("labels.").unwrap_or(other))
-            .map(String::as_str),
     }
 }
 

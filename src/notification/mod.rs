@@ -13,12 +13,14 @@
 pub mod channel;
 pub mod config;
 mod deliver;
+pub mod group;
 pub mod inhibit;
 pub mod port;
 pub mod probe;
 mod queue;
 pub mod reach;
 mod routing;
+mod send_group;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -115,6 +117,9 @@ pub struct Job {
     /// The incident whose `[[inhibit]]` rule holds this job, while one does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_by: Option<u64>,
+    /// The route group it is sent with (`group_by`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<group::GroupTag>,
 }
 
 /// The channel front of the notifier (reload, the channel list, test messages).
@@ -189,10 +194,18 @@ struct Shared {
     inhibitor: Mutex<Arc<inhibit::Inhibitor>>,
     /// What the timelines of held incidents last said.
     noted: Mutex<inhibit::Noted>,
+    /// When each notification group last got a message.
+    last_sent: Mutex<group::LastSent>,
 }
 
 struct Worker {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::Sender<Work>,
+}
+
+/// What a worker is handed: one job, or the due jobs of one group (one message).
+enum Work {
+    One(Box<Job>),
+    Group(Vec<Job>),
 }
 
 /// Deliveries one worker (a channel, or one peer of it) has under way at once.
@@ -247,6 +260,7 @@ pub fn spawn(
         sent: Mutex::new(crate::rate_window::RateWindow::default()),
         inhibitor: Mutex::new(Arc::new(inhibit::Inhibitor::new(&config))),
         noted: Mutex::new(inhibit::Noted::default()),
+        last_sent: Mutex::new(group::LastSent::default()),
     });
     let t = tracker.clone();
     tracker.spawn(run(shared, config, rx, requests_rx, t, cancel));
@@ -332,7 +346,7 @@ fn start_workers(
                 continue;
             }
         };
-        let (tx, mut rx) = mpsc::channel::<Job>(256);
+        let (tx, mut rx) = mpsc::channel::<Work>(256);
         let (s, channel, cancel) = (shared.clone(), c.clone(), cancel.clone());
         let settings = config.settings.clone();
         let jobs = tracker.clone();
@@ -356,17 +370,26 @@ fn start_workers(
                 let (s, channel, settings) = (s.clone(), channel.clone(), settings.clone());
                 let (kind, templates, cancel) = (kind.clone(), templates.clone(), cancel.clone());
                 jobs.spawn(async move {
-                    let id = job.id;
+                    let ids: Vec<u64> = match &job {
+                        Work::One(j) => vec![j.id],
+                        Work::Group(js) => js.iter().map(|j| j.id).collect(),
+                    };
                     // A delivery cut short by shutdown stays queued: sent after the restart.
                     tokio::select! {
                         biased;
                         () = cancel.cancelled() => {}
-                        () = s.work(&channel, kind.as_ref(), &settings, &templates, job) => {}
+                        () = async {
+                            match job {
+                                Work::One(j) => s.work(&channel, kind.as_ref(), &settings, &templates, *j).await,
+                                Work::Group(js) => s.work_group(&channel, kind.as_ref(), &settings, &templates, js).await,
+                            }
+                        } => {}
                     }
-                    s.in_flight
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&id);
+                    let mut f = s.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+                    for id in ids {
+                        f.remove(&id);
+                    }
+                    drop(f);
                     drop(slot);
                 });
             }
@@ -410,7 +433,20 @@ impl Shared {
             *per_channel.entry(job.channel.clone()).or_default() += 1;
         }
         self.telemetry.set_channels_queued(per_channel);
+        // Due jobs of one group go to the worker together, as one message.
+        let mut groups: HashMap<(String, String), Vec<Job>> = HashMap::new();
         for job in jobs {
+            if let Some(g) = &job.group {
+                let lane = (job.incident_id, job.channel.clone(), job.peer.clone());
+                blocked.insert(lane);
+                if job.next_at <= now && !in_flight.contains_key(&job.id) {
+                    groups
+                        .entry((job.channel.clone(), g.key.clone()))
+                        .or_default()
+                        .push(job);
+                }
+                continue;
+            }
             let timed = matches!(
                 job.event,
                 NotifyEvent::EscalationStep | NotifyEvent::Repeat | NotifyEvent::Resend
@@ -446,7 +482,7 @@ impl Shared {
             match worker {
                 Some(w) => {
                     let id = job.id;
-                    if w.tx.try_send(job).is_ok() {
+                    if w.tx.try_send(Work::One(Box::new(job))).is_ok() {
                         in_flight.insert(id, lane.clone());
                         running.insert(lane);
                     }
@@ -460,6 +496,31 @@ impl Shared {
                             &e,
                         );
                     }
+                }
+            }
+        }
+        for ((channel, _), group) in groups {
+            let Some(w) = workers.get(&(channel.clone(), None)) else {
+                // The channel was removed by a reload.
+                for job in group {
+                    tracing::warn!(job = job.id, channel = %job.channel, "grouped notification for a channel that no longer exists; dropped");
+                    if let Err(e) = self.queue.remove(self.store.as_ref(), job.id) {
+                        self.telemetry.store_error(
+                            "could not drop a job of a removed channel from the outbox",
+                            &e,
+                        );
+                    }
+                }
+                continue;
+            };
+            let lanes: Vec<(u64, Lane)> = group
+                .iter()
+                .map(|j| (j.id, (j.incident_id, j.channel.clone(), j.peer.clone())))
+                .collect();
+            if w.tx.try_send(Work::Group(group)).is_ok() {
+                for (id, lane) in lanes {
+                    in_flight.insert(id, lane.clone());
+                    running.insert(lane);
                 }
             }
         }

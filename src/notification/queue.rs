@@ -105,6 +105,7 @@ mod tests {
             attempts: 0,
             last_error: None,
             held_by: None,
+            group: None,
         }
     }
 

@@ -284,7 +284,10 @@ impl Shared {
         }
         let mut channels: Vec<String> = Vec::new();
         let mut routes = Vec::new();
-        for r in &config.routes {
+        // Channels that get this incident in a group: the first matching route naming
+        // them decides (with its number, for the group's key).
+        let mut grouped: HashMap<String, (usize, &RouteConfig)> = HashMap::new();
+        for (index, r) in config.routes.iter().enumerate() {
             if !matches_route(r, inc) {
                 continue;
             }
@@ -292,6 +295,13 @@ impl Shared {
             for c in &r.channels {
                 if !channels.contains(c) {
                     channels.push(c.clone());
+                    let groups = config
+                        .channels
+                        .iter()
+                        .any(|x| &x.id == c && x.kind.groups());
+                    if !r.group_by.is_empty() && groups {
+                        grouped.insert(c.clone(), (index, r));
+                    }
                 }
             }
             if !r.continue_ {
@@ -368,8 +378,27 @@ impl Shared {
             }
         }
         for c in channels {
-            plan.jobs
-                .push(self.job(inc.id, &c, event, change, now, None, None));
+            let mut j = self.job(inc.id, &c, event, change, now, None, None);
+            if let Some((index, r)) = grouped.get(&c) {
+                let tag = group::tag(*index, r, &c, inc);
+                let pending = plan
+                    .queued
+                    .iter()
+                    .chain(plan.jobs.iter())
+                    .filter(|x| {
+                        x.group.as_ref().is_some_and(|g| g.key == tag.key)
+                            && !plan.remove.contains(&x.id)
+                    })
+                    .map(|x| x.next_at);
+                let last = self
+                    .last_sent
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&tag.key);
+                j.next_at = group::due_at(&tag, pending, last, r.group_wait(), now);
+                j.group = Some(tag);
+            }
+            plan.jobs.push(j);
         }
     }
 
@@ -398,6 +427,7 @@ impl Shared {
             attempts: 0,
             last_error: None,
             held_by: None,
+            group: None,
         }
     }
 

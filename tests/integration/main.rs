@@ -10,6 +10,7 @@ mod daemon;
 mod durability;
 mod fail2ban;
 mod fleet;
+mod grouping;
 mod ingest;
 mod inhibit;
 mod install;

@@ -6,7 +6,9 @@ use std::time::Duration;
 use lettre::message::Mailbox;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use super::{Channel, ChannelConfig, Context, Delivered, DeliveryError, Problems, Templates};
+use super::{
+    Channel, ChannelConfig, Context, Delivered, DeliveryError, GroupContext, Problems, Templates,
+};
 use super::{done, need};
 
 pub struct Email {
@@ -63,6 +65,19 @@ impl Email {
         msg.body(ctx.body(t)?)
             .map_err(|e| DeliveryError::Invalid(format!("cannot build the email: {e}")))
     }
+
+    /// One email for a group: its title as the subject, a line per incident.
+    fn group_message(&self, g: &GroupContext<'_>, t: &Templates) -> Result<Message, DeliveryError> {
+        let mut msg = Message::builder()
+            .from(self.from.clone())
+            .subject(format!("[incidentd] {}", g.title()));
+        for to in &self.to {
+            msg = msg.to(to.clone());
+        }
+        let body: Vec<String> = g.lines(t)?.iter().map(|l| format!("- {l}")).collect();
+        msg.body(format!("{}\n\n{}\n", g.title(), body.join("\n")))
+            .map_err(|e| DeliveryError::Invalid(format!("cannot build the email: {e}")))
+    }
 }
 
 #[async_trait::async_trait]
@@ -73,7 +88,22 @@ impl Channel for Email {
         t: &Templates,
         _: &reqwest::Client,
     ) -> Result<Delivered, DeliveryError> {
-        let msg = self.message(ctx, t)?;
+        self.send(self.message(ctx, t)?).await
+    }
+
+    async fn deliver_group(
+        &self,
+        g: &GroupContext<'_>,
+        t: &Templates,
+        _: &reqwest::Client,
+    ) -> Result<Delivered, DeliveryError> {
+        self.send(self.group_message(g, t)?).await
+    }
+}
+
+impl Email {
+    /// One message through the relay.
+    async fn send(&self, msg: Message) -> Result<Delivered, DeliveryError> {
         let host = &self.host;
         let mut builder = if self.starttls {
             AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host)

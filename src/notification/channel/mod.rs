@@ -72,6 +72,20 @@ pub trait Channel: Send + Sync {
         t: &Templates,
         http: &reqwest::Client,
     ) -> Result<Delivered, DeliveryError>;
+
+    /// Sends one message listing a group's incidents (kinds whose
+    /// [`ChannelKind::groups`] is true); the others send one message per incident.
+    async fn deliver_group(
+        &self,
+        g: &GroupContext<'_>,
+        _t: &Templates,
+        _http: &reqwest::Client,
+    ) -> Result<Delivered, DeliveryError> {
+        Err(DeliveryError::Invalid(format!(
+            "a {} channel sends one message per incident",
+            g.channel.kind.as_str()
+        )))
+    }
 }
 
 /// A channel that POSTs one JSON document per notification (Slack, PagerDuty,
@@ -81,6 +95,14 @@ pub trait JsonPost: Send + Sync {
     fn timeout(&self) -> std::time::Duration;
     /// The document for this notification.
     fn payload(&self, ctx: &Context<'_>, t: &Templates) -> Result<Value, DeliveryError>;
+    /// The document for a group's message, for kinds that list several incidents.
+    fn group_payload(
+        &self,
+        _g: &GroupContext<'_>,
+        _t: &Templates,
+    ) -> Option<Result<Value, DeliveryError>> {
+        None
+    }
 }
 
 #[async_trait::async_trait]
@@ -95,6 +117,86 @@ impl<T: JsonPost> Channel for T {
         send(http.post(self.url()).timeout(self.timeout()).json(&body))
             .await
             .map(|_| Delivered::default())
+    }
+
+    async fn deliver_group(
+        &self,
+        g: &GroupContext<'_>,
+        t: &Templates,
+        http: &reqwest::Client,
+    ) -> Result<Delivered, DeliveryError> {
+        let body = self.group_payload(g, t).unwrap_or_else(|| {
+            Err(DeliveryError::Invalid(format!(
+                "a {} channel sends one message per incident",
+                g.channel.kind.as_str()
+            )))
+        })?;
+        send(http.post(self.url()).timeout(self.timeout()).json(&body))
+            .await
+            .map(|_| Delivered::default())
+    }
+}
+
+/// One message about a route's group of incidents (`group_by`): each incident with the
+/// change it reports, in the order they were queued.
+pub struct GroupContext<'a> {
+    pub channel: &'a ChannelConfig,
+    pub host: &'a str,
+    /// The `group_by` fields and their values.
+    pub labels: &'a std::collections::BTreeMap<String, String>,
+    pub items: Vec<(NotifyEvent, &'a Incident)>,
+}
+
+impl GroupContext<'_> {
+    fn ctx<'b>(&'b self, event: NotifyEvent, incident: &'b Incident) -> Context<'b> {
+        Context {
+            incident,
+            event,
+            entry: None,
+            channel: self.channel,
+            host: self.host,
+            step: None,
+            peer: None,
+        }
+    }
+
+    /// "3 incidents (service=db)": the subject or heading.
+    fn title(&self) -> String {
+        let n = self.items.len();
+        let values: Vec<String> = self
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        format!(
+            "{n} incident{} ({})",
+            if n == 1 { "" } else { "s" },
+            values.join(", ")
+        )
+    }
+
+    /// Each incident's one-line text (the channel's default text).
+    fn lines(&self, t: &Templates) -> Result<Vec<String>, DeliveryError> {
+        self.items
+            .iter()
+            .map(|(e, i)| self.ctx(*e, i).text(t))
+            .collect()
+    }
+
+    /// The JSON document of a group (webhook, exec): version 1, `event` "group", the group's
+    /// labels and every incident with its change.
+    fn document(&self) -> Value {
+        json!({
+            "version": 1,
+            "event": "group",
+            "channel": self.channel.id,
+            "group": self.labels,
+            "count": self.items.len(),
+            "incidents": self.items.iter().map(|(e, i)| json!({
+                "event": e.as_str(),
+                "incident": self.ctx(*e, i).incident_json(),
+            })).collect::<Vec<_>>(),
+        })
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{ChannelConfig, Context, DeliveryError, JsonPost, Problems, Templates};
+use super::{ChannelConfig, Context, DeliveryError, GroupContext, JsonPost, Problems, Templates};
 use super::{done, need};
 
 pub struct Slack {
@@ -45,6 +45,17 @@ impl JsonPost for Slack {
             ctx.text(t)?
         };
         Ok(json!({ "text": text }))
+    }
+
+    fn group_payload(
+        &self,
+        g: &GroupContext<'_>,
+        t: &Templates,
+    ) -> Option<Result<Value, DeliveryError>> {
+        Some(g.lines(t).map(|lines| {
+            let list: Vec<String> = lines.iter().map(|l| format!("• {l}")).collect();
+            json!({ "text": format!("*{}*\n{}", g.title(), list.join("\n")) })
+        }))
     }
 }
 

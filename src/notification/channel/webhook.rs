@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::{Channel, ChannelConfig, Context, Delivered, DeliveryError, Problems, Templates};
+use super::{
+    Channel, ChannelConfig, Context, Delivered, DeliveryError, GroupContext, Problems, Templates,
+};
 use super::{done, need, send};
 
 pub struct Webhook {
@@ -51,10 +53,23 @@ impl Channel for Webhook {
         t: &Templates,
         http: &reqwest::Client,
     ) -> Result<Delivered, DeliveryError> {
-        let mut req = http
-            .post(&self.url)
-            .timeout(self.timeout)
-            .body(self.payload(ctx, t)?);
+        self.post(http, self.payload(ctx, t)?).await
+    }
+
+    /// The group's JSON document (the channel's template is for single incidents).
+    async fn deliver_group(
+        &self,
+        g: &GroupContext<'_>,
+        _: &Templates,
+        http: &reqwest::Client,
+    ) -> Result<Delivered, DeliveryError> {
+        self.post(http, g.document().to_string()).await
+    }
+}
+
+impl Webhook {
+    async fn post(&self, http: &reqwest::Client, body: String) -> Result<Delivered, DeliveryError> {
+        let mut req = http.post(&self.url).timeout(self.timeout).body(body);
         // The user's Content-Type wins; one header, never two.
         if !self
             .headers
