@@ -30,7 +30,8 @@
 //!   the healing wrapper.
 //!
 //! Components:
-//! - [`notification`]: routes, the durable outbox, one file per channel kind.
+//! - [`notification`]: routes (grouping, inhibition), the durable outbox, one file per channel
+//!   kind, the channel list and test messages.
 //! - [`remediation`]: actions (one file per kind), their policy (approvals, breakers), runs,
 //!   templates rendered by context; follows the change log.
 //! - [`incident`]: the model, the status machine, the manager (the single writer of the
