@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod roles;
 mod routes;
 mod silences;
+mod stages;
 mod stream;
 pub mod web;
 

@@ -37,6 +37,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/incidents/{id}/severity", post(set_severity))
         .route("/v1/incidents/{id}/tags", post(set_tags))
         .route("/v1/incidents/{id}/assign", post(assign))
+        .route("/v1/incidents/{id}/stage", post(super::stages::set_stage))
         .route("/v1/incidents/{id}/{transition}", post(transition))
         .route(
             "/v1/silences",
@@ -536,7 +537,7 @@ async fn transition(
 }
 
 /// `{id}` and a JSON body to a command run as the peer; answers the changed incident.
-async fn incident_change<B: serde::de::DeserializeOwned>(
+pub(super) async fn incident_change<B: serde::de::DeserializeOwned>(
     st: &ApiState,
     peer: Peer,
     path: Result<Path<IdPath>, PathRejection>,

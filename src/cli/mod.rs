@@ -215,6 +215,14 @@ pub enum Cmd {
         #[arg(short = 'm', long = "message")]
         message: Option<String>,
     },
+    /// Move the response stage: assess, contain, investigate, remediate, recover (back
+    /// only with -m REASON).
+    Stage {
+        id: u64,
+        stage: String,
+        #[arg(short = 'm', long = "message")]
+        message: Option<String>,
+    },
     /// Add tags to an incident (and remove others with --remove).
     Tag {
         id: u64,
@@ -800,6 +808,19 @@ pub async fn run(args: Args) -> Result<(), CliError> {
                 print_json(&json!(inc));
             } else {
                 outln!("note added to incident {id}");
+            }
+        }
+        Cmd::Stage { id, stage, message } => {
+            let inc: Incident = client
+                .post(
+                    &format!("/v1/incidents/{id}/stage"),
+                    &json!({"stage": stage, "note": message}),
+                )
+                .await?;
+            if json_out {
+                print_json(&json!(inc));
+            } else {
+                outln!("incident {id} is now at stage {}", inc.stage.stage);
             }
         }
         Cmd::Severity {

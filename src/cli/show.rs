@@ -47,6 +47,7 @@ pub(crate) fn incidents_table(incidents: &[Incident], now: Timestamp) -> String 
                 i.id.to_string(),
                 output::severity(i.severity, colour),
                 i.status.to_string(),
+                i.stage.stage.to_string(),
                 ago(i.created_at, now),
                 i.detections.to_string(),
                 i.service.clone().unwrap_or_else(|| "-".into()),
@@ -59,6 +60,7 @@ pub(crate) fn incidents_table(incidents: &[Incident], now: Timestamp) -> String 
             "ID",
             "SEV",
             "STATUS",
+            "STAGE",
             "CREATED",
             "DETECTIONS",
             "SERVICE",
@@ -221,6 +223,14 @@ pub(super) fn print_incident(i: &Incident, now: Timestamp) {
         vec!["key".into(), i.key.clone()],
         vec!["severity".into(), i.severity.to_string()],
         vec!["status".into(), i.status.to_string()],
+        vec![
+            "stage".into(),
+            format!(
+                "{} (since {})",
+                i.stage.stage,
+                ago(i.stage.since.unwrap_or(i.created_at), now)
+            ),
+        ],
         vec![
             "service".into(),
             i.service.clone().unwrap_or_else(|| "-".into()),

@@ -531,6 +531,12 @@ fn bound_rules(config: &mut Config, errors: &mut Vec<ConfigError>) {
                 ),
             ),
             Some(_) => {}
+            None if per_group > budget => err(
+                "max_groups",
+                format!(
+                    "one group alone holds up to {per_group} events, more than [daemon] max_events_in_memory {budget}"
+                ),
+            ),
             None => {
                 let fit = (budget / per_group).clamp(1, crate::engine::config::DEFAULT_MAX_GROUPS);
                 r.common.max_groups = std::num::NonZeroUsize::new(fit);

@@ -336,10 +336,12 @@ impl RuleKindConfig {
     }
 
     /// The most event times one group holds: a threshold rule keeps up to `threshold`
-    /// (reaching it fires and clears them); the other kinds keep a bounded summary.
+    /// (reaching it fires and clears them), a sequence rule up to 1024 waiting firsts; the
+    /// other kinds keep a bounded summary.
     pub fn events_per_group(&self) -> usize {
         match self {
             RuleKindConfig::Threshold(c) => c.threshold.get() as usize,
+            RuleKindConfig::Sequence(_) => crate::engine::rule::MAX_PENDING,
             _ => 1,
         }
     }

@@ -5,7 +5,8 @@ use super::intake::*;
 use super::manager::*;
 
 use super::port::Change;
-use super::{EntryKind, Incident, Transition};
+use super::stage::decide_move;
+use super::{EntryKind, Incident, Stage, Transition};
 
 impl Manager {
     pub(super) fn on_command(&mut self, cmd: Command) -> Result<Incident, IncidentError> {
@@ -26,6 +27,10 @@ impl Manager {
                 } = decide_transition(&self.load(id)?, transition, now)?;
                 let e = self.entry(&mut inc, kind, &actor, note, data);
                 let mut entries = vec![e];
+                // Resolved: the response is in recovery, certainly.
+                if to == super::Status::Resolved {
+                    self.stage_at_least(&mut inc, &mut entries, Stage::Recover, "resolved");
+                }
                 self.note_silences(&mut inc, &mut entries, now);
                 self.store.apply(&Change {
                     incident: inc.clone(),
@@ -45,8 +50,52 @@ impl Manager {
                 data,
             } => {
                 let mut inc = self.load(id)?;
+                // A remediation run that succeeded: the response is remediating, certainly.
+                let remedied = (kind == EntryKind::ActionExecuted
+                    && data["result"]["ok"] == true
+                    && data["dry_run"] != true)
+                    .then(|| {
+                        format!(
+                            "action {} succeeded (run {})",
+                            data["action"].as_str().unwrap_or("?"),
+                            data["run"]
+                        )
+                    });
                 let e = self.entry(&mut inc, kind, &actor, note, data);
+                let mut entries = vec![e];
+                if let Some(reason) = remedied
+                    && inc.status.is_active()
+                {
+                    self.stage_at_least(&mut inc, &mut entries, Stage::Remediate, &reason);
+                }
+                self.store.apply(&Change {
+                    incident: inc.clone(),
+                    previous_status: Some(inc.status),
+                    entries,
+                    detection: None,
+                    index_keys: Vec::new(),
+                })?;
+                Ok(inc)
+            }
+            Command::Stage {
+                id,
+                stage,
+                note,
+                actor,
+            } => {
+                let mut inc = self.load(id)?;
+                if matches!(inc.status, super::Status::Closed | super::Status::Cancelled) {
+                    return Err(IncidentError::Invalid(format!(
+                        "incident {id} is {}: its stage no longer moves",
+                        inc.status
+                    )));
+                }
+                let from = inc.stage.stage;
+                decide_move(from, stage, note.as_deref()).map_err(IncidentError::Invalid)?;
+                let reason = note.clone().unwrap_or_default();
+                let e = self.stage_entry(&mut inc, stage, &actor, note, &reason);
                 self.apply_one(&inc, e)?;
+                tracing::info!(incident = id, from = %from, to = %stage, actor = %actor, "stage changed");
                 Ok(inc)
             }
             Command::LinkTicket {
@@ -279,6 +328,45 @@ pub(super) fn decide_transition(
         kind,
         data: serde_json::json!({"from": from, "to": to}),
     })
+}
+
+impl Manager {
+    /// A `stage_changed` entry moving `inc` to `to` (and the stage itself).
+    pub(super) fn stage_entry(
+        &self,
+        inc: &mut Incident,
+        to: Stage,
+        actor: &str,
+        note: Option<String>,
+        reason: &str,
+    ) -> super::TimelineEntry {
+        let from = inc.stage.stage;
+        let created = inc.created_at;
+        inc.stage.enter(to, self.now, created);
+        inc.updated_at = Some(self.now);
+        let note = note.or_else(|| Some(format!("stage {from} → {to}: {reason}")));
+        self.entry(
+            inc,
+            EntryKind::StageChanged,
+            actor,
+            note,
+            serde_json::json!({"from": from, "to": to, "reason": reason}),
+        )
+    }
+
+    /// Moves `inc` forward to `to` by itself (actor `system`) when it is behind it.
+    pub(super) fn stage_at_least(
+        &self,
+        inc: &mut Incident,
+        entries: &mut Vec<super::TimelineEntry>,
+        to: Stage,
+        reason: &str,
+    ) {
+        if inc.stage.stage < to {
+            let e = self.stage_entry(inc, to, SYSTEM_ACTOR, None, reason);
+            entries.push(e);
+        }
+    }
 }
 
 #[cfg(test)]

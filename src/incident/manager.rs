@@ -133,6 +133,13 @@ pub enum Command {
         assignee: Option<String>,
         actor: String,
     },
+    /// Move the response stage (responders); back only with a note.
+    Stage {
+        id: u64,
+        stage: super::Stage,
+        note: Option<String>,
+        actor: String,
+    },
 }
 
 /// What a detection (or an external alert) did.

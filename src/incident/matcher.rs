@@ -88,9 +88,10 @@ pub fn field_value<'a>(i: &'a Incident, field: &str) -> Option<&'a str> {
 
 /// `labels = { team = "db", env = { ne = "test" } }`: conditions on labels by name.
 pub fn labels_hold(labels: &BTreeMap<String, Condition>, i: &Incident) -> bool {
-    labels
-        .iter()
-        .all(|(k, c)| c.holds(i.labels.get(k).map(String::as_str), || None))
+    labels.iter().all(|(k, c)| {
+        let v = i.labels.get(k).map(String::as_str);
+        c.holds(v, || v.and_then(|t| t.trim().parse::<f64>().ok()))
+    })
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ pub mod postmortem;
 pub mod project;
 pub mod silence;
 mod silencing;
+pub mod stage;
 pub mod stats;
 mod unflushed;
 
@@ -28,3 +29,4 @@ pub use lifecycle::Transition;
 pub use manager::{Command, IncidentError, IncidentHandle, NewIncident, SilenceCommand};
 pub use model::{EntryKind, Incident, Severity, Status, TimelineEntry};
 pub use silence::{NewSilence, Silence, SilenceState};
+pub use stage::Stage;

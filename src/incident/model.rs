@@ -149,6 +149,9 @@ pub struct Incident {
     /// `resolve_after`, the longest when several rules feed it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolve_after_ms: Option<u64>,
+    /// The response stage (`stage`, `stage_since`, `stage_spent_ms`).
+    #[serde(flatten, default)]
+    pub stage: super::stage::StageState,
 }
 
 impl Incident {
@@ -194,6 +197,7 @@ impl Incident {
             silenced_by: Vec::new(),
             last_detection_at: None,
             resolve_after_ms: None,
+            stage: Default::default(),
         }
     }
 }
@@ -229,6 +233,8 @@ pub enum EntryKind {
     Inhibited,
     /// What an inhibition held is let go: no source holds the incident any more.
     Released,
+    /// The response stage moved (`data.from`, `data.to`, `data.reason`).
+    StageChanged,
 }
 
 /// One entry of an incident's append-only timeline.

@@ -194,6 +194,17 @@ pub fn render(i: &Incident, timeline: &[TimelineEntry], now: Timestamp) -> Strin
             .map_or("not resolved".to_owned(), |r| dur(i.created_at, r))
     );
 
+    let _ = writeln!(md, "\n## Stages\n");
+    let end = i
+        .closed_at
+        .or(i.cancelled_at)
+        .or(i.resolved_at)
+        .unwrap_or(now);
+    let _ = writeln!(md, "- Now at: {}", i.stage.stage);
+    for (stage, ms) in i.stage.durations(i.created_at, end) {
+        let _ = writeln!(md, "- {stage}: {}", dur(Timestamp(0), Timestamp(ms as i64)));
+    }
+
     let _ = writeln!(md, "\n## Lessons learned\n\n_To be written._");
     let _ = writeln!(md, "\n## Follow-ups\n\n_To be written._");
     md

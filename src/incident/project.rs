@@ -73,6 +73,11 @@ pub fn project(baseline: Option<&Baseline>, entries: &[TimelineEntry]) -> Result
                 i.root_cause = parse(e, field("root_cause")?, "root_cause")?;
                 i.root_cause_reason = parse(e, field("root_cause_reason")?, "root_cause_reason")?;
             }
+            EntryKind::StageChanged => {
+                let to: super::Stage = parse(e, field("to")?, "to")?;
+                let created = i.created_at;
+                i.stage.enter(to, e.ts, created);
+            }
             EntryKind::Silenced => {
                 let id: u64 = parse(e, field("silence")?, "silence")?;
                 if !i.silenced_by.contains(&id) {

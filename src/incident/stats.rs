@@ -99,6 +99,9 @@ pub struct Stats {
     /// Per week (by the Monday it starts on, `YYYY-MM-DD`, UTC) of creation: how many
     /// incidents, and their times.
     pub by_week: BTreeMap<String, Week>,
+    /// Seconds spent in each response stage, over the incidents that were in it (an active
+    /// incident's current stage counts up to its last change).
+    pub time_in_stage: BTreeMap<String, Summary>,
 }
 
 /// One week of `by_week`.
@@ -129,8 +132,21 @@ impl Stats {
         let mut svc: BTreeMap<String, Samples> = BTreeMap::new();
         let mut cancelled = 0;
         let mut weeks: BTreeMap<String, (usize, Samples)> = BTreeMap::new();
+        let mut stages: BTreeMap<String, Vec<f64>> = BTreeMap::new();
         for i in incidents {
             n += 1;
+            let end = i
+                .closed_at
+                .or(i.cancelled_at)
+                .or(i.resolved_at)
+                .or(i.updated_at)
+                .unwrap_or(i.created_at);
+            for (stage, ms) in i.stage.durations(i.created_at, end) {
+                stages
+                    .entry(stage.as_str().to_owned())
+                    .or_default()
+                    .push(ms as f64 / 1000.0);
+            }
             let w = weeks.entry(week_of(i.created_at)).or_default();
             w.0 += 1;
             w.1.add(i);
@@ -172,6 +188,10 @@ impl Stats {
                         },
                     )
                 })
+                .collect(),
+            time_in_stage: stages
+                .into_iter()
+                .map(|(k, v)| (k, Summary::of(v)))
                 .collect(),
         }
     }

@@ -306,11 +306,14 @@ pub struct NotifyConfig {
     pub settings: NotificationsConfig,
 }
 
-/// A peer's address as logs, metrics and the timeline show it: without a password.
+/// A peer's address as logs, metrics and the timeline show it: without its user or
+/// password (either may be a token).
 pub fn shown_peer(url: &str) -> String {
     match reqwest::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("redacted"));
+        Ok(mut u) if u.password().is_some() || !u.username().is_empty() => {
+            // Both fail only for URLs that cannot have them (checked above).
+            let _ = u.set_password(None);
+            let _ = u.set_username("redacted");
             u.to_string().trim_end_matches('/').to_owned()
         }
         _ => url.to_owned(),

@@ -327,7 +327,7 @@ impl Shared {
     }
 
     /// Writes a job back if it is still queued (routing may have made it moot meanwhile).
-    async fn save(&self, job: Job) {
+    pub(super) async fn save(&self, job: Job) {
         self.outbox(move |q, st| q.update(st, &job).map(|_| ()))
             .await;
     }

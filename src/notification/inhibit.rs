@@ -57,13 +57,25 @@ impl Inhibitor {
         };
         let mut found = None;
         store.scan(&query, &mut |s| {
-            if s.id != target.id && rules.iter().any(|r| self.holds(r, &s, target)) {
+            if s.id != target.id
+                && rules.iter().any(|r| self.holds(r, &s, target))
+                // Two incidents that would hold each other (through different rules): the
+                // older one holds the newer, never both.
+                && !(s.id > target.id && self.would_hold(target, &s))
+            {
                 found = Some(s);
                 return false;
             }
             true
         })?;
         Ok(found)
+    }
+
+    /// Whether `source` would hold `target` by some rule.
+    fn would_hold(&self, source: &Incident, target: &Incident) -> bool {
+        self.rules.iter().any(|r| {
+            r.target.holds(target) && !r.source.holds(target) && self.holds(r, source, target)
+        })
     }
 
     fn holds(&self, r: &InhibitConfig, source: &Incident, target: &Incident) -> bool {
@@ -174,6 +186,18 @@ mod tests {
             !inh.holds(d, &api_latency, &db_latency),
             "db does not depend on api"
         );
+
+        // Two rules that would make two incidents hold each other: the older holds.
+        let both = Inhibitor::new(&super::super::NotifyConfig {
+            inhibits: vec![
+                rule("source = { severity = \"sev1\" }\ntarget = { severity = { ne = \"sev1\" } }"),
+                rule("source = { service = \"db\" }\ntarget = { service = { ne = \"db\" } }"),
+            ],
+            ..Default::default()
+        });
+        let api_sev1 = incident(10, "api", &[], "sev1");
+        let db_sev2 = incident(11, "db", &[], "sev2");
+        assert!(both.would_hold(&api_sev1, &db_sev2) && both.would_hold(&db_sev2, &api_sev1));
 
         let mut n = Noted::default();
         assert!(n.held(2, 1));

@@ -433,18 +433,36 @@ impl Shared {
             *per_channel.entry(job.channel.clone()).or_default() += 1;
         }
         self.telemetry.set_channels_queued(per_channel);
-        // Due jobs of one group go to the worker together, as one message.
-        let mut groups: HashMap<(String, String), Vec<Job>> = HashMap::new();
+        // The jobs of one group go to the worker together, as one message, once one of them
+        // is due. A grouped job waits for the earlier changes of its incident on its channel
+        // like any other (a later job of the same group rides along), and holds back the
+        // later ones that are not in its group.
+        let mut groups: HashMap<(String, String), (bool, Vec<Job>)> = HashMap::new();
+        let mut grouped_lanes: HashMap<Lane, String> = HashMap::new();
         for job in jobs {
+            let lane = (job.incident_id, job.channel.clone(), job.peer.clone());
             if let Some(g) = &job.group {
-                let lane = (job.incident_id, job.channel.clone(), job.peer.clone());
-                blocked.insert(lane);
-                if job.next_at <= now && !in_flight.contains_key(&job.id) {
-                    groups
-                        .entry((job.channel.clone(), g.key.clone()))
-                        .or_default()
-                        .push(job);
+                let same_group = grouped_lanes.get(&lane).is_some_and(|k| *k == g.key);
+                let waits = blocked.contains(&lane)
+                    || running.contains(&lane)
+                    || (grouped_lanes.contains_key(&lane) && !same_group);
+                if waits {
+                    blocked.insert(lane);
+                    continue;
                 }
+                grouped_lanes.insert(lane, g.key.clone());
+                if !in_flight.contains_key(&job.id) {
+                    let entry = groups
+                        .entry((job.channel.clone(), g.key.clone()))
+                        .or_default();
+                    // Held jobs are due to look at their source again, others to be sent.
+                    entry.0 |= job.next_at <= now;
+                    entry.1.push(job);
+                }
+                continue;
+            }
+            if grouped_lanes.contains_key(&lane) {
+                blocked.insert(lane);
                 continue;
             }
             let timed = matches!(
@@ -499,8 +517,22 @@ impl Shared {
                 }
             }
         }
-        for ((channel, _), group) in groups {
+        for ((channel, _), (due, group)) in groups {
+            if !due {
+                continue;
+            }
             let Some(w) = workers.get(&(channel.clone(), None)) else {
+                if workers.keys().any(|(c, _)| *c == channel) {
+                    // A reload gave the channel peers: its jobs go one by one, to each peer.
+                    for mut job in group {
+                        job.group = None;
+                        if let Err(e) = self.queue.update(self.store.as_ref(), &job) {
+                            self.telemetry
+                                .store_error("could not ungroup a queued notification", &e);
+                        }
+                    }
+                    continue;
+                }
                 // The channel was removed by a reload.
                 for job in group {
                     tracing::warn!(job = job.id, channel = %job.channel, "grouped notification for a channel that no longer exists; dropped");

@@ -23,8 +23,9 @@ pub struct ChannelInfo {
     pub stats: PeerStats,
 }
 
-/// Where a channel sends, for people: URLs without passwords, query strings or, for Slack,
-/// the path (a Slack webhook's path is its secret); tokens and routing keys never.
+/// Where a channel sends, for people: URLs without user, password, query string or path
+/// (webhook paths are often the secret: Slack's, Discord's, Teams', Zapier's), but for an
+/// Alertmanager's; tokens and routing keys never.
 pub fn target_of(c: &ChannelConfig) -> String {
     let url = |u: &str, keep_path: bool| -> String {
         match reqwest::Url::parse(u) {
@@ -66,7 +67,7 @@ pub fn target_of(c: &ChannelConfig) -> String {
             None => String::new(),
         },
         ChannelKind::Gitlab | ChannelKind::Jira => {
-            let base = c.url.as_deref().map(|u| url(u, true)).unwrap_or_default();
+            let base = c.url.as_deref().map(|u| url(u, false)).unwrap_or_default();
             match &c.project {
                 Some(p) => format!("{base} project {p}"),
                 None => base,
@@ -78,7 +79,7 @@ pub fn target_of(c: &ChannelConfig) -> String {
             c.url
                 .as_deref()
                 .or(default)
-                .map(|u| url(u, true))
+                .map(|u| url(u, false))
                 .unwrap_or_default()
         }
     }
@@ -131,7 +132,9 @@ fn test_incident(host: &str, now: Timestamp) -> Incident {
 }
 
 /// Sends one test message through `c` (each peer of an Alertmanager cluster) and reports
-/// what each service answered.
+/// what each service answered. Where the message opens something (a PagerDuty incident, an
+/// Alertmanager alert, an issue) a resolution follows at once, so nobody is left paged; its
+/// outcome is `closed` in the result.
 pub async fn test(
     c: &ChannelConfig,
     templates_dir: &std::path::Path,
@@ -161,27 +164,63 @@ pub async fn test(
     } else {
         peers.iter().map(|p| Some(p.as_str())).collect()
     };
+    // What a test opens somewhere (a page, an alert, an issue) it closes again.
+    let closes = matches!(
+        c.kind,
+        ChannelKind::Pagerduty
+            | ChannelKind::Alertmanager
+            | ChannelKind::Github
+            | ChannelKind::Gitlab
+            | ChannelKind::Jira
+    );
+    let failed = |e: &super::channel::DeliveryError| {
+        let mut v = json!({"ok": false, "error": e.to_string(), "permanent": e.permanent()});
+        if let Value::Object(answer) = e.data() {
+            v["answer"] = Value::Object(answer);
+        }
+        v
+    };
     let mut results = Vec::new();
     for peer in targets {
-        let ctx = Context {
-            incident: &incident,
-            event: NotifyEvent::Opened,
-            entry: None,
-            channel: c,
-            host,
-            step: None,
-            peer,
+        let mut incident = incident.clone();
+        let opened = {
+            let ctx = Context {
+                incident: &incident,
+                event: NotifyEvent::Opened,
+                entry: None,
+                channel: c,
+                host,
+                step: None,
+                peer,
+            };
+            kind.deliver(&ctx, &templates, http).await
         };
-        let mut r = match kind.deliver(&ctx, &templates, http).await {
-            Ok(_) => json!({"ok": true}),
-            Err(e) => {
-                let mut v =
-                    json!({"ok": false, "error": e.to_string(), "permanent": e.permanent()});
-                if let Value::Object(answer) = e.data() {
-                    v["answer"] = Value::Object(answer);
+        let mut r = match opened {
+            Ok(done) => {
+                let mut v = json!({"ok": true});
+                if closes {
+                    if let Some((key, value, _)) = done.ticket {
+                        incident.external_refs.insert(key, value);
+                    }
+                    incident.status = Status::Resolved;
+                    incident.resolved_at = Some(now);
+                    let end = Context {
+                        incident: &incident,
+                        event: NotifyEvent::Resolved,
+                        entry: None,
+                        channel: c,
+                        host,
+                        step: None,
+                        peer,
+                    };
+                    v["closed"] = match kind.deliver(&end, &templates, http).await {
+                        Ok(_) => json!(true),
+                        Err(e) => failed(&e),
+                    };
                 }
                 v
             }
+            Err(e) => failed(&e),
         };
         if let Some(p) = peer {
             r["peer"] = json!(shown_peer(p));
@@ -216,9 +255,9 @@ mod tests {
         );
         let t = target_of(&hook);
         assert!(!t.contains("SECRET") && !t.contains("pw"), "{t}");
-        assert!(t.contains("example.com/hook"), "{t}");
+        assert_eq!(t, "https://redacted@example.com/…");
         let pd = channel("id = \"p\"\nkind = \"pagerduty\"\nrouting_key = \"R0UT1NG\"");
-        assert_eq!(target_of(&pd), "https://events.pagerduty.com/v2/enqueue");
+        assert_eq!(target_of(&pd), "https://events.pagerduty.com/…");
         let am = channel(
             "id = \"a\"\nkind = \"alertmanager\"\nurls = [\"http://a:9093\", \"http://b:9093\"]",
         );

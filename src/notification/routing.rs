@@ -258,28 +258,57 @@ impl Shared {
             }
         }
         plan.jobs.retain(|j| !(j.incident_id == inc.id && moot(j)));
-        // Opened and ended while inhibited: nobody heard of it, so nobody hears of its end.
+        // Opened and ended while inhibited: a channel that never heard of the opening (its
+        // opening is still held, not being sent, and the channel was not told before) does not
+        // hear of the end either; channels told earlier do.
+        let mut unheard: HashSet<String> = HashSet::new();
         if event.ends() {
-            let held: Vec<&Job> = plan
-                .queued
-                .iter()
-                .filter(|j| {
-                    j.incident_id == inc.id && j.held_by.is_some() && !plan.remove.contains(&j.id)
-                })
+            let in_flight: HashSet<u64> = self
+                .in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .keys()
+                .copied()
                 .collect();
-            if let Some(open) = held.iter().find(|j| j.event.opens()) {
-                let source = open.held_by;
-                let ids: Vec<u64> = held.iter().map(|j| j.id).collect();
-                plan.remove.extend(ids);
+            let notified = self.store.notified_channels(inc.id).unwrap_or_default();
+            let mut source = None;
+            for j in plan.queued.iter() {
+                if j.incident_id == inc.id
+                    && j.event.opens()
+                    && j.held_by.is_some()
+                    && !plan.remove.contains(&j.id)
+                    && !in_flight.contains(&j.id)
+                    && !notified.contains(&j.channel)
+                {
+                    unheard.insert(j.channel.clone());
+                    source = source.or(j.held_by);
+                }
+            }
+            if !unheard.is_empty() {
+                let drop: Vec<u64> = plan
+                    .queued
+                    .iter()
+                    .filter(|j| {
+                        j.incident_id == inc.id
+                            && j.held_by.is_some()
+                            && unheard.contains(&j.channel)
+                            && !in_flight.contains(&j.id)
+                    })
+                    .map(|j| j.id)
+                    .collect();
+                plan.remove.extend(drop);
+                let mut names: Vec<&str> = unheard.iter().map(String::as_str).collect();
+                names.sort_unstable();
                 plan.notes.push((
                     inc.id,
                     format!(
-                        "{} not sent: it opened and ended while inhibited, so nobody was told",
-                        event.as_str()
+                        "{} not sent to {}: it opened and ended while inhibited, so they were never told",
+                        event.as_str(),
+                        names.join(", ")
                     ),
-                    json!({"event": event.as_str(), "status": "inhibited", "source": source}),
+                    json!({"event": event.as_str(), "status": "inhibited", "source": source,
+                        "channels": names}),
                 ));
-                return;
             }
         }
         let mut channels: Vec<String> = Vec::new();
@@ -378,6 +407,9 @@ impl Shared {
             }
         }
         for c in channels {
+            if unheard.contains(&c) {
+                continue;
+            }
             let mut j = self.job(inc.id, &c, event, change, now, None, None);
             if let Some((index, r)) = grouped.get(&c) {
                 let tag = group::tag(*index, r, &c, inc);
@@ -386,7 +418,9 @@ impl Shared {
                     .iter()
                     .chain(plan.jobs.iter())
                     .filter(|x| {
+                        // A held job waits for its source, not for the group's time.
                         x.group.as_ref().is_some_and(|g| g.key == tag.key)
+                            && x.held_by.is_none()
                             && !plan.remove.contains(&x.id)
                     })
                     .map(|x| x.next_at);

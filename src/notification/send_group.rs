@@ -16,11 +16,46 @@ impl Shared {
         jobs: Vec<Job>,
     ) {
         let now = self.clock.now();
+        if !channel.kind.groups() {
+            // A reload made the channel a kind that sends one message per incident.
+            for j in jobs {
+                let Some(mut j) = self.queue.get(j.id) else {
+                    continue;
+                };
+                j.group = None;
+                self.save(j).await;
+            }
+            return;
+        }
+        let jobs: Vec<Job> = jobs
+            .into_iter()
+            .filter_map(|j| self.queue.get(j.id))
+            .collect();
+        // Only held jobs are due (to look at their source again): a released one is made
+        // due for the group, which goes at the next look; nothing is sent now.
+        if !jobs.iter().any(|j| j.next_at <= now && j.held_by.is_none()) {
+            for mut j in jobs.into_iter().filter(|j| j.next_at <= now) {
+                match self.store.incident(j.incident_id) {
+                    Ok(Some(inc)) => {
+                        if self.inhibition(&mut j, &inc, now).await {
+                            j.next_at = now;
+                            self.save(j).await;
+                        }
+                    }
+                    // The incident is gone: so is what was held for it.
+                    Ok(None) => self.outbox(move |q, st| q.remove(st, j.id)).await,
+                    Err(_) => {}
+                }
+            }
+            return;
+        }
         let mut incidents: HashMap<u64, Incident> = HashMap::new();
         let mut batch: Vec<Job> = Vec::new();
         for job in jobs {
-            // The outbox has the truth: a job removed or rescheduled since is left alone.
-            let Some(mut job) = self.queue.get(job.id).filter(|j| j.next_at <= now) else {
+            // The outbox has the truth: a job removed since is left alone. The group went
+            // because one of its jobs was due: the others (a retry backing off, a change that
+            // came later) go with it, so one incident's changes stay in order.
+            let Some(mut job) = self.queue.get(job.id) else {
                 continue;
             };
             let inc = match incidents.get(&job.incident_id) {

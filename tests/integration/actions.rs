@@ -381,7 +381,9 @@ actions = ["quick", "fast-lane", "broken"]
             "detection",
             "action_proposed",
             "action_approved",
-            "action_executed"
+            "action_executed",
+            // A run that succeeded moves the stage to remediate by itself.
+            "stage_changed"
         ]
     );
     assert_eq!(tl[3]["actor"], tl[4]["actor"]);

@@ -61,7 +61,12 @@ async fn the_whole_path_through_incidentctl() {
         tl_text.contains("open → acknowledged: looking"),
         "{tl_text}"
     );
-    assert_eq!(tl_text.lines().count(), 1 + 2 + 5);
+    // Header and rule, created and detection, five changes and the stage resolving moved.
+    assert_eq!(tl_text.lines().count(), 1 + 2 + 5 + 1);
+    assert!(
+        tl_text.contains("stage assess → recover: resolved"),
+        "{tl_text}"
+    );
 
     let note = d.ctl(&["note", &id, "false", "alarm"]);
     assert!(note.status.success());

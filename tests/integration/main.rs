@@ -26,6 +26,7 @@ mod roles;
 mod silences;
 mod sources;
 mod ssh;
+mod stages;
 mod stream;
 mod systemd;
 mod tail;

@@ -116,6 +116,10 @@ async fn the_stream_delivers_changes_in_order_and_resumes_after_the_last_id() {
     let m = next(&mut resumed).await;
     assert_eq!(m.event, "incident_updated");
     assert_eq!(data(&m)["entry"]["data"]["to"], "resolved");
+    // Resolving moved the stage to recover, in a change of its own.
+    let m = next(&mut resumed).await;
+    assert_eq!(data(&m)["entry"]["type"], "stage_changed");
+    assert_eq!(data(&m)["entry"]["data"]["to"], "recover");
     // `?after=0` replays the whole log, the earlier incident first; `types` filters.
     let mut all = d
         .client

@@ -10,6 +10,7 @@ mod metric;
 mod rate;
 mod ring;
 mod sequence;
+pub use sequence::MAX_PENDING;
 mod spike;
 mod threshold;
 

@@ -17,7 +17,8 @@ use super::groups::GroupMap;
 use crate::clock::{Timestamp, duration_millis};
 use crate::engine::config::SequenceMode;
 
-const MAX_PENDING: usize = 1024;
+/// The most firsts one group keeps waiting.
+pub const MAX_PENDING: usize = 1024;
 
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Group {

@@ -242,7 +242,9 @@ async fn send(req: reqwest::RequestBuilder) -> Result<Value, DeliveryError> {
     let resp = req
         .send()
         .await
-        .map_err(|e| DeliveryError::Transient(format!("request failed: {e}")))?;
+        // Without the URL: a Slack webhook's path or a token in a query string is a secret,
+        // and this text reaches the log, the timeline and `GET /v1/channels`.
+        .map_err(|e| DeliveryError::Transient(format!("request failed: {}", e.without_url())))?;
     let status = resp.status();
     let text = resp.text().await.unwrap_or_default();
     classify(status.as_u16(), &text)?;
