@@ -894,6 +894,15 @@ actions = ["note-it"]
         assert!(Instant::now() < deadline, "{}", d.log());
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    // Listed is not yet flushed: a change answered after its flush (the manager flushes in
+    // order) makes everything before it durable.
+    let first = d.real_incidents().await[0]["id"].clone();
+    d.post(
+        &format!("/v1/incidents/{first}/notes"),
+        json!({"note": "sync"}),
+    )
+    .await
+    .unwrap();
     d.kill9();
     let lines = |what: &str| -> Vec<u64> {
         std::fs::read_to_string(&ran)
