@@ -11,6 +11,7 @@ pub mod config;
 mod error;
 mod listener;
 pub mod metrics;
+mod postmortem;
 pub mod roles;
 mod routes;
 mod silences;

@@ -32,7 +32,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/incidents/{id}", get(show_incident))
         .route("/v1/incidents/{id}/timeline", get(timeline))
         .route("/v1/incidents/{id}/related", get(related))
-        .route("/v1/incidents/{id}/postmortem", get(postmortem))
+        .route(
+            "/v1/incidents/{id}/postmortem",
+            get(super::postmortem::get).put(super::postmortem::put),
+        )
         .route("/v1/incidents/{id}/notes", post(add_note))
         .route("/v1/incidents/{id}/severity", post(set_severity))
         .route("/v1/incidents/{id}/tags", post(set_tags))
@@ -404,25 +407,6 @@ async fn export(State(st): S) -> impl axum::response::IntoResponse {
 }
 
 /// A Markdown post-mortem draft.
-pub(super) async fn postmortem(
-    State(st): S,
-    path: Result<Path<IdPath>, PathRejection>,
-) -> ApiResult<impl axum::response::IntoResponse> {
-    let id = parse_id(&path?.0.id)?;
-    let inc = st
-        .store
-        .incident(id)?
-        .ok_or_else(|| ApiError::not_found(format!("incident {id} not found")))?;
-    let timeline = st.store.timeline(id)?;
-    Ok((
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/markdown; charset=utf-8",
-        )],
-        crate::incident::postmortem::render(&inc, &timeline, st.clock.now()),
-    ))
-}
-
 /// Incidents that share the key, the service or a correlation/trace id with incident `id`,
 /// newest first (at most 100), each with the reasons.
 async fn related(

@@ -52,7 +52,7 @@ pub async fn serve(
         .route("/v1/incidents", get(routes::list_incidents))
         .route("/v1/incidents/{id}", get(routes::show_incident))
         .route("/v1/incidents/{id}/timeline", get(routes::timeline))
-        .route("/v1/incidents/{id}/postmortem", get(routes::postmortem))
+        .route("/v1/incidents/{id}/postmortem", get(super::postmortem::get))
         .route("/v1/stats", get(routes::stats))
         .route("/v1/stream", get(super::stream::handler))
         .route("/v1/actions", get(super::actions::list));

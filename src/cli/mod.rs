@@ -35,12 +35,14 @@ pub mod watch;
 
 mod actions;
 mod channels;
+mod postmortem;
 mod rules;
 mod show;
 mod silences;
 
 use actions::*;
 use channels::*;
+use postmortem::*;
 use rules::*;
 use show::*;
 use silences::*;
@@ -184,8 +186,14 @@ pub enum Cmd {
         #[arg(long)]
         to: Option<PathBuf>,
     },
-    /// Write a post-mortem draft in Markdown.
-    Postmortem { id: u64 },
+    /// The post-mortem in Markdown: the one stored when the incident was resolved (or
+    /// edited since), else a draft written now.
+    Postmortem {
+        id: u64,
+        /// Open it in $VISUAL or $EDITOR and store what is saved (responders).
+        #[arg(long)]
+        edit: bool,
+    },
     /// Counts, false positives, and time to detect, acknowledge and resolve.
     Stats {
         /// Only incidents created since: a duration ("7d") or an RFC 3339 time.
@@ -727,29 +735,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
                 }
             }
         }
-        Cmd::Postmortem { id } => {
-            let (status, body) = client
-                .raw(
-                    hyper::Method::GET,
-                    &format!("/v1/incidents/{id}/postmortem"),
-                    Vec::new(),
-                    "application/json",
-                )
-                .await?;
-            let text = String::from_utf8_lossy(&body);
-            if !status.is_success() {
-                let msg = serde_json::from_str::<Value>(&text)
-                    .ok()
-                    .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
-                    .unwrap_or_else(|| text.into_owned());
-                return Err(CliError::Failed(msg));
-            }
-            if json_out {
-                print_json(&json!({"incident_id": id, "markdown": text}));
-            } else {
-                out!("{text}");
-            }
-        }
+        Cmd::Postmortem { id, edit } => postmortem(&client, id, edit, json_out).await?,
         Cmd::Stats { since } => {
             let path = with_query("/v1/stats", &[("since", since)])?;
             let v: Value = client.get(&path).await?;

@@ -30,6 +30,9 @@ impl Manager {
                 // Resolved: the response is in recovery, certainly.
                 if to == super::Status::Resolved {
                     self.stage_at_least(&mut inc, &mut entries, Stage::Recover, "resolved");
+                    if let Some(e) = self.postmortem_draft(&mut inc, &entries)? {
+                        entries.push(e);
+                    }
                 }
                 self.note_silences(&mut inc, &mut entries, now);
                 self.store.apply(&Change {
@@ -75,6 +78,25 @@ impl Manager {
                     detection: None,
                     index_keys: Vec::new(),
                 })?;
+                Ok(inc)
+            }
+            Command::Postmortem { id, text, actor } => {
+                if text.trim().is_empty() {
+                    return Err(IncidentError::Invalid(
+                        "a post-mortem needs some text".into(),
+                    ));
+                }
+                let mut inc = self.load(id)?;
+                inc.updated_at = Some(self.now);
+                let e = self.entry(
+                    &mut inc,
+                    EntryKind::Postmortem,
+                    &actor,
+                    Some(format!("post-mortem replaced ({} bytes)", text.len())),
+                    serde_json::json!({ "text": text }),
+                );
+                self.apply_one(&inc, e)?;
+                tracing::info!(incident = id, actor = %actor, "post-mortem replaced");
                 Ok(inc)
             }
             Command::Stage {
@@ -352,6 +374,33 @@ impl Manager {
             note,
             serde_json::json!({"from": from, "to": to, "reason": reason}),
         )
+    }
+
+    /// The post-mortem draft written when `inc` is resolved (with `pending`, the entries of
+    /// this change): none when a person has written one (theirs is kept).
+    pub(super) fn postmortem_draft(
+        &self,
+        inc: &mut Incident,
+        pending: &[super::TimelineEntry],
+    ) -> Result<Option<super::TimelineEntry>, IncidentError> {
+        let mut timeline = self.store.timeline(inc.id)?;
+        let written_by_person = timeline
+            .iter()
+            .rev()
+            .find(|e| e.kind == EntryKind::Postmortem)
+            .is_some_and(|e| e.actor != SYSTEM_ACTOR);
+        if written_by_person {
+            return Ok(None);
+        }
+        timeline.extend(pending.iter().cloned());
+        let text = super::postmortem::render(inc, &timeline, self.now);
+        Ok(Some(self.entry(
+            inc,
+            EntryKind::Postmortem,
+            SYSTEM_ACTOR,
+            Some("post-mortem draft written".into()),
+            serde_json::json!({ "text": text }),
+        )))
     }
 
     /// Moves `inc` forward to `to` by itself (actor `system`) when it is behind it.

@@ -133,6 +133,12 @@ pub enum Command {
         assignee: Option<String>,
         actor: String,
     },
+    /// Replace the stored post-mortem (responders).
+    Postmortem {
+        id: u64,
+        text: String,
+        actor: String,
+    },
     /// Move the response stage (responders); back only with a note.
     Stage {
         id: u64,

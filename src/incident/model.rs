@@ -235,6 +235,9 @@ pub enum EntryKind {
     Released,
     /// The response stage moved (`data.from`, `data.to`, `data.reason`).
     StageChanged,
+    /// The post-mortem's text (`data.text`): the draft written when the incident is
+    /// resolved (actor `system`), or a person's version.
+    Postmortem,
 }
 
 /// One entry of an incident's append-only timeline.

@@ -18,6 +18,15 @@ fn cell(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
 
+/// The stored post-mortem: the text of the timeline's last `postmortem` entry.
+pub fn stored(timeline: &[TimelineEntry]) -> Option<String> {
+    timeline
+        .iter()
+        .rev()
+        .find(|e| e.kind == EntryKind::Postmortem)
+        .and_then(|e| e.data.get("text")?.as_str().map(str::to_owned))
+}
+
 pub fn render(i: &Incident, timeline: &[TimelineEntry], now: Timestamp) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# Post-mortem: incident {} — {}\n", i.id, i.title);

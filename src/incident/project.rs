@@ -92,7 +92,8 @@ pub fn project(baseline: Option<&Baseline>, entries: &[TimelineEntry]) -> Result
             | EntryKind::ActionVerified
             | EntryKind::Notification
             | EntryKind::Inhibited
-            | EntryKind::Released => {}
+            | EntryKind::Released
+            | EntryKind::Postmortem => {}
             EntryKind::TicketLinked => {
                 let key: String = parse(e, field("key")?, "key")?;
                 let value: String = parse(e, field("ref")?, "ref")?;

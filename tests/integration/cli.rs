@@ -61,8 +61,9 @@ async fn the_whole_path_through_incidentctl() {
         tl_text.contains("open → acknowledged: looking"),
         "{tl_text}"
     );
-    // Header and rule, created and detection, five changes and the stage resolving moved.
-    assert_eq!(tl_text.lines().count(), 1 + 2 + 5 + 1);
+    // Header and rule, created and detection, five changes, and what resolving did: the
+    // stage moved and the post-mortem draft stored.
+    assert_eq!(tl_text.lines().count(), 1 + 2 + 5 + 2);
     assert!(
         tl_text.contains("stage assess → recover: resolved"),
         "{tl_text}"

@@ -63,8 +63,10 @@ async fn brute_force_becomes_an_incident_that_moves_through_its_lifecycle() {
             "detection",
             "status_changed",
             "status_changed",
-            // Resolved: the stage moves to recover by itself.
+            // Resolved: the stage moves to recover by itself, and the post-mortem draft is
+            // stored.
             "stage_changed",
+            "postmortem",
             "reopened",
             "status_changed",
             "status_changed"
@@ -142,10 +144,10 @@ async fn invalid_transitions_are_refused_with_409_and_a_reason() {
         .unwrap_err();
     assert_eq!(after_cancel.status(), Some(409));
 
-    // Refused changes leave no trace (created, acknowledged, resolved and its stage move,
-    // cancelled).
+    // Refused changes leave no trace (created, acknowledged, resolved with its stage move
+    // and post-mortem draft, cancelled).
     let tl = d.get(&format!("/v1/incidents/{id}/timeline")).await;
-    assert_eq!(tl["timeline"].as_array().unwrap().len(), 5, "{tl}");
+    assert_eq!(tl["timeline"].as_array().unwrap().len(), 6, "{tl}");
 }
 
 #[tokio::test]

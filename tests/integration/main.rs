@@ -19,6 +19,7 @@ mod lifecycle;
 mod matchers;
 mod notify;
 mod plugins;
+mod postmortem;
 mod preflight;
 mod receiver;
 mod replay;

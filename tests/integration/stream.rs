@@ -120,6 +120,9 @@ async fn the_stream_delivers_changes_in_order_and_resumes_after_the_last_id() {
     let m = next(&mut resumed).await;
     assert_eq!(data(&m)["entry"]["type"], "stage_changed");
     assert_eq!(data(&m)["entry"]["data"]["to"], "recover");
+    // And the post-mortem draft was stored.
+    let m = next(&mut resumed).await;
+    assert_eq!(data(&m)["entry"]["type"], "postmortem");
     // `?after=0` replays the whole log, the earlier incident first; `types` filters.
     let mut all = d
         .client
