@@ -8,6 +8,7 @@
 mod actions;
 mod channels;
 pub mod config;
+mod edits;
 mod error;
 mod listener;
 pub mod metrics;

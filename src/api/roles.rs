@@ -34,6 +34,8 @@ pub fn needed(method: &Method, path: &str) -> Role {
     }
     match parts.as_slice() {
         ["", "v1", "events"] | ["", "v1", "alerts"] => Role::Responder,
+        // Editing an incident (its title) is a responder's, like its status.
+        ["", "v1", "incidents", _id] if method == Method::PATCH => Role::Responder,
         ["", "v1", "incidents", _id, "severity"] => Role::Admin,
         ["", "v1", "incidents", _id, _action] => Role::Responder,
         // A dry run has no side effect; running, approving and denying are for admins.
@@ -119,6 +121,21 @@ mod tests {
         );
         assert_eq!(needed(&Method::POST, "/v1/events"), Role::Responder);
         assert_eq!(needed(&Method::POST, "/v1/alerts"), Role::Responder);
+        assert_eq!(needed(&Method::PATCH, "/v1/incidents/3"), Role::Responder);
+        assert_eq!(
+            needed(&Method::POST, "/v1/incidents/3/merge"),
+            Role::Responder
+        );
+        assert_eq!(
+            needed(&Method::POST, "/v1/incidents/3/stage"),
+            Role::Responder
+        );
+        assert_eq!(
+            needed(&Method::PUT, "/v1/incidents/3/postmortem"),
+            Role::Responder
+        );
+        assert_eq!(needed(&Method::POST, "/v1/channels/x/test"), Role::Admin);
+        assert_eq!(needed(&Method::DELETE, "/v1/incidents/3"), Role::Admin);
         assert_eq!(
             needed(&Method::GET, "/v1/incidents/4/actions"),
             Role::Responder,

@@ -29,7 +29,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/events", post(post_events))
         .route("/v1/alerts", post(post_alert))
         .route("/v1/incidents", get(list_incidents).post(create_incident))
-        .route("/v1/incidents/{id}", get(show_incident))
+        .route(
+            "/v1/incidents/{id}",
+            get(show_incident).patch(super::edits::edit),
+        )
+        .route("/v1/incidents/{id}/merge", post(super::edits::merge))
+        .route("/v1/incidents/{id}/split", post(super::edits::split))
         .route("/v1/incidents/{id}/timeline", get(timeline))
         .route("/v1/incidents/{id}/related", get(related))
         .route(

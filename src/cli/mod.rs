@@ -35,6 +35,7 @@ pub mod watch;
 
 mod actions;
 mod channels;
+mod edits;
 mod postmortem;
 mod rules;
 mod show;
@@ -42,6 +43,7 @@ mod silences;
 
 use actions::*;
 use channels::*;
+use edits::*;
 use postmortem::*;
 use rules::*;
 use show::*;
@@ -223,6 +225,16 @@ pub enum Cmd {
         #[arg(short = 'm', long = "message")]
         message: Option<String>,
     },
+    /// Change an incident's title.
+    Edit {
+        id: u64,
+        #[arg(long)]
+        title: String,
+    },
+    /// Merge incident ID into INTO: its detections and keys follow, and ID is closed.
+    Merge { id: u64, into: u64 },
+    /// Take KEY, which joined incident ID by correlation, out into a new incident.
+    Split { id: u64, key: String },
     /// Move the response stage: assess, contain, investigate, remediate, recover (back
     /// only with -m REASON).
     Stage {
@@ -795,6 +807,23 @@ pub async fn run(args: Args) -> Result<(), CliError> {
             } else {
                 outln!("note added to incident {id}");
             }
+        }
+        Cmd::Edit { id, title } => {
+            edited(
+                &client,
+                &format!("/v1/incidents/{id}"),
+                json!({"title": title}),
+                json_out,
+            )
+            .await?
+        }
+        Cmd::Merge { id, into } => {
+            let path = format!("/v1/incidents/{id}/merge");
+            edited(&client, &path, json!({"into": into}), json_out).await?
+        }
+        Cmd::Split { id, key } => {
+            let path = format!("/v1/incidents/{id}/split");
+            edited(&client, &path, json!({"key": key}), json_out).await?
         }
         Cmd::Stage { id, stage, message } => {
             let inc: Incident = client

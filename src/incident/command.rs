@@ -80,6 +80,9 @@ impl Manager {
                 })?;
                 Ok(inc)
             }
+            cmd @ (Command::Retitle { .. } | Command::Merge { .. } | Command::Split { .. }) => {
+                self.on_edit(cmd)
+            }
             Command::Postmortem { id, text, actor } => {
                 if text.trim().is_empty() {
                     return Err(IncidentError::Invalid(

@@ -133,6 +133,17 @@ pub enum Command {
         assignee: Option<String>,
         actor: String,
     },
+    /// Change the title (responders).
+    Retitle {
+        id: u64,
+        title: String,
+        actor: String,
+    },
+    /// Move incident `id` into `into`: its detections and keys follow, it is closed with a
+    /// pointer (responders).
+    Merge { id: u64, into: u64, actor: String },
+    /// Take a key correlated into `id` out into a new incident (responders).
+    Split { id: u64, key: String, actor: String },
     /// Replace the stored post-mortem (responders).
     Postmortem {
         id: u64,

@@ -9,6 +9,7 @@
 mod command;
 pub mod config;
 pub mod correlate;
+mod editing;
 pub mod feed;
 mod housekeeping;
 mod intake;

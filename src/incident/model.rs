@@ -149,6 +149,9 @@ pub struct Incident {
     /// `resolve_after`, the longest when several rules feed it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolve_after_ms: Option<u64>,
+    /// The incident this one was merged into (it is closed, and its keys now lead there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_into: Option<u64>,
     /// The response stage (`stage`, `stage_since`, `stage_spent_ms`).
     #[serde(flatten, default)]
     pub stage: super::stage::StageState,
@@ -197,6 +200,7 @@ impl Incident {
             silenced_by: Vec::new(),
             last_detection_at: None,
             resolve_after_ms: None,
+            merged_into: None,
             stage: Default::default(),
         }
     }
@@ -238,6 +242,13 @@ pub enum EntryKind {
     /// The post-mortem's text (`data.text`): the draft written when the incident is
     /// resolved (actor `system`), or a person's version.
     Postmortem,
+    /// Edited by hand: `data.title` = `{from, to}`.
+    Updated,
+    /// On the incident merged into: `data.from`, `keys`, `detections`, `rules`, `services`;
+    /// on the merged one: `data.into`.
+    Merged,
+    /// A key taken out into a new incident: `data.key`, `data.into`.
+    Split,
 }
 
 /// One entry of an incident's append-only timeline.

@@ -73,6 +73,32 @@ pub fn project(baseline: Option<&Baseline>, entries: &[TimelineEntry]) -> Result
                 i.root_cause = parse(e, field("root_cause")?, "root_cause")?;
                 i.root_cause_reason = parse(e, field("root_cause_reason")?, "root_cause_reason")?;
             }
+            EntryKind::Updated => {
+                if let Some(t) = e.data.get("title").and_then(|t| t.get("to")) {
+                    i.title = parse(e, t, "title.to")?;
+                }
+                i.updated_at = Some(e.ts);
+            }
+            EntryKind::Merged => {
+                if let Some(into) = e.data.get("into") {
+                    i.merged_into = Some(parse(e, into, "into")?);
+                } else {
+                    let keys: Vec<String> = parse(e, field("keys")?, "keys")?;
+                    let n: u64 = parse(e, field("detections")?, "detections")?;
+                    let rules: Vec<String> = parse(e, field("rules")?, "rules")?;
+                    let services: Vec<String> = parse(e, field("services")?, "services")?;
+                    super::editing::absorb(i, keys, n, rules, services);
+                    if let Some(sev) = e.data.get("severity") {
+                        i.severity = parse(e, sev, "severity")?;
+                    }
+                }
+                i.updated_at = Some(e.ts);
+            }
+            EntryKind::Split => {
+                let key: String = parse(e, field("key")?, "key")?;
+                i.correlated_keys.retain(|k| *k != key);
+                i.updated_at = Some(e.ts);
+            }
             EntryKind::StageChanged => {
                 let to: super::Stage = parse(e, field("to")?, "to")?;
                 let created = i.created_at;

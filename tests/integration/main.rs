@@ -8,6 +8,7 @@ mod config;
 mod correlation;
 mod daemon;
 mod durability;
+mod edits;
 mod fail2ban;
 mod fleet;
 mod grouping;

@@ -153,8 +153,10 @@ impl SledStore {
             self.idx_status
                 .insert(status_key(inc.status, inc.id), &[])
                 .map_err(err)?;
-            // Ascending ids: the newest incident of a key is written last.
-            for key in std::iter::once(&inc.key).chain(&inc.correlated_keys) {
+            // Ascending ids: the newest incident of a key is written last. A merged
+            // incident's keys lead to the one it was merged into (which lists them).
+            let keys = std::iter::once(&inc.key).chain(&inc.correlated_keys);
+            for key in keys.filter(|_| inc.merged_into.is_none()) {
                 self.idx_key
                     .insert(key.as_bytes(), &inc.id.to_be_bytes())
                     .map_err(err)?;
@@ -232,7 +234,8 @@ impl SledStore {
             }
             max_id = max_id.max(id);
             statuses.insert(id, inc.status);
-            for key in std::iter::once(&inc.key).chain(&inc.correlated_keys) {
+            let keys = std::iter::once(&inc.key).chain(&inc.correlated_keys);
+            for key in keys.filter(|_| inc.merged_into.is_none()) {
                 let e = newest_by_key.entry(key.clone()).or_insert(id);
                 *e = (*e).max(id);
             }
