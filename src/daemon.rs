@@ -510,6 +510,8 @@ pub async fn run(
         .watermark
         .inputs_behind
         .set(backlog.behind() as u64);
+    let slas: crate::api::SharedSlas =
+        std::sync::Arc::new(std::sync::RwLock::new(config.incidents.slas.clone()));
     let roles: crate::api::roles::SharedRoles =
         Arc::new(std::sync::RwLock::new(role_groups(&config)));
     let ingest = IngestSocket {
@@ -557,6 +559,7 @@ pub async fn run(
         shutdown: sources_token.clone(),
         remediation: remediation.clone(),
         notify: notifier.clone(),
+        slas: slas.clone(),
     });
     if let Some(addr) = config.control.web_listen {
         running.spawn(
@@ -626,6 +629,14 @@ pub async fn run(
             .rules
             .iter()
             .filter_map(|r| r.common.resolve_after)
+            .chain(
+                config
+                    .incidents
+                    .slas
+                    .iter()
+                    .flat_map(|s| [s.ack_within, s.resolve_within])
+                    .flatten(),
+            )
             .chain([
                 config.incidents.auto_close_after,
                 config.incidents.retain_closed,
@@ -681,7 +692,7 @@ pub async fn run(
         tokio::select! {
             sig = signals.next() => match sig {
                 Some(SIGHUP) => {
-                    let to = Reloadable { engine: &engine, incidents: &incidents, remediation: &remediation, telemetry: &telemetry, roles: &roles, plugins: &mut plugins, notifier: &notifier };
+                    let to = Reloadable { engine: &engine, incidents: &incidents, remediation: &remediation, telemetry: &telemetry, roles: &roles, slas: &slas, plugins: &mut plugins, notifier: &notifier };
                     let _ = reload(&mut config, &overrides, to).await;
                 }
                 Some(sig) => {
@@ -691,7 +702,7 @@ pub async fn run(
                 None => break,
             },
             Some(reply) = reload_rx.recv() => {
-                let to = Reloadable { engine: &engine, incidents: &incidents, remediation: &remediation, telemetry: &telemetry, roles: &roles, plugins: &mut plugins, notifier: &notifier };
+                let to = Reloadable { engine: &engine, incidents: &incidents, remediation: &remediation, telemetry: &telemetry, roles: &roles, slas: &slas, plugins: &mut plugins, notifier: &notifier };
                 let r = reload(&mut config, &overrides, to).await;
                 let _ = reply.send(r);
             }
@@ -755,6 +766,7 @@ struct Reloadable<'a> {
     remediation: &'a crate::remediation::RemediationHandle,
     telemetry: &'a Telemetry,
     roles: &'a crate::api::roles::SharedRoles,
+    slas: &'a crate::api::SharedSlas,
     plugins: &'a mut crate::plugin::Supervisor,
     notifier: &'a crate::notification::NotifyHandle,
 }
@@ -770,6 +782,7 @@ async fn reload(
         remediation,
         telemetry,
         roles,
+        slas,
         plugins,
         notifier,
     } = to;
@@ -865,6 +878,7 @@ async fn reload(
             config.control.admin_groups = groups.admin.clone();
             config.control.responder_groups = groups.responder.clone();
             *roles.write().unwrap_or_else(|p| p.into_inner()) = groups;
+            *slas.write().unwrap_or_else(|p| p.into_inner()) = config.incidents.slas.clone();
             // The running sources stay as started, and so does what the config says of them.
             config.sources = sources;
             notify(&[

@@ -344,6 +344,8 @@ pub struct Telemetry {
     /// Detections skipped because they were already applied before a crash.
     pub detections_replayed: Counter,
     pub incidents_created: Counter,
+    /// SLAs breached (`sla_breached` entries).
+    pub sla_breaches: Counter,
     pub incidents_deduplicated: Counter,
     /// Detections joined to another key's incident by correlation.
     pub incidents_correlated: Counter,
@@ -552,6 +554,7 @@ impl Default for Telemetry {
             detections_dropped: Counter::default(),
             detections_replayed: Counter::default(),
             incidents_created: Counter::default(),
+            sla_breaches: Counter::default(),
             incidents_deduplicated: Counter::default(),
             incidents_correlated: Counter::default(),
             incidents_reopened: Counter::default(),

@@ -294,6 +294,7 @@ pub async fn render(st: &ApiState) -> String {
     );
     for (what, c) in [
         ("created", &t.incidents_created),
+        ("sla_breached", &t.sla_breaches),
         ("deduplicated", &t.incidents_deduplicated),
         ("correlated", &t.incidents_correlated),
         ("reopened", &t.incidents_reopened),

@@ -66,10 +66,16 @@ pub struct ApiState {
     pub remediation: crate::remediation::RemediationHandle,
     /// The notifier: the channel list and test messages.
     pub notify: crate::notification::NotifyHandle,
+    /// The `[[sla]]` tables in force (replaced on reload): time left in `GET
+    /// /v1/incidents/{id}`, compliance in `/v1/stats`.
+    pub slas: SharedSlas,
     /// Cancelled at shutdown: ends the event streams, which would otherwise hold the
     /// server open.
     pub shutdown: CancellationToken,
 }
+
+/// The SLAs in force, shared with the reload.
+pub type SharedSlas = Arc<std::sync::RwLock<Vec<crate::incident::sla::SlaConfig>>>;
 
 /// Serves the API until `cancel`, then finishes the requests in flight.
 pub use listener::Limits;

@@ -163,6 +163,7 @@ pub(super) async fn status(State(st): S) -> Json<Value> {
         "incidents": {
             "by_status": counts,
             "created": t.incidents_created,
+            "sla_breaches": t.sla_breaches,
             "deduplicated": t.incidents_deduplicated,
             "correlated": t.incidents_correlated,
             "reopened": t.incidents_reopened,
@@ -353,12 +354,19 @@ async fn create_incident(
 pub(super) async fn show_incident(
     State(st): S,
     path: Result<Path<IdPath>, PathRejection>,
-) -> ApiResult<Json<Incident>> {
+) -> ApiResult<Json<Value>> {
     let id = parse_id(&path?.0.id)?;
-    st.store
+    let inc = st
+        .store
         .incident(id)?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("incident {id} not found")))
+        .ok_or_else(|| ApiError::not_found(format!("incident {id} not found")))?;
+    let slas = st.slas.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let sla = crate::incident::sla::status(&inc, &slas, st.clock.now());
+    let mut v = serde_json::to_value(&inc).unwrap_or(Value::Null);
+    if !sla.is_null() {
+        v["sla"] = sla;
+    }
+    Ok(Json(v))
 }
 
 /// The whole incident log as NDJSON, one timeline entry per line in log order, streamed
@@ -732,7 +740,8 @@ pub(super) async fn stats(
     // A scan of the store: off the async threads.
     let store = st.store.clone();
     let since = list.since;
-    let stats = tokio::task::spawn_blocking(move || {
+    let slas = st.slas.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let (stats, sla) = tokio::task::spawn_blocking(move || {
         let mut incidents = Vec::new();
         store.scan(&list, &mut |mut i| {
             // Evidence is not needed for numbers; drop it early.
@@ -740,7 +749,10 @@ pub(super) async fn stats(
             incidents.push(i);
             true
         })?;
-        Ok::<_, crate::store::StoreError>(crate::incident::stats::Stats::of(&incidents))
+        Ok::<_, crate::store::StoreError>((
+            crate::incident::stats::Stats::of(&incidents),
+            crate::incident::stats::sla_compliance(&incidents, &slas),
+        ))
     })
     .await
     .map_err(|e| ApiError::internal(format!("stats task failed: {e}")))??;
@@ -755,6 +767,7 @@ pub(super) async fn stats(
     let mut v = serde_json::to_value(&stats).unwrap_or(Value::Null);
     v["rules"] = Value::Array(rules);
     v["since"] = json!(since);
+    v["sla_compliance"] = json!({"by_severity": sla.0, "by_week": sla.1});
     Ok(Json(v))
 }
 

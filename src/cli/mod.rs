@@ -697,11 +697,13 @@ pub async fn run(args: Args) -> Result<(), CliError> {
             }
         }
         Cmd::Show { id } => {
-            let inc: Incident = client.get(&format!("/v1/incidents/{id}")).await?;
+            let v: Value = client.get(&format!("/v1/incidents/{id}")).await?;
             if json_out {
-                print_json(&json!(inc));
+                print_json(&v);
             } else {
-                print_incident(&inc, now);
+                let inc: Incident = serde_json::from_value(v.clone())
+                    .map_err(|e| CliError::Failed(format!("unexpected answer: {e}")))?;
+                print_incident(&inc, &v["sla"], now);
             }
         }
         Cmd::Timeline { id } => {

@@ -124,6 +124,27 @@ pub(super) fn matcher(s: &str) -> Result<(String, Value), String> {
     Ok((k.to_owned(), cond))
 }
 
+/// "ack: 3m 12s left; resolve: met" from the `sla` object of `GET /v1/incidents/{id}`.
+fn sla_text(sla: &Value) -> String {
+    let Some(m) = sla.as_object() else {
+        return "-".into();
+    };
+    m.iter()
+        .map(|(kind, s)| {
+            let within = s["within"].as_str().unwrap_or("?");
+            match s["state"].as_str() {
+                Some("running") => format!(
+                    "{kind} within {within}: {} left",
+                    human_secs(&s["left_seconds"])
+                ),
+                Some(state) => format!("{kind} within {within}: {state}"),
+                None => format!("{kind}: ?"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// A duration in seconds as people read it ("4m 12s").
 pub(super) fn human_secs(v: &Value) -> String {
     match v.as_f64() {
@@ -213,7 +234,7 @@ pub(super) fn print_stats(v: &Value) {
     }
 }
 
-pub(super) fn print_incident(i: &Incident, now: Timestamp) {
+pub(super) fn print_incident(i: &Incident, sla: &Value, now: Timestamp) {
     let opt = |t: Option<Timestamp>| {
         t.map(|t| format!("{t} ({})", ago(t, now)))
             .unwrap_or_else(|| "-".into())
@@ -223,6 +244,7 @@ pub(super) fn print_incident(i: &Incident, now: Timestamp) {
         vec!["key".into(), i.key.clone()],
         vec!["severity".into(), i.severity.to_string()],
         vec!["status".into(), i.status.to_string()],
+        vec!["sla".into(), sla_text(sla)],
         vec![
             "stage".into(),
             format!(

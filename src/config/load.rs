@@ -64,6 +64,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     let mut rules_dir_set = false;
     let mut plugin_tables: Vec<super::plugin::PluginTable> = Vec::new();
     let mut notify_items: NotifyItems = Default::default();
+    let mut slas = None;
     let mut plugin_tables_at: Option<usize> = None;
 
     if let Some(file) = File::parse(path, text, &mut errors) {
@@ -117,6 +118,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
                 "route" => notify_items.1 = file.array_of(value, "route", &mut errors),
                 "escalation" => notify_items.2 = file.array_of(value, "escalation", &mut errors),
                 "inhibit" => notify_items.3 = file.array_of(value, "inhibit", &mut errors),
+                "sla" => slas = Some(file.array_of(value, "sla", &mut errors)),
                 "notifications" => {
                     if let Some(mut n) =
                         file.value::<super::notify::NotificationsConfig>(value, &mut errors)
@@ -146,6 +148,9 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     }
 
     config.incidents.services = config.services.clone();
+    if let Some(slas) = slas {
+        check_slas(path, text, slas, &mut config.incidents.slas, &mut errors);
+    }
     config.notify.services = config.services.clone();
     check_notify(path, text, notify_items, &mut config.notify, &mut errors);
     // Each enabled plugin's manifest, checked where it stands.
@@ -541,6 +546,35 @@ fn bound_rules(config: &mut Config, errors: &mut Vec<ConfigError>) {
                 let fit = (budget / per_group).clamp(1, crate::engine::config::DEFAULT_MAX_GROUPS);
                 r.common.max_groups = std::num::NonZeroUsize::new(fit);
             }
+        }
+    }
+}
+
+/// `[[sla]]` tables replace the runbook's defaults; each needs a severity and a time.
+fn check_slas(
+    path: &Path,
+    text: &str,
+    slas: Vec<(crate::incident::sla::SlaConfig, usize)>,
+    out: &mut Vec<crate::incident::sla::SlaConfig>,
+    errors: &mut Vec<ConfigError>,
+) {
+    out.clear();
+    for (i, (s, at)) in slas.into_iter().enumerate() {
+        let problem = if s.severity.is_empty() {
+            Some("names no severity")
+        } else if s.ack_within.is_none() && s.resolve_within.is_none() {
+            Some("needs `ack_within`, `resolve_within` or both")
+        } else {
+            None
+        };
+        match problem {
+            Some(p) => errors.push(ConfigError {
+                file: path.to_owned(),
+                line: Some(line_of(text, at)),
+                key: format!("sla[{i}]"),
+                message: p.into(),
+            }),
+            None => out.push(s),
         }
     }
 }

@@ -50,6 +50,9 @@ pub struct IncidentsConfig {
     /// these settings.
     #[serde(skip)]
     pub services: Vec<ServiceConfig>,
+    /// The `[[sla]]` tables (top level in the file); the runbook's when there are none.
+    #[serde(skip)]
+    pub slas: Vec<super::sla::SlaConfig>,
 }
 
 impl Default for IncidentsConfig {
@@ -65,6 +68,7 @@ impl Default for IncidentsConfig {
             retain_closed: Duration::from_secs(90 * 24 * 3600),
             evidence_samples: 10,
             services: Vec::new(),
+            slas: super::sla::defaults(),
             realert_backoff: Vec::new(),
         }
     }

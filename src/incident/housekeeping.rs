@@ -35,6 +35,61 @@ impl Manager {
         Ok(())
     }
 
+    /// Records each SLA an active incident has newly breached (`sla_breached`, once per
+    /// kind), which the notifier routes like any other news.
+    pub(super) fn check_slas(&mut self) -> Result<(), IncidentError> {
+        let now = self.now;
+        let query = super::port::ListQuery {
+            status: vec![Status::Open, Status::Acknowledged, Status::Mitigated],
+            ..Default::default()
+        };
+        let mut due = Vec::new();
+        let slas = &self.config.slas;
+        self.store.scan(&query, &mut |i| {
+            let d = super::sla::due(&i, slas, now);
+            if !d.is_empty() {
+                due.push((i.id, d));
+            }
+            true
+        })?;
+        for (id, breaches) in due {
+            let mut inc = self.load(id)?;
+            let mut entries = Vec::new();
+            for (kind, within) in breaches {
+                inc.sla_breached.push(kind.to_owned());
+                let what = if kind == "ack" {
+                    "acknowledged"
+                } else {
+                    "resolved"
+                };
+                let within_text = humantime::format_duration(within).to_string();
+                let note = format!(
+                    "SLA breached: not {what} within {within_text} ({})",
+                    inc.severity
+                );
+                let e = self.entry(
+                    &mut inc,
+                    super::EntryKind::SlaBreached,
+                    SYSTEM_ACTOR,
+                    Some(note),
+                    serde_json::json!({"kind": kind, "within": within_text,
+                        "within_ms": within.as_millis() as u64}),
+                );
+                entries.push(e);
+                self.telemetry.sla_breaches.inc();
+                tracing::warn!(incident = id, kind, within = %within_text, "SLA breached");
+            }
+            self.store.apply(&super::port::Change {
+                incident: inc.clone(),
+                previous_status: Some(inc.status),
+                entries,
+                detection: None,
+                index_keys: Vec::new(),
+            })?;
+        }
+        Ok(())
+    }
+
     /// The ids of the incidents in `status` for which `due` holds.
     pub(super) fn ids_where(
         &self,

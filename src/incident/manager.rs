@@ -543,6 +543,9 @@ impl Manager {
                         if let Err(e) = self.auto_close() {
                             self.telemetry.store_error("automatic closing failed", &e);
                         }
+                        if let Err(e) = self.check_slas() {
+                            self.telemetry.store_error("checking SLAs failed", &e);
+                        }
                         self.sweep_new_silences();
                         if let Err(e) = self.prune_silences() {
                             self.telemetry

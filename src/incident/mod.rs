@@ -22,6 +22,7 @@ pub mod postmortem;
 pub mod project;
 pub mod silence;
 mod silencing;
+pub mod sla;
 pub mod stage;
 pub mod stats;
 mod unflushed;

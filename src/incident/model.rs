@@ -149,6 +149,9 @@ pub struct Incident {
     /// `resolve_after`, the longest when several rules feed it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolve_after_ms: Option<u64>,
+    /// SLAs it breached: `ack`, `resolve` (each recorded once, as `sla_breached`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sla_breached: Vec<String>,
     /// The incident this one was merged into (it is closed, and its keys now lead there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merged_into: Option<u64>,
@@ -200,6 +203,7 @@ impl Incident {
             silenced_by: Vec::new(),
             last_detection_at: None,
             resolve_after_ms: None,
+            sla_breached: Vec::new(),
             merged_into: None,
             stage: Default::default(),
         }
@@ -249,6 +253,9 @@ pub enum EntryKind {
     Merged,
     /// A key taken out into a new incident: `data.key`, `data.into`.
     Split,
+    /// Not acknowledged or not resolved within its SLA: `data.kind` (`ack`, `resolve`),
+    /// `data.within`.
+    SlaBreached,
 }
 
 /// One entry of an incident's append-only timeline.

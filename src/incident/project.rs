@@ -94,6 +94,12 @@ pub fn project(baseline: Option<&Baseline>, entries: &[TimelineEntry]) -> Result
                 }
                 i.updated_at = Some(e.ts);
             }
+            EntryKind::SlaBreached => {
+                let kind: String = parse(e, field("kind")?, "kind")?;
+                if !i.sla_breached.contains(&kind) {
+                    i.sla_breached.push(kind);
+                }
+            }
             EntryKind::Split => {
                 let key: String = parse(e, field("key")?, "key")?;
                 i.correlated_keys.retain(|k| *k != key);

@@ -111,6 +111,65 @@ pub struct Week {
     pub times: Times,
 }
 
+/// SLA outcomes of a set of incidents (those whose outcome is known: acknowledged or
+/// resolved, or breached).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct SlaCompliance {
+    pub ack_met: usize,
+    pub ack_breached: usize,
+    pub resolve_met: usize,
+    pub resolve_breached: usize,
+    /// Met over known outcomes.
+    pub ack_share: Option<f64>,
+    pub resolve_share: Option<f64>,
+}
+
+impl SlaCompliance {
+    fn add(&mut self, i: &Incident, slas: &[super::sla::SlaConfig]) {
+        match super::sla::met(i, slas, "ack") {
+            Some(true) => self.ack_met += 1,
+            Some(false) => self.ack_breached += 1,
+            None => {}
+        }
+        match super::sla::met(i, slas, "resolve") {
+            Some(true) => self.resolve_met += 1,
+            Some(false) => self.resolve_breached += 1,
+            None => {}
+        }
+        let share = |m: usize, b: usize| (m + b > 0).then(|| m as f64 / (m + b) as f64);
+        self.ack_share = share(self.ack_met, self.ack_breached);
+        self.resolve_share = share(self.resolve_met, self.resolve_breached);
+    }
+}
+
+/// SLA compliance per severity and per week (of creation).
+pub fn sla_compliance<'a>(
+    incidents: impl IntoIterator<Item = &'a Incident>,
+    slas: &[super::sla::SlaConfig],
+) -> (
+    BTreeMap<String, SlaCompliance>,
+    BTreeMap<String, SlaCompliance>,
+) {
+    let (mut by_sev, mut by_week): (
+        BTreeMap<String, SlaCompliance>,
+        BTreeMap<String, SlaCompliance>,
+    ) = Default::default();
+    for i in incidents {
+        if super::sla::of(slas, i.severity) == (None, None) {
+            continue;
+        }
+        by_sev
+            .entry(i.severity.as_str().to_owned())
+            .or_default()
+            .add(i, slas);
+        by_week
+            .entry(week_of(i.created_at))
+            .or_default()
+            .add(i, slas);
+    }
+    (by_sev, by_week)
+}
+
 /// The Monday (UTC) of the week holding `t`, as `YYYY-MM-DD`.
 fn week_of(t: crate::clock::Timestamp) -> String {
     let day = t.millis().div_euclid(86_400_000);

@@ -57,6 +57,8 @@ pub enum NotifyEvent {
     Repeat,
     /// Alertmanager: the firing alert sent again so it does not expire.
     Resend,
+    /// Not acknowledged or not resolved within its SLA.
+    SlaBreached,
 }
 
 impl NotifyEvent {
@@ -73,6 +75,7 @@ impl NotifyEvent {
             NotifyEvent::EscalationStep => "escalation_step",
             NotifyEvent::Repeat => "repeat",
             NotifyEvent::Resend => "resend",
+            NotifyEvent::SlaBreached => "sla_breached",
         }
     }
 

@@ -13,6 +13,7 @@ impl Shared {
         let to = || e.data.get("to").and_then(|v| v.as_str());
         match e.kind {
             EntryKind::Created => Some(NotifyEvent::Opened),
+            EntryKind::SlaBreached => Some(NotifyEvent::SlaBreached),
             EntryKind::Reopened => Some(NotifyEvent::Reopened),
             EntryKind::StatusChanged => match to()? {
                 "acknowledged" => Some(NotifyEvent::Acknowledged),

@@ -26,6 +26,7 @@ mod receiver;
 mod replay;
 mod roles;
 mod silences;
+mod sla;
 mod sources;
 mod ssh;
 mod stages;
