@@ -27,7 +27,7 @@ pub(super) async fn get(
         .incident(id)?
         .ok_or_else(|| ApiError::not_found(format!("incident {id} not found")))?;
     let timeline = st.store.timeline(id)?;
-    let text = crate::incident::postmortem::stored(&timeline)
+    let text = crate::incident::postmortem::stored(&inc, &timeline)
         .unwrap_or_else(|| crate::incident::postmortem::render(&inc, &timeline, st.clock.now()));
     Ok(([(CONTENT_TYPE, MARKDOWN)], text))
 }

@@ -37,6 +37,8 @@ pub fn needed(method: &Method, path: &str) -> Role {
         // Editing an incident (its title) is a responder's, like its status.
         ["", "v1", "incidents", _id] if method == Method::PATCH => Role::Responder,
         ["", "v1", "incidents", _id, "severity"] => Role::Admin,
+        // A merge can raise a severity and a split creates an incident: admins, like both.
+        ["", "v1", "incidents", _id, "merge" | "split"] => Role::Admin,
         ["", "v1", "incidents", _id, _action] => Role::Responder,
         // A dry run has no side effect; running, approving and denying are for admins.
         ["", "v1", "incidents", _id, "actions", _a, "dry-run"] => Role::Responder,
@@ -122,10 +124,8 @@ mod tests {
         assert_eq!(needed(&Method::POST, "/v1/events"), Role::Responder);
         assert_eq!(needed(&Method::POST, "/v1/alerts"), Role::Responder);
         assert_eq!(needed(&Method::PATCH, "/v1/incidents/3"), Role::Responder);
-        assert_eq!(
-            needed(&Method::POST, "/v1/incidents/3/merge"),
-            Role::Responder
-        );
+        assert_eq!(needed(&Method::POST, "/v1/incidents/3/merge"), Role::Admin);
+        assert_eq!(needed(&Method::POST, "/v1/incidents/3/split"), Role::Admin);
         assert_eq!(
             needed(&Method::POST, "/v1/incidents/3/stage"),
             Role::Responder

@@ -386,7 +386,15 @@ impl Manager {
         inc: &mut Incident,
         pending: &[super::TimelineEntry],
     ) -> Result<Option<super::TimelineEntry>, IncidentError> {
-        let mut timeline = self.store.timeline(inc.id)?;
+        // Best effort: a timeline that cannot be read costs the draft, not the resolve.
+        let mut timeline = match self.store.timeline(inc.id) {
+            Ok(t) => t,
+            Err(e) => {
+                self.telemetry
+                    .store_error("could not read the timeline for the post-mortem draft", &e);
+                return Ok(None);
+            }
+        };
         let written_by_person = timeline
             .iter()
             .rev()

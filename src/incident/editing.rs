@@ -103,9 +103,22 @@ impl Manager {
             )));
         }
         let now = self.now;
-        let keys: Vec<String> = std::iter::once(from.key.clone())
-            .chain(from.correlated_keys.iter().cloned())
-            .collect();
+        // The keys that lead to the merged incident now (not those a newer incident took
+        // since), as many as the incident merged into has room for: exactly these move.
+        let room = MAX_KEYS.saturating_sub(to.correlated_keys.len());
+        let mut keys: Vec<String> = Vec::new();
+        for k in std::iter::once(&from.key).chain(from.correlated_keys.iter()) {
+            if keys.len() >= room {
+                break;
+            }
+            if *k != to.key
+                && !to.correlated_keys.contains(k)
+                && !keys.contains(k)
+                && self.store.latest_for_key(k)? == Some(id)
+            {
+                keys.push(k.clone());
+            }
+        }
         let services: Vec<String> = if from.services.is_empty() {
             from.service.iter().cloned().collect()
         } else {
@@ -118,11 +131,20 @@ impl Manager {
             from.rules.clone(),
             services.clone(),
         );
-        if from.severity < to.severity {
-            // The worse severity wins, as when a detection attaches.
-            to.severity = from.severity;
-        }
         to.updated_at = Some(now);
+        let mut entries = Vec::new();
+        if from.severity < to.severity {
+            // The worse severity wins, as when a detection attaches (and is news).
+            let was = std::mem::replace(&mut to.severity, from.severity);
+            let e = self.entry(
+                &mut to,
+                EntryKind::SeverityChanged,
+                actor,
+                Some(format!("raised by the merge of incident {id}")),
+                serde_json::json!({"from": was, "to": from.severity}),
+            );
+            entries.push(e);
+        }
         let severity = to.severity;
         let e = self.entry(
             &mut to,
@@ -135,10 +157,11 @@ impl Manager {
             serde_json::json!({"from": id, "keys": keys, "detections": from.detections,
                 "rules": from.rules, "services": services, "severity": severity}),
         );
+        entries.push(e);
         self.store.apply(&Change {
             incident: to.clone(),
             previous_status: Some(to.status),
-            entries: vec![e],
+            entries,
             detection: None,
             // Its keys now lead here: later detections of them attach to this incident.
             index_keys: keys,
@@ -173,6 +196,12 @@ impl Manager {
 
     fn split(&mut self, id: u64, key: &str, actor: &str) -> Result<Incident, IncidentError> {
         let mut from = self.load(id)?;
+        if !from.status.is_active() {
+            return Err(IncidentError::Invalid(format!(
+                "incident {id} is {}: split keys out of an open, acknowledged or mitigated incident",
+                from.status
+            )));
+        }
         if key == from.key {
             return Err(IncidentError::Invalid(format!(
                 "`{key}` is incident {id}'s own key; split takes out a key that joined it by correlation"

@@ -18,13 +18,18 @@ fn cell(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
 
-/// The stored post-mortem: the text of the timeline's last `postmortem` entry.
-pub fn stored(timeline: &[TimelineEntry]) -> Option<String> {
-    timeline
+/// The stored post-mortem: the text of the timeline's last `postmortem` entry — unless that
+/// is the daemon's draft and the incident is active again (reopened): a draft written now
+/// then says what is true.
+pub fn stored(i: &Incident, timeline: &[TimelineEntry]) -> Option<String> {
+    let e = timeline
         .iter()
         .rev()
-        .find(|e| e.kind == EntryKind::Postmortem)
-        .and_then(|e| e.data.get("text")?.as_str().map(str::to_owned))
+        .find(|e| e.kind == EntryKind::Postmortem)?;
+    if e.actor == "system" && i.status.is_active() {
+        return None;
+    }
+    e.data.get("text")?.as_str().map(str::to_owned)
 }
 
 pub fn render(i: &Incident, timeline: &[TimelineEntry], now: Timestamp) -> String {

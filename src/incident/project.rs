@@ -109,6 +109,7 @@ pub fn project(baseline: Option<&Baseline>, entries: &[TimelineEntry]) -> Result
                 let to: super::Stage = parse(e, field("to")?, "to")?;
                 let created = i.created_at;
                 i.stage.enter(to, e.ts, created);
+                i.updated_at = Some(e.ts);
             }
             EntryKind::Silenced => {
                 let id: u64 = parse(e, field("silence")?, "silence")?;
@@ -124,8 +125,8 @@ pub fn project(baseline: Option<&Baseline>, entries: &[TimelineEntry]) -> Result
             | EntryKind::ActionVerified
             | EntryKind::Notification
             | EntryKind::Inhibited
-            | EntryKind::Released
-            | EntryKind::Postmortem => {}
+            | EntryKind::Released => {}
+            EntryKind::Postmortem => i.updated_at = Some(e.ts),
             EntryKind::TicketLinked => {
                 let key: String = parse(e, field("key")?, "key")?;
                 let value: String = parse(e, field("ref")?, "ref")?;

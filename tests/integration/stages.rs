@@ -133,6 +133,13 @@ actions = ["fix"]
         "{list}"
     );
     d.kill9();
+    // What was written live must be what the log replays to.
+    let verify = std::process::Command::new(BIN)
+        .args(["store", "verify", "--state-dir"])
+        .arg(&d.state)
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{verify:?}");
     let rebuild = std::process::Command::new(BIN)
         .args(["store", "rebuild", "--state-dir"])
         .arg(&d.state)

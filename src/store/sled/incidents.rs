@@ -193,9 +193,12 @@ impl IncidentLog for SledStore {
                     }
                 }
                 idx_status.remove(&status_key(inc.status, id))?;
-                // The key index keeps pointing at a newer incident of the key, if any.
-                if idx_key.get(inc.key.as_bytes())?.as_deref() == Some(&id.to_be_bytes()[..]) {
-                    idx_key.remove(inc.key.as_bytes())?;
+                // The key index keeps pointing at a newer incident of the key, if any; keys
+                // that joined it (by correlation or a merge) and still lead here go too.
+                for key in std::iter::once(&inc.key).chain(&inc.correlated_keys) {
+                    if idx_key.get(key.as_bytes())?.as_deref() == Some(&id.to_be_bytes()[..]) {
+                        idx_key.remove(key.as_bytes())?;
+                    }
                 }
                 Ok::<(), ConflictableTransactionError<()>>(())
             });
