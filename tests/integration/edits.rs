@@ -2,8 +2,6 @@
 //! then lead to the incident merged into, a split whose key then leads to the new incident,
 //! every refusal with its reason, and all of it kept through a SIGKILL and `store rebuild`.
 
-use std::process::Command;
-
 use serde_json::{Value, json};
 
 use crate::util::*;
@@ -106,12 +104,7 @@ async fn titles_merges_and_splits_move_keys_and_survive_a_rebuild() {
     d.kill9();
     // verify first: what was written live must be what the log replays to.
     for action in ["verify", "rebuild", "verify"] {
-        let o = Command::new(BIN)
-            .args(["store", action, "--state-dir"])
-            .arg(&d.state)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{action}: {o:?}");
+        store_ok(&d.state, action);
     }
     d.restart().await;
     let ia = d.get(&format!("/v1/incidents/{a}")).await;

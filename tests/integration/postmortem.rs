@@ -125,18 +125,8 @@ async fn the_post_mortem_is_stored_at_resolve_edited_and_kept() {
     // A SIGKILL and a rebuild from the log keep it.
     d.kill9();
     // What was written live must be what the log replays to.
-    let verify = std::process::Command::new(BIN)
-        .args(["store", "verify", "--state-dir"])
-        .arg(&d.state)
-        .output()
-        .unwrap();
-    assert!(verify.status.success(), "{verify:?}");
-    let rebuild = Command::new(BIN)
-        .args(["store", "rebuild", "--state-dir"])
-        .arg(&d.state)
-        .output()
-        .unwrap();
-    assert!(rebuild.status.success(), "{rebuild:?}");
+    store_ok(&d.state, "verify");
+    store_ok(&d.state, "rebuild");
     d.restart().await;
     assert_eq!(text(&d, &id).await, edited);
 

@@ -134,21 +134,11 @@ actions = ["fix"]
     );
     d.kill9();
     // What was written live must be what the log replays to.
-    let verify = std::process::Command::new(BIN)
-        .args(["store", "verify", "--state-dir"])
-        .arg(&d.state)
-        .output()
-        .unwrap();
-    assert!(verify.status.success(), "{verify:?}");
-    let rebuild = std::process::Command::new(BIN)
-        .args(["store", "rebuild", "--state-dir"])
-        .arg(&d.state)
-        .output()
-        .unwrap();
-    assert!(rebuild.status.success(), "{rebuild:?}");
+    store_ok(&d.state, "verify");
+    store_ok(&d.state, "rebuild");
     d.restart().await;
     let after = d.get(&format!("/v1/incidents/{id}")).await;
-    assert_eq!(after["stage"], "recover", "rebuild: {rebuild:?}");
+    assert_eq!(after["stage"], "recover");
     assert_eq!(
         d.get(&format!("/v1/incidents/{}", api["id"])).await["stage"],
         "remediate"

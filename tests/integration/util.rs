@@ -494,3 +494,14 @@ pub fn rules_test(input: &Path, rules: &Path, format: &str, extra: &[&str]) -> V
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// `incidentd store ACTION --state-dir STATE` (verify, rebuild) on a stopped daemon's state;
+/// panics with its output unless it succeeds.
+pub fn store_ok(state: &Path, action: &str) {
+    let out = Command::new(BIN)
+        .args(["store", action, "--state-dir"])
+        .arg(state)
+        .output()
+        .expect("run incidentd store");
+    assert!(out.status.success(), "store {action}: {out:?}");
+}
