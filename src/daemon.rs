@@ -328,6 +328,19 @@ pub async fn run(
     crate::notification::reach::publish(&config.notify.channels, &telemetry);
     running.spawn(
         &tracker,
+        "self-watch",
+        crate::selfwatch::run(
+            config.daemon.self_alert_after,
+            telemetry.clone(),
+            incidents.clone(),
+            store.clone(),
+            clock.clone(),
+            host.clone(),
+            sources_token.clone(),
+        ),
+    );
+    running.spawn(
+        &tracker,
         "remediation",
         crate::remediation::serve(
             remediation_rx,

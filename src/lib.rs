@@ -17,6 +17,8 @@
 //! ```
 //!
 //! Tools and wiring:
+//! - [`selfwatch`]: the daemon's own failures (sources, plugins, channels, the store) as
+//!   incidents under `incidentd/…`.
 //! - [`daemon`]: wiring (ports, sinks, feeds), signals, sd_notify, reload and shutdown.
 //! - [`cli`]: `incidentctl`: its HTTP client and subcommands.
 //! - [`api`]: the control API (hyper on a `UnixListener`, peers admitted and given roles by
@@ -81,6 +83,7 @@ pub mod port;
 pub mod rate_window;
 pub mod remediation;
 pub mod replay;
+pub mod selfwatch;
 pub mod severity;
 pub mod source;
 pub mod store;

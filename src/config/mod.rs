@@ -114,6 +114,10 @@ pub struct DaemonConfig {
     /// How often the engine's window state is saved (also at shutdown).
     #[serde(deserialize_with = "duration")]
     pub checkpoint_interval: Duration,
+    /// A source erroring or a plugin restarting for this long becomes an incident about the
+    /// daemon itself (`incidentd/…`), resolved once it has been quiet as long.
+    #[serde(deserialize_with = "duration")]
+    pub self_alert_after: Duration,
 }
 
 impl Default for DaemonConfig {
@@ -139,6 +143,7 @@ impl Default for DaemonConfig {
             detection_queue: 1024,
             shutdown_timeout: Duration::from_secs(20),
             checkpoint_interval: Duration::from_secs(10),
+            self_alert_after: Duration::from_secs(300),
         }
     }
 }

@@ -25,6 +25,7 @@ mod preflight;
 mod receiver;
 mod replay;
 mod roles;
+mod selfwatch;
 mod silences;
 mod sla;
 mod sources;
