@@ -38,11 +38,24 @@ impl Watch {
         let path = super::with_query("/v1/stream", &[("types", self.types.clone())])?;
         let mut last = self.after;
         let mut connected_once = false;
+        // One listener for the whole run: a Ctrl-C that comes while a change is being
+        // printed is kept for the next wait (a listener made per wait would miss it).
+        let mut interrupt =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                .map_err(|e| CliError::Failed(format!("cannot listen for Ctrl-C: {e}")))?;
         let mut recent: VecDeque<String> = VecDeque::new();
         let mut retry = Duration::from_millis(250);
         loop {
             match self
-                .follow(&path, &mut last, screen, &mut open, &mut recent, &mut retry)
+                .follow(
+                    &path,
+                    &mut last,
+                    screen,
+                    &mut open,
+                    &mut recent,
+                    &mut retry,
+                    &mut interrupt,
+                )
                 .await
             {
                 Ok(Flow::Quit) => return Ok(()),
@@ -59,13 +72,14 @@ impl Watch {
             }
             tokio::select! {
                 () = tokio::time::sleep(retry) => {}
-                _ = tokio::signal::ctrl_c() => return Ok(()),
+                _ = interrupt.recv() => return Ok(()),
             }
             retry = (retry * 2).min(Duration::from_secs(5));
         }
     }
 
     /// One connection: shows what the stream sends until it ends or Ctrl-C.
+    #[allow(clippy::too_many_arguments)]
     async fn follow(
         &self,
         path: &str,
@@ -74,12 +88,13 @@ impl Watch {
         open: &mut BTreeMap<u64, Incident>,
         recent: &mut VecDeque<String>,
         retry: &mut Duration,
+        interrupt: &mut tokio::signal::unix::Signal,
     ) -> Result<Flow, ClientError> {
         let mut stream = self.client.stream(path, *last).await?;
         loop {
             let msg = tokio::select! {
                 m = stream.next() => m?,
-                _ = tokio::signal::ctrl_c() => return Ok(Flow::Quit),
+                _ = interrupt.recv() => return Ok(Flow::Quit),
             };
             let Some(msg) = msg else {
                 if !screen {

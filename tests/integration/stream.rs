@@ -284,7 +284,18 @@ async fn incidentctl_watch_prints_changes_and_follows_the_daemon_through_a_resta
             nix::sys::signal::Signal::SIGINT,
         )
         .unwrap();
-        let status = child.0.wait().unwrap();
+        // Bounded: a Ctrl-C that is lost must fail the test, not hang it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(st) = child.0.try_wait().unwrap() {
+                break st;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "incidentctl watch did not end on SIGINT"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
         assert!(status.success(), "{status:?}");
     }
 }
