@@ -525,6 +525,8 @@ pub async fn run(
         .set(backlog.behind() as u64);
     let slas: crate::api::SharedSlas =
         std::sync::Arc::new(std::sync::RwLock::new(config.incidents.slas.clone()));
+    let teams: crate::api::SharedTeams =
+        std::sync::Arc::new(std::sync::RwLock::new(config.incidents.teams.clone()));
     let roles: crate::api::roles::SharedRoles =
         Arc::new(std::sync::RwLock::new(role_groups(&config)));
     let ingest = IngestSocket {
@@ -573,6 +575,7 @@ pub async fn run(
         remediation: remediation.clone(),
         notify: notifier.clone(),
         slas: slas.clone(),
+        teams: teams.clone(),
     });
     if let Some(addr) = config.control.web_listen {
         running.spawn(
@@ -705,7 +708,7 @@ pub async fn run(
         tokio::select! {
             sig = signals.next() => match sig {
                 Some(SIGHUP) => {
-                    let to = Reloadable { engine: &engine, incidents: &incidents, remediation: &remediation, telemetry: &telemetry, roles: &roles, slas: &slas, plugins: &mut plugins, notifier: &notifier };
+                    let to = Reloadable { engine: &engine, incidents: &incidents, remediation: &remediation, telemetry: &telemetry, roles: &roles, slas: &slas, teams: &teams, plugins: &mut plugins, notifier: &notifier };
                     let _ = reload(&mut config, &overrides, to).await;
                 }
                 Some(sig) => {
@@ -715,7 +718,7 @@ pub async fn run(
                 None => break,
             },
             Some(reply) = reload_rx.recv() => {
-                let to = Reloadable { engine: &engine, incidents: &incidents, remediation: &remediation, telemetry: &telemetry, roles: &roles, slas: &slas, plugins: &mut plugins, notifier: &notifier };
+                let to = Reloadable { engine: &engine, incidents: &incidents, remediation: &remediation, telemetry: &telemetry, roles: &roles, slas: &slas, teams: &teams, plugins: &mut plugins, notifier: &notifier };
                 let r = reload(&mut config, &overrides, to).await;
                 let _ = reply.send(r);
             }
@@ -780,6 +783,7 @@ struct Reloadable<'a> {
     telemetry: &'a Telemetry,
     roles: &'a crate::api::roles::SharedRoles,
     slas: &'a crate::api::SharedSlas,
+    teams: &'a crate::api::SharedTeams,
     plugins: &'a mut crate::plugin::Supervisor,
     notifier: &'a crate::notification::NotifyHandle,
 }
@@ -796,6 +800,7 @@ async fn reload(
         telemetry,
         roles,
         slas,
+        teams,
         plugins,
         notifier,
     } = to;
@@ -892,6 +897,7 @@ async fn reload(
             config.control.responder_groups = groups.responder.clone();
             *roles.write().unwrap_or_else(|p| p.into_inner()) = groups;
             *slas.write().unwrap_or_else(|p| p.into_inner()) = config.incidents.slas.clone();
+            *teams.write().unwrap_or_else(|p| p.into_inner()) = config.incidents.teams.clone();
             // The running sources stay as started, and so does what the config says of them.
             config.sources = sources;
             notify(&[

@@ -12,6 +12,7 @@ mod edits;
 mod error;
 mod listener;
 pub mod metrics;
+mod oncall;
 mod postmortem;
 pub mod roles;
 mod routes;
@@ -69,6 +70,8 @@ pub struct ApiState {
     /// The `[[sla]]` tables in force (replaced on reload): time left in `GET
     /// /v1/incidents/{id}`, compliance in `/v1/stats`.
     pub slas: SharedSlas,
+    /// The `[[team]]` tables in force (replaced on reload), for `GET /v1/oncall`.
+    pub teams: SharedTeams,
     /// Cancelled at shutdown: ends the event streams, which would otherwise hold the
     /// server open.
     pub shutdown: CancellationToken,
@@ -76,6 +79,9 @@ pub struct ApiState {
 
 /// The SLAs in force, shared with the reload.
 pub type SharedSlas = Arc<std::sync::RwLock<Vec<crate::incident::sla::SlaConfig>>>;
+
+/// The teams in force, shared with the reload.
+pub type SharedTeams = Arc<std::sync::RwLock<Vec<crate::incident::oncall::TeamConfig>>>;
 
 /// Serves the API until `cancel`, then finishes the requests in flight.
 pub use listener::Limits;

@@ -63,6 +63,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/v1/incidents/{id}/actions/{action}/{what}",
             post(super::actions::incident_action),
         )
+        .route("/v1/oncall", get(super::oncall::get))
         .route("/v1/channels", get(super::channels::list))
         .route("/v1/channels/{id}/test", post(super::channels::test))
         .route("/v1/rules", get(rules))

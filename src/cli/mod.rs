@@ -36,6 +36,7 @@ pub mod watch;
 mod actions;
 mod channels;
 mod edits;
+mod oncall;
 mod postmortem;
 mod rules;
 mod show;
@@ -44,6 +45,7 @@ mod silences;
 use actions::*;
 use channels::*;
 use edits::*;
+use oncall::*;
 use postmortem::*;
 use rules::*;
 use show::*;
@@ -224,6 +226,13 @@ pub enum Cmd {
         /// A note recorded with the change.
         #[arg(short = 'm', long = "message")]
         message: Option<String>,
+    },
+    /// Who is on call for each team (or one), now or at a time.
+    Oncall {
+        team: Option<String>,
+        /// RFC 3339 time (default now).
+        #[arg(long)]
+        at: Option<String>,
     },
     /// Change an incident's title.
     Edit {
@@ -810,6 +819,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
                 outln!("note added to incident {id}");
             }
         }
+        Cmd::Oncall { team, at } => oncall(&client, team, at, json_out, now).await?,
         Cmd::Edit { id, title } => {
             edited(
                 &client,

@@ -65,6 +65,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     let mut plugin_tables: Vec<super::plugin::PluginTable> = Vec::new();
     let mut notify_items: NotifyItems = Default::default();
     let mut slas = None;
+    let mut teams: Vec<(crate::incident::oncall::TeamConfig, usize)> = Vec::new();
     let mut plugin_tables_at: Option<usize> = None;
 
     if let Some(file) = File::parse(path, text, &mut errors) {
@@ -119,6 +120,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
                 "escalation" => notify_items.2 = file.array_of(value, "escalation", &mut errors),
                 "inhibit" => notify_items.3 = file.array_of(value, "inhibit", &mut errors),
                 "sla" => slas = Some(file.array_of(value, "sla", &mut errors)),
+                "team" => teams = file.array_of(value, "team", &mut errors),
                 "notifications" => {
                     if let Some(mut n) =
                         file.value::<super::notify::NotificationsConfig>(value, &mut errors)
@@ -148,6 +150,37 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     }
 
     config.incidents.services = config.services.clone();
+    for (i, (t, at)) in teams.into_iter().enumerate() {
+        let problem = t.problem().or_else(|| {
+            config
+                .incidents
+                .teams
+                .iter()
+                .any(|o| o.name == t.name)
+                .then(|| format!("team `{}` is defined twice", t.name))
+        });
+        match problem {
+            Some(p) => errors.push(ConfigError {
+                file: path.to_owned(),
+                line: Some(line_of(text, at)),
+                key: format!("team[{i}]"),
+                message: p,
+            }),
+            None => config.incidents.teams.push(t),
+        }
+    }
+    for s in &config.services {
+        if let Some(o) = &s.owner
+            && !config.incidents.teams.iter().any(|t| &t.name == o)
+        {
+            errors.push(ConfigError {
+                file: path.to_owned(),
+                line: None,
+                key: format!("service[{}].owner", s.name),
+                message: format!("no [[team]] is named `{o}`"),
+            });
+        }
+    }
     if let Some(slas) = slas {
         check_slas(path, text, slas, &mut config.incidents.slas, &mut errors);
     }

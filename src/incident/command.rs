@@ -414,6 +414,33 @@ impl Manager {
         )))
     }
 
+    /// A new incident on a service a `[[team]]` owns goes to the team's primary on call: an
+    /// `assigned` entry saying why.
+    pub(super) fn assign_on_call(&self, inc: &mut Incident) -> Option<super::TimelineEntry> {
+        let service = inc.service.as_deref()?;
+        let owner = self
+            .config
+            .services
+            .iter()
+            .find(|s| s.name == service)?
+            .owner
+            .as_deref()?;
+        let team = self.config.teams.iter().find(|t| t.name == owner)?;
+        let on = team.at(self.now)?;
+        inc.assignee = Some(on.primary.clone());
+        Some(self.entry(
+            inc,
+            EntryKind::Assigned,
+            SYSTEM_ACTOR,
+            Some(format!(
+                "assigned to {}: on call for team {owner}, which owns {service}",
+                on.primary
+            )),
+            serde_json::json!({"from": null, "to": on.primary, "team": owner,
+                "reason": "on call"}),
+        ))
+    }
+
     /// Moves `inc` forward to `to` by itself (actor `system`) when it is behind it.
     pub(super) fn stage_at_least(
         &self,

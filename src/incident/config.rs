@@ -14,6 +14,9 @@ pub struct ServiceConfig {
     pub name: String,
     #[serde(default)]
     pub depends_on: Vec<String>,
+    /// The `[[team]]` that owns it: its new incidents go to the team's primary on call.
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 /// `rate_limit = { max = 3, per = "1h" }`
@@ -53,6 +56,9 @@ pub struct IncidentsConfig {
     /// The `[[sla]]` tables (top level in the file); the runbook's when there are none.
     #[serde(skip)]
     pub slas: Vec<super::sla::SlaConfig>,
+    /// The `[[team]]` tables (top level in the file).
+    #[serde(skip)]
+    pub teams: Vec<super::oncall::TeamConfig>,
 }
 
 impl Default for IncidentsConfig {
@@ -69,6 +75,7 @@ impl Default for IncidentsConfig {
             evidence_samples: 10,
             services: Vec::new(),
             slas: super::sla::defaults(),
+            teams: Vec::new(),
             realert_backoff: Vec::new(),
         }
     }

@@ -336,6 +336,7 @@ mod tests {
         ServiceConfig {
             name: name.into(),
             depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            owner: None,
         }
     }
 

@@ -105,6 +105,9 @@ impl Manager {
         attach(&mut inc, &facts, now);
         let detection = self.detection_entry(&mut inc, d);
         let mut entries = vec![created, detection];
+        if let Some(e) = self.assign_on_call(&mut inc) {
+            entries.push(e);
+        }
         self.note_silences(&mut inc, &mut entries, now);
         self.store.apply(&Change {
             incident: inc,

@@ -17,6 +17,7 @@ pub mod lifecycle;
 pub mod manager;
 pub mod matcher;
 mod model;
+pub mod oncall;
 pub mod port;
 pub mod postmortem;
 pub mod project;

@@ -19,6 +19,7 @@ mod journald;
 mod lifecycle;
 mod matchers;
 mod notify;
+mod oncall;
 mod plugins;
 mod postmortem;
 mod preflight;

@@ -1,0 +1,127 @@
+//! Owners and on-call against the real daemon: a new incident on an owned service goes to the
+//! owning team's primary (an `assigned` entry saying why), `GET /v1/oncall` and `incidentctl
+//! oncall` give primary, secondary and until when at any time, overrides stand in, and bad
+//! tables are refused.
+
+use serde_json::{Value, json};
+
+use crate::util::*;
+
+const TEAMS: &str = r#"
+[[team]]
+name = "dbteam"
+members = ["ana", "bo", "cy"]
+rotation = { start = "2026-11-30T09:00:00Z", every = "1w" }
+overrides = [{ start = "2030-01-01T00:00:00Z", end = "2030-01-02T00:00:00Z", member = "cy" }]
+
+[[service]]
+name = "db"
+owner = "dbteam"
+
+[[service]]
+name = "web"
+"#;
+
+#[tokio::test]
+async fn owned_services_go_to_the_primary_on_call() {
+    let d = TestDaemon::prepare(TEAMS, "");
+    d.wait_healthy().await;
+    let db = d
+        .post(
+            "/v1/alerts",
+            json!({"key": "db-slow", "summary": "db slow", "service": "db"}),
+        )
+        .await
+        .unwrap()["incident_id"]
+        .clone();
+    let web = d
+        .post(
+            "/v1/alerts",
+            json!({"key": "web-slow", "summary": "web slow", "service": "web"}),
+        )
+        .await
+        .unwrap()["incident_id"]
+        .clone();
+    let now = d.get("/v1/oncall?team=dbteam").await;
+    let primary = now["oncall"][0]["primary"].as_str().unwrap().to_owned();
+    assert!(["ana", "bo", "cy"].contains(&primary.as_str()), "{now}");
+    let inc = d.get(&format!("/v1/incidents/{db}")).await;
+    assert_eq!(inc["assignee"], primary.as_str());
+    let tl = d.get(&format!("/v1/incidents/{db}/timeline")).await;
+    let assigned: Vec<&Value> = tl["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "assigned")
+        .collect();
+    assert_eq!(assigned.len(), 1);
+    assert_eq!(assigned[0]["actor"], "system");
+    assert!(
+        assigned[0]["note"]
+            .as_str()
+            .unwrap()
+            .contains("on call for team dbteam, which owns db"),
+        "{}",
+        assigned[0]
+    );
+    // Not owned: nobody is assigned.
+    assert!(d.get(&format!("/v1/incidents/{web}")).await["assignee"].is_null());
+
+    // Any time: the rotation and an override.
+    let at = |t: &str| format!("/v1/oncall?at={t}");
+    let first = d.get(&at("2026-12-01T00:00:00Z")).await;
+    assert_eq!(first["oncall"][0]["primary"], "ana");
+    assert_eq!(first["oncall"][0]["secondary"], "bo");
+    assert_eq!(first["oncall"][0]["until"], "2026-12-07T09:00:00.000Z");
+    let swap = d.get(&at("2030-01-01T12:00:00Z")).await;
+    assert_eq!(swap["oncall"][0]["primary"], "cy", "{swap}");
+    assert!(swap["oncall"][0]["override_for"].is_string());
+    let out = d.ctl(&["oncall", "dbteam", "--at", "2026-12-01T00:00:00Z"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains("PRIMARY") && text.contains("ana") && text.contains("bo"),
+        "{text}"
+    );
+    let (status, v) = d.raw(hyper::Method::GET, "/v1/oncall?team=nope", b"").await;
+    assert_eq!(status, 404);
+    assert!(v.to_string().contains("the teams are: dbteam"), "{v}");
+    let (status, _) = d.raw(hyper::Method::GET, "/v1/oncall?at=soon", b"").await;
+    assert_eq!(status, 400);
+}
+
+#[test]
+fn bad_teams_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("incidentd.toml");
+    std::fs::write(
+        &file,
+        r#"
+[[team]]
+name = "empty"
+members = []
+rotation = { start = "2026-11-30T09:00:00Z", every = "1w" }
+
+[[team]]
+name = "x"
+members = ["a"]
+rotation = { start = "2026-11-30T09:00:00Z", every = "1w" }
+overrides = [{ start = "2026-12-02T00:00:00Z", end = "2026-12-03T00:00:00Z", member = "zed" }]
+
+[[service]]
+name = "db"
+owner = "nobody"
+"#,
+    )
+    .unwrap();
+    let out = check_config(&file);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    for want in [
+        "incidentd.toml:2: team[0]: team `empty` has no members",
+        "incidentd.toml:7: team[1]: override member `zed` is not a member of team `x`",
+        "service[db].owner: no [[team]] is named `nobody`",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in\n{err}");
+    }
+}
