@@ -1,6 +1,7 @@
 //! The daemon's own failures as incidents, so that someone hears of them: a source erroring
 //! and a plugin restarting for longer than `[daemon] self_alert_after`, a channel
-//! dead-lettering notifications, store writes failing. Each is an incident under a key
+//! dead-lettering notifications, an action's circuit breaker holding runs back, store writes
+//! failing. Each is an incident under a key
 //! `incidentd/…` (service `incidentd`, rule `incidentd`), routed like any other, and
 //! resolved by `system` once the condition has been clear for `self_alert_after`.
 //!
@@ -66,6 +67,8 @@ pub enum Step {
 pub struct Watch {
     after: Duration,
     tracks: HashMap<String, Track>,
+    /// Whether the first reading (the baseline) was taken.
+    started: bool,
 }
 
 impl Watch {
@@ -73,29 +76,31 @@ impl Watch {
         Watch {
             after,
             tracks: HashMap::new(),
+            started: false,
         }
     }
 
     /// Reads the signals at `now` and says which keys to open and which to resolve. The
-    /// first reading of a counter is its baseline (failures before the daemon started, or
-    /// before a reload, are not news).
+    /// first reading is the baseline (what the counters held when the watch began is not
+    /// news); a signal that appears later (a breaker's first trip, a channel's first
+    /// delivery) counts from zero.
     pub fn observe(&mut self, signals: Vec<Signal>, now: Timestamp) -> Vec<Step> {
         let mut out = Vec::new();
+        let baseline = !self.started;
+        self.started = true;
         for s in signals {
-            let t = match self.tracks.get_mut(&s.key) {
-                Some(t) => t,
-                None => {
-                    self.tracks.insert(
-                        s.key.clone(),
-                        Track {
-                            seen: s.failures,
-                            ok_seen: s.successes.unwrap_or(0),
-                            ..Track::default()
-                        },
-                    );
-                    continue;
-                }
-            };
+            if baseline {
+                self.tracks.insert(
+                    s.key.clone(),
+                    Track {
+                        seen: s.failures,
+                        ok_seen: s.successes.unwrap_or(0),
+                        ..Track::default()
+                    },
+                );
+                continue;
+            }
+            let t = self.tracks.entry(s.key.clone()).or_default();
             if let Some(ok) = s.successes
                 && ok > t.ok_seen
             {
@@ -176,6 +181,22 @@ pub fn signals(t: &Telemetry) -> Vec<Signal> {
             at_once: true,
             successes: Some(c.delivered),
             detail: c.last_error.clone(),
+        });
+    }
+    let trips = t
+        .breaker_trips
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    for (action, n) in trips {
+        out.push(Signal {
+            key: format!("incidentd/breaker/{action}"),
+            title: format!("incidentd: the circuit breaker of action {action} is open"),
+            severity: Severity::Sev3,
+            failures: n,
+            at_once: true,
+            successes: None,
+            detail: None,
         });
     }
     out.push(Signal {

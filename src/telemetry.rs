@@ -373,6 +373,9 @@ pub struct Telemetry {
     pub notifications_queued: Gauge,
     /// Deliveries per (channel, peer) of channels with several peers (Alertmanager `urls`).
     pub peers: Mutex<std::collections::BTreeMap<(String, String), PeerStats>>,
+    /// Automatic runs each action's circuit breaker held back (the self-watch opens an
+    /// incident when it trips).
+    pub breaker_trips: Mutex<std::collections::BTreeMap<String, u64>>,
     /// Deliveries per channel (its peers summed), for `GET /v1/channels`.
     pub channels: Mutex<std::collections::BTreeMap<String, PeerStats>>,
     #[serde(skip)]
@@ -574,6 +577,7 @@ impl Default for Telemetry {
             notifications_queued: Gauge::default(),
             peers: Mutex::new(Default::default()),
             channels: Mutex::new(Default::default()),
+            breaker_trips: Mutex::new(Default::default()),
             remediation_throttle: Throttle::new(Duration::from_secs(10)),
             checkpoints: Counter::default(),
             watermark: WatermarkStats::default(),
@@ -804,6 +808,12 @@ impl Telemetry {
     pub fn peer(&self, channel: &str, peer: &str, f: impl FnOnce(&mut PeerStats)) {
         let mut m = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         f(m.entry((channel.to_owned(), peer.to_owned())).or_default());
+    }
+
+    /// An automatic run of `action` held back by its circuit breaker.
+    pub fn breaker_tripped(&self, action: &str) {
+        let mut m = self.breaker_trips.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry(action.to_owned()).or_default() += 1;
     }
 
     /// Updates one channel's figures.

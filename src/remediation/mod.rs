@@ -42,6 +42,9 @@ use crate::telemetry::Telemetry;
 use action::{Outcome, Plan};
 use port::{RemediationStore as Store, StoreError};
 
+/// How a circuit breaker's refusal begins (counted per action for the self-watch).
+const BREAKER: &str = "circuit breaker";
+
 /// Finished runs are kept this long (`GET /v1/actions`), then forgotten.
 const RUN_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -556,6 +559,9 @@ impl Shared {
     /// The circuit breaker's and cooldown's refusal, if any; else counts this run.
     fn breaker_refuses(&self, action: &ActionConfig, key: &str, now: Timestamp) -> Option<String> {
         let held = self.breaker_holds(action, key, now);
+        if held.as_deref().is_some_and(|h| h.starts_with(BREAKER)) {
+            self.telemetry.breaker_tripped(&action.common.id);
+        }
         if held.is_none() {
             let c = &action.common;
             let mut b = self.breaker.lock().unwrap_or_else(|p| p.into_inner());
@@ -578,7 +584,7 @@ impl Shared {
         let runs = b.count(&key, now, c.per);
         if runs >= c.max_runs as usize {
             return Some(format!(
-                "circuit breaker: {runs} automatic runs within {} for this incident key; held until the oldest ages out",
+                "{BREAKER}: {runs} automatic runs within {} for this incident key; held until the oldest ages out",
                 humantime::format_duration(c.per)
             ));
         }

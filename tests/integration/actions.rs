@@ -162,6 +162,16 @@ actions = ["restart-demo"]
             .iter()
             .all(|r| r["state"] == "succeeded")
     );
+    // The open breaker is an incident about the daemon itself, for someone to look at.
+    let breaker = d.wait_for_key("incidentd/breaker/restart-demo").await;
+    assert_eq!(breaker["service"], "incidentd");
+    assert!(
+        breaker["title"]
+            .as_str()
+            .unwrap()
+            .contains("circuit breaker of action restart-demo is open"),
+        "{breaker}"
+    );
 }
 
 #[tokio::test]
