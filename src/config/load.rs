@@ -185,6 +185,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         check_slas(path, text, slas, &mut config.incidents.slas, &mut errors);
     }
     config.notify.services = config.services.clone();
+    config.notify.teams = config.incidents.teams.clone();
     check_notify(path, text, notify_items, &mut config.notify, &mut errors);
     // Each enabled plugin's manifest, checked where it stands.
     for t in plugin_tables {
@@ -295,6 +296,15 @@ fn check_notify(
             message,
         })
     };
+    for (c, at) in &channels {
+        if c.id.starts_with("oncall:") {
+            err(
+                *at,
+                format!("channel[{}].id", c.id),
+                "`oncall:` names on-call targets; choose another id".into(),
+            );
+        }
+    }
     for (c, at) in channels {
         let mut problems = c.problems();
         if let Some(t) = &c.template {
@@ -312,8 +322,27 @@ fn check_notify(
             out.channels.push(c);
         }
     }
-    let known =
-        |id: &str, out: &super::notify::NotifyConfig| out.channels.iter().any(|c| c.id == id);
+    // A target is a channel, or an on-call turn (its team's contacts are checked below).
+    let known = |id: &str, out: &super::notify::NotifyConfig| {
+        matches!(super::super::notification::oncall::parse(id), Ok(Some(_)))
+            || out.channels.iter().any(|c| c.id == id)
+    };
+    let oncall_problem = |id: &str, out: &super::notify::NotifyConfig| {
+        super::super::notification::oncall::problem(id, &out.teams)
+    };
+    let mut late = Vec::new();
+    for (team, member, c) in
+        super::super::notification::oncall::contact_problems(&out.teams, |id| {
+            out.channels.iter().any(|x| x.id == id)
+        })
+    {
+        late.push(ConfigError {
+            file: path.to_owned(),
+            line: None,
+            key: format!("team[{team}].contacts.{member}"),
+            message: format!("no [[channel]] has the id `{c}`"),
+        });
+    }
     for (e, at) in escalations {
         let mut ok = !e.steps.is_empty();
         if e.steps.is_empty() {
@@ -324,13 +353,14 @@ fn check_notify(
             );
         }
         for (i, step) in e.steps.iter().enumerate() {
-            for c in step.channels.iter().filter(|c| !known(c, out)) {
-                ok = false;
-                err(
-                    at,
-                    format!("escalation[{}].steps[{i}]", e.id),
-                    format!("no [[channel]] has the id `{c}`"),
-                );
+            for c in &step.channels {
+                let problem = oncall_problem(c, out).or_else(|| {
+                    (!known(c, out)).then(|| format!("no [[channel]] has the id `{c}`"))
+                });
+                if let Some(p) = problem {
+                    ok = false;
+                    err(at, format!("escalation[{}].steps[{i}]", e.id), p);
+                }
             }
         }
         if ok {
@@ -339,13 +369,13 @@ fn check_notify(
     }
     for (i, (r, at)) in routes.into_iter().enumerate() {
         let mut ok = true;
-        for c in r.channels.iter().filter(|c| !known(c, out)) {
-            ok = false;
-            err(
-                at,
-                format!("route[{i}].channels"),
-                format!("no [[channel]] has the id `{c}`"),
-            );
+        for c in &r.channels {
+            let problem = oncall_problem(c, out)
+                .or_else(|| (!known(c, out)).then(|| format!("no [[channel]] has the id `{c}`")));
+            if let Some(p) = problem {
+                ok = false;
+                err(at, format!("route[{i}].channels"), p);
+            }
         }
         if let Some(e) = &r.escalation
             && !out.escalations.iter().any(|x| &x.id == e)
@@ -409,6 +439,7 @@ fn check_notify(
             out.inhibits.push(h);
         }
     }
+    errors.extend(late);
 }
 
 /// Loads rules for offline use: from a folder of rules files, or from a file (a main config

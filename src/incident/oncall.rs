@@ -3,6 +3,7 @@
 //! (a member standing in as primary between `start` and `end`); `[[service]] owner`. A new
 //! incident on an owned service is assigned to the owning team's primary.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -37,6 +38,10 @@ pub struct TeamConfig {
     pub rotation: Rotation,
     #[serde(default)]
     pub overrides: Vec<Override>,
+    /// How each member is reached: member → `[[channel]]` ids. Routes and escalation steps
+    /// that name `oncall:primary` or `oncall:secondary` send to these.
+    #[serde(default)]
+    pub contacts: BTreeMap<String, Vec<String>>,
 }
 
 /// Who is on call for a team at a time, and until when that holds.
@@ -56,6 +61,12 @@ impl TeamConfig {
     pub fn problem(&self) -> Option<String> {
         if self.members.is_empty() {
             return Some(format!("team `{}` has no members", self.name));
+        }
+        if let Some(m) = self.contacts.keys().find(|m| !self.members.contains(m)) {
+            return Some(format!(
+                "contacts name `{m}`, who is not a member of team `{}`",
+                self.name
+            ));
         }
         for o in &self.overrides {
             if o.end <= o.start {

@@ -303,6 +303,8 @@ pub struct NotifyConfig {
     pub inhibits: Vec<InhibitConfig>,
     /// `[[service]]` tables, for `downstream` inhibition.
     pub services: Vec<crate::incident::config::ServiceConfig>,
+    /// `[[team]]` tables, for `oncall:` targets.
+    pub teams: Vec<crate::incident::oncall::TeamConfig>,
     pub settings: NotificationsConfig,
 }
 

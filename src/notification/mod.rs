@@ -15,6 +15,7 @@ pub mod config;
 mod deliver;
 pub mod group;
 pub mod inhibit;
+pub mod oncall;
 pub mod port;
 pub mod probe;
 mod queue;

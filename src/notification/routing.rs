@@ -317,12 +317,17 @@ impl Shared {
         // Channels that get this incident in a group: the first matching route naming
         // them decides (with its number, for the group's key).
         let mut grouped: HashMap<String, (usize, &RouteConfig)> = HashMap::new();
+        // On-call targets call someone for news that calls for someone; what follows goes
+        // to whoever was told (below), not to whoever is on call by then.
+        let calls =
+            event.opens() || matches!(event, NotifyEvent::Escalated | NotifyEvent::SlaBreached);
         for (index, r) in config.routes.iter().enumerate() {
             if !matches_route(r, inc) {
                 continue;
             }
-            routes.push(r);
-            for c in &r.channels {
+            let targets = self.reach_all(config, inc, &r.channels, now, calls, event, plan);
+            routes.push((r, targets.clone()));
+            for c in &targets {
                 if !channels.contains(c) {
                     channels.push(c.clone());
                     let groups = config
@@ -350,7 +355,7 @@ impl Shared {
         let escalations: Vec<&crate::notification::config::EscalationConfig> = if event.opens() {
             routes
                 .iter()
-                .filter_map(|r| r.escalation.as_ref())
+                .filter_map(|(r, _)| r.escalation.as_ref())
                 .filter_map(|id| config.escalations.iter().find(|x| &x.id == id))
                 .collect()
         } else {
@@ -375,13 +380,15 @@ impl Shared {
         }
         for e in escalations {
             for (i, step) in e.steps.iter().enumerate() {
-                for c in &step.channels {
+                // The turn of whoever is on call when the step fires.
+                let due = now.saturating_add(step.after);
+                for c in self.reach_all(config, inc, &step.channels, due, true, event, plan) {
                     let j = self.job(
                         inc.id,
-                        c,
+                        &c,
                         NotifyEvent::EscalationStep,
                         change,
-                        now.saturating_add(step.after),
+                        due,
                         Some((e.id.clone(), i)),
                         None,
                     );
@@ -390,9 +397,9 @@ impl Shared {
             }
         }
         if event.opens() {
-            for r in &routes {
+            for (r, targets) in &routes {
                 if let Some(every) = r.repeat_interval {
-                    for c in &r.channels {
+                    for c in targets {
                         let j = self.job(
                             inc.id,
                             c,
@@ -435,6 +442,43 @@ impl Shared {
             }
             plan.jobs.push(j);
         }
+    }
+
+    /// The channels `targets` stand for (see [`super::oncall`]). On-call targets count only
+    /// when `calls`; a target that reaches nobody says why in the timeline.
+    #[allow(clippy::too_many_arguments)]
+    fn reach_all(
+        &self,
+        config: &NotifyConfig,
+        inc: &Incident,
+        targets: &[String],
+        at: Timestamp,
+        calls: bool,
+        event: NotifyEvent,
+        plan: &mut Plan,
+    ) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for t in targets {
+            let oncall = matches!(super::oncall::parse(t), Ok(Some(_)));
+            if oncall && !calls {
+                continue;
+            }
+            match super::oncall::reach(t, inc, config, at) {
+                Ok(list) => {
+                    for c in list {
+                        if !out.contains(&c) {
+                            out.push(c);
+                        }
+                    }
+                }
+                Err(why) => plan.notes.push((
+                    inc.id,
+                    format!("{} reached nobody: {why}", event.as_str()),
+                    json!({"event": event.as_str(), "status": "unreached", "target": t}),
+                )),
+            }
+        }
+        out
     }
 
     #[allow(clippy::too_many_arguments)]

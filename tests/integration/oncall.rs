@@ -125,3 +125,192 @@ owner = "nobody"
         assert!(err.contains(want), "missing {want:?} in\n{err}");
     }
 }
+
+fn paging(url: &str) -> String {
+    format!(
+        r#"
+[notifications]
+retry_initial = "100ms"
+
+[[team]]
+name = "dbteam"
+members = ["ana", "bo", "cy"]
+rotation = {{ start = "2020-01-06T09:00:00Z", every = "5000w" }}
+contacts = {{ ana = ["ana-hook"], bo = ["bo-hook"] }}
+
+[[service]]
+name = "db"
+owner = "dbteam"
+
+[[channel]]
+id = "ana-hook"
+kind = "webhook"
+url = "{url}/ana"
+
+[[channel]]
+id = "bo-hook"
+kind = "webhook"
+url = "{url}/bo"
+
+[[escalation]]
+id = "wake"
+steps = [{{ after = "1s", channels = ["oncall:secondary"] }}]
+
+[[route]]
+match = {{ service = "db" }}
+channels = ["oncall:primary"]
+escalation = "wake"
+
+[[route]]
+match = {{ service = "cache" }}
+channels = ["oncall:dbteam:secondary"]
+
+[[route]]
+match = {{ service = "web" }}
+channels = ["oncall:primary"]
+"#
+    )
+}
+
+/// Routes and escalation steps naming `oncall:primary` / `oncall:secondary` reach the
+/// contacts of whoever holds that turn; the secondary hears of it after the step's delay; a
+/// target that reaches nobody says why in the timeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_and_escalations_page_whoever_is_on_call() {
+    use crate::receiver::*;
+    let (r, url) = receiver(0).await;
+    let d = TestDaemon::prepare(&paging(&url), "");
+    d.wait_healthy().await;
+    let now = d.get("/v1/oncall?team=dbteam").await;
+    assert_eq!(now["oncall"][0]["primary"], "ana", "{now}");
+    assert_eq!(now["oncall"][0]["secondary"], "bo", "{now}");
+
+    let db = d
+        .post(
+            "/v1/alerts",
+            json!({"key": "db-down", "summary": "db down", "service": "db", "severity": "sev1"}),
+        )
+        .await
+        .unwrap()["incident_id"]
+        .clone();
+    let ana = r.wait("POST", "/ana", 1).await;
+    assert_eq!(ana[0].body["event"], "opened", "{:?}", ana[0]);
+    assert_eq!(ana[0].body["incident"]["id"], db);
+    // The secondary only after the step's delay.
+    assert!(r.on("POST", "/bo").is_empty(), "{:?}", r.got());
+    let bo = r.wait("POST", "/bo", 1).await;
+    assert_eq!(bo[0].body["event"], "escalation_step", "{:?}", bo[0]);
+    assert_eq!(bo[0].body["incident"]["id"], db);
+
+    // What follows goes to whoever was told.
+    d.post(&format!("/v1/incidents/{db}/ack"), json!({}))
+        .await
+        .unwrap();
+    let ana = r.wait("POST", "/ana", 2).await;
+    assert_eq!(events(&ana)[1], "acknowledged", "{ana:?}");
+
+    // A named team's secondary.
+    let cache = d
+        .post(
+            "/v1/alerts",
+            json!({"key": "cache-cold", "summary": "cache cold", "service": "cache"}),
+        )
+        .await
+        .unwrap()["incident_id"]
+        .clone();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !r
+        .on("POST", "/bo")
+        .iter()
+        .any(|g| g.body["event"] == "opened" && g.body["incident"]["id"] == cache)
+    {
+        assert!(std::time::Instant::now() < deadline, "{:?}", r.got());
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(
+        r.on("POST", "/ana")
+            .iter()
+            .all(|g| g.body["incident"]["id"] != cache),
+        "the named team's secondary only"
+    );
+
+    // Nobody owns web: the timeline says so, and nothing is sent.
+    let web = d
+        .post(
+            "/v1/alerts",
+            json!({"key": "web-slow", "summary": "web slow", "service": "web"}),
+        )
+        .await
+        .unwrap()["incident_id"]
+        .clone();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let tl = timeline(&d, &web).await;
+        if let Some(n) = tl.iter().find(|e| {
+            e["note"]
+                .as_str()
+                .is_some_and(|n| n.contains("reached nobody"))
+        }) {
+            assert!(
+                n["note"]
+                    .as_str()
+                    .unwrap()
+                    .contains("oncall:primary: no [[team]] owns service `web`"),
+                "{n}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{tl:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        r.got().iter().all(|g| g.body["incident"]["id"] != web),
+        "{:?}",
+        r.got()
+    );
+}
+
+#[test]
+fn bad_oncall_targets_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("incidentd.toml");
+    std::fs::write(
+        &file,
+        r#"
+[[team]]
+name = "dbteam"
+members = ["ana"]
+rotation = { start = "2026-11-30T09:00:00Z", every = "1w" }
+contacts = { ana = ["nowhere"] }
+
+[[team]]
+name = "ops"
+members = ["ed"]
+rotation = { start = "2026-11-30T09:00:00Z", every = "1w" }
+contacts = { zed = [] }
+
+[[channel]]
+id = "oncall:mine"
+kind = "log"
+
+[[route]]
+channels = ["oncall:nope:primary"]
+
+[[route]]
+channels = ["oncall:tertiary"]
+"#,
+    )
+    .unwrap();
+    let out = check_config(&file);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    for want in [
+        "team[dbteam].contacts.ana: no [[channel]] has the id `nowhere`",
+        "team[1]: contacts name `zed`, who is not a member of team `ops`",
+        "channel[oncall:mine].id: `oncall:` names on-call targets",
+        "route[0].channels: no [[team]] is named `nope` (in `oncall:nope:primary`)",
+        "route[1].channels: `oncall:tertiary` is not an on-call target",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in\n{err}");
+    }
+}
