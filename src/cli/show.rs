@@ -258,6 +258,10 @@ pub(super) fn print_incident(i: &Incident, sla: &Value, now: Timestamp) {
             i.service.clone().unwrap_or_else(|| "-".into()),
         ],
         vec!["host".into(), i.host.clone().unwrap_or_else(|| "-".into())],
+        vec![
+            "assignee".into(),
+            i.assignee.clone().unwrap_or_else(|| "-".into()),
+        ],
         vec!["rules".into(), i.rules.join(", ")],
         vec!["detections".into(), i.detections.to_string()],
         vec![
@@ -295,8 +299,8 @@ pub(super) fn timeline_table(entries: &[TimelineEntry]) -> String {
             let mut what = match (&e.note, &e.data) {
                 (_, Value::Object(d)) if d.contains_key("to") => format!(
                     "{} → {}",
-                    d["from"].as_str().unwrap_or("?"),
-                    d["to"].as_str().unwrap_or("?")
+                    d["from"].as_str().unwrap_or("-"),
+                    d["to"].as_str().unwrap_or("-")
                 ),
                 (_, Value::Object(d)) if d.contains_key("summary") => {
                     d["summary"].as_str().unwrap_or("").to_owned()
