@@ -584,7 +584,10 @@ pub async fn run(
             crate::api::web::serve(
                 addr,
                 api_state.clone(),
-                config.control.web_token.as_ref().map(|t| t.0.clone()),
+                crate::api::web::WebTokens {
+                    responder: config.control.web_token.as_ref().map(|t| t.0.clone()),
+                    admin: config.control.web_admin_token.as_ref().map(|t| t.0.clone()),
+                },
                 sources_token.clone(),
             ),
         );
@@ -848,9 +851,10 @@ async fn reload(
             }
             if new.control.web_listen != config.control.web_listen
                 || new.control.web_token != config.control.web_token
+                || new.control.web_admin_token != config.control.web_admin_token
             {
                 tracing::warn!(
-                    "[control] web_listen and web_token take effect only after a restart"
+                    "[control] web_listen, web_token and web_admin_token take effect only after a restart"
                 );
             }
             if new.sources != config.sources {

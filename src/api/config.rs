@@ -29,6 +29,8 @@ pub struct ControlConfig {
     /// The token the board's buttons (acknowledge, mitigate, resolve) must send; without
     /// one the board only reads. Peer credentials do not cross TCP.
     pub web_token: Option<Secret>,
+    /// The token that also lets the board approve or deny pending actions (an admin's).
+    pub web_admin_token: Option<Secret>,
     /// Concurrent API connections of non-admins at most (admins are never turned away).
     pub max_connections: usize,
     /// Concurrent connections (streams included) of one user other than an admin.
@@ -53,6 +55,7 @@ impl Default for ControlConfig {
             metrics_listen: None,
             web_listen: None,
             web_token: None,
+            web_admin_token: None,
             max_connections: 64,
             max_connections_per_user: 8,
             header_timeout: Duration::from_secs(10),

@@ -143,6 +143,10 @@ pub(super) async fn status(State(st): S) -> Json<Value> {
     let inputs = t.source_stats();
     let inputs: Vec<&crate::telemetry::SourceStats> = inputs.iter().map(|s| &**s).collect();
     let queued = st.event_queue_capacity - st.events.capacity();
+    let dir = st.state_dir.clone();
+    let bytes = tokio::task::spawn_blocking(move || bytes_under(&dir, 4))
+        .await
+        .unwrap_or(0);
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "pid": std::process::id(),
@@ -195,7 +199,29 @@ pub(super) async fn status(State(st): S) -> Json<Value> {
         },
         "plugins": t.plugins.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|p| json!(&**p)).collect::<Vec<_>>(),
         "reload": t.reload_status(),
+        "store": {
+            "dir": st.state_dir,
+            "bytes_on_disk": bytes,
+            "errors": t.store_errors,
+            "failing": t.store_failing(),
+        },
     }))
+}
+
+/// The size of the files under `dir`, `depth` levels down at most.
+fn bytes_under(dir: &std::path::Path, depth: u32) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut total = 0;
+    for e in entries.flatten() {
+        match e.metadata() {
+            Ok(m) if m.is_dir() && depth > 0 => total += bytes_under(&e.path(), depth - 1),
+            Ok(m) if m.is_file() => total += m.len(),
+            _ => {}
+        }
+    }
+    total
 }
 
 /// Count, mean and estimated p50/p99 of a latency histogram.
@@ -333,7 +359,23 @@ pub(super) async fn list_incidents(
     let page = tokio::task::spawn_blocking(move || store.list(&q))
         .await
         .map_err(|e| ApiError::internal(e.to_string()))??;
-    Ok(Json(json!(page)))
+    // Each incident with its SLA's time left, as `GET /v1/incidents/{id}` gives it.
+    let slas = st.slas.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let now = st.clock.now();
+    let sla: Vec<Value> = page
+        .incidents
+        .iter()
+        .map(|i| crate::incident::sla::status(i, &slas, now))
+        .collect();
+    let mut v = json!(page);
+    if let Some(list) = v["incidents"].as_array_mut() {
+        for (item, sla) in list.iter_mut().zip(sla) {
+            if !sla.is_null() {
+                item["sla"] = sla;
+            }
+        }
+    }
+    Ok(Json(v))
 }
 
 async fn create_incident(

@@ -1,38 +1,98 @@
 //! The web board: a page and its script, embedded in the binary, served with the read API on
-//! an optional loopback TCP listener (`[control] web_listen`). Reads need nothing; the board's
-//! buttons (acknowledge, mitigate, resolve) need `[control] web_token` as a bearer token —
-//! peer credentials do not cross TCP — and are recorded with the actor `web`.
+//! an optional loopback TCP listener (`[control] web_listen`). Reads need nothing. Peer
+//! credentials do not cross TCP, so changes need a bearer token: `[control] web_token` for a
+//! responder's (acknowledge, mitigate, resolve, move the stage; actor `web`), and
+//! `[control] web_admin_token` for an admin's (approve or deny a pending action as well; actor
+//! `web-admin`). The handlers of changes are in `web/changes.rs`.
+
+mod changes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use super::{ApiError, ApiState, routes};
-use crate::incident::{Command, Incident, Transition};
 
 const PAGE: &str = include_str!("web/board.html");
 const SCRIPT: &str = include_str!("web/board.js");
 const STYLE: &str = include_str!("web/board.css");
 
+/// The board's two tokens (an empty one is no token).
+#[derive(Clone, Default)]
+pub struct WebTokens {
+    /// A responder's changes.
+    pub responder: Option<String>,
+    /// An admin's changes (a responder's as well).
+    pub admin: Option<String>,
+}
+
 struct Web {
     api: Arc<ApiState>,
-    token: Option<String>,
+    tokens: WebTokens,
+}
+
+/// What a change asks of its token.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Need {
+    Responder,
+    Admin,
+}
+
+impl Web {
+    /// The actor a change is recorded with, if the request's bearer token allows it.
+    fn actor(&self, headers: &HeaderMap, need: Need) -> Result<&'static str, ApiError> {
+        if self.tokens.responder.is_none() && self.tokens.admin.is_none() {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this board is read-only: set [control] web_token to allow changes",
+            ));
+        }
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let is = |t: &Option<String>| {
+            t.as_ref()
+                .is_some_and(|t| same(given.as_bytes(), t.as_bytes()))
+        };
+        // Both compared, whichever matches, so the time says nothing of which one did.
+        let (admin, responder) = (is(&self.tokens.admin), is(&self.tokens.responder));
+        match (admin, responder, need) {
+            (true, _, _) => Ok("web-admin"),
+            (false, true, Need::Responder) => Ok("web"),
+            (false, true, Need::Admin) => {
+                tracing::warn!(
+                    "web board change refused: an admin's change with a responder's token"
+                );
+                Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "approving or denying an action needs the board's admin token ([control] web_admin_token)",
+                ))
+            }
+            (false, false, _) => {
+                tracing::warn!("web board change refused: missing or wrong token");
+                Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "a change needs the board's token (Authorization: Bearer …)",
+                ))
+            }
+        }
+    }
 }
 
 /// Serves the board on `addr` until `cancel`.
 pub async fn serve(
     addr: SocketAddr,
     api: Arc<ApiState>,
-    token: Option<String>,
+    tokens: WebTokens,
     cancel: CancellationToken,
 ) {
     let listener = match tokio::net::TcpListener::bind(addr).await {
@@ -42,10 +102,14 @@ pub async fn serve(
             return;
         }
     };
-    tracing::info!(address = %addr, writable = token.is_some(), "serving the web board");
+    let tokens = WebTokens {
+        responder: tokens.responder.filter(|t| !t.is_empty()),
+        admin: tokens.admin.filter(|t| !t.is_empty()),
+    };
+    tracing::info!(address = %addr, writable = tokens.responder.is_some(), approvals = tokens.admin.is_some(), "serving the web board");
     let web = Arc::new(Web {
         api: api.clone(),
-        token: token.filter(|t| !t.is_empty()),
+        tokens,
     });
     let reads = axum::Router::new()
         .route("/v1/status", get(routes::status))
@@ -55,7 +119,8 @@ pub async fn serve(
         .route("/v1/incidents/{id}/postmortem", get(super::postmortem::get))
         .route("/v1/stats", get(routes::stats))
         .route("/v1/stream", get(super::stream::handler))
-        .route("/v1/actions", get(super::actions::list));
+        .route("/v1/actions", get(super::actions::list))
+        .route("/v1/oncall", get(super::oncall::get));
     // Reads get the control API's time limit.
     let reads = routes::with_timeout(reads, api.request_timeout).with_state(api);
     let app = axum::Router::new()
@@ -71,7 +136,9 @@ pub async fn serve(
             "/board.css",
             get(|| async { page(STYLE, "text/css; charset=utf-8") }),
         )
-        .route("/v1/incidents/{id}/{transition}", post(transition))
+        .route("/v1/incidents/{id}/stage", post(changes::stage))
+        .route("/v1/incidents/{id}/{transition}", post(changes::transition))
+        .route("/v1/actions/{id}/{decision}", post(changes::decide))
         .with_state(web)
         .merge(reads)
         .fallback(|| async { ApiError::not_found("no such page") })
@@ -132,77 +199,7 @@ fn page(body: &'static str, kind: &'static str) -> impl IntoResponse {
     )
 }
 
-#[derive(Deserialize)]
-struct TransitionPath {
-    id: String,
-    transition: String,
-}
-
-#[derive(Deserialize, Default)]
-struct NoteBody {
-    #[serde(default)]
-    note: Option<String>,
-}
-
 /// Equal in time whatever the input (no early exit on the first differing byte).
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-async fn transition(
-    State(web): State<Arc<Web>>,
-    headers: HeaderMap,
-    path: Result<Path<TransitionPath>, PathRejection>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Incident>, ApiError> {
-    let Some(token) = &web.token else {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "this board is read-only: set [control] web_token to allow changes",
-        ));
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if !same(given.as_bytes(), token.as_bytes()) {
-        tracing::warn!("web board change refused: missing or wrong token");
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "a change needs the board's token (Authorization: Bearer …)",
-        ));
-    }
-    let Path(p) = path?;
-    let id = routes::parse_id(&p.id)?;
-    let transition = match p.transition.as_str() {
-        "ack" => Transition::Ack,
-        "mitigate" => Transition::Mitigate,
-        "resolve" => Transition::Resolve,
-        other => {
-            return Err(ApiError::not_found(format!(
-                "the board does `ack`, `mitigate` and `resolve`, not `{other}`"
-            )));
-        }
-    };
-    let body = body?;
-    let note: NoteBody = if body.is_empty() {
-        NoteBody::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?
-    };
-    let inc = web
-        .api
-        .incidents
-        .command(Command::Transition {
-            id,
-            transition,
-            note: note.note.filter(|n| !n.is_empty()),
-            actor: "web".into(),
-        })
-        .await?;
-    Ok(Json(inc))
 }

@@ -645,14 +645,29 @@ fn check_slas(
 
 /// Checks across tables of the main file.
 fn validate(config: &Config, path: &Path, errors: &mut Vec<ConfigError>) {
-    if let Some(t) = &config.control.web_token
-        && t.0.chars().count() < 16
+    for (key, t) in [
+        ("control.web_token", &config.control.web_token),
+        ("control.web_admin_token", &config.control.web_admin_token),
+    ] {
+        if let Some(t) = t
+            && t.0.chars().count() < 16
+        {
+            errors.push(ConfigError {
+                file: path.to_owned(),
+                line: None,
+                key: key.into(),
+                message: "the board's tokens must be at least 16 characters (an empty one would let any page make changes)".into(),
+            });
+        }
+    }
+    if let (Some(a), Some(r)) = (&config.control.web_admin_token, &config.control.web_token)
+        && a.0 == r.0
     {
         errors.push(ConfigError {
             file: path.to_owned(),
             line: None,
-            key: "control.web_token".into(),
-            message: "the board's token must be at least 16 characters (an empty one would let any page make changes)".into(),
+            key: "control.web_admin_token".into(),
+            message: "must differ from `web_token`, or every responder holding the board's token could approve actions".into(),
         });
     }
     if let Some(a) = config.control.web_listen

@@ -1,10 +1,13 @@
 // Drives the web board in headless Chromium: it loads, shows the stream as live, a new
-// incident appears without a reload, the acknowledge button (with the token) changes its
-// status, and a screenshot is kept. Usage: node board.mjs BOARD_URL TOKEN SHOT.png CONTROL_SOCKET
+// incident appears without a reload with its stage and SLA time left, the acknowledge button
+// (with the token) changes its status, the stage moves from the page, two action runs waiting
+// for approval are refused with the responder's token then approved and denied with the
+// admin's, the component panel shows the store and the sources, and a screenshot is kept.
+// Usage: node board.mjs BOARD_URL TOKEN SHOT.png CONTROL_SOCKET ADMIN_TOKEN
 import { chromium } from "playwright-core";
 import http from "node:http";
 
-const [url, token, shot, socket] = process.argv.slice(2);
+const [url, token, shot, socket, admin] = process.argv.slice(2);
 
 // The control socket's API, for making an incident and checking what the board did.
 function control(method, path, body) {
@@ -52,6 +55,43 @@ try {
   const after = await control("GET", `/v1/incidents/${inc.id}/timeline`);
   const acked = after.timeline.find((e) => e.type === "status_changed" && e.data.to === "acknowledged");
   if (!acked || acked.actor !== "web") throw new Error(`no acknowledgement by web: ${JSON.stringify(after)}`);
+  // Stage and SLA: in the row and in the detail.
+  await page.locator(`tr[data-id="${inc.id}"] td.stage`).filter({ hasText: "assess" }).waitFor({ timeout: 15000 });
+  const sla = await page.locator(`tr[data-id="${inc.id}"] td.sla`).textContent();
+  if (!/^resolve \d+m left$/.test(sla)) throw new Error(`SLA cell after the acknowledgement: ${sla}`);
+  await page.locator("#d-sla .sla-kind[data-kind=ack]").filter({ hasText: "met" }).waitFor({ timeout: 15000 });
+  await page.locator("#d-sla .sla-kind[data-kind=resolve]").filter({ hasText: "left" }).waitFor();
+
+  // Move the stage from the page.
+  await page.selectOption("#d-stage", "contain");
+  await page.fill("#d-stage-note", "blocking the address");
+  await page.click("#stage-move");
+  await page.locator(`tr[data-id="${inc.id}"] td.stage`).filter({ hasText: "contain" }).waitFor({ timeout: 15000 });
+  const tl = await control("GET", `/v1/incidents/${inc.id}/timeline`);
+  const moved = tl.timeline.find((e) => e.type === "stage_changed");
+  if (!moved || moved.actor !== "web" || moved.data.to !== "contain") throw new Error(`no stage move by web: ${JSON.stringify(tl)}`);
+  // Back without a reason: refused, and the page says why.
+  await page.selectOption("#d-stage", "assess");
+  await page.click("#stage-move");
+  await page.locator("#d-error").filter({ hasText: "reason" }).waitFor({ timeout: 15000 });
+
+  // Approvals: the responder's token is refused with the reason; the admin's decides.
+  await page.waitForSelector("#approvals:not([hidden])", { timeout: 15000 });
+  const runs = await page.locator("#pending tbody tr").evaluateAll((rs) => rs.map((r) => r.dataset.run));
+  if (runs.length !== 2) throw new Error(`pending runs on the page: ${runs}`);
+  await page.click(`#pending tr[data-run="${runs[0]}"] button.approve`);
+  await page.locator("#a-error").filter({ hasText: "admin token" }).waitFor({ timeout: 15000 });
+  await page.fill("#token", admin);
+  await page.click(`#pending tr[data-run="${runs[0]}"] button.approve`);
+  await page.locator(`#pending tr[data-run="${runs[0]}"]`).waitFor({ state: "detached", timeout: 15000 });
+  await page.click(`#pending tr[data-run="${runs[1]}"] button.deny`);
+  await page.waitForSelector("#approvals[hidden]", { state: "attached", timeout: 15000 });
+
+  // The component panel.
+  await page.locator('#components tr[data-component="store"] .dot.ok').waitFor({ timeout: 15000 });
+  await page.locator('#components tr[data-component="event queue"]').waitFor();
+  await page.locator('#components tr[data-component="notifications"]').waitFor();
+
   await page.waitForSelector("#d-timeline li");
   await page.screenshot({ path: shot, fullPage: true });
   if (errors.length) throw new Error(`errors in the page: ${errors.join("; ")}`);

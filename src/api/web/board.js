@@ -30,6 +30,20 @@ function human(secs) {
 
 const active = (s) => s === "open" || s === "acknowledged" || s === "mitigated";
 
+// The SLA most pressing for an active incident: what is left, or how long ago it broke.
+function slaOf(i) {
+  if (!active(i.status) || !i.sla) return { text: "–", cls: "" };
+  let worst = null;
+  for (const [kind, s] of Object.entries(i.sla)) {
+    if (s.state === "met" || (kind === "ack" && i.status !== "open")) continue;
+    const left = (Date.parse(s.due_at) - Date.now()) / 1000;
+    if (!worst || left < worst.left) worst = { kind, left };
+  }
+  if (!worst) return { text: "met", cls: "sla-met" };
+  if (worst.left <= 0) return { text: `${worst.kind} breached ${human(-worst.left)} ago`, cls: "sla-breached" };
+  return { text: `${worst.kind} ${human(worst.left)} left`, cls: worst.left < 300 ? "sla-soon" : "" };
+}
+
 function matches(i) {
   const st = $("f-status").value, sev = $("f-severity").value, svc = $("f-service").value.trim();
   if (st === "active" ? !active(i.status) : st && i.status !== st) return false;
@@ -47,6 +61,8 @@ function render() {
       el("td", {}, i.id),
       el("td", { class: `sev-${i.severity}` }, i.severity),
       el("td", { class: "status" }, i.status),
+      el("td", { class: "stage" }, i.stage || "assess"),
+      el("td", { class: `sla ${slaOf(i).cls}` }, slaOf(i).text),
       el("td", { title: i.created_at }, ago(i.created_at)),
       el("td", {}, i.service || "–"),
       el("td", { class: "title" }, i.title));
@@ -73,6 +89,8 @@ async function api(path, opts) {
 // Keeps the newer of two copies of an incident (by the length of its timeline).
 function keep(i) {
   const had = state.incidents.get(i.id);
+  // The stream's copies carry no SLA: the one loaded stays while the severity does.
+  if (!i.sla && had && had.sla && had.severity === i.severity) i.sla = had.sla;
   if (!had || (i.timeline_len || 0) >= (had.timeline_len || 0)) state.incidents.set(i.id, i);
 }
 
@@ -123,7 +141,13 @@ async function select(id) {
   $("d-meta").textContent = `${inc.severity} · ${inc.status} · ${inc.service || "no service"} · ` +
     `${inc.detections} detection(s) · created ${ago(inc.created_at)}` +
     (inc.root_cause ? ` · root cause ${inc.root_cause}` : "");
-  for (const b of ["ack", "mitigate", "resolve"]) $(b).disabled = !active(inc.status);
+  for (const b of ["ack", "mitigate", "resolve", "stage-move"]) $(b).disabled = !active(inc.status);
+  $("d-stage").value = inc.stage || "assess";
+  $("d-sla").replaceChildren(...Object.entries(inc.sla || {}).map(([kind, s]) => {
+    const left = s.state === "running" ? `: ${human(s.left_seconds)} left` : `: ${s.state}`;
+    return el("span", { class: `sla-${s.state} sla-kind`, "data-kind": kind }, `${kind} within ${s.within}${left}  `);
+  }));
+  if (!inc.sla) $("d-sla").textContent = "no SLA";
   $("d-timeline").replaceChildren(...tl.timeline.map((e) => el("li", {},
     el("span", { class: "muted" }, `${e.ts} `), el("b", {}, e.type), ` by ${e.actor}`,
     e.data && e.data.to !== undefined && e.data.from !== undefined ? ` (${e.data.from} → ${e.data.to})` : "",
@@ -144,10 +168,9 @@ async function change(action) {
   if (id == null) return;
   $("d-error").textContent = "";
   try {
-    const token = $("token").value;
     const inc = await api(`/v1/incidents/${id}/${action}`, {
       method: "POST",
-      headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+      headers: bearer(),
       body: "{}",
     });
     state.incidents.set(inc.id, inc);
@@ -155,6 +178,93 @@ async function change(action) {
   } catch (e) {
     $("d-error").textContent = e.message;
   }
+}
+
+function bearer() {
+  return { "content-type": "application/json", authorization: `Bearer ${$("token").value}` };
+}
+
+async function moveStage() {
+  const id = state.selected;
+  if (id == null) return;
+  $("d-error").textContent = "";
+  try {
+    const inc = await api(`/v1/incidents/${id}/stage`, {
+      method: "POST",
+      headers: bearer(),
+      body: JSON.stringify({ stage: $("d-stage").value, note: $("d-stage-note").value }),
+    });
+    $("d-stage-note").value = "";
+    keep(inc);
+    await select(id);
+  } catch (e) {
+    $("d-error").textContent = e.message;
+  }
+}
+
+// Action runs waiting for an admin: approve or deny with the admin token.
+async function approvals() {
+  const p = await api("/v1/actions?state=pending");
+  const rows = p.actions.map((r) => {
+    const yes = el("button", { type: "button", class: "approve", "data-run": r.id }, "approve");
+    const no = el("button", { type: "button", class: "deny", "data-run": r.id }, "deny");
+    yes.addEventListener("click", () => decide(r.id, "approve"));
+    no.addEventListener("click", () => decide(r.id, "deny"));
+    return el("tr", { "data-run": r.id }, el("td", {}, r.id), el("td", {}, r.action),
+      el("td", {}, `#${r.incident_id}`), el("td", {}, r.reason || ""), el("td", {}, yes, " ", no));
+  });
+  $("pending").tBodies[0].replaceChildren(...rows);
+  $("approvals").hidden = rows.length === 0;
+}
+
+async function decide(run, decision) {
+  $("a-error").textContent = "";
+  try {
+    await api(`/v1/actions/${run}/${decision}`, { method: "POST", headers: bearer(), body: "{}" });
+  } catch (e) {
+    $("a-error").textContent = `run ${run}: ${e.message}`;
+  }
+  await approvals().catch(() => {});
+  components().catch(() => {});
+  if (state.selected != null) refresh(state.selected).catch(() => {});
+}
+
+function size(b) {
+  if (b < 1 << 20) return `${Math.ceil(b / 1024)} KiB`;
+  if (b < 1 << 30) return `${(b / (1 << 20)).toFixed(1)} MiB`;
+  return `${(b / (1 << 30)).toFixed(2)} GiB`;
+}
+
+// /v1/status at a glance: one row per component, a dot for its health.
+async function components() {
+  const s = await api("/v1/status");
+  const rows = [];
+  const row = (health, name, st, detail) => rows.push(el("tr", { "data-component": name },
+    el("td", {}, el("span", { class: `dot ${health}`, title: health })), el("td", {}, name),
+    el("td", {}, st), el("td", { class: "muted" }, detail)));
+  const st = s.store || {};
+  row(st.failing ? "bad" : st.errors ? "warn" : "ok", "store", st.failing ? "failing" : "ok",
+    `${size(st.bytes_on_disk || 0)} on disk · ${st.errors || 0} error(s)` +
+    (st.failing ? ` · ${st.failing}` : ""));
+  const q = s.queues.events;
+  row(q.len > q.capacity * 0.8 ? "warn" : "ok", "event queue", `${q.len}/${q.capacity}`,
+    `${s.engine.events} events, ${s.engine.detections} detections, ${s.rules ?? "?"} rules`);
+  const n = s.notifications;
+  row(n.dead_lettered ? "warn" : "ok", "notifications", `${n.queued} queued`,
+    `${n.delivered} delivered · ${n.failed_attempts} failed attempts · ${n.dead_lettered} dead-lettered`);
+  const a = s.actions;
+  row(a.failed ? "warn" : "ok", "actions", `${a.pending} pending`,
+    `${a.succeeded} succeeded · ${a.failed} failed · ${a.held} held`);
+  for (const i of s.inputs || []) {
+    row(i.last_error ? "bad" : i.errors ? "warn" : "ok", `source ${i.id}`, i.kind,
+      `${i.events} events · ${i.errors} error(s)` + (i.last_error ? ` · ${i.last_error}` : ""));
+  }
+  for (const p of s.plugins || []) {
+    row(p.state !== "running" ? "bad" : p.restarts ? "warn" : "ok", `plugin ${p.name}`, p.state,
+      `${p.kind} · ${p.restarts} restart(s)` + (p.last_error ? ` · ${p.last_error}` : ""));
+  }
+  if (s.reload && s.reload.last_error) row("warn", "reload", "failed", s.reload.last_error);
+  $("components").tBodies[0].replaceChildren(...rows);
 }
 
 const urgent = (s) => s === "sev1" || s === "sev2";
@@ -174,6 +284,7 @@ function connect() {
   es.onopen = () => {
     badge.textContent = "live"; badge.className = "badge on";
     load().catch((e) => { $("empty").hidden = false; $("empty").textContent = `cannot load: ${e.message}`; });
+    approvals().catch(() => {});
   };
   es.onerror = () => { badge.textContent = "offline"; badge.className = "badge off"; };
   const onChange = (ev) => {
@@ -184,6 +295,7 @@ function connect() {
     maybeNotify(d.incident);
     render();
     if (state.selected === d.incident.id) refresh(d.incident.id).catch(() => {});
+    if (ev.type === "action") approvals().catch(() => {});
   };
   for (const t of ["incident_created", "incident_updated", "detection", "action", "notification"]) {
     es.addEventListener(t, onChange);
@@ -221,6 +333,7 @@ async function weeks() {
 $("token").value = sessionStorage.getItem("incidentd-token") || "";
 $("token").addEventListener("change", () => sessionStorage.setItem("incidentd-token", $("token").value));
 for (const b of ["ack", "mitigate", "resolve"]) $(b).addEventListener("click", () => change($(b).dataset.action));
+$("stage-move").addEventListener("click", moveStage);
 for (const f of ["f-status", "f-severity", "f-service"]) $(f).addEventListener("input", render);
 $("notify-btn").addEventListener("click", () => {
   if ("Notification" in window) Notification.requestPermission();
@@ -228,4 +341,6 @@ $("notify-btn").addEventListener("click", () => {
 // The stream's every (re)connection loads the list again, so a failed first load recovers.
 connect();
 weeks().catch(() => {});
+components().catch(() => {});
 setInterval(() => { render(); weeks().catch(() => {}); }, 30000);
+setInterval(() => { components().catch(() => {}); approvals().catch(() => {}); }, 5000);
