@@ -11,6 +11,7 @@ pub use crate::remediation::config as action;
 
 mod file;
 mod load;
+mod notify_check;
 pub use crate::engine::config as rule;
 pub use crate::notification::config as notify;
 pub use crate::plugin::config as plugin;
