@@ -39,7 +39,7 @@ impl Manager {
                     incident: inc.clone(),
                     previous_status: Some(from),
                     entries,
-                    detection: None,
+                    detections: Vec::new(),
                     index_keys: Vec::new(),
                 })?;
                 tracing::info!(incident = id, from = %from, to = %to, actor = %actor, "incident status changed");
@@ -75,7 +75,7 @@ impl Manager {
                     incident: inc.clone(),
                     previous_status: Some(inc.status),
                     entries,
-                    detection: None,
+                    detections: Vec::new(),
                     index_keys: Vec::new(),
                 })?;
                 Ok(inc)
@@ -157,7 +157,7 @@ impl Manager {
                     incident: inc.clone(),
                     previous_status: Some(inc.status),
                     entries: vec![e],
-                    detection: None,
+                    detections: Vec::new(),
                     index_keys: Vec::new(),
                 })?;
                 Ok(inc)
@@ -190,7 +190,7 @@ impl Manager {
                     incident: inc.clone(),
                     previous_status: Some(inc.status),
                     entries,
-                    detection: None,
+                    detections: Vec::new(),
                     index_keys: Vec::new(),
                 })?;
                 tracing::info!(incident = id, from = %from, to = %severity, actor = %actor, "severity changed by hand");
@@ -303,7 +303,7 @@ impl Manager {
                     incident: inc.clone(),
                     previous_status: None,
                     entries,
-                    detection: None,
+                    detections: Vec::new(),
                     index_keys: Vec::new(),
                 })?;
                 self.telemetry.incidents_created.inc();

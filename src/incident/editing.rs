@@ -162,7 +162,7 @@ impl Manager {
             incident: to.clone(),
             previous_status: Some(to.status),
             entries,
-            detection: None,
+            detections: Vec::new(),
             // Its keys now lead here: later detections of them attach to this incident.
             index_keys: keys,
         })?;
@@ -187,7 +187,7 @@ impl Manager {
             incident: from,
             previous_status: Some(previous),
             entries: vec![moved, closed],
-            detection: None,
+            detections: Vec::new(),
             index_keys: Vec::new(),
         })?;
         tracing::info!(incident = id, into, actor = %actor, "incident merged");
@@ -245,7 +245,7 @@ impl Manager {
             incident: inc.clone(),
             previous_status: None,
             entries: vec![created],
-            detection: None,
+            detections: Vec::new(),
             index_keys: Vec::new(),
         })?;
         from.correlated_keys.retain(|k| k != key);

@@ -18,7 +18,7 @@ impl Manager {
             incident: inc.clone(),
             previous_status: Some(inc.status),
             entries: vec![e],
-            detection: None,
+            detections: Vec::new(),
             index_keys: Vec::new(),
         })?;
         Ok(())
@@ -39,7 +39,7 @@ impl Manager {
             id
         });
         if let Some(id) = &applied_id
-            && self.store.detection_applied(id)?
+            && (self.coalesced.applied(id) || self.store.detection_applied(id)?)
         {
             // Replayed after a crash: its effect is already stored.
             self.telemetry.detections_replayed.inc();
@@ -60,6 +60,8 @@ impl Manager {
                 return self.join(inc, d, now, applied_id, Join::Same);
             }
         }
+        // Correlation and creation read the store: what this batch gathered goes first.
+        self.settle();
         if let Some((inc, reason)) = self.find_correlated(d, now)? {
             return self.join(inc, d, now, applied_id, Join::Correlated(reason));
         }
@@ -113,7 +115,7 @@ impl Manager {
             incident: inc,
             previous_status: None,
             entries,
-            detection: applied_id,
+            detections: applied_id.into_iter().collect(),
             index_keys: Vec::new(),
         })?;
         self.telemetry.incidents_created.inc();
@@ -187,13 +189,20 @@ impl Manager {
         }
         entries.push(self.detection_entry(&mut inc, d));
         self.note_silences(&mut inc, &mut entries, now);
-        self.store.apply(&Change {
+        let change = Change {
             incident: inc,
             previous_status: Some(from),
             entries,
-            detection: applied_id,
+            detections: applied_id.into_iter().collect(),
             index_keys,
-        })?;
+        };
+        if matches!(how, Join::Same) && change.entries.len() == 1 {
+            // Only counts, evidence and one detection entry: written with the batch.
+            self.coalesced.add(change);
+        } else {
+            self.settle();
+            self.store.apply(&change)?;
+        }
         Ok(match how {
             Join::Reopen => Outcome::Reopened(id),
             Join::Same => Outcome::Deduplicated(id),

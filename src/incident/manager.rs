@@ -24,8 +24,9 @@ use crate::telemetry::Telemetry;
 /// The user name recorded for the daemon's own changes.
 pub const SYSTEM_ACTOR: &str = "system";
 
-/// Most messages applied under one flush.
-const MAX_BATCH: usize = 256;
+/// Most messages applied under one flush (detections of one incident within it are written
+/// together: see `coalesce`).
+const MAX_BATCH: usize = 2048;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IncidentError {
@@ -386,6 +387,7 @@ pub fn spawn(
         created_per_key: crate::rate_window::RateWindow::default(),
         backoff: HashMap::new(),
         active: Default::default(),
+        coalesced: Default::default(),
     };
     tracker.spawn_blocking(move || manager.run(rx));
     Ok(IncidentHandle { tx, changes })
@@ -414,6 +416,8 @@ pub(super) struct Manager {
     pub(super) backoff: HashMap<String, (usize, Timestamp)>,
     /// The active incidents as correlation sees them.
     pub(super) active: super::correlate::ActiveIndex,
+    /// Detections of this batch joining their own key's active incident, not yet written.
+    pub(super) coalesced: super::coalesce::Coalesced,
 }
 
 pub(super) type Reply = oneshot::Sender<Result<Incident, IncidentError>>;
@@ -507,6 +511,10 @@ impl Manager {
                 // the same instant, so the log replays to the very same snapshot.
                 self.now = self.clock.now();
                 unflushed.keep(&m);
+                if !matches!(m, Msg::Detection(_)) {
+                    // Everything else reads the store as if each detection was written alone.
+                    self.settle();
+                }
                 match m {
                     Msg::Detection(d) => match self.on_detection(&d) {
                         // Latency counts detections that changed an incident.
@@ -568,6 +576,7 @@ impl Manager {
                     msg = again.pop_front().or_else(|| rx.try_recv().ok());
                 }
             }
+            self.settle();
             // Nothing below is sent before the flush: an answer means durable.
             let flushed = self.store.flush();
             // Counted, remembered for /v1/health and logged (throttled) there.
@@ -615,9 +624,32 @@ impl Manager {
     }
 
     pub(super) fn load(&self, id: u64) -> Result<Incident, IncidentError> {
+        if let Some(inc) = self.coalesced.incident(id) {
+            return Ok(inc.clone());
+        }
         self.store
             .incident(id)?
             .ok_or(IncidentError::NotFound { id })
+    }
+
+    /// Writes the detections gathered in this batch (one change per incident). A change that
+    /// cannot be written is counted and logged as each detection's would have been.
+    pub(super) fn settle(&mut self) {
+        if self.coalesced.is_empty() {
+            return;
+        }
+        for change in self.coalesced.take() {
+            if let Err(e) = self.store.apply(&change) {
+                self.telemetry.store_error(
+                    &format!(
+                        "could not record {} detection(s) of incident {}",
+                        change.detections.len().max(1),
+                        change.incident.id
+                    ),
+                    &e,
+                );
+            }
+        }
     }
 
     pub(super) fn entry(

@@ -6,6 +6,7 @@
 //! batch with one flush, and only then replies. It runs on a blocking thread, since every
 //! step ends in disk work.
 
+mod coalesce;
 mod command;
 pub mod config;
 pub mod correlate;

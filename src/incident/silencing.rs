@@ -76,7 +76,7 @@ impl Manager {
                         incident: inc.clone(),
                         previous_status: Some(inc.status),
                         entries,
-                        detection: None,
+                        detections: Vec::new(),
                         index_keys: Vec::new(),
                     })
                     .map_err(IncidentError::from);

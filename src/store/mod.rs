@@ -85,7 +85,7 @@ mod tests {
             incident: inc,
             previous_status: None,
             entries: vec![entry],
-            detection: Some(AppliedId {
+            detections: vec![AppliedId {
                 origin: Origin::Timer {
                     at: Timestamp(id as i64),
                 },
@@ -93,7 +93,7 @@ mod tests {
                 group: id.to_string(),
                 ts: Timestamp(id as i64),
                 applied_at: Timestamp(0),
-            }),
+            }],
             index_keys: vec![],
         }
     }
@@ -148,7 +148,7 @@ mod tests {
             acked.entries[0].seq = 1;
             acked.entries[0].kind = EntryKind::StatusChanged;
             acked.entries[0].data = serde_json::json!({"from": "open", "to": "acknowledged"});
-            acked.detection = None;
+            acked.detections.clear();
             s.apply(&acked).unwrap();
             s.flush().unwrap();
         }
@@ -156,7 +156,7 @@ mod tests {
         assert_eq!(a, b);
         assert!(a.contains(&"Severity:2".to_owned()), "{a:?}");
         // Checkpoints forget what they cover, on both.
-        let covered = created(1, Severity::Sev3, "x").detection.unwrap();
+        let covered = created(1, Severity::Sev3, "x").detections.remove(0);
         for s in stores {
             assert!(s.detection_applied(&covered).unwrap());
             let cov = Coverage {

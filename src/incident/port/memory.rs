@@ -57,7 +57,7 @@ impl IncidentLog for MemoryIncidents {
                 s.changes.insert(s.last_change, (e.incident_id, e.seq));
                 s.log.insert((e.incident_id, e.seq), numbered);
             }
-            if let Some(d) = &change.detection {
+            for d in &change.detections {
                 s.applied.insert(d.key(), d.value().to_vec());
             }
             for k in &change.index_keys {

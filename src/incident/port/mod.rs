@@ -23,9 +23,10 @@ pub struct Change {
     /// The status before this change; `None` when the change creates the incident.
     pub previous_status: Option<Status>,
     pub entries: Vec<TimelineEntry>,
-    /// The idempotency id of the detection behind this change, recorded with it so a replay
-    /// after a crash does not apply the detection twice.
-    pub detection: Option<AppliedId>,
+    /// The idempotency ids of the detections behind this change (several when detections
+    /// of one incident were gathered in one batch), recorded with it so a replay after a
+    /// crash does not apply a detection twice.
+    pub detections: Vec<AppliedId>,
     /// Other incident keys to point at this incident (keys joined by correlation).
     pub index_keys: Vec<String>,
 }

@@ -85,7 +85,7 @@ impl IncidentLog for SledStore {
             .transaction(
                 |(incidents, log, idx_key, idx_status, meta, applied, changes)| {
                     incidents.insert(&id, snapshot.as_slice())?;
-                    if let Some(d) = &change.detection {
+                    for d in &change.detections {
                         applied.insert(d.key(), &d.value())?;
                     }
                     for (k, n, v) in &entries {

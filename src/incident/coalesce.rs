@@ -1,0 +1,135 @@
+//! Group commit of detections. When a log is dense, most detections join the active incident
+//! of their own key and change nothing but its counts, its evidence and its timeline. Within
+//! one batch of the manager, such changes of one incident are gathered into one: the last
+//! snapshot, every timeline entry in order, every detection's idempotency id. The batch ends
+//! with one store write per incident instead of one per detection, before the batch's flush,
+//! so nothing is answered, published or acknowledged to the engine before it is durable —
+//! the crash invariant is the batch's, as before.
+//!
+//! Anything else the manager does first writes what was gathered (see
+//! `Manager::settle`), so every other path reads the store as if each detection had been
+//! written on its own.
+
+use std::collections::{BTreeMap, HashSet};
+
+use super::Incident;
+use super::port::Change;
+use crate::detection::AppliedId;
+
+#[derive(Default)]
+pub(super) struct Coalesced {
+    /// Per incident id, the merged change.
+    changes: BTreeMap<u64, Change>,
+    /// The keys of the idempotency ids gathered.
+    applied: HashSet<Vec<u8>>,
+}
+
+impl Coalesced {
+    /// The incident as the gathered changes leave it.
+    pub(super) fn incident(&self, id: u64) -> Option<&Incident> {
+        self.changes.get(&id).map(|c| &c.incident)
+    }
+
+    /// Whether a detection with this id was gathered already.
+    pub(super) fn applied(&self, id: &AppliedId) -> bool {
+        !self.applied.is_empty() && self.applied.contains(&id.key())
+    }
+
+    /// Adds a change to be written with the others of its incident.
+    pub(super) fn add(&mut self, change: Change) {
+        for d in &change.detections {
+            self.applied.insert(d.key());
+        }
+        match self.changes.get_mut(&change.incident.id) {
+            Some(had) => {
+                had.incident = change.incident;
+                had.entries.extend(change.entries);
+                had.detections.extend(change.detections);
+                for k in change.index_keys {
+                    if !had.index_keys.contains(&k) {
+                        had.index_keys.push(k);
+                    }
+                }
+            }
+            None => {
+                self.changes.insert(change.incident.id, change);
+            }
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// The merged changes, one per incident, to write now.
+    pub(super) fn take(&mut self) -> Vec<Change> {
+        self.applied.clear();
+        std::mem::take(&mut self.changes).into_values().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Timestamp;
+    use crate::detection::Origin;
+    use crate::incident::{EntryKind, Severity, Status, TimelineEntry};
+
+    fn change(id: u64, seq: u64, detections: u64) -> Change {
+        let mut inc = Incident::new(
+            id,
+            format!("k{id}"),
+            "t".into(),
+            Severity::Sev3,
+            Timestamp(0),
+        );
+        inc.detections = detections;
+        Change {
+            incident: inc,
+            previous_status: Some(Status::Open),
+            entries: vec![TimelineEntry {
+                incident_id: id,
+                seq,
+                ts: Timestamp(seq as i64),
+                kind: EntryKind::Detection,
+                actor: "system".into(),
+                note: None,
+                data: serde_json::Value::Null,
+                change: 0,
+            }],
+            detections: vec![AppliedId {
+                origin: Origin::Timer {
+                    at: Timestamp(seq as i64),
+                },
+                rule: "r".into(),
+                group: id.to_string(),
+                ts: Timestamp(seq as i64),
+                applied_at: Timestamp(0),
+            }],
+            index_keys: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn changes_of_one_incident_become_one_with_every_entry_in_order() {
+        let mut c = Coalesced::default();
+        c.add(change(7, 3, 2));
+        c.add(change(2, 10, 1));
+        c.add(change(7, 4, 3));
+        assert_eq!(c.incident(7).map(|i| i.detections), Some(3));
+        let first = change(7, 3, 2).detections.remove(0);
+        assert!(c.applied(&first));
+        let out = c.take();
+        assert!(c.is_empty() && !c.applied(&first));
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].incident.id, 2);
+        let seven = &out[1];
+        assert_eq!(seven.incident.detections, 3, "the last snapshot");
+        assert_eq!(
+            seven.entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [3, 4]
+        );
+        assert_eq!(seven.detections.len(), 2);
+        assert_eq!(seven.previous_status, Some(Status::Open));
+    }
+}
