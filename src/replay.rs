@@ -240,8 +240,8 @@ impl Replay {
 struct LineFinder {
     dfa: regex_automata::hybrid::dfa::DFA,
     cache: regex_automata::hybrid::dfa::Cache,
-    /// No pattern can match a newline, so a match lies within one line.
-    single_line: bool,
+    /// Per pattern: it cannot match a newline, so a match of it lies within one line.
+    single_line: Vec<bool>,
 }
 
 impl LineFinder {
@@ -273,7 +273,7 @@ impl LineFinder {
             .build_many(patterns)
             .ok()?;
         let cache = dfa.create_cache();
-        let single_line = !hirs.iter().any(may_match_newline);
+        let single_line = hirs.iter().map(|h| !may_match_newline(h)).collect();
         Some(LineFinder {
             dfa,
             cache,
@@ -281,13 +281,23 @@ impl LineFinder {
         })
     }
 
-    /// The end of the earliest-ending match of any pattern at or after `pos`; `Err` when the
-    /// DFA cannot tell (it stopped at a byte it cannot handle).
-    fn next_end(&mut self, hay: &[u8], pos: usize) -> Result<Option<usize>, ()> {
+    /// The end of the earliest-ending match of any pattern at or after `pos`, and whether
+    /// that pattern's matches lie within one line; `Err` when the DFA cannot tell (it stopped
+    /// at a byte it cannot handle).
+    fn next_end(&mut self, hay: &[u8], pos: usize) -> Result<Option<(usize, bool)>, ()> {
         let input = regex_automata::Input::new(hay).range(pos..).earliest(true);
         self.dfa
             .try_search_fwd(&mut self.cache, &input)
-            .map(|m| m.map(|m| m.offset()))
+            .map(|m| {
+                m.map(|m| {
+                    let one_line = self
+                        .single_line
+                        .get(m.pattern().as_usize())
+                        .copied()
+                        .unwrap_or(false);
+                    (m.offset(), one_line)
+                })
+            })
             .map_err(|_| ())
     }
 }
@@ -392,8 +402,8 @@ impl Run<'_> {
                 Some(f) => f.next_end(region, pos),
                 None => Err(()),
             };
-            let end = match found {
-                Ok(Some(end)) => end,
+            let (end, single_line) = match found {
+                Ok(Some(found)) => found,
                 Ok(None) => break,
                 // The DFA gave up (a Unicode word boundary beside non-ASCII text): the rest
                 // of the chunk is checked line by line.
@@ -410,12 +420,11 @@ impl Run<'_> {
             let start = memchr::memrchr(b'\n', &region[pos..last]).map_or(pos, |i| pos + i + 1);
             let stop =
                 memchr::memchr(b'\n', &region[last..]).map_or(region.len(), |i| last + i + 1);
-            // When no pattern can match a newline and the match ends inside the line's
-            // text, the whole match is in that text, which therefore matches on its own (the
-            // patterns have no anchors, and a word boundary sees a line end as the end of
-            // the text): no need to check it again.
+            // When the pattern that matched cannot match a newline and its match ends inside
+            // the line's text, the whole match is in that text, which therefore matches on
+            // its own (the patterns have no anchors, and a word boundary sees a line end as
+            // the end of the text): no need to check it again.
             let text_end = start + trim_newline(&region[start..stop]).len();
-            let single_line = self.finder.as_ref().is_some_and(|f| f.single_line);
             let known = single_line && start < end && end <= text_end;
             self.line_in(engine, region, start..stop, !known, read_before);
             pos = stop;

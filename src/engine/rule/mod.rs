@@ -248,11 +248,21 @@ impl<'a> RegexGate<'a> {
     fn allows(&mut self, p: usize, message: &str) -> bool {
         match self.set {
             None => true,
-            Some(set) => self
-                .matches
-                .get_or_insert_with(|| set.is_match(message).then(|| set.matches(message)))
-                .as_ref()
-                .is_some_and(|m| m.matched(p)),
+            Some(set) => {
+                let likely = self.likely;
+                self.matches
+                    .get_or_insert_with(|| {
+                        // On filtered input a match is likely: which patterns match, in one
+                        // pass; otherwise a cheaper `is_match` first.
+                        if likely {
+                            Some(set.matches(message)).filter(|m| m.matched_any())
+                        } else {
+                            set.is_match(message).then(|| set.matches(message))
+                        }
+                    })
+                    .as_ref()
+                    .is_some_and(|m| m.matched(p))
+            }
         }
     }
 }
