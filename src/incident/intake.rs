@@ -105,7 +105,7 @@ impl Manager {
         inc.timeline_len += 1;
         let facts = Attach::of(d, self.config.evidence_samples);
         attach(&mut inc, &facts, now);
-        let detection = self.detection_entry(&mut inc, d);
+        let detection = self.detection_entry(&mut inc, d, &facts);
         let mut entries = vec![created, detection];
         if let Some(e) = self.assign_on_call(&mut inc) {
             entries.push(e);
@@ -187,7 +187,7 @@ impl Manager {
                 serde_json::json!({"from": old, "to": d.severity, "rule": d.rule}),
             ));
         }
-        entries.push(self.detection_entry(&mut inc, d));
+        entries.push(self.detection_entry(&mut inc, d, &facts));
         self.note_silences(&mut inc, &mut entries, now);
         let change = Change {
             incident: inc,
@@ -371,7 +371,14 @@ impl Manager {
         Ok(outcome)
     }
 
-    pub(super) fn detection_entry(&self, inc: &mut Incident, d: &Detection) -> TimelineEntry {
+    /// The `detection` entry: the detection and the facts attaching it changed (`facts`,
+    /// as [`Attach::of`] gave them).
+    pub(super) fn detection_entry(
+        &self,
+        inc: &mut Incident,
+        d: &Detection,
+        facts: &Attach,
+    ) -> TimelineEntry {
         let mut data = serde_json::json!({
             "id": d.idempotency_text(),
             "summary": d.summary,
@@ -380,10 +387,9 @@ impl Manager {
             "labels": d.labels,
             "message": d.message,
         });
-        if let (Some(map), Ok(serde_json::Value::Object(facts))) = (
-            data.as_object_mut(),
-            serde_json::to_value(Attach::of(d, self.config.evidence_samples)),
-        ) {
+        if let (Some(map), Ok(serde_json::Value::Object(facts))) =
+            (data.as_object_mut(), serde_json::to_value(facts))
+        {
             map.extend(facts);
         }
         self.entry(inc, EntryKind::Detection, SYSTEM_ACTOR, None, data)

@@ -638,17 +638,16 @@ impl Manager {
         if self.coalesced.is_empty() {
             return;
         }
-        for change in self.coalesced.take() {
-            if let Err(e) = self.store.apply(&change) {
-                self.telemetry.store_error(
-                    &format!(
-                        "could not record {} detection(s) of incident {}",
-                        change.detections.len().max(1),
-                        change.incident.id
-                    ),
-                    &e,
-                );
-            }
+        let changes = self.coalesced.take();
+        if let Err(e) = self.store.apply_many(&changes) {
+            let detections: usize = changes.iter().map(|c| c.detections.len().max(1)).sum();
+            self.telemetry.store_error(
+                &format!(
+                    "could not record {detections} detection(s) of {} incident(s)",
+                    changes.len()
+                ),
+                &e,
+            );
         }
     }
 

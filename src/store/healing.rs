@@ -108,6 +108,9 @@ impl IncidentLog for HealingStore {
     fn apply(&self, change: &Change) -> Result<(), StoreError> {
         self.with(|s| s.apply(change))
     }
+    fn apply_many(&self, changes: &[Change]) -> Result<(), StoreError> {
+        self.with(|s| s.apply_many(changes))
+    }
     fn incident(&self, id: u64) -> Result<Option<Incident>, StoreError> {
         self.with(|s| s.incident(id))
     }

@@ -185,6 +185,10 @@ pub struct Page {
 pub trait IncidentLog: Durable {
     /// Applies one change atomically (not yet durable).
     fn apply(&self, change: &Change) -> Result<(), StoreError>;
+    /// Applies `changes` in order, atomically as a whole where the store can.
+    fn apply_many(&self, changes: &[Change]) -> Result<(), StoreError> {
+        changes.iter().try_for_each(|c| self.apply(c))
+    }
     fn incident(&self, id: u64) -> Result<Option<Incident>, StoreError>;
     fn timeline(&self, id: u64) -> Result<Vec<TimelineEntry>, StoreError>;
     /// Deletes a closed incident with its timeline and index entries, in one transaction

@@ -46,95 +46,11 @@ impl SledStore {
 
 impl IncidentLog for SledStore {
     fn apply(&self, change: &Change) -> Result<(), StoreError> {
-        let inc = &change.incident;
-        let id = inc.id.to_be_bytes();
-        let snapshot = encode(inc);
-        // Numbers are taken before the transaction; one that fails leaves a gap, which
-        // readers of the change sequence accept (it only has to grow).
-        let first = self.next_change.fetch_add(
-            change.entries.len() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        let entries: Vec<([u8; 16], [u8; 8], Vec<u8>)> = change
-            .entries
-            .iter()
-            .zip(first..)
-            .map(|(e, n)| {
-                let numbered = TimelineEntry {
-                    change: n,
-                    ..e.clone()
-                };
-                (
-                    log_key(e.incident_id, e.seq),
-                    n.to_be_bytes(),
-                    encode(&numbered),
-                )
-            })
-            .collect();
-        let next_change = first + change.entries.len() as u64;
-        // The closure may run more than once on conflict: it only writes, with no side effects.
-        let result: Result<(), TransactionError<()>> = (
-            &self.incidents,
-            &self.log,
-            &self.idx_key,
-            &self.idx_status,
-            &self.meta,
-            &self.applied,
-            &self.changes,
-        )
-            .transaction(
-                |(incidents, log, idx_key, idx_status, meta, applied, changes)| {
-                    incidents.insert(&id, snapshot.as_slice())?;
-                    for d in &change.detections {
-                        applied.insert(d.key(), &d.value())?;
-                    }
-                    for (k, n, v) in &entries {
-                        log.insert(k, v.as_slice())?;
-                        changes.insert(n, k)?;
-                    }
-                    for k in &change.index_keys {
-                        idx_key.insert(k.as_bytes(), &id)?;
-                    }
-                    // Kept in meta too: compaction may delete the highest numbers, which must
-                    // never be given again (a client may have seen them).
-                    meta.insert("next_change", &next_change.to_be_bytes())?;
-                    match change.previous_status {
-                        None => {
-                            idx_key.insert(inc.key.as_bytes(), &id)?;
-                            let next = meta
-                                .get("next_id")?
-                                .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-                                .map(u64::from_be_bytes)
-                                .unwrap_or(1);
-                            if inc.id >= next {
-                                meta.insert("next_id", &(inc.id + 1).to_be_bytes())?;
-                            }
-                        }
-                        Some(prev) if prev != inc.status => {
-                            idx_status.remove(&status_key(prev, inc.id))?;
-                        }
-                        Some(_) => {}
-                    }
-                    idx_status.insert(&status_key(inc.status, inc.id), &[])?;
-                    Ok::<(), ConflictableTransactionError<()>>(())
-                },
-            );
-        if result.is_err() {
-            // Nothing was written: give the numbers back (the manager is the only writer),
-            // so no number is ever announced without its entry.
-            self.next_change
-                .store(first, std::sync::atomic::Ordering::Relaxed);
-        }
-        result.map_err(|e| match e {
-            TransactionError::Storage(source) => StoreError::Sled {
-                op: "apply change",
-                source,
-            },
-            TransactionError::Abort(()) => StoreError::Sled {
-                op: "apply change",
-                source: sled::Error::Unsupported("transaction aborted".into()),
-            },
-        })
+        self.apply_all(std::slice::from_ref(change))
+    }
+
+    fn apply_many(&self, changes: &[Change]) -> Result<(), StoreError> {
+        self.apply_all(changes)
     }
 
     fn incident(&self, id: u64) -> Result<Option<Incident>, StoreError> {
@@ -386,4 +302,137 @@ impl IncidentLog for SledStore {
             .map(|s| Ok((s, self.idx_status.scan_prefix([s.code()]).count() as u64)))
             .collect()
     }
+}
+
+impl SledStore {
+    /// Applies `changes` in order, in one transaction: all of them or none.
+    fn apply_all(&self, changes: &[Change]) -> Result<(), StoreError> {
+        let count: u64 = changes.iter().map(|c| c.entries.len() as u64).sum();
+        // Numbers are taken before the transaction; one that fails leaves a gap, which
+        // readers of the change sequence accept (it only has to grow).
+        let first = self
+            .next_change
+            .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+        let mut n = first;
+        let mut prepared = Vec::with_capacity(changes.len());
+        for change in changes {
+            let inc = &change.incident;
+            let entries: Vec<([u8; 16], [u8; 8], Vec<u8>)> = change
+                .entries
+                .iter()
+                .map(|e| {
+                    n += 1;
+                    (
+                        log_key(e.incident_id, e.seq),
+                        (n - 1).to_be_bytes(),
+                        encode(&Numbered::of(e, n - 1)),
+                    )
+                })
+                .collect();
+            prepared.push((change, inc.id.to_be_bytes(), encode(inc), entries));
+        }
+        let next_change = first + count;
+        // The closure may run more than once on conflict: it only writes, with no side effects.
+        let result: Result<(), TransactionError<()>> = (
+            &self.incidents,
+            &self.log,
+            &self.idx_key,
+            &self.idx_status,
+            &self.meta,
+            &self.applied,
+            &self.changes,
+        )
+            .transaction(
+                |(incidents, log, idx_key, idx_status, meta, applied, changes)| {
+                    for (change, id, snapshot, entries) in &prepared {
+                        let inc = &change.incident;
+                        incidents.insert(id, snapshot.as_slice())?;
+                        for d in &change.detections {
+                            applied.insert(d.key(), &d.value())?;
+                        }
+                        for (k, n, v) in entries {
+                            log.insert(k, v.as_slice())?;
+                            changes.insert(n, k)?;
+                        }
+                        for k in &change.index_keys {
+                            idx_key.insert(k.as_bytes(), id)?;
+                        }
+                        match change.previous_status {
+                            None => {
+                                idx_key.insert(inc.key.as_bytes(), id)?;
+                                let next = meta
+                                    .get("next_id")?
+                                    .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+                                    .map(u64::from_be_bytes)
+                                    .unwrap_or(1);
+                                if inc.id >= next {
+                                    meta.insert("next_id", &(inc.id + 1).to_be_bytes())?;
+                                }
+                            }
+                            Some(prev) if prev != inc.status => {
+                                idx_status.remove(&status_key(prev, inc.id))?;
+                            }
+                            Some(_) => {}
+                        }
+                        idx_status.insert(&status_key(inc.status, inc.id), &[])?;
+                    }
+                    // Kept in meta too: compaction may delete the highest numbers, which must
+                    // never be given again (a client may have seen them).
+                    meta.insert("next_change", &next_change.to_be_bytes())?;
+                    Ok::<(), ConflictableTransactionError<()>>(())
+                },
+            );
+        if result.is_err() {
+            // Nothing was written: give the numbers back (the manager is the only writer),
+            // so no number is ever announced without its entry.
+            self.next_change
+                .store(first, std::sync::atomic::Ordering::Relaxed);
+        }
+        result.map_err(|e| match e {
+            TransactionError::Storage(source) => StoreError::Sled {
+                op: "apply change",
+                source,
+            },
+            TransactionError::Abort(()) => StoreError::Sled {
+                op: "apply change",
+                source: sled::Error::Unsupported("transaction aborted".into()),
+            },
+        })
+    }
+}
+
+/// A timeline entry with its change number, encoded as `TimelineEntry` is, without cloning
+/// the entry.
+#[derive(serde::Serialize)]
+struct Numbered<'a> {
+    incident_id: u64,
+    seq: u64,
+    ts: crate::clock::Timestamp,
+    #[serde(rename = "type")]
+    kind: crate::incident::EntryKind,
+    actor: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<&'a str>,
+    #[serde(skip_serializing_if = "is_null")]
+    data: &'a serde_json::Value,
+    change: u64,
+}
+
+impl<'a> Numbered<'a> {
+    fn of(e: &'a TimelineEntry, change: u64) -> Self {
+        Numbered {
+            incident_id: e.incident_id,
+            seq: e.seq,
+            ts: e.ts,
+            kind: e.kind,
+            actor: &e.actor,
+            note: e.note.as_deref(),
+            data: &e.data,
+            change,
+        }
+    }
+}
+
+fn is_null(v: &&serde_json::Value) -> bool {
+    v.is_null()
 }
