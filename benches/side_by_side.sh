@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # incidentd's rule engine beside fail2ban, SEC, awk and `wc -l`, in one run, on the same
-# generated auth.log with a known answer (benches/gen_bruteforce.py):
+# generated auth.log with a known answer. Two workloads:
+#   sparse   benches/gen_bruteforce.py: about 5% of the lines are failed passwords
+#   dense    benches/gen_dense.py: about 30% are (200 attackers, 5% IPv6, invalid users,
+#            scanners): a host under a brute-force campaign
+# Tools:
 #   fail2ban-regex   the stock sshd filter (matching only: it has no threshold; its answer is
 #                    the number of failed-password lines)
 #   sec              SingleWithThreshold, 5 within 60 s per address
@@ -10,7 +14,7 @@
 #   wc -l            the physical floor
 # Five rounds, each running every tool (the fast ones three times); each tool's median and
 # fastest time are reported. Every run's firings are checked against the answer.
-# Usage: benches/side_by_side.sh [LINES] (default 500000). Installs fail2ban, sec, mawk and
+# Usage: benches/side_by_side.sh [LINES] [sparse|dense] (default 500000 sparse). Installs fail2ban, sec, mawk and
 # gawk from Debian's packages when missing (needs root). Needs `cargo build --release`.
 # The input is written under /dev/shm (RAM) when it can be, or $BENCH_DIR: on the shared
 # development machine the page cache lets go of a 100 MB file on disk within seconds, and every
@@ -19,6 +23,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 lines=${1:-500000}
+workload=${2:-sparse}
+case $workload in
+  sparse) gen=benches/gen_bruteforce.py; field=bursts ;;
+  dense) gen=benches/gen_dense.py; field=firings ;;
+  *) echo "unknown workload $workload (sparse or dense)" >&2; exit 2 ;;
+esac
 if ! command -v fail2ban-regex >/dev/null || ! command -v sec >/dev/null \
   || ! command -v mawk >/dev/null || ! command -v gawk >/dev/null; then
   apt-get update -q && apt-get install -y -q --no-install-recommends fail2ban sec mawk gawk
@@ -26,16 +36,16 @@ fi
 [ -x target/release/incidentctl ] || cargo build --release --bin incidentctl
 tmp=$(mktemp -d -p "${BENCH_DIR:-/dev/shm}" 2>/dev/null || mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-answer=$(python3 benches/gen_bruteforce.py "$lines" "$tmp/auth.log")
-bursts=$(echo "$answer" | python3 -c 'import json,sys; print(json.load(sys.stdin)["bursts"])')
+answer=$(python3 "$gen" "$lines" "$tmp/auth.log")
+bursts=$(echo "$answer" | python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$field")
 failures=$(echo "$answer" | python3 -c 'import json,sys; print(json.load(sys.stdin)["failure_lines"])')
-echo "input: $lines lines, $(stat -c %s "$tmp/auth.log") bytes; answer: $bursts bursts, $failures failed-password lines"
+echo "workload $workload: $lines lines, $(stat -c %s "$tmp/auth.log") bytes; answer: $bursts firings, $failures failed-password lines"
 mkdir "$tmp/rules"
 cp etc/rules.d/ssh.toml "$tmp/rules/"
 cat > "$tmp/ssh.sec" <<'SEC'
 type=SingleWithThreshold
 ptype=RegExp
-pattern=sshd\[\d+\]: Failed password for (?:invalid user )?\S+ from ([\d.]+) port
+pattern=sshd\[\d+\]: Failed password for (?:invalid user )?\S+ from ([\da-fA-F.:]+) port
 desc=ssh brute force from $1
 action=write - FIRE $1
 window=60
@@ -73,7 +83,10 @@ mawkr() { mawk -f "$tmp/rule.awk" "$tmp/auth.log"; }
 gawkr() { gawk -f "$tmp/rule.awk" "$tmp/auth.log"; }
 inc() { # the JSON report is counted after the timer, by `count_inc`
   target/release/incidentctl rules test "$tmp/auth.log" --rules "$tmp/rules" --format syslog --year 2026 -o json > "$tmp/inc.json"; }
-count_inc() { python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["detections"]))' "$tmp/inc.json"; }
+# The brute-force rule's firings (the shipped file also has the scan rule).
+count_inc() { python3 -c 'import json,sys; print(sum(d["rule"] == "ssh-brute-force" for d in json.load(open(sys.argv[1]))["detections"]))' "$tmp/inc.json"; }
+# Peak resident memory of one run of each tool, in MB (GNU time's %M).
+peak() { /usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -1 | awk '{printf "%.1f", $1 / 1024}'; }
 wcl() { wc -l < "$tmp/auth.log"; }
 
 : > "$tmp/times"
@@ -88,6 +101,15 @@ for _ in 1 2 3 4 5; do
   one 1 "sec (SingleWithThreshold)" secr
   one 1 "fail2ban-regex (sshd filter)" f2b
 done
+# Peak RSS, one run each.
+{
+  echo "wc -l	$(peak wc -l "$tmp/auth.log")"
+  echo "incidentctl rules test	$(peak target/release/incidentctl rules test "$tmp/auth.log" --rules "$tmp/rules" --format syslog --year 2026 -o json)"
+  echo "mawk (same rule)	$(peak mawk -f "$tmp/rule.awk" "$tmp/auth.log")"
+  echo "gawk (same rule)	$(peak gawk -f "$tmp/rule.awk" "$tmp/auth.log")"
+  echo "sec (SingleWithThreshold)	$(peak sec --conf="$tmp/ssh.sec" --input="$tmp/auth.log" --notail --fromstart --log=/dev/null)"
+  echo "fail2ban-regex (sshd filter)	$(peak fail2ban-regex "$tmp/auth.log" /etc/fail2ban/filter.d/sshd.conf)"
+} > "$tmp/rss"
 # Each tool's median and fastest time, and its output (all its runs must agree).
 python3 - "$tmp/times" > "$tmp/results" <<'PY'
 import statistics, sys
@@ -101,15 +123,16 @@ for name, (times, outs) in runs.items():
     out = outs[0] if len(set(outs)) == 1 else "varied: " + ",".join(outs)
     print(f"{name}\t{statistics.median(times)}\t{min(times)}\t{len(times)}\t{out}")
 PY
-python3 - "$tmp/results" "$lines" "$bursts" "$failures" <<'PY'
+python3 - "$tmp/results" "$lines" "$bursts" "$failures" "$tmp/rss" <<'PY'
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 n, bursts, failures = int(sys.argv[2]), sys.argv[3], sys.argv[4]
+rss = dict(l.rstrip("\n").split("\t") for l in open(sys.argv[5]))
 med = {r[0]: float(r[1]) for r in rows}
 low = {r[0]: float(r[2]) for r in rows}
 inc = "incidentctl rules test"
 print(f"{'tool':30} {'runs':>4} {'median s':>8} {'fastest':>8} {'lines/s':>12} "
-      f"{'time vs incidentctl':>19}  firings (expected)")
+      f"{'time vs incidentctl':>19} {'peak MB':>8}  firings (expected)")
 for name, _, _, runs, out in rows:
     if name == "wc -l":
         check = "lines" if out.strip() == str(n) else f"WRONG: {out}"
@@ -120,5 +143,5 @@ for name, _, _, runs, out in rows:
     rel = (f"{med[name] / med[inc]:.1f}x / {low[name] / low[inc]:.1f}x"
            if name != inc else "-")
     print(f"{name:30} {runs:>4} {med[name]:8.3f} {low[name]:8.3f} {n / med[name]:12,.0f} "
-          f"{rel:>19}  {check}")
+          f"{rel:>19} {rss.get(name, '?'):>8}  {check}")
 PY

@@ -8,6 +8,7 @@
 //! engine's clock is the newest event time seen, moved forward by wall time while live.
 
 pub mod config;
+mod index;
 pub mod rule;
 mod sink;
 mod task;
@@ -170,6 +171,8 @@ pub struct Engine {
     rules: Vec<Rule>,
     /// Every rule's regex in one set, when at least two rules have one.
     prefilter: Option<regex::RegexSet>,
+    /// Which rules the set can rule out for an event (with the set).
+    index: index::RuleIndex,
     templates: minijinja::Environment<'static>,
     /// Newest event time seen.
     now: Timestamp,
@@ -204,9 +207,10 @@ impl Engine {
             .iter()
             .map(|c| Rule::build(Arc::new(c.clone())))
             .collect();
-        Engine {
+        let mut engine = Engine {
             templates: templates_for(&mut rules),
             prefilter: prefilter_for(&mut rules),
+            index: Default::default(),
             rules,
             now: Timestamp(i64::MIN),
             tails: BTreeMap::new(),
@@ -218,7 +222,9 @@ impl Engine {
             plugin_warn: crate::telemetry::Throttle::new(Duration::from_secs(10)),
             prefiltered: false,
             lean: false,
-        }
+        };
+        engine.index = index::RuleIndex::new(&engine.rules);
+        engine
     }
 
     /// Replaces the rule set. A rule whose definition did not change keeps its window state
@@ -241,6 +247,7 @@ impl Engine {
             .collect();
         self.templates = templates_for(&mut self.rules);
         self.prefilter = prefilter_for(&mut self.rules);
+        self.index = index::RuleIndex::new(&self.rules);
     }
 
     /// Runs one event through every rule, appending what fired to `out`. Timers that fall
@@ -250,24 +257,45 @@ impl Engine {
             self.now = ev.ts;
             self.fire_due(out);
         }
-        let mut gate = rule::RegexGate::new(self.prefilter.as_ref(), self.prefiltered);
+        let Engine {
+            rules,
+            prefilter,
+            index,
+            templates,
+            now,
+            lean,
+            prefiltered,
+            ..
+        } = self;
+        let mut gate = rule::RegexGate::new(prefilter.as_ref(), *prefiltered);
+        // With a set, only the rules it leaves (see `index`); otherwise every rule.
+        let some = prefilter
+            .is_some()
+            .then(|| index.candidates(&mut gate, ev.message.as_deref()));
+        let count = some.as_ref().map_or(rules.len(), Vec::len);
+        let at = |k: usize| some.as_ref().map_or(k, |c| c[k]);
         // Only an event behind the watermark can be late: only then is each rule's late
         // count looked at, to count the event once for its input.
         let mut late = false;
-        if ev.ts < self.now {
-            for rule in &mut self.rules {
+        if ev.ts < *now {
+            for k in 0..count {
+                let rule = &mut rules[at(k)];
                 let before = rule.late_count();
-                if let Some(hit) = rule.on_event(ev, &mut gate, self.now) {
-                    out.push(detection(&self.templates, rule, Some(ev), hit, self.lean));
+                if let Some(hit) = rule.on_event(ev, &mut gate, *now) {
+                    out.push(detection(templates, rule, Some(ev), hit, *lean));
                 }
                 late |= rule.late_count() > before;
             }
         } else {
-            for rule in &mut self.rules {
-                if let Some(hit) = rule.on_event(ev, &mut gate, self.now) {
-                    out.push(detection(&self.templates, rule, Some(ev), hit, self.lean));
+            for k in 0..count {
+                let rule = &mut rules[at(k)];
+                if let Some(hit) = rule.on_event(ev, &mut gate, *now) {
+                    out.push(detection(templates, rule, Some(ev), hit, *lean));
                 }
             }
+        }
+        if let Some(list) = some {
+            index.give_back(list);
         }
         if late {
             // `source` may come from a client: the map stays small.
@@ -640,6 +668,7 @@ impl Engine {
         }
         self.templates = templates_for(&mut self.rules);
         self.prefilter = prefilter_for(&mut self.rules);
+        self.index = index::RuleIndex::new(&self.rules);
         self.now = wall;
         Some(was)
     }

@@ -237,6 +237,20 @@ impl<'a> RegexGate<'a> {
         }
     }
 
+    /// The set's patterns that match `message` (computed once per event, as for
+    /// [`RegexGate::allows`]); none without a set.
+    pub fn matched(&mut self, message: &str) -> impl Iterator<Item = usize> + '_ {
+        if self.set.is_some() {
+            // Any pattern: this fills the cache.
+            self.allows(0, message);
+        }
+        self.matches
+            .as_ref()
+            .and_then(|m| m.as_ref())
+            .into_iter()
+            .flat_map(|m| m.iter())
+    }
+
     /// Whether pattern `p` is known (from the set) or likely (prefiltered input) to match
     /// once [`RegexGate::allows`] said yes, so the rule can go straight for the captures.
     fn expects_match(&self, p: Option<usize>) -> bool {
@@ -676,11 +690,20 @@ impl Rule {
             self.stats.late += 1;
             return None;
         }
+        let message = ev.message.as_deref().unwrap_or("");
+        // A rule that counts only events its regex matches is done when the shared regex
+        // set says it cannot match, before its `where` is looked at: with many regex rules
+        // the set's one pass rules out nearly all of them (a condition index for free).
+        if self.total.is_none()
+            && let (Some(p), Some(_)) = (self.pattern, &self.config.common.regex)
+            && (ev.message.is_none() || !gate.allows(p, message))
+        {
+            return None;
+        }
         let total = self
             .total
             .as_ref()
             .is_some_and(|t| t.iter().all(|(k, c)| condition_holds(k, c, ev)));
-        let message = ev.message.as_deref().unwrap_or("");
         let matched = self
             .conditions
             .iter()
@@ -775,6 +798,17 @@ impl Rule {
 
     pub fn on_tick(&mut self, now: Timestamp) {
         self.detector.on_tick(now);
+    }
+
+    /// The rule's pattern in the engine's set when the rule can only act on events that
+    /// pattern matches (it counts nothing else and no lateness is counted before its regex):
+    /// the engine then runs it only for those.
+    pub fn gated_by(&self) -> Option<usize> {
+        let plain = self.total.is_none()
+            && self.config.common.allowed_lateness.is_none()
+            && self.config.common.regex.is_some()
+            && !matches!(self.detector, Detector::Plugin);
+        self.pattern.filter(|_| plain)
     }
 
     /// Events this rule dropped as late so far (past `allowed_lateness`, or past its window).
