@@ -241,7 +241,7 @@ fn engine_event(i: usize, kind: u8, msg: u8, svc: u8, level: u8, back: u8) -> Ev
     let service = ["api", "db", "web"][usize::from(svc % 3)];
     let level = ["info", "error"][usize::from(level % 2)];
     let line = serde_json::json!({
-        "kind": if kind % 3 == 0 { "metric" } else { "log" },
+        "kind": if kind.is_multiple_of(3) { "metric" } else { "log" },
         "ts": ts,
         "message": message,
         "service": service,
