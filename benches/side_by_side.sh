@@ -123,7 +123,7 @@ for name, (times, outs) in runs.items():
     out = outs[0] if len(set(outs)) == 1 else "varied: " + ",".join(outs)
     print(f"{name}\t{statistics.median(times)}\t{min(times)}\t{len(times)}\t{out}")
 PY
-python3 - "$tmp/results" "$lines" "$bursts" "$failures" "$tmp/rss" <<'PY'
+python3 - "$tmp/results" "$lines" "$bursts" "$failures" "$tmp/rss" "$workload" <<'PY'
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 n, bursts, failures = int(sys.argv[2]), sys.argv[3], sys.argv[4]
@@ -139,6 +139,10 @@ for name, _, _, runs, out in rows:
     else:
         want = failures if name.startswith("fail2ban") else bursts
         check = f"{out} ({want}) {'ok' if out.strip() == want else 'WRONG'}"
+        if name.startswith("sec") and sys.argv[6] == "dense":
+            # SEC's windows run on its own clock: reading a file, the whole file is one
+            # 60 s window, so each address fires once. Not comparable on this workload.
+            check = f"{out} (n/a: SEC's windows run on its own clock)"
     # Ratios of medians, and of fastest runs.
     rel = (f"{med[name] / med[inc]:.1f}x / {low[name] / low[inc]:.1f}x"
            if name != inc else "-")
