@@ -249,15 +249,21 @@ impl LineFinder {
     /// line by line).
     fn new(patterns: &[String]) -> Option<LineFinder> {
         use regex_automata::{MatchKind, hybrid::dfa::DFA, util::prefilter::Prefilter};
+        // A line's text holds no newline, so a class's `\n` (as in `\s`) can never be part
+        // of a match in one line: without it, no match spans lines, and each pattern's match
+        // lies within the line where it ends (checked below, per pattern).
         let hirs = patterns
             .iter()
-            .map(|p| regex_syntax::parse(p).ok())
+            .map(|p| regex_syntax::parse(p).ok().map(|h| without_newline(&h)))
             .collect::<Option<Vec<_>>>()?;
-        let dfa = DFA::builder()
+        let nfa = regex_automata::nfa::thompson::Compiler::new()
             // Empty matches are reported wherever they are, even inside a character: in
             // UTF-8 mode the search would step over one there and could miss an earlier
             // ending match of another pattern.
-            .thompson(regex_automata::nfa::thompson::Config::new().utf8(false))
+            .configure(regex_automata::nfa::thompson::Config::new().utf8(false))
+            .build_many_from_hir(&hirs)
+            .ok()?;
+        let dfa = DFA::builder()
             .configure(
                 DFA::config()
                     // No match state is reached before the first position where some match
@@ -270,7 +276,7 @@ impl LineFinder {
                     .unicode_word_boundary(true)
                     .cache_capacity(32 << 20),
             )
-            .build_many(patterns)
+            .build_from_nfa(nfa)
             .ok()?;
         let cache = dfa.create_cache();
         let single_line = hirs.iter().map(|h| !may_match_newline(h)).collect();
@@ -299,6 +305,38 @@ impl LineFinder {
                 })
             })
             .map_err(|_| ())
+    }
+}
+
+/// `hir` with `\n` taken out of every class (literals are kept as they are).
+fn without_newline(hir: &regex_syntax::hir::Hir) -> regex_syntax::hir::Hir {
+    use regex_syntax::hir::{
+        Class, ClassBytes, ClassBytesRange, ClassUnicode, ClassUnicodeRange, Hir, HirKind,
+    };
+    match hir.kind() {
+        HirKind::Class(Class::Unicode(c)) => {
+            let mut c = c.clone();
+            c.difference(&ClassUnicode::new([ClassUnicodeRange::new('\n', '\n')]));
+            Hir::class(Class::Unicode(c))
+        }
+        HirKind::Class(Class::Bytes(c)) => {
+            let mut c = c.clone();
+            c.difference(&ClassBytes::new([ClassBytesRange::new(b'\n', b'\n')]));
+            Hir::class(Class::Bytes(c))
+        }
+        HirKind::Repetition(r) => {
+            let mut r = r.clone();
+            r.sub = Box::new(without_newline(&r.sub));
+            Hir::repetition(r)
+        }
+        HirKind::Capture(c) => {
+            let mut c = c.clone();
+            c.sub = Box::new(without_newline(&c.sub));
+            Hir::capture(c)
+        }
+        HirKind::Concat(v) => Hir::concat(v.iter().map(without_newline).collect()),
+        HirKind::Alternation(v) => Hir::alternation(v.iter().map(without_newline).collect()),
+        _ => hir.clone(),
     }
 }
 
@@ -802,6 +840,12 @@ group_by = ["host"]
             (r"\bdisk\b", false),
         ] {
             assert_eq!(may_match_newline(&hir(p)), newline, "{p}");
+            // The finder's patterns have no `\n` left but a literal one.
+            assert_eq!(
+                may_match_newline(&without_newline(&hir(p))),
+                p.contains('\n'),
+                "{p}"
+            );
         }
         // `\s+` spans the newline: the DFA's earliest match ends on the second line, which
         // does not match on its own and must not be counted.
