@@ -839,28 +839,36 @@ fn detection(
         .collect::<Vec<_>>()
         .join("/");
 
-    let ctx = minijinja::context! {
-        rule => &c.id,
-        severity => c.severity.as_str(),
-        count => hit.fire.count,
-        group => &group,
-        labels => &labels,
-        event => if rule.templates_read_event {
-            minijinja::Value::from(minijinja::value::Serde(ev))
-        } else {
-            minijinja::Value::UNDEFINED
-        },
+    // Made only for a rule that has a template to render (a detection of a rule without
+    // one, in a replay, renders nothing).
+    let ctx = || {
+        minijinja::context! {
+            rule => &c.id,
+            severity => c.severity.as_str(),
+            count => hit.fire.count,
+            group => &group,
+            labels => &labels,
+            event => if rule.templates_read_event {
+                minijinja::Value::from(minijinja::value::Serde(ev))
+            } else {
+                minijinja::Value::UNDEFINED
+            },
+        }
     };
-    let render = |name: &str, fallback: String| {
+    let render = |has: bool, name: &str, fallback: String| {
+        if !has {
+            return fallback;
+        }
         match env.get_template(name) {
-        Ok(t) => t.render(&ctx).unwrap_or_else(|e| {
-            tracing::warn!(rule = %c.id, template = name, error = %e, "template failed; using the default text");
-            fallback
-        }),
-        Err(_) => fallback,
-    }
+            Ok(t) => t.render(ctx()).unwrap_or_else(|e| {
+                tracing::warn!(rule = %c.id, template = name, error = %e, "template failed; using the default text");
+                fallback
+            }),
+            Err(_) => fallback,
+        }
     };
     let key = render(
+        c.incident_key.is_some(),
         &format!("{}#key", c.id),
         if group_text.is_empty() {
             c.id.clone()
@@ -890,7 +898,11 @@ fn detection(
             }
             s
         };
-        render(&format!("{}#summary", c.id), default_summary)
+        render(
+            c.summary.is_some(),
+            &format!("{}#summary", c.id),
+            default_summary,
+        )
     };
     let service = ev
         .and_then(|e| e.service.clone())

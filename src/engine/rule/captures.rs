@@ -38,8 +38,15 @@ pub struct Captures {
     /// With `split`, it runs the pattern after the literal.
     backtrack: Option<(BoundedBacktracker, Cache, Slots)>,
     split: Option<Split>,
+    /// The pattern with ASCII classes (`\S`, `\d`, `\w` as bytes): on an ASCII message it
+    /// matches exactly where the Unicode one does, with the same groups, and its automaton
+    /// is a fraction of the size (`\S` alone is hundreds of UTF-8 states). Used for patterns
+    /// without a split literal.
+    ascii: Option<(BoundedBacktracker, Cache, Slots)>,
     /// Whether the last match is in `backtrack`'s slots rather than in `locs`.
     in_slots: bool,
+    /// Whether it is in `ascii`'s slots.
+    in_ascii: bool,
 }
 
 impl Captures {
@@ -62,11 +69,19 @@ impl Captures {
             let slots = bt.create_captures();
             (bt, cache, slots)
         });
+        let split = split.filter(|_| backtrack.is_some());
+        let ascii = if split.is_none() && backtrack.is_some() {
+            ascii_backtracker(re.as_str())
+        } else {
+            None
+        };
         Captures {
             locs: re.capture_locations(),
-            split: split.filter(|_| backtrack.is_some()),
+            split,
             backtrack,
+            ascii,
             in_slots: false,
+            in_ascii: false,
         }
     }
 
@@ -74,6 +89,20 @@ impl Captures {
     /// knows or expects that it matches (only speed depends on it). True when it matched;
     /// the groups are then in [`Captures::get`].
     pub fn read(&mut self, re: &regex::Regex, message: &str, expected: bool) -> bool {
+        self.in_ascii = false;
+        if let Some((bt, cache, slots)) = &mut self.ascii
+            && message.len() <= bt.max_haystack_len()
+            && message.is_ascii()
+        {
+            if !expected && !re.is_match(message) {
+                return false;
+            }
+            if let Ok(()) = bt.try_captures(cache, message, slots) {
+                self.in_slots = true;
+                self.in_ascii = true;
+                return slots.is_match();
+            }
+        }
         if let Some((bt, cache, slots)) = &mut self.backtrack
             && message.len() <= bt.max_haystack_len()
         {
@@ -128,7 +157,10 @@ impl Captures {
 
     /// Where group `i` of the last match is, when it took part.
     pub fn get(&self, i: usize) -> Option<(usize, usize)> {
-        if self.in_slots {
+        if self.in_ascii {
+            let (_, _, slots) = self.ascii.as_ref()?;
+            slots.get_group(i).map(|s| (s.start, s.end))
+        } else if self.in_slots {
             let (_, _, slots) = self.backtrack.as_ref()?;
             let span = slots.get_group(i).map(|s| (s.start, s.end));
             match (&self.split, i) {
@@ -140,6 +172,24 @@ impl Captures {
             self.locs.get(i)
         }
     }
+}
+
+/// A backtracker for `pattern` read without Unicode (classes over bytes), when it can be.
+fn ascii_backtracker(pattern: &str) -> Option<(BoundedBacktracker, Cache, Slots)> {
+    let hir = regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .build()
+        .parse(pattern)
+        .ok()?;
+    let nfa = NFA::compiler()
+        .configure(regex_automata::nfa::thompson::Config::new().utf8(false))
+        .build_from_hir(&hir)
+        .ok()?;
+    let bt = BoundedBacktracker::new_from_nfa(nfa).ok()?;
+    let cache = bt.create_cache();
+    let slots = bt.create_captures();
+    Some((bt, cache, slots))
 }
 
 /// `pattern` as its leading literal (case-sensitive, outside any group) and the rest, when it
@@ -192,6 +242,7 @@ mod tests {
                 .iter()
                 .any(|l| p.starts_with(l));
             assert_eq!(c.split.is_some(), literal_first, "{p}");
+            assert_eq!(c.ascii.is_some(), !literal_first, "{p}");
             for m in messages {
                 let want = re.captures(m);
                 for expected in [false, true] {
