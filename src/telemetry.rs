@@ -347,6 +347,9 @@ pub struct Telemetry {
     /// SLAs breached (`sla_breached` entries).
     pub sla_breaches: Counter,
     pub incidents_deduplicated: Counter,
+    /// Store writes the group commit saved: detections written with others of their
+    /// incident in one change, beyond the first of each.
+    pub detections_coalesced: Counter,
     /// Detections joined to another key's incident by correlation.
     pub incidents_correlated: Counter,
     pub incidents_reopened: Counter,
@@ -559,6 +562,7 @@ impl Default for Telemetry {
             incidents_created: Counter::default(),
             sla_breaches: Counter::default(),
             incidents_deduplicated: Counter::default(),
+            detections_coalesced: Counter::default(),
             incidents_correlated: Counter::default(),
             incidents_reopened: Counter::default(),
             incidents_rate_limited: Counter::default(),

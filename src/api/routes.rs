@@ -170,6 +170,7 @@ pub(super) async fn status(State(st): S) -> Json<Value> {
             "created": t.incidents_created,
             "sla_breaches": t.sla_breaches,
             "deduplicated": t.incidents_deduplicated,
+            "coalesced": t.detections_coalesced,
             "correlated": t.incidents_correlated,
             "reopened": t.incidents_reopened,
             "rate_limited": t.incidents_rate_limited,

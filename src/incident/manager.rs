@@ -639,15 +639,19 @@ impl Manager {
             return;
         }
         let changes = self.coalesced.take();
+        let gathered: usize = changes.iter().map(|c| c.detections.len().max(1)).sum();
         if let Err(e) = self.store.apply_many(&changes) {
-            let detections: usize = changes.iter().map(|c| c.detections.len().max(1)).sum();
             self.telemetry.store_error(
                 &format!(
-                    "could not record {detections} detection(s) of {} incident(s)",
+                    "could not record {gathered} detection(s) of {} incident(s)",
                     changes.len()
                 ),
                 &e,
             );
+        } else {
+            self.telemetry
+                .detections_coalesced
+                .add(gathered.saturating_sub(changes.len()) as u64);
         }
     }
 
