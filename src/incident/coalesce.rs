@@ -22,6 +22,8 @@ pub(super) struct Coalesced {
     changes: BTreeMap<u64, Change>,
     /// The keys of the idempotency ids gathered.
     applied: HashSet<Vec<u8>>,
+    /// The incident whose snapshot is lent out (see [`Coalesced::lend`]).
+    lent: Option<u64>,
 }
 
 impl Coalesced {
@@ -35,8 +37,36 @@ impl Coalesced {
         !self.applied.is_empty() && self.applied.contains(&id.key())
     }
 
-    /// Adds a change to be written with the others of its incident.
+    /// The gathered incident itself, to be joined again and given back with
+    /// [`Coalesced::add`] (no copy of its evidence and timeline counts). One at a time; until
+    /// it is back, its change holds a placeholder and must not be written.
+    pub(super) fn lend(&mut self, id: u64) -> Option<Incident> {
+        if self.lent.is_some() {
+            return None;
+        }
+        let change = self.changes.get_mut(&id)?;
+        self.lent = Some(id);
+        let placeholder = Incident::new(
+            id,
+            String::new(),
+            String::new(),
+            change.incident.severity,
+            change.incident.created_at,
+        );
+        Some(std::mem::replace(&mut change.incident, placeholder))
+    }
+
+    /// Whether incident `id` is lent out.
+    pub(super) fn is_lent(&self, id: u64) -> bool {
+        self.lent == Some(id)
+    }
+
+    /// Adds a change to be written with the others of its incident (giving back a lent
+    /// snapshot: the change's is the newer one).
     pub(super) fn add(&mut self, change: Change) {
+        if self.lent == Some(change.incident.id) {
+            self.lent = None;
+        }
         for d in &change.detections {
             self.applied.insert(d.key());
         }
@@ -61,10 +91,20 @@ impl Coalesced {
         self.changes.is_empty()
     }
 
-    /// The merged changes, one per incident, to write now.
+    /// The merged changes, one per incident, to write now. A change whose snapshot is
+    /// still lent is left out (it would write the placeholder); the manager never settles
+    /// with one lent (see `join`), so that is only a guard.
     pub(super) fn take(&mut self) -> Vec<Change> {
         self.applied.clear();
-        std::mem::take(&mut self.changes).into_values().collect()
+        let mut changes = std::mem::take(&mut self.changes);
+        if let Some(id) = self.lent.take() {
+            changes.remove(&id);
+            tracing::error!(
+                incident = id,
+                "a gathered change was still lent at a write; left out"
+            );
+        }
+        changes.into_values().collect()
     }
 }
 
@@ -131,5 +171,23 @@ mod tests {
         );
         assert_eq!(seven.detections.len(), 2);
         assert_eq!(seven.previous_status, Some(Status::Open));
+    }
+
+    #[test]
+    fn a_lent_snapshot_comes_back_with_the_next_change() {
+        let mut c = Coalesced::default();
+        c.add(change(7, 3, 2));
+        let inc = c.lend(7).expect("gathered");
+        assert_eq!(inc.detections, 2);
+        assert!(c.is_lent(7) && c.lend(7).is_none(), "one at a time");
+        c.add(change(7, 4, 3));
+        assert!(!c.is_lent(7));
+        let out = c.take();
+        assert_eq!(out[0].incident.detections, 3);
+        assert_eq!(out[0].entries.len(), 2);
+        // A snapshot never given back is not written.
+        c.add(change(8, 1, 1));
+        c.lend(8);
+        assert!(c.take().is_empty());
     }
 }

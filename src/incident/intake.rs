@@ -48,6 +48,10 @@ impl Manager {
         }
         let now = self.now;
         if let Some(id) = self.store.latest_for_key(&d.key)? {
+            if let Some(inc) = self.coalesced.lend(id) {
+                // Joined earlier in this batch, so active: joined again without a copy.
+                return self.join(inc, d, now, applied_id, Join::Same);
+            }
             let inc = self.load(id)?;
             let recently_resolved = inc.status == Status::Resolved
                 && inc
@@ -199,6 +203,10 @@ impl Manager {
         if matches!(how, Join::Same) && change.entries.len() == 1 {
             // Only counts, evidence and one detection entry: written with the batch.
             self.coalesced.add(change);
+        } else if self.coalesced.is_lent(change.incident.id) {
+            // Its earlier detections of this batch go with it, in one write.
+            self.coalesced.add(change);
+            self.settle();
         } else {
             self.settle();
             self.store.apply(&change)?;
