@@ -313,7 +313,7 @@ fn without_newline(hir: &regex_syntax::hir::Hir) -> regex_syntax::hir::Hir {
     use regex_syntax::hir::{
         Class, ClassBytes, ClassBytesRange, ClassUnicode, ClassUnicodeRange, Hir, HirKind,
     };
-    match hir.kind() {
+    crate::engine::map_leaves(hir, &|h: &Hir| match h.kind() {
         HirKind::Class(Class::Unicode(c)) => {
             let mut c = c.clone();
             c.difference(&ClassUnicode::new([ClassUnicodeRange::new('\n', '\n')]));
@@ -324,20 +324,8 @@ fn without_newline(hir: &regex_syntax::hir::Hir) -> regex_syntax::hir::Hir {
             c.difference(&ClassBytes::new([ClassBytesRange::new(b'\n', b'\n')]));
             Hir::class(Class::Bytes(c))
         }
-        HirKind::Repetition(r) => {
-            let mut r = r.clone();
-            r.sub = Box::new(without_newline(&r.sub));
-            Hir::repetition(r)
-        }
-        HirKind::Capture(c) => {
-            let mut c = c.clone();
-            c.sub = Box::new(without_newline(&c.sub));
-            Hir::capture(c)
-        }
-        HirKind::Concat(v) => Hir::concat(v.iter().map(without_newline).collect()),
-        HirKind::Alternation(v) => Hir::alternation(v.iter().map(without_newline).collect()),
-        _ => hir.clone(),
-    }
+        _ => h.clone(),
+    })
 }
 
 /// Whether `hir` can match a `\n` (conservatively: any literal or class that holds one).

@@ -13,12 +13,13 @@ use super::routes::{IdPath, incident_change};
 use super::{ApiError, ApiState, Peer};
 use crate::incident::{Command, Incident, Stage};
 
+/// `{"stage": "...", "note": "..."}` (the board's stage move takes it too).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct StageBody {
-    stage: String,
+pub(super) struct StageBody {
+    pub(super) stage: String,
     #[serde(default)]
-    note: Option<String>,
+    pub(super) note: Option<String>,
 }
 
 pub(super) async fn set_stage(

@@ -713,7 +713,7 @@ impl Engine {
 /// a pattern that holds for lines inside a chunk.
 fn line_pattern(pattern: &str) -> Option<String> {
     use regex_syntax::hir::{Hir, HirKind, Look};
-    fn strip(h: &Hir) -> Hir {
+    let strip = |h: &Hir| -> Hir {
         match h.kind() {
             HirKind::Look(
                 Look::Start
@@ -723,27 +723,41 @@ fn line_pattern(pattern: &str) -> Option<String> {
                 | Look::StartCRLF
                 | Look::EndCRLF,
             ) => Hir::empty(),
-            HirKind::Repetition(r) => {
-                let mut r = r.clone();
-                r.sub = Box::new(strip(&r.sub));
-                Hir::repetition(r)
-            }
-            HirKind::Capture(c) => {
-                let mut c = c.clone();
-                c.sub = Box::new(strip(&c.sub));
-                Hir::capture(c)
-            }
-            HirKind::Concat(subs) => Hir::concat(subs.iter().map(strip).collect()),
-            HirKind::Alternation(subs) => Hir::alternation(subs.iter().map(strip).collect()),
             _ => h.clone(),
         }
-    }
+    };
     let hir = regex_syntax::parse(pattern).ok()?;
     if !hir.properties().look_set().contains_anchor() {
         return Some(pattern.to_owned());
     }
-    let bare = strip(&hir);
+    let bare = map_leaves(&hir, &strip);
     (!bare.properties().look_set().contains_anchor()).then(|| bare.to_string())
+}
+
+/// `hir` rebuilt with `leaf` applied to each leaf (literal, class, look, empty), through
+/// repetitions, groups, concatenations and alternations.
+pub(crate) fn map_leaves(
+    hir: &regex_syntax::hir::Hir,
+    leaf: &dyn Fn(&regex_syntax::hir::Hir) -> regex_syntax::hir::Hir,
+) -> regex_syntax::hir::Hir {
+    use regex_syntax::hir::{Hir, HirKind};
+    match hir.kind() {
+        HirKind::Repetition(r) => {
+            let mut r = r.clone();
+            r.sub = Box::new(map_leaves(&r.sub, leaf));
+            Hir::repetition(r)
+        }
+        HirKind::Capture(c) => {
+            let mut c = c.clone();
+            c.sub = Box::new(map_leaves(&c.sub, leaf));
+            Hir::capture(c)
+        }
+        HirKind::Concat(v) => Hir::concat(v.iter().map(|h| map_leaves(h, leaf)).collect()),
+        HirKind::Alternation(v) => {
+            Hir::alternation(v.iter().map(|h| map_leaves(h, leaf)).collect())
+        }
+        _ => leaf(hir),
+    }
 }
 
 pub(crate) fn may_match_empty(pattern: &str) -> bool {

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use super::{Need, Web};
 use crate::api::ApiError;
 use crate::api::routes::{parse_id, parse_number};
+use crate::api::stages::StageBody;
 use crate::incident::{Command, Incident, Stage, Transition};
 
 #[derive(Deserialize)]
@@ -31,14 +32,6 @@ pub(super) struct IdOnly {
 
 #[derive(Deserialize, Default)]
 struct NoteBody {
-    #[serde(default)]
-    note: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StageBody {
-    stage: String,
     #[serde(default)]
     note: Option<String>,
 }
