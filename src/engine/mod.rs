@@ -869,13 +869,14 @@ fn detection(
             },
         }
     };
-    let render = |has: bool, name: &str, fallback: String| {
+    let render = |has: bool, name: &dyn Fn() -> String, fallback: String| {
         if !has {
             return fallback;
         }
-        match env.get_template(name) {
+        let name = name();
+        match env.get_template(&name) {
             Ok(t) => t.render(ctx()).unwrap_or_else(|e| {
-                tracing::warn!(rule = %c.id, template = name, error = %e, "template failed; using the default text");
+                tracing::warn!(rule = %c.id, template = %name, error = %e, "template failed; using the default text");
                 fallback
             }),
             Err(_) => fallback,
@@ -883,7 +884,7 @@ fn detection(
     };
     let key = render(
         c.incident_key.is_some(),
-        &format!("{}#key", c.id),
+        &|| format!("{}#key", c.id),
         if group_text.is_empty() {
             c.id.clone()
         } else {
@@ -914,7 +915,7 @@ fn detection(
         };
         render(
             c.summary.is_some(),
-            &format!("{}#summary", c.id),
+            &|| format!("{}#summary", c.id),
             default_summary,
         )
     };
