@@ -194,6 +194,12 @@ impl Event {
         let text = std::str::from_utf8(line).map_err(|e| DecodeError::InvalidUtf8 {
             offset: e.valid_up_to(),
         })?;
+        // The common case goes straight into the wire struct, without a JSON tree. Whatever
+        // it refuses (not an object, a bad field, a key twice) goes the way that says what is
+        // wrong and takes a repeated key's last value: the same answer either way.
+        if let Ok(wire) = serde_json::from_str::<WireEvent>(text) {
+            return Self::from_wire(wire, defaults);
+        }
         let value: Value =
             serde_json::from_str(text).map_err(|e| DecodeError::InvalidJson(e.to_string()))?;
         Self::from_value(value, defaults)
@@ -214,6 +220,10 @@ impl Event {
                 message,
             }
         })?;
+        Self::from_wire(wire, defaults)
+    }
+
+    fn from_wire(wire: WireEvent, defaults: &Defaults<'_>) -> Result<Event, DecodeError> {
         let kind = match wire.kind {
             Some(k) if !k.is_empty() => k,
             _ => return Err(DecodeError::MissingKind),
@@ -364,6 +374,25 @@ mod tests {
         assert_eq!(reason(br#"{"kind":"x","colour":"red"}"#), "invalid_field");
         let err = Event::decode(br#"{"kind":"x","level":"loud"}"#, &d).unwrap_err();
         assert!(err.to_string().contains("level"), "{err}");
+    }
+
+    #[test]
+    fn a_repeated_key_takes_its_last_value_as_before() {
+        // The typed fast path refuses a repeated key; the tree path takes the last value.
+        let e = Event::decode(br#"{"kind":"a","message":"x","kind":"b"}"#, &defaults()).unwrap();
+        assert_eq!((e.kind.as_str(), e.message.as_deref()), ("b", Some("x")));
+        assert!(matches!(
+            Event::decode(br#"["kind"]"#, &defaults()),
+            Err(DecodeError::NotAnObject)
+        ));
+        assert!(matches!(
+            Event::decode(br#"{"kind":"a","value":"high"}"#, &defaults()),
+            Err(DecodeError::InvalidField { .. })
+        ));
+        assert!(matches!(
+            Event::decode(br#"{"kind":"a","#, &defaults()),
+            Err(DecodeError::InvalidJson(_))
+        ));
     }
 
     #[test]
