@@ -4,6 +4,11 @@
 #   sparse   benches/gen_bruteforce.py: about 5% of the lines are failed passwords
 #   dense    benches/gen_dense.py: about 30% are (200 attackers, 5% IPv6, invalid users,
 #            scanners): a host under a brute-force campaign
+#   rules100 the dense log with 100 rules: the shipped SSH rules plus 98 fail2ban-style
+#            rules (an address after a program's own failure text) that this log never
+#            matches, given to every tool (awk: 98 more pattern-actions; SEC: 98 more rules);
+#            every rule is still tried on every line by the peers. fail2ban-regex takes one
+#            filter and is left out.
 # Tools:
 #   fail2ban-regex   the stock sshd filter (matching only: it has no threshold; its answer is
 #                    the number of failed-password lines)
@@ -14,7 +19,7 @@
 #   wc -l            the physical floor
 # Five rounds, each running every tool (the fast ones three times); each tool's median and
 # fastest time are reported. Every run's firings are checked against the answer.
-# Usage: benches/side_by_side.sh [LINES] [sparse|dense] (default 500000 sparse). Installs fail2ban, sec, mawk and
+# Usage: benches/side_by_side.sh [LINES] [sparse|dense|rules100] (default 500000 sparse). Installs fail2ban, sec, mawk and
 # gawk from Debian's packages when missing (needs root). Needs `cargo build --release`.
 # The input is written under /dev/shm (RAM) when it can be, or $BENCH_DIR: on the shared
 # development machine the page cache lets go of a 100 MB file on disk within seconds, and every
@@ -26,8 +31,8 @@ lines=${1:-500000}
 workload=${2:-sparse}
 case $workload in
   sparse) gen=benches/gen_bruteforce.py; field=bursts ;;
-  dense) gen=benches/gen_dense.py; field=firings ;;
-  *) echo "unknown workload $workload (sparse or dense)" >&2; exit 2 ;;
+  dense|rules100) gen=benches/gen_dense.py; field=firings ;;
+  *) echo "unknown workload $workload (sparse, dense or rules100)" >&2; exit 2 ;;
 esac
 if ! command -v fail2ban-regex >/dev/null || ! command -v sec >/dev/null \
   || ! command -v mawk >/dev/null || ! command -v gawk >/dev/null; then
@@ -35,7 +40,7 @@ if ! command -v fail2ban-regex >/dev/null || ! command -v sec >/dev/null \
 fi
 [ -x target/release/incidentctl ] || cargo build --release --bin incidentctl
 tmp=$(mktemp -d -p "${BENCH_DIR:-/dev/shm}" 2>/dev/null || mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+trap '[ -n "${KEEP_BENCH:-}" ] || rm -rf "$tmp"' EXIT
 answer=$(python3 "$gen" "$lines" "$tmp/auth.log")
 bursts=$(echo "$answer" | python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$field")
 failures=$(echo "$answer" | python3 -c 'import json,sys; print(json.load(sys.stdin)["failure_lines"])')
@@ -63,6 +68,24 @@ cat > "$tmp/rule.awk" <<'AWK'
 }
 END { print n + 0 }
 AWK
+if [ "$workload" = rules100 ]; then
+  # 98 more rules, the same for every tool; none matches this log.
+  echo >> "$tmp/ssh.sec"
+  for i in $(seq 1 98); do
+    cat >> "$tmp/rules/extra.toml" <<TOML
+[[rule]]
+id = "app$i-auth"
+kind = "threshold"
+where = { kind = "log" }
+regex = '^app$i\[\d+\]: authentication failed for \S+ from (?P<ip>[0-9A-Fa-f.:]+)'
+group_by = ["ip"]
+threshold = 5
+window = "1m"
+TOML
+    printf 'type=SingleWithThreshold\nptype=RegExp\npattern=app%s\[\d+\]: authentication failed for \S+ from ([\da-fA-F.:]+)\ndesc=app%s from $1\naction=write - APP$1\nwindow=60\nthresh=5\n\n' "$i" "$i" >> "$tmp/ssh.sec"
+    printf '/app%s\[[0-9]+\]: authentication failed for [^ ]+ from / { a%s++ }\n' "$i" "$i" >> "$tmp/rule.awk"
+  done
+fi
 
 one() { # times, name, command...: an untimed warm-up run (not for the 20-second
   # fail2ban-regex), so that no tool pays for the caches the previous one left cold, then
@@ -99,7 +122,7 @@ for _ in 1 2 3 4 5; do
   one 3 "mawk (same rule)" mawkr
   one 3 "gawk (same rule)" gawkr
   one 1 "sec (SingleWithThreshold)" secr
-  one 1 "fail2ban-regex (sshd filter)" f2b
+  [ "$workload" = rules100 ] || one 1 "fail2ban-regex (sshd filter)" f2b
 done
 # Peak RSS, one run each.
 {
@@ -108,7 +131,7 @@ done
   echo "mawk (same rule)	$(peak mawk -f "$tmp/rule.awk" "$tmp/auth.log")"
   echo "gawk (same rule)	$(peak gawk -f "$tmp/rule.awk" "$tmp/auth.log")"
   echo "sec (SingleWithThreshold)	$(peak sec --conf="$tmp/ssh.sec" --input="$tmp/auth.log" --notail --fromstart --log=/dev/null)"
-  echo "fail2ban-regex (sshd filter)	$(peak fail2ban-regex "$tmp/auth.log" /etc/fail2ban/filter.d/sshd.conf)"
+  [ "$workload" = rules100 ] || echo "fail2ban-regex (sshd filter)	$(peak fail2ban-regex "$tmp/auth.log" /etc/fail2ban/filter.d/sshd.conf)"
 } > "$tmp/rss"
 # Each tool's median and fastest time, and its output (all its runs must agree).
 python3 - "$tmp/times" > "$tmp/results" <<'PY'
@@ -139,7 +162,7 @@ for name, _, _, runs, out in rows:
     else:
         want = failures if name.startswith("fail2ban") else bursts
         check = f"{out} ({want}) {'ok' if out.strip() == want else 'WRONG'}"
-        if name.startswith("sec") and sys.argv[6] == "dense":
+        if name.startswith("sec") and sys.argv[6] != "sparse":
             # SEC's windows run on its own clock: reading a file, the whole file is one
             # 60 s window, so each address fires once. Not comparable on this workload.
             check = f"{out} (n/a: SEC's windows run on its own clock)"
