@@ -536,7 +536,9 @@ pub(super) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResu
 }
 
 /// An empty body is fine where every field is optional.
-fn parse_optional<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> ApiResult<T> {
+pub(super) fn parse_optional<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+) -> ApiResult<T> {
     if body.trim_ascii().is_empty() {
         Ok(T::default())
     } else {

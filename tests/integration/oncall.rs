@@ -92,10 +92,7 @@ async fn owned_services_go_to_the_primary_on_call() {
 
 #[test]
 fn bad_teams_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("incidentd.toml");
-    std::fs::write(
-        &file,
+    assert_refused(
         r#"
 [[team]]
 name = "empty"
@@ -112,18 +109,12 @@ overrides = [{ start = "2026-12-02T00:00:00Z", end = "2026-12-03T00:00:00Z", mem
 name = "db"
 owner = "nobody"
 "#,
-    )
-    .unwrap();
-    let out = check_config(&file);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    for want in [
-        "incidentd.toml:2: team[0]: team `empty` has no members",
-        "incidentd.toml:7: team[1]: override member `zed` is not a member of team `x`",
-        "service[db].owner: no [[team]] is named `nobody`",
-    ] {
-        assert!(err.contains(want), "missing {want:?} in\n{err}");
-    }
+        &[
+            "incidentd.toml:2: team[0]: team `empty` has no members",
+            "incidentd.toml:7: team[1]: override member `zed` is not a member of team `x`",
+            "service[db].owner: no [[team]] is named `nobody`",
+        ],
+    );
 }
 
 fn paging(url: &str) -> String {
@@ -272,10 +263,7 @@ async fn routes_and_escalations_page_whoever_is_on_call() {
 
 #[test]
 fn bad_oncall_targets_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("incidentd.toml");
-    std::fs::write(
-        &file,
+    assert_refused(
         r#"
 [[team]]
 name = "dbteam"
@@ -299,18 +287,12 @@ channels = ["oncall:nope:primary"]
 [[route]]
 channels = ["oncall:tertiary"]
 "#,
-    )
-    .unwrap();
-    let out = check_config(&file);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    for want in [
-        "team[dbteam].contacts.ana: no [[channel]] has the id `nowhere`",
-        "team[1]: contacts name `zed`, who is not a member of team `ops`",
-        "channel[oncall:mine].id: `oncall:` names on-call targets",
-        "route[0].channels: no [[team]] is named `nope` (in `oncall:nope:primary`)",
-        "route[1].channels: `oncall:tertiary` is not an on-call target",
-    ] {
-        assert!(err.contains(want), "missing {want:?} in\n{err}");
-    }
+        &[
+            "team[dbteam].contacts.ana: no [[channel]] has the id `nowhere`",
+            "team[1]: contacts name `zed`, who is not a member of team `ops`",
+            "channel[oncall:mine].id: `oncall:` names on-call targets",
+            "route[0].channels: no [[team]] is named `nope` (in `oncall:nope:primary`)",
+            "route[1].channels: `oncall:tertiary` is not an on-call target",
+        ],
+    );
 }

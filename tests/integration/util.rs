@@ -375,6 +375,20 @@ impl Drop for TestDaemon {
 }
 
 /// Runs `incidentd --check-config FILE`.
+/// Writes `text` as a config file and checks that `--check-config` refuses it with every
+/// message of `wants`.
+pub fn assert_refused(text: &str, wants: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("incidentd.toml");
+    std::fs::write(&file, text).unwrap();
+    let out = check_config(&file);
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    for want in wants {
+        assert!(err.contains(want), "missing {want:?} in\n{err}");
+    }
+}
+
 pub fn check_config(file: &Path) -> std::process::Output {
     Command::new(BIN)
         .arg("--check-config")

@@ -10,12 +10,11 @@ use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::{Need, Web};
 use crate::api::ApiError;
-use crate::api::routes::{parse_id, parse_number};
+use crate::api::routes::{parse_id, parse_json, parse_number, parse_optional};
 use crate::api::stages::StageBody;
 use crate::incident::{Command, Incident, Stage, Transition};
 
@@ -34,18 +33,6 @@ pub(super) struct IdOnly {
 struct NoteBody {
     #[serde(default)]
     note: Option<String>,
-}
-
-/// The JSON body, or its default when there is none.
-fn body_or_default<T: DeserializeOwned + Default>(
-    body: Result<Bytes, BytesRejection>,
-) -> Result<T, ApiError> {
-    let body = body?;
-    if body.is_empty() {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
 fn note(n: Option<String>) -> Option<String> {
@@ -71,7 +58,7 @@ pub(super) async fn transition(
             )));
         }
     };
-    let b: NoteBody = body_or_default(body)?;
+    let b: NoteBody = parse_optional(&body?)?;
     let inc = web
         .api
         .incidents
@@ -94,9 +81,7 @@ pub(super) async fn stage(
 ) -> Result<Json<Incident>, ApiError> {
     let actor = web.actor(&headers, Need::Responder)?;
     let id = parse_id(&path?.0.id)?;
-    let body = body?;
-    let b: StageBody = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+    let b: StageBody = parse_json(&body?)?;
     let stage: Stage = b.stage.parse().map_err(ApiError::bad_request)?;
     let inc = web
         .api
@@ -127,7 +112,7 @@ pub(super) async fn decide(
     let actor = web.actor(&headers, Need::Admin)?;
     let Path(p) = path?;
     let id = parse_number(&p.id, "an action run id")?;
-    let b: NoteBody = body_or_default(body)?;
+    let b: NoteBody = parse_optional(&body?)?;
     let remediation = &web.api.remediation;
     let run = match p.decision.as_str() {
         "approve" => remediation.approve(id, actor.into()).await?,
