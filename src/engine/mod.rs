@@ -9,6 +9,7 @@
 
 pub mod config;
 mod index;
+mod literals;
 pub mod rule;
 mod sink;
 mod task;
@@ -170,7 +171,7 @@ fn definition(c: &RuleConfig) -> String {
 pub struct Engine {
     rules: Vec<Rule>,
     /// Every rule's regex in one set, when at least two rules have one.
-    prefilter: Option<regex::RegexSet>,
+    prefilter: Option<rule::SharedSet>,
     /// Which rules the set can rule out for an event (with the set).
     index: index::RuleIndex,
     templates: minijinja::Environment<'static>,
@@ -703,9 +704,6 @@ impl Engine {
     }
 }
 
-/// One `RegexSet` of every rule's regex, when two or more rules have one (for a single regex
-/// the set would only add a pass); each such rule learns its pattern's index.
-/// Whether `pattern` can match the empty string (or cannot be parsed, to be safe).
 /// The pattern a whole line is filtered with, for a rule's pattern on the message: the
 /// message is the line's end (after `program[pid]: `), so a pattern anchored to the
 /// message's start or end matches, without its anchors, somewhere in the line. Dropping the
@@ -760,11 +758,15 @@ pub(crate) fn map_leaves(
     }
 }
 
+/// Whether `pattern` can match the empty string (or cannot be parsed, to be safe).
 pub(crate) fn may_match_empty(pattern: &str) -> bool {
     regex_syntax::parse(pattern).map_or(true, |h| h.properties().minimum_len() == Some(0))
 }
 
-fn prefilter_for(rules: &mut [Rule]) -> Option<regex::RegexSet> {
+/// One `RegexSet` of every rule's regex, when two or more rules have one (for a single regex
+/// the set would only add a pass), with their literal prefilter; each such rule learns its
+/// pattern's index.
+fn prefilter_for(rules: &mut [Rule]) -> Option<rule::SharedSet> {
     let patterns: Vec<&str> = rules
         .iter()
         .filter_map(|r| r.config.common.regex.as_ref().map(|p| p.as_str()))
@@ -783,7 +785,8 @@ fn prefilter_for(rules: &mut [Rule]) -> Option<regex::RegexSet> {
                 .build()
                 .ok()
         })
-        .flatten();
+        .flatten()
+        .map(|set| rule::SharedSet::new(set, &patterns));
     if set.is_none() {
         for r in rules.iter_mut() {
             r.pattern = None;

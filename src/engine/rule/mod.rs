@@ -216,11 +216,28 @@ pub struct Marks {
     pub value: Option<f64>,
 }
 
+/// Every rule's regex in one `RegexSet`, with the literal prefilter of them all when there
+/// is an exact and fast one.
+#[derive(Debug, Clone)]
+pub struct SharedSet {
+    pub(crate) set: regex::RegexSet,
+    pub(crate) literals: Option<crate::engine::literals::Literals>,
+}
+
+impl SharedSet {
+    pub(crate) fn new(set: regex::RegexSet, patterns: &[&str]) -> SharedSet {
+        SharedSet {
+            set,
+            literals: crate::engine::literals::Literals::new(patterns),
+        }
+    }
+}
+
 /// One pass over a message for every rule's regex at once (a `RegexSet`), taken lazily the
 /// first time a regex rule's `where` holds for the event; a rule then runs its own regex (for
 /// the captures) only if the set says it matches.
 pub struct RegexGate<'a> {
-    set: Option<&'a regex::RegexSet>,
+    set: Option<&'a SharedSet>,
     /// `None` until asked; then `Some(None)` when no pattern matches (known without
     /// allocating), or `Some(Some(list))`.
     matches: Option<Option<regex::SetMatches>>,
@@ -229,7 +246,7 @@ pub struct RegexGate<'a> {
 }
 
 impl<'a> RegexGate<'a> {
-    pub fn new(set: Option<&'a regex::RegexSet>, likely: bool) -> Self {
+    pub fn new(set: Option<&'a SharedSet>, likely: bool) -> Self {
         RegexGate {
             set,
             matches: None,
@@ -258,20 +275,27 @@ impl<'a> RegexGate<'a> {
     }
 
     /// Whether pattern `p` of the set can match `message` (true without a set). A message no
-    /// pattern matches costs one `is_match` scan and no allocation.
+    /// pattern matches costs one scan (the literals' when there are some, else the set's
+    /// `is_match`) and no allocation.
     fn allows(&mut self, p: usize, message: &str) -> bool {
         match self.set {
             None => true,
-            Some(set) => {
+            Some(shared) => {
                 let likely = self.likely;
                 self.matches
                     .get_or_insert_with(|| {
-                        // On filtered input a match is likely: which patterns match, in one
-                        // pass; otherwise a cheaper `is_match` first.
-                        if likely {
-                            Some(set.matches(message)).filter(|m| m.matched_any())
-                        } else {
-                            set.is_match(message).then(|| set.matches(message))
+                        let set = &shared.set;
+                        match &shared.literals {
+                            // No literal, no match; a literal found makes a match likely:
+                            // which patterns match, in one pass.
+                            Some(l) if !l.may_match(message) => None,
+                            Some(_) => Some(set.matches(message)).filter(|m| m.matched_any()),
+                            // On filtered input a match is likely: which patterns match, in
+                            // one pass; otherwise a cheaper `is_match` first.
+                            None if likely => {
+                                Some(set.matches(message)).filter(|m| m.matched_any())
+                            }
+                            None => set.is_match(message).then(|| set.matches(message)),
                         }
                     })
                     .as_ref()
