@@ -53,7 +53,9 @@ impl From<Detection> for ReplayDetection {
     }
 }
 
-/// The result of a replay; its JSON form is what `rules test -o json` prints.
+/// The result of a replay: counts, not detections (they go to the caller one by one as they
+/// fire, so a replay's memory does not grow with what it finds). Its JSON form is what
+/// `rules test -o json` prints after the detections.
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub lines: u64,
@@ -64,7 +66,9 @@ pub struct Report {
     pub skipped: u64,
     pub seconds: f64,
     pub rules: Vec<RuleCount>,
-    pub detections: Vec<ReplayDetection>,
+    /// How many detections were handed over.
+    #[serde(skip)]
+    pub detected: u64,
     /// The first rejected lines with their reasons (at most 20), for people.
     #[serde(skip)]
     pub first_rejections: Vec<(u64, String)>,
@@ -90,17 +94,18 @@ impl Replay {
         crate::watermark::latest_accepted(self.default_ts, self.max_future_skew)
     }
 
-    /// Runs `input` through `engine`. `progress` is called with the bytes read so far every
-    /// few thousand lines.
+    /// Runs `input` through `engine`, handing each detection to `detected` as it fires, in
+    /// order. `progress` is called with the bytes read so far every few thousand lines.
     pub fn run(
         &self,
         engine: &mut Engine,
         input: impl Read,
         progress: impl FnMut(u64),
+        detected: &mut dyn FnMut(ReplayDetection),
     ) -> std::io::Result<Report> {
         // The report keeps only what lean detections hold.
         engine.lean = true;
-        let report = self.run_lean(engine, input, progress);
+        let report = self.run_lean(engine, input, progress, detected);
         engine.lean = false;
         engine.prefiltered = false;
         report
@@ -111,6 +116,7 @@ impl Replay {
         engine: &mut Engine,
         mut input: impl Read,
         mut progress: impl FnMut(u64),
+        detected: &mut dyn FnMut(ReplayDetection),
     ) -> std::io::Result<Report> {
         let started = Instant::now();
         let mut run = Run {
@@ -122,9 +128,10 @@ impl Replay {
                 skipped: 0,
                 seconds: 0.0,
                 rules: Vec::new(),
-                detections: Vec::new(),
+                detected: 0,
                 first_rejections: Vec::new(),
             },
+            detected,
             // Reused for syslog lines: parsing overwrites its buffers instead of allocating.
             scratch: log_event(String::new(), self.default_ts, &self.host),
             out: Vec::new(),
@@ -384,6 +391,7 @@ fn newlines_and_ascii(bytes: &[u8]) -> (u64, bool) {
 struct Run<'a> {
     replay: &'a Replay,
     report: Report,
+    detected: &'a mut dyn FnMut(ReplayDetection),
     scratch: Event,
     out: Vec<Detection>,
     /// The replay's clock: the newest event time seen; lines without a time get it (or
@@ -556,9 +564,7 @@ impl Run<'_> {
                 self.report.events += 1;
                 self.newest = Some(self.newest.map_or(ev.ts, |n| n.max(ev.ts)));
                 engine.on_event(ev, &mut self.out);
-                self.report
-                    .detections
-                    .extend(self.out.drain(..).map(ReplayDetection::from));
+                hand_over(&mut self.out, &mut self.report, self.detected);
             }
             Err(e) => {
                 self.report.rejected += 1;
@@ -570,22 +576,22 @@ impl Run<'_> {
     }
 
     fn tick(&mut self, engine: &mut Engine) {
-        tick(engine, self.newest, &mut self.out, &mut self.report);
+        if let Some(now) = self.newest {
+            engine.on_tick(now, &mut self.out);
+            hand_over(&mut self.out, &mut self.report, self.detected);
+        }
     }
 }
 
-/// Advances the engine to `now` (when any time is known) and collects what fired.
-fn tick(
-    engine: &mut Engine,
-    now: Option<Timestamp>,
+/// What fired, to the caller, counted.
+fn hand_over(
     out: &mut Vec<Detection>,
     report: &mut Report,
+    detected: &mut dyn FnMut(ReplayDetection),
 ) {
-    if let Some(now) = now {
-        engine.on_tick(now, out);
-        report
-            .detections
-            .extend(out.drain(..).map(ReplayDetection::from));
+    for d in out.drain(..) {
+        report.detected += 1;
+        detected(ReplayDetection::from(d));
     }
 }
 
@@ -632,8 +638,21 @@ mod tests {
         }
     }
 
+    /// A replay's report with every detection it handed over.
+    struct Replayed {
+        report: Report,
+        detections: Vec<ReplayDetection>,
+    }
+
+    impl std::ops::Deref for Replayed {
+        type Target = Report;
+        fn deref(&self) -> &Report {
+            &self.report
+        }
+    }
+
     /// `log` read as syslog of 2026 through a fresh engine with `rules`.
-    fn syslog_replay(rules: &str, log: &[u8]) -> Report {
+    fn syslog_replay(rules: &str, log: &[u8]) -> Replayed {
         let replay = Replay {
             format: Format::Syslog,
             year: 2026,
@@ -641,7 +660,12 @@ mod tests {
             default_ts: Timestamp(0),
             max_future_skew: std::time::Duration::MAX,
         };
-        replay.run(&mut engine(rules), log, |_| {}).unwrap()
+        let mut detections = Vec::new();
+        let report = replay
+            .run(&mut engine(rules), log, |_| {}, &mut |d| detections.push(d))
+            .unwrap();
+        assert_eq!(report.detected, detections.len() as u64);
+        Replayed { report, detections }
     }
 
     const SSH: &str = r#"
@@ -725,7 +749,7 @@ group_by = ["ip"]
                 log == &valid[..],
                 "only valid UTF-8 is filtered"
             );
-            let ssh = |r: &Report| -> Vec<(String, i64)> {
+            let ssh = |r: &Replayed| -> Vec<(String, i64)> {
                 r.detections
                     .iter()
                     .filter(|d| d.rule == "ssh")
@@ -795,7 +819,7 @@ group_by = ["host"]
         ));
         assert!(fast.skipped > 0 && slow.skipped == 0);
         for id in ["disk", "oom"] {
-            let of = |r: &Report| {
+            let of = |r: &Replayed| {
                 r.detections
                     .iter()
                     .filter(|d| d.rule == id)

@@ -10,7 +10,7 @@ pub(super) fn rules_test(
     expect: Option<&std::path::Path>,
     json_out: bool,
 ) -> Result<(), CliError> {
-    use std::io::IsTerminal;
+    use std::io::{IsTerminal, Write as _};
     // Read the expectations first: a broken expect file fails before the replay runs.
     let expected = expect.map(read_expectations).transpose()?;
     let configs = crate::config::load_rules(rules).map_err(|e| CliError::Failed(e.to_string()))?;
@@ -42,17 +42,51 @@ pub(super) fn rules_test(
         max_future_skew: crate::watermark::DEFAULT_MAX_FUTURE_SKEW,
     };
     let show_progress = !json_out && total > (8 << 20) && std::io::stderr().is_terminal();
+    // Detections are kept only as far as needed: all of them to compare with expectations,
+    // the first 50 to show; `-o json` writes each one as it fires, so memory does not grow
+    // with the number of detections.
+    let keep = if expected.is_some() {
+        usize::MAX
+    } else if json_out {
+        0
+    } else {
+        50
+    };
+    let mut kept = Vec::new();
+    let mut json = json_out.then(|| {
+        let mut w = std::io::BufWriter::with_capacity(64 << 10, std::io::stdout().lock());
+        crate::cli::wrote(w.write_all(b"{\"detections\":["));
+        w
+    });
+    let mut first = true;
     let report = replay
-        .run(&mut engine, input, |done| {
-            if show_progress {
-                eprint!("\r{:>3}% of {} MB", done * 100 / total.max(1), total >> 20);
-            }
-        })
+        .run(
+            &mut engine,
+            input,
+            |done| {
+                if show_progress {
+                    eprint!("\r{:>3}% of {} MB", done * 100 / total.max(1), total >> 20);
+                }
+            },
+            &mut |d| {
+                if let Some(w) = json.as_mut() {
+                    let comma: &[u8] = if first { b"" } else { b"," };
+                    first = false;
+                    crate::cli::wrote(w.write_all(comma));
+                    crate::cli::wrote(
+                        serde_json::to_writer(&mut *w, &d).map_err(std::io::Error::from),
+                    );
+                }
+                if kept.len() < keep {
+                    kept.push(d);
+                }
+            },
+        )
         .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", file.display())))?;
     if show_progress {
         eprintln!();
     }
-    let verdict = expected.map(|want| compare_detections(&want, &report.detections));
+    let verdict = expected.map(|want| compare_detections(&want, &kept));
     // Like `send`: a file none of whose lines could be read is a failure (a wrong --format,
     // say), not an empty report.
     let all_rejected = report.rejected > 0 && report.events == 0;
@@ -62,8 +96,14 @@ pub(super) fn rules_test(
             report.rejected
         ))
     };
-    if json_out {
-        outln!("{}", serde_json::to_string(&report).unwrap_or_default());
+    if let Some(mut w) = json {
+        // The counts after the detections: `],` then the report's own fields.
+        let counts = serde_json::to_string(&report).unwrap_or_default();
+        let fields = counts.strip_prefix('{').unwrap_or(&counts);
+        crate::cli::wrote(w.write_all(b"],"));
+        crate::cli::wrote(w.write_all(fields.as_bytes()));
+        crate::cli::wrote(w.write_all(b"\n"));
+        crate::cli::wrote(w.flush());
         if all_rejected {
             return Err(all_rejected_err());
         }
@@ -76,8 +116,8 @@ pub(super) fn rules_test(
         .collect();
     out!("{}", table(&["RULE", "MATCHED", "FIRED"], &rows));
     outln!();
-    let shown = report.detections.len().min(50);
-    let rows: Vec<Vec<String>> = report.detections[..shown]
+    let shown = kept.len().min(50);
+    let rows: Vec<Vec<String>> = kept[..shown]
         .iter()
         .map(|d| {
             vec![
@@ -89,10 +129,10 @@ pub(super) fn rules_test(
         })
         .collect();
     out!("{}", table(&["EVENT TIME", "RULE", "KEY", "COUNT"], &rows));
-    if report.detections.len() > shown {
+    if report.detected > shown as u64 {
         outln!(
             "… and {} more detections (-o json lists them all)",
-            report.detections.len() - shown
+            report.detected - shown as u64
         );
     }
     for (line, err) in &report.first_rejections {
@@ -105,7 +145,7 @@ pub(super) fn rules_test(
         report.events,
         report.skipped,
         report.rejected,
-        report.detections.len(),
+        report.detected,
         report.seconds,
         rate
     );
@@ -116,7 +156,7 @@ pub(super) fn rules_test(
         v?;
         outln!(
             "expectations met: {} detection(s) as expected",
-            report.detections.len()
+            report.detected
         );
     }
     Ok(())

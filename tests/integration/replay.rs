@@ -246,3 +246,57 @@ fn every_line_rejected_is_a_failure() {
         .unwrap();
     assert!(ok.status.success(), "{ok:?}");
 }
+
+/// Detections are handed over as they fire, not held for the report: `-o json` lists every
+/// one (written as it fires, the counts after them), the table shows the first 50 and says
+/// how many more, and both count the same.
+#[test]
+fn json_lists_every_detection_and_the_table_the_first_fifty() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("auth.log");
+    let mut text = String::new();
+    for i in 0..60u32 {
+        for s in 0..5u32 {
+            text.push_str(&format!(
+                "Nov 23 10:{:02}:{s:02} h sshd[1]: Failed password for root from 10.0.0.{i} port 22 ssh2\n",
+                i % 60
+            ));
+        }
+    }
+    std::fs::write(&log, text).unwrap();
+    let rules = Path::new(ROOT).join("etc/rules.d/ssh.toml");
+    let report = rules_test(&log, &rules, "syslog", &["--year", "2026"]);
+    let found = report["detections"].as_array().unwrap();
+    assert_eq!(found.len(), 60, "{report}");
+    let ips: Vec<&str> = found
+        .iter()
+        .map(|d| d["labels"]["ip"].as_str().unwrap())
+        .collect();
+    let want: Vec<String> = (0..60).map(|i| format!("10.0.0.{i}")).collect();
+    assert_eq!(ips, want);
+    assert_eq!(
+        (report["lines"].as_u64(), report["events"].as_u64()),
+        (Some(300), Some(300))
+    );
+    assert_eq!(report["rules"][0]["fired"].as_u64(), Some(60), "{report}");
+
+    let out = Command::new(CTL)
+        .args(["rules", "test"])
+        .arg(&log)
+        .arg("--rules")
+        .arg(&rules)
+        .args(["--format", "syslog", "--year", "2026"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("… and 10 more detections"), "{text}");
+    assert!(
+        text.contains("10.0.0.49") && !text.contains("10.0.0.50 "),
+        "{text}"
+    );
+    assert!(
+        text.contains("300 events, 0 not parsed (no rule could match), 0 rejected, 60 detections"),
+        "{text}"
+    );
+}
