@@ -7,7 +7,7 @@ Generates LINES NDJSON events (90% ordinary log lines, 10% failed SSH passwords 
 addresses), times `wc -l` on the file as the baseline, starts target/release/incidentd on the
 shipped config in a temporary folder, sends the file over one ingest-socket connection and
 waits until /v1/status shows every event through the engine. Prints figures and the ratio to
-`wc -l`; measures, asserts nothing.
+`wc -l`, and the daemon's busiest threads by CPU time; measures, asserts nothing.
 """
 import json, os, random, shutil, socket, subprocess, sys, tempfile, time
 
@@ -83,6 +83,16 @@ def main():
         ingest = time.perf_counter() - t0
         st = get(ctl, "/v1/status")
         rss_kb = int(open(f"/proc/{d.pid}/status").read().split("VmHWM:")[1].split()[0])
+        threads = {}
+        for t in os.listdir(f"/proc/{d.pid}/task"):
+            try:
+                comm = open(f"/proc/{d.pid}/task/{t}/comm").read().strip()
+                f = open(f"/proc/{d.pid}/task/{t}/stat").read().rsplit(")", 1)[1].split()
+                cpu = (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+            except OSError:
+                continue
+            if cpu >= 0.05:
+                threads[f"{comm}/{t}"] = cpu
         d.terminate()
         d.wait(timeout=30)
 
@@ -93,6 +103,8 @@ def main():
         print(f"ratio                  {ingest / wc:.0f}x the time of wc -l")
         print(f"incidents created      {st['incidents']['created']}, detections {st['engine']['detections']}")
         print(f"peak RSS               {rss_kb / 1024:.0f} MiB")
+        busiest = sorted(threads.items(), key=lambda kv: -kv[1])[:6]
+        print("busiest threads (CPU s) " + ", ".join(f"{k} {v:.2f}" for k, v in busiest))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -434,9 +434,10 @@ pub async fn run(
     plugins.max_future_skew = config.engine.max_future_skew;
     plugins.apply(&config.plugins);
 
-    let tail_budget = Arc::new(tokio::sync::Semaphore::new(config.daemon.event_queue.max(
+    // Lines and events in flight from the file sources and the ingest connections.
+    let line_budget = Arc::new(tokio::sync::Semaphore::new(config.daemon.event_queue.max(
         // A batch must always fit.
-        crate::source::tail::BATCH_LINES,
+        crate::source::tail::BATCH_LINES.max(crate::source::socket::BATCH_EVENTS),
     )));
     for fc in &config.sources.file {
         let tail = crate::source::tail::FileTail {
@@ -447,7 +448,7 @@ pub async fn run(
             clock: clock.clone(),
             restored: cursors.remove(&fc.id).unwrap_or_default(),
             known: known_sources.contains(&fc.id),
-            budget: tail_budget.clone(),
+            budget: line_budget.clone(),
             progress: tail_progress.pop_front().unwrap_or_else(|| backlog.input()),
             config: fc.clone(),
         };
@@ -541,6 +542,7 @@ pub async fn run(
         roles: roles.clone(),
         idle_timeout: config.ingest.idle_timeout,
         events: events_tx.clone(),
+        budget: line_budget.clone(),
         telemetry: telemetry.clone(),
         clock: clock.clone(),
         host: host.clone(),

@@ -37,6 +37,16 @@ use rule::{Hit, Rule};
 pub enum Input {
     /// An event and when it reached its source.
     Event(Event, std::time::Instant),
+    /// Events of one ingest connection, in order: the lines one read brought, decoded.
+    Events {
+        events: Vec<Event>,
+        /// When the read brought them.
+        read_at: std::time::Instant,
+        /// One permit per event of the budget the ingest connections share with the file
+        /// sources (`[daemon] event_queue`), given back when the input is dropped after it
+        /// was applied.
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    },
     /// Lines of one file read up to `cursor.offset`. The cursor is recorded once the events
     /// are applied, so a checkpoint's cursors and window state always agree (DESIGN §5).
     Tail {
@@ -362,6 +372,12 @@ impl Engine {
         match input {
             Input::Event(ev, _) => {
                 self.on_event(ev, out);
+                false
+            }
+            Input::Events { events, .. } => {
+                for ev in events {
+                    self.on_event(ev, out);
+                }
                 false
             }
             Input::Tail { lines, cursor, .. } => {

@@ -83,6 +83,7 @@ pub async fn run<S: DetectionSink, T: Tap>(
                 let Some(input) = ev else { break };
                 telemetry.engine_events.add(match &input {
                     Input::Event(..) => 1,
+                    Input::Events { events, .. } => events.len() as u64,
                     Input::Tail { lines, .. } => lines.len() as u64,
                     Input::Journal { entries, .. } => entries.len() as u64,
                     Input::TailDone { .. } | Input::Plugin { .. } => 0,
@@ -91,6 +92,7 @@ pub async fn run<S: DetectionSink, T: Tap>(
                 telemetry.watermark.set_clock(engine.now());
                 let arrived = match &input {
                     Input::Event(_, at)
+                    | Input::Events { read_at: at, .. }
                     | Input::Tail { read_at: at, .. }
                     | Input::Journal { read_at: at, .. } => Some(*at),
                     Input::TailDone { .. } | Input::Plugin { .. } => None,

@@ -118,6 +118,7 @@ impl crate::engine::Tap for Feeds {
         };
         match input {
             Input::Event(ev, _) => one(ev),
+            Input::Events { events, .. } => events.iter().for_each(one),
             Input::Tail { lines, .. } => lines.iter().for_each(|(_, ev)| one(ev)),
             _ => {}
         }

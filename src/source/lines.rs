@@ -76,6 +76,14 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
     }
 }
 
+impl<R: tokio::io::AsyncRead> LineReader<tokio::io::BufReader<R>> {
+    /// Whether the next line is already buffered: [`LineReader::next_line`] then returns it
+    /// without waiting for the peer.
+    pub fn line_buffered(&self) -> bool {
+        memchr::memchr(b'\n', self.inner.buffer()).is_some()
+    }
+}
+
 fn trim_cr(b: &[u8]) -> &[u8] {
     b.strip_suffix(b"\r").unwrap_or(b)
 }

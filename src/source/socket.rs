@@ -6,8 +6,11 @@
 //! `max_connections_per_user` of one user, admins always; a connection idle for
 //! `idle_timeout` is closed); one task
 //! per connection reads lines, decodes them, and sends events to the engine with `send().await`
-//! so a full pipeline slows writers down instead of dropping. A bad line is counted, logged
-//! (throttled) and skipped; the connection keeps going.
+//! so a full pipeline slows writers down instead of dropping. The events one read brought go
+//! as one batch (at most [`BATCH_EVENTS`], holding one permit per event of the budget shared
+//! with the file sources), handed over as soon as the next line would wait for the peer: one
+//! wake-up of the engine per read instead of per event, and no event waits for a later one.
+//! A bad line is counted, logged (throttled) and skipped; the connection keeps going.
 
 use std::sync::Arc;
 
@@ -23,6 +26,9 @@ use crate::clock::Clock;
 use crate::event::{DecodeError, Defaults, Event};
 use crate::telemetry::Telemetry;
 
+/// The most events one connection hands over at once.
+pub const BATCH_EVENTS: usize = 256;
+
 pub struct IngestSocket {
     pub listener: UnixListener,
     pub max_line_bytes: usize,
@@ -37,6 +43,9 @@ pub struct IngestSocket {
     /// A connection silent this long is closed.
     pub idle_timeout: std::time::Duration,
     pub events: mpsc::Sender<crate::engine::Input>,
+    /// Events in flight from every ingest connection and file source (`[daemon]
+    /// event_queue`, at least [`BATCH_EVENTS`]).
+    pub budget: Arc<tokio::sync::Semaphore>,
     pub telemetry: Arc<Telemetry>,
     pub clock: Arc<dyn Clock>,
     pub host: Arc<str>,
@@ -145,9 +154,24 @@ impl IngestSocket {
             self.max_line_bytes,
         );
         let mut n = 0u64;
+        let mut batch = Vec::with_capacity(BATCH_EVENTS);
         loop {
+            // What was decoded goes before waiting for the peer (so every event read is
+            // handed over however the connection ends), or once the batch is full.
+            if !batch.is_empty()
+                && (batch.len() >= BATCH_EVENTS || !reader.line_buffered())
+                && !self.hand_over(&mut batch).await
+            {
+                return; // the engine is gone: shutting down
+            }
             let line = tokio::select! {
-                _ = cancel.cancelled() => return,
+                _ = cancel.cancelled() => {
+                    // Lines still buffered were read: their events go too.
+                    if !batch.is_empty() {
+                        self.hand_over(&mut batch).await;
+                    }
+                    return;
+                }
                 l = tokio::time::timeout(self.idle_timeout, reader.next_line()) => match l {
                     Ok(l) => l,
                     Err(_) => {
@@ -179,19 +203,28 @@ impl IngestSocket {
             };
             counters.lines.inc();
             match decoded {
-                Ok(ev) => {
-                    if self
-                        .events
-                        .send(crate::engine::Input::Event(ev, std::time::Instant::now()))
-                        .await
-                        .is_err()
-                    {
-                        return; // the engine is gone: shutting down
-                    }
-                    counters.accepted.inc();
-                }
+                Ok(ev) => batch.push(ev),
                 Err(e) => counters.reject(&e, n),
             }
         }
+    }
+
+    /// Sends the batch to the engine once the budget has room for it; false when the engine
+    /// is gone.
+    async fn hand_over(&self, batch: &mut Vec<Event>) -> bool {
+        let n = batch.len();
+        let Ok(permit) = self.budget.clone().acquire_many_owned(n as u32).await else {
+            return false;
+        };
+        let input = crate::engine::Input::Events {
+            events: std::mem::replace(batch, Vec::with_capacity(BATCH_EVENTS)),
+            read_at: std::time::Instant::now(),
+            permit: Some(permit),
+        };
+        if self.events.send(input).await.is_err() {
+            return false;
+        }
+        self.telemetry.ingest.accepted.add(n as u64);
+        true
     }
 }

@@ -205,3 +205,55 @@ async fn absence_fires_live_on_wall_time() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// Events go to the engine in batches of what one read brought, but none waits for a later
+/// line: on a connection that stays open, the lines sent so far are applied while a partial
+/// line is still unfinished, and a batch larger than one hand-over arrives whole, in order.
+#[tokio::test]
+async fn an_open_connection_hands_over_what_it_read_without_waiting() {
+    let d = TestDaemon::start(SSH_RULE).await;
+    let events = || async {
+        d.get("/v1/status").await["engine"]["events"]
+            .as_u64()
+            .unwrap()
+    };
+    let wait_events = |n: u64| async move {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let got = events().await;
+            if got == n {
+                return;
+            }
+            assert!(got < n, "{got} events, expected {n}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{got} events, expected {n}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    let mut s = UnixStream::connect(d.ingest_path()).unwrap();
+    // Four failures and half of a fifth line: the four are applied, nothing fires.
+    let mut text: String = (0..4)
+        .map(|_| failed_password("192.0.2.77") + "\n")
+        .collect();
+    let fifth = failed_password("192.0.2.77");
+    let (head, tail) = fifth.split_at(fifth.len() / 2);
+    text.push_str(head);
+    s.write_all(text.as_bytes()).unwrap();
+    wait_events(4).await;
+    assert!(d.real_incidents().await.is_empty());
+    // The rest of the fifth line, then 1,000 more lines (several batches) on the same
+    // connection, still open: the fifth fires, and every event is applied.
+    s.write_all(format!("{tail}\n").as_bytes()).unwrap();
+    let more: String = (0..1000)
+        .map(|i| failed_password(&format!("198.51.100.{}", i % 200)) + "\n")
+        .collect();
+    s.write_all(more.as_bytes()).unwrap();
+    wait_events(1005).await;
+    d.wait_for_key("ssh/192.0.2.77").await;
+    let st = d.get("/v1/status").await;
+    assert_eq!(st["sources"][0]["id"], "ingest", "{st}");
+    assert_eq!(st["sources"][0]["accepted"].as_u64(), Some(1005), "{st}");
+    drop(s);
+}
