@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use crate::util::{CTL, rules_test};
+use crate::util::{CTL, rules_test, rules_test_run};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -222,28 +222,16 @@ fn every_line_rejected_is_a_failure() {
     )
     .unwrap();
     let rules = Path::new(ROOT).join("etc/rules.d/ssh.toml");
-    for extra in [&[][..], &["-o", "json"]] {
-        let out = Command::new(CTL)
-            .args(["rules", "test"])
-            .arg(&log)
-            .arg("--rules")
-            .arg(&rules)
-            .args(["--format", "ndjson"])
-            .args(extra)
-            .output()
-            .unwrap();
+    for args in [
+        &["--format", "ndjson"][..],
+        &["--format", "ndjson", "-o", "json"],
+    ] {
+        let out = rules_test_run(&log, &rules, args);
         assert_eq!(out.status.code(), Some(1), "{out:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("every line was rejected"), "{err}");
     }
-    let ok = Command::new(CTL)
-        .args(["rules", "test"])
-        .arg(&log)
-        .arg("--rules")
-        .arg(&rules)
-        .args(["--format", "syslog", "--year", "2026"])
-        .output()
-        .unwrap();
+    let ok = rules_test_run(&log, &rules, &["--format", "syslog", "--year", "2026"]);
     assert!(ok.status.success(), "{ok:?}");
 }
 
@@ -280,14 +268,7 @@ fn json_lists_every_detection_and_the_table_the_first_fifty() {
     );
     assert_eq!(report["rules"][0]["fired"].as_u64(), Some(60), "{report}");
 
-    let out = Command::new(CTL)
-        .args(["rules", "test"])
-        .arg(&log)
-        .arg("--rules")
-        .arg(&rules)
-        .args(["--format", "syslog", "--year", "2026"])
-        .output()
-        .unwrap();
+    let out = rules_test_run(&log, &rules, &["--format", "syslog", "--year", "2026"]);
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("… and 10 more detections"), "{text}");

@@ -489,18 +489,26 @@ pub fn open_to_others(d: &TestDaemon) {
     }
 }
 
-/// `incidentctl rules test INPUT --rules RULES --format FORMAT -o json [EXTRA…]`, which must
-/// succeed; its report.
-pub fn rules_test(input: &Path, rules: &Path, format: &str, extra: &[&str]) -> Value {
-    let out = std::process::Command::new(CTL)
+/// `incidentctl rules test INPUT --rules RULES ARGS…`, run to its end.
+pub fn rules_test_run(input: &Path, rules: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(CTL)
         .args(["rules", "test"])
         .arg(input)
         .arg("--rules")
         .arg(rules)
-        .args(["--format", format, "-o", "json"])
-        .args(extra)
+        .args(args)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// `incidentctl rules test INPUT --rules RULES --format FORMAT -o json [EXTRA…]`, which must
+/// succeed; its report.
+pub fn rules_test(input: &Path, rules: &Path, format: &str, extra: &[&str]) -> Value {
+    let args: Vec<&str> = ["--format", format, "-o", "json"]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    let out = rules_test_run(input, rules, &args);
     assert!(
         out.status.success(),
         "{}",
