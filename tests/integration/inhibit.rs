@@ -58,10 +58,6 @@ async fn wait_entry(d: &TestDaemon, id: &Value, kind: &str) -> Value {
     }
 }
 
-async fn alert(d: &TestDaemon, body: Value) -> Value {
-    d.post("/v1/alerts", body).await.unwrap()["incident_id"].clone()
-}
-
 #[tokio::test]
 async fn a_source_holds_its_targets_until_it_ends_even_across_a_kill() {
     let (r, url) = receiver(0).await;
@@ -104,23 +100,17 @@ downstream = true
     let mut d = TestDaemon::prepare(&config, "");
     d.wait_healthy().await;
 
-    let src = alert(&d, json!({"key": "down-web1", "summary": "web-1 down", "severity": "sev1", "host": "web-1", "labels": {"alertname": "HostDown"}})).await;
+    let src = d.alert(json!({"key": "down-web1", "summary": "web-1 down", "severity": "sev1", "host": "web-1", "labels": {"alertname": "HostDown"}})).await;
     r.wait("POST", "/hook", 1).await;
-    let held = alert(
-        &d,
-        json!({"key": "disk-web1", "summary": "disk", "severity": "sev3", "host": "web-1"}),
-    )
-    .await;
-    let other_host = alert(
-        &d,
-        json!({"key": "disk-web2", "summary": "disk", "severity": "sev3", "host": "web-2"}),
-    )
-    .await;
-    let brief = alert(
-        &d,
-        json!({"key": "brief-web1", "summary": "blip", "severity": "sev3", "host": "web-1"}),
-    )
-    .await;
+    let held = d
+        .alert(json!({"key": "disk-web1", "summary": "disk", "severity": "sev3", "host": "web-1"}))
+        .await;
+    let other_host = d
+        .alert(json!({"key": "disk-web2", "summary": "disk", "severity": "sev3", "host": "web-2"}))
+        .await;
+    let brief = d
+        .alert(json!({"key": "brief-web1", "summary": "blip", "severity": "sev3", "host": "web-1"}))
+        .await;
     let e = wait_entry(&d, &held, "inhibited").await;
     assert_eq!(e["data"]["source"], src, "{e}");
     assert!(
@@ -152,9 +142,9 @@ downstream = true
     assert_eq!(n, 1);
 
     // Downstream: db fails; api (depends on db) is held, web (independent) is not.
-    let db = alert(&d, json!({"key": "db-down", "summary": "db down", "severity": "sev1", "service": "db", "host": "db-1"})).await;
-    let api = alert(&d, json!({"key": "api-slow", "summary": "api slow", "severity": "sev2", "service": "api", "host": "api-1"})).await;
-    alert(&d, json!({"key": "web-slow", "summary": "web slow", "severity": "sev2", "service": "web", "host": "web-9"})).await;
+    let db = d.alert(json!({"key": "db-down", "summary": "db down", "severity": "sev1", "service": "db", "host": "db-1"})).await;
+    let api = d.alert(json!({"key": "api-slow", "summary": "api slow", "severity": "sev2", "service": "api", "host": "api-1"})).await;
+    d.alert(json!({"key": "web-slow", "summary": "web slow", "severity": "sev2", "service": "web", "host": "web-9"})).await;
     let e = wait_entry(&d, &api, "inhibited").await;
     assert_eq!(e["data"]["source"], db);
     r.wait("POST", "/hook", 4).await;

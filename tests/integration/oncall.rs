@@ -27,21 +27,11 @@ async fn owned_services_go_to_the_primary_on_call() {
     let d = TestDaemon::prepare(TEAMS, "");
     d.wait_healthy().await;
     let db = d
-        .post(
-            "/v1/alerts",
-            json!({"key": "db-slow", "summary": "db slow", "service": "db"}),
-        )
-        .await
-        .unwrap()["incident_id"]
-        .clone();
+        .alert(json!({"key": "db-slow", "summary": "db slow", "service": "db"}))
+        .await;
     let web = d
-        .post(
-            "/v1/alerts",
-            json!({"key": "web-slow", "summary": "web slow", "service": "web"}),
-        )
-        .await
-        .unwrap()["incident_id"]
-        .clone();
+        .alert(json!({"key": "web-slow", "summary": "web slow", "service": "web"}))
+        .await;
     let now = d.get("/v1/oncall?team=dbteam").await;
     let primary = now["oncall"][0]["primary"].as_str().unwrap().to_owned();
     assert!(["ana", "bo", "cy"].contains(&primary.as_str()), "{now}");
@@ -177,13 +167,8 @@ async fn routes_and_escalations_page_whoever_is_on_call() {
     assert_eq!(now["oncall"][0]["secondary"], "bo", "{now}");
 
     let db = d
-        .post(
-            "/v1/alerts",
-            json!({"key": "db-down", "summary": "db down", "service": "db", "severity": "sev1"}),
-        )
-        .await
-        .unwrap()["incident_id"]
-        .clone();
+        .alert(json!({"key": "db-down", "summary": "db down", "service": "db", "severity": "sev1"}))
+        .await;
     let ana = r.wait("POST", "/ana", 1).await;
     assert_eq!(ana[0].body["event"], "opened", "{:?}", ana[0]);
     assert_eq!(ana[0].body["incident"]["id"], db);
@@ -202,13 +187,8 @@ async fn routes_and_escalations_page_whoever_is_on_call() {
 
     // A named team's secondary.
     let cache = d
-        .post(
-            "/v1/alerts",
-            json!({"key": "cache-cold", "summary": "cache cold", "service": "cache"}),
-        )
-        .await
-        .unwrap()["incident_id"]
-        .clone();
+        .alert(json!({"key": "cache-cold", "summary": "cache cold", "service": "cache"}))
+        .await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while !r
         .on("POST", "/bo")
@@ -227,13 +207,8 @@ async fn routes_and_escalations_page_whoever_is_on_call() {
 
     // Nobody owns web: the timeline says so, and nothing is sent.
     let web = d
-        .post(
-            "/v1/alerts",
-            json!({"key": "web-slow", "summary": "web slow", "service": "web"}),
-        )
-        .await
-        .unwrap()["incident_id"]
-        .clone();
+        .alert(json!({"key": "web-slow", "summary": "web slow", "service": "web"}))
+        .await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let tl = timeline(&d, &web).await;

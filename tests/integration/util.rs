@@ -293,6 +293,11 @@ impl TestDaemon {
     }
 
     /// POSTs an NDJSON body to /v1/events and returns the answer.
+    /// `POST /v1/alerts` with `body`, which must be accepted; the incident's id.
+    pub async fn alert(&self, body: Value) -> Value {
+        self.post("/v1/alerts", body).await.unwrap()["incident_id"].clone()
+    }
+
     pub async fn post_ndjson(&self, body: String) -> Value {
         self.client
             .call(
