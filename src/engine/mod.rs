@@ -40,7 +40,7 @@ pub enum Input {
     /// Events of one ingest connection, in order: the lines one read brought, decoded.
     Events {
         events: Vec<Event>,
-        /// When the read brought them.
+        /// When the first of them was read (latencies count from there).
         read_at: std::time::Instant,
         /// One permit per event of the budget the ingest connections share with the file
         /// sources (`[daemon] event_queue`), given back when the input is dropped after it

@@ -155,12 +155,14 @@ impl IngestSocket {
         );
         let mut n = 0u64;
         let mut batch = Vec::with_capacity(BATCH_EVENTS);
+        // When the batch's first line was read: the latencies count from there.
+        let mut read_at = std::time::Instant::now();
         loop {
             // What was decoded goes before waiting for the peer (so every event read is
             // handed over however the connection ends), or once the batch is full.
             if !batch.is_empty()
                 && (batch.len() >= BATCH_EVENTS || !reader.line_buffered())
-                && !self.hand_over(&mut batch).await
+                && !self.hand_over(&mut batch, read_at).await
             {
                 return; // the engine is gone: shutting down
             }
@@ -168,7 +170,7 @@ impl IngestSocket {
                 _ = cancel.cancelled() => {
                     // Lines still buffered were read: their events go too.
                     if !batch.is_empty() {
-                        self.hand_over(&mut batch).await;
+                        self.hand_over(&mut batch, read_at).await;
                     }
                     return;
                 }
@@ -203,7 +205,12 @@ impl IngestSocket {
             };
             counters.lines.inc();
             match decoded {
-                Ok(ev) => batch.push(ev),
+                Ok(ev) => {
+                    if batch.is_empty() {
+                        read_at = std::time::Instant::now();
+                    }
+                    batch.push(ev);
+                }
                 Err(e) => counters.reject(&e, n),
             }
         }
@@ -211,14 +218,14 @@ impl IngestSocket {
 
     /// Sends the batch to the engine once the budget has room for it; false when the engine
     /// is gone.
-    async fn hand_over(&self, batch: &mut Vec<Event>) -> bool {
+    async fn hand_over(&self, batch: &mut Vec<Event>, read_at: std::time::Instant) -> bool {
         let n = batch.len();
         let Ok(permit) = self.budget.clone().acquire_many_owned(n as u32).await else {
             return false;
         };
         let input = crate::engine::Input::Events {
             events: std::mem::replace(batch, Vec::with_capacity(BATCH_EVENTS)),
-            read_at: std::time::Instant::now(),
+            read_at,
             permit: Some(permit),
         };
         if self.events.send(input).await.is_err() {
