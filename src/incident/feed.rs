@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use super::TimelineEntry;
 use super::port::{IncidentLog, StoreError};
+use super::{EntryKind, TimelineEntry};
 
 /// Entries after a position, and the position to save once they are acted on.
 #[derive(Debug, Default)]
@@ -78,6 +78,31 @@ impl ChangeFeed {
                 path: "(the change feed's reader was cancelled)".into(),
             })??;
         Ok(Self::bounded(entries, durable))
+    }
+
+    /// Like [`ChangeFeed::read`], only entries whose kind `wanted` takes (the store passes
+    /// over the others without reading them); `upto` still counts every entry read past.
+    pub async fn read_of(
+        &self,
+        after: u64,
+        limit: usize,
+        wanted: fn(EntryKind) -> bool,
+    ) -> Result<Batch, StoreError> {
+        let durable = self.durable();
+        if after >= durable {
+            return Ok(Batch {
+                entries: Vec::new(),
+                upto: after,
+            });
+        }
+        let log = self.log.clone();
+        let (entries, upto) =
+            tokio::task::spawn_blocking(move || log.changes_of(after, durable, limit, wanted))
+                .await
+                .map_err(|_| StoreError::Closed {
+                    path: "(the change feed's reader was cancelled)".into(),
+                })??;
+        Ok(Batch { entries, upto })
     }
 
     /// The entries up to `durable`, and the position after them.

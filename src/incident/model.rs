@@ -283,6 +283,76 @@ fn is_zero(n: &u64) -> bool {
 }
 
 impl EntryKind {
+    /// Every kind, in the order of their stored codes (1 and up): a new kind goes at the
+    /// end, so codes already on disk keep their meaning.
+    pub const ALL: [EntryKind; 26] = [
+        EntryKind::Created,
+        EntryKind::Detection,
+        EntryKind::StatusChanged,
+        EntryKind::SeverityChanged,
+        EntryKind::Note,
+        EntryKind::Tag,
+        EntryKind::Assigned,
+        EntryKind::Correlated,
+        EntryKind::ActionProposed,
+        EntryKind::ActionApproved,
+        EntryKind::ActionDenied,
+        EntryKind::ActionExecuted,
+        EntryKind::ActionHeld,
+        EntryKind::ActionVerified,
+        EntryKind::Notification,
+        EntryKind::TicketLinked,
+        EntryKind::Reopened,
+        EntryKind::Silenced,
+        EntryKind::Inhibited,
+        EntryKind::Released,
+        EntryKind::StageChanged,
+        EntryKind::Postmortem,
+        EntryKind::Updated,
+        EntryKind::Merged,
+        EntryKind::Split,
+        EntryKind::SlaBreached,
+    ];
+
+    /// The kind's one-byte code in stored indexes: its place in [`EntryKind::ALL`], from 1.
+    pub fn code(self) -> u8 {
+        match self {
+            EntryKind::Created => 1,
+            EntryKind::Detection => 2,
+            EntryKind::StatusChanged => 3,
+            EntryKind::SeverityChanged => 4,
+            EntryKind::Note => 5,
+            EntryKind::Tag => 6,
+            EntryKind::Assigned => 7,
+            EntryKind::Correlated => 8,
+            EntryKind::ActionProposed => 9,
+            EntryKind::ActionApproved => 10,
+            EntryKind::ActionDenied => 11,
+            EntryKind::ActionExecuted => 12,
+            EntryKind::ActionHeld => 13,
+            EntryKind::ActionVerified => 14,
+            EntryKind::Notification => 15,
+            EntryKind::TicketLinked => 16,
+            EntryKind::Reopened => 17,
+            EntryKind::Silenced => 18,
+            EntryKind::Inhibited => 19,
+            EntryKind::Released => 20,
+            EntryKind::StageChanged => 21,
+            EntryKind::Postmortem => 22,
+            EntryKind::Updated => 23,
+            EntryKind::Merged => 24,
+            EntryKind::Split => 25,
+            EntryKind::SlaBreached => 26,
+        }
+    }
+
+    /// The kind of a stored code, when it is one.
+    pub fn from_code(code: u8) -> Option<EntryKind> {
+        EntryKind::ALL
+            .get(usize::from(code).checked_sub(1)?)
+            .copied()
+    }
+
     /// The `GET /v1/stream` event type this entry is delivered as.
     pub fn stream_event(self) -> &'static str {
         match self {
@@ -297,5 +367,20 @@ impl EntryKind {
             EntryKind::Notification => "notification",
             _ => "incident_updated",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EntryKind;
+
+    #[test]
+    fn every_kind_has_its_own_code_and_reads_back() {
+        for (i, k) in EntryKind::ALL.iter().enumerate() {
+            assert_eq!(usize::from(k.code()), i + 1, "{k:?}");
+            assert_eq!(EntryKind::from_code(k.code()), Some(*k));
+        }
+        assert_eq!(EntryKind::from_code(0), None);
+        assert_eq!(EntryKind::from_code(EntryKind::ALL.len() as u8 + 1), None);
     }
 }

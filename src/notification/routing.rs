@@ -8,6 +8,19 @@ fn matches_route(r: &RouteConfig, inc: &Incident) -> bool {
 }
 
 impl Shared {
+    /// The kinds of entries that can tell something ([`Shared::event_of`]): the change feed
+    /// passes over the rest (detections, most of a dense log's changes) unread.
+    fn may_tell(kind: EntryKind) -> bool {
+        matches!(
+            kind,
+            EntryKind::Created
+                | EntryKind::SlaBreached
+                | EntryKind::Reopened
+                | EntryKind::StatusChanged
+                | EntryKind::SeverityChanged
+        )
+    }
+
     /// What a timeline entry tells, if anything.
     fn event_of(e: &crate::incident::TimelineEntry) -> Option<NotifyEvent> {
         let to = || e.data.get("to").and_then(|v| v.as_str());
@@ -42,7 +55,7 @@ impl Shared {
         mut cursor: u64,
     ) -> u64 {
         loop {
-            let batch = match self.feed.read(cursor, 256).await {
+            let batch = match self.feed.read_of(cursor, 256, Self::may_tell).await {
                 Ok(b) => b,
                 Err(e) => {
                     self.telemetry
@@ -517,5 +530,46 @@ impl Shared {
                 .find(|s| s.state(now) == SilenceState::Active && s.matchers.matches(inc))
                 .map(|s| (s.id, s.comment))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::incident::TimelineEntry;
+
+    /// The feed passes over kinds `may_tell` refuses: none of them may ever tell anything.
+    #[test]
+    fn only_the_kinds_passed_over_are_the_ones_that_never_tell() {
+        let values = [
+            "open",
+            "acknowledged",
+            "mitigated",
+            "resolved",
+            "closed",
+            "cancelled",
+            "critical",
+            "high",
+            "low",
+        ];
+        for kind in EntryKind::ALL {
+            for from in values {
+                for to in values {
+                    let e = TimelineEntry {
+                        incident_id: 1,
+                        seq: 1,
+                        ts: crate::clock::Timestamp(0),
+                        kind,
+                        actor: "system".into(),
+                        note: None,
+                        data: serde_json::json!({"from": from, "to": to, "kind": "ack"}),
+                        change: 1,
+                    };
+                    if Shared::event_of(&e).is_some() {
+                        assert!(Shared::may_tell(kind), "{kind:?} tells but is passed over");
+                    }
+                }
+            }
+        }
     }
 }

@@ -141,6 +141,15 @@ impl IncidentLog for HealingStore {
     fn changed_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, u64)>, StoreError> {
         self.with(|s| s.changed_after(after, limit))
     }
+    fn changes_of(
+        &self,
+        after: u64,
+        upto: u64,
+        limit: usize,
+        wanted: fn(crate::incident::EntryKind) -> bool,
+    ) -> Result<(Vec<TimelineEntry>, u64), StoreError> {
+        self.with(|s| s.changes_of(after, upto, limit, wanted))
+    }
     fn last_change(&self) -> u64 {
         match self.with(|s| Ok(s.last_change())) {
             Ok(n) => {

@@ -171,4 +171,81 @@ mod tests {
             assert_eq!(s.load_checkpoint().unwrap().as_deref(), Some(&b"state"[..]));
         }
     }
+
+    /// A write of several incidents is one run of change numbers on sled: reading from inside
+    /// a run, by kind, with limits, after an incident in it is removed, and after reopening
+    /// must see what one number per entry would (the memory store keeps one per entry).
+    #[test]
+    fn runs_of_changes_read_like_one_number_per_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sled, _) = SledStore::open(dir.path()).unwrap();
+        let memory = MemoryIncidents::default();
+        let stores: [&dyn IncidentStore; 2] = [&sled, &memory];
+        let batch = || {
+            (1..=4)
+                .map(|id| {
+                    let mut c = created(id, Severity::Sev3, "t");
+                    let mut det = c.entries[0].clone();
+                    det.seq = 1;
+                    det.kind = EntryKind::Detection;
+                    c.entries.push(det);
+                    c
+                })
+                .collect::<Vec<_>>()
+        };
+        let see = |s: &dyn IncidentStore| {
+            let mut out = Vec::new();
+            for after in 0..=9 {
+                let all: Vec<_> = s
+                    .changes_after(after, 3)
+                    .unwrap()
+                    .iter()
+                    .map(|e| (e.change, e.incident_id, e.seq))
+                    .collect();
+                let of = s
+                    .changes_of(after, 7, 2, |k| k == EntryKind::Created)
+                    .unwrap();
+                let of: (Vec<_>, u64) = (of.0.iter().map(|e| e.change).collect(), of.1);
+                out.push(format!(
+                    "{after}: {all:?} {:?} {of:?}",
+                    s.changed_after(after, 2).unwrap()
+                ));
+            }
+            out.push(format!("last {}", s.last_change()));
+            out
+        };
+        for s in stores {
+            s.apply_many(&batch()).unwrap();
+            s.flush().unwrap();
+        }
+        assert_eq!(see(&sled), see(&memory));
+        assert_eq!(
+            sled.changes_of(0, 8, 10, |k| k == EntryKind::Created)
+                .unwrap()
+                .0
+                .iter()
+                .map(|e| e.change)
+                .collect::<Vec<_>>(),
+            vec![1, 3, 5, 7]
+        );
+        for s in stores {
+            s.remove_incident(2).unwrap();
+            s.flush().unwrap();
+        }
+        assert_eq!(see(&sled), see(&memory));
+        assert!(!see(&sled).iter().any(|l| l.contains("(3, 2, 0)")));
+        drop(sled);
+        let (sled, _) = SledStore::open(dir.path()).unwrap();
+        assert_eq!(sled.last_change(), 8);
+        assert_eq!(see(&sled), see(&memory));
+        for id in [1, 3, 4] {
+            sled.remove_incident(id).unwrap();
+        }
+        assert!(sled.changes_after(0, 10).unwrap().is_empty());
+        assert_eq!(
+            sled.changed_after(0, 10).unwrap(),
+            vec![],
+            "an emptied run goes"
+        );
+    }
 }

@@ -13,7 +13,7 @@ use crate::clock::Timestamp;
 use crate::detection::{AppliedId, Coverage};
 pub use crate::port::{Durable, StoreError};
 
-use super::{Incident, Severity, Silence, Status, TimelineEntry};
+use super::{EntryKind, Incident, Severity, Silence, Status, TimelineEntry};
 
 /// One incident change, applied atomically: the new snapshot and the timeline entries that
 /// led to it.
@@ -231,6 +231,38 @@ pub trait IncidentLog: Durable {
     /// Up to `limit` timeline entries of any incident with a change number above `after`,
     /// in change order (entries of compacted incidents are gone).
     fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<TimelineEntry>, StoreError>;
+    /// Up to `limit` entries whose kind `wanted` takes, numbered above `after` and at most
+    /// `upto`, in change order; and the number a reader goes on after (the last entry's when
+    /// `limit` stopped the read, else `upto`). A store that knows the kinds of its changes
+    /// passes over the others without reading them.
+    fn changes_of(
+        &self,
+        after: u64,
+        upto: u64,
+        limit: usize,
+        wanted: fn(EntryKind) -> bool,
+    ) -> Result<(Vec<TimelineEntry>, u64), StoreError> {
+        let mut out = Vec::new();
+        let mut at = after;
+        loop {
+            let read = self.changes_after(at, limit.max(1))?;
+            if read.is_empty() {
+                return Ok((out, upto));
+            }
+            for e in read {
+                if e.change > upto {
+                    return Ok((out, upto));
+                }
+                at = e.change;
+                if wanted(e.kind) {
+                    out.push(e);
+                    if out.len() >= limit {
+                        return Ok((out, at));
+                    }
+                }
+            }
+        }
+    }
     /// Up to `limit` (change number, incident id) pairs above `after`, in change order:
     /// which incidents changed, without reading the entries themselves.
     fn changed_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, u64)>, StoreError> {

@@ -85,14 +85,22 @@ impl IncidentLog for SledStore {
         let Some(inc) = self.incident(id)? else {
             return Ok(());
         };
-        let mut log_keys: Vec<(sled::IVec, u64)> = Vec::new();
+        let mut log_keys: Vec<sled::IVec> = Vec::new();
+        let mut numbers: Vec<u64> = Vec::new();
         for kv in self.log.scan_prefix(id.to_be_bytes()) {
             let (k, v) = kv.map_err(err)?;
             // An undecodable entry still goes; its change number (if any) stays behind and
             // readers skip numbers whose entry is gone.
-            let n = decode::<TimelineEntry>("incident_log", &k, &v).map_or(0, |e| e.change);
-            log_keys.push((k, n));
+            if let Ok(e) = decode::<TimelineEntry>("incident_log", &k, &v)
+                && e.change > 0
+            {
+                numbers.push(e.change);
+            }
+            log_keys.push(k);
         }
+        numbers.sort_unstable();
+        // The manager is the only writer: the runs read here are the ones to rewrite.
+        let runs = self.runs_without(&numbers)?;
         let result: Result<(), TransactionError<()>> = (
             &self.incidents,
             &self.log,
@@ -102,11 +110,14 @@ impl IncidentLog for SledStore {
         )
             .transaction(|(incidents, log, idx_key, idx_status, changes)| {
                 incidents.remove(&id.to_be_bytes())?;
-                for (k, n) in &log_keys {
+                for k in &log_keys {
                     log.remove(k)?;
-                    if *n > 0 {
-                        changes.remove(&n.to_be_bytes())?;
-                    }
+                }
+                for (first, run) in &runs {
+                    match run {
+                        Some(v) => changes.insert(first, v.as_slice())?,
+                        None => changes.remove(first)?,
+                    };
                 }
                 idx_status.remove(&status_key(inc.status, id))?;
                 // The key index keeps pointing at a newer incident of the key, if any; keys
@@ -246,42 +257,40 @@ impl IncidentLog for SledStore {
     }
 
     fn changed_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, u64)>, StoreError> {
-        let err = |source| StoreError::Sled {
-            op: "read changes",
-            source,
-        };
         let mut out = Vec::new();
-        for kv in self
-            .changes
-            .range(after.saturating_add(1).to_be_bytes()..)
-            .take(limit)
-        {
-            let (change, log_key) = kv.map_err(err)?;
-            // Both keys start with a big-endian number: the change's, the incident's id.
-            if let (Some(c), Some(id)) = (be_u64(&change), be_u64(&log_key)) {
-                out.push((c, id));
+        self.each_change(after, &mut |item| {
+            // The log key starts with the incident's id, big-endian.
+            if let Some(id) = be_u64(&item.log_key) {
+                out.push((item.change, id));
             }
-        }
+            Ok(out.len() < limit)
+        })?;
         Ok(out)
     }
 
     fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<TimelineEntry>, StoreError> {
-        let err = |source| StoreError::Sled {
-            op: "read changes",
-            source,
-        };
         let mut out = Vec::new();
-        for kv in self.changes.range(after.saturating_add(1).to_be_bytes()..) {
-            let (_, log_key) = kv.map_err(err)?;
-            // The entry may have gone with a compacted incident in between.
-            if let Some(v) = self.log.get(&log_key).map_err(err)? {
-                out.push(decode("incident_log", &log_key, &v)?);
-                if out.len() >= limit {
-                    break;
-                }
-            }
+        if limit == 0 {
+            return Ok(out);
         }
+        self.each_change(after, &mut |item| {
+            // The entry may have gone with a compacted incident in between.
+            if let Some(e) = self.entry_of(&item)? {
+                out.push(e);
+            }
+            Ok(out.len() < limit)
+        })?;
         Ok(out)
+    }
+
+    fn changes_of(
+        &self,
+        after: u64,
+        upto: u64,
+        limit: usize,
+        wanted: fn(crate::incident::EntryKind) -> bool,
+    ) -> Result<(Vec<TimelineEntry>, u64), StoreError> {
+        self.read_changes_of(after, upto, limit, wanted)
     }
 
     fn incident_at(&self, id: u64, seq: u64) -> Result<Option<Incident>, StoreError> {
@@ -315,22 +324,27 @@ impl SledStore {
             .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
         let mut n = first;
         let mut prepared = Vec::with_capacity(changes.len());
+        // Every entry of this write in one run of the change feed.
+        let mut items = Vec::with_capacity(count as usize);
         for change in changes {
             let inc = &change.incident;
-            let entries: Vec<([u8; 16], [u8; 8], Vec<u8>)> = change
+            let entries: Vec<([u8; 16], Vec<u8>)> = change
                 .entries
                 .iter()
                 .map(|e| {
+                    let key = log_key(e.incident_id, e.seq);
+                    items.push(super::feed::Item {
+                        change: n,
+                        log_key: key,
+                        kind: Some(e.kind),
+                    });
                     n += 1;
-                    (
-                        log_key(e.incident_id, e.seq),
-                        (n - 1).to_be_bytes(),
-                        encode(&Numbered::of(e, n - 1)),
-                    )
+                    (key, encode(&Numbered::of(e, n - 1)))
                 })
                 .collect();
             prepared.push((change, inc.id.to_be_bytes(), encode(inc), entries));
         }
+        let run = (!items.is_empty()).then(|| super::feed::encode_run(first, &items));
         let next_change = first + count;
         // The closure may run more than once on conflict: it only writes, with no side effects.
         let result: Result<(), TransactionError<()>> = (
@@ -350,9 +364,8 @@ impl SledStore {
                         for d in &change.detections {
                             applied.insert(d.key(), &d.value())?;
                         }
-                        for (k, n, v) in entries {
+                        for (k, v) in entries {
                             log.insert(k, v.as_slice())?;
-                            changes.insert(n, k)?;
                         }
                         for k in &change.index_keys {
                             idx_key.insert(k.as_bytes(), id)?;
@@ -375,6 +388,9 @@ impl SledStore {
                             Some(_) => {}
                         }
                         idx_status.insert(&status_key(inc.status, inc.id), &[])?;
+                    }
+                    if let Some(run) = &run {
+                        changes.insert(&first.to_be_bytes(), run.as_slice())?;
                     }
                     // Kept in meta too: compaction may delete the highest numbers, which must
                     // never be given again (a client may have seen them).

@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 
 mod checkpoints;
+mod feed;
 mod incidents;
 mod outbox;
 mod repair;
@@ -119,15 +120,7 @@ impl SledStore {
             next_change: std::sync::atomic::AtomicU64::new(1),
             db,
         };
-        let last_change = store
-            .changes
-            .last()
-            .map_err(|source| StoreError::Open {
-                path: path.clone(),
-                source,
-            })?
-            .and_then(|(k, _)| <[u8; 8]>::try_from(k.as_ref()).ok())
-            .map_or(0, u64::from_be_bytes);
+        let last_change = store.last_numbered()?;
         let next_change = store
             .meta_u64("next_change")?
             .unwrap_or(1)

@@ -30,7 +30,15 @@ impl SledStore {
         for (_, _, _, k, mut e) in unnumbered {
             e.change = next;
             self.log.insert(&k, encode(&e)).map_err(err)?;
-            self.changes.insert(next.to_be_bytes(), &k).map_err(err)?;
+            let run = super::feed::encode_run(
+                next,
+                &[super::feed::Item {
+                    change: next,
+                    log_key: log_key(e.incident_id, e.seq),
+                    kind: Some(e.kind),
+                }],
+            );
+            self.changes.insert(next.to_be_bytes(), run).map_err(err)?;
             next += 1;
         }
         self.next_change
@@ -104,8 +112,16 @@ impl SledStore {
             let entries = self.timeline(*id)?;
             for e in &entries {
                 if e.change > 0 {
+                    let run = super::feed::encode_run(
+                        e.change,
+                        &[super::feed::Item {
+                            change: e.change,
+                            log_key: log_key(e.incident_id, e.seq),
+                            kind: Some(e.kind),
+                        }],
+                    );
                     self.changes
-                        .insert(e.change.to_be_bytes(), &log_key(e.incident_id, e.seq))
+                        .insert(e.change.to_be_bytes(), run)
                         .map_err(err)?;
                     max_change = max_change.max(e.change);
                 }
