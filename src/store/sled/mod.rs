@@ -49,6 +49,8 @@ pub struct SledStore {
     notified: sled::Tree,
     /// The number the next stored timeline entry gets (the manager is the only writer).
     next_change: std::sync::atomic::AtomicU64,
+    /// Per file, the highest line offset of the ids in `applied`.
+    high_water: checkpoints::HighWater,
 }
 
 impl SledStore {
@@ -103,14 +105,21 @@ impl SledStore {
                 source,
             })
         };
+        let applied = tree("applied")?;
+        let high_water =
+            checkpoints::HighWater::of(&applied).map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?;
         let store = SledStore {
+            applied,
+            high_water,
             incidents: tree("incidents")?,
             log: tree("incident_log")?,
             idx_key: tree("idx_key")?,
             idx_status: tree("idx_status")?,
             meta: tree("meta")?,
             checkpoints: tree("checkpoints")?,
-            applied: tree("applied")?,
             changes: tree("changes")?,
             silences: tree("silences")?,
             baselines: tree("baselines")?,
