@@ -1,11 +1,6 @@
 //! The engine's checkpoint and the idempotency ids of detections applied since it.
 //!
-//! Every detection asks whether it was applied already (a replay after a crash). A line's id
-//! can only be in the tree if its offset is at most the highest offset of its file's ids
-//! there: [`HighWater`] keeps that per file, so a detection from a line past it (every one,
-//! except in the replay window after a restart) is answered without reading the tree.
-
-use std::collections::HashMap;
+//! How line ids are kept (in runs, with a high water per file) is in `applied.rs`.
 
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -28,7 +23,11 @@ impl Checkpoints for SledStore {
         let mut covered: Vec<sled::IVec> = Vec::new();
         for kv in self.applied.iter() {
             let (k, v) = kv.map_err(err)?;
-            if coverage.covers(&k, &v) {
+            let covered_now = match super::applied::as_line_id(&k, &v) {
+                Some((id, wall)) => coverage.covers(&id, &wall),
+                None => coverage.covers(&k, &v),
+            };
+            if covered_now {
                 covered.push(k);
             }
         }
@@ -49,24 +48,25 @@ impl Checkpoints for SledStore {
     }
 
     fn detection_applied(&self, id: &AppliedId) -> Result<bool, StoreError> {
-        let key = id.key();
-        if !self.high_water.may_hold(&key) {
-            return Ok(false);
-        }
-        self.applied
-            .contains_key(key)
-            .map_err(|source| StoreError::Sled {
+        super::applied::holds(&self.applied, &self.high_water, id).map_err(|source| {
+            StoreError::Sled {
                 op: "read applied detections",
                 source,
-            })
+            }
+        })
     }
 
     fn record_detection(&self, id: &AppliedId) -> Result<(), StoreError> {
-        let key = id.key();
-        self.high_water.raise(&key);
+        let (runs, singles) = self.high_water.writes(std::iter::once(id));
+        let mut batch = sled::Batch::default();
+        for (k, v) in runs {
+            batch.insert(k, v);
+        }
+        for (k, v) in singles {
+            batch.insert(k, &v);
+        }
         self.applied
-            .insert(key, &id.value())
-            .map(|_| ())
+            .apply_batch(batch)
             .map_err(|source| StoreError::Sled {
                 op: "record detection",
                 source,
@@ -82,58 +82,6 @@ impl Checkpoints for SledStore {
                 source,
             })?;
         Ok(v.and_then(|v| v.strip_prefix(&[RECORD_V1]).map(<[u8]>::to_vec)))
-    }
-}
-
-/// Per file (the line id's key up to its offset), the highest offset of any id the `applied`
-/// tree may hold: raised before every write of an id, never lowered (removals leave it an
-/// upper bound).
-#[derive(Debug, Default)]
-pub(super) struct HighWater(std::sync::Mutex<HashMap<Vec<u8>, u64>>);
-
-/// A line id's key as its file part and its offset; `None` for timer ids.
-fn file_and_offset(key: &[u8]) -> Option<(&[u8], u64)> {
-    let rest = key.strip_prefix(b"f")?;
-    let nul = rest.iter().position(|b| *b == 0)?;
-    let end = 1 + nul + 1 + 16;
-    let offset = key.get(end..end + 8)?;
-    Some((&key[..end], u64::from_be_bytes(offset.try_into().ok()?)))
-}
-
-impl HighWater {
-    /// From the ids in the tree.
-    pub(super) fn of(applied: &sled::Tree) -> Result<HighWater, sled::Error> {
-        let hw = HighWater::default();
-        for k in applied.scan_prefix(b"f").keys() {
-            hw.raise(&k?);
-        }
-        Ok(hw)
-    }
-
-    /// Notes an id about to be written.
-    pub(super) fn raise(&self, key: &[u8]) {
-        if let Some((file, offset)) = file_and_offset(key) {
-            let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-            match map.get_mut(file) {
-                Some(high) => *high = (*high).max(offset),
-                None => {
-                    map.insert(file.to_vec(), offset);
-                }
-            }
-        }
-    }
-
-    /// False when the tree cannot hold this id (a line past its file's highest offset).
-    pub(super) fn may_hold(&self, key: &[u8]) -> bool {
-        match file_and_offset(key) {
-            Some((file, offset)) => self
-                .0
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(file)
-                .is_some_and(|high| offset <= *high),
-            None => true,
-        }
     }
 }
 
@@ -186,5 +134,43 @@ mod tests {
         assert!(store.detection_applied(&line("auth", 7, 100)).unwrap());
         assert!(store.high_water.may_hold(&line("auth", 7, 99).key()));
         assert!(!store.high_water.may_hold(&line("auth", 7, 101).key()));
+    }
+
+    #[test]
+    fn a_checkpoint_prunes_a_run_once_it_covers_its_highest_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = SledStore::open(dir.path()).unwrap();
+        for ids in [
+            vec![line("auth", 7, 10), line("auth", 7, 20)],
+            vec![line("auth", 7, 30)],
+        ] {
+            let (runs, _) = store.high_water.writes(ids.iter());
+            for (k, v) in runs {
+                store.applied.insert(k, v).unwrap();
+            }
+        }
+        let coverage = |cursor: u64, reset: bool| Coverage {
+            cursors: vec![("auth".into(), 1, 7, cursor)],
+            reset: if reset {
+                vec![("auth".into(), 1, 7)]
+            } else {
+                vec![]
+            },
+            done: vec![],
+            now: Timestamp(0),
+            wall: Timestamp(0),
+        };
+        store.save_checkpoint(b"one", &coverage(25, false)).unwrap();
+        let applied = |o| store.detection_applied(&line("auth", 7, o)).unwrap();
+        assert!(
+            !applied(10) && !applied(20),
+            "the run below the cursor went"
+        );
+        assert!(applied(30));
+        store.save_checkpoint(b"two", &coverage(30, false)).unwrap();
+        assert!(applied(30), "30 is not below the cursor");
+        store.save_checkpoint(b"three", &coverage(0, true)).unwrap();
+        assert!(!applied(30), "a truncated file's ids all go");
+        assert_eq!(store.applied.len(), 0);
     }
 }

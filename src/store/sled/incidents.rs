@@ -345,16 +345,10 @@ impl SledStore {
             prepared.push((change, inc.id.to_be_bytes(), encode(inc), entries));
         }
         let run = (!items.is_empty()).then(|| super::feed::encode_run(first, &items));
-        let applied_keys: Vec<Vec<u8>> = changes
-            .iter()
-            .flat_map(|c| &c.detections)
-            .map(|d| {
-                let k = d.key();
-                // Before the write: the high water only has to stay an upper bound.
-                self.high_water.raise(&k);
-                k
-            })
-            .collect();
+        // The detections' ids: a run per file for line ids (see `applied.rs`).
+        let (id_runs, id_keys) = self
+            .high_water
+            .writes(changes.iter().flat_map(|c| &c.detections));
         let next_change = first + count;
         // The closure may run more than once on conflict: it only writes, with no side effects.
         let result: Result<(), TransactionError<()>> = (
@@ -368,13 +362,15 @@ impl SledStore {
         )
             .transaction(
                 |(incidents, log, idx_key, idx_status, meta, applied, changes)| {
-                    let mut keys = applied_keys.iter();
+                    for (k, v) in &id_runs {
+                        applied.insert(k.as_slice(), v.as_slice())?;
+                    }
+                    for (k, v) in &id_keys {
+                        applied.insert(k.as_slice(), v)?;
+                    }
                     for (change, id, snapshot, entries) in &prepared {
                         let inc = &change.incident;
                         incidents.insert(id, snapshot.as_slice())?;
-                        for (d, k) in change.detections.iter().zip(&mut keys) {
-                            applied.insert(k.as_slice(), &d.value())?;
-                        }
                         for (k, v) in entries {
                             log.insert(k, v.as_slice())?;
                         }

@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
+mod applied;
 mod checkpoints;
 mod feed;
 mod incidents;
@@ -50,7 +51,7 @@ pub struct SledStore {
     /// The number the next stored timeline entry gets (the manager is the only writer).
     next_change: std::sync::atomic::AtomicU64,
     /// Per file, the highest line offset of the ids in `applied`.
-    high_water: checkpoints::HighWater,
+    high_water: applied::HighWater,
 }
 
 impl SledStore {
@@ -106,11 +107,10 @@ impl SledStore {
             })
         };
         let applied = tree("applied")?;
-        let high_water =
-            checkpoints::HighWater::of(&applied).map_err(|source| StoreError::Open {
-                path: path.clone(),
-                source,
-            })?;
+        let high_water = applied::HighWater::of(&applied).map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
         let store = SledStore {
             applied,
             high_water,
