@@ -510,23 +510,26 @@ impl Manager {
                 // One time per message: its entries and the snapshot fields they imply carry
                 // the same instant, so the log replays to the very same snapshot.
                 self.now = self.clock.now();
-                unflushed.keep(&m);
                 if !matches!(m, Msg::Detection(_)) {
                     // Everything else reads the store as if each detection was written alone.
                     self.settle();
                 }
                 match m {
-                    Msg::Detection(d) => match self.on_detection(&d) {
-                        // Latency counts detections that changed an incident.
-                        Ok(o) if o.changed() => {
-                            timings.push((d.arrived, d.detected));
+                    Msg::Detection(d) => {
+                        match self.on_detection(&d) {
+                            // Latency counts detections that changed an incident.
+                            Ok(o) if o.changed() => {
+                                timings.push((d.arrived, d.detected));
+                            }
+                            Ok(_) => {}
+                            Err(e) => self.telemetry.store_error(
+                                &format!("could not record detection {} of rule {}", d.key, d.rule),
+                                &e,
+                            ),
                         }
-                        Ok(_) => {}
-                        Err(e) => self.telemetry.store_error(
-                            &format!("could not record detection {} of rule {}", d.key, d.rule),
-                            &e,
-                        ),
-                    },
+                        // Applied again, in order, if the store heals before the next flush.
+                        unflushed.keep_detection(d);
+                    }
                     Msg::Command(cmd, reply) => {
                         let r = self.on_command(cmd);
                         replies.push((reply, r));
@@ -570,6 +573,7 @@ impl Manager {
                             self.telemetry
                                 .store_error("could not save the engine checkpoint", &e);
                         }
+                        unflushed.keep_checkpoint(bytes, coverage);
                     }
                 }
                 if n < MAX_BATCH {

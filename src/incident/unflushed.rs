@@ -20,20 +20,18 @@ pub(super) struct Unflushed {
 const MAX_UNFLUSHED: usize = 100_000;
 
 impl Unflushed {
-    pub(super) fn keep(&mut self, m: &Msg) {
-        match m {
-            Msg::Detection(d) => {
-                if self.detections.len() >= MAX_UNFLUSHED {
-                    self.detections.pop_front();
-                    self.dropped += 1;
-                }
-                self.detections.push_back(d.clone());
-            }
-            Msg::Checkpoint(bytes, coverage) => {
-                self.checkpoint = Some((bytes.clone(), coverage.clone()));
-            }
-            _ => {}
+    /// Keeps a detection once the manager has applied it (moved, not copied).
+    pub(super) fn keep_detection(&mut self, d: Detection) {
+        if self.detections.len() >= MAX_UNFLUSHED {
+            self.detections.pop_front();
+            self.dropped += 1;
         }
+        self.detections.push_back(d);
+    }
+
+    /// Keeps the engine's latest checkpoint.
+    pub(super) fn keep_checkpoint(&mut self, bytes: Vec<u8>, coverage: crate::detection::Coverage) {
+        self.checkpoint = Some((bytes, coverage));
     }
 
     pub(super) fn clear(&mut self) {

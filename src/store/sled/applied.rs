@@ -78,6 +78,10 @@ fn run_holds(value: &[u8], offset: u64, rest: &[u8]) -> bool {
 /// What to write for a set of ids: runs (key, value) and one-key ids (key, value).
 pub(super) type Writes = (Vec<(Vec<u8>, Vec<u8>)>, Vec<(Vec<u8>, [u8; 8])>);
 
+/// A file's ids gathered for one run: its `f` key part, (offset, rule NUL group) per id, and
+/// the wall time they were applied.
+type FileIds = (Vec<u8>, Vec<(u64, Vec<u8>)>, [u8; 8]);
+
 /// Per file, the highest offset of the line ids in the tree; and the next run's number.
 #[derive(Debug, Default)]
 pub(super) struct HighWater {
@@ -138,7 +142,7 @@ impl HighWater {
     /// first: it only has to stay an upper bound), the others a key each.
     pub(super) fn writes<'a>(&self, ids: impl Iterator<Item = &'a AppliedId>) -> Writes {
         let mut singles = Vec::new();
-        let mut files: Vec<(Vec<u8>, Vec<(u64, Vec<u8>)>, [u8; 8])> = Vec::new();
+        let mut files: Vec<FileIds> = Vec::new();
         for id in ids {
             let key = id.key();
             let Some((file, offset, rest)) = line_parts(&key) else {
