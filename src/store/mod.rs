@@ -42,7 +42,12 @@ pub use sled::{Rebuild, SledStore, Verification};
 ///   log rebuilds the snapshots. Opening a version 1 store migrates it in place: its entries
 ///   are numbered in time order and each incident's snapshot is kept as a baseline
 ///   (`baselines` tree) standing for its entries so far.
-pub const SCHEMA_VERSION: u64 = 2;
+/// - 3: the `changes` tree holds runs of change numbers (one key per write, with each entry's
+///   kind) and the `applied` tree runs of line ids (one key per file per write). A version 2
+///   store is read as it is (its one-number keys are runs of one), so opening one only
+///   records the new version; a build that writes 2 refuses the store from then on, instead
+///   of misreading the runs.
+pub const SCHEMA_VERSION: u64 = 3;
 
 /// Every port at once: what the daemon opens, and what the API and tools read.
 /// Each component's port is a supertrait, so an `Arc<dyn Store>` becomes any of them.
@@ -247,5 +252,30 @@ mod tests {
             vec![],
             "an emptied run goes"
         );
+    }
+
+    #[test]
+    fn a_version_2_store_is_marked_3_and_a_newer_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let version = |v: Option<u64>| {
+            let db = ::sled::open(dir.path()).unwrap();
+            let meta = db.open_tree("meta").unwrap();
+            if let Some(v) = v {
+                meta.insert("schema_version", &v.to_be_bytes()).unwrap();
+                db.flush().unwrap();
+            }
+            let got = meta.get("schema_version").unwrap().unwrap();
+            u64::from_be_bytes(got.as_ref().try_into().unwrap())
+        };
+        drop(SledStore::open(dir.path()).unwrap());
+        assert_eq!(version(None), SCHEMA_VERSION);
+        assert_eq!(version(Some(2)), 2);
+        drop(SledStore::open(dir.path()).unwrap());
+        assert_eq!(version(None), 3);
+        assert_eq!(version(Some(4)), 4);
+        assert!(matches!(
+            SledStore::open(dir.path()),
+            Err(StoreError::Schema { found: 4, .. })
+        ));
     }
 }

@@ -536,15 +536,24 @@ async fn a_schema_1_store_is_migrated_at_open() {
         let db = sled::open(&d.state).unwrap();
         let log = db.open_tree("incident_log").unwrap();
         for kv in log.iter() {
-            let (k, v) = kv.unwrap();
-            let mut e: Value = serde_json::from_slice(&v[1..]).unwrap();
-            e.as_object_mut().unwrap().remove("change");
-            if let Some(data) = e["data"].as_object_mut() {
-                data.remove("incident");
+            let (_, v) = kv.unwrap();
+            // Version 1 wrote one key per entry: a pack (record version 2) goes apart.
+            let body: Value = serde_json::from_slice(&v[1..]).unwrap();
+            let entries = match body {
+                Value::Array(a) => a,
+                one => vec![one],
+            };
+            for mut e in entries {
+                e.as_object_mut().unwrap().remove("change");
+                if let Some(data) = e["data"].as_object_mut() {
+                    data.remove("incident");
+                }
+                let mut key = e["incident_id"].as_u64().unwrap().to_be_bytes().to_vec();
+                key.extend(e["seq"].as_u64().unwrap().to_be_bytes());
+                let mut rec = vec![1u8];
+                rec.extend(serde_json::to_vec(&e).unwrap());
+                log.insert(key, rec).unwrap();
             }
-            let mut rec = vec![1u8];
-            rec.extend(serde_json::to_vec(&e).unwrap());
-            log.insert(k, rec).unwrap();
         }
         db.open_tree("changes").unwrap().clear().unwrap();
         let meta = db.open_tree("meta").unwrap();

@@ -478,6 +478,20 @@ async fn a_timer_detection_keeps_its_id_across_sigkill() {
         (json!({"kind":"heartbeat","service":"api","ts": now}).to_string() + "\n").as_bytes(),
     );
     let inc = d.wait_for_key("heartbeat/api").await;
+    // Readers may see the incident before the manager's flush; the stream sends only what
+    // is durable. The kill must come after that (else the detection is rightly lost).
+    let mut s = d.client.stream("/v1/stream?after=0", None).await.unwrap();
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), s.next())
+            .await
+            .expect("the opening is streamed once durable")
+            .unwrap()
+            .expect("the stream stays open");
+        if m.event == "incident_created" {
+            break;
+        }
+    }
+    drop(s);
     // Fired by wall time after the checkpoint that holds the heartbeat, before the next one.
     d.kill9();
     d.restart().await;

@@ -22,6 +22,9 @@ const ITEM: usize = 4 + 16 + 1;
 /// A run rewritten without some entries: its key, and its new value (`None`: it goes).
 pub(super) type Rewrite = ([u8; 8], Option<Vec<u8>>);
 
+/// The last `incident_log` record a reader of the feed decoded: its key and its entries.
+pub(super) type PackCache = Option<(sled::IVec, Vec<TimelineEntry>)>;
+
 /// One entry of a run.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) struct Item {
@@ -125,17 +128,44 @@ impl SledStore {
         })
     }
 
-    /// The entry an item names; `None` when it went with a compacted incident.
-    pub(super) fn entry_of(&self, item: &Item) -> Result<Option<TimelineEntry>, StoreError> {
-        let v = self
-            .log
-            .get(item.log_key)
-            .map_err(|source| StoreError::Sled {
-                op: "read changes",
-                source,
-            })?;
-        v.map(|v| super::decode("incident_log", &item.log_key, &v))
-            .transpose()
+    /// The entry an item names; `None` when it went with a compacted incident. An entry
+    /// in a pack (see `RECORD_PACK`) is found under the nearest key below its own, of the
+    /// same incident; `cache` keeps the last pack read, so reading a pack's entries one by
+    /// one decodes it once.
+    pub(super) fn entry_of(
+        &self,
+        item: &Item,
+        cache: &mut PackCache,
+    ) -> Result<Option<TimelineEntry>, StoreError> {
+        let err = |source| StoreError::Sled {
+            op: "read changes",
+            source,
+        };
+        let seq = be_u64(&item.log_key[8..]).unwrap_or(0);
+        let pick = |entries: &[TimelineEntry]| entries.iter().find(|e| e.seq == seq).cloned();
+        if let Some((key, entries)) = cache.as_ref()
+            && key[..8] == item.log_key[..8]
+            && let Some(e) = pick(entries)
+        {
+            return Ok(Some(e));
+        }
+        let found = match self.log.get(item.log_key).map_err(err)? {
+            Some(v) => Some((sled::IVec::from(&item.log_key), v)),
+            None => match self.log.range(..item.log_key).next_back() {
+                Some(kv) => {
+                    let (k, v) = kv.map_err(err)?;
+                    (k[..8] == item.log_key[..8]).then_some((k, v))
+                }
+                None => None,
+            },
+        };
+        let Some((k, v)) = found else {
+            return Ok(None);
+        };
+        let entries = super::decode_entries(&k, &v)?;
+        let e = pick(&entries);
+        *cache = Some((k, entries));
+        Ok(e)
     }
 
     /// The runs that hold any of `numbers`, each rewritten without them (`None`: the run
@@ -185,6 +215,7 @@ impl SledStore {
     ) -> Result<(Vec<TimelineEntry>, u64), StoreError> {
         let mut out = Vec::new();
         let mut last = upto;
+        let mut cache = None;
         self.each_change(after, &mut |item| {
             if item.change > upto {
                 return Ok(false);
@@ -192,7 +223,7 @@ impl SledStore {
             if item.kind.is_some_and(|k| !wanted(k)) {
                 return Ok(true);
             }
-            if let Some(e) = self.entry_of(&item)?
+            if let Some(e) = self.entry_of(&item, &mut cache)?
                 && wanted(e.kind)
             {
                 out.push(e);
@@ -236,5 +267,69 @@ mod tests {
         );
         assert!(decode_run(1, &[RUN_V1, 0, 0]).is_err());
         assert!(decode_run(1, &[9; 22]).is_err());
+    }
+
+    /// The entries of one change are one `incident_log` key (a pack); every reader still
+    /// sees each entry, also from inside the pack.
+    #[test]
+    fn one_change_is_one_log_key_and_reads_entry_by_entry() {
+        use crate::incident::port::{Change, IncidentLog};
+        use crate::incident::{Incident, Severity};
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = SledStore::open(dir.path()).unwrap();
+        let inc = Incident::new(
+            9,
+            "k".into(),
+            "t".into(),
+            Severity::Sev3,
+            Default::default(),
+        );
+        let entry = |seq: u64, kind| TimelineEntry {
+            incident_id: 9,
+            seq,
+            ts: Default::default(),
+            kind,
+            actor: "system".into(),
+            note: Some(format!("n{seq}")),
+            data: serde_json::json!({"seq": seq}),
+            change: 0,
+        };
+        let kinds = [
+            EntryKind::Created,
+            EntryKind::Detection,
+            EntryKind::Detection,
+        ];
+        store
+            .apply(&Change {
+                incident: inc,
+                previous_status: None,
+                entries: (0..3).map(|i| entry(i, kinds[i as usize])).collect(),
+                detections: vec![],
+                index_keys: vec![],
+            })
+            .unwrap();
+        assert_eq!(store.log.len(), 1, "one pack");
+        let tl = store.timeline(9).unwrap();
+        assert_eq!(
+            tl.iter().map(|e| (e.seq, e.change)).collect::<Vec<_>>(),
+            [(0, 1), (1, 2), (2, 3)]
+        );
+        for after in 0..3 {
+            let got = store.changes_after(after, 1).unwrap();
+            assert_eq!(got.len(), 1);
+            assert_eq!(
+                (got[0].seq, got[0].note.as_deref()),
+                (after, Some(&*format!("n{after}")))
+            );
+        }
+        let (only, upto) = store
+            .changes_of(0, 3, 10, |k| k == EntryKind::Detection)
+            .unwrap();
+        assert_eq!(
+            (only.iter().map(|e| e.seq).collect::<Vec<_>>(), upto),
+            (vec![1, 2], 3)
+        );
+        store.remove_incident(9).unwrap();
+        assert_eq!((store.log.len(), store.changes.len()), (0, 0));
     }
 }

@@ -4,7 +4,9 @@
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use super::{SledStore, be_u64, decode, encode, log_key, status_key};
+use super::{
+    SledStore, be_u64, decode, decode_entries, encode, encode_entries, log_key, status_key,
+};
 use crate::incident::port::*;
 use crate::incident::{Incident, Status, TimelineEntry};
 use crate::port::StoreError;
@@ -33,10 +35,13 @@ impl SledStore {
                 source,
             })?;
             // One damaged entry must not fail every search (`store verify` reports it).
-            let Ok(e) = decode::<TimelineEntry>("incident_log", &k, &v) else {
+            let Ok(entries) = decode_entries(&k, &v) else {
                 continue;
             };
-            if e.note.is_some_and(|n| n.to_lowercase().contains(q)) {
+            if entries
+                .into_iter()
+                .any(|e| e.note.is_some_and(|n| n.to_lowercase().contains(q)))
+            {
                 return Ok(true);
             }
         }
@@ -65,16 +70,15 @@ impl IncidentLog for SledStore {
     }
 
     fn timeline(&self, id: u64) -> Result<Vec<TimelineEntry>, StoreError> {
-        self.log
-            .scan_prefix(id.to_be_bytes())
-            .map(|kv| {
-                let (k, v) = kv.map_err(|source| StoreError::Sled {
-                    op: "read timeline",
-                    source,
-                })?;
-                decode("incident_log", &k, &v)
-            })
-            .collect()
+        let mut out = Vec::new();
+        for kv in self.log.scan_prefix(id.to_be_bytes()) {
+            let (k, v) = kv.map_err(|source| StoreError::Sled {
+                op: "read timeline",
+                source,
+            })?;
+            out.extend(decode_entries(&k, &v)?);
+        }
+        Ok(out)
     }
 
     fn remove_incident(&self, id: u64) -> Result<(), StoreError> {
@@ -91,10 +95,8 @@ impl IncidentLog for SledStore {
             let (k, v) = kv.map_err(err)?;
             // An undecodable entry still goes; its change number (if any) stays behind and
             // readers skip numbers whose entry is gone.
-            if let Ok(e) = decode::<TimelineEntry>("incident_log", &k, &v)
-                && e.change > 0
-            {
-                numbers.push(e.change);
+            if let Ok(entries) = decode_entries(&k, &v) {
+                numbers.extend(entries.iter().map(|e| e.change).filter(|n| *n > 0));
             }
             log_keys.push(k);
         }
@@ -143,8 +145,10 @@ impl IncidentLog for SledStore {
                 op: "read incident log",
                 source,
             })?;
-            if !visit(decode("incident_log", &k, &v)?) {
-                break;
+            for e in decode_entries(&k, &v)? {
+                if !visit(e) {
+                    return Ok(());
+                }
             }
         }
         Ok(())
@@ -273,9 +277,10 @@ impl IncidentLog for SledStore {
         if limit == 0 {
             return Ok(out);
         }
+        let mut cache = None;
         self.each_change(after, &mut |item| {
             // The entry may have gone with a compacted incident in between.
-            if let Some(e) = self.entry_of(&item)? {
+            if let Some(e) = self.entry_of(&item, &mut cache)? {
                 out.push(e);
             }
             Ok(out.len() < limit)
@@ -328,7 +333,7 @@ impl SledStore {
         let mut items = Vec::with_capacity(count as usize);
         for change in changes {
             let inc = &change.incident;
-            let entries: Vec<([u8; 16], Vec<u8>)> = change
+            let numbered: Vec<([u8; 16], Numbered<'_>)> = change
                 .entries
                 .iter()
                 .map(|e| {
@@ -339,9 +344,20 @@ impl SledStore {
                         kind: Some(e.kind),
                     });
                     n += 1;
-                    (key, encode(&Numbered::of(e, n - 1)))
+                    (key, Numbered::of(e, n - 1))
                 })
                 .collect();
+            // One incident's consecutive entries are one pack; anything else a key each.
+            let packable = numbered
+                .windows(2)
+                .all(|w| w[0].1.incident_id == w[1].1.incident_id && w[0].1.seq + 1 == w[1].1.seq);
+            let entries: Vec<([u8; 16], Vec<u8>)> = match numbered.first() {
+                Some((key, _)) if packable => {
+                    let all: Vec<&Numbered<'_>> = numbered.iter().map(|(_, e)| e).collect();
+                    vec![(*key, encode_entries(&all))]
+                }
+                _ => numbered.iter().map(|(k, e)| (*k, encode(e))).collect(),
+            };
             prepared.push((change, inc.id.to_be_bytes(), encode(inc), entries));
         }
         let run = (!items.is_empty()).then(|| super::feed::encode_run(first, &items));

@@ -152,7 +152,11 @@ impl SledStore {
                     supported: SCHEMA_VERSION,
                 });
             }
-            Some(1) => store.migrate_v1_to_v2()?,
+            Some(1) => {
+                store.migrate_v1_to_v2()?;
+                store.migrate_v2_to_v3()?;
+            }
+            Some(2) => store.migrate_v2_to_v3()?,
             Some(_) => {}
         }
         Ok(store)
@@ -189,6 +193,42 @@ pub(super) fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
     // Serializing our own plain structs to JSON cannot fail (string keys, no custom errors).
     serde_json::to_writer(&mut out, v).expect("records serialize to JSON");
     out
+}
+
+/// The record version of a pack in `incident_log`: the entries of one incident written by
+/// one change (consecutive `seq`s), as a JSON array under the first one's key. A dense log's
+/// detections that join one incident within one batch of the manager are one key, not one
+/// each. Readers go through [`decode_entries`].
+pub(super) const RECORD_PACK: u8 = 2;
+
+/// The `incident_log` record for `entries` of one change: one entry as itself, several as a
+/// pack under the first one's key.
+pub(super) fn encode_entries<T: serde::Serialize>(entries: &[T]) -> Vec<u8> {
+    match entries {
+        [one] => encode(one),
+        many => {
+            let mut out = vec![RECORD_PACK];
+            serde_json::to_writer(&mut out, many).expect("records serialize to JSON");
+            out
+        }
+    }
+}
+
+/// The timeline entries an `incident_log` record holds: one, or a pack's.
+pub(super) fn decode_entries(
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<Vec<crate::incident::TimelineEntry>, StoreError> {
+    match bytes.split_first() {
+        Some((&RECORD_PACK, body)) => {
+            serde_json::from_slice(body).map_err(|e| StoreError::Record {
+                tree: "incident_log",
+                key: hex(key),
+                message: e.to_string(),
+            })
+        }
+        _ => decode("incident_log", key, bytes).map(|e| vec![e]),
+    }
 }
 
 /// The big-endian number a key starts with (an incident id, a change number).

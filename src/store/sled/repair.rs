@@ -64,10 +64,24 @@ impl SledStore {
         }
         self.flush()?;
         self.meta
-            .insert("schema_version", &SCHEMA_VERSION.to_be_bytes())
+            .insert("schema_version", &2u64.to_be_bytes())
             .map_err(err)?;
         self.flush()?;
         tracing::info!(incidents = n, "migrated the state store from schema 1 to 2");
+        Ok(())
+    }
+
+    /// Schema 2 → 3: nothing to rewrite (version 2 keys read as runs of one); the new
+    /// version keeps builds that write 2 from misreading the runs written from now on.
+    pub(super) fn migrate_v2_to_v3(&self) -> Result<(), StoreError> {
+        self.meta
+            .insert("schema_version", &SCHEMA_VERSION.to_be_bytes())
+            .map_err(|source| StoreError::Sled {
+                op: "migrate schema 2 to 3",
+                source,
+            })?;
+        self.flush()?;
+        tracing::info!("state store now at schema 3 (runs of change numbers and of line ids)");
         Ok(())
     }
 
@@ -258,21 +272,23 @@ impl SledStore {
             let mut seqs = 0u64;
             for kv in self.log.scan_prefix(id.to_be_bytes()) {
                 let (lk, lv) = kv.map_err(err("read incident log"))?;
-                let entry: TimelineEntry = match decode("incident_log", &lk, &lv) {
+                let entries = match super::decode_entries(&lk, &lv) {
                     Ok(e) => e,
                     Err(e) => {
                         v.problems.push(e.to_string());
                         continue;
                     }
                 };
-                if entry.seq != seqs {
-                    v.problems.push(format!(
-                        "incident {id}: timeline entry {} where {seqs} was expected",
-                        entry.seq
-                    ));
+                for entry in entries {
+                    if entry.seq != seqs {
+                        v.problems.push(format!(
+                            "incident {id}: timeline entry {} where {seqs} was expected",
+                            entry.seq
+                        ));
+                    }
+                    seqs = entry.seq + 1;
+                    v.entries += 1;
                 }
-                seqs = entry.seq + 1;
-                v.entries += 1;
             }
             if seqs != inc.timeline_len {
                 v.problems.push(format!(
