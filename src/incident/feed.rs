@@ -19,8 +19,9 @@ use super::{EntryKind, TimelineEntry};
 #[derive(Debug, Default)]
 pub struct Batch {
     pub entries: Vec<TimelineEntry>,
-    /// The last entry's change number, or the durable number when no entry is left below it
-    /// (numbers of compacted incidents leave gaps).
+    /// Where to read on from: the last entry's change number when the read stopped at its
+    /// limit, else the durable number (entries passed over, and numbers of compacted
+    /// incidents, count as read).
     pub upto: u64,
 }
 
@@ -64,20 +65,7 @@ impl ChangeFeed {
     /// Up to `limit` durable entries after `after`, read on a blocking thread. Empty (with
     /// `upto == after`) when nothing new is durable.
     pub async fn read(&self, after: u64, limit: usize) -> Result<Batch, StoreError> {
-        let durable = self.durable();
-        if after >= durable {
-            return Ok(Batch {
-                entries: Vec::new(),
-                upto: after,
-            });
-        }
-        let log = self.log.clone();
-        let entries = tokio::task::spawn_blocking(move || log.changes_after(after, limit))
-            .await
-            .map_err(|_| StoreError::Closed {
-                path: "(the change feed's reader was cancelled)".into(),
-            })??;
-        Ok(Self::bounded(entries, durable))
+        self.read_of(after, limit, |_| true).await
     }
 
     /// Like [`ChangeFeed::read`], only entries whose kind `wanted` takes (the store passes
@@ -103,12 +91,5 @@ impl ChangeFeed {
                     path: "(the change feed's reader was cancelled)".into(),
                 })??;
         Ok(Batch { entries, upto })
-    }
-
-    /// The entries up to `durable`, and the position after them.
-    fn bounded(mut entries: Vec<TimelineEntry>, durable: u64) -> Batch {
-        entries.retain(|e| e.change <= durable);
-        let upto = entries.last().map_or(durable, |e| e.change);
-        Batch { entries, upto }
     }
 }

@@ -258,7 +258,15 @@ mod tests {
     fn a_version_2_store_is_marked_3_and_a_newer_one_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let version = |v: Option<u64>| {
-            let db = ::sled::open(dir.path()).unwrap();
+            let db = (0..100)
+                .find_map(|_| {
+                    let db = ::sled::open(dir.path()).ok();
+                    if db.is_none() {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                    db
+                })
+                .expect("sled lets go of its lock");
             let meta = db.open_tree("meta").unwrap();
             if let Some(v) = v {
                 meta.insert("schema_version", &v.to_be_bytes()).unwrap();
@@ -267,15 +275,28 @@ mod tests {
             let got = meta.get("schema_version").unwrap().unwrap();
             u64::from_be_bytes(got.as_ref().try_into().unwrap())
         };
-        drop(SledStore::open(dir.path()).unwrap());
+        // sled lets go of its file lock from a background thread after a drop.
+        let open = || {
+            for _ in 0..100 {
+                match SledStore::open(dir.path()) {
+                    Err(StoreError::Locked { .. }) => {
+                        std::thread::sleep(std::time::Duration::from_millis(20))
+                    }
+                    other => return other,
+                }
+            }
+            SledStore::open(dir.path())
+        };
+        drop(open().unwrap());
         assert_eq!(version(None), SCHEMA_VERSION);
         assert_eq!(version(Some(2)), 2);
-        drop(SledStore::open(dir.path()).unwrap());
+        drop(open().unwrap());
         assert_eq!(version(None), 3);
         assert_eq!(version(Some(4)), 4);
-        assert!(matches!(
-            SledStore::open(dir.path()),
-            Err(StoreError::Schema { found: 4, .. })
-        ));
+        match open() {
+            Err(StoreError::Schema { found: 4, .. }) => {}
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("a version 4 store was opened"),
+        }
     }
 }
