@@ -168,29 +168,29 @@ impl SledStore {
         Ok(e)
     }
 
-    /// The runs that hold any of `numbers`, each rewritten without them (`None`: the run
-    /// is left empty and goes), for the transaction that removes their entries.
+    /// The runs that hold any of `numbers` (ascending), each rewritten without them
+    /// (`None`: the run is left empty and goes), for the transaction that removes their
+    /// entries.
     pub(super) fn runs_without(&self, numbers: &[u64]) -> Result<Vec<Rewrite>, StoreError> {
         let err = |source| StoreError::Sled {
             op: "read changes",
             source,
         };
         let mut out: Vec<Rewrite> = Vec::new();
-        let mut done: Vec<u64> = Vec::new();
+        let mut done = std::collections::HashSet::new();
         for n in numbers {
             let Some(kv) = self.changes.range(..=n.to_be_bytes()).next_back() else {
                 continue;
             };
             let (k, v) = kv.map_err(err)?;
             let Some(first) = be_u64(&k) else { continue };
-            if done.contains(&first) {
+            if !done.insert(first) {
                 continue;
             }
-            done.push(first);
             let items = decode_run(first, &v)?;
             let kept: Vec<Item> = items
                 .iter()
-                .filter(|i| !numbers.contains(&i.change))
+                .filter(|i| numbers.binary_search(&i.change).is_err())
                 .copied()
                 .collect();
             if kept.len() == items.len() {
