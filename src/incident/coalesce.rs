@@ -108,44 +108,6 @@ impl Coalesced {
     }
 }
 
-/// Written snapshots kept at most; past it, the oldest batch's are let go.
-const WRITTEN_MAX: usize = 4096;
-
-/// The snapshots the last writes of gathered changes left, by incident: the next batch's
-/// first detection of an incident takes its snapshot from here instead of reading and
-/// decoding it from the store (moved, never copied). Only valid while nothing else writes
-/// those incidents: the manager clears it before any message other than a detection, and
-/// forgets an incident before writing it another way.
-#[derive(Default)]
-pub(super) struct Written {
-    snapshots: std::collections::HashMap<u64, Incident>,
-}
-
-impl Written {
-    /// Keeps the snapshots of `changes`, just written.
-    pub(super) fn keep(&mut self, changes: Vec<Change>) {
-        if self.snapshots.len() + changes.len() > WRITTEN_MAX {
-            self.snapshots.clear();
-        }
-        for c in changes.into_iter().take(WRITTEN_MAX) {
-            self.snapshots.insert(c.incident.id, c.incident);
-        }
-    }
-
-    /// The incident as last written, if kept (it leaves: the caller writes it back or not).
-    pub(super) fn take(&mut self, id: u64) -> Option<Incident> {
-        self.snapshots.remove(&id)
-    }
-
-    pub(super) fn forget(&mut self, id: u64) {
-        self.snapshots.remove(&id);
-    }
-
-    pub(super) fn clear(&mut self) {
-        self.snapshots.clear();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -209,8 +209,6 @@ impl Manager {
             self.settle();
         } else {
             self.settle();
-            // Written here, not with the batch: a kept snapshot of it would be stale.
-            self.written.forget(change.incident.id);
             self.store.apply(&change)?;
         }
         Ok(match how {

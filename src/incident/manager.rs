@@ -388,7 +388,6 @@ pub fn spawn(
         backoff: HashMap::new(),
         active: Default::default(),
         coalesced: Default::default(),
-        written: Default::default(),
     };
     tracker.spawn_blocking(move || manager.run(rx));
     Ok(IncidentHandle { tx, changes })
@@ -419,8 +418,6 @@ pub(super) struct Manager {
     pub(super) active: super::correlate::ActiveIndex,
     /// Detections of this batch joining their own key's active incident, not yet written.
     pub(super) coalesced: super::coalesce::Coalesced,
-    /// Snapshots the last gathered writes left, for the next batch's first reads.
-    pub(super) written: super::coalesce::Written,
 }
 
 pub(super) type Reply = oneshot::Sender<Result<Incident, IncidentError>>;
@@ -470,7 +467,6 @@ impl Manager {
                 })();
                 self.active = Default::default();
                 self.swept.clear();
-                self.written.clear();
                 if let Err(e) = reloaded {
                     self.telemetry
                         .store_error("reading the store back after reopening it failed", &e);
@@ -515,10 +511,8 @@ impl Manager {
                 // the same instant, so the log replays to the very same snapshot.
                 self.now = self.clock.now();
                 if !matches!(m, Msg::Detection(_)) {
-                    // Everything else reads the store as if each detection was written alone,
-                    // and may write any incident.
+                    // Everything else reads the store as if each detection was written alone.
                     self.settle();
-                    self.written.clear();
                 }
                 match m {
                     Msg::Detection(d) => {
@@ -633,12 +627,9 @@ impl Manager {
         tracing::debug!("incident manager stopped");
     }
 
-    pub(super) fn load(&mut self, id: u64) -> Result<Incident, IncidentError> {
+    pub(super) fn load(&self, id: u64) -> Result<Incident, IncidentError> {
         if let Some(inc) = self.coalesced.incident(id) {
             return Ok(inc.clone());
-        }
-        if let Some(inc) = self.written.take(id) {
-            return Ok(inc);
         }
         self.store
             .incident(id)?
@@ -654,7 +645,6 @@ impl Manager {
         let changes = self.coalesced.take();
         let gathered: usize = changes.iter().map(|c| c.detections.len().max(1)).sum();
         if let Err(e) = self.store.apply_many(&changes) {
-            self.written.clear();
             self.telemetry.store_error(
                 &format!(
                     "could not record {gathered} detection(s) of {} incident(s)",
@@ -666,7 +656,6 @@ impl Manager {
             self.telemetry
                 .detections_coalesced
                 .add(gathered.saturating_sub(changes.len()) as u64);
-            self.written.keep(changes);
         }
     }
 
@@ -790,93 +779,6 @@ mod tests {
             .collect();
         assert_eq!(a.len(), 2, "the second new incident of `a` was held back");
         assert_eq!(telemetry.incidents_rate_limited.get(), 1);
-        drop(tx);
-        drop(handle);
-        tracker.close();
-        tracker.wait().await;
-    }
-
-    /// Snapshots kept from one batch's write serve the next batch's first read, and are
-    /// never stale: a command between batches, and a detection written on its own (a
-    /// severity raise), each leave the next detection reading what they wrote. The stored
-    /// snapshot always equals what the log replays to.
-    #[tokio::test]
-    async fn kept_snapshots_never_hide_a_write_made_another_way() {
-        let store = Arc::new(MemoryIncidents::default());
-        let tracker = tokio_util::task::TaskTracker::new();
-        let handle = spawn(
-            store.clone(),
-            IncidentsConfig::default(),
-            Arc::new(crate::clock::SystemClock),
-            Arc::new(Telemetry::default()),
-            64,
-            &tracker,
-        )
-        .unwrap();
-        let tx = handle.sender();
-        let now = crate::clock::SystemClock.now().millis();
-        let send = |d: Detection| {
-            let tx = tx.clone();
-            let handle = &handle;
-            async move {
-                tx.send(Msg::Detection(d)).await.unwrap();
-                assert!(handle.ping().await);
-            }
-        };
-        send(detection("a", now)).await;
-        send(detection("a", now + 1)).await;
-        let id = store.latest_for_key("a").unwrap().unwrap();
-        // A silence records itself on the incident from a scan of the store, not a load.
-        let silence: crate::incident::NewSilence = serde_json::from_value(serde_json::json!({
-            "matchers": {"rule": "ssh"}, "duration": "1h", "comment": "maintenance"
-        }))
-        .unwrap();
-        handle
-            .silence(SilenceCommand::Create {
-                silence: Box::new(silence),
-                actor: "t".into(),
-            })
-            .await
-            .unwrap();
-        send(detection("a", now + 1)).await;
-        handle
-            .command(Command::Transition {
-                id,
-                transition: Transition::Ack,
-                note: None,
-                actor: "t".into(),
-            })
-            .await
-            .unwrap();
-        send(detection("a", now + 2)).await;
-        let mut raised = detection("a", now + 3);
-        raised.severity = crate::incident::Severity::Sev1;
-        send(raised).await;
-        send(detection("a", now + 4)).await;
-        let inc = store.incident(id).unwrap().unwrap();
-        assert_eq!(inc.status, crate::incident::Status::Acknowledged);
-        assert_eq!(inc.severity, crate::incident::Severity::Sev1);
-        assert_eq!(inc.detections, 6);
-        assert_eq!(inc.silenced_by.len(), 1, "{inc:?}");
-        let timeline = store.timeline(id).unwrap();
-        let silenced = timeline
-            .iter()
-            .filter(|e| e.kind == crate::incident::EntryKind::Silenced)
-            .count();
-        assert_eq!(silenced, 1, "the silence is recorded once: {timeline:?}");
-        // Every change names its own entry: a stale snapshot would write over an entry.
-        let mut seqs: Vec<u64> = store
-            .changes_after(0, 1000)
-            .unwrap()
-            .iter()
-            .filter(|e| e.incident_id == id)
-            .map(|e| e.seq)
-            .collect();
-        let n = seqs.len();
-        seqs.dedup();
-        assert_eq!((n, seqs.len()), (timeline.len(), timeline.len()));
-        let replayed = crate::incident::project::project(None, &timeline).unwrap();
-        assert_eq!(replayed, inc);
         drop(tx);
         drop(handle);
         tracker.close();
