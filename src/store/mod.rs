@@ -216,6 +216,11 @@ mod tests {
                     s.changed_after(after, 2).unwrap()
                 ));
             }
+            out.push(format!(
+                "none {:?} {:?}",
+                s.changed_after(0, 0).unwrap(),
+                s.changes_of(0, 8, 0, |_| true).unwrap()
+            ));
             out.push(format!("last {}", s.last_change()));
             out
         };

@@ -243,9 +243,12 @@ pub trait IncidentLog: Durable {
         wanted: fn(EntryKind) -> bool,
     ) -> Result<(Vec<TimelineEntry>, u64), StoreError> {
         let mut out = Vec::new();
+        if limit == 0 {
+            return Ok((out, after));
+        }
         let mut at = after;
         loop {
-            let read = self.changes_after(at, limit.max(1))?;
+            let read = self.changes_after(at, limit)?;
             if read.is_empty() {
                 return Ok((out, upto));
             }

@@ -214,6 +214,9 @@ impl SledStore {
         wanted: fn(EntryKind) -> bool,
     ) -> Result<(Vec<TimelineEntry>, u64), StoreError> {
         let mut out = Vec::new();
+        if limit == 0 {
+            return Ok((out, after));
+        }
         let mut last = upto;
         let mut cache = None;
         self.each_change(after, &mut |item| {

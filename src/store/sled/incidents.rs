@@ -262,6 +262,9 @@ impl IncidentLog for SledStore {
 
     fn changed_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, u64)>, StoreError> {
         let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
         self.each_change(after, &mut |item| {
             // The log key starts with the incident's id, big-endian.
             if let Some(id) = be_u64(&item.log_key) {
