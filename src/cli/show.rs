@@ -296,7 +296,7 @@ pub(super) fn timeline_table(entries: &[TimelineEntry]) -> String {
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default();
-            let mut what = match (&e.note, &e.data) {
+            let mut what = match (&e.note, &*e.data) {
                 (_, Value::Object(d)) if d.contains_key("to") => format!(
                     "{} → {}",
                     d["from"].as_str().unwrap_or("-"),

@@ -134,7 +134,7 @@ mod tests {
                 kind: EntryKind::Detection,
                 actor: "system".into(),
                 note: None,
-                data: serde_json::Value::Null,
+                data: Default::default(),
                 change: 0,
             }],
             detections: vec![AppliedId {

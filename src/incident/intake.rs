@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::port::Change;
-use super::{EntryKind, Incident, Status, TimelineEntry};
+use super::{EntryData, EntryKind, Incident, Status, TimelineEntry};
 use crate::clock::Timestamp;
 use crate::engine::Detection;
 
@@ -387,19 +387,21 @@ impl Manager {
         d: &Detection,
         facts: &Attach,
     ) -> TimelineEntry {
-        let mut data = serde_json::json!({
-            "id": d.idempotency_text(),
-            "summary": d.summary,
-            "count": d.count,
-            "event_ts": d.ts,
-            "labels": d.labels,
-            "message": d.message,
+        // Encoded once, straight from the detection: no value tree to build, encode again
+        // for the store and drop (see `EntryData`).
+        let data = DetectionData {
+            id: d.idempotency_text(),
+            summary: &d.summary,
+            count: d.count,
+            event_ts: d.ts,
+            labels: &d.labels,
+            message: d.message.as_deref(),
+            facts,
+        };
+        let data = EntryData::encoded(&data).unwrap_or_else(|e| {
+            tracing::error!(incident = inc.id, rule = %d.rule, error = %e, "a detection entry could not be encoded; its data is left empty");
+            EntryData::default()
         });
-        if let (Some(map), Ok(serde_json::Value::Object(facts))) =
-            (data.as_object_mut(), serde_json::to_value(facts))
-        {
-            map.extend(facts);
-        }
         self.entry(inc, EntryKind::Detection, SYSTEM_ACTOR, None, data)
     }
 
@@ -462,6 +464,19 @@ fn keep_evidence(inc: &mut Incident, ev: &crate::event::Event, max: usize) {
         inc.evidence.remove(first);
     }
     inc.evidence.push(ev.clone());
+}
+
+/// A detection entry's data: the detection and the facts attaching it changed.
+#[derive(Serialize)]
+struct DetectionData<'a> {
+    id: Option<String>,
+    summary: &'a str,
+    count: u64,
+    event_ts: Timestamp,
+    labels: &'a BTreeMap<String, String>,
+    message: Option<&'a str>,
+    #[serde(flatten)]
+    facts: &'a Attach,
 }
 
 /// What attaching a detection changes in its incident. Stored in the `detection` timeline

@@ -665,8 +665,9 @@ impl Manager {
         kind: EntryKind,
         actor: &str,
         note: Option<String>,
-        data: serde_json::Value,
+        data: impl Into<crate::incident::EntryData>,
     ) -> TimelineEntry {
+        let data = data.into();
         let e = TimelineEntry {
             incident_id: inc.id,
             seq: inc.timeline_len,

@@ -11,6 +11,7 @@ mod command;
 pub mod config;
 pub mod correlate;
 mod editing;
+mod entry_data;
 pub mod feed;
 mod housekeeping;
 mod intake;
@@ -29,6 +30,7 @@ pub mod stage;
 pub mod stats;
 mod unflushed;
 
+pub use entry_data::EntryData;
 pub use lifecycle::Transition;
 pub use manager::{Command, IncidentError, IncidentHandle, NewIncident, SilenceCommand};
 pub use model::{EntryKind, Incident, Severity, Status, TimelineEntry};

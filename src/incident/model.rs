@@ -7,6 +7,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
+use crate::incident::EntryData;
 pub use crate::severity::Severity;
 
 /// Where an incident is in its life.
@@ -270,8 +271,8 @@ pub struct TimelineEntry {
     pub actor: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
-    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
-    pub data: serde_json::Value,
+    #[serde(default, skip_serializing_if = "EntryData::is_null")]
+    pub data: EntryData,
     /// The store-wide change number, given when the entry is stored: entries of all
     /// incidents in the order they were written (the event id of `GET /v1/stream`).
     #[serde(default, skip_serializing_if = "is_zero")]

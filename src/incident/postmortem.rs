@@ -83,7 +83,7 @@ pub fn render(i: &Incident, timeline: &[TimelineEntry], now: Timestamp) -> Strin
         "| time | what | who | details |\n| --- | --- | --- | --- |"
     );
     for e in timeline {
-        let details = match (&e.note, &e.data) {
+        let details = match (&e.note, &*e.data) {
             (Some(n), _) => n.clone(),
             (None, serde_json::Value::Null) => String::new(),
             (None, d) => d.to_string(),

@@ -562,7 +562,7 @@ mod tests {
                         kind,
                         actor: "system".into(),
                         note: None,
-                        data: serde_json::json!({"from": from, "to": to, "kind": "ack"}),
+                        data: serde_json::json!({"from": from, "to": to, "kind": "ack"}).into(),
                         change: 1,
                     };
                     if Shared::event_of(&e).is_some() {

@@ -106,7 +106,7 @@ mod tests {
             kind,
             actor: "system".into(),
             note: None,
-            data,
+            data: data.into(),
             change,
         }
     }

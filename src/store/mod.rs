@@ -83,7 +83,7 @@ mod tests {
             kind: EntryKind::Created,
             actor: "system".into(),
             note: (id == 2).then(|| "Disk FULL on db".to_owned()),
-            data: serde_json::json!({"incident": inc}),
+            data: serde_json::json!({"incident": inc}).into(),
             change: 0,
         };
         Change {
@@ -152,7 +152,8 @@ mod tests {
             acked.incident.status = Status::Acknowledged;
             acked.entries[0].seq = 1;
             acked.entries[0].kind = EntryKind::StatusChanged;
-            acked.entries[0].data = serde_json::json!({"from": "open", "to": "acknowledged"});
+            acked.entries[0].data =
+                serde_json::json!({"from": "open", "to": "acknowledged"}).into();
             acked.detections.clear();
             s.apply(&acked).unwrap();
             s.flush().unwrap();

@@ -294,7 +294,7 @@ mod tests {
             kind,
             actor: "system".into(),
             note: Some(format!("n{seq}")),
-            data: serde_json::json!({"seq": seq}),
+            data: serde_json::json!({"seq": seq}).into(),
             change: 0,
         };
         let kinds = [

@@ -456,7 +456,7 @@ struct Numbered<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     note: Option<&'a str>,
     #[serde(skip_serializing_if = "is_null")]
-    data: &'a serde_json::Value,
+    data: &'a crate::incident::EntryData,
     change: u64,
 }
 
@@ -475,6 +475,6 @@ impl<'a> Numbered<'a> {
     }
 }
 
-fn is_null(v: &&serde_json::Value) -> bool {
+fn is_null(v: &&crate::incident::EntryData) -> bool {
     v.is_null()
 }
