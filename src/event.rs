@@ -320,6 +320,33 @@ pub fn local_hostname() -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
+/// Events handed back to the source that parsed them once the engine has applied them, so
+/// the source parses its next lines into them (their strings and fields keep their memory)
+/// instead of allocating each event and freeing it on another thread. Bounded: a source that
+/// has enough spare events lets the rest go.
+#[derive(Debug, Clone)]
+pub struct Recycle(std::sync::mpsc::SyncSender<Vec<(u64, Event)>>);
+
+/// The source's end of a [`Recycle`].
+pub type Recycled = std::sync::mpsc::Receiver<Vec<(u64, Event)>>;
+
+impl Recycle {
+    /// A channel holding up to `batches` batches of spare events.
+    pub fn channel(batches: usize) -> (Recycle, Recycled) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(batches);
+        (Recycle(tx), rx)
+    }
+
+    /// Hands `events` back. When the source holds enough already (or is gone), they are
+    /// dropped here: spare memory, not data.
+    pub fn give_back(&self, events: Vec<(u64, Event)>) {
+        if events.is_empty() {
+            return;
+        }
+        let _spare_or_dropped = self.0.try_send(events);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

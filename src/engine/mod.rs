@@ -58,6 +58,8 @@ pub enum Input {
         /// One permit per line of the file sources' shared budget, given back when the
         /// input is dropped after it was applied.
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
+        /// Where the events go once applied, for the tail to parse its next lines into.
+        recycle: Option<crate::event::Recycle>,
     },
     /// A file the tail has finished with (drained after rotation or deletion).
     TailDone { source: String, id: FileId },
@@ -75,6 +77,21 @@ pub enum Input {
         plugin: String,
         detection: PluginDetection,
     },
+}
+
+impl Input {
+    /// Once applied: hands a tail's events back to it for its next lines (see
+    /// [`crate::event::Recycle`]).
+    pub fn recycle(&mut self) {
+        if let Input::Tail {
+            lines,
+            recycle: Some(r),
+            ..
+        } = self
+        {
+            r.give_back(std::mem::take(lines));
+        }
+    }
 }
 
 /// Sequence-number ids remembered per journald source.

@@ -80,7 +80,7 @@ pub async fn run<S: DetectionSink, T: Tap>(
                 None => commands_open = false,
             },
             ev = events.recv() => {
-                let Some(input) = ev else { break };
+                let Some(mut input) = ev else { break };
                 telemetry.engine_events.add(match &input {
                     Input::Event(..) => 1,
                     Input::Events { events, .. } => events.len() as u64,
@@ -98,6 +98,7 @@ pub async fn run<S: DetectionSink, T: Tap>(
                     Input::TailDone { .. } | Input::Plugin { .. } => None,
                 };
                 feeds.offer(&input);
+                input.recycle();
                 let detected = std::time::Instant::now();
                 for d in out.drain(..) {
                     let mut d = d;

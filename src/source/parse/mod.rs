@@ -27,6 +27,15 @@ pub struct Parser {
 }
 
 /// The result of parsing one line.
+/// What parsing a line into an event found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    /// The format could not read the line; the event carries it raw.
+    pub unparsed: bool,
+    /// As [`Parsed::future`].
+    pub future: bool,
+}
+
 pub struct Parsed {
     pub event: Event,
     /// The format could not read the line; the event carries it raw.
@@ -59,20 +68,31 @@ impl Parser {
     /// Parses `line` (without its newline). `now` is the event time of lines without one
     /// and anchors the year of RFC 3164 timestamps.
     pub fn parse(&self, line: &str, now: Timestamp) -> Parsed {
-        let mut ev = log_event(String::new(), now, &self.host);
-        set(&mut ev.source, &self.source);
-        set(&mut ev.kind, &self.parsing.kind);
+        let mut event = log_event(String::new(), now, &self.host);
+        let Verdict { unparsed, future } = self.parse_into(&mut event, line, now);
+        Parsed {
+            event,
+            unparsed,
+            future,
+        }
+    }
+
+    /// [`Parser::parse`] into `ev`, an event of this source made before (a spare one the
+    /// engine handed back): it ends up exactly as a new one would, its strings' memory reused
+    /// where the format allows.
+    pub fn parse_into(&self, ev: &mut Event, line: &str, now: Timestamp) -> Verdict {
+        self.reset(ev, now);
         let result = match self.parsing.format {
             LineFormat::Raw => {
-                raw_into(&mut ev, line);
+                raw_into(ev, line);
                 Ok(())
             }
             LineFormat::Syslog => {
-                if syslog::parse_syslog_into(&mut ev, line, year_of(now), &self.host) {
+                if syslog::parse_syslog_into(ev, line, year_of(now), &self.host) {
                     // RFC 3164 has no year: a date ahead of now by more than a day belongs to
                     // last year (a December line read in January).
                     if ev.ts.millis() > now.millis() + 86_400_000 {
-                        syslog::parse_syslog_into(&mut ev, line, year_of(now) - 1, &self.host);
+                        syslog::parse_syslog_into(ev, line, year_of(now) - 1, &self.host);
                     }
                     set(&mut ev.source, &self.source);
                     set(&mut ev.kind, &self.parsing.kind);
@@ -84,9 +104,9 @@ impl Parser {
             LineFormat::Json | LineFormat::Journald => match serde_json::from_str::<Value>(line) {
                 Ok(Value::Object(map)) => {
                     if self.parsing.format == LineFormat::Journald {
-                        journald_into(&mut ev, map);
+                        journald_into(ev, map);
                     } else {
-                        object_into(&mut ev, map.into_iter());
+                        object_into(ev, map.into_iter());
                     }
                     Ok(())
                 }
@@ -96,7 +116,7 @@ impl Parser {
             LineFormat::Logfmt => match logfmt::pairs(line) {
                 Some(pairs) if !pairs.is_empty() => {
                     object_into(
-                        &mut ev,
+                        ev,
                         pairs
                             .into_iter()
                             .map(|(k, v)| (k.to_owned(), Value::String(v.into_owned()))),
@@ -123,7 +143,7 @@ impl Parser {
             }) {
                 Some(groups) => {
                     let had_message = groups.iter().any(|(k, _)| k == "message" || k == "msg");
-                    object_into(&mut ev, groups.into_iter());
+                    object_into(ev, groups.into_iter());
                     if !had_message {
                         ev.message = Some(line.to_owned());
                     }
@@ -135,7 +155,7 @@ impl Parser {
         let unparsed = match result {
             Ok(()) => false,
             Err(why) => {
-                ev = log_event(line.to_owned(), now, &self.host);
+                *ev = log_event(line.to_owned(), now, &self.host);
                 set(&mut ev.source, &self.source);
                 set(&mut ev.kind, &self.parsing.kind);
                 ev.fields.insert("parse_error".into(), why.into());
@@ -149,10 +169,29 @@ impl Parser {
             ev.labels.entry(k.clone()).or_insert_with(|| v.clone());
         }
         let future = crate::watermark::too_far_ahead(ev.ts, now, self.max_future_skew);
-        Parsed {
-            event: ev,
-            unparsed,
-            future,
+        Verdict { unparsed, future }
+    }
+
+    /// Makes `ev` what [`log_event`] makes for this source, keeping its strings' memory. A
+    /// syslog event keeps its `program` and `pid` fields, which parsing sets or removes.
+    fn reset(&self, ev: &mut Event, now: Timestamp) {
+        ev.ts = now;
+        set(&mut ev.kind, &self.parsing.kind);
+        set(&mut ev.source, &self.source);
+        ev.level = crate::event::Level::Info;
+        ev.service = None;
+        set(&mut ev.host, &self.host);
+        match &mut ev.message {
+            Some(m) => m.clear(),
+            None => ev.message = Some(String::new()),
+        }
+        ev.value = None;
+        ev.correlation_id = None;
+        ev.trace_id = None;
+        ev.labels.clear();
+        match self.parsing.format {
+            LineFormat::Syslog => ev.fields.retain(|k, _| k == "program" || k == "pid"),
+            _ => ev.fields.clear(),
         }
     }
 }
@@ -424,6 +463,50 @@ mod tests {
     }
 
     const NOW: Timestamp = Timestamp(1_795_435_200_000); // 2026-11-23T10:00:00Z
+
+    #[test]
+    fn an_event_parsed_into_again_is_exactly_a_new_one() {
+        // Every format, with lines that set, omit and change what the one before set: a
+        // spare event must carry nothing of its earlier line.
+        let lines = [
+            "Nov 23 09:59:58 web-1 sshd[1001]: Failed password for root from 1.2.3.4 port 22 ssh2",
+            "Nov 23 09:59:59 web-1 kernel: Out of memory",
+            "<11>Nov 23 09:59:59 web-1 cron[7]: job failed",
+            "Nov 23 10:00:00 plain text without a tag",
+            "<34>1 2026-11-23T09:59:00Z host app 12 ID47 [x@1 a=\"b\"] a 5424 message",
+            "not syslog at all",
+            "2026-11-23T09:59:58Z GET /health 200",
+            r#"{"level":"error","message":"m","service":"api","trace_id":"t","fields":{"x":1},"labels":{"l":"v"},"value":3}"#,
+            r#"{"message":"plain","correlation_id":"c"}"#,
+            r#"{"ts":"2026-11-23T09:00:00Z","kind":"metric","host":"h2","y":"z"}"#,
+            "level=warn msg=\"disk low\" disk=sda",
+            "ts=2026-11-23T09:00:00Z level=info msg=hi",
+            "",
+        ];
+        let formats = [
+            (LineFormat::Syslog, None),
+            (LineFormat::Raw, None),
+            (LineFormat::Json, None),
+            (LineFormat::Logfmt, None),
+            (LineFormat::Journald, None),
+            (LineFormat::Regex, Some(r"^(?P<level>\w+) (?P<user>\S+)")),
+        ];
+        for (format, pattern) in formats {
+            let p = parser(format, pattern);
+            let mut reused = log_event(String::new(), Timestamp(0), "");
+            // Twice round, so each line follows every other kind of line at least once.
+            for line in lines.iter().chain(lines.iter().rev()) {
+                let fresh = p.parse(line, NOW);
+                let verdict = p.parse_into(&mut reused, line, NOW);
+                assert_eq!(reused, fresh.event, "{format:?}: {line}");
+                assert_eq!(
+                    (verdict.unparsed, verdict.future),
+                    (fresh.unparsed, fresh.future),
+                    "{format:?}: {line}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn raw_lines_keep_the_line_and_a_leading_time() {

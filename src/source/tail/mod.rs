@@ -47,6 +47,12 @@ use crate::telemetry::SourceStats;
 pub const BATCH_LINES: usize = 256;
 /// Bytes read per `pread`.
 const READ_BYTES: usize = 64 * 1024;
+/// Batches of applied events the engine may hand back for the next lines (see
+/// [`crate::event::Recycle`]).
+const SPARE_BATCHES: usize = 2;
+/// A spare event's message keeps at most this much memory (a long line once must not keep
+/// its size in every spare event).
+const SPARE_MESSAGE_BYTES: usize = 4096;
 /// Poll intervals a drained, renamed-away file stays open in case its writer still appends
 /// (until logrotate's postrotate makes it reopen).
 const ORPHAN_GRACE_POLLS: u32 = 3;
@@ -138,6 +144,7 @@ impl FileTail {
             });
         }
         let watcher = watcher(bell.clone(), &self.stats);
+        let (recycle, recycled) = crate::event::Recycle::channel(SPARE_BATCHES);
         let mut state = TailState {
             tail: self,
             followed: Vec::new(),
@@ -146,6 +153,9 @@ impl FileTail {
             first_scan: true,
             buf: vec![0u8; READ_BYTES],
             refused: BTreeMap::new(),
+            recycle,
+            recycled,
+            spare: Vec::new(),
         };
         tracing::info!(source = %state.tail.config.id, path = %state.tail.config.path, "following files");
         let poll = state.tail.config.poll_interval;
@@ -215,6 +225,11 @@ struct TailState {
     /// Paths the glob matched that are not regular files (or lie under /proc or /sys), with
     /// why: refused, and said once until the reason changes.
     refused: BTreeMap<PathBuf, String>,
+    /// Handed to the engine with each batch; applied events come back through `recycled`.
+    recycle: crate::event::Recycle,
+    recycled: crate::event::Recycled,
+    /// Events to parse the next lines into.
+    spare: Vec<(u64, Event)>,
 }
 
 impl TailState {
@@ -398,6 +413,7 @@ impl TailState {
             },
             read_at: Instant::now(),
             permit: None,
+            recycle: None,
         });
     }
 
@@ -560,6 +576,7 @@ impl TailState {
                 cursor: f.cursor(&source),
                 read_at: Instant::now(),
                 permit: None,
+                recycle: Some(self.recycle.clone()),
             }) {
                 return false;
             }
@@ -591,6 +608,7 @@ impl TailState {
                 cursor,
                 read_at: Instant::now(),
                 permit: None,
+                recycle: Some(self.recycle.clone()),
             }) {
                 return Err(ReadError::EngineGone);
             }
@@ -669,6 +687,7 @@ impl TailState {
                         cursor,
                         read_at: Instant::now(),
                         permit: None,
+                        recycle: Some(self.recycle.clone()),
                     }) {
                         self.buf = buf;
                         return Err(ReadError::EngineGone);
@@ -702,6 +721,7 @@ impl TailState {
                 cursor,
                 read_at: Instant::now(),
                 permit: None,
+                recycle: Some(self.recycle.clone()),
             }) {
                 return Err(ReadError::EngineGone);
             }
@@ -711,7 +731,28 @@ impl TailState {
 
     /// Turns one line (without its newline) into an event; a line at or over the limit is
     /// cut to it and marked `fields.truncated`.
-    fn emit(&self, line: &[u8], cut: bool, offset: u64, events: &mut Vec<(u64, Event)>) {
+    /// An event to parse the next line into: a spare one the engine handed back, or a new one.
+    fn spare_event(&mut self) -> Event {
+        if self.spare.is_empty()
+            && let Ok(batch) = self.recycled.try_recv()
+        {
+            self.spare = batch;
+        }
+        match self.spare.pop() {
+            Some((_, mut ev)) => {
+                if let Some(m) = &mut ev.message
+                    && m.capacity() > SPARE_MESSAGE_BYTES
+                {
+                    m.clear();
+                    m.shrink_to(SPARE_MESSAGE_BYTES);
+                }
+                ev
+            }
+            None => crate::source::parse::log_event(String::new(), crate::clock::Timestamp(0), ""),
+        }
+    }
+
+    fn emit(&mut self, line: &[u8], cut: bool, offset: u64, events: &mut Vec<(u64, Event)>) {
         let stats = &self.tail.stats;
         let max = self.tail.config.max_line_bytes;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -726,23 +767,29 @@ impl TailState {
             stats.invalid_utf8.inc();
             stats.warn_line("invalid_utf8", "line has invalid UTF-8; decoded lossily");
         }
-        let mut parsed = self.tail.parser.parse(&text, self.tail.clock.now());
-        if parsed.unparsed {
+        let mut ev = self.spare_event();
+        let stats = &self.tail.stats;
+        let verdict = self
+            .tail
+            .parser
+            .parse_into(&mut ev, &text, self.tail.clock.now());
+        if verdict.unparsed {
             stats.unparsed.inc();
             stats.warn_line("unparsed", "line not in the source's format; passed on raw");
         }
-        if parsed.future {
+        if verdict.future {
             // Consumed (the cursor moves past it) but never handed on.
-            stats.future_ts(parsed.event.ts);
+            stats.future_ts(ev.ts);
+            self.spare.push((0, ev));
             return;
         }
         if cut {
             stats.oversize.inc();
             stats.warn_line("oversize", &format!("line cut at {max} bytes"));
-            parsed.event.fields.insert("truncated".into(), true.into());
+            ev.fields.insert("truncated".into(), true.into());
         }
         stats.events.inc();
-        events.push((offset, parsed.event));
+        events.push((offset, ev));
     }
 
     fn send(&self, mut input: Input) -> bool {
