@@ -48,8 +48,10 @@ pub const BATCH_LINES: usize = 256;
 /// Bytes read per `pread`.
 const READ_BYTES: usize = 64 * 1024;
 /// Batches of applied events the engine may hand back for the next lines (see
-/// [`crate::event::Recycle`]).
-const SPARE_BATCHES: usize = 2;
+/// [`crate::event::Recycle`]): enough to cover the queue filling and draining again, so few
+/// events are made only to be dropped. At most this many times [`BATCH_LINES`] spare events,
+/// each message holding at most [`SPARE_MESSAGE_BYTES`].
+const SPARE_BATCHES: usize = 8;
 /// A spare event's message keeps at most this much memory (a long line once must not keep
 /// its size in every spare event).
 const SPARE_MESSAGE_BYTES: usize = 4096;
