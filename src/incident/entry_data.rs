@@ -109,13 +109,21 @@ impl fmt::Display for EntryData {
     }
 }
 
-impl Serialize for EntryData {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+impl EntryData {
+    /// Serializes for a serializer that writes JSON (serde_json's, as the store's is): the
+    /// JSON text as it is where there is one. Any other serializer (a template's context)
+    /// would see the text's wrapper, not the value: [`Serialize`] gives those the value.
+    pub fn serialize_json<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match &self.raw {
-            // serde_json writes the text verbatim.
             Some(raw) => raw.serialize(s),
             None => self.value().serialize(s),
         }
+    }
+}
+
+impl Serialize for EntryData {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.value().serialize(s)
     }
 }
 
@@ -159,14 +167,25 @@ mod tests {
         assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), value);
         let back: EntryData = serde_json::from_str(&text).unwrap();
         assert_eq!(back, encoded);
-        assert_eq!(encoded.to_string(), text);
+        assert_eq!(
+            serde_json::from_str::<Value>(&encoded.to_string()).unwrap(),
+            value
+        );
         assert_eq!(encoded.clone().into_value(), value);
-        // In a struct, as the store writes entries.
+        // In a struct, as the store writes entries: the text as it is.
         #[derive(Serialize)]
         struct Entry<'a> {
+            #[serde(serialize_with = "json")]
             data: &'a EntryData,
         }
-        let entry = serde_json::to_value(Entry { data: &encoded }).unwrap();
-        assert_eq!(entry["data"], value);
+        fn json<S: Serializer>(d: &&EntryData, s: S) -> Result<S::Ok, S::Error> {
+            d.serialize_json(s)
+        }
+        let text = serde_json::to_string(&Entry { data: &encoded }).unwrap();
+        assert_eq!(text, format!("{{\"data\":{encoded}}}"));
+        // A template's context sees the value, not the text's wrapper.
+        let ctx = minijinja::Value::from(minijinja::value::Serde(&encoded));
+        assert_eq!(ctx.get_attr("rule").unwrap().as_str(), Some("ssh\n\"x\""));
+        assert_eq!(ctx.get_attr("count").unwrap(), minijinja::Value::from(3));
     }
 }

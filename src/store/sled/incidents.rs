@@ -455,7 +455,7 @@ struct Numbered<'a> {
     actor: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     note: Option<&'a str>,
-    #[serde(skip_serializing_if = "is_null")]
+    #[serde(skip_serializing_if = "is_null", serialize_with = "data_as_json")]
     data: &'a crate::incident::EntryData,
     change: u64,
 }
@@ -473,6 +473,14 @@ impl<'a> Numbered<'a> {
             change,
         }
     }
+}
+
+/// A detection entry's data as the JSON text it was encoded to (see `EntryData`).
+fn data_as_json<S: serde::Serializer>(
+    d: &&crate::incident::EntryData,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    d.serialize_json(s)
 }
 
 fn is_null(v: &&crate::incident::EntryData) -> bool {
