@@ -46,7 +46,8 @@
 //!   own file behind one trait; it emits into a sink it defines.
 //!
 //! Leaf modules, used by the layers above and using none of them:
-//! - [`event`]: the event schema and NDJSON decoding with reject reasons.
+//! - [`event`]: the event schema and NDJSON decoding with reject reasons; `Recycle`, the
+//!   bounded channel through which the engine hands applied events back to their file tail.
 //! - [`detection`]: detections, their origins and idempotency ids, checkpoint coverage.
 //! - [`cursor`]: where a file tail or a journald source had read to.
 //! - [`severity`]: the severities, sev1 (worst) to sev4.
