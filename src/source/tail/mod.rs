@@ -50,11 +50,11 @@ const READ_BYTES: usize = 64 * 1024;
 /// Batches of applied events the engine may hand back for the next lines (see
 /// [`crate::event::Recycle`]): enough to cover the queue filling and draining again, so few
 /// events are made only to be dropped. At most this many times [`BATCH_LINES`] spare events,
-/// each message holding at most [`SPARE_MESSAGE_BYTES`].
+/// each holding at most [`SPARE_EVENT_BYTES`] in its strings.
 const SPARE_BATCHES: usize = 8;
-/// A spare event's message keeps at most this much memory (a long line once must not keep
-/// its size in every spare event).
-const SPARE_MESSAGE_BYTES: usize = 4096;
+/// A spare event's strings hold at most this much memory (a long line once must not keep
+/// its size in the spare events).
+const SPARE_EVENT_BYTES: usize = 8192;
 /// Poll intervals a drained, renamed-away file stays open in case its writer still appends
 /// (until logrotate's postrotate makes it reopen).
 const ORPHAN_GRACE_POLLS: u32 = 3;
@@ -731,29 +731,32 @@ impl TailState {
         Ok(grew)
     }
 
-    /// Turns one line (without its newline) into an event; a line at or over the limit is
-    /// cut to it and marked `fields.truncated`.
-    /// An event to parse the next line into: a spare one the engine handed back, or a new one.
+    /// An event to parse the next line into: a spare one the engine handed back, or a new
+    /// one. A spare event whose strings hold more than [`SPARE_EVENT_BYTES`] (a long line
+    /// went through it) is let go, so spare memory stays bounded whatever the lines.
     fn spare_event(&mut self) -> Event {
-        if self.spare.is_empty()
-            && let Ok(batch) = self.recycled.try_recv()
-        {
-            self.spare = batch;
-        }
-        match self.spare.pop() {
-            Some((_, mut ev)) => {
-                if let Some(m) = &mut ev.message
-                    && m.capacity() > SPARE_MESSAGE_BYTES
-                {
-                    m.clear();
-                    m.shrink_to(SPARE_MESSAGE_BYTES);
-                }
-                ev
+        loop {
+            if self.spare.is_empty()
+                && let Ok(batch) = self.recycled.try_recv()
+            {
+                self.spare = batch;
             }
-            None => crate::source::parse::log_event(String::new(), crate::clock::Timestamp(0), ""),
+            match self.spare.pop() {
+                Some((_, ev)) if ev.held_bytes() > SPARE_EVENT_BYTES => continue,
+                Some((_, ev)) => return ev,
+                None => {
+                    return crate::source::parse::log_event(
+                        String::new(),
+                        crate::clock::Timestamp(0),
+                        "",
+                    );
+                }
+            }
         }
     }
 
+    /// Turns one line (without its newline) into an event; a line at or over the limit is
+    /// cut to it and marked `fields.truncated`.
     fn emit(&mut self, line: &[u8], cut: bool, offset: u64, events: &mut Vec<(u64, Event)>) {
         let stats = &self.tail.stats;
         let max = self.tail.config.max_line_bytes;
