@@ -49,11 +49,6 @@ impl EntryData {
             None => self.value().is_null(),
         }
     }
-
-    pub fn into_value(mut self) -> Value {
-        self.value();
-        self.value.take().unwrap_or(Value::Null)
-    }
 }
 
 impl Deref for EntryData {
@@ -171,7 +166,7 @@ mod tests {
             serde_json::from_str::<Value>(&encoded.to_string()).unwrap(),
             value
         );
-        assert_eq!(encoded.clone().into_value(), value);
+        assert_eq!(encoded.clone().value(), &value);
         // In a struct, as the store writes entries: the text as it is.
         #[derive(Serialize)]
         struct Entry<'a> {
