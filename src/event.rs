@@ -321,6 +321,25 @@ pub fn local_hostname() -> String {
 }
 
 impl Event {
+    /// A `log` event of the source `replay` with only a message, a time and a host: what
+    /// parsers start from and fill in.
+    pub fn log(message: String, ts: Timestamp, host: &str) -> Event {
+        Event {
+            ts,
+            kind: "log".into(),
+            source: "replay".into(),
+            level: Level::Info,
+            service: None,
+            host: host.to_owned(),
+            message: Some(message),
+            value: None,
+            correlation_id: None,
+            trace_id: None,
+            labels: BTreeMap::new(),
+            fields: serde_json::Map::new(),
+        }
+    }
+
     /// The memory the event's strings hold (their capacity, not their length): what a spare
     /// event (see [`Recycle`]) keeps.
     pub fn held_bytes(&self) -> usize {
@@ -382,26 +401,9 @@ impl Recycle {
 mod tests {
     use super::*;
 
-    fn log(message: String) -> Event {
-        Event {
-            ts: Timestamp(0),
-            kind: "log".into(),
-            source: "s".into(),
-            level: Level::Info,
-            service: None,
-            host: "h".into(),
-            message: Some(message),
-            value: None,
-            correlation_id: None,
-            trace_id: None,
-            labels: BTreeMap::new(),
-            fields: serde_json::Map::new(),
-        }
-    }
-
     #[test]
     fn an_event_holds_what_its_strings_hold_even_when_cleared() {
-        let mut ev = log("x".repeat(10_000));
+        let mut ev = Event::log("x".repeat(10_000), Timestamp(0), "h");
         ev.fields.insert("program".into(), "p".repeat(5_000).into());
         assert!(ev.held_bytes() >= 15_000);
         // Cleared, a string keeps its memory: still counted.
@@ -409,7 +411,7 @@ mod tests {
             m.clear();
         }
         assert!(ev.held_bytes() >= 15_000);
-        let small = log("short".into());
+        let small = Event::log("short".into(), Timestamp(0), "h");
         assert!(small.held_bytes() < 100);
         // What comes back full goes round again; what holds too much is let go.
         let (recycle, recycled) = Recycle::channel(1);

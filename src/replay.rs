@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::clock::Timestamp;
 use crate::engine::{Detection, Engine};
 use crate::event::{Defaults, Event};
-use crate::source::parse::{log_event, set, syslog::parse_syslog_into, text_of};
+use crate::source::parse::{set, syslog::parse_syslog_into, text_of};
 
 /// How each line of the input is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -133,7 +133,7 @@ impl Replay {
             },
             detected,
             // Reused for syslog lines: parsing overwrites its buffers instead of allocating.
-            scratch: log_event(String::new(), self.default_ts, &self.host),
+            scratch: Event::log(String::new(), self.default_ts, &self.host),
             out: Vec::new(),
             newest: None,
             prefilter: None,

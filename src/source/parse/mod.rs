@@ -9,7 +9,6 @@ pub mod logfmt;
 pub mod syslog;
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
 use serde_json::Value;
 
@@ -68,7 +67,7 @@ impl Parser {
     /// Parses `line` (without its newline). `now` is the event time of lines without one
     /// and anchors the year of RFC 3164 timestamps.
     pub fn parse(&self, line: &str, now: Timestamp) -> Parsed {
-        let mut event = log_event(String::new(), now, &self.host);
+        let mut event = Event::log(String::new(), now, &self.host);
         let Verdict { unparsed, future } = self.parse_into(&mut event, line, now);
         Parsed {
             event,
@@ -155,7 +154,7 @@ impl Parser {
         let unparsed = match result {
             Ok(()) => false,
             Err(why) => {
-                *ev = log_event(line.to_owned(), now, &self.host);
+                *ev = Event::log(line.to_owned(), now, &self.host);
                 set(&mut ev.source, &self.source);
                 set(&mut ev.kind, &self.parsing.kind);
                 ev.fields.insert("parse_error".into(), why.into());
@@ -172,7 +171,7 @@ impl Parser {
         Verdict { unparsed, future }
     }
 
-    /// Makes `ev` what [`log_event`] makes for this source, keeping its strings' memory. A
+    /// Makes `ev` what [`Event::log`] makes for this source, keeping its strings' memory. A
     /// syslog event keeps its `program` and `pid` fields, which parsing sets or removes.
     fn reset(&self, ev: &mut Event, now: Timestamp) {
         ev.ts = now;
@@ -406,24 +405,6 @@ pub(crate) fn split_space(s: &str) -> Option<(&str, &str)> {
     Some((&s[..i], &s[i + 1..]))
 }
 
-/// A plain `log` event.
-pub fn log_event(message: String, ts: Timestamp, host: &str) -> Event {
-    Event {
-        ts,
-        kind: "log".into(),
-        source: "replay".into(),
-        level: Level::Info,
-        service: None,
-        host: host.to_owned(),
-        message: Some(message),
-        value: None,
-        correlation_id: None,
-        trace_id: None,
-        labels: BTreeMap::new(),
-        fields: serde_json::Map::new(),
-    }
-}
-
 pub(crate) fn set(dst: &mut String, src: &str) {
     dst.clear();
     dst.push_str(src);
@@ -493,7 +474,7 @@ mod tests {
         ];
         for (format, pattern) in formats {
             let p = parser(format, pattern);
-            let mut reused = log_event(String::new(), Timestamp(0), "");
+            let mut reused = Event::log(String::new(), Timestamp(0), "");
             // Twice round, so each line follows every other kind of line at least once.
             for line in lines.iter().chain(lines.iter().rev()) {
                 let fresh = p.parse(line, NOW);

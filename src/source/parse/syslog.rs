@@ -3,7 +3,7 @@
 //! message is the text after `program[pid]: `; program and pid become fields; the level comes
 //! from the priority's severity.
 
-use super::{log_event, set, set_field, split_space};
+use super::{set, set_field, split_space};
 use crate::clock::Timestamp;
 use crate::event::{Event, Level};
 
@@ -14,7 +14,7 @@ const MONTHS: [&str; 12] = [
 /// Parses one syslog line (RFC 3164, or RFC 5424 with `<pri>1 `). The message is the text after
 /// `program[pid]: `; program and pid become fields, the host is the event's host.
 pub fn parse_syslog(line: &str, year: i32, default_host: &str) -> Option<Event> {
-    let mut ev = log_event(String::new(), Timestamp(0), default_host);
+    let mut ev = Event::log(String::new(), Timestamp(0), default_host);
     parse_syslog_into(&mut ev, line, year, default_host).then_some(ev)
 }
 
@@ -148,7 +148,7 @@ fn parse_5424(rest: &str, level: Option<Level>, default_host: &str) -> Option<Ev
     } else {
         tail
     };
-    let mut ev = log_event(message.trim_start_matches('\u{feff}').to_owned(), ts, host);
+    let mut ev = Event::log(message.trim_start_matches('\u{feff}').to_owned(), ts, host);
     if let Some(a) = app {
         ev.fields.insert("program".into(), a.into());
     }

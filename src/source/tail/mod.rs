@@ -745,11 +745,7 @@ impl TailState {
                 Some((_, ev)) if ev.held_bytes() > SPARE_EVENT_BYTES => continue,
                 Some((_, ev)) => return ev,
                 None => {
-                    return crate::source::parse::log_event(
-                        String::new(),
-                        crate::clock::Timestamp(0),
-                        "",
-                    );
+                    return Event::log(String::new(), crate::clock::Timestamp(0), "");
                 }
             }
         }
