@@ -2,7 +2,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { incidents: new Map(), selected: null, known: new Set(), severity: new Map(), busy: false, again: false };
+const state = { incidents: new Map(), selected: null, known: new Set(), severity: new Map(), busy: false, again: false, shownStage: undefined };
 
 function el(tag, attrs, ...children) {
   const e = document.createElement(tag);
@@ -125,10 +125,16 @@ async function refresh(id) {
 }
 
 async function select(id) {
+  // A live update of the incident shown refreshes it without undoing what the user is
+  // doing: an error stays on screen and a stage picked but not yet moved stays picked.
+  const other = state.selected !== id;
   state.selected = id;
   render();
   $("detail").hidden = false;
-  $("d-error").textContent = "";
+  if (other) {
+    $("d-error").textContent = "";
+    state.shownStage = undefined;
+  }
   const [inc, tl, runs, pm] = await Promise.all([
     api(`/v1/incidents/${id}`),
     api(`/v1/incidents/${id}/timeline`),
@@ -142,7 +148,8 @@ async function select(id) {
     `${inc.detections} detection(s) · created ${ago(inc.created_at)}` +
     (inc.root_cause ? ` · root cause ${inc.root_cause}` : "");
   for (const b of ["ack", "mitigate", "resolve", "stage-move"]) $(b).disabled = !active(inc.status);
-  $("d-stage").value = inc.stage || "assess";
+  if (state.shownStage !== inc.stage) $("d-stage").value = inc.stage || "assess";
+  state.shownStage = inc.stage;
   $("d-sla").replaceChildren(...Object.entries(inc.sla || {}).map(([kind, s]) => {
     const left = s.state === "running" ? `: ${human(s.left_seconds)} left` : `: ${s.state}`;
     return el("span", { class: `sla-${s.state} sla-kind`, "data-kind": kind }, `${kind} within ${s.within}${left}  `);
