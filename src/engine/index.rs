@@ -9,6 +9,9 @@ use super::rule::{RegexGate, Rule};
 pub(super) struct RuleIndex {
     /// Rules run for every event.
     always: Vec<usize>,
+    /// Rules with timers (absence, `not_followed_by`, spike down), the only ones asked what
+    /// fell due when time moves on.
+    timed: Vec<usize>,
     /// Per set pattern, the rule it gates.
     by_pattern: Vec<Option<usize>>,
     /// Reused for every event.
@@ -19,6 +22,9 @@ impl RuleIndex {
     pub(super) fn new(rules: &[Rule]) -> RuleIndex {
         let mut index = RuleIndex::default();
         for (i, r) in rules.iter().enumerate() {
+            if r.has_timers() {
+                index.timed.push(i);
+            }
             match r.gated_by() {
                 Some(p) => {
                     if index.by_pattern.len() <= p {
@@ -53,6 +59,11 @@ impl RuleIndex {
             }
         }
         out
+    }
+
+    /// The rules that may have timers due, ascending.
+    pub(super) fn timed(&self) -> &[usize] {
+        &self.timed
     }
 
     pub(super) fn give_back(&mut self, list: Vec<usize>) {

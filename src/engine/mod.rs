@@ -588,7 +588,9 @@ impl Engine {
 
     fn fire_due(&mut self, out: &mut Vec<Detection>) {
         let mut hits = Vec::new();
-        for rule in &mut self.rules {
+        // Only rules with timers: with many rules this runs for nearly every event.
+        for &k in self.index.timed() {
+            let rule = &mut self.rules[k];
             rule.due(self.now, &mut hits);
             for hit in hits.drain(..) {
                 let mut d = detection(&self.templates, rule, None, hit, self.lean);

@@ -195,6 +195,37 @@ expected = ["db"]
         assert_eq!(out.len(), 2);
         assert_eq!(e.rules()[0].fired, 2);
     }
+
+    /// Time moving on asks only the rules with timers; one listed after many regex rules (a
+    /// shared set, an index) fires as it does alone, and a disabled one never does.
+    #[test]
+    fn timers_fire_among_many_regex_rules_and_not_when_disabled() {
+        let mut text = String::new();
+        for i in 0..20 {
+            text.push_str(&format!(
+                "[[rule]]\nid = \"app-{i}\"\nkind = \"threshold\"\nthreshold = 2\n\
+                 window = \"1m\"\nregex = 'app{i} failed'\n\n"
+            ));
+        }
+        for (id, enabled) in [("down", true), ("off", false)] {
+            text.push_str(&format!(
+                "[[rule]]\nid = \"{id}\"\nkind = \"absence\"\nenabled = {enabled}\n\
+                 where = {{ kind = \"heartbeat\" }}\ngroup_by = [\"service\"]\n\
+                 timeout = \"30s\"\nexpected = [\"db\"]\n\n"
+            ));
+        }
+        let mut e = Engine::new(&rules(&text));
+        let mut out = Vec::new();
+        for (ts, msg) in [(0, "app3 failed"), (10_000, "app3 failed"), (40_000, "ok")] {
+            let line = format!(r#"{{"kind":"log","ts":{ts},"message":"{msg}"}}"#);
+            e.on_event(&ev(&line), &mut out);
+        }
+        let keys: Vec<_> = out.iter().map(|d| (d.key.as_str(), d.ts)).collect();
+        assert_eq!(
+            keys,
+            [("app-3", Timestamp(10_000)), ("down/db", Timestamp(30_000))]
+        );
+    }
 }
 
 #[cfg(test)]

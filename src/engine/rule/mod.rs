@@ -840,9 +840,14 @@ impl Rule {
         self.stats.late + self.detector.dropped().0
     }
 
+    /// Whether the rule can fire from a timer (enabled, and of a kind that has timers).
+    pub fn has_timers(&self) -> bool {
+        self.config.common.enabled && self.detector.has_timers()
+    }
+
     /// Detections whose time has come at `now` (absence timers), appended to `out`.
     pub fn due(&mut self, now: Timestamp, out: &mut Vec<Hit>) {
-        if !self.config.common.enabled || !self.detector.has_timers() {
+        if !self.has_timers() {
             return;
         }
         let mut fired = Vec::new();
