@@ -4,17 +4,48 @@
 //! instead of the regex set's. With many rules the set's own prefilter has too many literals
 //! for Teddy (it expands classes such as `\d`) and falls back to a byte-at-a-time automaton;
 //! here classes stop the literals, so they stay few and short.
+//!
+//! Each pattern's own literals are also kept, in one Aho-Corasick automaton that reports every
+//! occurrence: a message where a literal occurs can only match the patterns that literal
+//! starts, so the engine asks only those patterns' rules, without the set's pass over the
+//! message for all patterns at once.
 
+use aho_corasick::AhoCorasick;
 use regex_automata::util::prefilter::Prefilter;
 use regex_automata::{MatchKind, Span};
-use regex_syntax::hir::literal::{ExtractKind, Extractor};
+use regex_syntax::hir::literal::{ExtractKind, Extractor, Seq};
 
 /// Teddy searches at most this many literals; more and there is no prefilter.
 const MAX_LITERALS: usize = 128;
 
+/// The per-pattern automaton holds at most this many literals (a few per pattern).
+const MAX_OWNED_LITERALS: usize = 4096;
+
 #[derive(Debug, Clone)]
 pub(crate) struct Literals {
     pre: Prefilter,
+    /// Every pattern's literals; the automaton's pattern ids index `owners`.
+    each: AhoCorasick,
+    /// Per literal of `each`, the patterns one of whose matches it may start, ascending.
+    owners: Vec<Vec<usize>>,
+}
+
+fn extractor() -> Extractor {
+    let mut ex = Extractor::new();
+    ex.kind(ExtractKind::Prefix)
+        .limit_class(4)
+        .limit_repeat(4)
+        .limit_literal_len(16)
+        .limit_total(MAX_LITERALS);
+    ex
+}
+
+/// The literals one of which starts every match of `pattern`, or `None` when some match
+/// starts with no known literal (or the pattern does not parse).
+fn prefixes(ex: &Extractor, pattern: &str) -> Option<Seq> {
+    let hir = regex_syntax::parse(pattern).ok()?;
+    let seq = ex.extract(&hir);
+    seq.is_finite().then_some(seq)
 }
 
 impl Literals {
@@ -23,32 +54,45 @@ impl Literals {
     /// (a class, a repetition that may be empty, case folding beyond a few variants), too
     /// many literals, or none that a fast searcher takes.
     pub(crate) fn new(patterns: &[&str]) -> Option<Literals> {
-        let mut ex = Extractor::new();
-        ex.kind(ExtractKind::Prefix)
-            .limit_class(4)
-            .limit_repeat(4)
-            .limit_literal_len(16)
-            .limit_total(MAX_LITERALS);
-        let mut all = regex_syntax::hir::literal::Seq::empty();
-        for p in patterns {
-            let hir = regex_syntax::parse(p).ok()?;
-            let mut seq = ex.extract(&hir);
-            // Infinite (no literal starts every match): the union is infinite too.
-            all.union(&mut seq);
+        let ex = extractor();
+        let mut all = Seq::empty();
+        let mut owned: std::collections::BTreeMap<Vec<u8>, Vec<usize>> = Default::default();
+        for (i, p) in patterns.iter().enumerate() {
+            let mut seq = prefixes(&ex, p)?;
+            all.union(&mut seq.clone());
+            // Keeps the set exact as prefixes: literals may be shortened, never dropped.
+            seq.optimize_for_prefix_by_preference();
+            for lit in seq.literals()? {
+                if lit.is_empty() {
+                    return None;
+                }
+                owned.entry(lit.as_bytes().to_vec()).or_default().push(i);
+            }
         }
-        // Keeps the set exact as prefixes: literals may be shortened, never dropped.
         all.optimize_for_prefix_by_preference();
         let lits = all.literals()?;
-        if lits.is_empty() || lits.len() > MAX_LITERALS || lits.iter().any(|l| l.is_empty()) {
+        if lits.is_empty()
+            || lits.len() > MAX_LITERALS
+            || lits.iter().any(|l| l.is_empty())
+            || owned.len() > MAX_OWNED_LITERALS
+        {
             return None;
         }
         let bytes: Vec<&[u8]> = lits.iter().map(|l| l.as_bytes()).collect();
         let pre = Prefilter::new(MatchKind::LeftmostFirst, &bytes)?;
-        pre.is_fast().then_some(Literals { pre })
+        if !pre.is_fast() {
+            return None;
+        }
+        let each = AhoCorasick::new(owned.keys()).ok()?;
+        Some(Literals {
+            pre,
+            each,
+            owners: owned.into_values().collect(),
+        })
     }
 
-    /// False only when no pattern can match `message`.
-    pub(crate) fn may_match(&self, message: &str) -> bool {
+    /// Where the first literal of any pattern occurs in `message`.
+    fn first(&self, message: &str) -> Option<usize> {
         let hay = message.as_bytes();
         self.pre
             .find(
@@ -58,13 +102,36 @@ impl Literals {
                     end: hay.len(),
                 },
             )
-            .is_some()
+            .map(|s| s.start)
+    }
+
+    /// The patterns that may match `message` (a literal of theirs occurs in it), ascending
+    /// and once each, into `out` (cleared first). False, with `out` empty, when there are
+    /// none: then no pattern matches.
+    pub(crate) fn candidates(&self, message: &str, out: &mut Vec<usize>) -> bool {
+        out.clear();
+        // Every pattern's literal begins with one of the prefilter's (those are the same
+        // literals, at most shortened): none occurs before the first of those.
+        let Some(from) = self.first(message) else {
+            return false;
+        };
+        let input = aho_corasick::Input::new(message.as_bytes()).range(from..);
+        for m in self.each.find_overlapping_iter(input) {
+            out.extend_from_slice(&self.owners[m.pattern().as_usize()]);
+        }
+        out.sort_unstable();
+        out.dedup();
+        !out.is_empty()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::Literals;
+
+    fn may_match(l: &Literals, m: &str) -> bool {
+        l.candidates(m, &mut Vec::new())
+    }
 
     #[test]
     fn a_message_without_any_literal_is_ruled_out() {
@@ -74,10 +141,23 @@ mod tests {
             .collect();
         let refs: Vec<&str> = pats.iter().map(String::as_str).collect();
         let lits = Literals::new(&refs).expect("a prefilter for 101 literal-led patterns");
-        assert!(lits.may_match("sshd[1]: Failed password for root from 192.0.2.1 port 22"));
-        assert!(lits.may_match("app57[42]: request failed with status 503"));
-        assert!(!lits.may_match("CRON[2000]: pam_unix(cron:session): session opened"));
-        assert!(!lits.may_match("app[42]: request failed with status 503"));
+        let mut out = Vec::new();
+        assert!(lits.candidates(
+            "sshd[1]: Failed password for root from 192.0.2.1 port 22",
+            &mut out
+        ));
+        assert_eq!(out, [100]);
+        assert!(lits.candidates("app57[42]: request failed with status 503", &mut out));
+        assert_eq!(out, [57]);
+        // Every pattern whose literal occurs, once each, ascending.
+        assert!(lits.candidates("app7[1] app57[1] app7[2] Failed password for", &mut out));
+        assert_eq!(out, [7, 57, 100]);
+        assert!(!lits.candidates(
+            "CRON[2000]: pam_unix(cron:session): session opened",
+            &mut out
+        ));
+        assert!(out.is_empty());
+        assert!(!may_match(&lits, "app[42]: request failed with status 503"));
     }
 
     #[test]
@@ -91,16 +171,31 @@ mod tests {
     fn case_folding_and_alternatives_stay_exact() {
         let lits =
             Literals::new(&["(?i)error", "timeout|refused", "(?i)x?failed"]).expect("few variants");
-        for m in [
-            "an ERROR here",
-            "eRrOr",
-            "connection refused",
-            "read timeout",
-            "XFAILED",
-            "it Failed",
+        for (m, p) in [
+            ("an ERROR here", 0),
+            ("eRrOr", 0),
+            ("connection refused", 1),
+            ("read timeout", 1),
+            ("XFAILED", 2),
+            ("it Failed", 2),
         ] {
-            assert!(lits.may_match(m), "{m}");
+            let mut out = Vec::new();
+            assert!(lits.candidates(m, &mut out), "{m}");
+            assert!(out.contains(&p), "{m}: {out:?}");
         }
-        assert!(!lits.may_match("all good"));
+        assert!(!may_match(&lits, "all good"));
+    }
+
+    /// A literal shared by two patterns, and one pattern's literal inside another's, name
+    /// both patterns; the literal found first in the message does not hide a later one.
+    #[test]
+    fn shared_and_nested_literals_name_every_pattern() {
+        let lits = Literals::new(&["error: (?P<a>.*)", "error", "fatal error", "late"])
+            .expect("literal-led patterns");
+        let mut out = Vec::new();
+        assert!(lits.candidates("a fatal error: x", &mut out));
+        assert_eq!(out, [0, 1, 2]);
+        assert!(lits.candidates("late, then error", &mut out));
+        assert_eq!(out, [1, 3]);
     }
 }

@@ -4,6 +4,8 @@
 mod absence;
 mod burn_rate;
 mod captures;
+mod gate;
+pub use gate::{RegexGate, SharedSet};
 mod groups;
 mod r#match;
 mod metric;
@@ -214,95 +216,6 @@ pub struct Marks {
     pub then: bool,
     /// The event's `value` (metric rules).
     pub value: Option<f64>,
-}
-
-/// Every rule's regex in one `RegexSet`, with the literal prefilter of them all when there
-/// is an exact and fast one.
-#[derive(Debug, Clone)]
-pub struct SharedSet {
-    pub(crate) set: regex::RegexSet,
-    pub(crate) literals: Option<crate::engine::literals::Literals>,
-}
-
-impl SharedSet {
-    pub(crate) fn new(set: regex::RegexSet, patterns: &[&str]) -> SharedSet {
-        SharedSet {
-            set,
-            literals: crate::engine::literals::Literals::new(patterns),
-        }
-    }
-}
-
-/// One pass over a message for every rule's regex at once (a `RegexSet`), taken lazily the
-/// first time a regex rule's `where` holds for the event; a rule then runs its own regex (for
-/// the captures) only if the set says it matches.
-pub struct RegexGate<'a> {
-    set: Option<&'a SharedSet>,
-    /// `None` until asked; then `Some(None)` when no pattern matches (known without
-    /// allocating), or `Some(Some(list))`.
-    matches: Option<Option<regex::SetMatches>>,
-    /// The events were filtered by these regexes already: a match is likely.
-    likely: bool,
-}
-
-impl<'a> RegexGate<'a> {
-    pub fn new(set: Option<&'a SharedSet>, likely: bool) -> Self {
-        RegexGate {
-            set,
-            matches: None,
-            likely,
-        }
-    }
-
-    /// The set's patterns that match `message` (computed once per event, as for
-    /// [`RegexGate::allows`]); none without a set.
-    pub fn matched(&mut self, message: &str) -> impl Iterator<Item = usize> + '_ {
-        if self.set.is_some() {
-            // Any pattern: this fills the cache.
-            self.allows(0, message);
-        }
-        self.matches
-            .as_ref()
-            .and_then(|m| m.as_ref())
-            .into_iter()
-            .flat_map(|m| m.iter())
-    }
-
-    /// Whether pattern `p` is known (from the set) or likely (prefiltered input) to match
-    /// once [`RegexGate::allows`] said yes, so the rule can go straight for the captures.
-    fn expects_match(&self, p: Option<usize>) -> bool {
-        self.likely || (self.set.is_some() && p.is_some())
-    }
-
-    /// Whether pattern `p` of the set can match `message` (true without a set). A message no
-    /// pattern matches costs one scan (the literals' when there are some, else the set's
-    /// `is_match`) and no allocation.
-    fn allows(&mut self, p: usize, message: &str) -> bool {
-        match self.set {
-            None => true,
-            Some(shared) => {
-                let likely = self.likely;
-                self.matches
-                    .get_or_insert_with(|| {
-                        let set = &shared.set;
-                        match &shared.literals {
-                            // No literal, no match; a literal found makes a match likely:
-                            // which patterns match, in one pass.
-                            Some(l) if !l.may_match(message) => None,
-                            Some(_) => Some(set.matches(message)).filter(|m| m.matched_any()),
-                            // On filtered input a match is likely: which patterns match, in
-                            // one pass; otherwise a cheaper `is_match` first.
-                            None if likely => {
-                                Some(set.matches(message)).filter(|m| m.matched_any())
-                            }
-                            None => set.is_match(message).then(|| set.matches(message)),
-                        }
-                    })
-                    .as_ref()
-                    .is_some_and(|m| m.matched(p))
-            }
-        }
-    }
 }
 
 /// A compiled `where` table: every pair must hold.

@@ -1,0 +1,115 @@
+//! Which rules' regexes can match a message, found once per event for all rules: from the
+//! literals of every pattern when each pattern starts with known literals, otherwise from one
+//! pass of the `RegexSet` of them all.
+
+use crate::engine::literals::Literals;
+
+/// Every rule's regex in one `RegexSet`, with the literal prefilter of them all when there
+/// is an exact and fast one.
+#[derive(Debug, Clone)]
+pub struct SharedSet {
+    pub(crate) set: regex::RegexSet,
+    pub(crate) literals: Option<Literals>,
+}
+
+impl SharedSet {
+    pub(crate) fn new(set: regex::RegexSet, patterns: &[&str]) -> SharedSet {
+        SharedSet {
+            set,
+            literals: Literals::new(patterns),
+        }
+    }
+}
+
+/// The patterns that may match one message.
+enum Hits {
+    /// The set's answer: these patterns match.
+    Set(regex::SetMatches),
+    /// A literal of each of these patterns occurs (ascending): they may match.
+    Literals(Vec<usize>),
+}
+
+impl Hits {
+    fn has(&self, p: usize) -> bool {
+        match self {
+            Hits::Set(m) => m.matched(p),
+            Hits::Literals(l) => l.binary_search(&p).is_ok(),
+        }
+    }
+}
+
+/// The patterns that may match a message, found lazily the first time a regex rule's `where`
+/// holds for the event (or the engine's index asks); a rule then runs its own regex (for the
+/// captures) only if its pattern is among them.
+pub struct RegexGate<'a> {
+    set: Option<&'a SharedSet>,
+    /// `None` until asked; then `Some(None)` when no pattern can match (known without
+    /// allocating), or `Some(Some(hits))`.
+    hits: Option<Option<Hits>>,
+    /// The events were filtered by these regexes already: a match is likely.
+    likely: bool,
+}
+
+impl<'a> RegexGate<'a> {
+    pub fn new(set: Option<&'a SharedSet>, likely: bool) -> Self {
+        RegexGate {
+            set,
+            hits: None,
+            likely,
+        }
+    }
+
+    /// The set's patterns that may match `message`, ascending (computed once per event, as
+    /// for [`RegexGate::allows`]); none without a set.
+    pub fn matched(&mut self, message: &str) -> impl Iterator<Item = usize> + '_ {
+        if self.set.is_some() {
+            // Any pattern: this fills the cache.
+            self.allows(0, message);
+        }
+        let (set, lits) = match self.hits.as_ref().and_then(|h| h.as_ref()) {
+            Some(Hits::Set(m)) => (Some(m.iter()), None),
+            Some(Hits::Literals(l)) => (None, Some(l.iter().copied())),
+            None => (None, None),
+        };
+        set.into_iter().flatten().chain(lits.into_iter().flatten())
+    }
+
+    /// Whether pattern `p` is known (from the set) or likely (prefiltered input, or its
+    /// literal occurs) to match once [`RegexGate::allows`] said yes, so the rule can go
+    /// straight for the captures (only speed depends on it).
+    pub(super) fn expects_match(&self, p: Option<usize>) -> bool {
+        self.likely || (p.is_some() && matches!(self.hits, Some(Some(Hits::Set(_)))))
+    }
+
+    /// Whether pattern `p` of the set can match `message` (true without a set). A message no
+    /// pattern can match costs one scan (the literals' when there are some, else the set's
+    /// `is_match`) and no allocation.
+    pub(super) fn allows(&mut self, p: usize, message: &str) -> bool {
+        let Some(shared) = self.set else {
+            return true;
+        };
+        let likely = self.likely;
+        self.hits
+            .get_or_insert_with(|| {
+                let set = &shared.set;
+                let matches = |m: regex::SetMatches| m.matched_any().then_some(Hits::Set(m));
+                match &shared.literals {
+                    // Only the patterns whose literal occurs can match.
+                    Some(l) => {
+                        let mut out = Vec::new();
+                        l.candidates(message, &mut out)
+                            .then_some(Hits::Literals(out))
+                    }
+                    // On filtered input a match is likely: which patterns match, in one
+                    // pass; otherwise a cheaper `is_match` first.
+                    None if likely => matches(set.matches(message)),
+                    None => set
+                        .is_match(message)
+                        .then(|| set.matches(message))
+                        .and_then(matches),
+                }
+            })
+            .as_ref()
+            .is_some_and(|h| h.has(p))
+    }
+}
