@@ -10,24 +10,53 @@
 //! starts, so the engine asks only those patterns' rules, without the set's pass over the
 //! message for all patterns at once.
 
-use aho_corasick::AhoCorasick;
+use std::collections::BTreeMap;
+
+use aho_corasick::automaton::OverlappingState;
+use aho_corasick::{AhoCorasick, Anchored, StartKind};
 use regex_automata::util::prefilter::Prefilter;
 use regex_automata::{MatchKind, Span};
+use regex_syntax::hir::Look;
 use regex_syntax::hir::literal::{ExtractKind, Extractor, Seq};
 
 /// Teddy searches at most this many literals; more and there is no prefilter.
 const MAX_LITERALS: usize = 128;
 
-/// The per-pattern automaton holds at most this many literals (a few per pattern).
+/// Each automaton of patterns' own literals holds at most this many (a few per pattern).
 const MAX_OWNED_LITERALS: usize = 4096;
+
+/// Patterns' own literals in one automaton; its pattern ids index `owners`.
+#[derive(Debug, Clone)]
+struct Owned {
+    ac: AhoCorasick,
+    /// Per literal, the patterns one of whose matches it may start, ascending.
+    owners: Vec<Vec<usize>>,
+}
+
+impl Owned {
+    fn new(literals: BTreeMap<Vec<u8>, Vec<usize>>, start: StartKind) -> Option<Owned> {
+        if literals.len() > MAX_OWNED_LITERALS {
+            return None;
+        }
+        let ac = AhoCorasick::builder()
+            .start_kind(start)
+            .build(literals.keys())
+            .ok()?;
+        Some(Owned {
+            ac,
+            owners: literals.into_values().collect(),
+        })
+    }
+}
 
 #[derive(Debug, Clone)]
 pub(crate) struct Literals {
-    pre: Prefilter,
-    /// Every pattern's literals; the automaton's pattern ids index `owners`.
-    each: AhoCorasick,
-    /// Per literal of `each`, the patterns one of whose matches it may start, ascending.
-    owners: Vec<Vec<usize>>,
+    /// Patterns that may match anywhere in a message: Teddy over all their literals (maybe
+    /// shortened), then each one's own literals from where Teddy found the first.
+    anywhere: Option<(Prefilter, Owned)>,
+    /// Patterns anchored at the start (`^`, `\A`): their literals, looked for there only. A
+    /// message that does not start with one costs a few bytes, however long it is.
+    start: Option<Owned>,
 }
 
 fn extractor() -> Extractor {
@@ -40,14 +69,6 @@ fn extractor() -> Extractor {
     ex
 }
 
-/// The literals one of which starts every match of `pattern`, or `None` when some match
-/// starts with no known literal (or the pattern does not parse).
-fn prefixes(ex: &Extractor, pattern: &str) -> Option<Seq> {
-    let hir = regex_syntax::parse(pattern).ok()?;
-    let seq = ex.extract(&hir);
-    seq.is_finite().then_some(seq)
-}
-
 impl Literals {
     /// The prefilter for `patterns`, or `None` when it would not be exact or not fast: a
     /// pattern that does not parse, one some match of which starts with no known literal
@@ -56,68 +77,85 @@ impl Literals {
     pub(crate) fn new(patterns: &[&str]) -> Option<Literals> {
         let ex = extractor();
         let mut all = Seq::empty();
-        let mut owned: std::collections::BTreeMap<Vec<u8>, Vec<usize>> = Default::default();
+        let mut anywhere: BTreeMap<Vec<u8>, Vec<usize>> = BTreeMap::new();
+        let mut start: BTreeMap<Vec<u8>, Vec<usize>> = BTreeMap::new();
         for (i, p) in patterns.iter().enumerate() {
-            let mut seq = prefixes(&ex, p)?;
-            all.union(&mut seq.clone());
+            let hir = regex_syntax::parse(p).ok()?;
+            let anchored = hir.properties().look_set_prefix().contains(Look::Start);
+            let mut seq = ex.extract(&hir);
+            // Infinite: some match starts with no known literal.
+            if !seq.is_finite() {
+                return None;
+            }
+            if !anchored {
+                all.union(&mut seq.clone());
+            }
             // Keeps the set exact as prefixes: literals may be shortened, never dropped.
             seq.optimize_for_prefix_by_preference();
+            let into = if anchored { &mut start } else { &mut anywhere };
             for lit in seq.literals()? {
                 if lit.is_empty() {
                     return None;
                 }
-                owned.entry(lit.as_bytes().to_vec()).or_default().push(i);
+                into.entry(lit.as_bytes().to_vec()).or_default().push(i);
             }
         }
-        all.optimize_for_prefix_by_preference();
-        let lits = all.literals()?;
-        if lits.is_empty()
-            || lits.len() > MAX_LITERALS
-            || lits.iter().any(|l| l.is_empty())
-            || owned.len() > MAX_OWNED_LITERALS
-        {
-            return None;
-        }
-        let bytes: Vec<&[u8]> = lits.iter().map(|l| l.as_bytes()).collect();
-        let pre = Prefilter::new(MatchKind::LeftmostFirst, &bytes)?;
-        if !pre.is_fast() {
-            return None;
-        }
-        let each = AhoCorasick::new(owned.keys()).ok()?;
-        Some(Literals {
-            pre,
-            each,
-            owners: owned.into_values().collect(),
-        })
+        let anywhere = if anywhere.is_empty() {
+            None
+        } else {
+            all.optimize_for_prefix_by_preference();
+            let lits = all.literals()?;
+            if lits.is_empty() || lits.len() > MAX_LITERALS || lits.iter().any(|l| l.is_empty()) {
+                return None;
+            }
+            let bytes: Vec<&[u8]> = lits.iter().map(|l| l.as_bytes()).collect();
+            let pre = Prefilter::new(MatchKind::LeftmostFirst, &bytes)?;
+            if !pre.is_fast() {
+                return None;
+            }
+            Some((pre, Owned::new(anywhere, StartKind::Unanchored)?))
+        };
+        let start = if start.is_empty() {
+            None
+        } else {
+            Some(Owned::new(start, StartKind::Anchored)?)
+        };
+        Some(Literals { anywhere, start })
     }
 
-    /// Where the first literal of any pattern occurs in `message`.
-    fn first(&self, message: &str) -> Option<usize> {
-        let hay = message.as_bytes();
-        self.pre
-            .find(
-                hay,
-                Span {
-                    start: 0,
-                    end: hay.len(),
-                },
-            )
-            .map(|s| s.start)
-    }
-
-    /// The patterns that may match `message` (a literal of theirs occurs in it), ascending
-    /// and once each, into `out` (cleared first). False, with `out` empty, when there are
-    /// none: then no pattern matches.
+    /// The patterns that may match `message` (a literal of theirs occurs in it, where it
+    /// can start a match), ascending and once each, into `out` (cleared first). False, with
+    /// `out` empty, when there are none: then no pattern matches.
     pub(crate) fn candidates(&self, message: &str, out: &mut Vec<usize>) -> bool {
         out.clear();
-        // Every pattern's literal begins with one of the prefilter's (those are the same
-        // literals, at most shortened): none occurs before the first of those.
-        let Some(from) = self.first(message) else {
-            return false;
-        };
-        let input = aho_corasick::Input::new(message.as_bytes()).range(from..);
-        for m in self.each.find_overlapping_iter(input) {
-            out.extend_from_slice(&self.owners[m.pattern().as_usize()]);
+        let hay = message.as_bytes();
+        if let Some(start) = &self.start {
+            // Every literal that starts the message (an anchored search ends where no
+            // literal can go on).
+            let input = aho_corasick::Input::new(hay).anchored(Anchored::Yes);
+            let mut state = OverlappingState::start();
+            while start
+                .ac
+                .try_find_overlapping(input.clone(), &mut state)
+                .is_ok()
+            {
+                let Some(m) = state.get_match() else { break };
+                out.extend_from_slice(&start.owners[m.pattern().as_usize()]);
+            }
+        }
+        if let Some((pre, each)) = &self.anywhere {
+            // Every pattern's literal begins with one of the prefilter's (those are the same
+            // literals, at most shortened): none occurs before the first of those.
+            let span = Span {
+                start: 0,
+                end: hay.len(),
+            };
+            if let Some(first) = pre.find(hay, span) {
+                let input = aho_corasick::Input::new(hay).range(first.start..);
+                for m in each.ac.find_overlapping_iter(input) {
+                    out.extend_from_slice(&each.owners[m.pattern().as_usize()]);
+                }
+            }
         }
         out.sort_unstable();
         out.dedup();
@@ -197,5 +235,32 @@ mod tests {
         assert_eq!(out, [0, 1, 2]);
         assert!(lits.candidates("late, then error", &mut out));
         assert_eq!(out, [1, 3]);
+    }
+
+    /// A pattern anchored at the start is named only when its literal starts the message;
+    /// the same literal elsewhere names only the unanchored patterns.
+    #[test]
+    fn anchored_patterns_are_named_only_by_a_literal_at_the_start() {
+        let lits = Literals::new(&[
+            "^Failed (?P<m>\\S+) for",
+            "^(?:Invalid|Illegal) user",
+            "error: Failed",
+            "\\AFail",
+        ])
+        .expect("literal-led patterns");
+        let mut out = Vec::new();
+        assert!(lits.candidates("Failed password for root", &mut out));
+        assert_eq!(out, [0, 3]);
+        assert!(lits.candidates("error: Failed password for root", &mut out));
+        assert_eq!(out, [2]);
+        assert!(lits.candidates("Illegal user x", &mut out));
+        assert_eq!(out, [1]);
+        assert!(!lits.candidates("an Invalid user, Failed twice", &mut out));
+        assert!(!lits.candidates("", &mut out));
+        // Only anchored patterns: there is no search past the start at all.
+        let only = Literals::new(&["^a+b", "^(?i)ok"]).expect("anchored literal-led patterns");
+        assert!(only.candidates("OK then", &mut out));
+        assert_eq!(out, [1]);
+        assert!(!only.candidates("then ok", &mut out));
     }
 }
