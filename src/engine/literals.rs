@@ -57,6 +57,10 @@ pub(crate) struct Literals {
     /// Patterns anchored at the start (`^`, `\A`): their literals, looked for there only. A
     /// message that does not start with one costs a few bytes, however long it is.
     start: Option<Owned>,
+    /// How many patterns there are: candidates are deduplicated whenever the list grows past
+    /// twice that, so a message holding one literal thousands of times costs no more memory
+    /// than one holding every pattern's.
+    patterns: usize,
 }
 
 fn extractor() -> Extractor {
@@ -120,7 +124,11 @@ impl Literals {
         } else {
             Some(Owned::new(start, StartKind::Anchored)?)
         };
-        Some(Literals { anywhere, start })
+        Some(Literals {
+            anywhere,
+            start,
+            patterns: patterns.len(),
+        })
     }
 
     /// The patterns that may match `message` (a literal of theirs occurs in it, where it
@@ -154,6 +162,10 @@ impl Literals {
                 let input = aho_corasick::Input::new(hay).range(first.start..);
                 for m in each.ac.find_overlapping_iter(input) {
                     out.extend_from_slice(&each.owners[m.pattern().as_usize()]);
+                    if out.len() > 2 * self.patterns {
+                        out.sort_unstable();
+                        out.dedup();
+                    }
                 }
             }
         }
@@ -262,5 +274,17 @@ mod tests {
         assert!(only.candidates("OK then", &mut out));
         assert_eq!(out, [1]);
         assert!(!only.candidates("then ok", &mut out));
+    }
+
+    /// A long message made of one literal over and over names its pattern once, and the
+    /// list never holds more than a few entries per pattern on the way.
+    #[test]
+    fn a_literal_repeated_thousands_of_times_names_its_pattern_once() {
+        let lits = Literals::new(&["error: (?P<e>.+)", "fatal"]).expect("literal-led patterns");
+        let mut out = Vec::new();
+        let line = "error: ".repeat(10_000);
+        assert!(lits.candidates(&line, &mut out));
+        assert_eq!(out, [0]);
+        assert!(out.capacity() < 64, "capacity {}", out.capacity());
     }
 }
