@@ -287,4 +287,61 @@ mod tests {
         assert_eq!(out, [0]);
         assert!(out.capacity() < 64, "capacity {}", out.capacity());
     }
+
+    use proptest::prelude::*;
+
+    /// Small patterns over a small alphabet: literals, classes, alternations, optional and
+    /// repeated groups, some anchored at the start, some case-insensitive.
+    fn pattern() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            4 => "[ab]{1,3}".prop_map(|l| regex::escape(&l)),
+            2 => "[ab: x]{1,4}".prop_map(|l| regex::escape(&l)),
+            1 => Just("[ab]".to_owned()),
+            1 => Just(r"\d".to_owned()),
+            1 => Just(".".to_owned()),
+        ];
+        let body = leaf.prop_recursive(3, 12, 3, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 1..4).prop_map(|v| v.concat()),
+                (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("(?:{a}|{b})")),
+                inner.clone().prop_map(|a| format!("(?:{a})?")),
+                inner.prop_map(|a| format!("(?:{a})+")),
+            ]
+        });
+        (0..5u8, body).prop_map(|(flags, b)| match flags {
+            0 | 1 => format!("^{b}"),
+            2 => format!("(?i){b}"),
+            _ => b,
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+        /// Every pattern that matches a message is among the candidates the literals name:
+        /// ruling out a rule never loses a match.
+        #[test]
+        fn every_pattern_that_matches_is_a_candidate(
+            patterns in proptest::collection::vec(pattern(), 1..6),
+            messages in proptest::collection::vec("[ab]{0,4}[ab: x1A]{0,20}", 1..12),
+        ) {
+            let refs: Vec<&str> = patterns.iter().map(String::as_str).collect();
+            let Some(lits) = Literals::new(&refs) else {
+                return Ok(());
+            };
+            let res: Vec<regex::Regex> = patterns
+                .iter()
+                .map(|p| regex::Regex::new(p).expect("generated patterns compile"))
+                .collect();
+            let mut out = Vec::new();
+            for m in &messages {
+                lits.candidates(m, &mut out);
+                for (i, re) in res.iter().enumerate() {
+                    if re.is_match(m) {
+                        prop_assert!(out.contains(&i), "{:?} matches {:?} but candidates are {:?}", patterns[i], m, out);
+                    }
+                }
+            }
+        }
+    }
 }
