@@ -491,8 +491,8 @@ async fn store_rebuild_restores_snapshots_and_indexes_from_the_log() {
 
     d.restart().await;
     assert_eq!(
-        d.incidents("").await,
-        before,
+        stored(d.incidents("").await),
+        stored(before),
         "rebuilt snapshots equal the originals"
     );
     // The key index works again: the same alert joins its incident.
