@@ -139,14 +139,20 @@ impl Literals {
         let hay = message.as_bytes();
         if let Some(start) = &self.start {
             // Every literal that starts the message (an anchored search ends where no
-            // literal can go on).
+            // literal can go on). The search only errs for a start kind the automaton was
+            // not built for, which cannot happen here; if it did, every anchored pattern
+            // would be a candidate, so no match is ever lost.
             let input = aho_corasick::Input::new(hay).anchored(Anchored::Yes);
             let mut state = OverlappingState::start();
-            while start
-                .ac
-                .try_find_overlapping(input.clone(), &mut state)
-                .is_ok()
-            {
+            loop {
+                if start
+                    .ac
+                    .try_find_overlapping(input.clone(), &mut state)
+                    .is_err()
+                {
+                    out.extend(start.owners.iter().flatten());
+                    break;
+                }
                 let Some(m) = state.get_match() else { break };
                 out.extend_from_slice(&start.owners[m.pattern().as_usize()]);
             }
