@@ -289,3 +289,86 @@ proptest! {
         prop_assert_eq!(counts(together.rules()), alone_counts);
     }
 }
+
+/// sshd messages: every failure form the shipped SSH rules count, the scan forms, and near
+/// misses (the same words not at the start, a form cut short, successful logins).
+fn ssh_message(form: u8, ip: u8, user: u8) -> String {
+    let ip = format!("203.0.113.{}", ip % 4);
+    let user = ["root", "admin x", "from 6.6.6.6 port 1", "", "Failed"][usize::from(user % 5)];
+    match form % 14 {
+        0 => format!("Failed password for {user} from {ip} port 22 ssh2"),
+        1 => format!("Failed publickey for invalid user {user} from {ip} port 22 ssh2"),
+        2 => format!("Invalid user {user} from {ip} port 4242"),
+        3 => format!(
+            "error: maximum authentication attempts exceeded for {user} from {ip} port 22 ssh2 [preauth]"
+        ),
+        4 => format!("Connection closed by authenticating user {user} {ip} port 22 [preauth]"),
+        5 => format!(
+            "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost={ip}  user={user}"
+        ),
+        6 => format!("Did not receive identification string from {ip} port 22"),
+        7 => format!("Connection closed by {ip} port 22 [preauth]"),
+        8 => format!("banner exchange: Connection from {ip} port 22: invalid format"),
+        // Near misses: none of these may count.
+        9 => format!("x Failed password for {user} from {ip} port 22 ssh2"),
+        10 => format!("Accepted password for {user} from {ip} port 22 ssh2"),
+        11 => format!("Connection closed by {ip} port 22"),
+        12 => format!("Disconnected from user {user} {ip} port 22"),
+        _ => format!("Failed password for {user} from {ip} port 22 ssh2 trailing"),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..config() })]
+
+    /// The shipped SSH rules, whose patterns are anchored, are asked only when one of their
+    /// literals starts the message; together they detect exactly what each detects alone
+    /// (no set, no literals: every rule runs its own regex on every event).
+    #[test]
+    fn shipped_ssh_rules_together_detect_what_each_detects_alone(
+        events in proptest::collection::vec((0u8..14, 0u8..4, 0u8..5, 0u8..3), 1..200)
+    ) {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/etc/rules.d/ssh.toml"))
+            .expect("the shipped SSH rules")
+            .lines()
+            .filter(|l| !l.starts_with("actions ="))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let configs = incidentd::config::load_str(Path::new("/t/ssh.toml"), &text)
+            .expect("the shipped SSH rules load")
+            .rules;
+        prop_assert!(configs.len() >= 2, "a set needs two regex rules");
+        let mut together = incidentd::engine::Engine::new(&configs);
+        let mut alone: Vec<incidentd::engine::Engine> = configs
+            .iter()
+            .map(|c| incidentd::engine::Engine::new(std::slice::from_ref(c)))
+            .collect();
+        let mut ts = 1_795_998_000_000i64;
+        for (form, ip, user, gap) in events {
+            ts += i64::from(gap) * 4000;
+            let line = serde_json::json!({
+                "kind": "log",
+                "ts": ts,
+                "message": ssh_message(form, ip, user),
+                "fields": {"program": if form % 7 == 6 { "sshd-session" } else { "sshd" }},
+            })
+            .to_string();
+            let ev = Event::decode(line.as_bytes(), &defaults()).expect("test events decode");
+            let mut a = Vec::new();
+            together.on_event(&ev, &mut a);
+            let mut b = Vec::new();
+            for e in &mut alone {
+                e.on_event(&ev, &mut b);
+            }
+            let view = |d: &Vec<incidentd::detection::Detection>| {
+                d.iter().map(|d| (d.rule.clone(), d.key.clone(), d.ts, d.count, d.labels.clone())).collect::<Vec<_>>()
+            };
+            prop_assert_eq!(view(&a), view(&b));
+        }
+        let counts = |rules: Vec<incidentd::engine::RuleInfo>| {
+            rules.into_iter().map(|r| (r.id, r.matched, r.fired)).collect::<Vec<_>>()
+        };
+        let alone_counts: Vec<_> = alone.iter().flat_map(|e| counts(e.rules())).collect();
+        prop_assert_eq!(counts(together.rules()), alone_counts);
+    }
+}
