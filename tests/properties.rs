@@ -264,30 +264,58 @@ proptest! {
         let configs = incidentd::config::load_str(Path::new("/t/incidentd.toml"), MIXED_RULES)
             .expect("rules load")
             .rules;
-        let mut together = incidentd::engine::Engine::new(&configs);
-        let mut alone: Vec<incidentd::engine::Engine> = configs
-            .iter()
-            .map(|c| incidentd::engine::Engine::new(std::slice::from_ref(c)))
-            .collect();
-        for (i, (kind, msg, svc, level, back)) in events.into_iter().enumerate() {
-            let ev = engine_event(i, kind, msg, svc, level, back);
-            let mut a = Vec::new();
-            together.on_event(&ev, &mut a);
-            let mut b = Vec::new();
-            for e in &mut alone {
-                e.on_event(&ev, &mut b);
-            }
-            let view = |d: &Vec<incidentd::detection::Detection>| {
-                d.iter().map(|d| (d.rule.clone(), d.key.clone(), d.ts, d.count)).collect::<Vec<_>>()
-            };
-            prop_assert_eq!(view(&a), view(&b));
-        }
-        let counts = |rules: Vec<incidentd::engine::RuleInfo>| {
-            rules.into_iter().map(|r| (r.id, r.matched, r.fired, r.late)).collect::<Vec<_>>()
-        };
-        let alone_counts: Vec<_> = alone.iter().flat_map(|e| counts(e.rules())).collect();
-        prop_assert_eq!(counts(together.rules()), alone_counts);
+        let events = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, (kind, msg, svc, level, back))| engine_event(i, kind, msg, svc, level, back));
+        same_together_and_alone(&configs, events)?;
     }
+}
+
+/// Runs `events` through `configs` together (one engine: the shared set, the literals, the
+/// index) and through each rule alone (an engine of its own, every event asked), and checks
+/// that both detect the same, in the same order, with the same labels and the same matched,
+/// fired and late counts.
+fn same_together_and_alone(
+    configs: &[incidentd::engine::config::RuleConfig],
+    events: impl IntoIterator<Item = Event>,
+) -> Result<(), TestCaseError> {
+    let mut together = incidentd::engine::Engine::new(configs);
+    let mut alone: Vec<incidentd::engine::Engine> = configs
+        .iter()
+        .map(|c| incidentd::engine::Engine::new(std::slice::from_ref(c)))
+        .collect();
+    let view = |d: &Vec<incidentd::detection::Detection>| {
+        d.iter()
+            .map(|d| {
+                (
+                    d.rule.clone(),
+                    d.key.clone(),
+                    d.ts,
+                    d.count,
+                    d.labels.clone(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    for ev in events {
+        let mut a = Vec::new();
+        together.on_event(&ev, &mut a);
+        let mut b = Vec::new();
+        for e in &mut alone {
+            e.on_event(&ev, &mut b);
+        }
+        prop_assert_eq!(view(&a), view(&b));
+    }
+    let counts = |rules: Vec<incidentd::engine::RuleInfo>| {
+        rules
+            .into_iter()
+            .map(|r| (r.id, r.matched, r.fired, r.late))
+            .collect::<Vec<_>>()
+    };
+    let alone_counts: Vec<_> = alone.iter().flat_map(|e| counts(e.rules())).collect();
+    prop_assert_eq!(counts(together.rules()), alone_counts);
+    Ok(())
 }
 
 /// sshd messages: every failure form the shipped SSH rules count, the scan forms, and near
@@ -338,13 +366,8 @@ proptest! {
             .expect("the shipped SSH rules load")
             .rules;
         prop_assert!(configs.len() >= 2, "a set needs two regex rules");
-        let mut together = incidentd::engine::Engine::new(&configs);
-        let mut alone: Vec<incidentd::engine::Engine> = configs
-            .iter()
-            .map(|c| incidentd::engine::Engine::new(std::slice::from_ref(c)))
-            .collect();
         let mut ts = 1_795_998_000_000i64;
-        for (form, ip, user, gap) in events {
+        let events = events.into_iter().map(|(form, ip, user, gap)| {
             ts += i64::from(gap) * 4000;
             let line = serde_json::json!({
                 "kind": "log",
@@ -353,22 +376,8 @@ proptest! {
                 "fields": {"program": if form % 7 == 6 { "sshd-session" } else { "sshd" }},
             })
             .to_string();
-            let ev = Event::decode(line.as_bytes(), &defaults()).expect("test events decode");
-            let mut a = Vec::new();
-            together.on_event(&ev, &mut a);
-            let mut b = Vec::new();
-            for e in &mut alone {
-                e.on_event(&ev, &mut b);
-            }
-            let view = |d: &Vec<incidentd::detection::Detection>| {
-                d.iter().map(|d| (d.rule.clone(), d.key.clone(), d.ts, d.count, d.labels.clone())).collect::<Vec<_>>()
-            };
-            prop_assert_eq!(view(&a), view(&b));
-        }
-        let counts = |rules: Vec<incidentd::engine::RuleInfo>| {
-            rules.into_iter().map(|r| (r.id, r.matched, r.fired)).collect::<Vec<_>>()
-        };
-        let alone_counts: Vec<_> = alone.iter().flat_map(|e| counts(e.rules())).collect();
-        prop_assert_eq!(counts(together.rules()), alone_counts);
+            Event::decode(line.as_bytes(), &defaults()).expect("test events decode")
+        });
+        same_together_and_alone(&configs, events)?;
     }
 }
