@@ -798,30 +798,20 @@ pub(crate) fn may_match_empty(pattern: &str) -> bool {
     regex_syntax::parse(pattern).map_or(true, |h| h.properties().minimum_len() == Some(0))
 }
 
-/// One `RegexSet` of every rule's regex, when two or more rules have one (for a single regex
-/// the set would only add a pass), with their literal prefilter; each such rule learns its
-/// pattern's index.
+/// The shared gate of every rule's regex (their literals, or one `RegexSet`), when two or
+/// more rules have one (for a single regex it would only add a pass); each such rule learns
+/// its pattern's index.
 fn prefilter_for(rules: &mut [Rule]) -> Option<rule::SharedSet> {
     let patterns: Vec<&str> = rules
         .iter()
         .filter_map(|r| r.config.common.regex.as_ref().map(|p| p.as_str()))
         .collect();
-    // Each pattern compiled alone already, so the set compiles too; if it somehow did not,
-    // every rule simply runs its own regex.
-    // The lazy DFA of a large set needs room for its states, or it thrashes its cache and
-    // falls back to slower engines; 32 MiB is allocated only as states are created.
     // A pattern that can match the empty string matches every message anyway, and with one
     // the set's `is_match` can say no where `matches` says yes (an empty match inside a
-    // character, as `(?-u:\B)` finds): no set then.
+    // character, as `(?-u:\B)` finds): no gate then.
     let set = (patterns.len() >= 2 && !patterns.iter().any(|p| may_match_empty(p)))
-        .then(|| {
-            regex::RegexSetBuilder::new(&patterns)
-                .dfa_size_limit(32 << 20)
-                .build()
-                .ok()
-        })
-        .flatten()
-        .map(|set| rule::SharedSet::new(set, &patterns));
+        .then(|| rule::SharedSet::new(&patterns))
+        .flatten();
     if set.is_none() {
         for r in rules.iter_mut() {
             r.pattern = None;

@@ -4,20 +4,33 @@
 
 use crate::engine::literals::Literals;
 
-/// Every rule's regex in one `RegexSet`, with the literal prefilter of them all when there
-/// is an exact and fast one.
+/// How the patterns that may match a message are found, for every rule's regex at once: the
+/// literals that start them, when every pattern starts with known literals (no regex runs
+/// for the whole set then, and the set is never built), otherwise one `RegexSet` of them all.
 #[derive(Debug, Clone)]
-pub struct SharedSet {
-    pub(crate) set: regex::RegexSet,
-    pub(crate) literals: Option<Literals>,
+pub struct SharedSet(Way);
+
+#[derive(Debug, Clone)]
+enum Way {
+    Literals(Literals),
+    Set(regex::RegexSet),
 }
 
 impl SharedSet {
-    pub(crate) fn new(set: regex::RegexSet, patterns: &[&str]) -> SharedSet {
-        SharedSet {
-            set,
-            literals: Literals::new(patterns),
+    /// For `patterns` (at least two, none of which matches the empty string); `None` if
+    /// neither way can be built, and every rule then runs its own regex.
+    pub(crate) fn new(patterns: &[&str]) -> Option<SharedSet> {
+        if let Some(l) = Literals::new(patterns) {
+            return Some(SharedSet(Way::Literals(l)));
         }
+        // Each pattern compiled alone already, so the set compiles too. The lazy DFA of a
+        // large set needs room for its states, or it thrashes its cache and falls back to
+        // slower engines; 32 MiB is allocated only as states are created.
+        regex::RegexSetBuilder::new(patterns)
+            .dfa_size_limit(32 << 20)
+            .build()
+            .ok()
+            .map(|set| SharedSet(Way::Set(set)))
     }
 }
 
@@ -91,19 +104,18 @@ impl<'a> RegexGate<'a> {
         let likely = self.likely;
         self.hits
             .get_or_insert_with(|| {
-                let set = &shared.set;
                 let matches = |m: regex::SetMatches| m.matched_any().then_some(Hits::Set(m));
-                match &shared.literals {
+                match &shared.0 {
                     // Only the patterns whose literal occurs can match.
-                    Some(l) => {
+                    Way::Literals(l) => {
                         let mut out = Vec::new();
                         l.candidates(message, &mut out)
                             .then_some(Hits::Literals(out))
                     }
                     // On filtered input a match is likely: which patterns match, in one
                     // pass; otherwise a cheaper `is_match` first.
-                    None if likely => matches(set.matches(message)),
-                    None => set
+                    Way::Set(set) if likely => matches(set.matches(message)),
+                    Way::Set(set) => set
                         .is_match(message)
                         .then(|| set.matches(message))
                         .and_then(matches),
