@@ -1,5 +1,6 @@
 //! Integration tests: the real daemon and client binaries in temporary folders.
 
+mod action_boundaries;
 mod actions;
 mod boundary;
 mod channels;
