@@ -201,6 +201,8 @@ pub struct Engine {
     prefilter: Option<rule::SharedSet>,
     /// Which rules the set can rule out for an event (with the set).
     index: index::RuleIndex,
+    /// The regex gate's candidate list, kept from event to event.
+    gate_spare: Vec<usize>,
     templates: minijinja::Environment<'static>,
     /// Newest event time seen.
     now: Timestamp,
@@ -239,6 +241,7 @@ impl Engine {
             templates: templates_for(&mut rules),
             prefilter: prefilter_for(&mut rules),
             index: Default::default(),
+            gate_spare: Vec::new(),
             rules,
             now: Timestamp(i64::MIN),
             tails: BTreeMap::new(),
@@ -293,9 +296,11 @@ impl Engine {
             now,
             lean,
             prefiltered,
+            gate_spare,
             ..
         } = self;
-        let mut gate = rule::RegexGate::new(prefilter.as_ref(), *prefiltered);
+        let spare = std::mem::take(gate_spare);
+        let mut gate = rule::RegexGate::new(prefilter.as_ref(), *prefiltered, spare);
         // With a set, only the rules it leaves (see `index`); otherwise every rule.
         let some = prefilter
             .is_some()
@@ -325,6 +330,7 @@ impl Engine {
         if let Some(list) = some {
             index.give_back(list);
         }
+        *gate_spare = gate.into_spare();
         if late {
             // `source` may come from a client: the map stays small.
             let key = if self.late_inputs.len() < crate::telemetry::MAX_LATE_INPUTS

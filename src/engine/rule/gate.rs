@@ -61,14 +61,27 @@ pub struct RegexGate<'a> {
     hits: Option<Option<Hits>>,
     /// The events were filtered by these regexes already: a match is likely.
     likely: bool,
+    /// The list the literals' candidates go into, handed from event to event so that none
+    /// allocates (see [`RegexGate::into_spare`]).
+    spare: Vec<usize>,
 }
 
 impl<'a> RegexGate<'a> {
-    pub fn new(set: Option<&'a SharedSet>, likely: bool) -> Self {
+    /// A gate for one event; `spare` is the list the previous event's gate gave back.
+    pub fn new(set: Option<&'a SharedSet>, likely: bool, spare: Vec<usize>) -> Self {
         RegexGate {
             set,
             hits: None,
             likely,
+            spare,
+        }
+    }
+
+    /// The candidates' list, to hand to the next event's gate.
+    pub fn into_spare(self) -> Vec<usize> {
+        match self.hits {
+            Some(Some(Hits::Literals(list))) => list,
+            _ => self.spare,
         }
     }
 
@@ -108,9 +121,13 @@ impl<'a> RegexGate<'a> {
                 match &shared.0 {
                     // Only the patterns whose literal occurs can match.
                     Way::Literals(l) => {
-                        let mut out = Vec::new();
-                        l.candidates(message, &mut out)
-                            .then_some(Hits::Literals(out))
+                        let mut out = std::mem::take(&mut self.spare);
+                        if l.candidates(message, &mut out) {
+                            Some(Hits::Literals(out))
+                        } else {
+                            self.spare = out;
+                            None
+                        }
                     }
                     // On filtered input a match is likely: which patterns match, in one
                     // pass; otherwise a cheaper `is_match` first.
