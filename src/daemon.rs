@@ -439,7 +439,16 @@ pub async fn run(
         // A batch must always fit.
         crate::source::tail::BATCH_LINES.max(crate::source::socket::BATCH_EVENTS),
     )));
-    for fc in &config.sources.file {
+    let line_filters = LineFilters(
+        (config.sources.file.iter())
+            .map(|fc| {
+                let pri = fc.format == crate::source::config::LineFormat::Syslog;
+                (fc.id.clone(), fc.kind.clone(), pri, Arc::default())
+            })
+            .collect(),
+    );
+    line_filters.set(Some(&config));
+    for (fc, (.., line_filter)) in config.sources.file.iter().zip(&line_filters.0) {
         let tail = crate::source::tail::FileTail {
             parser: crate::source::parse::Parser::new(fc.parsing(), &fc.id, &host)
                 .with_future_skew(config.engine.max_future_skew),
@@ -450,6 +459,7 @@ pub async fn run(
             known: known_sources.contains(&fc.id),
             budget: line_budget.clone(),
             progress: tail_progress.pop_front().unwrap_or_else(|| backlog.input()),
+            line_filter: line_filter.clone(),
             config: fc.clone(),
         };
         let token = sources_token.clone();
@@ -713,7 +723,7 @@ pub async fn run(
         tokio::select! {
             sig = signals.next() => match sig {
                 Some(SIGHUP) => {
-                    let to = Reloadable { engine: &engine, incidents: &incidents, remediation: &remediation, telemetry: &telemetry, roles: &roles, slas: &slas, teams: &teams, plugins: &mut plugins, notifier: &notifier };
+                    let to = Reloadable { engine: &engine, incidents: &incidents, remediation: &remediation, telemetry: &telemetry, roles: &roles, slas: &slas, teams: &teams, plugins: &mut plugins, notifier: &notifier, line_filters: &line_filters };
                     let _ = reload(&mut config, &overrides, to).await;
                 }
                 Some(sig) => {
@@ -723,7 +733,7 @@ pub async fn run(
                 None => break,
             },
             Some(reply) = reload_rx.recv() => {
-                let to = Reloadable { engine: &engine, incidents: &incidents, remediation: &remediation, telemetry: &telemetry, roles: &roles, slas: &slas, teams: &teams, plugins: &mut plugins, notifier: &notifier };
+                let to = Reloadable { engine: &engine, incidents: &incidents, remediation: &remediation, telemetry: &telemetry, roles: &roles, slas: &slas, teams: &teams, plugins: &mut plugins, notifier: &notifier, line_filters: &line_filters };
                 let r = reload(&mut config, &overrides, to).await;
                 let _ = reply.send(r);
             }
@@ -778,6 +788,37 @@ fn restore_engine(engine: &mut Engine, store: &dyn Store) {
     }
 }
 
+/// The file sources' line filters: (source id, its kind, whether its lines may carry a
+/// syslog `<PRI>`, the filter its tail reads).
+struct LineFilters(
+    Vec<(
+        String,
+        String,
+        bool,
+        Arc<crate::source::line_filter::LineFilter>,
+    )>,
+);
+
+impl LineFilters {
+    /// What each tail may leave unparsed under `config`'s rules (`None`: nothing): lines
+    /// none of the rules that can see that source's events could match, unless a detector
+    /// plugin subscribes to events (it is offered every one).
+    fn set(&self, config: Option<&Config>) {
+        let config = config.filter(|c| {
+            !(c.plugins.iter())
+                .any(|p| p.manifest.kind == crate::plugin::config::PluginKind::Detector)
+        });
+        for (source, kind, level_from_pri, filter) in &self.0 {
+            let scope = crate::engine::LineScope {
+                source,
+                kind,
+                level_from_pri: *level_from_pri,
+            };
+            filter.set(config.and_then(|c| crate::engine::source_line_patterns(&c.rules, &scope)));
+        }
+    }
+}
+
 /// Reloads config and rules. A broken config keeps the old one running and says why in the
 /// log, `/v1/status` and sd_notify STATUS.
 /// What a reload hands the new configuration to.
@@ -791,6 +832,7 @@ struct Reloadable<'a> {
     teams: &'a crate::api::SharedTeams,
     plugins: &'a mut crate::plugin::Supervisor,
     notifier: &'a crate::notification::NotifyHandle,
+    line_filters: &'a LineFilters,
 }
 
 async fn reload(
@@ -808,6 +850,7 @@ async fn reload(
         teams,
         plugins,
         notifier,
+        line_filters,
     } = to;
     let mut states = vec![NotifyState::Reloading];
     if let Ok(m) = NotifyState::monotonic_usec_now() {
@@ -862,6 +905,9 @@ async fn reload(
             if new.sources != config.sources {
                 tracing::warn!("[[source.*]] changes take effect only after a restart");
             }
+            // No line is skipped while the rules change: neither the old nor the new rules
+            // miss a line read meanwhile.
+            line_filters.set(None);
             if !engine.reload(new.rules.clone()).await
                 || !incidents.configure(new.incidents.clone()).await
                 || !remediation
@@ -877,6 +923,7 @@ async fn reload(
             crate::remediation::preflight::publish(&new.actions, telemetry);
             crate::notification::reach::publish(&new.notify.channels, telemetry);
             plugins.apply(&new.plugins);
+            line_filters.set(Some(&new));
             if !notifier.configure(new.notify.clone()).await {
                 return Err("the daemon is shutting down".into());
             }

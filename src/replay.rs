@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::clock::Timestamp;
 use crate::engine::{Detection, Engine};
 use crate::event::{Defaults, Event};
+use crate::source::line_filter::LineFinder;
 use crate::source::parse::{set, syslog::parse_syslog_into, text_of};
 
 /// How each line of the input is read.
@@ -238,120 +239,6 @@ impl Replay {
             })
             .collect();
         Ok(report)
-    }
-}
-
-/// Finds the next line worth parsing in a chunk: one lazy DFA over every rule's regex,
-/// searched forward for the earliest position at which any match ends (no reverse scan for
-/// where it starts, and one pass whatever the number of rules).
-struct LineFinder {
-    dfa: regex_automata::hybrid::dfa::DFA,
-    cache: regex_automata::hybrid::dfa::Cache,
-    /// Per pattern: it cannot match a newline, so a match of it lies within one line.
-    single_line: Vec<bool>,
-}
-
-impl LineFinder {
-    /// None when the patterns cannot be built into one lazy DFA (the chunks are then read
-    /// line by line).
-    fn new(patterns: &[String]) -> Option<LineFinder> {
-        use regex_automata::{MatchKind, hybrid::dfa::DFA, util::prefilter::Prefilter};
-        // A line's text holds no newline, so a class's `\n` (as in `\s`) can never be part
-        // of a match in one line: without it, no match spans lines, and each pattern's match
-        // lies within the line where it ends (checked below, per pattern).
-        let hirs = patterns
-            .iter()
-            .map(|p| regex_syntax::parse(p).ok().map(|h| without_newline(&h)))
-            .collect::<Option<Vec<_>>>()?;
-        let nfa = regex_automata::nfa::thompson::Compiler::new()
-            // Empty matches are reported wherever they are, even inside a character: in
-            // UTF-8 mode the search would step over one there and could miss an earlier
-            // ending match of another pattern.
-            .configure(regex_automata::nfa::thompson::Config::new().utf8(false))
-            .build_many_from_hir(&hirs)
-            .ok()?;
-        let dfa = DFA::builder()
-            .configure(
-                DFA::config()
-                    // No match state is reached before the first position where some match
-                    // of some pattern ends (threads are only dropped after a match), so the
-                    // first one seen is the earliest end of any match.
-                    .match_kind(MatchKind::LeftmostFirst)
-                    .prefilter(Prefilter::from_hirs_prefix(MatchKind::LeftmostFirst, &hirs))
-                    // A Unicode word boundary stops the search at non-ASCII text (an error,
-                    // below) instead of refusing the patterns.
-                    .unicode_word_boundary(true)
-                    .cache_capacity(32 << 20),
-            )
-            .build_from_nfa(nfa)
-            .ok()?;
-        let cache = dfa.create_cache();
-        let single_line = hirs.iter().map(|h| !may_match_newline(h)).collect();
-        Some(LineFinder {
-            dfa,
-            cache,
-            single_line,
-        })
-    }
-
-    /// The end of the earliest-ending match of any pattern at or after `pos`, and whether
-    /// that pattern's matches lie within one line; `Err` when the DFA cannot tell (it stopped
-    /// at a byte it cannot handle).
-    fn next_end(&mut self, hay: &[u8], pos: usize) -> Result<Option<(usize, bool)>, ()> {
-        let input = regex_automata::Input::new(hay).range(pos..).earliest(true);
-        self.dfa
-            .try_search_fwd(&mut self.cache, &input)
-            .map(|m| {
-                m.map(|m| {
-                    let one_line = self
-                        .single_line
-                        .get(m.pattern().as_usize())
-                        .copied()
-                        .unwrap_or(false);
-                    (m.offset(), one_line)
-                })
-            })
-            .map_err(|_| ())
-    }
-}
-
-/// `hir` with `\n` taken out of every class (literals are kept as they are).
-fn without_newline(hir: &regex_syntax::hir::Hir) -> regex_syntax::hir::Hir {
-    use regex_syntax::hir::{
-        Class, ClassBytes, ClassBytesRange, ClassUnicode, ClassUnicodeRange, Hir, HirKind,
-    };
-    crate::engine::map_leaves(hir, &|h: &Hir| match h.kind() {
-        HirKind::Class(Class::Unicode(c)) => {
-            let mut c = c.clone();
-            c.difference(&ClassUnicode::new([ClassUnicodeRange::new('\n', '\n')]));
-            Hir::class(Class::Unicode(c))
-        }
-        HirKind::Class(Class::Bytes(c)) => {
-            let mut c = c.clone();
-            c.difference(&ClassBytes::new([ClassBytesRange::new(b'\n', b'\n')]));
-            Hir::class(Class::Bytes(c))
-        }
-        _ => h.clone(),
-    })
-}
-
-/// Whether `hir` can match a `\n` (conservatively: any literal or class that holds one).
-fn may_match_newline(hir: &regex_syntax::hir::Hir) -> bool {
-    use regex_syntax::hir::{Class, HirKind};
-    match hir.kind() {
-        HirKind::Empty | HirKind::Look(_) => false,
-        HirKind::Literal(l) => l.0.contains(&b'\n'),
-        HirKind::Class(Class::Unicode(c)) => c
-            .ranges()
-            .iter()
-            .any(|r| r.start() <= '\n' && '\n' <= r.end()),
-        HirKind::Class(Class::Bytes(c)) => c
-            .ranges()
-            .iter()
-            .any(|r| r.start() <= b'\n' && b'\n' <= r.end()),
-        HirKind::Repetition(r) => may_match_newline(&r.sub),
-        HirKind::Capture(c) => may_match_newline(&c.sub),
-        HirKind::Concat(v) | HirKind::Alternation(v) => v.iter().any(may_match_newline),
     }
 }
 
@@ -603,6 +490,7 @@ fn trim_newline(b: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::line_filter::{may_match_newline, without_newline};
 
     fn engine(text: &str) -> Engine {
         Engine::new(&crate::engine::config::test_rules(text))

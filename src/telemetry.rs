@@ -248,6 +248,9 @@ pub struct SourceStats {
     pub lines: Counter,
     /// Events handed to the engine.
     pub events: Counter,
+    /// Lines no rule could match, counted and not parsed (file sources whose line filter is
+    /// on: see `source::line_filter`).
+    pub skipped: Counter,
     /// Lines the format could not read, passed on as raw `log` events.
     pub unparsed: Counter,
     /// Lines cut at `max_line_bytes`.
@@ -288,6 +291,7 @@ impl SourceStats {
             kind,
             lines: Counter::default(),
             events: Counter::default(),
+            skipped: Counter::default(),
             unparsed: Counter::default(),
             oversize: Counter::default(),
             invalid_utf8: Counter::default(),

@@ -150,6 +150,11 @@ pub async fn render(st: &ApiState) -> String {
             |s| s.truncations.get(),
         ),
         (
+            "incidentd_source_skipped_lines_total",
+            "Lines no rule could match, counted and not parsed (file sources' line filter).",
+            |s| s.skipped.get(),
+        ),
+        (
             "incidentd_source_restarts_total",
             "Restarts of exec sources' commands.",
             |s| s.restarts.get(),

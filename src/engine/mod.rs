@@ -9,11 +9,13 @@
 
 pub mod config;
 mod index;
+mod line_patterns;
 mod literals;
 pub mod rule;
 mod sink;
 mod task;
 
+pub use line_patterns::{LineScope, line_patterns, source_line_patterns};
 pub use sink::{DetectionSink, Output, SinkClosed, Tap};
 pub use task::{EngineCommand, EngineHandle, run};
 
@@ -344,31 +346,9 @@ impl Engine {
         }
     }
 
-    /// For offline replay: the rules' regexes, one of which every line some rule could count
-    /// must match, so lines none matches can skip parsing altogether. Only offered when that
-    /// is exact: every
-    /// enabled rule is a `match` or `threshold` rule (they see matched events only and have
-    /// no timers), without `allowed_lateness` (which reads the clock other lines move), with a
-    /// `regex` on the message that has no line anchors (a match in the message is then a
-    /// match in the whole line).
+    /// The rules' regexes made to filter whole lines ([`line_patterns`]).
     pub fn line_patterns(&self) -> Option<Vec<String>> {
-        let mut patterns = Vec::new();
-        for r in self.rules.iter().filter(|r| r.config.common.enabled) {
-            let c = &r.config;
-            let kind_ok = matches!(
-                c.kind,
-                crate::engine::config::RuleKindConfig::Match(_)
-                    | crate::engine::config::RuleKindConfig::Threshold(_)
-            );
-            let re = c.common.regex.as_ref()?;
-            // A pattern that can match the empty string matches every line: nothing could
-            // be skipped.
-            if !kind_ok || c.common.allowed_lateness.is_some() || may_match_empty(re.as_str()) {
-                return None;
-            }
-            patterns.push(line_pattern(re.as_str())?);
-        }
-        (!patterns.is_empty()).then_some(patterns)
+        line_patterns(self.rules.iter().map(|r| &*r.config))
     }
 
     /// Whether some rule needs the clock to move without events: timers (absence,
@@ -743,34 +723,6 @@ impl Engine {
             })
             .collect()
     }
-}
-
-/// The pattern a whole line is filtered with, for a rule's pattern on the message: the
-/// message is the line's end (after `program[pid]: `), so a pattern anchored to the
-/// message's start or end matches, without its anchors, somewhere in the line. Dropping the
-/// anchors only lets more lines through (they are parsed and the rule decides), and leaves
-/// a pattern that holds for lines inside a chunk.
-fn line_pattern(pattern: &str) -> Option<String> {
-    use regex_syntax::hir::{Hir, HirKind, Look};
-    let strip = |h: &Hir| -> Hir {
-        match h.kind() {
-            HirKind::Look(
-                Look::Start
-                | Look::End
-                | Look::StartLF
-                | Look::EndLF
-                | Look::StartCRLF
-                | Look::EndCRLF,
-            ) => Hir::empty(),
-            _ => h.clone(),
-        }
-    };
-    let hir = regex_syntax::parse(pattern).ok()?;
-    if !hir.properties().look_set().contains_anchor() {
-        return Some(pattern.to_owned());
-    }
-    let bare = map_leaves(&hir, &strip);
-    (!bare.properties().look_set().contains_anchor()).then(|| bare.to_string())
 }
 
 /// `hir` rebuilt with `leaf` applied to each leaf (literal, class, look, empty), through

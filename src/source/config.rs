@@ -141,6 +141,14 @@ pub struct FileSourceConfig {
     /// How often files are checked without a change notification (and the glob re-run).
     #[serde(default = "one_second", deserialize_with = "positive_duration")]
     pub poll_interval: Duration,
+    /// Lines that no rule could match are counted (`skipped`) and not parsed, when every
+    /// rule allows it (see `source::line_filter`). Off: every line becomes an event.
+    #[serde(default = "yes")]
+    pub skip_unmatched: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The parsing keys of a line source's table.

@@ -5,12 +5,14 @@
 //! The ingest socket ([`socket`]) and `POST /v1/events` (in the control API) take NDJSON
 //! events; the configured sources read what a host already writes: file tails ([`tail`]),
 //! the systemd journal ([`journald`]), a syslog datagram socket ([`syslog`]), commands ([`exec`]) and host probes ([`probe`]).
-//! [`parse`] turns their lines into events; [`lines`] is the shared line reader with its
+//! [`parse`] turns their lines into events; [`line_filter`] names the lines some rule could
+//! match, so the others need no parsing; [`lines`] is the shared line reader with its
 //! length limit.
 
 pub mod config;
 pub mod exec;
 pub mod journald;
+pub mod line_filter;
 pub mod lines;
 pub mod parse;
 pub mod probe;

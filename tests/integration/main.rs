@@ -36,6 +36,7 @@ mod stages;
 mod stream;
 mod systemd;
 mod tail;
+mod tail_skip;
 mod util;
 mod watermark;
 mod web;

@@ -284,6 +284,8 @@ path = "{}"
 format = "raw"
 read_from = "beginning"
 poll_interval = "200ms"
+# No rule reads this file's lines, which would be skipped unparsed: every one is parsed here.
+skip_unmatched = false
 [[source.exec]]
 id = "cmd"
 command = ["/bin/sh", "-c", "echo '{{\"kind\":\"x\",\"ts\":\"9999-12-31T23:59:59Z\"}}'; sleep 60"]

@@ -39,7 +39,9 @@ use crate::clock::Clock;
 use crate::engine::Input;
 use crate::event::Event;
 use crate::source::config::FileSourceConfig;
+use crate::source::config::LineFormat;
 use crate::source::config::ReadFrom;
+use crate::source::line_filter::{LineFilter, Skipper};
 use crate::source::parse::{Parser, text_of};
 use crate::telemetry::SourceStats;
 
@@ -95,6 +97,8 @@ pub struct FileTail {
     /// This source's part of the watermark: behind while a followed file has bytes not read
     /// yet, so wall time does not move the engine's clock past a backlog.
     pub progress: crate::watermark::InputProgress,
+    /// The rules' line filter: lines no rule could match are counted and not parsed.
+    pub line_filter: Arc<LineFilter>,
 }
 
 /// A file being followed.
@@ -158,6 +162,7 @@ impl FileTail {
             recycle,
             recycled,
             spare: Vec::new(),
+            skipper: Skipper::default(),
         };
         tracing::info!(source = %state.tail.config.id, path = %state.tail.config.path, "following files");
         let poll = state.tail.config.poll_interval;
@@ -232,6 +237,7 @@ struct TailState {
     recycled: crate::event::Recycled,
     /// Events to parse the next lines into.
     spare: Vec<(u64, Event)>,
+    skipper: Skipper,
 }
 
 impl TailState {
@@ -637,6 +643,13 @@ impl TailState {
         let max = self.tail.config.max_line_bytes;
         let source = self.source().to_owned();
         let mut buf = std::mem::take(&mut self.buf);
+        let mut skipper = std::mem::take(&mut self.skipper);
+        // The message is a part of the line only in these formats.
+        let skipping = self.tail.config.skip_unmatched
+            && matches!(
+                self.tail.parser.format(),
+                LineFormat::Syslog | LineFormat::Raw
+            );
         let mut grew = false;
         let mut events: Vec<(u64, Event)> = Vec::new();
         let result = loop {
@@ -654,11 +667,15 @@ impl TailState {
             }
             grew = true;
             let chunk = &buf[..n];
+            let mut skip = skipper.chunk(&self.tail.line_filter, chunk, skipping);
             let mut start = 0;
             while let Some(nl) = memchr::memchr(b'\n', &chunk[start..]) {
                 let end = start + nl;
                 let seg = &chunk[start..end];
                 let f = &mut self.followed[i];
+                // Only a line read whole from this chunk, not over the limit.
+                let skipped =
+                    f.pending == 0 && !f.discarding && seg.len() <= max && skip.skip(start, end);
                 let total = f.pending + seg.len() as u64 + 1;
                 let line_start = f.offset;
                 // An over-long line is sent (cut) only now that it is complete, so the
@@ -679,7 +696,12 @@ impl TailState {
                 f.offset += total;
                 f.pending = 0;
                 f.partial.clear();
-                self.emit(&line, cut, line_start, &mut events);
+                if skipped {
+                    self.tail.stats.lines.inc();
+                    self.tail.stats.skipped.inc();
+                } else {
+                    self.emit(&line, cut, line_start, &mut events);
+                }
                 start = end + 1;
                 if events.len() >= BATCH_LINES {
                     self.refresh_fingerprint(i);
@@ -692,6 +714,7 @@ impl TailState {
                         recycle: Some(self.recycle.clone()),
                     }) {
                         self.buf = buf;
+                        self.skipper = skipper;
                         return Err(ReadError::EngineGone);
                     }
                 }
@@ -714,6 +737,7 @@ impl TailState {
             }
         };
         self.buf = buf;
+        self.skipper = skipper;
         result?;
         self.refresh_fingerprint(i);
         if grew {

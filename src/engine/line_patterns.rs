@@ -1,0 +1,241 @@
+//! The patterns a whole text line must match for some rule to count it, when there are
+//! such: replay (`rules test`) and the file tails parse only the lines one of them matches.
+
+use super::config::{RuleConfig, RuleKindConfig};
+use super::{map_leaves, may_match_empty};
+
+/// The rules' regexes, one of which every line some rule could count must match, so lines
+/// none matches can skip parsing altogether. Only offered when that is exact: every enabled
+/// rule is a `match` or `threshold` rule (they see matched events only and have no timers),
+/// without `allowed_lateness` (which reads the clock other lines move), with a `regex` on the
+/// message (a match in the message is then a match in the whole line, once its anchors are
+/// dropped).
+pub fn line_patterns<'a>(rules: impl IntoIterator<Item = &'a RuleConfig>) -> Option<Vec<String>> {
+    let mut patterns = Vec::new();
+    for c in rules.into_iter().filter(|c| c.common.enabled) {
+        patterns.push(rule_line_pattern(c)?);
+    }
+    (!patterns.is_empty()).then_some(patterns)
+}
+
+/// What every event of one text source (a file of syslog or raw lines) shares.
+#[derive(Clone, Copy, Debug)]
+pub struct LineScope<'a> {
+    /// The source's id (the events' `source`).
+    pub source: &'a str,
+    /// The source's `kind` (every line's event has it).
+    pub kind: &'a str,
+    /// Whether a line can set its own level (a syslog line's `<PRI>`); otherwise every event
+    /// has level `info`.
+    pub level_from_pri: bool,
+}
+
+/// [`line_patterns`] for the lines of one source: a rule whose `where` fails on the
+/// source's `source` or `kind` never sees its events, so it neither adds a pattern nor
+/// keeps lines from being skipped, whatever its kind. A rule whose `where` fails on level
+/// `info` sees only lines that start with a syslog `<PRI>`: with a regex, its pattern is
+/// enough; without one, every line starting with `<` is parsed. An empty list: no rule
+/// could count any line of the source.
+pub fn source_line_patterns<'a>(
+    rules: impl IntoIterator<Item = &'a RuleConfig>,
+    scope: &LineScope<'_>,
+) -> Option<Vec<String>> {
+    let mut patterns = Vec::new();
+    let mut with_pri = false;
+    for c in rules.into_iter().filter(|c| c.common.enabled) {
+        let fails = |key: &str, value: &str| {
+            c.common
+                .where_
+                .get(key)
+                .is_some_and(|cond| !cond.holds(Some(value), || value.trim().parse().ok()))
+        };
+        if fails("source", scope.source) || fails("kind", scope.kind) {
+            continue;
+        }
+        if fails("level", "info") {
+            if !scope.level_from_pri {
+                continue;
+            }
+            if c.common.regex.is_none() && kind_skips(c) {
+                with_pri = true;
+                continue;
+            }
+        }
+        patterns.push(rule_line_pattern(c)?);
+    }
+    if with_pri {
+        patterns.push("(?m)^<".to_owned());
+    }
+    Some(patterns)
+}
+
+/// Whether the rule's kind lets lines it cannot match go unseen.
+fn kind_skips(c: &RuleConfig) -> bool {
+    matches!(
+        c.kind,
+        RuleKindConfig::Match(_) | RuleKindConfig::Threshold(_)
+    ) && c.common.allowed_lateness.is_none()
+}
+
+/// The line pattern of one rule that lets lines go unseen, or None when it needs them all.
+fn rule_line_pattern(c: &RuleConfig) -> Option<String> {
+    let re = c.common.regex.as_ref()?;
+    // A pattern that can match the empty string matches every line: nothing could be
+    // skipped.
+    if !kind_skips(c) || may_match_empty(re.as_str()) {
+        return None;
+    }
+    line_pattern(re.as_str())
+}
+
+/// The pattern a whole line is filtered with, for a rule's pattern on the message: the
+/// message is the line's end (after `program[pid]: `), so a pattern anchored to the
+/// message's start or end matches, without its anchors, somewhere in the line. Dropping the
+/// anchors only lets more lines through (they are parsed and the rule decides), and leaves
+/// a pattern that holds for lines inside a chunk.
+fn line_pattern(pattern: &str) -> Option<String> {
+    use regex_syntax::hir::{Hir, HirKind, Look};
+    let strip = |h: &Hir| -> Hir {
+        match h.kind() {
+            HirKind::Look(
+                Look::Start
+                | Look::End
+                | Look::StartLF
+                | Look::EndLF
+                | Look::StartCRLF
+                | Look::EndCRLF,
+            ) => Hir::empty(),
+            _ => h.clone(),
+        }
+    };
+    let hir = regex_syntax::parse(pattern).ok()?;
+    if !hir.properties().look_set().contains_anchor() {
+        return Some(pattern.to_owned());
+    }
+    let bare = map_leaves(&hir, &strip);
+    (!bare.properties().look_set().contains_anchor()).then(|| bare.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AUTH: LineScope<'static> = LineScope {
+        source: "auth",
+        kind: "log",
+        level_from_pri: true,
+    };
+
+    fn of(rules: &str, scope: &LineScope) -> Option<Vec<String>> {
+        source_line_patterns(&crate::engine::config::test_rules(rules), scope)
+    }
+
+    const SSH: &str = r#"
+[[rule]]
+id = "ssh"
+kind = "threshold"
+threshold = 3
+window = "1m"
+where = { kind = "log" }
+regex = '^Failed password for \S+ from (?P<ip>[0-9.]+)$'
+group_by = ["ip"]
+"#;
+
+    #[test]
+    fn rules_that_never_see_a_source_do_not_keep_its_lines() {
+        let ssh = of(SSH, &AUTH);
+        let line = "Nov 23 10:00:00 h sshd[1]: Failed password for root from 10.0.0.1";
+        let p = ssh.as_ref().expect("offered");
+        assert_eq!(p.len(), 1);
+        assert!(
+            regex::Regex::new(&p[0]).unwrap().is_match(line),
+            "anchors dropped"
+        );
+        // Rules of other kinds, other sources, and with timers, none of which sees a line
+        // of `auth`, leave the filter as it was.
+        let others = format!(
+            "{SSH}
+[[rule]]
+id = \"down\"
+kind = \"absence\"
+where = {{ kind = \"heartbeat\" }}
+timeout = \"1m\"
+[[rule]]
+id = \"disk\"
+kind = \"metric\"
+where = {{ kind = {{ in = [\"metric\", \"probe\"] }} }}
+op = \">\"
+aggregate = \"last\"
+window = \"10m\"
+value_threshold = 90.0
+[[rule]]
+id = \"nginx\"
+kind = \"match\"
+where = {{ source = \"nginx\" }}
+[[rule]]
+id = \"off\"
+kind = \"match\"
+enabled = false
+"
+        );
+        assert_eq!(of(&others, &AUTH), ssh);
+        // A source whose kind the absence rule reads: every line is needed.
+        let beat = LineScope {
+            kind: "heartbeat",
+            ..AUTH
+        };
+        assert_eq!(of(&others, &beat), None);
+        // No rule sees the nginx source's lines but the one without a regex: none skipped.
+        let nginx = LineScope {
+            source: "nginx",
+            ..AUTH
+        };
+        assert_eq!(of(&others, &nginx), None);
+        // A source no rule sees at all: every line may go.
+        let other = LineScope {
+            source: "cron",
+            kind: "cron",
+            ..AUTH
+        };
+        assert_eq!(of(&others, &other), Some(vec![]));
+    }
+
+    #[test]
+    fn a_rule_on_levels_above_info_keeps_only_lines_with_a_syslog_priority() {
+        let burst = format!(
+            "{SSH}
+[[rule]]
+id = \"errors\"
+kind = \"threshold\"
+threshold = 10
+window = \"1m\"
+where = {{ level = {{ in = [\"error\", \"critical\"] }} }}
+"
+        );
+        let p = of(&burst, &AUTH).expect("offered");
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[1], "(?m)^<");
+        // Raw lines are all `info`: the rule never counts one.
+        let raw = LineScope {
+            level_from_pri: false,
+            ..AUTH
+        };
+        assert_eq!(of(&burst, &raw).map(|p| p.len()), Some(1));
+        // A rule that also counts `info` needs every line.
+        let all = burst.replace("\"critical\"]", "\"critical\", \"info\"]");
+        assert_eq!(of(&all, &AUTH), None);
+        // As does one on levels above info whose kind needs every line in time.
+        let spike = format!(
+            "{SSH}
+[[rule]]
+id = \"errors\"
+kind = \"spike\"
+where = {{ level = \"error\" }}
+window = \"10m\"
+baseline = 6
+factor = 3.0
+"
+        );
+        assert_eq!(of(&spike, &AUTH), None);
+    }
+}
