@@ -802,19 +802,24 @@ struct LineFilters(
 impl LineFilters {
     /// What each tail may leave unparsed under `config`'s rules (`None`: nothing): lines
     /// none of the rules that can see that source's events could match, unless a detector
-    /// plugin subscribes to events (it is offered every one).
+    /// plugin subscribes to its events (it is offered every one).
     fn set(&self, config: Option<&Config>) {
-        let config = config.filter(|c| {
-            !(c.plugins.iter())
-                .any(|p| p.manifest.kind == crate::plugin::config::PluginKind::Detector)
-        });
         for (source, kind, level_from_pri, filter) in &self.0 {
             let scope = crate::engine::LineScope {
                 source,
                 kind,
                 level_from_pri: *level_from_pri,
             };
-            filter.set(config.and_then(|c| crate::engine::source_line_patterns(&c.rules, &scope)));
+            filter.set(config.and_then(|c| {
+                let offered = c.plugins.iter().any(|p| {
+                    p.manifest.kind == crate::plugin::config::PluginKind::Detector
+                        && (p.manifest.subscribe.as_ref())
+                            .is_none_or(|s| !crate::engine::never_sees(s, &scope))
+                });
+                (!offered)
+                    .then(|| crate::engine::source_line_patterns(&c.rules, &scope))
+                    .flatten()
+            }));
         }
     }
 }

@@ -1,8 +1,11 @@
 //! The patterns a whole text line must match for some rule to count it, when there are
 //! such: replay (`rules test`) and the file tails parse only the lines one of them matches.
 
+use std::collections::BTreeMap;
+
 use super::config::{RuleConfig, RuleKindConfig};
 use super::{map_leaves, may_match_empty};
+use crate::condition::Condition;
 
 /// The rules' regexes, one of which every line some rule could count must match, so lines
 /// none matches can skip parsing altogether. Only offered when that is exact: every enabled
@@ -12,7 +15,7 @@ use super::{map_leaves, may_match_empty};
 /// dropped).
 pub fn line_patterns<'a>(rules: impl IntoIterator<Item = &'a RuleConfig>) -> Option<Vec<String>> {
     let mut patterns = Vec::new();
-    for c in rules.into_iter().filter(|c| c.common.enabled) {
+    for c in rules.into_iter().filter(|c| sees_events(c)) {
         patterns.push(rule_line_pattern(c)?);
     }
     (!patterns.is_empty()).then_some(patterns)
@@ -42,17 +45,13 @@ pub fn source_line_patterns<'a>(
 ) -> Option<Vec<String>> {
     let mut patterns = Vec::new();
     let mut with_pri = false;
-    for c in rules.into_iter().filter(|c| c.common.enabled) {
-        let fails = |key: &str, value: &str| {
-            c.common
-                .where_
-                .get(key)
-                .is_some_and(|cond| !cond.holds(Some(value), || value.trim().parse().ok()))
-        };
-        if fails("source", scope.source) || fails("kind", scope.kind) {
+    for c in rules.into_iter().filter(|c| sees_events(c)) {
+        if fails(&c.common.where_, "source", scope.source)
+            || fails(&c.common.where_, "kind", scope.kind)
+        {
             continue;
         }
-        if fails("level", "info") {
+        if fails(&c.common.where_, "level", "info") {
             if !scope.level_from_pri {
                 continue;
             }
@@ -67,6 +66,28 @@ pub fn source_line_patterns<'a>(
         patterns.push("(?m)^<".to_owned());
     }
     Some(patterns)
+}
+
+/// Whether a `where` table (a rule's, a detector plugin's `subscribe`) fails on every event
+/// of the source: on its `source` or `kind`, or on level `info` when its lines cannot set
+/// another.
+pub fn never_sees(where_: &BTreeMap<String, Condition>, scope: &LineScope<'_>) -> bool {
+    fails(where_, "source", scope.source)
+        || fails(where_, "kind", scope.kind)
+        || (!scope.level_from_pri && fails(where_, "level", "info"))
+}
+
+/// Whether `where_` has a condition on `key` that fails on `value`.
+fn fails(where_: &BTreeMap<String, Condition>, key: &str, value: &str) -> bool {
+    where_
+        .get(key)
+        .is_some_and(|cond| !cond.holds(Some(value), || value.trim().parse().ok()))
+}
+
+/// Whether the rule is enabled and reads events (a `plugin` rule reads only its plugin's
+/// detections).
+fn sees_events(c: &RuleConfig) -> bool {
+    c.common.enabled && !matches!(c.kind, RuleKindConfig::Plugin(_))
 }
 
 /// Whether the rule's kind lets lines it cannot match go unseen.
@@ -176,6 +197,10 @@ where = {{ source = \"nginx\" }}
 id = \"off\"
 kind = \"match\"
 enabled = false
+[[rule]]
+id = \"anomaly\"
+kind = \"plugin\"
+plugin = \"zscore\"
 "
         );
         assert_eq!(of(&others, &AUTH), ssh);
@@ -198,6 +223,24 @@ enabled = false
             ..AUTH
         };
         assert_eq!(of(&others, &other), Some(vec![]));
+    }
+
+    #[test]
+    fn a_subscription_sees_a_source_unless_its_kind_source_or_level_rules_it_out() {
+        let table = |t: &str| -> BTreeMap<String, Condition> { toml::from_str(t).unwrap() };
+        let raw = LineScope {
+            level_from_pri: false,
+            ..AUTH
+        };
+        assert!(never_sees(&table("kind = \"metric\""), &AUTH));
+        assert!(never_sees(
+            &table("source = { in = [\"a\", \"b\"] }"),
+            &AUTH
+        ));
+        assert!(!never_sees(&table(""), &AUTH));
+        assert!(!never_sees(&table("kind = { ne = \"metric\" }"), &AUTH));
+        assert!(!never_sees(&table("level = \"error\""), &AUTH));
+        assert!(never_sees(&table("level = \"error\""), &raw));
     }
 
     #[test]

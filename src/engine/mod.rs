@@ -15,7 +15,7 @@ pub mod rule;
 mod sink;
 mod task;
 
-pub use line_patterns::{LineScope, line_patterns, source_line_patterns};
+pub use line_patterns::{LineScope, line_patterns, never_sees, source_line_patterns};
 pub use sink::{DetectionSink, Output, SinkClosed, Tap};
 pub use task::{EngineCommand, EngineHandle, run};
 
