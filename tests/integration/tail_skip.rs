@@ -222,3 +222,67 @@ incident_key = "accepted/{{ labels.n }}"
     assert_eq!(st["skipped"], 49, "{st}");
     d.wait_for_key("all").await;
 }
+
+/// A detector plugin that takes the events its `subscribe` chooses and does nothing with them.
+const QUIET_DETECTOR: &str = r#"
+printf '{"type":"hello","name":"%s","protocol":1}\n' "$INCIDENTD_PLUGIN"
+while IFS= read -r line; do
+  case "$line" in
+    *'"type":"shutdown"'*) exit 0 ;;
+  esac
+done
+"#;
+
+#[tokio::test]
+async fn a_detector_plugin_gets_every_event_it_subscribes_to_and_no_other_source_stops_skipping() {
+    let dir = tempfile::tempdir().unwrap();
+    let (auth, app) = (dir.path().join("auth.log"), dir.path().join("app.log"));
+    let stamp = syslog_stamp(time::OffsetDateTime::now_utc());
+    let noise: String = (0..40)
+        .map(|n| format!("{stamp} CRON[2]: session opened for u{n}\n"))
+        .collect();
+    std::fs::write(&auth, &noise).unwrap();
+    std::fs::write(&app, &noise).unwrap();
+    let config = format!(
+        "{}{}[[plugin]]\nname = \"logs\"\n",
+        file_source("auth", &auth, ""),
+        // Events of kind `app`: neither the plugin nor the rule sees them.
+        file_source("app", &app, "kind = \"app\"")
+    );
+    let d = TestDaemon::prepare_with(&config, FAILED_RULE, &[], |root| {
+        let p = root.join("plugins/logs");
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::write(
+            p.join("plugin.toml"),
+            "name = \"logs\"\nkind = \"detector\"\ncommand = [\"sh\", \"run.sh\"]\nsubscribe = { kind = \"log\" }\n",
+        )
+        .unwrap();
+        std::fs::write(p.join("run.sh"), QUIET_DETECTOR).unwrap();
+    });
+    d.wait_healthy().await;
+    let st = d.wait_input("auth", |s| s["lines"] == 40).await;
+    assert_eq!(
+        (&st["skipped"], &st["events"]),
+        (&0.into(), &40.into()),
+        "{st}"
+    );
+    let st = d.wait_input("app", |s| s["lines"] == 40).await;
+    assert_eq!(
+        (&st["skipped"], &st["events"]),
+        (&39.into(), &1.into()),
+        "{st}"
+    );
+    // The plugin was offered every line of auth.log (once it was running), none of app.log.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = d.get("/v1/status").await;
+        let plugin = &st["plugins"][0];
+        let sent = plugin["events_sent"].as_u64().unwrap_or(0)
+            + plugin["events_dropped"].as_u64().unwrap_or(0);
+        if sent == 40 {
+            break;
+        }
+        assert!(Instant::now() < deadline && sent < 40, "{st}\n{}", d.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
