@@ -32,6 +32,48 @@ impl Timestamp {
     }
 
     pub fn to_rfc3339(self) -> String {
+        let mut buf = [0u8; 24];
+        match self.rfc3339_into(&mut buf) {
+            Some(text) => text.to_owned(),
+            None => self.to_rfc3339_slow(),
+        }
+    }
+
+    /// `to_rfc3339`'s text in `buf`, for years 0 to 9999 (None otherwise): the calendar
+    /// from `time`, the digits written here (the hot path of every stored entry and event;
+    /// `time`'s general formatter cost several times as much).
+    fn rfc3339_into(self, buf: &mut [u8; 24]) -> Option<&str> {
+        let dt = OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000).ok()?;
+        let year = u32::try_from(dt.year()).ok().filter(|y| *y <= 9999)?;
+        let mut put = |at: usize, value: u32, width: usize| {
+            let mut v = value;
+            for i in (0..width).rev() {
+                buf[at + i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, year, 4);
+        put(5, u32::from(u8::from(dt.month())), 2);
+        put(8, u32::from(dt.day()), 2);
+        put(11, u32::from(dt.hour()), 2);
+        put(14, u32::from(dt.minute()), 2);
+        put(17, u32::from(dt.second()), 2);
+        put(20, u32::from(dt.millisecond()), 3);
+        for (at, b) in [
+            (4, b'-'),
+            (7, b'-'),
+            (10, b'T'),
+            (13, b':'),
+            (16, b':'),
+            (19, b'.'),
+        ] {
+            buf[at] = b;
+        }
+        buf[23] = b'Z';
+        std::str::from_utf8(buf).ok()
+    }
+
+    fn to_rfc3339_slow(self) -> String {
         let nanos = i128::from(self.0) * 1_000_000;
         match OffsetDateTime::from_unix_timestamp_nanos(nanos) {
             // Always UTC with milliseconds, so times line up in tables and sort as text.
@@ -70,7 +112,11 @@ impl fmt::Display for Timestamp {
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_rfc3339())
+        let mut buf = [0u8; 24];
+        match self.rfc3339_into(&mut buf) {
+            Some(text) => s.serialize_str(text),
+            None => s.serialize_str(&self.to_rfc3339_slow()),
+        }
     }
 }
 
@@ -125,5 +171,43 @@ mod tests {
         let u = Timestamp::parse_rfc3339("2026-11-23T12:00:00.250+02:00").unwrap();
         assert_eq!(u.millis() - t.millis(), 250);
         assert!(Timestamp::parse_rfc3339("yesterday").is_err());
+    }
+
+    proptest::proptest! {
+        /// The digits written by hand say what `time`'s formatter says, from year 0 to 9999
+        /// and around its edges; beyond them the formatter's answer (or `@…ms`) is kept.
+        #[test]
+        fn the_fast_rfc3339_text_is_times_own(ms in -62_300_000_000_000i64..253_500_000_000_000i64) {
+            let t = Timestamp(ms);
+            proptest::prop_assert_eq!(t.to_rfc3339(), t.to_rfc3339_slow());
+            proptest::prop_assert_eq!(serde_json::to_string(&t).unwrap(), format!("\"{}\"", t.to_rfc3339_slow()));
+        }
+    }
+
+    #[test]
+    fn edges_of_the_fast_rfc3339_text() {
+        for ms in [
+            0,
+            -1,
+            999,
+            1_000,
+            253_402_300_799_999,
+            253_402_300_800_000,
+            -62_167_219_200_000,
+            -62_167_219_200_001,
+            i64::MAX,
+            i64::MIN,
+        ] {
+            assert_eq!(
+                Timestamp(ms).to_rfc3339(),
+                Timestamp(ms).to_rfc3339_slow(),
+                "{ms}"
+            );
+        }
+        assert_eq!(Timestamp(-1).to_rfc3339(), "1969-12-31T23:59:59.999Z");
+        assert_eq!(
+            Timestamp(253_402_300_799_999).to_rfc3339(),
+            "9999-12-31T23:59:59.999Z"
+        );
     }
 }
