@@ -910,8 +910,9 @@ async fn reload(
             if new.sources != config.sources {
                 tracing::warn!("[[source.*]] changes take effect only after a restart");
             }
-            // No line is skipped while the rules change: neither the old nor the new rules
-            // miss a line read meanwhile.
+            // No line read while the rules change is skipped (the tails look at every line),
+            // so neither the old nor the new rules miss one. Lines read before were judged by
+            // the old rules.
             line_filters.set(None);
             if !engine.reload(new.rules.clone()).await
                 || !incidents.configure(new.incidents.clone()).await

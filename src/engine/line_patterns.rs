@@ -35,7 +35,8 @@ pub struct LineScope<'a> {
 
 /// [`line_patterns`] for the lines of one source: a rule whose `where` fails on the
 /// source's `source` or `kind` never sees its events, so it neither adds a pattern nor
-/// keeps lines from being skipped, whatever its kind. A rule whose `where` fails on level
+/// keeps lines from being skipped, whatever its kind (but a `rate` or `burn_rate` rule
+/// whose `total_where` takes them needs every line). A rule whose `where` fails on level
 /// `info` sees only lines that start with a syslog `<PRI>`: with a regex, its pattern is
 /// enough; without one, every line starting with `<` is parsed. An empty list: no rule
 /// could count any line of the source.
@@ -46,6 +47,16 @@ pub fn source_line_patterns<'a>(
     let mut patterns = Vec::new();
     let mut with_pri = false;
     for c in rules.into_iter().filter(|c| sees_events(c)) {
+        // A rate's denominator counts every event `total_where` takes, whatever `where`
+        // says: a source it takes cannot skip a line.
+        let total = match &c.kind {
+            RuleKindConfig::Rate(r) => Some(&r.total_where),
+            RuleKindConfig::BurnRate(b) => Some(&b.total_where),
+            _ => None,
+        };
+        if total.is_some_and(|t| !never_sees(t, scope)) {
+            return None;
+        }
         if fails(&c.common.where_, "source", scope.source)
             || fails(&c.common.where_, "kind", scope.kind)
         {
@@ -223,6 +234,39 @@ plugin = \"zscore\"
             ..AUTH
         };
         assert_eq!(of(&others, &other), Some(vec![]));
+    }
+
+    #[test]
+    fn a_rate_whose_total_takes_a_source_needs_every_line_of_it() {
+        let rate = |total: &str| {
+            format!(
+                "{SSH}
+[[rule]]
+id = \"error-ratio\"
+kind = \"rate\"
+where = {{ level = \"error\" }}
+total_where = {total}
+ratio = 0.5
+window = \"5m\"
+"
+            )
+        };
+        let raw = LineScope {
+            level_from_pri: false,
+            ..AUTH
+        };
+        // Its `where` never holds for raw lines (all `info`), but every line is in its total.
+        assert_eq!(of(&rate("{}"), &raw), None);
+        assert_eq!(of(&rate("{ kind = \"log\" }"), &AUTH), None);
+        // A total of other events leaves this source's lines to the other rules.
+        assert_eq!(
+            of(&rate("{ kind = \"request\" }"), &raw).map(|p| p.len()),
+            Some(1)
+        );
+        let burn = "[[rule]]\nid = \"slo\"\nkind = \"burn_rate\"\nwhere = { kind = \"request\", \"fields.status\" = { ge = 500 } }\ntotal_where = { kind = \"request\" }\nobjective = 0.999\nwindows = [[\"1h\", \"5m\", 14.4]]\n";
+        assert_eq!(of(&format!("{SSH}{burn}"), &AUTH).map(|p| p.len()), Some(1));
+        let all = burn.replace("total_where = { kind = \"request\" }", "total_where = {}");
+        assert_eq!(of(&format!("{SSH}{all}"), &AUTH), None);
     }
 
     #[test]

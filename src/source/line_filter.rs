@@ -159,7 +159,7 @@ impl Skipper {
     /// complete lines are looked at.
     pub fn chunk<'a>(
         &'a mut self,
-        shared: &LineFilter,
+        shared: &'a LineFilter,
         chunk: &'a [u8],
         enabled: bool,
     ) -> ChunkSkip<'a> {
@@ -173,6 +173,8 @@ impl Skipper {
         }
         let lines = memchr::memrchr(b'\n', chunk).map_or(&chunk[..0], |i| &chunk[..=i]);
         ChunkSkip {
+            shared,
+            seen: self.seen,
             finder: self.finder.as_mut().filter(|_| enabled),
             lines,
             next_end: None,
@@ -183,6 +185,9 @@ impl Skipper {
 
 /// Which complete lines of one chunk can go unparsed.
 pub struct ChunkSkip<'a> {
+    shared: &'a LineFilter,
+    /// The patterns' generation the finder was built from.
+    seen: u64,
     finder: Option<&'a mut LineFinder>,
     lines: &'a [u8],
     /// The last search: `Some(None)` when no match ends before the chunk does, else the end
@@ -198,6 +203,10 @@ impl ChunkSkip<'_> {
     /// chunk is parsed whatever it holds, so a file in the wrong format still shows as
     /// `unparsed` and the event clock still moves on.
     pub fn skip(&mut self, start: usize, end: usize) -> bool {
+        if self.finder.is_some() && self.shared.generation.load(Ordering::Acquire) != self.seen {
+            // The patterns changed (a reload began): nothing more is skipped on the old ones.
+            self.finder = None;
+        }
         let Some(finder) = self.finder.as_deref_mut() else {
             return false;
         };
@@ -315,6 +324,11 @@ mod tests {
             got.iter().map(|(_, s)| *s).collect::<Vec<_>>(),
             [false, false, true]
         );
+        // A change in the middle of a chunk stops the skipping at once.
+        let mut skip = skipper.chunk(&shared, chunk, true);
+        assert!(!skip.skip(0, 5) && skip.skip(6, 11));
+        shared.set(None);
+        assert!(!skip.skip(12, 17));
         // A new pattern set reaches a reader that built its finder before.
         shared.set(Some(vec!["noise".into()]));
         assert!(

@@ -644,6 +644,7 @@ impl TailState {
         let source = self.source().to_owned();
         let mut buf = std::mem::take(&mut self.buf);
         let mut skipper = std::mem::take(&mut self.skipper);
+        let line_filter = self.tail.line_filter.clone();
         // The message is a part of the line only in these formats.
         let skipping = self.tail.config.skip_unmatched
             && matches!(
@@ -667,7 +668,7 @@ impl TailState {
             }
             grew = true;
             let chunk = &buf[..n];
-            let mut skip = skipper.chunk(&self.tail.line_filter, chunk, skipping);
+            let mut skip = skipper.chunk(&line_filter, chunk, skipping);
             let mut start = 0;
             while let Some(nl) = memchr::memchr(b'\n', &chunk[start..]) {
                 let end = start + nl;
