@@ -45,6 +45,16 @@ impl Fingerprint {
         Self::read_len(file, size.min(FINGERPRINT_BYTES))
     }
 
+    /// The fingerprint of a file that starts with `head` (at most [`FINGERPRINT_BYTES`] of it
+    /// count).
+    pub fn of_bytes(head: &[u8]) -> Fingerprint {
+        let head = &head[..head.len().min(FINGERPRINT_BYTES as usize)];
+        Fingerprint {
+            len: head.len() as u64,
+            hash: fnv1a(head),
+        }
+    }
+
     /// Reads the hash of exactly the first `len` bytes; fails when the file is shorter.
     pub fn read_len(file: &File, len: u64) -> std::io::Result<Fingerprint> {
         let mut buf = vec![0u8; len as usize];

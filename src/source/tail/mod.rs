@@ -120,6 +120,10 @@ struct Followed {
     discarding: bool,
     /// No longer at its path (renamed or deleted): drain, then drop.
     orphan: bool,
+    /// The file's first bytes (at most [`FINGERPRINT_BYTES`]) as this tail read them, when
+    /// it read from the start: the fingerprint is taken from them, not from the file again,
+    /// which may have been truncated and rewritten since the read.
+    head: Vec<u8>,
     /// When it last grew (or became an orphan).
     quiet_since: Instant,
 }
@@ -373,6 +377,7 @@ impl TailState {
                 partial: Vec::new(),
                 discarding: false,
                 orphan: false,
+                head: Vec::new(),
                 quiet_since: Instant::now(),
             });
         }
@@ -471,6 +476,7 @@ impl TailState {
                         partial: Vec::new(),
                         discarding: false,
                         orphan: true,
+                        head: Vec::new(),
                         quiet_since: Instant::now(),
                     },
                 );
@@ -611,6 +617,7 @@ impl TailState {
             f.partial.clear();
             f.discarding = false;
             f.fingerprint = Fingerprint::default();
+            f.head.clear();
             // Tell the engine before any new line: it checkpoints, so positions recorded
             // before the truncation cannot be mistaken for the new lines at the same offsets.
             let cursor = f.cursor(&self.tail.config.id);
@@ -632,10 +639,15 @@ impl TailState {
     fn refresh_fingerprint(&mut self, i: usize) {
         let f = &mut self.followed[i];
         let read = f.offset + f.pending;
-        if f.fingerprint.len < FINGERPRINT_BYTES
-            && read > f.fingerprint.len
-            && let Ok(fp) = Fingerprint::read(&f.file, read)
-        {
+        if f.fingerprint.len >= FINGERPRINT_BYTES || read <= f.fingerprint.len {
+            return;
+        }
+        // Taken from the file again, a truncation and a rewrite since the read would give
+        // the new bytes' fingerprint, and the rewrite would go unnoticed (its lines lost).
+        let from_head = (f.head.len() as u64).min(read);
+        if from_head > f.fingerprint.len {
+            f.fingerprint = Fingerprint::of_bytes(&f.head[..from_head as usize]);
+        } else if let Ok(fp) = Fingerprint::read(&f.file, read) {
             f.fingerprint = fp;
         }
     }
@@ -671,6 +683,13 @@ impl TailState {
             }
             grew = true;
             let chunk = &buf[..n];
+            let f = &mut self.followed[i];
+            if f.offset + f.pending == f.head.len() as u64
+                && f.head.len() < FINGERPRINT_BYTES as usize
+            {
+                let take = (FINGERPRINT_BYTES as usize - f.head.len()).min(n);
+                f.head.extend_from_slice(&chunk[..take]);
+            }
             let mut skip = skipper.chunk(&line_filter, chunk, skipping);
             let mut start = 0;
             while let Some(nl) = memchr::memchr(b'\n', &chunk[start..]) {
