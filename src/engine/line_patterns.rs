@@ -57,19 +57,13 @@ pub fn source_line_patterns<'a>(
         if total.is_some_and(|t| !never_sees(t, scope)) {
             return None;
         }
-        if fails(&c.common.where_, "source", scope.source)
-            || fails(&c.common.where_, "kind", scope.kind)
-        {
+        if never_sees(&c.common.where_, scope) {
             continue;
         }
-        if fails(&c.common.where_, "level", "info") {
-            if !scope.level_from_pri {
-                continue;
-            }
-            if c.common.regex.is_none() && kind_skips(c) {
-                with_pri = true;
-                continue;
-            }
+        // Above `info` only: it sees the lines with a `<PRI>` (here, lines can carry one).
+        if fails(&c.common.where_, "level", "info") && c.common.regex.is_none() && kind_skips(c) {
+            with_pri = true;
+            continue;
         }
         patterns.push(rule_line_pattern(c)?);
     }
