@@ -124,6 +124,18 @@ mod tests {
                 }
             }
         }
+        for status in [Status::Open, Status::Acknowledged] {
+            let query = ListQuery {
+                status: vec![status],
+                limit: 10,
+                ..ListQuery::default()
+            };
+            let page = s.list(&query).unwrap();
+            out.push(format!(
+                "{status:?}: {:?}",
+                page.incidents.iter().map(|i| i.id).collect::<Vec<_>>()
+            ));
+        }
         out.push(format!("{:?}", s.count_by_status().unwrap()));
         out.push(format!("next {}", s.next_id().unwrap()));
         out.push(format!("key {:?}", s.latest_for_key("k2").unwrap()));
@@ -156,11 +168,22 @@ mod tests {
                 serde_json::json!({"from": "open", "to": "acknowledged"}).into();
             acked.detections.clear();
             s.apply(&acked).unwrap();
+            // A write that keeps the status (a detection joining incident 3) leaves it listed
+            // under that status.
+            let mut joined = created(3, Severity::Sev3, "disk usage");
+            joined.previous_status = Some(Status::Open);
+            joined.incident.detections = 2;
+            joined.entries[0].seq = 1;
+            joined.entries[0].kind = EntryKind::Detection;
+            joined.detections[0].rule = "r2".into();
+            s.apply(&joined).unwrap();
             s.flush().unwrap();
         }
         let (a, b) = (observe(&sled), observe(&memory));
         assert_eq!(a, b);
         assert!(a.contains(&"Severity:2".to_owned()), "{a:?}");
+        assert!(a.contains(&"Open: [3, 2]".to_owned()), "{a:?}");
+        assert!(a.contains(&"Acknowledged: [1]".to_owned()), "{a:?}");
         // Checkpoints forget what they cover, on both.
         let covered = created(1, Severity::Sev3, "x").detections.remove(0);
         for s in stores {

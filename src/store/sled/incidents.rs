@@ -411,7 +411,11 @@ impl SledStore {
                             Some(prev) if prev != inc.status => {
                                 idx_status.remove(&status_key(prev, inc.id))?;
                             }
-                            Some(_) => {}
+                            // The status is unchanged, so its index key is already there (each
+                            // write that set it put it there; `repair` rebuilds the index):
+                            // most writes under an attack are detections joining an open
+                            // incident, and a transactional insert reads its key first.
+                            Some(_) => continue,
                         }
                         idx_status.insert(&status_key(inc.status, inc.id), &[])?;
                     }
