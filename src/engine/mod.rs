@@ -855,32 +855,35 @@ fn detection(
             },
         }
     };
-    let render = |has: bool, name: &dyn Fn() -> String, fallback: String| {
+    // The default text is made only when there is no template or it fails.
+    let render = |has: bool, name: &dyn Fn() -> String, fallback: &dyn Fn() -> String| {
         if !has {
-            return fallback;
+            return fallback();
         }
         let name = name();
         match env.get_template(&name) {
             Ok(t) => t.render(ctx()).unwrap_or_else(|e| {
                 tracing::warn!(rule = %c.id, template = %name, error = %e, "template failed; using the default text");
-                fallback
+                fallback()
             }),
-            Err(_) => fallback,
+            Err(_) => fallback(),
         }
     };
     let key = render(
         c.incident_key.is_some(),
         &|| format!("{}#key", c.id),
-        if group_text.is_empty() {
-            c.id.clone()
-        } else {
-            format!("{}/{}", c.id, group_text)
+        &|| {
+            if group_text.is_empty() {
+                c.id.clone()
+            } else {
+                format!("{}/{}", c.id, group_text)
+            }
         },
     );
     let summary = if lean {
         String::new()
     } else {
-        let default_summary = {
+        let default_summary = || {
             let head = c
                 .description
                 .clone()
@@ -902,7 +905,7 @@ fn detection(
         render(
             c.summary.is_some(),
             &|| format!("{}#summary", c.id),
-            default_summary,
+            &default_summary,
         )
     };
     let service = ev
