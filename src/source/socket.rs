@@ -157,30 +157,42 @@ impl IngestSocket {
         let mut batch = Vec::with_capacity(BATCH_EVENTS);
         // When the batch's first line was read: the latencies count from there.
         let mut read_at = std::time::Instant::now();
+        // The time events without their own are stamped with (and future times are judged
+        // by): taken after each wait, for the peer or for the engine, so the lines of one
+        // read and batch share one reading of the clock.
+        let mut now = self.clock.now();
         loop {
+            let buffered = reader.line_buffered();
             // What was decoded goes before waiting for the peer (so every event read is
             // handed over however the connection ends), or once the batch is full.
-            if !batch.is_empty()
-                && (batch.len() >= BATCH_EVENTS || !reader.line_buffered())
-                && !self.hand_over(&mut batch, read_at).await
-            {
-                return; // the engine is gone: shutting down
-            }
-            let line = tokio::select! {
-                _ = cancel.cancelled() => {
-                    // Lines still buffered were read: their events go too.
-                    if !batch.is_empty() {
-                        self.hand_over(&mut batch, read_at).await;
-                    }
-                    return;
+            if !batch.is_empty() && (batch.len() >= BATCH_EVENTS || !buffered) {
+                if !self.hand_over(&mut batch, read_at).await {
+                    return; // the engine is gone: shutting down
                 }
-                l = tokio::time::timeout(self.idle_timeout, reader.next_line()) => match l {
-                    Ok(l) => l,
-                    Err(_) => {
-                        tracing::debug!("ingest connection idle; closed");
+                now = self.clock.now();
+            }
+            let line = if buffered {
+                // Already read: no wait, so neither the idle timer nor shutdown is asked.
+                reader.next_line().await
+            } else {
+                let line = tokio::select! {
+                    _ = cancel.cancelled() => {
+                        // Lines still buffered were read: their events go too.
+                        if !batch.is_empty() {
+                            self.hand_over(&mut batch, read_at).await;
+                        }
                         return;
                     }
-                },
+                    l = tokio::time::timeout(self.idle_timeout, reader.next_line()) => match l {
+                        Ok(l) => l,
+                        Err(_) => {
+                            tracing::debug!("ingest connection idle; closed");
+                            return;
+                        }
+                    },
+                };
+                now = self.clock.now();
+                line
             };
             let line = match line {
                 Ok(Some(l)) => l,
@@ -200,7 +212,7 @@ impl IngestSocket {
                 Line::Complete(b) if b.trim_ascii().is_empty() => continue,
                 Line::Complete(b) => Event::decode(
                     b,
-                    &Defaults::at("ingest", &self.host, self.clock.now(), self.max_future_skew),
+                    &Defaults::at("ingest", &self.host, now, self.max_future_skew),
                 ),
             };
             counters.lines.inc();
