@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """Quick measurement: daemon start time and ingest-socket throughput.
 
-Usage: cargo build --release && python3 benches/socket_throughput.py [LINES]
+Usage: cargo build --release && python3 benches/socket_throughput.py [LINES] [FAILED]
 
-Generates LINES NDJSON events (90% ordinary log lines, 10% failed SSH passwords from 1000
-addresses), times `wc -l` on the file as the baseline, starts target/release/incidentd on the
+Two workloads, each in its own run: LINES NDJSON events of which a fraction are failed SSH
+passwords from 1000 addresses (the rest ordinary log lines that no rule fires on): none
+(ingest and rules only) and 10% (about 20,000 detections into 1,000 incidents, each banned by
+the shipped `ban-address` action), or only the fraction FAILED when given. For each, it
+times `wc -l` on the file as the baseline, starts target/release/incidentd on the
 shipped config in a temporary folder, sends the file over one ingest-socket connection and
 waits until /v1/status shows every event through the engine. Prints figures and the ratio to
 `wc -l`, and the daemon's busiest threads by CPU time; measures, asserts nothing.
@@ -14,6 +17,7 @@ import json, os, random, shutil, socket, subprocess, sys, tempfile, time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "incidentd")
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
+FAILED = [float(sys.argv[2])] if len(sys.argv) > 2 else [0.0, 0.1]
 
 
 def get(sock_path, path):
@@ -37,14 +41,14 @@ def get(sock_path, path):
     return json.loads(body)
 
 
-def main():
+def main(failed):
     tmp = tempfile.mkdtemp(prefix="incd-bench")
     try:
         path = os.path.join(tmp, "events.ndjson")
         rnd = random.Random(42)
         with open(path, "w") as f:
             for i in range(N):
-                if rnd.random() < 0.1:
+                if rnd.random() < failed:
                     ip = f"203.0.{rnd.randrange(4)}.{rnd.randrange(250)}"
                     msg = f"Failed password for root from {ip} port 22 ssh2"
                 else:
@@ -96,6 +100,7 @@ def main():
         d.terminate()
         d.wait(timeout=30)
 
+        print(f"workload               {failed:.0%} failed passwords")
         print(f"lines                 {N} ({size / 1e6:.0f} MB)")
         print(f"daemon start to health {start * 1000:.0f} ms")
         print(f"wc -l                  {wc:.3f} s  ({N / wc / 1e6:.1f} M lines/s)")
@@ -110,4 +115,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    for i, failed in enumerate(FAILED):
+        if i:
+            print()
+        main(failed)
