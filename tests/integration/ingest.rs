@@ -257,3 +257,48 @@ async fn an_open_connection_hands_over_what_it_read_without_waiting() {
     assert_eq!(st["sources"][0]["accepted"].as_u64(), Some(1005), "{st}");
     drop(s);
 }
+
+/// An event without a `ts` is stamped with the time its line was read. On one connection left
+/// open, lines sent after a pause get the later time, and lines read together share one.
+#[tokio::test]
+async fn events_without_a_time_get_the_time_they_were_read() {
+    let d = TestDaemon::start(SSH_RULE).await;
+    let at = |i: &serde_json::Value| {
+        let text = i["first_event_at"].as_str().unwrap_or_default();
+        incidentd::clock::Timestamp::parse_rfc3339(text)
+            .unwrap_or_else(|e| panic!("{e}: {i}"))
+            .millis()
+    };
+    let wall = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    let mut s = UnixStream::connect(d.ingest_path()).unwrap();
+    let before = wall();
+    s.write_all(b"{\"kind\":\"marker\",\"message\":\"first\"}\n")
+        .unwrap();
+    let first = at(&d.wait_for_key("marker/first").await);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let resumed = wall();
+    s.write_all(
+        b"{\"kind\":\"marker\",\"message\":\"second\"}\n{\"kind\":\"marker\",\"message\":\"third\"}\n",
+    )
+    .unwrap();
+    let third = at(&d.wait_for_key("marker/third").await);
+    let second = at(&d.wait_for_key("marker/second").await);
+    let after = wall();
+    // Timestamps are whole milliseconds; the clocks are the same wall clock.
+    assert!(
+        (before..=after).contains(&first),
+        "{before} {first} {after}"
+    );
+    assert!(
+        second >= resumed && second <= after,
+        "the line after the pause is stamped when read: {resumed} {second} {after}"
+    );
+    assert!(second - first >= 1500, "{first} {second}");
+    assert!((second..second + 1000).contains(&third), "{second} {third}");
+    drop(s);
+}
