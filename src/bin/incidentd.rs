@@ -222,6 +222,8 @@ fn main() -> ExitCode {
 }
 
 // glibc's malloc serialises threads that free what another thread allocated (events are
-// built by the sources and dropped by the engine); mimalloc does not.
+// built by the sources and dropped by the engine); mimalloc does not. Its 2.x line (the `v2`
+// feature in Cargo.toml): under a dense attack 3.x kept a quarter to a third more of what
+// sled's writes free, for the same speed (docs/PERFORMANCE.md, twelfth session).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
