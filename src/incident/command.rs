@@ -35,7 +35,7 @@ impl Manager {
                     }
                 }
                 self.note_silences(&mut inc, &mut entries, now);
-                self.store.apply(&Change {
+                self.write(&Change {
                     incident: inc.clone(),
                     previous_status: Some(from),
                     entries,
@@ -71,7 +71,7 @@ impl Manager {
                 {
                     self.stage_at_least(&mut inc, &mut entries, Stage::Remediate, &reason);
                 }
-                self.store.apply(&Change {
+                self.write(&Change {
                     incident: inc.clone(),
                     previous_status: Some(inc.status),
                     entries,
@@ -153,7 +153,7 @@ impl Manager {
                     Some(note),
                     serde_json::Value::Null,
                 );
-                self.store.apply(&Change {
+                self.write(&Change {
                     incident: inc.clone(),
                     previous_status: Some(inc.status),
                     entries: vec![e],
@@ -186,7 +186,7 @@ impl Manager {
                 );
                 let mut entries = vec![e];
                 self.note_silences(&mut inc, &mut entries, self.now);
-                self.store.apply(&Change {
+                self.write(&Change {
                     incident: inc.clone(),
                     previous_status: Some(inc.status),
                     entries,
@@ -299,7 +299,7 @@ impl Manager {
                 inc.timeline_len += 1;
                 let mut entries = vec![e];
                 self.note_silences(&mut inc, &mut entries, now);
-                self.store.apply(&Change {
+                self.write(&Change {
                     incident: inc.clone(),
                     previous_status: None,
                     entries,

@@ -158,7 +158,7 @@ impl Manager {
                 "rules": from.rules, "services": services, "severity": severity}),
         );
         entries.push(e);
-        self.store.apply(&Change {
+        self.write(&Change {
             incident: to.clone(),
             previous_status: Some(to.status),
             entries,
@@ -183,7 +183,7 @@ impl Manager {
             Some(format!("closed: merged into incident {into}")),
             serde_json::json!({"from": previous, "to": Status::Closed, "merged_into": into}),
         );
-        self.store.apply(&Change {
+        self.write(&Change {
             incident: from,
             previous_status: Some(previous),
             entries: vec![moved, closed],
@@ -241,7 +241,7 @@ impl Manager {
             serde_json::json!({"by": "split", "from": id, "incident": inc}),
         );
         inc.timeline_len += 1;
-        self.store.apply(&Change {
+        self.write(&Change {
             incident: inc.clone(),
             previous_status: None,
             entries: vec![created],

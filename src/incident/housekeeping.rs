@@ -79,7 +79,7 @@ impl Manager {
                 self.telemetry.sla_breaches.inc();
                 tracing::warn!(incident = id, kind, within = %within_text, "SLA breached");
             }
-            self.store.apply(&super::port::Change {
+            self.write(&super::port::Change {
                 incident: inc.clone(),
                 previous_status: Some(inc.status),
                 entries,
@@ -116,6 +116,7 @@ impl Manager {
         let keep = self.config.retain_closed;
         let old = self.ids_where(Status::Closed, |i| ended_before(i.closed_at, now, keep))?;
         for id in &old {
+            self.recent.get_mut().forget(*id);
             self.store.remove_incident(*id)?;
         }
         if !old.is_empty() {

@@ -14,7 +14,7 @@ use crate::engine::Detection;
 impl Manager {
     /// One timeline entry on an existing incident whose status did not change.
     pub(super) fn apply_one(&self, inc: &Incident, e: TimelineEntry) -> Result<(), IncidentError> {
-        self.store.apply(&Change {
+        self.write(&Change {
             incident: inc.clone(),
             previous_status: Some(inc.status),
             entries: vec![e],
@@ -115,7 +115,7 @@ impl Manager {
             entries.push(e);
         }
         self.note_silences(&mut inc, &mut entries, now);
-        self.store.apply(&Change {
+        self.write(&Change {
             incident: inc,
             previous_status: None,
             entries,
@@ -209,7 +209,7 @@ impl Manager {
             self.settle();
         } else {
             self.settle();
-            self.store.apply(&change)?;
+            self.write(&change)?;
         }
         Ok(match how {
             Join::Reopen => Outcome::Reopened(id),

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use super::port::{IncidentStore as Store, StoreError};
+use super::port::{Change, IncidentStore as Store, StoreError};
 use super::{
     EntryKind, Incident, NewSilence, Severity, Silence, Status, TimelineEntry, Transition,
 };
@@ -388,6 +388,7 @@ pub fn spawn(
         backoff: HashMap::new(),
         active: Default::default(),
         coalesced: Default::default(),
+        recent: Default::default(),
     };
     tracker.spawn_blocking(move || manager.run(rx));
     Ok(IncidentHandle { tx, changes })
@@ -418,6 +419,8 @@ pub(super) struct Manager {
     pub(super) active: super::correlate::ActiveIndex,
     /// Detections of this batch joining their own key's active incident, not yet written.
     pub(super) coalesced: super::coalesce::Coalesced,
+    /// Incidents as this manager last wrote them, not read back from the store.
+    pub(super) recent: std::cell::RefCell<super::recent::Recent>,
 }
 
 pub(super) type Reply = oneshot::Sender<Result<Incident, IncidentError>>;
@@ -467,6 +470,8 @@ impl Manager {
                 })();
                 self.active = Default::default();
                 self.swept.clear();
+                // The store is back at its last flush; what was written since is not.
+                self.recent.get_mut().clear();
                 if let Err(e) = reloaded {
                     self.telemetry
                         .store_error("reading the store back after reopening it failed", &e);
@@ -631,6 +636,9 @@ impl Manager {
         if let Some(inc) = self.coalesced.incident(id) {
             return Ok(inc.clone());
         }
+        if let Some(inc) = self.recent.borrow_mut().take(id) {
+            return Ok(inc);
+        }
         self.store
             .incident(id)?
             .ok_or(IncidentError::NotFound { id })
@@ -656,7 +664,18 @@ impl Manager {
             self.telemetry
                 .detections_coalesced
                 .add(gathered.saturating_sub(changes.len()) as u64);
+            let recent = self.recent.get_mut();
+            for change in changes {
+                recent.keep(change.incident);
+            }
         }
+    }
+
+    /// Writes one change to the store. Every write but a batch's goes through here, so the
+    /// incident it changes is no longer taken from [`Manager::recent`].
+    pub(super) fn write(&self, change: &Change) -> Result<(), StoreError> {
+        self.recent.borrow_mut().forget(change.incident.id);
+        self.store.apply(change)
     }
 
     pub(super) fn entry(
@@ -780,6 +799,69 @@ mod tests {
             .collect();
         assert_eq!(a.len(), 2, "the second new incident of `a` was held back");
         assert_eq!(telemetry.incidents_rate_limited.get(), 1);
+        drop(tx);
+        drop(handle);
+        tracker.close();
+        tracker.wait().await;
+    }
+
+    /// An incident written by a batch is kept as a value and not read back; a write outside
+    /// the batches (here a silence's sweep, which finds its incidents by a scan) must make
+    /// the next detection read the store, or that detection would write over the sweep's
+    /// timeline entry and drop the silence from the incident.
+    #[tokio::test]
+    async fn a_detection_after_a_silence_sweep_builds_on_the_sweep() {
+        let store = Arc::new(MemoryIncidents::default());
+        let tracker = tokio_util::task::TaskTracker::new();
+        let handle = spawn(
+            store.clone(),
+            IncidentsConfig::default(),
+            Arc::new(crate::clock::SystemClock),
+            Arc::new(Telemetry::default()),
+            64,
+            &tracker,
+        )
+        .unwrap();
+        let tx = handle.sender();
+        let now = crate::clock::SystemClock.now().millis();
+        // Created, then joined by a batch (which keeps it).
+        for i in 0..2 {
+            tx.send(Msg::Detection(detection("a", now + i)))
+                .await
+                .unwrap();
+            assert!(handle.ping().await);
+        }
+        let silence: crate::incident::NewSilence = serde_json::from_value(serde_json::json!({
+            "matchers": {"rule": "ssh"}, "duration": "1h", "comment": "maintenance",
+        }))
+        .unwrap();
+        let silence = handle
+            .silence(SilenceCommand::Create {
+                silence: Box::new(silence),
+                actor: "t".into(),
+            })
+            .await
+            .unwrap();
+        tx.send(Msg::Detection(detection("a", now + 2)))
+            .await
+            .unwrap();
+        assert!(handle.ping().await);
+        let id = store.latest_for_key("a").unwrap().unwrap();
+        let inc = store.incident(id).unwrap().unwrap();
+        assert_eq!(inc.detections, 3);
+        assert_eq!(inc.silenced_by, [silence.id]);
+        let kinds: Vec<EntryKind> = store.timeline(id).unwrap().iter().map(|e| e.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                EntryKind::Created,
+                EntryKind::Detection,
+                EntryKind::Detection,
+                EntryKind::Silenced,
+                EntryKind::Detection
+            ]
+        );
+        assert_eq!(inc.timeline_len, 5);
         drop(tx);
         drop(handle);
         tracker.close();

@@ -23,6 +23,7 @@ pub mod oncall;
 pub mod port;
 pub mod postmortem;
 pub mod project;
+mod recent;
 pub mod silence;
 mod silencing;
 pub mod sla;

@@ -71,8 +71,7 @@ impl Manager {
             self.note_silences(&mut inc, &mut entries, now);
             if !entries.is_empty() {
                 result = self
-                    .store
-                    .apply(&Change {
+                    .write(&Change {
                         incident: inc.clone(),
                         previous_status: Some(inc.status),
                         entries,
