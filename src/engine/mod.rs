@@ -831,7 +831,10 @@ fn detection(
     }
     labels.extend(hit.captures);
     labels.extend(c.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let group: BTreeMap<String, String> = hit.group.iter().cloned().collect();
+    // Shared with the templates' context, which reads the few values a template names
+    // instead of copying both maps into its own values; unwrapped once rendered.
+    let labels = Arc::new(labels);
+    let group: Arc<BTreeMap<String, String>> = Arc::new(hit.group.iter().cloned().collect());
     let group_text = hit
         .group
         .iter()
@@ -846,8 +849,8 @@ fn detection(
             rule => &c.id,
             severity => c.severity.as_str(),
             count => hit.fire.count,
-            group => &group,
-            labels => &labels,
+            group => minijinja::Value::from_dyn_object(group.clone()),
+            labels => minijinja::Value::from_dyn_object(labels.clone()),
             event => if rule.templates_read_event {
                 minijinja::Value::from(minijinja::value::Serde(ev))
             } else {
@@ -908,6 +911,9 @@ fn detection(
             &default_summary,
         )
     };
+    // The context is gone with the rendering, so these are the only holders.
+    let labels = Arc::try_unwrap(labels).unwrap_or_else(|shared| (*shared).clone());
+    let group = Arc::try_unwrap(group).unwrap_or_else(|shared| (*shared).clone());
     let service = ev
         .and_then(|e| e.service.clone())
         .or_else(|| group.get("service").cloned());

@@ -13,6 +13,9 @@
 //! occurrence in turn. The backtracker tries start positions from left to right and a match
 //! can only start where the literal is, so this finds the same leftmost-first match and
 //! groups, without stepping through the literal byte by byte (its dearest part).
+//!
+//! A rule's list of patterns, each anchored with `^`, goes first to
+//! [`Branches`](super::branches::Branches), which runs only the branch that can match.
 
 use regex_automata::nfa::thompson::NFA;
 use regex_automata::nfa::thompson::backtrack::{BoundedBacktracker, Cache};
@@ -43,6 +46,11 @@ pub struct Captures {
     /// is a fraction of the size (`\S` alone is hundreds of UTF-8 states). Used for patterns
     /// without a split literal.
     ascii: Option<(BoundedBacktracker, Cache, Slots)>,
+    /// A list of patterns each anchored at the start, run one branch at a time on ASCII
+    /// messages (see `branches.rs`).
+    pub(super) branches: Option<super::branches::Branches>,
+    /// Whether the last match is in `branches`.
+    pub(super) in_branches: bool,
     /// Whether the last match is in `backtrack`'s slots rather than in `locs`.
     in_slots: bool,
     /// Whether it is in `ascii`'s slots.
@@ -77,6 +85,8 @@ impl Captures {
         };
         Captures {
             locs: re.capture_locations(),
+            branches: super::branches::Branches::new(re.as_str()),
+            in_branches: false,
             split,
             backtrack,
             ascii,
@@ -90,6 +100,13 @@ impl Captures {
     /// the groups are then in [`Captures::get`].
     pub fn read(&mut self, re: &regex::Regex, message: &str, expected: bool) -> bool {
         self.in_ascii = false;
+        self.in_branches = false;
+        if let Some(branches) = &mut self.branches
+            && let Some(matched) = branches.read(message)
+        {
+            self.in_branches = matched;
+            return matched;
+        }
         if let Some((bt, cache, slots)) = &mut self.ascii
             && message.len() <= bt.max_haystack_len()
             && message.is_ascii()
@@ -157,7 +174,9 @@ impl Captures {
 
     /// Where group `i` of the last match is, when it took part.
     pub fn get(&self, i: usize) -> Option<(usize, usize)> {
-        if self.in_ascii {
+        if self.in_branches {
+            self.branches.as_ref()?.get(i)
+        } else if self.in_ascii {
             let (_, _, slots) = self.ascii.as_ref()?;
             slots.get_group(i).map(|s| (s.start, s.end))
         } else if self.in_slots {
@@ -176,17 +195,7 @@ impl Captures {
 
 /// A backtracker for `pattern` read without Unicode (classes over bytes), when it can be.
 fn ascii_backtracker(pattern: &str) -> Option<(BoundedBacktracker, Cache, Slots)> {
-    let hir = regex_syntax::ParserBuilder::new()
-        .unicode(false)
-        .utf8(false)
-        .build()
-        .parse(pattern)
-        .ok()?;
-    let nfa = NFA::compiler()
-        .configure(regex_automata::nfa::thompson::Config::new().utf8(false))
-        .build_from_hir(&hir)
-        .ok()?;
-    let bt = BoundedBacktracker::new_from_nfa(nfa).ok()?;
+    let bt = super::branches::byte_backtracker(&super::branches::ascii_hir(pattern)?)?;
     let cache = bt.create_cache();
     let slots = bt.create_captures();
     Some((bt, cache, slots))

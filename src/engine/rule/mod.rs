@@ -2,6 +2,7 @@
 //! and the kind's detector. Each kind lives in its own file with its state and tests.
 
 mod absence;
+mod branches;
 mod burn_rate;
 mod captures;
 mod gate;
