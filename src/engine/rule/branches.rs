@@ -22,6 +22,12 @@ use regex_syntax::hir::{Hir, HirKind, Look};
 /// Branches beyond this many: the whole regex is run instead (each branch costs a try).
 const MAX_BRANCHES: usize = 64;
 
+/// What the branches' backtrackers may hold together: a bit per state and message byte, as
+/// much as the whole regex's one backtracker holds at most (its default), so a rule with
+/// many branches and a long message costs no more memory than before; a longer message
+/// goes to the whole regex.
+const VISITED_BITS: usize = 256 * 1024 * 8;
+
 #[derive(Debug)]
 struct Branch {
     /// Every match of the branch begins with one of these (`None`: no such list).
@@ -34,7 +40,7 @@ struct Branch {
 #[derive(Debug)]
 pub(super) struct Branches {
     branches: Vec<Branch>,
-    /// The longest message every branch's backtracker takes.
+    /// The longest message the branches take (see [`VISITED_BITS`]).
     max_len: usize,
     /// The branch that matched last.
     matched: Option<usize>,
@@ -83,9 +89,14 @@ impl Branches {
                 backtracker,
             });
         }
+        let states: usize = branches
+            .iter()
+            .map(|b| b.backtracker.get_nfa().states().len())
+            .sum();
         let max_len = branches
             .iter()
             .map(|b| b.backtracker.max_haystack_len())
+            .chain([(VISITED_BITS / states.max(1)).saturating_sub(1)])
             .min()?;
         Some(Branches {
             branches,
@@ -222,6 +233,21 @@ mod tests {
         }
         // The last message is not ASCII: the branches leave it to the whole regex.
         assert!(!c.in_branches);
+        // Nor a message longer than their memory allows all of them together: no more than
+        // the whole regex's one backtracker may hold.
+        let b = c.branches.as_ref().unwrap();
+        let states: usize = b
+            .branches
+            .iter()
+            .map(|b| b.backtracker.get_nfa().states().len())
+            .sum();
+        assert!(states * (b.max_len + 1) <= super::VISITED_BITS);
+        let fits = b.max_len - "Invalid user  from 10.0.0.1".len();
+        for (user, taken) in [(fits, true), (fits + 1, false)] {
+            let m = format!("Invalid user {} from 10.0.0.1", "u".repeat(user));
+            agree(&re, &mut c, &m).unwrap();
+            assert_eq!(c.in_branches, taken, "{} bytes", m.len());
+        }
         assert!(c.read(&re, "abb", true) && c.in_branches);
         assert_eq!(
             (c.get(re.capture_names().position(|n| n == Some("x")).unwrap())),
