@@ -52,13 +52,11 @@ impl Branches {
     pub(super) fn new(pattern: &str) -> Option<Branches> {
         let hir = ascii_hir(pattern)?;
         let alternatives: Vec<Hir> = match hir.kind() {
-            HirKind::Concat(parts)
-                if parts.len() == 2 && is_start(&parts[0]) && is_alternation(&parts[1]) =>
-            {
-                let HirKind::Alternation(bs) = parts[1].kind() else {
-                    return None;
-                };
-                bs.clone()
+            HirKind::Concat(parts) if parts.len() == 2 && is_start(&parts[0]) => {
+                match parts[1].kind() {
+                    HirKind::Alternation(bs) => bs.clone(),
+                    _ => return None,
+                }
             }
             HirKind::Alternation(bs)
                 if bs.iter().all(|b| match b.kind() {
@@ -159,10 +157,6 @@ pub(super) fn byte_backtracker(hir: &Hir) -> Option<BoundedBacktracker> {
 
 fn is_start(h: &Hir) -> bool {
     matches!(h.kind(), HirKind::Look(Look::Start))
-}
-
-fn is_alternation(h: &Hir) -> bool {
-    matches!(h.kind(), HirKind::Alternation(_))
 }
 
 #[cfg(test)]
