@@ -123,7 +123,10 @@ impl Captures {
         if let Some((bt, cache, slots)) = &mut self.backtrack
             && message.len() <= bt.max_haystack_len()
         {
-            if !expected && !re.is_match(message) {
+            // A split pattern is not asked first: it runs anchored at no more than
+            // `SPLIT_TRIES` occurrences of its literal, each try bounded by the backtracker's
+            // memory, and a message without the literal costs one `memmem` scan.
+            if !expected && self.split.is_none() && !re.is_match(message) {
                 return false;
             }
             // `None`: left to the regex.
