@@ -227,6 +227,34 @@ window = "1m"
 id = "never"
 kind = "match"
 regex = 'disk (?P<dev>sd[a-z]) failed'
+
+[[rule]]
+id = "sshd-fail"
+kind = "threshold"
+where = { kind = "log", "fields.program" = { in = ["sshd", "7", "sshd"] } }
+regex = 'Failed password for (?P<user>\S+) from (?P<ip>[0-9.]+)'
+group_by = ["ip"]
+threshold = 2
+window = "1m"
+
+[[rule]]
+id = "cron-any"
+kind = "match"
+where = { "fields.program" = "cron", level = "error" }
+
+[[rule]]
+id = "metrics"
+kind = "threshold"
+where = { kind = { in = ["metric", "gauge"] } }
+group_by = ["service"]
+threshold = 2
+window = "1m"
+
+[[rule]]
+id = "late-sshd"
+kind = "match"
+where = { "fields.program" = "sshd" }
+allowed_lateness = "5s"
 "#;
 
 fn engine_event(i: usize, kind: u8, msg: u8, svc: u8, level: u8, back: u8) -> Event {
@@ -240,12 +268,25 @@ fn engine_event(i: usize, kind: u8, msg: u8, svc: u8, level: u8, back: u8) -> Ev
     let ts = 1_796_000_000_000i64 + i as i64 * 1000 - i64::from(back % 4) * 4000;
     let service = ["api", "db", "web"][usize::from(svc % 3)];
     let level = ["info", "error"][usize::from(level % 2)];
+    // The program as syslog gives it, a number (read as its JSON text), null, or none.
+    let program = [
+        serde_json::json!("sshd"),
+        serde_json::json!("cron"),
+        serde_json::json!(7),
+        serde_json::Value::Null,
+    ][i % 4]
+        .clone();
+    let mut fields = serde_json::Map::new();
+    if i % 5 != 4 {
+        fields.insert("program".to_owned(), program);
+    }
     let line = serde_json::json!({
         "kind": if kind.is_multiple_of(3) { "metric" } else { "log" },
         "ts": ts,
         "message": message,
         "service": service,
         "level": level,
+        "fields": fields,
     })
     .to_string();
     Event::decode(line.as_bytes(), &defaults()).expect("test events decode")

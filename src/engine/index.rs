@@ -1,62 +1,129 @@
-//! Which rules an event can concern. With many regex rules, most of them cannot match a
-//! given message; the shared regex set says which can in one pass, so the engine runs only
-//! those rules and the ones the set cannot rule out (no regex, counting `total_where`,
-//! counting lateness), in rule order, instead of asking every rule.
+//! Which rules an event can concern. Two things rule most rules out before any of them is
+//! asked:
+//!
+//! - a condition index: a rule whose `where` requires `fields.program` or `kind` to be one
+//!   of a few values (see [`Rule::required`]) is looked up by the event's value, so a
+//!   hundred rules each for its own program cost one lookup, not a hundred conditions;
+//! - the shared regex set (or its literals): a regex rule runs only when its pattern may
+//!   match the message, and then only if the event also has the value its `where` requires.
+//!
+//! The rules left (and the ones neither can rule out: counting `total_where`, counting
+//! lateness) are run in rule order. Each still tests its own `where`: the index only skips
+//! rules that could not have acted.
 
-use super::rule::{RegexGate, Rule};
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use super::rule::{IndexedKey, RegexGate, Rule};
+use crate::event::Event;
 
 #[derive(Default)]
 pub(super) struct RuleIndex {
-    /// Rules run for every event.
+    /// Rules without a regex gate or a required value: run for every event.
     always: Vec<usize>,
+    /// Rules without a regex gate, by the value their `where` requires, per key.
+    keyed: Vec<(IndexedKey, HashMap<String, Vec<usize>>)>,
     /// Rules with timers (absence, `not_followed_by`, spike down), the only ones asked what
     /// fell due when time moves on.
     timed: Vec<usize>,
     /// Per set pattern, the rule it gates.
     by_pattern: Vec<Option<usize>>,
+    /// Per rule, the values a gated rule's `where` requires.
+    required: Vec<Option<(IndexedKey, Vec<String>)>>,
     /// Reused for every event.
     buf: Vec<usize>,
 }
 
 impl RuleIndex {
     pub(super) fn new(rules: &[Rule]) -> RuleIndex {
-        let mut index = RuleIndex::default();
+        let mut index = RuleIndex {
+            required: vec![None; rules.len()],
+            ..RuleIndex::default()
+        };
         for (i, r) in rules.iter().enumerate() {
             if r.has_timers() {
                 index.timed.push(i);
             }
-            match r.gated_by() {
-                Some(p) => {
+            // A rule alone is asked for every event: its own `where` is the whole test.
+            let required = r.required().filter(|_| rules.len() > 1);
+            match (r.gated_by(), required) {
+                (Some(p), required) => {
                     if index.by_pattern.len() <= p {
                         index.by_pattern.resize(p + 1, None);
                     }
                     index.by_pattern[p] = Some(i);
+                    index.required[i] = required.map(|(k, v)| (k, v.to_vec()));
                 }
-                None => index.always.push(i),
+                (None, Some((key, values))) => {
+                    let at = match index.keyed.iter().position(|(k, _)| *k == key) {
+                        Some(at) => at,
+                        None => {
+                            index.keyed.push((key, HashMap::new()));
+                            index.keyed.len() - 1
+                        }
+                    };
+                    for v in values {
+                        let list = index.keyed[at].1.entry(v.clone()).or_default();
+                        // `in` may list a value twice: the rule is run once.
+                        if list.last() != Some(&i) {
+                            list.push(i);
+                        }
+                    }
+                }
+                (None, None) => index.always.push(i),
             }
         }
         index
     }
 
-    /// The rules to run for an event with `message`, ascending. Give the list back with
+    /// Whether the index rules anything out by itself, without a regex set.
+    pub(super) fn keyed(&self) -> bool {
+        !self.keyed.is_empty()
+    }
+
+    /// The rules to run for `ev`, ascending. Give the list back with
     /// [`RuleIndex::give_back`].
-    pub(super) fn candidates(
-        &mut self,
-        gate: &mut RegexGate<'_>,
-        message: Option<&str>,
-    ) -> Vec<usize> {
+    pub(super) fn candidates(&mut self, gate: &mut RegexGate<'_>, ev: &Event) -> Vec<usize> {
         let mut out = std::mem::take(&mut self.buf);
         out.clear();
         out.extend_from_slice(&self.always);
-        if let Some(m) = message {
-            let gated = out.len();
-            out.extend(
-                gate.matched(m)
-                    .filter_map(|p| self.by_pattern.get(p).copied().flatten()),
-            );
-            if out.len() > gated && gated > 0 {
-                out.sort_unstable();
+        // Each event's value of a key is read once, when first needed.
+        let mut values: [Option<Option<Cow<'_, str>>>; 2] = [None, None];
+        let mut value = |key: IndexedKey| -> Option<Cow<'_, str>> {
+            values[key as usize]
+                .get_or_insert_with(|| key.of(ev))
+                .clone()
+        };
+        // Every list below is ascending; the result needs sorting only when two add to it.
+        let mut parts = usize::from(!out.is_empty());
+        for (key, by_value) in &self.keyed {
+            if let Some(v) = value(*key)
+                && let Some(rules) = by_value.get(v.as_ref())
+            {
+                out.extend_from_slice(rules);
+                parts += 1;
             }
+        }
+        if let Some(m) = ev.message.as_deref() {
+            let before = out.len();
+            for p in gate.matched(m) {
+                let Some(r) = self.by_pattern.get(p).copied().flatten() else {
+                    continue;
+                };
+                let wanted = match &self.required[r] {
+                    None => true,
+                    Some((key, values)) => {
+                        value(*key).is_some_and(|v| values.iter().any(|w| *w == *v))
+                    }
+                };
+                if wanted {
+                    out.push(r);
+                }
+            }
+            parts += usize::from(out.len() > before);
+        }
+        if parts > 1 {
+            out.sort_unstable();
         }
         out
     }

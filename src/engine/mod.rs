@@ -303,10 +303,8 @@ impl Engine {
         } = self;
         let spare = std::mem::take(gate_spare);
         let mut gate = rule::RegexGate::new(prefilter.as_ref(), *prefiltered, spare);
-        // With a set, only the rules it leaves (see `index`); otherwise every rule.
-        let some = prefilter
-            .is_some()
-            .then(|| index.candidates(&mut gate, ev.message.as_deref()));
+        // With a set or keyed rules, only the rules the index leaves; otherwise every rule.
+        let some = (prefilter.is_some() || index.keyed()).then(|| index.candidates(&mut gate, ev));
         let count = some.as_ref().map_or(rules.len(), Vec::len);
         let at = |k: usize| some.as_ref().map_or(k, |c| c[k]);
         // Only an event behind the watermark can be late: only then is each rule's late

@@ -299,11 +299,7 @@ impl Key {
             Key::CorrelationId => s(&ev.correlation_id),
             Key::TraceId => s(&ev.trace_id),
             Key::Label(l) => ev.labels.get(l).map(|v| Cow::Borrowed(v.as_str())),
-            Key::Field(f) => match ev.fields.get(f)? {
-                serde_json::Value::String(v) => Some(Cow::Borrowed(v.as_str())),
-                serde_json::Value::Null => None,
-                other => Some(Cow::Owned(other.to_string())),
-            },
+            Key::Field(f) => field_text(ev, f),
         }
     }
 
@@ -316,6 +312,34 @@ impl Key {
                 _ => None,
             },
             other => other.get(ev)?.trim().parse().ok(),
+        }
+    }
+}
+
+/// An event's field as a `where` condition reads it: a string as it is, any other value as
+/// JSON text, `null` as missing.
+fn field_text<'e>(ev: &'e Event, name: &str) -> Option<Cow<'e, str>> {
+    match ev.fields.get(name)? {
+        serde_json::Value::String(v) => Some(Cow::Borrowed(v.as_str())),
+        serde_json::Value::Null => None,
+        other => Some(Cow::Owned(other.to_string())),
+    }
+}
+
+/// An event key the engine's rule index looks rules up by (see [`Rule::required`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexedKey {
+    Kind,
+    /// `fields.program`: the program of a syslog or journal line.
+    Program,
+}
+
+impl IndexedKey {
+    /// The event's text for this key, exactly as a `where` condition on it reads it.
+    pub fn of(self, ev: &Event) -> Option<Cow<'_, str>> {
+        match self {
+            IndexedKey::Kind => Some(Cow::Borrowed(&ev.kind)),
+            IndexedKey::Program => field_text(ev, "program"),
         }
     }
 }
@@ -747,6 +771,30 @@ impl Rule {
             && self.config.common.regex.is_some()
             && !matches!(self.detector, Detector::Plugin);
         self.pattern.filter(|_| plain)
+    }
+
+    /// The values one event key must have for this rule to act on an event, when its
+    /// `where` asks that key to equal one of them (`=` or `in`; `fields.program` is taken
+    /// before `kind`) and the rule acts on no event its `where` rejects (no `total_where`,
+    /// no lateness counted before the conditions): the engine's index then asks it only
+    /// for events with one of those values.
+    pub fn required(&self) -> Option<(IndexedKey, &[String])> {
+        if self.total.is_some() || self.config.common.allowed_lateness.is_some() {
+            return None;
+        }
+        let values = |want: &Key| {
+            self.conditions
+                .iter()
+                .find(|(k, _)| k == want)
+                .and_then(|(_, c)| match c {
+                    Condition::Equals(v) => Some(std::slice::from_ref(v)),
+                    Condition::In(list) => Some(list.as_slice()),
+                    _ => None,
+                })
+        };
+        values(&Key::Field("program".to_owned()))
+            .map(|v| (IndexedKey::Program, v))
+            .or_else(|| values(&Key::Kind).map(|v| (IndexedKey::Kind, v)))
     }
 
     /// Events this rule dropped as late so far (past `allowed_lateness`, or past its window).
