@@ -87,12 +87,10 @@ window = "1m"
 /// A dense auth.log's mix, as syslog lines decode: program in `fields.program`.
 fn dense_events(n: usize) -> Vec<Event> {
     let d = Defaults::at("bench", "web-1", Timestamp(0), std::time::Duration::MAX);
-    let mut x: u64 = 11;
-    (0..n)
-        .map(|i| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+    random(11)
+        .take(n)
+        .enumerate()
+        .map(|(i, x)| {
             let r = (x >> 33) % 100;
             let a = (x >> 40) % 200;
             let ip = if a < 10 {
@@ -148,14 +146,23 @@ fn event(d: &Defaults, i: usize, program: &str, msg: &str) -> Event {
     Event::decode(line.as_bytes(), d).expect("bench events decode")
 }
 
+/// A reproducible stream of pseudo-random numbers (a linear congruential generator).
+fn random(seed: u64) -> impl Iterator<Item = u64> {
+    std::iter::successors(Some(seed), |x| {
+        Some(
+            x.wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407),
+        )
+    })
+    .skip(1)
+}
+
 fn events(n: usize) -> Vec<Event> {
     let d = Defaults::at("bench", "web-1", Timestamp(0), std::time::Duration::MAX);
-    let mut x: u64 = 7;
-    (0..n)
-        .map(|i| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+    random(7)
+        .take(n)
+        .enumerate()
+        .map(|(i, x)| {
             let r = (x >> 33) % 100;
             let msg = match r {
                 0..=14 => format!(
@@ -187,16 +194,7 @@ fn bench(c: &mut Criterion) {
         let configs = incidentd::config::load_str(Path::new("/bench/incidentd.toml"), &rules(n))
             .expect("bench rules load")
             .rules;
-        group.bench_function(format!("{n} rules"), |b| {
-            let mut engine = Engine::new(&configs);
-            let mut out = Vec::new();
-            b.iter(|| {
-                for e in &evs {
-                    engine.on_event(black_box(e), &mut out);
-                }
-                out.clear();
-            })
-        });
+        run(&mut group, &format!("{n} rules"), &configs, &evs);
     }
     let evs = dense_events(20_000);
     let configs =
@@ -204,17 +202,32 @@ fn bench(c: &mut Criterion) {
             .expect("shipped rules load")
             .rules;
     assert_eq!(configs.len(), 100);
-    group.bench_function("shipped pack + 83 fail2ban-style", |b| {
-        let mut engine = Engine::new(&configs);
+    run(
+        &mut group,
+        "shipped pack + 83 fail2ban-style",
+        &configs,
+        &evs,
+    );
+    group.finish();
+}
+
+/// `Engine::on_event` over `evs`, measured.
+fn run(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    configs: &[incidentd::engine::config::RuleConfig],
+    evs: &[Event],
+) {
+    group.bench_function(name, |b| {
+        let mut engine = Engine::new(configs);
         let mut out = Vec::new();
         b.iter(|| {
-            for e in &evs {
+            for e in evs {
                 engine.on_event(black_box(e), &mut out);
             }
             out.clear();
         })
     });
-    group.finish();
 }
 
 criterion_group!(benches, bench);
