@@ -207,6 +207,11 @@ where = { kind = "log", service = "api" }
 regex = 'status (?P<code>5\d\d)'
 
 [[rule]]
+id = "no-literal"
+kind = "match"
+regex = '^\s*(?P<user>\S+) : (?:denied|\d+ incorrect)'
+
+[[rule]]
 id = "late-app"
 kind = "threshold"
 regex = 'status (?P<code>5\d\d)'
@@ -258,11 +263,13 @@ allowed_lateness = "5s"
 "#;
 
 fn engine_event(i: usize, kind: u8, msg: u8, svc: u8, level: u8, back: u8) -> Event {
-    let message = match msg % 5 {
+    let message = match msg % 7 {
         0 => format!("Failed password for root from 10.0.0.{} port 22", i % 3),
         1 => format!("GET /x status 50{}", i % 2),
         2 => "disk sdb failed".to_owned(),
         3 => "all good".to_owned(),
+        4 => format!("  user{} : {} incorrect", i % 2, i % 4),
+        5 => "x y : denied".to_owned(),
         _ => format!("status 503 and Failed password for x from 10.0.0.{}", i % 2),
     };
     let ts = 1_796_000_000_000i64 + i as i64 * 1000 - i64::from(back % 4) * 4000;

@@ -12,7 +12,9 @@
 //! found with `memmem` and the backtracker runs only the rest, anchored right after each
 //! occurrence in turn. The backtracker tries start positions from left to right and a match
 //! can only start where the literal is, so this finds the same leftmost-first match and
-//! groups, without stepping through the literal byte by byte (its dearest part).
+//! groups, without stepping through the literal byte by byte (its dearest part). A pattern
+//! anchored before its literal (`^authentication failed for …`) is split too, and its
+//! literal is looked for at the start only.
 //!
 //! A rule's list of patterns, each anchored with `^`, goes first to
 //! [`Branches`](super::branches::Branches), which runs only the branch that can match.
@@ -21,7 +23,7 @@ use regex_automata::nfa::thompson::NFA;
 use regex_automata::nfa::thompson::backtrack::{BoundedBacktracker, Cache};
 use regex_automata::util::captures::Captures as Slots;
 use regex_automata::{Anchored, Input};
-use regex_syntax::hir::{Hir, HirKind};
+use regex_syntax::hir::{Hir, HirKind, Look};
 
 /// Occurrences of a split pattern's literal tried before the regex takes over.
 const SPLIT_TRIES: usize = 4;
@@ -32,6 +34,9 @@ struct Split {
     literal: memchr::memmem::Finder<'static>,
     /// Where the last match started (the literal's position).
     start: usize,
+    /// The pattern is anchored at the start (`^literal…`): the literal is looked for there
+    /// only.
+    at_start: bool,
 }
 
 #[derive(Debug)]
@@ -60,7 +65,7 @@ pub struct Captures {
 impl Captures {
     pub fn new(re: &regex::Regex) -> Captures {
         let (built, split) = match split_literal(re.as_str()) {
-            Some((literal, rest)) => (
+            Some((literal, rest, at_start)) => (
                 NFA::compiler()
                     .build_from_hir(&rest)
                     .map_err(|_| ())
@@ -68,6 +73,7 @@ impl Captures {
                 Some(Split {
                     literal: memchr::memmem::Finder::new(&literal).into_owned(),
                     start: 0,
+                    at_start,
                 }),
             ),
             None => (BoundedBacktracker::new(re.as_str()).map_err(|_| ()), None),
@@ -139,7 +145,13 @@ impl Captures {
                     let mut from = 0;
                     let mut tries = 0;
                     loop {
-                        let Some(at) = split.literal.find(&message.as_bytes()[from..]) else {
+                        let found = if split.at_start {
+                            (from == 0 && message.as_bytes().starts_with(split.literal.needle()))
+                                .then_some(0)
+                        } else {
+                            split.literal.find(&message.as_bytes()[from..])
+                        };
+                        let Some(at) = found else {
                             slots.set_pattern(None);
                             break Some(false);
                         };
@@ -205,16 +217,23 @@ fn ascii_backtracker(pattern: &str) -> Option<(BoundedBacktracker, Cache, Slots)
 }
 
 /// `pattern` as its leading literal (case-sensitive, outside any group) and the rest, when it
-/// has one; parsed with the regex crate's default flags.
-fn split_literal(pattern: &str) -> Option<(Vec<u8>, Hir)> {
+/// has one, and whether the literal must start the message (`^literal…`); parsed with the
+/// regex crate's default flags.
+fn split_literal(pattern: &str) -> Option<(Vec<u8>, Hir, bool)> {
     let hir = regex_syntax::parse(pattern).ok()?;
     let HirKind::Concat(parts) = hir.kind() else {
         return None;
     };
+    let at_start = matches!(parts.first()?.kind(), HirKind::Look(Look::Start));
+    let parts = &parts[usize::from(at_start)..];
     let HirKind::Literal(literal) = parts.first()?.kind() else {
         return None;
     };
-    Some((literal.0.to_vec(), Hir::concat(parts[1..].to_vec())))
+    Some((
+        literal.0.to_vec(),
+        Hir::concat(parts[1..].to_vec()),
+        at_start,
+    ))
 }
 
 #[cfg(test)]
@@ -234,6 +253,9 @@ mod tests {
             r"x\b(y|\s)",
             r"ab(?:c)?",
             r"(?i)ab(c)",
+            // Anchored before the literal: only a literal at the start counts.
+            r"^ab(c+)d",
+            r"^x\b(y|\s)",
         ];
         let messages = [
             "abxabcabccd ab",
@@ -245,12 +267,14 @@ mod tests {
             "",
             "été",
             "no 123x ms 45 ms",
+            "abccd ab",
+            "x y",
         ];
         for p in patterns {
             let re = regex::Regex::new(p).unwrap();
             let mut c = Captures::new(&re);
             assert!(c.backtrack.is_some(), "{p}");
-            let literal_first = ["Failed", "ab(", "x\\b", "ab(?:"]
+            let literal_first = ["Failed", "ab(", "x\\b", "ab(?:", "^ab(", "^x\\b"]
                 .iter()
                 .any(|l| p.starts_with(l));
             assert_eq!(c.split.is_some(), literal_first, "{p}");

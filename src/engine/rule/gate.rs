@@ -1,12 +1,14 @@
 //! Which rules' regexes can match a message, found once per event for all rules: from the
 //! literals of every pattern when each pattern starts with known literals, otherwise from one
-//! pass of the `RegexSet` of them all.
+//! pass of the `RegexSet` of them all, or, when most patterns start with literals and a few
+//! do not, from those literals and a small set of the few.
 
 use crate::engine::literals::Literals;
 
 /// How the patterns that may match a message are found, for every rule's regex at once: the
 /// literals that start them, when every pattern starts with known literals (no regex runs
-/// for the whole set then, and the set is never built), otherwise one `RegexSet` of them all.
+/// for the whole set then, and the set is never built); the literals of most and a set of
+/// the few others; otherwise one `RegexSet` of them all.
 #[derive(Debug, Clone)]
 pub struct SharedSet(Way);
 
@@ -14,6 +16,24 @@ pub struct SharedSet(Way);
 enum Way {
     Literals(Literals),
     Set(regex::RegexSet),
+    /// The literals of the patterns that start with some (`literal_ids`: their indexes
+    /// among all patterns, ascending) and a set of the others (`set_ids`, likewise).
+    Both {
+        literals: Literals,
+        literal_ids: Vec<usize>,
+        set: regex::RegexSet,
+        set_ids: Vec<usize>,
+    },
+}
+
+/// The set of `patterns`, its lazy DFA given room for its states (a large set thrashes its
+/// cache otherwise and falls back to slower engines; 32 MiB is allocated only as states are
+/// created). Each pattern compiled alone already, so the set compiles too.
+fn set_of(patterns: &[&str]) -> Option<regex::RegexSet> {
+    regex::RegexSetBuilder::new(patterns)
+        .dfa_size_limit(32 << 20)
+        .build()
+        .ok()
 }
 
 impl SharedSet {
@@ -23,14 +43,23 @@ impl SharedSet {
         if let Some(l) = Literals::new(patterns) {
             return Some(SharedSet(Way::Literals(l)));
         }
-        // Each pattern compiled alone already, so the set compiles too. The lazy DFA of a
-        // large set needs room for its states, or it thrashes its cache and falls back to
-        // slower engines; 32 MiB is allocated only as states are created.
-        regex::RegexSetBuilder::new(patterns)
-            .dfa_size_limit(32 << 20)
-            .build()
-            .ok()
-            .map(|set| SharedSet(Way::Set(set)))
+        // The patterns that have literals of their own, by the literals; the rest by a set,
+        // when they are the fewer.
+        let (literal_ids, set_ids): (Vec<usize>, Vec<usize>) =
+            (0..patterns.len()).partition(|&i| Literals::new(&patterns[i..=i]).is_some());
+        let pick = |ids: &[usize]| ids.iter().map(|&i| patterns[i]).collect::<Vec<_>>();
+        if set_ids.len() < literal_ids.len()
+            && let Some(literals) = Literals::new(&pick(&literal_ids))
+            && let Some(set) = set_of(&pick(&set_ids))
+        {
+            return Some(SharedSet(Way::Both {
+                literals,
+                literal_ids,
+                set,
+                set_ids,
+            }));
+        }
+        set_of(patterns).map(|set| SharedSet(Way::Set(set)))
     }
 }
 
@@ -136,9 +165,70 @@ impl<'a> RegexGate<'a> {
                         .is_match(message)
                         .then(|| set.matches(message))
                         .and_then(matches),
+                    // The literals' candidates and the set's matches, as candidates.
+                    Way::Both {
+                        literals,
+                        literal_ids,
+                        set,
+                        set_ids,
+                    } => {
+                        let mut out = std::mem::take(&mut self.spare);
+                        literals.candidates(message, &mut out);
+                        // Ascending stays ascending: `literal_ids` is.
+                        for p in out.iter_mut() {
+                            *p = literal_ids[*p];
+                        }
+                        if likely || set.is_match(message) {
+                            let from_literals = out.len();
+                            out.extend(set.matches(message).iter().map(|i| set_ids[i]));
+                            if from_literals > 0 && out.len() > from_literals {
+                                out.sort_unstable();
+                            }
+                        }
+                        if out.is_empty() {
+                            self.spare = out;
+                            None
+                        } else {
+                            Some(Hits::Literals(out))
+                        }
+                    }
                 }
             })
             .as_ref()
             .is_some_and(|h| h.has(p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A few patterns without literals go to a small set beside the others' literals; the
+    /// candidates of both come back as the patterns' own indexes, ascending.
+    #[test]
+    fn a_few_patterns_without_literals_go_to_a_set_beside_the_literals() {
+        let patterns = [
+            r"Failed password for (?P<u>\S+)",
+            r"^\s*(?P<user>\S+) : denied",
+            r"status (5\d\d)",
+        ];
+        let shared = SharedSet::new(&patterns).expect("a gate");
+        assert!(matches!(
+            &shared.0,
+            Way::Both { literal_ids, set_ids, .. } if literal_ids == &[0, 2] && set_ids == &[1]
+        ));
+        for (message, want) in [
+            ("  bob : denied, then status 503", vec![1, 2]),
+            ("status 503", vec![2]),
+            ("bob : denied", vec![1]),
+            ("Failed password for x; status 500", vec![0, 2]),
+            ("x bob : denied", vec![]),
+        ] {
+            let mut gate = RegexGate::new(Some(&shared), false, Vec::new());
+            assert_eq!(gate.matched(message).collect::<Vec<_>>(), want, "{message}");
+        }
+        // Most without literals: one set of them all.
+        let shared = SharedSet::new(&[r"\d+ a", r"\w+ b", "c"]).expect("a gate");
+        assert!(matches!(shared.0, Way::Set(_)));
     }
 }
