@@ -9,8 +9,12 @@
 //! Anything else the manager does first writes what was gathered (see
 //! `Manager::settle`), so every other path reads the store as if each detection had been
 //! written on its own.
+//!
+//! Until then the store's incidents and key index change only through this batch, so the
+//! incident the store named for a detection's key stays the one for that key: it is kept
+//! here, and the batch's next detections of that key do not look it up again.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::Incident;
 use super::port::Change;
@@ -24,6 +28,8 @@ pub(super) struct Coalesced {
     applied: HashSet<Vec<u8>>,
     /// The incident whose snapshot is lent out (see [`Coalesced::lend`]).
     lent: Option<u64>,
+    /// Incident keys the store was asked about since the last write, and its answers.
+    keys: HashMap<String, u64>,
 }
 
 impl Coalesced {
@@ -91,11 +97,28 @@ impl Coalesced {
         self.changes.is_empty()
     }
 
+    /// The incident the store named for `key` since the last write.
+    pub(super) fn incident_of_key(&self, key: &str) -> Option<u64> {
+        self.keys.get(key).copied()
+    }
+
+    /// Keeps the store's answer for `key`, until the next write (see
+    /// [`Coalesced::forget_keys`]).
+    pub(super) fn note_key(&mut self, key: &str, id: u64) {
+        self.keys.insert(key.to_owned(), id);
+    }
+
+    /// Forgets the kept answers: the store is about to be written.
+    pub(super) fn forget_keys(&mut self) {
+        self.keys.clear();
+    }
+
     /// The merged changes, one per incident, to write now. A change whose snapshot is
     /// still lent is left out (it would write the placeholder); the manager never settles
     /// with one lent (see `join`), so that is only a guard.
     pub(super) fn take(&mut self) -> Vec<Change> {
         self.applied.clear();
+        self.keys.clear();
         let mut changes = std::mem::take(&mut self.changes);
         if let Some(id) = self.lent.take() {
             changes.remove(&id);

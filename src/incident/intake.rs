@@ -47,7 +47,17 @@ impl Manager {
             return Ok(Outcome::Replayed);
         }
         let now = self.now;
-        if let Some(id) = self.store.latest_for_key(&d.key)? {
+        let latest = match self.coalesced.incident_of_key(&d.key) {
+            Some(id) => Some(id),
+            None => {
+                let id = self.store.latest_for_key(&d.key)?;
+                if let Some(id) = id {
+                    self.coalesced.note_key(&d.key, id);
+                }
+                id
+            }
+        };
+        if let Some(id) = latest {
             if let Some(inc) = self.coalesced.lend(id) {
                 // Joined earlier in this batch, so active: joined again without a copy.
                 return self.join(inc, d, now, applied_id, Join::Same);

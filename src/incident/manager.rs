@@ -647,6 +647,8 @@ impl Manager {
     /// Writes the detections gathered in this batch (one change per incident). A change that
     /// cannot be written is counted and logged as each detection's would have been.
     pub(super) fn settle(&mut self) {
+        // Every write of the store comes after a settle: what it said of keys may change.
+        self.coalesced.forget_keys();
         if self.coalesced.is_empty() {
             return;
         }
@@ -862,6 +864,58 @@ mod tests {
             ]
         );
         assert_eq!(inc.timeline_len, 5);
+        drop(tx);
+        drop(handle);
+        tracker.close();
+        tracker.wait().await;
+    }
+
+    /// A batch keeps what the store said of a key only until it writes: three detections
+    /// in one batch, for a key whose incident is closed, open one new incident (the first)
+    /// that the other two join.
+    #[tokio::test]
+    async fn a_batch_forgets_what_the_store_said_of_a_key_when_it_writes() {
+        let store = Arc::new(MemoryIncidents::default());
+        let now = crate::clock::SystemClock.now().millis();
+        let mut old = Incident::new(
+            1,
+            "a".into(),
+            "old".into(),
+            crate::severity::Severity::Sev3,
+            crate::clock::Timestamp(now - 86_400_000),
+        );
+        old.status = Status::Closed;
+        store
+            .apply(&Change {
+                incident: old,
+                previous_status: None,
+                entries: Vec::new(),
+                detections: Vec::new(),
+                index_keys: Vec::new(),
+            })
+            .unwrap();
+        let tracker = tokio_util::task::TaskTracker::new();
+        let handle = spawn(
+            store.clone(),
+            IncidentsConfig::default(),
+            Arc::new(crate::clock::SystemClock),
+            Arc::new(Telemetry::default()),
+            64,
+            &tracker,
+        )
+        .unwrap();
+        let tx = handle.sender();
+        // Queued before the manager runs (this test's runtime has one thread): one batch.
+        for i in 0..3 {
+            tx.send(Msg::Detection(detection("a", now + i)))
+                .await
+                .unwrap();
+        }
+        assert!(handle.ping().await);
+        let id = store.latest_for_key("a").unwrap().unwrap();
+        assert_ne!(id, 1);
+        assert_eq!(store.incident(id).unwrap().unwrap().detections, 3);
+        assert_eq!(store.incident(1).unwrap().unwrap().status, Status::Closed);
         drop(tx);
         drop(handle);
         tracker.close();
