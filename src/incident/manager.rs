@@ -807,16 +807,11 @@ mod tests {
         tracker.wait().await;
     }
 
-    /// An incident written by a batch is kept as a value and not read back; a write outside
-    /// the batches (here a silence's sweep, which finds its incidents by a scan) must make
-    /// the next detection read the store, or that detection would write over the sweep's
-    /// timeline entry and drop the silence from the incident.
-    #[tokio::test]
-    async fn a_detection_after_a_silence_sweep_builds_on_the_sweep() {
-        let store = Arc::new(MemoryIncidents::default());
+    /// A manager with the default configuration on `store`, and the tracker of its task.
+    fn start(store: Arc<MemoryIncidents>) -> (IncidentHandle, tokio_util::task::TaskTracker) {
         let tracker = tokio_util::task::TaskTracker::new();
         let handle = spawn(
-            store.clone(),
+            store,
             IncidentsConfig::default(),
             Arc::new(crate::clock::SystemClock),
             Arc::new(Telemetry::default()),
@@ -824,6 +819,17 @@ mod tests {
             &tracker,
         )
         .unwrap();
+        (handle, tracker)
+    }
+
+    /// An incident written by a batch is kept as a value and not read back; a write outside
+    /// the batches (here a silence's sweep, which finds its incidents by a scan) must make
+    /// the next detection read the store, or that detection would write over the sweep's
+    /// timeline entry and drop the silence from the incident.
+    #[tokio::test]
+    async fn a_detection_after_a_silence_sweep_builds_on_the_sweep() {
+        let store = Arc::new(MemoryIncidents::default());
+        let (handle, tracker) = start(store.clone());
         let tx = handle.sender();
         let now = crate::clock::SystemClock.now().millis();
         // Created, then joined by a batch (which keeps it).
@@ -894,16 +900,7 @@ mod tests {
                 index_keys: Vec::new(),
             })
             .unwrap();
-        let tracker = tokio_util::task::TaskTracker::new();
-        let handle = spawn(
-            store.clone(),
-            IncidentsConfig::default(),
-            Arc::new(crate::clock::SystemClock),
-            Arc::new(Telemetry::default()),
-            64,
-            &tracker,
-        )
-        .unwrap();
+        let (handle, tracker) = start(store.clone());
         let tx = handle.sender();
         // Queued before the manager runs (this test's runtime has one thread): one batch.
         for i in 0..3 {
