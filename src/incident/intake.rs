@@ -118,8 +118,9 @@ impl Manager {
         );
         inc.timeline_len += 1;
         let facts = Attach::of(d, self.config.evidence_samples);
-        attach(&mut inc, &facts, now);
-        let detection = self.detection_entry(&mut inc, d, &facts);
+        let data = self.detection_data(inc.id, d, &facts);
+        attach(&mut inc, facts, now);
+        let detection = self.entry(&mut inc, EntryKind::Detection, SYSTEM_ACTOR, None, data);
         let mut entries = vec![created, detection];
         if let Some(e) = self.assign_on_call(&mut inc) {
             entries.push(e);
@@ -152,7 +153,9 @@ impl Manager {
         let mut entries = Vec::new();
         let mut index_keys = Vec::new();
         let facts = Attach::of(d, self.config.evidence_samples);
-        attach(&mut inc, &facts, now);
+        // Encoded before its evidence moves into the incident (no second copy of it).
+        let data = self.detection_data(id, d, &facts);
+        attach(&mut inc, facts, now);
         match &how {
             Join::Reopen => {
                 set_status(&mut inc, Status::Open, now);
@@ -201,7 +204,7 @@ impl Manager {
                 serde_json::json!({"from": old, "to": d.severity, "rule": d.rule}),
             ));
         }
-        entries.push(self.detection_entry(&mut inc, d, &facts));
+        entries.push(self.entry(&mut inc, EntryKind::Detection, SYSTEM_ACTOR, None, data));
         self.note_silences(&mut inc, &mut entries, now);
         let change = Change {
             incident: inc,
@@ -389,14 +392,14 @@ impl Manager {
         Ok(outcome)
     }
 
-    /// The `detection` entry: the detection and the facts attaching it changed (`facts`,
-    /// as [`Attach::of`] gave them).
-    pub(super) fn detection_entry(
+    /// The data of the `detection` entry of incident `id`: the detection and the facts
+    /// attaching it changed (`facts`, as [`Attach::of`] gave them).
+    pub(super) fn detection_data(
         &self,
-        inc: &mut Incident,
+        id: u64,
         d: &Detection,
         facts: &Attach,
-    ) -> TimelineEntry {
+    ) -> crate::incident::EntryData {
         // Encoded once, straight from the detection: no value tree to build, encode again
         // for the store and drop (see `EntryData`).
         let data = DetectionData {
@@ -408,11 +411,10 @@ impl Manager {
             message: d.message.as_deref(),
             facts,
         };
-        let data = EntryData::encoded(&data).unwrap_or_else(|e| {
-            tracing::error!(incident = inc.id, rule = %d.rule, error = %e, "a detection entry could not be encoded; its data is left empty");
+        EntryData::encoded(&data).unwrap_or_else(|e| {
+            tracing::error!(incident = id, rule = %d.rule, error = %e, "a detection entry could not be encoded; its data is left empty");
             EntryData::default()
-        });
-        self.entry(inc, EntryKind::Detection, SYSTEM_ACTOR, None, data)
+        })
     }
 
     pub(super) fn allow_creation(&mut self, key: &str, now: Timestamp) -> bool {
@@ -461,7 +463,7 @@ pub(super) fn realert(
 }
 
 /// Keeps the first half of `max` evidence events and the latest ones after them.
-fn keep_evidence(inc: &mut Incident, ev: &crate::event::Event, max: usize) {
+fn keep_evidence(inc: &mut Incident, ev: crate::event::Event, max: usize) {
     if max == 0 {
         return;
     }
@@ -473,7 +475,7 @@ fn keep_evidence(inc: &mut Incident, ev: &crate::event::Event, max: usize) {
         }
         inc.evidence.remove(first);
     }
-    inc.evidence.push(ev.clone());
+    inc.evidence.push(ev);
 }
 
 /// A detection entry's data: the detection and the facts attaching it changed.
@@ -526,8 +528,8 @@ impl Attach {
     }
 }
 
-pub(super) fn attach(inc: &mut Incident, d: &Attach, now: Timestamp) {
-    if let Some(ev) = &d.evidence {
+pub(super) fn attach(inc: &mut Incident, d: Attach, now: Timestamp) {
+    if let Some(ev) = d.evidence {
         keep_evidence(inc, ev, d.evidence_max);
     }
     inc.last_detection_at = Some(now);
@@ -628,7 +630,7 @@ mod tests {
                 &crate::event::Defaults::at("s", "h", Timestamp(0), Duration::MAX),
             )
             .unwrap();
-            keep_evidence(&mut inc, &ev, 4);
+            keep_evidence(&mut inc, ev, 4);
         }
         let kept: Vec<_> = inc
             .evidence

@@ -45,7 +45,7 @@ pub fn project(baseline: Option<&Baseline>, entries: &[TimelineEntry]) -> Result
             EntryKind::Created => {}
             EntryKind::Detection => {
                 let facts: Attach = parse(e, &e.data, "detection")?;
-                attach(i, &facts, e.ts);
+                attach(i, facts, e.ts);
             }
             EntryKind::StatusChanged | EntryKind::Reopened => {
                 let to: Status = parse(e, field("to")?, "to")?;
