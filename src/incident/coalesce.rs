@@ -108,6 +108,11 @@ impl Coalesced {
         self.keys.insert(key.to_owned(), id);
     }
 
+    /// Whether answers are kept (none may be at a write outside the batch).
+    pub(super) fn holds_keys(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
     /// Forgets the kept answers: the store is about to be written.
     pub(super) fn forget_keys(&mut self) {
         self.keys.clear();

@@ -676,6 +676,12 @@ impl Manager {
     /// Writes one change to the store. Every write but a batch's goes through here, so the
     /// incident it changes is no longer taken from [`Manager::recent`].
     pub(super) fn write(&self, change: &Change) -> Result<(), StoreError> {
+        // Every write outside the batch comes after a settle, which forgets what the store
+        // said of keys: a write here could change it.
+        debug_assert!(
+            !self.coalesced.holds_keys(),
+            "an incident write while the batch keeps the store's answers for keys"
+        );
         self.recent.borrow_mut().forget(change.incident.id);
         self.store.apply(change)
     }

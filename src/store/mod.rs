@@ -269,7 +269,7 @@ mod tests {
         assert_eq!(see(&sled), see(&memory));
         assert!(!see(&sled).iter().any(|l| l.contains("(3, 2, 0)")));
         drop(sled);
-        let (sled, _) = SledStore::open(dir.path()).unwrap();
+        let (sled, _) = SledStore::reopen(dir.path()).unwrap();
         assert_eq!(sled.last_change(), 8);
         assert_eq!(see(&sled), see(&memory));
         for id in [1, 3, 4] {
@@ -304,18 +304,7 @@ mod tests {
             let got = meta.get("schema_version").unwrap().unwrap();
             u64::from_be_bytes(got.as_ref().try_into().unwrap())
         };
-        // sled lets go of its file lock from a background thread after a drop.
-        let open = || {
-            for _ in 0..100 {
-                match SledStore::open(dir.path()) {
-                    Err(StoreError::Locked { .. }) => {
-                        std::thread::sleep(std::time::Duration::from_millis(20))
-                    }
-                    other => return other,
-                }
-            }
-            SledStore::open(dir.path())
-        };
+        let open = || SledStore::reopen(dir.path());
         drop(open().unwrap());
         assert_eq!(version(None), SCHEMA_VERSION);
         assert_eq!(version(Some(2)), 2);

@@ -130,7 +130,7 @@ mod tests {
         assert!(store.high_water.may_hold(&timer.key()));
         store.flush().unwrap();
         drop(store);
-        let (store, _) = SledStore::open(dir.path()).unwrap();
+        let (store, _) = SledStore::reopen(dir.path()).unwrap();
         assert!(store.detection_applied(&line("auth", 7, 100)).unwrap());
         assert!(store.high_water.may_hold(&line("auth", 7, 99).key()));
         assert!(!store.high_water.may_hold(&line("auth", 7, 101).key()));

@@ -58,6 +58,22 @@ impl SledStore {
     /// Opens (or creates) the store in `dir`. A corrupt store is moved aside to
     /// `<dir>.corrupt.<unix-seconds>` and a clean one started, so a daemon under `Restart=` never
     /// crash-loops; the moved path is returned so the daemon can raise an incident about it.
+    /// [`SledStore::open`] for a test that opens a store it has just dropped: sled lets go
+    /// of its file lock from a background thread after a drop, so a `Locked` answer is
+    /// tried again for up to two seconds.
+    #[cfg(test)]
+    pub(crate) fn reopen(dir: &Path) -> Result<(SledStore, Option<PathBuf>), StoreError> {
+        for _ in 0..100 {
+            match Self::open(dir) {
+                Err(StoreError::Locked { .. }) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                other => return other,
+            }
+        }
+        Self::open(dir)
+    }
+
     pub fn open(dir: &Path) -> Result<(SledStore, Option<PathBuf>), StoreError> {
         match Self::open_once(dir) {
             Ok(s) => Ok((s, None)),
