@@ -346,7 +346,12 @@ fn same_together_and_alone(
             })
             .collect::<Vec<_>>()
     };
-    for ev in events {
+    // The same events in two halves: a second engine matches, a third applies what it found
+    // (as `rules test` does on several threads).
+    let mut matcher = incidentd::engine::Engine::new(&together.rule_configs());
+    let mut applier = incidentd::engine::Engine::new(configs);
+    let mut matched = incidentd::engine::Matched::default();
+    for (i, ev) in events.into_iter().enumerate() {
         let mut a = Vec::new();
         together.on_event(&ev, &mut a);
         let mut b = Vec::new();
@@ -354,6 +359,13 @@ fn same_together_and_alone(
             e.on_event(&ev, &mut b);
         }
         prop_assert_eq!(view(&a), view(&b));
+        if i % 7 == 0 {
+            matched.clear();
+        }
+        matcher.match_event(&ev, &mut matched);
+        let mut c = Vec::new();
+        applier.on_matched(&ev, &matched, matched.len() - 1, &mut c);
+        prop_assert_eq!(format!("{a:?}"), format!("{c:?}"));
     }
     let counts = |rules: Vec<incidentd::engine::RuleInfo>| {
         rules
@@ -363,6 +375,8 @@ fn same_together_and_alone(
     };
     let alone_counts: Vec<_> = alone.iter().flat_map(|e| counts(e.rules())).collect();
     prop_assert_eq!(counts(together.rules()), alone_counts);
+    prop_assert_eq!(counts(applier.rules()), counts(together.rules()));
+    prop_assert_eq!(together.take_late_inputs(), applier.take_late_inputs());
     Ok(())
 }
 

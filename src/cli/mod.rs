@@ -390,54 +390,6 @@ pub enum SilenceCmd {
     Rm { id: u64 },
 }
 
-#[derive(Subcommand, Debug)]
-pub enum RulesCmd {
-    /// The loaded rules with kind, severity and counts.
-    List,
-    /// Validate a config file (and its rules.d) without a daemon; exit 1 on any error.
-    Check {
-        #[arg(default_value = "/etc/incidentd/incidentd.toml")]
-        config: PathBuf,
-    },
-    /// Replay a log or NDJSON file offline through the engine, on event time, and print what
-    /// would fire.
-    Test {
-        /// The input file (`-` for standard input).
-        file: PathBuf,
-        /// A config file (with its rules_dir), a rules file, or a folder of rules files.
-        #[arg(long, default_value = "/etc/incidentd/incidentd.toml")]
-        rules: PathBuf,
-        /// How to read each line.
-        #[arg(long, value_enum, default_value_t = crate::replay::Format::Ndjson)]
-        format: crate::replay::Format,
-        /// Year for syslog timestamps (default: the file's modification year).
-        #[arg(long)]
-        year: Option<i32>,
-        /// A JSON file `{"detections":[{"rule","ts","key"},…]}`: compare, and exit 1 on any
-        /// missing or unexpected detection.
-        #[arg(long)]
-        expect: Option<PathBuf>,
-    },
-    /// Import fail2ban's jails and filters as incidentd rules and nftables ban actions (a
-    /// fragment for the main config); what cannot be imported is reported with the reason.
-    #[command(name = "import-fail2ban")]
-    ImportFail2ban {
-        /// fail2ban's configuration folder (jail.conf, jail.d, filter.d…).
-        #[arg(default_value = "/etc/fail2ban")]
-        dir: PathBuf,
-        /// Import this jail (repeatable); default: every enabled jail.
-        #[arg(long = "jail")]
-        jails: Vec<String>,
-        /// Write the fragment to this file instead of standard output (`-o` is the output
-        /// format, as for every command).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Only report what would be imported: the jails, and every filter in filter.d.
-        #[arg(long)]
-        check: bool,
-    },
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error(transparent)]
@@ -958,9 +910,11 @@ pub async fn run(args: Args) -> Result<(), CliError> {
                     format,
                     year,
                     expect,
+                    threads,
                 },
         } => {
-            rules_test(&file, &rules, format, year, expect.as_deref(), json_out)?;
+            let input = (file.as_path(), format, year);
+            rules_test(input, &rules, expect.as_deref(), threads, json_out)?;
         }
         Cmd::Rules {
             command:

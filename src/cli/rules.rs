@@ -2,12 +2,64 @@
 
 use super::*;
 
+#[derive(Subcommand, Debug)]
+pub enum RulesCmd {
+    /// The loaded rules with kind, severity and counts.
+    List,
+    /// Validate a config file (and its rules.d) without a daemon; exit 1 on any error.
+    Check {
+        #[arg(default_value = "/etc/incidentd/incidentd.toml")]
+        config: PathBuf,
+    },
+    /// Replay a log or NDJSON file offline through the engine, on event time, and print what
+    /// would fire.
+    Test {
+        /// The input file (`-` for standard input).
+        file: PathBuf,
+        /// A config file (with its rules_dir), a rules file, or a folder of rules files.
+        #[arg(long, default_value = "/etc/incidentd/incidentd.toml")]
+        rules: PathBuf,
+        /// How to read each line.
+        #[arg(long, value_enum, default_value_t = crate::replay::Format::Ndjson)]
+        format: crate::replay::Format,
+        /// Year for syslog timestamps (default: the file's modification year).
+        #[arg(long)]
+        year: Option<i32>,
+        /// A JSON file `{"detections":[{"rule","ts","key"},…]}`: compare, and exit 1 on any
+        /// missing or unexpected detection.
+        #[arg(long)]
+        expect: Option<PathBuf>,
+        /// Threads that find, parse and match lines while one applies them in order (the
+        /// answer is the same): default one per core when there are two or more (at most
+        /// 8); 0 reads on one thread.
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Import fail2ban's jails and filters as incidentd rules and nftables ban actions (a
+    /// fragment for the main config); what cannot be imported is reported with the reason.
+    #[command(name = "import-fail2ban")]
+    ImportFail2ban {
+        /// fail2ban's configuration folder (jail.conf, jail.d, filter.d…).
+        #[arg(default_value = "/etc/fail2ban")]
+        dir: PathBuf,
+        /// Import this jail (repeatable); default: every enabled jail.
+        #[arg(long = "jail")]
+        jails: Vec<String>,
+        /// Write the fragment to this file instead of standard output (`-o` is the output
+        /// format, as for every command).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Only report what would be imported: the jails, and every filter in filter.d.
+        #[arg(long)]
+        check: bool,
+    },
+}
+
 pub(super) fn rules_test(
-    file: &std::path::Path,
+    (file, format, year): (&std::path::Path, crate::replay::Format, Option<i32>),
     rules: &std::path::Path,
-    format: crate::replay::Format,
-    year: Option<i32>,
     expect: Option<&std::path::Path>,
+    threads: Option<usize>,
     json_out: bool,
 ) -> Result<(), CliError> {
     use std::io::{IsTerminal, Write as _};
@@ -40,6 +92,7 @@ pub(super) fn rules_test(
         default_ts: SystemClock.now(),
         // As the daemon's default `[engine] max_future_skew`.
         max_future_skew: crate::watermark::DEFAULT_MAX_FUTURE_SKEW,
+        workers: threads,
     };
     let show_progress = !json_out && total > (8 << 20) && std::io::stderr().is_terminal();
     // Detections are kept only as far as needed: all of them to compare with expectations,

@@ -11,11 +11,13 @@ pub mod config;
 mod index;
 mod line_patterns;
 mod literals;
+mod matched;
 pub mod rule;
 mod sink;
 mod task;
 
 pub use line_patterns::{LineScope, line_patterns, never_sees, source_line_patterns};
+pub use matched::Matched;
 pub use sink::{DetectionSink, Output, SinkClosed, Tap};
 pub use task::{EngineCommand, EngineHandle, run};
 
@@ -286,10 +288,7 @@ impl Engine {
     /// Runs one event through every rule, appending what fired to `out`. Timers that fall
     /// due as the event moves the clock forward fire first, as they would have live.
     pub fn on_event(&mut self, ev: &Event, out: &mut Vec<Detection>) {
-        if ev.ts > self.now {
-            self.now = ev.ts;
-            self.fire_due(out);
-        }
+        self.advance(ev, out);
         let Engine {
             rules,
             prefilter,
@@ -301,36 +300,32 @@ impl Engine {
             gate_spare,
             ..
         } = self;
-        let spare = std::mem::take(gate_spare);
-        let mut gate = rule::RegexGate::new(prefilter.as_ref(), *prefiltered, spare);
-        // With a set or keyed rules, only the rules the index leaves; otherwise every rule.
-        let some = (prefilter.is_some() || index.keyed()).then(|| index.candidates(&mut gate, ev));
-        let count = some.as_ref().map_or(rules.len(), Vec::len);
-        let at = |k: usize| some.as_ref().map_or(k, |c| c[k]);
-        // Only an event behind the watermark can be late: only then is each rule's late
-        // count looked at, to count the event once for its input.
-        let mut late = false;
-        if ev.ts < *now {
-            for k in 0..count {
-                let rule = &mut rules[at(k)];
-                let before = rule.late_count();
-                if let Some(hit) = rule.on_event(ev, &mut gate, *now) {
-                    out.push(detection(templates, rule, Some(ev), hit, *lean));
-                }
-                late |= rule.late_count() > before;
-            }
-        } else {
-            for k in 0..count {
-                let rule = &mut rules[at(k)];
-                if let Some(hit) = rule.on_event(ev, &mut gate, *now) {
-                    out.push(detection(templates, rule, Some(ev), hit, *lean));
-                }
-            }
+        let (now, mut late) = (*now, false);
+        reach(
+            (prefilter, index, gate_spare),
+            *prefiltered,
+            rules,
+            ev,
+            |_, rule, gate| {
+                late |= visit(rule, (templates, *lean), (ev, now), out, |r| {
+                    r.on_event(ev, gate, now)
+                });
+            },
+        );
+        self.note_late(ev, late);
+    }
+
+    /// Moves the clock to the event's time, when later: timers that fall due fire first, as
+    /// they would have live.
+    fn advance(&mut self, ev: &Event, out: &mut Vec<Detection>) {
+        if ev.ts > self.now {
+            self.now = ev.ts;
+            self.fire_due(out);
         }
-        if let Some(list) = some {
-            index.give_back(list);
-        }
-        *gate_spare = gate.into_spare();
+    }
+
+    /// Counts a late event once for its input.
+    fn note_late(&mut self, ev: &Event, late: bool) {
         if late {
             // `source` may come from a client: the map stays small.
             let key = if self.late_inputs.len() < crate::telemetry::MAX_LATE_INPUTS
@@ -810,6 +805,50 @@ fn templates_for(rules: &mut [Rule]) -> minijinja::Environment<'static> {
             .any(|t| t.contains("event") || t.contains("{%") || t.contains("debug"));
     }
     env
+}
+
+/// Calls `each` for every rule `ev` reaches, in rule order, with the event's regex gate:
+/// with a set or keyed rules, only the rules the index leaves; otherwise every rule.
+fn reach(
+    (prefilter, index, gate_spare): (
+        &Option<rule::SharedSet>,
+        &mut index::RuleIndex,
+        &mut Vec<usize>,
+    ),
+    prefiltered: bool,
+    rules: &mut [Rule],
+    ev: &Event,
+    mut each: impl FnMut(usize, &mut Rule, &mut rule::RegexGate<'_>),
+) {
+    let spare = std::mem::take(gate_spare);
+    let mut gate = rule::RegexGate::new(prefilter.as_ref(), prefiltered, spare);
+    let some = (prefilter.is_some() || index.keyed()).then(|| index.candidates(&mut gate, ev));
+    let count = some.as_ref().map_or(rules.len(), Vec::len);
+    for k in (0..count).map(|k| some.as_ref().map_or(k, |c| c[k])) {
+        each(k, &mut rules[k], &mut gate);
+    }
+    if let Some(list) = some {
+        index.give_back(list);
+    }
+    *gate_spare = gate.into_spare();
+}
+
+/// What `act` makes of the event for `rule`, turned into a detection when it fires; whether
+/// the rule counted the event late. Only an event behind the watermark (`now`) can be late:
+/// only then is the rule's late count looked at.
+fn visit(
+    rule: &mut Rule,
+    (templates, lean): (&minijinja::Environment<'static>, bool),
+    (ev, now): (&Event, Timestamp),
+    out: &mut Vec<Detection>,
+    act: impl FnOnce(&mut Rule) -> Option<Hit>,
+) -> bool {
+    let behind = ev.ts < now;
+    let before = if behind { rule.late_count() } else { 0 };
+    if let Some(hit) = act(rule) {
+        out.push(detection(templates, rule, Some(ev), hit, lean));
+    }
+    behind && rule.late_count() > before
 }
 
 /// Builds a detection; `ev` is the event that made the rule fire, or `None` for a timer

@@ -129,6 +129,11 @@ impl Branches {
         Some(false)
     }
 
+    /// The groups of the last match, in the whole regex's numbering.
+    pub(super) fn slots(&self) -> Option<&Slots> {
+        Some(&self.branches[self.matched?].slots)
+    }
+
     /// Where group `i` (the whole regex's numbering) of the last match is.
     pub(super) fn get(&self, i: usize) -> Option<(usize, usize)> {
         let b = &self.branches[self.matched?];
@@ -193,6 +198,12 @@ mod tests {
                             c.get(i)
                         ));
                     }
+                }
+                let mut spans = Vec::new();
+                c.spans_into(w.len(), &mut spans);
+                let want: Vec<_> = w.iter().map(|g| g.map(|g| (g.start(), g.end()))).collect();
+                if spans != want {
+                    return Err(format!("{} on {message:?}: spans {spans:?}", re.as_str()));
                 }
             }
         }

@@ -187,6 +187,35 @@ impl Captures {
         re.captures_read(&mut self.locs, message).is_some()
     }
 
+    /// Where each of the `len` groups of the last match is, in order, appended to `into`: as
+    /// [`Captures::get`] for `0..len`, in one pass over the match's slots.
+    pub fn spans_into(&self, len: usize, into: &mut Vec<Option<(usize, usize)>>) {
+        let start = into.len();
+        let slots = if self.in_branches {
+            self.branches.as_ref().and_then(|b| b.slots())
+        } else if self.in_ascii {
+            self.ascii.as_ref().map(|(_, _, s)| s)
+        } else if self.in_slots {
+            self.backtrack.as_ref().map(|(_, _, s)| s)
+        } else {
+            None
+        };
+        match slots {
+            Some(slots) => into.extend(slots.iter().map(|s| s.map(|s| (s.start, s.end)))),
+            None => into.extend((0..len).map(|i| self.locs.get(i))),
+        }
+        into.resize(start + len, None);
+        // The whole match begins at the split literal.
+        if !self.in_branches
+            && !self.in_ascii
+            && self.in_slots
+            && let Some(split) = &self.split
+            && let Some(Some((_, end))) = into.get(start).copied()
+        {
+            into[start] = Some((split.start, end));
+        }
+    }
+
     /// Where group `i` of the last match is, when it took part.
     pub fn get(&self, i: usize) -> Option<(usize, usize)> {
         if self.in_branches {
@@ -288,6 +317,11 @@ mod tests {
                             let span = w.get(i).map(|g| (g.start(), g.end()));
                             assert_eq!(c.get(i), span, "{p} on {m:?} group {i}");
                         }
+                        let mut spans = vec![Some((7, 7))];
+                        c.spans_into(w.len(), &mut spans);
+                        let all: Vec<_> =
+                            w.iter().map(|g| g.map(|g| (g.start(), g.end()))).collect();
+                        assert_eq!(spans[1..], all, "{p} on {m:?}");
                     }
                 }
             }
@@ -304,6 +338,9 @@ mod tests {
         assert!(c.read(&re, "ab x7", true));
         assert!(c.in_slots);
         assert_eq!((c.get(0), c.get(1)), (Some((3, 5)), Some((4, 5))));
+        let mut spans = Vec::new();
+        c.spans_into(2, &mut spans);
+        assert_eq!(spans, [Some((3, 5)), Some((4, 5))]);
         // A message longer than the backtracker takes goes to the regex.
         let re = regex::Regex::new(r"(x+)y").unwrap();
         let mut c = Captures::new(&re);

@@ -556,6 +556,31 @@ pub struct Rule {
     pub templates_read_event: bool,
 }
 
+/// Where a matched event's groups are: in the rule's own captures, or as found by a copy of
+/// the rule elsewhere. `None` when the event did not match.
+#[derive(Clone, Copy)]
+enum Spans<'a> {
+    Read(Option<&'a captures::Captures>),
+    Given(Option<&'a [Option<(usize, usize)>]>),
+}
+
+impl Spans<'_> {
+    fn get(&self, i: usize) -> Option<(usize, usize)> {
+        match self {
+            Spans::Read(l) => l.and_then(|l| l.get(i)),
+            Spans::Given(s) => s.and_then(|s| s.get(i).copied().flatten()),
+        }
+    }
+
+    /// Whether the event matched (there are spans to read).
+    fn any(&self) -> bool {
+        match self {
+            Spans::Read(l) => l.is_some(),
+            Spans::Given(s) => s.is_some(),
+        }
+    }
+}
+
 /// What matching an event produced, before templates are rendered.
 #[derive(Debug)]
 pub struct Hit {
@@ -643,31 +668,70 @@ impl Rule {
         gate: &mut RegexGate<'_>,
         now: Timestamp,
     ) -> Option<Hit> {
-        if !self.config.common.enabled || matches!(self.detector, Detector::Plugin) {
+        if !self.acts_at(ev, now) {
             return None;
+        }
+        if self.ruled_out(ev, gate) {
+            return None;
+        }
+        let matched = self.matches(ev, gate);
+        let locs = if matched { self.locs.take() } else { None };
+        let hit = self.act(ev, matched, Spans::Read(locs.as_ref()));
+        if locs.is_some() {
+            self.locs = locs;
+        }
+        hit
+    }
+
+    /// [`Rule::on_event`] with what [`Rule::matches`] found for the event elsewhere (by
+    /// another copy of this rule): whether it matched, and its groups' spans by index.
+    pub fn on_matched(
+        &mut self,
+        ev: &Event,
+        now: Timestamp,
+        matched: bool,
+        spans: &[Option<(usize, usize)>],
+    ) -> Option<Hit> {
+        if !self.acts_at(ev, now) {
+            return None;
+        }
+        self.act(ev, matched, Spans::Given(matched.then_some(spans)))
+    }
+
+    /// A rule that counts only events its regex matches is done when the shared regex set
+    /// says it cannot match, before its `where` is looked at: with many regex rules the set's
+    /// one pass rules out nearly all of them (a condition index for free).
+    pub fn ruled_out(&self, ev: &Event, gate: &mut RegexGate<'_>) -> bool {
+        match (self.pattern, &self.config.common.regex) {
+            (Some(p), Some(_)) if self.total.is_none() => match ev.message.as_deref() {
+                Some(message) => !gate.allows(p, message),
+                None => true,
+            },
+            _ => false,
+        }
+    }
+
+    /// Whether the rule looks at the event at all (enabled, not a plugin's, not late), which
+    /// counts a late event.
+    fn acts_at(&mut self, ev: &Event, now: Timestamp) -> bool {
+        if !self.config.common.enabled || matches!(self.detector, Detector::Plugin) {
+            return false;
         }
         if let Some(lateness) = self.config.common.allowed_lateness
             && ev.ts < now.saturating_sub(lateness)
         {
             self.stats.late += 1;
-            return None;
+            return false;
         }
+        true
+    }
+
+    /// Whether the event matches the rule's `where` and regex (with the conditions on what
+    /// the regex captured): the half of [`Rule::on_event`] that keeps no state but the
+    /// captures' scratch, so a copy of the rule can run it on another thread.
+    pub fn matches(&mut self, ev: &Event, gate: &mut RegexGate<'_>) -> bool {
         let message = ev.message.as_deref().unwrap_or("");
-        // A rule that counts only events its regex matches is done when the shared regex
-        // set says it cannot match, before its `where` is looked at: with many regex rules
-        // the set's one pass rules out nearly all of them (a condition index for free).
-        if self.total.is_none()
-            && let (Some(p), Some(_)) = (self.pattern, &self.config.common.regex)
-            && (ev.message.is_none() || !gate.allows(p, message))
-        {
-            return None;
-        }
-        let total = self
-            .total
-            .as_ref()
-            .is_some_and(|t| t.iter().all(|(k, c)| condition_holds(k, c, ev)));
-        let matched = self
-            .conditions
+        self.conditions
             .iter()
             .all(|(k, c)| condition_holds(k, c, ev))
             && match (&self.config.common.regex, &mut self.locs) {
@@ -684,7 +748,24 @@ impl Rule {
                         })
                 }
                 _ => true,
-            };
+            }
+    }
+
+    /// The spans of the groups of the last match [`Rule::matches`] found, by group index,
+    /// appended to `into`.
+    pub fn spans_into(&self, into: &mut Vec<Option<(usize, usize)>>) {
+        if let (Some(re), Some(locs)) = (&self.config.common.regex, &self.locs) {
+            locs.spans_into(re.0.captures_len(), into);
+        }
+    }
+
+    /// The stateful half: the event (which `matched` or not) goes to the rule's detector.
+    fn act(&mut self, ev: &Event, matched: bool, spans: Spans<'_>) -> Option<Hit> {
+        let message = ev.message.as_deref().unwrap_or("");
+        let total = self
+            .total
+            .as_ref()
+            .is_some_and(|t| t.iter().all(|(k, c)| condition_holds(k, c, ev)));
         let (first, then) = match (&self.sequence, matched) {
             (Some((f, t)), true) => (
                 f.iter().all(|(k, c)| condition_holds(k, c, ev)),
@@ -698,11 +779,11 @@ impl Rule {
         if matched {
             self.stats.matched += 1;
         }
-        let locs = if matched { self.locs.as_ref() } else { None };
         let value = |src: &GroupSource| -> Option<Cow<'_, str>> {
             match src {
-                GroupSource::Capture(ids) => locs
-                    .and_then(|l| ids.iter().find_map(|i| l.get(*i)))
+                GroupSource::Capture(ids) => ids
+                    .iter()
+                    .find_map(|i| spans.get(*i))
                     .map(|(a, b)| Cow::Borrowed(&message[a..b])),
                 GroupSource::Key(k) => k.get(ev),
             }
@@ -742,9 +823,11 @@ impl Rule {
         )?;
         self.stats.fired += 1;
         let mut captures = BTreeMap::new();
-        if let (Some(re), Some(l)) = (&self.config.common.regex, locs) {
+        if let Some(re) = &self.config.common.regex
+            && spans.any()
+        {
             for (i, name) in re.0.capture_names().enumerate() {
-                if let (Some(name), Some((a, b))) = (name, l.get(i)) {
+                if let (Some(name), Some((a, b))) = (name, spans.get(i)) {
                     captures
                         .entry(crate::de::Pattern::label_of(name).to_owned())
                         .or_insert_with(|| message[a..b].to_owned());

@@ -18,6 +18,8 @@ use crate::event::{Defaults, Event};
 use crate::source::line_filter::LineFinder;
 use crate::source::parse::{set, syslog::parse_syslog_into, text_of};
 
+mod chunked;
+
 /// How each line of the input is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -75,6 +77,21 @@ pub struct Report {
     pub first_rejections: Vec<(u64, String)>,
 }
 
+impl Report {
+    fn new() -> Report {
+        Report {
+            lines: 0,
+            events: 0,
+            rejected: 0,
+            skipped: 0,
+            seconds: 0.0,
+            rules: Vec::new(),
+            detected: 0,
+            first_rejections: Vec::new(),
+        }
+    }
+}
+
 /// Settings of one replay.
 pub struct Replay {
     pub format: Format,
@@ -87,6 +104,10 @@ pub struct Replay {
     /// `[engine] max_future_skew`: lines stamped later than `default_ts` plus this are
     /// rejected (`future_ts`), as the daemon rejects them on every input.
     pub max_future_skew: std::time::Duration,
+    /// Threads that match lines while this one applies them in order (see
+    /// [`chunked`]); `None`: one when the machine has two cores or more and the input is
+    /// larger than one chunk, `Some(0)`: none.
+    pub workers: Option<usize>,
 }
 
 impl Replay {
@@ -115,44 +136,18 @@ impl Replay {
     fn run_lean(
         &self,
         engine: &mut Engine,
-        mut input: impl Read,
+        input: impl Read,
         mut progress: impl FnMut(u64),
         detected: &mut dyn FnMut(ReplayDetection),
     ) -> std::io::Result<Report> {
         let started = Instant::now();
-        let mut run = Run {
-            replay: self,
-            report: Report {
-                lines: 0,
-                events: 0,
-                rejected: 0,
-                skipped: 0,
-                seconds: 0.0,
-                rules: Vec::new(),
-                detected: 0,
-                first_rejections: Vec::new(),
-            },
-            detected,
-            // Reused for syslog lines: parsing overwrites its buffers instead of allocating.
-            scratch: Event::log(String::new(), self.default_ts, &self.host),
-            out: Vec::new(),
-            newest: None,
-            prefilter: None,
-            finder: None,
-        };
         // Text lines that no rule's regex can match are counted but not parsed (NDJSON is
         // not filtered: JSON escapes make its text differ from the message).
         let patterns = match self.format {
             Format::Raw | Format::Syslog => engine.line_patterns(),
             Format::Ndjson => None,
         };
-        if let Some(p) = &patterns {
-            run.prefilter = regex::RegexSetBuilder::new(p)
-                .dfa_size_limit(32 << 20)
-                .build()
-                .ok();
-            run.finder = LineFinder::new(p);
-        }
+        let mut run = Run::new(self, patterns.as_deref(), detected);
         let mut bytes = 0u64;
         // Rule sets whose state only events change get no ticks before the end, filtered or
         // not, so the line filter cannot change what they detect (their memory is bounded by
@@ -161,46 +156,18 @@ impl Replay {
         let chunked = run.finder.is_some() && run.prefilter.is_some();
         // Lines reach the rules only after one of their regexes matched.
         engine.prefiltered = chunked;
+        let workers = self.workers.unwrap_or_else(chunked::workers);
         match chunked {
             true => {
-                // Whole chunks at once: the rules' combined regex finds the next line worth
-                // parsing; the lines before it are only counted. Read straight into a buffer
-                // that stays in the CPU's cache (the kernel's copy into a cold buffer cost as
-                // much as the searching).
-                let mut buf = vec![0u8; 256 << 10];
-                let mut filled = 0;
-                loop {
-                    if filled == buf.len() {
-                        // A line longer than the buffer.
-                        buf.resize(buf.len() * 2, 0);
-                    }
-                    let n = match input.read(&mut buf[filled..]) {
-                        Ok(n) => n,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(e),
-                    };
-                    filled += n;
-                    // Only the new bytes can hold a newline not seen yet.
-                    let end = if n == 0 {
-                        filled
-                    } else {
-                        match memchr::memrchr(b'\n', &buf[filled - n..filled]) {
-                            Some(i) => filled - n + i + 1,
-                            None => continue,
-                        }
-                    };
-                    run.region(engine, &buf[..end]);
-                    bytes += end as u64;
-                    buf.copy_within(end..filled, 0);
-                    filled -= end;
-                    if mid_run_ticks {
-                        run.tick(engine);
-                    }
-                    progress(bytes);
-                    if n == 0 {
-                        break;
-                    }
-                }
+                let patterns = patterns.as_deref().unwrap_or_default();
+                bytes = chunked::run(
+                    &mut run,
+                    engine,
+                    input,
+                    (patterns, workers),
+                    mid_run_ticks,
+                    &mut progress,
+                )?;
             }
             false => {
                 let mut input = std::io::BufReader::with_capacity(64 << 10, input);
@@ -288,9 +255,40 @@ struct Run<'a> {
     prefilter: Option<regex::RegexSet>,
     /// The same regexes, to find the next such line in a chunk.
     finder: Option<LineFinder>,
+    /// On a thread that only matches: the events parsed, with what the rules' regexes
+    /// found, for the thread that applies them.
+    keep: Option<chunked::Kept>,
+    /// Whether some line has parsed (a file in the wrong format is parsed line by line).
+    parsed_one: bool,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
+    /// A replay's state; `patterns`: the rules' line patterns, when lines no rule can match
+    /// may go unparsed.
+    fn new(
+        replay: &'a Replay,
+        patterns: Option<&[String]>,
+        detected: &'a mut dyn FnMut(ReplayDetection),
+    ) -> Run<'a> {
+        Run {
+            replay,
+            report: Report::new(),
+            detected,
+            // Reused for syslog lines: parsing overwrites its buffers instead of allocating.
+            scratch: Event::log(String::new(), replay.default_ts, &replay.host),
+            out: Vec::new(),
+            newest: None,
+            prefilter: patterns.and_then(|p| {
+                regex::RegexSetBuilder::new(p)
+                    .dfa_size_limit(32 << 20)
+                    .build()
+                    .ok()
+            }),
+            finder: patterns.and_then(LineFinder::new),
+            keep: None,
+            parsed_one: false,
+        }
+    }
     /// Complete lines (the last one may lack its newline at the end of input). The earliest
     /// end of any rule's match from `pos` is found; no line before the one holding that
     /// match's last byte can match on its own (a match inside it would end earlier), so those
@@ -303,16 +301,12 @@ impl Run<'_> {
         let (newlines, ascii) = newlines_and_ascii(region);
         let lines = newlines + u64::from(region.last().is_some_and(|b| *b != b'\n'));
         // Byte regexes do not see the U+FFFD that lossy decoding puts in invalid UTF-8, and
-        // lines in the wrong format must be rejected, not skipped: such a chunk is read line
-        // by line, every line parsed.
-        let first = region
-            .split(|b| *b == b'\n')
-            .find(|l| !l.iter().all(u8::is_ascii_whitespace));
-        if (!ascii && std::str::from_utf8(region).is_err())
-            || first.is_some_and(|l| !self.parses(l))
-        {
+        // a file in the wrong format must show its rejections, not be skipped: such a chunk,
+        // and every chunk until a line was in the format, is read line by line (so what is
+        // parsed and what skipped does not depend on where the chunks end).
+        if !self.parsed_one || (!ascii && std::str::from_utf8(region).is_err()) {
             for line in region.split_inclusive(|b| *b == b'\n') {
-                self.line(engine, line, false);
+                self.line(engine, line, true);
             }
             return;
         }
@@ -381,12 +375,9 @@ impl Run<'_> {
     fn parses(&mut self, line: &[u8]) -> bool {
         let r = self.replay;
         match r.format {
-            Format::Syslog => parse_syslog_into(
-                &mut self.scratch,
-                &text_of(trim_newline(line)).0,
-                r.year,
-                &r.host,
-            ),
+            Format::Syslog => {
+                parse_syslog_into(&mut self.scratch, &text_of(line).0, r.year, &r.host)
+            }
             Format::Raw | Format::Ndjson => true,
         }
     }
@@ -401,10 +392,14 @@ impl Run<'_> {
             self.report.skipped += 1;
             return;
         }
+        // Until a line was in the format, a line is skipped only if it is: a file in the
+        // wrong format shows its rejections.
         if filter
             && let Some(p) = &self.prefilter
             && !p.is_match(&text_of(text).0)
+            && (self.parsed_one || self.parses(text))
         {
+            self.parsed_one = true;
             self.report.skipped += 1;
             return;
         }
@@ -448,10 +443,16 @@ impl Run<'_> {
         match parsed {
             Ok(()) => {
                 let ev = &self.scratch;
+                self.parsed_one = true;
                 self.report.events += 1;
                 self.newest = Some(self.newest.map_or(ev.ts, |n| n.max(ev.ts)));
-                engine.on_event(ev, &mut self.out);
-                hand_over(&mut self.out, &mut self.report, self.detected);
+                match &mut self.keep {
+                    Some(kept) => kept.push(engine, &mut self.scratch),
+                    None => {
+                        engine.on_event(ev, &mut self.out);
+                        hand_over(&mut self.out, &mut self.report, self.detected);
+                    }
+                }
             }
             Err(e) => {
                 self.report.rejected += 1;
@@ -527,9 +528,9 @@ mod tests {
     }
 
     /// A replay's report with every detection it handed over.
-    struct Replayed {
-        report: Report,
-        detections: Vec<ReplayDetection>,
+    pub(super) struct Replayed {
+        pub(super) report: Report,
+        pub(super) detections: Vec<ReplayDetection>,
     }
 
     impl std::ops::Deref for Replayed {
@@ -541,22 +542,35 @@ mod tests {
 
     /// `log` read as syslog of 2026 through a fresh engine with `rules`.
     fn syslog_replay(rules: &str, log: &[u8]) -> Replayed {
+        syslog_replay_on(rules, log, 0, |_| {})
+    }
+
+    /// [`syslog_replay`] with `workers`, telling `progress` the bytes read so far.
+    pub(super) fn syslog_replay_on(
+        rules: &str,
+        log: &[u8],
+        workers: usize,
+        progress: impl FnMut(u64),
+    ) -> Replayed {
         let replay = Replay {
             format: Format::Syslog,
             year: 2026,
             host: "h".into(),
             default_ts: Timestamp(0),
             max_future_skew: std::time::Duration::MAX,
+            workers: Some(workers),
         };
         let mut detections = Vec::new();
         let report = replay
-            .run(&mut engine(rules), log, |_| {}, &mut |d| detections.push(d))
+            .run(&mut engine(rules), log, progress, &mut |d| {
+                detections.push(d)
+            })
             .unwrap();
         assert_eq!(report.detected, detections.len() as u64);
         Replayed { report, detections }
     }
 
-    const SSH: &str = r#"
+    pub(super) const SSH: &str = r#"
 [[rule]]
 id = "ssh"
 kind = "threshold"
@@ -632,11 +646,8 @@ group_by = ["ip"]
             let fast = run(SSH, log);
             let slow = run(&unfiltered, log);
             assert_eq!(slow.skipped, 2, "the blank lines");
-            assert_eq!(
-                fast.skipped > 2,
-                log == &valid[..],
-                "only valid UTF-8 is filtered"
-            );
+            // Invalid UTF-8 is filtered line by line.
+            assert!(fast.skipped > 2);
             let ssh = |r: &Replayed| -> Vec<(String, i64)> {
                 r.detections
                     .iter()
