@@ -15,7 +15,8 @@
 #   sec              SingleWithThreshold, 5 within 60 s per address
 #   awk              the same rule with log-time windows, as a one-liner, run by mawk (Debian's
 #                    default awk) and by GNU awk
-#   incidentctl      `rules test` with the shipped ssh-brute-force rule (5 within 1m per ip)
+#   incidentctl      `rules test` with the shipped ssh-brute-force rule (5 within 1m per ip),
+#                    on every core (its default) and on one (`--threads 0`)
 #   wc -l            the physical floor
 # Five rounds, each running every tool (the fast ones three times); each tool's median and
 # fastest time are reported. Every run's firings are checked against the answer.
@@ -95,7 +96,7 @@ one() { # times, name, command...: an untimed warm-up run (not for the 20-second
   [ "$1" = f2b ] || "$@" > /dev/null
   for _ in $(seq "$times"); do
     s=$EPOCHREALTIME; out=$("$@"); e=$EPOCHREALTIME
-    [ "$1" = inc ] && out=$(count_inc)
+    case $1 in inc|inc1) out=$(count_inc) ;; esac
     printf '%s\t%s\t%s\n' "$name" "$(echo "$e - $s" | bc -l)" "$out" >> "$tmp/times"
   done
 }
@@ -106,10 +107,13 @@ mawkr() { mawk -f "$tmp/rule.awk" "$tmp/auth.log"; }
 gawkr() { gawk -f "$tmp/rule.awk" "$tmp/auth.log"; }
 inc() { # the JSON report is counted after the timer, by `count_inc`
   target/release/incidentctl rules test "$tmp/auth.log" --rules "$tmp/rules" --format syslog --year 2026 -o json > "$tmp/inc.json"; }
+inc1() { # the same on one thread
+  target/release/incidentctl rules test --threads 0 "$tmp/auth.log" --rules "$tmp/rules" --format syslog --year 2026 -o json > "$tmp/inc.json"; }
 # The brute-force rule's firings (the shipped file also has the scan rule).
 count_inc() { python3 -c 'import json,sys; print(sum(d["rule"] == "ssh-brute-force" for d in json.load(open(sys.argv[1]))["detections"]))' "$tmp/inc.json"; }
-# Peak resident memory of one run of each tool, in MB (GNU time's %M).
-peak() { /usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -1 | awk '{printf "%.1f", $1 / 1024}'; }
+# Peak resident memory of one run of each tool, in MB (GNU time's %M), and the CPU time it
+# used (user and system, seconds: more than its wall time when it ran on both cores).
+peak() { /usr/bin/time -f '%M %U %S' "$@" 2>&1 >/dev/null | tail -1 | awk '{printf "%.1f\t%.2f", $1 / 1024, $2 + $3}'; }
 wcl() { wc -l < "$tmp/auth.log"; }
 
 : > "$tmp/times"
@@ -119,6 +123,7 @@ wcl() { wc -l < "$tmp/auth.log"; }
 for _ in 1 2 3 4 5; do
   one 3 "wc -l" wcl
   one 3 "incidentctl rules test" inc
+  one 3 "incidentctl, one thread" inc1
   one 3 "mawk (same rule)" mawkr
   one 3 "gawk (same rule)" gawkr
   one 1 "sec (SingleWithThreshold)" secr
@@ -128,6 +133,7 @@ done
 {
   echo "wc -l	$(peak wc -l "$tmp/auth.log")"
   echo "incidentctl rules test	$(peak target/release/incidentctl rules test "$tmp/auth.log" --rules "$tmp/rules" --format syslog --year 2026 -o json)"
+  echo "incidentctl, one thread	$(peak target/release/incidentctl rules test --threads 0 "$tmp/auth.log" --rules "$tmp/rules" --format syslog --year 2026 -o json)"
   echo "mawk (same rule)	$(peak mawk -f "$tmp/rule.awk" "$tmp/auth.log")"
   echo "gawk (same rule)	$(peak gawk -f "$tmp/rule.awk" "$tmp/auth.log")"
   echo "sec (SingleWithThreshold)	$(peak sec --conf="$tmp/ssh.sec" --input="$tmp/auth.log" --notail --fromstart --log=/dev/null)"
@@ -150,12 +156,16 @@ python3 - "$tmp/results" "$lines" "$bursts" "$failures" "$tmp/rss" "$workload" <
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 n, bursts, failures = int(sys.argv[2]), sys.argv[3], sys.argv[4]
-rss = dict(l.rstrip("\n").split("\t") for l in open(sys.argv[5]))
+rss = {}
+cpu = {}
+for l in open(sys.argv[5]):
+    name, mb, secs = l.rstrip("\n").split("\t")
+    rss[name], cpu[name] = mb, secs
 med = {r[0]: float(r[1]) for r in rows}
 low = {r[0]: float(r[2]) for r in rows}
 inc = "incidentctl rules test"
 print(f"{'tool':30} {'runs':>4} {'median s':>8} {'fastest':>8} {'lines/s':>12} "
-      f"{'time vs incidentctl':>19} {'peak MB':>8}  firings (expected)")
+      f"{'time vs incidentctl':>19} {'peak MB':>8} {'CPU s':>6}  firings (expected)")
 for name, _, _, runs, out in rows:
     if name == "wc -l":
         check = "lines" if out.strip() == str(n) else f"WRONG: {out}"
@@ -170,5 +180,5 @@ for name, _, _, runs, out in rows:
     rel = (f"{med[name] / med[inc]:.1f}x / {low[name] / low[inc]:.1f}x"
            if name != inc else "-")
     print(f"{name:30} {runs:>4} {med[name]:8.3f} {low[name]:8.3f} {n / med[name]:12,.0f} "
-          f"{rel:>19} {rss.get(name, '?'):>8}  {check}")
+          f"{rel:>19} {rss.get(name, '?'):>8} {cpu.get(name, '?'):>6}  {check}")
 PY

@@ -31,7 +31,7 @@ pub enum RulesCmd {
         expect: Option<PathBuf>,
         /// Threads that find, parse and match lines while one applies them in order (the
         /// answer is the same): default one per core when there are two or more (at most
-        /// 8); 0 reads on one thread.
+        /// 8, as for a larger N); 0 reads on one thread.
         #[arg(long)]
         threads: Option<usize>,
     },

@@ -20,8 +20,8 @@ use crate::event::Event;
 const CHUNK: usize = 64 << 10;
 /// Chunks each worker may have queued, and done but not yet applied.
 const DEPTH: usize = 2;
-/// Never more workers than this, however many cores.
-const MAX_WORKERS: usize = 8;
+/// Never more workers than this, however many cores or `--threads`.
+pub(super) const MAX_WORKERS: usize = 8;
 
 /// How many workers suit this machine: one per core when there are two or more, else none.
 pub(super) fn workers() -> usize {

@@ -156,7 +156,9 @@ impl Replay {
         let chunked = run.finder.is_some() && run.prefilter.is_some();
         // Lines reach the rules only after one of their regexes matched.
         engine.prefiltered = chunked;
-        let workers = self.workers.unwrap_or_else(chunked::workers);
+        let workers = self
+            .workers
+            .map_or_else(chunked::workers, |w| w.min(chunked::MAX_WORKERS));
         match chunked {
             true => {
                 let patterns = patterns.as_deref().unwrap_or_default();
