@@ -172,6 +172,63 @@ fn the_line_filter_keeps_the_fixture_answer() {
     assert_eq!(&got, expect["detections"].as_array().unwrap());
 }
 
+/// A log of many 64 KiB chunks gives the same report on one thread and on three, from a
+/// file and from standard input.
+#[test]
+fn threads_give_the_one_thread_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture =
+        std::fs::read_to_string(Path::new(ROOT).join("tests/fixtures/ssh-brute-force.log"))
+            .unwrap();
+    // The fixture's day after day, with a line that is not syslog now and then.
+    let mut log = String::new();
+    for day in ["Sep", "Oct"]
+        .iter()
+        .flat_map(|m| (1..=30).map(move |d| format!("{m} {d:2}")))
+    {
+        for (i, line) in fixture.lines().enumerate() {
+            let line = line.replacen("Nov 23", &day, 1);
+            log.push_str(&line);
+            log.push('\n');
+            if i % 50 == 7 {
+                log.push_str("no stamp: Failed password for root from 10.1.1.1 port 22\n");
+            }
+        }
+    }
+    assert!(log.len() > 4 * 65536, "{}", log.len());
+    let input = dir.path().join("auth.log");
+    std::fs::write(&input, &log).unwrap();
+    let rules = Path::new(ROOT).join("etc/rules.d/ssh.toml");
+    let report = |threads: &str| {
+        let mut r = rules_test(
+            &input,
+            &rules,
+            "syslog",
+            &["--year", "2026", "--threads", threads],
+        );
+        r.as_object_mut().unwrap().remove("seconds");
+        r
+    };
+    let one = report("0");
+    assert!(one["detections"].as_array().unwrap().len() > 60, "{one}");
+    assert!(one["rejected"].as_u64().unwrap() > 0, "{one}");
+    assert!(one["skipped"].as_u64().unwrap() > 0, "{one}");
+    assert_eq!(report("3"), one);
+    let out = Command::new(CTL)
+        .args([
+            "rules", "test", "-", "--format", "syslog", "--year", "2026", "-o", "json",
+        ])
+        .arg("--rules")
+        .arg(&rules)
+        .stdin(std::fs::File::open(&input).unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mut piped: Value = serde_json::from_slice(&out.stdout).unwrap();
+    piped.as_object_mut().unwrap().remove("seconds");
+    assert_eq!(piped, one);
+}
+
 #[test]
 fn a_reader_that_stops_early_ends_the_output_quietly() {
     // Far more report than a pipe holds: 20,000 bursts of five failures, one per address.
