@@ -29,6 +29,13 @@ impl Matched {
         self.spans.clear();
     }
 
+    /// Lets go of the room beyond what `events` events with a few rules each need.
+    pub fn shrink_to(&mut self, events: usize) {
+        self.ends.shrink_to(events);
+        self.entries.shrink_to(events * 4);
+        self.spans.shrink_to(events * 16);
+    }
+
     /// How many events it holds.
     pub fn len(&self) -> usize {
         self.ends.len()

@@ -20,6 +20,8 @@ use crate::event::Event;
 const CHUNK: usize = 64 << 10;
 /// Chunks each worker may have queued, and done but not yet applied.
 const DEPTH: usize = 2;
+/// Parsed events kept per list to parse into again.
+const SPARE_EVENTS: usize = 2048;
 /// Never more workers than this, however many cores or `--threads`.
 pub(super) const MAX_WORKERS: usize = 8;
 
@@ -51,7 +53,13 @@ impl Kept {
 
     fn recycle(&mut self) {
         self.spare.append(&mut self.events);
+        // A chunk of short lines can make many events; no more are kept than a chunk of
+        // ordinary lines needs.
+        self.spare.truncate(SPARE_EVENTS);
+        self.spare.shrink_to(SPARE_EVENTS);
+        self.events.shrink_to(SPARE_EVENTS);
         self.matched.clear();
+        self.matched.shrink_to(SPARE_EVENTS);
     }
 }
 
@@ -118,7 +126,10 @@ pub(super) fn run(
             };
             let (mut next, kept) = applier.pool.pop().unwrap_or_default();
             let carried = filled - end;
-            next.resize(next.len().max(CHUNK).max(carried), 0);
+            // Every chunk is read into CHUNK bytes (more only for a longer line), whichever
+            // buffer it lands in: where chunks end does not depend on the number of threads,
+            // and a buffer grown for a long line holds no more than one chunk after it.
+            next.resize(CHUNK.max(carried), 0);
             next[..carried].copy_from_slice(&buf[end..filled]);
             if jobs.is_empty() && workers > 0 && !eof && applier.run.parsed_one {
                 for _ in 0..workers {
@@ -279,7 +290,7 @@ mod tests {
     /// `log` read as syslog of 2026 with `workers` by the SSH rule and one that matches
     /// logins: the report's counts, its rejections, the rules' counts and every detection,
     /// as text.
-    fn replayed(log: &[u8], workers: usize) -> (String, String) {
+    fn replayed(log: &[u8], workers: usize) -> (String, String, Vec<u64>) {
         let rules = format!(
             "{SSH}\n[[rule]]\nid = \"accepted\"\nkind = \"match\"\n\
              where = {{ \"fields.program\" = \"sshd\" }}\nregex = 'Accepted \\S+ for (?P<user>\\S+)'\n"
@@ -294,7 +305,7 @@ mod tests {
             "{} lines, {} events, {} rejected, {} skipped, {} detected, rejections {:?}, rules {:?}",
             r.lines, r.events, r.rejected, r.skipped, r.detected, r.first_rejections, r.rules
         );
-        (counts, detections.join("\n"))
+        (counts, detections.join("\n"), progress)
     }
 
     /// About 1.5 MB of auth.log: failures from 40 addresses, logins, lines no rule reads,
@@ -345,7 +356,7 @@ mod tests {
     fn workers_find_what_one_thread_finds() {
         let log = log();
         assert!(log.len() > 20 * CHUNK);
-        let (counts, detections) = replayed(&log, 0);
+        let (counts, detections, chunks) = replayed(&log, 0);
         // The log holds what the test means it to.
         assert!(counts.starts_with("24002 lines"), "{counts}");
         assert!(!counts.contains(" 0 skipped"), "{counts}");
@@ -354,9 +365,11 @@ mod tests {
         assert!(detections.lines().count() > 1000);
         assert!(detections.contains("rule: \"accepted\""));
         for workers in [1, 2, 3] {
-            let (c, d) = replayed(&log, workers);
+            let (c, d, p) = replayed(&log, workers);
             assert_eq!(c, counts, "{workers} workers");
             assert!(d == detections, "{workers} workers: the detections differ");
+            // The chunks end at the same places, also after the long line.
+            assert_eq!(p, chunks, "{workers} workers");
         }
         // A log of one chunk is read on this thread, with the same answer.
         let short = &log[..log[..CHUNK / 2].iter().rposition(|b| *b == b'\n').unwrap()];

@@ -105,8 +105,8 @@ pub struct Replay {
     /// rejected (`future_ts`), as the daemon rejects them on every input.
     pub max_future_skew: std::time::Duration,
     /// Threads that match lines while this one applies them in order (see
-    /// [`chunked`]); `None`: one when the machine has two cores or more and the input is
-    /// larger than one chunk, `Some(0)`: none.
+    /// [`chunked`]); `None`: one per core when the machine has two or more (at most 8),
+    /// `Some(0)`: none. Input of one chunk is read on one thread either way.
     pub workers: Option<usize>,
 }
 
