@@ -325,18 +325,24 @@ impl Engine {
     }
 
     /// Counts a late event once for its input.
+    #[inline]
     fn note_late(&mut self, ev: &Event, late: bool) {
         if late {
-            // `source` may come from a client: the map stays small.
-            let key = if self.late_inputs.len() < crate::telemetry::MAX_LATE_INPUTS
-                || self.late_inputs.contains_key(&ev.source)
-            {
-                ev.source.clone()
-            } else {
-                "(other)".to_owned()
-            };
-            *self.late_inputs.entry(key).or_default() += 1;
+            self.count_late(ev);
         }
+    }
+
+    #[cold]
+    fn count_late(&mut self, ev: &Event) {
+        // `source` may come from a client: the map stays small.
+        let key = if self.late_inputs.len() < crate::telemetry::MAX_LATE_INPUTS
+            || self.late_inputs.contains_key(&ev.source)
+        {
+            ev.source.clone()
+        } else {
+            "(other)".to_owned()
+        };
+        *self.late_inputs.entry(key).or_default() += 1;
     }
 
     /// The rules' regexes made to filter whole lines ([`line_patterns`]).

@@ -544,8 +544,9 @@ pub struct Rule {
     total: Option<Vec<(Key, Condition)>>,
     /// `first` and `then` of a sequence rule.
     sequence: Option<(Conditions, Conditions)>,
-    /// Reused for every event: where the regex's groups matched, and the group key.
-    locs: Option<captures::Captures>,
+    /// Reused for every event: where the regex's groups matched, and the group key. Boxed:
+    /// [`Rule::on_event`] takes it out while the detector acts, which moves a pointer only.
+    locs: Option<Box<captures::Captures>>,
     key_buf: String,
     /// This rule's pattern in the engine's [`RegexGate`] set, when there is one.
     pub pattern: Option<usize>,
@@ -641,7 +642,7 @@ impl Rule {
                 .common
                 .regex
                 .as_ref()
-                .map(|p| captures::Captures::new(&p.0)),
+                .map(|p| Box::new(captures::Captures::new(&p.0))),
             key_buf: String::new(),
             pattern: None,
             conditions,
@@ -676,7 +677,7 @@ impl Rule {
         }
         let matched = self.matches(ev, gate);
         let locs = if matched { self.locs.take() } else { None };
-        let hit = self.act(ev, matched, Spans::Read(locs.as_ref()));
+        let hit = self.act(ev, matched, Spans::Read(locs.as_deref()));
         if locs.is_some() {
             self.locs = locs;
         }
