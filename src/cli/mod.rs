@@ -911,10 +911,12 @@ pub async fn run(args: Args) -> Result<(), CliError> {
                     year,
                     expect,
                     threads,
+                    max_line_bytes,
                 },
         } => {
             let input = (file.as_path(), format, year);
-            rules_test(input, &rules, expect.as_deref(), threads, json_out)?;
+            let reading = (threads, max_line_bytes);
+            rules_test(input, &rules, expect.as_deref(), reading, json_out)?;
         }
         Cmd::Rules {
             command:

@@ -34,6 +34,11 @@ pub enum RulesCmd {
         /// 8, as for a larger N); 0 reads on one thread.
         #[arg(long)]
         threads: Option<usize>,
+        /// Lines longer than this are cut to it and marked `truncated` (NDJSON lines are
+        /// rejected), as a file source's `max_line_bytes` does.
+        #[arg(long, default_value_t = crate::source::config::DEFAULT_MAX_LINE_BYTES as u64,
+              value_parser = clap::value_parser!(u64).range(16..))]
+        max_line_bytes: u64,
     },
     /// Import fail2ban's jails and filters as incidentd rules and nftables ban actions (a
     /// fragment for the main config); what cannot be imported is reported with the reason.
@@ -59,7 +64,7 @@ pub(super) fn rules_test(
     (file, format, year): (&std::path::Path, crate::replay::Format, Option<i32>),
     rules: &std::path::Path,
     expect: Option<&std::path::Path>,
-    threads: Option<usize>,
+    (threads, max_line_bytes): (Option<usize>, u64),
     json_out: bool,
 ) -> Result<(), CliError> {
     use std::io::{IsTerminal, Write as _};
@@ -93,6 +98,7 @@ pub(super) fn rules_test(
         // As the daemon's default `[engine] max_future_skew`.
         max_future_skew: crate::watermark::DEFAULT_MAX_FUTURE_SKEW,
         workers: threads,
+        max_line_bytes: usize::try_from(max_line_bytes).unwrap_or(usize::MAX),
     };
     let show_progress = !json_out && total > (8 << 20) && std::io::stderr().is_terminal();
     // Detections are kept only as far as needed: all of them to compare with expectations,
@@ -202,6 +208,12 @@ pub(super) fn rules_test(
         report.seconds,
         rate
     );
+    if report.oversize > 0 {
+        outln!(
+            "lines longer than {max_line_bytes} bytes: {} (cut and marked truncated; rejected as NDJSON)",
+            report.oversize
+        );
+    }
     if all_rejected {
         return Err(all_rejected_err());
     }

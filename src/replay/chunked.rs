@@ -40,18 +40,31 @@ pub(super) struct Kept {
     matched: Matched,
     /// Events already applied, to parse into again instead of allocating.
     spare: Vec<Event>,
+    /// The events of lines cut at the limit (marked `truncated`), by index.
+    cut: Vec<usize>,
 }
 
 impl Kept {
     /// Matches the event just parsed into `scratch` and keeps it; `scratch` becomes a spare
-    /// event to parse the next line into.
-    pub(super) fn push(&mut self, engine: &mut Engine, scratch: &mut Event) {
+    /// event to parse the next line into. `cut`: the event is marked `truncated`.
+    pub(super) fn push(&mut self, engine: &mut Engine, scratch: &mut Event, cut: bool) {
         engine.match_event(scratch, &mut self.matched);
-        let next = self.spare.pop().unwrap_or_else(|| scratch.clone());
+        if cut {
+            self.cut.push(self.events.len());
+        }
+        let mut next = self.spare.pop().unwrap_or_else(|| scratch.clone());
+        if cut {
+            // A clone of this event.
+            next.fields.remove("truncated");
+        }
         self.events.push(std::mem::replace(scratch, next));
     }
 
     fn recycle(&mut self) {
+        // Spare events are parsed into again: the marks go.
+        for i in self.cut.drain(..) {
+            self.events[i].fields.remove("truncated");
+        }
         self.spare.append(&mut self.events);
         // A chunk of short lines can make many events; no more are kept than a chunk of
         // ordinary lines needs.
@@ -64,10 +77,11 @@ impl Kept {
 }
 
 /// A chunk for a worker: `buf[..len]`, whole lines (the last may lack its newline at the end
-/// of the input).
+/// of the input); `dropped`: bytes of the input cut from a line over the limit in it.
 struct Job {
     buf: Vec<u8>,
     len: usize,
+    dropped: u64,
     kept: Kept,
 }
 
@@ -75,6 +89,7 @@ struct Job {
 struct Done {
     buf: Vec<u8>,
     len: usize,
+    dropped: u64,
     /// Lines, events, rejections and skipped lines of this chunk alone; rejections are
     /// numbered from the chunk's first line.
     report: Report,
@@ -111,15 +126,27 @@ pub(super) fn run(
         let mut jobs = Vec::new();
         let mut sent = 0usize;
         let mut buf = vec![0u8; CHUNK];
+        let keep = replay.kept_bytes();
+        // Bytes of lines over the limit dropped for the chunk being read.
+        let mut dropped = 0u64;
         let (mut filled, mut eof) = fill(&mut input, &mut buf, 0)?;
         while filled > 0 {
             // Whole lines only: the bytes after the last newline wait for the next chunk.
             let end = match (eof, memchr::memrchr(b'\n', &buf[..filled])) {
                 (true, _) => filled,
                 (false, Some(i)) => i + 1,
+                (false, None) if filled >= keep => {
+                    // A line over the limit (the buffer holds only its start): its first
+                    // `keep` bytes stay, the rest up to its newline is read and dropped.
+                    let (n, more, ended) = drop_rest(&mut input, &mut buf, filled, keep)?;
+                    dropped += more;
+                    (filled, eof) = (n, ended);
+                    continue;
+                }
                 (false, None) => {
-                    // A line longer than the buffer.
-                    buf.resize(buf.len() * 2, 0);
+                    // A line longer than the buffer, but not over the limit.
+                    let size = (buf.len() * 2).min(keep.max(CHUNK) + 1);
+                    buf.resize(size, 0);
                     (filled, eof) = fill(&mut input, &mut buf, filled)?;
                     continue;
                 }
@@ -141,15 +168,17 @@ pub(super) fn run(
                     applier.dones.push(done_rx);
                 }
             }
+            let chunk_dropped = std::mem::take(&mut dropped);
             if jobs.is_empty() {
                 applier.run.region(applier.engine, &buf[..end]);
-                applier.finish(end, progress);
+                applier.finish(end as u64 + chunk_dropped, progress);
                 applier.pool.push((buf, kept));
             } else {
                 jobs[sent % workers]
                     .send(Job {
                         buf,
                         len: end,
+                        dropped: chunk_dropped,
                         kept,
                     })
                     .map_err(|_| stopped())?;
@@ -192,6 +221,33 @@ fn fill(input: &mut impl Read, buf: &mut [u8], from: usize) -> std::io::Result<(
     Ok((filled, false))
 }
 
+/// The rest of a line over the limit, whose first `filled` bytes are in `buf` (no newline
+/// among them, `filled >= keep`), read and dropped from byte `keep` on: the bytes after its
+/// newline (the newline first) are moved to `buf[keep..]`. The bytes now in `buf`, the bytes
+/// dropped, and whether the input ended.
+fn drop_rest(
+    input: &mut impl Read,
+    buf: &mut Vec<u8>,
+    filled: usize,
+    keep: usize,
+) -> std::io::Result<(usize, u64, bool)> {
+    let mut dropped = (filled - keep) as u64;
+    let mut scratch = vec![0u8; CHUNK];
+    loop {
+        let (n, eof) = fill(input, &mut scratch, 0)?;
+        match memchr::memchr(b'\n', &scratch[..n]) {
+            Some(i) => {
+                let rest = &scratch[i..n];
+                buf.resize(buf.len().max(keep + rest.len()), 0);
+                buf[keep..keep + rest.len()].copy_from_slice(rest);
+                return Ok((keep + rest.len(), dropped + i as u64, eof));
+            }
+            None if eof => return Ok((keep, dropped + n as u64, true)),
+            None => dropped += n as u64,
+        }
+    }
+}
+
 /// One worker: chunks in, what they hold out, until either side hangs up.
 fn work(
     replay: &Replay,
@@ -205,7 +261,13 @@ fn work(
     let mut run = Run::new(replay, Some(patterns), &mut nothing);
     // Workers start once a line has parsed.
     run.parsed_one = true;
-    for Job { buf, len, kept } in jobs {
+    for Job {
+        buf,
+        len,
+        dropped,
+        kept,
+    } in jobs
+    {
         run.report = Report::new();
         run.newest = None;
         run.keep = Some(kept);
@@ -213,6 +275,7 @@ fn work(
         let finished = Done {
             buf,
             len,
+            dropped,
             report: std::mem::replace(&mut run.report, Report::new()),
             newest: run.newest,
             kept: run.keep.take().unwrap_or_default(),
@@ -237,11 +300,11 @@ struct Applier<'r, 'a> {
 
 impl Applier<'_, '_> {
     /// After a chunk of `len` bytes was applied.
-    fn finish(&mut self, len: usize, progress: &mut dyn FnMut(u64)) {
+    fn finish(&mut self, len: u64, progress: &mut dyn FnMut(u64)) {
         if self.mid_run_ticks {
             self.run.tick(self.engine);
         }
-        self.bytes += len as u64;
+        self.bytes += len;
         progress(self.bytes);
     }
 
@@ -264,6 +327,7 @@ impl Applier<'_, '_> {
         run.report.events += r.events;
         run.report.rejected += r.rejected;
         run.report.skipped += r.skipped;
+        run.report.oversize += r.oversize;
         let room = 20usize.saturating_sub(run.report.first_rejections.len());
         run.report.first_rejections.extend(
             done.report
@@ -275,7 +339,7 @@ impl Applier<'_, '_> {
         if let Some(t) = done.newest {
             run.newest = Some(run.newest.map_or(t, |n| n.max(t)));
         }
-        self.finish(done.len, progress);
+        self.finish(done.len as u64 + done.dropped, progress);
         done.kept.recycle();
         self.pool.push((done.buf, done.kept));
         Ok(())
@@ -284,7 +348,8 @@ impl Applier<'_, '_> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{SSH, syslog_replay_on};
+    use super::super::Format;
+    use super::super::tests::{SSH, replay_of, syslog_replay_on};
     use super::*;
 
     /// `log` read as syslog of 2026 with `workers` by the SSH rule and one that matches
@@ -302,8 +367,15 @@ mod tests {
         let detections: Vec<String> = r.detections.iter().map(|d| format!("{d:?}")).collect();
         let r = r.report;
         let counts = format!(
-            "{} lines, {} events, {} rejected, {} skipped, {} detected, rejections {:?}, rules {:?}",
-            r.lines, r.events, r.rejected, r.skipped, r.detected, r.first_rejections, r.rules
+            "{} lines, {} events, {} rejected, {} skipped, {} oversize, {} detected, rejections {:?}, rules {:?}",
+            r.lines,
+            r.events,
+            r.rejected,
+            r.skipped,
+            r.oversize,
+            r.detected,
+            r.first_rejections,
+            r.rules
         );
         (counts, detections.join("\n"), progress)
     }
@@ -362,6 +434,8 @@ mod tests {
         assert!(!counts.contains(" 0 skipped"), "{counts}");
         assert!(!counts.contains("fired: 0 }"), "{counts}");
         assert!(counts.contains(" 24 rejected"), "{counts}");
+        // The 150 KB line, cut at 64 KiB.
+        assert!(counts.contains(" 1 oversize"), "{counts}");
         assert!(detections.lines().count() > 1000);
         assert!(detections.contains("rule: \"accepted\""));
         for workers in [1, 2, 3] {
@@ -374,5 +448,168 @@ mod tests {
         // A log of one chunk is read on this thread, with the same answer.
         let short = &log[..log[..CHUNK / 2].iter().rposition(|b| *b == b'\n').unwrap()];
         assert_eq!(replayed(short, 2), replayed(short, 0));
+    }
+
+    /// A syslog input made on demand: lines of `lens[i]` bytes (without the newline) where
+    /// `lens[i]` is set, ordinary lines between them; remembers the largest read asked of it.
+    struct Made {
+        lines: Vec<Vec<u8>>,
+        at: (usize, usize),
+        largest_read: usize,
+        len: u64,
+    }
+
+    impl Made {
+        fn new(lines: Vec<Vec<u8>>) -> Made {
+            let len = lines.iter().map(|l| l.len() as u64).sum();
+            Made {
+                lines,
+                at: (0, 0),
+                largest_read: 0,
+                len,
+            }
+        }
+    }
+
+    impl Read for &mut Made {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.largest_read = self.largest_read.max(buf.len());
+            let (line, pos) = self.at;
+            let Some(l) = self.lines.get(line) else {
+                return Ok(0);
+            };
+            let n = (l.len() - pos).min(buf.len()).min(7919);
+            buf[..n].copy_from_slice(&l[pos..pos + n]);
+            self.at = if pos + n == l.len() {
+                (line + 1, 0)
+            } else {
+                (line, pos + n)
+            };
+            Ok(n)
+        }
+    }
+
+    /// Lines over `--max-line-bytes` are cut to it, marked `truncated`, never skipped, and
+    /// what the cut text matches is what fires, with any number of workers; no buffer grows
+    /// with the line, and every byte is counted as read.
+    #[test]
+    fn lines_over_the_limit_are_cut_and_no_buffer_grows_with_them() {
+        const MAX: usize = 300;
+        let head = "Nov 23 10:00:00 h sshd[1]: ";
+        let rules = format!(
+            "{SSH}\n[[rule]]\nid = \"cut\"\nkind = \"match\"\n\
+             where = {{ \"fields.truncated\" = true }}\nregex = '.'\n\
+             [[rule]]\nid = \"lost\"\nkind = \"match\"\nregex = 'Lost connection from \\S+x$'\n"
+        );
+        let mut lines = Vec::new();
+        let mut over = 0;
+        // Lengths around the limit (a `\r` before the newline is not part of the line), and
+        // far over it: beyond a chunk, and beyond many.
+        let lens = [
+            MAX - 1,
+            MAX,
+            MAX + 1,
+            MAX + 2,
+            5_000,
+            CHUNK + 3,
+            3 * CHUNK,
+            3_000_000,
+        ];
+        for (i, len) in lens.iter().cycle().take(3 * lens.len()).enumerate() {
+            for j in 0..20 {
+                let l = format!("{head}Accepted publickey for u{j} from 10.1.1.{i}\n");
+                lines.push(l.into_bytes());
+            }
+            // The address runs on past the limit, so the cut decides it; or the address
+            // comes only after the limit, so the cut loses it.
+            let start = match i % 2 {
+                0 => format!("{head}Failed password for root from 10.0.0.7"),
+                _ => format!("{head}Failed password for u{i}"),
+            };
+            let mut l = start.into_bytes();
+            let tail: &[u8] = if i % 2 == 0 {
+                b""
+            } else {
+                b" from 10.0.0.8 port 22"
+            };
+            let fill = if i % 2 == 0 { b'9' } else { b'u' };
+            l.resize(len - tail.len(), fill);
+            l.extend_from_slice(tail);
+            over += usize::from(*len > MAX);
+            if i % 3 == 0 {
+                l.push(b'\r');
+            }
+            l.push(b'\n');
+            lines.push(l);
+            // Matched by no rule whole, by one once cut: never skipped for it.
+            let mut l = format!("{head}Lost connection from 10.0.0.5").into_bytes();
+            l.resize(*len, b'x');
+            l.extend_from_slice(b"!\n");
+            lines.push(l);
+        }
+        // The address where the limit cuts it.
+        let prefix = format!("{head}Failed password for root from ");
+        let cut_ip = format!("10.0.0.7{}", "9".repeat(MAX - prefix.len() - 8));
+        let mut answers = Vec::new();
+        for workers in [0, 1, 2, 3] {
+            let mut input = Made::new(lines.clone());
+            let mut progress = Vec::new();
+            let r = replay_of(&rules, (&mut input, Format::Syslog), (workers, MAX), |b| {
+                progress.push(b)
+            });
+            assert_eq!(progress.last(), Some(&input.len), "{workers} workers");
+            assert!(
+                input.largest_read <= 2 * CHUNK,
+                "{workers} workers: a read of {} bytes",
+                input.largest_read
+            );
+            assert_eq!(r.oversize, 2 * over as u64 + 3, "{workers} workers");
+            assert_eq!(r.lines, lines.len() as u64);
+            let cut = r.rules.iter().find(|c| c.id == "cut").unwrap();
+            // A mark left on an event parsed into again would show on any line.
+            assert_eq!(cut.matched, r.oversize, "every cut line, and only those");
+            let lost = r.rules.iter().find(|c| c.id == "lost").unwrap();
+            // Cut lines (the `!` goes from all but the shortest).
+            assert_eq!(
+                lost.matched,
+                lens.iter().filter(|l| **l >= MAX).count() as u64 * 3
+            );
+            let keys: Vec<&str> = r.detections.iter().map(|d| d.key.as_str()).collect();
+            assert!(
+                keys.iter().any(|k| k.ends_with(&format!("/{cut_ip}"))),
+                "{keys:?}"
+            );
+            // Every failure matches but those whose address the cut took away (two bytes
+            // over leave " from 10.0.0.8 port ", which still matches).
+            let ssh = r.rules.iter().find(|c| c.id == "ssh").unwrap();
+            let lost = (0..3 * lens.len()).filter(|i| i % 2 == 1 && lens[i % lens.len()] > MAX + 2);
+            assert_eq!(ssh.matched, (3 * lens.len() - lost.count()) as u64);
+            answers.push(format!("{:?} {:?}", r.rules, r.detections));
+        }
+        assert!(answers.iter().all(|a| *a == answers[0]));
+    }
+
+    /// A line of any length read on one line at a time (NDJSON) keeps no more than the
+    /// limit, and the bytes read are all counted.
+    #[test]
+    fn a_line_read_alone_keeps_no_more_than_the_limit() {
+        let mut long = vec![b'x'; 1_000_000];
+        long.push(b'\n');
+        long.extend_from_slice(b"short\nlast");
+        let mut input = std::io::BufReader::with_capacity(4096, &long[..]);
+        let mut line = Vec::new();
+        let mut read = Vec::new();
+        loop {
+            let n = super::super::read_line_kept(&mut input, &mut line, 102).unwrap();
+            if n == 0 {
+                break;
+            }
+            read.push((n, line.clone()));
+        }
+        assert_eq!(read.len(), 3);
+        assert_eq!(read[0].0, 1_000_001);
+        assert_eq!(read[0].1.len(), 103, "102 bytes and the newline");
+        assert_eq!(read[1], (6, b"short\n".to_vec()));
+        assert_eq!(read[2], (4, b"last".to_vec()));
     }
 }

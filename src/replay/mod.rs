@@ -67,6 +67,9 @@ pub struct Report {
     /// Lines not parsed (neither events nor rejections): blank lines, and lines no rule's
     /// regex could match. `lines = events + rejected + skipped`.
     pub skipped: u64,
+    /// Lines longer than [`Replay::max_line_bytes`]: text lines are cut to it and marked
+    /// `fields.truncated`, as the daemon's file tail does; NDJSON lines are rejected.
+    pub oversize: u64,
     pub seconds: f64,
     pub rules: Vec<RuleCount>,
     /// How many detections were handed over.
@@ -84,6 +87,7 @@ impl Report {
             events: 0,
             rejected: 0,
             skipped: 0,
+            oversize: 0,
             seconds: 0.0,
             rules: Vec::new(),
             detected: 0,
@@ -108,12 +112,23 @@ pub struct Replay {
     /// [`chunked`]); `None`: one per core when the machine has two or more (at most 8),
     /// `Some(0)`: none. Input of one chunk is read on one thread either way.
     pub workers: Option<usize>,
+    /// Longer lines are cut to this many bytes (`[[source.file]] max_line_bytes`), and no
+    /// more than a few bytes beyond it are ever held: memory is bounded by this, not by the
+    /// input.
+    pub max_line_bytes: usize,
 }
 
 impl Replay {
     /// The latest event time accepted.
     pub fn latest(&self) -> Timestamp {
         crate::watermark::latest_accepted(self.default_ts, self.max_future_skew)
+    }
+
+    /// The bytes of a line kept when it is longer: two more than the limit, so that what is
+    /// kept is still over the limit once a `\r` before the newline is trimmed, and the line
+    /// is cut where the limit says.
+    fn kept_bytes(&self) -> usize {
+        self.max_line_bytes.saturating_add(2)
     }
 
     /// Runs `input` through `engine`, handing each detection to `detected` as it fires, in
@@ -175,12 +190,11 @@ impl Replay {
                 let mut input = std::io::BufReader::with_capacity(64 << 10, input);
                 let mut line = Vec::with_capacity(4096);
                 loop {
-                    line.clear();
-                    let n = input.read_until(b'\n', &mut line)?;
+                    let n = read_line_kept(&mut input, &mut line, self.kept_bytes())?;
                     if n == 0 {
                         break;
                     }
-                    bytes += n as u64;
+                    bytes += n;
                     run.line(engine, &line, true);
                     if run.report.lines.is_multiple_of(8192) {
                         // Event time is the clock offline: let quiet groups go as the log
@@ -209,6 +223,54 @@ impl Replay {
             .collect();
         Ok(report)
     }
+}
+
+/// Reads one line into `line` (cleared first): its first `keep` bytes and its newline; the
+/// rest of a longer line is read and dropped. The bytes read, 0 at the end of the input.
+fn read_line_kept(
+    input: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    keep: usize,
+) -> std::io::Result<u64> {
+    line.clear();
+    let mut read = 0u64;
+    loop {
+        let available = match input.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok(read);
+        }
+        let (take, ended) = match memchr::memchr(b'\n', available) {
+            Some(i) => (i + 1, true),
+            None => (available.len(), false),
+        };
+        let text = if ended { take - 1 } else { take };
+        let room = keep.saturating_sub(line.len());
+        line.extend_from_slice(&available[..text.min(room)]);
+        if ended {
+            line.push(b'\n');
+        }
+        input.consume(take);
+        read += take as u64;
+        if ended {
+            return Ok(read);
+        }
+    }
+}
+
+/// Whether some line of `region` is longer than `max` bytes (without its newline).
+fn has_line_over(region: &[u8], max: usize) -> bool {
+    let mut start = 0;
+    for nl in memchr::memchr_iter(b'\n', region) {
+        if nl - start > max {
+            return true;
+        }
+        start = nl + 1;
+    }
+    region.len() - start > max
 }
 
 /// The number of `\n` in `bytes`, and whether every byte is ASCII, in one pass (written so
@@ -303,10 +365,15 @@ impl<'a> Run<'a> {
         let (newlines, ascii) = newlines_and_ascii(region);
         let lines = newlines + u64::from(region.last().is_some_and(|b| *b != b'\n'));
         // Byte regexes do not see the U+FFFD that lossy decoding puts in invalid UTF-8, and
-        // a file in the wrong format must show its rejections, not be skipped: such a chunk,
+        // a file in the wrong format must show its rejections, not be skipped, and a line
+        // over the limit is cut, never skipped (as the daemon's tail does): such a chunk,
         // and every chunk until a line was in the format, is read line by line (so what is
         // parsed and what skipped does not depend on where the chunks end).
-        if !self.parsed_one || (!ascii && std::str::from_utf8(region).is_err()) {
+        let max = self.replay.max_line_bytes;
+        if !self.parsed_one
+            || (!ascii && std::str::from_utf8(region).is_err())
+            || (region.len() > max && has_line_over(region, max))
+        {
             for line in region.split_inclusive(|b| *b == b'\n') {
                 self.line(engine, line, true);
             }
@@ -390,13 +457,19 @@ impl<'a> Run<'a> {
         let r = self.replay;
         self.report.lines += 1;
         let text = trim_newline(line);
+        let over = text.len() > r.max_line_bytes;
+        if over {
+            self.report.oversize += 1;
+        }
+        let text = &text[..text.len().min(r.max_line_bytes)];
         if text.iter().all(u8::is_ascii_whitespace) {
             self.report.skipped += 1;
             return;
         }
         // Until a line was in the format, a line is skipped only if it is: a file in the
-        // wrong format shows its rejections.
+        // wrong format shows its rejections. A cut line is never skipped.
         if filter
+            && !over
             && let Some(p) = &self.prefilter
             && !p.is_match(&text_of(text).0)
             && (self.parsed_one || self.parses(text))
@@ -407,6 +480,11 @@ impl<'a> Run<'a> {
         }
         let now = self.newest.unwrap_or(r.default_ts);
         let parsed: Result<(), String> = match r.format {
+            // A cut JSON line is not JSON: refused, as the ingest socket refuses it.
+            Format::Ndjson if over => Err(format!(
+                "line longer than {} bytes (--max-line-bytes)",
+                r.max_line_bytes
+            )),
             Format::Ndjson => {
                 let defaults = Defaults {
                     source: "replay",
@@ -444,15 +522,22 @@ impl<'a> Run<'a> {
         };
         match parsed {
             Ok(()) => {
+                if over {
+                    // Taken off again once applied: the event is parsed into again.
+                    self.scratch.fields.insert("truncated".into(), true.into());
+                }
                 let ev = &self.scratch;
                 self.parsed_one = true;
                 self.report.events += 1;
                 self.newest = Some(self.newest.map_or(ev.ts, |n| n.max(ev.ts)));
                 match &mut self.keep {
-                    Some(kept) => kept.push(engine, &mut self.scratch),
+                    Some(kept) => kept.push(engine, &mut self.scratch, over),
                     None => {
                         engine.on_event(ev, &mut self.out);
                         hand_over(&mut self.out, &mut self.report, self.detected);
+                        if over {
+                            self.scratch.fields.remove("truncated");
+                        }
                     }
                 }
             }
@@ -554,17 +639,30 @@ mod tests {
         workers: usize,
         progress: impl FnMut(u64),
     ) -> Replayed {
+        let max = crate::source::config::DEFAULT_MAX_LINE_BYTES;
+        replay_of(rules, (log, Format::Syslog), (workers, max), progress)
+    }
+
+    /// `input` in `format` (syslog of 2026) through a fresh engine with `rules`, with
+    /// `workers` and lines cut at `max_line_bytes`.
+    pub(super) fn replay_of(
+        rules: &str,
+        (input, format): (impl Read, Format),
+        (workers, max_line_bytes): (usize, usize),
+        progress: impl FnMut(u64),
+    ) -> Replayed {
         let replay = Replay {
-            format: Format::Syslog,
+            format,
             year: 2026,
             host: "h".into(),
             default_ts: Timestamp(0),
             max_future_skew: std::time::Duration::MAX,
             workers: Some(workers),
+            max_line_bytes,
         };
         let mut detections = Vec::new();
         let report = replay
-            .run(&mut engine(rules), log, progress, &mut |d| {
+            .run(&mut engine(rules), input, progress, &mut |d| {
                 detections.push(d)
             })
             .unwrap();

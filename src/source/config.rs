@@ -100,8 +100,11 @@ fn default_kind() -> String {
     "log".into()
 }
 
+/// `max_line_bytes` of a file source, and `rules test --max-line-bytes`, by default.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 65536;
+
 fn default_max_line() -> usize {
-    65536
+    DEFAULT_MAX_LINE_BYTES
 }
 
 fn one_second() -> Duration {

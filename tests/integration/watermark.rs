@@ -57,6 +57,16 @@ fn months_old_auth_log(rng: &mut Rng, n: usize) -> (Vec<String>, time::OffsetDat
 
 /// What `incidentctl rules test` fires on `log`: key → sorted (event time, count).
 fn replayed(log: &Path, rules: &Path, year: i32) -> BTreeMap<String, Vec<(String, u64)>> {
+    replayed_with(log, rules, year, &[])
+}
+
+/// [`replayed`] with more arguments.
+fn replayed_with(
+    log: &Path,
+    rules: &Path,
+    year: i32,
+    args: &[&str],
+) -> BTreeMap<String, Vec<(String, u64)>> {
     let out = std::process::Command::new(CTL)
         .args(["rules", "test"])
         .arg(log)
@@ -70,6 +80,7 @@ fn replayed(log: &Path, rules: &Path, year: i32) -> BTreeMap<String, Vec<(String
             "-o",
             "json",
         ])
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -221,6 +232,86 @@ async fn backlog_equals_replay(kills: usize) {
         total(&got),
         got.len()
     );
+}
+
+/// Lines over `max_line_bytes` are cut alike by the daemon's tail and by `rules test
+/// --max-line-bytes`: the cut text is what rules match (an address the cut runs into, one it
+/// takes away, a pattern only the cut text matches), and only cut lines carry
+/// `fields.truncated`. Long lines of 300 bytes to 3 MB, among short ones.
+#[tokio::test]
+async fn long_lines_are_cut_alike_by_the_tail_and_by_rules_test() {
+    const MAX: usize = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("auth.log");
+    let start = time::OffsetDateTime::now_utc() - time::Duration::days(2);
+    let lens = [MAX - 1, MAX + 2, 5_000, 70_000, 3_000_000];
+    let mut text = String::new();
+    let mut cut = 0;
+    for i in 0..60 {
+        let stamp = syslog_stamp(start + time::Duration::seconds(i));
+        let len = lens[i as usize % lens.len()];
+        let head = format!("{stamp} sshd[1000]: ");
+        let mut line = match i % 3 {
+            // The address runs on past the limit.
+            0 => format!("{head}Failed password for root from 203.0.113.7"),
+            // The address comes after the limit.
+            1 => format!("{head}Failed password for u{i}"),
+            // Matched only once cut (the `!` goes).
+            _ => format!("{head}Lost connection from 198.51.100.5"),
+        };
+        let fill = ['9', 'u', 'x'][i as usize % 3];
+        let tail = ["", " from 203.0.113.8 port 22", "!"][i as usize % 3];
+        while line.len() + tail.len() < len {
+            line.push(fill);
+        }
+        line.push_str(tail);
+        cut += usize::from(line.len() > MAX);
+        text.push_str(&line);
+        text.push('\n');
+        text.push_str(&format!("{stamp} CRON[7]: (root) CMD (true)\n"));
+    }
+    std::fs::write(&log, &text).unwrap();
+    let rules = format!(
+        "{SSH_RULE}\n[[rule]]\nid = \"cut\"\nkind = \"match\"\n\
+         where = {{ kind = \"log\", \"fields.truncated\" = true }}\nregex = '^(?:Failed|Lost) '\n\
+         [[rule]]\nid = \"lost\"\nkind = \"match\"\nregex = 'Lost connection from \\S+x$'\n"
+    );
+    let config = format!(
+        "[[source.file]]\nid = \"auth\"\npath = \"{}\"\nformat = \"syslog\"\nread_from = \"beginning\"\nmax_line_bytes = {MAX}\n",
+        log.display()
+    );
+    let d = TestDaemon::prepare(&config, &rules);
+    d.wait_healthy().await;
+    let expected = replayed_with(
+        &log,
+        &d.rules_dir.join("test.toml"),
+        start.year(),
+        &["--max-line-bytes", &MAX.to_string()],
+    );
+    let want = total(&expected);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let got = loop {
+        let got = detected(&d).await;
+        if total(&got) >= want || Instant::now() > deadline {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(got, expected, "{}", d.log());
+    // What the cut decides, as the test counts it.
+    assert_eq!(expected["cut"].len(), cut, "{expected:?}");
+    let lost = lens.iter().filter(|l| **l > MAX).count() * 60 / lens.len() / 3;
+    assert_eq!(expected["lost"].len(), lost, "{expected:?}");
+    let ip = format!(
+        "ssh/203.0.113.7{}",
+        "9".repeat(
+            MAX - "Dec 31 00:00:00 web-1 sshd[1000]: Failed password for root from 203.0.113.7"
+                .len()
+        )
+    );
+    assert!(expected.contains_key(&ip), "{:?}", expected.keys());
+    let input = d.input("auth").await;
+    assert_eq!(input["oversize"], cut as u64, "{input}");
 }
 
 #[tokio::test]
