@@ -236,21 +236,32 @@ fn latency(h: &crate::telemetry::Histogram) -> Value {
     })
 }
 
+/// Rejected lines listed in a `POST /v1/events` answer; `rejected_total` counts them all.
+const MAX_REJECTED_LISTED: usize = 100;
+
 async fn post_events(State(st): S, body: Result<Bytes, BytesRejection>) -> ApiResult<Json<Value>> {
     let body = body?;
     let counters = &st.telemetry.api_events;
     let defaults = Defaults::at("api", &st.host, st.clock.now(), st.max_future_skew);
-    let (events, errors) = crate::source::decode_body(&body, st.max_line_bytes, &defaults);
-    counters.lines.add((events.len() + errors.len()) as u64);
-    let rejected: Vec<Value> = errors
-        .iter()
-        .map(|(line, e)| {
-            counters.reject(e, *line);
-            json!({"line": line, "reason": e.reason(), "error": e.to_string()})
-        })
-        .collect();
+    // Each event goes on as it is decoded, and only the first rejections are kept: what a
+    // request holds does not grow with its number of lines.
+    let mut rejected = Vec::new();
+    let mut rejected_total = 0u64;
     let mut accepted = 0u64;
-    for ev in events {
+    for (line, decoded) in crate::source::body_events(&body, st.max_line_bytes, &defaults) {
+        counters.lines.inc();
+        let ev = match decoded {
+            Ok(ev) => ev,
+            Err(e) => {
+                counters.reject(&e, line);
+                rejected_total += 1;
+                if rejected.len() < MAX_REJECTED_LISTED {
+                    rejected
+                        .push(json!({"line": line, "reason": e.reason(), "error": e.to_string()}));
+                }
+                continue;
+            }
+        };
         if st
             .events
             .send(crate::engine::Input::Event(ev, std::time::Instant::now()))
@@ -264,9 +275,11 @@ async fn post_events(State(st): S, body: Result<Bytes, BytesRejection>) -> ApiRe
             ));
         }
         accepted += 1;
+        counters.accepted.inc();
     }
-    counters.accepted.add(accepted);
-    Ok(Json(json!({"accepted": accepted, "rejected": rejected})))
+    Ok(Json(
+        json!({"accepted": accepted, "rejected": rejected, "rejected_total": rejected_total}),
+    ))
 }
 
 #[derive(Deserialize)]

@@ -603,11 +603,14 @@ pub async fn run(args: Args) -> Result<(), CliError> {
                     eprintln!("line {}: {}", r["line"], r["error"].as_str().unwrap_or(""));
                 }
             }
-            if v["rejected"].as_array().is_some_and(|r| !r.is_empty()) {
-                return Err(CliError::Failed(format!(
-                    "{} line(s) rejected",
-                    v["rejected"].as_array().map(Vec::len).unwrap_or(0)
-                )));
+            // The daemon lists the first rejections and counts them all.
+            let listed = v["rejected"].as_array().map_or(0, Vec::len) as u64;
+            let rejected = v["rejected_total"].as_u64().unwrap_or(listed);
+            if rejected > 0 {
+                if !json_out && rejected > listed {
+                    eprintln!("… and {} more rejected line(s)", rejected - listed);
+                }
+                return Err(CliError::Failed(format!("{rejected} line(s) rejected")));
             }
         }
         Cmd::List {

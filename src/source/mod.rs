@@ -22,26 +22,19 @@ pub mod tail;
 
 use crate::event::{DecodeError, Event};
 
-/// Splits an NDJSON body into decoded events and per-line errors (1-based line numbers).
-/// Blank lines are skipped; a body starting with `[` is a JSON array of events.
-pub fn decode_body(
-    body: &[u8],
+/// The events of a request body, one at a time, each with its 1-based line number (or index
+/// in a JSON array) or the reason it was refused. Blank lines are skipped; a body starting
+/// with `[` is a JSON array of events. Lines are decoded as they are asked for, so a caller
+/// that hands each event on holds one at a time, however long the body.
+pub fn body_events<'a>(
+    body: &'a [u8],
     max_line_bytes: usize,
-    defaults: &crate::event::Defaults<'_>,
-) -> (Vec<Event>, Vec<(u64, DecodeError)>) {
-    let mut events = Vec::new();
-    let mut errors = Vec::new();
+    defaults: &'a crate::event::Defaults<'a>,
+) -> BodyEvents<'a> {
     let trimmed = body.trim_ascii_start();
-    if trimmed.first() == Some(&b'[') {
+    let inner = if trimmed.first() == Some(&b'[') {
         match serde_json::from_slice::<Vec<serde_json::Value>>(trimmed) {
-            Ok(values) => {
-                for (i, v) in values.into_iter().enumerate() {
-                    match Event::from_value(v, defaults) {
-                        Ok(e) => events.push(e),
-                        Err(e) => errors.push((i as u64 + 1, e)),
-                    }
-                }
-            }
+            Ok(values) => Inner::Array(values.into_iter().enumerate()),
             Err(e) => {
                 let err = match std::str::from_utf8(trimmed) {
                     Err(u) => DecodeError::InvalidUtf8 {
@@ -49,30 +42,57 @@ pub fn decode_body(
                     },
                     Ok(_) => DecodeError::InvalidJson(e.to_string()),
                 };
-                errors.push((1, err));
+                Inner::Refused(Some(err))
             }
         }
-        return (events, errors);
+    } else {
+        let newline: fn(&u8) -> bool = |b| *b == b'\n';
+        Inner::Lines(body.split(newline).enumerate())
+    };
+    BodyEvents {
+        inner,
+        max_line_bytes,
+        defaults,
     }
-    for (i, raw) in body.split(|b| *b == b'\n').enumerate() {
-        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
-        if line.trim_ascii().is_empty() {
-            continue;
-        }
-        let n = i as u64 + 1;
-        if line.len() > max_line_bytes {
-            errors.push((
-                n,
-                DecodeError::Oversize {
-                    max: max_line_bytes,
-                },
-            ));
-            continue;
-        }
-        match Event::decode(line, defaults) {
-            Ok(e) => events.push(e),
-            Err(e) => errors.push((n, e)),
+}
+
+/// See [`body_events`].
+pub struct BodyEvents<'a> {
+    inner: Inner<'a>,
+    max_line_bytes: usize,
+    defaults: &'a crate::event::Defaults<'a>,
+}
+
+enum Inner<'a> {
+    Lines(std::iter::Enumerate<std::slice::Split<'a, u8, fn(&u8) -> bool>>),
+    Array(std::iter::Enumerate<std::vec::IntoIter<serde_json::Value>>),
+    /// A body that is not a JSON array although it starts like one.
+    Refused(Option<DecodeError>),
+}
+
+impl Iterator for BodyEvents<'_> {
+    type Item = (u64, Result<Event, DecodeError>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match &mut self.inner {
+            Inner::Refused(e) => e.take().map(|e| (1, Err(e))),
+            Inner::Array(values) => {
+                let (i, v) = values.next()?;
+                Some((i as u64 + 1, Event::from_value(v, self.defaults)))
+            }
+            Inner::Lines(lines) => loop {
+                let (i, raw) = lines.next()?;
+                let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+                if line.trim_ascii().is_empty() {
+                    continue;
+                }
+                let n = i as u64 + 1;
+                if line.len() > self.max_line_bytes {
+                    let max = self.max_line_bytes;
+                    return Some((n, Err(DecodeError::Oversize { max })));
+                }
+                return Some((n, Event::decode(line, self.defaults)));
+            },
         }
     }
-    (events, errors)
 }

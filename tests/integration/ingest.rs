@@ -181,6 +181,41 @@ async fn post_events_reports_each_rejected_line() {
     assert_eq!(v["rejected"][0]["reason"], "missing_kind");
 }
 
+/// A body of 100,000 bad lines: every one is counted, the first hundred are listed, and the
+/// good lines among them all go in; `incidentctl send` says how many were rejected.
+#[tokio::test]
+async fn post_events_lists_the_first_rejections_and_counts_them_all() {
+    let d = TestDaemon::start(SSH_RULE).await;
+    let mut body = String::new();
+    for i in 0..100_000 {
+        body.push_str("0\n");
+        if i % 10_000 == 0 {
+            body.push_str(&failed_password("198.51.100.78"));
+            body.push('\n');
+        }
+    }
+    let v = d.post_ndjson(body.clone()).await;
+    assert_eq!(v["accepted"], 10);
+    assert_eq!(v["rejected_total"], 100_000);
+    let listed = v["rejected"].as_array().unwrap();
+    assert_eq!(listed.len(), 100);
+    // Line 2 is an event; the numbers are the body's own.
+    assert_eq!(listed[0]["line"], 1);
+    assert_eq!(listed[1]["line"], 3);
+    assert_eq!(listed[99]["line"], 101);
+    assert_eq!(listed[0]["reason"], "not_an_object", "{}", listed[0]);
+    d.wait_for_key("ssh/198.51.100.78").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.ndjson");
+    std::fs::write(&file, &body).unwrap();
+    let out = d.ctl(&["send", file.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("… and 99900 more rejected line(s)"), "{err}");
+    assert!(err.contains("100000 line(s) rejected"), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("accepted 10"));
+}
+
 #[tokio::test]
 async fn absence_fires_live_on_wall_time() {
     let d = TestDaemon::start(
