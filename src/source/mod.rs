@@ -63,8 +63,11 @@ pub struct BodyEvents<'a> {
     defaults: &'a crate::event::Defaults<'a>,
 }
 
+/// A body's lines, numbered from 0.
+type Lines<'a> = std::iter::Enumerate<std::slice::Split<'a, u8, fn(&u8) -> bool>>;
+
 enum Inner<'a> {
-    Lines(std::iter::Enumerate<std::slice::Split<'a, u8, fn(&u8) -> bool>>),
+    Lines(Lines<'a>),
     Array(std::iter::Enumerate<std::vec::IntoIter<serde_json::Value>>),
     /// A body that is not a JSON array although it starts like one.
     Refused(Option<DecodeError>),
