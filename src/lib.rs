@@ -60,11 +60,13 @@
 //!   max_future_skew` ahead of wall time).
 //! - [`access`]: who a local peer is (SO_PEERCRED), its role, and the connection gate.
 //! - [`escape`]: control characters of untrusted text shown as visible escapes (CLI, logs).
+//! - [`capped`]: an HTTP answer read up to a limit (notification channels, HTTP actions).
 //! - [`de`]: serde helpers for config values, and the config error type.
 //! - [`condition`]: `where` conditions (equality, regexes, lists, networks, comparisons, `not`).
 
 pub mod access;
 pub mod api;
+pub mod capped;
 pub mod cli;
 pub mod clock;
 pub mod condition;

@@ -4,9 +4,12 @@
 
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{Channel, ChannelConfig, Context, Delivered, DeliveryError, Problems, Templates};
+
+/// Bytes of a failing program's stderr kept (300 characters are shown).
+const STDERR_KEPT: usize = 1200;
 
 pub struct Exec {
     command: Vec<String>,
@@ -53,26 +56,68 @@ impl Channel for Exec {
                     .await
                     .map_err(|e| DeliveryError::Transient(format!("writing to {prog}: {e}")))?;
             }
-            child
-                .wait_with_output()
+            // Only the start of stderr is kept; the rest is read and dropped, so the program
+            // never blocks on a full pipe and its chatter costs no memory.
+            let mut kept = Vec::new();
+            if let Some(mut err) = child.stderr.take() {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = err.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let room = STDERR_KEPT.saturating_sub(kept.len());
+                    kept.extend_from_slice(&buf[..n.min(room)]);
+                }
+            }
+            let status = child
+                .wait()
                 .await
-                .map_err(|e| DeliveryError::Transient(format!("waiting for {prog}: {e}")))
+                .map_err(|e| DeliveryError::Transient(format!("waiting for {prog}: {e}")))?;
+            Ok::<_, DeliveryError>((status, kept))
         };
         let out = tokio::time::timeout(self.timeout, run)
             .await
             .map_err(|_| {
                 DeliveryError::Transient(format!("{prog} did not finish within {:?}", self.timeout))
             })??;
-        if out.status.success() {
+        let (status, stderr) = out;
+        if status.success() {
             return Ok(Delivered::default());
         }
-        let stderr: String = String::from_utf8_lossy(&out.stderr)
-            .chars()
-            .take(300)
-            .collect();
+        let stderr: String = String::from_utf8_lossy(&stderr).chars().take(300).collect();
         Err(DeliveryError::Transient(format!(
-            "{prog} exited with {}: {stderr}",
-            out.status
+            "{prog} exited with {status}: {stderr}",
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::NotifyEvent;
+    use super::super::tests::*;
+    use super::*;
+
+    /// A program that writes 200 MB to stderr and fails: the error shows the start, the
+    /// program is not blocked on its pipe, and nothing near that size is held.
+    #[tokio::test]
+    async fn a_failing_program_s_stderr_is_shown_from_its_start_and_drained() {
+        let c = channel(
+            "id = \"s\"\nkind = \"exec\"\ntimeout = \"60s\"\ncommand = [\"sh\", \"-c\", \"cat >/dev/null; echo first words >&2; head -c 200000000 /dev/zero | tr '\\\\0' x >&2; exit 3\"]\n",
+        );
+        let exec = Exec::new(&c).unwrap();
+        let inc = incident();
+        let ctx = ctx(&inc, &c, NotifyEvent::Opened);
+        let Err(err) = exec
+            .deliver(&ctx, &templates(), &crate::http_client().unwrap())
+            .await
+        else {
+            panic!("delivered");
+        };
+        let err = err.to_string();
+        assert!(
+            err.contains("exited with exit status: 3: first words"),
+            "{err}"
+        );
+        assert!(err.len() < 400, "{}", err.len());
     }
 }

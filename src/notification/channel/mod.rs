@@ -237,6 +237,10 @@ fn done<T>(value: Option<T>, problems: Problems) -> Result<T, Problems> {
     }
 }
 
+/// The most of an answer read: ticket trackers answer with the issue as JSON (a few KB),
+/// and only the first 300 characters of a refusal are shown.
+const MAX_ANSWER_BYTES: usize = 1 << 20;
+
 /// Sends a request; a 2xx answer's JSON (null when it is not JSON) or how it failed.
 async fn send(req: reqwest::RequestBuilder) -> Result<Value, DeliveryError> {
     let resp = req
@@ -246,7 +250,8 @@ async fn send(req: reqwest::RequestBuilder) -> Result<Value, DeliveryError> {
         // and this text reaches the log, the timeline and `GET /v1/channels`.
         .map_err(|e| DeliveryError::Transient(format!("request failed: {}", e.without_url())))?;
     let status = resp.status();
-    let text = resp.text().await.unwrap_or_default();
+    let text =
+        String::from_utf8_lossy(&crate::capped::body(resp, MAX_ANSWER_BYTES).await).into_owned();
     classify(status.as_u16(), &text)?;
     Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
 }

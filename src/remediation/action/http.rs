@@ -119,7 +119,9 @@ pub(super) async fn http_request(
     match req.send().await {
         Ok(resp) => {
             let status = resp.status().as_u16();
-            let text = resp.text().await.unwrap_or_default();
+            // 4096 characters are kept: no more than four bytes each are read.
+            let text =
+                String::from_utf8_lossy(&crate::capped::body(resp, 4 * 4096).await).into_owned();
             let ok = if expect_status.is_empty() {
                 (200..300).contains(&status)
             } else {
