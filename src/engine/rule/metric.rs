@@ -61,6 +61,28 @@ pub struct MetricDetector {
     pub late: u64,
 }
 
+/// The most bins a group's histogram holds (p95): 2% bins over a range of 25,000 to one.
+/// Once a group holds this many, a value of another bin counts in the nearest bin it has, so
+/// values an input makes up cannot grow a group's memory past this.
+const MAX_BINS: usize = 512;
+
+/// The bin `v` counts in for a group whose histogram is `bins`: its own, or, once the
+/// histogram is full, the nearest one it has (each bucket's bins are among the group's).
+fn bin_in(bins: &BTreeMap<i32, u32>, v: f64) -> i32 {
+    let k = bin(v);
+    if bins.len() < MAX_BINS || bins.contains_key(&k) {
+        return k;
+    }
+    let below = bins.range(..k).next_back().map(|(b, _)| *b);
+    let above = bins.range(k..).next().map(|(b, _)| *b);
+    match (below, above) {
+        (Some(b), Some(a)) if i64::from(k) - i64::from(b) <= i64::from(a) - i64::from(k) => b,
+        (_, Some(a)) => a,
+        (Some(b), None) => b,
+        (None, None) => k,
+    }
+}
+
 /// The histogram bin of `v`: ordered like the values, 2% wide.
 fn bin(v: f64) -> i32 {
     if v == 0.0 || !v.is_finite() {
@@ -128,27 +150,7 @@ impl MetricDetector {
             self.late += 1;
             return None;
         }
-        let b = g.buckets.entry(start, || Bucket {
-            start,
-            count: 0,
-            sum: 0.0,
-            min: f64::INFINITY,
-            max: f64::NEG_INFINITY,
-            bins: BTreeMap::new(),
-        });
-        b.count += 1;
-        b.sum += v;
-        b.min = b.min.min(v);
-        b.max = b.max.max(v);
-        if p95 {
-            *b.bins.entry(bin(v)).or_insert(0) += 1;
-            *g.bins.entry(bin(v)).or_insert(0) += 1;
-        }
-        g.count += 1;
-        g.sum += v;
-        if g.last.is_none_or(|(lt, _)| t >= lt) {
-            g.last = Some((t, v));
-        }
+        // Buckets the window has left go first, so the bin is chosen among live ones.
         let (count, sum, bins) = (&mut g.count, &mut g.sum, &mut g.bins);
         g.buckets.expire(newest - window_ms, |f| {
             *count -= f.count;
@@ -162,6 +164,28 @@ impl MetricDetector {
                 }
             }
         });
+        let k = p95.then(|| bin_in(&g.bins, v));
+        let b = g.buckets.entry(start, || Bucket {
+            start,
+            count: 0,
+            sum: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            bins: BTreeMap::new(),
+        });
+        b.count += 1;
+        b.sum += v;
+        b.min = b.min.min(v);
+        b.max = b.max.max(v);
+        if let Some(k) = k {
+            *b.bins.entry(k).or_insert(0) += 1;
+            *g.bins.entry(k).or_insert(0) += 1;
+        }
+        g.count += 1;
+        g.sum += v;
+        if g.last.is_none_or(|(lt, _)| t >= lt) {
+            g.last = Some((t, v));
+        }
         let agg = match self.aggregate {
             Aggregate::Last => g.last.map(|(_, v)| v),
             Aggregate::Avg => (g.count > 0).then(|| g.sum / g.count as f64),
@@ -317,5 +341,40 @@ mod tests {
             let back = bin_value(bin(v));
             assert!(((back - v) / v).abs() < 0.02, "{v} -> {back}");
         }
+    }
+
+    /// Values made up to span every bin (1e-300 to 1e300, both signs) keep a group's
+    /// histogram, and every bucket's, at [`MAX_BINS`], with the counts exact: the window's
+    /// count is the histogram's sum, also after buckets expire.
+    #[test]
+    fn made_up_values_do_not_grow_the_histogram() {
+        let mut d = det(Aggregate::P95, CompareOp::Gt, f64::MAX, 0);
+        let mut v = 1e-300;
+        for i in 0..20_000i64 {
+            let sign = if i % 2 == 0 { 1.0 } else { -1.0 };
+            d.on_event("g", Timestamp(i * 10), Some(sign * v));
+            v *= 1.07;
+            if v > 1e300 {
+                v = 1e-300;
+            }
+        }
+        let g = d.groups.touch("g", Group::default);
+        assert_eq!(g.bins.len(), MAX_BINS);
+        assert!(g.buckets.iter().all(|b| b.bins.len() <= MAX_BINS));
+        assert!(
+            g.buckets
+                .iter()
+                .all(|b| b.bins.keys().all(|k| g.bins.contains_key(k)))
+        );
+        let in_bins: u64 = g.bins.values().map(|n| u64::from(*n)).sum();
+        assert_eq!(in_bins, g.count);
+        assert_eq!(g.count, g.buckets.iter().map(|b| b.count).sum::<u64>());
+        // An ordinary value still finds its own bin once expiry has made room.
+        assert!(
+            d.on_event("g", Timestamp(10_000_000), Some(950.0))
+                .is_none()
+        );
+        let g = d.groups.touch("g", Group::default);
+        assert_eq!(g.bins.keys().copied().collect::<Vec<_>>(), vec![bin(950.0)]);
     }
 }
