@@ -118,8 +118,7 @@ impl Action for Signal {
                         })
                         .collect()
                 } else if let Some(file) = &self.pidfile {
-                    let text = std::fs::read_to_string(file)
-                        .map_err(|e| format!("cannot read pidfile {}: {e}", file.display()))?;
+                    let text = read_pidfile(file)?;
                     let pid: i32 =
                         text.trim().parse().ok().filter(|p| *p > 1).ok_or_else(|| {
                             format!(
@@ -278,6 +277,26 @@ pub(super) async fn send_signals(
     }
 }
 
+/// A pidfile's first 64 bytes. Only a regular file is read: a FIFO, a device or a link to
+/// one that whoever owns the pidfile's folder put in its place is refused without waiting
+/// on it or reading without end.
+fn read_pidfile(file: &std::path::Path) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let cannot = |e: std::io::Error| format!("cannot read pidfile {}: {e}", file.display());
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(file)
+        .map_err(cannot)?;
+    if !f.metadata().map_err(cannot)?.is_file() {
+        return Err(format!("pidfile {} is not a regular file", file.display()));
+    }
+    let mut text = String::new();
+    f.take(64).read_to_string(&mut text).map_err(cannot)?;
+    Ok(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::tests::{ctx, op};
@@ -314,6 +333,16 @@ mod tests {
         assert_eq!(targets[0].name, "sleep");
         std::fs::write(&file, format!("{}\n", std::process::id())).unwrap();
         assert!(s.plan(&ctx()).unwrap_err().contains("incidentd itself"));
+        // What the folder's owner could put in the pidfile's place: refused, at once.
+        std::fs::remove_file(&file).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &file).unwrap();
+        assert!(s.plan(&ctx()).unwrap_err().contains("not a regular file"));
+        std::fs::remove_file(&file).unwrap();
+        nix::unistd::mkfifo(&file, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert!(s.plan(&ctx()).unwrap_err().contains("not a regular file"));
+        std::fs::remove_file(&file).unwrap();
+        std::fs::write(&file, "9".repeat(10_000)).unwrap();
+        assert!(s.plan(&ctx()).unwrap_err().contains("does not hold a process id"));
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(child.id() as i32),
             nix::sys::signal::Signal::SIGKILL,
