@@ -171,6 +171,9 @@ impl<'a> File<'a> {
                             if let Err(e) = glob::Pattern::new(&s.path) {
                                 problems.push(("path", format!("invalid glob `{}`: {e}", s.path)));
                             }
+                            if s.max_files == 0 {
+                                problems.push(("max_files", "must be at least 1".to_owned()));
+                            }
                             s.path = base.join(&s.path).to_string_lossy().into_owned();
                             let id = s.id.clone();
                             out.file.push(s);

@@ -148,10 +148,19 @@ pub struct FileSourceConfig {
     /// rule allows it (see `source::line_filter`). Off: every line becomes an event.
     #[serde(default = "yes")]
     pub skip_unmatched: bool,
+    /// The most paths of the glob looked at (in the glob's order); the others are not
+    /// followed, and that is said. Each followed file holds a descriptor and up to
+    /// `max_line_bytes` of a line not yet ended.
+    #[serde(default = "default_max_files")]
+    pub max_files: usize,
 }
 
 fn yes() -> bool {
     true
+}
+
+fn default_max_files() -> usize {
+    1024
 }
 
 /// The parsing keys of a line source's table.

@@ -169,6 +169,41 @@ async fn a_tail_follows_appends_rotations_truncation_and_deletion() {
     assert_eq!(st["errors"], 0, "{st}");
 }
 
+/// A glob over a folder anyone can fill follows at most `max_files` paths (the first in the
+/// glob's order), says so, and reads none of the others.
+#[tokio::test]
+async fn a_glob_follows_at_most_max_files() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, name) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+        append(
+            &dir.path().join(format!("{name}.log")),
+            &lines([i as u32 + 1]),
+        );
+    }
+    let pattern = format!("{}/*.log", dir.path().display());
+    let d = start_with(
+        &file_source(&pattern, "read_from = \"beginning\"\nmax_files = 3"),
+        LINE_RULE,
+    )
+    .await;
+    let mut expected: BTreeSet<u32> = [1, 2, 3].into();
+    expect_exactly(&d, &expected).await;
+    // Lines appended to a followed file count; those of the others never do.
+    append(&dir.path().join("e.log"), &lines([7]));
+    append(&dir.path().join("a.log"), &lines([6]));
+    expected.insert(6);
+    expect_exactly(&d, &expected).await;
+    let input = d.input("app").await;
+    assert_eq!(input["files"], 3, "{input}");
+    assert!(
+        input["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("max_files = 3"),
+        "{input}"
+    );
+}
+
 #[tokio::test]
 async fn globs_pick_up_new_files_and_follow_symlinks() {
     let dir = tempfile::tempdir().unwrap();

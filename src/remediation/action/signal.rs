@@ -342,7 +342,11 @@ mod tests {
         assert!(s.plan(&ctx()).unwrap_err().contains("not a regular file"));
         std::fs::remove_file(&file).unwrap();
         std::fs::write(&file, "9".repeat(10_000)).unwrap();
-        assert!(s.plan(&ctx()).unwrap_err().contains("does not hold a process id"));
+        assert!(
+            s.plan(&ctx())
+                .unwrap_err()
+                .contains("does not hold a process id")
+        );
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(child.id() as i32),
             nix::sys::signal::Signal::SIGKILL,

@@ -166,6 +166,7 @@ impl FileTail {
             first_scan: true,
             buf: vec![0u8; READ_BYTES],
             refused: BTreeMap::new(),
+            over_max_files: false,
             recycle,
             recycled,
             spare: Vec::new(),
@@ -239,6 +240,9 @@ struct TailState {
     /// Paths the glob matched that are not regular files (or lie under /proc or /sys), with
     /// why: refused, and said once until the reason changes.
     refused: BTreeMap<PathBuf, String>,
+    /// Whether the glob matched more than `max_files` paths at the last scan (said when it
+    /// starts to).
+    over_max_files: bool,
     /// Handed to the engine with each batch; applied events come back through `recycled`.
     recycle: crate::event::Recycle,
     recycled: crate::event::Recycled,
@@ -258,9 +262,15 @@ impl TailState {
         let pattern = self.tail.config.path.clone();
         let mut found: BTreeMap<PathBuf, (FileId, std::fs::Metadata)> = BTreeMap::new();
         let mut refused: BTreeMap<PathBuf, String> = BTreeMap::new();
+        let max_files = self.tail.config.max_files;
+        let mut over = false;
         match glob::glob(&pattern) {
             Ok(paths) => {
                 for p in paths {
+                    if found.len() + refused.len() >= max_files {
+                        over = true;
+                        break;
+                    }
                     let p = match p {
                         Ok(p) => p,
                         Err(e) => {
@@ -295,6 +305,13 @@ impl TailState {
             Err(e) => self.tail.stats.error("invalid glob", &e),
         }
         self.refused = refused;
+        if over && !self.over_max_files {
+            let why = format!(
+                "the glob matches more than max_files = {max_files} paths; the others are not followed"
+            );
+            self.tail.stats.error("not tailed", &why);
+        }
+        self.over_max_files = over;
         self.watch_folders(&found);
 
         // Files that left their path: rotated away (another inode there now) or deleted.
