@@ -589,12 +589,18 @@ pub async fn run(
         slas: slas.clone(),
         teams: teams.clone(),
     });
+    // Loopback TCP listeners: no peer credentials, so one cap on connections for each.
+    let tcp_limits = || crate::api::Limits {
+        max_connections: config.control.max_connections,
+        max_connections_per_user: config.control.max_connections,
+        header_timeout: config.control.header_timeout,
+    };
     if let Some(addr) = config.control.web_listen {
         running.spawn(
             &tracker,
             "web board",
             crate::api::web::serve(
-                addr,
+                (addr, tcp_limits()),
                 api_state.clone(),
                 crate::api::web::WebTokens {
                     responder: config.control.web_token.as_ref().map(|t| t.0.clone()),
@@ -608,7 +614,11 @@ pub async fn run(
         running.spawn(
             &tracker,
             "metrics listener",
-            crate::api::metrics::serve_tcp(addr, api_state.clone(), sources_token.clone()),
+            crate::api::metrics::serve_tcp(
+                (addr, tcp_limits()),
+                api_state.clone(),
+                sources_token.clone(),
+            ),
         );
     }
     running.spawn(

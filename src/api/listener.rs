@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::{TcpListener, UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::access::{ConnectionGate, Peer, SharedRoles, role_of};
@@ -104,4 +104,59 @@ async fn refuse(mut stream: UnixStream, why: String) {
         while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
     })
     .await;
+}
+
+/// Serves `app` on a loopback TCP `listener` (the web board, `/metrics`) until `cancel`: peers
+/// are not known there, so at most `limits.max_connections` connections are served at once
+/// (one more is closed at once) and each request's head must arrive within
+/// `limits.header_timeout`. `what` names the listener in the log.
+pub async fn serve_tcp(
+    listener: TcpListener,
+    limits: &Limits,
+    app: axum::Router,
+    cancel: CancellationToken,
+    what: &'static str,
+) {
+    let open = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let refused = crate::telemetry::Throttle::new(Duration::from_secs(10));
+    loop {
+        let stream = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(listener = what, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = open.clone().try_acquire_owned() else {
+            if let Some(suppressed) = refused.allow() {
+                tracing::warn!(
+                    listener = what,
+                    max_connections = limits.max_connections,
+                    suppressed,
+                    "connection refused: too many open"
+                );
+            }
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(listener = what, error = %e, "connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }

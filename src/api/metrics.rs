@@ -491,7 +491,11 @@ pub async fn handler(
 }
 
 /// Serves `/metrics` alone on `addr` until `cancel`.
-pub async fn serve_tcp(addr: SocketAddr, st: Arc<ApiState>, cancel: CancellationToken) {
+pub async fn serve_tcp(
+    (addr, limits): (SocketAddr, super::Limits),
+    st: Arc<ApiState>,
+    cancel: CancellationToken,
+) {
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -504,10 +508,5 @@ pub async fn serve_tcp(addr: SocketAddr, st: Arc<ApiState>, cancel: Cancellation
         .route("/metrics", get(handler))
         .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "only /metrics here\n") })
         .with_state(st);
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await
-    {
-        tracing::error!(error = %e, "metrics listener failed");
-    }
+    super::serve_tcp(listener, &limits, app, cancel, "metrics").await;
 }

@@ -84,7 +84,7 @@ pub type SharedSlas = Arc<std::sync::RwLock<Vec<crate::incident::sla::SlaConfig>
 pub type SharedTeams = Arc<std::sync::RwLock<Vec<crate::incident::oncall::TeamConfig>>>;
 
 /// Serves the API until `cancel`, then finishes the requests in flight.
-pub use listener::Limits;
+pub use listener::{Limits, serve_tcp};
 
 /// Serves the control API on `listener` until `cancel` (`api/listener.rs` says who is admitted).
 pub async fn serve(

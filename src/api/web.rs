@@ -88,9 +88,10 @@ impl Web {
     }
 }
 
-/// Serves the board on `addr` until `cancel`.
+/// Serves the board on `addr` until `cancel`, with at most `limits.max_connections`
+/// connections and `limits.header_timeout` for each request's head.
 pub async fn serve(
-    addr: SocketAddr,
+    (addr, limits): (SocketAddr, super::Limits),
     api: Arc<ApiState>,
     tokens: WebTokens,
     cancel: CancellationToken,
@@ -144,12 +145,7 @@ pub async fn serve(
         .fallback(|| async { ApiError::not_found("no such page") })
         .layer(axum::extract::DefaultBodyLimit::max(64 << 10))
         .layer(axum::middleware::from_fn(local_host_only));
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await
-    {
-        tracing::error!(error = %e, "web board listener failed");
-    }
+    super::serve_tcp(listener, &limits, app, cancel, "web board").await;
 }
 
 /// Refuses requests whose `Host` is not a loopback name or address: a page elsewhere that
