@@ -24,7 +24,19 @@ pub enum IniError {
     },
     #[error("`{name}` refers to itself through %(…)s interpolation, or nests too deeply")]
     Loop { name: String },
+    #[error(
+        "{path}: more than {MAX_READS} files read through [INCLUDES] (one included again and again?)"
+    )]
+    TooManyIncludes { path: PathBuf },
+    #[error("{path}: larger than {MAX_FILE_BYTES} bytes; not a fail2ban configuration file")]
+    TooLarge { path: PathBuf },
 }
+
+/// Files one resource may read with its includes: fail2ban's own read two to four. A file
+/// included from both sides at every level of a chain would be read 2^n times.
+const MAX_READS: usize = 256;
+/// The largest configuration file read (fail2ban's largest filter is about 40 KB).
+const MAX_FILE_BYTES: u64 = 1 << 20;
 
 /// Sections in the order first seen, each key → value, plus `[DEFAULT]` and the values
 /// later files overrode (`known/`).
@@ -35,6 +47,27 @@ pub struct Ini {
     known: BTreeMap<String, BTreeMap<String, String>>,
     /// Every file read, in order.
     pub files: Vec<PathBuf>,
+}
+
+/// A configuration file's text, refused when over [`MAX_FILE_BYTES`].
+fn read_capped(path: &Path) -> Result<String, IniError> {
+    use std::io::Read;
+    let read = |source| IniError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .map_err(read)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(read)?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(IniError::TooLarge {
+            path: path.to_owned(),
+        });
+    }
+    Ok(text)
 }
 
 impl Ini {
@@ -77,10 +110,12 @@ impl Ini {
         if seen.iter().any(|p| p == path) {
             return Ok(());
         }
-        let text = std::fs::read_to_string(path).map_err(|source| IniError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        if self.files.len() >= MAX_READS {
+            return Err(IniError::TooManyIncludes {
+                path: path.to_owned(),
+            });
+        }
+        let text = read_capped(path)?;
         let file = parse(path, &text)?;
         let includes = |key: &str| -> Vec<PathBuf> {
             file.iter()
@@ -398,5 +433,36 @@ mod tests {
             e.ends_with("bad.conf:2: neither a section, an option nor a comment: `just words`"),
             "{e}"
         );
+    }
+
+    /// A chain of files each including the next from both sides would be read 2^n times; a
+    /// file the size of a disk is not a configuration file. Both are refused with the path.
+    #[test]
+    fn includes_read_again_and_again_and_huge_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        for i in 0..20 {
+            std::fs::write(
+                p.join(format!("f{i}.conf")),
+                format!(
+                    "[INCLUDES]\nbefore = f{n}.conf\nafter = f{n}.conf\n[s]\nk{i} = v\n",
+                    n = i + 1
+                ),
+            )
+            .unwrap();
+        }
+        std::fs::write(p.join("f20.conf"), "[s]\nlast = v\n").unwrap();
+        let e = Ini::read_resource(&p.join("f0")).unwrap_err().to_string();
+        assert!(
+            e.contains("more than 256 files read through [INCLUDES]"),
+            "{e}"
+        );
+        // A chain of five such levels is read: 63 reads, each level reading the next twice.
+        let ok = Ini::read_resource(&p.join("f15")).unwrap();
+        assert_eq!(ok.files.len(), 63);
+        let big = std::fs::File::create(p.join("big.conf")).unwrap();
+        big.set_len(MAX_FILE_BYTES + 1).unwrap();
+        let e = Ini::read_resource(&p.join("big")).unwrap_err().to_string();
+        assert!(e.contains("big.conf: larger than 1048576 bytes"), "{e}");
     }
 }

@@ -258,6 +258,9 @@ pub fn load_filter(
     Ok(f)
 }
 
+/// The longest a value may grow while its tags are replaced.
+const MAX_TAGGED_BYTES: usize = 1 << 20;
+
 /// Replaces `<name>` tags that name an option (`<mode>`, `<mdre-<mode>>`, `<lt_file/x>`),
 /// innermost first, until none is left; fail2ban's pattern tags (`<HOST>`, `<F-USER>`…)
 /// stay for [`regex_tags`].
@@ -284,6 +287,10 @@ fn tags(ini: &Ini, text: &str, over: &BTreeMap<String, String>) -> Result<String
             ini.get("Definition", name, over).ok().flatten()
         };
         match value {
+            // A value that names itself grows with each round.
+            Some(v) if s.len() + v.len() > MAX_TAGGED_BYTES => {
+                return Err(format!("tags expand past {MAX_TAGGED_BYTES} bytes"));
+            }
             Some(v) => s.replace_range(start..=end, &v),
             None => {
                 let marker = format!("\u{1}{}\u{2}", hidden.len());
@@ -685,6 +692,17 @@ mod tests {
         assert_eq!(n, "sshd");
         assert_eq!(p["mode"], "aggressive");
         assert_eq!(p["x"], "a,b");
+    }
+
+    /// A value that names itself grows with each of the 200 rounds: refused once past 1 MiB.
+    #[test]
+    fn a_tag_that_names_itself_is_refused_before_it_grows() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("grow.conf");
+        std::fs::write(&f, format!("[Definition]\nx = <x>{}\n", "a".repeat(10_000))).unwrap();
+        let ini = Ini::read_resource(&dir.path().join("grow")).unwrap();
+        let e = tags(&ini, "<x>", &BTreeMap::new()).unwrap_err();
+        assert!(e.contains("expand past 1048576 bytes"), "{e}");
     }
 
     #[test]
