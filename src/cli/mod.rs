@@ -39,6 +39,7 @@ mod edits;
 mod oncall;
 mod postmortem;
 mod rules;
+mod send;
 mod show;
 mod silences;
 
@@ -51,7 +52,6 @@ use rules::*;
 use show::*;
 use silences::*;
 
-use std::io::Read;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -585,34 +585,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
                 print_status(&v);
             }
         }
-        Cmd::Send { files } => {
-            let body = read_inputs(&files)?;
-            let v: Value = client
-                .call(
-                    hyper::Method::POST,
-                    "/v1/events",
-                    Some(body),
-                    "application/x-ndjson",
-                )
-                .await?;
-            if json_out {
-                print_json(&v);
-            } else {
-                outln!("accepted {}", v["accepted"]);
-                for r in v["rejected"].as_array().into_iter().flatten() {
-                    eprintln!("line {}: {}", r["line"], r["error"].as_str().unwrap_or(""));
-                }
-            }
-            // The daemon lists the first rejections and counts them all.
-            let listed = v["rejected"].as_array().map_or(0, Vec::len) as u64;
-            let rejected = v["rejected_total"].as_u64().unwrap_or(listed);
-            if rejected > 0 {
-                if !json_out && rejected > listed {
-                    eprintln!("… and {} more rejected line(s)", rejected - listed);
-                }
-                return Err(CliError::Failed(format!("{rejected} line(s) rejected")));
-            }
-        }
+        Cmd::Send { files } => send::send(&client, &files, json_out).await?,
         Cmd::List {
             status,
             severity,

@@ -20,24 +20,6 @@ pub(super) async fn transition(
     Ok(())
 }
 
-pub(super) fn read_inputs(files: &[PathBuf]) -> Result<Vec<u8>, CliError> {
-    let mut body = Vec::new();
-    if files.is_empty() || files.iter().any(|f| f.as_os_str() == "-") {
-        std::io::stdin()
-            .read_to_end(&mut body)
-            .map_err(|e| CliError::Failed(format!("cannot read standard input: {e}")))?;
-    }
-    for f in files.iter().filter(|f| f.as_os_str() != "-") {
-        let mut b = std::fs::read(f)
-            .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", f.display())))?;
-        if !b.ends_with(b"\n") {
-            b.push(b'\n');
-        }
-        body.extend(b);
-    }
-    Ok(body)
-}
-
 pub(crate) fn incidents_table(incidents: &[Incident], now: Timestamp) -> String {
     let colour = output::colour_enabled();
     let rows: Vec<Vec<String>> = incidents

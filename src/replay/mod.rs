@@ -227,7 +227,7 @@ impl Replay {
 
 /// Reads one line into `line` (cleared first): its first `keep` bytes and its newline; the
 /// rest of a longer line is read and dropped. The bytes read, 0 at the end of the input.
-fn read_line_kept(
+pub(crate) fn read_line_kept(
     input: &mut impl BufRead,
     line: &mut Vec<u8>,
     keep: usize,

@@ -10,6 +10,66 @@ fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// `send` of a file larger than one request: sent in parts of whole lines, with every event
+/// accepted, the rejections numbered as lines of the file (across parts and files), a line
+/// longer than a part refused without being held, and a JSON array still sent whole.
+#[tokio::test]
+async fn send_splits_a_large_input_and_numbers_lines_across_the_parts() {
+    let d = TestDaemon::start(SSH_RULE).await;
+    let events = d.path("many.ndjson");
+    let mut text = String::new();
+    let mut bad = Vec::new();
+    for i in 1..=40_000u64 {
+        if i % 9_999 == 0 {
+            text.push_str("{not json\n");
+            bad.push(i);
+        } else if i == 20_000 {
+            text.push_str(&format!(
+                "{{\"kind\":\"log\",\"message\":\"{}\"}}\n",
+                "x".repeat(2 << 20)
+            ));
+            bad.push(i);
+        } else {
+            text.push_str(&format!(
+                "{{\"kind\":\"log\",\"message\":\"event {i} padding padding padding\"}}\n"
+            ));
+        }
+    }
+    std::fs::write(&events, &text).unwrap();
+    assert!(text.len() > 4 << 20);
+    let second = d.path("more.ndjson");
+    std::fs::write(&second, "{\"kind\":\"log\"}\n{bad\n").unwrap();
+    bad.push(40_002);
+    let out = d.ctl(&[
+        "send",
+        events.to_str().unwrap(),
+        second.to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
+    assert!(!out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["accepted"], 40_002 - bad.len() as u64, "{v}");
+    assert_eq!(v["rejected_total"], bad.len() as u64, "{v}");
+    let lines: Vec<u64> = v["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lines, bad, "{v}");
+    assert!(stderr(&out).contains(&format!("{} line(s) rejected", bad.len())));
+    let array = d.path("array.json");
+    std::fs::write(
+        &array,
+        r#"[{"kind":"log","message":"a"},{"message":"no kind"}]"#,
+    )
+    .unwrap();
+    let out = d.ctl(&["send", array.to_str().unwrap()]);
+    assert_eq!(stdout(&out).trim(), "accepted 1");
+    assert!(stderr(&out).contains("line 2: "), "{}", stderr(&out));
+}
+
 #[tokio::test]
 async fn the_whole_path_through_incidentctl() {
     let d = TestDaemon::start(SSH_RULE).await;
