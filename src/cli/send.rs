@@ -19,6 +19,9 @@ const MAX_ARRAY_BYTES: u64 = 8 << 20;
 /// Rejected lines shown (and listed with `-o json`); all are counted.
 const LISTED: usize = 100;
 
+/// A line not sent: its number, the reason and the message.
+type Unsent = (u64, &'static str, String);
+
 /// What the requests answered, added up.
 #[derive(Default)]
 struct Totals {
@@ -88,8 +91,8 @@ pub(super) async fn send(
     // Lines in the requests already sent, and in `batch`.
     let (mut sent_lines, mut batch_lines) = (0u64, 0u64);
     let mut line = Vec::new();
-    // Lines of `batch` too long to send, by number.
-    let mut unsent: Vec<u64> = Vec::new();
+    // Lines of `batch` not sent, by number, with why.
+    let mut unsent: Vec<Unsent> = Vec::new();
     for mut input in inputs {
         loop {
             let n = crate::replay::read_line_kept(&mut input, &mut line, BATCH_BYTES + 1)
@@ -100,13 +103,26 @@ pub(super) async fn send(
             if !line.ends_with(b"\n") {
                 line.push(b'\n');
             }
-            if line.len() - 1 > BATCH_BYTES {
-                // Not sent: an empty line keeps the numbers of those after it. Said with
-                // the rejections of its part, in line order.
+            // Not sent: a line longer than a part, and a line that would make its part read
+            // as one JSON array (the daemon takes a body starting with `[` for one). An empty
+            // line keeps the numbers of those after it; each is said with the rejections of
+            // its part, in line order.
+            let refused = if line.len() - 1 > BATCH_BYTES {
+                Some((
+                    "oversize",
+                    format!("line longer than {BATCH_BYTES} bytes; not sent"),
+                ))
+            } else if line.trim_ascii_start().starts_with(b"[") {
+                let why = "an event must be a JSON object (an array line is not sent)";
+                Some(("not_an_object", why.to_owned()))
+            } else {
+                None
+            };
+            if let Some((reason, error)) = refused {
                 batch.push(b'\n');
                 batch_lines += 1;
                 match unsent.len() < LISTED {
-                    true => unsent.push(sent_lines + batch_lines),
+                    true => unsent.push((sent_lines + batch_lines, reason, error)),
                     false => totals.rejected += 1,
                 }
                 continue;
@@ -132,7 +148,7 @@ pub(super) async fn send(
 async fn post(
     client: &Client,
     body: Vec<u8>,
-    (before, unsent): (u64, &mut Vec<u64>),
+    (before, unsent): (u64, &mut Vec<Unsent>),
     totals: &mut Totals,
 ) -> Result<(), CliError> {
     let v: Value = client
@@ -142,7 +158,15 @@ async fn post(
             Some(body),
             "application/x-ndjson",
         )
-        .await?;
+        .await
+        .map_err(|e| {
+            // Earlier parts are in: say how far it got, so the rest can be sent again.
+            CliError::Failed(format!(
+                "{e}; {} event(s) accepted before it, nothing sent from line {} on",
+                totals.accepted,
+                before + 1
+            ))
+        })?;
     totals.accepted += v["accepted"].as_u64().unwrap_or(0);
     let listed = v["rejected"].as_array().cloned().unwrap_or_default();
     let all = v["rejected_total"].as_u64().unwrap_or(listed.len() as u64);
@@ -154,12 +178,7 @@ async fn post(
             (line, text(r, "reason"), text(r, "error"))
         })
         .collect();
-    let too_long = format!("line longer than {BATCH_BYTES} bytes; not sent");
-    here.extend(
-        unsent
-            .drain(..)
-            .map(|n| (n, "oversize".into(), too_long.clone())),
-    );
+    here.extend(unsent.drain(..).map(|(n, r, e)| (n, r.to_owned(), e)));
     here.sort_by_key(|(n, _, _)| *n);
     for (line, reason, error) in &here {
         totals.reject(*line, reason, error);

@@ -23,6 +23,10 @@ async fn send_splits_a_large_input_and_numbers_lines_across_the_parts() {
         if i % 9_999 == 0 {
             text.push_str("{not json\n");
             bad.push(i);
+        } else if i == 30_001 {
+            // Would make its part one JSON array if sent.
+            text.push_str("  [\"x\"]\n");
+            bad.push(i);
         } else if i == 20_000 {
             text.push_str(&format!(
                 "{{\"kind\":\"log\",\"message\":\"{}\"}}\n",

@@ -62,25 +62,34 @@ pub struct MetricDetector {
 }
 
 /// The most bins a group's histogram holds (p95): 2% bins over a range of 25,000 to one.
-/// Once a group holds this many, a value of another bin counts in the nearest bin it has, so
-/// values an input makes up cannot grow a group's memory past this.
+/// Past that the lowest bins are merged (DDSketch's collapsing store), so values an input
+/// makes up cannot grow a group's memory, and the upper quantiles stay exact to 2%.
 const MAX_BINS: usize = 512;
 
-/// The bin `v` counts in for a group whose histogram is `bins`: its own, or, once the
-/// histogram is full, the nearest one it has (each bucket's bins are among the group's).
-fn bin_in(bins: &BTreeMap<i32, u32>, v: f64) -> i32 {
+/// The bin `v` counts in for `g`: its own; once the histogram is full, room is made by
+/// merging its lowest bin into the next one up, in the window and in every bucket (each
+/// bucket's bins stay among the group's), and a value below the lowest bin counts in it.
+fn bin_in(g: &mut Group, v: f64) -> i32 {
     let k = bin(v);
-    if bins.len() < MAX_BINS || bins.contains_key(&k) {
+    if g.bins.len() < MAX_BINS || g.bins.contains_key(&k) {
         return k;
     }
-    let below = bins.range(..k).next_back().map(|(b, _)| *b);
-    let above = bins.range(k..).next().map(|(b, _)| *b);
-    match (below, above) {
-        (Some(b), Some(a)) if i64::from(k) - i64::from(b) <= i64::from(a) - i64::from(k) => b,
-        (_, Some(a)) => a,
-        (Some(b), None) => b,
-        (None, None) => k,
+    let mut keys = g.bins.keys().copied();
+    let (Some(lowest), Some(next)) = (keys.next(), keys.next()) else {
+        return k;
+    };
+    if k < lowest {
+        return lowest;
     }
+    if let Some(n) = g.bins.remove(&lowest) {
+        *g.bins.entry(next).or_insert(0) += n;
+    }
+    for b in g.buckets.iter_mut() {
+        if let Some(n) = b.bins.remove(&lowest) {
+            *b.bins.entry(next).or_insert(0) += n;
+        }
+    }
+    k
 }
 
 /// The histogram bin of `v`: ordered like the values, 2% wide.
@@ -164,7 +173,7 @@ impl MetricDetector {
                 }
             }
         });
-        let k = p95.then(|| bin_in(&g.bins, v));
+        let k = p95.then(|| bin_in(g, v));
         let b = g.buckets.entry(start, || Bucket {
             start,
             count: 0,
@@ -376,5 +385,25 @@ mod tests {
         );
         let g = d.groups.touch("g", Group::default);
         assert_eq!(g.bins.keys().copied().collect::<Vec<_>>(), vec![bin(950.0)]);
+    }
+
+    /// Values a writer keeps alive below the real ones cannot hide them: 600 made-up small
+    /// values, then 100 of 5000, in one window: the p95 is 5000's bin (merging the lowest
+    /// bins keeps the upper ones; moving 5000 to the nearest bin held would not).
+    #[test]
+    fn made_up_small_values_do_not_hide_the_high_ones() {
+        let mut d = det(Aggregate::P95, CompareOp::Gt, 4_000.0, 0);
+        let mut small = 1e-200;
+        for i in 0..600 {
+            assert!(d.on_event("h", Timestamp(i), Some(small)).is_none());
+            small *= 1.05;
+        }
+        let fired = (0..100).any(|i| d.on_event("h", Timestamp(600 + i), Some(5_000.0)).is_some());
+        assert!(fired, "p95 over 4000");
+        let g = d.groups.touch("h", Group::default);
+        assert_eq!(g.bins.len(), MAX_BINS);
+        let in_bins: u64 = g.bins.values().map(|n| u64::from(*n)).sum();
+        assert_eq!(in_bins, g.count);
+        assert!(g.count > 600, "fired once the high values were over 5%");
     }
 }

@@ -53,6 +53,10 @@ impl<B: Keyed> Ring<B> {
         self.0.iter().rev().find(|b| b.key() == k)
     }
 
+    pub fn iter_mut(&mut self) -> impl DoubleEndedIterator<Item = &mut B> {
+        self.0.iter_mut()
+    }
+
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = &B> {
         self.0.iter()
     }

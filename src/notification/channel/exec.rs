@@ -49,17 +49,22 @@ impl Channel for Exec {
             .spawn()
             .map_err(|e| DeliveryError::Invalid(format!("cannot start {prog}: {e}")))?;
         let doc = ctx.document().to_string();
-        let run = async {
-            if let Some(mut stdin) = child.stdin.take() {
+        let (stdin, stderr) = (child.stdin.take(), child.stderr.take());
+        // The document is written while stderr is read: a program that writes to stderr
+        // before it reads its input never waits on us, nor we on it. Only the start of
+        // stderr is kept; the rest is read and dropped.
+        let write = async {
+            if let Some(mut stdin) = stdin {
                 stdin
                     .write_all(doc.as_bytes())
                     .await
                     .map_err(|e| DeliveryError::Transient(format!("writing to {prog}: {e}")))?;
             }
-            // Only the start of stderr is kept; the rest is read and dropped, so the program
-            // never blocks on a full pipe and its chatter costs no memory.
+            Ok::<_, DeliveryError>(())
+        };
+        let drain = async {
             let mut kept = Vec::new();
-            if let Some(mut err) = child.stderr.take() {
+            if let Some(mut err) = stderr {
                 let mut buf = [0u8; 4096];
                 while let Ok(n) = err.read(&mut buf).await {
                     if n == 0 {
@@ -69,6 +74,11 @@ impl Channel for Exec {
                     kept.extend_from_slice(&buf[..n.min(room)]);
                 }
             }
+            kept
+        };
+        let run = async {
+            let (written, kept) = tokio::join!(write, drain);
+            written?;
             let status = child
                 .wait()
                 .await
@@ -97,15 +107,18 @@ mod tests {
     use super::super::tests::*;
     use super::*;
 
-    /// A program that writes 200 MB to stderr and fails: the error shows the start, the
-    /// program is not blocked on its pipe, and nothing near that size is held.
+    /// A program that writes 200 MB to stderr before it reads a 300 KB document, and fails:
+    /// neither side waits on the other, the error shows the start of stderr, and nothing
+    /// near that size is held.
     #[tokio::test]
     async fn a_failing_program_s_stderr_is_shown_from_its_start_and_drained() {
         let c = channel(
-            "id = \"s\"\nkind = \"exec\"\ntimeout = \"60s\"\ncommand = [\"sh\", \"-c\", \"cat >/dev/null; echo first words >&2; head -c 200000000 /dev/zero | tr '\\\\0' x >&2; exit 3\"]\n",
+            "id = \"s\"\nkind = \"exec\"\ntimeout = \"20s\"\ncommand = [\"sh\", \"-c\", \"echo first words >&2; head -c 200000000 /dev/zero | tr '\\\\0' x >&2; cat >/dev/null; exit 3\"]\n",
         );
         let exec = Exec::new(&c).unwrap();
-        let inc = incident();
+        let mut inc = incident();
+        // A document larger than a pipe holds: written while the program fills stderr.
+        inc.title = "t".repeat(300_000);
         let ctx = ctx(&inc, &c, NotifyEvent::Opened);
         let Err(err) = exec
             .deliver(&ctx, &templates(), &crate::http_client().unwrap())

@@ -277,21 +277,28 @@ pub(super) async fn send_signals(
     }
 }
 
-/// A pidfile's first 64 bytes. Only a regular file is read: a FIFO, a device or a link to
-/// one that whoever owns the pidfile's folder put in its place is refused without waiting
-/// on it or reading without end.
+/// A pidfile's first 64 bytes. Only a regular file is read: the path is opened without
+/// reading (`O_PATH`), its type checked, and only then opened for reading through
+/// `/proc/self/fd`, so a FIFO, a device (a watchdog arms when opened) or a tty that whoever
+/// owns the pidfile's folder put in its place is never opened at all.
 fn read_pidfile(file: &std::path::Path) -> Result<String, String> {
     use std::io::Read;
+    use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
     let cannot = |e: std::io::Error| format!("cannot read pidfile {}: {e}", file.display());
-    let f = std::fs::OpenOptions::new()
+    let handle = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(nix::libc::O_NONBLOCK)
+        .custom_flags(nix::libc::O_PATH | nix::libc::O_CLOEXEC)
         .open(file)
         .map_err(cannot)?;
-    if !f.metadata().map_err(cannot)?.is_file() {
+    if !handle.metadata().map_err(cannot)?.is_file() {
         return Err(format!("pidfile {} is not a regular file", file.display()));
     }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOCTTY | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+        .open(format!("/proc/self/fd/{}", handle.as_raw_fd()))
+        .map_err(cannot)?;
     let mut text = String::new();
     f.take(64).read_to_string(&mut text).map_err(cannot)?;
     Ok(text)
