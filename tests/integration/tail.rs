@@ -193,8 +193,16 @@ async fn a_glob_follows_at_most_max_files() {
     append(&dir.path().join("a.log"), &lines([6]));
     expected.insert(6);
     expect_exactly(&d, &expected).await;
+    // A file that sorts first does not push a followed one out (which would be read again
+    // from its start when it came back): the three go on, the new one waits.
+    append(&dir.path().join("0.log"), &lines([8]));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    append(&dir.path().join("c.log"), &lines([9]));
+    expected.insert(9);
+    expect_exactly(&d, &expected).await;
     let input = d.input("app").await;
     assert_eq!(input["files"], 3, "{input}");
+    assert_eq!(input["rotations"], 0, "{input}");
     assert!(
         input["last_error"]
             .as_str()

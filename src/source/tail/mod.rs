@@ -331,6 +331,12 @@ impl TailState {
                 f.path = p.clone();
                 continue;
             }
+            // Past `max_files` the glob was not read to its end: a followed file it did not
+            // reach is still there unless its path says otherwise.
+            let still_there = || std::fs::metadata(&f.path).is_ok_and(|m| FileId::of(&m) == f.id);
+            if over && !found.contains_key(&f.path) && still_there() {
+                continue;
+            }
             match found.get(&f.path) {
                 Some((id, _)) if *id == f.id => {}
                 Some(_) => {
@@ -356,6 +362,10 @@ impl TailState {
                 .any(|f| !f.orphan && f.path == path && f.id == id)
             {
                 continue;
+            }
+            // Files kept on from earlier scans count against the limit too.
+            if self.followed.iter().filter(|f| !f.orphan).count() >= max_files {
+                break;
             }
             // The same inode may still be followed under an older name (a rename into the
             // glob): keep that one.
