@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, UnixListener, UnixStream};
+use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 
 use crate::access::{ConnectionGate, Peer, SharedRoles, role_of};
@@ -90,7 +90,10 @@ pub async fn serve(
 
 /// Answers a refused connection 503 with `why`, then discards what it sends for at most half
 /// a second, so the client reads the answer instead of a broken pipe.
-async fn refuse(mut stream: UnixStream, why: String) {
+async fn refuse<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut stream: S,
+    why: String,
+) {
     let body =
         serde_json::json!({"error": {"code": "too_many_connections", "message": why}}).to_string();
     let answer = format!(
@@ -108,7 +111,7 @@ async fn refuse(mut stream: UnixStream, why: String) {
 
 /// Serves `app` on a loopback TCP `listener` (the web board, `/metrics`) until `cancel`: peers
 /// are not known there, so at most `limits.max_connections` connections are served at once
-/// (one more is closed at once) and each request's head must arrive within
+/// (one more is answered 503 `too_many_connections`) and each request's head must arrive within
 /// `limits.header_timeout`. `what` names the listener in the log.
 pub async fn serve_tcp(
     listener: TcpListener,
@@ -119,6 +122,9 @@ pub async fn serve_tcp(
 ) {
     let open = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let refusals = std::sync::Arc::new(tokio::sync::Semaphore::new(
+        crate::access::MAX_ANSWERED_REFUSALS,
+    ));
     let refused = crate::telemetry::Throttle::new(Duration::from_secs(10));
     loop {
         let stream = tokio::select! {
@@ -141,7 +147,17 @@ pub async fn serve_tcp(
                     "connection refused: too many open"
                 );
             }
-            drop(stream);
+            // Answered as the control socket answers, a bounded number at a time.
+            if let Ok(answering) = refusals.clone().try_acquire_owned() {
+                let why = format!(
+                    "{} connections are open (max_connections)",
+                    limits.max_connections
+                );
+                tokio::spawn(async move {
+                    refuse(stream, why).await;
+                    drop(answering);
+                });
+            }
             continue;
         };
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
