@@ -69,20 +69,9 @@ pub async fn serve(
                 continue;
             }
         };
-        let service = hyper_util::service::TowerToHyperService::new(
-            app.clone().layer(axum::Extension(ConnectInfo(peer))),
-        );
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(limits.header_timeout)
-            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "control connection ended with an error");
-            }
-            drop(admission);
-        });
+        let app = app.clone().layer(axum::Extension(ConnectInfo(peer)));
+        let held = (limits.header_timeout, admission);
+        serve_connection(&graceful, stream, app, held, "control socket");
     }
     drop(listener);
     graceful.shutdown().await;
@@ -160,19 +149,36 @@ pub async fn serve_tcp(
             }
             continue;
         };
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(limits.header_timeout)
-            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(listener = what, error = %e, "connection ended with an error");
-            }
-            drop(slot);
-        });
+        let held = (limits.header_timeout, slot);
+        serve_connection(&graceful, stream, app.clone(), held, what);
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// Serves one admitted connection with hyper's HTTP/1, each request head due within the
+/// timeout given with `held`, and watched by `graceful`; `held`'s place under the limits is
+/// let go when the connection ends. `what` names the listener in the log.
+fn serve_connection<I, H>(
+    graceful: &hyper_util::server::graceful::GracefulShutdown,
+    io: I,
+    app: axum::Router,
+    (header_timeout, held): (Duration, H),
+    what: &'static str,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: Send + 'static,
+{
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service);
+    let conn = graceful.watch(conn);
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(listener = what, error = %e, "connection ended with an error");
+        }
+        drop(held);
+    });
 }
