@@ -247,6 +247,25 @@ async fn long_lines_are_cut_alike_by_the_tail_and_by_rules_test() {
     let lens = [MAX - 1, MAX + 2, 5_000, 70_000, 3_000_000];
     let mut text = String::new();
     let mut cut = 0;
+    // First, a line of exactly MAX bytes ending in `\r\n` whose `\r` is the last byte of
+    // the tail's first 64 KiB read: not over the limit, wherever the read ends.
+    let stamp = syslog_stamp(start);
+    let filler = |n: usize| {
+        let mut l = format!("{stamp} CRON[7]: ");
+        l.extend(std::iter::repeat_n('y', n - l.len() - 1));
+        l + "\n"
+    };
+    while text.len() + 150 + 60 < 65_535 - MAX {
+        text.push_str(&filler(150));
+    }
+    text.push_str(&filler(65_535 - MAX - text.len()));
+    let mut exact = format!("{stamp} sshd[1000]: Failed password for root from 203.0.113.9");
+    while exact.len() < MAX {
+        exact.push('9');
+    }
+    text.push_str(&exact);
+    assert_eq!(text.len(), 65_535);
+    text.push_str("\r\n");
     for i in 0..60 {
         let stamp = syslog_stamp(start + time::Duration::seconds(i));
         let len = lens[i as usize % lens.len()];

@@ -773,9 +773,12 @@ impl TailState {
             let f = &mut self.followed[i];
             f.pending += rest.len() as u64;
             if !f.discarding && !rest.is_empty() {
-                if f.partial.len() + rest.len() > max {
+                // One byte more than the limit is kept: it may be the `\r` before the
+                // newline, which is not part of the line (as in a line read whole).
+                let keep = max + 1;
+                if f.partial.len() + rest.len() > keep {
                     // Over the limit before its newline: keep its start, skip the rest.
-                    let room = max - f.partial.len().min(max);
+                    let room = keep - f.partial.len().min(keep);
                     f.partial.extend_from_slice(&rest[..room]);
                     f.discarding = true;
                 } else {
