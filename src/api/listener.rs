@@ -36,17 +36,14 @@ pub async fn serve(
     let refusals = std::sync::Arc::new(tokio::sync::Semaphore::new(
         crate::access::MAX_ANSWERED_REFUSALS,
     ));
+    let failed = crate::telemetry::Throttle::new(Duration::from_secs(10));
     loop {
-        let stream = tokio::select! {
+        let accepted = tokio::select! {
             _ = cancel.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "control socket accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+            r = listener.accept() => r.map(|(s, _)| s),
+        };
+        let Some(stream) = connection(accepted, "control socket", &failed).await else {
+            continue;
         };
         let peer = Peer::of(&stream);
         let role = {
@@ -114,18 +111,15 @@ pub async fn serve_tcp(
     let refusals = std::sync::Arc::new(tokio::sync::Semaphore::new(
         crate::access::MAX_ANSWERED_REFUSALS,
     ));
+    let failed = crate::telemetry::Throttle::new(Duration::from_secs(10));
     let refused = crate::telemetry::Throttle::new(Duration::from_secs(10));
     loop {
-        let stream = tokio::select! {
+        let accepted = tokio::select! {
             _ = cancel.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!(listener = what, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+            r = listener.accept() => r.map(|(s, _)| s),
+        };
+        let Some(stream) = connection(accepted, what, &failed).await else {
+            continue;
         };
         let Ok(slot) = open.clone().try_acquire_owned() else {
             if let Some(suppressed) = refused.allow() {
@@ -181,4 +175,24 @@ fn serve_connection<I, H>(
         }
         drop(held);
     });
+}
+
+/// The connection an accept gave, or `None` after a failed accept (out of descriptors, say):
+/// said at most once per 10 s (`failed`), then a pause, so a lasting failure neither spins
+/// nor floods the log. `what` names the listener.
+async fn connection<S>(
+    accepted: std::io::Result<S>,
+    what: &'static str,
+    failed: &crate::telemetry::Throttle,
+) -> Option<S> {
+    match accepted {
+        Ok(s) => Some(s),
+        Err(e) => {
+            if let Some(suppressed) = failed.allow() {
+                tracing::warn!(listener = what, error = %e, suppressed, "accept failed");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            None
+        }
+    }
 }
