@@ -47,7 +47,11 @@ pub use sled::{Rebuild, SledStore, Verification};
 ///   store is read as it is (its one-number keys are runs of one), so opening one only
 ///   records the new version; a build that writes 2 refuses the store from then on, instead
 ///   of misreading the runs.
-pub const SCHEMA_VERSION: u64 = 3;
+/// - 4: records of 512 bytes or more may be stored compressed (LZ4, see
+///   `sled/record.rs`). Older records are read as they are, so opening a version 2 or 3
+///   store only records the new version; a build that reads 3 refuses the store from then
+///   on, instead of taking compressed records for damaged ones.
+pub const SCHEMA_VERSION: u64 = 4;
 
 /// Every port at once: what the daemon opens, and what the API and tools read.
 /// Each component's port is a supertrait, so an `Arc<dyn Store>` becomes any of them.
@@ -284,7 +288,7 @@ mod tests {
     }
 
     #[test]
-    fn a_version_2_store_is_marked_3_and_a_newer_one_is_refused() {
+    fn a_version_2_or_3_store_is_marked_4_and_a_newer_one_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let version = |v: Option<u64>| {
             let db = (0..100)
@@ -307,14 +311,16 @@ mod tests {
         let open = || SledStore::reopen(dir.path());
         drop(open().unwrap());
         assert_eq!(version(None), SCHEMA_VERSION);
-        assert_eq!(version(Some(2)), 2);
-        drop(open().unwrap());
-        assert_eq!(version(None), 3);
-        assert_eq!(version(Some(4)), 4);
+        for old in [2, 3] {
+            assert_eq!(version(Some(old)), old);
+            drop(open().unwrap());
+            assert_eq!(version(None), 4);
+        }
+        assert_eq!(version(Some(5)), 5);
         match open() {
-            Err(StoreError::Schema { found: 4, .. }) => {}
+            Err(StoreError::Schema { found: 5, .. }) => {}
             Err(e) => panic!("{e}"),
-            Ok(_) => panic!("a version 4 store was opened"),
+            Ok(_) => panic!("a version 5 store was opened"),
         }
     }
 }

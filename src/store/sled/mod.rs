@@ -15,18 +15,18 @@ mod checkpoints;
 mod feed;
 mod incidents;
 mod outbox;
+mod record;
 mod repair;
 mod runs;
 mod silences;
 
 pub use repair::{Rebuild, Verification};
 
+use record::{RECORD_V1, decode, decode_entries, encode, encode_entries, hex};
+
 use super::SCHEMA_VERSION;
 use crate::incident::Status;
 use crate::port::{Durable, StoreError};
-
-/// Records are one version byte followed by JSON, so the format can change later.
-pub(super) const RECORD_V1: u8 = 1;
 
 pub struct SledStore {
     db: sled::Db,
@@ -170,9 +170,9 @@ impl SledStore {
             }
             Some(1) => {
                 store.migrate_v1_to_v2()?;
-                store.migrate_v2_to_v3()?;
+                store.mark_schema(2)?;
             }
-            Some(2) => store.migrate_v2_to_v3()?,
+            Some(v) if v < SCHEMA_VERSION => store.mark_schema(v)?,
             Some(_) => {}
         }
         Ok(store)
@@ -204,75 +204,11 @@ impl Durable for SledStore {
     }
 }
 
-pub(super) fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    let mut out = vec![RECORD_V1];
-    // Serializing our own plain structs to JSON cannot fail (string keys, no custom errors).
-    serde_json::to_writer(&mut out, v).expect("records serialize to JSON");
-    out
-}
-
-/// The record version of a pack in `incident_log`: the entries of one incident written by
-/// one change (consecutive `seq`s), as a JSON array under the first one's key. A dense log's
-/// detections that join one incident within one batch of the manager are one key, not one
-/// each. Readers go through [`decode_entries`].
-pub(super) const RECORD_PACK: u8 = 2;
-
-/// The `incident_log` record for `entries` of one change: one entry as itself, several as a
-/// pack under the first one's key.
-pub(super) fn encode_entries<T: serde::Serialize>(entries: &[T]) -> Vec<u8> {
-    match entries {
-        [one] => encode(one),
-        many => {
-            let mut out = vec![RECORD_PACK];
-            serde_json::to_writer(&mut out, many).expect("records serialize to JSON");
-            out
-        }
-    }
-}
-
-/// The timeline entries an `incident_log` record holds: one, or a pack's.
-pub(super) fn decode_entries(
-    key: &[u8],
-    bytes: &[u8],
-) -> Result<Vec<crate::incident::TimelineEntry>, StoreError> {
-    match bytes.split_first() {
-        Some((&RECORD_PACK, body)) => {
-            serde_json::from_slice(body).map_err(|e| StoreError::Record {
-                tree: "incident_log",
-                key: hex(key),
-                message: e.to_string(),
-            })
-        }
-        _ => decode("incident_log", key, bytes).map(|e| vec![e]),
-    }
-}
-
 /// The big-endian number a key starts with (an incident id, a change number).
 pub(super) fn be_u64(key: &[u8]) -> Option<u64> {
     key.get(..8)
         .and_then(|b| <[u8; 8]>::try_from(b).ok())
         .map(u64::from_be_bytes)
-}
-
-pub(super) fn decode<T: serde::de::DeserializeOwned>(
-    tree: &'static str,
-    key: &[u8],
-    bytes: &[u8],
-) -> Result<T, StoreError> {
-    let err = |message: String| StoreError::Record {
-        tree,
-        key: hex(key),
-        message,
-    };
-    match bytes.split_first() {
-        Some((&RECORD_V1, body)) => serde_json::from_slice(body).map_err(|e| err(e.to_string())),
-        Some((v, _)) => Err(err(format!("unknown record version {v}"))),
-        None => Err(err("empty record".into())),
-    }
-}
-
-pub(super) fn hex(key: &[u8]) -> String {
-    key.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub(super) fn log_key(id: u64, seq: u64) -> [u8; 16] {

@@ -71,17 +71,22 @@ impl SledStore {
         Ok(())
     }
 
-    /// Schema 2 → 3: nothing to rewrite (version 2 keys read as runs of one); the new
-    /// version keeps builds that write 2 from misreading the runs written from now on.
-    pub(super) fn migrate_v2_to_v3(&self) -> Result<(), StoreError> {
+    /// Schema 2 or 3 → 4: nothing to rewrite (version 2 keys read as runs of one, records
+    /// not compressed read as they are); the new version keeps builds that write an older
+    /// one from misreading the runs and the compressed records written from now on.
+    pub(super) fn mark_schema(&self, from: u64) -> Result<(), StoreError> {
         self.meta
             .insert("schema_version", &SCHEMA_VERSION.to_be_bytes())
             .map_err(|source| StoreError::Sled {
-                op: "migrate schema 2 to 3",
+                op: "mark the schema version",
                 source,
             })?;
         self.flush()?;
-        tracing::info!("state store now at schema 3 (runs of change numbers and of line ids)");
+        tracing::info!(
+            from,
+            to = SCHEMA_VERSION,
+            "state store schema marked (runs of change numbers and of line ids, compressed records)"
+        );
         Ok(())
     }
 
