@@ -12,6 +12,7 @@
 pub mod config;
 pub mod exec;
 pub mod journald;
+pub mod json_array;
 pub mod line_filter;
 pub mod lines;
 pub mod parse;
@@ -24,8 +25,9 @@ use crate::event::{DecodeError, Event};
 
 /// The events of a request body, one at a time, each with its 1-based line number (or index
 /// in a JSON array) or the reason it was refused. Blank lines are skipped; a body starting
-/// with `[` is a JSON array of events. Lines are decoded as they are asked for, so a caller
-/// that hands each event on holds one at a time, however long the body.
+/// with `[` is a JSON array of events. Lines and array elements are decoded as they are asked
+/// for, so a caller that hands each event on holds one at a time, however long the body (an
+/// array is checked whole first, without keeping anything: a malformed one is refused whole).
 pub fn body_events<'a>(
     body: &'a [u8],
     max_line_bytes: usize,
@@ -33,8 +35,8 @@ pub fn body_events<'a>(
 ) -> BodyEvents<'a> {
     let trimmed = body.trim_ascii_start();
     let inner = if trimmed.first() == Some(&b'[') {
-        match serde_json::from_slice::<Vec<serde_json::Value>>(trimmed) {
-            Ok(values) => Inner::Array(values.into_iter().enumerate()),
+        match json_array::JsonArray::new(trimmed) {
+            Ok(values) => Inner::Array(values.enumerate()),
             Err(e) => {
                 let err = match std::str::from_utf8(trimmed) {
                     Err(u) => DecodeError::InvalidUtf8 {
@@ -68,7 +70,7 @@ type Lines<'a> = std::iter::Enumerate<std::slice::Split<'a, u8, fn(&u8) -> bool>
 
 enum Inner<'a> {
     Lines(Lines<'a>),
-    Array(std::iter::Enumerate<std::vec::IntoIter<serde_json::Value>>),
+    Array(std::iter::Enumerate<json_array::JsonArray<'a>>),
     /// A body that is not a JSON array although it starts like one.
     Refused(Option<DecodeError>),
 }
@@ -81,7 +83,10 @@ impl Iterator for BodyEvents<'_> {
             Inner::Refused(e) => e.take().map(|e| (1, Err(e))),
             Inner::Array(values) => {
                 let (i, v) = values.next()?;
-                Some((i as u64 + 1, Event::from_value(v, self.defaults)))
+                let decoded = v
+                    .map_err(|e| DecodeError::InvalidJson(e.to_string()))
+                    .and_then(|v| Event::from_value(v, self.defaults));
+                Some((i as u64 + 1, decoded))
             }
             Inner::Lines(lines) => loop {
                 let (i, raw) = lines.next()?;

@@ -179,6 +179,29 @@ async fn post_events_reports_each_rejected_line() {
     assert_eq!(v["accepted"], 1);
     assert_eq!(v["rejected"][0]["line"], 2);
     assert_eq!(v["rejected"][0]["reason"], "missing_kind");
+
+    // The elements are decoded one at a time, but an array that is not well formed is
+    // refused whole: a trailing comma, or bytes that are not UTF-8 in its last element.
+    let good = br#"[{"kind": "marker", "message": "first"}, "#.to_vec();
+    for tail in [
+        &br#"{"kind": "marker", "message": "x"},]"#[..],
+        b"\"\xff\"]",
+    ] {
+        let mut body = good.clone();
+        body.extend_from_slice(tail);
+        let v: serde_json::Value = d
+            .client
+            .call(
+                hyper::Method::POST,
+                "/v1/events",
+                Some(body),
+                "application/json",
+            )
+            .await
+            .unwrap();
+        assert_eq!(v["accepted"], 0, "{v}");
+        assert_eq!(v["rejected"][0]["line"], 1, "{v}");
+    }
 }
 
 /// A body of 100,000 bad lines: every one is counted, the first hundred are listed, and the
