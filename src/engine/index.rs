@@ -19,7 +19,7 @@ use crate::event::Event;
 /// Rules by a value, sorted by value.
 type ByValue = Vec<(String, Vec<usize>)>;
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(super) struct RuleIndex {
     /// Rules without a regex gate or a required value: run for every event.
     always: Vec<usize>,

@@ -1,5 +1,5 @@
 //! [`Engine::on_event`] in two halves, for an offline replay on more than one core: copies
-//! of the engine (built from [`Engine::rule_configs`]) find on other threads which rules each event reaches
+//! of the engine ([`Engine::matcher`]) find on other threads which rules each event reaches
 //! and what their regexes captured ([`Engine::match_event`], which keeps no state), and the
 //! engine applies those answers in order ([`Engine::on_matched`]), exactly as `on_event`
 //! would have.
@@ -7,11 +7,10 @@
 use std::ops::Range;
 
 use super::{Detection, Engine, reach, visit};
-use crate::engine::config::RuleConfig;
 use crate::event::Event;
 
 /// What [`Engine::match_event`] found for a run of events.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Matched {
     /// Per event, where its entries end.
     ends: Vec<usize>,
@@ -52,11 +51,6 @@ impl Matched {
 }
 
 impl Engine {
-    /// The rules' configs, to build an engine for [`Engine::match_event`] elsewhere.
-    pub fn rule_configs(&self) -> Vec<RuleConfig> {
-        self.rules.iter().map(|r| (*r.config).clone()).collect()
-    }
-
     /// The half of [`Engine::on_event`] that keeps no state: which rules the event reaches
     /// and whether it matches each one's `where` and regex, appended to `into` as the
     /// event after those it holds. The engine's clock and windows are not touched.
@@ -87,7 +81,7 @@ impl Engine {
     }
 
     /// [`Engine::on_event`] for event `i` of `matched`, which an engine of the same
-    /// [`Engine::rule_configs`] found for `ev`.
+    /// rules ([`Engine::matcher`]) found for `ev`.
     pub fn on_matched(
         &mut self,
         ev: &Event,

@@ -10,9 +10,8 @@
 use std::io::Read;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
-use super::{Replay, ReplayDetection, Report, Run, hand_over};
+use super::{Filters, Replay, ReplayDetection, Report, Run, hand_over};
 use crate::clock::Timestamp;
-use crate::engine::config::RuleConfig;
 use crate::engine::{Engine, Matched};
 use crate::event::Event;
 
@@ -104,14 +103,10 @@ pub(super) fn run(
     run: &mut Run<'_>,
     engine: &mut Engine,
     mut input: impl Read,
-    (patterns, workers): (&[String], usize),
+    workers: usize,
     mid_run_ticks: bool,
     progress: &mut dyn FnMut(u64),
 ) -> std::io::Result<u64> {
-    let configs: Vec<RuleConfig> = match workers {
-        0 => Vec::new(),
-        _ => engine.rule_configs(),
-    };
     let replay = run.replay;
     std::thread::scope(|s| {
         let mut applier = Applier {
@@ -162,8 +157,10 @@ pub(super) fn run(
                 for _ in 0..workers {
                     let (job_tx, job_rx) = sync_channel::<Job>(DEPTH);
                     let (done_tx, done_rx) = sync_channel::<Done>(DEPTH);
-                    let configs = &configs;
-                    s.spawn(move || work(replay, (patterns, configs), job_rx, done_tx));
+                    // Copies of what this thread compiled, not built again per worker.
+                    let matcher = applier.engine.matcher();
+                    let filters = applier.run.filters();
+                    s.spawn(move || work(replay, (matcher, filters), job_rx, done_tx));
                     jobs.push(job_tx);
                     applier.dones.push(done_rx);
                 }
@@ -251,14 +248,13 @@ fn drop_rest(
 /// One worker: chunks in, what they hold out, until either side hangs up.
 fn work(
     replay: &Replay,
-    (patterns, configs): (&[String], &[RuleConfig]),
+    (mut matcher, filters): (Engine, Filters),
     jobs: Receiver<Job>,
     done: SyncSender<Done>,
 ) {
-    let mut matcher = Engine::new(configs);
     matcher.prefiltered = true;
     let mut nothing = |_: ReplayDetection| {};
-    let mut run = Run::new(replay, Some(patterns), &mut nothing);
+    let mut run = Run::with(replay, filters, &mut nothing);
     // Workers start once a line has parsed.
     run.parsed_one = true;
     for Job {

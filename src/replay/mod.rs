@@ -176,12 +176,11 @@ impl Replay {
             .map_or_else(chunked::workers, |w| w.min(chunked::MAX_WORKERS));
         match chunked {
             true => {
-                let patterns = patterns.as_deref().unwrap_or_default();
                 bytes = chunked::run(
                     &mut run,
                     engine,
                     input,
-                    (patterns, workers),
+                    workers,
                     mid_run_ticks,
                     &mut progress,
                 )?;
@@ -306,6 +305,13 @@ fn newlines_and_ascii(bytes: &[u8]) -> (u64, bool) {
 }
 
 /// The state of one replay.
+/// The filters that let a replay skip lines no rule can match: the rules' regexes as one set,
+/// and their lazy DFA that finds the next line worth parsing.
+struct Filters {
+    prefilter: Option<regex::RegexSet>,
+    finder: Option<LineFinder>,
+}
+
 struct Run<'a> {
     replay: &'a Replay,
     report: Report,
@@ -334,6 +340,24 @@ impl<'a> Run<'a> {
         patterns: Option<&[String]>,
         detected: &'a mut dyn FnMut(ReplayDetection),
     ) -> Run<'a> {
+        let filters = Filters {
+            prefilter: patterns.and_then(|p| {
+                regex::RegexSetBuilder::new(p)
+                    .dfa_size_limit(32 << 20)
+                    .build()
+                    .ok()
+            }),
+            finder: patterns.and_then(LineFinder::new),
+        };
+        Run::with(replay, filters, detected)
+    }
+
+    /// A replay's state with line filters built already.
+    fn with(
+        replay: &'a Replay,
+        Filters { prefilter, finder }: Filters,
+        detected: &'a mut dyn FnMut(ReplayDetection),
+    ) -> Run<'a> {
         Run {
             replay,
             report: Report::new(),
@@ -342,15 +366,18 @@ impl<'a> Run<'a> {
             scratch: Event::log(String::new(), replay.default_ts, &replay.host),
             out: Vec::new(),
             newest: None,
-            prefilter: patterns.and_then(|p| {
-                regex::RegexSetBuilder::new(p)
-                    .dfa_size_limit(32 << 20)
-                    .build()
-                    .ok()
-            }),
-            finder: patterns.and_then(LineFinder::new),
+            prefilter,
+            finder,
             keep: None,
             parsed_one: false,
+        }
+    }
+
+    /// Copies of this run's line filters, for a worker.
+    fn filters(&self) -> Filters {
+        Filters {
+            prefilter: self.prefilter.clone(),
+            finder: self.finder.clone(),
         }
     }
     /// Complete lines (the last one may lack its newline at the end of input). The earliest

@@ -17,6 +17,17 @@ pub struct LineFinder {
     single_line: Vec<bool>,
 }
 
+/// A copy shares the compiled DFA and starts with an empty cache of its own.
+impl Clone for LineFinder {
+    fn clone(&self) -> LineFinder {
+        LineFinder {
+            cache: self.dfa.create_cache(),
+            dfa: self.dfa.clone(),
+            single_line: self.single_line.clone(),
+        }
+    }
+}
+
 impl LineFinder {
     /// None when the patterns cannot be built into one lazy DFA (the chunks are then read
     /// line by line).

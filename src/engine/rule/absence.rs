@@ -13,14 +13,14 @@ use super::Fire;
 use super::groups::GroupMap;
 use crate::clock::{Timestamp, duration_millis};
 
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Group {
     values: Vec<(String, String)>,
     last_seen: i64,
     fired: bool,
 }
 
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct AbsenceDetector {
     timeout_ms: i64,
     groups: GroupMap<Group>,

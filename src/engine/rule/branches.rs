@@ -28,7 +28,7 @@ const MAX_BRANCHES: usize = 64;
 /// goes to the whole regex.
 const VISITED_BITS: usize = 256 * 1024 * 8;
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Branch {
     /// Every match of the branch begins with one of these (`None`: no such list).
     prefixes: Option<Vec<Vec<u8>>>,
@@ -37,7 +37,7 @@ struct Branch {
     slots: Slots,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct Branches {
     branches: Vec<Branch>,
     /// The longest message the branches take (see [`VISITED_BITS`]).
@@ -171,7 +171,7 @@ mod tests {
 
     /// The rule's regex as a config makes it: a list of patterns with repeated group names.
     fn rule_regex(patterns: &[&str]) -> regex::Regex {
-        #[derive(serde::Deserialize)]
+        #[derive(Clone, serde::Deserialize)]
         struct T {
             regex: crate::de::Pattern,
         }

@@ -30,13 +30,13 @@ impl Keyed for Bucket {
     }
 }
 
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Group {
     buckets: Ring<Bucket>,
     firing: bool,
 }
 
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct BurnRateDetector {
     budget: f64,
     /// (long ms, short ms, burn)

@@ -29,7 +29,7 @@ use regex_syntax::hir::{Hir, HirKind, Look};
 const SPLIT_TRIES: usize = 4;
 
 /// A pattern split into its leading literal and the rest.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Split {
     literal: memchr::memmem::Finder<'static>,
     /// Where the last match started (the literal's position).
@@ -39,7 +39,7 @@ struct Split {
     at_start: bool,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Captures {
     locs: regex::CaptureLocations,
     /// None when the pattern could not be built for the backtracker (the regex is used).

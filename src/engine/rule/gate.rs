@@ -64,6 +64,7 @@ impl SharedSet {
 }
 
 /// The patterns that may match one message.
+#[derive(Clone)]
 enum Hits {
     /// The set's answer: these patterns match.
     Set(regex::SetMatches),
@@ -83,6 +84,7 @@ impl Hits {
 /// The patterns that may match a message, found lazily the first time a regex rule's `where`
 /// holds for the event (or the engine's index asks); a rule then runs its own regex (for the
 /// captures) only if its pattern is among them.
+#[derive(Clone)]
 pub struct RegexGate<'a> {
     set: Option<&'a SharedSet>,
     /// `None` until asked; then `Some(None)` when no pattern can match (known without

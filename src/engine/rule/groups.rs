@@ -11,13 +11,13 @@ use std::hash::RandomState;
 /// write.
 type Map<V> = hashbrown::HashMap<String, V, RandomState>;
 
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Slot<T> {
     state: T,
     seen: u64,
 }
 
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct GroupMap<T> {
     map: Map<Slot<T>>,
     seq: u64,

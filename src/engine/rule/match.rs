@@ -3,7 +3,7 @@
 use super::Fire;
 use crate::clock::Timestamp;
 
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct MatchDetector;
 
 impl MatchDetector {

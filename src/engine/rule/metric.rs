@@ -37,7 +37,7 @@ impl Keyed for Bucket {
     }
 }
 
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Group {
     buckets: Ring<Bucket>,
     count: u64,
@@ -49,7 +49,7 @@ struct Group {
     firing: bool,
 }
 
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct MetricDetector {
     aggregate: Aggregate,
     op: CompareOp,

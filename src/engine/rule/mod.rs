@@ -66,7 +66,7 @@ macro_rules! dispatch {
 }
 
 /// The kind-specific part of a rule: plain synchronous code over event time.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum Detector {
     Match(MatchDetector),
     Threshold(ThresholdDetector),
@@ -533,7 +533,7 @@ pub struct RuleStats {
 }
 
 /// A rule ready to run.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Rule {
     pub config: Arc<RuleConfig>,
     conditions: Vec<(Key, Condition)>,
@@ -583,7 +583,7 @@ impl Spans<'_> {
 }
 
 /// What matching an event produced, before templates are rendered.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Hit {
     pub fire: Fire,
     /// group_by name → value, in group_by order.

@@ -29,7 +29,7 @@ impl Keyed for Bucket {
     }
 }
 
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Group {
     buckets: Ring<Bucket>,
     matched: u64,
@@ -37,7 +37,7 @@ struct Group {
     firing: bool,
 }
 
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct RateDetector {
     ratio: f64,
     min_events: u64,

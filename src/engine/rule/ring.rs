@@ -11,7 +11,7 @@ pub trait Keyed {
     fn key(&self) -> i64;
 }
 
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 #[serde(transparent)]
 pub struct Ring<B>(VecDeque<B>);
 

@@ -20,14 +20,14 @@ use crate::engine::config::SequenceMode;
 /// The most firsts one group keeps waiting.
 pub const MAX_PENDING: usize = 1024;
 
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Group {
     values: Vec<(String, String)>,
     /// Times of firsts not yet followed, oldest first.
     pending: VecDeque<i64>,
 }
 
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct SequenceDetector {
     within_ms: i64,
     mode: SequenceMode,

@@ -32,7 +32,7 @@ impl Keyed for Win {
     }
 }
 
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Group {
     values: Vec<(String, String)>,
     /// Non-empty windows, oldest first; at most `baseline + 1`.
@@ -43,7 +43,7 @@ struct Group {
     firing: bool,
 }
 
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct SpikeDetector {
     window_ms: i64,
     baseline: i64,

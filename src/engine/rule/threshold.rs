@@ -22,7 +22,7 @@ use super::Fire;
 use super::groups::GroupMap;
 use crate::clock::{Timestamp, duration_millis};
 
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ThresholdDetector {
     threshold: usize,
     window_ms: i64,
