@@ -25,7 +25,11 @@ impl<'a> JsonArray<'a> {
                 f.write_str("a JSON array")
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                // Each element decoded as it will be, and dropped: skipping it would let
+                // through what decoding refuses (a number out of range, a lone surrogate
+                // escape, nesting past serde_json's limit), after the elements before it had
+                // been handed on.
+                while seq.next_element::<Value>()?.is_some() {}
                 Ok(())
             }
         }
@@ -47,8 +51,8 @@ impl<'a> JsonArray<'a> {
 }
 
 impl Iterator for JsonArray<'_> {
-    /// Each element as a value. An element cannot fail to decode (the array was checked),
-    /// but if it did, it is an error and the rest is not read.
+    /// Each element as a value. An element cannot fail to decode (the array was checked by
+    /// decoding it), but if it did, it is an error and the rest is not read.
     type Item = Result<Value, serde_json::Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -123,10 +127,25 @@ mod tests {
             "{\"a\":1}",
             "[\"unterminated]",
             "",
+            // What skipping an element would let through and decoding it refuses.
+            "[{\"kind\":\"marker\"}, 1e400, 2]",
+            "[1, \"\\ud800\", 2]",
+            "[1, {\"\\udc00\": 1}]",
         ] {
             assert!(JsonArray::new(body.as_bytes()).is_err(), "{body:?}");
         }
         // Invalid UTF-8 inside a string.
         assert!(JsonArray::new(b"[\"\xff\"]").is_err());
+        // Nesting: refused exactly where decoding the whole body refused it.
+        let nested = |n: usize| format!("[{}{}]", "[".repeat(n), "]".repeat(n));
+        let whole = |n: usize| serde_json::from_str::<Vec<Value>>(&nested(n)).is_ok();
+        assert!(whole(100) && !whole(200));
+        for n in [100, 125, 126, 127, 128, 129, 200] {
+            assert_eq!(
+                JsonArray::new(nested(n).as_bytes()).is_ok(),
+                whole(n),
+                "{n}"
+            );
+        }
     }
 }

@@ -181,11 +181,13 @@ async fn post_events_reports_each_rejected_line() {
     assert_eq!(v["rejected"][0]["reason"], "missing_kind");
 
     // The elements are decoded one at a time, but an array that is not well formed is
-    // refused whole: a trailing comma, or bytes that are not UTF-8 in its last element.
+    // refused whole: a trailing comma, bytes that are not UTF-8 in its last element, or an
+    // element that only decoding refuses (a number out of range).
     let good = br#"[{"kind": "marker", "message": "first"}, "#.to_vec();
     for tail in [
         &br#"{"kind": "marker", "message": "x"},]"#[..],
         b"\"\xff\"]",
+        b"1e400, {}]",
     ] {
         let mut body = good.clone();
         body.extend_from_slice(tail);

@@ -168,11 +168,8 @@ impl SledStore {
                     supported: SCHEMA_VERSION,
                 });
             }
-            Some(1) => {
-                store.migrate_v1_to_v2()?;
-                store.mark_schema(2)?;
-            }
-            Some(v) if v < SCHEMA_VERSION => store.mark_schema(v)?,
+            Some(1) => store.migrate_v1_to_v2()?,
+            Some(v @ (2 | 3)) => store.mark_schema(v)?,
             Some(_) => {}
         }
         Ok(store)

@@ -63,15 +63,18 @@ impl SledStore {
             n += 1;
         }
         self.flush()?;
+        // The records above are written as this build writes them (long ones compressed):
+        // the store is marked with this build's schema at once, not 2, so that a build
+        // reading 2 or 3 never opens it after a crash right here.
         self.meta
-            .insert("schema_version", &2u64.to_be_bytes())
+            .insert("schema_version", &SCHEMA_VERSION.to_be_bytes())
             .map_err(err)?;
         self.flush()?;
         tracing::info!(incidents = n, "migrated the state store from schema 1 to 2");
         Ok(())
     }
 
-    /// Schema 2 or 3 → 4: nothing to rewrite (version 2 keys read as runs of one, records
+    /// Schema 2 or 3 → 4 (1 goes straight to 4 in `migrate_v1_to_v2`): nothing to rewrite (version 2 keys read as runs of one, records
     /// not compressed read as they are); the new version keeps builds that write an older
     /// one from misreading the runs and the compressed records written from now on.
     pub(super) fn mark_schema(&self, from: u64) -> Result<(), StoreError> {
