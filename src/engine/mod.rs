@@ -262,31 +262,6 @@ impl Engine {
         engine
     }
 
-    /// Another engine of the same rules, for [`Engine::match_event`] on another thread: the
-    /// rules' compiled regexes, their gate, index and templates are copied, not built again
-    /// (for a hundred rules, building takes tens of milliseconds and megabytes per engine).
-    /// Each copy has its own match buffers. The rules' window state is copied as it is,
-    /// which `match_event` never reads; clocks, cursors and counters start empty.
-    pub fn matcher(&self) -> Engine {
-        Engine {
-            rules: self.rules.clone(),
-            prefilter: self.prefilter.clone(),
-            index: self.index.clone(),
-            gate_spare: Vec::new(),
-            templates: self.templates.clone(),
-            now: Timestamp(i64::MIN),
-            tails: BTreeMap::new(),
-            tail_sources: Vec::new(),
-            journals: BTreeMap::new(),
-            reset_files: Vec::new(),
-            done_files: Vec::new(),
-            late_inputs: BTreeMap::new(),
-            plugin_warn: crate::telemetry::Throttle::new(Duration::from_secs(10)),
-            prefiltered: self.prefiltered,
-            lean: self.lean,
-        }
-    }
-
     /// Replaces the rule set. A rule whose definition did not change keeps its window state
     /// and counters; every other rule starts fresh.
     pub fn replace_rules(&mut self, configs: &[RuleConfig]) {
