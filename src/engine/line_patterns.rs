@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use super::config::{RuleConfig, RuleKindConfig};
-use super::{map_leaves, may_match_empty};
 use crate::condition::Condition;
 
 /// The rules' regexes, one of which every line some rule could count must match, so lines
@@ -140,6 +139,37 @@ fn line_pattern(pattern: &str) -> Option<String> {
     }
     let bare = map_leaves(&hir, &strip);
     (!bare.properties().look_set().contains_anchor()).then(|| bare.to_string())
+}
+
+/// `hir` rebuilt with `leaf` applied to each leaf (literal, class, look, empty), through
+/// repetitions, groups, concatenations and alternations.
+pub(crate) fn map_leaves(
+    hir: &regex_syntax::hir::Hir,
+    leaf: &dyn Fn(&regex_syntax::hir::Hir) -> regex_syntax::hir::Hir,
+) -> regex_syntax::hir::Hir {
+    use regex_syntax::hir::{Hir, HirKind};
+    match hir.kind() {
+        HirKind::Repetition(r) => {
+            let mut r = r.clone();
+            r.sub = Box::new(map_leaves(&r.sub, leaf));
+            Hir::repetition(r)
+        }
+        HirKind::Capture(c) => {
+            let mut c = c.clone();
+            c.sub = Box::new(map_leaves(&c.sub, leaf));
+            Hir::capture(c)
+        }
+        HirKind::Concat(v) => Hir::concat(v.iter().map(|h| map_leaves(h, leaf)).collect()),
+        HirKind::Alternation(v) => {
+            Hir::alternation(v.iter().map(|h| map_leaves(h, leaf)).collect())
+        }
+        _ => leaf(hir),
+    }
+}
+
+/// Whether `pattern` can match the empty string (or cannot be parsed, to be safe).
+pub(crate) fn may_match_empty(pattern: &str) -> bool {
+    regex_syntax::parse(pattern).map_or(true, |h| h.properties().minimum_len() == Some(0))
 }
 
 #[cfg(test)]

@@ -4,12 +4,9 @@
 //! engine applies those answers in order ([`Engine::on_matched`]), exactly as `on_event`
 //! would have.
 
-use std::collections::BTreeMap;
 use std::ops::Range;
-use std::time::Duration;
 
 use super::{Detection, Engine, reach, visit};
-use crate::clock::Timestamp;
 use crate::event::Event;
 
 /// What [`Engine::match_event`] found for a run of events.
@@ -60,23 +57,15 @@ impl Engine {
     /// Each copy has its own match buffers. The rules' window state is copied as it is,
     /// which `match_event` never reads; clocks, cursors and counters start empty.
     pub fn matcher(&self) -> Engine {
-        Engine {
-            rules: self.rules.clone(),
-            prefilter: self.prefilter.clone(),
-            index: self.index.clone(),
-            gate_spare: Vec::new(),
-            templates: self.templates.clone(),
-            now: Timestamp(i64::MIN),
-            tails: BTreeMap::new(),
-            tail_sources: Vec::new(),
-            journals: BTreeMap::new(),
-            reset_files: Vec::new(),
-            done_files: Vec::new(),
-            late_inputs: BTreeMap::new(),
-            plugin_warn: crate::telemetry::Throttle::new(Duration::from_secs(10)),
-            prefiltered: self.prefiltered,
-            lean: self.lean,
-        }
+        let mut copy = Engine::of_compiled(
+            self.rules.clone(),
+            self.prefilter.clone(),
+            self.index.clone(),
+            self.templates.clone(),
+        );
+        copy.prefiltered = self.prefiltered;
+        copy.lean = self.lean;
+        copy
     }
 
     /// The half of [`Engine::on_event`] that keeps no state: which rules the event reaches

@@ -10,6 +10,7 @@
 pub mod config;
 mod index;
 mod line_patterns;
+pub(crate) use line_patterns::{map_leaves, may_match_empty};
 mod literals;
 mod matched;
 pub mod rule;
@@ -241,12 +242,25 @@ impl Engine {
             .iter()
             .map(|c| Rule::build(Arc::new(c.clone())))
             .collect();
-        let mut engine = Engine {
-            templates: templates_for(&mut rules),
-            prefilter: prefilter_for(&mut rules),
-            index: Default::default(),
-            gate_spare: Vec::new(),
+        let templates = templates_for(&mut rules);
+        let prefilter = prefilter_for(&mut rules);
+        let index = index::RuleIndex::new(&rules);
+        Engine::of_compiled(rules, prefilter, index, templates)
+    }
+
+    /// An engine of compiled rules, with its clock, cursors and counters empty.
+    fn of_compiled(
+        rules: Vec<Rule>,
+        prefilter: Option<rule::SharedSet>,
+        index: index::RuleIndex,
+        templates: minijinja::Environment<'static>,
+    ) -> Engine {
+        Engine {
             rules,
+            prefilter,
+            index,
+            gate_spare: Vec::new(),
+            templates,
             now: Timestamp(i64::MIN),
             tails: BTreeMap::new(),
             tail_sources: Vec::new(),
@@ -257,9 +271,7 @@ impl Engine {
             plugin_warn: crate::telemetry::Throttle::new(Duration::from_secs(10)),
             prefiltered: false,
             lean: false,
-        };
-        engine.index = index::RuleIndex::new(&engine.rules);
-        engine
+        }
     }
 
     /// Replaces the rule set. A rule whose definition did not change keeps its window state
@@ -722,37 +734,6 @@ impl Engine {
             })
             .collect()
     }
-}
-
-/// `hir` rebuilt with `leaf` applied to each leaf (literal, class, look, empty), through
-/// repetitions, groups, concatenations and alternations.
-pub(crate) fn map_leaves(
-    hir: &regex_syntax::hir::Hir,
-    leaf: &dyn Fn(&regex_syntax::hir::Hir) -> regex_syntax::hir::Hir,
-) -> regex_syntax::hir::Hir {
-    use regex_syntax::hir::{Hir, HirKind};
-    match hir.kind() {
-        HirKind::Repetition(r) => {
-            let mut r = r.clone();
-            r.sub = Box::new(map_leaves(&r.sub, leaf));
-            Hir::repetition(r)
-        }
-        HirKind::Capture(c) => {
-            let mut c = c.clone();
-            c.sub = Box::new(map_leaves(&c.sub, leaf));
-            Hir::capture(c)
-        }
-        HirKind::Concat(v) => Hir::concat(v.iter().map(|h| map_leaves(h, leaf)).collect()),
-        HirKind::Alternation(v) => {
-            Hir::alternation(v.iter().map(|h| map_leaves(h, leaf)).collect())
-        }
-        _ => leaf(hir),
-    }
-}
-
-/// Whether `pattern` can match the empty string (or cannot be parsed, to be safe).
-pub(crate) fn may_match_empty(pattern: &str) -> bool {
-    regex_syntax::parse(pattern).map_or(true, |h| h.properties().minimum_len() == Some(0))
 }
 
 /// The shared gate of every rule's regex (their literals, or one `RegexSet`), when two or
