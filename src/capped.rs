@@ -51,16 +51,15 @@ mod tests {
         (url, handle)
     }
 
+    async fn get(url: &str) -> reqwest::Response {
+        crate::http_client().unwrap().get(url).send().await.unwrap()
+    }
+
     #[tokio::test]
     async fn a_long_answer_is_read_to_the_limit_and_let_go() {
         // 256 MiB: long enough to tell, short enough to end if it were read whole.
         let (url, sent) = server(256 << 20);
-        let resp = crate::http_client()
-            .unwrap()
-            .get(&url)
-            .send()
-            .await
-            .unwrap();
+        let resp = get(&url).await;
         let got = super::body(resp, 100_000).await;
         assert_eq!(got.len(), 100_000);
         assert!(got.iter().all(|b| *b == b'a'));
@@ -76,12 +75,7 @@ mod tests {
     #[tokio::test]
     async fn a_short_answer_is_read_whole() {
         let (url, sent) = server(70_000);
-        let resp = crate::http_client()
-            .unwrap()
-            .get(&url)
-            .send()
-            .await
-            .unwrap();
+        let resp = get(&url).await;
         assert_eq!(super::body(resp, 1 << 20).await.len(), 70_000);
         assert_eq!(sent.join().unwrap(), 70_000);
     }

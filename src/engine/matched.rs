@@ -10,7 +10,7 @@ use super::{Detection, Engine, reach, visit};
 use crate::event::Event;
 
 /// What [`Engine::match_event`] found for a run of events.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct Matched {
     /// Per event, where its entries end.
     ends: Vec<usize>,

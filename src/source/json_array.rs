@@ -2,8 +2,9 @@
 //!
 //! `POST /v1/events` takes a JSON array of events as well as NDJSON. Decoding the whole array
 //! into values first held about sixteen times the body in memory; here the array is checked
-//! once without keeping anything ([`serde::de::IgnoredAny`]), so a malformed body is still
-//! refused whole, and then each element is decoded when it is asked for.
+//! once, each element decoded and dropped at once, so a malformed body (bad syntax, bytes that
+//! are not UTF-8, an element serde_json refuses) is still refused whole, and then each
+//! element is decoded again when it is asked for.
 
 use serde_json::Value;
 
@@ -32,11 +33,6 @@ impl<'a> JsonArray<'a> {
                 while seq.next_element::<Value>()?.is_some() {}
                 Ok(())
             }
-        }
-        // Skipping a string does not check its UTF-8; decoding the element would, after the
-        // elements before it were handed on.
-        if let Err(e) = std::str::from_utf8(bytes) {
-            return Err(serde::de::Error::custom(e));
         }
         let mut de = serde_json::Deserializer::from_slice(bytes);
         serde::Deserializer::deserialize_seq(&mut de, OnlyArray)?;
