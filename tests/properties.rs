@@ -243,6 +243,18 @@ threshold = 2
 window = "1m"
 
 [[rule]]
+id = "cron-fail"
+kind = "match"
+where = { "fields.program" = "cron" }
+regex = 'Failed password for (?P<user>\S+) from (?P<ip>[0-9.]+)'
+
+[[rule]]
+id = "sshd-fail-each"
+kind = "match"
+where = { "fields.program" = "sshd" }
+regex = 'Failed password for (?P<user>\S+) from (?P<ip>[0-9.]+)'
+
+[[rule]]
 id = "cron-any"
 kind = "match"
 where = { "fields.program" = "cron", level = "error" }

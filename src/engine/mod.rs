@@ -22,7 +22,7 @@ pub use matched::Matched;
 pub use sink::{DetectionSink, Output, SinkClosed, Tap};
 pub use task::{EngineCommand, EngineHandle, run};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -738,11 +738,20 @@ impl Engine {
 
 /// The shared gate of every rule's regex (their literals, or one `RegexSet`), when two or
 /// more rules have one (for a single regex it would only add a pass); each such rule learns
-/// its pattern's index.
+/// its pattern's index. Rules with the same pattern share one index: the gate looks for each
+/// pattern once.
 fn prefilter_for(rules: &mut [Rule]) -> Option<rule::SharedSet> {
-    let patterns: Vec<&str> = rules
+    let mut patterns: Vec<&str> = Vec::new();
+    let mut index_of: HashMap<&str, usize> = HashMap::new();
+    let indexes: Vec<Option<usize>> = rules
         .iter()
-        .filter_map(|r| r.config.common.regex.as_ref().map(|p| p.as_str()))
+        .map(|r| {
+            let p = r.config.common.regex.as_ref()?.as_str();
+            Some(*index_of.entry(p).or_insert_with(|| {
+                patterns.push(p);
+                patterns.len() - 1
+            }))
+        })
         .collect();
     // A pattern that can match the empty string matches every message anyway, and with one
     // the set's `is_match` can say no where `matches` says yes (an empty match inside a
@@ -756,12 +765,8 @@ fn prefilter_for(rules: &mut [Rule]) -> Option<rule::SharedSet> {
         }
         return None;
     }
-    let mut i = 0;
-    for r in rules.iter_mut() {
-        r.pattern = r.config.common.regex.as_ref().map(|_| {
-            i += 1;
-            i - 1
-        });
+    for (r, p) in rules.iter_mut().zip(indexes) {
+        r.pattern = p;
     }
     set
 }
