@@ -132,6 +132,15 @@ pub struct ChannelConfig {
     /// Alertmanager: how often a firing alert is sent again (it expires without).
     #[serde(default, deserialize_with = "opt_duration")]
     pub resend_interval: Option<Duration>,
+    /// The most notifications the outbox holds for one lane of this channel (one peer of
+    /// it): beyond, the oldest are dead-lettered, so a channel that is down for long keeps
+    /// memory and disk bounded.
+    #[serde(default = "default_max_queued")]
+    pub max_queued: usize,
+}
+
+fn default_max_queued() -> usize {
+    10_000
 }
 
 fn default_timeout() -> Duration {
@@ -367,6 +376,9 @@ impl ChannelConfig {
             && r.max == 0
         {
             out.push(("rate_limit", "`max` must be at least 1".into()));
+        }
+        if self.max_queued == 0 {
+            out.push(("max_queued", "must be at least 1".into()));
         }
         out
     }

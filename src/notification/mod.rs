@@ -10,6 +10,7 @@
 //! delays itself. A failed delivery is retried with exponential backoff and jitter until
 //! the channel's `max_age`, then dead-lettered into the timeline and metrics.
 
+mod cap;
 pub mod channel;
 pub mod config;
 mod deliver;
@@ -229,6 +230,8 @@ struct Plan {
     jobs: Vec<Job>,
     remove: Vec<u64>,
     notes: Vec<(u64, String, serde_json::Value)>,
+    /// Jobs dead-lettered because their lane was full (see `cap.rs`).
+    dropped: usize,
 }
 
 /// Starts the notifier; it stops at `cancel`.

@@ -118,6 +118,13 @@ impl Shared {
                 Err(_) => return cursor,
             }
             cursor = last;
+            if plan.dropped > 0 {
+                self.telemetry.notifications_dead.add(plan.dropped as u64);
+                self.telemetry.warn_remediation(&format!(
+                    "outbox full: {} notification(s) dead-lettered unsent (the channel's max_queued)",
+                    plan.dropped
+                ));
+            }
             for (incident, note, data) in plan.notes {
                 self.record(incident, note, data).await;
             }
@@ -183,6 +190,7 @@ impl Shared {
             self.plan(config, &inc, event, e.change, &told, &mut plan);
         }
         plan.jobs = self.one_per_peer(config, std::mem::take(&mut plan.jobs));
+        plan.dropped = super::cap::bound(config, &mut plan);
         Ok(plan)
     }
 

@@ -8,6 +8,7 @@ mod cli;
 mod config;
 mod correlation;
 mod daemon;
+mod dead_letters;
 mod durability;
 mod edits;
 mod fail2ban;

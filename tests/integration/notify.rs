@@ -3,10 +3,8 @@
 //! Alertmanager; retries while a receiver is down, delivery after a SIGKILL with a pending
 //! outbox, escalation stopped by an acknowledgement, silences.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::receiver::*;
@@ -636,6 +634,11 @@ channels = ["nowhere"]
 [[escalation]]
 id = "e"
 steps = [{ after = "5m", channels = ["ghost"] }]
+
+[[channel]]
+id = "tiny"
+kind = "log"
+max_queued = 0
 "#,
     )
     .unwrap();
@@ -648,6 +651,7 @@ steps = [{ after = "5m", channels = ["ghost"] }]
         "the environment variable INCIDENTD_TEST_UNSET_VARIABLE is not set".to_owned(),
         format!("{m}:10: route[0].channels: no [[channel]] has the id `nowhere`"),
         "escalation[e].steps[0]: no [[channel]] has the id `ghost`".to_owned(),
+        format!("{m}:17: channel[tiny].max_queued: must be at least 1"),
     ] {
         assert!(err.contains(&want), "missing `{want}` in:\n{err}");
     }
@@ -858,100 +862,4 @@ channels = ["hook"]
     let got = r.wait("POST", "/hook", 2).await;
     let events = events(&got);
     assert_eq!(events, ["opened", "resolved"]);
-}
-
-/// A refusal (400) is dead-lettered at once, its status and an excerpt of the answer in the
-/// timeline; "too many requests" (429) is tried again until it passes.
-#[tokio::test]
-async fn a_refusal_is_given_up_at_once_and_a_429_is_retried() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let hits = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
-    let (h1, h2) = (hits.clone(), hits.clone());
-    let app = axum::Router::new()
-        .route(
-            "/refuses",
-            axum::routing::post(move || {
-                let h = h1.clone();
-                async move {
-                    h.0.fetch_add(1, Ordering::SeqCst);
-                    (StatusCode::BAD_REQUEST, "invalid_payload: no_text")
-                }
-            }),
-        )
-        .route(
-            "/busy",
-            axum::routing::post(move || {
-                let h = h2.clone();
-                async move {
-                    if h.1.fetch_add(1, Ordering::SeqCst) < 2 {
-                        (StatusCode::TOO_MANY_REQUESTS, "slow down")
-                    } else {
-                        (StatusCode::OK, "ok")
-                    }
-                }
-            }),
-        );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let config = format!(
-        r#"
-[notifications]
-retry_initial = "200ms"
-retry_max = "200ms"
-
-[[channel]]
-id = "refuses"
-kind = "slack"
-url = "{url}/refuses"
-
-[[channel]]
-id = "busy"
-kind = "webhook"
-url = "{url}/busy"
-
-[[route]]
-channels = ["refuses", "busy"]
-"#
-    );
-    let d = TestDaemon::prepare(&config, "");
-    d.wait_healthy().await;
-    let inc = d
-        .post("/v1/incidents", json!({"title": "t", "severity": "sev3"}))
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let tl = loop {
-        let tl = timeline(&d, &inc["id"]).await;
-        let done = |ch: &str| {
-            tl.iter()
-                .any(|e| e["type"] == "notification" && e["data"]["channel"] == ch)
-        };
-        if done("refuses") && done("busy") {
-            break tl;
-        }
-        assert!(Instant::now() < deadline, "{tl:#?}\n{}", d.log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let of = |ch: &str| {
-        tl.iter()
-            .find(|e| e["type"] == "notification" && e["data"]["channel"] == ch)
-            .unwrap()
-            .clone()
-    };
-    let refused = of("refuses");
-    assert_eq!(refused["data"]["status"], "dead_lettered", "{refused}");
-    assert_eq!(refused["data"]["reason"], "refused");
-    assert_eq!(refused["data"]["attempts"], 1);
-    assert_eq!(refused["data"]["answer"]["status"], 400);
-    assert_eq!(
-        refused["data"]["answer"]["excerpt"],
-        "invalid_payload: no_text"
-    );
-    let busy = of("busy");
-    assert_eq!(busy["data"]["status"], "delivered", "{busy}");
-    assert_eq!(busy["data"]["attempts"], 3);
-    // Given up means not tried again.
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(hits.0.load(Ordering::SeqCst), 1);
 }
