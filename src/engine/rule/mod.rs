@@ -344,6 +344,28 @@ impl IndexedKey {
     }
 }
 
+/// Orders a rule's conditions so the cheap ones are tested first: a `where` is all of them,
+/// in any order, and most events fail one of the cheapest (`kind`, `level`) before a map is
+/// looked up, a number parsed or a regex run.
+fn cheapest_first(conditions: &mut [(Key, Condition)]) {
+    fn cost(c: &Condition) -> u8 {
+        match c {
+            Condition::Regex(_) | Condition::NotRegex(_) => 4,
+            Condition::Cidr(_) | Condition::NotCidr(_) | Condition::Contains(_) => 2,
+            Condition::Gt(_) | Condition::Ge(_) | Condition::Lt(_) | Condition::Le(_) => 1,
+            Condition::Not(inner) => cost(inner),
+            _ => 0,
+        }
+    }
+    conditions.sort_by_key(|(k, c)| {
+        let key = match k {
+            Key::Label(_) | Key::Field(_) | Key::Message => 1,
+            _ => 0,
+        };
+        key + cost(c)
+    });
+}
+
 fn condition_holds(key: &Key, cond: &Condition, ev: &Event) -> bool {
     let text = match cond {
         // Comparisons read the key as a number; text is not needed.
@@ -610,6 +632,7 @@ impl Rule {
                 None => conditions.extend(Key::parse(k).map(|k| (k, c.clone()))),
             }
         }
+        cheapest_first(&mut conditions);
         let group_by = config
             .common
             .group_by
@@ -621,16 +644,15 @@ impl Rule {
             RuleKindConfig::BurnRate(b) => Some(&b.total_where),
             _ => None,
         };
-        let total = total_where.map(|w| {
-            w.iter()
-                .filter_map(|(k, c)| Key::parse(k).map(|k| (k, c.clone())))
-                .collect()
-        });
         let compile = |w: &BTreeMap<String, Condition>| -> Vec<(Key, Condition)> {
-            w.iter()
+            let mut out: Vec<(Key, Condition)> = w
+                .iter()
                 .filter_map(|(k, c)| Key::parse(k).map(|k| (k, c.clone())))
-                .collect()
+                .collect();
+            cheapest_first(&mut out);
+            out
         };
+        let total = total_where.map(compile);
         let sequence = match &config.kind {
             RuleKindConfig::Sequence(q) => Some((compile(&q.first), compile(&q.then))),
             _ => None,
