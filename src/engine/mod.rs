@@ -736,10 +736,10 @@ impl Engine {
     }
 }
 
-/// The shared gate of every rule's regex (their literals, or one `RegexSet`), when two or
-/// more rules have one (for a single regex it would only add a pass); each such rule learns
-/// its pattern's index. Rules with the same pattern share one index: the gate looks for each
-/// pattern once.
+/// The shared gate of every rule's regex (their literals, or one `RegexSet`), when the rules
+/// have two or more different patterns (for a single one it would only add a pass); each
+/// such rule learns its pattern's index. Rules with the same pattern share one index: the
+/// gate looks for each pattern once.
 fn prefilter_for(rules: &mut [Rule]) -> Option<rule::SharedSet> {
     let mut patterns: Vec<&str> = Vec::new();
     let mut index_of: HashMap<&str, usize> = HashMap::new();

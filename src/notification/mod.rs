@@ -193,6 +193,8 @@ struct Shared {
     /// Jobs handed to a worker and not yet finished, with their lane (incident, channel,
     /// peer): kept here, since routing may remove a job from the outbox while it is sent.
     in_flight: Mutex<HashMap<u64, Lane>>,
+    /// How often "outbox full" is logged (see `cap.rs`).
+    outbox_full: crate::telemetry::Throttle,
     /// Per channel: recent delivery times, for its rate limit.
     sent: Mutex<crate::rate_window::RateWindow<String>>,
     /// The `[[inhibit]]` rules in force (replaced on reload).
@@ -231,7 +233,7 @@ struct Plan {
     remove: Vec<u64>,
     notes: Vec<(u64, String, serde_json::Value)>,
     /// Jobs dead-lettered because their lane was full (see `cap.rs`).
-    dropped: usize,
+    dropped: Vec<Job>,
 }
 
 /// Starts the notifier; it stops at `cancel`.
@@ -264,6 +266,7 @@ pub fn spawn(
         http,
         host,
         in_flight: Mutex::new(HashMap::new()),
+        outbox_full: crate::telemetry::Throttle::new(Duration::from_secs(10)),
         sent: Mutex::new(crate::rate_window::RateWindow::default()),
         inhibitor: Mutex::new(Arc::new(inhibit::Inhibitor::new(&config))),
         noted: Mutex::new(inhibit::Noted::default()),

@@ -37,23 +37,23 @@ impl Queue {
         self.lock().values().any(pred)
     }
 
-    /// Routing's write: jobs added, moot ones removed, and the notifier's new place.
+    /// Routing's write: jobs added, moot ones removed, and the notifier's new place. Returns
+    /// the ids of `remove` that were still queued (a job delivered meanwhile was not).
     pub(super) fn enqueue(
         &self,
         store: &dyn Store,
         add: &[Job],
         remove: &[u64],
         cursor: u64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<u64>, StoreError> {
         let mut m = self.lock();
         store.enqueue_jobs(add, remove, cursor)?;
-        for id in remove {
-            m.remove(id);
-        }
+        let removed = remove.iter().filter(|id| m.remove(id).is_some()).copied();
+        let removed = removed.collect();
         for j in add {
             m.insert(j.id, j.clone());
         }
-        Ok(())
+        Ok(removed)
     }
 
     /// Writes a job back (retry, reschedule) only if it is still queued; false when
@@ -114,7 +114,11 @@ mod tests {
         let store = MemoryOutbox::default();
         let q = Queue::load(vec![]);
         q.enqueue(&store, &[job(5), job(2)], &[], 1).unwrap();
-        q.enqueue(&store, &[job(9), job(3)], &[5], 2).unwrap();
+        // Only what was still queued is said to be removed.
+        assert_eq!(
+            q.enqueue(&store, &[job(9), job(3)], &[5, 4], 2).unwrap(),
+            [5]
+        );
         assert!(
             q.update(
                 &store,

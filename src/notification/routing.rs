@@ -83,7 +83,7 @@ impl Shared {
             let (me, cfg) = (self.clone(), config.clone());
             let planned =
                 tokio::task::spawn_blocking(move || me.plan_batch(&cfg, &entries, queued)).await;
-            let plan = match planned {
+            let mut plan = match planned {
                 Ok(Ok(p)) => p,
                 // Try the whole batch again later rather than skip it.
                 Ok(Err(err)) => {
@@ -94,19 +94,22 @@ impl Shared {
                 Err(_) => return cursor,
             };
             let me = self.clone();
-            let (jobs, remove) = (plan.jobs, plan.remove);
+            let (jobs, remove) = (
+                std::mem::take(&mut plan.jobs),
+                std::mem::take(&mut plan.remove),
+            );
             let saved = tokio::task::spawn_blocking(move || {
-                me.queue.enqueue(me.store.as_ref(), &jobs, &remove, last)?;
+                let removed = me.queue.enqueue(me.store.as_ref(), &jobs, &remove, last)?;
                 // Without jobs the position need not be durable now: routing those changes
                 // again after a crash makes nothing.
                 if !jobs.is_empty() || !remove.is_empty() {
                     me.store.flush()?;
                 }
-                Ok::<_, StoreError>(())
+                Ok::<_, StoreError>(removed)
             })
             .await;
-            match saved {
-                Ok(Ok(())) => {}
+            let removed = match saved {
+                Ok(Ok(removed)) => removed,
                 // Not durable: these changes are routed again on the next round (once the
                 // store has healed, it no longer holds what this write applied). Telling twice
                 // is allowed (at least once, with idempotency keys); never telling is not.
@@ -116,19 +119,25 @@ impl Shared {
                     return cursor;
                 }
                 Err(_) => return cursor,
-            }
+            };
             cursor = last;
-            if plan.dropped > 0 {
-                self.telemetry.notifications_dead.add(plan.dropped as u64);
-                self.telemetry.warn_remediation(&format!(
-                    "outbox full: {} notification(s) dead-lettered unsent (the channel's max_queued)",
-                    plan.dropped
-                ));
+            for (incident, note, data) in self.unsent(config, &plan, &removed) {
+                self.record(incident, note, data).await;
             }
             for (incident, note, data) in plan.notes {
                 self.record(incident, note, data).await;
             }
         }
+    }
+
+    /// The jobs being sent now.
+    fn sending(&self) -> HashSet<u64> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect()
     }
 
     /// The plan of a batch of changes: each telling one routed on the incident as it was at
@@ -190,7 +199,7 @@ impl Shared {
             self.plan(config, &inc, event, e.change, &told, &mut plan);
         }
         plan.jobs = self.one_per_peer(config, std::mem::take(&mut plan.jobs));
-        plan.dropped = super::cap::bound(config, &mut plan);
+        super::cap::bound(config, &mut plan, &self.sending());
         Ok(plan)
     }
 
@@ -285,13 +294,7 @@ impl Shared {
         // hear of the end either; channels told earlier do.
         let mut unheard: HashSet<String> = HashSet::new();
         if event.ends() {
-            let in_flight: HashSet<u64> = self
-                .in_flight
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .keys()
-                .copied()
-                .collect();
+            let in_flight = self.sending();
             let notified = self.store.notified_channels(inc.id).unwrap_or_default();
             let mut source = None;
             for j in plan.queued.iter() {
