@@ -105,6 +105,7 @@ impl super::Shared {
         removed: &[u64],
     ) -> Vec<(u64, String, serde_json::Value)> {
         let queued: HashSet<u64> = plan.queued.iter().map(|j| j.id).collect();
+        let removed: HashSet<u64> = removed.iter().copied().collect();
         let gone: Vec<&Job> = plan
             .dropped
             .iter()
