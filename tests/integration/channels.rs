@@ -58,13 +58,7 @@ channels = ["hook"]
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let list = loop {
         let v = d.get("/v1/channels").await;
-        let hook = v["channels"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["id"] == "hook")
-            .cloned()
-            .unwrap();
+        let hook = channel_in(&v, "hook");
         if hook["delivered"] == 1 {
             break v;
         }
@@ -76,15 +70,7 @@ channels = ["hook"]
         !text.contains("SECRET1") && !text.contains("SECRET2"),
         "{text}"
     );
-    let by_id = |id: &str| -> Value {
-        list["channels"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["id"] == id)
-            .cloned()
-            .unwrap()
-    };
+    let by_id = |id: &str| channel_in(&list, id);
     assert_eq!(by_id("hook")["kind"], "webhook");
     assert_eq!(by_id("hook")["target"], format!("{url}/…"));
     assert_eq!(by_id("chat")["target"], format!("{url}/…"));

@@ -170,14 +170,7 @@ channels = ["hook"]
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     // Counted for the channel too.
-    let channels = d.get("/v1/channels").await;
-    let hook = channels["channels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == "hook")
-        .cloned()
-        .unwrap();
+    let hook = channel_in(&d.get("/v1/channels").await, "hook");
     assert_eq!(hook["dead_lettered"], 2, "{hook}");
     // Back: the three newest are delivered, and only they.
     r.0.lock().unwrap().fail_first = 0;

@@ -138,14 +138,7 @@ async fn twenty_incidents_of_one_service_make_one_message() {
             .iter()
             .all(|i| i["event"] == "resolved")
     );
-    let channels = d.get("/v1/channels").await;
-    let hook = channels["channels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == "hook")
-        .cloned()
-        .unwrap();
+    let hook = channel_in(&d.get("/v1/channels").await, "hook");
     assert_eq!(hook["delivered"], 3, "{hook}");
     assert_eq!(hook["queued"], 0, "{hook}");
 }

@@ -131,3 +131,14 @@ pub(crate) async fn timeline(d: &TestDaemon, id: &Value) -> Vec<Value> {
         .unwrap()
         .clone()
 }
+
+/// Channel `id` in a `GET /v1/channels` answer.
+pub(crate) fn channel_in(list: &Value, id: &str) -> Value {
+    list["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .cloned()
+        .unwrap_or_else(|| panic!("no channel {id} in {list}"))
+}
