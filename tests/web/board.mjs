@@ -57,8 +57,9 @@ try {
   if (!acked || acked.actor !== "web") throw new Error(`no acknowledgement by web: ${JSON.stringify(after)}`);
   // Stage and SLA: in the row and in the detail.
   await page.locator(`tr[data-id="${inc.id}"] td.stage`).filter({ hasText: "assess" }).waitFor({ timeout: 15000 });
-  const sla = await page.locator(`tr[data-id="${inc.id}"] td.sla`).textContent();
-  if (!/^resolve \d+m left$/.test(sla)) throw new Error(`SLA cell after the acknowledgement: ${sla}`);
+  const slaCell = `tr[data-id="${inc.id}"] td.sla`;
+  await page.waitForFunction((sel) => /^resolve \d+m left$/.test(document.querySelector(sel)?.textContent || ""), slaCell, { timeout: 15000 })
+    .catch(async () => { throw new Error(`SLA cell after the acknowledgement: ${await page.locator(slaCell).textContent()}`); });
   await page.locator("#d-sla .sla-kind[data-kind=ack]").filter({ hasText: "met" }).waitFor({ timeout: 15000 });
   await page.locator("#d-sla .sla-kind[data-kind=resolve]").filter({ hasText: "left" }).waitFor();
 

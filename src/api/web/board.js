@@ -92,6 +92,9 @@ function keep(i) {
   // The stream's copies carry no SLA: the one loaded stays while the severity does.
   if (!i.sla && had && had.sla && had.severity === i.severity) i.sla = had.sla;
   if (!had || (i.timeline_len || 0) >= (had.timeline_len || 0)) state.incidents.set(i.id, i);
+  // An older copy with the SLA (a detail fetched while the stream moved on) still lends it
+  // to the newer one the stream brought without: its due times do not change.
+  else if (i.sla && !had.sla && had.severity === i.severity) had.sla = i.sla;
 }
 
 async function pages(query, max) {
