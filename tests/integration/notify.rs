@@ -423,9 +423,12 @@ import os, sys, time
 from aiosmtpd.controller import Controller
 class Keep:
     async def handle_DATA(self, server, session, envelope):
-        n = len(os.listdir(sys.argv[2]))
-        with open(os.path.join(sys.argv[2], f"{n}.eml"), "wb") as f:
+        n = len([f for f in os.listdir(sys.argv[2]) if f.endswith(".eml")])
+        part = os.path.join(sys.argv[2], f"{n}.part")
+        with open(part, "wb") as f:
             f.write(envelope.content)
+        # whole or not at all: the test reads the mail as soon as its name appears
+        os.rename(part, os.path.join(sys.argv[2], f"{n}.eml"))
         return "250 OK"
 c = Controller(Keep(), hostname="127.0.0.1", port=int(sys.argv[1]))
 c.start()
