@@ -589,10 +589,10 @@ pub async fn run(
         slas: slas.clone(),
         teams: teams.clone(),
     });
-    // Loopback TCP listeners: no peer credentials, so one cap on connections for each.
+    // Loopback TCP listeners: users are told apart by who owns the client's end.
     let tcp_limits = || crate::api::Limits {
         max_connections: config.control.max_connections,
-        max_connections_per_user: config.control.max_connections,
+        max_connections_per_user: config.control.max_connections_per_user,
         header_timeout: config.control.header_timeout,
     };
     if let Some(addr) = config.control.web_listen {

@@ -58,7 +58,8 @@
 //! - [`watermark`]: how event time and wall time move the engine's clock (wall time moves it
 //!   only while every input is caught up; no event may move it more than `[engine]
 //!   max_future_skew` ahead of wall time).
-//! - [`access`]: who a local peer is (SO_PEERCRED), its role, and the connection gate.
+//! - [`access`]: who a local peer is (SO_PEERCRED; the owner of a loopback TCP connection's
+//!   client end, by sock_diag), its role, and the connection gate.
 //! - [`escape`]: control characters of untrusted text shown as visible escapes (CLI, logs).
 //! - [`capped`]: an HTTP answer read up to a limit (notification channels, HTTP actions).
 //! - [`de`]: serde helpers for config values, and the config error type.

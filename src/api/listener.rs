@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 
-use crate::access::{ConnectionGate, Peer, SharedRoles, role_of};
+use crate::access::{Admission, ConnectionGate, Peer, SharedRoles, role_of};
 
 /// The control server's connection limits.
 pub struct Limits {
@@ -30,12 +30,8 @@ pub async fn serve(
     app: axum::Router,
     cancel: CancellationToken,
 ) {
-    let gate = ConnectionGate::new(limits.max_connections, limits.max_connections_per_user);
+    let doors = Doors::new(&limits, roles);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let refused = crate::telemetry::Throttle::new(Duration::from_secs(10));
-    let refusals = std::sync::Arc::new(tokio::sync::Semaphore::new(
-        crate::access::MAX_ANSWERED_REFUSALS,
-    ));
     let failed = crate::telemetry::Throttle::new(Duration::from_secs(10));
     loop {
         let accepted = tokio::select! {
@@ -46,25 +42,8 @@ pub async fn serve(
             continue;
         };
         let peer = Peer::of(&stream);
-        let role = {
-            let groups = roles.read().unwrap_or_else(|p| p.into_inner());
-            role_of(&peer, &groups)
-        };
-        let admission = match gate.admit(&peer, role) {
-            Ok(a) => a,
-            Err(why) => {
-                if let Some(suppressed) = refused.allow() {
-                    tracing::warn!(user = %peer.user, uid = ?peer.uid, reason = %why, suppressed,
-                        "control connection refused");
-                }
-                if let Ok(slot) = refusals.clone().try_acquire_owned() {
-                    tokio::spawn(async move {
-                        refuse(stream, why.to_string()).await;
-                        drop(slot);
-                    });
-                }
-                continue;
-            }
+        let Some((admission, stream)) = doors.admit(&peer, stream, "control socket") else {
+            continue;
         };
         let app = app.clone().layer(axum::Extension(ConnectInfo(peer)));
         let held = (limits.header_timeout, admission);
@@ -72,6 +51,56 @@ pub async fn serve(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// Admission at a listener: the gate, the roles that make admins, and the answers of refused
+/// connections (logged at most once per 10 s, answered a bounded number at a time).
+struct Doors {
+    gate: ConnectionGate,
+    roles: SharedRoles,
+    refused: crate::telemetry::Throttle,
+    answering: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl Doors {
+    fn new(limits: &Limits, roles: SharedRoles) -> Doors {
+        Doors {
+            gate: ConnectionGate::new(limits.max_connections, limits.max_connections_per_user),
+            roles,
+            refused: crate::telemetry::Throttle::new(Duration::from_secs(10)),
+            answering: std::sync::Arc::new(tokio::sync::Semaphore::new(
+                crate::access::MAX_ANSWERED_REFUSALS,
+            )),
+        }
+    }
+
+    /// `stream` with its place under the caps, or `None` when `peer` is refused: then the
+    /// stream is answered 503 with the reason (or closed, when too many are being answered).
+    fn admit<S>(&self, peer: &Peer, stream: S, what: &'static str) -> Option<(Admission, S)>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let role = {
+            let groups = self.roles.read().unwrap_or_else(|p| p.into_inner());
+            role_of(peer, &groups)
+        };
+        match self.gate.admit(peer, role) {
+            Ok(a) => Some((a, stream)),
+            Err(why) => {
+                if let Some(suppressed) = self.refused.allow() {
+                    tracing::warn!(listener = what, user = %peer.user, uid = ?peer.uid,
+                        reason = %why, suppressed, "connection refused");
+                }
+                if let Ok(slot) = self.answering.clone().try_acquire_owned() {
+                    tokio::spawn(async move {
+                        refuse(stream, why.to_string()).await;
+                        drop(slot);
+                    });
+                }
+                None
+            }
+        }
+    }
 }
 
 /// Answers a refused connection 503 with `why`, then discards what it sends for at most half
@@ -95,24 +124,23 @@ async fn refuse<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     .await;
 }
 
-/// Serves `app` on a loopback TCP `listener` (the web board, `/metrics`) until `cancel`: peers
-/// are not known there, so at most `limits.max_connections` connections are served at once
-/// (one more is answered 503 `too_many_connections`) and each request's head must arrive within
+/// Serves `app` on a loopback TCP `listener` (the web board, `/metrics`) until `cancel`. Each
+/// connection is admitted as on the control socket (at most `max_connections` of non-admins,
+/// at most `max_connections_per_user` of one user, admins always), its user being the owner
+/// of the client's end as the kernel tells ([`Peer::of_tcp`]); connections whose owner the
+/// kernel does not tell (clients on other hosts) count as one anonymous user. Each request's head must arrive within
 /// `limits.header_timeout`. `what` names the listener in the log.
 pub async fn serve_tcp(
     listener: TcpListener,
-    limits: &Limits,
+    (limits, roles): (&Limits, SharedRoles),
     app: axum::Router,
     cancel: CancellationToken,
     what: &'static str,
 ) {
-    let open = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let doors = Doors::new(limits, roles);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let refusals = std::sync::Arc::new(tokio::sync::Semaphore::new(
-        crate::access::MAX_ANSWERED_REFUSALS,
-    ));
     let failed = crate::telemetry::Throttle::new(Duration::from_secs(10));
-    let refused = crate::telemetry::Throttle::new(Duration::from_secs(10));
+    let unknown = crate::telemetry::Throttle::new(Duration::from_secs(60));
     loop {
         let accepted = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -121,29 +149,20 @@ pub async fn serve_tcp(
         let Some(stream) = connection(accepted, what, &failed).await else {
             continue;
         };
-        let Ok(slot) = open.clone().try_acquire_owned() else {
-            if let Some(suppressed) = refused.allow() {
-                tracing::warn!(
-                    listener = what,
-                    max_connections = limits.max_connections,
-                    suppressed,
-                    "connection refused: too many open"
-                );
+        let peer = Peer::of_tcp(&stream).unwrap_or_else(|e| {
+            // A client on another host (`/metrics` may listen beyond loopback) has no local
+            // owner; one on this host always has.
+            let local = stream.peer_addr().is_ok_and(|a| a.ip().is_loopback());
+            if local && let Some(suppressed) = unknown.allow() {
+                tracing::warn!(listener = what, error = %e, suppressed,
+                    "the user behind a connection is not known; it counts as one anonymous user");
             }
-            // Answered as the control socket answers, a bounded number at a time.
-            if let Ok(answering) = refusals.clone().try_acquire_owned() {
-                let why = format!(
-                    "{} connections are open (max_connections)",
-                    limits.max_connections
-                );
-                tokio::spawn(async move {
-                    refuse(stream, why).await;
-                    drop(answering);
-                });
-            }
+            Peer::unknown()
+        });
+        let Some((admission, stream)) = doors.admit(&peer, stream, what) else {
             continue;
         };
-        let held = (limits.header_timeout, slot);
+        let held = (limits.header_timeout, admission);
         serve_connection(&graceful, stream, app.clone(), held, what);
     }
     drop(listener);

@@ -504,9 +504,10 @@ pub async fn serve_tcp(
         }
     };
     tracing::info!(address = %addr, "serving /metrics");
+    let roles = st.roles.clone();
     let app = Router::new()
         .route("/metrics", get(handler))
         .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "only /metrics here\n") })
         .with_state(st);
-    super::serve_tcp(listener, &limits, app, cancel, "metrics").await;
+    super::serve_tcp(listener, (&limits, roles), app, cancel, "metrics").await;
 }

@@ -88,8 +88,8 @@ impl Web {
     }
 }
 
-/// Serves the board on `addr` until `cancel`, with at most `limits.max_connections`
-/// connections and `limits.header_timeout` for each request's head.
+/// Serves the board on `addr` until `cancel`, admitting connections by their user under
+/// `limits` (see [`super::serve_tcp`]).
 pub async fn serve(
     (addr, limits): (SocketAddr, super::Limits),
     api: Arc<ApiState>,
@@ -108,6 +108,7 @@ pub async fn serve(
         admin: tokens.admin.filter(|t| !t.is_empty()),
     };
     tracing::info!(address = %addr, writable = tokens.responder.is_some(), approvals = tokens.admin.is_some(), "serving the web board");
+    let roles = api.roles.clone();
     let web = Arc::new(Web {
         api: api.clone(),
         tokens,
@@ -145,7 +146,7 @@ pub async fn serve(
         .fallback(|| async { ApiError::not_found("no such page") })
         .layer(axum::extract::DefaultBodyLimit::max(64 << 10))
         .layer(axum::middleware::from_fn(local_host_only));
-    super::serve_tcp(listener, &limits, app, cancel, "web board").await;
+    super::serve_tcp(listener, (&limits, roles), app, cancel, "web board").await;
 }
 
 /// Refuses requests whose `Host` is not a loopback name or address: a page elsewhere that

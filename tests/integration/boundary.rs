@@ -12,18 +12,25 @@ use crate::util::{TestDaemon, failed_password, open_to_others};
 /// the toolchain under /root is not): sends standard input, then prints what comes back.
 const PERL_SEND: &str = r#"use IO::Socket::UNIX; $SIG{PIPE} = "IGNORE"; my $s = IO::Socket::UNIX->new(Peer => $ARGV[0]) or die "connect: $!\n"; print $s $_ while <STDIN>; shutdown($s, 1); print while <$s>;"#;
 
+/// `perl -e SCRIPT` as `user` with primary group `group` and no other groups (arguments to
+/// follow).
+fn perl_as(user: &str, group: &str, script: &str) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args([
+        &format!("--reuid={user}"),
+        &format!("--regid={group}"),
+        "--clear-groups",
+        "--",
+        "perl",
+        "-e",
+        script,
+    ]);
+    c
+}
+
 /// Runs `perl -e SCRIPT ARGS` as `nobody` with primary group `group` and no other groups.
 fn perl_as_nobody(group: &str, script: &str, args: &[&str], input: &str) -> Output {
-    let mut child = Command::new("setpriv")
-        .args([
-            "--reuid=nobody",
-            &format!("--regid={group}"),
-            "--clear-groups",
-            "--",
-            "perl",
-            "-e",
-            script,
-        ])
+    let mut child = perl_as("nobody", group, script)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -243,7 +250,8 @@ async fn no_user_can_lock_out_root_on_the_control_socket() {
     let _ = hog.kill();
     let _ = hog.wait();
     assert!(
-        d.log().contains("control connection refused"),
+        d.log()
+            .contains("connection refused listener=\"control socket\""),
         "{}",
         d.log()
     );
@@ -549,4 +557,113 @@ async fn a_full_disk_is_answered_507_heals_and_loses_no_acknowledged_change() {
         d.kill9();
         d.restart().await;
     }
+}
+
+/// Runs a Perl client as `user` (primary group `group`, no others) against the loopback TCP
+/// address `addr`: it opens `idle` connections that send half a request head and hold them,
+/// then one more that asks for `/board.css`; it prints that answer, then `END`, and holds on
+/// until killed.
+fn board_client(user: &str, group: &str, addr: &str, idle: usize) -> std::process::Child {
+    let script = r#"use IO::Socket::INET; $SIG{PIPE} = "IGNORE"; $| = 1;
+my ($addr, $n) = @ARGV; my @h;
+for (1..$n) { my $c = IO::Socket::INET->new(PeerAddr => $addr) or die "connect: $!\n"; print $c "GET / HTTP/1.1\r\n"; push @h, $c; }
+select(undef, undef, undef, 0.5);
+my $s = IO::Socket::INET->new(PeerAddr => $addr) or die "connect: $!\n";
+print $s "GET /board.css HTTP/1.1\r\nhost: $addr\r\nconnection: close\r\n\r\n";
+print while <$s>; print "\nEND\n"; sleep 60;"#;
+    perl_as(user, group, script)
+        .args([addr, &idle.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run setpriv")
+}
+
+/// What a `board_client` printed up to `END`.
+fn board_answer(child: &mut std::process::Child) -> String {
+    use std::io::BufRead;
+    let out = child.stdout.as_mut().unwrap();
+    let mut text = String::new();
+    for line in std::io::BufReader::new(out).lines() {
+        let line = line.unwrap();
+        if line == "END" {
+            break;
+        }
+        text.push_str(&line);
+        text.push('\n');
+    }
+    text
+}
+
+/// The web board's loopback TCP listener tells users apart by who owns the client's end of
+/// each connection (the kernel's sock_diag): one user holds at most
+/// `max_connections_per_user`, all non-admins at most `max_connections`, and root, an admin,
+/// always gets in. Before, every connection counted alike, so one user could take them all.
+#[tokio::test]
+#[ignore = "needs root to act as other users (setpriv); the test command runs it as root"]
+async fn no_user_can_take_every_place_on_the_board() {
+    let port = crate::util::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let d = TestDaemon::prepare(
+        &format!(
+            "[control]\nweb_listen = \"{addr}\"\nmax_connections = 4\nmax_connections_per_user = 2\nheader_timeout = \"60s\"\n"
+        ),
+        "",
+    );
+    d.wait_healthy().await;
+    let http = incidentd::http_client().unwrap();
+    let css = format!("http://{addr}/board.css");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http.get(&css).send().await.is_err() {
+        assert!(Instant::now() < deadline, "board not listening");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // nobody holds two idle connections: a third is refused, and told why.
+    let mut nobody = board_client("nobody", "nogroup", &addr, 2);
+    let answer = board_answer(&mut nobody);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("already holds 2 connections"), "{answer}");
+    // Another user still gets in while nobody holds its two.
+    let mut daemon_user = board_client("daemon", "daemon", &addr, 1);
+    let answer = board_answer(&mut daemon_user);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // bin's idle connection takes the last of the four places of non-admins (or is refused
+    // if daemon's answered one has not closed yet): bin's request is refused, though bin
+    // holds less than its share.
+    let mut bin = board_client("bin", "bin", &addr, 1);
+    let answer = board_answer(&mut bin);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.contains("all 4 connections for non-admin users are taken"),
+        "{answer}"
+    );
+    // Root, an admin, is never turned away.
+    for _ in 0..10 {
+        let started = Instant::now();
+        let page = http.get(&css).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+    for c in [&mut nobody, &mut daemon_user, &mut bin] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    // The places are given back when the connections close: nobody gets in again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut again = board_client("nobody", "nogroup", &addr, 0);
+        let answer = board_answer(&mut again);
+        let _ = again.kill();
+        let _ = again.wait();
+        if answer.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{answer}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = d.log();
+    assert!(
+        log.contains("connection refused") && log.contains("user=nobody"),
+        "{log}"
+    );
 }

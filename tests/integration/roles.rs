@@ -147,7 +147,8 @@ async fn one_user_cannot_take_every_connection() {
         "root was locked out: {answered:?}"
     );
     assert!(
-        d.log().contains("control connection refused"),
+        d.log()
+            .contains("connection refused listener=\"control socket\""),
         "{}",
         d.log()
     );

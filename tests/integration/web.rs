@@ -425,41 +425,31 @@ async fn the_board_in_a_real_browser_shows_new_incidents_live_and_acknowledges()
     );
 }
 
-/// The board's listener is loopback TCP, where peers are not known: at most
-/// `max_connections` connections are served at once, one more is answered 503, and a
-/// connection whose request head does not come within `header_timeout` is closed, so idle
-/// connections cannot pile up.
+/// A connection whose request head does not come within `header_timeout` is closed, so idle
+/// connections cannot pile up; this test's user runs the daemon, an admin, so none of its
+/// connections is turned away however many (`boundary.rs` tries the caps as other users).
 #[tokio::test]
-async fn idle_connections_are_capped_and_cut_off() {
+async fn idle_connections_are_cut_off() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (d, url) = start_with("max_connections = 3\nheader_timeout = \"1s\"\n", "", "").await;
     let addr = url.trim_start_matches("http://").to_owned();
-    // Six connections that send half a request head: no more than three are served (the one
-    // that found the board listening may still hold a place), the others answered 503.
+    // Six connections that send half a request head: all held open, none answered 503.
     let mut idle = Vec::new();
     for _ in 0..6 {
         let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
         s.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
         idle.push(s);
     }
-    let mut open = Vec::new();
-    for mut s in idle {
+    // Well within the header timeout, none has been answered or closed.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for s in &idle {
         let mut buf = [0u8; 64];
-        match tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await {
-            Err(_) => open.push(s),
-            Ok(r) => {
-                let n = r.expect("an answer");
-                let head = String::from_utf8_lossy(&buf[..n]);
-                assert!(head.starts_with("HTTP/1.1 503"), "{head}");
-            }
-        }
+        let r = s.try_read(&mut buf);
+        assert!(
+            matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "an admin's connection was answered or closed: {r:?}"
+        );
     }
-    assert!(
-        (1..=3).contains(&open.len()),
-        "{} served at once",
-        open.len()
-    );
-    let mut idle = open;
     // The idle ones are cut off within the header timeout (hyper answers 408 or closes).
     for s in &mut idle {
         let mut buf = Vec::new();
@@ -467,10 +457,12 @@ async fn idle_connections_are_capped_and_cut_off() {
             .await
             .expect("cut off")
             .ok();
+        let head = String::from_utf8_lossy(&buf);
+        assert!(!head.starts_with("HTTP/1.1 503"), "{head}");
     }
     // Then the board answers again.
     let http = incidentd::http_client().unwrap();
     let page = http.get(format!("{url}/board.css")).send().await.unwrap();
     assert_eq!(page.status(), 200);
-    assert!(d.log().contains("too many open"), "{}", d.log());
+    assert!(!d.log().contains("connection refused"), "{}", d.log());
 }

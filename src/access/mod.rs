@@ -8,6 +8,11 @@
 //!
 //! Group membership is the peer's primary group plus the groups its user name belongs to
 //! (`getgrouplist`), as SO_PEERCRED carries the primary group only.
+//!
+//! Loopback TCP (the web board, `/metrics`) carries no credentials; the kernel still knows
+//! which user opened the client's end ([`tcp_owner`]), so those listeners admit by user too.
+
+pub mod tcp_owner;
 
 use std::sync::{Arc, RwLock};
 
@@ -41,47 +46,61 @@ impl Peer {
     /// The peer of a connected Unix stream; unknown (a reader) when the kernel does not say.
     pub fn of(stream: &tokio::net::UnixStream) -> Peer {
         match stream.peer_cred() {
-            Ok(cred) => {
-                let uid = cred.uid();
-                let me = nix::unistd::geteuid().as_raw();
-                if uid == 0 || uid == me {
-                    // Admins by uid: no user database lookup (which may block on a network
-                    // directory) stands between them and a connection.
-                    return Peer {
-                        uid: Some(uid),
-                        gid: Some(cred.gid()),
-                        pid: cred.pid(),
-                        user: if uid == 0 { "root".into() } else { my_name() },
-                        groups: Vec::new(),
-                    };
-                }
-                let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-                    .ok()
-                    .flatten()
-                    .map(|u| u.name)
-                    .unwrap_or_else(|| format!("uid:{uid}"));
-                let groups = group_names(
-                    (!user.starts_with("uid:")).then_some(user.as_str()),
-                    Some(cred.gid()),
-                );
-                Peer {
-                    uid: Some(uid),
-                    gid: Some(cred.gid()),
-                    pid: cred.pid(),
-                    user,
-                    groups,
-                }
-            }
+            Ok(cred) => Peer::of_uid(cred.uid(), Some(cred.gid()), cred.pid()),
             Err(e) => {
                 tracing::warn!(error = %e, "could not read peer credentials");
-                Peer {
-                    uid: None,
-                    gid: None,
-                    pid: None,
-                    user: "unknown".into(),
-                    groups: Vec::new(),
-                }
+                Peer::unknown()
             }
+        }
+    }
+
+    /// The peer of a loopback TCP connection: the user that owns the client's end, as the
+    /// kernel tells ([`tcp_owner`]), with its user's primary group. `Err` when the
+    /// kernel does not say (the caller decides how to treat an unknown peer).
+    pub fn of_tcp(stream: &tokio::net::TcpStream) -> Result<Peer, tcp_owner::OwnerError> {
+        let (peer, local) = match (stream.peer_addr(), stream.local_addr()) {
+            (Ok(p), Ok(l)) => (p, l),
+            (Err(e), _) | (_, Err(e)) => return Err(tcp_owner::OwnerError::NotFound(e)),
+        };
+        Ok(Peer::of_uid(tcp_owner::owner_uid(peer, local)?, None, None))
+    }
+
+    /// A peer whose credentials are not known: one anonymous reader.
+    pub fn unknown() -> Peer {
+        Peer {
+            uid: None,
+            gid: None,
+            pid: None,
+            user: "unknown".into(),
+            groups: Vec::new(),
+        }
+    }
+
+    fn of_uid(uid: u32, gid: Option<u32>, pid: Option<i32>) -> Peer {
+        let me = nix::unistd::geteuid().as_raw();
+        if uid == 0 || uid == me {
+            // Admins by uid: no user database lookup (which may block on a network
+            // directory) stands between them and a connection.
+            return Peer {
+                uid: Some(uid),
+                gid,
+                pid,
+                user: if uid == 0 { "root".into() } else { my_name() },
+                groups: Vec::new(),
+            };
+        }
+        // A TCP peer has no gid of its own: the user's primary group stands for it.
+        let (user, gid) = match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+            Ok(Some(u)) => (u.name, gid.or(Some(u.gid.as_raw()))),
+            _ => (format!("uid:{uid}"), gid),
+        };
+        let groups = group_names((!user.starts_with("uid:")).then_some(user.as_str()), gid);
+        Peer {
+            uid: Some(uid),
+            gid,
+            pid,
+            user,
+            groups,
         }
     }
 }
