@@ -54,15 +54,32 @@ impl Peer {
         }
     }
 
-    /// The peer of a loopback TCP connection: the user that owns the client's end, as the
-    /// kernel tells ([`tcp_owner`]), with its user's primary group. `Err` when the
-    /// kernel does not say (the caller decides how to treat an unknown peer).
-    pub fn of_tcp(stream: &tokio::net::TcpStream) -> Result<Peer, tcp_owner::OwnerError> {
+    /// The uid that owns the client's end of a loopback TCP connection, as the kernel tells
+    /// ([`tcp_owner`]); `Err` when it does not (a client on another host, say).
+    pub fn tcp_owner(stream: &tokio::net::TcpStream) -> Result<u32, tcp_owner::OwnerError> {
         let (peer, local) = match (stream.peer_addr(), stream.local_addr()) {
             (Ok(p), Ok(l)) => (p, l),
             (Err(e), _) | (_, Err(e)) => return Err(tcp_owner::OwnerError::NotFound(e)),
         };
-        Ok(Peer::of_uid(tcp_owner::owner_uid(peer, local)?, None, None))
+        tcp_owner::owner_uid(peer, local)
+    }
+
+    /// Whether [`Peer::of_uid`] asks the user database for `uid` (which may block on a
+    /// network directory); admins by uid are known without it.
+    pub fn needs_lookup(uid: u32) -> bool {
+        uid != 0 && uid != nix::unistd::geteuid().as_raw()
+    }
+
+    /// A peer known by its uid only (the user database did not answer in time): its
+    /// connections are counted as its own, and it has no groups.
+    pub fn uid_only(uid: u32) -> Peer {
+        Peer {
+            uid: Some(uid),
+            gid: None,
+            pid: None,
+            user: format!("uid:{uid}"),
+            groups: Vec::new(),
+        }
     }
 
     /// A peer whose credentials are not known: one anonymous reader.
@@ -76,9 +93,10 @@ impl Peer {
         }
     }
 
-    fn of_uid(uid: u32, gid: Option<u32>, pid: Option<i32>) -> Peer {
-        let me = nix::unistd::geteuid().as_raw();
-        if uid == 0 || uid == me {
+    /// The peer with this uid: its user name and groups from the user database (`gid`, its
+    /// primary group, when the kernel told; else the user's).
+    pub fn of_uid(uid: u32, gid: Option<u32>, pid: Option<i32>) -> Peer {
+        if !Peer::needs_lookup(uid) {
             // Admins by uid: no user database lookup (which may block on a network
             // directory) stands between them and a connection.
             return Peer {

@@ -26,31 +26,52 @@ pub enum OwnerError {
     Answer(String),
     #[error("the two ends are of different address families ({peer} and {local})")]
     Families { peer: SocketAddr, local: SocketAddr },
+    #[error("the client {peer} is not on this host")]
+    Remote { peer: SocketAddr },
+    #[error("the kernel answered for another socket or one without an owner (state {state})")]
+    NotTheClient { state: u8 },
 }
 
+/// TCP states whose sockets do not stand for a connecting user: a listener (the kernel's
+/// exact lookup falls back to one on the same address and port), and the minimal sockets of
+/// half-open and closed connections, which report uid 0.
+const NOT_A_CLIENT: [u8; 4] = [
+    netlink_packet_sock_diag::constants::TCP_LISTEN,
+    netlink_packet_sock_diag::constants::TCP_TIME_WAIT,
+    netlink_packet_sock_diag::constants::TCP_SYN_RECV,
+    // TCP_NEW_SYN_RECV, not named by the crate.
+    12,
+];
+
 /// The uid that owns the client's end of the TCP connection from `peer` to `local` (as the
-/// accepting side sees them: `peer_addr()` and `local_addr()` of the accepted stream).
+/// accepting side sees them: `peer_addr()` and `local_addr()` of the accepted stream). Only
+/// a client on this host has one: its address is loopback or the listener's own. The answer
+/// is taken only when it names exactly the socket asked for, in a state a client's end has.
 pub fn owner_uid(peer: SocketAddr, local: SocketAddr) -> Result<u32, OwnerError> {
     let (peer_ip, local_ip) = match (unmapped(peer.ip()), unmapped(local.ip())) {
         (p @ IpAddr::V4(_), l @ IpAddr::V4(_)) | (p @ IpAddr::V6(_), l @ IpAddr::V6(_)) => (p, l),
         _ => return Err(OwnerError::Families { peer, local }),
     };
+    if !peer_ip.is_loopback() && peer_ip != local_ip {
+        return Err(OwnerError::Remote { peer });
+    }
     let family = if peer_ip.is_ipv4() { AF_INET } else { AF_INET6 };
+    let client = SocketId {
+        // The client's socket: its own address is the peer, its remote one is ours.
+        source_port: peer.port(),
+        destination_port: local.port(),
+        source_address: peer_ip,
+        destination_address: local_ip,
+        interface_id: 0,
+        // INET_DIAG_NOCOOKIE: look the socket up by its addresses alone.
+        cookie: [0xff; 8],
+    };
     let request = InetRequest {
         family,
         protocol: IPPROTO_TCP,
         extensions: ExtensionFlags::empty(),
         states: StateFlags::all(),
-        socket_id: SocketId {
-            // The client's socket: its own address is the peer, its remote one is ours.
-            source_port: peer.port(),
-            destination_port: local.port(),
-            source_address: peer_ip,
-            destination_address: local_ip,
-            interface_id: 0,
-            // INET_DIAG_NOCOOKIE: look the socket up by its addresses alone.
-            cookie: [0xff; 8],
-        },
+        socket_id: client.clone(),
     };
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST;
@@ -81,12 +102,44 @@ pub fn owner_uid(peer: SocketAddr, local: SocketAddr) -> Result<u32, OwnerError>
     let message = <NetlinkMessage<SockDiagMessage>>::deserialize(&answer[..n])
         .map_err(|e| OwnerError::Answer(e.to_string()))?;
     match message.payload {
-        NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => Ok(r.header.uid),
+        NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
+            let h = &r.header;
+            let same = h.socket_id.source_port == client.source_port
+                && h.socket_id.destination_port == client.destination_port
+                && h.socket_id.source_address == client.source_address
+                && h.socket_id.destination_address == client.destination_address;
+            if same && h.inode != 0 && !NOT_A_CLIENT.contains(&h.state) {
+                Ok(h.uid)
+            } else {
+                Err(OwnerError::NotTheClient { state: h.state })
+            }
+        }
         NetlinkPayload::Error(e) => Err(OwnerError::NotFound(e.to_io())),
         other => Err(OwnerError::Answer(format!(
             "unexpected message {:?}",
             other.message_type()
         ))),
+    }
+}
+
+/// Whether this process can tell the owners of loopback connections: one lookup of a
+/// connection it makes to itself on 127.0.0.1 (or `::1`), which must name its own user.
+pub fn check() -> Result<(), OwnerError> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .or_else(|_| std::net::TcpListener::bind("[::1]:0"))
+        .map_err(OwnerError::Socket)?;
+    let addr = listener.local_addr().map_err(OwnerError::Socket)?;
+    let client = std::net::TcpStream::connect(addr).map_err(OwnerError::Socket)?;
+    let (accepted, peer) = listener.accept().map_err(OwnerError::Socket)?;
+    let local = accepted.local_addr().map_err(OwnerError::Socket)?;
+    let uid = owner_uid(peer, local)?;
+    drop(client);
+    if uid == nix::unistd::geteuid().as_raw() {
+        Ok(())
+    } else {
+        Err(OwnerError::Answer(format!(
+            "the kernel named uid {uid} as the owner of this process's own connection"
+        )))
     }
 }
 
@@ -104,7 +157,7 @@ mod tests {
     use super::*;
 
     /// The kernel names this process's user as the owner of a connection it opened, on IPv4
-    /// and on IPv6 loopback; a connection that does not exist is an error, not a user.
+    /// and on IPv6 loopback; a listening socket is not taken for a client's end.
     #[test]
     fn the_owner_of_a_loopback_connection_is_its_user() {
         let me = nix::unistd::geteuid().as_raw();
@@ -119,12 +172,27 @@ mod tests {
             assert_eq!(peer, client.local_addr().unwrap());
             let local = accepted.local_addr().unwrap();
             assert_eq!(owner_uid(peer, local).unwrap(), me, "{bind}");
-            // A port nobody connected from names no socket (which end is asked for is
-            // shown by the boundary tests, where the client is another user).
-            let wrong_port = SocketAddr::new(peer.ip(), peer.port().wrapping_add(1).max(1));
-            let err = owner_uid(wrong_port, local);
-            assert!(matches!(err, Err(OwnerError::NotFound(_))), "{err:?}");
+            // The listener's own port as a client's: the kernel's lookup falls back to the
+            // listening socket, which is no client's end and is not taken for one.
+            let err = owner_uid(local, local);
+            assert!(
+                matches!(err, Err(OwnerError::NotTheClient { state: 10 })),
+                "{err:?}"
+            );
+            // Which end is asked for is shown by the boundary tests, where the client is
+            // another user.
         }
+        check().expect("this process can tell its own connections");
+    }
+
+    /// A client on another host has no owner here, and nothing is asked.
+    #[test]
+    fn remote_clients_are_not_looked_up() {
+        let err = owner_uid(
+            "192.0.2.7:40000".parse().unwrap(),
+            "127.0.0.1:9464".parse().unwrap(),
+        );
+        assert!(matches!(err, Err(OwnerError::Remote { .. })), "{err:?}");
     }
 
     #[test]

@@ -124,12 +124,18 @@ async fn refuse<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     .await;
 }
 
-/// Serves `app` on a loopback TCP `listener` (the web board, `/metrics`) until `cancel`. Each
+/// Connections of non-admins whose user is being looked up at once, at most; beyond it a
+/// connection is closed at once.
+const MAX_IDENTIFYING: usize = 32;
+
+/// Serves `app` on a TCP `listener` (the web board, `/metrics`) until `cancel`. Each
 /// connection is admitted as on the control socket (at most `max_connections` of non-admins,
 /// at most `max_connections_per_user` of one user, admins always), its user being the owner
-/// of the client's end as the kernel tells ([`Peer::of_tcp`]); connections whose owner the
-/// kernel does not tell (clients on other hosts) count as one anonymous user. Each request's head must arrive within
-/// `limits.header_timeout`. `what` names the listener in the log.
+/// of the client's end as the kernel tells ([`Peer::tcp_owner`]); connections whose owner the
+/// kernel does not tell (clients on other hosts) count as one anonymous user. The user
+/// database is asked off the accept loop, so a slow directory never holds up root or the
+/// daemon's own user. Each request's head must arrive within `limits.header_timeout`. `what`
+/// names the listener in the log.
 pub async fn serve_tcp(
     listener: TcpListener,
     (limits, roles): (&Limits, SharedRoles),
@@ -137,33 +143,79 @@ pub async fn serve_tcp(
     cancel: CancellationToken,
     what: &'static str,
 ) {
+    if let Err(e) = tokio::task::spawn_blocking(crate::access::tcp_owner::check)
+        .await
+        .unwrap_or_else(|e| Err(crate::access::tcp_owner::OwnerError::Answer(e.to_string())))
+    {
+        tracing::error!(listener = what, error = %e,
+            "cannot tell which local user opens a connection; every connection counts as one anonymous user's");
+    }
     let doors = Doors::new(limits, roles);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let failed = crate::telemetry::Throttle::new(Duration::from_secs(10));
     let unknown = crate::telemetry::Throttle::new(Duration::from_secs(60));
+    let busy = crate::telemetry::Throttle::new(Duration::from_secs(10));
+    let identifying = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_IDENTIFYING));
+    let (known_tx, mut known) = tokio::sync::mpsc::channel(MAX_IDENTIFYING);
     loop {
         let accepted = tokio::select! {
             _ = cancel.cancelled() => break,
+            Some((peer, stream)) = known.recv() => {
+                if let Some((admission, stream)) = doors.admit(&peer, stream, what) {
+                    serve_connection(&graceful, stream, app.clone(), (limits.header_timeout, admission), what);
+                }
+                continue;
+            }
             r = listener.accept() => r.map(|(s, _)| s),
         };
         let Some(stream) = connection(accepted, what, &failed).await else {
             continue;
         };
-        let peer = Peer::of_tcp(&stream).unwrap_or_else(|e| {
-            // A client on another host (`/metrics` may listen beyond loopback) has no local
-            // owner; one on this host always has.
-            let local = stream.peer_addr().is_ok_and(|a| a.ip().is_loopback());
-            if local && let Some(suppressed) = unknown.allow() {
-                tracing::warn!(listener = what, error = %e, suppressed,
-                    "the user behind a connection is not known; it counts as one anonymous user");
+        let peer = match Peer::tcp_owner(&stream) {
+            Ok(uid) if Peer::needs_lookup(uid) => {
+                let Ok(permit) = identifying.clone().try_acquire_owned() else {
+                    if let Some(suppressed) = busy.allow() {
+                        tracing::warn!(
+                            listener = what,
+                            uid,
+                            suppressed,
+                            "connection closed: too many users being looked up at once"
+                        );
+                    }
+                    continue;
+                };
+                let known_tx = known_tx.clone();
+                tokio::spawn(async move {
+                    let lookup = tokio::task::spawn_blocking(move || Peer::of_uid(uid, None, None));
+                    let peer = match tokio::time::timeout(Duration::from_secs(5), lookup).await {
+                        Ok(Ok(peer)) => peer,
+                        _ => Peer::uid_only(uid),
+                    };
+                    let _ = known_tx.send((peer, stream)).await;
+                    drop(permit);
+                });
+                continue;
             }
-            Peer::unknown()
-        });
+            Ok(uid) => Peer::of_uid(uid, None, None),
+            Err(e) => {
+                let remote = matches!(e, crate::access::tcp_owner::OwnerError::Remote { .. });
+                if !remote && let Some(suppressed) = unknown.allow() {
+                    tracing::warn!(listener = what, error = %e, suppressed,
+                        "the user behind a connection is not known; it counts as one anonymous user");
+                }
+                Peer::unknown()
+            }
+        };
         let Some((admission, stream)) = doors.admit(&peer, stream, what) else {
             continue;
         };
-        let held = (limits.header_timeout, admission);
-        serve_connection(&graceful, stream, app.clone(), held, what);
+        serve_connection(
+            &graceful,
+            stream,
+            app.clone(),
+            (limits.header_timeout, admission),
+            what,
+        );
     }
     drop(listener);
     graceful.shutdown().await;

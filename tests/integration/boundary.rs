@@ -562,9 +562,9 @@ async fn a_full_disk_is_answered_507_heals_and_loses_no_acknowledged_change() {
 /// Runs a Perl client as `user` (primary group `group`, no others) against the loopback TCP
 /// address `addr`: it opens `idle` connections that send half a request head and hold them,
 /// then one more that asks for `/board.css`; it prints that answer, then `END`, and holds on
-/// until killed.
+/// until killed (within a minute at most, so a stuck client cannot hang the test).
 fn board_client(user: &str, group: &str, addr: &str, idle: usize) -> std::process::Child {
-    let script = r#"use IO::Socket::INET; $SIG{PIPE} = "IGNORE"; $| = 1;
+    let script = r#"use IO::Socket::INET; $SIG{PIPE} = "IGNORE"; $| = 1; alarm 60;
 my ($addr, $n) = @ARGV; my @h;
 for (1..$n) { my $c = IO::Socket::INET->new(PeerAddr => $addr) or die "connect: $!\n"; print $c "GET / HTTP/1.1\r\n"; push @h, $c; }
 select(undef, undef, undef, 0.5);
@@ -611,7 +611,13 @@ async fn no_user_can_take_every_place_on_the_board() {
         "",
     );
     d.wait_healthy().await;
-    let http = incidentd::http_client().unwrap();
+    // No connection kept for reuse: each of root's requests below is a new connection.
+    let _ = incidentd::http_client(); // installs the TLS provider reqwest is built to need
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
     let css = format!("http://{addr}/board.css");
     let deadline = Instant::now() + Duration::from_secs(10);
     while http.get(&css).send().await.is_err() {
