@@ -12,7 +12,10 @@
 //! Loopback TCP (the web board, `/metrics`) carries no credentials; the kernel still knows
 //! which user opened the client's end ([`tcp_owner`]), so those listeners admit by user too.
 
+mod lookups;
 pub mod tcp_owner;
+
+pub use lookups::Lookups;
 
 use std::sync::{Arc, RwLock};
 
@@ -32,6 +35,14 @@ fn my_name() -> String {
     .clone()
 }
 
+/// Who is behind a connection: known, or a uid (with the gid and pid the kernel told) whose
+/// user name and groups are still to be looked up.
+#[derive(Debug)]
+pub enum Identity {
+    Known(Peer),
+    Lookup(u32, Option<u32>, Option<i32>),
+}
+
 /// A connected peer, from its socket's credentials.
 #[derive(Clone, Debug)]
 pub struct Peer {
@@ -43,14 +54,25 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// The peer of a connected Unix stream; unknown (a reader) when the kernel does not say.
-    pub fn of(stream: &tokio::net::UnixStream) -> Peer {
+    /// Who is behind a connected Unix stream (unknown, a reader, when the kernel does not
+    /// say).
+    pub fn of(stream: &tokio::net::UnixStream) -> Identity {
         match stream.peer_cred() {
-            Ok(cred) => Peer::of_uid(cred.uid(), Some(cred.gid()), cred.pid()),
+            Ok(cred) => Peer::identity(cred.uid(), Some(cred.gid()), cred.pid()),
             Err(e) => {
                 tracing::warn!(error = %e, "could not read peer credentials");
-                Peer::unknown()
+                Identity::Known(Peer::unknown())
             }
+        }
+    }
+
+    /// The peer of `uid` at once when no user database lookup is needed for it (admins by
+    /// uid), else what to look up ([`Lookups`]).
+    pub fn identity(uid: u32, gid: Option<u32>, pid: Option<i32>) -> Identity {
+        if Peer::needs_lookup(uid) {
+            Identity::Lookup(uid, gid, pid)
+        } else {
+            Identity::Known(Peer::of_uid(uid, gid, pid))
         }
     }
 

@@ -1,5 +1,6 @@
 //! The control socket's server. One task accepts; each connection's peer is identified from
-//! its credentials before a byte is read, and admitted by a [`ConnectionGate`]: at most
+//! its credentials before a byte is read (its user name and groups looked up off the accept
+//! loop, see [`crate::access::Lookups`]), and admitted by a [`ConnectionGate`]: at most
 //! `max_connections` connections of non-admins, at most `max_connections_per_user` of any one
 //! user (streams included), and admins — root, the daemon's own user, `admin_groups` — always,
 //! so no user can lock out another or root. A refused connection is answered 503 with the
@@ -33,15 +34,23 @@ pub async fn serve(
     let doors = Doors::new(&limits, roles);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let failed = crate::telemetry::Throttle::new(Duration::from_secs(10));
+    let mut lookups = crate::access::Lookups::new("control socket");
     loop {
-        let accepted = tokio::select! {
+        let (peer, stream) = tokio::select! {
             _ = cancel.cancelled() => break,
-            r = listener.accept() => r.map(|(s, _)| s),
+            Some(known) = lookups.next() => known,
+            r = listener.accept() => {
+                let Some(stream) = connection(r.map(|(s, _)| s), "control socket", &failed).await
+                else {
+                    continue;
+                };
+                let who = Peer::of(&stream);
+                let Some(known) = lookups.known(who, stream) else {
+                    continue;
+                };
+                known
+            }
         };
-        let Some(stream) = connection(accepted, "control socket", &failed).await else {
-            continue;
-        };
-        let peer = Peer::of(&stream);
         let Some((admission, stream)) = doors.admit(&peer, stream, "control socket") else {
             continue;
         };
@@ -124,10 +133,6 @@ async fn refuse<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     .await;
 }
 
-/// Connections of non-admins whose user is being looked up at once, at most; beyond it a
-/// connection is closed at once.
-const MAX_IDENTIFYING: usize = 32;
-
 /// Serves `app` on a TCP `listener` (the web board, `/metrics`) until `cancel`. Each
 /// connection is admitted as on the control socket (at most `max_connections` of non-admins,
 /// at most `max_connections_per_user` of one user, admins always), its user being the owner
@@ -154,56 +159,30 @@ pub async fn serve_tcp(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let failed = crate::telemetry::Throttle::new(Duration::from_secs(10));
     let unknown = crate::telemetry::Throttle::new(Duration::from_secs(60));
-    let busy = crate::telemetry::Throttle::new(Duration::from_secs(10));
-    let identifying = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_IDENTIFYING));
-    let (known_tx, mut known) = tokio::sync::mpsc::channel(MAX_IDENTIFYING);
+    let mut lookups = crate::access::Lookups::new(what);
     loop {
-        let accepted = tokio::select! {
+        let (peer, stream) = tokio::select! {
             _ = cancel.cancelled() => break,
-            Some((peer, stream)) = known.recv() => {
-                if let Some((admission, stream)) = doors.admit(&peer, stream, what) {
-                    serve_connection(&graceful, stream, app.clone(), (limits.header_timeout, admission), what);
-                }
-                continue;
-            }
-            r = listener.accept() => r.map(|(s, _)| s),
-        };
-        let Some(stream) = connection(accepted, what, &failed).await else {
-            continue;
-        };
-        let peer = match Peer::tcp_owner(&stream) {
-            Ok(uid) if Peer::needs_lookup(uid) => {
-                let Ok(permit) = identifying.clone().try_acquire_owned() else {
-                    if let Some(suppressed) = busy.allow() {
-                        tracing::warn!(
-                            listener = what,
-                            uid,
-                            suppressed,
-                            "connection closed: too many users being looked up at once"
-                        );
-                    }
+            Some(known) = lookups.next() => known,
+            r = listener.accept() => {
+                let Some(stream) = connection(r.map(|(s, _)| s), what, &failed).await else {
                     continue;
                 };
-                let known_tx = known_tx.clone();
-                tokio::spawn(async move {
-                    let lookup = tokio::task::spawn_blocking(move || Peer::of_uid(uid, None, None));
-                    let peer = match tokio::time::timeout(Duration::from_secs(5), lookup).await {
-                        Ok(Ok(peer)) => peer,
-                        _ => Peer::uid_only(uid),
-                    };
-                    let _ = known_tx.send((peer, stream)).await;
-                    drop(permit);
-                });
-                continue;
-            }
-            Ok(uid) => Peer::of_uid(uid, None, None),
-            Err(e) => {
-                let remote = matches!(e, crate::access::tcp_owner::OwnerError::Remote { .. });
-                if !remote && let Some(suppressed) = unknown.allow() {
-                    tracing::warn!(listener = what, error = %e, suppressed,
-                        "the user behind a connection is not known; it counts as one anonymous user");
-                }
-                Peer::unknown()
+                let who = match Peer::tcp_owner(&stream) {
+                    Ok(uid) => Peer::identity(uid, None, None),
+                    Err(e) => {
+                        let remote = matches!(e, crate::access::tcp_owner::OwnerError::Remote { .. });
+                        if !remote && let Some(suppressed) = unknown.allow() {
+                            tracing::warn!(listener = what, error = %e, suppressed,
+                                "the user behind a connection is not known; it counts as one anonymous user");
+                        }
+                        crate::access::Identity::Known(Peer::unknown())
+                    }
+                };
+                let Some(known) = lookups.known(who, stream) else {
+                    continue;
+                };
+                known
             }
         };
         let Some((admission, stream)) = doors.admit(&peer, stream, what) else {

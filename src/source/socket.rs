@@ -75,20 +75,30 @@ impl IngestSocket {
         let refusals = Arc::new(tokio::sync::Semaphore::new(
             crate::access::MAX_ANSWERED_REFUSALS,
         ));
+        let mut lookups = crate::access::Lookups::new("ingest socket");
         loop {
-            let stream = tokio::select! {
+            let (peer, stream) = tokio::select! {
                 _ = cancel.cancelled() => break,
-                r = shared.listener.accept() => match r {
-                    Ok((s, _)) => s,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "ingest socket accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                Some(known) = lookups.next() => known,
+                r = shared.listener.accept() => {
+                    let stream = match r {
+                        Ok((s, _)) => s,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "ingest socket accept failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    };
+                    shared.telemetry.ingest.connections.inc();
+                    // Admins by uid are known at once; other users' names and groups are
+                    // looked up off this loop.
+                    let who = Peer::of(&stream);
+                    let Some(known) = lookups.known(who, stream) else {
                         continue;
-                    }
-                },
+                    };
+                    known
+                }
             };
-            shared.telemetry.ingest.connections.inc();
-            let peer = Peer::of(&stream);
             let role = {
                 let groups = shared.roles.read().unwrap_or_else(|p| p.into_inner());
                 role_of(&peer, &groups)
