@@ -15,7 +15,7 @@
 mod lookups;
 pub mod tcp_owner;
 
-pub use lookups::Lookups;
+pub use lookups::{Known, Lookups};
 
 use std::sync::{Arc, RwLock};
 
@@ -93,12 +93,12 @@ impl Peer {
     }
 
     /// A peer known by its uid only (the user database did not answer in time): its
-    /// connections are counted as its own, and it has no groups.
-    pub fn uid_only(uid: u32) -> Peer {
+    /// connections are counted as its own, and it has no groups (a reader).
+    pub fn uid_only(uid: u32, gid: Option<u32>, pid: Option<i32>) -> Peer {
         Peer {
             uid: Some(uid),
-            gid: None,
-            pid: None,
+            gid,
+            pid,
             user: format!("uid:{uid}"),
             groups: Vec::new(),
         }
@@ -265,6 +265,11 @@ impl ConnectionGate {
             per_user: Default::default(),
             per_user_max: per_user.max(1),
         }
+    }
+
+    /// The most connections one non-admin user may hold.
+    pub fn per_user(&self) -> usize {
+        self.per_user_max
     }
 
     /// Admits a connection of `peer`, whose role is `role`.

@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 
-use crate::access::{Admission, ConnectionGate, Peer, SharedRoles, role_of};
+use crate::access::{Admission, ConnectionGate, Known, Peer, SharedRoles, role_of};
 
 /// The control server's connection limits.
 pub struct Limits {
@@ -34,7 +34,8 @@ pub async fn serve(
     let doors = Doors::new(&limits, roles);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let failed = crate::telemetry::Throttle::new(Duration::from_secs(10));
-    let mut lookups = crate::access::Lookups::new("control socket");
+    let mut lookups =
+        crate::access::Lookups::new("control socket", limits.max_connections_per_user);
     loop {
         let (peer, stream) = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -45,7 +46,7 @@ pub async fn serve(
                     continue;
                 };
                 let who = Peer::of(&stream);
-                let Some(known) = lookups.known(who, stream) else {
+                let Some(known) = doors.identify(&lookups, who, stream, "control socket") else {
                     continue;
                 };
                 known
@@ -58,7 +59,8 @@ pub async fn serve(
         let held = (limits.header_timeout, admission);
         serve_connection(&graceful, stream, app, held, "control socket");
     }
-    drop(listener);
+    // Connections still being identified are closed with their listener.
+    drop((listener, lookups));
     graceful.shutdown().await;
 }
 
@@ -96,16 +98,50 @@ impl Doors {
         match self.gate.admit(peer, role) {
             Ok(a) => Some((a, stream)),
             Err(why) => {
-                if let Some(suppressed) = self.refused.allow() {
-                    tracing::warn!(listener = what, user = %peer.user, uid = ?peer.uid,
-                        reason = %why, suppressed, "connection refused");
-                }
-                if let Ok(slot) = self.answering.clone().try_acquire_owned() {
-                    tokio::spawn(async move {
-                        refuse(stream, why.to_string()).await;
-                        drop(slot);
-                    });
-                }
+                self.turn_away(stream, (&peer.user, peer.uid), why.to_string(), what);
+                None
+            }
+        }
+    }
+
+    /// Refuses `stream` of `user` for `why`: logged, and answered 503 with the reason.
+    fn turn_away<S>(&self, stream: S, user: (&str, Option<u32>), why: String, what: &'static str)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        if let Some(suppressed) = self.refused.allow() {
+            tracing::warn!(listener = what, user = %user.0, uid = ?user.1,
+                reason = %why, suppressed, "connection refused");
+        }
+        if let Ok(slot) = self.answering.clone().try_acquire_owned() {
+            tokio::spawn(async move {
+                refuse(stream, why).await;
+                drop(slot);
+            });
+        }
+    }
+
+    /// The connection and its peer when `who` is known now; `None` when its user is being
+    /// looked up (it comes back from `lookups`) or it was refused because too many are.
+    fn identify<S>(
+        &self,
+        lookups: &crate::access::Lookups<S>,
+        who: crate::access::Identity,
+        stream: S,
+        what: &'static str,
+    ) -> Option<(Peer, S)>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let uid = match &who {
+            crate::access::Identity::Lookup(uid, ..) => Some(*uid),
+            crate::access::Identity::Known(p) => p.uid,
+        };
+        match lookups.known(who, stream) {
+            Known::Ready(peer, stream) => Some((peer, stream)),
+            Known::Started => None,
+            Known::Busy(stream, why) => {
+                self.turn_away(stream, ("(being identified)", uid), why.to_owned(), what);
                 None
             }
         }
@@ -159,7 +195,7 @@ pub async fn serve_tcp(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let failed = crate::telemetry::Throttle::new(Duration::from_secs(10));
     let unknown = crate::telemetry::Throttle::new(Duration::from_secs(60));
-    let mut lookups = crate::access::Lookups::new(what);
+    let mut lookups = crate::access::Lookups::new(what, limits.max_connections_per_user);
     loop {
         let (peer, stream) = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -179,7 +215,7 @@ pub async fn serve_tcp(
                         crate::access::Identity::Known(Peer::unknown())
                     }
                 };
-                let Some(known) = lookups.known(who, stream) else {
+                let Some(known) = doors.identify(&lookups, who, stream, what) else {
                     continue;
                 };
                 known
@@ -196,7 +232,8 @@ pub async fn serve_tcp(
             what,
         );
     }
-    drop(listener);
+    // Connections still being identified are closed with their listener.
+    drop((listener, lookups));
     graceful.shutdown().await;
 }
 

@@ -180,7 +180,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    rt.block_on(async {
+    let code = rt.block_on(async {
         // First: SIGHUP's default action would kill us during a slow start.
         let signals = match daemon::signals() {
             Ok(s) => s,
@@ -218,7 +218,12 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    // Everything of the daemon has stopped in order by now; what may still run is a user
+    // lookup stuck in a network directory (see `access::Lookups`), which must not hold the
+    // exit (dropping a runtime waits for its blocking threads without end).
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    code
 }
 
 // glibc's malloc serialises threads that free what another thread allocated (events are

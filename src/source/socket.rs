@@ -75,7 +75,27 @@ impl IngestSocket {
         let refusals = Arc::new(tokio::sync::Semaphore::new(
             crate::access::MAX_ANSWERED_REFUSALS,
         ));
-        let mut lookups = crate::access::Lookups::new("ingest socket");
+        let mut lookups = crate::access::Lookups::new("ingest socket", shared.gate.per_user());
+        // Refuses a connection: counted, logged, answered with one line saying why.
+        let turn_away =
+            |stream: UnixStream, (code, why): (&'static str, String), peer: (&str, Option<u32>)| {
+                if code == "refused" {
+                    shared.telemetry.ingest.refused.inc();
+                }
+                if let Some(suppressed) = refused.allow() {
+                    tracing::warn!(user = %peer.0, uid = ?peer.1, code, reason = %why, suppressed,
+                    "ingest connection refused");
+                }
+                // One line saying why; what the peer sends meanwhile is read and thrown away for
+                // a moment, so it sees the answer instead of a broken pipe.
+                let line = serde_json::json!({"error": {"code": code, "message": why}});
+                if let Ok(slot) = refusals.clone().try_acquire_owned() {
+                    tracker.spawn(async move {
+                        refuse(stream, format!("{line}\n")).await;
+                        drop(slot);
+                    });
+                }
+            };
         loop {
             let (peer, stream) = tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -93,10 +113,18 @@ impl IngestSocket {
                     // Admins by uid are known at once; other users' names and groups are
                     // looked up off this loop.
                     let who = Peer::of(&stream);
-                    let Some(known) = lookups.known(who, stream) else {
-                        continue;
+                    let uid = match &who {
+                        crate::access::Identity::Lookup(uid, ..) => Some(*uid),
+                        crate::access::Identity::Known(p) => p.uid,
                     };
-                    known
+                    match lookups.known(who, stream) {
+                        crate::access::Known::Ready(peer, stream) => (peer, stream),
+                        crate::access::Known::Started => continue,
+                        crate::access::Known::Busy(stream, why) => {
+                            turn_away(stream, ("refused", why.to_owned()), ("(being identified)", uid));
+                            continue;
+                        }
+                    }
                 }
             };
             let role = {
@@ -127,23 +155,8 @@ impl IngestSocket {
             };
             let admission = match admitted {
                 Ok(a) => a,
-                Err((code, why)) => {
-                    if code == "refused" {
-                        shared.telemetry.ingest.refused.inc();
-                    }
-                    if let Some(suppressed) = refused.allow() {
-                        tracing::warn!(user = %peer.user, uid = ?peer.uid, code, reason = %why, suppressed,
-                            "ingest connection refused");
-                    }
-                    // One line saying why; what the peer sends meanwhile is read and thrown
-                    // away for a moment, so it sees the answer instead of a broken pipe.
-                    let line = serde_json::json!({"error": {"code": code, "message": why}});
-                    if let Ok(slot) = refusals.clone().try_acquire_owned() {
-                        tracker.spawn(async move {
-                            refuse(stream, format!("{line}\n")).await;
-                            drop(slot);
-                        });
-                    }
+                Err(refusal) => {
+                    turn_away(stream, refusal, (&peer.user, peer.uid));
                     continue;
                 }
             };
