@@ -43,6 +43,16 @@ pub enum Identity {
     Lookup(u32, Option<u32>, Option<i32>),
 }
 
+impl Identity {
+    /// The uid behind the connection, when the kernel told.
+    pub fn uid(&self) -> Option<u32> {
+        match self {
+            Identity::Known(p) => p.uid,
+            Identity::Lookup(uid, ..) => Some(*uid),
+        }
+    }
+}
+
 /// A connected peer, from its socket's credentials.
 #[derive(Clone, Debug)]
 pub struct Peer {

@@ -133,10 +133,7 @@ impl Doors {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let uid = match &who {
-            crate::access::Identity::Lookup(uid, ..) => Some(*uid),
-            crate::access::Identity::Known(p) => p.uid,
-        };
+        let uid = who.uid();
         match lookups.known(who, stream) {
             Known::Ready(peer, stream) => Some((peer, stream)),
             Known::Started => None,

@@ -113,10 +113,7 @@ impl IngestSocket {
                     // Admins by uid are known at once; other users' names and groups are
                     // looked up off this loop.
                     let who = Peer::of(&stream);
-                    let uid = match &who {
-                        crate::access::Identity::Lookup(uid, ..) => Some(*uid),
-                        crate::access::Identity::Known(p) => p.uid,
-                    };
+                    let uid = who.uid();
                     match lookups.known(who, stream) {
                         crate::access::Known::Ready(peer, stream) => (peer, stream),
                         crate::access::Known::Started => continue,

@@ -244,7 +244,12 @@ async fn metrics_show_every_source_on_the_socket_and_the_tcp_listener() {
     );
     let d = TestDaemon::prepare(&config, PROGRAM_RULE);
     d.wait_healthy().await;
-    let want = "incidentd_source_lines_total{source=\"app\",kind=\"file\"} 3";
+    // The source counts a line when it reads it, and the event when it is handed on: both
+    // are waited for (read once, the second could still be 0).
+    let want = [
+        "incidentd_source_lines_total{source=\"app\",kind=\"file\"} 3",
+        "incidentd_events_received_total{source=\"app\",kind=\"file\"} 3",
+    ];
     let deadline = Instant::now() + Duration::from_secs(10);
     let text = loop {
         let (status, body) = d
@@ -254,7 +259,7 @@ async fn metrics_show_every_source_on_the_socket_and_the_tcp_listener() {
             .unwrap();
         assert_eq!(status.as_u16(), 200);
         let text = String::from_utf8(body.to_vec()).unwrap();
-        if text.contains(want) {
+        if want.iter().all(|w| text.contains(w)) {
             break text;
         }
         assert!(Instant::now() < deadline, "no {want:?} in\n{text}");
