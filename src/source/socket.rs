@@ -72,6 +72,7 @@ impl IngestSocket {
     pub async fn run(self, cancel: CancellationToken, tracker: TaskTracker) {
         let shared = Arc::new(self);
         let refused = crate::telemetry::Throttle::new(std::time::Duration::from_secs(10));
+        let accept_failed = crate::telemetry::Throttle::new(std::time::Duration::from_secs(10));
         let refusals = Arc::new(tokio::sync::Semaphore::new(
             crate::access::MAX_ANSWERED_REFUSALS,
         ));
@@ -104,7 +105,10 @@ impl IngestSocket {
                     let stream = match r {
                         Ok((s, _)) => s,
                         Err(e) => {
-                            tracing::warn!(error = %e, "ingest socket accept failed");
+                            // Out of descriptors, say: said at most once per 10 s.
+                            if let Some(suppressed) = accept_failed.allow() {
+                                tracing::warn!(error = %e, suppressed, "ingest socket accept failed");
+                            }
                             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                             continue;
                         }
