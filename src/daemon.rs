@@ -426,7 +426,10 @@ pub async fn run(
             incidents.sender(),
             telemetry.clone(),
             clock.clone(),
-            config.daemon.checkpoint_interval,
+            crate::engine::Checkpoints {
+                interval: config.daemon.checkpoint_interval,
+                detections: config.daemon.checkpoint_detections,
+            },
             feeds,
             backlog.clone(),
         ),

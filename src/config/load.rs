@@ -577,6 +577,12 @@ fn validate(config: &Config, path: &Path, errors: &mut Vec<ConfigError>) {
     if config.daemon.event_queue == 0 || config.daemon.detection_queue == 0 {
         err("daemon", "queue capacities must be at least 1".into());
     }
+    if config.daemon.checkpoint_detections == 0 {
+        err(
+            "daemon.checkpoint_detections",
+            "must be at least 1 (a checkpoint after every N detections)".into(),
+        );
+    }
     if config.control_socket() == config.ingest_socket() {
         err(
             "ingest.socket",
@@ -633,6 +639,7 @@ mod tests {
             r#"
 [daemon]
 host = "web 1"
+checkpoint_detections = 0
 
 [[channel]]
 id = "am"
@@ -650,16 +657,20 @@ urls = ["http://y"]
         let all = e.join("\n");
         assert!(all.contains("daemon.host: must be a host name"), "{all}");
         assert!(
-            all.contains("incidentd.toml:5: channel[am].urls: `b:9093` is not an http"),
+            all.contains("daemon.checkpoint_detections: must be at least 1"),
             "{all}"
         );
         assert!(
-            all.contains("incidentd.toml:5: channel[am].link: the template does not compile"),
+            all.contains("incidentd.toml:6: channel[am].urls: `b:9093` is not an http"),
+            "{all}"
+        );
+        assert!(
+            all.contains("incidentd.toml:6: channel[am].link: the template does not compile"),
             "{all}"
         );
         assert!(
             all.contains(
-                "incidentd.toml:11: channel[hook].urls: only an alertmanager channel takes `urls`"
+                "incidentd.toml:12: channel[hook].urls: only an alertmanager channel takes `urls`"
             ),
             "{all}"
         );

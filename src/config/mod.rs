@@ -115,6 +115,11 @@ pub struct DaemonConfig {
     /// How often the engine's window state is saved (also at shutdown).
     #[serde(deserialize_with = "duration")]
     pub checkpoint_interval: Duration,
+    /// A checkpoint also as soon as this many detections came since the last one: each
+    /// leaves an idempotency id in the store until a checkpoint covers it, and a backlog read
+    /// at a million lines a second would otherwise leave every detection of
+    /// `checkpoint_interval` there.
+    pub checkpoint_detections: usize,
     /// A source erroring or a plugin restarting for this long becomes an incident about the
     /// daemon itself (`incidentd/…`), resolved once it has been quiet as long.
     #[serde(deserialize_with = "duration")]
@@ -144,6 +149,7 @@ impl Default for DaemonConfig {
             detection_queue: 1024,
             shutdown_timeout: Duration::from_secs(20),
             checkpoint_interval: Duration::from_secs(10),
+            checkpoint_detections: 20_000,
             self_alert_after: Duration::from_secs(300),
         }
     }

@@ -20,7 +20,7 @@ mod task;
 pub use line_patterns::{LineScope, line_patterns, never_sees, source_line_patterns};
 pub use matched::Matched;
 pub use sink::{DetectionSink, Output, SinkClosed, Tap};
-pub use task::{EngineCommand, EngineHandle, run};
+pub use task::{Checkpoints, EngineCommand, EngineHandle, run};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

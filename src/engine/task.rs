@@ -46,6 +46,16 @@ impl EngineHandle {
     }
 }
 
+/// When the engine checkpoints its state: every `interval`, and as soon as `detections`
+/// detections were handed on since the last checkpoint (so the idempotency ids the store
+/// keeps until a checkpoint covers them are bounded by configuration, even while a backlog
+/// is read faster than `interval` lets pass), and when it stops.
+#[derive(Clone, Copy, Debug)]
+pub struct Checkpoints {
+    pub interval: Duration,
+    pub detections: usize,
+}
+
 /// The engine task. Ends when every event sender is gone (sources stopped), after the last
 /// event's detections were handed on.
 #[allow(clippy::too_many_arguments)]
@@ -56,12 +66,16 @@ pub async fn run<S: DetectionSink, T: Tap>(
     detections: S,
     telemetry: Arc<Telemetry>,
     clock: Arc<dyn Clock>,
-    checkpoint_every: Duration,
+    checkpoints: Checkpoints,
     feeds: T,
     backlog: Arc<crate::watermark::Backlog>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut checkpoint = tokio::time::interval(checkpoint_every.max(Duration::from_millis(100)));
+    let mut checkpoint =
+        tokio::time::interval(checkpoints.interval.max(Duration::from_millis(100)));
+    // Detections handed on since the last checkpoint: each leaves an idempotency id in the
+    // store until a checkpoint covers it.
+    let mut uncovered = 0usize;
     checkpoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut out = Vec::new();
@@ -100,6 +114,8 @@ pub async fn run<S: DetectionSink, T: Tap>(
                 feeds.offer(&input);
                 input.recycle();
                 let detected = std::time::Instant::now();
+                uncovered += out.len();
+                let checkpoint_now = checkpoint_now || uncovered >= checkpoints.detections;
                 for d in out.drain(..) {
                     let mut d = d;
                     d.detected = Some(detected);
@@ -115,6 +131,8 @@ pub async fn run<S: DetectionSink, T: Tap>(
                     }
                 }
                 if checkpoint_now {
+                    uncovered = 0;
+                    checkpoint.reset();
                     let _ = detections.send(engine.checkpoint_output(clock.now())).await;
                 }
             }
@@ -134,6 +152,7 @@ pub async fn run<S: DetectionSink, T: Tap>(
                 };
                 telemetry.watermark.inputs_behind.set(backlog.behind() as u64);
                 engine.on_tick(to, &mut out);
+                uncovered += out.len();
                 telemetry.watermark.set_clock(engine.now());
                 telemetry.watermark.add_late(engine.take_late_inputs());
                 for d in out.drain(..) {
@@ -146,6 +165,7 @@ pub async fn run<S: DetectionSink, T: Tap>(
             // On the manager's channel, after the detections it covers: saved in the same
             // flush or a later one, never before them.
             _ = checkpoint.tick() => {
+                uncovered = 0;
                 let _ = detections.send(engine.checkpoint_output(clock.now())).await;
             }
         }
@@ -205,7 +225,10 @@ group_by = ["service"]
             dtx,
             telemetry.clone(),
             Arc::new(SystemClock),
-            Duration::from_secs(3600),
+            Checkpoints {
+                interval: Duration::from_secs(3600),
+                detections: usize::MAX,
+            },
             (),
             backlog.clone(),
         ));

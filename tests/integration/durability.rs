@@ -201,6 +201,34 @@ async fn periodic_checkpoints_survive_sigkill() {
     d.wait_for_key("ssh/198.51.100.44").await;
 }
 
+/// With an hour between timed checkpoints, the engine still checkpoints once
+/// `checkpoint_detections` detections came since the last one: the idempotency ids kept
+/// until a checkpoint covers them stay bounded while a backlog is read fast.
+#[tokio::test]
+async fn a_checkpoint_comes_after_checkpoint_detections_detections() {
+    let d = TestDaemon::prepare(
+        "checkpoint_interval = \"1h\"\ncheckpoint_detections = 3\n",
+        SSH_RULE,
+    );
+    d.wait_healthy().await;
+    let saved = |v: &serde_json::Value| v["engine"]["checkpoints"].as_u64().unwrap_or(0);
+    // The interval's first tick comes at once: wait for it to be saved.
+    let before = saved(&d.wait_status(|st| saved(st) > 0).await);
+    // Five failures make one detection: 20 make four, one more than the three that call
+    // for a checkpoint.
+    d.send_and_settle(
+        &(0..20)
+            .map(|_| failed_password("198.51.100.45"))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    let status = d.wait_status(|st| saved(st) > before).await;
+    assert!(
+        status["engine"]["detections"].as_u64() >= Some(3),
+        "{status}"
+    );
+}
+
 /// SIGKILL at 20 random moments while a client raises a known set of external alerts and
 /// acknowledges each incident, retrying every request until it is answered; after the last
 /// restart each expected incident exists exactly once and every answered change is there.

@@ -355,6 +355,19 @@ impl TestDaemon {
         }
     }
 
+    /// Waits (30 s at most) until `/v1/status` satisfies `ok`, and returns it.
+    pub async fn wait_status(&self, ok: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let st = self.get("/v1/status").await;
+            if ok(&st) {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "{st}\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
