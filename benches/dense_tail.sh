@@ -53,15 +53,25 @@ for round in 1 2 3; do
   applied_s=$(echo "$e - $s" | bc -l)
   rss=$(awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$pid/status")
   # Every incident's detections, per rule and key, against the replay's.
+  # Every incident's detections, per rule and key, against the replay's: those in its
+  # timeline (a folded entry stands for `detections` of them) and those folded since.
   $ctl --socket "$tmp/run/control.sock" export --to "$tmp/export.ndjson" >/dev/null
-  check=$(python3 - "$tmp/replay.json" "$tmp/export.ndjson" <<'PY'
+  curl -s --unix-socket "$tmp/run/control.sock" 'http://localhost/v1/incidents?limit=1000' > "$tmp/incidents.json"
+  check=$(python3 - "$tmp/replay.json" "$tmp/export.ndjson" "$tmp/incidents.json" <<'PY'
 import collections, json, sys
 want = collections.Counter((d["rule"], d["key"]) for d in json.load(open(sys.argv[1]))["detections"])
 got = collections.Counter()
 for line in open(sys.argv[2]):
     e = json.loads(line)
     if e.get("type") == "detection":
-        got[(e["data"]["rule"], e["data"]["labels"].get("ip", ""))] += 1
+        d = e["data"]
+        got[(d["rule"], d["labels"].get("ip", ""))] += d.get("detections", 1)
+listing = json.load(open(sys.argv[3]))
+incidents = listing["incidents"] if isinstance(listing, dict) else listing
+for i in incidents:
+    f = i.get("folded")
+    if f:
+        got[(f["facts"]["rule"], f["last"]["labels"].get("ip", ""))] += f["detections"]
 want = collections.Counter({(r, k.split("/", 1)[-1]): n for (r, k), n in want.items()})
 print("exact" if got == want else f"DIFFERENT: {sum(got.values())} vs {sum(want.values())}")
 PY

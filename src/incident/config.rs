@@ -44,6 +44,10 @@ pub struct IncidentsConfig {
     pub retain_closed: Duration,
     /// Events kept per incident as evidence: the first half and the latest.
     pub evidence_samples: usize,
+    /// Detections of an incident written as a timeline entry each; later ones that join it
+    /// are folded into entries that stand for many (`fold.rs`), so a flood of detections
+    /// cannot grow the store without bound. 0: every detection gets its own entry.
+    pub timeline_detections: u64,
     /// Re-alert backoff: the least time between successive new incidents of one key (the
     /// last step repeats). Opt-in: empty by default, so the documented default (the rate
     /// limit, 3 new incidents per key per hour) is what holds.
@@ -73,6 +77,7 @@ impl Default for IncidentsConfig {
             auto_close_after: Duration::from_secs(24 * 3600),
             retain_closed: Duration::from_secs(90 * 24 * 3600),
             evidence_samples: 10,
+            timeline_detections: 100,
             services: Vec::new(),
             slas: super::sla::defaults(),
             teams: Vec::new(),

@@ -153,8 +153,31 @@ impl Manager {
         let mut entries = Vec::new();
         let mut index_keys = Vec::new();
         let facts = Attach::of(d, self.config.evidence_samples);
+        // Past `timeline_detections`, a detection joining its own key's incident is folded
+        // (see `fold.rs`); any other detection entry comes after the fold's.
+        let cap = self.config.timeline_detections;
+        let folds = matches!(how, Join::Same)
+            && cap > 0
+            && inc.detections >= cap
+            && inc.folded.as_ref().is_none_or(|f| f.takes(&facts));
+        if !folds {
+            entries.extend(self.fold_entry(&mut inc));
+        }
         // Encoded before its evidence moves into the incident (no second copy of it).
-        let data = self.detection_data(id, d, &facts);
+        let data = (!folds).then(|| self.detection_data(id, d, &facts));
+        if folds {
+            let last = super::fold::Last {
+                summary: d.summary.clone(),
+                count: d.count,
+                event_ts: d.ts,
+                labels: d.labels.clone(),
+                message: d.message.clone(),
+            };
+            match &mut inc.folded {
+                Some(fold) => fold.add(facts.clone(), last, now),
+                None => inc.folded = Some(super::fold::Fold::of(facts.clone(), last, now)),
+            }
+        }
         attach(&mut inc, facts, now);
         match &how {
             Join::Reopen => {
@@ -204,7 +227,21 @@ impl Manager {
                 serde_json::json!({"from": old, "to": d.severity, "rule": d.rule}),
             ));
         }
-        entries.push(self.entry(&mut inc, EntryKind::Detection, SYSTEM_ACTOR, None, data));
+        match data {
+            Some(data) => {
+                entries.push(self.entry(&mut inc, EntryKind::Detection, SYSTEM_ACTOR, None, data))
+            }
+            // Written once it holds as many detections as the timeline does.
+            None => {
+                if inc
+                    .folded
+                    .as_ref()
+                    .is_some_and(|f| f.detections.saturating_mul(2) >= inc.detections)
+                {
+                    entries.extend(self.fold_entry(&mut inc));
+                }
+            }
+        }
         self.note_silences(&mut inc, &mut entries, now);
         let change = Change {
             incident: inc,
@@ -213,8 +250,14 @@ impl Manager {
             detections: applied_id.into_iter().collect(),
             index_keys,
         };
-        if matches!(how, Join::Same) && change.entries.len() == 1 {
-            // Only counts, evidence and one detection entry: written with the batch.
+        if matches!(how, Join::Same)
+            && change.entries.len() <= 1
+            && change
+                .entries
+                .iter()
+                .all(|e| e.kind == EntryKind::Detection)
+        {
+            // Only counts, evidence and at most one detection entry: written with the batch.
             self.coalesced.add(change);
         } else if self.coalesced.is_lent(change.incident.id) {
             // Its earlier detections of this batch go with it, in one write.
@@ -417,6 +460,26 @@ impl Manager {
         })
     }
 
+    /// The entry of the fold `inc` holds, if any: its detections, written as one.
+    fn fold_entry(&self, inc: &mut Incident) -> Option<crate::incident::TimelineEntry> {
+        let fold = inc.folded.take()?;
+        let facts = fold.attach();
+        let data = DetectionData {
+            id: None,
+            summary: &fold.last.summary,
+            count: fold.last.count,
+            event_ts: fold.last.event_ts,
+            labels: &fold.last.labels,
+            message: fold.last.message.as_deref(),
+            facts: &facts,
+        };
+        let data = EntryData::encoded(&data).unwrap_or_else(|e| {
+            tracing::error!(incident = inc.id, error = %e, "a folded detection entry could not be encoded; its data is left empty");
+            EntryData::default()
+        });
+        Some(self.entry(inc, EntryKind::Detection, SYSTEM_ACTOR, None, data))
+    }
+
     pub(super) fn allow_creation(&mut self, key: &str, now: Timestamp) -> bool {
         // Re-alert backoff: the n-th new incident of a streak waits the (n-1)-th step after
         // the previous one; a key quiet for twice the last step starts over.
@@ -463,19 +526,23 @@ pub(super) fn realert(
 }
 
 /// Keeps the first half of `max` evidence events and the latest ones after them.
-fn keep_evidence(inc: &mut Incident, ev: crate::event::Event, max: usize) {
+pub(super) fn keep_evidence(
+    evidence: &mut Vec<crate::event::Event>,
+    ev: crate::event::Event,
+    max: usize,
+) {
     if max == 0 {
         return;
     }
     // The first half stays; the oldest of the latest part goes (with one slot, the first).
     let first = (max / 2).max(1).min(max);
-    while inc.evidence.len() >= max {
+    while evidence.len() >= max {
         if first >= max {
             return;
         }
-        inc.evidence.remove(first);
+        evidence.remove(first);
     }
-    inc.evidence.push(ev);
+    evidence.push(ev);
 }
 
 /// A detection entry's data: the detection and the facts attaching it changed.
@@ -493,7 +560,7 @@ struct DetectionData<'a> {
 
 /// What attaching a detection changes in its incident. Stored in the `detection` timeline
 /// entry (with the entry's other fields), so the log replays to the snapshot.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Attach {
     pub rule: String,
     #[serde(default)]
@@ -511,6 +578,20 @@ pub struct Attach {
     pub evidence_max: usize,
     #[serde(default)]
     pub resolve_after_ms: Option<u64>,
+    /// How many detections the entry stands for: more than one for a fold (`fold.rs`).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub detections: u64,
+    /// A fold's evidence events, in order (after `evidence`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence_list: Vec<crate::event::Event>,
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn is_one(n: &u64) -> bool {
+    *n == 1
 }
 
 impl Attach {
@@ -524,19 +605,21 @@ impl Attach {
             evidence: d.evidence.as_deref().cloned(),
             evidence_max,
             resolve_after_ms: d.resolve_after_ms,
+            detections: 1,
+            evidence_list: Vec::new(),
         }
     }
 }
 
 pub(super) fn attach(inc: &mut Incident, d: Attach, now: Timestamp) {
-    if let Some(ev) = d.evidence {
-        keep_evidence(inc, ev, d.evidence_max);
+    for ev in d.evidence.into_iter().chain(d.evidence_list) {
+        keep_evidence(&mut inc.evidence, ev, d.evidence_max);
     }
     inc.last_detection_at = Some(now);
     if let Some(ms) = d.resolve_after_ms {
         inc.resolve_after_ms = Some(inc.resolve_after_ms.map_or(ms, |m| m.max(ms)));
     }
-    inc.detections += 1;
+    inc.detections += d.detections;
     inc.updated_at = Some(now);
     if !inc.rules.contains(&d.rule) {
         inc.rules.push(d.rule.clone());
@@ -630,7 +713,7 @@ mod tests {
                 &crate::event::Defaults::at("s", "h", Timestamp(0), Duration::MAX),
             )
             .unwrap();
-            keep_evidence(&mut inc, ev, 4);
+            keep_evidence(&mut inc.evidence, ev, 4);
         }
         let kept: Vec<_> = inc
             .evidence

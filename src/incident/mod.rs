@@ -13,6 +13,7 @@ pub mod correlate;
 mod editing;
 mod entry_data;
 pub mod feed;
+pub mod fold;
 mod housekeeping;
 mod intake;
 pub mod lifecycle;

@@ -159,6 +159,10 @@ pub struct Incident {
     /// The response stage (`stage`, `stage_since`, `stage_spent_ms`).
     #[serde(flatten, default)]
     pub stage: super::stage::StageState,
+    /// Detections attached past `[incidents] timeline_detections` and not yet written as a
+    /// timeline entry (see `fold.rs`): already counted above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folded: Option<super::fold::Fold>,
 }
 
 impl Incident {
@@ -207,6 +211,7 @@ impl Incident {
             sla_breached: Vec::new(),
             merged_into: None,
             stage: Default::default(),
+            folded: None,
         }
     }
 }

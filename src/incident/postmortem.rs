@@ -108,9 +108,14 @@ pub fn render(i: &Incident, timeline: &[TimelineEntry], now: Timestamp) -> Strin
     }
     for e in detections {
         let d = &e.data;
+        // A folded entry stands for several detections (the last one's summary).
+        let folded = match d["detections"].as_u64() {
+            Some(n) if n > 1 => format!("{n} detections, the last: "),
+            _ => String::new(),
+        };
         let _ = writeln!(
             md,
-            "- {} `{}`: {} (events {} to {}, count {})",
+            "- {} `{}`: {folded}{} (events {} to {}, count {})",
             e.ts.to_rfc3339(),
             d["rule"].as_str().unwrap_or("?"),
             d["summary"].as_str().unwrap_or(""),

@@ -474,6 +474,71 @@ async fn eventful(d: &TestDaemon) -> Vec<Value> {
     d.incidents("").await
 }
 
+/// Past `timeline_detections`, detections joining an incident are folded into entries that
+/// stand for many (a flood cannot grow the store by the detection), and the log still
+/// replays exactly to the snapshot: `store verify` passes with a fold pending, with a note
+/// and an acknowledgement among the folded detections, and with evidence kept throughout.
+#[tokio::test]
+async fn a_flood_of_detections_folds_and_the_log_still_replays_exactly() {
+    let mut d = TestDaemon::prepare(
+        "[incidents]\ntimeline_detections = 3\nevidence_samples = 4\n",
+        SSH_RULE,
+    );
+    d.wait_healthy().await;
+    // Each failure with a user of its own, so that evidence kept wrongly shows.
+    let fail = |from: usize| {
+        (from..from + 100)
+            .map(|i| {
+                format!(
+                    r#"{{"kind":"log","message":"Failed password for u{i} from 198.51.100.77 port 22 ssh2"}}"#
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    // Five failures make one detection: 20 detections, a note and an ack, 20 more.
+    d.send_and_settle(&fail(0)).await;
+    let inc = d.wait_for_key("ssh/198.51.100.77").await;
+    let id = inc["id"].clone();
+    d.post(
+        &format!("/v1/incidents/{id}/notes"),
+        json!({"note": "mid-flood"}),
+    )
+    .await
+    .unwrap();
+    d.post(&format!("/v1/incidents/{id}/ack"), json!({}))
+        .await
+        .unwrap();
+    d.send_and_settle(&fail(100)).await;
+    let inc = d.get(&format!("/v1/incidents/{id}")).await;
+    assert_eq!(inc["detections"], 40, "{inc}");
+    assert_eq!(inc["evidence"].as_array().map(Vec::len), Some(4), "{inc}");
+    let tl = d.get(&format!("/v1/incidents/{id}/timeline")).await;
+    let entries = tl["timeline"].as_array().cloned().unwrap_or_default();
+    let detections: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["type"] == "detection")
+        .collect();
+    let logged: u64 = detections
+        .iter()
+        .map(|e| e["data"]["detections"].as_u64().unwrap_or(1))
+        .sum();
+    let pending = inc["folded"]["detections"].as_u64().unwrap_or(0);
+    // Three of their own, then folds of 3, 6 and 12 (each as many as the log held), and
+    // the last 16 still pending.
+    assert_eq!(detections.len(), 6, "{entries:#?}");
+    assert_eq!((logged, pending), (24, 16), "{inc}");
+    let pm = String::from_utf8_lossy(&d.ctl(&["postmortem", &id.to_string()]).stdout).into_owned();
+    assert!(pm.contains("`ssh`: 12 detections, the last: "), "{pm}");
+    assert!(d.stop().success());
+    let (ok, out) = store_cmd(&d.state, "verify");
+    assert!(
+        ok,
+        "the log and the pending fold replay to the snapshot: {out}"
+    );
+    let (ok, out) = store_cmd(&d.state, "rebuild");
+    assert!(ok && out.contains("0 snapshot(s) changed"), "{out}");
+}
+
 /// `incidentd store rebuild` brings damaged snapshots and indexes back from the log, and
 /// `store verify` checks each snapshot against what its log replays to.
 #[tokio::test]

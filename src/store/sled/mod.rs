@@ -102,7 +102,7 @@ impl SledStore {
         let path = dir.display().to_string();
         let db = sled::Config::new()
             .path(dir)
-            .cache_capacity(32 << 20)
+            .cache_capacity(8 << 20)
             .open()
             .map_err(|source| match &source {
                 sled::Error::Io(e)

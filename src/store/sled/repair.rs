@@ -149,8 +149,13 @@ impl SledStore {
                 }
             }
             match crate::incident::project::project(self.baseline(*id)?.as_ref(), &entries) {
-                Ok(inc) => {
+                Ok(mut inc) => {
                     let before = self.incident(*id).ok().flatten();
+                    // Detections folded and not yet in the log are only in the snapshot: kept
+                    // when it can be read (lost with it otherwise).
+                    if let Some(fold) = before.as_ref().and_then(|b| b.folded.as_ref()) {
+                        crate::incident::fold::apply_pending(&mut inc, fold);
+                    }
                     if before.as_ref() != Some(&inc) {
                         report.rewritten.push(*id);
                     }
@@ -306,7 +311,17 @@ impl SledStore {
             } else {
                 // The snapshot must be what its log replays to.
                 let entries = self.timeline(id)?;
-                match crate::incident::project::project(self.baseline(id)?.as_ref(), &entries) {
+                let replayed =
+                    crate::incident::project::project(self.baseline(id)?.as_ref(), &entries).map(
+                        |mut replayed| {
+                            // The fold the snapshot holds comes after its log.
+                            if let Some(fold) = &inc.folded {
+                                crate::incident::fold::apply_pending(&mut replayed, fold);
+                            }
+                            replayed
+                        },
+                    );
+                match replayed {
                     Ok(replayed) if replayed != inc => v.problems.push(format!(
                         "incident {id}: the snapshot differs from what its log replays to in: {}",
                         crate::incident::project::differences(&replayed, &inc).join(", ")

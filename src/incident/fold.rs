@@ -1,0 +1,160 @@
+//! Folding detections: a bounded timeline for an incident under a flood.
+//!
+//! Under a dense attack one incident gathers detections by the hundred thousand. Each was a
+//! `detection` timeline entry of its own (its evidence event included), so the store grew
+//! by the detection, without bound: a remote party failing SSH logins could fill the disk.
+//! Now an incident's first `[incidents] timeline_detections` detections get an entry each;
+//! later ones that join it (`Same`, see `intake.rs`) are folded: attached to the snapshot as
+//! before (count, evidence, last detection), and gathered in the snapshot's [`Fold`]. A fold
+//! is written as one `detection` entry standing for all of its detections once it holds as
+//! many as the timeline already does (so the entries grow with the logarithm of the
+//! detections), and before any other detection entry of the incident.
+//!
+//! The log still replays exactly to the snapshot (`incidentd store verify`, `rebuild`):
+//! - a folded entry carries `detections` (how many it stands for) and the evidence events of
+//!   its detections that can still be in the snapshot: the first half and the latest of
+//!   `evidence_max`, which are all that keeping evidence in order can leave of them (see
+//!   [`keep_evidence`](super::intake::keep_evidence));
+//! - only detections with the same rule, service, correlation and trace id, evidence size
+//!   and `resolve_after` fold together (another is written with its own entry, after the
+//!   fold's);
+//! - the fold not yet written is in the snapshot, and the replay applies it last
+//!   ([`apply_pending`]). Nothing but detections changes what it changes, except the
+//!   `updated_at` other entries set, which it only moves forward.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::Incident;
+use super::intake::{Attach, keep_evidence};
+use crate::clock::Timestamp;
+use crate::event::Event;
+
+/// Detections of an incident gathered since its last folded entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Fold {
+    /// What they share; `evidence` unused (see `evidence`), `first_ts` the earliest.
+    pub facts: Attach,
+    /// How many.
+    pub detections: u64,
+    /// Their evidence events that can still be in the snapshot, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<Event>,
+    /// When the last one attached.
+    pub at: Timestamp,
+    /// The last one, as a detection entry shows it.
+    pub last: Last,
+}
+
+/// A folded entry's view of its last detection (what a detection entry shows).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Last {
+    pub summary: String,
+    pub count: u64,
+    pub event_ts: Timestamp,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+impl Fold {
+    /// Whether a detection with these facts folds into this one.
+    pub(super) fn takes(&self, facts: &Attach) -> bool {
+        let f = &self.facts;
+        f.rule == facts.rule
+            && f.service == facts.service
+            && f.correlation_id == facts.correlation_id
+            && f.trace_id == facts.trace_id
+            && f.evidence_max == facts.evidence_max
+            && f.resolve_after_ms == facts.resolve_after_ms
+    }
+
+    /// A fold of one detection.
+    pub(super) fn of(mut facts: Attach, last: Last, at: Timestamp) -> Fold {
+        let mut evidence = Vec::new();
+        if let Some(ev) = facts.evidence.take() {
+            keep_evidence(&mut evidence, ev, facts.evidence_max);
+        }
+        Fold {
+            facts,
+            detections: 1,
+            evidence,
+            at,
+            last,
+        }
+    }
+
+    /// Adds a detection whose facts it [takes](Fold::takes).
+    pub(super) fn add(&mut self, mut facts: Attach, last: Last, at: Timestamp) {
+        if let Some(ev) = facts.evidence.take() {
+            keep_evidence(&mut self.evidence, ev, self.facts.evidence_max);
+        }
+        self.facts.first_ts = self.facts.first_ts.min(facts.first_ts);
+        self.detections += 1;
+        self.at = at;
+        self.last = last;
+    }
+
+    /// The facts of the entry it is written as: its detections attached at once.
+    pub(super) fn attach(&self) -> Attach {
+        Attach {
+            detections: self.detections,
+            evidence_list: self.evidence.clone(),
+            ..self.facts.clone()
+        }
+    }
+}
+
+/// Applies the fold a snapshot holds and its log does not yet (what a replay of the log
+/// does last): the snapshot's own fold, so that the replay equals it.
+pub fn apply_pending(inc: &mut Incident, fold: &Fold) {
+    let updated = inc.updated_at;
+    super::intake::attach(inc, fold.attach(), fold.at);
+    // Entries written after the fold's last detection (a note, a status) set a later time.
+    inc.updated_at = updated.max(Some(fold.at));
+    inc.folded = Some(fold.clone());
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn ev(i: usize) -> Event {
+        Event::decode(
+            format!(r#"{{"kind":"k","message":"m{i}","ts":{i}}}"#).as_bytes(),
+            &crate::event::Defaults::at("s", "h", Timestamp(0), std::time::Duration::MAX),
+        )
+        .expect("a valid event")
+    }
+
+    proptest! {
+        /// Keeping a fold's evidence, then the snapshot keeping it, leaves the snapshot's
+        /// evidence as keeping every event in turn does, whatever it held before.
+        #[test]
+        fn folded_evidence_keeps_what_every_event_would(
+            max in 0usize..12,
+            before in 0usize..15,
+            events in 0usize..40,
+        ) {
+            let mut each = Vec::new();
+            let mut folded_into = Vec::new();
+            for i in 0..before {
+                keep_evidence(&mut each, ev(i), max);
+                keep_evidence(&mut folded_into, ev(i), max);
+            }
+            let mut fold = Vec::new();
+            for i in before..before + events {
+                keep_evidence(&mut each, ev(i), max);
+                keep_evidence(&mut fold, ev(i), max);
+            }
+            for e in fold {
+                keep_evidence(&mut folded_into, e, max);
+            }
+            prop_assert_eq!(each, folded_into);
+        }
+    }
+}
