@@ -191,6 +191,9 @@ impl Cursor {
             .flatten()
             .map(|mut i| {
                 i.evidence.clear();
+                if let Some(f) = &mut i.folded {
+                    f.evidence.clear();
+                }
                 i
             });
         let data = json!({"change": e.change, "type": kind, "incident": incident, "entry": e});

@@ -124,6 +124,8 @@ impl Manager {
         } else {
             from.services.clone()
         };
+        // Its folded detections come before what the merge adds (see `fold.rs`).
+        let mut entries: Vec<_> = self.fold_entry(&mut to).into_iter().collect();
         absorb(
             &mut to,
             keys.clone(),
@@ -132,7 +134,6 @@ impl Manager {
             services.clone(),
         );
         to.updated_at = Some(now);
-        let mut entries = Vec::new();
         if from.severity < to.severity {
             // The worse severity wins, as when a detection attaches (and is news).
             let was = std::mem::replace(&mut to.severity, from.severity);

@@ -8,19 +8,25 @@
 //! before (count, evidence, last detection), and gathered in the snapshot's [`Fold`]. A fold
 //! is written as one `detection` entry standing for all of its detections once it holds as
 //! many as the timeline already does (so the entries grow with the logarithm of the
-//! detections), and before any other detection entry of the incident.
+//! detections) or its first detection is a minute old (so readers of the change feed, the
+//! stream and the board among them, see the incident move at least once a minute: the
+//! entries then grow with the flood's minutes, not its detections), and before any other
+//! detection entry of the incident.
 //!
 //! The log still replays exactly to the snapshot (`incidentd store verify`, `rebuild`):
 //! - a folded entry carries `detections` (how many it stands for) and the evidence events of
 //!   its detections that can still be in the snapshot: the first half and the latest of
 //!   `evidence_max`, which are all that keeping evidence in order can leave of them (see
-//!   [`keep_evidence`](super::intake::keep_evidence));
-//! - only detections with the same rule, service, correlation and trace id, evidence size
-//!   and `resolve_after` fold together (another is written with its own entry, after the
-//!   fold's);
+//!   [`keep_evidence`](super::intake::keep_evidence)), and the time of its last detection;
+//! - only detections with the same rule, evidence size and `resolve_after`, and a service
+//!   and ids the fold or the incident already has, fold together (another is written with
+//!   its own entry, after the fold's); a merge writes the fold of the incident merged into
+//!   first;
 //! - the fold not yet written is in the snapshot, and the replay applies it last
-//!   ([`apply_pending`]). Nothing but detections changes what it changes, except the
-//!   `updated_at` other entries set, which it only moves forward.
+//!   ([`apply_pending`]). Nothing but detections and merges changes what it changes, except
+//!   the `updated_at` other entries set, which it only moves forward (a wall clock stepped
+//!   back between a folded detection and a later entry makes `store verify` report
+//!   `updated_at`).
 
 use std::collections::BTreeMap;
 
@@ -41,7 +47,8 @@ pub struct Fold {
     /// Their evidence events that can still be in the snapshot, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub evidence: Vec<Event>,
-    /// When the last one attached.
+    /// When the first and the last one attached.
+    pub since: Timestamp,
     pub at: Timestamp,
     /// The last one, as a detection entry shows it.
     pub last: Last,
@@ -59,16 +66,42 @@ pub struct Last {
     pub message: Option<String>,
 }
 
+/// The oldest a fold's first detection gets before the fold is written.
+const AT_MOST: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl Fold {
-    /// Whether a detection with these facts folds into this one.
-    pub(super) fn takes(&self, facts: &Attach) -> bool {
+    /// Whether a detection with these facts, joining `inc`, folds into this one: the same
+    /// rule, evidence size and `resolve_after`, and a service and ids that are the fold's,
+    /// absent, or already in `inc` (or its lists full), since attaching them changes nothing
+    /// then, and the replay finds them there too (those lists only grow, and only detection
+    /// entries and merges, which write the fold first, add to them).
+    pub(super) fn takes(&self, facts: &Attach, inc: &Incident) -> bool {
         let f = &self.facts;
+        let id_known = |id: &Option<String>, own: &Option<String>| {
+            id.is_none()
+                || id == own
+                || id
+                    .as_ref()
+                    .is_some_and(|id| inc.correlation_ids.contains(id))
+                || inc.correlation_ids.len() >= 100
+        };
+        let service_known = facts.service == f.service
+            || facts
+                .service
+                .as_ref()
+                .is_none_or(|s| inc.services.contains(s) || inc.services.len() >= 50);
         f.rule == facts.rule
-            && f.service == facts.service
-            && f.correlation_id == facts.correlation_id
-            && f.trace_id == facts.trace_id
             && f.evidence_max == facts.evidence_max
             && f.resolve_after_ms == facts.resolve_after_ms
+            && service_known
+            && id_known(&facts.correlation_id, &f.correlation_id)
+            && id_known(&facts.trace_id, &f.trace_id)
+    }
+
+    /// Whether it is to be written now, in an incident of `detections` (the fold's
+    /// included): it holds as many as the timeline, or its first is `AT_MOST` old.
+    pub(super) fn due(&self, detections: u64, now: Timestamp) -> bool {
+        self.detections.saturating_mul(2) >= detections || now.since(self.since) >= AT_MOST
     }
 
     /// A fold of one detection.
@@ -81,6 +114,7 @@ impl Fold {
             facts,
             detections: 1,
             evidence,
+            since: at,
             at,
             last,
         }
@@ -102,6 +136,7 @@ impl Fold {
         Attach {
             detections: self.detections,
             evidence_list: self.evidence.clone(),
+            at: Some(self.at),
             ..self.facts.clone()
         }
     }
@@ -129,6 +164,33 @@ mod tests {
             &crate::event::Defaults::at("s", "h", Timestamp(0), std::time::Duration::MAX),
         )
         .expect("a valid event")
+    }
+
+    #[test]
+    fn a_fold_is_due_at_half_the_detections_or_a_minute_after_its_first() {
+        let facts: Attach = serde_json::from_value(serde_json::json!({
+            "rule": "ssh", "first_event_ts": 0, "evidence_max": 4
+        }))
+        .expect("facts");
+        let last = Last {
+            summary: "s".into(),
+            count: 5,
+            event_ts: Timestamp(0),
+            labels: BTreeMap::new(),
+            message: None,
+        };
+        let mut f = Fold::of(facts.clone(), last.clone(), Timestamp(1_000));
+        for _ in 0..9 {
+            f.add(facts.clone(), last.clone(), Timestamp(2_000));
+        }
+        assert_eq!(
+            (f.detections, f.since, f.at),
+            (10, Timestamp(1_000), Timestamp(2_000))
+        );
+        assert!(!f.due(21, Timestamp(2_000)));
+        assert!(f.due(20, Timestamp(2_000)));
+        assert!(!f.due(1_000, Timestamp(60_999)));
+        assert!(f.due(1_000, Timestamp(61_000)));
     }
 
     proptest! {

@@ -159,7 +159,7 @@ impl Manager {
         let folds = matches!(how, Join::Same)
             && cap > 0
             && inc.detections >= cap
-            && inc.folded.as_ref().is_none_or(|f| f.takes(&facts));
+            && inc.folded.as_ref().is_none_or(|f| f.takes(&facts, &inc));
         if !folds {
             entries.extend(self.fold_entry(&mut inc));
         }
@@ -231,12 +231,13 @@ impl Manager {
             Some(data) => {
                 entries.push(self.entry(&mut inc, EntryKind::Detection, SYSTEM_ACTOR, None, data))
             }
-            // Written once it holds as many detections as the timeline does.
+            // Written once it holds as many detections as the timeline does, or is a
+            // minute old (readers of the change feed see the incident move at least so often).
             None => {
                 if inc
                     .folded
                     .as_ref()
-                    .is_some_and(|f| f.detections.saturating_mul(2) >= inc.detections)
+                    .is_some_and(|f| f.due(inc.detections, now))
                 {
                     entries.extend(self.fold_entry(&mut inc));
                 }
@@ -251,13 +252,12 @@ impl Manager {
             index_keys,
         };
         if matches!(how, Join::Same)
-            && change.entries.len() <= 1
             && change
                 .entries
                 .iter()
                 .all(|e| e.kind == EntryKind::Detection)
         {
-            // Only counts, evidence and at most one detection entry: written with the batch.
+            // Only counts, evidence and detection entries: written with the batch.
             self.coalesced.add(change);
         } else if self.coalesced.is_lent(change.incident.id) {
             // Its earlier detections of this batch go with it, in one write.
@@ -461,7 +461,7 @@ impl Manager {
     }
 
     /// The entry of the fold `inc` holds, if any: its detections, written as one.
-    fn fold_entry(&self, inc: &mut Incident) -> Option<crate::incident::TimelineEntry> {
+    pub(super) fn fold_entry(&self, inc: &mut Incident) -> Option<crate::incident::TimelineEntry> {
         let fold = inc.folded.take()?;
         let facts = fold.attach();
         let data = DetectionData {
@@ -584,6 +584,9 @@ pub struct Attach {
     /// A fold's evidence events, in order (after `evidence`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub evidence_list: Vec<crate::event::Event>,
+    /// A fold's: when its last detection attached (the entry's own time otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Timestamp>,
 }
 
 fn one() -> u64 {
@@ -607,6 +610,7 @@ impl Attach {
             resolve_after_ms: d.resolve_after_ms,
             detections: 1,
             evidence_list: Vec::new(),
+            at: None,
         }
     }
 }
@@ -615,7 +619,7 @@ pub(super) fn attach(inc: &mut Incident, d: Attach, now: Timestamp) {
     for ev in d.evidence.into_iter().chain(d.evidence_list) {
         keep_evidence(&mut inc.evidence, ev, d.evidence_max);
     }
-    inc.last_detection_at = Some(now);
+    inc.last_detection_at = Some(d.at.unwrap_or(now));
     if let Some(ms) = d.resolve_after_ms {
         inc.resolve_after_ms = Some(inc.resolve_after_ms.map_or(ms, |m| m.max(ms)));
     }

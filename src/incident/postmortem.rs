@@ -127,6 +127,19 @@ pub fn render(i: &Incident, timeline: &[TimelineEntry], now: Timestamp) -> Strin
             let _ = writeln!(md, "  - last event: `{}`", m.replace('`', "'"));
         }
     }
+    // Detections folded since the last entry (see `fold.rs`).
+    if let Some(f) = &i.folded {
+        let _ = writeln!(
+            md,
+            "- {} `{}`: {} detections not yet in the timeline, the last: {} (event {}, count {})",
+            f.at.to_rfc3339(),
+            f.facts.rule,
+            f.detections,
+            f.last.summary,
+            f.last.event_ts.to_rfc3339(),
+            f.last.count
+        );
+    }
 
     if !i.evidence.is_empty() {
         let _ = writeln!(

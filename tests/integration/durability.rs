@@ -485,18 +485,21 @@ async fn a_flood_of_detections_folds_and_the_log_still_replays_exactly() {
         SSH_RULE,
     );
     d.wait_healthy().await;
-    // Each failure with a user of its own, so that evidence kept wrongly shows.
-    let fail = |from: usize| {
-        (from..from + 100)
+    // Each failure with a user of its own, so that evidence kept wrongly shows; the later
+    // ones name a service.
+    let fail = |from: usize, n: usize, service: &str| {
+        (from..from + n)
             .map(|i| {
                 format!(
-                    r#"{{"kind":"log","message":"Failed password for u{i} from 198.51.100.77 port 22 ssh2"}}"#
+                    r#"{{"kind":"log",{service}"message":"Failed password for u{i} from 198.51.100.77 port 22 ssh2"}}"#
                 )
             })
             .collect::<Vec<_>>()
     };
-    // Five failures make one detection: 20 detections, a note and an ack, 20 more.
-    d.send_and_settle(&fail(0)).await;
+    // Five failures make one detection: 24 detections (3 entries of their own, then folds
+    // of 3, 6 and 12, none pending), a note and an ack, then 16 more with a service, a
+    // fold whose first detection brings the incident a service.
+    d.send_and_settle(&fail(0, 120, "")).await;
     let inc = d.wait_for_key("ssh/198.51.100.77").await;
     let id = inc["id"].clone();
     d.post(
@@ -508,9 +511,25 @@ async fn a_flood_of_detections_folds_and_the_log_still_replays_exactly() {
     d.post(&format!("/v1/incidents/{id}/ack"), json!({}))
         .await
         .unwrap();
-    d.send_and_settle(&fail(100)).await;
+    d.send_and_settle(&fail(120, 80, r#""service":"sshd","#))
+        .await;
+    // Another incident merged into it adds a service after the fold's: the fold is
+    // written first, so the log keeps the snapshot's order.
+    let other = d
+        .alert(json!({"key": "backup", "summary": "backup failed", "service": "db"}))
+        .await;
+    d.post(&format!("/v1/incidents/{other}/merge"), json!({"into": id}))
+        .await
+        .unwrap();
+    // Five more, left pending.
+    d.send_and_settle(&fail(200, 25, r#""service":"sshd","#))
+        .await;
     let inc = d.get(&format!("/v1/incidents/{id}")).await;
-    assert_eq!(inc["detections"], 40, "{inc}");
+    assert_eq!(
+        inc["detections"], 46,
+        "45 and the merged incident's one: {inc}"
+    );
+    assert_eq!(inc["services"], json!(["sshd", "db"]), "{inc}");
     assert_eq!(inc["evidence"].as_array().map(Vec::len), Some(4), "{inc}");
     let tl = d.get(&format!("/v1/incidents/{id}/timeline")).await;
     let entries = tl["timeline"].as_array().cloned().unwrap_or_default();
@@ -524,11 +543,16 @@ async fn a_flood_of_detections_folds_and_the_log_still_replays_exactly() {
         .sum();
     let pending = inc["folded"]["detections"].as_u64().unwrap_or(0);
     // Three of their own, then folds of 3, 6 and 12 (each as many as the log held), and
-    // the last 16 still pending.
-    assert_eq!(detections.len(), 6, "{entries:#?}");
-    assert_eq!((logged, pending), (24, 16), "{inc}");
+    // the 16 later ones, written before the merge; the last five pending.
+    assert_eq!(detections.len(), 7, "{entries:#?}");
+    assert_eq!((logged, pending), (40, 5), "{inc}");
     let pm = String::from_utf8_lossy(&d.ctl(&["postmortem", &id.to_string()]).stdout).into_owned();
     assert!(pm.contains("`ssh`: 12 detections, the last: "), "{pm}");
+    assert!(pm.contains("`ssh`: 16 detections, the last: "), "{pm}");
+    assert!(
+        pm.contains("`ssh`: 5 detections not yet in the timeline, the last: "),
+        "{pm}"
+    );
     assert!(d.stop().success());
     let (ok, out) = store_cmd(&d.state, "verify");
     assert!(

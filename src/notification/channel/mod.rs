@@ -355,6 +355,9 @@ impl Context<'_> {
     fn incident_json(&self) -> Value {
         let mut i = self.incident.clone();
         i.evidence.clear();
+        if let Some(f) = &mut i.folded {
+            f.evidence.clear();
+        }
         json!(i)
     }
 
