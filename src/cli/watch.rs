@@ -175,11 +175,14 @@ pub fn change_line(event: &str, data: &Value) -> String {
     };
     let d = &e.data;
     let mut what = match event {
-        "incident_created" | "detection" => d["summary"]
-            .as_str()
-            .or(inc["title"].as_str())
-            .unwrap_or("")
-            .to_owned(),
+        "incident_created" | "detection" => {
+            let count = d.as_object().map(super::show::folded).unwrap_or_default();
+            count
+                + d["summary"]
+                    .as_str()
+                    .or(inc["title"].as_str())
+                    .unwrap_or("")
+        }
         _ if d.get("to").is_some() => format!(
             "{} → {}",
             d["from"].as_str().unwrap_or("-"),

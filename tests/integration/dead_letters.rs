@@ -108,18 +108,19 @@ channels = ["refuses", "busy"]
 
 /// A channel that stays down while incidents keep coming holds at most its `max_queued`
 /// notifications: the oldest are dead-lettered (timeline, metrics), the newest are delivered
-/// once it is back, and nothing dead-lettered is sent after all. (A job being retried at the
-/// moment a drop is chosen is passed over, so which of the three oldest go is not fixed; the
-/// two newest never do. The route takes only service `web`: the daemon's own incident about
-/// the channel giving up, service `incidentd`, would add a sixth.)
+/// once it is back, and nothing dead-lettered is sent after all. (A job being sent at the
+/// moment a drop is chosen is passed over, and the three oldest are sent at once: so they are
+/// each tried once, and wait three seconds to be tried again, before the last two come. The
+/// route takes only service `web`: the daemon's own incident about the channel giving up,
+/// service `incidentd`, would add a sixth.)
 #[tokio::test]
 async fn a_full_outbox_dead_letters_its_oldest_and_delivers_the_rest() {
     let (r, url) = receiver(usize::MAX).await;
     let config = format!(
         r#"
 [notifications]
-retry_initial = "300ms"
-retry_max = "300ms"
+retry_initial = "3s"
+retry_max = "3s"
 
 [[channel]]
 id = "hook"
@@ -136,6 +137,11 @@ channels = ["hook"]
     d.wait_healthy().await;
     let mut ids = Vec::new();
     for i in 0..5 {
+        if i == 3 {
+            // The three tried once, their failures taken in: none is being sent now.
+            d.wait_status(|st| st["notifications"]["failed_attempts"].as_u64() >= Some(3))
+                .await;
+        }
         let inc = d
             .post(
                 "/v1/incidents",

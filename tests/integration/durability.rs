@@ -549,6 +549,8 @@ async fn a_flood_of_detections_folds_and_the_log_still_replays_exactly() {
     let pm = String::from_utf8_lossy(&d.ctl(&["postmortem", &id.to_string()]).stdout).into_owned();
     assert!(pm.contains("`ssh`: 12 detections, the last: "), "{pm}");
     assert!(pm.contains("`ssh`: 16 detections, the last: "), "{pm}");
+    let shown = String::from_utf8_lossy(&d.ctl(&["timeline", &id.to_string()]).stdout).into_owned();
+    assert!(shown.contains("12 detections, the last: "), "{shown}");
     assert!(
         pm.contains("`ssh`: 5 detections not yet in the timeline, the last: "),
         "{pm}"

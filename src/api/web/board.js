@@ -161,7 +161,8 @@ async function select(id) {
   $("d-timeline").replaceChildren(...tl.timeline.map((e) => el("li", {},
     el("span", { class: "muted" }, `${e.ts} `), el("b", {}, e.type), ` by ${e.actor}`,
     e.data && e.data.to !== undefined && e.data.from !== undefined ? ` (${e.data.from} → ${e.data.to})` : "",
-    e.note ? `: ${e.note}` : (e.data && e.data.summary ? `: ${e.data.summary}` : ""))));
+    e.note ? `: ${e.note}` : (e.data && e.data.summary
+      ? `: ${e.data.detections > 1 ? `${e.data.detections} detections, the last: ` : ""}${e.data.summary}` : ""))));
   $("d-evidence").textContent = (inc.evidence || []).map((ev) => JSON.stringify(ev)).join("\n") || "none";
   const rows = runs.actions.map((r) => el("tr", {},
     el("td", {}, `run ${r.id}`), el("td", {}, r.action), el("td", { class: "run-state" }, r.state),
