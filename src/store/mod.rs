@@ -51,7 +51,13 @@ pub use sled::{Rebuild, SledStore, Verification};
 ///   `sled/record.rs`). Older records are read as they are, so opening a version 2 or 3
 ///   store only records the new version; a build that reads 3 refuses the store from then
 ///   on, instead of taking compressed records for damaged ones.
-pub const SCHEMA_VERSION: u64 = 4;
+/// - 5: a `detection` entry may stand for several detections (`"detections": n`) and a
+///   snapshot may hold detections not yet in its log (`folded`, see `incident/fold.rs`).
+///   Older entries and snapshots are read as they are, so opening a version 2 to 4 store only
+///   records the new version; a build that reads 4 refuses the store from then on, instead of
+///   counting a folded entry as one detection and dropping `folded` when it rewrites a
+///   snapshot.
+pub const SCHEMA_VERSION: u64 = 5;
 
 /// Every port at once: what the daemon opens, and what the API and tools read.
 /// Each component's port is a supertrait, so an `Arc<dyn Store>` becomes any of them.
@@ -311,16 +317,16 @@ mod tests {
         let open = || SledStore::reopen(dir.path());
         drop(open().unwrap());
         assert_eq!(version(None), SCHEMA_VERSION);
-        for old in [2, 3] {
+        for old in [2, 3, 4] {
             assert_eq!(version(Some(old)), old);
             drop(open().unwrap());
-            assert_eq!(version(None), 4);
+            assert_eq!(version(None), 5);
         }
-        assert_eq!(version(Some(5)), 5);
+        assert_eq!(version(Some(6)), 6);
         match open() {
-            Err(StoreError::Schema { found: 5, .. }) => {}
+            Err(StoreError::Schema { found: 6, .. }) => {}
             Err(e) => panic!("{e}"),
-            Ok(_) => panic!("a version 5 store was opened"),
+            Ok(_) => panic!("a version 6 store was opened"),
         }
     }
 }

@@ -169,7 +169,7 @@ impl SledStore {
                 });
             }
             Some(1) => store.migrate_v1_to_v2()?,
-            Some(v @ (2 | 3)) => store.mark_schema(v)?,
+            Some(v @ (2..=4)) => store.mark_schema(v)?,
             Some(_) => {}
         }
         Ok(store)

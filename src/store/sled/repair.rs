@@ -88,7 +88,7 @@ impl SledStore {
         tracing::info!(
             from,
             to = SCHEMA_VERSION,
-            "state store schema marked (runs of change numbers and of line ids, compressed records)"
+            "state store schema marked (runs of change numbers and of line ids, compressed records, folded detections)"
         );
         Ok(())
     }
