@@ -65,13 +65,15 @@ for line in open(sys.argv[2]):
     e = json.loads(line)
     if e.get("type") == "detection":
         d = e["data"]
-        got[(d["rule"], d["labels"].get("ip", ""))] += d.get("detections", 1)
+        for rule, n in (d.get("by_rule") or {d["rule"]: d.get("detections", 1)}).items():
+            got[(rule, d["labels"].get("ip", ""))] += n
 listing = json.load(open(sys.argv[3]))
 incidents = listing["incidents"] if isinstance(listing, dict) else listing
 for i in incidents:
     f = i.get("folded")
     if f:
-        got[(f["facts"]["rule"], f["last"]["labels"].get("ip", ""))] += f["detections"]
+        for rule, n in (f["facts"].get("by_rule") or {f["facts"]["rule"]: f["detections"]}).items():
+            got[(rule, f["last"]["labels"].get("ip", ""))] += n
 want = collections.Counter({(r, k.split("/", 1)[-1]): n for (r, k), n in want.items()})
 print("exact" if got == want else f"DIFFERENT: {sum(got.values())} vs {sum(want.values())}")
 PY

@@ -18,8 +18,9 @@
 //!   its detections that can still be in the snapshot: the first half and the latest of
 //!   `evidence_max`, which are all that keeping evidence in order can leave of them (see
 //!   [`keep_evidence`](super::intake::keep_evidence)), and the time of its last detection;
-//! - only detections with the same rule, evidence size and `resolve_after`, and a service
-//!   and ids the fold or the incident already has, fold together (another is written with
+//! - only detections with the same evidence size and `resolve_after`, and a rule, service
+//!   and ids the fold or the incident already has, fold together (a fold of several rules
+//!   counts each in `by_rule`) (another is written with
 //!   its own entry, after the fold's); a merge writes the fold of the incident merged into
 //!   first;
 //! - the fold not yet written is in the snapshot, and the replay applies it last
@@ -71,7 +72,7 @@ const AT_MOST: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Fold {
     /// Whether a detection with these facts, joining `inc`, folds into this one: the same
-    /// rule, evidence size and `resolve_after`, and a service and ids that are the fold's,
+    /// evidence size and `resolve_after`, and a rule, service and ids that are the fold's,
     /// absent, or already in `inc` (or its lists full), since attaching them changes nothing
     /// then, and the replay finds them there too (those lists only grow, and only detection
     /// entries and merges, which write the fold first, add to them).
@@ -90,7 +91,7 @@ impl Fold {
                 .service
                 .as_ref()
                 .is_none_or(|s| inc.services.contains(s) || inc.services.len() >= 50);
-        f.rule == facts.rule
+        (f.rule == facts.rule || inc.rules.contains(&facts.rule))
             && f.evidence_max == facts.evidence_max
             && f.resolve_after_ms == facts.resolve_after_ms
             && service_known
@@ -126,6 +127,14 @@ impl Fold {
             keep_evidence(&mut self.evidence, ev, self.facts.evidence_max);
         }
         self.facts.first_ts = self.facts.first_ts.min(facts.first_ts);
+        // Counted per rule once a second rule comes.
+        let by_rule = &mut self.facts.by_rule;
+        if facts.rule != self.facts.rule || !by_rule.is_empty() {
+            if by_rule.is_empty() {
+                by_rule.insert(self.facts.rule.clone(), self.detections);
+            }
+            *by_rule.entry(facts.rule).or_default() += 1;
+        }
         self.detections += 1;
         self.at = at;
         self.last = last;

@@ -587,6 +587,10 @@ pub struct Attach {
     /// A fold's: when its last detection attached (the entry's own time otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<Timestamp>,
+    /// A fold's of the detections of several rules: how many each (every rule but `rule`
+    /// was the incident's before the fold, so attaching them changes nothing).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_rule: BTreeMap<String, u64>,
 }
 
 fn one() -> u64 {
@@ -611,6 +615,7 @@ impl Attach {
             detections: 1,
             evidence_list: Vec::new(),
             at: None,
+            by_rule: BTreeMap::new(),
         }
     }
 }

@@ -565,6 +565,70 @@ async fn a_flood_of_detections_folds_and_the_log_still_replays_exactly() {
     assert!(ok && out.contains("0 snapshot(s) changed"), "{out}");
 }
 
+/// Two rules feeding one incident (a shared `incident_key`) in turn still fold together,
+/// each counted in `by_rule`, and the log replays exactly.
+#[tokio::test]
+async fn detections_of_two_rules_in_turn_fold_together() {
+    let rules: String = ["a", "b"]
+        .map(|id| {
+            format!(
+                r#"
+[[rule]]
+id = "{id}"
+kind = "threshold"
+severity = "low"
+threshold = 1
+window = "1m"
+where = {{ kind = "log", message = {{ regex = "^{id} " }} }}
+group_by = ["host"]
+incident_key = "shared/{{{{ group.host }}}}"
+"#
+            )
+        })
+        .concat();
+    let mut d = TestDaemon::prepare("[incidents]\ntimeline_detections = 3\n", &rules);
+    d.wait_healthy().await;
+    let lines: Vec<String> = (0..40)
+        .map(|i| {
+            let rule = if i % 2 == 0 { "a" } else { "b" };
+            format!(r#"{{"kind":"log","host":"h1","message":"{rule} {i}"}}"#)
+        })
+        .collect();
+    d.send_and_settle(&lines).await;
+    let inc = d.wait_for_key("shared/h1").await;
+    assert_eq!(inc["detections"], 40, "{inc}");
+    let id = inc["id"].clone();
+    let tl = d.get(&format!("/v1/incidents/{id}/timeline")).await;
+    let entries = tl["timeline"].as_array().cloned().unwrap_or_default();
+    let mut per_rule = std::collections::BTreeMap::<String, u64>::new();
+    let mut count = |d: &Value, n: u64| match d["by_rule"].as_object() {
+        Some(m) => m
+            .iter()
+            .for_each(|(r, k)| *per_rule.entry(r.clone()).or_default() += k.as_u64().unwrap_or(0)),
+        None => {
+            *per_rule
+                .entry(d["rule"].as_str().unwrap_or("?").into())
+                .or_default() += n
+        }
+    };
+    let detections: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["type"] == "detection")
+        .collect();
+    for e in &detections {
+        count(&e["data"], e["data"]["detections"].as_u64().unwrap_or(1));
+    }
+    if let Some(f) = inc["folded"].as_object() {
+        count(&f["facts"], f["detections"].as_u64().unwrap_or(0));
+    }
+    assert!(detections.len() <= 8, "{entries:#?}");
+    assert_eq!(per_rule.get("a"), Some(&20), "{per_rule:?}");
+    assert_eq!(per_rule.get("b"), Some(&20), "{per_rule:?}");
+    assert!(d.stop().success());
+    let (ok, out) = store_cmd(&d.state, "verify");
+    assert!(ok, "{out}");
+}
+
 /// `incidentd store rebuild` brings damaged snapshots and indexes back from the log, and
 /// `store verify` checks each snapshot against what its log replays to.
 #[tokio::test]
