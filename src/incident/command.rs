@@ -71,13 +71,7 @@ impl Manager {
                 {
                     self.stage_at_least(&mut inc, &mut entries, Stage::Remediate, &reason);
                 }
-                self.write(&Change {
-                    incident: inc.clone(),
-                    previous_status: Some(inc.status),
-                    entries,
-                    detections: Vec::new(),
-                    index_keys: Vec::new(),
-                })?;
+                self.write(&Change::entries_of(inc.clone(), entries))?;
                 Ok(inc)
             }
             cmd @ (Command::Retitle { .. } | Command::Merge { .. } | Command::Split { .. }) => {

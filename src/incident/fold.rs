@@ -8,10 +8,11 @@
 //! before (count, evidence, last detection), and gathered in the snapshot's [`Fold`]. A fold
 //! is written as one `detection` entry standing for all of its detections once it holds as
 //! many as the timeline already does (so the entries grow with the logarithm of the
-//! detections) or its first detection is a minute old (so readers of the change feed, the
-//! stream and the board among them, see the incident move at least once a minute: the
-//! entries then grow with the flood's minutes, not its detections), and before any other
-//! detection entry of the incident.
+//! detections) or its first detection is a minute old (at the next detection, or at the
+//! manager's housekeeping when the flood stopped: readers of the change feed, the stream and
+//! the board among them, see the incident move at least about once a minute, and the entries
+//! then grow with the flood's minutes, not its detections), and before any other detection
+//! entry of the incident.
 //!
 //! The log still replays exactly to the snapshot (`incidentd store verify`, `rebuild`):
 //! - a folded entry carries `detections` (how many it stands for) and the evidence events of
@@ -49,6 +50,7 @@ pub struct Fold {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub evidence: Vec<Event>,
     /// When the first and the last one attached.
+    #[serde(default)]
     pub since: Timestamp,
     pub at: Timestamp,
     /// The last one, as a detection entry shows it.
@@ -102,7 +104,13 @@ impl Fold {
     /// Whether it is to be written now, in an incident of `detections` (the fold's
     /// included): it holds as many as the timeline, or its first is `AT_MOST` old.
     pub(super) fn due(&self, detections: u64, now: Timestamp) -> bool {
-        self.detections.saturating_mul(2) >= detections || now.since(self.since) >= AT_MOST
+        self.detections.saturating_mul(2) >= detections || self.stale(now)
+    }
+
+    /// Whether its first detection is `AT_MOST` old (housekeeping writes it then, so the
+    /// last detections of a flood that stopped reach the timeline).
+    pub(super) fn stale(&self, now: Timestamp) -> bool {
+        now.since(self.since) >= AT_MOST
     }
 
     /// A fold of one detection.

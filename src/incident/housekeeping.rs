@@ -7,6 +7,37 @@ use super::{Incident, Status, Transition};
 use crate::clock::Timestamp;
 
 impl Manager {
+    /// Writes the folds (see `fold.rs`) whose first detection is a minute old: the last
+    /// detections of a flood that stopped reach the timeline and the change feed.
+    pub(super) fn write_stale_folds(&mut self) -> Result<(), IncidentError> {
+        let now = self.now;
+        let query = super::port::ListQuery {
+            status: vec![
+                Status::Open,
+                Status::Acknowledged,
+                Status::Mitigated,
+                Status::Resolved,
+            ],
+            ..Default::default()
+        };
+        let mut due = Vec::new();
+        self.store.scan(&query, &mut |i| {
+            if i.folded.as_ref().is_some_and(|f| f.stale(now)) {
+                due.push(i.id);
+            }
+            true
+        })?;
+        for id in due {
+            let mut inc = self.load(id)?;
+            let entries: Vec<_> = self.fold_entry(&mut inc).into_iter().collect();
+            if entries.is_empty() {
+                continue;
+            }
+            self.write(&super::port::Change::entries_of(inc, entries))?;
+        }
+        Ok(())
+    }
+
     pub(super) fn auto_resolve(&mut self) -> Result<(), IncidentError> {
         let now = self.now;
         let query = super::port::ListQuery {
@@ -79,13 +110,7 @@ impl Manager {
                 self.telemetry.sla_breaches.inc();
                 tracing::warn!(incident = id, kind, within = %within_text, "SLA breached");
             }
-            self.write(&super::port::Change {
-                incident: inc.clone(),
-                previous_status: Some(inc.status),
-                entries,
-                detections: Vec::new(),
-                index_keys: Vec::new(),
-            })?;
+            self.write(&super::port::Change::entries_of(inc, entries))?;
         }
         Ok(())
     }
@@ -167,10 +192,76 @@ pub(super) fn ended_before(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, Ordering};
     use std::time::Duration;
 
     use super::*;
     use crate::incident::Severity;
+    use crate::incident::port::IncidentLog;
+    use crate::incident::port::memory::MemoryIncidents;
+
+    struct Hand(AtomicI64);
+
+    impl crate::clock::Clock for Hand {
+        fn now(&self) -> Timestamp {
+            Timestamp(self.0.load(Ordering::SeqCst))
+        }
+    }
+
+    /// A fold left pending when a flood stops is written by the housekeeping a minute after
+    /// its first detection, and the log then replays to the snapshot without it.
+    #[tokio::test]
+    async fn housekeeping_writes_a_fold_a_minute_old() {
+        let store = Arc::new(MemoryIncidents::default());
+        let clock = Arc::new(Hand(AtomicI64::new(1_800_000_000_000)));
+        let tracker = tokio_util::task::TaskTracker::new();
+        let config = super::super::config::IncidentsConfig {
+            timeline_detections: 1,
+            ..Default::default()
+        };
+        let handle = spawn(
+            store.clone(),
+            config,
+            clock.clone(),
+            Arc::new(crate::telemetry::Telemetry::default()),
+            64,
+            &tracker,
+        )
+        .expect("manager");
+        let tx = handle.sender();
+        // One entry of its own, a fold of one written at once (as many as the log), and a
+        // fold of one left pending.
+        for i in 0..3 {
+            let d: crate::engine::Detection = serde_json::from_value(serde_json::json!({
+                "rule": "ssh", "severity": "sev3", "key": "k", "summary": "s",
+                "ts": 1_800_000_000_000i64 + i, "first_ts": 1_800_000_000_000i64 + i,
+                "count": 5, "group": {"ip": "k"}, "labels": {"ip": "k"},
+            }))
+            .expect("detection");
+            tx.send(Msg::Detection(d)).await.expect("sent");
+        }
+        assert!(handle.ping().await);
+        let id = store.latest_for_key("k").unwrap().expect("an incident");
+        let pending = |store: &MemoryIncidents| store.incident(id).unwrap().unwrap().folded;
+        assert!(pending(&store).is_some());
+        clock.0.fetch_add(59_999, Ordering::SeqCst);
+        assert!(handle.housekeep().await && handle.ping().await);
+        assert!(pending(&store).is_some(), "not yet a minute old");
+        clock.0.fetch_add(1, Ordering::SeqCst);
+        assert!(handle.housekeep().await && handle.ping().await);
+        assert!(pending(&store).is_none());
+        let inc = store.incident(id).unwrap().unwrap();
+        assert_eq!(inc.detections, 3);
+        let timeline = store.timeline(id).unwrap();
+        assert_eq!(timeline.len(), 4, "created and three detection entries");
+        let replayed = crate::incident::project::project(None, &timeline).expect("replays");
+        assert_eq!(replayed, inc);
+        drop(tx);
+        drop(handle);
+        tracker.close();
+        tracker.wait().await;
+    }
 
     #[test]
     fn quiet_incidents_resolve_and_old_ends_close_and_compact() {

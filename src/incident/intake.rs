@@ -463,6 +463,8 @@ impl Manager {
     /// The entry of the fold `inc` holds, if any: its detections, written as one.
     pub(super) fn fold_entry(&self, inc: &mut Incident) -> Option<crate::incident::TimelineEntry> {
         let fold = inc.folded.take()?;
+        // As the replay of the entry sets it (its detections' own time is in `facts.at`).
+        inc.updated_at = Some(self.now);
         let facts = fold.attach();
         let data = DetectionData {
             id: None,

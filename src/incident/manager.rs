@@ -549,6 +549,10 @@ impl Manager {
                         self.config = c;
                     }
                     Msg::Housekeeping => {
+                        if let Err(e) = self.write_stale_folds() {
+                            self.telemetry
+                                .store_error("writing folded detections failed", &e);
+                        }
                         if let Err(e) = self.auto_resolve() {
                             self.telemetry.store_error("automatic resolving failed", &e);
                         }

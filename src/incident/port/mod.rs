@@ -31,6 +31,19 @@ pub struct Change {
     pub index_keys: Vec<String>,
 }
 
+impl Change {
+    /// A change that adds `entries` to `incident` and keeps its status.
+    pub fn entries_of(incident: Incident, entries: Vec<TimelineEntry>) -> Change {
+        Change {
+            previous_status: Some(incident.status),
+            incident,
+            entries,
+            detections: Vec::new(),
+            index_keys: Vec::new(),
+        }
+    }
+}
+
 /// The order of a listing.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
