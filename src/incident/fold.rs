@@ -19,16 +19,17 @@
 //!   its detections that can still be in the snapshot: the first half and the latest of
 //!   `evidence_max`, which are all that keeping evidence in order can leave of them (see
 //!   [`keep_evidence`](super::intake::keep_evidence)), and the time of its last detection;
-//! - only detections with the same evidence size and `resolve_after`, and a rule, service
-//!   and ids the fold or the incident already has, fold together (a fold of several rules
-//!   counts each in `by_rule`) (another is written with
-//!   its own entry, after the fold's); a merge writes the fold of the incident merged into
-//!   first;
+//! - only detections whose rule, service and ids the incident already has fold (another is
+//!   written with its own entry, after the fold's), so a fold never changes those lists;
+//!   detections of several rules fold together, each counted in `by_rule`, and only those
+//!   with the same evidence size and `resolve_after`;
 //! - the fold not yet written is in the snapshot, and the replay applies it last
-//!   ([`apply_pending`]). Nothing but detections and merges changes what it changes, except
-//!   the `updated_at` other entries set, which it only moves forward (a wall clock stepped
-//!   back between a folded detection and a later entry makes `store verify` report
-//!   `updated_at`).
+//!   ([`apply_pending`]). What it changes (the count, evidence, `last_detection_at`,
+//!   `first_event_at`, `resolve_after_ms`) nothing else changes, except a merge's count,
+//!   which adds, and the `updated_at` other entries set, which it only moves forward (a wall
+//!   clock stepped back between a folded detection and a later entry makes `store verify`
+//!   report `updated_at`). A merge writes the fold of the incident merged into first, all
+//!   the same, so the timeline reads in order.
 
 use std::collections::BTreeMap;
 
@@ -73,32 +74,29 @@ pub struct Last {
 const AT_MOST: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Fold {
-    /// Whether a detection with these facts, joining `inc`, folds into this one: the same
-    /// evidence size and `resolve_after`, and a rule, service and ids that are the fold's,
-    /// absent, or already in `inc` (or its lists full), since attaching them changes nothing
-    /// then, and the replay finds them there too (those lists only grow, and only detection
-    /// entries and merges, which write the fold first, add to them).
-    pub(super) fn takes(&self, facts: &Attach, inc: &Incident) -> bool {
-        let f = &self.facts;
-        let id_known = |id: &Option<String>, own: &Option<String>| {
-            id.is_none()
-                || id == own
-                || id
-                    .as_ref()
-                    .is_some_and(|id| inc.correlation_ids.contains(id))
-                || inc.correlation_ids.len() >= 100
+    /// Whether a detection with these facts, joining `inc`, folds: into `fold` when there is
+    /// one (the same evidence size and `resolve_after`), and only when attaching it adds
+    /// nothing to the incident's rules, services and ids (each already there, absent, or its
+    /// list full). So a fold never changes those lists: the replay finds the same lists
+    /// wherever it applies the fold, and readers of the change feed (the correlation index
+    /// among them) learn of every new rule, service or id from a detection entry at once.
+    pub(super) fn joins(fold: Option<&Fold>, facts: &Attach, inc: &Incident) -> bool {
+        let id_known = |id: &Option<String>| {
+            id.as_ref().is_none_or(|id| {
+                inc.correlation_ids.contains(id) || inc.correlation_ids.len() >= 100
+            })
         };
-        let service_known = facts.service == f.service
-            || facts
-                .service
-                .as_ref()
-                .is_none_or(|s| inc.services.contains(s) || inc.services.len() >= 50);
-        (f.rule == facts.rule || inc.rules.contains(&facts.rule))
-            && f.evidence_max == facts.evidence_max
-            && f.resolve_after_ms == facts.resolve_after_ms
+        let service_known = facts
+            .service
+            .as_ref()
+            .is_none_or(|s| inc.services.contains(s) || inc.services.len() >= 50);
+        fold.is_none_or(|f| {
+            f.facts.evidence_max == facts.evidence_max
+                && f.facts.resolve_after_ms == facts.resolve_after_ms
+        }) && inc.rules.contains(&facts.rule)
             && service_known
-            && id_known(&facts.correlation_id, &f.correlation_id)
-            && id_known(&facts.trace_id, &f.trace_id)
+            && id_known(&facts.correlation_id)
+            && id_known(&facts.trace_id)
     }
 
     /// Whether it is to be written now, in an incident of `detections` (the fold's

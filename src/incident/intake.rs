@@ -159,7 +159,7 @@ impl Manager {
         let folds = matches!(how, Join::Same)
             && cap > 0
             && inc.detections >= cap
-            && inc.folded.as_ref().is_none_or(|f| f.takes(&facts, &inc));
+            && super::fold::Fold::joins(inc.folded.as_ref(), &facts, &inc);
         if !folds {
             entries.extend(self.fold_entry(&mut inc));
         }
