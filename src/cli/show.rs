@@ -285,7 +285,8 @@ pub(super) fn timeline_table(entries: &[TimelineEntry]) -> String {
                     d["to"].as_str().unwrap_or("-")
                 ),
                 (_, Value::Object(d)) if d.contains_key("summary") => {
-                    folded(d) + d["summary"].as_str().unwrap_or("")
+                    crate::incident::fold::shown_count(&e.data)
+                        + d["summary"].as_str().unwrap_or("")
                 }
                 (_, Value::Object(d)) if d.contains_key("rule") => {
                     format!("rule {}", d["rule"].as_str().unwrap_or(""))
@@ -374,13 +375,5 @@ pub(crate) fn wrote(result: std::io::Result<()>) {
             eprintln!("incidentctl: cannot write the output: {e}");
             std::process::exit(1)
         }
-    }
-}
-
-/// A folded detection entry's count, before its last detection's summary.
-pub(super) fn folded(d: &serde_json::Map<String, Value>) -> String {
-    match d.get("detections").and_then(Value::as_u64) {
-        Some(n) if n > 1 => format!("{n} detections, the last: "),
-        _ => String::new(),
     }
 }

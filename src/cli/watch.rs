@@ -176,8 +176,7 @@ pub fn change_line(event: &str, data: &Value) -> String {
     let d = &e.data;
     let mut what = match event {
         "incident_created" | "detection" => {
-            let count = d.as_object().map(super::show::folded).unwrap_or_default();
-            count
+            crate::incident::fold::shown_count(d)
                 + d["summary"]
                     .as_str()
                     .or(inc["title"].as_str())

@@ -112,7 +112,8 @@ impl Fold {
     }
 
     /// A fold of one detection.
-    pub(super) fn of(mut facts: Attach, last: Last, at: Timestamp) -> Fold {
+    pub(super) fn of(facts: &Attach, last: Last, at: Timestamp) -> Fold {
+        let mut facts = facts.clone();
         let mut evidence = Vec::new();
         if let Some(ev) = facts.evidence.take() {
             keep_evidence(&mut evidence, ev, facts.evidence_max);
@@ -127,10 +128,10 @@ impl Fold {
         }
     }
 
-    /// Adds a detection whose facts it [takes](Fold::takes).
-    pub(super) fn add(&mut self, mut facts: Attach, last: Last, at: Timestamp) {
-        if let Some(ev) = facts.evidence.take() {
-            keep_evidence(&mut self.evidence, ev, self.facts.evidence_max);
+    /// Adds a detection that [joins](Fold::joins) it (only its evidence is copied).
+    pub(super) fn add(&mut self, facts: &Attach, last: Last, at: Timestamp) {
+        if let Some(ev) = &facts.evidence {
+            keep_evidence(&mut self.evidence, ev.clone(), self.facts.evidence_max);
         }
         self.facts.first_ts = self.facts.first_ts.min(facts.first_ts);
         // Counted per rule once a second rule comes.
@@ -139,7 +140,7 @@ impl Fold {
             if by_rule.is_empty() {
                 by_rule.insert(self.facts.rule.clone(), self.detections);
             }
-            *by_rule.entry(facts.rule).or_default() += 1;
+            *by_rule.entry(facts.rule.clone()).or_default() += 1;
         }
         self.detections += 1;
         self.at = at;
@@ -154,6 +155,16 @@ impl Fold {
             at: Some(self.at),
             ..self.facts.clone()
         }
+    }
+}
+
+/// How a `detection` entry's data (`d`) that stands for several detections says so before
+/// its last detection's summary (nothing for an entry of one), for the post-mortem, the CLI
+/// and anyone showing a timeline.
+pub fn shown_count(d: &serde_json::Value) -> String {
+    match d.get("detections").and_then(serde_json::Value::as_u64) {
+        Some(n) if n > 1 => format!("{n} detections, the last: "),
+        _ => String::new(),
     }
 }
 
@@ -194,9 +205,9 @@ mod tests {
             labels: BTreeMap::new(),
             message: None,
         };
-        let mut f = Fold::of(facts.clone(), last.clone(), Timestamp(1_000));
+        let mut f = Fold::of(&facts, last.clone(), Timestamp(1_000));
         for _ in 0..9 {
-            f.add(facts.clone(), last.clone(), Timestamp(2_000));
+            f.add(&facts, last.clone(), Timestamp(2_000));
         }
         assert_eq!(
             (f.detections, f.since, f.at),

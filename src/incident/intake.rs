@@ -174,8 +174,8 @@ impl Manager {
                 message: d.message.clone(),
             };
             match &mut inc.folded {
-                Some(fold) => fold.add(facts.clone(), last, now),
-                None => inc.folded = Some(super::fold::Fold::of(facts.clone(), last, now)),
+                Some(fold) => fold.add(&facts, last, now),
+                None => inc.folded = Some(super::fold::Fold::of(&facts, last, now)),
             }
         }
         attach(&mut inc, facts, now);

@@ -109,10 +109,7 @@ pub fn render(i: &Incident, timeline: &[TimelineEntry], now: Timestamp) -> Strin
     for e in detections {
         let d = &e.data;
         // A folded entry stands for several detections (the last one's summary).
-        let folded = match d["detections"].as_u64() {
-            Some(n) if n > 1 => format!("{n} detections, the last: "),
-            _ => String::new(),
-        };
+        let folded = super::fold::shown_count(d);
         let _ = writeln!(
             md,
             "- {} `{}`: {folded}{} (events {} to {}, count {})",
