@@ -168,8 +168,12 @@ impl Replay {
         // not, so the line filter cannot change what they detect (their memory is bounded by
         // `max_groups`).
         let mid_run_ticks = engine.needs_ticks();
-        let chunked = run.finder.is_some() && run.prefilter.is_some();
-        // Lines reach the rules only after one of their regexes matched.
+        let chunked = run
+            .finder
+            .as_ref()
+            .is_some_and(|f| f.by_literals() || run.prefilter.is_some());
+        // Lines reach the rules only after one of their regexes (or literals) matched: a
+        // match is likely.
         engine.prefiltered = chunked;
         let workers = self
             .workers
@@ -304,14 +308,15 @@ fn newlines_and_ascii(bytes: &[u8]) -> (u64, bool) {
     (newlines, high.is_ascii())
 }
 
-/// The state of one replay.
-/// The filters that let a replay skip lines no rule can match: the rules' regexes as one set,
-/// and their lazy DFA that finds the next line worth parsing.
+/// The filters that let a replay skip lines no rule can match: the finder of the next line
+/// worth parsing (by the rules' literals, or their lazy DFA), and with the DFA, the rules'
+/// regexes as one set, for lines checked one at a time.
 struct Filters {
     prefilter: Option<regex::RegexSet>,
     finder: Option<LineFinder>,
 }
 
+/// The state of one replay.
 struct Run<'a> {
     replay: &'a Replay,
     report: Report,
@@ -321,9 +326,10 @@ struct Run<'a> {
     /// The replay's clock: the newest event time seen; lines without a time get it (or
     /// `default_ts` before any time is known).
     newest: Option<Timestamp>,
-    /// The rules' regexes, when a line no regex matches can be skipped.
+    /// The rules' regexes, when a line no regex matches can be skipped (and lines are not
+    /// found by literals).
     prefilter: Option<regex::RegexSet>,
-    /// The same regexes, to find the next such line in a chunk.
+    /// What finds the next line worth parsing in a chunk.
     finder: Option<LineFinder>,
     /// On a thread that only matches: the events parsed, with what the rules' regexes
     /// found, for the thread that applies them.
@@ -340,14 +346,17 @@ impl<'a> Run<'a> {
         patterns: Option<&[String]>,
         detected: &'a mut dyn FnMut(ReplayDetection),
     ) -> Run<'a> {
+        let finder = patterns.and_then(LineFinder::new);
+        // Lines found by their literals are checked by them alone (see `Run::may_match`).
+        let by_literals = finder.as_ref().is_some_and(LineFinder::by_literals);
         let filters = Filters {
-            prefilter: patterns.and_then(|p| {
+            prefilter: patterns.filter(|_| !by_literals).and_then(|p| {
                 regex::RegexSetBuilder::new(p)
                     .dfa_size_limit(32 << 20)
                     .build()
                     .ok()
             }),
-            finder: patterns.and_then(LineFinder::new),
+            finder,
         };
         Run::with(replay, filters, detected)
     }
@@ -497,8 +506,7 @@ impl<'a> Run<'a> {
         // wrong format shows its rejections. A cut line is never skipped.
         if filter
             && !over
-            && let Some(p) = &self.prefilter
-            && !p.is_match(&text_of(text).0)
+            && self.may_match(text) == Some(false)
             && (self.parsed_one || self.parses(text))
         {
             self.parsed_one = true;
@@ -574,6 +582,17 @@ impl<'a> Run<'a> {
                     self.report.first_rejections.push((self.report.lines, e));
                 }
             }
+        }
+    }
+
+    /// Whether the line filter lets `text` (one line's) be parsed: when lines are found by
+    /// their literals, whether it holds one; otherwise whether some rule's regex matches it.
+    /// `None`: no filter.
+    fn may_match(&self, text: &[u8]) -> Option<bool> {
+        let text = text_of(text).0;
+        match self.finder.as_ref().and_then(|f| f.holds_literal(&text)) {
+            Some(holds) => Some(holds),
+            None => self.prefilter.as_ref().map(|p| p.is_match(&text)),
         }
     }
 
@@ -886,19 +905,29 @@ group_by = ["host"]
             );
         }
         // `\s+` spans the newline: the DFA's earliest match ends on the second line, which
-        // does not match on its own and must not be counted.
-        let rules = r#"
+        // does not match on its own and must not be counted (`\w?` leaves the pattern
+        // without a known beginning, so the DFA finds the lines). Found by its literal
+        // instead, the first line holds `Killed` and is parsed; the rule decides.
+        for (pattern, events) in [(r"\w?Killed\s+process", 1), (r"Killed\s+process", 2)] {
+            let rules = format!(
+                r#"
 [[rule]]
 id = "oom"
 kind = "match"
-regex = 'Killed\s+process'
-"#;
-        let log = "Nov 23 10:00:00 h kernel: Killed\n process here\n\
-                   Nov 23 10:00:02 h kernel: Killed process 9\n";
-        let r = syslog_replay(rules, log.as_bytes());
-        assert_eq!((r.lines, r.events, r.skipped, r.rejected), (3, 1, 2, 0));
-        assert_eq!(r.detections.len(), 1);
-        assert_eq!(r.rules[0].matched, 1);
+regex = '{pattern}'
+"#
+            );
+            let log = "Nov 23 10:00:00 h kernel: Killed\n process here\n\
+                       Nov 23 10:00:02 h kernel: Killed process 9\n";
+            let r = syslog_replay(&rules, log.as_bytes());
+            assert_eq!(
+                (r.lines, r.events, r.skipped, r.rejected),
+                (3, events, 3 - events, 0),
+                "{pattern}"
+            );
+            assert_eq!(r.detections.len(), 1);
+            assert_eq!(r.rules[0].matched, 1);
+        }
     }
 
     #[test]

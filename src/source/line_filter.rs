@@ -1,36 +1,62 @@
-//! Which lines of a text log some rule could match, found without parsing them: one lazy
-//! DFA over every rule's pattern (anchors dropped, see `Engine::line_patterns`), searched
-//! over a whole chunk of lines at once. Used by the replay (`rules test`) and by the file tail
+//! Which lines of a text log some rule could match, found without parsing them, over a whole
+//! chunk of lines at once: when every rule's pattern (anchors dropped, see
+//! `Engine::line_patterns`) begins with one of a few known literals, one multi-literal search
+//! (Teddy) for them, and only lines holding one are parsed (the rules decide); otherwise one
+//! lazy DFA over every pattern. Used by the replay (`rules test`) and by the file tail
 //! ([`LineFilter`]), which both parse only the lines it names.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// Finds the next line worth parsing in a chunk: one lazy DFA over every rule's regex,
-/// searched forward for the earliest position at which any match ends (no reverse scan for
-/// where it starts, and one pass whatever the number of rules).
-#[derive(Debug)]
+use regex_syntax::hir::Hir;
+use regex_syntax::hir::literal::{ExtractKind, Extractor};
+
+/// A literal shorter than this would make too many lines worth parsing: the patterns are
+/// searched with the DFA instead.
+const MIN_LITERAL: usize = 4;
+
+/// Finds the next line worth parsing in a chunk.
+#[derive(Debug, Clone)]
 pub struct LineFinder {
-    dfa: regex_automata::hybrid::dfa::DFA,
-    cache: regex_automata::hybrid::dfa::Cache,
+    how: How,
     /// Per pattern: it cannot match a newline, so a match of it lies within one line.
     single_line: Vec<bool>,
 }
 
-/// A copy shares the compiled DFA and starts with an empty cache of its own.
-impl Clone for LineFinder {
-    fn clone(&self) -> LineFinder {
-        LineFinder {
-            cache: self.dfa.create_cache(),
-            dfa: self.dfa.clone(),
-            single_line: self.single_line.clone(),
+#[derive(Debug)]
+enum How {
+    /// Every match of every pattern begins with one of these literals, none of which holds
+    /// a newline: a line without one cannot match, a line with one is parsed. Searched for
+    /// the leftmost one (a copy shares the automaton).
+    Literals(aho_corasick::AhoCorasick),
+    /// One lazy DFA over every pattern, searched forward for the earliest position at which
+    /// any match ends (no reverse scan for where it starts, and one pass whatever the number
+    /// of rules).
+    Dfa(Box<Dfa>),
+}
+
+#[derive(Debug)]
+struct Dfa {
+    dfa: regex_automata::hybrid::dfa::DFA,
+    cache: regex_automata::hybrid::dfa::Cache,
+}
+
+/// A copy shares the compiled automaton; a DFA's copy starts with an empty cache of its own.
+impl Clone for How {
+    fn clone(&self) -> How {
+        match self {
+            How::Literals(ac) => How::Literals(ac.clone()),
+            How::Dfa(d) => How::Dfa(Box::new(Dfa {
+                cache: d.dfa.create_cache(),
+                dfa: d.dfa.clone(),
+            })),
         }
     }
 }
 
 impl LineFinder {
-    /// None when the patterns cannot be built into one lazy DFA (the chunks are then read
-    /// line by line).
+    /// None when the patterns cannot be built into one lazy DFA and do not all begin with
+    /// literals (the chunks are then read line by line).
     pub(crate) fn new(patterns: &[String]) -> Option<LineFinder> {
         use regex_automata::{MatchKind, hybrid::dfa::DFA, util::prefilter::Prefilter};
         // A line's text holds no newline, so a class's `\n` (as in `\s`) can never be part
@@ -40,6 +66,17 @@ impl LineFinder {
             .iter()
             .map(|p| regex_syntax::parse(p).ok().map(|h| without_newline(&h)))
             .collect::<Option<Vec<_>>>()?;
+        let single_line = hirs.iter().map(|h| !may_match_newline(h)).collect();
+        if let Some(literals) = prefix_literals(&hirs)
+            && let Ok(ac) = aho_corasick::AhoCorasick::builder()
+                .match_kind(aho_corasick::MatchKind::LeftmostFirst)
+                .build(&literals)
+        {
+            return Some(LineFinder {
+                how: How::Literals(ac),
+                single_line,
+            });
+        }
         let nfa = regex_automata::nfa::thompson::Compiler::new()
             // Empty matches are reported wherever they are, even inside a character: in
             // UTF-8 mode the search would step over one there and could miss an earlier
@@ -63,21 +100,43 @@ impl LineFinder {
             .build_from_nfa(nfa)
             .ok()?;
         let cache = dfa.create_cache();
-        let single_line = hirs.iter().map(|h| !may_match_newline(h)).collect();
         Some(LineFinder {
-            dfa,
-            cache,
+            how: How::Dfa(Box::new(Dfa { dfa, cache })),
             single_line,
         })
     }
 
-    /// The end of the earliest-ending match of any pattern at or after `pos`, and whether
-    /// that pattern's matches lie within one line; `Err` when the DFA cannot tell (it stopped
-    /// at a byte it cannot handle).
+    /// Whether lines are found by their literals: a line is then worth parsing when it
+    /// holds one ([`LineFinder::holds_literal`]), whether or not a pattern matches it.
+    pub(crate) fn by_literals(&self) -> bool {
+        matches!(self.how, How::Literals(_))
+    }
+
+    /// With literals: whether `text` (one line's) holds one, so that it is worth parsing.
+    /// `None` for a DFA (the patterns themselves tell).
+    pub(crate) fn holds_literal(&self, text: &str) -> Option<bool> {
+        match &self.how {
+            How::Literals(ac) => Some(ac.is_match(text)),
+            How::Dfa(_) => None,
+        }
+    }
+
+    /// With the DFA: the end of the earliest-ending match of any pattern at or after `pos`,
+    /// and whether that pattern's matches lie within one line. With literals: the end of the
+    /// leftmost literal at or after `pos`, which lies in one line (every line before it holds
+    /// none, so none of those can match). `Err` when the DFA cannot tell (it stopped at a
+    /// byte it cannot handle).
     pub(crate) fn next_end(&mut self, hay: &[u8], pos: usize) -> Result<Option<(usize, bool)>, ()> {
+        let d = match &mut self.how {
+            How::Literals(ac) => {
+                let input = aho_corasick::Input::new(hay).range(pos..);
+                return Ok(ac.find(input).map(|m| (m.end(), true)));
+            }
+            How::Dfa(d) => d,
+        };
         let input = regex_automata::Input::new(hay).range(pos..).earliest(true);
-        self.dfa
-            .try_search_fwd(&mut self.cache, &input)
+        d.dfa
+            .try_search_fwd(&mut d.cache, &input)
             .map(|m| {
                 m.map(|m| {
                     let one_line = self
@@ -92,6 +151,35 @@ impl LineFinder {
     }
 }
 
+/// The literals every match of every pattern begins with, when there are such (each
+/// pattern's prefixes, extracted from its syntax; a look-around counts as matching the
+/// empty string, so they are never too few), none shorter than [`MIN_LITERAL`] and none
+/// holding a newline.
+fn prefix_literals(hirs: &[Hir]) -> Option<Vec<Vec<u8>>> {
+    let mut all = Vec::new();
+    for hir in hirs {
+        // (Not shortened to the few bytes a fast search prefers: "pam_" would find every
+        // cron line.)
+        let seq = Extractor::new().kind(ExtractKind::Prefix).extract(hir);
+        for lit in seq.literals()? {
+            let bytes = lit.as_bytes();
+            if bytes.len() < MIN_LITERAL || bytes.contains(&b'\n') {
+                return None;
+            }
+            all.push(bytes.to_vec());
+        }
+    }
+    // A literal another one begins is dropped: a line holding it holds the shorter one. In
+    // sorted order, the literals a kept one begins follow it.
+    all.sort();
+    let mut kept: Vec<Vec<u8>> = Vec::with_capacity(all.len());
+    for lit in all {
+        if !kept.last().is_some_and(|k| lit.starts_with(k)) {
+            kept.push(lit);
+        }
+    }
+    Some(kept)
+}
 /// `hir` with `\n` taken out of every class (literals are kept as they are).
 pub(crate) fn without_newline(hir: &regex_syntax::hir::Hir) -> regex_syntax::hir::Hir {
     use regex_syntax::hir::{
@@ -286,22 +374,78 @@ mod tests {
 
     #[test]
     fn lines_no_pattern_matches_are_skipped_and_the_first_is_parsed() {
-        let shared = filter(&[r"Failed \S+ for", r"\bdisk full\b"]);
-        let mut skipper = Skipper::default();
         let chunk = b"noise one\n\nFailed password for root\nnoise two\nthe disk full now\nmy disk fuller\nFailed  for\nFailed x for\npartial Failed x for";
-        let got = skipped(&mut skipper, &shared, chunk);
-        let want = [
-            ("noise one", false), // the first line with text is always parsed
-            ("", true),
-            ("Failed password for root", false),
-            ("noise two", true),
-            ("the disk full now", false),
-            ("my disk fuller", true),
-            ("Failed  for", true),
-            ("Failed x for", false),
-        ];
-        let got: Vec<(&str, bool)> = got.iter().map(|(l, s)| (l.as_str(), *s)).collect();
-        assert_eq!(got, want);
+        // Each pattern begins with a literal: lines holding one are parsed (the rules
+        // decide), the others skipped. `\w?` leaves the first pattern without a known
+        // beginning: the DFA then skips every line no pattern matches.
+        for (patterns, by_literals) in [
+            ([r"Failed \S+ for", r"\bdisk full\b"], true),
+            ([r"\w?Failed \S+ for", r"\bdisk full\b"], false),
+        ] {
+            let shared = filter(&patterns);
+            let mut skipper = Skipper::default();
+            let got = skipped(&mut skipper, &shared, chunk);
+            assert_eq!(
+                skipper.finder.as_ref().map(LineFinder::by_literals),
+                Some(by_literals)
+            );
+            let want = [
+                ("noise one", false), // the first line with text is always parsed
+                ("", true),
+                ("Failed password for root", false),
+                ("noise two", true),
+                ("the disk full now", false),
+                ("my disk fuller", !by_literals),
+                ("Failed  for", !by_literals),
+                ("Failed x for", false),
+            ];
+            let got: Vec<(&str, bool)> = got.iter().map(|(l, s)| (l.as_str(), *s)).collect();
+            assert_eq!(got, want, "{patterns:?}");
+        }
+    }
+
+    /// The literals a line is found by: each pattern's beginnings, without those another one
+    /// begins; none when some pattern could begin otherwise, or with too short a literal.
+    #[test]
+    fn lines_are_found_by_literals_only_when_every_pattern_begins_with_one() {
+        let literals = |patterns: &[&str]| {
+            let hirs: Vec<Hir> = patterns
+                .iter()
+                .map(|p| without_newline(&regex_syntax::parse(p).unwrap()))
+                .collect();
+            prefix_literals(&hirs).map(|ls| {
+                ls.into_iter()
+                    .map(|l| String::from_utf8(l).unwrap())
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(
+            literals(&[
+                r"(?:error: )?Failed (?P<m>\S+) for",
+                r"(?:Connection closed|Connection reset) by \S+",
+                r"Connection closed by (?:authenticating|invalid) user",
+                r"\bROOT LOGIN\b",
+            ])
+            .unwrap(),
+            [
+                "Connection closed by ",
+                "Connection reset by ",
+                "Failed ",
+                "ROOT LOGIN",
+                "error: Failed ",
+            ]
+        );
+        // Case folded: each spelling.
+        assert_eq!(literals(&["(?i)oom!"]).unwrap().len(), 8);
+        for none in [
+            &[r"Failed \S+", r"\d+ errors"][..],
+            &[r"Fai"],
+            &[r"(?:Failed|at)x"],
+            &["a\nbcdef"],
+            &[r".*Failed"],
+        ] {
+            assert_eq!(literals(none), None, "{none:?}");
+        }
     }
 
     #[test]
@@ -408,6 +552,46 @@ mod tests {
                     // Beside non-ASCII text a Unicode `\b` makes the DFA give up, and the
                     // rest of the chunk is parsed.
                     proptest::prop_assert_eq!(skip, !first, "line {:?}", line);
+                }
+            }
+        }
+
+        /// Patterns that each begin with a literal of four bytes or more: a line some pattern
+        /// matches is never skipped, and a line holding none of their first four bytes
+        /// always is (but the chunk's first with text).
+        #[test]
+        fn a_line_found_by_literals_is_never_one_a_pattern_matches(
+            lines in proptest::collection::vec("[abAB \n]{0,16}", 1..30),
+            picks in proptest::collection::vec(0usize..8, 1..4),
+        ) {
+            const PATTERNS: [(&str, &[&str]); 8] = [
+                ("abab", &["abab"]),
+                (r"abba\s+b", &["abba"]),
+                ("(?i)abba", &["abba"]),
+                (r"(?:baab|abab) b", &["baab", "abab"]),
+                (r"\bbaba\b", &["baba"]),
+                (r"aaaa.b", &["aaaa"]),
+                ("bbbb[^a]", &["bbbb"]),
+                (r"(?:ab ab|ba ba)\S", &["ab a", "ba b"]),
+            ];
+            let patterns: Vec<&str> = picks.iter().map(|i| PATTERNS[*i].0).collect();
+            let shared = filter(&patterns);
+            let res: Vec<regex::Regex> = patterns.iter().map(|p| regex::Regex::new(p).unwrap()).collect();
+            let chunk = lines.concat();
+            let mut skipper = Skipper::default();
+            let got = skipped(&mut skipper, &shared, chunk.as_bytes());
+            proptest::prop_assert!(skipper.finder.as_ref().is_some_and(LineFinder::by_literals));
+            let mut sampled = false;
+            for (line, skip) in got {
+                let first = !sampled && !line.trim_ascii().is_empty();
+                sampled |= first;
+                if res.iter().any(|r| r.is_match(&line)) {
+                    proptest::prop_assert!(!skip, "matching line {:?} skipped", line);
+                }
+                let folded = line.to_ascii_lowercase();
+                let begins = picks.iter().flat_map(|i| PATTERNS[*i].1).any(|b| folded.contains(b));
+                if !begins && !first {
+                    proptest::prop_assert!(skip, "line {:?} parsed", line);
                 }
             }
         }
