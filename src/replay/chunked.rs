@@ -35,10 +35,11 @@ pub(super) fn workers() -> usize {
 /// Events a worker parsed, with what the rules' regexes found in them.
 #[derive(Default)]
 pub(super) struct Kept {
+    /// The events, `..used`; those after are spare, to parse into again instead of
+    /// allocating. An event is swapped in and out of place, never moved along the list.
     events: Vec<Event>,
+    used: usize,
     matched: Matched,
-    /// Events already applied, to parse into again instead of allocating.
-    spare: Vec<Event>,
     /// The events of lines cut at the limit (marked `truncated`), by index.
     cut: Vec<usize>,
 }
@@ -49,14 +50,25 @@ impl Kept {
     pub(super) fn push(&mut self, engine: &mut Engine, scratch: &mut Event, cut: bool) {
         engine.match_event(scratch, &mut self.matched);
         if cut {
-            self.cut.push(self.events.len());
+            self.cut.push(self.used);
         }
-        let mut next = self.spare.pop().unwrap_or_else(|| scratch.clone());
-        if cut {
-            // A clone of this event.
-            next.fields.remove("truncated");
+        match self.events.get_mut(self.used) {
+            Some(spare) => std::mem::swap(scratch, spare),
+            None => {
+                let mut next = scratch.clone();
+                if cut {
+                    // A clone of this event.
+                    next.fields.remove("truncated");
+                }
+                self.events.push(std::mem::replace(scratch, next));
+            }
         }
-        self.events.push(std::mem::replace(scratch, next));
+        self.used += 1;
+    }
+
+    /// The events kept, in order.
+    fn events(&self) -> &[Event] {
+        &self.events[..self.used]
     }
 
     fn recycle(&mut self) {
@@ -64,11 +76,10 @@ impl Kept {
         for i in self.cut.drain(..) {
             self.events[i].fields.remove("truncated");
         }
-        self.spare.append(&mut self.events);
+        self.used = 0;
         // A chunk of short lines can make many events; no more are kept than a chunk of
         // ordinary lines needs.
-        self.spare.truncate(SPARE_EVENTS);
-        self.spare.shrink_to(SPARE_EVENTS);
+        self.events.truncate(SPARE_EVENTS);
         self.events.shrink_to(SPARE_EVENTS);
         self.matched.clear();
         self.matched.shrink_to(SPARE_EVENTS);
@@ -313,7 +324,7 @@ impl Applier<'_, '_> {
         self.applied += 1;
         let run = &mut *self.run;
         let before = run.report.lines;
-        for (i, ev) in done.kept.events.iter().enumerate() {
+        for (i, ev) in done.kept.events().iter().enumerate() {
             self.engine
                 .on_matched(ev, &done.kept.matched, i, &mut run.out);
             hand_over(&mut run.out, &mut run.report, run.detected);
