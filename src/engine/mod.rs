@@ -225,8 +225,8 @@ pub struct Engine {
     late_inputs: BTreeMap<String, u64>,
     /// Plugin detections that bind to no rule are logged at most this often.
     plugin_warn: crate::telemetry::Throttle,
-    /// Events were already filtered by the rules' regexes (an offline replay), so a rule's
-    /// regex usually matches: it goes straight for the captures instead of checking for a
+    /// Events were already filtered by the rules' regexes or their literals (an offline
+    /// replay), so a rule's regex usually matches: it goes straight for the captures instead of checking for a
     /// match first. Only speed depends on it.
     pub prefiltered: bool,
     /// Only a detection's rule, time, key, group, labels and count are wanted (an offline

@@ -389,12 +389,14 @@ impl<'a> Run<'a> {
             finder: self.finder.clone(),
         }
     }
-    /// Complete lines (the last one may lack its newline at the end of input). The earliest
-    /// end of any rule's match from `pos` is found; no line before the one holding that
-    /// match's last byte can match on its own (a match inside it would end earlier), so those
-    /// lines are only counted. That line is checked exactly (the match may have begun on an
-    /// earlier line, so it may not match on its own) and the search goes on from the next
-    /// line.
+    /// Complete lines (the last one may lack its newline at the end of input). With the
+    /// lazy DFA, the earliest end of any rule's match from `pos` is found; no line before the
+    /// one holding that match's last byte can match on its own (a match inside it would end
+    /// earlier), so those lines are only counted. That line is checked exactly (the match may
+    /// have begun on an earlier line, so it may not match on its own) and the search goes on
+    /// from the next line. With literals, the leftmost literal from `pos` is found: the lines
+    /// before its line hold none and are only counted, and its line is parsed (the rules
+    /// decide).
     fn region(&mut self, engine: &mut Engine, region: &[u8]) {
         // One pass counts the lines and tells whether the chunk is ASCII (then valid UTF-8
         // with no need to check it byte by byte); lines skipped below are not counted again.
@@ -443,7 +445,9 @@ impl<'a> Run<'a> {
             // When the pattern that matched cannot match a newline and its match ends inside
             // the line's text, the whole match is in that text, which therefore matches on
             // its own (the patterns have no anchors, and a word boundary sees a line end as
-            // the end of the text): no need to check it again.
+            // the end of the text): no need to check it again. A literal found (reported as
+            // one line's) ending inside the text is in it: the line holds one, which is what
+            // the check would ask.
             let text_end = start + trim_newline(&region[start..stop]).len();
             let known = single_line && start < end && end <= text_end;
             self.line_in(engine, region, start..stop, !known, read_before);
@@ -825,13 +829,21 @@ group_by = ["ip"]
 
     #[test]
     fn several_rules_word_boundaries_and_non_ascii_text_filter_exactly() {
-        // Two rules in one search; a Unicode word boundary makes the search give up at
-        // non-ASCII text, and the rest of that chunk is checked line by line.
-        let rules = r#"
+        // Two rules in one search. Found by their literals, the lines holding `disk ` or
+        // `Out of memory: Killed process ` are parsed and the rules decide. `\w?` leaves the
+        // first pattern without a known beginning, so the lazy DFA searches instead: a
+        // Unicode word boundary makes it give up at non-ASCII text, and the rest of that
+        // chunk is checked line by line. Either way the answer is the unfiltered one.
+        for (disk, by_literals) in [
+            (r"\bdisk (?:full|gone)\b", true),
+            (r"\b\w?disk (?:full|gone)\b", false),
+        ] {
+            let rules = format!(
+                r#"
 [[rule]]
 id = "disk"
 kind = "match"
-regex = '\bdisk (?:full|gone)\b'
+regex = '{disk}'
 
 [[rule]]
 id = "oom"
@@ -840,48 +852,55 @@ threshold = 2
 window = "1m"
 regex = 'Out of memory: Killed process (?P<pid>\d+)'
 group_by = ["host"]
-"#;
-        let mut log = String::new();
-        for i in 0..300u32 {
-            let s = i % 60;
-            log.push_str(&format!("Nov 23 10:{:02}:{s:02} h kernel: ", i / 60));
-            log.push_str(match i % 9 {
-                0 => "Out of memory: Killed process 42 (java)\n",
-                3 => "disk full on /var\n",
-                4 => "diskfull is not a word match\n",
-                5 => "café disk gone ünter\n",
-                6 => "a match that spans Out of memory: Killed\n",
-                _ => "nothing to see\n",
-            });
-            if i % 50 == 0 {
-                log.push_str("process 7 continues the line above\n");
+"#
+            );
+            let patterns = engine(&rules).line_patterns().expect("filtered");
+            assert_eq!(
+                LineFinder::new(&patterns).map(|f| f.by_literals()),
+                Some(by_literals)
+            );
+            let mut log = String::new();
+            for i in 0..300u32 {
+                let s = i % 60;
+                log.push_str(&format!("Nov 23 10:{:02}:{s:02} h kernel: ", i / 60));
+                log.push_str(match i % 9 {
+                    0 => "Out of memory: Killed process 42 (java)\n",
+                    3 => "disk full on /var\n",
+                    4 => "diskfull is not a word match\n",
+                    5 => "café disk gone ünter\n",
+                    6 => "a match that spans Out of memory: Killed\n",
+                    _ => "nothing to see\n",
+                });
+                if i % 50 == 0 {
+                    log.push_str("process 7 continues the line above\n");
+                }
             }
-        }
-        let run = |rules: &str| syslog_replay(rules, log.as_bytes());
-        let fast = run(rules);
-        let slow = run(&format!(
-            "{rules}\n[[rule]]\nid = \"never\"\nkind = \"match\"\nwhere = {{ level = \"critical\" }}\n"
-        ));
-        assert!(fast.skipped > 0 && slow.skipped == 0);
-        for id in ["disk", "oom"] {
-            let of = |r: &Replayed| {
-                r.detections
+            let run = |rules: &str| syslog_replay(rules, log.as_bytes());
+            let fast = run(&rules);
+            let slow = run(&format!(
+                "{rules}\n[[rule]]\nid = \"never\"\nkind = \"match\"\nwhere = {{ level = \"critical\" }}\n"
+            ));
+            assert!(fast.skipped > 0 && slow.skipped == 0);
+            for id in ["disk", "oom"] {
+                let of = |r: &Replayed| {
+                    r.detections
+                        .iter()
+                        .filter(|d| d.rule == id)
+                        .map(|d| (d.key.clone(), d.ts.millis()))
+                        .collect::<Vec<_>>()
+                };
+                assert!(!of(&fast).is_empty(), "{id}");
+                assert_eq!(of(&fast), of(&slow), "{id}");
+            }
+            assert_eq!(
+                fast.rules[..2]
                     .iter()
-                    .filter(|d| d.rule == id)
-                    .map(|d| (d.key.clone(), d.ts.millis()))
-                    .collect::<Vec<_>>()
-            };
-            assert!(!of(&fast).is_empty(), "{id}");
-            assert_eq!(of(&fast), of(&slow), "{id}");
+                    .map(|r| r.matched)
+                    .collect::<Vec<_>>(),
+                [66, 34]
+            );
+            assert_eq!(fast.lines, slow.lines);
         }
-        assert_eq!(
-            fast.rules[..2]
-                .iter()
-                .map(|r| r.matched)
-                .collect::<Vec<_>>(),
-            [66, 34]
-        );
-        assert_eq!(fast.lines, slow.lines);
     }
 
     #[test]

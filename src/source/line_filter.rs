@@ -1,9 +1,9 @@
 //! Which lines of a text log some rule could match, found without parsing them, over a whole
 //! chunk of lines at once: when every rule's pattern (anchors dropped, see
 //! `Engine::line_patterns`) begins with one of a few known literals, one multi-literal search
-//! (Teddy) for them, and only lines holding one are parsed (the rules decide); otherwise one
-//! lazy DFA over every pattern. Used by the replay (`rules test`) and by the file tail
-//! ([`LineFilter`]), which both parse only the lines it names.
+//! (aho-corasick, Teddy for a small set) for them, and only lines holding one are parsed (the
+//! rules decide); otherwise one lazy DFA over every pattern. Used by the replay (`rules test`)
+//! and by the file tail ([`LineFilter`]), which both parse only the lines it names.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -159,7 +159,8 @@ fn prefix_literals(hirs: &[Hir]) -> Option<Vec<Vec<u8>>> {
     let mut all = Vec::new();
     for hir in hirs {
         // (Not shortened to the few bytes a fast search prefers: "pam_" would find every
-        // cron line.)
+        // cron line. The extractor itself still cuts an alternation past its limit of 250
+        // literals, which only makes more lines worth parsing.)
         let seq = Extractor::new().kind(ExtractKind::Prefix).extract(hir);
         for lit in seq.literals()? {
             let bytes = lit.as_bytes();
@@ -289,8 +290,9 @@ pub struct ChunkSkip<'a> {
     seen: u64,
     finder: Option<&'a mut LineFinder>,
     lines: &'a [u8],
-    /// The last search: `Some(None)` when no match ends before the chunk does, else the end
-    /// of the earliest-ending match from where it started.
+    /// The last search: `Some(None)` when nothing was found before the chunk ends, else the
+    /// end of what was found from where it started: the earliest-ending match (the DFA), or
+    /// the leftmost literal (literals).
     next_end: Option<Option<usize>>,
     /// Whether a line with text was parsed already.
     sampled: bool,
@@ -322,8 +324,10 @@ impl ChunkSkip<'_> {
             self.sampled = !line.trim_ascii().is_empty();
             return !self.sampled;
         }
-        // Every match starting at or after the last search's start ends at or after its
-        // earliest end: while that lies beyond `start`, it holds for this line too.
+        // With the DFA, every match starting at or after the last search's start ends at or
+        // after its earliest end; with literals, no literal starts between the search's start
+        // and the leftmost one's line. While what was found lies beyond `start`, either holds
+        // for this line too (a line before the one found is skipped, that line is parsed).
         let stale = match self.next_end {
             None => true,
             Some(Some(e)) => e <= start,
