@@ -12,6 +12,11 @@
 //! 10% lines of the fail2ban-style programs; sshd logins, cron, systemd and kernel lines).
 
 use std::hint::black_box;
+
+// The allocator incidentd and incidentctl ship with (src/bin/incidentd.rs), so the bench
+// measures the engine as it runs there.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::Path;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
