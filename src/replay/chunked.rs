@@ -1,14 +1,21 @@
 //! Text input in chunks of whole lines (64 KiB, more for a longer line), on one core or
-//! more. On one, each chunk goes through [`Run::region`] in turn. With workers, threads each
-//! take every n-th chunk and do what keeps no state: find the lines some rule can match,
-//! parse them, and run each rule's `where` and regex on them (an engine of the same rules,
-//! [`Engine::match_event`]); this thread applies their answers to the one engine in input
-//! order ([`Engine::on_matched`]), so windows, groups and detections are exactly those of a
-//! replay on one thread. Each worker holds at most [`DEPTH`] chunks queued and [`DEPTH`]
-//! done, so memory stays bounded whatever the input.
-
+//! more. On one, each chunk goes through [`Run::region`] in turn. With workers, each free
+//! worker takes the next chunk from one shared queue and does what keeps no state: find the
+//! lines some rule can match, parse them, and run each rule's `where` and regex on them (an
+//! engine of the same rules, [`Engine::match_event`]); this thread applies their answers to
+//! the one engine in input order ([`Engine::on_matched`]), so windows, groups and detections
+//! are exactly those of a replay on one thread. A worker the scheduler leaves off its core
+//! holds up only the chunk in its hands (with a chunk per worker in turn, the others ran out
+//! of work while this thread waited for it). At most `workers × DEPTH × 2` chunks are out at
+//! once, so memory stays bounded whatever the input.
+use std::collections::BTreeMap;
 use std::io::Read;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{
+    Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError, sync_channel,
+};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::{Filters, Replay, ReplayDetection, Report, Run, hand_over};
 use crate::clock::Timestamp;
@@ -17,7 +24,7 @@ use crate::event::Event;
 
 /// Bytes read for one chunk (more only for a line longer than that).
 const CHUNK: usize = 64 << 10;
-/// Chunks each worker may have queued, and done but not yet applied.
+/// Chunks per worker the shared queues hold (waiting, and done but not yet applied).
 const DEPTH: usize = 2;
 /// Parsed events kept per list to parse into again.
 const SPARE_EVENTS: usize = 2048;
@@ -89,6 +96,8 @@ impl Kept {
 /// A chunk for a worker: `buf[..len]`, whole lines (the last may lack its newline at the end
 /// of the input); `dropped`: bytes of the input cut from a line over the limit in it.
 struct Job {
+    /// The chunk's place in the input.
+    index: usize,
     buf: Vec<u8>,
     len: usize,
     dropped: u64,
@@ -97,6 +106,7 @@ struct Job {
 
 /// A chunk a worker read.
 struct Done {
+    index: usize,
     buf: Vec<u8>,
     len: usize,
     dropped: u64,
@@ -119,17 +129,23 @@ pub(super) fn run(
     progress: &mut dyn FnMut(u64),
 ) -> std::io::Result<u64> {
     let replay = run.replay;
+    // Set by a worker that panicked: the chunk in its hands never comes, and the others
+    // wait for chunks this thread would no longer send.
+    let failed = AtomicBool::new(false);
+    let failed = &failed;
     std::thread::scope(|s| {
         let mut applier = Applier {
             run,
             engine,
-            dones: Vec::new(),
+            done: None,
+            waiting: BTreeMap::new(),
+            failed,
             applied: 0,
             bytes: 0,
             pool: Vec::new(),
             mid_run_ticks,
         };
-        let mut jobs = Vec::new();
+        let mut jobs: Option<SyncSender<Job>> = None;
         let mut sent = 0usize;
         let mut buf = vec![0u8; CHUNK];
         let keep = replay.kept_bytes();
@@ -164,36 +180,60 @@ pub(super) fn run(
             // and a buffer grown for a long line holds no more than one chunk after it.
             next.resize(CHUNK.max(carried), 0);
             next[..carried].copy_from_slice(&buf[end..filled]);
-            if jobs.is_empty() && workers > 0 && !eof && applier.run.parsed_one {
+            if jobs.is_none() && workers > 0 && !eof && applier.run.parsed_one {
+                // One queue of chunks that every worker takes from (whichever is free takes
+                // the next: one that the scheduler left off its core for a while holds up
+                // no more than the chunk in its hands), and one of chunks done, applied here
+                // in input order.
+                let (job_tx, job_rx) = sync_channel::<Job>(workers * DEPTH);
+                let (done_tx, done_rx) = sync_channel::<Done>(workers * DEPTH);
+                let job_rx = Arc::new(Mutex::new(job_rx));
                 for _ in 0..workers {
-                    let (job_tx, job_rx) = sync_channel::<Job>(DEPTH);
-                    let (done_tx, done_rx) = sync_channel::<Done>(DEPTH);
                     // Copies of what this thread compiled, not built again per worker.
                     let matcher = applier.engine.matcher();
                     let filters = applier.run.filters();
-                    s.spawn(move || work(replay, (matcher, filters), job_rx, done_tx));
-                    jobs.push(job_tx);
-                    applier.dones.push(done_rx);
+                    let (job_rx, done_tx) = (Arc::clone(&job_rx), done_tx.clone());
+                    s.spawn(move || {
+                        let _flag = Failed(failed);
+                        work(replay, (matcher, filters), &job_rx, done_tx);
+                    });
                 }
+                jobs = Some(job_tx);
+                applier.done = Some(done_rx);
             }
             let chunk_dropped = std::mem::take(&mut dropped);
-            if jobs.is_empty() {
-                applier.run.region(applier.engine, &buf[..end]);
-                applier.finish(end as u64 + chunk_dropped, progress);
-                applier.pool.push((buf, kept));
-            } else {
-                jobs[sent % workers]
-                    .send(Job {
+            match &jobs {
+                None => {
+                    applier.run.region(applier.engine, &buf[..end]);
+                    applier.finish(end as u64 + chunk_dropped, progress);
+                    applier.pool.push((buf, kept));
+                }
+                Some(jobs) => {
+                    let mut job = Job {
+                        index: sent,
                         buf,
                         len: end,
                         dropped: chunk_dropped,
                         kept,
-                    })
-                    .map_err(|_| stopped())?;
-                sent += 1;
-                // Apply the oldest chunk once every worker has its fill.
-                while sent - applier.applied >= workers * DEPTH {
-                    applier.apply(progress)?;
+                    };
+                    // While the queue is full, the oldest chunk is waited for and applied.
+                    loop {
+                        match jobs.try_send(job) {
+                            Ok(()) => break,
+                            Err(TrySendError::Full(back)) => {
+                                job = back;
+                                applier.apply(progress)?;
+                            }
+                            Err(TrySendError::Disconnected(_)) => return Err(stopped()),
+                        }
+                    }
+                    sent += 1;
+                    // What is done is applied at once, in order; the oldest is waited for
+                    // only when twice the queue's worth of chunks is out.
+                    while applier.apply_ready(progress)? {}
+                    while sent - applier.applied >= workers * DEPTH * 2 {
+                        applier.apply(progress)?;
+                    }
                 }
             }
             buf = next;
@@ -208,6 +248,17 @@ pub(super) fn run(
         }
         Ok(applier.bytes)
     })
+}
+
+/// Sets its flag when dropped by a panicking thread.
+struct Failed<'a>(&'a AtomicBool);
+
+impl Drop for Failed<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::Release);
+        }
+    }
 }
 
 fn stopped() -> std::io::Error {
@@ -256,11 +307,12 @@ fn drop_rest(
     }
 }
 
-/// One worker: chunks in, what they hold out, until either side hangs up.
+/// One worker: chunks in (from the queue all workers share), what they hold out, until
+/// either side hangs up.
 fn work(
     replay: &Replay,
     (mut matcher, filters): (Engine, Filters),
-    jobs: Receiver<Job>,
+    jobs: &Mutex<Receiver<Job>>,
     done: SyncSender<Done>,
 ) {
     matcher.prefiltered = true;
@@ -268,18 +320,26 @@ fn work(
     let mut run = Run::with(replay, filters, &mut nothing);
     // Workers start once a line has parsed.
     run.parsed_one = true;
-    for Job {
-        buf,
-        len,
-        dropped,
-        kept,
-    } in jobs
-    {
+    loop {
+        // The lock is held only while taking a chunk (a worker that panicked holding it
+        // left the queue as it was).
+        let next = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
+        let Ok(Job {
+            index,
+            buf,
+            len,
+            dropped,
+            kept,
+        }) = next
+        else {
+            break;
+        };
         run.report = Report::new();
         run.newest = None;
         run.keep = Some(kept);
         run.region(&mut matcher, &buf[..len]);
         let finished = Done {
+            index,
             buf,
             len,
             dropped,
@@ -297,7 +357,13 @@ fn work(
 struct Applier<'r, 'a> {
     run: &'r mut Run<'a>,
     engine: &'r mut Engine,
-    dones: Vec<Receiver<Done>>,
+    /// The chunks the workers finished, in the order they finished them.
+    done: Option<Receiver<Done>>,
+    /// Those received ahead of the oldest not yet applied, by their place in the input (at
+    /// most the chunks out at once).
+    waiting: BTreeMap<usize, Done>,
+    /// Whether a worker panicked.
+    failed: &'r AtomicBool,
     applied: usize,
     bytes: u64,
     /// Buffers and event lists applied, for the next chunks.
@@ -315,12 +381,45 @@ impl Applier<'_, '_> {
         progress(self.bytes);
     }
 
-    /// Applies the oldest chunk not yet applied.
+    /// Applies the oldest chunk not yet applied, waiting for it.
     fn apply(&mut self, progress: &mut dyn FnMut(u64)) -> std::io::Result<()> {
-        let workers = self.dones.len();
-        let mut done = self.dones[self.applied % workers]
-            .recv()
-            .map_err(|_| stopped())?;
+        loop {
+            if let Some(done) = self.waiting.remove(&self.applied) {
+                return self.apply_done(done, progress);
+            }
+            let rx = self.done.as_ref().ok_or_else(stopped)?;
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(done) => {
+                    self.waiting.insert(done.index, done);
+                }
+                Err(RecvTimeoutError::Timeout) if !self.failed.load(Ordering::Acquire) => {}
+                Err(_) => return Err(stopped()),
+            }
+        }
+    }
+
+    /// Takes in the chunks finished so far and applies the oldest if it is among them;
+    /// whether it was.
+    fn apply_ready(&mut self, progress: &mut dyn FnMut(u64)) -> std::io::Result<bool> {
+        if let Some(rx) = &self.done {
+            loop {
+                match rx.try_recv() {
+                    Ok(done) => {
+                        self.waiting.insert(done.index, done);
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return Err(stopped()),
+                }
+            }
+        }
+        match self.waiting.remove(&self.applied) {
+            Some(done) => self.apply_done(done, progress).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// Applies `done`, the oldest chunk not yet applied.
+    fn apply_done(&mut self, mut done: Done, progress: &mut dyn FnMut(u64)) -> std::io::Result<()> {
         self.applied += 1;
         let run = &mut *self.run;
         let before = run.report.lines;
