@@ -129,8 +129,8 @@ pub(super) fn run(
     progress: &mut dyn FnMut(u64),
 ) -> std::io::Result<u64> {
     let replay = run.replay;
-    // Set by a worker that panicked: the chunk in its hands never comes, and the others
-    // wait for chunks this thread would no longer send.
+    // Set by a worker that panicked: the chunk in its hands never comes, and this thread
+    // would wait for it for ever (the other workers keep the queue of chunks done open).
     let failed = AtomicBool::new(false);
     let failed = &failed;
     std::thread::scope(|s| {
@@ -216,7 +216,9 @@ pub(super) fn run(
                         dropped: chunk_dropped,
                         kept,
                     };
-                    // While the queue is full, the oldest chunk is waited for and applied.
+                    // While the queue is full, the oldest chunk is waited for and applied (the
+                    // chunks done meanwhile are kept). Waiting for whichever is done first
+                    // instead was slower: 0.29-0.40 s against 0.29-0.34 s, alternating.
                     loop {
                         match jobs.try_send(job) {
                             Ok(()) => break,
