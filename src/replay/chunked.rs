@@ -8,6 +8,7 @@
 //! holds up only the chunk in its hands (with a chunk per worker in turn, the others ran out
 //! of work while this thread waited for it). At most `workers × DEPTH × 2` chunks are out at
 //! once, so memory stays bounded whatever the input.
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -230,8 +231,8 @@ pub(super) fn run(
                         }
                     }
                     sent += 1;
-                    // What is done is applied at once, in order; the oldest is waited for
-                    // only when twice the queue's worth of chunks is out.
+                    // What is done is applied at once, in order; beside a full queue (above),
+                    // the oldest is waited for when twice the queue's worth of chunks is out.
                     while applier.apply_ready(progress)? {}
                     while sent - applier.applied >= workers * DEPTH * 2 {
                         applier.apply(progress)?;
