@@ -15,9 +15,11 @@
 use regex_automata::nfa::thompson::backtrack::{BoundedBacktracker, Cache};
 use regex_automata::nfa::thompson::{Config, NFA};
 use regex_automata::util::captures::Captures as Slots;
-use regex_automata::{Anchored, Input};
+use regex_automata::{Anchored, Input, PatternID};
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
 use regex_syntax::hir::{Hir, HirKind, Look};
+
+use super::walk::Walker;
 
 /// Branches beyond this many: the whole regex is run instead (each branch costs a try).
 const MAX_BRANCHES: usize = 64;
@@ -32,6 +34,9 @@ const VISITED_BITS: usize = 256 * 1024 * 8;
 struct Branch {
     /// Every match of the branch begins with one of these (`None`: no such list).
     prefixes: Option<Vec<Vec<u8>>>,
+    /// The branch walked, tried before the backtracker (see `walk.rs`); `None` when the
+    /// branch holds what the walker does not take.
+    walker: Option<Walker>,
     backtracker: BoundedBacktracker,
     cache: Cache,
     slots: Slots,
@@ -82,6 +87,7 @@ impl Branches {
                 .map(|ls| ls.iter().map(|l| l.as_bytes().to_vec()).collect());
             branches.push(Branch {
                 prefixes,
+                walker: Walker::new(alt),
                 cache: backtracker.create_cache(),
                 slots: backtracker.create_captures(),
                 backtracker,
@@ -118,9 +124,16 @@ impl Branches {
             {
                 continue;
             }
-            b.backtracker
-                .try_search(&mut b.cache, &input, &mut b.slots)
-                .ok()?;
+            let walked = b.walker.as_mut().and_then(|w| {
+                let found = w.read(bytes, b.slots.slots_mut())?;
+                b.slots.set_pattern(found.then_some(PatternID::ZERO));
+                Some(found)
+            });
+            if walked.is_none() {
+                b.backtracker
+                    .try_search(&mut b.cache, &input, &mut b.slots)
+                    .ok()?;
+            }
             if b.slots.is_match() {
                 self.matched = Some(i);
                 return Some(true);

@@ -6,6 +6,7 @@ mod branches;
 mod burn_rate;
 mod captures;
 mod gate;
+mod walk;
 pub use gate::{RegexGate, SharedSet};
 mod groups;
 mod r#match;
