@@ -22,8 +22,10 @@
 use regex_automata::nfa::thompson::NFA;
 use regex_automata::nfa::thompson::backtrack::{BoundedBacktracker, Cache};
 use regex_automata::util::captures::Captures as Slots;
-use regex_automata::{Anchored, Input};
+use regex_automata::{Anchored, Input, PatternID};
 use regex_syntax::hir::{Hir, HirKind, Look};
+
+use super::walk::Walker;
 
 /// Occurrences of a split pattern's literal tried before the regex takes over.
 const SPLIT_TRIES: usize = 4;
@@ -37,6 +39,8 @@ struct Split {
     /// The pattern is anchored at the start (`^literal…`): the literal is looked for there
     /// only.
     at_start: bool,
+    /// The rest walked (see `walk.rs`), for ASCII messages, before the backtracker.
+    walker: Option<Walker>,
 }
 
 #[derive(Clone, Debug)]
@@ -51,6 +55,9 @@ pub struct Captures {
     /// is a fraction of the size (`\S` alone is hundreds of UTF-8 states). Used for patterns
     /// without a split literal.
     ascii: Option<(BoundedBacktracker, Cache, Slots)>,
+    /// The pattern walked, tried before `ascii` when the pattern is anchored at the start
+    /// (an unanchored one would be walked from every position).
+    ascii_walker: Option<Walker>,
     /// A list of patterns each anchored at the start, run one branch at a time on ASCII
     /// messages (see `branches.rs`).
     pub(super) branches: Option<super::branches::Branches>,
@@ -71,6 +78,7 @@ impl Captures {
                     .map_err(|_| ())
                     .and_then(|nfa| BoundedBacktracker::new_from_nfa(nfa).map_err(|_| ())),
                 Some(Split {
+                    walker: split_walker(re.as_str(), &literal, at_start),
                     literal: memchr::memmem::Finder::new(&literal).into_owned(),
                     start: 0,
                     at_start,
@@ -89,6 +97,16 @@ impl Captures {
         } else {
             None
         };
+        let ascii_walker = ascii.as_ref().and_then(|_| {
+            let hir = super::branches::ascii_hir(re.as_str())?;
+            let anchored = match hir.kind() {
+                HirKind::Concat(parts) => parts
+                    .first()
+                    .is_some_and(|p| p.kind() == &HirKind::Look(Look::Start)),
+                kind => kind == &HirKind::Look(Look::Start),
+            };
+            anchored.then(|| Walker::new(&hir)).flatten()
+        });
         Captures {
             locs: re.capture_locations(),
             branches: super::branches::Branches::new(re.as_str()),
@@ -96,6 +114,7 @@ impl Captures {
             split,
             backtrack,
             ascii,
+            ascii_walker,
             in_slots: false,
             in_ascii: false,
         }
@@ -117,6 +136,14 @@ impl Captures {
             && message.len() <= bt.max_haystack_len()
             && message.is_ascii()
         {
+            if let Some(w) = &mut self.ascii_walker
+                && let Some(found) = w.read(message.as_bytes(), 0, slots.slots_mut())
+            {
+                slots.set_pattern(found.then_some(PatternID::ZERO));
+                self.in_slots = true;
+                self.in_ascii = true;
+                return found;
+            }
             if !expected && !re.is_match(message) {
                 return false;
             }
@@ -142,6 +169,7 @@ impl Captures {
                     .ok()
                     .map(|()| slots.is_match()),
                 Some(split) => {
+                    let ascii = split.walker.is_some() && message.is_ascii();
                     let mut from = 0;
                     let mut tries = 0;
                     loop {
@@ -164,10 +192,24 @@ impl Captures {
                             break None;
                         }
                         let start = from + at;
-                        let input = Input::new(message)
-                            .span(start + split.literal.needle().len()..message.len())
-                            .anchored(Anchored::Yes);
-                        match bt.try_search(cache, &input, slots) {
+                        let rest = start + split.literal.needle().len();
+                        let walked = match &mut split.walker {
+                            Some(w) if ascii => w.read(message.as_bytes(), rest, slots.slots_mut()),
+                            _ => None,
+                        };
+                        let searched = match walked {
+                            Some(found) => {
+                                slots.set_pattern(found.then_some(PatternID::ZERO));
+                                Ok(())
+                            }
+                            None => {
+                                let input = Input::new(message)
+                                    .span(rest..message.len())
+                                    .anchored(Anchored::Yes);
+                                bt.try_search(cache, &input, slots)
+                            }
+                        };
+                        match searched {
                             Ok(()) if slots.is_match() => {
                                 split.start = start;
                                 break Some(true);
@@ -245,11 +287,25 @@ fn ascii_backtracker(pattern: &str) -> Option<(BoundedBacktracker, Cache, Slots)
     Some((bt, cache, slots))
 }
 
+/// The walker of the rest of `pattern` after its leading `literal`, read without Unicode
+/// (for ASCII messages): only when that reading splits at the same literal, the same way.
+fn split_walker(pattern: &str, literal: &[u8], at_start: bool) -> Option<Walker> {
+    let (l, rest, a) = split_hir(super::branches::ascii_hir(pattern)?)?;
+    (l == literal && a == at_start)
+        .then(|| Walker::new(&rest))
+        .flatten()
+}
+
 /// `pattern` as its leading literal (case-sensitive, outside any group) and the rest, when it
 /// has one, and whether the literal must start the message (`^literal…`); parsed with the
 /// regex crate's default flags.
 fn split_literal(pattern: &str) -> Option<(Vec<u8>, Hir, bool)> {
-    let hir = regex_syntax::parse(pattern).ok()?;
+    split_hir(regex_syntax::parse(pattern).ok()?)
+}
+
+/// `hir` as its leading literal (outside any group) and the rest, and whether it is anchored
+/// before the literal.
+fn split_hir(hir: Hir) -> Option<(Vec<u8>, Hir, bool)> {
     let HirKind::Concat(parts) = hir.kind() else {
         return None;
     };
@@ -285,6 +341,9 @@ mod tests {
             // Anchored before the literal: only a literal at the start counts.
             r"^ab(c+)d",
             r"^x\b(y|\s)",
+            // Anchored without a literal: walked on ASCII messages.
+            r"^(?:\S+:\d+ )?(?P<a>\S+) (?P<b>a|x)?",
+            r"^\s*(\S+) (?:abc|ab)",
         ];
         let messages = [
             "abxabcabccd ab",
@@ -306,6 +365,14 @@ mod tests {
             let literal_first = ["Failed", "ab(", "x\\b", "ab(?:", "^ab(", "^x\\b"]
                 .iter()
                 .any(|l| p.starts_with(l));
+            // Walked: after a literal (without a word boundary), or anchored.
+            let walked =
+                c.split.as_ref().is_some_and(|s| s.walker.is_some()) || c.ascii_walker.is_some();
+            assert_eq!(
+                walked,
+                !p.contains(r"\b") && (literal_first || p.starts_with('^')),
+                "{p}"
+            );
             assert_eq!(c.split.is_some(), literal_first, "{p}");
             assert_eq!(c.ascii.is_some(), !literal_first, "{p}");
             for m in messages {

@@ -105,22 +105,31 @@ impl Walker {
         })
     }
 
-    /// Matches the pattern at the start of `hay` (anchored there), writing the groups into
-    /// `slots` (two per group, the whole match first). `Some(false)`: no match; `None`: it
-    /// gave up, the slots are left cleared and the caller asks the backtracker.
-    pub(super) fn read(&mut self, hay: &[u8], slots: &mut [Option<NonMaxUsize>]) -> Option<bool> {
+    /// Matches the pattern at `at` in `hay` (anchored there; `^` and `$` are the ends of
+    /// `hay`), writing the groups into `slots` (two per group, the whole match first).
+    /// `Some(false)`: no match; `None`: it gave up, the slots are left cleared and the
+    /// caller asks the backtracker.
+    pub(super) fn read(
+        &mut self,
+        hay: &[u8],
+        at: usize,
+        slots: &mut [Option<NonMaxUsize>],
+    ) -> Option<bool> {
         slots.iter_mut().for_each(|s| *s = None);
         self.undo.clear();
         let mut walk = Walk {
             hay,
             slots,
             undo: &mut self.undo,
-            steps: BASE_STEPS + STEPS_PER_BYTE * hay.len(),
+            steps: BASE_STEPS + STEPS_PER_BYTE * hay.len().saturating_sub(at),
             depth: 0,
             gave_up: false,
             end: 0,
         };
-        let found = walk.seq(&self.nodes, 0, None);
+        if at > hay.len() {
+            return Some(false);
+        }
+        let found = walk.seq(&self.nodes, at, None);
         if walk.gave_up {
             walk.slots.iter_mut().for_each(|s| *s = None);
             return None;
@@ -128,7 +137,7 @@ impl Walker {
         if found {
             let end = walk.end;
             if let [start, stop, ..] = walk.slots {
-                *start = NonMaxUsize::new(0);
+                *start = NonMaxUsize::new(at);
                 *stop = NonMaxUsize::new(end);
             }
         } else {
@@ -522,7 +531,7 @@ mod tests {
         let mut w = Walker::new(&hir)?;
         let groups = regex::Regex::new(pattern).ok()?.captures_len();
         let mut slots = vec![None; 2 * groups];
-        let found = w.read(message.as_bytes(), &mut slots)?;
+        let found = w.read(message.as_bytes(), 0, &mut slots)?;
         Some(found.then(|| {
             slots
                 .chunks(2)
