@@ -14,8 +14,9 @@
 //! same groups (a property test holds it to the regex crate).
 //!
 //! It has no memory of where it has been, so a pattern and message can make it try many
-//! ways: it gives up after a number of steps linear in the message's length (or a depth of
-//! nesting), and the caller runs the bounded backtracker, whose time is linear. Patterns
+//! ways: it gives up after a number of steps linear in the message's length (a run's scan
+//! counts a step per byte), or at a depth of nesting, and the caller runs the bounded
+//! backtracker, whose time is linear. Patterns
 //! with anything else (look-arounds but `^` and `$`, a repeated part that can match nothing,
 //! classes beyond ASCII) are not walked.
 
@@ -383,6 +384,13 @@ impl Walk<'_> {
                         .iter()
                         .position(|&b| !class[usize::from(b)])
                         .unwrap_or(limit);
+                    // The scan and the lengths tried after it cost up to `n` more: counted,
+                    // so that runs inside runs cannot make the walk quadratic.
+                    if self.steps < n {
+                        self.gave_up = true;
+                        return false;
+                    }
+                    self.steps -= n;
                     if n < *min {
                         return false;
                     }
@@ -583,6 +591,12 @@ mod tests {
         assert_eq!(walk(p, &m), None);
         // A short one is answered.
         assert_eq!(walk(p, "aab"), Some(regex_groups(p, "aab")));
+        // A lazy run, then a run scanned to the end at each of its lengths: quadratic in the
+        // message unless the scans count (each try adds only a step, each scan 2,000 bytes).
+        let p = r"(?P<a>.*?)(?P<b>\S+)x$";
+        let m = "a".repeat(2_000);
+        assert_eq!(walk(p, &m), None);
+        assert_eq!(walk(p, "aaax"), Some(regex_groups(p, "aaax")));
     }
 
     /// Small patterns over a small alphabet: runs greedy and lazy, bounded repetitions,
