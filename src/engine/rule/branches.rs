@@ -273,6 +273,25 @@ mod tests {
         );
     }
 
+    /// Where the walker gives up (see `walk.rs`), the backtracker answers, the same.
+    #[test]
+    fn where_the_walker_gives_up_the_answer_is_the_same() {
+        let re = rule_regex(&[r"^(?:a+)+b", r"^(?P<c>c)"]);
+        let mut c = Captures::new(&re);
+        for m in ["a".repeat(64), "aab".to_owned(), "c".to_owned()] {
+            agree(&re, &mut c, &m).unwrap();
+        }
+        let re = rule_regex(&[r"^(?P<a>.*?)(?P<b>\S+)x$"]);
+        let mut c = Captures::new(&re);
+        for m in [
+            "a".repeat(2_000),
+            "aaax".to_owned(),
+            format!("{}x", "a".repeat(2_000)),
+        ] {
+            agree(&re, &mut c, &m).unwrap();
+        }
+    }
+
     #[test]
     fn branches_are_taken_only_when_every_one_is_anchored() {
         for (patterns, anchored) in [

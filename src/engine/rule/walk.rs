@@ -612,11 +612,17 @@ mod tests {
             Just(r"\d".to_owned()),
             Just("[ab]".to_owned()),
             Just("$".to_owned()),
+            Just("^".to_owned()),
+            Just("(?i:a)".to_owned()),
+            Just("B".to_owned()),
+            Just(String::new()),
         ];
         leaf.prop_recursive(3, 12, 3, |inner| {
             prop_oneof![
-                (inner.clone(), 0..7usize).prop_map(|(p, q)| {
-                    let suffix = ["*", "+", "?", "*?", "+?", "{1,2}", "??"][q];
+                (inner.clone(), 0..10usize).prop_map(|(p, q)| {
+                    let suffix = [
+                        "*", "+", "?", "*?", "+?", "{1,2}", "??", "{1,2}?", "{0,2}", "{2,}",
+                    ][q];
                     format!("(?:{p}){suffix}")
                 }),
                 inner.clone().prop_map(|p| format!("({p})")),
@@ -638,6 +644,48 @@ mod tests {
                     prop_assert_eq!(got, regex_groups(&p, m), "{} on {:?}", p, m);
                 }
             }
+        }
+
+        /// From any position, as the rest of a pattern after its literal is walked: the
+        /// bounded backtracker anchored there (`^` is still the message's start) is the
+        /// reference.
+        #[test]
+        fn the_walker_agrees_with_the_backtracker_from_any_position(
+            p in pattern(),
+            messages in proptest::collection::vec("[abAB 1]{0,10}", 1..4),
+        ) {
+            use regex_automata::{Anchored, Input};
+            let hir = super::super::branches::ascii_hir(&p).expect("the pattern parses");
+            let Some(mut w) = Walker::new(&hir) else { return Ok(()) };
+            let bt = super::super::branches::byte_backtracker(&hir).expect("a backtracker");
+            let (mut cache, mut want) = (bt.create_cache(), bt.create_captures());
+            let mut got = bt.create_captures();
+            for m in &messages {
+                for at in 0..=m.len() {
+                    let input = Input::new(m).span(at..m.len()).anchored(Anchored::Yes);
+                    bt.try_search(&mut cache, &input, &mut want).expect("short messages");
+                    if let Some(found) = w.read(m.as_bytes(), at, got.slots_mut()) {
+                        prop_assert_eq!(found, want.is_match(), "{} on {:?} at {}", p, m, at);
+                        if found {
+                            prop_assert_eq!(got.slots(), want.slots(), "{} on {:?} at {}", p, m, at);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn log_patterns_are_walked() {
+        for p in [
+            r"(?:error: )?Failed (?P<method>\S+) for (?:invalid user |illegal user )?(?P<user>.*?) from (?P<ip>[0-9A-Za-z.:%_-]+)(?: port \d+)?(?: ssh\d?)?(?:: [A-Z0-9-]+ \S+)?(?: \[preauth\])?$",
+            r#"^(?:\S+:\d+ )?(?P<client>\S+) \S+ \S+ \[[^\]]+\] "(?:[^"\\]|\\.)*" (?P<status>5\d\d) "#,
+            r"^\s*(?P<user>\S+) : (?:\d+ incorrect password attempts?|user NOT in sudoers) ;",
+            r"^authentication failed for \S+ from (?P<ip>[0-9A-Fa-f.:]+)(?: port \d+)?$",
+            r"^Unable to negotiate with (?P<ip>[0-9A-Za-z.:%_-]+) port \d+: no matching \S+(?: \S+)* found\.(?: Their offer: .*)?$",
+        ] {
+            let hir = super::super::branches::ascii_hir(p).expect("parses");
+            assert!(Walker::new(&hir).is_some(), "{p}");
         }
     }
 }
