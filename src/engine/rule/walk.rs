@@ -1,5 +1,7 @@
 //! A pattern's match and groups found by walking its syntax tree: a backtracker without an
-//! automaton, for the branches of a rule's patterns (see `branches.rs`), on ASCII messages.
+//! automaton, on ASCII messages, for the branches of a rule's patterns (`branches.rs`), the
+//! rest of a pattern after its leading literal and a pattern anchored with `^`
+//! (`captures.rs`).
 //!
 //! The bounded backtracker of `regex-automata` steps through an NFA state by state, and at
 //! each step tests and sets a bit in its memory of where it has been: about 25 instructions a
@@ -16,9 +18,8 @@
 //! It has no memory of where it has been, so a pattern and message can make it try many
 //! ways: it gives up after a number of steps linear in the message's length (a run's scan
 //! counts a step per byte), or at a depth of nesting, and the caller runs the bounded
-//! backtracker, whose time is linear. Patterns
-//! with anything else (look-arounds but `^` and `$`, a repeated part that can match nothing,
-//! classes beyond ASCII) are not walked.
+//! backtracker, whose time is linear. Patterns with anything else (look-arounds but `^` and
+//! `$`, a repeated part that can match nothing, classes beyond ASCII) are not walked.
 
 use regex_automata::util::primitives::NonMaxUsize;
 use regex_syntax::hir::{Class, Hir, HirKind, Look};
