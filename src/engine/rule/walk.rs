@@ -638,7 +638,7 @@ mod tests {
         #[test]
         fn the_walker_agrees_with_the_regex(
             p in pattern(),
-            messages in proptest::collection::vec("[ab 1]{0,10}", 1..6),
+            messages in proptest::collection::vec("[ab 1\n]{0,10}", 1..6),
         ) {
             for m in &messages {
                 if let Some(got) = walk(&p, m) {
@@ -653,7 +653,7 @@ mod tests {
         #[test]
         fn the_walker_agrees_with_the_backtracker_from_any_position(
             p in pattern(),
-            messages in proptest::collection::vec("[abAB 1]{0,10}", 1..4),
+            messages in proptest::collection::vec("[abAB 1\n]{0,10}", 1..4),
         ) {
             use regex_automata::{Anchored, Input};
             let hir = super::super::branches::ascii_hir(&p).expect("the pattern parses");
