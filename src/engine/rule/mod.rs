@@ -570,6 +570,9 @@ pub struct Rule {
     /// Reused for every event: where the regex's groups matched, and the group key. Boxed:
     /// [`Rule::on_event`] takes it out while the detector acts, which moves a pointer only.
     locs: Option<Box<captures::Captures>>,
+    /// Per capture group of the regex, the label it fills (its name without the `__N` of a
+    /// repeated name), worked out once instead of at every detection.
+    capture_labels: Vec<Option<String>>,
     key_buf: String,
     /// This rule's pattern in the engine's [`RegexGate`] set, when there is one.
     pub pattern: Option<usize>,
@@ -666,6 +669,11 @@ impl Rule {
                 .regex
                 .as_ref()
                 .map(|p| Box::new(captures::Captures::new(&p.0))),
+            capture_labels: config.common.regex.as_ref().map_or_else(Vec::new, |p| {
+                p.0.capture_names()
+                    .map(|n| n.map(|n| crate::de::Pattern::label_of(n).to_owned()))
+                    .collect()
+            }),
             key_buf: String::new(),
             pattern: None,
             conditions,
@@ -847,14 +855,12 @@ impl Rule {
         )?;
         self.stats.fired += 1;
         let mut captures = BTreeMap::new();
-        if let Some(re) = &self.config.common.regex
-            && spans.any()
-        {
-            for (i, name) in re.0.capture_names().enumerate() {
-                if let (Some(name), Some((a, b))) = (name, spans.get(i)) {
-                    captures
-                        .entry(crate::de::Pattern::label_of(name).to_owned())
-                        .or_insert_with(|| message[a..b].to_owned());
+        if spans.any() {
+            for (i, label) in self.capture_labels.iter().enumerate() {
+                if let (Some(label), Some((a, b))) = (label, spans.get(i))
+                    && !captures.contains_key(label)
+                {
+                    captures.insert(label.clone(), message[a..b].to_owned());
                 }
             }
         }
