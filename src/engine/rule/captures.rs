@@ -16,6 +16,10 @@
 //! anchored before its literal (`^authentication failed for …`) is split too, and its
 //! literal is looked for at the start only.
 //!
+//! On an ASCII message, the rest of a split pattern, and a pattern anchored with `^`, are
+//! first walked over their syntax (`walk.rs`, about 2.5 times faster on log patterns); the
+//! backtracker answers where the walker does not take the pattern or gives up.
+//!
 //! A rule's list of patterns, each anchored with `^`, goes first to
 //! [`Branches`](super::branches::Branches), which runs only the branch that can match.
 
