@@ -381,20 +381,7 @@ impl Walk<'_> {
                     next,
                 } => {
                     let limit = (*max).min(hay.len() - pos);
-                    let n = hay[pos..pos + limit]
-                        .iter()
-                        .position(|&b| !class[usize::from(b)])
-                        .unwrap_or(limit);
-                    // The scan and the lengths tried after it cost up to `n` more: counted,
-                    // so that runs inside runs cannot make the walk quadratic.
-                    if self.steps < n {
-                        self.gave_up = true;
-                        return false;
-                    }
-                    self.steps -= n;
-                    if n < *min {
-                        return false;
-                    }
+                    let in_class = |i: usize| class[usize::from(hay[pos + i])];
                     let mark = self.undo.len();
                     let try_at = |s: &mut Self, c: usize| {
                         if next.is_some_and(|b| hay.get(pos + c) != Some(&b)) {
@@ -407,6 +394,21 @@ impl Walk<'_> {
                         false
                     };
                     if *greedy {
+                        // Scanned as far as it goes, then tried from the longest down. The
+                        // scan and the lengths tried cost up to `n` more steps: counted, so
+                        // that runs inside runs cannot make the walk quadratic.
+                        let n = hay[pos..pos + limit]
+                            .iter()
+                            .position(|&b| !class[usize::from(b)])
+                            .unwrap_or(limit);
+                        if self.steps < n {
+                            self.gave_up = true;
+                            return false;
+                        }
+                        self.steps -= n;
+                        if n < *min {
+                            return false;
+                        }
                         for c in (*min..=n).rev() {
                             if try_at(self, c) {
                                 return true;
@@ -415,17 +417,29 @@ impl Walk<'_> {
                                 return false;
                             }
                         }
-                    } else {
-                        for c in *min..=n {
-                            if try_at(self, c) {
-                                return true;
-                            }
-                            if self.gave_up {
-                                return false;
-                            }
-                        }
+                        return false;
                     }
-                    return false;
+                    // Lazy: the run grows a byte at a time, only as far as a way needs (a
+                    // `.*?` before ` from ` never reads to the end of the line), a step a
+                    // byte.
+                    if *min > limit || !(0..*min).all(in_class) {
+                        return false;
+                    }
+                    let mut c = *min;
+                    loop {
+                        if try_at(self, c) {
+                            return true;
+                        }
+                        if self.gave_up || c >= limit || !in_class(c) {
+                            return false;
+                        }
+                        if self.steps == 0 {
+                            self.gave_up = true;
+                            return false;
+                        }
+                        self.steps -= 1;
+                        c += 1;
+                    }
                 }
                 Node::Opt { sub, greedy, first } => {
                     // `sub` cannot begin here: only the way without it is left.
