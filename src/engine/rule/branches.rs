@@ -15,7 +15,7 @@
 use regex_automata::nfa::thompson::backtrack::{BoundedBacktracker, Cache};
 use regex_automata::nfa::thompson::{Config, NFA};
 use regex_automata::util::captures::Captures as Slots;
-use regex_automata::{Anchored, Input, PatternID};
+use regex_automata::{Anchored, Input};
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
 use regex_syntax::hir::{Hir, HirKind, Look};
 
@@ -124,11 +124,10 @@ impl Branches {
             {
                 continue;
             }
-            let walked = b.walker.as_mut().and_then(|w| {
-                let found = w.read(bytes, 0, b.slots.slots_mut())?;
-                b.slots.set_pattern(found.then_some(PatternID::ZERO));
-                Some(found)
-            });
+            let walked = b
+                .walker
+                .as_mut()
+                .and_then(|w| w.read(bytes, 0, &mut b.slots));
             if walked.is_none() {
                 b.backtracker
                     .try_search(&mut b.cache, &input, &mut b.slots)

@@ -26,7 +26,7 @@
 use regex_automata::nfa::thompson::NFA;
 use regex_automata::nfa::thompson::backtrack::{BoundedBacktracker, Cache};
 use regex_automata::util::captures::Captures as Slots;
-use regex_automata::{Anchored, Input, PatternID};
+use regex_automata::{Anchored, Input};
 use regex_syntax::hir::{Hir, HirKind, Look};
 
 use super::walk::Walker;
@@ -141,9 +141,8 @@ impl Captures {
             && message.is_ascii()
         {
             if let Some(w) = &mut self.ascii_walker
-                && let Some(found) = w.read(message.as_bytes(), 0, slots.slots_mut())
+                && let Some(found) = w.read(message.as_bytes(), 0, slots)
             {
-                slots.set_pattern(found.then_some(PatternID::ZERO));
                 self.in_slots = true;
                 self.in_ascii = true;
                 return found;
@@ -198,14 +197,11 @@ impl Captures {
                         let start = from + at;
                         let rest = start + split.literal.needle().len();
                         let walked = match &mut split.walker {
-                            Some(w) if ascii => w.read(message.as_bytes(), rest, slots.slots_mut()),
+                            Some(w) if ascii => w.read(message.as_bytes(), rest, slots),
                             _ => None,
                         };
                         let searched = match walked {
-                            Some(found) => {
-                                slots.set_pattern(found.then_some(PatternID::ZERO));
-                                Ok(())
-                            }
+                            Some(_) => Ok(()),
                             None => {
                                 let input = Input::new(message)
                                     .span(rest..message.len())

@@ -21,6 +21,8 @@
 //! backtracker, whose time is linear. Patterns with anything else (look-arounds but `^` and
 //! `$`, a repeated part that can match nothing, classes beyond ASCII) are not walked.
 
+use regex_automata::PatternID;
+use regex_automata::util::captures::Captures as Slots;
 use regex_automata::util::primitives::NonMaxUsize;
 use regex_syntax::hir::{Class, Hir, HirKind, Look};
 
@@ -108,10 +110,17 @@ impl Walker {
     }
 
     /// Matches the pattern at `at` in `hay` (anchored there; `^` and `$` are the ends of
-    /// `hay`), writing the groups into `slots` (two per group, the whole match first).
-    /// `Some(false)`: no match; `None`: it gave up, the slots are left cleared and the
-    /// caller asks the backtracker.
-    pub(super) fn read(
+    /// `hay`), writing the match and its groups into `caps` as the bounded backtracker
+    /// would (so the caller reads them the same way). `Some(false)`: no match; `None`: it
+    /// gave up, `caps` holds no match and the caller asks the backtracker.
+    pub(super) fn read(&mut self, hay: &[u8], at: usize, caps: &mut Slots) -> Option<bool> {
+        let found = self.read_slots(hay, at, caps.slots_mut());
+        caps.set_pattern((found == Some(true)).then_some(PatternID::ZERO));
+        found
+    }
+
+    /// [`Walker::read`] into the slots themselves (two per group, the whole match first).
+    fn read_slots(
         &mut self,
         hay: &[u8],
         at: usize,
@@ -552,16 +561,12 @@ mod tests {
     fn walk(pattern: &str, message: &str) -> Option<Option<Groups>> {
         let hir = super::super::branches::ascii_hir(pattern)?;
         let mut w = Walker::new(&hir)?;
-        let groups = regex::Regex::new(pattern).ok()?.captures_len();
-        let mut slots = vec![None; 2 * groups];
-        let found = w.read(message.as_bytes(), 0, &mut slots)?;
+        let mut caps = super::super::branches::byte_backtracker(&hir)?.create_captures();
+        let found = w.read(message.as_bytes(), 0, &mut caps)?;
+        assert_eq!(found, caps.is_match());
         Some(found.then(|| {
-            slots
-                .chunks(2)
-                .map(|p| match (p[0], p[1]) {
-                    (Some(a), Some(b)) => Some((a.get(), b.get())),
-                    _ => None,
-                })
+            (0..caps.group_len())
+                .map(|i| caps.get_group(i).map(|g| (g.start, g.end)))
                 .collect()
         }))
     }
@@ -679,7 +684,7 @@ mod tests {
                 for at in 0..=m.len() {
                     let input = Input::new(m).span(at..m.len()).anchored(Anchored::Yes);
                     bt.try_search(&mut cache, &input, &mut want).expect("short messages");
-                    if let Some(found) = w.read(m.as_bytes(), at, got.slots_mut()) {
+                    if let Some(found) = w.read(m.as_bytes(), at, &mut got) {
                         prop_assert_eq!(found, want.is_match(), "{} on {:?} at {}", p, m, at);
                         if found {
                             prop_assert_eq!(got.slots(), want.slots(), "{} on {:?} at {}", p, m, at);
